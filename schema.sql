@@ -1,0 +1,310 @@
+-- backchannel schema: the single source of truth for the database.
+--
+-- The file is a sequence of numbered migrations. Each starts with a line
+-- `-- migration: N` and runs once, inside one transaction, when the store
+-- opens a database whose `PRAGMA user_version` is below N. A migration is
+-- never edited once released; later changes append a new migration.
+--
+-- Conventions: times are integer milliseconds since the Unix epoch (UTC);
+-- JSON columns hold compact JSON text; e-mail addresses are compared
+-- case-insensitively (COLLATE NOCASE) because mail systems do so in practice.
+
+-- migration: 1
+
+-- People who use the gateway: agents and admins. The API token is stored only
+-- as its SHA-256 hash.
+CREATE TABLE users (
+    id              INTEGER PRIMARY KEY,
+    email           TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    name            TEXT    NOT NULL,
+    role            TEXT    NOT NULL CHECK (role IN ('owner', 'admin', 'member', 'viewer')),
+    token_hash      BLOB    NOT NULL UNIQUE,
+    notifications   TEXT    NOT NULL DEFAULT 'email' CHECK (notifications IN ('email', 'off')),
+    created_at      INTEGER NOT NULL
+);
+
+-- Tickets of the helpdesk that side conversations hang off.
+CREATE TABLE parents (
+    id              INTEGER PRIMARY KEY,
+    external_id     TEXT    NOT NULL UNIQUE,
+    subject         TEXT    NOT NULL DEFAULT '',
+    requester_name  TEXT,
+    requester_email TEXT COLLATE NOCASE,
+    status          TEXT    NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'snoozed', 'closed')),
+    snoozed_until   INTEGER,
+    assignee_id     INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    last_sender     TEXT COLLATE NOCASE,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL
+);
+
+-- Custom sender addresses (SPEC §6).
+CREATE TABLE senders (
+    id                      INTEGER PRIMARY KEY,
+    email                   TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    name                    TEXT    NOT NULL DEFAULT '',
+    reply_mode              TEXT    NOT NULL DEFAULT 'gateway' CHECK (reply_mode IN ('gateway', 'plus', 'none')),
+    status                  TEXT    NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'verified')),
+    -- local part of the forwarding address on the gateway domain (unguessable)
+    forwarding_local        TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    forwarding_state        TEXT    NOT NULL DEFAULT 'unknown' CHECK (forwarding_state IN ('unknown', 'confirmed')),
+    forwarding_confirmed_at INTEGER,
+    -- {provider, code, link} of a provider's forwarding-confirmation mail
+    forwarding_confirmation TEXT,
+    verification_code_hash  BLOB,
+    verification_expires_at INTEGER,
+    verification_attempts   INTEGER NOT NULL DEFAULT 0,
+    verification_nonce      TEXT UNIQUE,
+    verified_at             INTEGER,
+    signature_text          TEXT,
+    signature_html          TEXT,
+    -- {spf, dkim, dmarc: {status, record_to_publish, detail}}
+    dns                     TEXT,
+    dns_checked_at          INTEGER,
+    created_at              INTEGER NOT NULL
+);
+
+-- One DKIM key per sending domain.
+CREATE TABLE dkim_keys (
+    domain          TEXT    PRIMARY KEY COLLATE NOCASE,
+    selector        TEXT    NOT NULL,
+    algorithm       TEXT    NOT NULL CHECK (algorithm IN ('ed25519', 'rsa')),
+    private_key     BLOB    NOT NULL,
+    public_key      TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+
+CREATE TABLE side_conversations (
+    id              INTEGER PRIMARY KEY,
+    parent_id       INTEGER NOT NULL REFERENCES parents(id) ON DELETE CASCADE,
+    -- 16 lowercase base32 characters, 80 random bits (SPEC §3)
+    token           TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    portal_token    TEXT    UNIQUE,
+    portal_revoked  INTEGER NOT NULL DEFAULT 0,
+    status          TEXT    NOT NULL DEFAULT 'open' CHECK (status IN ('open', 'closed')),
+    subject         TEXT    NOT NULL,
+    sender_email    TEXT    NOT NULL COLLATE NOCASE,
+    started_by      INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    -- 22-byte Outlook Thread-Index header block, extended per reply
+    thread_index    BLOB,
+    -- the <n> of the next outbound Message-ID
+    next_seq        INTEGER NOT NULL DEFAULT 1,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    closed_at       INTEGER
+);
+CREATE INDEX side_conversations_parent ON side_conversations(parent_id);
+
+CREATE TABLE participants (
+    side_conversation_id INTEGER NOT NULL REFERENCES side_conversations(id) ON DELETE CASCADE,
+    email           TEXT    NOT NULL COLLATE NOCASE,
+    name            TEXT,
+    -- how they joined: to, cc, or joined (by CC or forward on an inbound reply)
+    role            TEXT    NOT NULL CHECK (role IN ('to', 'cc', 'joined')),
+    added_at        INTEGER NOT NULL,
+    PRIMARY KEY (side_conversation_id, email)
+);
+
+-- Addresses first seen on inbound mail ("leads").
+CREATE TABLE contacts (
+    id              INTEGER PRIMARY KEY,
+    email           TEXT    NOT NULL UNIQUE COLLATE NOCASE,
+    name            TEXT,
+    first_message_id INTEGER,
+    created_at      INTEGER NOT NULL
+);
+
+-- Messages accepted over SMTP, committed before the 250 reply, waiting for
+-- the ingest pipeline. The raw bytes here are exactly what was received.
+CREATE TABLE inbound_queue (
+    id              INTEGER PRIMARY KEY,
+    received_at     INTEGER NOT NULL,
+    peer_ip         TEXT    NOT NULL,
+    helo            TEXT    NOT NULL,
+    mail_from       TEXT    NOT NULL,         -- '' for the null reverse-path
+    rcpts           TEXT    NOT NULL,         -- JSON array of addresses
+    tls             INTEGER NOT NULL DEFAULT 0,
+    -- MAIL/RCPT parameters worth keeping (SIZE, BODY, SMTPUTF8, RET, ENVID, NOTIFY, ORCPT)
+    params          TEXT,
+    size            INTEGER NOT NULL,
+    sha256          BLOB    NOT NULL,
+    raw             BLOB    NOT NULL,
+    state           TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'done', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    processed_at    INTEGER
+);
+CREATE INDEX inbound_queue_pending ON inbound_queue(state, id);
+
+CREATE TABLE messages (
+    id              INTEGER PRIMARY KEY,
+    side_conversation_id INTEGER REFERENCES side_conversations(id) ON DELETE SET NULL,
+    direction       TEXT    NOT NULL CHECK (direction IN ('in', 'out')),
+    kind            TEXT    NOT NULL CHECK (kind IN ('reply', 'auto_reply', 'bounce', 'verification',
+                                                     'forwarding_confirmation', 'agent', 'notification')),
+    route           TEXT    NOT NULL CHECK (route IN ('token', 'references', 'forwarding', 'bounce',
+                                                      'unrouted', 'api', 'portal')),
+    inbound_id      INTEGER UNIQUE REFERENCES inbound_queue(id),
+    raw             BLOB    NOT NULL,
+    raw_sha256      BLOB    NOT NULL,
+    message_id      TEXT,
+    in_reply_to     TEXT,
+    refs            TEXT    NOT NULL DEFAULT '[]',   -- JSON array of Message-IDs
+    from_name       TEXT,
+    from_email      TEXT COLLATE NOCASE,
+    reply_to        TEXT,
+    to_addrs        TEXT    NOT NULL DEFAULT '[]',   -- JSON array of {name,email}
+    cc_addrs        TEXT    NOT NULL DEFAULT '[]',
+    date            INTEGER,
+    subject         TEXT    NOT NULL DEFAULT '',
+    text_body       TEXT,
+    html_body       TEXT,
+    visible_reply   TEXT,
+    flags           TEXT    NOT NULL DEFAULT '[]',   -- JSON array: unverified_sender, duplicate_of:<id> …
+    auth            TEXT,                            -- JSON {spf, dkim, dmarc, arc}
+    bounce          TEXT,                            -- JSON {recipient, status, diagnostic}
+    author_id       INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    received_at     INTEGER NOT NULL
+);
+CREATE INDEX messages_message_id ON messages(message_id);
+CREATE INDEX messages_side_conversation ON messages(side_conversation_id, id);
+CREATE INDEX messages_sha ON messages(raw_sha256);
+CREATE INDEX messages_unrouted ON messages(route, id) WHERE side_conversation_id IS NULL;
+
+CREATE TABLE attachments (
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    idx             INTEGER NOT NULL,
+    filename        TEXT,
+    content_type    TEXT    NOT NULL,
+    size            INTEGER NOT NULL,
+    content_id      TEXT,
+    data            BLOB    NOT NULL,
+    PRIMARY KEY (message_id, idx)
+);
+
+-- One row per recipient of an outbound message.
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    recipient       TEXT    NOT NULL COLLATE NOCASE,
+    -- VERP key: the envelope sender is bounce+<verp_key>@<domain>
+    verp_key        TEXT    NOT NULL UNIQUE,
+    state           TEXT    NOT NULL DEFAULT 'queued'
+                    CHECK (state IN ('queued', 'sending', 'sent', 'deferred', 'failed', 'bounced')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_attempt_at INTEGER,
+    last_error      TEXT,
+    sent_at         INTEGER,
+    created_at      INTEGER NOT NULL,
+    UNIQUE (message_id, recipient)
+);
+CREATE INDEX outbox_due ON outbox(state, next_attempt_at);
+
+-- Workspace settings (signature, default sender, side_conversations_enabled …)
+-- as JSON values.
+CREATE TABLE settings (
+    key             TEXT    PRIMARY KEY,
+    value           TEXT    NOT NULL
+);
+
+CREATE TABLE activity (
+    id              INTEGER PRIMARY KEY,
+    parent_id       INTEGER NOT NULL REFERENCES parents(id) ON DELETE CASCADE,
+    side_conversation_id INTEGER REFERENCES side_conversations(id) ON DELETE SET NULL,
+    actor_id        INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    text            TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+CREATE INDEX activity_parent ON activity(parent_id, id);
+
+CREATE TABLE webhooks (
+    id              INTEGER PRIMARY KEY,
+    url             TEXT    NOT NULL,
+    secret          TEXT    NOT NULL,
+    events          TEXT    NOT NULL,   -- JSON array of event names; empty = all
+    active          INTEGER NOT NULL DEFAULT 1,
+    created_at      INTEGER NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+    id              INTEGER PRIMARY KEY,
+    webhook_id      INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
+    event           TEXT    NOT NULL,
+    payload         TEXT    NOT NULL,
+    state           TEXT    NOT NULL DEFAULT 'queued'
+                    CHECK (state IN ('queued', 'sending', 'delivered', 'deferred', 'failed')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    last_status     INTEGER,
+    last_error      TEXT,
+    created_at      INTEGER NOT NULL,
+    delivered_at    INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(state, next_attempt_at);
+CREATE INDEX webhook_deliveries_hook ON webhook_deliveries(webhook_id, id);
+
+-- Saved side-conversation templates (macros).
+CREATE TABLE templates (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT    NOT NULL,
+    to_addrs        TEXT    NOT NULL DEFAULT '[]',
+    cc_addrs        TEXT    NOT NULL DEFAULT '[]',
+    subject         TEXT    NOT NULL DEFAULT '',
+    body_text       TEXT,
+    body_html       TEXT,
+    created_by      INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    created_at      INTEGER NOT NULL
+);
+
+-- Pending reply notifications, batched per agent (SPEC §4 effects).
+CREATE TABLE notification_queue (
+    id              INTEGER PRIMARY KEY,
+    user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    due_at          INTEGER NOT NULL,
+    sent_message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+    UNIQUE (user_id, message_id)
+);
+CREATE INDEX notification_queue_due ON notification_queue(sent_message_id, due_at);
+
+-- Agent view (SPEC §9). Each mailbox gives its messages UIDs that never
+-- change; UIDVALIDITY changes only if a mailbox is recreated.
+CREATE TABLE mailboxes (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT    NOT NULL UNIQUE,
+    kind            TEXT    NOT NULL CHECK (kind IN ('inbox', 'ticket', 'unrouted')),
+    parent_id       INTEGER UNIQUE REFERENCES parents(id) ON DELETE CASCADE,
+    uidvalidity     INTEGER NOT NULL,
+    uidnext         INTEGER NOT NULL DEFAULT 1,
+    highest_modseq  INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE mailbox_messages (
+    mailbox_id      INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid             INTEGER NOT NULL,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    modseq          INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid),
+    UNIQUE (mailbox_id, message_id)
+);
+CREATE INDEX mailbox_messages_message ON mailbox_messages(message_id);
+
+-- Per-user flags on messages.
+CREATE TABLE message_flags (
+    user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    seen            INTEGER NOT NULL DEFAULT 0,
+    flagged         INTEGER NOT NULL DEFAULT 0,
+    answered        INTEGER NOT NULL DEFAULT 0,
+    modseq          INTEGER NOT NULL,
+    PRIMARY KEY (user_id, message_id)
+);
+
+-- Monotonic counters: 'modseq' (every change visible to the agent view; JMAP
+-- state strings derive from it).
+CREATE TABLE counters (
+    name            TEXT    PRIMARY KEY,
+    value           INTEGER NOT NULL
+);
+INSERT INTO counters (name, value) VALUES ('modseq', 0);

@@ -1,0 +1,227 @@
+//! Wiring: opens the store, binds the listeners, runs every service until
+//! shutdown. [`start`] runs the real server in-process for tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::{self, ApiState};
+use crate::config::Config;
+use crate::model::Role;
+use crate::smtp;
+use crate::store::{self, Store};
+
+/// Addresses actually bound (ports may have been `0`); the `--ready-file`
+/// JSON.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct BoundAddrs {
+    pub smtp: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// A shutdown signal that many tasks can wait on.
+#[derive(Clone)]
+pub struct Shutdown {
+    rx: watch::Receiver<bool>,
+}
+
+impl Shutdown {
+    pub fn new() -> (watch::Sender<bool>, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (tx, Shutdown { rx })
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.rx.borrow()
+    }
+
+    /// Resolves once shutdown has been requested (or the sender is gone).
+    pub async fn wait(&self) {
+        let mut rx = self.rx.clone();
+        let _ = rx.wait_for(|v| *v).await;
+    }
+}
+
+/// The bound listeners, for [`start_with`].
+pub struct Listeners {
+    pub smtp: TcpListener,
+    pub http: TcpListener,
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> anyhow::Result<Listeners> {
+        Ok(Listeners {
+            smtp: TcpListener::bind(config.smtp.listen)
+                .await
+                .with_context(|| format!("bind SMTP on {}", config.smtp.listen))?,
+            http: TcpListener::bind(config.http.listen)
+                .await
+                .with_context(|| format!("bind HTTP on {}", config.http.listen))?,
+        })
+    }
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addrs: BoundAddrs,
+    pub store: Store,
+    trigger: watch::Sender<bool>,
+    tasks: JoinSet<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Asks every service to stop and waits for them.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.trigger.send(true);
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "service stopped with an error");
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "service task failed");
+                    first_error.get_or_insert(e.into());
+                }
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Binds the configured addresses and starts every service.
+pub async fn start(config: Config, store: Store) -> anyhow::Result<Running> {
+    let listeners = Listeners::bind(&config).await?;
+    start_with(config, store, listeners).await
+}
+
+/// Starts every service on already-bound listeners.
+pub async fn start_with(
+    config: Config,
+    store: Store,
+    listeners: Listeners,
+) -> anyhow::Result<Running> {
+    let config = Arc::new(config);
+    let addrs = BoundAddrs {
+        smtp: listeners.smtp.local_addr()?,
+        http: listeners.http.local_addr()?,
+    };
+    let (trigger, shutdown) = Shutdown::new();
+    let mut tasks = JoinSet::new();
+
+    let committed = Arc::new(tokio::sync::Notify::new());
+    let smtp_server = smtp::Server::new(config.clone(), store.clone(), committed.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { smtp_server.run(listeners.smtp, shutdown).await });
+    }
+
+    let router = api::router(ApiState {
+        store: store.clone(),
+    });
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            axum::serve(
+                listeners.http,
+                router.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await
+            .context("HTTP server")
+        });
+    }
+
+    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, domain = %config.domain, "listening");
+    Ok(Running {
+        addrs,
+        store,
+        trigger,
+        tasks,
+    })
+}
+
+/// Creates the first owner (`admin@<domain>`) when the store has no users,
+/// and logs its token once.
+pub async fn ensure_first_owner(store: &Store, domain: &str) -> anyhow::Result<()> {
+    let email = format!("admin@{domain}");
+    let created = store
+        .write(move |c| {
+            if store::users::count(c)? > 0 {
+                return Ok(None);
+            }
+            let (user, token) = store::users::create(c, &email, "Owner", Role::Owner)?;
+            Ok(Some((user, token)))
+        })
+        .await?;
+    if let Some((user, token)) = created {
+        tracing::warn!(
+            email = %user.email,
+            token = token.as_str(),
+            "created the first owner; this API token is shown only once"
+        );
+    }
+    Ok(())
+}
+
+/// `backchannel serve`: runs until SIGINT/SIGTERM, then shuts down cleanly.
+pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let store = Store::open(&config.db_path())
+        .with_context(|| format!("open database {}", config.db_path().display()))?;
+    ensure_first_owner(&store, &config.domain).await?;
+    let running = start(config, store.clone()).await?;
+    if let Some(path) = ready_file {
+        write_ready_file(&path, &running.addrs)?;
+    }
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    let result = running.shutdown().await;
+    store.close();
+    tracing::info!("stopped");
+    result
+}
+
+fn write_ready_file(path: &Path, addrs: &BoundAddrs) -> anyhow::Result<()> {
+    // Written to a temporary name and renamed, so a reader never sees half.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec(addrs)?)
+        .with_context(|| format!("write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

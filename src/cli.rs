@@ -1,0 +1,147 @@
+//! Command line: `serve`, `config`, `user add`, `user list`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+use crate::model::Role;
+use crate::store::{self, Store};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "backchannel",
+    version,
+    about = "Email gateway for helpdesk side conversations"
+)]
+pub struct Cli {
+    /// Config file (TOML). Without one, the embedded defaults apply.
+    #[arg(long, global = true, env = "BACKCHANNEL_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: SMTP, HTTP API and portal, delivery, scheduled jobs.
+    Serve {
+        /// Write the bound addresses as JSON to this file once listening.
+        #[arg(long, value_name = "PATH")]
+        ready_file: Option<PathBuf>,
+        /// Log format (overrides `log.format`).
+        #[arg(long, value_parser = ["text", "json"])]
+        log_format: Option<String>,
+    },
+    /// Print the effective configuration, secrets redacted.
+    Config,
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its API token (alone, on one line).
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+    /// List users.
+    List,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("backchannel: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(cli.command, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("backchannel: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, config: Config) -> anyhow::Result<()> {
+    match command {
+        Command::Serve {
+            ready_file,
+            log_format,
+        } => {
+            let format = match log_format.as_deref() {
+                Some("json") => LogFormat::Json,
+                Some(_) => LogFormat::Text,
+                None => config.log_format,
+            };
+            init_tracing(format, &config.log_level);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("backchannel")
+                .build()?;
+            runtime.block_on(crate::app::serve(config, ready_file))
+        }
+        Command::Config => {
+            print!("{}", config.to_redacted_toml());
+            Ok(())
+        }
+        Command::User { command } => {
+            let store = Store::open(&config.db_path())?;
+            let result = user_command(&store, command);
+            store.close();
+            result
+        }
+    }
+}
+
+fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add { email, name, role } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            if !crate::model::is_valid_email(&email) {
+                anyhow::bail!("`{email}` is not a valid email address");
+            }
+            if name.trim().is_empty() {
+                anyhow::bail!("--name must not be empty");
+            }
+            let (_, token) =
+                store.write_blocking(move |c| store::users::create(c, &email, &name, role))?;
+            println!("{}", token.as_str());
+        }
+        UserCommand::List => {
+            let users = store.read_blocking(store::users::list)?;
+            for u in users {
+                println!("{}\t{}\t{}\t{}", u.id, u.email, u.role, u.name);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Structured logs on stderr: text by default, JSON on request.
+/// `RUST_LOG` wins over `log.level` when set.
+pub fn init_tracing(format: LogFormat, level: &str) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}

@@ -1,0 +1,972 @@
+//! Configuration: TOML file + `BACKCHANNEL_<SECTION>_<KEY>` environment
+//! overrides → a validated [`Config`]. Every error names the offending key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("unknown config key `{0}`")]
+    UnknownKey(String),
+    #[error("environment variable {var} does not name a config key")]
+    UnknownEnv { var: String },
+    #[error("config key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Raw form: exactly the TOML keys, every one with a default.
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    pub domain: String,
+    pub data_dir: String,
+    pub log: RawLog,
+    pub smtp: RawSmtp,
+    pub http: RawHttp,
+    pub imap: RawImap,
+    pub outbound: RawOutbound,
+    pub notifications: RawNotifications,
+    pub dns: RawDns,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    pub format: String,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSmtp {
+    pub listen: String,
+    pub hostname: String,
+    pub max_message_bytes: u64,
+    pub max_connections: u64,
+    pub max_connections_per_ip: u64,
+    pub max_recipients: u64,
+    pub max_errors: u64,
+    pub max_line_length: u64,
+    pub command_timeout: String,
+    pub data_timeout: String,
+    pub shutdown_grace: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    pub listen: String,
+    pub public_url: String,
+    pub max_body_bytes: u64,
+    pub request_timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawImap {
+    pub listen: String,
+    pub tls_cert: String,
+    pub tls_key: String,
+    pub max_connections: u64,
+    pub idle_timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawOutbound {
+    pub mode: String,
+    pub relay_url: String,
+    pub retry_schedule: Vec<String>,
+    pub max_age: String,
+    pub dkim_selector: String,
+    pub spf: Vec<String>,
+    pub send_timeout: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawNotifications {
+    pub batch_window: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDns {
+    pub nameservers: Vec<String>,
+    pub timeout: String,
+}
+
+impl Default for RawConfig {
+    fn default() -> Self {
+        RawConfig {
+            domain: "localhost".into(),
+            data_dir: "./backchannel-data".into(),
+            log: RawLog::default(),
+            smtp: RawSmtp::default(),
+            http: RawHttp::default(),
+            imap: RawImap::default(),
+            outbound: RawOutbound::default(),
+            notifications: RawNotifications::default(),
+            dns: RawDns::default(),
+        }
+    }
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+impl Default for RawSmtp {
+    fn default() -> Self {
+        RawSmtp {
+            listen: "127.0.0.1:2525".into(),
+            hostname: String::new(),
+            max_message_bytes: 26_214_400,
+            max_connections: 512,
+            max_connections_per_ip: 64,
+            max_recipients: 100,
+            max_errors: 10,
+            max_line_length: 4096,
+            command_timeout: "5m".into(),
+            data_timeout: "3m".into(),
+            shutdown_grace: "30s".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+        }
+    }
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            max_body_bytes: 40 * 1024 * 1024,
+            request_timeout: "60s".into(),
+        }
+    }
+}
+
+impl Default for RawImap {
+    fn default() -> Self {
+        RawImap {
+            listen: "127.0.0.1:1143".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            max_connections: 256,
+            idle_timeout: "30m".into(),
+        }
+    }
+}
+
+impl Default for RawOutbound {
+    fn default() -> Self {
+        RawOutbound {
+            mode: "maildir".into(),
+            relay_url: String::new(),
+            retry_schedule: ["1m", "5m", "15m", "1h", "4h"].map(String::from).to_vec(),
+            max_age: "3d".into(),
+            dkim_selector: "backchannel".into(),
+            spf: Vec::new(),
+            send_timeout: "2m".into(),
+        }
+    }
+}
+
+impl Default for RawNotifications {
+    fn default() -> Self {
+        RawNotifications {
+            batch_window: "2m".into(),
+        }
+    }
+}
+
+impl Default for RawDns {
+    fn default() -> Self {
+        RawDns {
+            nameservers: Vec::new(),
+            timeout: "5s".into(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validated form.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundMode {
+    Maildir,
+    Relay,
+    Mx,
+}
+
+#[derive(Clone)]
+pub struct Config {
+    pub domain: String,
+    pub data_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub smtp: SmtpConfig,
+    pub http: HttpConfig,
+    pub imap: ImapConfig,
+    pub outbound: OutboundConfig,
+    pub notifications: NotificationsConfig,
+    pub dns: DnsConfig,
+    /// The merged raw keys, kept for `backchannel config`.
+    raw: RawConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct SmtpConfig {
+    pub listen: SocketAddr,
+    /// Name in the greeting and EHLO reply.
+    pub hostname: String,
+    pub max_message_bytes: usize,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub max_recipients: usize,
+    pub max_errors: usize,
+    pub max_line_length: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub tls: Option<TlsFiles>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub max_body_bytes: usize,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ImapConfig {
+    pub listen: SocketAddr,
+    pub tls: Option<TlsFiles>,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Clone)]
+pub struct OutboundConfig {
+    pub mode: OutboundMode,
+    /// Relay URL with credentials; never printed (see `Debug`).
+    pub relay_url: String,
+    pub retry_schedule: Vec<Duration>,
+    pub max_age: Duration,
+    pub dkim_selector: String,
+    pub spf: Vec<String>,
+    pub send_timeout: Duration,
+}
+
+impl fmt::Debug for OutboundConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OutboundConfig")
+            .field("mode", &self.mode)
+            .field("relay_url", &redact_url(&self.relay_url))
+            .field("retry_schedule", &self.retry_schedule)
+            .field("max_age", &self.max_age)
+            .field("dkim_selector", &self.dkim_selector)
+            .field("spf", &self.spf)
+            .field("send_timeout", &self.send_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationsConfig {
+    pub batch_window: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    pub nameservers: Vec<SocketAddr>,
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("domain", &self.domain)
+            .field("data_dir", &self.data_dir)
+            .field("log_format", &self.log_format)
+            .field("smtp", &self.smtp)
+            .field("http", &self.http)
+            .field("imap", &self.imap)
+            .field("outbound", &self.outbound)
+            .field("notifications", &self.notifications)
+            .field("dns", &self.dns)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Loads the config: `path` if given, embedded defaults otherwise, then
+    /// the `BACKCHANNEL_*` variables of `env` on top.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let file_table = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_path_buf(),
+                        message: e.message().to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        Self::from_table(file_table, env)
+    }
+
+    /// Loads from TOML text (tests and embedding).
+    pub fn from_toml_str(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let table = text
+            .parse::<toml::Table>()
+            .map_err(|e| ConfigError::Syntax {
+                path: PathBuf::from("<string>"),
+                message: e.message().to_string(),
+            })?;
+        Self::from_table(table, env)
+    }
+
+    fn from_table(
+        mut table: toml::Table,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let defaults = default_table();
+        check_known_keys(&table, &defaults, "")?;
+        apply_env(&mut table, &defaults, env)?;
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                invalid(&key, e.into_inner().to_string())
+            })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let domain = raw.domain.trim().trim_end_matches('.').to_ascii_lowercase();
+        if !is_domain(&domain) {
+            return Err(invalid(
+                "domain",
+                format!("`{}` is not a domain name", raw.domain),
+            ));
+        }
+        if raw.data_dir.trim().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+        let log_format = match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("`{other}`: expected text or json"),
+                ));
+            }
+        };
+        if raw
+            .log
+            .level
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return Err(invalid(
+                "log.level",
+                format!("`{}` is not a log filter", raw.log.level),
+            ));
+        }
+
+        let s = &raw.smtp;
+        let smtp = SmtpConfig {
+            listen: socket("smtp.listen", &s.listen)?,
+            hostname: if s.hostname.is_empty() {
+                domain.clone()
+            } else if is_domain(&s.hostname) {
+                s.hostname.to_ascii_lowercase()
+            } else {
+                return Err(invalid("smtp.hostname", "not a domain name"));
+            },
+            max_message_bytes: positive("smtp.max_message_bytes", s.max_message_bytes, 1024)?,
+            max_connections: positive("smtp.max_connections", s.max_connections, 1)?,
+            max_connections_per_ip: positive(
+                "smtp.max_connections_per_ip",
+                s.max_connections_per_ip,
+                1,
+            )?,
+            // RFC 5321 §4.5.3.1.8: at least 100 recipients must be accepted.
+            max_recipients: positive("smtp.max_recipients", s.max_recipients, 1)?,
+            max_errors: positive("smtp.max_errors", s.max_errors, 1)?,
+            // RFC 5321 §4.5.3.1.4: a command line is at least 512 octets.
+            max_line_length: positive("smtp.max_line_length", s.max_line_length, 512)?,
+            command_timeout: duration("smtp.command_timeout", &s.command_timeout)?,
+            data_timeout: duration("smtp.data_timeout", &s.data_timeout)?,
+            shutdown_grace: duration("smtp.shutdown_grace", &s.shutdown_grace)?,
+            tls: tls_files("smtp", &s.tls_cert, &s.tls_key)?,
+        };
+
+        let h = &raw.http;
+        let public_url = h.public_url.trim_end_matches('/').to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            return Err(invalid(
+                "http.public_url",
+                "must start with http:// or https://",
+            ));
+        }
+        let http = HttpConfig {
+            listen: socket("http.listen", &h.listen)?,
+            public_url,
+            max_body_bytes: positive("http.max_body_bytes", h.max_body_bytes, 1024)?,
+            request_timeout: duration("http.request_timeout", &h.request_timeout)?,
+        };
+
+        let i = &raw.imap;
+        let imap = ImapConfig {
+            listen: socket("imap.listen", &i.listen)?,
+            tls: tls_files("imap", &i.tls_cert, &i.tls_key)?,
+            max_connections: positive("imap.max_connections", i.max_connections, 1)?,
+            idle_timeout: duration("imap.idle_timeout", &i.idle_timeout)?,
+        };
+
+        let o = &raw.outbound;
+        let mode = match o.mode.as_str() {
+            "maildir" => OutboundMode::Maildir,
+            "relay" => OutboundMode::Relay,
+            "mx" => OutboundMode::Mx,
+            other => {
+                return Err(invalid(
+                    "outbound.mode",
+                    format!("`{other}`: expected maildir, relay or mx"),
+                ));
+            }
+        };
+        if mode == OutboundMode::Relay {
+            if o.relay_url.is_empty() {
+                return Err(invalid(
+                    "outbound.relay_url",
+                    "required when outbound.mode is relay",
+                ));
+            }
+            if !(o.relay_url.starts_with("smtp://") || o.relay_url.starts_with("smtps://")) {
+                return Err(invalid(
+                    "outbound.relay_url",
+                    "must start with smtp:// or smtps://",
+                ));
+            }
+        }
+        if o.retry_schedule.is_empty() {
+            return Err(invalid(
+                "outbound.retry_schedule",
+                "needs at least one step",
+            ));
+        }
+        let retry_schedule = o
+            .retry_schedule
+            .iter()
+            .map(|d| duration("outbound.retry_schedule", d))
+            .collect::<Result<Vec<_>, _>>()?;
+        for entry in &o.spf {
+            let ok = entry
+                .strip_prefix("ip4:")
+                .map(|ip| {
+                    ip.split('/')
+                        .next()
+                        .unwrap_or("")
+                        .parse::<std::net::Ipv4Addr>()
+                        .is_ok()
+                })
+                .or_else(|| {
+                    entry.strip_prefix("ip6:").map(|ip| {
+                        ip.split('/')
+                            .next()
+                            .unwrap_or("")
+                            .parse::<std::net::Ipv6Addr>()
+                            .is_ok()
+                    })
+                })
+                .or_else(|| entry.strip_prefix("include:").map(is_domain))
+                .unwrap_or(false);
+            if !ok {
+                return Err(invalid(
+                    "outbound.spf",
+                    format!("`{entry}`: expected ip4:<addr>, ip6:<addr> or include:<domain>"),
+                ));
+            }
+        }
+        if o.dkim_selector.is_empty()
+            || !o
+                .dkim_selector
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        {
+            return Err(invalid("outbound.dkim_selector", "must be a DNS label"));
+        }
+        let outbound = OutboundConfig {
+            mode,
+            relay_url: o.relay_url.clone(),
+            retry_schedule,
+            max_age: duration("outbound.max_age", &o.max_age)?,
+            dkim_selector: o.dkim_selector.clone(),
+            spf: o.spf.clone(),
+            send_timeout: duration("outbound.send_timeout", &o.send_timeout)?,
+        };
+
+        let notifications = NotificationsConfig {
+            batch_window: duration(
+                "notifications.batch_window",
+                &raw.notifications.batch_window,
+            )?,
+        };
+        let dns = DnsConfig {
+            nameservers: raw
+                .dns
+                .nameservers
+                .iter()
+                .map(|s| socket("dns.nameservers", s))
+                .collect::<Result<_, _>>()?,
+            timeout: duration("dns.timeout", &raw.dns.timeout)?,
+        };
+
+        Ok(Config {
+            domain,
+            data_dir: PathBuf::from(&raw.data_dir),
+            log_format,
+            log_level: raw.log.level.clone(),
+            smtp,
+            http,
+            imap,
+            outbound,
+            notifications,
+            dns,
+            raw,
+        })
+    }
+
+    /// Path of the SQLite database inside `data_dir`.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("backchannel.db")
+    }
+
+    /// The effective configuration as TOML, secrets redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut raw = self.raw.clone();
+        raw.outbound.relay_url = redact_url(&raw.outbound.relay_url);
+        toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render config: {e}\n"))
+    }
+}
+
+/// `smtp://user:secret@host` → `smtp://user:***@host`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}")
+            } else {
+                format!("{scheme}://{user}@{host}")
+            }
+        }
+        None => url.to_string(),
+    }
+}
+
+fn default_table() -> toml::Table {
+    match toml::Table::try_from(RawConfig::default()) {
+        Ok(t) => t,
+        // RawConfig is plain data; serialising it cannot fail.
+        Err(e) => panic!("default config does not serialise: {e}"),
+    }
+}
+
+fn check_known_keys(
+    table: &toml::Table,
+    defaults: &toml::Table,
+    prefix: &str,
+) -> Result<(), ConfigError> {
+    for (key, value) in table {
+        let full = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        match defaults.get(key) {
+            None => return Err(ConfigError::UnknownKey(full)),
+            Some(toml::Value::Table(sub_defaults)) => match value {
+                toml::Value::Table(sub) => check_known_keys(sub, sub_defaults, &full)?,
+                _ => return Err(invalid(&full, "must be a table ([section])")),
+            },
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Applies `BACKCHANNEL_<SECTION>_<KEY>` (or `BACKCHANNEL_<KEY>` for
+/// top-level keys). The value is read with the type the key has.
+fn apply_env(
+    table: &mut toml::Table,
+    defaults: &toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    let vars: BTreeMap<String, String> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("BACKCHANNEL_") && k != "BACKCHANNEL_CONFIG")
+        .collect();
+    for (var, value) in vars {
+        let name = var["BACKCHANNEL_".len()..].to_ascii_lowercase();
+        let mut target: Option<(Option<String>, String)> = None;
+        for (section, sub) in defaults {
+            if let toml::Value::Table(sub) = sub
+                && let Some(key) = name.strip_prefix(&format!("{section}_"))
+                && sub.contains_key(key)
+            {
+                target = Some((Some(section.clone()), key.to_string()));
+            }
+        }
+        if target.is_none() && defaults.get(&name).is_some_and(|v| !v.is_table()) {
+            target = Some((None, name.clone()));
+        }
+        let Some((section, key)) = target else {
+            return Err(ConfigError::UnknownEnv { var });
+        };
+        let (default_value, dest) = match &section {
+            Some(section) => {
+                let default_value = defaults
+                    .get(section)
+                    .and_then(|s| s.get(&key))
+                    .cloned()
+                    .ok_or_else(|| ConfigError::UnknownEnv { var: var.clone() })?;
+                let entry = table
+                    .entry(section.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let toml::Value::Table(dest) = entry else {
+                    return Err(invalid(section, "must be a table ([section])"));
+                };
+                (default_value, dest)
+            }
+            None => (
+                defaults
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| ConfigError::UnknownEnv { var: var.clone() })?,
+                &mut *table,
+            ),
+        };
+        let full_key = match &section {
+            Some(s) => format!("{s}.{key}"),
+            None => key.clone(),
+        };
+        let parsed = env_value(&default_value, &value)
+            .map_err(|m| invalid(&full_key, format!("from {var}: {m}")))?;
+        dest.insert(key, parsed);
+    }
+    Ok(())
+}
+
+fn env_value(like: &toml::Value, text: &str) -> Result<toml::Value, String> {
+    Ok(match like {
+        toml::Value::Integer(_) => toml::Value::Integer(
+            text.trim()
+                .parse()
+                .map_err(|_| format!("`{text}` is not a whole number"))?,
+        ),
+        toml::Value::Boolean(_) => toml::Value::Boolean(match text.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" => false,
+            _ => return Err(format!("`{text}` is not true or false")),
+        }),
+        toml::Value::Array(_) => {
+            let t = text.trim();
+            if t.starts_with('[') {
+                let wrapped = format!("v = {t}");
+                let parsed: toml::Table = wrapped
+                    .parse()
+                    .map_err(|_| format!("`{text}` is not a TOML array"))?;
+                parsed
+                    .get("v")
+                    .cloned()
+                    .unwrap_or(toml::Value::Array(Vec::new()))
+            } else {
+                toml::Value::Array(
+                    t.split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(|s| toml::Value::String(s.to_string()))
+                        .collect(),
+                )
+            }
+        }
+        _ => toml::Value::String(text.to_string()),
+    })
+}
+
+fn socket(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, format!("`{value}` is not an ip:port address")))
+}
+
+fn positive(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
+    if value < min {
+        return Err(invalid(key, format!("{value} is below the minimum {min}")));
+    }
+    usize::try_from(value).map_err(|_| invalid(key, "too large"))
+}
+
+fn tls_files(section: &str, cert: &str, key: &str) -> Result<Option<TlsFiles>, ConfigError> {
+    match (cert.is_empty(), key.is_empty()) {
+        (true, true) => Ok(None),
+        (false, false) => Ok(Some(TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (true, false) => Err(invalid(
+            &format!("{section}.tls_cert"),
+            "set tls_key without tls_cert",
+        )),
+        (false, true) => Err(invalid(
+            &format!("{section}.tls_key"),
+            "set tls_cert without tls_key",
+        )),
+    }
+}
+
+fn is_domain(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// Parses `500ms`, `30s`, `5m`, `1h`, `3d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "ms" => n,
+        "" | "s" => n.checked_mul(1000)?,
+        "m" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    parse_duration(value).ok_or_else(|| {
+        invalid(
+            key,
+            format!("`{value}` is not a duration (e.g. 500ms, 30s, 5m, 1h, 3d)"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env() -> Vec<(String, String)> {
+        Vec::new()
+    }
+
+    #[test]
+    fn embedded_defaults_match_the_spec() {
+        let c = Config::load(None, no_env()).expect("defaults load");
+        assert_eq!(c.domain, "localhost");
+        assert_eq!(
+            c.db_path(),
+            PathBuf::from("./backchannel-data/backchannel.db")
+        );
+        assert_eq!(c.smtp.listen.to_string(), "127.0.0.1:2525");
+        assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.imap.listen.to_string(), "127.0.0.1:1143");
+        assert_eq!(c.outbound.mode, OutboundMode::Maildir);
+        assert_eq!(c.smtp.max_message_bytes, 26_214_400);
+        assert_eq!(c.smtp.max_connections, 512);
+        assert_eq!(c.outbound.retry_schedule.len(), 5);
+        assert_eq!(c.outbound.max_age, Duration::from_secs(3 * 86400));
+    }
+
+    #[test]
+    fn env_overrides_win_over_the_file() {
+        let c = Config::from_toml_str(
+            "domain = \"gw.example.com\"\n[smtp]\nlisten = \"127.0.0.1:2526\"\n",
+            vec![
+                (
+                    "BACKCHANNEL_SMTP_LISTEN".to_string(),
+                    "0.0.0.0:25".to_string(),
+                ),
+                (
+                    "BACKCHANNEL_SMTP_MAX_CONNECTIONS".to_string(),
+                    "7".to_string(),
+                ),
+                (
+                    "BACKCHANNEL_OUTBOUND_RETRY_SCHEDULE".to_string(),
+                    "1s, 2s".to_string(),
+                ),
+                ("BACKCHANNEL_DATA_DIR".to_string(), "/tmp/x".to_string()),
+                ("BACKCHANNEL_CONFIG".to_string(), "ignored".to_string()),
+                ("UNRELATED".to_string(), "1".to_string()),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(c.domain, "gw.example.com");
+        assert_eq!(c.smtp.listen.to_string(), "0.0.0.0:25");
+        assert_eq!(c.smtp.max_connections, 7);
+        assert_eq!(
+            c.outbound.retry_schedule,
+            vec![Duration::from_secs(1), Duration::from_secs(2)]
+        );
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, Vec<(String, String)>, &str)] = &[
+            ("[smtp]\nlisten = \"nope\"\n", no_env(), "smtp.listen"),
+            ("[smtp]\nbogus = 1\n", no_env(), "smtp.bogus"),
+            ("bogus = 1\n", no_env(), "bogus"),
+            (
+                "[smtp]\nmax_connections = \"many\"\n",
+                no_env(),
+                "smtp.max_connections",
+            ),
+            (
+                "[outbound]\nmode = \"carrier-pigeon\"\n",
+                no_env(),
+                "outbound.mode",
+            ),
+            (
+                "[outbound]\nmode = \"relay\"\n",
+                no_env(),
+                "outbound.relay_url",
+            ),
+            (
+                "[outbound]\nretry_schedule = [\"1 fortnight\"]\n",
+                no_env(),
+                "outbound.retry_schedule",
+            ),
+            (
+                "[outbound]\nspf = [\"ip4:nope\"]\n",
+                no_env(),
+                "outbound.spf",
+            ),
+            ("[smtp]\ntls_cert = \"a.pem\"\n", no_env(), "smtp.tls_key"),
+            ("domain = \"not a domain\"\n", no_env(), "domain"),
+            ("[log]\nformat = \"xml\"\n", no_env(), "log.format"),
+            ("smtp = 3\n", no_env(), "smtp"),
+            (
+                "",
+                vec![("BACKCHANNEL_SMTP_MAX_CONNECTIONS".into(), "lots".into())],
+                "smtp.max_connections",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_SMTP_NOPE".into(), "1".into())],
+                "BACKCHANNEL_SMTP_NOPE",
+            ),
+        ];
+        for (text, env, key) in cases {
+            let err = Config::from_toml_str(text, env.clone())
+                .err()
+                .unwrap_or_else(|| panic!("{text:?} should fail"));
+            let msg = err.to_string();
+            assert!(
+                msg.contains(key),
+                "error for {text:?} should name {key}: {msg}"
+            );
+        }
+    }
+
+    #[test]
+    fn printed_config_redacts_the_relay_password() {
+        let c = Config::from_toml_str(
+            "[outbound]\nmode = \"relay\"\nrelay_url = \"smtp://bob:hunter2@relay.example:587\"\n",
+            no_env(),
+        )
+        .expect("loads");
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("hunter2"), "{printed}");
+        assert!(
+            printed.contains("smtp://bob:***@relay.example:587"),
+            "{printed}"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        // The printed form loads back to the same effective values.
+        let again = Config::from_toml_str(&printed, no_env()).expect("round trip");
+        assert_eq!(again.outbound.mode, OutboundMode::Relay);
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("3d"), Some(Duration::from_secs(259_200)));
+        assert_eq!(parse_duration("x"), None);
+        assert_eq!(parse_duration("5 weeks"), None);
+    }
+}

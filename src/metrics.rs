@@ -1,0 +1,163 @@
+//! Process-wide metrics: counters, gauges and latency histograms, rendered in
+//! the Prometheus text exposition format by `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+type Key = (&'static str, Vec<(&'static str, String)>);
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+struct Registry {
+    counters: BTreeMap<Key, u64>,
+    gauges: BTreeMap<Key, i64>,
+    histograms: BTreeMap<Key, Histogram>,
+    help: BTreeMap<&'static str, &'static str>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(Registry::default()))
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    (
+        name,
+        labels.iter().map(|(k, v)| (*k, (*v).to_string())).collect(),
+    )
+}
+
+/// Adds `n` to a counter.
+pub fn add(name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+    if let Ok(mut r) = registry().lock() {
+        *r.counters.entry(key(name, labels)).or_default() += n;
+    }
+}
+
+/// Adds one to a counter.
+pub fn inc(name: &'static str, labels: &[(&'static str, &str)]) {
+    add(name, labels, 1);
+}
+
+/// Moves a gauge by `delta`.
+pub fn gauge_add(name: &'static str, labels: &[(&'static str, &str)], delta: i64) {
+    if let Ok(mut r) = registry().lock() {
+        *r.gauges.entry(key(name, labels)).or_default() += delta;
+    }
+}
+
+/// Sets a gauge.
+pub fn gauge_set(name: &'static str, labels: &[(&'static str, &str)], value: i64) {
+    if let Ok(mut r) = registry().lock() {
+        r.gauges.insert(key(name, labels), value);
+    }
+}
+
+/// Records one latency observation in seconds.
+pub fn observe(name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
+    if let Ok(mut r) = registry().lock() {
+        let h = r.histograms.entry(key(name, labels)).or_default();
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            if seconds <= *bound {
+                h.counts[i] += 1;
+            }
+        }
+        h.sum += seconds;
+        h.count += 1;
+    }
+}
+
+/// Registers the `# HELP` text of a metric.
+pub fn describe(name: &'static str, help: &'static str) {
+    if let Ok(mut r) = registry().lock() {
+        r.help.insert(name, help);
+    }
+}
+
+/// The current value of a counter (tests and diagnostics).
+pub fn counter_value(name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+    registry()
+        .lock()
+        .ok()
+        .and_then(|r| r.counters.get(&key(name, labels)).copied())
+        .unwrap_or(0)
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn labels_text(labels: &[(&'static str, String)], extra: Option<(&str, String)>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+        .collect();
+    if let Some((k, v)) = extra {
+        parts.push(format!("{k}=\"{v}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// Renders every metric in the Prometheus text format.
+pub fn render() -> String {
+    let Ok(r) = registry().lock() else {
+        return String::new();
+    };
+    let mut out = String::new();
+    let mut last = "";
+    let header = |out: &mut String, name: &'static str, kind: &str, last: &mut &'static str| {
+        if *last != name {
+            if let Some(help) = r.help.get(name) {
+                let _ = writeln!(out, "# HELP {name} {help}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            *last = name;
+        }
+    };
+    for ((name, labels), v) in &r.counters {
+        header(&mut out, name, "counter", &mut last);
+        let _ = writeln!(out, "{name}{} {v}", labels_text(labels, None));
+    }
+    for ((name, labels), v) in &r.gauges {
+        header(&mut out, name, "gauge", &mut last);
+        let _ = writeln!(out, "{name}{} {v}", labels_text(labels, None));
+    }
+    for ((name, labels), h) in &r.histograms {
+        header(&mut out, name, "histogram", &mut last);
+        for (i, bound) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{} {}",
+                labels_text(labels, Some(("le", bound.to_string()))),
+                h.counts[i]
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{} {}",
+            labels_text(labels, Some(("le", "+Inf".to_string()))),
+            h.count
+        );
+        let _ = writeln!(out, "{name}_sum{} {}", labels_text(labels, None), h.sum);
+        let _ = writeln!(out, "{name}_count{} {}", labels_text(labels, None), h.count);
+    }
+    out
+}

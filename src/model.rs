@@ -1,0 +1,305 @@
+//! Plain domain types shared by every module: tokens, roles, addresses, time.
+//! Nothing here does I/O.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Milliseconds since the Unix epoch, the time unit of the whole store.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+const BASE32_ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+
+/// Lowercase RFC 4648 base32 without padding.
+pub fn base32_lower(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
+    let mut buffer: u64 = 0;
+    let mut bits = 0u32;
+    for &b in bytes {
+        buffer = (buffer << 8) | u64::from(b);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(BASE32_ALPHABET[((buffer >> bits) & 31) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(BASE32_ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// Random bytes from the operating system's CSPRNG.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut buf = [0u8; N];
+    rand::rng().fill_bytes(&mut buf);
+    buf
+}
+
+/// A side conversation's token: 16 lowercase base32 characters carrying 80
+/// random bits (SPEC §3). Parsing is case-insensitive; the stored and
+/// displayed form is lowercase.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Token(String);
+
+impl Token {
+    pub const LEN: usize = 16;
+
+    pub fn generate() -> Self {
+        Token(base32_lower(&random_bytes::<10>()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for Token {
+    type Err = InvalidToken;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == Self::LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphabetic() || (b'2'..=b'7').contains(&b))
+        {
+            Ok(Token(s.to_ascii_lowercase()))
+        } else {
+            Err(InvalidToken)
+        }
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", self.0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not a side-conversation token (16 base32 characters)")]
+pub struct InvalidToken;
+
+/// A user's API token: `bc_` and 52 base32 characters (256 random bits).
+/// Only its SHA-256 hash is stored.
+pub struct ApiToken(String);
+
+impl ApiToken {
+    pub fn generate() -> Self {
+        ApiToken(format!("bc_{}", base32_lower(&random_bytes::<32>())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn hash(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for ApiToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ApiToken(***)")
+    }
+}
+
+/// Roles of SPEC §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    Owner,
+    Admin,
+    Member,
+    Viewer,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Owner => "owner",
+            Role::Admin => "admin",
+            Role::Member => "member",
+            Role::Viewer => "viewer",
+        }
+    }
+
+    /// Owner and admin manage senders, signature, webhooks, users, settings.
+    pub fn can_administer(self) -> bool {
+        matches!(self, Role::Owner | Role::Admin)
+    }
+
+    /// Everyone but viewers may start, reply, close and reopen.
+    pub fn can_write(self) -> bool {
+        !matches!(self, Role::Viewer)
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "owner" => Ok(Role::Owner),
+            "admin" => Ok(Role::Admin),
+            "member" => Ok(Role::Member),
+            "viewer" => Ok(Role::Viewer),
+            other => Err(format!(
+                "unknown role `{other}` (expected owner, admin, member or viewer)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A mailbox address split at its last `@`. The domain is lowercased; the
+/// local part keeps its case (it is the receiving system's to interpret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailAddr {
+    pub local: String,
+    pub domain: String,
+}
+
+impl MailAddr {
+    /// Splits `local@domain`. Refuses empty parts, whitespace, control
+    /// characters and angle brackets: what reaches here is an envelope or
+    /// header address already stripped of its brackets.
+    pub fn parse(addr: &str) -> Option<MailAddr> {
+        let (local, domain) = addr.rsplit_once('@')?;
+        if local.is_empty()
+            || domain.is_empty()
+            || addr.len() > 254
+            || addr
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace() || c == '<' || c == '>')
+        {
+            return None;
+        }
+        Some(MailAddr {
+            local: local.to_string(),
+            domain: domain.trim_end_matches('.').to_ascii_lowercase(),
+        })
+    }
+
+    /// The `<base>+<detail>` split of a plus-addressed local part.
+    pub fn plus_parts(&self) -> Option<(&str, &str)> {
+        self.local.split_once('+')
+    }
+
+    /// The side-conversation token carried by `<anything>+<token>@…`.
+    pub fn token(&self) -> Option<Token> {
+        self.plus_parts()
+            .and_then(|(_, detail)| detail.parse().ok())
+    }
+}
+
+impl fmt::Display for MailAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.local, self.domain)
+    }
+}
+
+/// Loose syntax check for addresses coming in through the API.
+pub fn is_valid_email(addr: &str) -> bool {
+    match MailAddr::parse(addr) {
+        Some(a) => {
+            a.domain == "localhost"
+                || (a.domain.contains('.')
+                    && !a.domain.starts_with('.')
+                    && !a.domain.contains(".."))
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn base32_matches_rfc4648_vectors() {
+        // RFC 4648 §10, lowercased, without padding.
+        let cases = [
+            ("", ""),
+            ("f", "my"),
+            ("fo", "mzxq"),
+            ("foo", "mzxw6"),
+            ("foob", "mzxw6yq"),
+            ("fooba", "mzxw6ytb"),
+            ("foobar", "mzxw6ytboi"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(base32_lower(input.as_bytes()), expected, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_have_the_spec_format_and_do_not_repeat() {
+        let mut seen = HashSet::new();
+        for _ in 0..100_000 {
+            let t = Token::generate();
+            assert_eq!(t.as_str().len(), 16);
+            assert!(
+                t.as_str()
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b)),
+                "{t}"
+            );
+            assert!(seen.insert(t), "duplicate token");
+        }
+    }
+
+    #[test]
+    fn tokens_parse_case_insensitively() {
+        let t: Token = "ABCDEFGHIJKLMN23".parse().expect("valid");
+        assert_eq!(t.as_str(), "abcdefghijklmn23");
+        assert!("abcdefghijklmn2".parse::<Token>().is_err());
+        assert!(
+            "abcdefghijklmn21".parse::<Token>().is_err(),
+            "1 is not base32"
+        );
+        assert!("abcdefghijklmn2ü".parse::<Token>().is_err());
+    }
+
+    #[test]
+    fn plus_addresses_yield_tokens() {
+        let a = MailAddr::parse("reply+abcdefghijklmn23@GW.Example.com").expect("valid");
+        assert_eq!(a.domain, "gw.example.com");
+        assert_eq!(
+            a.token().map(|t| t.to_string()).as_deref(),
+            Some("abcdefghijklmn23")
+        );
+        let b = MailAddr::parse("support+nope@acme.com").expect("valid");
+        assert!(b.token().is_none());
+        assert!(MailAddr::parse("no-at-sign").is_none());
+        assert!(MailAddr::parse("a b@c").is_none());
+        assert!(MailAddr::parse("@c").is_none());
+    }
+
+    #[test]
+    fn api_tokens_are_long_and_hash_stably() {
+        let t = ApiToken::generate();
+        assert!(t.as_str().starts_with("bc_"));
+        assert_eq!(t.as_str().len(), 3 + 52);
+        assert_eq!(ApiToken::hash(t.as_str()), ApiToken::hash(t.as_str()));
+        assert_ne!(ApiToken::hash("a"), ApiToken::hash("b"));
+    }
+}

@@ -1,0 +1,282 @@
+//! The inbound SMTP listener (SPEC §4, acceptance): tokio accept loop with
+//! connection limits, per-session state machine (`session`), smtp-proto as
+//! the command parser, replies in `reply`, recipient policy in `policy`,
+//! the DATA state machine in `data`, STARTTLS with rustls.
+//!
+//! mailin-embedded was evaluated and rejected for this: its parser refuses
+//! `MAIL FROM:<>` and `SIZE=`, it serves only as many connections as pool
+//! threads, stays in DATA after an error reply and cannot be shut down.
+
+pub mod data;
+pub mod policy;
+pub mod reply;
+mod session;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::app::Shutdown;
+use crate::config::{Config, TlsFiles};
+use crate::metrics;
+use crate::store::Store;
+use session::{Outcome, Session};
+
+/// State shared by every session of one listener.
+pub(crate) struct Shared {
+    config: Arc<Config>,
+    store: Store,
+    tls: Option<TlsAcceptor>,
+    active: AtomicUsize,
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    next_session: AtomicU64,
+    /// Woken after every committed message (the ingest worker waits on it).
+    committed: Arc<Notify>,
+}
+
+/// The SMTP server of one gateway.
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        committed: Arc<Notify>,
+    ) -> anyhow::Result<Server> {
+        let tls = match &config.smtp.tls {
+            Some(files) => Some(load_tls(files).context("SMTP TLS certificate")?),
+            None => None,
+        };
+        describe_metrics();
+        Ok(Server {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                tls,
+                active: AtomicUsize::new(0),
+                per_ip: Mutex::new(HashMap::new()),
+                next_session: AtomicU64::new(1),
+                committed,
+            }),
+        })
+    }
+
+    /// Accepts connections until `shutdown`; then stops accepting, lets
+    /// sessions in DATA finish within `smtp.shutdown_grace` and answers the
+    /// others `421`.
+    pub async fn run(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        let mut sessions = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        while sessions.try_join_next().is_some() {}
+                        self.admit(stream, peer, &shutdown, &mut sessions);
+                    }
+                    Err(e) => {
+                        // Usually out of file descriptors: back off briefly.
+                        tracing::warn!(error = %e, "SMTP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        let limit = self.shared.config.smtp.shutdown_grace + Duration::from_secs(5);
+        let drained = tokio::time::timeout(limit, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "aborting SMTP sessions past the grace period"
+            );
+            sessions.abort_all();
+            while sessions.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    fn admit(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &Shutdown,
+        sessions: &mut JoinSet<()>,
+    ) {
+        let cfg = &self.shared.config.smtp;
+        let ip = peer.ip();
+        if self.shared.active.load(Ordering::SeqCst) >= cfg.max_connections {
+            metrics::inc(
+                "smtp_connections_refused_total",
+                &[("reason", "max_connections")],
+            );
+            tokio::spawn(refuse(stream, reply::too_many_connections()));
+            return;
+        }
+        {
+            let Ok(mut per_ip) = self.shared.per_ip.lock() else {
+                return;
+            };
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= cfg.max_connections_per_ip {
+                metrics::inc("smtp_connections_refused_total", &[("reason", "per_ip")]);
+                tokio::spawn(refuse(stream, reply::too_many_from_ip()));
+                return;
+            }
+            *n += 1;
+        }
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        let guard = ConnGuard {
+            shared: self.shared.clone(),
+            ip,
+        };
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("smtp", session = id, peer = %peer);
+        let shared = self.shared.clone();
+        let shutdown = shutdown.clone();
+        sessions.spawn(
+            async move {
+                let _guard = guard;
+                metrics::inc("smtp_sessions_total", &[]);
+                metrics::gauge_add("smtp_sessions_active", &[], 1);
+                if let Err(e) = serve_connection(&shared, stream, peer, shutdown).await {
+                    tracing::debug!(error = %e, "session ended with an I/O error");
+                }
+                metrics::gauge_add("smtp_sessions_active", &[], -1);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Releases a connection's slots when its session ends, however it ends.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+        if let Ok(mut per_ip) = self.shared.per_ip.lock()
+            && let Some(n) = per_ip.get_mut(&self.ip)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+async fn refuse(mut stream: TcpStream, r: reply::Reply) {
+    let mut out = Vec::new();
+    r.write_to(&mut out);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        stream.write_all(&out).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+async fn serve_connection(
+    shared: &Shared,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut session = Session::new(shared, peer, shutdown);
+    session.greet();
+    match session.run(&mut stream).await? {
+        Outcome::Close => return Ok(()),
+        Outcome::StartTls => {}
+    }
+    let Some(acceptor) = shared.tls.clone() else {
+        return Ok(());
+    };
+    let handshake =
+        tokio::time::timeout(session::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let mut tls_stream = match handshake {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            metrics::inc("smtp_tls_handshakes_total", &[("result", "failed")]);
+            tracing::info!(error = %e, "TLS handshake failed");
+            return Ok(());
+        }
+        Err(_) => {
+            metrics::inc("smtp_tls_handshakes_total", &[("result", "timeout")]);
+            return Ok(());
+        }
+    };
+    metrics::inc("smtp_tls_handshakes_total", &[("result", "ok")]);
+    session.reset_for_tls();
+    session.run(&mut tls_stream).await?;
+    Ok(())
+}
+
+/// Builds a TLS acceptor from PEM certificate chain and key files.
+pub fn load_tls(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .with_context(|| format!("read {}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parse {}", files.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{} holds no certificate", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("read key {}", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("certificate and key do not match")?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+fn describe_metrics() {
+    metrics::describe("smtp_sessions_total", "SMTP sessions started");
+    metrics::describe("smtp_sessions_active", "SMTP sessions open now");
+    metrics::describe(
+        "smtp_connections_refused_total",
+        "SMTP connections refused by a limit",
+    );
+    metrics::describe("smtp_commands_total", "SMTP commands received, by command");
+    metrics::describe("smtp_replies_total", "SMTP replies sent, by class");
+    metrics::describe("smtp_rcpt_total", "RCPT outcomes");
+    metrics::describe(
+        "smtp_messages_accepted_total",
+        "Messages committed and answered 250",
+    );
+    metrics::describe(
+        "smtp_messages_rejected_total",
+        "Messages refused after MAIL, by reason",
+    );
+    metrics::describe("smtp_bytes_accepted_total", "Bytes of accepted messages");
+    metrics::describe(
+        "smtp_commit_seconds",
+        "Time from end of DATA to durable commit",
+    );
+    metrics::describe(
+        "smtp_tls_handshakes_total",
+        "STARTTLS handshakes, by result",
+    );
+}

@@ -1,0 +1,728 @@
+//! One SMTP session: reads commands, parses them with smtp-proto, keeps the
+//! transaction state, answers with the replies of `reply.rs`, and commits
+//! each accepted message through the store's group-commit writer before the
+//! `250`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::Shared;
+use super::data::{DataOutcome, DataReceiver};
+use super::policy::{self, RcptClass, RcptVerdict};
+use super::reply::{self, Reply};
+use crate::app::Shutdown;
+use crate::metrics;
+use crate::model::{MailAddr, now_ms};
+use crate::store::inbound::{self, Envelope};
+
+/// Why the I/O loop returned.
+pub(super) enum Outcome {
+    Close,
+    StartTls,
+}
+
+/// What a command asks of the I/O loop after its reply is queued.
+enum Next {
+    Continue,
+    Data,
+    Bdat { size: usize, last: bool },
+    StartTls,
+    Close,
+}
+
+/// The transaction (MAIL … DATA) in progress.
+#[derive(Default)]
+struct Transaction {
+    mail_from: Option<String>,
+    params: Vec<String>,
+    rcpts: Vec<String>,
+    /// Bytes received so far by BDAT, `None` when BDAT is not in use.
+    bdat: Option<Vec<u8>>,
+    bdat_size: usize,
+}
+
+pub(super) struct Session<'a> {
+    shared: &'a Shared,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+    helo: Option<String>,
+    pub(super) tls: bool,
+    txn: Transaction,
+    errors: usize,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    /// A too-long line is being skipped up to its end.
+    discarding: bool,
+    /// Set once shutdown was seen during DATA: the transfer may go on until then.
+    grace_deadline: Option<Instant>,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Commands that mean a web client or proxy probe is talking to us.
+const FOREIGN_PROTOCOLS: &[&[u8]] = &[b"GET ", b"POST ", b"HEAD ", b"PUT ", b"CONNECT "];
+
+impl<'a> Session<'a> {
+    pub(super) fn new(shared: &'a Shared, peer: SocketAddr, shutdown: Shutdown) -> Self {
+        Session {
+            shared,
+            peer,
+            shutdown,
+            helo: None,
+            tls: false,
+            txn: Transaction::default(),
+            errors: 0,
+            input: Vec::new(),
+            output: Vec::new(),
+            discarding: false,
+            grace_deadline: None,
+        }
+    }
+
+    fn host(&self) -> &str {
+        &self.shared.config.smtp.hostname
+    }
+
+    fn say(&mut self, r: Reply) {
+        metrics::inc("smtp_replies_total", &[("class", r.class())]);
+        if r.is_permanent() {
+            self.errors += 1;
+        }
+        r.write_to(&mut self.output);
+    }
+
+    /// After STARTTLS: everything from before the handshake is forgotten
+    /// (RFC 3207 §4.2), including any bytes the client pipelined.
+    pub(super) fn reset_for_tls(&mut self) {
+        self.helo = None;
+        self.txn = Transaction::default();
+        self.input.clear();
+        self.discarding = false;
+        self.tls = true;
+    }
+
+    pub(super) fn greet(&mut self) {
+        reply::greeting(&self.shared.config.smtp.hostname.clone()).write_to(&mut self.output);
+    }
+
+    async fn flush<S: AsyncWrite + Unpin>(&mut self, io: &mut S) -> std::io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let timeout = self.shared.config.smtp.command_timeout;
+        let out = std::mem::take(&mut self.output);
+        match tokio::time::timeout(timeout, async {
+            io.write_all(&out).await?;
+            io.flush().await
+        })
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "write timeout",
+            )),
+        }
+    }
+
+    /// Reads more input in the command phase. `Ok(false)` at end of stream.
+    async fn read_command_input<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> Result<bool, Stop> {
+        let timeout = self.shared.config.smtp.command_timeout;
+        let mut buf = vec![0u8; READ_CHUNK];
+        let shutdown = self.shutdown.clone();
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => Err(Stop::Shutdown),
+            r = tokio::time::timeout(timeout, io.read(&mut buf)) => match r {
+                Err(_) => Err(Stop::Timeout),
+                Ok(Err(e)) => Err(Stop::Io(e)),
+                Ok(Ok(0)) => Ok(false),
+                Ok(Ok(n)) => {
+                    self.input.extend_from_slice(&buf[..n]);
+                    Ok(true)
+                }
+            }
+        }
+    }
+
+    /// Reads more input in the DATA/BDAT phase. Shutdown does not stop it
+    /// at once: the transfer may finish until `shutdown_grace` has passed.
+    async fn read_data_input<S: AsyncRead + Unpin>(
+        &mut self,
+        io: &mut S,
+        buf: &mut [u8],
+    ) -> Result<usize, Stop> {
+        let data_timeout = self.shared.config.smtp.data_timeout;
+        loop {
+            if self.grace_deadline.is_none() && self.shutdown.is_triggered() {
+                self.grace_deadline = Some(Instant::now() + self.shared.config.smtp.shutdown_grace);
+            }
+            let (limit, by_grace) = match self.grace_deadline {
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(Stop::Shutdown);
+                    }
+                    (left.min(data_timeout), left < data_timeout)
+                }
+                None => (data_timeout, false),
+            };
+            let shutdown = self.shutdown.clone();
+            let watching_shutdown = self.grace_deadline.is_none();
+            tokio::select! {
+                biased;
+                _ = shutdown.wait(), if watching_shutdown => continue,
+                r = tokio::time::timeout(limit, io.read(buf)) => return match r {
+                    Err(_) if by_grace => Err(Stop::Shutdown),
+                    Err(_) => Err(Stop::Timeout),
+                    Ok(Err(e)) => Err(Stop::Io(e)),
+                    Ok(Ok(n)) => Ok(n),
+                }
+            }
+        }
+    }
+
+    /// Runs the command loop on `io` until the client quits, an error ends
+    /// the session, or STARTTLS asks for an upgrade.
+    pub(super) async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+    ) -> std::io::Result<Outcome> {
+        let result = self.command_loop(io).await;
+        let host = self.host().to_string();
+        match result {
+            Ok(outcome) => {
+                self.flush(io).await?;
+                Ok(outcome)
+            }
+            Err(Stop::Io(e)) => Err(e),
+            Err(stop) => {
+                let r = match stop {
+                    Stop::Timeout => reply::timeout(&host),
+                    Stop::TooManyErrors => reply::too_many_errors(),
+                    _ => reply::shutting_down(&host),
+                };
+                tracing::info!(reason = ?stop, "closing session");
+                self.say(r);
+                let _ = self.flush(io).await;
+                let _ = io.shutdown().await;
+                Ok(Outcome::Close)
+            }
+        }
+    }
+
+    async fn command_loop<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+    ) -> Result<Outcome, Stop> {
+        let max_line = self.shared.config.smtp.max_line_length;
+        loop {
+            if self.errors > self.shared.config.smtp.max_errors {
+                return Err(Stop::TooManyErrors);
+            }
+            if self.discarding {
+                match self.input.iter().position(|&b| b == b'\n') {
+                    Some(pos) => {
+                        self.input.drain(..=pos);
+                        self.discarding = false;
+                    }
+                    None => self.input.clear(),
+                }
+            }
+            let newline = if self.discarding {
+                None
+            } else {
+                self.input.iter().position(|&b| b == b'\n')
+            };
+            match newline {
+                Some(pos) if pos < max_line => {
+                    let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    match self.command(&line).await {
+                        Next::Continue => {}
+                        Next::Close => return Ok(Outcome::Close),
+                        Next::StartTls => {
+                            self.flush(io).await.map_err(Stop::Io)?;
+                            return Ok(Outcome::StartTls);
+                        }
+                        Next::Data => {
+                            self.flush(io).await.map_err(Stop::Io)?;
+                            self.receive_data(io).await?;
+                        }
+                        Next::Bdat { size, last } => {
+                            self.receive_bdat(io, size, last).await?;
+                        }
+                    }
+                    continue;
+                }
+                Some(_) => {
+                    self.say(reply::line_too_long());
+                    self.discarding = true;
+                    continue;
+                }
+                None if !self.discarding && self.input.len() >= max_line => {
+                    self.say(reply::line_too_long());
+                    self.discarding = true;
+                    continue;
+                }
+                None => {}
+            }
+            // Nothing complete is buffered: answer everything so far
+            // (PIPELINING) before waiting for more.
+            self.flush(io).await.map_err(Stop::Io)?;
+            if !self.read_command_input(io).await? {
+                return Ok(Outcome::Close);
+            }
+        }
+    }
+
+    /// Handles one command line (ending in LF).
+    async fn command(&mut self, line: &[u8]) -> Next {
+        if FOREIGN_PROTOCOLS
+            .iter()
+            .any(|p| line.len() >= p.len() && line[..p.len()].eq_ignore_ascii_case(p))
+        {
+            self.say(reply::not_smtp());
+            return Next::Close;
+        }
+        let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
+        let name = match &parsed {
+            Ok(r) => r.name(),
+            Err(_) => "invalid",
+        };
+        metrics::inc("smtp_commands_total", &[("command", name)]);
+        let request = match parsed {
+            Ok(r) => r,
+            Err(e) => {
+                self.say(parse_error_reply(e));
+                return Next::Continue;
+            }
+        };
+        match request {
+            Request::Ehlo { host } => {
+                self.helo = Some(host.clone());
+                self.txn = Transaction::default();
+                let mut lines = vec![
+                    format!("{} greets {}", self.host(), host),
+                    format!("SIZE {}", self.shared.config.smtp.max_message_bytes),
+                    "8BITMIME".to_string(),
+                    "PIPELINING".to_string(),
+                    "ENHANCEDSTATUSCODES".to_string(),
+                    "SMTPUTF8".to_string(),
+                    "CHUNKING".to_string(),
+                ];
+                if self.shared.tls.is_some() && !self.tls {
+                    lines.push("STARTTLS".to_string());
+                }
+                lines.push("HELP".to_string());
+                metrics::inc("smtp_replies_total", &[("class", "2xx")]);
+                reply::write_multiline(&mut self.output, 250, &lines);
+            }
+            Request::Helo { host } => {
+                self.txn = Transaction::default();
+                let r = reply::helo_ok(self.host(), &host);
+                self.helo = Some(host);
+                self.say(r);
+            }
+            Request::Lhlo { .. } => self.say(reply::unrecognized()),
+            Request::Mail { from } => self.mail(from),
+            Request::Rcpt { to } => {
+                let explicit_postmaster = contains_ignore_case(line, b"<postmaster>");
+                self.rcpt(to, explicit_postmaster).await;
+            }
+            Request::Data => {
+                if self.txn.mail_from.is_none() {
+                    self.say(reply::need_mail());
+                } else if self.txn.rcpts.is_empty() {
+                    self.say(reply::need_rcpt());
+                } else if self.txn.bdat.is_some() {
+                    self.say(reply::bdat_data_mix());
+                } else {
+                    reply::start_data().write_to(&mut self.output);
+                    return Next::Data;
+                }
+            }
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => {
+                return Next::Bdat {
+                    size: chunk_size,
+                    last: is_last,
+                };
+            }
+            Request::Rset => {
+                self.txn = Transaction::default();
+                self.say(reply::ok());
+            }
+            Request::Noop { .. } => self.say(reply::ok()),
+            Request::Quit => {
+                let r = reply::bye(self.host());
+                self.say(r);
+                return Next::Close;
+            }
+            Request::Vrfy { .. } => self.say(reply::vrfy()),
+            Request::Help { .. } => self.say(reply::help()),
+            Request::StartTls => {
+                if self.tls {
+                    self.say(reply::already_tls());
+                } else if self.shared.tls.is_none() {
+                    self.say(reply::not_implemented("STARTTLS"));
+                } else {
+                    self.say(reply::start_tls());
+                    return Next::StartTls;
+                }
+            }
+            Request::Expn { .. } => self.say(reply::not_implemented("EXPN")),
+            Request::Auth { .. } => self.say(reply::not_implemented("AUTH")),
+            Request::Etrn { .. } => self.say(reply::not_implemented("ETRN")),
+            Request::Atrn { .. } => self.say(reply::not_implemented("ATRN")),
+            Request::Burl { .. } => self.say(reply::not_implemented("BURL")),
+        }
+        Next::Continue
+    }
+
+    fn mail(&mut self, from: MailFrom<String>) {
+        if self.helo.is_none() {
+            return self.say(reply::need_helo());
+        }
+        if self.txn.mail_from.is_some() {
+            return self.say(reply::nested_mail());
+        }
+        // Parameters of extensions we do not advertise are refused (RFC 5321 §4.1.1.11).
+        let unsupported = if from.flags & smtp_proto::MAIL_REQUIRETLS != 0 {
+            Some("REQUIRETLS")
+        } else if from.flags & smtp_proto::MAIL_BODY_BINARYMIME != 0 {
+            Some("BODY=BINARYMIME")
+        } else if from.flags & smtp_proto::MAIL_CONPERM != 0 {
+            Some("CONPERM")
+        } else if from.by != 0 {
+            Some("BY")
+        } else if from.hold_for != 0 || from.hold_until != 0 {
+            Some("HOLDFOR/HOLDUNTIL")
+        } else if from.mtrk.is_some() {
+            Some("MTRK")
+        } else if from.mt_priority != 0 {
+            Some("MT-PRIORITY")
+        } else if from.trans_id.is_some() {
+            Some("TRANSID")
+        } else if from.solicit.is_some() {
+            Some("SOLICIT")
+        } else {
+            None
+        };
+        if let Some(param) = unsupported {
+            return self.say(reply::unsupported_parameter(param));
+        }
+        if from.size > self.shared.config.smtp.max_message_bytes {
+            metrics::inc("smtp_messages_rejected_total", &[("reason", "size")]);
+            return self.say(reply::size_exceeded());
+        }
+        let mut params = Vec::new();
+        if from.size > 0 {
+            params.push(format!("SIZE={}", from.size));
+        }
+        if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+            params.push("BODY=8BITMIME".into());
+        } else if from.flags & smtp_proto::MAIL_BODY_7BIT != 0 {
+            params.push("BODY=7BIT".into());
+        }
+        if from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
+            params.push("SMTPUTF8".into());
+        }
+        if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
+            params.push("RET=FULL".into());
+        } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
+            params.push("RET=HDRS".into());
+        }
+        if let Some(envid) = &from.env_id {
+            params.push(format!("ENVID={envid}"));
+        }
+        self.txn.mail_from = Some(from.address);
+        self.txn.params = params;
+        self.say(reply::sender_ok());
+    }
+
+    async fn rcpt(&mut self, to: RcptTo<String>, explicit_postmaster: bool) {
+        if self.txn.mail_from.is_none() {
+            return self.say(reply::need_mail());
+        }
+        let address = if to.address.is_empty() {
+            if !explicit_postmaster {
+                return self.say(reply::bad_recipient_address());
+            }
+            format!("postmaster@{}", self.shared.config.domain)
+        } else {
+            to.address.clone()
+        };
+        let Some(addr) = MailAddr::parse(&address) else {
+            return self.say(reply::bad_recipient_address());
+        };
+        if self
+            .txn
+            .rcpts
+            .iter()
+            .any(|r| r.eq_ignore_ascii_case(&address))
+        {
+            return self.say(reply::recipient_ok());
+        }
+        if self.txn.rcpts.len() >= self.shared.config.smtp.max_recipients {
+            metrics::inc("smtp_rcpt_total", &[("result", "too_many")]);
+            return self.say(reply::too_many_recipients());
+        }
+        let class = policy::classify(&addr, &self.shared.config.domain);
+        let verdict = if class == RcptClass::Foreign {
+            Ok(RcptVerdict::RelayDenied)
+        } else {
+            self.shared
+                .store
+                .read(move |c| policy::decide(c, &class))
+                .await
+        };
+        match verdict {
+            Ok(RcptVerdict::Accept) => {
+                metrics::inc("smtp_rcpt_total", &[("result", "accepted")]);
+                let mut notes = Vec::new();
+                if to.flags
+                    & (smtp_proto::RCPT_NOTIFY_SUCCESS
+                        | smtp_proto::RCPT_NOTIFY_FAILURE
+                        | smtp_proto::RCPT_NOTIFY_DELAY
+                        | smtp_proto::RCPT_NOTIFY_NEVER)
+                    != 0
+                {
+                    notes.push(format!("NOTIFY={}", notify_text(to.flags)));
+                }
+                if let Some(orcpt) = &to.orcpt {
+                    notes.push(format!("ORCPT={orcpt}"));
+                }
+                if !notes.is_empty() {
+                    self.txn
+                        .params
+                        .push(format!("RCPT {address} {}", notes.join(" ")));
+                }
+                self.txn.rcpts.push(address);
+                self.say(reply::recipient_ok());
+            }
+            Ok(RcptVerdict::UnknownUser) => {
+                metrics::inc("smtp_rcpt_total", &[("result", "unknown_user")]);
+                tracing::info!(rcpt = %address, "unknown recipient");
+                self.say(reply::no_such_user());
+            }
+            Ok(RcptVerdict::RelayDenied) => {
+                metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
+                tracing::info!(rcpt = %address, "relaying denied");
+                self.say(reply::relay_denied());
+            }
+            Err(e) => {
+                metrics::inc("smtp_rcpt_total", &[("result", "lookup_failed")]);
+                tracing::error!(error = %e, "recipient lookup failed");
+                self.say(reply::lookup_failed());
+            }
+        }
+    }
+
+    async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+    ) -> Result<(), Stop> {
+        let mut rx = DataReceiver::new(self.shared.config.smtp.max_message_bytes);
+        let mut done = rx.feed(&self.input);
+        let mut buf = vec![0u8; READ_CHUNK];
+        match done {
+            Some(used) => {
+                self.input.drain(..used);
+            }
+            None => self.input.clear(),
+        }
+        while done.is_none() {
+            let n = self.read_data_input(io, &mut buf).await?;
+            if n == 0 {
+                // The client went away mid-DATA: nothing is stored.
+                return Err(Stop::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed during DATA",
+                )));
+            }
+            done = rx.feed(&buf[..n]);
+            if let Some(used) = done {
+                self.input.extend_from_slice(&buf[used..n]);
+            }
+        }
+        match rx.finish() {
+            DataOutcome::TooLarge { size } => {
+                tracing::info!(size, "message over the size limit");
+                metrics::inc("smtp_messages_rejected_total", &[("reason", "size")]);
+                self.txn = Transaction::default();
+                self.say(reply::size_exceeded());
+            }
+            DataOutcome::Complete(raw) => self.commit(raw).await,
+        }
+        self.after_message()
+    }
+
+    async fn receive_bdat<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+        size: usize,
+        last: bool,
+    ) -> Result<(), Stop> {
+        // The chunk is read in full whatever the verdict, so the stream stays
+        // in step with the client.
+        let refusal = if self.txn.mail_from.is_none() {
+            Some(reply::need_mail())
+        } else if self.txn.rcpts.is_empty() {
+            Some(reply::need_rcpt())
+        } else {
+            None
+        };
+        let max = self.shared.config.smtp.max_message_bytes;
+        let keep = refusal.is_none();
+        let mut body = if keep {
+            self.txn.bdat.take().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut left = size;
+        let take = left.min(self.input.len());
+        let append = |bytes: &[u8], body: &mut Vec<u8>, total: &mut usize| {
+            *total = total.saturating_add(bytes.len());
+            if keep && *total <= max {
+                body.extend_from_slice(bytes);
+            }
+        };
+        let mut total = self.txn.bdat_size;
+        let head: Vec<u8> = self.input.drain(..take).collect();
+        append(&head, &mut body, &mut total);
+        left -= take;
+        let mut buf = vec![0u8; READ_CHUNK];
+        while left > 0 {
+            let want = left.min(buf.len());
+            let n = self.read_data_input(io, &mut buf[..want]).await?;
+            if n == 0 {
+                return Err(Stop::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "connection closed during BDAT",
+                )));
+            }
+            append(&buf[..n], &mut body, &mut total);
+            left -= n;
+        }
+        if let Some(r) = refusal {
+            self.say(r);
+            return Ok(());
+        }
+        if total > max {
+            metrics::inc("smtp_messages_rejected_total", &[("reason", "size")]);
+            self.txn = Transaction::default();
+            self.say(reply::size_exceeded());
+            return self.after_message();
+        }
+        self.txn.bdat_size = total;
+        if last {
+            self.commit(body).await;
+            return self.after_message();
+        }
+        self.txn.bdat = Some(body);
+        self.say(reply::chunk_ok(size));
+        Ok(())
+    }
+
+    /// After a message: if shutdown began meanwhile, the session ends here.
+    fn after_message(&mut self) -> Result<(), Stop> {
+        if self.shutdown.is_triggered() {
+            return Err(Stop::Shutdown);
+        }
+        Ok(())
+    }
+
+    /// Commits the message and its envelope; `250` only once durable.
+    async fn commit(&mut self, raw: Vec<u8>) {
+        let txn = std::mem::take(&mut self.txn);
+        let envelope = Envelope {
+            peer_ip: self.peer.ip().to_string(),
+            helo: self.helo.clone().unwrap_or_default(),
+            mail_from: txn.mail_from.unwrap_or_default(),
+            rcpts: txn.rcpts,
+            tls: self.tls,
+            params: txn.params,
+            received_at: now_ms(),
+        };
+        let size = raw.len();
+        let started = Instant::now();
+        let result = self
+            .shared
+            .store
+            .write(move |c| inbound::enqueue(c, &envelope, &raw))
+            .await;
+        metrics::observe("smtp_commit_seconds", &[], started.elapsed().as_secs_f64());
+        match result {
+            Ok(id) => {
+                metrics::inc("smtp_messages_accepted_total", &[]);
+                metrics::add("smtp_bytes_accepted_total", &[], size as u64);
+                tracing::info!(queue_id = id, size, "message accepted");
+                self.shared.committed.notify_one();
+                self.say(reply::queued(id));
+            }
+            Err(e) => {
+                metrics::inc("smtp_messages_rejected_total", &[("reason", "commit")]);
+                tracing::error!(error = %e, "commit failed; answering 451");
+                self.say(reply::commit_failed());
+            }
+        }
+    }
+}
+
+/// Why a session ends other than by QUIT or end of stream.
+#[derive(Debug)]
+pub(super) enum Stop {
+    Timeout,
+    Shutdown,
+    TooManyErrors,
+    Io(std::io::Error),
+}
+
+fn parse_error_reply(e: ParseError) -> Reply {
+    match e {
+        ParseError::UnknownCommand => reply::unrecognized(),
+        ParseError::InvalidSenderAddress => reply::bad_sender_address(),
+        ParseError::InvalidRecipientAddress => reply::bad_recipient_address(),
+        ParseError::SyntaxError { syntax } => reply::syntax(syntax),
+        ParseError::InvalidParameter { param } => reply::invalid_parameter(param),
+        ParseError::UnsupportedParameter { param } => {
+            let shown: String = param.chars().take(64).collect();
+            reply::unsupported_parameter(&shown)
+        }
+        ParseError::ResponseTooLong => reply::line_too_long(),
+        ParseError::NeedsMoreData { .. } | ParseError::InvalidResponse { .. } => {
+            reply::syntax("command not understood")
+        }
+    }
+}
+
+fn notify_text(flags: u64) -> String {
+    if flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
+        return "NEVER".into();
+    }
+    let mut parts = Vec::new();
+    if flags & smtp_proto::RCPT_NOTIFY_SUCCESS != 0 {
+        parts.push("SUCCESS");
+    }
+    if flags & smtp_proto::RCPT_NOTIFY_FAILURE != 0 {
+        parts.push("FAILURE");
+    }
+    if flags & smtp_proto::RCPT_NOTIFY_DELAY != 0 {
+        parts.push("DELAY");
+    }
+    parts.join(",")
+}
+
+fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
+/// Upper bound on how long a TLS handshake may take.
+pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);

@@ -1,0 +1,113 @@
+//! The inbound queue: messages accepted over SMTP, committed before the
+//! `250` reply, waiting for the ingest pipeline.
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::Result;
+
+/// The SMTP envelope of one accepted message.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Envelope {
+    pub peer_ip: String,
+    pub helo: String,
+    /// Reverse-path; empty for the null sender `<>`.
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub tls: bool,
+    /// MAIL/RCPT parameters kept for the record (SIZE, BODY, SMTPUTF8, RET,
+    /// ENVID, NOTIFY, ORCPT), as `name=value` strings.
+    pub params: Vec<String>,
+    pub received_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    pub id: i64,
+    pub envelope: Envelope,
+    pub raw: Vec<u8>,
+    pub sha256: Vec<u8>,
+    pub state: String,
+    pub attempts: i64,
+}
+
+/// Stores one accepted message; returns its queue id.
+pub fn enqueue(conn: &Connection, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
+    let sha: [u8; 32] = Sha256::digest(raw).into();
+    conn.execute(
+        "INSERT INTO inbound_queue
+           (received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![
+            envelope.received_at,
+            envelope.peer_ip,
+            envelope.helo,
+            envelope.mail_from,
+            serde_json::to_string(&envelope.rcpts)?,
+            envelope.tls,
+            serde_json::to_string(&envelope.params)?,
+            raw.len() as i64,
+            &sha[..],
+            raw,
+        ],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(InboundMessage, String, String)> {
+    Ok((
+        InboundMessage {
+            id: r.get(0)?,
+            envelope: Envelope {
+                received_at: r.get(1)?,
+                peer_ip: r.get(2)?,
+                helo: r.get(3)?,
+                mail_from: r.get(4)?,
+                rcpts: Vec::new(),
+                tls: r.get(6)?,
+                params: Vec::new(),
+            },
+            raw: r.get(8)?,
+            sha256: r.get(9)?,
+            state: r.get(10)?,
+            attempts: r.get(11)?,
+        },
+        r.get(5)?,
+        r.get::<_, Option<String>>(7)?
+            .unwrap_or_else(|| "[]".into()),
+    ))
+}
+
+const COLUMNS: &str =
+    "id, received_at, peer_ip, helo, mail_from, rcpts, tls, params, raw, sha256, state, attempts";
+
+fn finish(row: (InboundMessage, String, String)) -> Result<InboundMessage> {
+    let (mut m, rcpts, params) = row;
+    m.envelope.rcpts = serde_json::from_str(&rcpts)?;
+    m.envelope.params = serde_json::from_str(&params)?;
+    Ok(m)
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<InboundMessage> {
+    finish(conn.query_row(
+        &format!("SELECT {COLUMNS} FROM inbound_queue WHERE id = ?1"),
+        [id],
+        from_row,
+    )?)
+}
+
+/// The oldest queued messages, in arrival order.
+pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<InboundMessage>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM inbound_queue WHERE state = 'queued' ORDER BY id LIMIT ?1"
+    ))?;
+    let rows = stmt.query_map([limit as i64], from_row)?;
+    rows.map(|r| finish(r?)).collect()
+}
+
+/// Every stored message id with its bytes' length and hash, in order
+/// (used by the byte-identity checks).
+pub fn count(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| r.get(0))?)
+}

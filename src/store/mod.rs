@@ -1,0 +1,426 @@
+//! SQLite store: opening (pragmas, migrations from `schema.sql`), one writer
+//! thread with group commit, and a pool of read connections.
+//!
+//! Every write is a closure run on the writer thread inside a transaction
+//! shared with the other writes that were waiting at the same time; each
+//! closure runs in its own SAVEPOINT so one failing write does not undo its
+//! neighbours. A caller is answered only after the shared COMMIT returned,
+//! which with WAL and `synchronous=FULL` means the data is on disk.
+
+pub mod inbound;
+pub mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::oneshot;
+
+/// The schema, embedded at build time.
+pub const SCHEMA: &str = include_str!("../../schema.sql");
+
+/// How many queued writes one transaction may take at most.
+const MAX_BATCH: usize = 512;
+/// Read connections kept open when idle.
+const MAX_IDLE_READERS: usize = 16;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("invalid data in the database: {0}")]
+    Corrupt(String),
+    #[error("the store is shut down")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NotFound,
+            rusqlite::Error::SqliteFailure(code, msg)
+                if code.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                StoreError::Conflict(msg.unwrap_or_else(|| code.to_string()))
+            }
+            other => StoreError::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError::Corrupt(e.to_string())
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Called once the batch a job ran in is committed (`None`) or failed.
+type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+/// A write job: runs inside the batch transaction (given `Some`), says
+/// whether it succeeded (its savepoint is kept) and how to answer its
+/// caller. Given `None` it does not run and answers with the batch error.
+type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
+
+enum WriterMsg {
+    Job(Job),
+    /// Test hook: the next commit fails as if the disk had refused it.
+    #[doc(hidden)]
+    FailNextCommit,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriterMsg>>>,
+    writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+/// Cheap to clone; all clones share the writer and the read pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.execute_batch(
+        "PRAGMA foreign_keys = ON;
+         PRAGMA synchronous = FULL;
+         PRAGMA temp_store = MEMORY;",
+    )?;
+    Ok(())
+}
+
+/// The numbered migrations of `schema.sql`, in order.
+pub fn migrations() -> Vec<(u32, &'static str)> {
+    let mut out: Vec<(u32, &'static str)> = Vec::new();
+    let mut rest = SCHEMA;
+    const MARK: &str = "-- migration: ";
+    while let Some(pos) = rest.find(MARK) {
+        let after = &rest[pos + MARK.len()..];
+        let line_end = after.find('\n').unwrap_or(after.len());
+        let Ok(version) = after[..line_end].trim().parse::<u32>() else {
+            rest = &after[line_end..];
+            continue;
+        };
+        let body_start = &after[line_end..];
+        let body_len = body_start.find(MARK).unwrap_or(body_start.len());
+        out.push((version, &body_start[..body_len]));
+        rest = &body_start[body_len..];
+    }
+    out
+}
+
+/// Applies every migration above the file's `user_version`, each in its own
+/// transaction together with the version bump. Running it again is a no-op.
+fn migrate(conn: &mut Connection) -> Result<u32> {
+    let current: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let mut version = current;
+    for (n, sql) in migrations() {
+        if n <= version {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)
+            .map_err(|e| StoreError::Database(format!("migration {n}: {e}")))?;
+        tx.execute_batch(&format!("PRAGMA user_version = {n}"))?;
+        tx.commit()?;
+        tracing::info!(migration = n, "applied schema migration");
+        version = n;
+    }
+    Ok(version)
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`: WAL, full sync,
+    /// foreign keys, busy timeout; applies pending migrations; starts the
+    /// writer thread.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Database(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Database(format!(
+                "journal_mode is {mode}, not wal"
+            )));
+        }
+        migrate(&mut conn)?;
+
+        let (tx, rx) = mpsc::channel::<WriterMsg>();
+        let handle = thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Database(format!("spawn writer: {e}")))?;
+
+        Ok(Store {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(Some(tx)),
+                writer_thread: Mutex::new(Some(handle)),
+                readers: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    fn submit(&self, msg: WriterMsg) -> Result<()> {
+        let guard = self.inner.writer.lock().map_err(|_| StoreError::Closed)?;
+        match guard.as_ref() {
+            Some(sender) => sender.send(msg).map_err(|_| StoreError::Closed),
+            None => Err(StoreError::Closed),
+        }
+    }
+
+    fn enqueue<T, F>(&self, f: F) -> Result<oneshot::Receiver<Result<T>>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: Option<&Connection>| {
+            let outcome = match conn {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Database("transaction could not start".into())),
+            };
+            let ok = outcome.is_ok();
+            let completion: Completion = Box::new(move |commit_error| {
+                let answer = match commit_error {
+                    None => outcome,
+                    Some(e) => Err(e.clone()),
+                };
+                let _ = reply.send(answer);
+            });
+            (ok, completion)
+        });
+        self.submit(WriterMsg::Job(job))?;
+        Ok(rx)
+    }
+
+    /// Runs `f` on the writer thread; resolves once the transaction it ran
+    /// in is durably committed. An `Err` from `f` rolls back only `f`'s work.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = self.enqueue(f)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Blocking form of [`Store::write`], for threads outside the runtime.
+    pub fn write_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = self.enqueue(f)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
+    }
+
+    fn take_reader(&self) -> Result<Connection> {
+        if let Some(conn) = self
+            .inner
+            .readers
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .pop()
+        {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.inner.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+
+    fn return_reader(&self, conn: Connection) {
+        if let Ok(mut pool) = self.inner.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(conn);
+        }
+    }
+
+    /// Runs `f` on a pooled read-only connection (blocking).
+    pub fn read_blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T>,
+    {
+        let conn = self.take_reader()?;
+        let out = f(&conn);
+        // A connection that saw an I/O error is dropped rather than reused.
+        if !matches!(out, Err(StoreError::Database(_))) {
+            self.return_reader(conn);
+        }
+        out
+    }
+
+    /// Runs `f` on a pooled read-only connection without blocking the
+    /// async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read_blocking(f))
+            .await
+            .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+
+    /// Makes the next commit fail (tests of the 451 path).
+    #[doc(hidden)]
+    pub fn fail_next_commit(&self) {
+        let _ = self.submit(WriterMsg::FailNextCommit);
+    }
+
+    /// Stops the writer after it has finished every queued job.
+    pub fn close(&self) {
+        if let Ok(mut w) = self.inner.writer.lock() {
+            w.take();
+        }
+        let handle = self
+            .inner
+            .writer_thread
+            .lock()
+            .ok()
+            .and_then(|mut h| h.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        if let Ok(mut pool) = self.inner.readers.lock() {
+            pool.clear();
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriterMsg>) {
+    let mut fail_next = false;
+    while let Ok(first) = rx.recv() {
+        let mut jobs: Vec<Job> = Vec::new();
+        let mut push = |msg: WriterMsg, jobs: &mut Vec<Job>| match msg {
+            WriterMsg::Job(j) => jobs.push(j),
+            WriterMsg::FailNextCommit => fail_next = true,
+        };
+        push(first, &mut jobs);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(msg) => push(msg, &mut jobs),
+                Err(_) => break,
+            }
+        }
+        if jobs.is_empty() {
+            continue;
+        }
+        run_batch(&conn, jobs, std::mem::take(&mut fail_next));
+    }
+    tracing::debug!("store writer stopped");
+}
+
+fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let err = StoreError::from(e);
+        tracing::error!(error = %err, "store: cannot begin a transaction");
+        for job in jobs {
+            let (_, completion) = job(None);
+            completion(Some(&err));
+        }
+        return;
+    }
+    let mut completions = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "store: cannot open a savepoint");
+            let (_, completion) = job(None);
+            completions.push(completion);
+            continue;
+        }
+        let (ok, completion) = job(Some(conn));
+        let end = if ok {
+            conn.execute_batch("RELEASE job")
+        } else {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+        };
+        if let Err(e) = end {
+            tracing::error!(error = %e, "store: savepoint failed");
+        }
+        completions.push(completion);
+    }
+    let commit = if fail_commit {
+        let _ = conn.execute_batch("ROLLBACK");
+        Err(StoreError::Database(
+            "commit refused (injected fault)".into(),
+        ))
+    } else {
+        conn.execute_batch("COMMIT").map_err(StoreError::from)
+    };
+    match commit {
+        Ok(()) => completions.into_iter().for_each(|c| c(None)),
+        Err(e) => {
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            tracing::error!(error = %e, "store: commit failed; batch rolled back");
+            completions.into_iter().for_each(|c| c(Some(&e)));
+        }
+    }
+}
+
+/// Reads an optional row: `Ok(None)` instead of `NotFound`.
+pub fn optional<T>(r: Result<T>) -> Result<Option<T>> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(StoreError::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads a setting (JSON value) by key.
+pub fn get_setting(conn: &Connection, key: &str) -> Result<Option<serde_json::Value>> {
+    let text: Option<String> = optional(
+        conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+            r.get(0)
+        })
+        .map_err(StoreError::from),
+    )?;
+    text.map(|t| serde_json::from_str(&t).map_err(StoreError::from))
+        .transpose()
+}
+
+/// Writes a setting (JSON value).
+pub fn put_setting(conn: &Connection, key: &str, value: &serde_json::Value) -> Result<()> {
+    conn.execute(
+        "INSERT INTO settings (key, value) VALUES (?1, ?2)
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        rusqlite::params![key, value.to_string()],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,101 @@
+//! Users (agents and admins) and their API tokens.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Result, StoreError};
+use crate::model::{ApiToken, Role, now_ms};
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct User {
+    pub id: i64,
+    pub email: String,
+    pub name: String,
+    #[serde(serialize_with = "ser_role")]
+    pub role: Role,
+    pub notifications: String,
+    pub created_at: i64,
+}
+
+fn ser_role<S: serde::Serializer>(role: &Role, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(role.as_str())
+}
+
+const COLUMNS: &str = "id, email, name, role, notifications, created_at";
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    let role: String = r.get(3)?;
+    Ok(User {
+        id: r.get(0)?,
+        email: r.get(1)?,
+        name: r.get(2)?,
+        role: role.parse().map_err(|e: String| {
+            rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, e.into())
+        })?,
+        notifications: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+/// Creates a user; returns it with its new API token (shown once).
+pub fn create(conn: &Connection, email: &str, name: &str, role: Role) -> Result<(User, ApiToken)> {
+    let token = ApiToken::generate();
+    let hash = ApiToken::hash(token.as_str());
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO users (email, name, role, token_hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![email, name, role.as_str(), &hash[..], now],
+    )
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => {
+            StoreError::Conflict(format!("a user with email {email} exists"))
+        }
+        other => other,
+    })?;
+    let id = conn.last_insert_rowid();
+    Ok((
+        User {
+            id,
+            email: email.to_string(),
+            name: name.to_string(),
+            role,
+            notifications: "email".into(),
+            created_at: now,
+        },
+        token,
+    ))
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<User>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY id"))?;
+    let rows = stmt.query_map([], from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+pub fn count(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
+}
+
+pub fn by_email(conn: &Connection, email: &str) -> Result<User> {
+    Ok(conn.query_row(
+        &format!("SELECT {COLUMNS} FROM users WHERE email = ?1"),
+        [email],
+        from_row,
+    )?)
+}
+
+/// Finds the user whose token hashes to the given value. The lookup is by
+/// hash (an index probe), so the token itself is never compared byte by byte
+/// against stored secrets; the final equality check is constant-time.
+pub fn by_token(conn: &Connection, token: &str) -> Result<Option<User>> {
+    use subtle::ConstantTimeEq;
+    let hash = ApiToken::hash(token);
+    let found = conn
+        .query_row(
+            &format!("SELECT {COLUMNS}, token_hash FROM users WHERE token_hash = ?1"),
+            [&hash[..]],
+            |r| Ok((from_row(r)?, r.get::<_, Vec<u8>>(6)?)),
+        )
+        .optional()?;
+    Ok(found.and_then(|(user, stored)| bool::from(stored.ct_eq(&hash[..])).then_some(user)))
+}
