@@ -1,0 +1,291 @@
+//! The real binary: `serve` on port 0 with `--ready-file`, `/healthz`,
+//! SIGTERM → exit 0; `user add/list`; `config`; config errors.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_backchannel");
+
+fn write_config(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("backchannel.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("write config");
+    path
+}
+
+fn wait_ready(child: &mut Child, ready: &Path) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(ready)
+            && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        {
+            return v;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("server exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "server not ready in time");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).expect("read");
+    out
+}
+
+fn sigterm(child: &Child) {
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    let rc = unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let ready = dir.path().join("ready.json");
+    let mut child = Command::new(BIN)
+        .args(["--config"])
+        .arg(&config)
+        .args(["serve", "--ready-file"])
+        .arg(&ready)
+        .args(["--log-format", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addrs = wait_ready(&mut child, &ready);
+    let http = addrs["http"].as_str().expect("http addr").to_string();
+    let smtp = addrs["smtp"].as_str().expect("smtp addr").to_string();
+    assert!(!http.ends_with(":0") && !smtp.ends_with(":0"), "{addrs}");
+
+    let health = http_get(&http, "/healthz");
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(health.contains(r#"{"status":"ok"}"#), "{health}");
+
+    // The SMTP port greets.
+    let mut s = TcpStream::connect(&smtp).expect("connect smtp");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf).expect("greeting");
+    assert!(
+        buf[..n].starts_with(b"220 gw.example.com"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(s);
+
+    sigterm(&child);
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "exit status {status}");
+
+    // JSON logs on stderr; the first owner was created and its token logged once.
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    let owner_lines: Vec<&str> = logs.lines().filter(|l| l.contains("first owner")).collect();
+    assert_eq!(owner_lines.len(), 1, "{logs}");
+    let line: serde_json::Value = serde_json::from_str(owner_lines[0]).expect("json log line");
+    assert!(
+        line["token"].as_str().is_some_and(|t| t.starts_with("bc_")),
+        "{line}"
+    );
+    assert_eq!(line["email"], "admin@gw.example.com");
+
+    // A second start does not create another owner.
+    let ready2 = dir.path().join("ready2.json");
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--ready-file"])
+        .arg(&ready2)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn again");
+    wait_ready(&mut child, &ready2);
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    let mut logs = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut logs)
+        .expect("logs");
+    assert!(!logs.contains("first owner"), "{logs}");
+}
+
+#[test]
+fn user_add_prints_only_the_token_and_user_list_shows_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "agent@acme.com",
+            "--name",
+            "Ann Agent",
+            "--role",
+            "member",
+        ])
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 1, "{stdout:?}");
+    assert!(
+        lines[0].starts_with("bc_") && lines[0].len() == 55,
+        "{stdout:?}"
+    );
+
+    // Same email again: refused with a message, non-zero exit.
+    let again = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "AGENT@acme.com",
+            "--name",
+            "X",
+            "--role",
+            "member",
+        ])
+        .output()
+        .expect("run");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+
+    let bad_role = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "b@acme.com",
+            "--name",
+            "B",
+            "--role",
+            "emperor",
+        ])
+        .output()
+        .expect("run");
+    assert!(!bad_role.status.success());
+    assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
+
+    let list = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .args(["user", "list"])
+        .output()
+        .expect("run");
+    assert!(list.status.success());
+    let text = String::from_utf8(list.stdout).expect("utf8");
+    assert!(text.contains("agent@acme.com\tmember\tAnn Agent"), "{text}");
+    assert!(!text.contains("bc_"), "tokens are never listed: {text}");
+}
+
+#[test]
+fn config_prints_effective_values_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("config")
+        .env("BACKCHANNEL_SMTP_MAX_RECIPIENTS", "250")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    assert!(text.contains("domain = \"gw.example.com\""), "{text}");
+    assert!(text.contains("max_recipients = 250"), "{text}");
+    assert!(!text.contains("topsecret"), "{text}");
+    assert!(text.contains("u:***@127.0.0.1:1"), "{text}");
+
+    // BACKCHANNEL_CONFIG works like --config.
+    let out = Command::new(BIN)
+        .arg("config")
+        .env("BACKCHANNEL_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("gw.example.com"));
+}
+
+#[test]
+fn bad_config_is_a_startup_error_naming_the_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[smtp]\nmax_conections = 5\n").expect("write");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("smtp.max_conections"), "{err}");
+
+    let out = Command::new(BIN)
+        .arg("config")
+        .env("BACKCHANNEL_HTTP_LISTEN", "not-an-address")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
+}
