@@ -1,0 +1,163 @@
+//! Test harness: an in-process gateway on 127.0.0.1 port 0, and a raw SMTP
+//! client that reads replies line by line.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use backchannel::app::{self, Running};
+use backchannel::config::Config;
+use backchannel::store::Store;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub smtp: std::net::SocketAddr,
+    pub http: std::net::SocketAddr,
+    pub store: Store,
+}
+
+impl TestServer {
+    /// Starts a gateway for `gw.example.com` with `extra` TOML appended
+    /// (sections must not repeat `[smtp]`/`[http]` keys given here: pass
+    /// them through `smtp_extra`).
+    pub async fn start(smtp_extra: &str) -> TestServer {
+        Self::start_with(smtp_extra, "").await
+    }
+
+    pub async fn start_with(smtp_extra: &str, rest: &str) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = format!(
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{rest}\n",
+            dir.path().join("data").display()
+        );
+        let config = Config::from_toml_str(&text, Vec::new()).expect("config");
+        let store = Store::open(&config.db_path()).expect("store");
+        let running = app::start(config, store.clone()).await.expect("start");
+        TestServer {
+            smtp: running.addrs.smtp,
+            http: running.addrs.http,
+            running: Some(running),
+            dir,
+            store,
+        }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("data/backchannel.db")
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.expect("clean shutdown");
+        }
+    }
+
+    /// Every stored inbound message: (mail_from, rcpts JSON, tls, raw).
+    pub async fn inbound(&self) -> Vec<(String, String, bool, Vec<u8>)> {
+        self.store
+            .read(|c| {
+                let mut s =
+                    c.prepare("SELECT mail_from, rcpts, tls, raw FROM inbound_queue ORDER BY id")?;
+                let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+                Ok(rows.collect::<Result<Vec<_>, _>>()?)
+            })
+            .await
+            .expect("read inbound")
+    }
+
+    /// Creates a parent with one side conversation carrying `token`.
+    pub async fn add_side_conversation(&self, token: &str) {
+        let token = token.to_string();
+        self.store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, 0, 0)",
+                    [format!("T-{token}")],
+                )?;
+                c.execute(
+                    "INSERT INTO side_conversations
+                       (parent_id, token, subject, sender_email, created_at, updated_at)
+                     VALUES (last_insert_rowid(), ?1, 'Subject', 'reply@gw.example.com', 0, 0)",
+                    [&token],
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("insert side conversation");
+    }
+
+    pub async fn add_sender(&self, email: &str, forwarding_local: &str) {
+        let (email, fwd) = (email.to_string(), forwarding_local.to_string());
+        self.store
+            .write(move |c| {
+                c.execute(
+                    "INSERT INTO senders (email, forwarding_local, created_at) VALUES (?1, ?2, 0)",
+                    [&email, &fwd],
+                )?;
+                Ok(())
+            })
+            .await
+            .expect("insert sender");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.store.close();
+    }
+}
+
+/// A raw SMTP client over any stream.
+pub struct Client<S> {
+    pub io: BufReader<S>,
+}
+
+pub async fn connect(addr: std::net::SocketAddr) -> Client<TcpStream> {
+    let s = TcpStream::connect(addr).await.expect("connect");
+    Client {
+        io: BufReader::new(s),
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// Reads one (possibly multi-line) reply; returns its lines joined by
+    /// `\n`, or "" at end of stream.
+    pub async fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(20), self.io.read_line(&mut line))
+                .await
+                .expect("reply in time")
+                .expect("read");
+            if n == 0 {
+                return all;
+            }
+            let done = line.len() < 4 || line.as_bytes()[3] != b'-';
+            all.push_str(line.trim_end_matches(['\r', '\n']));
+            if done {
+                return all;
+            }
+            all.push('\n');
+        }
+    }
+
+    pub async fn send(&mut self, data: &[u8]) {
+        self.io.get_mut().write_all(data).await.expect("write");
+    }
+
+    /// Sends a command line and returns the reply.
+    pub async fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes()).await;
+        self.reply().await
+    }
+}
+
+pub fn code(reply: &str) -> &str {
+    reply.get(..3).unwrap_or("")
+}
+
+pub const TOKEN: &str = "abcdefghijklmn23";
