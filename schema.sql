@@ -132,7 +132,9 @@ CREATE TABLE inbound_queue (
     state           TEXT    NOT NULL DEFAULT 'queued' CHECK (state IN ('queued', 'done', 'failed')),
     attempts        INTEGER NOT NULL DEFAULT 0,
     last_error      TEXT,
-    processed_at    INTEGER
+    processed_at    INTEGER,
+    -- the message this delivery became (or duplicated), once ingested
+    message_id      INTEGER
 );
 CREATE INDEX inbound_queue_pending ON inbound_queue(state, id);
 
@@ -170,6 +172,15 @@ CREATE INDEX messages_message_id ON messages(message_id);
 CREATE INDEX messages_side_conversation ON messages(side_conversation_id, id);
 CREATE INDEX messages_sha ON messages(raw_sha256);
 CREATE INDEX messages_unrouted ON messages(route, id) WHERE side_conversation_id IS NULL;
+
+-- Every id a message cites in In-Reply-To/References, for threading through
+-- messages the gateway never received itself.
+CREATE TABLE message_refs (
+    ref             TEXT    NOT NULL,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    PRIMARY KEY (ref, message_id)
+) WITHOUT ROWID;
+CREATE INDEX message_refs_message ON message_refs(message_id);
 
 CREATE TABLE attachments (
     message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,

@@ -127,6 +127,12 @@ pub async fn start_with(
         tasks.spawn(async move { smtp_server.run(listeners.smtp, shutdown).await });
     }
 
+    let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { worker.run(shutdown).await });
+    }
+
     let router = api::router(ApiState {
         store: store.clone(),
     });

@@ -48,6 +48,20 @@ pub struct RawConfig {
     pub outbound: RawOutbound,
     pub notifications: RawNotifications,
     pub dns: RawDns,
+    pub ingest: RawIngest,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawIngest {
+    /// Check SPF/DKIM/DMARC/ARC of inbound mail through the resolver.
+    pub authenticate: bool,
+}
+
+impl Default for RawIngest {
+    fn default() -> Self {
+        RawIngest { authenticate: true }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -131,6 +145,7 @@ impl Default for RawConfig {
             outbound: RawOutbound::default(),
             notifications: RawNotifications::default(),
             dns: RawDns::default(),
+            ingest: RawIngest::default(),
         }
     }
 }
@@ -246,6 +261,8 @@ pub struct Config {
     pub outbound: OutboundConfig,
     pub notifications: NotificationsConfig,
     pub dns: DnsConfig,
+    /// Authenticate inbound mail (SPF/DKIM/DMARC/ARC).
+    pub ingest_authenticate: bool,
     /// The merged raw keys, kept for `backchannel config`.
     raw: RawConfig,
 }
@@ -589,6 +606,7 @@ impl Config {
             outbound,
             notifications,
             dns,
+            ingest_authenticate: raw.ingest.authenticate,
             raw,
         })
     }
@@ -884,9 +902,12 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
     }
 
+    /// (TOML text, environment, key the error must name)
+    type ErrorCase = (&'static str, Vec<(String, String)>, &'static str);
+
     #[test]
     fn errors_name_the_key() {
-        let cases: &[(&str, Vec<(String, String)>, &str)] = &[
+        let cases: &[ErrorCase] = &[
             ("[smtp]\nlisten = \"nope\"\n", no_env(), "smtp.listen"),
             ("[smtp]\nbogus = 1\n", no_env(), "smtp.bogus"),
             ("bogus = 1\n", no_env(), "bogus"),

@@ -19,16 +19,23 @@
 //! smtp/          inbound SMTP listener on tokio + smtp-proto: session state
 //!                machine, replies, envelope checks, limits, STARTTLS
 //! api/           axum router: /healthz, /metrics
+//! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,
+//!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
+//!                forwarding.rs (verification/confirmation mail), apply.rs
+//!                (persist + effects in one transaction), mod.rs (worker)
+//! reply_text.rs  visible-reply extraction and HTML → text, pure
 //! ```
 //!
-//! Dependency direction: `main → app → {smtp, api}`; everything → `model`;
+//! Dependency direction: `main → app → {smtp, api, ingest}`; `ingest → {reply_text, store}`; everything → `model`;
 //! `store` imports no protocol module; `smtp` and `api` never import each other.
 
 pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod reply_text;
 pub mod smtp;
 pub mod store;

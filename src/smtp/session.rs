@@ -62,6 +62,9 @@ pub(super) struct Session<'a> {
 
 const READ_CHUNK: usize = 64 * 1024;
 
+/// Upper bound on how long a TLS handshake may take.
+pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Commands that mean a web client or proxy probe is talking to us.
 const FOREIGN_PROTOCOLS: &[&[u8]] = &[b"GET ", b"POST ", b"HEAD ", b"PUT ", b"CONNECT "];
 
@@ -286,6 +289,24 @@ impl<'a> Session<'a> {
         {
             self.say(reply::not_smtp());
             return Next::Close;
+        }
+        // smtp-proto saturates numbers wrongly: past u64 a further digit
+        // restarts the value, so `SIZE=` or `BDAT` with 21 digits would read
+        // as a small number. Such numbers are checked here first.
+        match oversized_number(line, self.shared.config.smtp.max_message_bytes) {
+            Some(Oversized::MailSize) => {
+                metrics::inc("smtp_messages_rejected_total", &[("reason", "size")]);
+                self.say(reply::size_exceeded());
+                return Next::Continue;
+            }
+            Some(Oversized::Bdat) => {
+                // The chunk cannot be skipped without reading all of it, and
+                // the stream is out of step otherwise: refuse and close.
+                metrics::inc("smtp_messages_rejected_total", &[("reason", "size")]);
+                self.say(reply::size_exceeded());
+                return Next::Close;
+            }
+            None => {}
         }
         let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
         let name = match &parsed {
@@ -701,6 +722,59 @@ fn parse_error_reply(e: ParseError) -> Reply {
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Oversized {
+    MailSize,
+    Bdat,
+}
+
+/// The digits after `at`, and whether they fit in a u64.
+fn number_at(line: &[u8], at: usize) -> Option<Option<u64>> {
+    let digits: Vec<u8> = line[at..]
+        .iter()
+        .take_while(|b| b.is_ascii_digit())
+        .copied()
+        .collect();
+    if digits.is_empty() {
+        return None;
+    }
+    Some(
+        std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok()),
+    )
+}
+
+/// A `MAIL … SIZE=n` or `BDAT n` whose number is over the limit, judged on
+/// the raw digits (so no wrapped value can slip through).
+fn oversized_number(line: &[u8], max: usize) -> Option<Oversized> {
+    let upper = line.to_ascii_uppercase();
+    let over = |n: Option<u64>| n.is_none_or(|n| n > max as u64);
+    if upper.starts_with(b"BDAT ") {
+        let at = 5 + upper[5..].iter().take_while(|b| **b == b' ').count();
+        // A chunk over the limit but countable is read and discarded (the
+        // session stays usable); one whose length cannot even be counted
+        // cannot be skipped.
+        return number_at(line, at)
+            .filter(Option::is_none)
+            .map(|_| Oversized::Bdat);
+    }
+    if upper.starts_with(b"MAIL ") {
+        let params_start = upper.iter().rposition(|b| *b == b'>').unwrap_or(0);
+        let params = &upper[params_start..];
+        let mut i = 0;
+        while let Some(pos) = params[i..].windows(5).position(|w| w == b"SIZE=") {
+            let at = params_start + i + pos + 5;
+            let before = upper.get(at - 6).copied().unwrap_or(b' ');
+            if (before == b' ' || before == b'\t') && number_at(line, at).is_some_and(over) {
+                return Some(Oversized::MailSize);
+            }
+            i += pos + 5;
+        }
+    }
+    None
+}
+
 fn notify_text(flags: u64) -> String {
     if flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
         return "NEVER".into();
@@ -724,5 +798,45 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
         .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
-/// Upper bound on how long a TLS handshake may take.
-pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_numbers_are_caught_before_parsing() {
+        let max = 1000;
+        let cases: &[(&[u8], Option<Oversized>)] = &[
+            (
+                b"MAIL FROM:<a@b> SIZE=999999999999999999999\r\n",
+                Some(Oversized::MailSize),
+            ),
+            (
+                b"mail from:<a@b> size=123456789012345678901234567\r\n",
+                Some(Oversized::MailSize),
+            ),
+            (
+                b"MAIL FROM:<a@b> BODY=8BITMIME SIZE=1001\r\n",
+                Some(Oversized::MailSize),
+            ),
+            (b"MAIL FROM:<a@b> SIZE=1000\r\n", None),
+            (b"MAIL FROM:<size=99999999999@b>\r\n", None),
+            (b"MAIL FROM:<a@b>\r\n", None),
+            (
+                b"BDAT 999999999999999999995 LAST\r\n",
+                Some(Oversized::Bdat),
+            ),
+            (b"bdat  5000\r\n", None),
+            (b"bdat  18446744073709551616\r\n", Some(Oversized::Bdat)),
+            (b"BDAT 1000 LAST\r\n", None),
+            (b"BDAT x\r\n", None),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(
+                &oversized_number(line, max),
+                expected,
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+    }
+}

@@ -7,8 +7,11 @@
 //! neighbours. A caller is answered only after the shared COMMIT returned,
 //! which with WAL and `synchronous=FULL` means the data is on disk.
 
+pub mod events;
 pub mod inbound;
+pub mod messages;
 pub mod users;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -231,6 +234,20 @@ impl Store {
     {
         let rx = self.enqueue(f)?;
         rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues `f` now and returns a future for its answer: writes submitted
+    /// one after another run in that order (in the same or later batches).
+    pub fn submit_write<T, F>(
+        &self,
+        f: F,
+    ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = self.enqueue(f)?;
+        Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
     }
 
     /// Blocking form of [`Store::write`], for threads outside the runtime.

@@ -2,6 +2,8 @@
 //! client that reads replies line by line.
 #![allow(dead_code)]
 
+pub mod dns;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -161,3 +163,121 @@ pub fn code(reply: &str) -> &str {
 }
 
 pub const TOKEN: &str = "abcdefghijklmn23";
+
+/// Seeds a parent `external_id` in `parent_status` with one side
+/// conversation (`token`, `sc_status`) whose participants are `vendors`.
+/// Returns (parent id, side conversation id).
+pub async fn seed_thread(
+    store: &Store,
+    external_id: &str,
+    token: &str,
+    parent_status: &str,
+    sc_status: &str,
+    vendors: &[&str],
+) -> (i64, i64) {
+    let (ext, token, ps, ss) = (
+        external_id.to_string(),
+        token.to_string(),
+        parent_status.to_string(),
+        sc_status.to_string(),
+    );
+    let vendors: Vec<String> = vendors.iter().map(|v| v.to_string()).collect();
+    store
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO parents (external_id, subject, status, created_at, updated_at)
+                 VALUES (?1, 'Order 1001', ?2, 0, 0)",
+                rusqlite::params![ext, ps],
+            )?;
+            let parent = c.last_insert_rowid();
+            c.execute(
+                "INSERT INTO side_conversations
+                   (parent_id, token, status, subject, sender_email, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, 'Pallet 7 delayed', 'support@acme.com', 0, 0)",
+                rusqlite::params![parent, token, ss],
+            )?;
+            let sc = c.last_insert_rowid();
+            for v in &vendors {
+                c.execute(
+                    "INSERT INTO participants (side_conversation_id, email, role, added_at)
+                     VALUES (?1, ?2, 'to', 0)",
+                    rusqlite::params![sc, v],
+                )?;
+            }
+            Ok((parent, sc))
+        })
+        .await
+        .expect("seed thread")
+}
+
+/// Sends one message over SMTP; returns the final reply to DATA.
+pub async fn smtp_send(
+    addr: std::net::SocketAddr,
+    mail_from: &str,
+    rcpts: &[&str],
+    data: &str,
+) -> String {
+    let mut c = connect(addr).await;
+    c.reply().await;
+    c.cmd("EHLO test.example").await;
+    let r = c.cmd(&format!("MAIL FROM:<{mail_from}>")).await;
+    assert!(r.starts_with("250"), "MAIL: {r}");
+    for rcpt in rcpts {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        assert!(r.starts_with("250"), "RCPT {rcpt}: {r}");
+    }
+    assert!(c.cmd("DATA").await.starts_with("354"));
+    let mut body = data.replace("\r\n", "\n").replace('\n', "\r\n");
+    if !body.ends_with("\r\n") {
+        body.push_str("\r\n");
+    }
+    // dot-stuffing
+    let stuffed = body
+        .split("\r\n")
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    c.send(stuffed.as_bytes()).await;
+    let r = c.cmd(".").await;
+    c.cmd("QUIT").await;
+    r
+}
+
+impl TestServer {
+    /// Waits until the ingest worker has processed every queued message.
+    pub async fn wait_ingested(&self) {
+        for _ in 0..500 {
+            let queued: i64 = self
+                .store
+                .read(|c| {
+                    Ok(c.query_row(
+                        "SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'",
+                        [],
+                        |r| r.get(0),
+                    )?)
+                })
+                .await
+                .expect("count");
+            if queued == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("ingest did not finish");
+    }
+
+    /// One value from a query with no parameters.
+    pub async fn query<T: rusqlite::types::FromSql + Send + 'static>(&self, sql: &str) -> T {
+        let sql = sql.to_string();
+        self.store
+            .read(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?))
+            .await
+            .unwrap_or_else(|e| panic!("query failed: {e}"))
+    }
+}

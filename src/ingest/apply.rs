@@ -1,0 +1,762 @@
+//! Applying one prepared inbound message to the store, inside the writer's
+//! transaction: routing lookups, duplicate check, the message row with its
+//! attachments, the agent-view placement, and the effects (SPEC §4) — all or
+//! nothing, together with marking the queue row done. Running it twice for
+//! the same queue row is a no-op, which makes the worker idempotent.
+
+use std::cell::RefCell;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use super::classify::Kind;
+use super::forwarding::{self, Detected, SenderInfo};
+use super::parse::{Mailbox, ParsedMail};
+use super::route::{self, Class, Decision, Forwarding, Known, RouteInput, Source};
+use crate::ingest::auth::AuthResults;
+use crate::model::{MailAddr, Token, now_ms};
+use crate::store::inbound::Envelope;
+use crate::store::view::{self, Placement};
+use crate::store::{Result, StoreError, events};
+
+/// Everything computed outside the transaction (parsing, classification,
+/// visible reply, authentication).
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub inbound_id: i64,
+    pub envelope: Envelope,
+    pub raw: Vec<u8>,
+    pub sha256: Vec<u8>,
+    pub parsed: ParsedMail,
+    pub kind: Kind,
+    pub visible_reply: Option<String>,
+    pub auth: Option<AuthResults>,
+}
+
+/// What applying did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Stored as this message row.
+    Stored { message: i64, rule: &'static str },
+    /// The same message was already stored (this delivery is a duplicate).
+    Duplicate { of: i64 },
+    /// The queue row had already been processed.
+    AlreadyDone,
+}
+
+/// Store lookups for the routing rules; the first SQL error is kept and
+/// reported after routing (routing itself cannot fail).
+struct DbKnown<'c> {
+    conn: &'c Connection,
+    error: RefCell<Option<StoreError>>,
+}
+
+impl DbKnown<'_> {
+    fn note<T: Default>(&self, r: rusqlite::Result<T>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(e) => {
+                self.error.borrow_mut().get_or_insert(e.into());
+                T::default()
+            }
+        }
+    }
+}
+
+impl Known for DbKnown<'_> {
+    fn token(&self, token: &Token) -> Option<i64> {
+        self.note(
+            self.conn
+                .query_row(
+                    "SELECT id FROM side_conversations WHERE token = ?1",
+                    [token.as_str()],
+                    |r| r.get(0),
+                )
+                .optional(),
+        )
+    }
+
+    fn message_id(&self, id: &str) -> Vec<i64> {
+        let r = (|| {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT DISTINCT side_conversation_id FROM messages
+                 WHERE message_id = ?1 AND side_conversation_id IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<Vec<i64>>>()
+        })();
+        self.note(r)
+    }
+
+    fn cited_by(&self, id: &str) -> Vec<i64> {
+        let r = (|| {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT DISTINCT m.side_conversation_id FROM message_refs r
+                 JOIN messages m ON m.id = r.message_id
+                 WHERE r.ref = ?1 AND m.side_conversation_id IS NOT NULL",
+            )?;
+            let rows = stmt.query_map([id], |r| r.get(0))?;
+            rows.collect::<rusqlite::Result<Vec<i64>>>()
+        })();
+        self.note(r)
+    }
+
+    fn is_sender(&self, email: &str) -> bool {
+        self.note(
+            self.conn
+                .query_row(
+                    "SELECT 1 FROM senders WHERE email = ?1",
+                    [email],
+                    |_| Ok(()),
+                )
+                .optional()
+                .map(|o| o.is_some()),
+        )
+    }
+}
+
+fn addresses(p: &Prepared) -> Vec<(Source, String)> {
+    let mut out = Vec::new();
+    out.extend(
+        p.envelope
+            .rcpts
+            .iter()
+            .map(|a| (Source::Envelope, a.clone())),
+    );
+    out.extend(
+        p.parsed
+            .delivered_to
+            .iter()
+            .map(|a| (Source::DeliveredTo, a.clone())),
+    );
+    out.extend(
+        p.parsed
+            .original_to
+            .iter()
+            .map(|a| (Source::OriginalTo, a.clone())),
+    );
+    out.extend(
+        p.parsed
+            .forwarded_to
+            .iter()
+            .map(|a| (Source::ForwardedTo, a.clone())),
+    );
+    out.extend(p.parsed.to.iter().map(|m| (Source::To, m.email.clone())));
+    out.extend(p.parsed.cc.iter().map(|m| (Source::Cc, m.email.clone())));
+    out
+}
+
+fn candidate_senders(conn: &Connection, domain: &str, addrs: &[String]) -> Result<Vec<SenderInfo>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, email, forwarding_local, verification_nonce FROM senders
+         WHERE verification_nonce IS NOT NULL OR forwarding_local = ?1",
+    )?;
+    let mut out: Vec<SenderInfo> = Vec::new();
+    for a in addrs {
+        let Some(m) = MailAddr::parse(a) else {
+            continue;
+        };
+        if !m.domain.eq_ignore_ascii_case(domain) {
+            continue;
+        }
+        let rows = stmt.query_map([m.local.to_ascii_lowercase()], |r| {
+            Ok(SenderInfo {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                forwarding_local: r.get(2)?,
+                verification_nonce: r.get(3)?,
+            })
+        })?;
+        for s in rows {
+            let s = s?;
+            if !out.iter().any(|o| o.id == s.id) {
+                out.push(s);
+            }
+        }
+    }
+    if out.is_empty() {
+        // Verification mail may come back on any address: look at pending nonces.
+        let rows = stmt.query_map([""], |r| {
+            Ok(SenderInfo {
+                id: r.get(0)?,
+                email: r.get(1)?,
+                forwarding_local: r.get(2)?,
+                verification_nonce: r.get(3)?,
+            })
+        })?;
+        for s in rows {
+            out.push(s?);
+        }
+    }
+    Ok(out)
+}
+
+struct ThreadInfo {
+    parent_id: i64,
+    external_id: String,
+    sc_status: String,
+    parent_status: String,
+    sender_email: String,
+}
+
+fn thread_info(conn: &Connection, sc: i64) -> Result<ThreadInfo> {
+    Ok(conn.query_row(
+        "SELECT p.id, p.external_id, s.status, p.status, s.sender_email
+         FROM side_conversations s JOIN parents p ON p.id = s.parent_id WHERE s.id = ?1",
+        [sc],
+        |r| {
+            Ok(ThreadInfo {
+                parent_id: r.get(0)?,
+                external_id: r.get(1)?,
+                sc_status: r.get(2)?,
+                parent_status: r.get(3)?,
+                sender_email: r.get(4)?,
+            })
+        },
+    )?)
+}
+
+fn is_participant(conn: &Connection, sc: i64, email: &str) -> Result<bool> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
+            params![sc, email],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Addresses that are the gateway's own or its users' never become
+/// participants or contacts.
+fn is_internal(conn: &Connection, domain: &str, email: &str, sc_sender: &str) -> Result<bool> {
+    let Some(addr) = MailAddr::parse(email) else {
+        return Ok(true);
+    };
+    if addr.domain.eq_ignore_ascii_case(domain) || email.eq_ignore_ascii_case(sc_sender) {
+        return Ok(true);
+    }
+    if addr.token().is_some() {
+        let base = addr.plus_parts().map(|(b, _)| b).unwrap_or("");
+        let sender = format!("{base}@{}", addr.domain);
+        if conn
+            .query_row("SELECT 1 FROM senders WHERE email = ?1", [&sender], |_| {
+                Ok(())
+            })
+            .optional()?
+            .is_some()
+        {
+            return Ok(true);
+        }
+    }
+    let known = conn
+        .query_row(
+            "SELECT 1 FROM users WHERE email = ?1 UNION ALL SELECT 1 FROM senders WHERE email = ?1",
+            [email],
+            |_| Ok(()),
+        )
+        .optional()?;
+    Ok(known.is_some())
+}
+
+fn add_participant(conn: &Connection, sc: i64, m: &Mailbox, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO participants (side_conversation_id, email, name, role, added_at)
+         VALUES (?1, ?2, ?3, 'joined', ?4)",
+        params![sc, m.email, m.name, now],
+    )?;
+    Ok(())
+}
+
+fn add_contact(conn: &Connection, m: &Mailbox, message: i64, now: i64) -> Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO contacts (email, name, first_message_id, created_at)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![m.email, m.name, message, now],
+    )?;
+    Ok(())
+}
+
+fn mark_done(conn: &Connection, inbound_id: i64, message: i64, note: Option<&str>) -> Result<()> {
+    conn.execute(
+        "UPDATE inbound_queue SET state = 'done', processed_at = ?2, message_id = ?3,
+                attempts = attempts + 1, last_error = ?4
+         WHERE id = ?1",
+        params![inbound_id, now_ms(), message, note],
+    )?;
+    Ok(())
+}
+
+/// (row id, raw SHA-256, text body, HTML body) of a stored message.
+type StoredCopy = (i64, Vec<u8>, Option<String>, Option<String>);
+
+/// Looks for the same message already stored in the same place.
+fn find_duplicate(conn: &Connection, p: &Prepared, sc: Option<i64>) -> Result<Option<(i64, bool)>> {
+    let existing: Option<StoredCopy> = match &p.parsed.message_id {
+        Some(mid) => conn
+            .query_row(
+                "SELECT id, raw_sha256, text_body, html_body FROM messages
+                 WHERE message_id = ?1 AND direction = 'in' AND side_conversation_id IS ?2
+                 ORDER BY id LIMIT 1",
+                params![mid, sc],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?,
+        None => conn
+            .query_row(
+                "SELECT id, raw_sha256, text_body, html_body FROM messages
+                 WHERE raw_sha256 = ?1 AND direction = 'in' AND side_conversation_id IS ?2
+                 ORDER BY id LIMIT 1",
+                params![p.sha256, sc],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .optional()?,
+    };
+    Ok(existing.map(|(id, sha, text, html)| {
+        // The same message delivered twice (often with different trace
+        // headers) has the same content; a different message reusing a
+        // Message-ID does not.
+        let same = sha == p.sha256 || (text == p.parsed.text && html == p.parsed.html);
+        (id, same)
+    }))
+}
+
+fn bounce_json(kind: &Kind) -> Option<serde_json::Value> {
+    let Kind::Bounce(b) = kind else { return None };
+    let first = b.recipients.first();
+    Some(json!({
+        "recipient": first.map(|r| r.recipient.clone()),
+        "status": first.map(|r| r.status.clone()),
+        "diagnostic": first.map(|r| r.diagnostic.clone()),
+        "permanent": b.permanent,
+    }))
+}
+
+fn mailbox_json(m: &[Mailbox]) -> String {
+    serde_json::to_string(m).unwrap_or_else(|_| "[]".into())
+}
+
+/// Applies a prepared message. See the module documentation.
+pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
+    let state: String = conn.query_row(
+        "SELECT state FROM inbound_queue WHERE id = ?1",
+        [p.inbound_id],
+        |r| r.get(0),
+    )?;
+    if state != "queued" {
+        return Ok(Applied::AlreadyDone);
+    }
+    let now = now_ms();
+    let addrs = addresses(p);
+
+    // Rule 3 needs the senders that could be concerned.
+    let plain: Vec<String> = addrs.iter().map(|(_, a)| a.clone()).collect();
+    let senders = candidate_senders(conn, domain, &plain)?;
+    let detected = forwarding::detect(
+        &forwarding::Input {
+            gateway_domain: domain,
+            addresses: &plain,
+            message_id: p.parsed.message_id.as_deref(),
+            from: p.parsed.from.as_ref().map(|m| m.email.as_str()),
+            subject: &p.parsed.subject,
+            text: p.parsed.text.as_deref().unwrap_or(""),
+        },
+        &senders,
+    );
+    let class = match &p.kind {
+        Kind::Reply => Class::Reply,
+        Kind::AutoReply(_) => Class::AutoReply,
+        Kind::Bounce(b) => Class::Bounce {
+            verp_key: b.verp_key.clone(),
+            original_message_id: b.original_message_id.clone(),
+        },
+    };
+    let known = DbKnown {
+        conn,
+        error: RefCell::new(None),
+    };
+    let decision = route::route(
+        &RouteInput {
+            gateway_domain: domain,
+            addresses: addrs,
+            message_id: p.parsed.message_id.as_deref(),
+            in_reply_to: p.parsed.in_reply_to.as_deref(),
+            references: &p.parsed.references,
+            class,
+            forwarding: detected.as_ref().map(|d| match d {
+                Detected::Verification { sender_id } => Forwarding::Verification {
+                    sender_id: *sender_id,
+                },
+                Detected::ProviderConfirmation { sender_id, .. } => {
+                    Forwarding::ProviderConfirmation {
+                        sender_id: *sender_id,
+                    }
+                }
+            }),
+        },
+        &known,
+    );
+    if let Some(e) = known.error.into_inner() {
+        return Err(e);
+    }
+
+    let (sc, kind, rule): (Option<i64>, &str, &'static str) = match &decision {
+        Decision::Thread {
+            side_conversation,
+            rule,
+        } => (
+            Some(*side_conversation),
+            if matches!(p.kind, Kind::AutoReply(_)) {
+                "auto_reply"
+            } else {
+                "reply"
+            },
+            rule.as_str(),
+        ),
+        Decision::Bounce {
+            side_conversation, ..
+        } => (*side_conversation, "bounce", "bounce"),
+        Decision::Forwarding(Forwarding::Verification { .. }) => {
+            (None, "verification", "forwarding")
+        }
+        Decision::Forwarding(Forwarding::ProviderConfirmation { .. }) => {
+            (None, "forwarding_confirmation", "forwarding")
+        }
+        Decision::Unrouted { .. } => (
+            None,
+            if matches!(p.kind, Kind::AutoReply(_)) {
+                "auto_reply"
+            } else {
+                "reply"
+            },
+            "unrouted",
+        ),
+    };
+
+    let mut flags: Vec<String> = Vec::new();
+    let mut is_duplicate_variant = false;
+    if let Some((existing, same)) = find_duplicate(conn, p, sc)? {
+        if same {
+            mark_done(conn, p.inbound_id, existing, Some("duplicate delivery"))?;
+            return Ok(Applied::Duplicate { of: existing });
+        }
+        flags.push(format!("duplicate_of:{existing}"));
+        is_duplicate_variant = true;
+    }
+
+    let thread = sc.map(|id| thread_info(conn, id)).transpose()?;
+    let from = p.parsed.from.clone();
+    if let (Some(sc_id), Some(from)) = (sc, &from)
+        && matches!(kind, "reply" | "auto_reply")
+    {
+        let dmarc_failed = p.auth.as_ref().is_some_and(AuthResults::dmarc_failed);
+        if dmarc_failed || !is_participant(conn, sc_id, &from.email)? {
+            flags.push("unverified_sender".into());
+        }
+    } else if sc.is_some() && from.is_none() && kind == "reply" {
+        flags.push("unverified_sender".into());
+    }
+
+    conn.execute(
+        "INSERT INTO messages
+           (side_conversation_id, direction, kind, route, inbound_id, raw, raw_sha256,
+            message_id, in_reply_to, refs, from_name, from_email, reply_to, to_addrs, cc_addrs,
+            date, subject, text_body, html_body, visible_reply, flags, auth, bounce, received_at)
+         VALUES (?1, 'in', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+        params![
+            sc,
+            kind,
+            rule,
+            p.inbound_id,
+            p.raw,
+            p.sha256,
+            p.parsed.message_id,
+            p.parsed.in_reply_to,
+            serde_json::to_string(&p.parsed.references)?,
+            from.as_ref().and_then(|m| m.name.clone()),
+            from.as_ref().map(|m| m.email.clone()),
+            p.parsed.reply_to,
+            mailbox_json(&p.parsed.to),
+            mailbox_json(&p.parsed.cc),
+            p.parsed.date,
+            p.parsed.subject,
+            p.parsed.text,
+            p.parsed.html,
+            p.visible_reply,
+            serde_json::to_string(&flags)?,
+            p.auth.as_ref().map(serde_json::to_string).transpose()?,
+            bounce_json(&p.kind).map(|b| b.to_string()),
+            p.envelope.received_at,
+        ],
+    )?;
+    let message = conn.last_insert_rowid();
+    crate::store::messages::insert_refs(
+        conn,
+        message,
+        p.parsed.in_reply_to.as_deref(),
+        &p.parsed.references,
+    )?;
+    {
+        let mut stmt = conn.prepare_cached(
+            "INSERT INTO attachments (message_id, idx, filename, content_type, size, content_id, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (i, a) in p.parsed.attachments.iter().enumerate() {
+            stmt.execute(params![
+                message,
+                i as i64,
+                a.filename,
+                a.content_type,
+                a.data.len() as i64,
+                a.content_id,
+                a.data
+            ])?;
+        }
+    }
+    let placement = match (&thread, kind) {
+        (Some(t), _) => Placement::Thread {
+            parent_id: t.parent_id,
+            external_id: &t.external_id,
+            inbound: true,
+        },
+        (None, "verification" | "forwarding_confirmation") => Placement::Hidden,
+        (None, _) => Placement::Unrouted,
+    };
+    view::add_message(conn, message, placement)?;
+
+    match (&decision, &thread) {
+        (
+            Decision::Thread {
+                side_conversation, ..
+            },
+            Some(t),
+        ) if kind == "reply" && !is_duplicate_variant => {
+            reply_effects(conn, domain, *side_conversation, t, p, message, now)?;
+        }
+        (
+            Decision::Bounce {
+                side_conversation,
+                verp_key,
+                original_message_id,
+            },
+            _,
+        ) => {
+            bounce_effects(
+                conn,
+                p,
+                message,
+                *side_conversation,
+                verp_key.as_deref(),
+                original_message_id.as_deref(),
+                now,
+            )?;
+        }
+        (Decision::Forwarding(_), _) => {
+            if let Some(d) = &detected {
+                forwarding_effects(conn, d, now)?;
+            }
+        }
+        _ => {}
+    }
+    mark_done(conn, p.inbound_id, message, None)?;
+    Ok(Applied::Stored { message, rule })
+}
+
+fn reply_effects(
+    conn: &Connection,
+    domain: &str,
+    sc: i64,
+    t: &ThreadInfo,
+    p: &Prepared,
+    message: i64,
+    now: i64,
+) -> Result<()> {
+    let from = p.parsed.from.as_ref();
+    // New people: the sender and anyone they copied in.
+    for m in from
+        .into_iter()
+        .chain(p.parsed.cc.iter())
+        .chain(p.parsed.to.iter())
+    {
+        if is_internal(conn, domain, &m.email, &t.sender_email)? {
+            continue;
+        }
+        add_participant(conn, sc, m, now)?;
+        add_contact(conn, m, message, now)?;
+    }
+    if t.sc_status == "closed" {
+        conn.execute(
+            "UPDATE side_conversations SET status = 'open', closed_at = NULL, updated_at = ?2 WHERE id = ?1",
+            params![sc, now],
+        )?;
+        events::enqueue(
+            conn,
+            "side_conversation.reopened",
+            json!({"side_conversation_id": sc, "parent": t.external_id, "by": "reply"}),
+        )?;
+    } else {
+        conn.execute(
+            "UPDATE side_conversations SET updated_at = ?2 WHERE id = ?1",
+            params![sc, now],
+        )?;
+    }
+    if t.parent_status != "open" {
+        conn.execute(
+            "UPDATE parents SET status = 'open', snoozed_until = NULL, updated_at = ?2 WHERE id = ?1",
+            params![t.parent_id, now],
+        )?;
+        events::enqueue(
+            conn,
+            "parent.woken",
+            json!({"parent": t.external_id, "previous_status": t.parent_status, "side_conversation_id": sc, "message_id": message}),
+        )?;
+    }
+    let who = from
+        .map(|m| {
+            m.name
+                .clone()
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| m.email.clone())
+        })
+        .unwrap_or_else(|| "Someone".to_string());
+    conn.execute(
+        "INSERT INTO activity (parent_id, side_conversation_id, actor_id, text, created_at)
+         VALUES (?1, ?2, NULL, ?3, ?4)",
+        params![
+            t.parent_id,
+            sc,
+            format!("{who} replied in a side conversation"),
+            now
+        ],
+    )?;
+    events::enqueue(
+        conn,
+        "message.received",
+        json!({
+            "side_conversation_id": sc,
+            "parent": t.external_id,
+            "message": {
+                "id": message,
+                "message_id": p.parsed.message_id,
+                "from": from,
+                "subject": p.parsed.subject,
+                "visible_reply": p.visible_reply,
+                "received_at": p.envelope.received_at,
+            }
+        }),
+    )?;
+    Ok(())
+}
+
+fn bounce_effects(
+    conn: &Connection,
+    p: &Prepared,
+    message: i64,
+    sc: Option<i64>,
+    verp_key: Option<&str>,
+    original_message_id: Option<&str>,
+    now: i64,
+) -> Result<()> {
+    let Kind::Bounce(b) = &p.kind else {
+        return Ok(());
+    };
+    let first = b.recipients.first();
+    let detail = first
+        .map(|r| {
+            format!("{} {}", r.status, r.diagnostic.as_deref().unwrap_or(""))
+                .trim()
+                .to_string()
+        })
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "bounced".to_string());
+    // The outbox rows this bounce is about: the VERP key names one exactly;
+    // else the original Message-ID's rows, narrowed to the failed recipients.
+    let mut rows: Vec<(i64, String)> = Vec::new();
+    if let Some(key) = verp_key
+        && let Some(row) = conn
+            .query_row(
+                "SELECT id, recipient FROM outbox WHERE verp_key = ?1",
+                [key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?
+    {
+        rows.push(row);
+    }
+    if rows.is_empty()
+        && let Some(mid) = original_message_id
+    {
+        let mut stmt = conn.prepare(
+            "SELECT o.id, o.recipient FROM outbox o JOIN messages m ON m.id = o.message_id
+             WHERE m.message_id = ?1 AND m.direction = 'out'",
+        )?;
+        let all: Vec<(i64, String)> = stmt
+            .query_map([mid], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let failed: Vec<&str> = b.recipients.iter().map(|r| r.recipient.as_str()).collect();
+        let narrowed: Vec<(i64, String)> = all
+            .iter()
+            .filter(|(_, rcpt)| failed.iter().any(|f| f.eq_ignore_ascii_case(rcpt)))
+            .cloned()
+            .collect();
+        rows = if narrowed.is_empty() { all } else { narrowed };
+    }
+    for (id, recipient) in &rows {
+        if b.permanent {
+            conn.execute(
+                "UPDATE outbox SET state = 'bounced', last_error = ?2 WHERE id = ?1",
+                params![id, detail],
+            )?;
+        } else {
+            conn.execute(
+                "UPDATE outbox SET last_error = ?2 WHERE id = ?1",
+                params![id, format!("delayed: {detail}")],
+            )?;
+        }
+        if b.permanent {
+            events::enqueue(
+                conn,
+                "message.bounced",
+                json!({"side_conversation_id": sc, "recipient": recipient, "bounce_message_id": message, "diagnostic": detail, "at": now}),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn forwarding_effects(conn: &Connection, d: &Detected, now: i64) -> Result<()> {
+    match d {
+        Detected::Verification { sender_id } => {
+            let changed = conn.execute(
+                "UPDATE senders SET status = 'verified', verified_at = COALESCE(verified_at, ?2),
+                        forwarding_state = 'confirmed', forwarding_confirmed_at = ?2,
+                        verification_nonce = NULL, verification_code_hash = NULL
+                 WHERE id = ?1",
+                params![sender_id, now],
+            )?;
+            if changed > 0 {
+                let email: String = conn.query_row(
+                    "SELECT email FROM senders WHERE id = ?1",
+                    [sender_id],
+                    |r| r.get(0),
+                )?;
+                events::enqueue(
+                    conn,
+                    "sender.verified",
+                    json!({"email": email, "by": "forwarding"}),
+                )?;
+            }
+        }
+        Detected::ProviderConfirmation {
+            sender_id,
+            confirmation,
+        } => {
+            conn.execute(
+                "UPDATE senders SET forwarding_confirmation = ?2 WHERE id = ?1",
+                params![sender_id, serde_json::to_string(confirmation)?],
+            )?;
+        }
+    }
+    Ok(())
+}

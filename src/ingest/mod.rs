@@ -1,0 +1,263 @@
+//! Ingest pipeline: parse (mail-parser) → classify (auto-reply, bounce) →
+//! visible reply → authenticate (SPF/DKIM/DMARC/ARC) → route (pure) →
+//! persist with effects, in one transaction per message.
+//!
+//! The worker drains `inbound_queue` in arrival order. Preparation (parsing,
+//! DNS) runs concurrently for a batch; the writes are queued to the store's
+//! writer in order, so a message sees every earlier one (a reply arriving
+//! right behind the message it answers threads on it). Each write marks its
+//! queue row done in the same transaction, and skips rows already done: a
+//! crash at any point and a restart give the same final state.
+
+pub mod apply;
+pub mod auth;
+pub mod classify;
+pub mod forwarding;
+pub mod parse;
+pub mod route;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::params;
+use tokio::sync::Notify;
+
+use crate::app::Shutdown;
+use crate::config::Config;
+use crate::metrics;
+use crate::model::now_ms;
+use crate::reply_text;
+use crate::store::inbound::{self, InboundMessage};
+use crate::store::view::{self, Placement};
+use crate::store::{Result, Store};
+use apply::{Applied, Prepared};
+use auth::Authenticator;
+
+/// Messages prepared together.
+const BATCH: usize = 64;
+/// After this many failed attempts a message is stored whole as unrouted
+/// (flag `ingest_error`) rather than retried forever: nothing is dropped.
+const MAX_ATTEMPTS: i64 = 3;
+
+/// Prepares one queued message: everything that needs no transaction.
+/// Fails only if parsing panicked (a library bug); the message then stays
+/// queued for a retry and, past the limit, is kept unparsed.
+pub async fn prepare(
+    m: InboundMessage,
+    authenticator: Option<Authenticator>,
+    domain: String,
+) -> std::result::Result<Prepared, String> {
+    let InboundMessage {
+        id,
+        envelope,
+        raw,
+        sha256,
+        ..
+    } = m;
+    let env = envelope.clone();
+    let parsed_raw = raw;
+    let domain_for_auth = domain.clone();
+    let (parsed, kind, visible, raw) = tokio::task::spawn_blocking(move || {
+        let parsed = parse::parse(&parsed_raw);
+        let kind = classify::classify(&parsed_raw, &env.mail_from, &env.rcpts, &domain);
+        let visible = match (&parsed.text, &parsed.html) {
+            (Some(text), _) if !text.trim().is_empty() => Some(reply_text::visible_text(text)),
+            (_, Some(html)) => Some(reply_text::visible_html(html)),
+            (Some(text), None) => Some(text.trim().to_string()),
+            (None, None) => None,
+        };
+        (parsed, kind, visible, parsed_raw)
+    })
+    .await
+    .map_err(|e| format!("parsing failed: {e}"))?;
+    let auth = match &authenticator {
+        Some(a) => {
+            let ip = envelope
+                .peer_ip
+                .parse()
+                .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+            Some(
+                a.authenticate(
+                    &raw,
+                    ip,
+                    &envelope.helo,
+                    &envelope.mail_from,
+                    &domain_for_auth,
+                )
+                .await,
+            )
+        }
+        None => None,
+    };
+    Ok(Prepared {
+        inbound_id: id,
+        envelope,
+        raw,
+        sha256,
+        parsed,
+        kind,
+        visible_reply: visible,
+        auth,
+    })
+}
+
+/// The ingest worker of one gateway.
+pub struct Worker {
+    config: Arc<Config>,
+    store: Store,
+    authenticator: Option<Authenticator>,
+    committed: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        committed: Arc<Notify>,
+    ) -> anyhow::Result<Worker> {
+        let authenticator = if config.ingest_authenticate {
+            Some(Authenticator::new(&config.dns)?)
+        } else {
+            None
+        };
+        metrics::describe(
+            "ingest_messages_total",
+            "Inbound messages ingested, by route rule",
+        );
+        metrics::describe("ingest_failures_total", "Failed ingest attempts");
+        Ok(Worker {
+            config,
+            store,
+            authenticator,
+            committed,
+        })
+    }
+
+    /// Drains the queue until shutdown; wakes on every SMTP commit.
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        loop {
+            if shutdown.is_triggered() {
+                return Ok(());
+            }
+            match self.drain_once().await {
+                Ok(0) => {
+                    tokio::select! {
+                        _ = self.committed.notified() => {}
+                        _ = shutdown.wait() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "ingest: store error; retrying shortly");
+                    tokio::select! {
+                        _ = shutdown.wait() => return Ok(()),
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Processes one batch of queued messages; returns how many it took.
+    pub async fn drain_once(&self) -> Result<usize> {
+        let batch = self.store.read(|c| inbound::pending(c, BATCH)).await?;
+        let n = batch.len();
+        if n == 0 {
+            return Ok(0);
+        }
+        let mut preparing = Vec::with_capacity(n);
+        for m in batch {
+            let attempts = m.attempts;
+            let id = m.id;
+            let task = tokio::spawn(prepare(
+                m,
+                self.authenticator.clone(),
+                self.config.domain.clone(),
+            ));
+            preparing.push((id, attempts, task));
+        }
+        let mut pending = Vec::with_capacity(n);
+        for (id, attempts, task) in preparing {
+            match task.await {
+                Ok(Ok(prepared)) => {
+                    let domain = self.config.domain.clone();
+                    let fut = self
+                        .store
+                        .submit_write(move |c| apply::apply(c, &domain, &prepared))?;
+                    pending.push((id, attempts, fut));
+                }
+                Ok(Err(e)) => self.failed(id, attempts, &e).await?,
+                Err(e) => self.failed(id, attempts, &format!("prepare: {e}")).await?,
+            }
+        }
+        for (id, attempts, fut) in pending {
+            match fut.await {
+                Ok(Applied::Stored { message, rule }) => {
+                    metrics::inc("ingest_messages_total", &[("rule", rule)]);
+                    tracing::info!(queue_id = id, message, rule, "ingested");
+                }
+                Ok(Applied::Duplicate { of }) => {
+                    metrics::inc("ingest_messages_total", &[("rule", "duplicate")]);
+                    tracing::info!(
+                        queue_id = id,
+                        duplicate_of = of,
+                        "duplicate delivery stored once"
+                    );
+                }
+                Ok(Applied::AlreadyDone) => {}
+                Err(e) => self.failed(id, attempts, &e.to_string()).await?,
+            }
+        }
+        Ok(n)
+    }
+
+    async fn failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {
+        metrics::inc("ingest_failures_total", &[]);
+        tracing::error!(
+            queue_id = id,
+            attempts = attempts + 1,
+            error,
+            "ingest failed"
+        );
+        let error = error.to_string();
+        if attempts + 1 >= MAX_ATTEMPTS {
+            self.store
+                .write(move |c| store_unparsed(c, id, &error))
+                .await
+        } else {
+            self.store
+                .write(move |c| {
+                    c.execute(
+                        "UPDATE inbound_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+                        params![id, error],
+                    )?;
+                    Ok(())
+                })
+                .await
+        }
+    }
+}
+
+/// Last resort for a message the pipeline keeps failing on: keep it whole
+/// with the unrouted mail, flagged, so an admin sees it.
+fn store_unparsed(c: &rusqlite::Connection, inbound_id: i64, error: &str) -> Result<()> {
+    let m = inbound::get(c, inbound_id)?;
+    if m.state != "queued" {
+        return Ok(());
+    }
+    let now = now_ms();
+    c.execute(
+        "INSERT INTO messages (direction, kind, route, inbound_id, raw, raw_sha256, flags, received_at)
+         VALUES ('in', 'reply', 'unrouted', ?1, ?2, ?3, '[\"ingest_error\"]', ?4)",
+        params![inbound_id, m.raw, m.sha256, m.envelope.received_at],
+    )?;
+    let message = c.last_insert_rowid();
+    view::add_message(c, message, Placement::Unrouted)?;
+    c.execute(
+        "UPDATE inbound_queue SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                processed_at = ?3, message_id = ?4 WHERE id = ?1",
+        params![inbound_id, error, now, message],
+    )?;
+    Ok(())
+}
