@@ -31,8 +31,16 @@ impl TestServer {
 
     pub async fn start_with(smtp_extra: &str, rest: &str) -> TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Tests never reach a resolver off this machine: unless a test
+        // brings its own [dns], lookups go to a closed loopback port and
+        // fail at once (temperror).
+        let dns = if rest.contains("[dns]") {
+            ""
+        } else {
+            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"1s\"\n"
+        };
         let text = format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{rest}\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n{dns}{rest}\n",
             dir.path().join("data").display()
         );
         let config = Config::from_toml_str(&text, Vec::new()).expect("config");

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Outside-client tests of the inbound SMTP listener, against the real binary.
+#   BACKCHANNEL_BIN   binary to test (default target/release/backchannel,
+#                     else target/debug/backchannel), relative to the repo root
+#   BACKCHANNEL_CORPUS  corpus dir (default <repo>/../shared/corpus)
+# Runs both programs even if the first fails; exits non-zero if either failed.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+if [[ -z "${BACKCHANNEL_BIN:-}" ]]; then
+    if [[ -x target/release/backchannel ]]; then
+        BACKCHANNEL_BIN=target/release/backchannel
+    else
+        BACKCHANNEL_BIN=target/debug/backchannel
+    fi
+fi
+export BACKCHANNEL_BIN
+echo "clients: testing $BACKCHANNEL_BIN"
+
+status=0
+echo "== smtp_clients.py"
+python3 "$here/smtp_clients.py" || status=1
+echo "== deliver_corpus.py"
+python3 "$here/deliver_corpus.py" || status=1
+
+if [[ $status -ne 0 ]]; then
+    echo "clients: FAILED"
+else
+    echo "clients: all passed"
+fi
+exit "$status"
