@@ -1,4 +1,4 @@
-//! Visible-reply extraction: the new text a vendor wrote, without quoted history or signature, from plain-text and HTML bodies; plus HTML-to-text.
+//! Visible reply of a vendor's email (quoted history and signature stripped), and HTML to text.
 //!
 //! Everything here is pure: strings in, strings out, no I/O, no panics, and every pass is a
 //! single forward scan (with look-ahead bounded by a small constant), so a 1 MB quote or a
@@ -7,9 +7,10 @@
 //! obvious.
 //!
 //! Plain text is scanned line by line. A line can *end* the reply (Outlook separators and
-//! header blocks, an unquoted `On … wrote:` quote, a signature delimiter, a mobile-client
-//! footer), be *dropped* (`>`-quoted lines and the attribution line that introduces them), or be
-//! kept. Dropping instead of cutting at `>` lines is what keeps interleaved inline answers.
+//! header blocks, an unquoted `On … wrote:` quote, the `-- ` signature delimiter), be *dropped*
+//! (`>`-quoted lines and the attribution line that introduces them), or be kept. Dropping
+//! instead of cutting at `>` lines is what keeps interleaved inline answers. Client footers
+//! ("Sent from my iPhone") and a `-Name` sign-off are trimmed only where they end what is left.
 //! A forwarded message is content the vendor chose to send, so from a forward marker on
 //! everything is kept verbatim.
 //!
@@ -35,8 +36,9 @@ pub fn visible_text(body: &str) -> String {
 }
 
 /// Visible reply of an HTML body, returned as plain text (strip quoted blocks such as
-/// `<blockquote type="cite">`, Gmail's `div.gmail_quote`, Outlook's `#divRplyFwdMsg` / "From:" header blocks
-/// after `<hr>` or border-top divs, Apple Mail blockquotes, Yahoo's `yahoo_quoted`, etc., then convert to text).
+/// `<blockquote type="cite">`, Gmail's `div.gmail_quote` (its attribution and blockquote; a
+/// forward in it is kept), Outlook's `#divRplyFwdMsg` / "From:" header blocks after `<hr>` or
+/// border-top divs, Apple Mail blockquotes, Yahoo's `yahoo_quoted`, etc., then convert to text).
 #[must_use]
 pub fn visible_html(html: &str) -> String {
     let cut = render(html, Mode::Visible);
@@ -77,7 +79,7 @@ fn normalize_newlines(body: &str) -> Cow<'_, str> {
 fn fallback(lines: &[&str]) -> String {
     let end = lines
         .iter()
-        .position(|l| !is_quoted(l) && is_signature_start(l))
+        .position(|l| !is_quoted(l) && is_signature_delimiter(l))
         .unwrap_or(lines.len());
     let without_sig = finish(&lines[..end]);
     if without_sig.is_empty() {
@@ -113,14 +115,14 @@ fn reply_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
             out.extend_from_slice(&lines[i + 1..]);
             break;
         }
-        if is_signature_start(line) || is_original_message_marker(line) {
+        if is_signature_delimiter(line) || is_original_message_marker(line) {
             break;
         }
         if is_underscore_rule(line) && rule_introduces_quote(lines, i + 1) {
             break;
         }
-        if let Some(attr) = attribution_at(lines, i) {
-            let after = i + attr.lines;
+        if let Some(found) = attribution_at(lines, i) {
+            let after = i + found.lines;
             match next_non_blank(lines, after) {
                 None => break,
                 Some(j) if is_quoted(lines[j]) => {
@@ -129,7 +131,7 @@ fn reply_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
                     continue;
                 }
                 // An unquoted quote (Outlook web, Yahoo classic): everything below is history.
-                Some(_) if attr.strong => break,
+                Some(_) if found.strong => break,
                 Some(_) => {}
             }
         }
@@ -152,10 +154,11 @@ fn push_kept<'a>(out: &mut Vec<&'a str>, gap: &mut bool, line: &'a str) {
     out.push(line);
 }
 
-/// Trailing clean-up shared by every path: line ends trimmed, trailing blank and separator
-/// lines removed, a trailing `-Name` sign-off removed, then the whole trimmed.
+/// Trailing clean-up shared by every path: line ends trimmed, then trailing blank and
+/// separator lines, client footers and a `-Name` sign-off removed, then the whole trimmed.
 fn finish(lines: &[&str]) -> String {
     let mut v: Vec<&str> = lines.iter().map(|l| l.trim_end()).collect();
+    let first_text = v.iter().position(|l| !is_blank(l)).unwrap_or(v.len());
     loop {
         while v
             .last()
@@ -164,7 +167,13 @@ fn finish(lines: &[&str]) -> String {
             v.pop();
         }
         let n = v.len();
-        if n >= 3 && is_blank(v[n - 2]) && is_dash_name_signature(v[n - 1]) {
+        // Never strip the only text there is: a bare "Sent from my iPhone" is still a reply.
+        let has_text_above = first_text + 1 < n;
+        if has_text_above && is_client_footer(v[n - 1]) {
+            v.pop();
+            continue;
+        }
+        if has_text_above && is_blank(v[n - 2]) && is_dash_name_signature(v[n - 1]) {
             v.pop();
             continue;
         }
@@ -277,20 +286,26 @@ fn is_forward_marker(line: &str) -> bool {
     }
 }
 
-/// The first line of a signature: the `-- ` delimiter (also without its space, as many clients
-/// strip trailing blanks) or a mobile client's "Sent from …" footer, after which only the
-/// signature or quoted history follows.
-fn is_signature_start(line: &str) -> bool {
+/// The `-- ` signature delimiter (also without its space, as many clients strip trailing
+/// blanks). By convention everything below it is signature, so it ends the reply outright.
+fn is_signature_delimiter(line: &str) -> bool {
+    line.trim() == "--"
+}
+
+/// A mobile or webmail client's footer ("Sent from my iPhone", "Get Outlook for iOS"). Only
+/// removed when it ends the reply: a vendor's sentence that happens to start "Sent from my
+/// office…" and goes on with more text must survive.
+fn is_client_footer(line: &str) -> bool {
     let t = line.trim();
-    if t == "--" {
-        return true;
-    }
     if t.len() > 100 {
         return false;
     }
     let l = t.to_lowercase();
+    if let Some(device) = l.strip_prefix("sent from my ") {
+        // "Sent from my desk, which is easier than my phone." is a sentence, not a footer.
+        return device.split_whitespace().count() <= 5 && !device.contains(',');
+    }
     const PREFIXES: &[&str] = &[
-        "sent from my ",
         "sent from iphone",
         "sent from ipad",
         "sent from yahoo mail",
@@ -304,7 +319,7 @@ fn is_signature_start(line: &str) -> bool {
         "envoyé depuis mon ",
         "enviado desde mi ",
         "enviado do meu ",
-        "inviato da ",
+        "inviato dal mio ",
     ];
     if PREFIXES.iter().any(|p| l.starts_with(p)) {
         return true;
@@ -444,6 +459,12 @@ const WROTE_WORDS: &[&str] = &[
     "пишет",
     "írta",
     "yazdı",
+    "geschreven",
+    "pisze",
+    "napísal",
+    "写道",
+    "寫道",
+    "작성",
 ];
 
 /// `Some(strong)` when `text` (ending in a colon) reads like an attribution.
@@ -877,6 +898,7 @@ fn quote_container(attrs: &str) -> Option<Container> {
         }
         if id == "signature"
             || id == "applemailsignature"
+            || id == "ms-outlook-mobile-signature"
             || id.starts_with("zm-_id_-sgn")
             || id.starts_with("ymail_android_signature")
         {
@@ -886,7 +908,10 @@ fn quote_container(attrs: &str) -> Option<Container> {
     if has_class(attrs, "yahoo_quoted") || has_class(attrs, "OutlookMessageHeader") {
         return Some(Container::CutRest);
     }
-    if has_class(attrs, "gmail_signature") || has_class(attrs, "moz-signature") {
+    if has_class(attrs, "gmail_signature")
+        || has_class(attrs, "moz-signature")
+        || has_class(attrs, "protonmail_signature_block")
+    {
         return Some(Container::Drop);
     }
     None
@@ -947,6 +972,8 @@ struct Writer {
     pending_break: usize,
     pending_space: bool,
     quote_depth: usize,
+    /// One entry per open `<blockquote>`: whether it quotes (it may only indent).
+    blockquotes: Vec<bool>,
     pre_depth: usize,
     /// `None` for `<ul>`, `Some(next number)` for `<ol>`.
     lists: Vec<Option<u32>>,
@@ -963,6 +990,7 @@ impl Writer {
             pending_break: 0,
             pending_space: false,
             quote_depth: 0,
+            blockquotes: Vec::new(),
             pre_depth: 0,
             lists: Vec::new(),
             cells_in_row: 0,
@@ -1055,7 +1083,11 @@ impl Writer {
             }
             "blockquote" => {
                 self.block(1);
-                self.quote_depth += 1;
+                let quotes = !is_indent_blockquote(attrs);
+                self.blockquotes.push(quotes);
+                if quotes {
+                    self.quote_depth += 1;
+                }
             }
             "pre" => {
                 self.block(1);
@@ -1108,7 +1140,9 @@ impl Writer {
             }
             "blockquote" => {
                 self.block(1);
-                self.quote_depth = self.quote_depth.saturating_sub(1);
+                if self.blockquotes.pop() == Some(true) {
+                    self.quote_depth = self.quote_depth.saturating_sub(1);
+                }
             }
             "pre" => {
                 self.block(1);
@@ -1125,26 +1159,46 @@ impl Writer {
         }
     }
 
-    /// Lines trimmed at the end and blank runs collapsed to one blank line.
+    /// Lines trimmed at the end and blank runs collapsed to one blank line. A blank line
+    /// inside a quote gets the quote's `>` so the quote reads as one block, as clients write it.
     fn finish(self) -> String {
-        let mut out = String::with_capacity(self.out.len());
-        let mut blank_run = 0;
+        let mut lines: Vec<&str> = Vec::new();
         for line in self.out.split('\n') {
             let line = line.trim_end();
-            if line.trim().is_empty() {
-                blank_run += 1;
-                if blank_run > 1 {
-                    continue;
-                }
-                out.push('\n');
-            } else {
-                blank_run = 0;
-                out.push_str(line);
-                out.push('\n');
+            let blank = line.trim().is_empty();
+            if blank && lines.last().is_none_or(|l| l.is_empty()) {
+                continue;
             }
+            lines.push(if blank { "" } else { line });
+        }
+        let mut out = String::with_capacity(self.out.len());
+        for (k, line) in lines.iter().enumerate() {
+            if line.is_empty() && k > 0 {
+                let depth = quote_prefix_len(lines[k - 1])
+                    .min(lines.get(k + 1).map_or(0, |next| quote_prefix_len(next)));
+                out.push_str(&lines[k - 1][..depth]);
+            }
+            out.push_str(line);
+            out.push('\n');
         }
         out.trim().to_string()
     }
+}
+
+/// Gmail's "Indent more" writes `<blockquote style="margin:0 0 0 40px;border:none;padding:0px">`
+/// around the sender's own text; a quote always carries a class, a `type` or a border.
+fn is_indent_blockquote(attrs: &str) -> bool {
+    attr(attrs, "class").is_none()
+        && attr(attrs, "type").is_none()
+        && attr(attrs, "style").is_some_and(|s| {
+            s.to_ascii_lowercase()
+                .replace(' ', "")
+                .contains("border:none")
+        })
+}
+
+fn quote_prefix_len(line: &str) -> usize {
+    line.bytes().take_while(|&b| b == b'>').count()
 }
 
 /// Elements whose whole subtree is not message text.
@@ -1562,6 +1616,106 @@ mod tests {
             ),
             ("bom stripped", "\u{feff}Hi\n> q", "Hi"),
             (
+                "footer-like prose is kept",
+                "Sent from my office in Berlin\nThe parts ship Monday.",
+                "Sent from my office in Berlin\nThe parts ship Monday.",
+            ),
+            (
+                "a bare footer is still a reply",
+                "Sent from my iPhone",
+                "Sent from my iPhone",
+            ),
+            (
+                "footer above an outlook mobile separator",
+                "Yes\n\nGet Outlook for Android<https://aka.ms/ghei36>\n________________________________\nFrom: Bob <b@x.com>\nSent: Monday\nTo: me\nSubject: x\n\nold",
+                "Yes",
+            ),
+            (
+                "french outlook header block",
+                "Oui\n\nDe : Jean <j@x.fr>\nEnvoyé : lundi 2 avril 2012 14:20\nÀ : Moi\nObjet : Test\n\nancien",
+                "Oui",
+            ),
+            (
+                "spanish outlook header block",
+                "Sí\n\nDe: Juan <j@x.es>\nEnviado: lunes\nPara: Yo\nAsunto: Test\n\nviejo",
+                "Sí",
+            ),
+            (
+                "french gmail attribution wrapped before the verb",
+                "Merci\n\nLe lun. 2 avr. 2012 à 14:20, Jean Dupont <jean@x.fr> a\nécrit :\n\n> Salut\n",
+                "Merci",
+            ),
+            (
+                "german gmail attribution",
+                "Danke\n\nAm Mo., 2. Apr. 2012 um 14:20 Uhr schrieb Max <m@x.de>:\n\n> Hallo\n",
+                "Danke",
+            ),
+            (
+                "a sentence starting with sent from my is not a footer",
+                "Here it is\n\nSent from my desk, which beats my phone.",
+                "Here it is\n\nSent from my desk, which beats my phone.",
+            ),
+            (
+                "delimiter after a mid-line double dash",
+                "a correct -- signature follows.\n\n-- \nrick",
+                "a correct -- signature follows.",
+            ),
+            (
+                "outlook separator right under the reply",
+                "Reply directly above\n________________________________________\nFrom: CRM [crm@x.com]\nSent: Friday, 23 March 2012 5:08 p.m.\nTo: John\nSubject: [contact:106] John\n\nA comment.",
+                "Reply directly above",
+            ),
+            (
+                "indented bullets survive, bold signature after quote goes",
+                "first\n\n   - bullet one\n   - bullet two\n\n\nOn Fri, Feb 24, 2012 at 10:19 AM, <ex@x.com> wrote:\n\n> quoted\n\n\n-- \n\n*Joe | Director*",
+                "first\n\n   - bullet one\n   - bullet two",
+            ),
+            (
+                "header block without separator, signature in the history",
+                "And another reply!\n\nFrom: Dan [mailto:d@x.com]\nSent: Monday, November 26, 2012 10:48 AM\nTo: W\nSubject: Re: New Issue\n\nA reply\n\n--\nIdeas",
+                "And another reply!",
+            ),
+            (
+                "top post with dash sign-off and quoted mailing-list footer",
+                "Oh thanks.\n\nHaving it would be great.\n\n-Abhishek Kona\n\nOn 01/03/11 7:07 PM, Russell Brown wrote:\n> q\n> _______________________________________________\n> list mailing list\n\n_______________________________________________\nriak-users mailing list\n",
+                "Oh thanks.\n\nHaving it would be great.",
+            ),
+            (
+                "thunderbird german",
+                "Ja\n\nAm 02.04.2012 14:20, schrieb Max Muster:\n> alt\n",
+                "Ja",
+            ),
+            (
+                "dutch gmail",
+                "Ja\n\nOp ma 2 apr. 2012 om 14:20 schreef Jan <j@x.nl>:\n\n> oud\n",
+                "Ja",
+            ),
+            (
+                "dutch apple mail",
+                "Ja\n\nOp 2 apr. 2012 om 14:20 heeft Jan <j@x.nl> het volgende geschreven:\n\n> oud\n",
+                "Ja",
+            ),
+            (
+                "italian",
+                "Sì\n\nIl giorno lun 2 apr 2012 alle ore 14:20 Mario <m@x.it> ha scritto:\n\n> vecchio\n",
+                "Sì",
+            ),
+            (
+                "portuguese",
+                "Sim\n\nEm seg., 2 de abr. de 2012 às 14:20, João <j@x.pt> escreveu:\n\n> velho\n",
+                "Sim",
+            ),
+            (
+                "chinese",
+                "好的\n\n在 2012年4月2日，Taro <t@x.cn> 写道：\n\n> 旧\n",
+                "好的",
+            ),
+            (
+                "a sentence starting with a number is not joined as an attribution",
+                "3 people came\nthey wrote:\nnot a quote",
+                "3 people came\nthey wrote:\nnot a quote",
+            ),
+            (
                 "nbsp lines are blank",
                 "Hi\n\u{a0}\nJoe\n\n--- On Wed, 4/4/12, a@b.c wrote:\n\nold",
                 "Hi\n\nJoe",
@@ -1620,6 +1774,31 @@ mod tests {
                 "inline html reply",
                 "<div>On Mon, 2 Apr 2012, Bob &lt;b@x.com&gt; wrote:</div><blockquote type=\"cite\">q1</blockquote><div>a1</div><blockquote type=\"cite\">q2</blockquote>",
                 "a1",
+            ),
+            (
+                "outlook ios",
+                "<div dir=\"ltr\">Yes</div><div id=\"ms-outlook-mobile-signature\">Get Outlook for iOS</div><hr style=\"display:inline-block\"><div id=\"divRplyFwdMsg\" dir=\"ltr\"><b>From:</b> Bob</div><div>old</div>",
+                "Yes",
+            ),
+            (
+                "iphone mail html",
+                "<div dir=\"ltr\">Hello</div><div dir=\"ltr\"><br><div dir=\"ltr\">Sent from my iPhone</div><div dir=\"ltr\"><br><blockquote type=\"cite\">On Apr 3, 2012, at 4:19 PM, bob &lt;b@x.com&gt; wrote:<br><br></blockquote></div><blockquote type=\"cite\"><div dir=\"ltr\">Hi</div></blockquote></div>",
+                "Hello",
+            ),
+            (
+                "gmail indent is the vendor's text",
+                "<div>Steps:</div><blockquote style=\"margin:0 0 0 40px;border:none;padding:0px\"><div>run it</div></blockquote><div>Thanks</div>",
+                "Steps:\nrun it\nThanks",
+            ),
+            (
+                "windows live mail",
+                "<DIV dir=ltr><DIV>Hi.</DIV><DIV>&nbsp;</DIV><DIV>Alex</DIV><DIV style=\"DISPLAY: inline\"><DIV style=\"FONT: 10pt tahoma\"><DIV>&nbsp;</DIV><DIV style=\"BACKGROUND: #f5f5f5\"><DIV><B>From:</B> <A title=a@x.com href=\"mailto:a@x.com\">Al</A> </DIV><DIV><B>Sent:</B> Thursday, June 26, 2014 3:31 PM</DIV><DIV><B>To:</B> Alex</DIV><DIV><B>Subject:</B> Test</DIV></DIV></DIV><DIV>&nbsp;</DIV></DIV><DIV>Hello!</DIV></DIV>",
+                "Hi.\n\nAlex",
+            ),
+            (
+                "thunderbird with signature",
+                "<p>Fine</p><div class=\"moz-signature\">-- <br>Bob</div><div class=\"moz-cite-prefix\">On 26.06.2014 14:41, Al wrote:<br></div><blockquote type=\"cite\">Hello</blockquote>",
+                "Fine",
             ),
             (
                 "only a quote falls back",
@@ -1698,6 +1877,11 @@ mod tests {
                 "blockquote quoted",
                 "x<blockquote>q<br>r</blockquote>y",
                 "x\n> q\n> r\ny",
+            ),
+            (
+                "blank line inside a quote keeps the marker",
+                "<blockquote><div>a</div><div><br></div><div>b</div></blockquote>",
+                "> a\n>\n> b",
             ),
             (
                 "nested blockquote",

@@ -149,7 +149,11 @@ pub enum BounceFormat {
 /// `gw.example.com`. Pure: no I/O.
 pub fn classify(raw: &[u8], mail_from: &str, rcpts: &[String], gateway_domain: &str) -> Kind {
     let bytes = normalize(raw);
-    let Some(msg) = MessageParser::default().parse(bytes.as_ref()) else {
+    // mail-parser promises not to panic; a message that breaks that promise
+    // is classified as what it then is, unreadable mail, rather than taking
+    // the SMTP session down with it.
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(bytes.as_ref()));
+    let Ok(Some(msg)) = parsed else {
         return Kind::Reply;
     };
     let mail = Mail::new(&msg);
@@ -158,7 +162,7 @@ pub fn classify(raw: &[u8], mail_from: &str, rcpts: &[String], gateway_domain: &
         rcpts,
         gateway_domain,
     };
-    match detect_report(&mail, &env, bytes.as_ref()) {
+    match detect_report(&mail, &env, bytes.as_ref(), 0) {
         Detected::Bounce(b) => Kind::Bounce(b),
         Detected::Report(reason) => Kind::AutoReply(reason),
         Detected::Nothing => auto_reply_reason(&mail, &env).map_or(Kind::Reply, Kind::AutoReply),
@@ -173,6 +177,11 @@ pub fn classify(raw: &[u8], mail_from: &str, rcpts: &[String], gateway_domain: &
 const MAX_BODY_BYTES: usize = 256 * 1024;
 /// Text bodies looked at per message.
 const MAX_BODIES: usize = 8;
+/// Lines of a part searched for a quoted Message-ID.
+const MAX_SCAN_LINES: usize = 5_000;
+/// How much of a report is searched for failure and delay wording: notices
+/// say it first, and phrase searches over whole bodies add up.
+const PHRASE_SCAN_BYTES: usize = 16 * 1024;
 /// How much of the raw message is scanned for a VERP address as a last resort.
 const MAX_RAW_SCAN: usize = 1024 * 1024;
 
@@ -328,10 +337,37 @@ impl<'m> Mail<'m> {
             .next()
             .unwrap_or_default()
             .to_lowercase();
-        let bodies = (0..msg.text_body_count().min(MAX_BODIES))
+        let mut bodies: Vec<String> = (0..msg.text_body_count().min(MAX_BODIES))
             .filter_map(|i| msg.body_text(i))
             .map(|t| truncate(t.into_owned(), MAX_BODY_BYTES))
             .collect();
+        if bodies.is_empty() {
+            // Broken MIME (a boundary parameter on an unfolded line, say)
+            // leaves no text body: fall back to whatever text the parts hold,
+            // then to the raw body.
+            bodies = msg
+                .parts
+                .iter()
+                .filter_map(|p| match &p.body {
+                    PartType::Text(t) => Some(t.to_string()),
+                    PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(h)),
+                    _ => None,
+                })
+                .take(MAX_BODIES)
+                .map(|t| truncate(t, MAX_BODY_BYTES))
+                .collect();
+        }
+        if bodies.is_empty()
+            && let Some(root) = msg.parts.first()
+        {
+            let raw = msg.raw_message.as_ref();
+            let start = (root.offset_body as usize).min(raw.len());
+            let end = raw.len().min(start + MAX_BODY_BYTES);
+            let text = String::from_utf8_lossy(&raw[start..end]).into_owned();
+            if !text.trim().is_empty() {
+                bodies.push(text);
+            }
+        }
         Mail {
             msg,
             subject_lc: subject.to_lowercase(),
@@ -474,7 +510,7 @@ impl Original {
             o.add_fields(&fields);
         }
         // Its headers only: text/rfc822-headers, message/global-headers.
-        for t in mail.parts_with_subtype(&["rfc822-headers", "global-headers"]) {
+        for t in mail.parts_with_subtype(&["rfc822-headers", "global-headers", "partial"]) {
             o.add_fields(&text::header_block(&t));
         }
         // A copy quoted in the text after a separator.
@@ -509,6 +545,8 @@ struct Context<'a, 'm> {
     report: String,
     /// Addresses of `X-Failed-Recipients` (Exim, Gmail).
     failed_header: Vec<String>,
+    /// The start of `report`, lowercase, for phrase matching.
+    report_head_lc: String,
     delayed_hint: bool,
 }
 
@@ -516,20 +554,23 @@ impl<'a, 'm> Context<'a, 'm> {
     fn new(mail: &'a Mail<'m>, env: &'a Envelope<'a>, raw: &'a [u8]) -> Self {
         let original = Original::collect(mail);
         let mut exclusions = Exclusions::new(env.gateway_domain);
-        exclusions.add(env.mail_from);
+        exclusions.add_hard(env.mail_from);
         for r in env.rcpts {
-            exclusions.add(r);
+            exclusions.add_hard(r);
         }
         // The bounce goes to the original sender.
         for name in ["To", "Return-Path"] {
             for v in mail.header_values(name) {
                 for a in addresses(&v) {
-                    exclusions.add(&a);
+                    exclusions.add_soft(&a);
                 }
             }
         }
         for s in &original.senders {
-            exclusions.add(s);
+            exclusions.add_soft(s);
+        }
+        for r in &original.recipients {
+            exclusions.allow(r);
         }
         let mut report = String::new();
         for body in &mail.bodies {
@@ -541,7 +582,8 @@ impl<'a, 'm> Context<'a, 'm> {
             .flat_map(|v| addresses(&v).collect::<Vec<_>>())
             .take(text::MAX_RECIPIENTS)
             .collect();
-        let delayed_hint = text::looks_delayed(&mail.subject_lc, &report.to_lowercase());
+        let report_head_lc = truncate(report.clone(), PHRASE_SCAN_BYTES).to_lowercase();
+        let delayed_hint = text::looks_delayed(&mail.subject_lc, &report_head_lc);
         Context {
             mail,
             env,
@@ -550,21 +592,18 @@ impl<'a, 'm> Context<'a, 'm> {
             exclusions,
             report,
             failed_header,
+            report_head_lc,
             delayed_hint,
         }
     }
 
-    /// Recipients named in the report text (first body only when it names
-    /// someone: later bodies are often the returned message itself).
+    /// Recipients named in the report text: the first body's when it names
+    /// someone in recipient position (later bodies are often the returned
+    /// message itself), else all bodies' together.
     fn text_recipients(&self) -> Vec<TextRecipient> {
-        let mut first = true;
-        for body in &self.mail.bodies {
-            let found = text::report_recipients(text::split_report(body).0, &self.exclusions);
-            if found.iter().any(|r| r.strong) || !first {
-                return found;
-            }
-            first = false;
-            if self.mail.bodies.len() == 1 {
+        if let Some(first) = self.mail.bodies.first() {
+            let found = text::report_recipients(text::split_report(first).0, &self.exclusions);
+            if self.mail.bodies.len() == 1 || found.iter().any(|r| r.strong) {
                 return found;
             }
         }
@@ -575,12 +614,25 @@ impl<'a, 'm> Context<'a, 'm> {
         if let Some(id) = &self.original.message_id {
             return Some(id.clone());
         }
-        for body in &self.mail.bodies {
-            for line in body.split('\n') {
+        // A Message-ID line anywhere in the text, or in a text or message
+        // part that broken MIME left unparsed.
+        let texts = self
+            .mail
+            .bodies
+            .iter()
+            .map(|b| Cow::Borrowed(b.as_str()))
+            .chain(self.mail.msg.parts.iter().skip(1).filter_map(|p| {
+                let (ty, _) = content_type(p);
+                (ty == "text" || ty == "message")
+                    .then(|| part_text(p))
+                    .flatten()
+            }));
+        for text in texts {
+            for line in text.split('\n').take(MAX_SCAN_LINES) {
                 let t = line.trim_start_matches([' ', '\t', '>']);
-                if t.len() > 11
-                    && t[..11].eq_ignore_ascii_case("message-id:")
-                    && let Some(id) = message_id_value(&t[11..])
+                if t.get(..11)
+                    .is_some_and(|h| h.eq_ignore_ascii_case("message-id:"))
+                    && let Some(id) = t.get(11..).and_then(message_id_value)
                 {
                     return Some(id);
                 }
@@ -634,10 +686,11 @@ impl<'a, 'm> Context<'a, 'm> {
         from_addrs(&String::from_utf8_lossy(window))
     }
 
-    /// Status for a recipient that has no code of its own.
+    /// Status for a recipient that has no code of its own: the report's
+    /// first failure code if it fits the action, else the bare class.
     fn fallback_status(&self, action: Action) -> String {
         text::status_from_text(&self.report)
-            .filter(|s| action == Action::Delayed || s.starts_with('5') || !self.delayed_hint)
+            .filter(|s| fits(s, action))
             .unwrap_or_else(|| match action {
                 Action::Failed => "5.0.0".to_string(),
                 Action::Delayed => "4.0.0".to_string(),
@@ -665,7 +718,9 @@ fn verp_key(addr: &str, gateway_domain: &str) -> Option<String> {
     .then(|| key.to_string())
 }
 
-fn detect_report(mail: &Mail<'_>, env: &Envelope<'_>, raw: &[u8]) -> Detected {
+/// `depth` counts how far inside attached messages this one is: a notice
+/// that wraps the real bounce as an attachment is read through, once.
+fn detect_report(mail: &Mail<'_>, env: &Envelope<'_>, raw: &[u8], depth: usize) -> Detected {
     let report_types = mail.report_types();
     let dsn_texts: Vec<Cow<'_, str>> = mail
         .parts_with_subtype(&["delivery-status", "global-delivery-status"])
@@ -697,7 +752,16 @@ fn detect_report(mail: &Mail<'_>, env: &Envelope<'_>, raw: &[u8]) -> Detected {
         return Detected::Report(AutoReplyReason::ReadReceipt);
     }
 
-    if let Some(notice) = mail.bodies.first().and_then(|b| ses::parse(b)) {
+    // Amazon SES event notices, from Amazon (directly or through SNS).
+    let from_amazon = ["amazonses.com", "amazonaws.com"]
+        .iter()
+        .any(|d| mail.from_addr.ends_with(d));
+    if let Some(notice) = mail
+        .bodies
+        .first()
+        .filter(|_| from_amazon || env.null_sender())
+        .and_then(|b| ses::parse(b))
+    {
         return match notice {
             ses::SesNotice::Complaint => Detected::Report(AutoReplyReason::FeedbackReport),
             ses::SesNotice::Delivery => Detected::Report(AutoReplyReason::DeliveryReport),
@@ -714,10 +778,45 @@ fn detect_report(mail: &Mail<'_>, env: &Envelope<'_>, raw: &[u8]) -> Detected {
         };
     }
 
-    match bounce_from_text(&ctx, structural) {
-        Some(b) => Detected::Bounce(b),
-        None => Detected::Nothing,
+    if !looks_like_bounce(&ctx, structural) {
+        return Detected::Nothing;
     }
+    // Delivery-status fields written into the text: a DSN whose MIME
+    // structure is broken, or an MTA that inlines them.
+    let inline: Vec<dsn::DsnRecipient> = mail
+        .bodies
+        .iter()
+        .filter(|b| {
+            b.split('\n').any(|l| {
+                l.get(..16)
+                    .is_some_and(|h| h.eq_ignore_ascii_case("final-recipient:"))
+            })
+        })
+        .flat_map(|b| dsn::parse(b).recipients)
+        .take(text::MAX_RECIPIENTS)
+        .collect();
+    if !inline.is_empty() {
+        match bounce_from_dsn(&ctx, inline, &[]) {
+            DsnOutcome::Bounce(b) => return Detected::Bounce(b),
+            DsnOutcome::AllDelivered => return Detected::Report(AutoReplyReason::DeliveryReport),
+            DsnOutcome::Unreadable => {}
+        }
+    }
+    // A notice that names nobody but carries the real bounce as its
+    // attachment (a filtering appliance relaying the MTA's DSN).
+    if depth == 0
+        && ctx.failed_header.is_empty()
+        && !ctx.text_recipients().iter().any(|r| r.strong)
+        && let Some(inner) = mail.msg.parts.iter().find_map(|p| match &p.body {
+            PartType::Message(m) => Some(m),
+            _ => None,
+        })
+        && let Detected::Bounce(b) = detect_report(&Mail::new(inner), env, raw, depth + 1)
+        && !b.recipients.is_empty()
+    {
+        return Detected::Bounce(b);
+    }
+    Detected::Bounce(bounce_from_text(&ctx))
 }
 
 enum DsnOutcome {
@@ -726,9 +825,20 @@ enum DsnOutcome {
     Unreadable,
 }
 
-/// The status a recipient ends up with: the DSN's own code, refined by a
-/// more specific code of the same class in its diagnostic, else the
-/// diagnostic's, else the text's, else a default by action.
+/// Whether a status code can describe a recipient with this action: a
+/// failure may carry a 4.x.x code (given up after temporary errors), a delay
+/// only a 4.x.x one.
+fn fits(status: &str, action: Action) -> bool {
+    match action {
+        Action::Failed => status.starts_with('4') || status.starts_with('5'),
+        Action::Delayed => status.starts_with('4'),
+    }
+}
+
+/// The status a recipient ends up with: the DSN's own code (refined by the
+/// remote server's code of the same class in its diagnostic), else the
+/// diagnostic's, else the recipient's text block's, else the report's, else
+/// the bare class of the action.
 fn settle_status(
     given: Option<&str>,
     diagnostic: Option<&str>,
@@ -736,27 +846,19 @@ fn settle_status(
     action: Action,
     ctx: &Context<'_, '_>,
 ) -> String {
-    let class = match action {
-        Action::Failed => '5',
-        Action::Delayed => '4',
-    };
-    let from_diag = diagnostic.and_then(text::status_from_text);
-    match given {
-        Some(s) if !s.starts_with('2') => {
-            if s.ends_with(".0.0")
-                && let Some(d) = &from_diag
-                && d.as_bytes().first() == s.as_bytes().first()
-                && !d.ends_with(".0.0")
-            {
-                return d.clone();
+    if let Some(given) = given.filter(|s| s.starts_with('4') || s.starts_with('5')) {
+        return match diagnostic.and_then(text::failure_enhanced_code) {
+            Some(d) if d.as_bytes().first() == given.as_bytes().first() && !d.ends_with(".0.0") => {
+                d
             }
-            s.to_string()
-        }
-        _ => from_diag
-            .or_else(|| text_status.map(str::to_string))
-            .filter(|s| action == Action::Delayed || s.starts_with(class) || s.starts_with('4'))
-            .unwrap_or_else(|| ctx.fallback_status(action)),
+            _ => given.to_string(),
+        };
     }
+    diagnostic
+        .and_then(text::status_from_text)
+        .or_else(|| text_status.map(str::to_string))
+        .filter(|s| fits(s, action))
+        .unwrap_or_else(|| ctx.fallback_status(action))
 }
 
 fn bounce_from_dsn(
@@ -814,15 +916,31 @@ fn bounce_from_dsn(
                 _ => Action::Failed,
             },
         };
-        let Some(recipient) = r.address().map(str::to_string).or_else(|| spare.next()) else {
+        // A pipe or file "recipient" (Exim) is worth less than an address.
+        let named = r.address().filter(|a| a.contains('@')).map(str::to_string);
+        let Some(recipient) = named
+            .or_else(|| spare.next())
+            .or_else(|| r.address().map(str::to_string))
+        else {
             continue;
         };
         let from_text = lookup(&recipient);
         let diagnostic = r
             .diagnostic
             .clone()
-            .or_else(|| from_text.and_then(|t| t.diagnostic.clone()))
-            .or_else(|| text::global_diagnostic(&ctx.report));
+            // From the text, but not the status fields themselves, which a
+            // broken DSN shows as text.
+            .or_else(|| {
+                from_text
+                    .and_then(|t| t.diagnostic.as_deref())
+                    .and_then(text::without_status_fields)
+                    .filter(|d| text::is_informative(d))
+            })
+            .or_else(|| {
+                text::global_diagnostic(&ctx.report)
+                    .as_deref()
+                    .and_then(text::without_status_fields)
+            });
         let status = settle_status(
             r.status.as_deref(),
             diagnostic.as_deref(),
@@ -985,13 +1103,16 @@ fn has_auto_reply_marker(mail: &Mail<'_>) -> bool {
         || mail.has_header("X-Autorespond")
 }
 
-/// A bounce read from the text of a failure notice, if the message is one.
-/// `structural` is set when the message is a delivery-status report whose
-/// fields could not be read.
-fn bounce_from_text(ctx: &Context<'_, '_>, structural: bool) -> Option<Bounce> {
+/// Whether a message without readable delivery-status fields is a failure
+/// notice. `structural` is set for a `multipart/report` of delivery-status.
+fn looks_like_bounce(ctx: &Context<'_, '_>, structural: bool) -> bool {
     let mail = ctx.mail;
-    let report_lc = ctx.report.to_lowercase();
-    let from_system = ctx.env.null_sender() || mail.sent_by_mail_system();
+    let report_lc = &ctx.report_head_lc;
+    // A `Return-Path: <>` left by an earlier hop is the null sender too.
+    let null_path = mail
+        .header_values("Return-Path")
+        .any(|v| v.trim().trim_matches(['<', '>']).trim().is_empty());
+    let from_system = ctx.env.null_sender() || null_path || mail.sent_by_mail_system();
     let subject_fail = text::FAILURE_SUBJECTS
         .iter()
         .any(|p| mail.subject_lc.contains(p));
@@ -1005,99 +1126,82 @@ fn bounce_from_text(ctx: &Context<'_, '_>, structural: bool) -> Option<Bounce> {
     // Auto-responders use the null sender too (RFC 3834 §3.3): with their
     // marker present, body wording alone is not enough.
     let body_counts = body_fail && !has_auto_reply_marker(mail);
-    let is_bounce = structural
-        || opens_with_bounce_signature(mail)
+    // A person pasting a bounce into a reply writes from their own address
+    // to a reply+ address: an MTA's wording counts only from a mail system
+    // or to the VERP address.
+    structural
+        || (from_system || verp) && opens_with_bounce_signature(mail)
         || from_system && (subject_fail || body_counts || failed_header)
         || failed_header && (subject_fail || body_fail)
-        || verp && subject_fail && (body_fail || text::status_from_text(&ctx.report).is_some());
-    if !is_bounce {
-        return None;
-    }
+        || verp && subject_fail && (body_fail || text::status_from_text(&ctx.report).is_some())
+}
 
+/// A bounce read from the text of a failure notice.
+fn bounce_from_text(ctx: &Context<'_, '_>) -> Bounce {
     let action = if ctx.delayed_hint {
         Action::Delayed
     } else {
         Action::Failed
     };
-
-    // DSN-like fields written into the text.
-    let mut chosen: Vec<TextRecipient> = Vec::new();
-    if report_lc.contains("final-recipient:") {
-        for r in dsn::parse(&ctx.report).recipients {
-            if let Some(addr) = r.address().filter(|a| a.contains('@')) {
-                chosen.push(TextRecipient {
-                    addr: addr.to_string(),
-                    status: r.status.clone(),
-                    diagnostic: r.diagnostic.clone(),
-                    strong: true,
-                });
-            }
-        }
-    }
     let found = ctx.text_recipients();
-    if chosen.is_empty() {
-        chosen = if failed_header {
-            ctx.failed_header
-                .iter()
-                .map(|a| {
-                    found
-                        .iter()
-                        .find(|f| f.addr.eq_ignore_ascii_case(a))
-                        .cloned()
-                        .unwrap_or(TextRecipient {
-                            addr: a.clone(),
-                            status: None,
-                            diagnostic: None,
-                            strong: true,
-                        })
-                })
-                .collect()
-        } else if found.iter().any(|f| f.strong) {
-            found.iter().filter(|f| f.strong).cloned().collect()
-        } else {
-            let in_original: Vec<TextRecipient> = found
-                .iter()
-                .filter(|f| {
-                    ctx.original
-                        .recipients
-                        .iter()
-                        .any(|o| o.eq_ignore_ascii_case(&f.addr))
-                })
-                .cloned()
-                .collect();
-            if !in_original.is_empty() {
-                in_original
-            } else if let Some(first) = found.first() {
-                vec![first.clone()]
-            } else if ctx.original.recipients.len() == 1 {
+    let strong = |a: &str| TextRecipient {
+        addr: a.to_string(),
+        status: None,
+        diagnostic: None,
+        strong: true,
+    };
+    let chosen: Vec<TextRecipient> = if !ctx.failed_header.is_empty() {
+        ctx.failed_header
+            .iter()
+            .map(|a| {
+                found
+                    .iter()
+                    .find(|f| f.addr.eq_ignore_ascii_case(a))
+                    .cloned()
+                    .unwrap_or_else(|| strong(a))
+            })
+            .collect()
+    } else if found.iter().any(|f| f.strong) {
+        found.iter().filter(|f| f.strong).cloned().collect()
+    } else {
+        let in_original: Vec<TextRecipient> = found
+            .iter()
+            .filter(|f| {
                 ctx.original
                     .recipients
                     .iter()
-                    .filter(|a| !ctx.exclusions.excludes(a))
-                    .map(|a| TextRecipient {
-                        addr: a.clone(),
-                        status: None,
-                        diagnostic: None,
-                        strong: false,
-                    })
-                    .collect()
-            } else {
-                Vec::new()
-            }
-        };
-    }
+                    .any(|o| o.eq_ignore_ascii_case(&f.addr))
+            })
+            .cloned()
+            .collect();
+        if !in_original.is_empty() {
+            in_original
+        } else if let Some(first) = found.first() {
+            vec![first.clone()]
+        } else if ctx.original.recipients.len() == 1 {
+            ctx.original
+                .recipients
+                .iter()
+                .filter(|a| !ctx.exclusions.excludes(a))
+                .map(|a| strong(a))
+                .collect()
+        } else {
+            Vec::new()
+        }
+    };
 
     let global_diag = text::global_diagnostic(&ctx.report);
     let recipients: Vec<BouncedRecipient> = chosen
         .into_iter()
         .take(text::MAX_RECIPIENTS)
         .map(|r| {
-            let diagnostic = r
-                .diagnostic
-                .filter(|d| {
-                    text::status_from_text(d).is_some() || global_diag.is_none() || d.len() > 40
-                })
-                .or_else(|| global_diag.clone());
+            // The recipient's own block when it says something, else the
+            // report's most telling line, else whatever the block had.
+            let diagnostic = match (r.diagnostic, &global_diag) {
+                (Some(d), _) if text::is_informative(&d) => Some(d),
+                (_, Some(g)) => Some(g.clone()),
+                (d, None) => d,
+            };
             let status = settle_status(
                 r.status.as_deref(),
                 diagnostic.as_deref(),
@@ -1115,13 +1219,13 @@ fn bounce_from_text(ctx: &Context<'_, '_>, structural: bool) -> Option<Bounce> {
         })
         .collect();
 
-    Some(Bounce {
+    Bounce {
         recipients,
         original_message_id: ctx.original_message_id(),
         verp_key: ctx.verp_key(&[]),
         permanent: action == Action::Failed,
         format: BounceFormat::NonStandard(mta_name(ctx)),
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1434,6 +1538,9 @@ mod tests {
             "Thanks, the parcel left today.\r\n",
             "The delivery failed? No, it arrived fine.\r\n",
             "",
+            // A person pasting a bounce they got into their reply.
+            "Delivery to the following recipient failed permanently:\r\n\r\n     ops@carrier.example\r\n\r\nIs this the right address?\r\n",
+            "Hi. This is the qmail-send program at mx.example.net.\r\n<a@b.example>:\r\n550 5.1.1 unknown\r\n",
         ];
         for body in cases {
             assert_eq!(kind("", body, "vendor@example.org"), Kind::Reply, "{body}");
@@ -1536,6 +1643,34 @@ Hello\r\n\
     }
 
     #[test]
+    fn a_wrapped_dsn_is_read_through() {
+        let inner = String::from_utf8(dsn("failed", "5.1.1", "")).unwrap_or_default();
+        let outer = format!(
+            "From: Mail Delivery Subsystem <MAILER-DAEMON@filter.example.net>\r\n\
+To: notify@filter.example.net\r\n\
+Subject: Returned mail: User unknown\r\n\
+Content-Type: multipart/mixed; boundary=\"W\"\r\n\
+\r\n\
+--W\r\n\
+Content-Type: text/plain\r\n\
+\r\n\
+----- The following addresses had permanent delivery errors -----\r\n\
+\r\n\
+--W\r\n\
+Content-Type: message/rfc822\r\n\
+\r\n\
+{inner}\r\n\
+--W--\r\n"
+        );
+        let Kind::Bounce(b) = classify(outer.as_bytes(), "", &[], GW) else {
+            panic!("not a bounce");
+        };
+        assert_eq!(b.format, BounceFormat::Dsn);
+        assert_eq!(b.recipients[0].recipient, "carrier@example.com");
+        assert_eq!(b.verp_key.as_deref(), Some("k42"));
+    }
+
+    #[test]
     fn bounce_wins_over_auto_reply_headers() {
         let raw = "From: MAILER-DAEMON@mx.example.net\r\nTo: bounce+k1@gw.example.com\r\nSubject: failure notice\r\nAuto-Submitted: auto-replied\r\nPrecedence: bulk\r\n\r\nHi. This is the qmail-send program at mx.example.net.\r\nI'm afraid I wasn't able to deliver your message to the following addresses.\r\nThis is a permanent error; I've given up. Sorry it didn't work out.\r\n\r\n<carrier@example.com>:\r\nRemote host said: 550 5.1.1 User unknown\r\n\r\n--- Below this line is a copy of the message.\r\n\r\nReturn-Path: <bounce+k1@gw.example.com>\r\nMessage-ID: <tok.2.x@gw.example.com>\r\nTo: carrier@example.com\r\n\r\nHello\r\n";
         let Kind::Bounce(b) =
@@ -1569,6 +1704,27 @@ Hello\r\n\
     }
 
     #[test]
+    fn ses_notices_only_from_amazon() {
+        let body = r#"{"notificationType":"Bounce","bounce":{"bounceType":"Permanent","bouncedRecipients":[{"emailAddress":"a@example.com","action":"failed","status":"5.1.1"}]}}"#;
+        let from = |addr: &str| {
+            format!(
+                "From: {addr}\r\nTo: x@gw.example.com\r\nSubject: AWS Notification Message\r\n\r\n{body}\r\n"
+            )
+        };
+        let aws = from("no-reply@sns.amazonaws.com");
+        let Kind::Bounce(b) = classify(aws.as_bytes(), "x@amazonses.com", &rcpt(), GW) else {
+            panic!("not a bounce");
+        };
+        assert_eq!(b.format, BounceFormat::NonStandard("amazonses".into()));
+        assert_eq!(b.recipients[0].recipient, "a@example.com");
+        let person = from("dev@example.org");
+        assert_eq!(
+            classify(person.as_bytes(), "dev@example.org", &rcpt(), GW),
+            Kind::Reply
+        );
+    }
+
+    #[test]
     fn verp_keys() {
         let cases: &[(&str, &str, Option<&str>)] = &[
             ("bounce+k1@gw.example.com", GW, Some("k1")),
@@ -1582,6 +1738,30 @@ Hello\r\n\
         for (addr, domain, want) in cases {
             assert_eq!(verp_key(addr, domain).as_deref(), *want, "{addr}");
         }
+    }
+
+    #[test]
+    fn verp_key_without_the_envelope() {
+        let find = |raw: Vec<u8>| match classify(&raw, "", &[], GW) {
+            Kind::Bounce(b) => b.verp_key,
+            other => panic!("not a bounce: {other:?}"),
+        };
+        // From the bounce's To.
+        assert_eq!(find(dsn("failed", "5.1.1", "")).as_deref(), Some("k42"));
+        // From the returned copy's Return-Path.
+        let raw = String::from_utf8(dsn("failed", "5.1.1", ""))
+            .unwrap_or_default()
+            .replace("To: bounce+k42@gw.example.com", "To: agent@gw.example.com")
+            .replace(
+                "From: agent@gw.example.com",
+                "Return-Path: <bounce+k7@gw.example.com>\r\nFrom: agent@gw.example.com",
+            );
+        assert_eq!(find(raw.into_bytes()).as_deref(), Some("k7"));
+        // Another domain's bounce+ address is not ours.
+        let raw = String::from_utf8(dsn("failed", "5.1.1", ""))
+            .unwrap_or_default()
+            .replace("bounce+k42@gw.example.com", "bounce+k42@other.example");
+        assert_eq!(find(raw.into_bytes()), None);
     }
 
     #[test]

@@ -30,6 +30,14 @@ impl DsnRecipient {
             .or(self.original_recipient.as_deref())
     }
 
+    /// The group already has its recipient and its Status: a further
+    /// recipient field starts the next group. (Action may come before the
+    /// recipient fields, Status rarely does.)
+    fn complete(&self) -> bool {
+        (self.final_recipient.is_some() || self.original_recipient.is_some())
+            && self.status.is_some()
+    }
+
     fn is_empty(&self) -> bool {
         self.final_recipient.is_none()
             && self.original_recipient.is_none()
@@ -116,11 +124,13 @@ pub(super) fn address_value(value: &str) -> Option<String> {
         Some((k, a)) => (k.trim().to_ascii_lowercase(), a),
         None => (String::new(), value),
     };
-    let mut addr = addr.trim();
-    // Some MTAs append a comment or a second token: keep the first word.
-    if let Some(first) = addr.split_whitespace().next() {
-        addr = first;
-    }
+    // Some MTAs append a comment, or name a pipe or file with the address
+    // among its arguments: keep the word holding an address, else the first.
+    let addr = addr
+        .split_whitespace()
+        .find(|w| w.contains('@'))
+        .or_else(|| addr.split_whitespace().next())
+        .unwrap_or_default();
     let addr = addr
         .trim_matches(|c| matches!(c, '<' | '>' | '"' | '\'' | '(' | ')'))
         .trim();
@@ -174,14 +184,17 @@ pub(super) fn parse(body: &str) -> DsnReport {
             "reporting-mta" if report.reporting_mta.is_none() => {
                 report.reporting_mta = diagnostic_value(&value);
             }
+            // Final- and Original-Recipient come in either order, Action
+            // sometimes first; a group has begun anew when a field repeats
+            // or a recipient field follows a complete group.
             "final-recipient" => {
-                if current.final_recipient.is_some() {
+                if current.final_recipient.is_some() || current.complete() {
                     push(&mut current, &mut report);
                 }
                 current.final_recipient = address_value(&value);
             }
             "original-recipient" => {
-                if current.original_recipient.is_some() || current.final_recipient.is_some() {
+                if current.original_recipient.is_some() || current.complete() {
                     push(&mut current, &mut report);
                 }
                 current.original_recipient = address_value(&value);
@@ -233,6 +246,11 @@ mod tests {
             ("rfc822;", None),
             ("rfc822; <>", None),
             ("x400; /G=a/S=b/", Some("/G=a/S=b/")),
+            (
+                "rfc822;|/usr/bin/filter a@example.com /home/a",
+                Some("a@example.com"),
+            ),
+            ("rfc822;/var/mail/spool/a", Some("/var/mail/spool/a")),
         ];
         for (input, want) in cases {
             assert_eq!(address_value(input).as_deref(), *want, "{input}");
@@ -259,6 +277,40 @@ mod tests {
         );
         assert_eq!(r.recipients[1].action.as_deref(), Some("delayed"));
         assert_eq!(r.recipients[1].status.as_deref(), Some("4.4.1"));
+    }
+
+    #[test]
+    fn final_then_original_is_one_group() {
+        let body = "Final-Recipient: rfc822; a@x.example\nOriginal-Recipient: rfc822;A@x.example\nAction: failed\nStatus: 5.1.1\nFinal-Recipient: rfc822; b@x.example\nOriginal-Recipient: rfc822;B@x.example\nAction: failed\n";
+        let r = parse(body);
+        assert_eq!(r.recipients.len(), 2);
+        assert_eq!(
+            r.recipients[0].original_recipient.as_deref(),
+            Some("A@x.example")
+        );
+        assert_eq!(
+            r.recipients[1].original_recipient.as_deref(),
+            Some("B@x.example")
+        );
+    }
+
+    #[test]
+    fn action_before_recipient_stays_in_its_group() {
+        let r = parse("Action: failed\nFinal-Recipient: rfc822;/var/mail/a\nStatus: 5.0.0\n");
+        assert_eq!(r.recipients.len(), 1);
+        assert_eq!(r.recipients[0].action.as_deref(), Some("failed"));
+        assert_eq!(r.recipients[0].status.as_deref(), Some("5.0.0"));
+
+        let r = parse(
+            "Action: failed\nFinal-Recipient: rfc822; a@x.example\nOriginal-Recipient: rfc822; a@x.example\nDiagnostic-Code: smtp; 451 4.3.0 later\nStatus: 4.3.0\n\nAction: failed\nFinal-Recipient: rfc822; b@x.example\nStatus: 5.0.0\n",
+        );
+        assert_eq!(r.recipients.len(), 2);
+        assert_eq!(r.recipients[0].status.as_deref(), Some("4.3.0"));
+        assert_eq!(
+            r.recipients[0].original_recipient.as_deref(),
+            Some("a@x.example")
+        );
+        assert_eq!(r.recipients[1].address(), Some("b@x.example"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! Everything works on `&str` with ASCII-only byte scanning, so slicing stays
 //! on character boundaries whatever the text contains.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 /// Upper bound on the report lines examined per message: bounces put what
 /// matters first, and a hostile message must not make this quadratic.
@@ -64,9 +64,22 @@ pub(super) fn enhanced_codes(s: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The first enhanced status code of a failure or delay (class 4 or 5).
+/// One that directly follows a basic SMTP reply code (`550 5.7.1`,
+/// `550-'5.7.1`) is preferred: that is the remote server's own word, where
+/// an earlier code may be the reporting MTA's paraphrase.
 pub(super) fn failure_enhanced_code(s: &str) -> Option<String> {
-    enhanced_codes(s)
-        .find(|c| c.starts_with('4') || c.starts_with('5'))
+    let is_failure = |c: &&str| c.starts_with('4') || c.starts_with('5');
+    let attached = enhanced_codes(s).filter(is_failure).find(|c| {
+        let start = c.as_ptr() as usize - s.as_ptr() as usize;
+        let before = s[..start].trim_end_matches([' ', '-', '\'', '"', '#', '(', '[']);
+        let b = before.as_bytes();
+        b.len() >= 3
+            && b[b.len() - 3..].iter().all(u8::is_ascii_digit)
+            && matches!(b[b.len() - 3], b'4' | b'5')
+            && (b.len() == 3 || !b[b.len() - 4].is_ascii_alphanumeric())
+    });
+    attached
+        .or_else(|| enhanced_codes(s).find(is_failure))
         .map(str::to_string)
 }
 
@@ -198,27 +211,46 @@ pub(super) fn is_system_local(local: &str) -> bool {
     SYSTEM_LOCALS.iter().any(|s| local.eq_ignore_ascii_case(s))
 }
 
-/// Addresses that cannot be the failed recipient of a bounce: the gateway's
-/// own, the original sender, mail-system mailboxes.
+/// Addresses that cannot be the failed recipient of a bounce.
+///
+/// The gateway's own addresses and the envelope never can. The original
+/// sender (the bounce's To, the returned copy's From) and mail-system
+/// mailboxes (postmaster, MAILER-DAEMON) normally cannot either — unless the
+/// returned copy shows the message was addressed to them.
 #[derive(Debug, Default)]
 pub(super) struct Exclusions {
-    addrs: HashSet<String>,
+    hard: HashSet<String>,
+    soft: HashSet<String>,
+    allowed: HashSet<String>,
     domain: String,
+}
+
+fn norm(addr: &str) -> Option<String> {
+    let a = addr.trim().trim_matches(['<', '>']).to_ascii_lowercase();
+    a.contains('@').then_some(a)
 }
 
 impl Exclusions {
     pub fn new(gateway_domain: &str) -> Self {
         Exclusions {
-            addrs: HashSet::new(),
             domain: gateway_domain.trim().to_ascii_lowercase(),
+            ..Exclusions::default()
         }
     }
 
-    pub fn add(&mut self, addr: &str) {
-        let a = addr.trim().trim_matches(['<', '>']).to_ascii_lowercase();
-        if a.contains('@') {
-            self.addrs.insert(a);
-        }
+    /// Never a failed recipient (envelope addresses).
+    pub fn add_hard(&mut self, addr: &str) {
+        self.hard.extend(norm(addr));
+    }
+
+    /// Not a failed recipient unless the original was addressed to it.
+    pub fn add_soft(&mut self, addr: &str) {
+        self.soft.extend(norm(addr));
+    }
+
+    /// An address the original message was sent to.
+    pub fn allow(&mut self, addr: &str) {
+        self.allowed.extend(norm(addr));
     }
 
     pub fn excludes(&self, addr: &str) -> bool {
@@ -226,9 +258,10 @@ impl Exclusions {
         let Some((local, domain)) = a.rsplit_once('@') else {
             return true;
         };
-        is_system_local(local)
-            || self.addrs.contains(&a)
-            || (!self.domain.is_empty() && domain == self.domain)
+        if (!self.domain.is_empty() && domain == self.domain) || self.hard.contains(&a) {
+            return true;
+        }
+        (is_system_local(local) || self.soft.contains(&a)) && !self.allowed.contains(&a)
     }
 }
 
@@ -253,6 +286,8 @@ const ORIGINAL_MARKERS: &[&str] = &[
     "content-type: message/rfc822",
     "undelivered message attached",
     "returned mail follows",
+    "returned message",
+    "header of the original message",
 ];
 
 /// A marker is a separator line, not prose that happens to mention the
@@ -410,7 +445,6 @@ const RECIPIENT_PREFIX_WORDS: &[&str] = &[
     "fail",
     "reject",
     "unknown",
-    "to:",
     "user",
     "mailbox",
     "destinat",
@@ -447,10 +481,25 @@ fn is_recipient_context(prefix: &str) -> bool {
     if p.is_empty() || p == "-" || p == "*" {
         return true;
     }
+    // Sendmail's transcript: "554 <a@b>... Host unknown".
+    if p.len() == 3 && smtp_failure_code(&p).is_some() {
+        return true;
+    }
     if p.ends_with(':') || p.ends_with(';') {
         return RECIPIENT_PREFIX_WORDS.iter().any(|w| p.contains(w));
     }
-    false
+    // "… delivering your mail to <a@b>", "Your message to a@b …".
+    ends_with_word(&p, "to")
+        && ![
+            "reply to",
+            "reply-to",
+            "return to",
+            "send mail to",
+            "write to",
+            "go to",
+        ]
+        .iter()
+        .any(|w| p.ends_with(w))
 }
 
 /// Strips the recipient address (and its wrapping) from the start of the
@@ -499,13 +548,29 @@ pub(super) fn report_recipients(report: &str, exclusions: &Exclusions) -> Vec<Te
             hits.push((n, found, strong));
         }
     }
-    let strong_lines: HashSet<usize> = hits.iter().filter(|h| h.2).map(|h| h.0).collect();
+    // Lines naming a recipient in recipient position, with whom they name.
+    let mut strong_lines: HashMap<usize, Vec<String>> = HashMap::new();
+    for (n, found, strong) in &hits {
+        if *strong {
+            strong_lines
+                .entry(*n)
+                .or_default()
+                .push(found.addr.to_ascii_lowercase());
+        }
+    }
 
     let mut out: Vec<TextRecipient> = Vec::new();
     for (n, found, strong) in hits {
         let key = found.addr.to_ascii_lowercase();
         if let Some(existing) = out.iter_mut().find(|r| r.addr.eq_ignore_ascii_case(&key)) {
-            existing.strong |= strong;
+            // Mentioned first, named as a recipient later: the later block
+            // is the one about its failure.
+            if strong && !existing.strong {
+                let (status, diagnostic) = block_diagnostic(&lines, n, &found, &strong_lines);
+                existing.strong = true;
+                existing.status = status;
+                existing.diagnostic = diagnostic;
+            }
             continue;
         }
         if out.len() >= MAX_RECIPIENTS {
@@ -531,28 +596,72 @@ pub(super) fn report_recipients(report: &str, exclusions: &Exclusions) -> Vec<Te
 }
 
 /// The text block that follows a recipient line: the rest of its line and
-/// the following lines up to a blank line or the next recipient line.
+/// the following lines up to a blank line or a line naming another
+/// recipient (Exim and qmail repeat the same one: `RCPT TO:<a@b>`).
 fn block_diagnostic(
     lines: &[&str],
     n: usize,
     found: &Found,
-    strong_lines: &HashSet<usize>,
+    strong_lines: &HashMap<usize, Vec<String>>,
 ) -> (Option<String>, Option<String>) {
+    let me = found.addr.to_ascii_lowercase();
     let mut parts: Vec<String> = Vec::new();
     let first = after_address(lines[n].get(found.end..).unwrap_or(""));
-    if !first.is_empty() {
-        parts.push(first.to_string());
+    // Sendmail puts the reply code before the address: keep it.
+    let code = lines[n]
+        .get(..found.start)
+        .map(|p| p.trim().trim_end_matches('<').trim())
+        .filter(|p| p.len() == 3 && smtp_failure_code(p).is_some());
+    match code {
+        Some(code) => parts.push(format!("{code} {first}")),
+        None if !first.is_empty() => parts.push(first.to_string()),
+        None => {}
     }
     for (k, line) in lines.iter().enumerate().skip(n + 1).take(MAX_BLOCK_LINES) {
-        if line.trim().is_empty() || strong_lines.contains(&k) {
+        let other = strong_lines
+            .get(&k)
+            .is_some_and(|named| named.iter().any(|a| *a != me));
+        if line.trim().is_empty() || other {
             break;
         }
         parts.push(line.trim().to_string());
+    }
+    if parts.is_empty() {
+        // Nothing after the address: the line itself may say why
+        // ("Delivery failed 10 attempts: a@b").
+        let line = lines[n].trim();
+        if line.len() > found.addr.len() + 4 {
+            parts.push(line.to_string());
+        }
     }
     let text = collapse_ws(&parts.join(" "));
     let status = status_from_text(&text);
     let diagnostic = Some(text).filter(|t| !t.is_empty()).map(clip);
     (status, diagnostic)
+}
+
+/// `d` cut before the first delivery-status field name it runs into: a
+/// broken DSN shows its fields as text, and they are not a diagnostic.
+pub(super) fn without_status_fields(d: &str) -> Option<String> {
+    const FIELDS: &[&str] = &[
+        "action:",
+        "status:",
+        "final-recipient:",
+        "original-recipient:",
+        "x-actual-recipient:",
+        "remote-mta:",
+        "reporting-mta:",
+        "last-attempt-date:",
+        "diagnostic-code:",
+    ];
+    let lower = d.to_ascii_lowercase();
+    let cut = FIELDS
+        .iter()
+        .filter_map(|f| lower.find(f))
+        .min()
+        .unwrap_or(d.len());
+    let kept = d[..cut].trim();
+    (!kept.is_empty()).then(|| kept.to_string())
 }
 
 /// Phrases that describe why delivery failed, used to pick a diagnostic line
@@ -590,8 +699,25 @@ const FAILURE_DETAIL: &[&str] = &[
     "unknown host",
     "no mx",
     "dns error",
-    "recipient",
+    "exceeded",
+    "exceeds",
+    "not accepted",
+    "did not accept",
+    "no longer",
+    "expired",
+    "could not find",
+    "socket error",
+    "aborted",
 ];
+
+/// Whether a diagnostic says something about the failure (a code or a reason).
+pub(super) fn is_informative(d: &str) -> bool {
+    if status_from_text(d).is_some() {
+        return true;
+    }
+    let lower = d.to_lowercase();
+    FAILURE_DETAIL.iter().any(|p| lower.contains(p))
+}
 
 /// The most telling diagnostic line of a report without per-recipient
 /// blocks: the first line carrying an SMTP code, else the first naming a
@@ -816,6 +942,10 @@ mod tests {
             failure_enhanced_code("2.0.0 then 5.2.2"),
             Some("5.2.2".into())
         );
+        assert_eq!(
+            failure_enhanced_code("5.1.0 - Unknown address error 550-'5.7.1 <a@b.c>... denied"),
+            Some("5.7.1".into())
+        );
     }
 
     #[test]
@@ -902,7 +1032,7 @@ mod tests {
     #[test]
     fn recipients_and_blocks_from_common_formats() {
         let mut ex = Exclusions::new("gw.example.com");
-        ex.add("sender@example.jp");
+        ex.add_soft("sender@example.jp");
 
         // qmail: two recipients, each with its own block.
         let qmail = "Hi. This is the qmail-send program at x.\n\n<u1@example.jp>:\n192.0.2.1 does not like recipient.\nRemote host said: 550 5.1.1 <u1@example.jp>... User Unknown\n\n<u2@example.jp>:\nRemote host said: 552 mailbox full\n";
@@ -924,6 +1054,22 @@ mod tests {
         assert_eq!(r[0].addr, "rcpt@example.ed.jp");
         assert_eq!(r[0].status.as_deref(), Some("5.7.0"));
 
+        // Exim without blank lines: each block runs to the next recipient,
+        // through the lines repeating its own address.
+        let exim2 = "  a@example.jp\n    SMTP error after RCPT TO:<a@example.jp>:\n    host mx: 550 5.1.1 <a@example.jp>... Unknown\n  b@example.jp\n    SMTP error after RCPT TO:<b@example.jp>:\n    host mx: 550 5.2.1 <b@example.jp>... Disabled\n";
+        let r = report_recipients(exim2, &ex);
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].status.as_deref(), Some("5.1.1"));
+        assert_eq!(r[1].status.as_deref(), Some("5.2.1"));
+
+        // Sendmail v5 transcripts: a reply code before each recipient.
+        let v5 = "554 <a@example.edu>... Remote protocol error\n550 example.or.jp (smtp)... 550 Host unknown\n554 <b@example.or.jp>... 550 Host unknown\n";
+        let r = report_recipients(v5, &ex);
+        assert_eq!(r.len(), 2);
+        assert!(r.iter().all(|x| x.strong));
+        assert_eq!(r[0].status.as_deref(), Some("5.0.0"));
+        assert_eq!(r[1].diagnostic.as_deref(), Some("554 550 Host unknown"));
+
         // Verizon-style details: RCPT TO is the recipient, MAIL FROM and From are not.
         let vz = "Error: Invalid user address\n\nMessage details:\n  MAIL FROM: me@neko.example.org\n  RCPT TO: you@vtext.example.com\n  From: me2@neko.example.org\n";
         let r = report_recipients(vz, &ex);
@@ -932,8 +1078,36 @@ mod tests {
         assert!(r[0].strong);
 
         // Gateway, daemon and sender addresses never count.
-        let noise = "bounce+k@gw.example.com\nMAILER-DAEMON@x.example\nsender@example.jp\n";
+        let noise = "bounce+k@gw.example.com\nMAILER-DAEMON@x.example\npostmaster@x.example\nsender@example.jp\n";
         assert!(report_recipients(noise, &ex).is_empty());
+
+        // ... unless the original was addressed to them.
+        ex.allow("postmaster@x.example");
+        let r = report_recipients(noise, &ex);
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].addr, "postmaster@x.example");
+
+        // Mentioned first, then named as the failed recipient.
+        let ex2 = "To:      <k@nyaan.example.net>\n\nDid not reach the following recipient: k@nyaan.example.net\n  550 5.1.1 unknown\n";
+        let r = report_recipients(ex2, &ex);
+        assert_eq!(r.len(), 1);
+        assert!(r[0].strong);
+        assert_eq!(r[0].status.as_deref(), Some("5.1.1"));
+
+        // Prose naming the recipient after "to".
+        let df = "There was an error delivering your mail to <rcpt@cx.example.org>.\n";
+        let r = report_recipients(df, &ex);
+        assert!(r[0].strong);
+    }
+
+    #[test]
+    fn status_fields_are_not_diagnostics() {
+        assert_eq!(without_status_fields("Status: 4.2.2"), None);
+        assert_eq!(
+            without_status_fields("554 mailbox gone Action: failed Status: 5.0.0").as_deref(),
+            Some("554 mailbox gone")
+        );
+        assert_eq!(without_status_fields("550 no").as_deref(), Some("550 no"));
     }
 
     #[test]
