@@ -282,34 +282,7 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
         })
         .await
         .expect("outbound");
-    let dsn = "From: Mail Delivery System <MAILER-DAEMON@mx.carrier.example>\n\
-To: bounce+k7a2@gw.example.com\n\
-Subject: Undelivered Mail Returned to Sender\n\
-MIME-Version: 1.0\n\
-Content-Type: multipart/report; report-type=delivery-status; boundary=\"B\"\n\
-\n\
---B\n\
-Content-Type: text/plain\n\
-\n\
-I'm sorry to have to inform you that your message could not be delivered.\n\
---B\n\
-Content-Type: message/delivery-status\n\
-\n\
-Reporting-MTA: dns; mx.carrier.example\n\
-\n\
-Final-Recipient: rfc822; gone@carrier.example\n\
-Action: failed\n\
-Status: 5.1.1\n\
-Diagnostic-Code: smtp; 550 5.1.1 <gone@carrier.example>: Recipient address rejected: User unknown\n\
-\n\
---B\n\
-Content-Type: text/rfc822-headers\n\
-\n\
-From: support@acme.com\n\
-To: gone@carrier.example\n\
-Message-ID: <abcdefghijklmn23.1.q7x2@gw.example.com>\n\
-Subject: Pallet 7 delayed\n\
---B--\n";
+    let dsn = include_str!("../fixtures/postfix-dsn-user-unknown.eml");
     let r = smtp_send(s.smtp, "", &["bounce+k7a2@gw.example.com"], dsn).await;
     assert!(r.starts_with("250"), "{r}");
     s.wait_ingested().await;
@@ -370,7 +343,7 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
         verification,
     )
     .await;
-    let gmail = "From: Gmail Team <forwarding-noreply@google.com>\nTo: fwd-p8w4m1@gw.example.com\nSubject: (#583920174) Gmail Forwarding Confirmation - Receive Mail from sales@acme.com\nMessage-ID: <g1@google.com>\n\nsales@acme.com has requested to automatically forward mail to your email\naddress fwd-p8w4m1@gw.example.com.\nConfirmation code: 583920174\n\nTo allow sales@acme.com to automatically forward mail to your address,\nplease click the link below to confirm the request:\n\nhttps://mail-settings.google.com/mail/vf-%5BANGjdJ8%5D-abc\n";
+    let gmail = include_str!("../fixtures/gmail-forwarding-confirmation.eml");
     smtp_send(
         s.smtp,
         "forwarding-noreply@google.com",
