@@ -71,6 +71,8 @@ impl Listeners {
 pub struct Running {
     pub addrs: BoundAddrs,
     pub store: Store,
+    /// The side-conversation service the HTTP API uses.
+    pub conversations: crate::conversations::Conversations,
     trigger: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -121,6 +123,12 @@ pub async fn start_with(
     let mut tasks = JoinSet::new();
 
     let committed = Arc::new(tokio::sync::Notify::new());
+    let outbox_waker = Arc::new(tokio::sync::Notify::new());
+    let conversations = crate::conversations::Conversations::new(
+        config.clone(),
+        store.clone(),
+        outbox_waker.clone(),
+    );
     let smtp_server = smtp::Server::new(config.clone(), store.clone(), committed.clone())?;
     {
         let shutdown = shutdown.clone();
@@ -153,6 +161,7 @@ pub async fn start_with(
     Ok(Running {
         addrs,
         store,
+        conversations,
         trigger,
         tasks,
     })

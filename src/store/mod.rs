@@ -10,6 +10,7 @@
 pub mod events;
 pub mod inbound;
 pub mod messages;
+pub mod outbox;
 pub mod users;
 pub mod view;
 
@@ -200,22 +201,23 @@ impl Store {
         }
     }
 
-    fn enqueue<T, F>(&self, f: F) -> Result<oneshot::Receiver<Result<T>>>
+    fn enqueue<T, E, F>(&self, f: F) -> Result<oneshot::Receiver<std::result::Result<T, E>>>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Connection>| {
             let outcome = match conn {
                 Some(conn) => f(conn),
-                None => Err(StoreError::Database("transaction could not start".into())),
+                None => Err(StoreError::Database("transaction could not start".into()).into()),
             };
             let ok = outcome.is_ok();
             let completion: Completion = Box::new(move |commit_error| {
                 let answer = match commit_error {
                     None => outcome,
-                    Some(e) => Err(e.clone()),
+                    Some(e) => Err(e.clone().into()),
                 };
                 let _ = reply.send(answer);
             });
@@ -231,6 +233,18 @@ impl Store {
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = self.enqueue(f)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for closures with their own error type (which must
+    /// take in a `StoreError`, for the commit's failure).
+    pub async fn write_with<T, E, F>(&self, f: F) -> std::result::Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
         let rx = self.enqueue(f)?;
         rx.await.map_err(|_| StoreError::Closed)?

@@ -19,6 +19,7 @@ pub struct TestServer {
     pub smtp: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
     pub store: Store,
+    pub conversations: backchannel::conversations::Conversations,
 }
 
 impl TestServer {
@@ -49,6 +50,7 @@ impl TestServer {
         TestServer {
             smtp: running.addrs.smtp,
             http: running.addrs.http,
+            conversations: running.conversations.clone(),
             running: Some(running),
             dir,
             store,
@@ -171,6 +173,23 @@ pub fn code(reply: &str) -> &str {
 }
 
 pub const TOKEN: &str = "abcdefghijklmn23";
+
+/// An agent acting through the service layer (the user row is created).
+pub async fn agent(store: &Store, email: &str, name: &str) -> backchannel::conversations::Actor {
+    let (e, n) = (email.to_string(), name.to_string());
+    let user = store
+        .write(move |c| {
+            backchannel::store::users::create(c, &e, &n, backchannel::model::Role::Member)
+                .map(|(u, _)| u)
+        })
+        .await
+        .expect("create agent");
+    backchannel::conversations::Actor {
+        user_id: user.id,
+        name: user.name,
+        email: user.email,
+    }
+}
 
 /// Seeds a parent `external_id` in `parent_status` with one side
 /// conversation (`token`, `sc_status`) whose participants are `vendors`.

@@ -1,0 +1,935 @@
+//! Side-conversation lifecycle (SPEC §4–§5): start, follow-up, close,
+//! reopen. Every door (HTTP API, portal, CLI, tests) goes through here, so
+//! the rules hold whichever way an action arrives. Each action is one
+//! transaction on the store's writer: the side conversation, the composed
+//! message, its outbox rows, the activity entry, the agent-view placement
+//! and the webhook events commit together or not at all.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::model::{MailAddr, Token, base32_lower, is_valid_email, now_ms, random_bytes};
+use crate::outbound::compose::{
+    self, Context, DkimKey, Draft, OutAttachment, Person, ReplyMode, clean_header,
+};
+use crate::store::view::{self, Placement};
+use crate::store::{self, Store, StoreError, events, get_setting, outbox};
+
+/// Why an action was refused; each maps to one HTTP status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ServiceError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// A rule refused valid input (HTTP 422), naming the field.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// The state forbids it (HTTP 409).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ServiceError::NotFound("resource"),
+            other => ServiceError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ServiceError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> ServiceError {
+    ServiceError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The agent acting.
+#[derive(Debug, Clone)]
+pub struct Actor {
+    pub user_id: i64,
+    pub name: String,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct StartRequest {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+    pub from: Option<String>,
+    pub include_context: bool,
+    pub share_portal_link: bool,
+    pub attachments: Vec<Attachment>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FollowUpRequest {
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+    pub cc: Vec<String>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// What an action produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    pub side_conversation: i64,
+    pub message: i64,
+    pub token: String,
+}
+
+/// Longest subject accepted.
+const MAX_SUBJECT: usize = 998;
+/// Most recipients (to + cc) on one side conversation message.
+const MAX_RECIPIENTS: usize = 50;
+
+/// The service: cheap to clone.
+#[derive(Clone)]
+pub struct Conversations {
+    pub config: Arc<Config>,
+    pub store: Store,
+    /// Woken when outbox rows are queued.
+    pub outbox_waker: Arc<tokio::sync::Notify>,
+}
+
+struct SenderInfo {
+    email: String,
+    name: String,
+    reply_mode: ReplyMode,
+    signature_text: Option<String>,
+    signature_html: Option<String>,
+}
+
+fn normalize_addresses(field: &str, list: &[String]) -> Result<Vec<String>, ServiceError> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        let a = a.trim();
+        if !is_valid_email(a) {
+            return Err(invalid(
+                &format!("{field}[{i}]"),
+                format!("`{}` is not a valid email address", clean_header(a)),
+            ));
+        }
+        if !out.iter().any(|o| o.eq_ignore_ascii_case(a)) {
+            out.push(a.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn check_recipients(
+    conn: &Connection,
+    config: &Config,
+    field: &str,
+    list: &[String],
+) -> Result<(), ServiceError> {
+    for (i, a) in list.iter().enumerate() {
+        let is_user = conn
+            .query_row("SELECT 1 FROM users WHERE email = ?1", [a], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if is_user {
+            return Err(invalid(
+                &format!("{field}[{i}]"),
+                format!("{a} is a user of this gateway: mention them in a note instead"),
+            ));
+        }
+        if MailAddr::parse(a).is_some_and(|m| m.domain == config.domain) {
+            return Err(invalid(
+                &format!("{field}[{i}]"),
+                format!("{a} is an address of this gateway"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_attachments(list: &[Attachment]) -> Result<(), ServiceError> {
+    for (i, a) in list.iter().enumerate() {
+        if a.filename.trim().is_empty() {
+            return Err(invalid(
+                &format!("attachments[{i}].filename"),
+                "must not be empty",
+            ));
+        }
+        if !a.content_type.contains('/') {
+            return Err(invalid(
+                &format!("attachments[{i}].content_type"),
+                "must be a MIME type such as application/pdf",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_body(text: &Option<String>, html: &Option<String>) -> Result<(), ServiceError> {
+    let empty = |s: &Option<String>| s.as_deref().is_none_or(|t| t.trim().is_empty());
+    if empty(text) && empty(html) {
+        return Err(invalid(
+            "body_text",
+            "a message needs body_text or body_html",
+        ));
+    }
+    Ok(())
+}
+
+/// Resolves the sender: the one asked for, else the last used on this
+/// parent, else the workspace default, else `reply@<domain>`.
+fn resolve_sender(
+    conn: &Connection,
+    config: &Config,
+    requested: Option<&str>,
+    parent_last: Option<&str>,
+) -> Result<SenderInfo, ServiceError> {
+    let gateway = format!("reply@{}", config.domain);
+    let default: Option<String> = get_setting(conn, "default_sender")?
+        .and_then(|v| v.as_str().map(str::to_string))
+        .filter(|s| !s.is_empty());
+    let chosen = requested
+        .map(str::to_string)
+        .or_else(|| parent_last.map(str::to_string))
+        .or(default)
+        .unwrap_or_else(|| gateway.clone());
+    if chosen.eq_ignore_ascii_case(&gateway) {
+        return Ok(SenderInfo {
+            email: gateway,
+            name: String::new(),
+            reply_mode: ReplyMode::Gateway,
+            signature_text: None,
+            signature_html: None,
+        });
+    }
+    let row: Option<(SenderInfo, String)> = conn
+        .query_row(
+            "SELECT email, name, reply_mode, status, signature_text, signature_html FROM senders WHERE email = ?1",
+            [&chosen],
+            |r| {
+                let mode: String = r.get(2)?;
+                Ok((
+                    SenderInfo {
+                        email: r.get(0)?,
+                        name: r.get(1)?,
+                        reply_mode: ReplyMode::parse(&mode).unwrap_or(ReplyMode::Gateway),
+                        signature_text: r.get(4)?,
+                        signature_html: r.get(5)?,
+                    },
+                    r.get(3)?,
+                ))
+            },
+        )
+        .optional()?;
+    let gateway_again = || {
+        resolve_sender(
+            conn,
+            config,
+            Some(&format!("reply@{}", config.domain)),
+            None,
+        )
+    };
+    match row {
+        None if requested.is_some() => Err(invalid(
+            "from",
+            format!("{chosen} is not a sender address of this workspace"),
+        )),
+        // A remembered sender that was since removed: fall back to the gateway.
+        None => gateway_again(),
+        Some((_, status)) if status != "verified" => {
+            if requested.is_some() {
+                Err(invalid("from", format!("{chosen} is not verified yet")))
+            } else {
+                gateway_again()
+            }
+        }
+        Some((sender, _)) => Ok(sender),
+    }
+}
+
+/// Fills `{{agent.name}}`, `{{sender.name}}`, `{{sender.email}}`.
+pub fn fill_signature(
+    template: &str,
+    agent: &str,
+    sender_name: &str,
+    sender_email: &str,
+) -> String {
+    template
+        .replace("{{agent.name}}", agent)
+        .replace("{{sender.name}}", sender_name)
+        .replace("{{sender.email}}", sender_email)
+}
+
+fn signature(
+    conn: &Connection,
+    sender: &SenderInfo,
+    actor: &Actor,
+) -> Result<(Option<String>, Option<String>), ServiceError> {
+    let workspace = get_setting(conn, "signature")?.unwrap_or(serde_json::Value::Null);
+    let text = sender
+        .signature_text
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            workspace
+                .get("text")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        });
+    let html = sender
+        .signature_html
+        .clone()
+        .filter(|s| !s.trim().is_empty())
+        .or_else(|| {
+            workspace
+                .get("html")
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+        });
+    let display = if sender.name.is_empty() {
+        &actor.name
+    } else {
+        &sender.name
+    };
+    let fill = |t: String| fill_signature(&t, &actor.name, display, &sender.email);
+    Ok((text.map(fill), html.map(fill)))
+}
+
+/// The DKIM key to sign with: the From domain's key, when that domain's
+/// DKIM record was checked and matches (or it is the gateway domain).
+fn dkim_key(
+    conn: &Connection,
+    config: &Config,
+    from: &str,
+) -> Result<Option<DkimKey>, ServiceError> {
+    let Some(addr) = MailAddr::parse(from) else {
+        return Ok(None);
+    };
+    let key: Option<(String, String, Vec<u8>)> = conn
+        .query_row(
+            "SELECT selector, algorithm, private_key FROM dkim_keys WHERE domain = ?1",
+            [&addr.domain],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((selector, algorithm, private_key)) = key else {
+        return Ok(None);
+    };
+    let verified = addr.domain == config.domain || {
+        let mut stmt = conn
+            .prepare("SELECT dns FROM senders WHERE email LIKE '%@' || ?1 AND dns IS NOT NULL")?;
+        let rows: Vec<String> = stmt
+            .query_map([&addr.domain], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        rows.iter().any(|d| {
+            serde_json::from_str::<serde_json::Value>(d)
+                .ok()
+                .and_then(|v| {
+                    v.pointer("/dkim/status")
+                        .and_then(|s| s.as_str())
+                        .map(|s| s == "pass")
+                })
+                .unwrap_or(false)
+        })
+    };
+    Ok(verified.then_some(DkimKey {
+        domain: addr.domain,
+        selector,
+        algorithm,
+        private_key,
+    }))
+}
+
+fn people(list: &[String]) -> Vec<Person> {
+    list.iter()
+        .map(|e| Person {
+            name: None,
+            email: e.clone(),
+        })
+        .collect()
+}
+
+fn out_attachments(list: &[Attachment]) -> Vec<OutAttachment> {
+    list.iter()
+        .map(|a| OutAttachment {
+            filename: a.filename.clone(),
+            content_type: a.content_type.clone(),
+            data: a.data.clone(),
+        })
+        .collect()
+}
+
+struct ScRow {
+    id: i64,
+    parent_id: i64,
+    external_id: String,
+    token: String,
+    portal_token: Option<String>,
+    portal_revoked: bool,
+    status: String,
+    subject: String,
+    sender_email: String,
+    thread_index: Option<Vec<u8>>,
+    next_seq: i64,
+}
+
+fn load_sc(conn: &Connection, id: i64) -> Result<ScRow, ServiceError> {
+    conn.query_row(
+        "SELECT s.id, s.parent_id, p.external_id, s.token, s.portal_token, s.portal_revoked, s.status,
+                s.subject, s.sender_email, s.thread_index, s.next_seq
+         FROM side_conversations s JOIN parents p ON p.id = s.parent_id WHERE s.id = ?1",
+        [id],
+        |r| {
+            Ok(ScRow {
+                id: r.get(0)?,
+                parent_id: r.get(1)?,
+                external_id: r.get(2)?,
+                token: r.get(3)?,
+                portal_token: r.get(4)?,
+                portal_revoked: r.get(5)?,
+                status: r.get(6)?,
+                subject: r.get(7)?,
+                sender_email: r.get(8)?,
+                thread_index: r.get(9)?,
+                next_seq: r.get(10)?,
+            })
+        },
+    )
+    .optional()?
+    .ok_or(ServiceError::NotFound("side conversation"))
+}
+
+/// Message-IDs of the thread, oldest first.
+fn thread_ids(conn: &Connection, sc: i64) -> Result<Vec<String>, ServiceError> {
+    let mut stmt = conn.prepare(
+        "SELECT message_id FROM messages WHERE side_conversation_id = ?1 AND message_id IS NOT NULL
+         AND kind IN ('agent', 'reply') ORDER BY id",
+    )?;
+    let ids = stmt
+        .query_map([sc], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(ids)
+}
+
+/// Everyone a follow-up goes to: the participants (recipients and those who
+/// joined).
+fn participants(conn: &Connection, sc: i64) -> Result<(Vec<String>, Vec<String>), ServiceError> {
+    let mut stmt = conn.prepare(
+        "SELECT email, role FROM participants WHERE side_conversation_id = ?1 ORDER BY added_at, rowid",
+    )?;
+    let rows: Vec<(String, String)> = stmt
+        .query_map([sc], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let to = rows
+        .iter()
+        .filter(|(_, r)| r != "cc")
+        .map(|(e, _)| e.clone())
+        .collect();
+    let cc = rows
+        .iter()
+        .filter(|(_, r)| r == "cc")
+        .map(|(e, _)| e.clone())
+        .collect();
+    Ok((to, cc))
+}
+
+/// Inputs for writing one outbound message.
+struct Outgoing<'a> {
+    sc: &'a ScRow,
+    sender: &'a SenderInfo,
+    actor: &'a Actor,
+    to: &'a [String],
+    cc: &'a [String],
+    text: Option<&'a str>,
+    html: Option<&'a str>,
+    context: Option<Context>,
+    portal_url: Option<String>,
+    attachments: &'a [Attachment],
+}
+
+/// Composes and stores one outbound message with its outbox rows.
+fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<i64, ServiceError> {
+    let now = now_ms();
+    let ids = thread_ids(conn, o.sc.id)?;
+    let token: Token =
+        o.sc.token
+            .parse()
+            .map_err(|_| ServiceError::Store("stored token is malformed".into()))?;
+    let (sig_text, sig_html) = signature(conn, o.sender, o.actor)?;
+    let dkim = dkim_key(conn, config, &o.sender.email)?;
+    let to_people = people(o.to);
+    let cc_people = people(o.cc);
+    let attachments = out_attachments(o.attachments);
+    let from_name = if o.sender.name.is_empty() {
+        o.actor.name.clone()
+    } else {
+        o.sender.name.clone()
+    };
+    let draft = Draft {
+        gateway_domain: &config.domain,
+        token: &token,
+        seq: o.sc.next_seq,
+        from: Person {
+            name: Some(from_name.clone()),
+            email: o.sender.email.clone(),
+        },
+        reply_mode: o.sender.reply_mode,
+        to: &to_people,
+        cc: &cc_people,
+        subject: &o.sc.subject,
+        thread_ids: &ids,
+        thread_index: o.sc.thread_index.as_deref(),
+        text: o.text,
+        html: o.html,
+        signature_text: sig_text.as_deref(),
+        signature_html: sig_html.as_deref(),
+        context: o.context.as_ref(),
+        portal_url: o.portal_url.as_deref(),
+        attachments: &attachments,
+        date: now,
+        dkim: dkim.as_ref(),
+    };
+    let composed = compose::compose(&draft).map_err(|e| ServiceError::Store(e.to_string()))?;
+    let sha: [u8; 32] = {
+        use sha2::{Digest, Sha256};
+        Sha256::digest(&composed.raw).into()
+    };
+    let mbox = |list: &[String]| {
+        serde_json::to_string(
+            &list
+                .iter()
+                .map(|e| json!({"name": null, "email": e}))
+                .collect::<Vec<_>>(),
+        )
+    };
+    conn.execute(
+        "INSERT INTO messages
+           (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, in_reply_to, refs,
+            from_name, from_email, reply_to, to_addrs, cc_addrs, date, subject, text_body, html_body,
+            visible_reply, flags, author_id, received_at)
+         VALUES (?1, 'out', 'agent', 'api', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, '[]', ?17, ?12)",
+        params![
+            o.sc.id,
+            composed.raw,
+            &sha[..],
+            composed.message_id,
+            composed.in_reply_to,
+            serde_json::to_string(&composed.references).map_err(StoreError::from)?,
+            from_name,
+            o.sender.email,
+            compose::reply_to(o.sender.reply_mode, &o.sender.email, &token, &config.domain),
+            mbox(o.to).map_err(StoreError::from)?,
+            mbox(o.cc).map_err(StoreError::from)?,
+            now,
+            composed.subject,
+            composed.text,
+            composed.html,
+            o.text.map(str::to_string).unwrap_or_else(|| composed.text.clone()),
+            o.actor.user_id,
+        ],
+    )?;
+    let message = conn.last_insert_rowid();
+    store::messages::insert_refs(
+        conn,
+        message,
+        composed.in_reply_to.as_deref(),
+        &composed.references,
+    )?;
+    for (i, a) in o.attachments.iter().enumerate() {
+        conn.execute(
+            "INSERT INTO attachments (message_id, idx, filename, content_type, size, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                message,
+                i as i64,
+                a.filename,
+                a.content_type,
+                a.data.len() as i64,
+                a.data
+            ],
+        )?;
+    }
+    for rcpt in o.to.iter().chain(o.cc.iter()) {
+        outbox::enqueue(conn, message, rcpt, now)?;
+    }
+    conn.execute(
+        "UPDATE side_conversations SET next_seq = next_seq + 1, thread_index = ?2, updated_at = ?3 WHERE id = ?1",
+        params![o.sc.id, composed.thread_index, now],
+    )?;
+    conn.execute(
+        "UPDATE parents SET last_sender = ?2, updated_at = ?3 WHERE id = ?1",
+        params![o.sc.parent_id, o.sender.email, now],
+    )?;
+    view::add_message(
+        conn,
+        message,
+        Placement::Thread {
+            parent_id: o.sc.parent_id,
+            external_id: &o.sc.external_id,
+            inbound: false,
+        },
+    )?;
+    events::enqueue(
+        conn,
+        "message.sent",
+        json!({"side_conversation_id": o.sc.id, "parent": o.sc.external_id, "message": {
+            "id": message, "message_id": composed.message_id, "from": o.sender.email,
+            "to": o.to, "cc": o.cc, "subject": composed.subject }}),
+    )?;
+    Ok(message)
+}
+
+fn activity(
+    conn: &Connection,
+    parent: i64,
+    sc: i64,
+    actor: &Actor,
+    text: String,
+) -> Result<(), ServiceError> {
+    conn.execute(
+        "INSERT INTO activity (parent_id, side_conversation_id, actor_id, text, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![parent, sc, actor.user_id, text, now_ms()],
+    )?;
+    Ok(())
+}
+
+impl Conversations {
+    pub fn new(config: Arc<Config>, store: Store, outbox_waker: Arc<tokio::sync::Notify>) -> Self {
+        Conversations {
+            config,
+            store,
+            outbox_waker,
+        }
+    }
+
+    fn portal_url(&self, portal_token: &str) -> String {
+        format!("{}/p/{}", self.config.http.public_url, portal_token)
+    }
+
+    /// Starts a side conversation on parent `external_id` (created if the
+    /// helpdesk has not synced it yet) and queues the first message.
+    pub async fn start(
+        &self,
+        actor: Actor,
+        external_id: String,
+        req: StartRequest,
+    ) -> Result<Sent, ServiceError> {
+        if external_id.trim().is_empty()
+            || external_id.len() > 200
+            || external_id.chars().any(char::is_control)
+        {
+            return Err(invalid(
+                "external_id",
+                "must be 1 to 200 printable characters",
+            ));
+        }
+        let to = normalize_addresses("to", &req.to)?;
+        if to.is_empty() {
+            return Err(invalid("to", "at least one recipient is needed"));
+        }
+        let cc: Vec<String> = normalize_addresses("cc", &req.cc)?
+            .into_iter()
+            .filter(|c| !to.iter().any(|t| t.eq_ignore_ascii_case(c)))
+            .collect();
+        if to.len() + cc.len() > MAX_RECIPIENTS {
+            return Err(invalid(
+                "to",
+                format!("at most {MAX_RECIPIENTS} recipients"),
+            ));
+        }
+        let subject = clean_header(&req.subject);
+        if subject.is_empty() {
+            return Err(invalid("subject", "must not be empty"));
+        }
+        if subject.len() > MAX_SUBJECT {
+            return Err(invalid("subject", format!("at most {MAX_SUBJECT} bytes")));
+        }
+        check_body(&req.body_text, &req.body_html)?;
+        check_attachments(&req.attachments)?;
+        let config = self.config.clone();
+        let this = self.clone();
+        let sent = self
+            .store
+            .write_with(move |conn| {
+                this.start_in(
+                    conn,
+                    &config,
+                    &actor,
+                    &external_id,
+                    &req,
+                    &to,
+                    &cc,
+                    &subject,
+                )
+            })
+            .await?;
+        self.outbox_waker.notify_one();
+        Ok(sent)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_in(
+        &self,
+        conn: &Connection,
+        config: &Config,
+        actor: &Actor,
+        external_id: &str,
+        req: &StartRequest,
+        to: &[String],
+        cc: &[String],
+        subject: &str,
+    ) -> Result<Sent, ServiceError> {
+        let enabled = get_setting(conn, "side_conversations_enabled")?
+            .and_then(|v| v.as_bool())
+            .unwrap_or(true);
+        if !enabled {
+            return Err(ServiceError::Conflict(
+                "side conversations are turned off in the settings".into(),
+            ));
+        }
+        check_recipients(conn, config, "to", to)?;
+        check_recipients(conn, config, "cc", cc)?;
+        let now = now_ms();
+        conn.execute(
+            "INSERT INTO parents (external_id, subject, created_at, updated_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT(external_id) DO NOTHING",
+            params![external_id, subject, now],
+        )?;
+        let (parent_id, last_sender, p_subject, r_name, r_email, p_status): (
+            i64,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+            String,
+        ) = conn.query_row(
+            "SELECT id, last_sender, subject, requester_name, requester_email, status FROM parents WHERE external_id = ?1",
+            [external_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+        )?;
+        let sender = resolve_sender(conn, config, req.from.as_deref(), last_sender.as_deref())?;
+        let token = Token::generate();
+        let portal_token = req
+            .share_portal_link
+            .then(|| base32_lower(&random_bytes::<20>()));
+        conn.execute(
+            "INSERT INTO side_conversations (parent_id, token, portal_token, status, subject, sender_email, started_by, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?7)",
+            params![parent_id, token.as_str(), portal_token, subject, sender.email, actor.user_id, now],
+        )?;
+        let sc_id = conn.last_insert_rowid();
+        for (list, role) in [(to, "to"), (cc, "cc")] {
+            for e in list {
+                conn.execute(
+                    "INSERT OR IGNORE INTO participants (side_conversation_id, email, role, added_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![sc_id, e, role, now],
+                )?;
+            }
+        }
+        let sc = load_sc(conn, sc_id)?;
+        let context = req.include_context.then(|| Context {
+            parent: external_id.to_string(),
+            requester_name: r_name.clone(),
+            requester_email: r_email.clone(),
+            status: p_status.clone(),
+            excerpt: p_subject.clone(),
+        });
+        let message = write_message(
+            conn,
+            config,
+            Outgoing {
+                sc: &sc,
+                sender: &sender,
+                actor,
+                to,
+                cc,
+                text: req.body_text.as_deref(),
+                html: req.body_html.as_deref(),
+                context,
+                portal_url: portal_token.as_deref().map(|t| self.portal_url(t)),
+                attachments: &req.attachments,
+            },
+        )?;
+        let recipients = to
+            .iter()
+            .chain(cc.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ");
+        activity(
+            conn,
+            parent_id,
+            sc_id,
+            actor,
+            format!(
+                "{} started a side conversation with {recipients}",
+                actor.name
+            ),
+        )?;
+        events::enqueue(
+            conn,
+            "side_conversation.started",
+            json!({"side_conversation_id": sc_id, "parent": external_id, "token": token.as_str(), "subject": subject, "to": to, "cc": cc, "by": actor.email}),
+        )?;
+        Ok(Sent {
+            side_conversation: sc_id,
+            message,
+            token: token.to_string(),
+        })
+    }
+
+    /// An agent's follow-up: to every participant; 409 when closed.
+    pub async fn follow_up(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        req: FollowUpRequest,
+    ) -> Result<Sent, ServiceError> {
+        check_body(&req.body_text, &req.body_html)?;
+        check_attachments(&req.attachments)?;
+        let extra_cc = normalize_addresses("cc", &req.cc)?;
+        let config = self.config.clone();
+        let this = self.clone();
+        let sent = self
+            .store
+            .write_with(move |conn| {
+                this.follow_up_in(conn, &config, &actor, sc_id, &req, &extra_cc)
+            })
+            .await?;
+        self.outbox_waker.notify_one();
+        Ok(sent)
+    }
+
+    fn follow_up_in(
+        &self,
+        conn: &Connection,
+        config: &Config,
+        actor: &Actor,
+        sc_id: i64,
+        req: &FollowUpRequest,
+        extra_cc: &[String],
+    ) -> Result<Sent, ServiceError> {
+        let sc = load_sc(conn, sc_id)?;
+        if sc.status == "closed" {
+            return Err(ServiceError::Conflict(
+                "the side conversation is closed; reopen it to reply".into(),
+            ));
+        }
+        check_recipients(conn, config, "cc", extra_cc)?;
+        let now = now_ms();
+        for e in extra_cc {
+            conn.execute(
+                "INSERT OR IGNORE INTO participants (side_conversation_id, email, role, added_at) VALUES (?1, ?2, 'cc', ?3)",
+                params![sc_id, e, now],
+            )?;
+        }
+        let (to, cc) = participants(conn, sc_id)?;
+        if to.is_empty() && cc.is_empty() {
+            return Err(ServiceError::Conflict(
+                "the side conversation has no participants left".into(),
+            ));
+        }
+        let sender = resolve_sender(conn, config, Some(&sc.sender_email), None)
+            .or_else(|_| resolve_sender(conn, config, None, None))?;
+        let portal_url = match (&sc.portal_token, sc.portal_revoked) {
+            (Some(t), false) => Some(self.portal_url(t)),
+            _ => None,
+        };
+        let message = write_message(
+            conn,
+            config,
+            Outgoing {
+                sc: &sc,
+                sender: &sender,
+                actor,
+                to: &to,
+                cc: &cc,
+                text: req.body_text.as_deref(),
+                html: req.body_html.as_deref(),
+                context: None,
+                portal_url,
+                attachments: &req.attachments,
+            },
+        )?;
+        activity(
+            conn,
+            sc.parent_id,
+            sc_id,
+            actor,
+            format!("{} replied in a side conversation", actor.name),
+        )?;
+        Ok(Sent {
+            side_conversation: sc_id,
+            message,
+            token: sc.token.clone(),
+        })
+    }
+
+    /// Closes or reopens; idempotent states are a 409 to make mistakes visible.
+    pub async fn set_status(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        open: bool,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .write_with(move |conn| set_status_in(conn, &actor, sc_id, open))
+            .await
+    }
+}
+
+/// Closes or reopens inside a transaction (also used when a parent closes).
+pub fn set_status_in(
+    conn: &Connection,
+    actor: &Actor,
+    sc_id: i64,
+    open: bool,
+) -> Result<(), ServiceError> {
+    let sc = load_sc(conn, sc_id)?;
+    let now = now_ms();
+    let (want, verb, event) = if open {
+        ("open", "reopened", "side_conversation.reopened")
+    } else {
+        ("closed", "closed", "side_conversation.closed")
+    };
+    if sc.status == want {
+        return Err(ServiceError::Conflict(format!(
+            "the side conversation is already {want}"
+        )));
+    }
+    conn.execute(
+        "UPDATE side_conversations SET status = ?2, closed_at = CASE WHEN ?2 = 'closed' THEN ?3 ELSE NULL END, updated_at = ?3 WHERE id = ?1",
+        params![sc_id, want, now],
+    )?;
+    activity(
+        conn,
+        sc.parent_id,
+        sc_id,
+        actor,
+        format!("{} {verb} a side conversation", actor.name),
+    )?;
+    events::enqueue(
+        conn,
+        event,
+        json!({"side_conversation_id": sc_id, "parent": sc.external_id, "by": actor.email}),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,596 @@
+//! Composition of side-conversation mail (SPEC §5) with mail-builder: the
+//! headers that make it thread in the vendor's client and bring the reply
+//! back (Message-ID carrying the token, Reply-To per reply mode,
+//! In-Reply-To/References, Outlook's Thread-Index), text and HTML bodies
+//! with signature, context block and portal link, attachments, and a DKIM
+//! signature when the sender's domain has a verified key.
+//!
+//! Everything that comes from an API caller is cleaned of CR/LF and control
+//! characters before it reaches a header, so no field can add a header.
+
+use std::borrow::Cow;
+
+use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
+use mail_auth::common::headers::HeaderWriter;
+use mail_auth::dkim::DkimSigner;
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
+
+use crate::model::{Token, base32_lower, random_bytes};
+
+/// How replies find their way back (SPEC §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    Gateway,
+    Plus,
+    None,
+}
+
+impl ReplyMode {
+    pub fn parse(s: &str) -> Option<ReplyMode> {
+        match s {
+            "gateway" => Some(ReplyMode::Gateway),
+            "plus" => Some(ReplyMode::Plus),
+            "none" => Some(ReplyMode::None),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReplyMode::Gateway => "gateway",
+            ReplyMode::Plus => "plus",
+            ReplyMode::None => "none",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    pub name: Option<String>,
+    pub email: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct OutAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// The optional block about the parent ticket (`include_context`).
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub parent: String,
+    pub requester_name: Option<String>,
+    pub requester_email: Option<String>,
+    pub status: String,
+    pub excerpt: String,
+}
+
+/// A DKIM key for the sender's domain.
+#[derive(Debug, Clone)]
+pub struct DkimKey {
+    pub domain: String,
+    pub selector: String,
+    /// `ed25519` or `rsa`.
+    pub algorithm: String,
+    /// PKCS#8 DER.
+    pub private_key: Vec<u8>,
+}
+
+/// Everything one outbound message is made of.
+#[derive(Debug, Clone)]
+pub struct Draft<'a> {
+    pub gateway_domain: &'a str,
+    pub token: &'a Token,
+    /// The `<n>` of the Message-ID: 1 for the first message of the thread.
+    pub seq: i64,
+    pub from: Person,
+    pub reply_mode: ReplyMode,
+    pub to: &'a [Person],
+    pub cc: &'a [Person],
+    /// The side conversation's subject (fixed at start).
+    pub subject: &'a str,
+    /// The earlier Message-IDs of the thread, oldest first (no brackets).
+    pub thread_ids: &'a [String],
+    /// Thread-Index of the previous message, if any (raw bytes).
+    pub thread_index: Option<&'a [u8]>,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+    /// Signature with placeholders already filled.
+    pub signature_text: Option<&'a str>,
+    pub signature_html: Option<&'a str>,
+    pub context: Option<&'a Context>,
+    pub portal_url: Option<&'a str>,
+    pub attachments: &'a [OutAttachment],
+    /// ms since the epoch.
+    pub date: i64,
+    pub dkim: Option<&'a DkimKey>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Composed {
+    pub raw: Vec<u8>,
+    /// Without brackets.
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+    pub thread_index: Vec<u8>,
+    pub subject: String,
+    pub text: String,
+    pub html: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("cannot build the message: {0}")]
+    Build(String),
+    #[error("cannot DKIM-sign: {0}")]
+    Dkim(String),
+}
+
+/// At most this many References: the first id and the latest ones.
+pub const MAX_REFERENCES: usize = 20;
+
+/// Removes what must never reach a header: CR, LF and other controls.
+pub fn clean_header(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
+/// `<token>.<n>.<random>@<domain>` (SPEC §3), without brackets.
+pub fn message_id(token: &Token, seq: i64, domain: &str) -> String {
+    format!(
+        "{token}.{seq}.{}@{domain}",
+        base32_lower(&random_bytes::<8>())
+    )
+}
+
+/// The Reply-To address for a sender and reply mode, if any.
+pub fn reply_to(
+    mode: ReplyMode,
+    sender: &str,
+    token: &Token,
+    gateway_domain: &str,
+) -> Option<String> {
+    match mode {
+        ReplyMode::Gateway => Some(format!("reply+{token}@{gateway_domain}")),
+        ReplyMode::Plus => {
+            let (local, domain) = sender.rsplit_once('@')?;
+            let base = local.split('+').next().unwrap_or(local);
+            Some(format!("{base}+{token}@{domain}"))
+        }
+        ReplyMode::None => None,
+    }
+}
+
+/// Subject of a message: the side conversation's subject, `Re: ` on
+/// follow-ups (never doubled).
+pub fn subject(base: &str, follow_up: bool) -> String {
+    let base = clean_header(base);
+    let already = base.len() >= 3 && base[..3].eq_ignore_ascii_case("re:");
+    if follow_up && !already {
+        format!("Re: {base}")
+    } else {
+        base
+    }
+}
+
+/// References for a reply: the first id and the last `MAX_REFERENCES - 1`.
+pub fn references(thread_ids: &[String]) -> Vec<String> {
+    if thread_ids.len() <= MAX_REFERENCES {
+        return thread_ids.to_vec();
+    }
+    let mut out = vec![thread_ids[0].clone()];
+    out.extend_from_slice(&thread_ids[thread_ids.len() - (MAX_REFERENCES - 1)..]);
+    out
+}
+
+/// FILETIME (100 ns since 1601) from ms since the Unix epoch.
+fn filetime(ms: i64) -> u64 {
+    ((ms.max(0) as u64) + 11_644_473_600_000) * 10_000
+}
+
+/// Outlook's Thread-Index ([MS-OXOMSG] 2.2.1.3): a 22-byte header block
+/// (0x01, the top 40 bits of the FILETIME, a random GUID) for the first
+/// message; each reply appends a 5-byte child block holding the time since
+/// the header block.
+pub fn thread_index(previous: Option<&[u8]>, now_ms: i64) -> Vec<u8> {
+    let now = filetime(now_ms);
+    match previous.filter(|p| p.len() >= 22 && (p.len() - 22) % 5 == 0) {
+        None => {
+            let mut out = Vec::with_capacity(22);
+            out.push(0x01);
+            out.extend_from_slice(&now.to_be_bytes()[..5]);
+            out.extend_from_slice(&random_bytes::<16>());
+            out
+        }
+        Some(prev) => {
+            let mut top = [0u8; 8];
+            top[..5].copy_from_slice(&prev[1..6]);
+            let header_time = u64::from_be_bytes(top);
+            let delta = now.saturating_sub(header_time);
+            let (code, bits) = if delta < (1u64 << 49) {
+                (0u64, (delta >> 18) & 0x7FFF_FFFF)
+            } else {
+                (1u64, (delta >> 23) & 0x7FFF_FFFF)
+            };
+            let random = u64::from(random_bytes::<1>()[0] & 0x0F);
+            let seq = ((prev.len() - 22) / 5) as u64 & 0x0F;
+            let block = (code << 39) | (bits << 8) | (random << 4) | seq;
+            let mut out = prev.to_vec();
+            out.extend_from_slice(&block.to_be_bytes()[3..]);
+            out
+        }
+    }
+}
+
+fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// Plain text as HTML paragraphs (for an HTML alternative of a text-only draft).
+pub fn text_to_html(text: &str) -> String {
+    let mut out = String::new();
+    for para in text.replace("\r\n", "\n").split("\n\n") {
+        if para.trim().is_empty() {
+            continue;
+        }
+        out.push_str("<p>");
+        out.push_str(&escape_html(para).replace('\n', "<br>\n"));
+        out.push_str("</p>\n");
+    }
+    out
+}
+
+fn context_text(c: &Context) -> String {
+    let mut s = format!("Ticket #{}\n", c.parent);
+    match (&c.requester_name, &c.requester_email) {
+        (Some(n), Some(e)) => s.push_str(&format!("Requester: {n} <{e}>\n")),
+        (None, Some(e)) => s.push_str(&format!("Requester: {e}\n")),
+        (Some(n), None) => s.push_str(&format!("Requester: {n}\n")),
+        (None, None) => {}
+    }
+    s.push_str(&format!("Status: {}\n", c.status));
+    if !c.excerpt.trim().is_empty() {
+        s.push_str(&format!("> {}\n", c.excerpt.trim().replace('\n', "\n> ")));
+    }
+    s
+}
+
+fn context_html(c: &Context) -> String {
+    let requester = match (&c.requester_name, &c.requester_email) {
+        (Some(n), Some(e)) => format!("{} &lt;{}&gt;", escape_html(n), escape_html(e)),
+        (None, Some(e)) => escape_html(e),
+        (Some(n), None) => escape_html(n),
+        (None, None) => String::new(),
+    };
+    let mut s = format!(
+        "<div class=\"backchannel-context\" style=\"border-top:1px solid #ccc;margin-top:16px;padding-top:8px;color:#555\">\n<div>Ticket #{}</div>\n",
+        escape_html(&c.parent)
+    );
+    if !requester.is_empty() {
+        s.push_str(&format!("<div>Requester: {requester}</div>\n"));
+    }
+    s.push_str(&format!("<div>Status: {}</div>\n", escape_html(&c.status)));
+    if !c.excerpt.trim().is_empty() {
+        s.push_str(&format!(
+            "<blockquote>{}</blockquote>\n",
+            escape_html(c.excerpt.trim())
+        ));
+    }
+    s.push_str("</div>\n");
+    s
+}
+
+/// Appends `extra` inside the HTML body (before `</body>` when present).
+fn append_html(html: &str, extra: &str) -> String {
+    let lower = html.to_ascii_lowercase();
+    match lower.rfind("</body>") {
+        Some(pos) => format!("{}{}{}", &html[..pos], extra, &html[pos..]),
+        None => format!("{html}{extra}"),
+    }
+}
+
+/// The bodies as sent: the agent's text, then signature, context block and
+/// portal link, in both alternatives.
+pub fn bodies(d: &Draft<'_>) -> (String, String) {
+    let text = match (d.text, d.html) {
+        (Some(t), _) => t.replace("\r\n", "\n"),
+        (None, Some(h)) => crate::reply_text::html_to_text(h),
+        (None, None) => String::new(),
+    };
+    let mut html = match (d.html, d.text) {
+        (Some(h), _) => h.to_string(),
+        (None, Some(t)) => text_to_html(t),
+        (None, None) => String::new(),
+    };
+    let mut text = text.trim_end().to_string();
+    if let Some(sig) = d.signature_text.filter(|s| !s.trim().is_empty()) {
+        // RFC 3676 §4.3 signature separator: clients fold and strip it.
+        text.push_str("\n\n-- \n");
+        text.push_str(sig.trim_end());
+    }
+    let sig_html = match (d.signature_html, d.signature_text) {
+        (Some(h), _) if !h.trim().is_empty() => Some(h.to_string()),
+        (_, Some(t)) if !t.trim().is_empty() => Some(text_to_html(t)),
+        _ => None,
+    };
+    if let Some(sig) = sig_html {
+        html = append_html(
+            &html,
+            &format!("<div class=\"backchannel-signature\">\n{sig}</div>\n"),
+        );
+    }
+    if let Some(c) = d.context {
+        text.push_str("\n\n---\n");
+        text.push_str(&context_text(c));
+        html = append_html(&html, &context_html(c));
+    }
+    if let Some(url) = d.portal_url {
+        text.push_str(&format!("\n\nView conversation: {url}\n"));
+        html = append_html(
+            &html,
+            &format!(
+                "<p><a href=\"{}\">View conversation</a></p>\n",
+                escape_html(url)
+            ),
+        );
+    }
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    (text, html)
+}
+
+fn address<'x>(p: &'x Person) -> Address<'x> {
+    let email = clean_header(&p.email);
+    match p
+        .name
+        .as_deref()
+        .map(clean_header)
+        .filter(|n| !n.is_empty())
+    {
+        Some(name) => Address::new_address(Some(name), email),
+        None => Address::new_address(None::<Cow<'x, str>>, email),
+    }
+}
+
+/// Builds the message.
+pub fn compose(d: &Draft<'_>) -> Result<Composed, ComposeError> {
+    let message_id = message_id(d.token, d.seq, d.gateway_domain);
+    let follow_up = !d.thread_ids.is_empty();
+    let subject = subject(d.subject, follow_up);
+    let refs = references(d.thread_ids);
+    let in_reply_to = d.thread_ids.last().cloned();
+    let tindex = thread_index(d.thread_index, d.date);
+    let (text, html) = bodies(d);
+
+    let mut b = MessageBuilder::new()
+        .from(address(&d.from))
+        .subject(Text::new(subject.clone()))
+        .message_id(MessageId::new(message_id.clone()))
+        .date(d.date / 1000)
+        .header("Thread-Topic", Text::new(clean_header(d.subject)))
+        .header("Thread-Index", Raw::new(base64(&tindex)));
+    if !d.to.is_empty() {
+        b = b.to(Address::new_list(d.to.iter().map(address).collect()));
+    }
+    if !d.cc.is_empty() {
+        b = b.cc(Address::new_list(d.cc.iter().map(address).collect()));
+    }
+    if let Some(rt) = reply_to(d.reply_mode, &d.from.email, d.token, d.gateway_domain) {
+        b = b.reply_to(Address::new_address(None::<Cow<'_, str>>, rt));
+    }
+    if let Some(irt) = &in_reply_to {
+        b = b.in_reply_to(MessageId::new(irt.clone()));
+    }
+    if !refs.is_empty() {
+        b = b.references(MessageId::new_list(refs.iter().map(|r| r.as_str())));
+    }
+    b = b.text_body(text.clone()).html_body(html.clone());
+    for a in d.attachments {
+        let name = clean_header(&a.filename).replace(['/', '\\'], "_");
+        let ct = clean_header(&a.content_type);
+        let ct = if ct.contains('/') {
+            ct
+        } else {
+            "application/octet-stream".to_string()
+        };
+        b = b.attachment(ct, name, a.data.clone());
+    }
+    let mut raw = b
+        .write_to_vec()
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    if let Some(key) = d.dkim {
+        raw = dkim_sign(&raw, key)?;
+    }
+    Ok(Composed {
+        raw,
+        message_id,
+        in_reply_to,
+        references: refs,
+        thread_index: tindex,
+        subject,
+        text,
+        html,
+    })
+}
+
+/// Prepends a DKIM-Signature (relaxed/relaxed, the headers that matter).
+pub fn dkim_sign(raw: &[u8], key: &DkimKey) -> Result<Vec<u8>, ComposeError> {
+    const HEADERS: [&str; 10] = [
+        "From",
+        "To",
+        "Cc",
+        "Subject",
+        "Date",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+        "Reply-To",
+        "MIME-Version",
+    ];
+    let signature = match key.algorithm.as_str() {
+        "ed25519" => {
+            let k = Ed25519Key::from_pkcs8_der(&key.private_key)
+                .map_err(|e| ComposeError::Dkim(e.to_string()))?;
+            DkimSigner::from_key(k)
+                .domain(key.domain.clone())
+                .selector(key.selector.clone())
+                .headers(HEADERS)
+                .sign(raw)
+        }
+        _ => {
+            let der = rustls::pki_types::PrivateKeyDer::Pkcs8(
+                rustls::pki_types::PrivatePkcs8KeyDer::from(key.private_key.as_slice()),
+            );
+            let k = RsaKey::<Sha256>::from_key_der(der)
+                .map_err(|e| ComposeError::Dkim(e.to_string()))?;
+            DkimSigner::from_key(k)
+                .domain(key.domain.clone())
+                .selector(key.selector.clone())
+                .headers(HEADERS)
+                .sign(raw)
+        }
+    }
+    .map_err(|e| ComposeError::Dkim(e.to_string()))?;
+    let mut out = signature.to_header().into_bytes();
+    out.extend_from_slice(raw);
+    Ok(out)
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        out.push(T[(n >> 18) as usize & 63] as char);
+        out.push(T[(n >> 12) as usize & 63] as char);
+        out.push(if chunk.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        out.push(if chunk.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
+    }
+    out
+}
+
+/// Decodes the Thread-Index header value (standard base64).
+pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = 0u32;
+    let mut bits = 0;
+    for c in s.bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' | b' ' | b'\t' | b'\r' | b'\n' => continue,
+            _ => return None,
+        };
+        buf = (buf << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((buf >> bits) as u8);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subjects() {
+        assert_eq!(subject("Pallet 7", false), "Pallet 7");
+        assert_eq!(subject("Pallet 7", true), "Re: Pallet 7");
+        assert_eq!(subject("RE: Pallet 7", true), "RE: Pallet 7");
+        assert_eq!(subject("a\r\nBcc: evil@x", false), "a  Bcc: evil@x");
+    }
+
+    #[test]
+    fn reply_to_per_mode() {
+        let t: Token = "abcdefghijklmn23".parse().expect("token");
+        assert_eq!(
+            reply_to(ReplyMode::Gateway, "support@acme.com", &t, "gw.example.com").as_deref(),
+            Some("reply+abcdefghijklmn23@gw.example.com")
+        );
+        assert_eq!(
+            reply_to(ReplyMode::Plus, "support@acme.com", &t, "gw.example.com").as_deref(),
+            Some("support+abcdefghijklmn23@acme.com")
+        );
+        assert_eq!(
+            reply_to(ReplyMode::None, "support@acme.com", &t, "gw.example.com"),
+            None
+        );
+    }
+
+    #[test]
+    fn references_keep_first_and_last() {
+        let ids: Vec<String> = (0..50).map(|i| format!("m{i}@x")).collect();
+        let r = references(&ids);
+        assert_eq!(r.len(), MAX_REFERENCES);
+        assert_eq!(r[0], "m0@x");
+        assert_eq!(r[1], "m31@x");
+        assert_eq!(r.last().map(String::as_str), Some("m49@x"));
+    }
+
+    #[test]
+    fn thread_index_grows_by_five_bytes_and_keeps_its_header() {
+        let first = thread_index(None, 1_788_256_800_000);
+        assert_eq!(first.len(), 22);
+        assert_eq!(first[0], 0x01);
+        let second = thread_index(Some(&first), 1_788_256_800_000 + 3_600_000);
+        assert_eq!(second.len(), 27);
+        assert_eq!(&second[..22], &first[..]);
+        let third = thread_index(Some(&second), 1_788_256_800_000 + 7_200_000);
+        assert_eq!(third.len(), 32);
+        assert_eq!(&third[..27], &second[..]);
+        // The child block's time delta grows with time.
+        let delta = |b: &[u8]| {
+            (u64::from_be_bytes([0, 0, 0, b[0], b[1], b[2], b[3], b[4]]) >> 8) & 0x7FFF_FFFF
+        };
+        assert!(delta(&third[27..]) > delta(&second[22..]));
+        assert_eq!(decode_base64(&base64(&third)), Some(third));
+    }
+
+    #[test]
+    fn html_gets_the_signature_before_body_end() {
+        let out = append_html("<html><body><p>Hi</p></body></html>", "<div>SIG</div>");
+        assert_eq!(out, "<html><body><p>Hi</p><div>SIG</div></body></html>");
+        assert_eq!(
+            text_to_html("a < b\nc\n\nd"),
+            "<p>a &lt; b<br>\nc</p>\n<p>d</p>\n"
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! Outbound mail: composition, outbox worker, delivery by maildir/relay/MX, retry policy.
+
+pub mod compose;
