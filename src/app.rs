@@ -143,6 +143,8 @@ pub async fn start_with(
 
     let router = api::router(ApiState {
         store: store.clone(),
+        config: config.clone(),
+        conversations: conversations.clone(),
     });
     {
         let shutdown = shutdown.clone();

@@ -532,7 +532,15 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
             },
             Some(t),
         ) if kind == "reply" && !is_duplicate_variant => {
-            reply_effects(conn, domain, *side_conversation, t, p, message, now)?;
+            reply_effects(
+                conn,
+                domain,
+                *side_conversation,
+                t,
+                &ReplyFacts::of(p),
+                message,
+                now,
+            )?;
         }
         (
             Decision::Bounce {
@@ -563,22 +571,43 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
     Ok(Applied::Stored { message, rule })
 }
 
+/// What the effects of a reply need to know about it.
+pub struct ReplyFacts {
+    pub from: Option<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub message_id: Option<String>,
+    pub subject: String,
+    pub visible_reply: Option<String>,
+    pub received_at: i64,
+}
+
+impl ReplyFacts {
+    fn of(p: &Prepared) -> ReplyFacts {
+        ReplyFacts {
+            from: p.parsed.from.clone(),
+            to: p.parsed.to.clone(),
+            cc: p.parsed.cc.clone(),
+            message_id: p.parsed.message_id.clone(),
+            subject: p.parsed.subject.clone(),
+            visible_reply: p.visible_reply.clone(),
+            received_at: p.envelope.received_at,
+        }
+    }
+}
+
 fn reply_effects(
     conn: &Connection,
     domain: &str,
     sc: i64,
     t: &ThreadInfo,
-    p: &Prepared,
+    f: &ReplyFacts,
     message: i64,
     now: i64,
 ) -> Result<()> {
-    let from = p.parsed.from.as_ref();
+    let from = f.from.as_ref();
     // New people: the sender and anyone they copied in.
-    for m in from
-        .into_iter()
-        .chain(p.parsed.cc.iter())
-        .chain(p.parsed.to.iter())
-    {
+    for m in from.into_iter().chain(f.cc.iter()).chain(f.to.iter()) {
         if is_internal(conn, domain, &m.email, &t.sender_email)? {
             continue;
         }
@@ -638,11 +667,11 @@ fn reply_effects(
             "parent": t.external_id,
             "message": {
                 "id": message,
-                "message_id": p.parsed.message_id,
+                "message_id": f.message_id,
                 "from": from,
-                "subject": p.parsed.subject,
-                "visible_reply": p.visible_reply,
-                "received_at": p.envelope.received_at,
+                "subject": f.subject,
+                "visible_reply": f.visible_reply,
+                "received_at": f.received_at,
             }
         }),
     )?;
@@ -757,6 +786,149 @@ fn forwarding_effects(conn: &Connection, d: &Detected, now: i64) -> Result<()> {
                 params![sender_id, serde_json::to_string(confirmation)?],
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Why an unrouted message could not be assigned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssignError {
+    MessageNotFound,
+    SideConversationNotFound,
+    /// It is not unrouted (already on a thread, or not inbound).
+    NotUnrouted,
+    Store(StoreError),
+}
+
+impl From<StoreError> for AssignError {
+    fn from(e: StoreError) -> Self {
+        AssignError::Store(e)
+    }
+}
+
+impl From<rusqlite::Error> for AssignError {
+    fn from(e: rusqlite::Error) -> Self {
+        AssignError::Store(e.into())
+    }
+}
+
+/// Moves an unrouted message onto a side conversation (triage) and applies
+/// what its arrival would have: a reply's effects, a bounce's outbox update
+/// is not repeated (an unmatched bounce matched nothing).
+pub fn assign(
+    conn: &Connection,
+    domain: &str,
+    message: i64,
+    sc: i64,
+) -> std::result::Result<(), AssignError> {
+    struct Stored {
+        current: Option<i64>,
+        direction: String,
+        kind: String,
+        facts: ReplyFacts,
+    }
+    let row: Option<Stored> = conn
+        .query_row(
+            "SELECT side_conversation_id, direction, kind, from_name, from_email, to_addrs, cc_addrs,
+                    message_id, subject, visible_reply, received_at
+             FROM messages WHERE id = ?1",
+            [message],
+            |r| {
+                let from_name: Option<String> = r.get(3)?;
+                let from_email: Option<String> = r.get(4)?;
+                let to: String = r.get(5)?;
+                let cc: String = r.get(6)?;
+                Ok(Stored {
+                    current: r.get(0)?,
+                    direction: r.get(1)?,
+                    kind: r.get(2)?,
+                    facts: ReplyFacts {
+                        from: from_email.map(|email| Mailbox { name: from_name, email }),
+                        to: serde_json::from_str(&to).unwrap_or_default(),
+                        cc: serde_json::from_str(&cc).unwrap_or_default(),
+                        message_id: r.get(7)?,
+                        subject: r.get(8)?,
+                        visible_reply: r.get(9)?,
+                        received_at: r.get(10)?,
+                    },
+                })
+            },
+        )
+        .optional()?;
+    let Some(Stored {
+        current,
+        direction,
+        kind,
+        facts,
+    }) = row
+    else {
+        return Err(AssignError::MessageNotFound);
+    };
+    if current.is_some()
+        || direction != "in"
+        || !matches!(kind.as_str(), "reply" | "auto_reply" | "bounce")
+    {
+        return Err(AssignError::NotUnrouted);
+    }
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM side_conversations WHERE id = ?1",
+            [sc],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if !exists {
+        return Err(AssignError::SideConversationNotFound);
+    }
+    let now = now_ms();
+    let t = thread_info(conn, sc)?;
+    conn.execute(
+        "UPDATE messages SET side_conversation_id = ?2 WHERE id = ?1",
+        params![message, sc],
+    )?;
+    // Out of the Unrouted mailbox, into the thread's.
+    let modseq = view::next_modseq(conn)?;
+    conn.execute(
+        "DELETE FROM mailbox_messages WHERE message_id = ?1
+         AND mailbox_id = (SELECT id FROM mailboxes WHERE name = ?2)",
+        params![message, view::UNROUTED],
+    )?;
+    conn.execute(
+        "UPDATE mailboxes SET highest_modseq = ?2 WHERE name = ?1",
+        params![view::UNROUTED, modseq],
+    )?;
+    view::add_message(
+        conn,
+        message,
+        Placement::Thread {
+            parent_id: t.parent_id,
+            external_id: &t.external_id,
+            inbound: true,
+        },
+    )?;
+    if kind == "reply" {
+        // Not yet a participant: flagged as any such reply would be.
+        if let Some(f) = &facts.from
+            && !is_participant(conn, sc, &f.email)?
+        {
+            let flags: String =
+                conn.query_row("SELECT flags FROM messages WHERE id = ?1", [message], |r| {
+                    r.get(0)
+                })?;
+            let mut list: Vec<String> = serde_json::from_str(&flags).unwrap_or_default();
+            if !list.iter().any(|x| x == "unverified_sender") {
+                list.push("unverified_sender".into());
+                conn.execute(
+                    "UPDATE messages SET flags = ?2 WHERE id = ?1",
+                    params![
+                        message,
+                        serde_json::to_string(&list).map_err(StoreError::from)?
+                    ],
+                )?;
+            }
+        }
+        reply_effects(conn, domain, sc, &t, &facts, message, now)?;
     }
     Ok(())
 }

@@ -1,0 +1,126 @@
+//! The one error type of the HTTP API: every refusal is
+//! `{"error":{"code":"…","message":"…"}}` (plus `field` for validation
+//! errors) with the status SPEC §7 gives it. Internal details are logged,
+//! never sent.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::conversations::ServiceError;
+use crate::store::StoreError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400: the request could not be read (bad JSON, bad query parameter).
+    BadRequest(String),
+    /// 401: no token or an unknown one.
+    Unauthorized,
+    /// 403: the caller's role may not do this.
+    Forbidden(&'static str),
+    /// 404.
+    NotFound(&'static str),
+    /// 409: the state forbids it.
+    Conflict(String),
+    /// 413: the body is over the limit.
+    TooLarge(String),
+    /// 422: valid JSON that a rule refuses; names the field.
+    Invalid { field: String, message: String },
+    /// 500: logged with details, answered without.
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message, field) = match self {
+            ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid bearer token is required".to_string(),
+                None,
+            ),
+            ApiError::Forbidden(why) => (StatusCode::FORBIDDEN, "forbidden", why.to_string(), None),
+            ApiError::NotFound(what) => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found"),
+                None,
+            ),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, None),
+            ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
+            ApiError::Invalid { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                format!("{field}: {message}"),
+                Some(field),
+            ),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error answering an API request");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error".to_string(),
+                    None,
+                )
+            }
+        };
+        let mut body = json!({"error": {"code": code, "message": message}});
+        if let Some(f) = field {
+            body["error"]["field"] = json!(f);
+        }
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED
+            && let Ok(v) = "Bearer".parse()
+        {
+            response.headers_mut().insert("www-authenticate", v);
+        }
+        // The unread rest of an oversized body makes the connection unusable:
+        // say so, so clients do not send the next request on it.
+        if status == StatusCode::PAYLOAD_TOO_LARGE
+            && let Ok(v) = "close".parse()
+        {
+            response.headers_mut().insert("connection", v);
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => ApiError::NotFound("resource"),
+            StoreError::Conflict(m) => ApiError::Conflict(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotFound(what) => ApiError::NotFound(what),
+            ServiceError::Invalid { field, message } => ApiError::Invalid { field, message },
+            ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::Store(m) => ApiError::Internal(m),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for ApiError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;

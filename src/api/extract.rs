@@ -1,0 +1,110 @@
+//! Request extractors: the authenticated caller (bearer token, looked up by
+//! its hash, compared in constant time) and JSON bodies whose rejections
+//! become the API's own errors (400, 413).
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use super::ApiState;
+use super::error::ApiError;
+use crate::conversations::Actor;
+use crate::model::Role;
+use crate::store::users::{self, User};
+
+/// The caller, authenticated.
+#[derive(Debug, Clone)]
+pub struct Caller(pub User);
+
+impl Caller {
+    pub fn actor(&self) -> Actor {
+        Actor {
+            user_id: self.0.id,
+            name: self.0.name.clone(),
+            email: self.0.email.clone(),
+        }
+    }
+
+    pub fn role(&self) -> Role {
+        self.0.role
+    }
+
+    /// Owner/admin only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.0.role.can_administer() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("this needs the owner or admin role"))
+        }
+    }
+
+    /// Everyone but viewers.
+    pub fn require_writer(&self) -> Result<(), ApiError> {
+        if self.0.role.can_write() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("viewers can only read"))
+        }
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty() && t.len() <= 256)
+            .ok_or(ApiError::Unauthorized)?
+            .to_string();
+        let user = state
+            .store
+            .read(move |c| users::by_token(c, &token))
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        Ok(Caller(user))
+    }
+}
+
+/// `Json<T>` with the API's error shape.
+pub struct Body<T>(pub T);
+
+impl<T, S> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::BytesRejection(e)) => {
+                let text = e.body_text();
+                if text.to_ascii_lowercase().contains("length limit") || e.status().as_u16() == 413
+                {
+                    Err(ApiError::TooLarge(
+                        "the request body is over the size limit".into(),
+                    ))
+                } else {
+                    Err(ApiError::BadRequest(text))
+                }
+            }
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::BadRequest(
+                "send the body as JSON with Content-Type: application/json".into(),
+            )),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
