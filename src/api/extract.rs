@@ -88,8 +88,19 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
+        // Read as a JSON value first: the body must be an object (serde would
+        // otherwise take an array in its place).
+        match axum::Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(axum::Json(v)) => {
+                if !v.is_object() {
+                    return Err(ApiError::BadRequest(
+                        "the body must be a JSON object".into(),
+                    ));
+                }
+                serde_json::from_value(v)
+                    .map(Body)
+                    .map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))
+            }
             Err(JsonRejection::BytesRejection(e)) => {
                 let text = e.body_text();
                 if text.to_ascii_lowercase().contains("length limit") || e.status().as_u16() == 413
@@ -106,5 +117,82 @@ where
             )),
             Err(e) => Err(ApiError::BadRequest(e.body_text())),
         }
+    }
+}
+
+/// A path parameter; a malformed one is a 400 in the API's error shape.
+pub struct PathParam<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for PathParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| PathParam(v))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Query parameters; malformed ones are a 400 in the API's error shape.
+pub struct QueryParam<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParam<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| QueryParam(v))
+            .map_err(|e| ApiError::BadRequest(e.body_text()))
+    }
+}
+
+/// Deserializes an optional nested object, refusing arrays in its place.
+pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v @ serde_json::Value::Object(_)) => serde_json::from_value(v)
+            .map(Some)
+            .map_err(D::Error::custom),
+        Some(_) => Err(D::Error::custom("expected an object")),
+    }
+}
+
+/// Deserializes an optional list of objects, refusing arrays in their place.
+pub fn objects<'de, D, T>(d: D) -> Result<Option<Vec<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    use serde::Deserialize;
+    use serde::de::Error;
+    match Option::<Vec<serde_json::Value>>::deserialize(d)? {
+        None => Ok(None),
+        Some(list) => list
+            .into_iter()
+            .map(|v| {
+                if v.is_object() {
+                    serde_json::from_value(v).map_err(D::Error::custom)
+                } else {
+                    Err(D::Error::custom("expected a list of objects"))
+                }
+            })
+            .collect::<Result<Vec<T>, _>>()
+            .map(Some),
     }
 }

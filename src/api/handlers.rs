@@ -3,7 +3,7 @@
 //! the side-conversation service or one store transaction.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use rusqlite::{OptionalExtension, params};
@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
-use super::extract::{Body, Caller};
+use super::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
 use super::views;
 use crate::conversations::{self, Attachment, FollowUpRequest, StartRequest};
 use crate::ingest::apply::{self, AssignError};
@@ -82,6 +82,7 @@ pub struct Requester {
 #[serde(deny_unknown_fields)]
 pub struct ParentUpsert {
     subject: Option<String>,
+    #[serde(default, deserialize_with = "super::extract::object")]
     requester: Option<Requester>,
     status: Option<String>,
     snoozed_until: Option<Option<String>>,
@@ -338,6 +339,7 @@ pub struct StartBody {
     from: Option<String>,
     include_context: Option<bool>,
     share_portal_link: Option<bool>,
+    #[serde(default, deserialize_with = "super::extract::objects")]
     attachments: Option<Vec<AttachmentIn>>,
     template: Option<i64>,
 }
@@ -445,6 +447,7 @@ pub struct FollowUpBody {
     body_text: Option<String>,
     body_html: Option<String>,
     cc: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "super::extract::objects")]
     attachments: Option<Vec<AttachmentIn>>,
 }
 
@@ -860,6 +863,7 @@ pub struct SignatureBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
+    #[serde(default, deserialize_with = "super::extract::object")]
     signature: Option<SignatureBody>,
     default_sender: Option<Option<String>>,
     side_conversations_enabled: Option<bool>,

@@ -1,0 +1,146 @@
+#!/usr/bin/env python3
+"""Writes src/api/openapi.json, the OpenAPI 3.1 description of the HTTP API.
+
+The description is kept here in compact form; `cargo test --test openapi`
+checks that it and the router list the same operations. Run
+`python3 tools/openapi.py` after changing either.
+"""
+import json, os
+
+def nullable(t): return {"type": [t, "null"]}
+S = {"type": "string"}
+I = {"type": "integer"}
+B = {"type": "boolean"}
+ref = lambda n: {"$ref": f"#/components/schemas/{n}"}
+arr = lambda x: {"type": "array", "items": x}
+def obj(props, required=None, extra=True):
+    o = {"type": "object", "properties": props}
+    if required: o["required"] = required
+    if not extra: o["additionalProperties"] = False
+    return o
+
+schemas = {
+  "Error": obj({"error": obj({"code": S, "message": S, "field": S}, ["code", "message"])}, ["error"]),
+  "Person": obj({"name": nullable("string"), "email": S}, ["email"]),
+  "Attachment": obj({"index": I, "filename": nullable("string"), "content_type": S, "size": I, "content_id": nullable("string")}),
+  "Delivery": obj({"recipient": S, "state": {"type": "string", "enum": ["queued", "sending", "sent", "deferred", "failed", "bounced"]},
+                   "attempts": I, "last_error": nullable("string"), "next_attempt_at": nullable("string"), "sent_at": nullable("string")}),
+  "Message": obj({
+      "id": I, "side_conversation_id": nullable("integer"), "direction": {"type": "string", "enum": ["in", "out"]},
+      "message_id": nullable("string"), "in_reply_to": nullable("string"), "references": arr(S),
+      "from": {"anyOf": [ref("Person"), {"type": "null"}]}, "reply_to": nullable("string"),
+      "to": arr(ref("Person")), "cc": arr(ref("Person")), "subject": S, "date": nullable("string"), "received_at": S,
+      "text": nullable("string"), "html": nullable("string"), "visible_reply": nullable("string"),
+      "attachments": arr(ref("Attachment")),
+      "kind": {"type": "string", "enum": ["reply", "auto_reply", "bounce", "verification", "forwarding_confirmation", "agent", "notification"]},
+      "flags": arr(S),
+      "route": {"type": "string", "enum": ["token", "references", "forwarding", "bounce", "unrouted", "api", "portal"]},
+      "auth": {"anyOf": [obj({"spf": {}, "dkim": {}, "dmarc": {}, "arc": {}, "detail": {}}), {"type": "null"}]},
+      "delivery": {"anyOf": [arr(ref("Delivery")), {"type": "null"}]},
+      "bounce": {"anyOf": [obj({"recipient": {}, "status": {}, "diagnostic": {}}), {"type": "null"}]},
+  }, ["id", "direction", "kind", "route", "flags", "attachments"]),
+  "SideConversation": obj({
+      "id": I, "parent": S, "token": S, "reply_address": S, "subject": S, "status": {"type": "string", "enum": ["open", "closed"]},
+      "sender": S, "participants": arr(S), "assignee": nullable("string"), "portal_url": nullable("string"),
+      "created_at": S, "updated_at": S, "messages": arr(ref("Message"))},
+      ["id", "parent", "token", "reply_address", "subject", "status", "sender", "participants"]),
+  "Parent": obj({
+      "external_id": S, "subject": S, "requester": obj({"name": nullable("string"), "email": nullable("string")}),
+      "status": {"type": "string", "enum": ["open", "snoozed", "closed"]}, "snoozed_until": nullable("string"),
+      "assignee": nullable("string"), "created_at": S, "updated_at": S, "side_conversations": arr(ref("SideConversation"))},
+      ["external_id", "status", "side_conversations"]),
+  "Activity": obj({"id": I, "text": S, "side_conversation_id": nullable("integer"), "actor": nullable("string"), "created_at": S}),
+  "Contact": obj({"id": I, "email": S, "name": nullable("string"), "first_message_id": nullable("integer"), "created_at": S}),
+  "User": obj({"id": I, "email": S, "name": S, "role": {"type": "string", "enum": ["owner", "admin", "member", "viewer"]},
+               "notifications": {"type": "string", "enum": ["email", "off"]}, "created_at": S, "token": S},
+              ["id", "email", "name", "role"]),
+  "Settings": obj({"signature": obj({"text": nullable("string"), "html": nullable("string")}),
+                   "default_sender": nullable("string"), "side_conversations_enabled": B}),
+  "AttachmentIn": obj({"filename": S, "content_type": S, "content_base64": S}, ["filename", "content_type", "content_base64"], False),
+}
+page = lambda item: obj({"items": arr(ref(item)), "next_cursor": nullable("string")}, ["items", "next_cursor"])
+
+def or_null(schema):
+    return schema if schema.get("type") == "null" or "null" in (schema.get("type") or []) else {"anyOf": [schema, {"type": "null"}]}
+
+def body(props, required=None):
+    # An optional field may also be null, which means "not given".
+    props = {k: (v if k in (required or []) else or_null(v)) for k, v in props.items()}
+    return {"required": True, "content": {"application/json": {"schema": obj(props, required, False)}}}
+
+ERR = {"description": "error", "content": {"application/json": {"schema": ref("Error")}}}
+def responses(ok_code, ok_schema, errors):
+    r = {str(ok_code): {"description": "success", "content": {"application/json": {"schema": ok_schema}}}}
+    for e in errors: r[str(e)] = ERR
+    return r
+def binary(ctype):
+    return {"200": {"description": "the bytes", "content": {ctype: {"schema": {"type": "string", "format": "binary"}}}},
+            "401": ERR, "403": ERR, "404": ERR, "400": ERR}
+
+AUTH = [401, 403, 400]
+pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "format": "int64"}}
+pext = {"name": "external_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
+limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
+cursor = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
+
+start_props = {"to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S, "from": S,
+               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I}
+
+paths = {
+  "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": obj({"status": S})}}}}}},
+  "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": S}}}}}},
+  "/api/parents/{external_id}": {
+    "parameters": [pext],
+    "put": {"operationId": "upsertParent", "requestBody": body({"subject": S, "requester": obj({"name": nullable("string"), "email": nullable("string")}, None, False),
+            "status": {"type": "string", "enum": ["open", "snoozed", "closed"]}, "snoozed_until": nullable("string"), "assignee": nullable("string")}),
+            "responses": {**responses(200, ref("Parent"), AUTH + [404, 409, 413, 422]), "201": {"description": "created", "content": {"application/json": {"schema": ref("Parent")}}}}},
+    "get": {"operationId": "getParent", "responses": responses(200, ref("Parent"), AUTH + [404])}},
+  "/api/parents/{external_id}/activity": {"parameters": [pext], "get": {"operationId": "parentActivity", "parameters": [limit, cursor], "responses": responses(200, page("Activity"), AUTH + [404])}},
+  "/api/parents/{external_id}/side-conversations": {"parameters": [pext], "post": {"operationId": "startSideConversation", "requestBody": body(start_props),
+            "responses": {**responses(201, ref("SideConversation"), AUTH + [404, 409, 413, 422])}}},
+  "/api/side-conversations": {"get": {"operationId": "listSideConversations", "parameters": [
+            {"name": "parent", "in": "query", "schema": S}, {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "closed"]}}, limit, cursor],
+            "responses": responses(200, page("SideConversation"), AUTH)}},
+  "/api/side-conversations/{id}": {"parameters": [pid], "get": {"operationId": "getSideConversation", "responses": responses(200, ref("SideConversation"), AUTH + [404])}},
+  "/api/side-conversations/{id}/messages": {"parameters": [pid], "post": {"operationId": "followUp",
+            "requestBody": body({"body_text": S, "body_html": S, "cc": arr(S), "attachments": arr(ref("AttachmentIn"))}),
+            "responses": responses(201, ref("Message"), AUTH + [404, 409, 413, 422])}},
+  "/api/side-conversations/{id}/close": {"parameters": [pid], "post": {"operationId": "close", "responses": responses(200, ref("SideConversation"), AUTH + [404, 409])}},
+  "/api/side-conversations/{id}/reopen": {"parameters": [pid], "post": {"operationId": "reopen", "responses": responses(200, ref("SideConversation"), AUTH + [404, 409])}},
+  "/api/messages/{id}": {"parameters": [pid], "get": {"operationId": "getMessage", "responses": responses(200, ref("Message"), AUTH + [404])}},
+  "/api/messages/{id}/raw": {"parameters": [pid], "get": {"operationId": "getRawMessage", "responses": binary("message/rfc822")}},
+  "/api/messages/{id}/attachments/{n}": {"parameters": [pid, {"name": "n", "in": "path", "required": True, "schema": {"type": "integer", "format": "int64"}}],
+            "get": {"operationId": "getAttachment", "responses": binary("application/octet-stream")}},
+  "/api/unrouted": {"get": {"operationId": "listUnrouted", "parameters": [limit, cursor], "responses": responses(200, page("Message"), AUTH)}},
+  "/api/unrouted/{id}/assign": {"parameters": [pid], "post": {"operationId": "assignUnrouted", "requestBody": body({"side_conversation_id": I}, ["side_conversation_id"]),
+            "responses": responses(200, ref("Message"), AUTH + [404, 409, 413, 422])}},
+  "/api/contacts": {"get": {"operationId": "listContacts", "parameters": [limit, cursor], "responses": responses(200, page("Contact"), AUTH)}},
+  "/api/users": {
+    "post": {"operationId": "createUser", "requestBody": body({"email": S, "name": S, "role": {"type": "string", "enum": ["owner", "admin", "member", "viewer"]}}, ["email", "name"]),
+             "responses": responses(201, ref("User"), AUTH + [409, 413, 422])},
+    "get": {"operationId": "listUsers", "responses": responses(200, page("User"), AUTH)}},
+  "/api/me": {
+    "get": {"operationId": "getMe", "responses": responses(200, ref("User"), AUTH)},
+    "put": {"operationId": "putMe", "requestBody": body({"name": S, "notifications": {"type": "string", "enum": ["email", "off"]}}),
+            "responses": responses(200, ref("User"), AUTH + [413, 422])}},
+  "/api/settings": {
+    "get": {"operationId": "getSettings", "responses": responses(200, ref("Settings"), AUTH)},
+    "put": {"operationId": "putSettings", "requestBody": body({"signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False),
+            "default_sender": nullable("string"), "side_conversations_enabled": B}), "responses": responses(200, ref("Settings"), AUTH + [413, 422])}},
+  "/api/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+}
+
+doc = {
+  "openapi": "3.1.0",
+  "info": {"title": "backchannel", "version": "0.1.0",
+           "description": "Side conversations over email: the HTTP API of SPEC §7. Errors are {\"error\":{\"code\",\"message\"}}; lists are paginated with limit and an opaque cursor."},
+  "servers": [{"url": "/"}],
+  "security": [{"bearer": []}],
+  "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}, "schemas": schemas},
+  "paths": paths,
+}
+out = os.path.join(os.path.dirname(__file__), "..", "src", "api", "openapi.json")
+with open(out, "w") as f:
+    json.dump(doc, f, indent=1, sort_keys=True)
+    f.write("\n")
+print("wrote", os.path.normpath(out))
