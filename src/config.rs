@@ -49,6 +49,25 @@ pub struct RawConfig {
     pub notifications: RawNotifications,
     pub dns: RawDns,
     pub ingest: RawIngest,
+    pub portal: RawPortal,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawPortal {
+    /// Most bytes of attachments one portal reply may carry.
+    pub max_upload_bytes: u64,
+    /// Portal replies accepted per side conversation and hour.
+    pub replies_per_hour: u64,
+}
+
+impl Default for RawPortal {
+    fn default() -> Self {
+        RawPortal {
+            max_upload_bytes: 10 * 1024 * 1024,
+            replies_per_hour: 20,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -146,6 +165,7 @@ impl Default for RawConfig {
             notifications: RawNotifications::default(),
             dns: RawDns::default(),
             ingest: RawIngest::default(),
+            portal: RawPortal::default(),
         }
     }
 }
@@ -263,6 +283,7 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Authenticate inbound mail (SPF/DKIM/DMARC/ARC).
     pub ingest_authenticate: bool,
+    pub portal: PortalConfig,
     /// The merged raw keys, kept for `backchannel config`.
     raw: RawConfig,
 }
@@ -337,6 +358,13 @@ pub struct NotificationsConfig {
     pub batch_window: Duration,
 }
 
+/// The vendor portal (SPEC §8).
+#[derive(Debug, Clone)]
+pub struct PortalConfig {
+    pub max_upload_bytes: usize,
+    pub replies_per_hour: usize,
+}
+
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
     pub nameservers: Vec<SocketAddr>,
@@ -355,6 +383,7 @@ impl fmt::Debug for Config {
             .field("outbound", &self.outbound)
             .field("notifications", &self.notifications)
             .field("dns", &self.dns)
+            .field("portal", &self.portal)
             .finish()
     }
 }
@@ -595,6 +624,15 @@ impl Config {
             timeout: duration("dns.timeout", &raw.dns.timeout)?,
         };
 
+        let portal = PortalConfig {
+            max_upload_bytes: positive(
+                "portal.max_upload_bytes",
+                raw.portal.max_upload_bytes,
+                1024,
+            )?,
+            replies_per_hour: positive("portal.replies_per_hour", raw.portal.replies_per_hour, 1)?,
+        };
+
         Ok(Config {
             domain,
             data_dir: PathBuf::from(&raw.data_dir),
@@ -607,6 +645,7 @@ impl Config {
             notifications,
             dns,
             ingest_authenticate: raw.ingest.authenticate,
+            portal,
             raw,
         })
     }
@@ -867,6 +906,8 @@ mod tests {
         assert_eq!(c.smtp.max_connections, 512);
         assert_eq!(c.outbound.retry_schedule.len(), 5);
         assert_eq!(c.outbound.max_age, Duration::from_secs(3 * 86400));
+        assert_eq!(c.portal.max_upload_bytes, 10 * 1024 * 1024);
+        assert_eq!(c.portal.replies_per_hour, 20);
     }
 
     #[test]
@@ -940,6 +981,16 @@ mod tests {
             ("domain = \"not a domain\"\n", no_env(), "domain"),
             ("[log]\nformat = \"xml\"\n", no_env(), "log.format"),
             ("smtp = 3\n", no_env(), "smtp"),
+            (
+                "[portal]\nreplies_per_hour = 0\n",
+                no_env(),
+                "portal.replies_per_hour",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_PORTAL_MAX_UPLOAD_BYTES".into(), "big".into())],
+                "portal.max_upload_bytes",
+            ),
             (
                 "",
                 vec![("BACKCHANNEL_SMTP_MAX_CONNECTIONS".into(), "lots".into())],
