@@ -29,6 +29,9 @@ pub enum ServiceError {
     /// The state forbids it (HTTP 409).
     #[error("{0}")]
     Conflict(String),
+    /// Too many actions in a time window (HTTP 429).
+    #[error("{0}")]
+    RateLimited(String),
     #[error("{0}")]
     Store(String),
 }
@@ -90,6 +93,20 @@ pub struct FollowUpRequest {
     pub cc: Vec<String>,
     pub attachments: Vec<Attachment>,
 }
+
+/// A vendor's reply through the portal (SPEC §8).
+#[derive(Debug, Clone, Default)]
+pub struct PortalReply {
+    /// The participant replying; `None`: the first `to` participant.
+    pub from: Option<String>,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+}
+
+/// Longest portal reply text accepted, in bytes.
+pub const MAX_PORTAL_TEXT: usize = 256 * 1024;
+/// Most attachments on one portal reply.
+pub const MAX_PORTAL_ATTACHMENTS: usize = 20;
 
 /// What an action produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -455,7 +472,13 @@ fn participants(conn: &Connection, sc: i64) -> Result<(Vec<String>, Vec<String>)
 struct Outgoing<'a> {
     sc: &'a ScRow,
     sender: &'a SenderInfo,
-    actor: &'a Actor,
+    /// The agent writing; `None` when a vendor's portal reply is relayed to
+    /// the other participants (no signature, no author).
+    actor: Option<&'a Actor>,
+    /// From's display name instead of the sender's (or the agent's).
+    from_name: Option<String>,
+    /// `api` for agents' messages, `portal` for relayed portal replies.
+    route: &'static str,
     to: &'a [String],
     cc: &'a [String],
     text: Option<&'a str>,
@@ -473,15 +496,19 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
         o.sc.token
             .parse()
             .map_err(|_| ServiceError::Store("stored token is malformed".into()))?;
-    let (sig_text, sig_html) = signature(conn, o.sender, o.actor)?;
+    let (sig_text, sig_html) = match o.actor {
+        Some(actor) => signature(conn, o.sender, actor)?,
+        None => (None, None),
+    };
     let dkim = dkim_key(conn, config, &o.sender.email)?;
     let to_people = people(o.to);
     let cc_people = people(o.cc);
     let attachments = out_attachments(o.attachments);
-    let from_name = if o.sender.name.is_empty() {
-        o.actor.name.clone()
-    } else {
-        o.sender.name.clone()
+    let from_name = match (&o.from_name, o.actor) {
+        (Some(name), _) => name.clone(),
+        (None, _) if !o.sender.name.is_empty() => o.sender.name.clone(),
+        (None, Some(actor)) => actor.name.clone(),
+        (None, None) => String::new(),
     };
     let draft = Draft {
         gateway_domain: &config.domain,
@@ -525,7 +552,7 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
            (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, in_reply_to, refs,
             from_name, from_email, reply_to, to_addrs, cc_addrs, date, subject, text_body, html_body,
             visible_reply, flags, author_id, received_at)
-         VALUES (?1, 'out', 'agent', 'api', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, '[]', ?17, ?12)",
+         VALUES (?1, 'out', 'agent', ?18, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, '[]', ?17, ?12)",
         params![
             o.sc.id,
             composed.raw,
@@ -543,7 +570,8 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
             composed.text,
             composed.html,
             o.text.map(str::to_string).unwrap_or_else(|| composed.text.clone()),
-            o.actor.user_id,
+            o.actor.map(|a| a.user_id),
+            o.route,
         ],
     )?;
     let message = conn.last_insert_rowid();
@@ -758,7 +786,9 @@ impl Conversations {
             Outgoing {
                 sc: &sc,
                 sender: &sender,
-                actor,
+                actor: Some(actor),
+                from_name: None,
+                route: "api",
                 to,
                 cc,
                 text: req.body_text.as_deref(),
@@ -859,7 +889,9 @@ impl Conversations {
             Outgoing {
                 sc: &sc,
                 sender: &sender,
-                actor,
+                actor: Some(actor),
+                from_name: None,
+                route: "api",
                 to: &to,
                 cc: &cc,
                 text: req.body_text.as_deref(),
@@ -881,6 +913,290 @@ impl Conversations {
             message,
             token: sc.token.clone(),
         })
+    }
+
+    /// A vendor's reply from the portal behind `portal_token`: stored as an
+    /// inbound reply (route `portal`) with the raw message it stands for,
+    /// given the effects of an email reply, and relayed by email to the
+    /// other participants. 404 for an unknown or revoked token, 409 when
+    /// the side conversation is closed, 429 over `portal.replies_per_hour`.
+    pub async fn portal_reply(
+        &self,
+        portal_token: String,
+        req: PortalReply,
+    ) -> Result<Sent, ServiceError> {
+        if req.text.trim().is_empty() && req.attachments.is_empty() {
+            return Err(invalid("text", "write a reply or attach a file"));
+        }
+        if req.text.len() > MAX_PORTAL_TEXT {
+            return Err(invalid(
+                "text",
+                format!("at most {} KiB", MAX_PORTAL_TEXT / 1024),
+            ));
+        }
+        if req.attachments.len() > MAX_PORTAL_ATTACHMENTS {
+            return Err(invalid(
+                "attachments",
+                format!("at most {MAX_PORTAL_ATTACHMENTS} files"),
+            ));
+        }
+        check_attachments(&req.attachments)?;
+        let config = self.config.clone();
+        let this = self.clone();
+        let sent = self
+            .store
+            .write_with(move |conn| this.portal_reply_in(conn, &config, &portal_token, &req))
+            .await?;
+        self.outbox_waker.notify_one();
+        Ok(sent)
+    }
+
+    fn portal_reply_in(
+        &self,
+        conn: &Connection,
+        config: &Config,
+        portal_token: &str,
+        req: &PortalReply,
+    ) -> Result<Sent, ServiceError> {
+        let sc_id: i64 = conn
+            .query_row(
+                "SELECT id FROM side_conversations WHERE portal_token = ?1 AND portal_revoked = 0",
+                [portal_token],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(ServiceError::NotFound("portal link"))?;
+        let sc = load_sc(conn, sc_id)?;
+        if sc.status == "closed" {
+            return Err(ServiceError::Conflict(
+                "the side conversation is closed".into(),
+            ));
+        }
+        let now = now_ms();
+        // Counted inside the writer's transaction, so concurrent posts
+        // cannot both slip under the limit.
+        let recent: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM messages WHERE side_conversation_id = ?1 AND direction = 'in'
+             AND route = 'portal' AND received_at > ?2",
+            params![sc_id, now - 3_600_000],
+            |r| r.get(0),
+        )?;
+        if recent >= config.portal.replies_per_hour as i64 {
+            return Err(ServiceError::RateLimited(format!(
+                "at most {} replies an hour through this page",
+                config.portal.replies_per_hour
+            )));
+        }
+
+        // The author: a participant, by default the first recipient.
+        let mut stmt = conn.prepare(
+            "SELECT p.email, COALESCE(p.name, c.name), p.role FROM participants p
+             LEFT JOIN contacts c ON c.email = p.email
+             WHERE p.side_conversation_id = ?1 ORDER BY p.added_at, p.rowid",
+        )?;
+        let people: Vec<(String, Option<String>, String)> = stmt
+            .query_map([sc_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?;
+        let author = match req.from.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+            Some(wanted) => people
+                .iter()
+                .find(|(e, _, _)| e.eq_ignore_ascii_case(wanted))
+                .ok_or_else(|| {
+                    invalid(
+                        "email",
+                        format!(
+                            "{} is not a participant of this conversation",
+                            clean_header(wanted)
+                        ),
+                    )
+                })?,
+            None => people
+                .iter()
+                .find(|(_, _, role)| role == "to")
+                .or_else(|| people.first())
+                .ok_or_else(|| {
+                    ServiceError::Conflict("the side conversation has no participants".into())
+                })?,
+        };
+        let (author_email, author_name) = (
+            author.0.clone(),
+            author.1.clone().filter(|n| !n.trim().is_empty()),
+        );
+
+        let sender = resolve_sender(conn, config, Some(&sc.sender_email), None)
+            .or_else(|_| resolve_sender(conn, config, None, None))?;
+        let token: Token = sc
+            .token
+            .parse()
+            .map_err(|_| ServiceError::Store("stored token is malformed".into()))?;
+        let reply_address =
+            compose::reply_to(sender.reply_mode, &sender.email, &token, &config.domain)
+                .unwrap_or_else(|| sender.email.clone());
+        let ids = thread_ids(conn, sc_id)?;
+        let text = req.text.replace("\r\n", "\n").trim_end().to_string();
+        let attachments = out_attachments(&req.attachments);
+        let composed = compose::portal_message(&compose::PortalDraft {
+            gateway_domain: &config.domain,
+            from: Person {
+                name: author_name.clone(),
+                email: author_email.clone(),
+            },
+            to: Person {
+                name: None,
+                email: reply_address.clone(),
+            },
+            subject: &sc.subject,
+            thread_ids: &ids,
+            text: &text,
+            attachments: &attachments,
+            date: now,
+        })
+        .map_err(|e| ServiceError::Store(e.to_string()))?;
+        let sha: [u8; 32] = {
+            use sha2::{Digest, Sha256};
+            Sha256::digest(&composed.raw).into()
+        };
+        let visible = {
+            let v = crate::reply_text::visible_text(&text);
+            if v.trim().is_empty() { text.clone() } else { v }
+        };
+        let to_json = json!([{"name": null, "email": reply_address}]).to_string();
+        conn.execute(
+            "INSERT INTO messages
+               (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, in_reply_to, refs,
+                from_name, from_email, to_addrs, cc_addrs, date, subject, text_body, visible_reply, flags,
+                received_at)
+             VALUES (?1, 'in', 'reply', 'portal', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '[]', ?10, ?11, ?12, ?13, '[]', ?10)",
+            params![
+                sc_id,
+                composed.raw,
+                &sha[..],
+                composed.message_id,
+                composed.in_reply_to,
+                serde_json::to_string(&composed.references).map_err(StoreError::from)?,
+                author_name,
+                author_email,
+                to_json,
+                now,
+                composed.subject,
+                text,
+                visible,
+            ],
+        )?;
+        let message = conn.last_insert_rowid();
+        store::messages::insert_refs(
+            conn,
+            message,
+            composed.in_reply_to.as_deref(),
+            &composed.references,
+        )?;
+        for (i, a) in req.attachments.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO attachments (message_id, idx, filename, content_type, size, data)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    message,
+                    i as i64,
+                    a.filename,
+                    a.content_type,
+                    a.data.len() as i64,
+                    a.data
+                ],
+            )?;
+        }
+        view::add_message(
+            conn,
+            message,
+            Placement::Thread {
+                parent_id: sc.parent_id,
+                external_id: &sc.external_id,
+                inbound: true,
+            },
+        )?;
+        let facts = crate::ingest::apply::ReplyFacts {
+            from: Some(crate::ingest::parse::Mailbox {
+                name: author_name.clone(),
+                email: author_email.clone(),
+            }),
+            to: Vec::new(),
+            cc: Vec::new(),
+            message_id: Some(composed.message_id.clone()),
+            subject: composed.subject.clone(),
+            visible_reply: Some(visible),
+            received_at: now,
+        };
+        crate::ingest::apply::apply_reply_effects(conn, &config.domain, sc_id, &facts, message)?;
+
+        // Everyone else on the thread gets the reply by email, from the
+        // side conversation's sender in the vendor's name, so that their
+        // answers come back here.
+        let others: Vec<&(String, Option<String>, String)> = people
+            .iter()
+            .filter(|(e, _, _)| !e.eq_ignore_ascii_case(&author_email))
+            .collect();
+        if !others.is_empty() {
+            let to: Vec<String> = others
+                .iter()
+                .filter(|(_, _, role)| role != "cc")
+                .map(|(e, _, _)| e.clone())
+                .collect();
+            let cc: Vec<String> = others
+                .iter()
+                .filter(|(_, _, role)| role == "cc")
+                .map(|(e, _, _)| e.clone())
+                .collect();
+            let portal_url = match (&sc.portal_token, sc.portal_revoked) {
+                (Some(t), false) => Some(self.portal_url(t)),
+                _ => None,
+            };
+            write_message(
+                conn,
+                config,
+                Outgoing {
+                    sc: &sc,
+                    sender: &sender,
+                    actor: None,
+                    from_name: Some(author_name.clone().unwrap_or_else(|| author_email.clone())),
+                    route: "portal",
+                    to: &to,
+                    cc: &cc,
+                    text: Some(&text).filter(|t| !t.is_empty()).map(String::as_str),
+                    html: None,
+                    context: None,
+                    portal_url,
+                    attachments: &req.attachments,
+                },
+            )?;
+        }
+        Ok(Sent {
+            side_conversation: sc_id,
+            message,
+            token: sc.token.clone(),
+        })
+    }
+
+    /// Turns the portal link of a side conversation off for good; later
+    /// mail no longer carries it.
+    pub async fn revoke_portal(&self, actor: Actor, sc_id: i64) -> Result<(), ServiceError> {
+        self.store
+            .write_with(move |conn| {
+                let sc = load_sc(conn, sc_id)?;
+                if sc.portal_token.is_none() || sc.portal_revoked {
+                    return Ok(());
+                }
+                conn.execute(
+                    "UPDATE side_conversations SET portal_revoked = 1, updated_at = ?2 WHERE id = ?1",
+                    params![sc_id, now_ms()],
+                )?;
+                activity(
+                    conn,
+                    sc.parent_id,
+                    sc_id,
+                    &actor,
+                    format!("{} revoked the portal link of a side conversation", actor.name),
+                )
+            })
+            .await
     }
 
     /// Closes or reopens; idempotent states are a 409 to make mistakes visible.

@@ -596,6 +596,21 @@ impl ReplyFacts {
     }
 }
 
+/// The effects of an accepted reply that did not come through this
+/// pipeline (a vendor's reply in the browser portal): the same participants,
+/// reopening, wake-up, activity entry and webhook events as an email reply,
+/// in the caller's transaction.
+pub fn apply_reply_effects(
+    conn: &Connection,
+    domain: &str,
+    sc: i64,
+    facts: &ReplyFacts,
+    message: i64,
+) -> Result<()> {
+    let t = thread_info(conn, sc)?;
+    reply_effects(conn, domain, sc, &t, facts, message, now_ms())
+}
+
 fn reply_effects(
     conn: &Connection,
     domain: &str,

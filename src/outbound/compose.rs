@@ -374,6 +374,20 @@ fn address<'x>(p: &'x Person) -> Address<'x> {
     }
 }
 
+fn with_attachments<'x>(mut b: MessageBuilder<'x>, list: &[OutAttachment]) -> MessageBuilder<'x> {
+    for a in list {
+        let name = clean_header(&a.filename).replace(['/', '\\'], "_");
+        let ct = clean_header(&a.content_type);
+        let ct = if ct.contains('/') {
+            ct
+        } else {
+            "application/octet-stream".to_string()
+        };
+        b = b.attachment(ct, name, a.data.clone());
+    }
+    b
+}
+
 /// Builds the message.
 pub fn compose(d: &Draft<'_>) -> Result<Composed, ComposeError> {
     let message_id = message_id(d.token, d.seq, d.gateway_domain);
@@ -407,16 +421,7 @@ pub fn compose(d: &Draft<'_>) -> Result<Composed, ComposeError> {
         b = b.references(MessageId::new_list(refs.iter().map(|r| r.as_str())));
     }
     b = b.text_body(text.clone()).html_body(html.clone());
-    for a in d.attachments {
-        let name = clean_header(&a.filename).replace(['/', '\\'], "_");
-        let ct = clean_header(&a.content_type);
-        let ct = if ct.contains('/') {
-            ct
-        } else {
-            "application/octet-stream".to_string()
-        };
-        b = b.attachment(ct, name, a.data.clone());
-    }
+    b = with_attachments(b, d.attachments);
     let mut raw = b
         .write_to_vec()
         .map_err(|e| ComposeError::Build(e.to_string()))?;
@@ -432,6 +437,73 @@ pub fn compose(d: &Draft<'_>) -> Result<Composed, ComposeError> {
         subject,
         text,
         html,
+    })
+}
+
+/// A vendor's reply made in the browser portal (SPEC §8), written down as
+/// the mail it stands for so that the thread keeps raw bytes for every
+/// message, whichever way it arrived.
+#[derive(Debug, Clone)]
+pub struct PortalDraft<'a> {
+    pub gateway_domain: &'a str,
+    /// The vendor.
+    pub from: Person,
+    /// Where the vendor's reply goes: the side conversation's reply address.
+    pub to: Person,
+    /// The side conversation's subject (`Re: ` is added).
+    pub subject: &'a str,
+    /// The earlier Message-IDs of the thread, oldest first (no brackets).
+    pub thread_ids: &'a [String],
+    pub text: &'a str,
+    pub attachments: &'a [OutAttachment],
+    /// ms since the epoch.
+    pub date: i64,
+}
+
+/// `portal.<random>@<domain>`, without brackets: not in the gateway's
+/// token format, because the gateway did not send it.
+pub fn portal_message_id(domain: &str) -> String {
+    format!("portal.{}@{domain}", base32_lower(&random_bytes::<12>()))
+}
+
+/// Builds the RFC 5322 message of a portal reply (text only, with its
+/// attachments), threaded under the side conversation's messages.
+pub fn portal_message(d: &PortalDraft<'_>) -> Result<Composed, ComposeError> {
+    let message_id = portal_message_id(d.gateway_domain);
+    let subject = subject(d.subject, true);
+    let refs = references(d.thread_ids);
+    let in_reply_to = d.thread_ids.last().cloned();
+    let mut text = d.text.replace("\r\n", "\n");
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    let mut b = MessageBuilder::new()
+        .from(address(&d.from))
+        .to(address(&d.to))
+        .subject(Text::new(subject.clone()))
+        .message_id(MessageId::new(message_id.clone()))
+        .date(d.date / 1000)
+        .header("X-Backchannel-Source", Text::new("portal"));
+    if let Some(irt) = &in_reply_to {
+        b = b.in_reply_to(MessageId::new(irt.clone()));
+    }
+    if !refs.is_empty() {
+        b = b.references(MessageId::new_list(refs.iter().map(|r| r.as_str())));
+    }
+    b = b.text_body(text.clone());
+    b = with_attachments(b, d.attachments);
+    let raw = b
+        .write_to_vec()
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    Ok(Composed {
+        raw,
+        message_id,
+        in_reply_to,
+        references: refs,
+        thread_index: Vec::new(),
+        subject,
+        text,
+        html: String::new(),
     })
 }
 
@@ -478,7 +550,8 @@ pub fn dkim_sign(raw: &[u8], key: &DkimKey) -> Result<Vec<u8>, ComposeError> {
     Ok(out)
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 with padding.
+pub fn base64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {
