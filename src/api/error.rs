@@ -25,6 +25,8 @@ pub enum ApiError {
     Conflict(String),
     /// 413: the body is over the limit.
     TooLarge(String),
+    /// 429: too many requests in a time window.
+    TooManyRequests(String),
     /// 422: valid JSON that a rule refuses; names the field.
     Invalid { field: String, message: String },
     /// 500: logged with details, answered without.
@@ -59,6 +61,9 @@ impl IntoResponse for ApiError {
             ),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m, None),
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
+            ApiError::TooManyRequests(m) => {
+                (StatusCode::TOO_MANY_REQUESTS, "rate_limited", m, None)
+            }
             ApiError::Invalid { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation_failed",
@@ -112,6 +117,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::NotFound(what) => ApiError::NotFound(what),
             ServiceError::Invalid { field, message } => ApiError::Invalid { field, message },
             ServiceError::Conflict(m) => ApiError::Conflict(m),
+            ServiceError::RateLimited(m) => ApiError::TooManyRequests(m),
             ServiceError::Store(m) => ApiError::Internal(m),
         }
     }

@@ -496,6 +496,17 @@ pub async fn reopen(
     Ok(Json(side_conversation_json(&st, id, false).await?))
 }
 
+/// Turns the vendor portal link off; the answer's `portal_url` is null.
+pub async fn revoke_portal(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    caller.require_writer()?;
+    st.conversations.revoke_portal(caller.actor(), id).await?;
+    Ok(Json(side_conversation_json(&st, id, false).await?))
+}
+
 // ---------------------------------------------------------------------------
 // Messages and unrouted mail
 
@@ -594,7 +605,13 @@ pub async fn get_attachment(
         })
         .await?;
     let (filename, ctype, data) = att.ok_or(ApiError::NotFound("attachment"))?;
-    let name = safe_filename(filename.as_deref().unwrap_or("attachment"));
+    Ok(attachment_response(filename.as_deref(), &ctype, data))
+}
+
+/// An attachment as a download of its declared type, never rendered in
+/// our origin (`attachment` disposition, nosniff, sandboxing CSP).
+pub fn attachment_response(filename: Option<&str>, ctype: &str, data: Vec<u8>) -> Response {
+    let name = safe_filename(filename.unwrap_or("attachment"));
     let ascii: String = name
         .chars()
         .map(|c| if c.is_ascii() { c } else { '_' })
@@ -610,12 +627,11 @@ pub async fn get_attachment(
         })
         .collect();
     let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
-    // Served as a download of its declared type, never rendered in our origin.
-    let ctype = HeaderValue::from_str(&ctype)
+    let ctype = HeaderValue::from_str(ctype)
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
     let disposition =
         HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment"));
-    Ok((
+    (
         [
             (header::CONTENT_TYPE, ctype),
             (header::CONTENT_DISPOSITION, disposition),
@@ -630,7 +646,7 @@ pub async fn get_attachment(
         ],
         data,
     )
-        .into_response())
+        .into_response()
 }
 
 pub async fn list_unrouted(

@@ -1,10 +1,12 @@
 //! HTTP side of the gateway (axum): the JSON API of SPEC §7, health and
-//! metrics. Handlers live in `handlers`, JSON shapes in `views`, the error
-//! type in `error`, extractors (bearer auth, JSON bodies) in `extract`.
+//! metrics, and the vendor portal of SPEC §8. Handlers live in `handlers`,
+//! JSON shapes in `views`, the error type in `error`, extractors (bearer
+//! auth, JSON bodies) in `extract`, the portal's HTML pages in `portal`.
 
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod portal;
 pub mod views;
 
 use std::sync::Arc;
@@ -33,8 +35,9 @@ pub struct ApiState {
     pub conversations: Conversations,
 }
 
-/// Every operation the router serves, as (method, path template): the
-/// OpenAPI document must list exactly these (checked by a test).
+/// Every operation of the API, as (method, path template): the OpenAPI
+/// document must list exactly these (checked by a test). The portal's HTML
+/// pages (`/p/…`, see [`portal`]) are for browsers, not part of the API.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
     ("GET", "/metrics"),
@@ -48,6 +51,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/side-conversations/{id}/messages"),
     ("POST", "/api/side-conversations/{id}/close"),
     ("POST", "/api/side-conversations/{id}/reopen"),
+    ("POST", "/api/side-conversations/{id}/portal/revoke"),
     ("GET", "/api/messages/{id}"),
     ("GET", "/api/messages/{id}/raw"),
     ("GET", "/api/messages/{id}/attachments/{n}"),
@@ -96,6 +100,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/side-conversations/{id}/messages", post(h::follow_up))
         .route("/api/side-conversations/{id}/close", post(h::close))
         .route("/api/side-conversations/{id}/reopen", post(h::reopen))
+        .route(
+            "/api/side-conversations/{id}/portal/revoke",
+            post(h::revoke_portal),
+        )
         .route("/api/messages/{id}", get(h::get_message))
         .route("/api/messages/{id}/raw", get(h::get_raw))
         .route("/api/messages/{id}/attachments/{n}", get(h::get_attachment))
@@ -105,6 +113,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/users", post(h::create_user).get(h::list_users))
         .route("/api/me", get(h::get_me).put(h::put_me))
         .route("/api/settings", get(h::get_settings).put(h::put_settings))
+        .merge(portal::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))

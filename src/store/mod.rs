@@ -11,6 +11,7 @@ pub mod events;
 pub mod inbound;
 pub mod messages;
 pub mod outbox;
+pub mod portal;
 pub mod users;
 pub mod view;
 

@@ -1,0 +1,181 @@
+//! Reads for the vendor portal (SPEC §8): the side conversation behind a
+//! portal token, and only what its vendor side has seen — the agents'
+//! messages and the replies its participants wrote; never activity, flags,
+//! authentication results, internal notes or other side conversations.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::Result;
+
+/// A side conversation as the portal shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalThread {
+    pub id: i64,
+    pub subject: String,
+    /// `open` or `closed`.
+    pub status: String,
+    /// The sender address the side conversation is held from.
+    pub sender_email: String,
+    /// Its display name (empty when it has none).
+    pub sender_name: String,
+    /// (email, name, role) in the order they joined.
+    pub participants: Vec<(String, Option<String>, String)>,
+}
+
+impl PortalThread {
+    pub fn is_open(&self) -> bool {
+        self.status == "open"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalAttachment {
+    pub index: i64,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+}
+
+/// One message on the portal page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalMessage {
+    pub id: i64,
+    /// Sent by the gateway (an agent), else written by the vendor side.
+    pub outbound: bool,
+    pub from_name: Option<String>,
+    pub from_email: Option<String>,
+    /// ms since the epoch: when it was sent or received.
+    pub at: i64,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub visible_reply: Option<String>,
+    pub attachments: Vec<PortalAttachment>,
+}
+
+/// Is the token shaped like a portal token (32 base32 characters)? Lets
+/// junk be refused before it reaches the database.
+pub fn is_token_shaped(token: &str) -> bool {
+    token.len() == 32
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// The side conversation behind an active (not revoked) portal token.
+pub fn by_token(conn: &Connection, token: &str) -> Result<Option<PortalThread>> {
+    if !is_token_shaped(token) {
+        return Ok(None);
+    }
+    let row: Option<(i64, String, String, String, Option<String>)> = conn
+        .query_row(
+            "SELECT s.id, s.subject, s.status, s.sender_email, d.name
+             FROM side_conversations s LEFT JOIN senders d ON d.email = s.sender_email
+             WHERE s.portal_token = ?1 AND s.portal_revoked = 0",
+            [token],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+        )
+        .optional()?;
+    let Some((id, subject, status, sender_email, sender_name)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT p.email, COALESCE(p.name, c.name), p.role FROM participants p
+         LEFT JOIN contacts c ON c.email = p.email
+         WHERE p.side_conversation_id = ?1 ORDER BY p.added_at, p.rowid",
+    )?;
+    let participants = stmt
+        .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(Some(PortalThread {
+        id,
+        subject,
+        status,
+        sender_email,
+        sender_name: sender_name.unwrap_or_default(),
+        participants,
+    }))
+}
+
+/// Which messages of side conversation `?1` the vendor side has seen: what
+/// the agents sent it, and the replies its participants wrote (auto-replies,
+/// bounces, notifications, second copies of a Message-ID, mail failing
+/// DMARC and the relayed copies of portal replies stay out).
+const VISIBLE: &str = "m.side_conversation_id = ?1 AND (
+       (m.direction = 'out' AND m.kind = 'agent' AND m.route = 'api')
+    OR (m.direction = 'in' AND m.kind = 'reply'
+        AND m.from_email IN (SELECT email FROM participants WHERE side_conversation_id = ?1)
+        AND m.flags NOT LIKE '%duplicate_of:%'
+        AND COALESCE(CASE WHEN json_valid(m.auth) THEN json_extract(m.auth, '$.dmarc') END, '') <> 'fail'))";
+
+/// The messages the portal shows for side conversation `sc`, in order.
+pub fn messages(conn: &Connection, sc: i64) -> Result<Vec<PortalMessage>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT m.id, m.direction, m.from_name, m.from_email, COALESCE(m.date, m.received_at),
+                m.received_at, m.text_body, m.html_body, m.visible_reply
+         FROM messages m WHERE {VISIBLE} ORDER BY m.id"
+    ))?;
+    let mut out = stmt
+        .query_map([sc], |r| {
+            let direction: String = r.get(1)?;
+            let date: i64 = r.get(4)?;
+            let received: i64 = r.get(5)?;
+            Ok(PortalMessage {
+                id: r.get(0)?,
+                outbound: direction == "out",
+                from_name: r.get(2)?,
+                from_email: r.get(3)?,
+                // A sender's clock may be off by years: keep what it says
+                // only when it is close to when the gateway saw the message.
+                at: if (date - received).abs() <= 86_400_000 {
+                    date
+                } else {
+                    received
+                },
+                text: r.get(6)?,
+                html: r.get(7)?,
+                visible_reply: r.get(8)?,
+                attachments: Vec::new(),
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut files = conn.prepare_cached(
+        "SELECT idx, filename, content_type, size FROM attachments WHERE message_id = ?1 ORDER BY idx",
+    )?;
+    for m in &mut out {
+        m.attachments = files
+            .query_map([m.id], |r| {
+                Ok(PortalAttachment {
+                    index: r.get(0)?,
+                    filename: r.get(1)?,
+                    content_type: r.get(2)?,
+                    size: r.get(3)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+    }
+    Ok(out)
+}
+
+/// An attachment's file name, content type and bytes.
+pub type AttachmentData = (Option<String>, String, Vec<u8>);
+
+/// Attachment `n` of message `message`, only when that message is shown on
+/// side conversation `sc`'s portal page: (filename, content type, bytes).
+pub fn attachment(
+    conn: &Connection,
+    sc: i64,
+    message: i64,
+    n: i64,
+) -> Result<Option<AttachmentData>> {
+    Ok(conn
+        .query_row(
+            &format!(
+                "SELECT a.filename, a.content_type, a.data FROM attachments a
+                 JOIN messages m ON m.id = a.message_id
+                 WHERE a.message_id = ?2 AND a.idx = ?3 AND {VISIBLE}"
+            ),
+            params![sc, message, n],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
+}
