@@ -18,12 +18,15 @@
 //!                read pool; one file per aggregate
 //! smtp/          inbound SMTP listener on tokio + smtp-proto: session state
 //!                machine, replies, envelope checks, limits, STARTTLS
-//! api/           axum router: /healthz, /metrics
+//! api/           axum router: the JSON API, /healthz, /metrics, and the
+//!                vendor portal's HTML pages (portal.rs)
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs (verification/confirmation mail), apply.rs
 //!                (persist + effects in one transaction), mod.rs (worker)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
+//! conversations.rs  the side-conversation service: start, follow-up, close,
+//!                reopen, portal replies and revocation
 //! ```
 //!
 //! Dependency direction: `main → app → {smtp, api, ingest}`; `ingest → {reply_text, store}`; everything → `model`;

@@ -181,7 +181,7 @@ fn assert_style_hash_matches(page: &str, h: &reqwest::header::HeaderMap) {
     use sha2::{Digest, Sha256};
     let start = page.find("<style>").expect("style") + "<style>".len();
     let end = page.find("</style>").expect("end of style");
-    let digest = Sha256::digest(page[start..end].as_bytes());
+    let digest = Sha256::digest(&page.as_bytes()[start..end]);
     let b64 = backchannel::outbound::compose::base64(&digest);
     let csp = h["content-security-policy"].to_str().expect("csp");
     assert!(csp.contains(&format!("'sha256-{b64}'")), "{csp}");

@@ -53,7 +53,7 @@ const CSS: &str = r#"
 html{-webkit-text-size-adjust:100%}
 body{margin:0;background:var(--bg);color:var(--text);font:16px/1.55 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif}
 .wrap{max-width:760px;margin:0 auto;padding:32px 20px 48px}
-.eyebrow{margin:0 0 6px;color:var(--muted);font-size:13px;font-weight:600;letter-spacing:.05em;text-transform:uppercase;overflow-wrap:anywhere}
+.eyebrow{margin:0 0 6px;color:var(--muted);font-size:14px;font-weight:600;overflow-wrap:anywhere}
 h1{margin:0 0 10px;font-size:26px;line-height:1.25;overflow-wrap:anywhere}
 h2{margin:0 0 14px;font-size:18px}
 .meta{display:flex;flex-wrap:wrap;gap:8px 12px;align-items:center;margin:0 0 24px;color:var(--muted);font-size:14px}
@@ -87,6 +87,7 @@ textarea,select,input[type=file]{width:100%;font:inherit;color:var(--text);backg
 textarea{min-height:150px;padding:10px 12px;resize:vertical}
 select{padding:8px 10px}
 input[type=file]{padding:7px}
+input[type=file]::file-selector-button{margin-right:10px;padding:6px 12px;border:1px solid var(--line);border-radius:7px;background:var(--bg);color:var(--text);font:inherit;font-size:14px;cursor:pointer}
 textarea:focus,select:focus,input:focus,button:focus,summary:focus,.files a:focus{outline:3px solid color-mix(in srgb,var(--accent) 35%,transparent);outline-offset:1px}
 .fields{display:grid;grid-template-columns:1fr 1fr;gap:16px;margin:16px 0 0}
 .fields .wide{grid-column:1/-1}
@@ -99,7 +100,7 @@ button:hover{filter:brightness(1.08)}
 .error p{margin:0 0 12px}
 a{color:var(--accent)}
 footer{margin-top:32px;color:var(--muted);font-size:13px;text-align:center}
-@media (max-width:560px){.wrap{padding:20px 12px 32px}h1{font-size:21px}.msg,.card{padding:14px}.head{flex-wrap:wrap}time{flex-basis:100%;margin-left:50px;margin-top:-8px}.fields{grid-template-columns:1fr}button{width:100%}}
+@media (max-width:560px){.wrap{padding:20px 12px 32px}h1{font-size:21px}.msg,.card{padding:14px}.head{flex-wrap:wrap}time{flex-basis:calc(100% - 50px);margin-left:50px;margin-top:-8px}.fields{grid-template-columns:1fr}button{width:100%}}
 "#;
 
 static STYLE_HASH: LazyLock<String> = LazyLock::new(|| base64(&Sha256::digest(CSS.as_bytes())));
@@ -737,6 +738,30 @@ struct PageData<'a> {
     max_upload: usize,
 }
 
+/// What the full text holds beyond the visible reply (quoted history,
+/// signature, context block), shown when the reader expands the message.
+fn rest_of(full: &str, visible: &str) -> Option<String> {
+    let (full, visible) = (full.trim(), visible.trim());
+    if full == visible || full.is_empty() {
+        return None;
+    }
+    match full.strip_prefix(visible) {
+        Some(rest) => {
+            Some(rest.trim_matches('\n').trim_end().to_string()).filter(|r| !r.is_empty())
+        }
+        None => Some(full.to_string()),
+    }
+}
+
+/// Drops the "View conversation: <link to this page>" line of our own mail.
+fn without_own_link(text: &str, token: &str) -> String {
+    let mark = format!("/p/{token}");
+    text.lines()
+        .filter(|l| !(l.starts_with("View conversation: ") && l.contains(&mark)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn render_message(token: &str, m: &PortalMessage) -> String {
     // The full text: stored HTML is never rendered, only its text.
     let full = m
@@ -745,7 +770,7 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
         .filter(|t| !t.trim().is_empty())
         .or_else(|| m.html.as_deref().map(crate::reply_text::html_to_text))
         .unwrap_or_default();
-    let full = cut(&full);
+    let full = cut(&without_own_link(&full, token));
     let visible = m
         .visible_reply
         .as_deref()
@@ -780,10 +805,15 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
     } else {
         s.push_str(&format!("<div class=\"text\">{}</div>\n", escape(&visible)));
     }
-    if !full.trim().is_empty() && full.trim() != visible.trim() {
+    let rest = if visible.trim().is_empty() {
+        None
+    } else {
+        rest_of(&full, &visible)
+    };
+    if let Some(rest) = rest {
         s.push_str(&format!(
             "<details><summary>Show full message</summary><div class=\"text\">{}</div></details>\n",
-            escape(&full)
+            escape(&rest)
         ));
     }
     if !m.attachments.is_empty() {
@@ -809,12 +839,23 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
     s
 }
 
+/// Who the vendor is talking to: the sender's display name, else the name
+/// the first message went out under, else the sender address.
+fn team_name(d: &PageData<'_>) -> String {
+    let t = d.thread;
+    if !t.sender_name.trim().is_empty() {
+        return t.sender_name.clone();
+    }
+    d.messages
+        .iter()
+        .find(|m| m.outbound)
+        .and_then(|m| m.from_name.clone())
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| t.sender_email.clone())
+}
+
 fn render_form(d: &PageData<'_>, csrf: &str) -> String {
-    let team = if d.thread.sender_name.trim().is_empty() {
-        d.thread.sender_email.as_str()
-    } else {
-        d.thread.sender_name.as_str()
-    };
+    let team = team_name(d);
     let people = &d.thread.participants;
     let default = people
         .iter()
@@ -848,26 +889,22 @@ fn render_form(d: &PageData<'_>, csrf: &str) -> String {
         )
     };
     format!(
-        "<section class=\"card\" aria-labelledby=\"reply-h\">\n<h2 id=\"reply-h\">Reply</h2>\n<form method=\"post\" action=\"{token}/reply\" enctype=\"multipart/form-data\">\n<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n<label for=\"text\">Your message</label>\n<textarea id=\"text\" name=\"text\" rows=\"6\" maxlength=\"{maxtext}\" placeholder=\"Write your reply…\"></textarea>\n<div class=\"fields\">{who}<div><label for=\"files\">Attachments</label><input id=\"files\" type=\"file\" name=\"attachment\" multiple><p class=\"hint\">Up to {limit} in total.</p></div></div>\n<div class=\"actions\"><p class=\"hint\">Your reply goes to {team} and everyone on this conversation.</p><button type=\"submit\">Send reply</button></div>\n</form>\n</section>\n",
+        "<section class=\"card\" aria-labelledby=\"reply-h\">\n<h2 id=\"reply-h\">Reply</h2>\n<form method=\"post\" action=\"{token}/reply\" enctype=\"multipart/form-data\">\n<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\n<label for=\"text\">Your message</label>\n<textarea id=\"text\" name=\"text\" rows=\"6\" maxlength=\"{maxtext}\" placeholder=\"Write your reply…\"></textarea>\n<div class=\"fields\">{who}<div><label for=\"files\">Attachments</label><input id=\"files\" type=\"file\" name=\"attachment\" multiple><p class=\"hint\">Up to {limit} in total.</p></div></div>\n<div class=\"actions\"><p class=\"hint\">Your reply goes to {team} and everyone else on this conversation.</p><button type=\"submit\">Send reply</button></div>\n</form>\n</section>\n",
         token = escape(d.token),
         csrf = escape(csrf),
         maxtext = MAX_PORTAL_TEXT,
         limit = escape(&human_size(d.max_upload)),
-        team = escape(team),
+        team = escape(&team),
     )
 }
 
 fn render_page(d: &PageData<'_>) -> String {
     let t = d.thread;
-    let team = if t.sender_name.trim().is_empty() {
-        t.sender_email.as_str()
-    } else {
-        t.sender_name.as_str()
-    };
+    let team = team_name(d);
     let mut body = String::from("<main class=\"wrap\">\n<header>\n");
     body.push_str(&format!(
         "<p class=\"eyebrow\">Conversation with {}</p>\n<h1>{}</h1>\n",
-        escape(team),
+        escape(&team),
         escape(&t.subject)
     ));
     let count = d.messages.len();
@@ -965,6 +1002,17 @@ mod tests {
             HeaderValue::from_static("https://evil.example/x"),
         );
         assert!(!same_origin(&h, "https://gw.example.com"));
+    }
+
+    #[test]
+    fn the_rest_of_a_message_is_what_follows_the_visible_reply() {
+        assert_eq!(rest_of("Hi\n\n> old", "Hi").as_deref(), Some("> old"));
+        assert_eq!(rest_of("Hi\n", "Hi"), None);
+        assert_eq!(rest_of("Other\ntext", "Hi").as_deref(), Some("Other\ntext"));
+        assert_eq!(
+            without_own_link("Hi\n\nView conversation: http://x/p/tok\n", "tok"),
+            "Hi\n"
+        );
     }
 
     #[test]

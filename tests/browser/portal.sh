@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Browser test of the vendor portal (SPEC §8): the release binary on
+# 127.0.0.1 (ports :0, maildir outbound, no DNS off the machine), driven by
+# Debian's Chromium through playwright-core (tests/browser/portal.mjs).
+#   BACKCHANNEL_BIN  binary to test (default target/release/backchannel)
+#   CI_ARTIFACTS     where portal.png and portal-narrow.png go
+#                    (default target/ci-artifacts)
+# Installs what it needs: chromium (apt-get) and playwright-core (npm, into
+# tests/browser/node_modules; never a browser download). Prints
+# `N passed, M failed` last and exits non-zero on any failure.
+set -uo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+cd "$repo"
+
+fail_setup() {
+    echo "portal browser test: $*" >&2
+    echo "0 passed, 1 failed"
+    exit 1
+}
+
+bin="${BACKCHANNEL_BIN:-target/release/backchannel}"
+[[ "$bin" = /* ]] || bin="$repo/$bin"
+[[ -x "$bin" ]] || fail_setup "no binary at $bin (cargo build --release, or set BACKCHANNEL_BIN)"
+artifacts="${CI_ARTIFACTS:-$repo/target/ci-artifacts}"
+mkdir -p "$artifacts"
+
+need=()
+[[ -x /usr/bin/chromium ]] || need+=(chromium)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
+command -v npm >/dev/null 2>&1 || need+=(npm)
+if [[ ${#need[@]} -gt 0 ]]; then
+    echo "portal: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; } ||
+        fail_setup "cannot install ${need[*]}"
+fi
+if [[ ! -f "$here/node_modules/playwright-core/package.json" ]]; then
+    echo "portal: installing playwright-core"
+    # playwright-core brings no browser; Debian's chromium is used.
+    (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-package-lock \
+        --no-audit --no-fund --loglevel=error >/dev/null) ||
+        fail_setup "npm install playwright-core failed"
+fi
+
+tmp="$(mktemp -d)"
+server=""
+cleanup() {
+    if [[ -n "$server" ]] && kill -0 "$server" 2>/dev/null; then
+        kill -TERM "$server" 2>/dev/null
+        wait "$server" 2>/dev/null
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+# Ports are :0, so public_url cannot name the bound port: the script takes
+# the link's path from the mail and puts it on the address actually bound.
+cat >"$tmp/config.toml" <<EOF
+domain = "gw.example.com"
+data_dir = "$tmp/data"
+[smtp]
+listen = "127.0.0.1:0"
+[http]
+listen = "127.0.0.1:0"
+public_url = "http://127.0.0.1:8080"
+[imap]
+listen = "127.0.0.1:0"
+[outbound]
+mode = "maildir"
+[dns]
+nameservers = ["127.0.0.1:9"]
+timeout = "1s"
+[ingest]
+authenticate = false
+EOF
+export BACKCHANNEL_CONFIG="$tmp/config.toml"
+
+# The binary reads every BACKCHANNEL_* variable as a config key: hide ours.
+token="$(env -u BACKCHANNEL_BIN "$bin" user add --email ada@acme.example --name "Ada Agent" --role member 2>"$tmp/user.log")" ||
+    fail_setup "user add failed: $(cat "$tmp/user.log")"
+
+env -u BACKCHANNEL_BIN "$bin" serve --ready-file "$tmp/ready.json" >"$tmp/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 300); do
+    [[ -s "$tmp/ready.json" ]] && break
+    kill -0 "$server" 2>/dev/null || break
+    sleep 0.1
+done
+[[ -s "$tmp/ready.json" ]] || fail_setup "the server did not start: $(tail -20 "$tmp/server.log")"
+
+export PORTAL_READY="$tmp/ready.json" PORTAL_API_TOKEN="$token" PORTAL_DATA_DIR="$tmp/data" \
+    PORTAL_ARTIFACTS="$artifacts" PORTAL_CHROMIUM=/usr/bin/chromium PORTAL_PROFILE="$tmp/profile"
+node "$here/portal.mjs"
+status=$?
+if [[ $status -ne 0 ]]; then
+    echo "portal: server log (tail):" >&2
+    tail -30 "$tmp/server.log" >&2
+fi
+exit "$status"
