@@ -15,6 +15,7 @@ if ! command -v st >/dev/null 2>&1; then
 fi
 
 tmp="$(mktemp -d)"
+pid=""
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$tmp"' EXIT
 cat > "$tmp/c.toml" <<TOML
 domain = "gw.example.com"
@@ -30,6 +31,8 @@ nameservers = ["127.0.0.1:9"]
 [ingest]
 authenticate = false
 TOML
+# The binary reads every BACKCHANNEL_* variable as a config key: hide ours.
+unset BACKCHANNEL_BIN
 token="$("$bin" --config "$tmp/c.toml" user add --email st@gw.example.com --name Schemathesis --role owner)"
 "$bin" --config "$tmp/c.toml" serve --ready-file "$tmp/ready.json" > "$tmp/serve.log" 2>&1 &
 pid=$!
