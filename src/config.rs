@@ -434,9 +434,7 @@ impl RelayUrl {
         if host.is_empty() {
             return Err("the host is missing".into());
         }
-        if !(is_domain(&host.to_ascii_lowercase())
-            || host.parse::<std::net::IpAddr>().is_ok())
-        {
+        if !(is_domain(&host.to_ascii_lowercase()) || host.parse::<std::net::IpAddr>().is_ok()) {
             return Err(format!("`{host}` is not a host name or IP address"));
         }
         let port = match port {
@@ -1127,7 +1125,11 @@ mod tests {
                 "outbound.relay_url",
             ),
             ("[outbound]\nmx_port = 0\n", no_env(), "outbound.mx_port"),
-            ("[outbound]\nmx_port = 70000\n", no_env(), "outbound.mx_port"),
+            (
+                "[outbound]\nmx_port = 70000\n",
+                no_env(),
+                "outbound.mx_port",
+            ),
             (
                 "[outbound]\nper_host_concurrency = 0\n",
                 no_env(),
