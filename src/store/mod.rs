@@ -10,6 +10,7 @@
 pub mod events;
 pub mod inbound;
 pub mod messages;
+pub mod outbox;
 pub mod users;
 pub mod view;
 
