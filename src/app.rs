@@ -71,6 +71,9 @@ impl Listeners {
 pub struct Running {
     pub addrs: BoundAddrs,
     pub store: Store,
+    /// Wakes the outbox worker: whoever queues outbox rows calls
+    /// `notify_one()` once that write has committed.
+    pub outbound_wake: Arc<tokio::sync::Notify>,
     trigger: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -133,6 +136,14 @@ pub async fn start_with(
         tasks.spawn(async move { worker.run(shutdown).await });
     }
 
+    let outbound_wake = Arc::new(tokio::sync::Notify::new());
+    let outbox =
+        crate::outbound::worker::Worker::new(config.clone(), store.clone(), outbound_wake.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { outbox.run(shutdown).await });
+    }
+
     let router = api::router(ApiState {
         store: store.clone(),
     });
@@ -153,6 +164,7 @@ pub async fn start_with(
     Ok(Running {
         addrs,
         store,
+        outbound_wake,
         trigger,
         tasks,
     })

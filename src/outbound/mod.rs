@@ -1,0 +1,5 @@
+//! Outbound mail: composition, outbox worker, delivery by maildir/relay/MX, retry policy.
+
+pub mod deliver;
+pub mod retry;
+pub mod worker;
