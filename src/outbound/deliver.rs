@@ -180,13 +180,43 @@ fn from_lettre(e: lettre::transport::smtp::Error) -> DeliveryError {
             .unwrap_or_default();
         return DeliveryError::reply(code.to_string().parse().unwrap_or(0), &text);
     }
-    if e.is_tls() {
+    if let Some(tls) = tls_cause(&e) {
+        DeliveryError::Tls(tls)
+    } else if e.is_tls() {
         DeliveryError::Tls(e.to_string())
     } else if e.is_response() || e.is_client() {
         DeliveryError::Protocol(e.to_string())
     } else {
         DeliveryError::Connection(e.to_string())
     }
+}
+
+/// What to hand lettre so the remote receives exactly `raw`: lettre ends
+/// the data with `CRLF . CRLF` after the bytes it is given, so a message
+/// that already ends with CRLF loses that one (a message without a final
+/// CRLF gets one: SMTP cannot carry it otherwise).
+fn smtp_body(raw: &[u8]) -> &[u8] {
+    raw.strip_suffix(b"\r\n").unwrap_or(raw)
+}
+
+/// The TLS failure behind a lettre error, if one is: lettre reports a
+/// failed STARTTLS handshake as a connection error.
+fn tls_cause(e: &lettre::transport::smtp::Error) -> Option<String> {
+    let mut source = std::error::Error::source(e);
+    while let Some(err) = source {
+        if let Some(tls) = err.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        if let Some(inner) = err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(inner.to_string());
+        }
+        source = err.source();
+    }
+    None
 }
 
 fn reply_text(response: &lettre::transport::smtp::response::Response) -> String {
@@ -435,6 +465,19 @@ fn build_transport(
     Ok(builder.build())
 }
 
+/// The relay refusing our credentials (or asking for some) is a fault of
+/// our configuration, not of the recipient: temporary, as an MTA defers on
+/// a failed SASL login, so fixing the password lets the queue drain.
+fn relay_error(e: DeliveryError) -> DeliveryError {
+    match &e {
+        DeliveryError::Reply {
+            code: 530 | 534 | 535 | 538,
+            ..
+        } => DeliveryError::Local(format!("relay authentication: {e}")),
+        _ => e,
+    }
+}
+
 impl Deliver for Relay {
     fn deliver<'a>(
         &'a self,
@@ -443,11 +486,14 @@ impl Deliver for Relay {
         Box::pin(async move {
             let envelope = envelope(message, &self.domain)?;
             let transport = self.current()?;
-            match tokio::time::timeout(self.timeout, transport.send_raw(&envelope, &message.raw))
-                .await
+            match tokio::time::timeout(
+                self.timeout,
+                transport.send_raw(&envelope, smtp_body(&message.raw)),
+            )
+            .await
             {
                 Ok(Ok(response)) => Ok(reply_text(&response)),
-                Ok(Err(e)) => Err(from_lettre(e)),
+                Ok(Err(e)) => Err(relay_error(from_lettre(e))),
                 Err(_) => {
                     self.replace(&transport);
                     Err(DeliveryError::Timeout(self.timeout))
@@ -692,12 +738,17 @@ impl Mx {
             };
             if let Err(e) = upgraded {
                 tracing::info!(host, %ip, error = %e, "outbound: STARTTLS failed; retrying in clear (RFC 7435)");
-                conn.abort().await;
+                // Dropped, not aborted: after a failed handshake lettre's
+                // stream is gone and writing QUIT to it would panic.
+                drop(conn);
                 conn = connect().await.map_err(from_lettre)?;
             }
         }
         let tls = conn.is_encrypted();
-        let sent = conn.send(envelope, raw).await.map_err(from_lettre);
+        let sent = conn
+            .send(envelope, smtp_body(raw))
+            .await
+            .map_err(from_lettre);
         match sent {
             Ok(response) => {
                 let _ = conn.quit().await;

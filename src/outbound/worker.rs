@@ -19,7 +19,10 @@
 //! [`Worker::new`] (`notify_one` after its write committed); without a
 //! wake-up the worker still looks again when the next row is due.
 
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -225,8 +228,10 @@ async fn attempt(store: Store, config: Arc<Config>, deliverer: Arc<dyn Deliver>,
             let limit = deliverer
                 .max_duration()
                 .saturating_add(Duration::from_secs(1));
-            match tokio::time::timeout(limit, deliverer.deliver(&message)).await {
-                Ok(outcome) => outcome,
+            match tokio::time::timeout(limit, catch_unwind(deliverer.deliver(&message))).await {
+                Ok(Ok(outcome)) => outcome,
+                // A bug in a library must not leave the row in `sending`.
+                Ok(Err(())) => Err(DeliveryError::Local("delivery panicked".into())),
                 Err(_) => Err(DeliveryError::Timeout(limit)),
             }
         }
@@ -295,6 +300,19 @@ async fn attempt(store: Store, config: Arc<Config>, deliverer: Arc<dyn Deliver>,
             }
         }
     }
+}
+
+/// Runs `fut`, turning a panic while polling it into `Err(())`.
+async fn catch_unwind<F: Future>(fut: F) -> std::result::Result<F::Output, ()> {
+    let mut fut = std::pin::pin!(fut);
+    std::future::poll_fn(move |cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(value)) => Poll::Ready(Ok(value)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(_) => Poll::Ready(Err(())),
+        }
+    })
+    .await
 }
 
 #[derive(Debug, Clone)]
