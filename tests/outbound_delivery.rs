@@ -1109,3 +1109,39 @@ async fn mx_starttls_failure_falls_back_to_clear_text() {
     });
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_limits_sessions_per_host() {
+    // Three messages for one host that never answers, one session at a
+    // time allowed: the sink never sees two connections open together.
+    let sink = Sink::start(Script {
+        hang: true,
+        ..Script::default()
+    })
+    .await;
+    let dns = FakeDns::start(&[
+        ("slow.example", RecordKind::Mx(10, "mx.slow.example".into())),
+        (
+            "mx.slow.example",
+            RecordKind::A("127.0.0.1".parse().expect("ip")),
+        ),
+    ])
+    .await;
+    let config = mx_config(&dns, sink.addr.port()).replace(
+        "send_timeout = \"10s\"",
+        "send_timeout = \"1s\"\nper_host_concurrency = 1",
+    );
+    let mut server = gateway(&config).await;
+    let (_, keys) = queue(
+        &server,
+        &["a@slow.example", "b@slow.example", "c@slow.example"],
+    )
+    .await;
+    for key in &keys {
+        let s = wait_state(&server.store, key, "deferred").await;
+        let error = s.last_error.unwrap_or_default();
+        assert!(error.contains("timed out"), "{error}");
+    }
+    assert_eq!(sink.log(|l| l.max_open), 1);
+    server.shutdown().await;
+}

@@ -637,8 +637,9 @@ impl Mx {
             .map_err(|_| dns_error(DnsFailure::Temporary, format!("{what}: no answer in time")))
     }
 
-    /// The mail hosts of `domain`, in the order to try them.
-    async fn mail_hosts(&self, domain: &str) -> Result<Vec<String>, DeliveryError> {
+    /// The mail hosts of `domain`, in the order to try them, and whether
+    /// they are implicit (no MX records: the domain is its own host).
+    async fn mail_hosts(&self, domain: &str) -> Result<(Vec<String>, bool), DeliveryError> {
         let name = fqdn(domain)?;
         match self.dns(domain, self.resolver.mx_lookup(name)).await? {
             Ok(lookup) => {
@@ -661,13 +662,16 @@ impl Mx {
                     })
                     .collect();
                 if records.is_empty() {
-                    return Ok(vec![domain.to_string()]);
+                    return Ok((vec![domain.to_string()], true));
                 }
-                order_mx(records, |group| group.shuffle(&mut rand::rng()))
+                Ok((
+                    order_mx(records, |group| group.shuffle(&mut rand::rng()))?,
+                    false,
+                ))
             }
             Err(e) if e.is_nx_domain() => Err(dns_error(DnsFailure::NxDomain, domain)),
             // The domain exists without MX records: it is its own mail host.
-            Err(e) if e.is_no_records_found() => Ok(vec![domain.to_string()]),
+            Err(e) if e.is_no_records_found() => Ok((vec![domain.to_string()], true)),
             Err(e) => Err(dns_error(
                 DnsFailure::Temporary,
                 format!("MX {domain}: {e}"),
@@ -767,8 +771,7 @@ impl Mx {
         let (hosts, implicit) = match recipient_domain(&message.recipient)? {
             MailHost::Literal(ip) => (vec![(ip.to_string(), vec![ip])], true),
             MailHost::Name(domain) => {
-                let names = self.mail_hosts(&domain).await?;
-                let implicit = names.len() == 1 && names[0] == domain;
+                let (names, implicit) = self.mail_hosts(&domain).await?;
                 let mut hosts = Vec::with_capacity(names.len());
                 for name in names {
                     hosts.push((name, Vec::new()));
@@ -851,7 +854,8 @@ mod tests {
     fn mx_ordering() {
         let no_shuffle = |_: &mut [(u16, String)]| {};
         let rec = |p: u16, h: &str| (p, h.to_string());
-        let cases: Vec<(Vec<(u16, String)>, Result<Vec<&str>, DnsFailure>)> = vec![
+        type Case = (Vec<(u16, String)>, Result<Vec<&'static str>, DnsFailure>);
+        let cases: Vec<Case> = vec![
             (
                 vec![rec(20, "mx2.v.example"), rec(10, "mx1.v.example")],
                 Ok(vec!["mx1.v.example", "mx2.v.example"]),
