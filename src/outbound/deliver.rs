@@ -13,8 +13,9 @@
 //! `Delivered-To: recipient`, followed by the raw bytes exactly as stored
 //! (the two lines end like the message's first line, CRLF or LF). The name
 //! is the same for every attempt of one recipient row, so a retry after an
-//! attempt whose outcome was lost finds the file and does not write a
-//! second one.
+//! attempt whose outcome was lost (say, cut off by the timeout after the
+//! rename) finds the file in `new/` and does not write a second one; a file
+//! a mail reader already moved to `cur/` is found by the start-up check.
 //!
 //! **relay** uses one lettre transport (pooled connections) to the host of
 //! `outbound.relay_url`: `smtp://` upgrades with STARTTLS when the relay
@@ -39,8 +40,8 @@
 //! native roots; if the upgrade fails (handshake, certificate, or the
 //! STARTTLS command refused) the same host is tried again in clear, since
 //! unencrypted delivery is what a sender without a TLS policy (no MTA-STS,
-//! no DANE) may fall back to. Each host session is bounded by
-//! `outbound.send_timeout`.
+//! no DANE) may fall back to. Each host session, including the wait for a
+//! session slot on that host, is bounded by `outbound.send_timeout`.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
