@@ -418,7 +418,9 @@ impl Relay {
 
     /// Replaces `old` (if it is still current) by a fresh transport and
     /// shuts the old pool down, so no connection a cancelled send left
-    /// mid-transaction is used again.
+    /// mid-transaction is used again. (lettre closes pooled connections
+    /// with QUIT and waits for the reply; against a relay gone silent that
+    /// background wait ends only when the relay drops the connection.)
     fn replace(&self, old: &Arc<Transport>) {
         let fresh = match build_transport(&self.url, &self.hello, self.timeout) {
             Ok(t) => Arc::new(t),
