@@ -174,15 +174,36 @@ impl Worker {
     }
 
     /// Starts sends for due rows while there is room; returns how long to
-    /// wait before looking again (unless woken earlier).
+    /// wait before looking again (unless woken earlier). The outbox is only
+    /// written to when a row is due.
     async fn fill(&self, sends: &mut JoinSet<()>) -> Result<Duration> {
-        let free = MAX_SENDS.saturating_sub(sends.len());
-        if free > 0 {
+        loop {
+            let (depth, next_due) = self
+                .store
+                .read(|c| Ok((outbox::queue_depth(c)?, outbox::next_due(c)?)))
+                .await?;
+            metrics::gauge_set("outbox_queue_depth", &[], depth);
+            let free = MAX_SENDS.saturating_sub(sends.len());
+            if free == 0 {
+                // Only a finished send makes room.
+                return Ok(IDLE_POLL);
+            }
             let now = now_ms();
+            let Some(due) = next_due else {
+                return Ok(IDLE_POLL);
+            };
+            if due > now {
+                let ms = u64::try_from(due - now).unwrap_or(u64::MAX);
+                return Ok(Duration::from_millis(ms).min(IDLE_POLL));
+            }
             let claimed = self
                 .store
                 .write(move |c| outbox::claim_due(c, now, free))
                 .await?;
+            if claimed.is_empty() {
+                // Taken meanwhile, or due by a clock that moved back.
+                return Ok(Duration::from_millis(10));
+            }
             for row in claimed {
                 let store = self.store.clone();
                 let config = self.config.clone();
@@ -190,24 +211,6 @@ impl Worker {
                 sends.spawn(attempt(store, config, deliverer, row));
             }
         }
-        let (depth, next_due) = self
-            .store
-            .read(|c| Ok((outbox::queue_depth(c)?, outbox::next_due(c)?)))
-            .await?;
-        metrics::gauge_set("outbox_queue_depth", &[], depth);
-        if sends.len() >= MAX_SENDS {
-            // Only a finished send makes room.
-            return Ok(IDLE_POLL);
-        }
-        Ok(match next_due {
-            Some(at) => {
-                let ms = u64::try_from(at.saturating_sub(now_ms())).unwrap_or(0);
-                // A row due now that was not claimed (it just became due):
-                // look again soon rather than spin.
-                Duration::from_millis(ms.max(10)).min(IDLE_POLL)
-            }
-            None => IDLE_POLL,
-        })
     }
 }
 
