@@ -73,6 +73,9 @@ pub struct Running {
     pub store: Store,
     /// The side-conversation service the HTTP API uses.
     pub conversations: crate::conversations::Conversations,
+    /// Wakes the outbox worker: whoever queues outbox rows calls
+    /// `notify_one()` once that write has committed.
+    pub outbound_wake: Arc<tokio::sync::Notify>,
     trigger: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -123,11 +126,11 @@ pub async fn start_with(
     let mut tasks = JoinSet::new();
 
     let committed = Arc::new(tokio::sync::Notify::new());
-    let outbox_waker = Arc::new(tokio::sync::Notify::new());
+    let outbound_wake = Arc::new(tokio::sync::Notify::new());
     let conversations = crate::conversations::Conversations::new(
         config.clone(),
         store.clone(),
-        outbox_waker.clone(),
+        outbound_wake.clone(),
     );
     let smtp_server = smtp::Server::new(config.clone(), store.clone(), committed.clone())?;
     {
@@ -139,6 +142,13 @@ pub async fn start_with(
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { worker.run(shutdown).await });
+    }
+
+    let outbox =
+        crate::outbound::worker::Worker::new(config.clone(), store.clone(), outbound_wake.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { outbox.run(shutdown).await });
     }
 
     let router = api::router(ApiState {
@@ -164,6 +174,7 @@ pub async fn start_with(
         addrs,
         store,
         conversations,
+        outbound_wake,
         trigger,
         tasks,
     })

@@ -118,6 +118,8 @@ pub struct RawOutbound {
     pub dkim_selector: String,
     pub spf: Vec<String>,
     pub send_timeout: String,
+    pub mx_port: u64,
+    pub per_host_concurrency: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -212,6 +214,8 @@ impl Default for RawOutbound {
             dkim_selector: "backchannel".into(),
             spf: Vec::new(),
             send_timeout: "2m".into(),
+            mx_port: 25,
+            per_host_concurrency: 4,
         }
     }
 }
@@ -315,7 +319,161 @@ pub struct OutboundConfig {
     pub max_age: Duration,
     pub dkim_selector: String,
     pub spf: Vec<String>,
+    /// Bound on one SMTP session (relay, or one MX host), connect to QUIT.
     pub send_timeout: Duration,
+    /// The smarthost, parsed from `relay_url` (mode relay only).
+    pub relay: Option<RelayUrl>,
+    /// Port of the MX hosts (25; tests point it at a local sink).
+    pub mx_port: u16,
+    /// Concurrent sessions to one MX host.
+    pub per_host_concurrency: usize,
+}
+
+/// How the relay connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTls {
+    /// `smtp://`: STARTTLS when the relay offers it (a failed handshake is
+    /// an error, never a silent downgrade).
+    StartTlsIfOffered,
+    /// `smtp://…?starttls=required`: no STARTTLS, no mail.
+    StartTlsRequired,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+}
+
+/// `smtp[s]://[user[:password]@]host[:port][?starttls=required]`, user and
+/// password percent-decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelayUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: RelayTls,
+    pub username: Option<String>,
+    /// Never printed (see `Debug`).
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RelayUrl {
+    /// Parses a relay URL. Without a port: 587 (submission) for `smtp://`,
+    /// 465 for `smtps://`.
+    pub fn parse(url: &str) -> Result<RelayUrl, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or("expected smtp://host[:port] or smtps://host[:port]")?;
+        let (mut tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "smtp" => (RelayTls::StartTlsIfOffered, 587),
+            "smtps" => (RelayTls::Implicit, 465),
+            other => return Err(format!("scheme `{other}`: expected smtp or smtps")),
+        };
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let authority = authority.trim_end_matches('/');
+        if authority.contains('/') {
+            return Err("a relay URL has no path".into());
+        }
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("starttls", "required")) if tls != RelayTls::Implicit => {
+                    tls = RelayTls::StartTlsRequired;
+                }
+                Some(("starttls", "opportunistic")) if tls != RelayTls::Implicit => {}
+                _ => {
+                    return Err(format!(
+                        "unknown parameter `{pair}` (smtp:// takes starttls=required)"
+                    ));
+                }
+            }
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (u, None),
+                };
+                (
+                    Some(percent_decode(user)?),
+                    pass.map(percent_decode).transpose()?,
+                )
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("`{host}` is not an IPv6 address"));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or("expected :port after ]")?),
+            };
+            (host.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err("the host is missing".into());
+        }
+        if !(is_domain(&host.to_ascii_lowercase()) || host.parse::<std::net::IpAddr>().is_ok()) {
+            return Err(format!("`{host}` is not a host name or IP address"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port"))?,
+        };
+        Ok(RelayUrl {
+            host,
+            port,
+            tls,
+            username,
+            password,
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad percent escape in the user or password")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "user or password is not UTF-8".to_string())
 }
 
 impl fmt::Debug for OutboundConfig {
@@ -328,6 +486,9 @@ impl fmt::Debug for OutboundConfig {
             .field("dkim_selector", &self.dkim_selector)
             .field("spf", &self.spf)
             .field("send_timeout", &self.send_timeout)
+            .field("relay", &self.relay)
+            .field("mx_port", &self.mx_port)
+            .field("per_host_concurrency", &self.per_host_concurrency)
             .finish()
     }
 }
@@ -508,20 +669,26 @@ impl Config {
                 ));
             }
         };
-        if mode == OutboundMode::Relay {
-            if o.relay_url.is_empty() {
-                return Err(invalid(
-                    "outbound.relay_url",
-                    "required when outbound.mode is relay",
-                ));
-            }
-            if !(o.relay_url.starts_with("smtp://") || o.relay_url.starts_with("smtps://")) {
-                return Err(invalid(
-                    "outbound.relay_url",
-                    "must start with smtp:// or smtps://",
-                ));
-            }
+        if mode == OutboundMode::Relay && o.relay_url.is_empty() {
+            return Err(invalid(
+                "outbound.relay_url",
+                "required when outbound.mode is relay",
+            ));
         }
+        let relay = if o.relay_url.is_empty() {
+            None
+        } else {
+            // The message never repeats the URL: it may hold a password.
+            Some(RelayUrl::parse(&o.relay_url).map_err(|m| invalid("outbound.relay_url", m))?)
+        };
+        let send_timeout = duration("outbound.send_timeout", &o.send_timeout)?;
+        if send_timeout.is_zero() {
+            return Err(invalid("outbound.send_timeout", "must be above zero"));
+        }
+        let mx_port = u16::try_from(o.mx_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| invalid("outbound.mx_port", format!("{} is not a port", o.mx_port)))?;
         if o.retry_schedule.is_empty() {
             return Err(invalid(
                 "outbound.retry_schedule",
@@ -576,7 +743,14 @@ impl Config {
             max_age: duration("outbound.max_age", &o.max_age)?,
             dkim_selector: o.dkim_selector.clone(),
             spf: o.spf.clone(),
-            send_timeout: duration("outbound.send_timeout", &o.send_timeout)?,
+            send_timeout,
+            relay,
+            mx_port,
+            per_host_concurrency: positive(
+                "outbound.per_host_concurrency",
+                o.per_host_concurrency,
+                1,
+            )?,
         };
 
         let notifications = NotificationsConfig {
@@ -941,6 +1115,32 @@ mod tests {
             ("[log]\nformat = \"xml\"\n", no_env(), "log.format"),
             ("smtp = 3\n", no_env(), "smtp"),
             (
+                "[outbound]\nmode = \"relay\"\nrelay_url = \"http://relay.example\"\n",
+                no_env(),
+                "outbound.relay_url",
+            ),
+            (
+                "[outbound]\nrelay_url = \"smtp://relay.example?tls=yes\"\n",
+                no_env(),
+                "outbound.relay_url",
+            ),
+            ("[outbound]\nmx_port = 0\n", no_env(), "outbound.mx_port"),
+            (
+                "[outbound]\nmx_port = 70000\n",
+                no_env(),
+                "outbound.mx_port",
+            ),
+            (
+                "[outbound]\nper_host_concurrency = 0\n",
+                no_env(),
+                "outbound.per_host_concurrency",
+            ),
+            (
+                "[outbound]\nsend_timeout = \"0s\"\n",
+                no_env(),
+                "outbound.send_timeout",
+            ),
+            (
                 "",
                 vec![("BACKCHANNEL_SMTP_MAX_CONNECTIONS".into(), "lots".into())],
                 "smtp.max_connections",
@@ -980,6 +1180,75 @@ mod tests {
         // The printed form loads back to the same effective values.
         let again = Config::from_toml_str(&printed, no_env()).expect("round trip");
         assert_eq!(again.outbound.mode, OutboundMode::Relay);
+    }
+
+    #[test]
+    fn relay_urls_parse() {
+        let cases: &[(&str, Result<RelayUrl, ()>)] = &[
+            (
+                "smtp://relay.example",
+                Ok(RelayUrl {
+                    host: "relay.example".into(),
+                    port: 587,
+                    tls: RelayTls::StartTlsIfOffered,
+                    username: None,
+                    password: None,
+                }),
+            ),
+            (
+                "smtp://bob:p%40ss%3Aword@relay.example:2525?starttls=required",
+                Ok(RelayUrl {
+                    host: "relay.example".into(),
+                    port: 2525,
+                    tls: RelayTls::StartTlsRequired,
+                    username: Some("bob".into()),
+                    password: Some("p@ss:word".into()),
+                }),
+            ),
+            (
+                "smtps://a%2Bb@[::1]",
+                Ok(RelayUrl {
+                    host: "::1".into(),
+                    port: 465,
+                    tls: RelayTls::Implicit,
+                    username: Some("a+b".into()),
+                    password: None,
+                }),
+            ),
+            (
+                "smtp://u:x@y@127.0.0.1:25/",
+                Ok(RelayUrl {
+                    host: "127.0.0.1".into(),
+                    port: 25,
+                    tls: RelayTls::StartTlsIfOffered,
+                    username: Some("u".into()),
+                    password: Some("x@y".into()),
+                }),
+            ),
+            ("smtps://relay.example?starttls=required", Err(())),
+            ("smtp://relay.example:0", Err(())),
+            ("smtp://relay.example:x", Err(())),
+            ("smtp://", Err(())),
+            ("smtp://relay.example/path", Err(())),
+            ("smtp://bad host", Err(())),
+            ("smtp://u:%zz@relay.example", Err(())),
+            ("relay.example:25", Err(())),
+        ];
+        for (url, want) in cases {
+            let got = RelayUrl::parse(url).map_err(|_| ());
+            assert_eq!(&got, want, "{url}");
+        }
+        let debug = format!("{:?}", RelayUrl::parse("smtp://bob:hunter2@relay.example"));
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn outbound_delivery_keys_have_defaults() {
+        let c = Config::load(None, no_env()).expect("defaults load");
+        assert_eq!(c.outbound.mx_port, 25);
+        assert_eq!(c.outbound.per_host_concurrency, 4);
+        assert_eq!(c.outbound.send_timeout, Duration::from_secs(120));
+        assert!(c.outbound.relay.is_none());
     }
 
     #[test]

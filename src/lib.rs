@@ -23,10 +23,12 @@
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs (verification/confirmation mail), apply.rs
 //!                (persist + effects in one transaction), mod.rs (worker)
+//! outbound/      outbound mail: worker.rs (outbox worker), deliver.rs (maildir,
+//!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
 //! ```
 //!
-//! Dependency direction: `main → app → {smtp, api, ingest}`; `ingest → {reply_text, store}`; everything → `model`;
+//! Dependency direction: `main → app → {smtp, api, ingest, outbound}`; `ingest → {reply_text, store}`; everything → `model`;
 //! `store` imports no protocol module; `smtp` and `api` never import each other.
 
 pub mod api;
