@@ -24,9 +24,10 @@
 //!                forwarding.rs (verification/confirmation mail), apply.rs
 //!                (persist + effects in one transaction), mod.rs (worker)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
+//! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
 //! ```
 //!
-//! Dependency direction: `main → app → {smtp, api, ingest}`; `ingest → {reply_text, store}`; everything → `model`;
+//! Dependency direction: `main → app → {smtp, api, ingest, webhooks}`; `ingest → {reply_text, store}`; everything → `model`;
 //! `store` imports no protocol module; `smtp` and `api` never import each other.
 
 pub mod api;
@@ -41,3 +42,4 @@ pub mod outbound;
 pub mod reply_text;
 pub mod smtp;
 pub mod store;
+pub mod webhooks;
