@@ -34,8 +34,6 @@ struct Received {
     path: String,
     headers: HeaderMap,
     body: Bytes,
-    /// Requests the observed receiver held open when this one arrived.
-    observed_open: Option<usize>,
 }
 
 impl Received {
@@ -64,7 +62,6 @@ struct ReceiverState {
     /// Requests being held open by `hang`, now and at most.
     open: AtomicUsize,
     max_open: AtomicUsize,
-    observe: Option<Arc<ReceiverState>>,
 }
 
 /// Decrements the open count when the request's future is dropped: when it
@@ -95,7 +92,6 @@ async fn receive(
         path: uri.path().to_string(),
         headers,
         body,
-        observed_open: s.observe.as_ref().map(|o| o.open.load(Ordering::SeqCst)),
     });
     loop {
         // Registered before the check, so a release in between is not lost.
@@ -133,16 +129,7 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
-        Self::start_observing(None).await
-    }
-
-    /// A receiver that notes, at each request, how many requests `other`
-    /// holds open.
-    async fn start_observing(other: Option<&Receiver>) -> Receiver {
-        let state = Arc::new(ReceiverState {
-            observe: other.map(|o| o.state.clone()),
-            ..ReceiverState::default()
-        });
+        let state = Arc::new(ReceiverState::default());
         let app = Router::new().fallback(receive).with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -441,7 +428,7 @@ async fn a_hanging_endpoint_times_out_and_is_retried_without_blocking_others() {
     let mut s = server(FAST).await;
     let slow = Receiver::start().await;
     slow.hang(true);
-    let fast = Receiver::start_observing(Some(&slow)).await;
+    let fast = Receiver::start().await;
     let slow_hook = add_hook(
         &s.store,
         &slow.url(),
@@ -466,14 +453,32 @@ async fn a_hanging_endpoint_times_out_and_is_retried_without_blocking_others() {
         .await
         .expect("enqueue");
 
-    let got = fast.wait_requests(3).await;
-    for r in &got {
-        assert!(
-            r.observed_open.is_some_and(|n| n > 0),
-            "delivered while the other endpoint hung: {:?}",
-            r.observed_open
-        );
-    }
+    // The other endpoint gets all three while the first two attempts to the
+    // hanging one are still waiting for an answer (they time out only after
+    // a second), and while its two younger deliveries wait for a slot.
+    fast.wait_requests(3).await;
+    let slow_log = log(&s.store, slow_hook.id).await;
+    let mut states: Vec<_> = slow_log
+        .iter()
+        .rev()
+        .map(|d| (d.state, d.attempts, d.last_error.is_some()))
+        .collect();
+    assert_eq!(
+        states.split_off(2),
+        [
+            (DeliveryState::Queued, 0, false),
+            (DeliveryState::Queued, 0, false)
+        ],
+        "the younger two wait: two per endpoint at most"
+    );
+    assert_eq!(
+        states,
+        [
+            (DeliveryState::Sending, 1, false),
+            (DeliveryState::Sending, 1, false)
+        ],
+        "the oldest two are still in their first attempt"
+    );
     wait_log(&s.store, fast_hook.id, 3, "fast delivered", |d| {
         d.state == DeliveryState::Delivered && d.attempts == 1
     })
