@@ -1,7 +1,8 @@
 //! Webhook delivery end to end: the in-process gateway POSTs queued events
 //! to HTTP receivers run here on 127.0.0.1, which record every request and
-//! can answer 500 (or a redirect) N times, or hang. Plus the store helpers
-//! the `/api/webhooks` endpoints use.
+//! can answer 500 (or a redirect) N times, or hang; an https receiver with
+//! an untrusted certificate; a closed port. Plus the store helpers the
+//! `/api/webhooks` endpoints use.
 
 mod common;
 
@@ -751,4 +752,47 @@ async fn delivery_log_pages_newest_first_and_delete_cascades() {
         Err(StoreError::NotFound)
     );
     store.close();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_endpoints_get_tls_with_certificate_checks() {
+    let mut s = server("[webhooks]\nretry_schedule = [\"1h\"]\n").await;
+    // A TLS receiver whose certificate no public root vouches for.
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("cert");
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(ck.signing_key.serialize_der()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let handshakes = Arc::new(AtomicUsize::new(0));
+    let seen = handshakes.clone();
+    let tls = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            seen.fetch_add(1, Ordering::SeqCst);
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+
+    let hook = add_hook(&s.store, &format!("https://{addr}/hook"), "k", &[]).await;
+    enqueue(&s.store, "message.sent", json!({})).await;
+    let log = wait_log(&s.store, hook.id, 1, "deferred", |d| {
+        d.state == DeliveryState::Deferred
+    })
+    .await;
+    let error = log[0].last_error.as_deref().unwrap_or("");
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+    assert_eq!(log[0].last_status, None);
+    assert!(handshakes.load(Ordering::SeqCst) >= 1);
+    tls.abort();
+    s.shutdown().await;
 }
