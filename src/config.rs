@@ -49,6 +49,36 @@ pub struct RawConfig {
     pub notifications: RawNotifications,
     pub dns: RawDns,
     pub ingest: RawIngest,
+    pub webhooks: RawWebhooks,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhooks {
+    /// Hard limit on one delivery attempt (connect, send, response).
+    pub timeout: String,
+    /// Delays between attempts; the last step repeats.
+    pub retry_schedule: Vec<String>,
+    /// Age after which a delivery that keeps failing is given up.
+    pub max_age: String,
+    /// Attempts in flight at once, over all endpoints.
+    pub concurrency: u64,
+    /// Attempts in flight at once to one endpoint.
+    pub per_endpoint: u64,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        RawWebhooks {
+            timeout: "10s".into(),
+            retry_schedule: ["10s", "1m", "5m", "30m", "2h", "6h"]
+                .map(String::from)
+                .to_vec(),
+            max_age: "24h".into(),
+            concurrency: 8,
+            per_endpoint: 2,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -148,6 +178,7 @@ impl Default for RawConfig {
             notifications: RawNotifications::default(),
             dns: RawDns::default(),
             ingest: RawIngest::default(),
+            webhooks: RawWebhooks::default(),
         }
     }
 }
@@ -267,6 +298,7 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Authenticate inbound mail (SPF/DKIM/DMARC/ARC).
     pub ingest_authenticate: bool,
+    pub webhooks: WebhooksConfig,
     /// The merged raw keys, kept for `backchannel config`.
     raw: RawConfig,
 }
@@ -494,6 +526,15 @@ impl fmt::Debug for OutboundConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    pub timeout: Duration,
+    pub retry_schedule: Vec<Duration>,
+    pub max_age: Duration,
+    pub concurrency: usize,
+    pub per_endpoint: usize,
+}
+
+#[derive(Debug, Clone)]
 pub struct NotificationsConfig {
     pub batch_window: Duration,
 }
@@ -516,6 +557,7 @@ impl fmt::Debug for Config {
             .field("outbound", &self.outbound)
             .field("notifications", &self.notifications)
             .field("dns", &self.dns)
+            .field("webhooks", &self.webhooks)
             .finish()
     }
 }
@@ -769,6 +811,25 @@ impl Config {
             timeout: duration("dns.timeout", &raw.dns.timeout)?,
         };
 
+        let w = &raw.webhooks;
+        if w.retry_schedule.is_empty() {
+            return Err(invalid(
+                "webhooks.retry_schedule",
+                "needs at least one step",
+            ));
+        }
+        let webhooks = WebhooksConfig {
+            timeout: nonzero_duration("webhooks.timeout", &w.timeout)?,
+            retry_schedule: w
+                .retry_schedule
+                .iter()
+                .map(|d| nonzero_duration("webhooks.retry_schedule", d))
+                .collect::<Result<Vec<_>, _>>()?,
+            max_age: nonzero_duration("webhooks.max_age", &w.max_age)?,
+            concurrency: positive("webhooks.concurrency", w.concurrency, 1)?,
+            per_endpoint: positive("webhooks.per_endpoint", w.per_endpoint, 1)?,
+        };
+
         Ok(Config {
             domain,
             data_dir: PathBuf::from(&raw.data_dir),
@@ -781,6 +842,7 @@ impl Config {
             notifications,
             dns,
             ingest_authenticate: raw.ingest.authenticate,
+            webhooks,
             raw,
         })
     }
@@ -1017,6 +1079,16 @@ fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A duration that must not be zero (a zero timeout or retry step would
+/// make a loop spin).
+fn nonzero_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be more than zero"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1041,6 +1113,13 @@ mod tests {
         assert_eq!(c.smtp.max_connections, 512);
         assert_eq!(c.outbound.retry_schedule.len(), 5);
         assert_eq!(c.outbound.max_age, Duration::from_secs(3 * 86400));
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.webhooks.retry_schedule,
+            [10, 60, 300, 1800, 7200, 21600].map(Duration::from_secs)
+        );
+        assert_eq!(c.webhooks.max_age, Duration::from_secs(86400));
+        assert_eq!((c.webhooks.concurrency, c.webhooks.per_endpoint), (8, 2));
     }
 
     #[test]
@@ -1111,6 +1190,36 @@ mod tests {
                 "outbound.spf",
             ),
             ("[smtp]\ntls_cert = \"a.pem\"\n", no_env(), "smtp.tls_key"),
+            (
+                "[webhooks]\ntimeout = \"0s\"\n",
+                no_env(),
+                "webhooks.timeout",
+            ),
+            (
+                "[webhooks]\nretry_schedule = []\n",
+                no_env(),
+                "webhooks.retry_schedule",
+            ),
+            (
+                "[webhooks]\nretry_schedule = [\"soon\"]\n",
+                no_env(),
+                "webhooks.retry_schedule",
+            ),
+            (
+                "[webhooks]\nmax_age = \"forever\"\n",
+                no_env(),
+                "webhooks.max_age",
+            ),
+            (
+                "[webhooks]\nper_endpoint = 0\n",
+                no_env(),
+                "webhooks.per_endpoint",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_WEBHOOKS_CONCURRENCY".into(), "0".into())],
+                "webhooks.concurrency",
+            ),
             ("domain = \"not a domain\"\n", no_env(), "domain"),
             ("[log]\nformat = \"xml\"\n", no_env(), "log.format"),
             ("smtp = 3\n", no_env(), "smtp"),

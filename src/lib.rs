@@ -26,9 +26,11 @@
 //! outbound/      outbound mail: worker.rs (outbox worker), deliver.rs (maildir,
 //!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
+//! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
 //! ```
 //!
-//! Dependency direction: `main → app → {smtp, api, ingest, outbound}`; `ingest → {reply_text, store}`; everything → `model`;
+//! Dependency direction: `main → app → {smtp, api, ingest, outbound, webhooks}`;
+//! `api → conversations → {outbound, store}`; `ingest → {reply_text, store}`; everything → `model`;
 //! `store` imports no protocol module; `smtp` and `api` never import each other.
 
 pub mod api;
@@ -43,3 +45,4 @@ pub mod outbound;
 pub mod reply_text;
 pub mod smtp;
 pub mod store;
+pub mod webhooks;

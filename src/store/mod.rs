@@ -13,6 +13,7 @@ pub mod messages;
 pub mod outbox;
 pub mod users;
 pub mod view;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
