@@ -24,6 +24,10 @@
 //!                forwarding.rs (verification/confirmation mail), apply.rs
 //!                (persist + effects in one transaction), mod.rs (worker)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
+//! senders/       sender addresses: dkim.rs (key generation, one stored key per
+//!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
+//!                DNS trait, hickory implementation), spf.rs (RFC 7208
+//!                evaluation, pure over that trait)
 //! ```
 //!
 //! Dependency direction: `main → app → {smtp, api, ingest}`; `ingest → {reply_text, store}`; everything → `model`;
@@ -39,5 +43,6 @@ pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod reply_text;
+pub mod senders;
 pub mod smtp;
 pub mod store;
