@@ -271,7 +271,7 @@ pub async fn check<D: Dns>(
     sender_email: &str,
     gateway: &GatewayDns,
 ) -> DnsHealth {
-    let domain = dkim::normalize_domain(domain);
+    let domain = ascii_domain(domain);
     let budget = dns.timeout().saturating_mul(SPF_BUDGET_TIMEOUTS);
     let spf_fut = async {
         match tokio::time::timeout(budget, check_spf(dns, &domain, sender_email, gateway)).await {
@@ -300,6 +300,19 @@ pub async fn check<D: Dns>(
         "sender DNS checked"
     );
     DnsHealth { spf, dkim, dmarc }
+}
+
+/// Lowercase, no trailing dot, internationalised labels in their ASCII
+/// (punycode) form, as DNS and SPF see them; left as it is when it is not a
+/// domain name (the lookups then report it).
+pub fn ascii_domain(domain: &str) -> String {
+    let domain = dkim::normalize_domain(domain);
+    if domain.is_ascii() {
+        return domain;
+    }
+    Name::from_utf8(&domain)
+        .map(|n| dkim::normalize_domain(&n.to_ascii()))
+        .unwrap_or(domain)
 }
 
 // ---------------------------------------------------------------------------
@@ -480,22 +493,36 @@ async fn check_spf<D: Dns>(
     }
 }
 
-/// `record` with `terms` (those it does not already hold) placed before its
-/// `all` mechanism, else before `redirect=`, else at the end.
+/// `record` with `terms` placed before its `all` mechanism, else before
+/// `redirect=`, else at the end. A term the record already holds with
+/// another qualifier (`?include:…`, `-ip4:…`) is replaced in place; one it
+/// holds as it is stays as it is.
 pub fn insert_before_all(record: &str, terms: &[&str]) -> String {
-    let mut tokens: Vec<String> = record
-        .split_ascii_whitespace()
-        .map(str::to_string)
-        .collect();
-    let new: Vec<String> = terms
-        .iter()
-        .filter(|t| !tokens.iter().skip(1).any(|x| x.eq_ignore_ascii_case(t)))
-        .map(|t| t.to_string())
-        .collect();
     let bare = |t: &str| {
         t.trim_start_matches(['+', '-', '~', '?'])
             .to_ascii_lowercase()
     };
+    let mut tokens: Vec<String> = record
+        .split_ascii_whitespace()
+        .map(str::to_string)
+        .collect();
+    let mut new: Vec<String> = Vec::new();
+    for term in terms {
+        let wanted = bare(term);
+        match tokens.iter().skip(1).position(|t| bare(t) == wanted) {
+            Some(i) => {
+                let existing = &mut tokens[i + 1];
+                if !existing
+                    .trim_start_matches('+')
+                    .eq_ignore_ascii_case(&wanted)
+                {
+                    *existing = term.to_string();
+                }
+            }
+            None if !new.iter().any(|n| bare(n) == wanted) => new.push(term.to_string()),
+            None => {}
+        }
+    }
     let at = tokens
         .iter()
         .skip(1)
@@ -1171,6 +1198,18 @@ mod tests {
             "v=spf1 ip4:192.0.2.10 -all",
             "a term already there is not repeated"
         );
+        assert_eq!(
+            t(
+                "v=spf1 ?include:_spf.gw.example -ip4:192.0.2.10 ~all",
+                &["include:_spf.gw.example", "ip4:192.0.2.10"]
+            ),
+            "v=spf1 include:_spf.gw.example ip4:192.0.2.10 ~all",
+            "a term with another qualifier is replaced"
+        );
+        assert_eq!(
+            t("v=spf1 +ip4:192.0.2.10 -all", &["ip4:192.0.2.10"]),
+            "v=spf1 +ip4:192.0.2.10 -all"
+        );
     }
 
     #[test]
@@ -1303,6 +1342,19 @@ mod tests {
         assert_eq!(run(&two, "acme.com", &gw).dmarc.status, Status::Error);
         let failing = with_dkim().failing("_dmarc.acme.com");
         assert_eq!(run(&failing, "acme.com", &gw).dmarc.status, Status::Error);
+    }
+
+    #[test]
+    fn internationalised_domains_are_asked_in_ascii() {
+        assert_eq!(ascii_domain("Bücher.example."), "xn--bcher-kva.example");
+        assert_eq!(ascii_domain("ACME.com"), "acme.com");
+        let dns = MapDns::new().txt("xn--bcher-kva.example", "v=spf1 ip4:192.0.2.10 -all");
+        let h = run(&dns, "bücher.example", &gateway(&["ip4:192.0.2.10"]));
+        assert_eq!(h.spf.status, Status::Pass, "{:?}", h.spf);
+        assert_eq!(
+            h.dkim.record_name,
+            "backchannel._domainkey.xn--bcher-kva.example"
+        );
     }
 
     #[test]
