@@ -27,6 +27,10 @@
 //!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
 //! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
+//! senders/       sender addresses: dkim.rs (key generation, one stored key per
+//!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
+//!                DNS trait, hickory implementation), spf.rs (RFC 7208
+//!                evaluation, pure over that trait)
 //! ```
 //!
 //! Dependency direction: `main → app → {smtp, api, ingest, outbound, webhooks}`;
@@ -43,6 +47,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbound;
 pub mod reply_text;
+pub mod senders;
 pub mod smtp;
 pub mod store;
 pub mod webhooks;
