@@ -158,10 +158,25 @@ pub async fn start_with(
         tasks.spawn(async move { webhooks.run(shutdown).await });
     }
 
+    let resolver = crate::senders::dns::Resolver::new(&config.dns)?;
+    {
+        let (store, config, resolver, shutdown) = (
+            store.clone(),
+            config.clone(),
+            resolver.clone(),
+            shutdown.clone(),
+        );
+        let interval = config.senders.recheck_interval;
+        tasks.spawn(crate::senders::service::scheduler(
+            store, config, resolver, interval, shutdown,
+        ));
+    }
+
     let router = api::router(ApiState {
         store: store.clone(),
         config: config.clone(),
         conversations: conversations.clone(),
+        resolver,
     });
     {
         let shutdown = shutdown.clone();

@@ -50,6 +50,25 @@ pub struct RawConfig {
     pub dns: RawDns,
     pub ingest: RawIngest,
     pub webhooks: RawWebhooks,
+    pub senders: RawSenders,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSenders {
+    /// How often every sender's DNS is re-checked.
+    pub recheck_interval: String,
+    /// How long `check` waits for its forwarding probe to come back.
+    pub probe_wait: String,
+}
+
+impl Default for RawSenders {
+    fn default() -> Self {
+        RawSenders {
+            recheck_interval: "24h".into(),
+            probe_wait: "10s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,6 +198,7 @@ impl Default for RawConfig {
             dns: RawDns::default(),
             ingest: RawIngest::default(),
             webhooks: RawWebhooks::default(),
+            senders: RawSenders::default(),
         }
     }
 }
@@ -298,6 +318,7 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Authenticate inbound mail (SPF/DKIM/DMARC/ARC).
     pub ingest_authenticate: bool,
+    pub senders: SendersConfig,
     pub webhooks: WebhooksConfig,
     /// The merged raw keys, kept for `backchannel config`.
     raw: RawConfig,
@@ -532,6 +553,12 @@ pub struct WebhooksConfig {
     pub max_age: Duration,
     pub concurrency: usize,
     pub per_endpoint: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendersConfig {
+    pub recheck_interval: Duration,
+    pub probe_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -842,6 +869,20 @@ impl Config {
             notifications,
             dns,
             ingest_authenticate: raw.ingest.authenticate,
+            senders: SendersConfig {
+                recheck_interval: duration(
+                    "senders.recheck_interval",
+                    &raw.senders.recheck_interval,
+                )
+                .and_then(|d| {
+                    if d.as_secs() < 60 {
+                        Err(invalid("senders.recheck_interval", "at least 1m"))
+                    } else {
+                        Ok(d)
+                    }
+                })?,
+                probe_wait: duration("senders.probe_wait", &raw.senders.probe_wait)?,
+            },
             webhooks,
             raw,
         })
