@@ -151,11 +151,13 @@ pub async fn start_with(
         tasks.spawn(async move { outbox.run(shutdown).await });
     }
 
-    let webhook_waker = Arc::new(tokio::sync::Notify::new());
-    let webhooks = crate::webhooks::Worker::new(config.clone(), store.clone(), webhook_waker)?;
-    {
+    if config.webhooks.deliver {
+        let webhook_waker = Arc::new(tokio::sync::Notify::new());
+        let webhooks = crate::webhooks::Worker::new(config.clone(), store.clone(), webhook_waker)?;
         let shutdown = shutdown.clone();
         tasks.spawn(async move { webhooks.run(shutdown).await });
+    } else {
+        tracing::warn!("webhooks.deliver is off: events are queued, not sent");
     }
 
     let resolver = crate::senders::dns::Resolver::new(&config.dns)?;

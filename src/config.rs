@@ -74,6 +74,9 @@ impl Default for RawSenders {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RawWebhooks {
+    /// Deliver queued events. Off: events are still queued and logged but
+    /// nothing is sent (a staging copy, or a fuzzing run).
+    pub deliver: bool,
     /// Hard limit on one delivery attempt (connect, send, response).
     pub timeout: String,
     /// Delays between attempts; the last step repeats.
@@ -89,6 +92,7 @@ pub struct RawWebhooks {
 impl Default for RawWebhooks {
     fn default() -> Self {
         RawWebhooks {
+            deliver: true,
             timeout: "10s".into(),
             retry_schedule: ["10s", "1m", "5m", "30m", "2h", "6h"]
                 .map(String::from)
@@ -548,6 +552,7 @@ impl fmt::Debug for OutboundConfig {
 
 #[derive(Debug, Clone)]
 pub struct WebhooksConfig {
+    pub deliver: bool,
     pub timeout: Duration,
     pub retry_schedule: Vec<Duration>,
     pub max_age: Duration,
@@ -846,6 +851,7 @@ impl Config {
             ));
         }
         let webhooks = WebhooksConfig {
+            deliver: w.deliver,
             timeout: nonzero_duration("webhooks.timeout", &w.timeout)?,
             retry_schedule: w
                 .retry_schedule
