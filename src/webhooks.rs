@@ -470,6 +470,7 @@ mod tests {
 
     fn policy() -> WebhooksConfig {
         WebhooksConfig {
+            deliver: true,
             timeout: Duration::from_secs(10),
             retry_schedule: [10, 60, 300, 1800, 7200, 21600]
                 .map(Duration::from_secs)
