@@ -129,8 +129,12 @@ async fn a_reply_from_a_real_client_lands_on_the_same_side_conversation() {
         .in_reply_to(format!("<{their_id}>"))
         .references(format!("<{their_id}>"))
         .header(header::ContentType::TEXT_PLAIN)
-        .body(format!(
-            "Monday.\r\n\r\nOn Tue, Acme Support wrote:\r\n> When does it ship?\r\n"
+        .body(String::from(
+            "Monday.
+
+On Tue, Acme Support wrote:
+> When does it ship?
+",
         ))
         .expect("reply");
     mailer.send(reply).await.expect("accepted");
