@@ -26,6 +26,7 @@
 //! outbound/      outbound mail: worker.rs (outbox worker), deliver.rs (maildir,
 //!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
+//! templates.rs   side-conversation templates (macros) and their placeholders
 //! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
 //! senders/       sender addresses: dkim.rs (key generation, one stored key per
 //!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
@@ -50,4 +51,5 @@ pub mod reply_text;
 pub mod senders;
 pub mod smtp;
 pub mod store;
+pub mod templates;
 pub mod webhooks;

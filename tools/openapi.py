@@ -69,6 +69,8 @@ schemas = {
   "Webhook": obj({"id": I, "url": S, "events": arr(S), "active": B, "created_at": {}}, ["id", "url", "events"]),
   "WebhookDelivery": obj({"id": I, "webhook_id": I, "event": S, "payload": {}, "state": S, "attempts": I,
                           "next_attempt_at": {}, "last_status": {}, "last_error": {}, "created_at": {}, "delivered_at": {}}),
+  "Template": obj({"id": I, "name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": nullable("string"),
+                   "body_html": nullable("string"), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
   "AttachmentIn": obj({"filename": S, "content_type": S, "content_base64": S}, ["filename", "content_type", "content_base64"], False),
 }
 page = lambda item: obj({"items": arr(ref(item)), "next_cursor": nullable("string")}, ["items", "next_cursor"])
@@ -159,6 +161,11 @@ paths = {
   "/api/webhooks/{id}": {"parameters": [pid], "delete": {"operationId": "deleteWebhook", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},
   "/api/webhooks/{id}/deliveries": {"parameters": [pid], "get": {"operationId": "webhookDeliveries", "parameters": [limit, cursor],
              "responses": responses(200, page("WebhookDelivery"), AUTH + [404])}},
+  "/api/templates": {
+    "post": {"operationId": "createTemplate", "requestBody": body({"name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S}, ["name"]),
+             "responses": responses(201, ref("Template"), AUTH + [413, 422])},
+    "get": {"operationId": "listTemplates", "responses": responses(200, page("Template"), AUTH)}},
+  "/api/templates/{id}": {"parameters": [pid], "delete": {"operationId": "deleteTemplate", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},
   "/api/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
 }
 
