@@ -151,6 +151,13 @@ pub async fn start_with(
         tasks.spawn(async move { outbox.run(shutdown).await });
     }
 
+    {
+        let notifier =
+            crate::notifications::Worker::new(config.clone(), store.clone(), outbound_wake.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { notifier.run(shutdown).await });
+    }
+
     if config.webhooks.deliver {
         let webhook_waker = Arc::new(tokio::sync::Notify::new());
         let webhooks = crate::webhooks::Worker::new(config.clone(), store.clone(), webhook_waker)?;

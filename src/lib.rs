@@ -27,6 +27,7 @@
 //!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
 //! templates.rs   side-conversation templates (macros) and their placeholders
+//! notifications.rs reply notifications to agents, batched, sent through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
 //! senders/       sender addresses: dkim.rs (key generation, one stored key per
 //!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
@@ -46,6 +47,7 @@ pub mod conversations;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod notifications;
 pub mod outbound;
 pub mod reply_text;
 pub mod senders;
