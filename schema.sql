@@ -273,6 +273,7 @@ CREATE TABLE notification_queue (
     id              INTEGER PRIMARY KEY,
     user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
     message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    -- when the reply was queued; its batch is sent a window after the first
     due_at          INTEGER NOT NULL,
     sent_message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
     UNIQUE (user_id, message_id)

@@ -73,6 +73,9 @@ pub struct Running {
     pub store: Store,
     /// The side-conversation service the HTTP API uses.
     pub conversations: crate::conversations::Conversations,
+    /// Wakes the outbox worker: whoever queues outbox rows calls
+    /// `notify_one()` once that write has committed.
+    pub outbound_wake: Arc<tokio::sync::Notify>,
     trigger: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -123,11 +126,11 @@ pub async fn start_with(
     let mut tasks = JoinSet::new();
 
     let committed = Arc::new(tokio::sync::Notify::new());
-    let outbox_waker = Arc::new(tokio::sync::Notify::new());
+    let outbound_wake = Arc::new(tokio::sync::Notify::new());
     let conversations = crate::conversations::Conversations::new(
         config.clone(),
         store.clone(),
-        outbox_waker.clone(),
+        outbound_wake.clone(),
     );
     let smtp_server = smtp::Server::new(config.clone(), store.clone(), committed.clone())?;
     {
@@ -141,10 +144,48 @@ pub async fn start_with(
         tasks.spawn(async move { worker.run(shutdown).await });
     }
 
+    let outbox =
+        crate::outbound::worker::Worker::new(config.clone(), store.clone(), outbound_wake.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { outbox.run(shutdown).await });
+    }
+
+    {
+        let notifier =
+            crate::notifications::Worker::new(config.clone(), store.clone(), outbound_wake.clone());
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { notifier.run(shutdown).await });
+    }
+
+    if config.webhooks.deliver {
+        let webhook_waker = Arc::new(tokio::sync::Notify::new());
+        let webhooks = crate::webhooks::Worker::new(config.clone(), store.clone(), webhook_waker)?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { webhooks.run(shutdown).await });
+    } else {
+        tracing::warn!("webhooks.deliver is off: events are queued, not sent");
+    }
+
+    let resolver = crate::senders::dns::Resolver::new(&config.dns)?;
+    {
+        let (store, config, resolver, shutdown) = (
+            store.clone(),
+            config.clone(),
+            resolver.clone(),
+            shutdown.clone(),
+        );
+        let interval = config.senders.recheck_interval;
+        tasks.spawn(crate::senders::service::scheduler(
+            store, config, resolver, interval, shutdown,
+        ));
+    }
+
     let router = api::router(ApiState {
         store: store.clone(),
         config: config.clone(),
         conversations: conversations.clone(),
+        resolver,
     });
     {
         let shutdown = shutdown.clone();
@@ -164,6 +205,7 @@ pub async fn start_with(
         addrs,
         store,
         conversations,
+        outbound_wake,
         trigger,
         tasks,
     })

@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
 use crate::model::Role;
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +41,43 @@ pub enum Command {
     User {
         #[command(subcommand)]
         command: UserCommand,
+    },
+    /// Manage sender addresses (custom From addresses).
+    Sender {
+        #[command(subcommand)]
+        command: SenderCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SenderCommand {
+    /// Add a sender: prints the forwarding address and the DNS records to
+    /// publish; the verification mail leaves when `serve` runs.
+    Add {
+        #[arg(long)]
+        email: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// gateway, plus or none.
+        #[arg(long, default_value = "gateway")]
+        reply_mode: String,
+        /// rsa or ed25519 (for the domain's DKIM key, when it has none).
+        #[arg(long, default_value = "rsa")]
+        dkim: String,
+    },
+    /// List senders with their state.
+    List,
+    /// Verify a sender with the code from its verification mail.
+    Verify {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        code: String,
+    },
+    /// Re-check DNS (SPF, DKIM, DMARC) and re-test forwarding.
+    Check {
+        #[arg(long)]
+        email: String,
     },
 }
 
@@ -105,6 +142,16 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             store.close();
             result
         }
+        Command::Sender { command } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let store = Store::open(&config.db_path())?;
+            let config = std::sync::Arc::new(config);
+            let result = runtime.block_on(sender_command(&store, &config, command));
+            store.close();
+            result
+        }
     }
 }
 
@@ -127,6 +174,70 @@ fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             for u in users {
                 println!("{}\t{}\t{}\t{}", u.id, u.email, u.role, u.name);
             }
+        }
+    }
+    Ok(())
+}
+
+async fn sender_command(
+    store: &Store,
+    config: &std::sync::Arc<Config>,
+    command: SenderCommand,
+) -> anyhow::Result<()> {
+    use crate::senders::service;
+    let show = |v: &serde_json::Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    match command {
+        SenderCommand::Add {
+            email,
+            name,
+            reply_mode,
+            dkim,
+        } => {
+            let new = service::NewSender {
+                email: email.clone(),
+                name,
+                reply_mode: Some(reply_mode),
+                dkim_algorithm: Some(dkim),
+                ..Default::default()
+            };
+            let v = service::add_sender(store, config, new).await?;
+            println!("{}", show(&v));
+            eprintln!(
+                "Forward mail for {email} to {}. The verification mail with its code is queued; it leaves when `backchannel serve` runs.",
+                v["forwarding_address"].as_str().unwrap_or("")
+            );
+        }
+        SenderCommand::List => {
+            let config = config.clone();
+            let list = store
+                .read(move |c| {
+                    service::list(c, &config).map_err(|e| StoreError::Database(e.to_string()))
+                })
+                .await?;
+            for v in list {
+                println!(
+                    "{}\t{}\tforwarding={}\t{}",
+                    v["email"].as_str().unwrap_or(""),
+                    v["status"].as_str().unwrap_or(""),
+                    v["forwarding"].as_str().unwrap_or(""),
+                    v["forwarding_address"].as_str().unwrap_or("")
+                );
+            }
+        }
+        SenderCommand::Verify { email, code } => {
+            let config = config.clone();
+            let v = store
+                .write_with(move |c| service::verify(c, &config, &email, &code))
+                .await?
+                .into_result()?;
+            println!("{}", show(&v));
+        }
+        SenderCommand::Check { email } => {
+            let resolver = crate::senders::dns::Resolver::new(&config.dns)?;
+            let v =
+                service::check_sender(store, config, &resolver, &email, std::time::Duration::ZERO)
+                    .await?;
+            println!("{}", show(&v));
         }
     }
     Ok(())

@@ -49,6 +49,8 @@ pub struct RawConfig {
     pub notifications: RawNotifications,
     pub dns: RawDns,
     pub ingest: RawIngest,
+    pub webhooks: RawWebhooks,
+    pub senders: RawSenders,
     pub portal: RawPortal,
 }
 
@@ -66,6 +68,57 @@ impl Default for RawPortal {
         RawPortal {
             max_upload_bytes: 10 * 1024 * 1024,
             replies_per_hour: 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawSenders {
+    /// How often every sender's DNS is re-checked.
+    pub recheck_interval: String,
+    /// How long `check` waits for its forwarding probe to come back.
+    pub probe_wait: String,
+}
+
+impl Default for RawSenders {
+    fn default() -> Self {
+        RawSenders {
+            recheck_interval: "24h".into(),
+            probe_wait: "10s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawWebhooks {
+    /// Deliver queued events. Off: events are still queued and logged but
+    /// nothing is sent (a staging copy, or a fuzzing run).
+    pub deliver: bool,
+    /// Hard limit on one delivery attempt (connect, send, response).
+    pub timeout: String,
+    /// Delays between attempts; the last step repeats.
+    pub retry_schedule: Vec<String>,
+    /// Age after which a delivery that keeps failing is given up.
+    pub max_age: String,
+    /// Attempts in flight at once, over all endpoints.
+    pub concurrency: u64,
+    /// Attempts in flight at once to one endpoint.
+    pub per_endpoint: u64,
+}
+
+impl Default for RawWebhooks {
+    fn default() -> Self {
+        RawWebhooks {
+            deliver: true,
+            timeout: "10s".into(),
+            retry_schedule: ["10s", "1m", "5m", "30m", "2h", "6h"]
+                .map(String::from)
+                .to_vec(),
+            max_age: "24h".into(),
+            concurrency: 8,
+            per_endpoint: 2,
         }
     }
 }
@@ -137,6 +190,8 @@ pub struct RawOutbound {
     pub dkim_selector: String,
     pub spf: Vec<String>,
     pub send_timeout: String,
+    pub mx_port: u64,
+    pub per_host_concurrency: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -165,6 +220,8 @@ impl Default for RawConfig {
             notifications: RawNotifications::default(),
             dns: RawDns::default(),
             ingest: RawIngest::default(),
+            webhooks: RawWebhooks::default(),
+            senders: RawSenders::default(),
             portal: RawPortal::default(),
         }
     }
@@ -232,6 +289,8 @@ impl Default for RawOutbound {
             dkim_selector: "backchannel".into(),
             spf: Vec::new(),
             send_timeout: "2m".into(),
+            mx_port: 25,
+            per_host_concurrency: 4,
         }
     }
 }
@@ -283,6 +342,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Authenticate inbound mail (SPF/DKIM/DMARC/ARC).
     pub ingest_authenticate: bool,
+    pub senders: SendersConfig,
+    pub webhooks: WebhooksConfig,
     pub portal: PortalConfig,
     /// The merged raw keys, kept for `backchannel config`.
     raw: RawConfig,
@@ -336,7 +397,161 @@ pub struct OutboundConfig {
     pub max_age: Duration,
     pub dkim_selector: String,
     pub spf: Vec<String>,
+    /// Bound on one SMTP session (relay, or one MX host), connect to QUIT.
     pub send_timeout: Duration,
+    /// The smarthost, parsed from `relay_url` (mode relay only).
+    pub relay: Option<RelayUrl>,
+    /// Port of the MX hosts (25; tests point it at a local sink).
+    pub mx_port: u16,
+    /// Concurrent sessions to one MX host.
+    pub per_host_concurrency: usize,
+}
+
+/// How the relay connection is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayTls {
+    /// `smtp://`: STARTTLS when the relay offers it (a failed handshake is
+    /// an error, never a silent downgrade).
+    StartTlsIfOffered,
+    /// `smtp://…?starttls=required`: no STARTTLS, no mail.
+    StartTlsRequired,
+    /// `smtps://`: TLS from the first byte.
+    Implicit,
+}
+
+/// `smtp[s]://[user[:password]@]host[:port][?starttls=required]`, user and
+/// password percent-decoded.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RelayUrl {
+    pub host: String,
+    pub port: u16,
+    pub tls: RelayTls,
+    pub username: Option<String>,
+    /// Never printed (see `Debug`).
+    pub password: Option<String>,
+}
+
+impl fmt::Debug for RelayUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RelayUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl RelayUrl {
+    /// Parses a relay URL. Without a port: 587 (submission) for `smtp://`,
+    /// 465 for `smtps://`.
+    pub fn parse(url: &str) -> Result<RelayUrl, String> {
+        let (scheme, rest) = url
+            .split_once("://")
+            .ok_or("expected smtp://host[:port] or smtps://host[:port]")?;
+        let (mut tls, default_port) = match scheme.to_ascii_lowercase().as_str() {
+            "smtp" => (RelayTls::StartTlsIfOffered, 587),
+            "smtps" => (RelayTls::Implicit, 465),
+            other => return Err(format!("scheme `{other}`: expected smtp or smtps")),
+        };
+        let (authority, query) = match rest.split_once('?') {
+            Some((a, q)) => (a, Some(q)),
+            None => (rest, None),
+        };
+        let authority = authority.trim_end_matches('/');
+        if authority.contains('/') {
+            return Err("a relay URL has no path".into());
+        }
+        for pair in query.into_iter().flat_map(|q| q.split('&')) {
+            match pair.split_once('=') {
+                Some(("starttls", "required")) if tls != RelayTls::Implicit => {
+                    tls = RelayTls::StartTlsRequired;
+                }
+                Some(("starttls", "opportunistic")) if tls != RelayTls::Implicit => {}
+                _ => {
+                    return Err(format!(
+                        "unknown parameter `{pair}` (smtp:// takes starttls=required)"
+                    ));
+                }
+            }
+        }
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => {
+                let (user, pass) = match u.split_once(':') {
+                    Some((user, pass)) => (user, Some(pass)),
+                    None => (u, None),
+                };
+                (
+                    Some(percent_decode(user)?),
+                    pass.map(percent_decode).transpose()?,
+                )
+            }
+        };
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or("unclosed [ in the host")?;
+            if host.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(format!("`{host}` is not an IPv6 address"));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(p.strip_prefix(':').ok_or("expected :port after ]")?),
+            };
+            (host.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() {
+            return Err("the host is missing".into());
+        }
+        if !(is_domain(&host.to_ascii_lowercase()) || host.parse::<std::net::IpAddr>().is_ok()) {
+            return Err(format!("`{host}` is not a host name or IP address"));
+        }
+        let port = match port {
+            None => default_port,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("`{p}` is not a port"))?,
+        };
+        Ok(RelayUrl {
+            host,
+            port,
+            tls,
+            username,
+            password,
+        })
+    }
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or("bad percent escape in the user or password")?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "user or password is not UTF-8".to_string())
 }
 
 impl fmt::Debug for OutboundConfig {
@@ -349,8 +564,27 @@ impl fmt::Debug for OutboundConfig {
             .field("dkim_selector", &self.dkim_selector)
             .field("spf", &self.spf)
             .field("send_timeout", &self.send_timeout)
+            .field("relay", &self.relay)
+            .field("mx_port", &self.mx_port)
+            .field("per_host_concurrency", &self.per_host_concurrency)
             .finish()
     }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhooksConfig {
+    pub deliver: bool,
+    pub timeout: Duration,
+    pub retry_schedule: Vec<Duration>,
+    pub max_age: Duration,
+    pub concurrency: usize,
+    pub per_endpoint: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct SendersConfig {
+    pub recheck_interval: Duration,
+    pub probe_wait: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +617,7 @@ impl fmt::Debug for Config {
             .field("outbound", &self.outbound)
             .field("notifications", &self.notifications)
             .field("dns", &self.dns)
+            .field("webhooks", &self.webhooks)
             .field("portal", &self.portal)
             .finish()
     }
@@ -537,20 +772,26 @@ impl Config {
                 ));
             }
         };
-        if mode == OutboundMode::Relay {
-            if o.relay_url.is_empty() {
-                return Err(invalid(
-                    "outbound.relay_url",
-                    "required when outbound.mode is relay",
-                ));
-            }
-            if !(o.relay_url.starts_with("smtp://") || o.relay_url.starts_with("smtps://")) {
-                return Err(invalid(
-                    "outbound.relay_url",
-                    "must start with smtp:// or smtps://",
-                ));
-            }
+        if mode == OutboundMode::Relay && o.relay_url.is_empty() {
+            return Err(invalid(
+                "outbound.relay_url",
+                "required when outbound.mode is relay",
+            ));
         }
+        let relay = if o.relay_url.is_empty() {
+            None
+        } else {
+            // The message never repeats the URL: it may hold a password.
+            Some(RelayUrl::parse(&o.relay_url).map_err(|m| invalid("outbound.relay_url", m))?)
+        };
+        let send_timeout = duration("outbound.send_timeout", &o.send_timeout)?;
+        if send_timeout.is_zero() {
+            return Err(invalid("outbound.send_timeout", "must be above zero"));
+        }
+        let mx_port = u16::try_from(o.mx_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| invalid("outbound.mx_port", format!("{} is not a port", o.mx_port)))?;
         if o.retry_schedule.is_empty() {
             return Err(invalid(
                 "outbound.retry_schedule",
@@ -605,7 +846,14 @@ impl Config {
             max_age: duration("outbound.max_age", &o.max_age)?,
             dkim_selector: o.dkim_selector.clone(),
             spf: o.spf.clone(),
-            send_timeout: duration("outbound.send_timeout", &o.send_timeout)?,
+            send_timeout,
+            relay,
+            mx_port,
+            per_host_concurrency: positive(
+                "outbound.per_host_concurrency",
+                o.per_host_concurrency,
+                1,
+            )?,
         };
 
         let notifications = NotificationsConfig {
@@ -622,6 +870,26 @@ impl Config {
                 .map(|s| socket("dns.nameservers", s))
                 .collect::<Result<_, _>>()?,
             timeout: duration("dns.timeout", &raw.dns.timeout)?,
+        };
+
+        let w = &raw.webhooks;
+        if w.retry_schedule.is_empty() {
+            return Err(invalid(
+                "webhooks.retry_schedule",
+                "needs at least one step",
+            ));
+        }
+        let webhooks = WebhooksConfig {
+            deliver: w.deliver,
+            timeout: nonzero_duration("webhooks.timeout", &w.timeout)?,
+            retry_schedule: w
+                .retry_schedule
+                .iter()
+                .map(|d| nonzero_duration("webhooks.retry_schedule", d))
+                .collect::<Result<Vec<_>, _>>()?,
+            max_age: nonzero_duration("webhooks.max_age", &w.max_age)?,
+            concurrency: positive("webhooks.concurrency", w.concurrency, 1)?,
+            per_endpoint: positive("webhooks.per_endpoint", w.per_endpoint, 1)?,
         };
 
         let portal = PortalConfig {
@@ -646,6 +914,21 @@ impl Config {
             dns,
             ingest_authenticate: raw.ingest.authenticate,
             portal,
+            senders: SendersConfig {
+                recheck_interval: duration(
+                    "senders.recheck_interval",
+                    &raw.senders.recheck_interval,
+                )
+                .and_then(|d| {
+                    if d.as_secs() < 60 {
+                        Err(invalid("senders.recheck_interval", "at least 1m"))
+                    } else {
+                        Ok(d)
+                    }
+                })?,
+                probe_wait: duration("senders.probe_wait", &raw.senders.probe_wait)?,
+            },
+            webhooks,
             raw,
         })
     }
@@ -882,6 +1165,16 @@ fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     })
 }
 
+/// A duration that must not be zero (a zero timeout or retry step would
+/// make a loop spin).
+fn nonzero_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let d = duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be more than zero"));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -908,6 +1201,13 @@ mod tests {
         assert_eq!(c.outbound.max_age, Duration::from_secs(3 * 86400));
         assert_eq!(c.portal.max_upload_bytes, 10 * 1024 * 1024);
         assert_eq!(c.portal.replies_per_hour, 20);
+        assert_eq!(c.webhooks.timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.webhooks.retry_schedule,
+            [10, 60, 300, 1800, 7200, 21600].map(Duration::from_secs)
+        );
+        assert_eq!(c.webhooks.max_age, Duration::from_secs(86400));
+        assert_eq!((c.webhooks.concurrency, c.webhooks.per_endpoint), (8, 2));
     }
 
     #[test]
@@ -978,6 +1278,36 @@ mod tests {
                 "outbound.spf",
             ),
             ("[smtp]\ntls_cert = \"a.pem\"\n", no_env(), "smtp.tls_key"),
+            (
+                "[webhooks]\ntimeout = \"0s\"\n",
+                no_env(),
+                "webhooks.timeout",
+            ),
+            (
+                "[webhooks]\nretry_schedule = []\n",
+                no_env(),
+                "webhooks.retry_schedule",
+            ),
+            (
+                "[webhooks]\nretry_schedule = [\"soon\"]\n",
+                no_env(),
+                "webhooks.retry_schedule",
+            ),
+            (
+                "[webhooks]\nmax_age = \"forever\"\n",
+                no_env(),
+                "webhooks.max_age",
+            ),
+            (
+                "[webhooks]\nper_endpoint = 0\n",
+                no_env(),
+                "webhooks.per_endpoint",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_WEBHOOKS_CONCURRENCY".into(), "0".into())],
+                "webhooks.concurrency",
+            ),
             ("domain = \"not a domain\"\n", no_env(), "domain"),
             ("[log]\nformat = \"xml\"\n", no_env(), "log.format"),
             ("smtp = 3\n", no_env(), "smtp"),
@@ -990,6 +1320,32 @@ mod tests {
                 "",
                 vec![("BACKCHANNEL_PORTAL_MAX_UPLOAD_BYTES".into(), "big".into())],
                 "portal.max_upload_bytes",
+            ),
+            (
+                "[outbound]\nmode = \"relay\"\nrelay_url = \"http://relay.example\"\n",
+                no_env(),
+                "outbound.relay_url",
+            ),
+            (
+                "[outbound]\nrelay_url = \"smtp://relay.example?tls=yes\"\n",
+                no_env(),
+                "outbound.relay_url",
+            ),
+            ("[outbound]\nmx_port = 0\n", no_env(), "outbound.mx_port"),
+            (
+                "[outbound]\nmx_port = 70000\n",
+                no_env(),
+                "outbound.mx_port",
+            ),
+            (
+                "[outbound]\nper_host_concurrency = 0\n",
+                no_env(),
+                "outbound.per_host_concurrency",
+            ),
+            (
+                "[outbound]\nsend_timeout = \"0s\"\n",
+                no_env(),
+                "outbound.send_timeout",
             ),
             (
                 "",
@@ -1031,6 +1387,75 @@ mod tests {
         // The printed form loads back to the same effective values.
         let again = Config::from_toml_str(&printed, no_env()).expect("round trip");
         assert_eq!(again.outbound.mode, OutboundMode::Relay);
+    }
+
+    #[test]
+    fn relay_urls_parse() {
+        let cases: &[(&str, Result<RelayUrl, ()>)] = &[
+            (
+                "smtp://relay.example",
+                Ok(RelayUrl {
+                    host: "relay.example".into(),
+                    port: 587,
+                    tls: RelayTls::StartTlsIfOffered,
+                    username: None,
+                    password: None,
+                }),
+            ),
+            (
+                "smtp://bob:p%40ss%3Aword@relay.example:2525?starttls=required",
+                Ok(RelayUrl {
+                    host: "relay.example".into(),
+                    port: 2525,
+                    tls: RelayTls::StartTlsRequired,
+                    username: Some("bob".into()),
+                    password: Some("p@ss:word".into()),
+                }),
+            ),
+            (
+                "smtps://a%2Bb@[::1]",
+                Ok(RelayUrl {
+                    host: "::1".into(),
+                    port: 465,
+                    tls: RelayTls::Implicit,
+                    username: Some("a+b".into()),
+                    password: None,
+                }),
+            ),
+            (
+                "smtp://u:x@y@127.0.0.1:25/",
+                Ok(RelayUrl {
+                    host: "127.0.0.1".into(),
+                    port: 25,
+                    tls: RelayTls::StartTlsIfOffered,
+                    username: Some("u".into()),
+                    password: Some("x@y".into()),
+                }),
+            ),
+            ("smtps://relay.example?starttls=required", Err(())),
+            ("smtp://relay.example:0", Err(())),
+            ("smtp://relay.example:x", Err(())),
+            ("smtp://", Err(())),
+            ("smtp://relay.example/path", Err(())),
+            ("smtp://bad host", Err(())),
+            ("smtp://u:%zz@relay.example", Err(())),
+            ("relay.example:25", Err(())),
+        ];
+        for (url, want) in cases {
+            let got = RelayUrl::parse(url).map_err(|_| ());
+            assert_eq!(&got, want, "{url}");
+        }
+        let debug = format!("{:?}", RelayUrl::parse("smtp://bob:hunter2@relay.example"));
+        assert!(!debug.contains("hunter2"), "{debug}");
+    }
+
+    #[test]
+    fn outbound_delivery_keys_have_defaults() {
+        let c = Config::load(None, no_env()).expect("defaults load");
+        assert_eq!(c.outbound.mx_port, 25);
+        assert_eq!(c.outbound.per_host_concurrency, 4);
+        assert_eq!(c.outbound.send_timeout, Duration::from_secs(120));
+        assert!(c.outbound.relay.is_none());
     }
 
     #[test]

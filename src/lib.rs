@@ -24,12 +24,22 @@
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs (verification/confirmation mail), apply.rs
 //!                (persist + effects in one transaction), mod.rs (worker)
+//! outbound/      outbound mail: worker.rs (outbox worker), deliver.rs (maildir,
+//!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
 //! reply_text.rs  visible-reply extraction and HTML → text, pure
 //! conversations.rs  the side-conversation service: start, follow-up, close,
 //!                reopen, portal replies and revocation
+//! templates.rs   side-conversation templates (macros) and their placeholders
+//! notifications.rs reply notifications to agents, batched, sent through the outbox
+//! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
+//! senders/       sender addresses: dkim.rs (key generation, one stored key per
+//!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
+//!                DNS trait, hickory implementation), spf.rs (RFC 7208
+//!                evaluation, pure over that trait)
 //! ```
 //!
-//! Dependency direction: `main → app → {smtp, api, ingest}`; `ingest → {reply_text, store}`; everything → `model`;
+//! Dependency direction: `main → app → {smtp, api, ingest, outbound, webhooks}`;
+//! `api → conversations → {outbound, store}`; `ingest → {reply_text, store}`; everything → `model`;
 //! `store` imports no protocol module; `smtp` and `api` never import each other.
 
 pub mod api;
@@ -40,7 +50,11 @@ pub mod conversations;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod notifications;
 pub mod outbound;
 pub mod reply_text;
+pub mod senders;
 pub mod smtp;
 pub mod store;
+pub mod templates;
+pub mod webhooks;

@@ -289,3 +289,63 @@ fn bad_config_is_a_startup_error_naming_the_key() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
 }
+
+#[test]
+fn sender_commands_add_list_and_verify() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run")
+    };
+    let out = run(&[
+        "sender",
+        "add",
+        "--email",
+        "support@acme.com",
+        "--name",
+        "Acme",
+        "--dkim",
+        "ed25519",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["status"], "pending");
+    assert!(
+        v["forwarding_address"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("fwd-") && f.ends_with("@gw.example.com"))
+    );
+    assert!(
+        v["instructions"]["records"][0]["value"]
+            .as_str()
+            .is_some_and(|r| r.contains("k=ed25519"))
+    );
+    let list = run(&["sender", "list"]);
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("support@acme.com\tpending\tforwarding=unknown"),
+        "{text}"
+    );
+    let bad = run(&[
+        "sender",
+        "verify",
+        "--email",
+        "support@acme.com",
+        "--code",
+        "12",
+    ]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("code"));
+    let dup = run(&["sender", "add", "--email", "support@acme.com"]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already a sender"));
+}

@@ -618,6 +618,13 @@ async fn a_portal_reply_is_threaded_like_an_email_reply_and_copied_to_the_others
         .query("SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'parent.woken'")
         .await;
     assert_eq!(woken, 1);
+    // The agent who started it is told, as for an email reply.
+    let notified: i64 = s
+        .query(&format!(
+            "SELECT COUNT(*) FROM notification_queue WHERE message_id = {reply_id}"
+        ))
+        .await;
+    assert_eq!(notified, 1);
 
     // The copy to everyone else, from the sender in Bob's name.
     let copy = msgs

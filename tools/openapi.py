@@ -56,6 +56,21 @@ schemas = {
               ["id", "email", "name", "role"]),
   "Settings": obj({"signature": obj({"text": nullable("string"), "html": nullable("string")}),
                    "default_sender": nullable("string"), "side_conversations_enabled": B}),
+  "Check": obj({"status": {"type": "string", "enum": ["pass", "missing", "mismatch", "error"]}, "record_to_publish": nullable("string"),
+                 "detail": S, "record_name": nullable("string")}),
+  "Sender": obj({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
+                 "status": {"type": "string", "enum": ["pending", "verified"]}, "forwarding_address": S,
+                 "forwarding": {"type": "string", "enum": ["unknown", "confirmed"]}, "forwarding_confirmed_at": nullable("string"),
+                 "forwarding_confirmation": {"anyOf": [obj({"provider": S, "code": nullable("string"), "link": nullable("string")}), {"type": "null"}]},
+                 "dns": {"anyOf": [obj({"spf": {"$ref": "#/components/schemas/Check"}, "dkim": {"$ref": "#/components/schemas/Check"}, "dmarc": {"$ref": "#/components/schemas/Check"}}), {"type": "null"}]},
+                 "dns_checked_at": nullable("string"), "signature": obj({"text": nullable("string"), "html": nullable("string")}),
+                 "verified_at": nullable("string"), "created_at": S, "instructions": {"type": "object"}},
+                ["email", "status", "forwarding_address", "forwarding"]),
+  "Webhook": obj({"id": I, "url": S, "events": arr(S), "active": B, "created_at": {}}, ["id", "url", "events"]),
+  "WebhookDelivery": obj({"id": I, "webhook_id": I, "event": S, "payload": {}, "state": S, "attempts": I,
+                          "next_attempt_at": {}, "last_status": {}, "last_error": {}, "created_at": {}, "delivered_at": {}}),
+  "Template": obj({"id": I, "name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": nullable("string"),
+                   "body_html": nullable("string"), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
   "AttachmentIn": obj({"filename": S, "content_type": S, "content_base64": S}, ["filename", "content_type", "content_base64"], False),
 }
 page = lambda item: obj({"items": arr(ref(item)), "next_cursor": nullable("string")}, ["items", "next_cursor"])
@@ -80,6 +95,7 @@ def binary(ctype):
 AUTH = [401, 403, 400]
 pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "format": "int64"}}
 pext = {"name": "external_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
+pemail = {"name": "email", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
 limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 200}}
 cursor = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
 
@@ -130,6 +146,29 @@ paths = {
     "get": {"operationId": "getSettings", "responses": responses(200, ref("Settings"), AUTH)},
     "put": {"operationId": "putSettings", "requestBody": body({"signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False),
             "default_sender": nullable("string"), "side_conversations_enabled": B}), "responses": responses(200, ref("Settings"), AUTH + [413, 422])}},
+  "/api/senders": {
+    "post": {"operationId": "createSender", "requestBody": body({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
+             "signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False), "dkim_algorithm": {"type": "string", "enum": ["rsa", "ed25519"]}}, ["email"]),
+             "responses": responses(201, ref("Sender"), AUTH + [409, 413, 422])},
+    "get": {"operationId": "listSenders", "responses": responses(200, page("Sender"), AUTH)}},
+  "/api/senders/{email}": {"parameters": [pemail],
+    "get": {"operationId": "getSender", "responses": responses(200, ref("Sender"), AUTH + [404])},
+    "delete": {"operationId": "deleteSender", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},
+  "/api/senders/{email}/verify": {"parameters": [pemail], "post": {"operationId": "verifySender", "requestBody": body({"code": S}, ["code"]),
+             "responses": responses(200, ref("Sender"), AUTH + [404, 409, 413, 422])}},
+  "/api/senders/{email}/check": {"parameters": [pemail], "post": {"operationId": "checkSender", "responses": responses(200, ref("Sender"), AUTH + [404])}},
+  "/api/webhooks": {
+    "post": {"operationId": "createWebhook", "requestBody": body({"url": S, "secret": S, "events": arr(S)}, ["url", "secret"]),
+             "responses": responses(201, ref("Webhook"), AUTH + [413, 422])},
+    "get": {"operationId": "listWebhooks", "responses": responses(200, page("Webhook"), AUTH)}},
+  "/api/webhooks/{id}": {"parameters": [pid], "delete": {"operationId": "deleteWebhook", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},
+  "/api/webhooks/{id}/deliveries": {"parameters": [pid], "get": {"operationId": "webhookDeliveries", "parameters": [limit, cursor],
+             "responses": responses(200, page("WebhookDelivery"), AUTH + [404])}},
+  "/api/templates": {
+    "post": {"operationId": "createTemplate", "requestBody": body({"name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S}, ["name"]),
+             "responses": responses(201, ref("Template"), AUTH + [413, 422])},
+    "get": {"operationId": "listTemplates", "responses": responses(200, page("Template"), AUTH)}},
+  "/api/templates/{id}": {"parameters": [pid], "delete": {"operationId": "deleteTemplate", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},
   "/api/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
 }
 

@@ -18,6 +18,7 @@ use crate::conversations::{self, Attachment, FollowUpRequest, StartRequest};
 use crate::ingest::apply::{self, AssignError};
 use crate::model::{Role, is_valid_email, now_ms, parse_rfc3339, rfc3339};
 use crate::store::{self, StoreError, events, get_setting, put_setting, users};
+use crate::templates;
 
 // ---------------------------------------------------------------------------
 // Pagination
@@ -363,11 +364,51 @@ pub async fn start_side_conversation(
 ) -> ApiResult<Response> {
     caller.require_writer()?;
     check_external_id(&external_id)?;
-    if body.template.is_some() {
-        return Err(ApiError::invalid(
-            "template",
-            "templates are not available in this version",
-        ));
+    // A template fills what the request leaves out; explicit fields win.
+    let mut body = body;
+    if let Some(tid) = body.template {
+        let (ext, agent) = (external_id.clone(), caller.0.name.clone());
+        let found = st
+            .store
+            .read(move |c| {
+                let t = match templates::get(c, tid) {
+                    Ok(t) => t,
+                    Err(StoreError::NotFound) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                let parent: Option<(String, Option<String>, Option<String>)> = c
+                    .query_row(
+                        "SELECT subject, requester_name, requester_email FROM parents WHERE external_id = ?1",
+                        [&ext],
+                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    )
+                    .optional()?;
+                let (subject, rname, remail) = parent.unwrap_or_default();
+                let values = templates::Values {
+                    parent_id: ext.clone(),
+                    parent_subject: subject,
+                    requester_name: rname.unwrap_or_default(),
+                    requester_email: remail.unwrap_or_default(),
+                    agent_name: agent,
+                };
+                Ok(Some((t, values)))
+            })
+            .await?;
+        let (t, values) =
+            found.ok_or_else(|| ApiError::invalid("template", format!("no template {tid}")))?;
+        if body.to.as_ref().is_none_or(Vec::is_empty) {
+            body.to = Some(t.to.clone());
+        }
+        if body.cc.is_none() {
+            body.cc = Some(t.cc.clone());
+        }
+        if body.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            body.subject = Some(templates::fill(&t.subject, &values));
+        }
+        if body.body_text.is_none() && body.body_html.is_none() {
+            body.body_text = t.body_text.as_deref().map(|b| templates::fill(b, &values));
+            body.body_html = t.body_html.as_deref().map(|b| templates::fill(b, &values));
+        }
     }
     let req = StartRequest {
         to: body.to.unwrap_or_default(),
@@ -945,4 +986,75 @@ pub fn check_events(list: &[String]) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Templates
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateBody {
+    name: Option<String>,
+    to: Option<Vec<String>>,
+    cc: Option<Vec<String>>,
+    subject: Option<String>,
+    body_text: Option<String>,
+    body_html: Option<String>,
+}
+
+pub async fn create_template(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Body(b): Body<TemplateBody>,
+) -> ApiResult<Response> {
+    caller.require_admin()?;
+    let new = templates::NewTemplate {
+        name: b.name.unwrap_or_default(),
+        to: b
+            .to
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.trim().to_string())
+            .collect(),
+        cc: b
+            .cc
+            .unwrap_or_default()
+            .into_iter()
+            .map(|a| a.trim().to_string())
+            .collect(),
+        subject: b.subject.unwrap_or_default(),
+        body_text: b.body_text,
+        body_html: b.body_html,
+    };
+    templates::validate(&new).map_err(|e| ApiError::Invalid {
+        field: e.field,
+        message: e.message,
+    })?;
+    let by = caller.0.id;
+    let t = st
+        .store
+        .write(move |c| templates::create(c, &new, by))
+        .await?;
+    Ok((StatusCode::CREATED, Json(json!(t))).into_response())
+}
+
+pub async fn list_templates(State(st): State<ApiState>, _caller: Caller) -> ApiResult<Json<Value>> {
+    let items = st.store.read(templates::list).await?;
+    Ok(Json(json!({"items": items, "next_cursor": null})))
+}
+
+pub async fn delete_template(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    caller.require_admin()?;
+    st.store
+        .write(move |c| templates::delete(c, id))
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound => ApiError::NotFound("template"),
+            other => other.into(),
+        })?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -433,6 +433,27 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         ),
     };
 
+    // One of our own notifications coming back (an agent's auto-reply, a
+    // forward): never threaded, never a reply. Its bounces are bounces.
+    let looped = !matches!(p.kind, Kind::Bounce(_))
+        && (p.parsed.notification_marker
+            || p.parsed
+                .message_id
+                .iter()
+                .chain(p.parsed.in_reply_to.iter())
+                .chain(p.parsed.references.iter())
+                .any(|id| crate::notifications::is_notification_id(id, domain)));
+    let (sc, kind, rule, decision) = if looped {
+        (
+            None,
+            "auto_reply",
+            "unrouted",
+            Decision::Unrouted { ambiguous: false },
+        )
+    } else {
+        (sc, kind, rule, decision)
+    };
+
     let mut flags: Vec<String> = Vec::new();
     let mut is_duplicate_variant = false;
     if let Some((existing, same)) = find_duplicate(conn, p, sc)? {
@@ -656,6 +677,7 @@ fn reply_effects(
             json!({"parent": t.external_id, "previous_status": t.parent_status, "side_conversation_id": sc, "message_id": message}),
         )?;
     }
+    crate::notifications::enqueue(conn, sc, message, now)?;
     let who = from
         .map(|m| {
             m.name

@@ -116,17 +116,7 @@ impl Authenticator {
     /// A resolver on `dns.nameservers` (UDP and TCP each), or on the system
     /// configuration when that list is empty, with `dns.timeout` per query.
     pub fn new(dns: &DnsConfig) -> anyhow::Result<Authenticator> {
-        ensure!(!dns.timeout.is_zero(), "dns.timeout must be above zero");
-        let (config, mut opts) = if dns.nameservers.is_empty() {
-            read_system_conf().context("reading the system DNS configuration")?
-        } else {
-            let servers = dns.nameservers.iter().map(name_server).collect();
-            let mut opts = ResolverOpts::default();
-            // Only the configured servers answer, never /etc/hosts.
-            opts.use_hosts_file = ResolveHosts::Never;
-            (ResolverConfig::from_name_servers(servers), opts)
-        };
-        opts.timeout = dns.timeout;
+        let (config, mut opts) = resolver_config(dns)?;
         opts.cache_size = CACHE_SIZE;
         let resolver =
             MessageAuthenticator::new(config, opts).context("building the DNS resolver")?;
@@ -335,6 +325,25 @@ fn spf_domain_of<'a>(mail_from: &'a str, helo: &'a str) -> &'a str {
 
 fn timed_out() -> MailAuthError {
     MailAuthError::Dns(DnsError::Resolver("timed out".to_string()))
+}
+
+/// The hickory resolver configuration for `dns`: the servers of
+/// `dns.nameservers` (UDP and TCP each, never `/etc/hosts`), or the system
+/// configuration when that list is empty; `dns.timeout` per query. Shared by
+/// every module that resolves through the configured DNS.
+pub fn resolver_config(dns: &DnsConfig) -> anyhow::Result<(ResolverConfig, ResolverOpts)> {
+    ensure!(!dns.timeout.is_zero(), "dns.timeout must be above zero");
+    let (config, mut opts) = if dns.nameservers.is_empty() {
+        read_system_conf().context("reading the system DNS configuration")?
+    } else {
+        let servers = dns.nameservers.iter().map(name_server).collect();
+        let mut opts = ResolverOpts::default();
+        // Only the configured servers answer, never /etc/hosts.
+        opts.use_hosts_file = ResolveHosts::Never;
+        (ResolverConfig::from_name_servers(servers), opts)
+    };
+    opts.timeout = dns.timeout;
+    Ok((config, opts))
 }
 
 /// One nameserver from the config: UDP and TCP on its port.

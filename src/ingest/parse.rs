@@ -48,6 +48,8 @@ pub struct ParsedMail {
     pub text: Option<String>,
     pub html: Option<String>,
     pub attachments: Vec<Attachment>,
+    /// Carries the header that marks the gateway's own notifications.
+    pub notification_marker: bool,
 }
 
 fn cut(s: &str) -> String {
@@ -153,6 +155,7 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         subject: msg.subject().map(|s| cut(s.trim())).unwrap_or_default(),
         ..ParsedMail::default()
     };
+    out.notification_marker = msg.header_raw(crate::notifications::HEADER).is_some();
     if out.from.is_none() {
         // A Sender header stands in for a missing or unparsable From.
         out.from = mailboxes(msg.sender()).into_iter().next();

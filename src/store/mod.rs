@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod portal;
 pub mod users;
 pub mod view;
+pub mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;

@@ -1,35 +1,64 @@
-//! The outbox: one row per recipient of an outbound message.
+//! The outbox: one row per recipient of an outbound message, with its
+//! delivery state (`queued → sending → sent | deferred | failed`, and
+//! `bounced` when a bounce comes back), attempts, due time and last error.
+//!
+//! Composition calls [`enqueue`] inside its own write transaction, then
+//! wakes the outbox worker (`Notify::notify_one` on the handle the app
+//! gives it) once that write has committed. The worker owns the rest:
+//! [`claim_due`] marks rows `sending` (committed before the send starts),
+//! [`mark_sent`] / [`mark_deferred`] / [`mark_failed`] record the outcome,
+//! [`in_flight`] and [`requeue`] reconcile rows a crash left in `sending`.
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
 
 use super::Result;
 use crate::model::{base32_lower, random_bytes};
 
-/// Queues delivery of outbound message row `message` to `recipient`;
-/// returns the VERP key (the envelope sender is `bounce+<key>@<domain>`).
-pub fn enqueue(conn: &Connection, message: i64, recipient: &str, now: i64) -> Result<String> {
-    let key = base32_lower(&random_bytes::<10>());
-    conn.execute(
-        "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
-         VALUES (?1, ?2, ?3, 'queued', ?4, ?4)",
-        params![message, recipient, key, now],
-    )?;
-    Ok(key)
-}
+/// Longest `last_error` kept (a remote reply can be long).
+const MAX_ERROR_LEN: usize = 1000;
 
-/// Delivery state of one recipient, for the API.
-#[derive(Debug, Clone, serde::Serialize, PartialEq, Eq)]
+/// Delivery state of one recipient, as the API shows it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeliveryState {
     pub recipient: String,
+    /// `queued`, `sending`, `sent`, `deferred`, `failed` or `bounced`.
     pub state: String,
     pub attempts: i64,
     pub last_error: Option<String>,
-    /// ms; `None` once the row is final.
+    /// When the next attempt is due (ms); `None` once the state is final.
     pub next_attempt_at: Option<i64>,
     pub sent_at: Option<i64>,
 }
 
-/// Delivery state of every recipient of a message.
+/// States after which nothing more is attempted.
+pub fn is_final(state: &str) -> bool {
+    matches!(state, "sent" | "failed" | "bounced")
+}
+
+/// Queues delivery of outbound message row `message` to `recipient`; returns
+/// the VERP key (unguessable: lowercase base32 of 80 random bits, 16
+/// characters). The envelope sender becomes `bounce+<key>@<domain>`.
+///
+/// Queuing the same recipient of the same message again (say, in both To
+/// and Cc) is not an error: the existing row and its key are kept.
+pub fn enqueue(conn: &Connection, message: i64, recipient: &str, now: i64) -> Result<String> {
+    let key = base32_lower(&random_bytes::<10>());
+    conn.execute(
+        "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, 'queued', ?4, ?4)
+         ON CONFLICT (message_id, recipient) DO NOTHING",
+        params![message, recipient, key, now],
+    )?;
+    Ok(conn.query_row(
+        "SELECT verp_key FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+        params![message, recipient],
+        |r| r.get(0),
+    )?)
+}
+
+/// Delivery state of every recipient of a message, for the API, in the
+/// order they were queued.
 pub fn for_message(conn: &Connection, message: i64) -> Result<Vec<DeliveryState>> {
     let mut stmt = conn.prepare_cached(
         "SELECT recipient, state, attempts, last_error, next_attempt_at, sent_at
@@ -40,8 +69,7 @@ pub fn for_message(conn: &Connection, message: i64) -> Result<Vec<DeliveryState>
         let next: i64 = r.get(4)?;
         Ok(DeliveryState {
             recipient: r.get(0)?,
-            next_attempt_at: matches!(state.as_str(), "queued" | "deferred" | "sending")
-                .then_some(next),
+            next_attempt_at: (!is_final(&state)).then_some(next),
             state,
             attempts: r.get(2)?,
             last_error: r.get(3)?,
@@ -49,4 +77,299 @@ pub fn for_message(conn: &Connection, message: i64) -> Result<Vec<DeliveryState>
         })
     })?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// The delivery state of one recipient row, by VERP key (bounce handling,
+/// tests).
+pub fn by_verp_key(conn: &Connection, key: &str) -> Result<Option<DeliveryState>> {
+    Ok(conn
+        .query_row(
+            "SELECT recipient, state, attempts, last_error, next_attempt_at, sent_at
+             FROM outbox WHERE verp_key = ?1",
+            [key],
+            |r| {
+                let state: String = r.get(1)?;
+                let next: i64 = r.get(4)?;
+                Ok(DeliveryState {
+                    recipient: r.get(0)?,
+                    next_attempt_at: (!is_final(&state)).then_some(next),
+                    state,
+                    attempts: r.get(2)?,
+                    last_error: r.get(3)?,
+                    sent_at: r.get(5)?,
+                })
+            },
+        )
+        .optional()?)
+}
+
+/// One recipient row taken for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub id: i64,
+    /// The `messages` row whose `raw` is sent.
+    pub message_id: i64,
+    pub recipient: String,
+    pub verp_key: String,
+    /// Attempts including the one starting now.
+    pub attempts: i64,
+    /// When the row was queued (start of `max_age`).
+    pub created_at: i64,
+}
+
+/// Takes up to `limit` due rows (`queued` or `deferred` with
+/// `next_attempt_at <= now`, oldest due first) and marks them `sending`,
+/// counting the attempt and its time. Run it in its own write so the marks
+/// are committed before anything is sent.
+pub fn claim_due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Claimed>> {
+    let mut select = conn.prepare_cached(
+        "SELECT id, message_id, recipient, verp_key, attempts, created_at FROM outbox
+         WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1
+         ORDER BY next_attempt_at, id LIMIT ?2",
+    )?;
+    let rows = select
+        .query_map(
+            params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(Claimed {
+                    id: r.get(0)?,
+                    message_id: r.get(1)?,
+                    recipient: r.get(2)?,
+                    verp_key: r.get(3)?,
+                    attempts: r.get::<_, i64>(4)? + 1,
+                    created_at: r.get(5)?,
+                })
+            },
+        )?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut mark = conn.prepare_cached(
+        "UPDATE outbox SET state = 'sending', attempts = attempts + 1, last_attempt_at = ?2
+         WHERE id = ?1",
+    )?;
+    for row in &rows {
+        mark.execute(params![row.id, now])?;
+    }
+    Ok(rows)
+}
+
+fn clip(error: &str) -> &str {
+    if error.len() <= MAX_ERROR_LEN {
+        return error;
+    }
+    let mut end = MAX_ERROR_LEN;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
+}
+
+/// Records a delivery. Only a row in `sending` changes; returns whether it
+/// did (a bounce may already have marked the row).
+pub fn mark_sent(conn: &Connection, id: i64, now: i64) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE outbox SET state = 'sent', sent_at = ?2, last_error = NULL
+         WHERE id = ?1 AND state = 'sending'",
+        params![id, now],
+    )? == 1)
+}
+
+/// Records a temporary failure: the row is due again at `next_attempt_at`.
+pub fn mark_deferred(
+    conn: &Connection,
+    id: i64,
+    next_attempt_at: i64,
+    error: &str,
+) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE outbox SET state = 'deferred', next_attempt_at = ?2, last_error = ?3
+         WHERE id = ?1 AND state = 'sending'",
+        params![id, next_attempt_at, clip(error)],
+    )? == 1)
+}
+
+/// Records that delivery was given up (permanent failure, or too old).
+pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE outbox SET state = 'failed', last_error = ?2
+         WHERE id = ?1 AND state = 'sending'",
+        params![id, clip(error)],
+    )? == 1)
+}
+
+/// A row a previous run left in `sending`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    pub id: i64,
+    pub verp_key: String,
+}
+
+/// Rows in `sending`: at start-up, the sends a crash interrupted.
+pub fn in_flight(conn: &Connection) -> Result<Vec<InFlight>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, verp_key FROM outbox WHERE state = 'sending' ORDER BY id")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(InFlight {
+            id: r.get(0)?,
+            verp_key: r.get(1)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Puts a row left in `sending` back in the queue, due at `now`. The
+/// attempt it was counted for stays counted.
+pub fn requeue(conn: &Connection, id: i64, now: i64) -> Result<bool> {
+    Ok(conn.execute(
+        "UPDATE outbox SET state = 'queued', next_attempt_at = ?2,
+                last_error = COALESCE(last_error, 'interrupted by a restart')
+         WHERE id = ?1 AND state = 'sending'",
+        params![id, now],
+    )? == 1)
+}
+
+/// The raw bytes of an outbound message.
+pub fn raw(conn: &Connection, message: i64) -> Result<Vec<u8>> {
+    Ok(conn.query_row(
+        "SELECT raw FROM messages WHERE id = ?1 AND direction = 'out'",
+        [message],
+        |r| r.get(0),
+    )?)
+}
+
+/// When the earliest waiting row is due, if any.
+pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
+    Ok(conn.query_row(
+        "SELECT MIN(next_attempt_at) FROM outbox WHERE state IN ('queued', 'deferred')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// Rows not yet in a final state (queued, deferred, sending).
+pub fn queue_depth(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'deferred', 'sending')",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().expect("memory db");
+        for (_, sql) in crate::store::migrations() {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.execute_batch(
+            "INSERT INTO messages (id, direction, kind, route, raw, raw_sha256, received_at)
+             VALUES (1, 'out', 'agent', 'api', x'6869', x'00', 0);",
+        )
+        .expect("seed");
+        conn
+    }
+
+    fn state(conn: &Connection, key: &str) -> DeliveryState {
+        by_verp_key(conn, key).expect("read").expect("row")
+    }
+
+    #[test]
+    fn enqueue_gives_unguessable_keys_and_is_idempotent_per_recipient() {
+        let c = db();
+        let a = enqueue(&c, 1, "bob@vendor.example", 10).expect("a");
+        let b = enqueue(&c, 1, "carol@vendor.example", 10).expect("b");
+        assert_eq!(a.len(), 16);
+        assert!(
+            a.bytes()
+                .all(|ch| ch.is_ascii_lowercase() || (b'2'..=b'7').contains(&ch))
+        );
+        assert_ne!(a, b);
+        // the same recipient again (any case) keeps the first row
+        assert_eq!(enqueue(&c, 1, "Bob@Vendor.example", 11).expect("again"), a);
+        let all = for_message(&c, 1).expect("list");
+        assert_eq!(all.len(), 2);
+        assert_eq!(
+            all[0],
+            DeliveryState {
+                recipient: "bob@vendor.example".into(),
+                state: "queued".into(),
+                attempts: 0,
+                last_error: None,
+                next_attempt_at: Some(10),
+                sent_at: None,
+            }
+        );
+    }
+
+    #[test]
+    fn lifecycle() {
+        let c = db();
+        let a = enqueue(&c, 1, "bob@vendor.example", 10).expect("a");
+        let b = enqueue(&c, 1, "carol@vendor.example", 20).expect("b");
+        // nothing due before its time
+        assert!(claim_due(&c, 5, 8).expect("claim").is_empty());
+        let claimed = claim_due(&c, 15, 8).expect("claim");
+        assert_eq!(claimed.len(), 1);
+        assert_eq!(claimed[0].verp_key, a);
+        assert_eq!(claimed[0].attempts, 1);
+        assert_eq!(state(&c, &a).state, "sending");
+        // a claimed row is not claimed twice
+        let claimed_b = claim_due(&c, 25, 8).expect("claim");
+        assert_eq!(claimed_b.len(), 1);
+        assert_eq!(claimed_b[0].verp_key, b);
+        assert_eq!(queue_depth(&c).expect("depth"), 2);
+
+        assert!(mark_deferred(&c, claimed[0].id, 100, "451 4.7.1 later").expect("defer"));
+        let s = state(&c, &a);
+        assert_eq!(
+            (s.state.as_str(), s.attempts, s.next_attempt_at),
+            ("deferred", 1, Some(100))
+        );
+        assert_eq!(s.last_error.as_deref(), Some("451 4.7.1 later"));
+        assert_eq!(next_due(&c).expect("due"), Some(100));
+        // only rows in `sending` move
+        assert!(!mark_sent(&c, claimed[0].id, 50).expect("not sending"));
+
+        let again = claim_due(&c, 100, 8).expect("claim");
+        assert_eq!(again[0].attempts, 2);
+        assert!(mark_sent(&c, again[0].id, 120).expect("sent"));
+        let s = state(&c, &a);
+        assert_eq!(
+            (s.state.as_str(), s.attempts, s.next_attempt_at, s.sent_at),
+            ("sent", 2, None, Some(120))
+        );
+        assert_eq!(s.last_error, None);
+
+        assert!(mark_failed(&c, claimed_b[0].id, &"x".repeat(5000)).expect("failed"));
+        let s = state(&c, &b);
+        assert_eq!(s.state, "failed");
+        assert_eq!(s.next_attempt_at, None);
+        assert_eq!(s.last_error.map(|e| e.len()), Some(MAX_ERROR_LEN));
+        assert_eq!(queue_depth(&c).expect("depth"), 0);
+        assert_eq!(next_due(&c).expect("due"), None);
+    }
+
+    #[test]
+    fn requeue_after_a_crash() {
+        let c = db();
+        let a = enqueue(&c, 1, "bob@vendor.example", 10).expect("a");
+        let claimed = claim_due(&c, 10, 8).expect("claim");
+        assert_eq!(
+            in_flight(&c).expect("in flight"),
+            vec![InFlight {
+                id: claimed[0].id,
+                verp_key: a.clone()
+            }]
+        );
+        assert!(requeue(&c, claimed[0].id, 30).expect("requeue"));
+        let s = state(&c, &a);
+        assert_eq!(
+            (s.state.as_str(), s.attempts, s.next_attempt_at),
+            ("queued", 1, Some(30))
+        );
+        assert!(in_flight(&c).expect("in flight").is_empty());
+        assert_eq!(raw(&c, 1).expect("raw"), b"hi");
+    }
 }

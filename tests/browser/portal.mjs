@@ -111,8 +111,10 @@ async function linkFromMail(messageId) {
   let source = 'maildir';
   for (let i = 0; i < 50 && raw === null; i++) {
     if (fs.existsSync(dir)) {
-      const files = fs.readdirSync(dir);
-      if (files.length > 0) raw = fs.readFileSync(path.join(dir, files[0]), 'latin1');
+      for (const f of fs.readdirSync(dir)) {
+        const text = fs.readFileSync(path.join(dir, f), 'latin1');
+        if (text.includes('/p/')) raw = text;
+      }
     }
     if (raw === null) await sleep(100);
   }

@@ -5,6 +5,10 @@
 # requests that are accepted, or ignored auth. Schema-valid requests that a
 # rule refuses with 422 (an unknown user, an unverified sender) are SPEC's
 # behaviour, so the positive-acceptance check is left out.
+#
+# Nothing leaves this machine: outbound mail goes to the maildir, DNS goes to
+# a closed loopback port, and webhook delivery is off (the fuzzer registers
+# endpoints with arbitrary URLs).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -30,6 +34,9 @@ listen = "127.0.0.1:0"
 nameservers = ["127.0.0.1:9"]
 [ingest]
 authenticate = false
+# The fuzzer registers webhook endpoints with arbitrary URLs: never call them.
+[webhooks]
+deliver = false
 TOML
 # The binary reads every BACKCHANNEL_* variable as a config key: hide ours.
 unset BACKCHANNEL_BIN

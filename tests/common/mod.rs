@@ -31,7 +31,12 @@ impl TestServer {
     }
 
     pub async fn start_with(smtp_extra: &str, rest: &str) -> TestServer {
-        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(tempfile::tempdir().expect("tempdir"), smtp_extra, rest).await
+    }
+
+    /// Starts on an existing directory (its `data/` holds the store and the
+    /// Maildir), as a restart would.
+    pub async fn start_in(dir: tempfile::TempDir, smtp_extra: &str, rest: &str) -> TestServer {
         // Tests never reach a resolver off this machine: unless a test
         // brings its own [dns], lookups go to a closed loopback port and
         // fail at once (temperror).

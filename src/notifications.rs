@@ -1,0 +1,258 @@
+//! Reply notifications (SPEC §4 effects): every accepted vendor reply is
+//! queued for the parent's assignee (else the agent who started the side
+//! conversation) unless they turned notifications off; replies to one agent
+//! within `notifications.batch_window` share one email. The worker composes
+//! it and sends it through the outbox from the gateway's own address, marked
+//! `Auto-Submitted: auto-generated` and `X-Backchannel-Notification`, so a
+//! notification that comes back (an auto-reply, a bounce, a forward) is
+//! recognised and never threaded.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::app::Shutdown;
+use crate::config::Config;
+use crate::metrics;
+use crate::model::{base32_lower, now_ms, random_bytes};
+use crate::store::{Result, Store, outbox};
+
+/// The header that marks our notifications.
+pub const HEADER: &str = "X-Backchannel-Notification";
+
+/// Message-IDs of notifications: `notify.<random>@<gateway domain>`.
+pub fn is_notification_id(id: &str, gateway_domain: &str) -> bool {
+    id.rsplit_once('@').is_some_and(|(left, domain)| {
+        left.starts_with("notify.") && domain.eq_ignore_ascii_case(gateway_domain)
+    })
+}
+
+/// Queues a reply for its agent's notification; called inside the reply's
+/// own transaction. `due_at` holds when it was queued: a batch is sent a
+/// window after its first reply (see [`send_due`]).
+pub fn enqueue(conn: &Connection, sc: i64, message: i64, now: i64) -> Result<()> {
+    let user: Option<(i64, String)> = conn
+        .query_row(
+            "SELECT u.id, u.notifications FROM side_conversations s JOIN parents p ON p.id = s.parent_id
+             JOIN users u ON u.id = COALESCE(p.assignee_id, s.started_by)
+             WHERE s.id = ?1",
+            [sc],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    let Some((user, setting)) = user else {
+        return Ok(());
+    };
+    if setting != "email" {
+        return Ok(());
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at) VALUES (?1, ?2, ?3)",
+        params![user, message, now],
+    )?;
+    Ok(())
+}
+
+struct Reply {
+    parent: String,
+    subject: String,
+    sc: i64,
+    vendor: String,
+    visible: String,
+}
+
+/// Sends every batch that is due; returns how many emails were queued.
+/// Replies are listed in arrival order.
+pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
+    // A batch is due a window after its first reply.
+    let window = config.notifications.batch_window.as_millis() as i64;
+    let mut stmt = conn.prepare(
+        "SELECT user_id FROM notification_queue WHERE sent_message_id IS NULL
+         GROUP BY user_id HAVING MIN(due_at) + ?2 <= ?1",
+    )?;
+    let users: Vec<i64> = stmt
+        .query_map(params![now, window], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut sent = 0;
+    for user in users {
+        let (email, name, setting): (String, String, String) = conn.query_row(
+            "SELECT email, name, notifications FROM users WHERE id = ?1",
+            [user],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let mut stmt = conn.prepare(
+            "SELECT q.id, p.external_id, s.subject, s.id, COALESCE(NULLIF(m.from_name, ''), m.from_email, 'Someone'),
+                    COALESCE(m.visible_reply, m.text_body, '')
+             FROM notification_queue q JOIN messages m ON m.id = q.message_id
+             JOIN side_conversations s ON s.id = m.side_conversation_id
+             JOIN parents p ON p.id = s.parent_id
+             WHERE q.user_id = ?1 AND q.sent_message_id IS NULL ORDER BY q.message_id",
+        )?;
+        let rows: Vec<(i64, Reply)> = stmt
+            .query_map([user], |r| {
+                Ok((
+                    r.get(0)?,
+                    Reply {
+                        parent: r.get(1)?,
+                        subject: r.get(2)?,
+                        sc: r.get(3)?,
+                        vendor: r.get(4)?,
+                        visible: r.get(5)?,
+                    },
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if rows.is_empty() {
+            continue;
+        }
+        if setting != "email" {
+            // Turned off while the batch waited: drop it.
+            conn.execute(
+                "DELETE FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
+                [user],
+            )?;
+            continue;
+        }
+        let message = compose_and_queue(
+            conn,
+            config,
+            &email,
+            &name,
+            &rows.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+            now,
+        )?;
+        for (id, _) in &rows {
+            conn.execute(
+                "UPDATE notification_queue SET sent_message_id = ?2 WHERE id = ?1",
+                params![id, message],
+            )?;
+        }
+        metrics::inc("notifications_sent_total", &[]);
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+fn compose_and_queue(
+    conn: &Connection,
+    config: &Config,
+    to: &str,
+    agent: &str,
+    replies: &[&Reply],
+    now: i64,
+) -> Result<i64> {
+    let first = replies[0];
+    let subject = if replies.len() == 1 {
+        format!(
+            "[{}] {} replied: {}",
+            first.parent, first.vendor, first.subject
+        )
+    } else {
+        let mut parents: Vec<&str> = replies.iter().map(|r| r.parent.as_str()).collect();
+        parents.dedup();
+        format!(
+            "[{}] {} new replies in side conversations",
+            parents.join(", "),
+            replies.len()
+        )
+    };
+    let mut text = format!("Hello {agent},\n\n");
+    for r in replies {
+        text.push_str(&format!(
+            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n\nThread: {}/api/side-conversations/{}\n\n---\n\n",
+            r.vendor,
+            r.subject,
+            r.parent,
+            r.visible.trim().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
+            config.http.public_url,
+            r.sc
+        ));
+    }
+    text.push_str("You get this because you are the ticket's assignee or started the side conversation.\nTurn it off with PUT /api/me {\"notifications\": \"off\"}.\n");
+    let nonce = base32_lower(&random_bytes::<10>());
+    let message_id = format!("notify.{nonce}@{}", config.domain);
+    let from = format!("reply@{}", config.domain);
+    let raw = mail_builder::MessageBuilder::new()
+        .from(mail_builder::headers::address::Address::new_address(
+            Some("backchannel"),
+            from.clone(),
+        ))
+        .to(to.to_string())
+        .subject(crate::outbound::compose::clean_header(&subject))
+        .message_id(message_id.clone())
+        .date(now / 1000)
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-generated"),
+        )
+        .header(
+            "X-Auto-Response-Suppress",
+            mail_builder::headers::raw::Raw::new("All"),
+        )
+        .header(HEADER, mail_builder::headers::raw::Raw::new(nonce.clone()))
+        .text_body(text.clone())
+        .write_to_vec()
+        .map_err(|e| crate::store::StoreError::Database(e.to_string()))?;
+    let sha: [u8; 32] = Sha256::digest(&raw).into();
+    conn.execute(
+        "INSERT INTO messages (direction, kind, route, raw, raw_sha256, message_id, from_name, from_email, to_addrs,
+                               subject, text_body, flags, received_at)
+         VALUES ('out', 'notification', 'api', ?1, ?2, ?3, 'backchannel', ?4, ?5, ?6, ?7, '[]', ?8)",
+        params![raw, &sha[..], message_id, from, json!([{"name": agent, "email": to}]).to_string(), subject, text, now],
+    )?;
+    let message = conn.last_insert_rowid();
+    outbox::enqueue(conn, message, to, now)?;
+    Ok(message)
+}
+
+/// Sends due batches until shutdown.
+pub struct Worker {
+    config: Arc<Config>,
+    store: Store,
+    outbox_waker: Arc<tokio::sync::Notify>,
+}
+
+impl Worker {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        outbox_waker: Arc<tokio::sync::Notify>,
+    ) -> Worker {
+        metrics::describe(
+            "notifications_sent_total",
+            "Reply notification emails queued",
+        );
+        Worker {
+            config,
+            store,
+            outbox_waker,
+        }
+    }
+
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        // Batches are due a window after their first reply; a one-second
+        // tick keeps the delay within a second of the window.
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+            let config = self.config.clone();
+            match self
+                .store
+                .write(move |c| send_due(c, &config, now_ms()))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(notifications = n, "reply notifications queued");
+                    self.outbox_waker.notify_one();
+                }
+                Err(e) => tracing::warn!(error = %e, "notifications: cannot send due batches"),
+            }
+        }
+    }
+}

@@ -1,0 +1,603 @@
+//! Sender addresses (SPEC §6): adding one gives it an unguessable
+//! forwarding address on the gateway domain and sends a verification mail
+//! with a 6-digit code through the outbox. The sender turns `verified` when
+//! the admin enters the code (limited attempts, expiry), or by itself when
+//! that mail comes back through forwarding (ingest, routing rule 3), which
+//! also proves forwarding works. A probe re-tests forwarding on demand.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::ingest::forwarding::verification_message_id;
+use crate::model::{MailAddr, base32_lower, is_valid_email, now_ms, random_bytes, rfc3339};
+use crate::outbound::compose::{ReplyMode, clean_header};
+use crate::store::{self, StoreError, events, outbox};
+
+/// How long a verification code is valid.
+pub const CODE_TTL_MS: i64 = 24 * 3600 * 1000;
+/// Wrong codes allowed before a new code must be sent.
+pub const MAX_CODE_ATTEMPTS: i64 = 5;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SenderError {
+    #[error("sender not found")]
+    NotFound,
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<StoreError> for SenderError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => SenderError::NotFound,
+            StoreError::Conflict(m) => SenderError::Conflict(m),
+            other => SenderError::Store(other.to_string()),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for SenderError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::from(e).into()
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> SenderError {
+    SenderError::Invalid {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct NewSender {
+    pub email: String,
+    pub name: String,
+    pub reply_mode: Option<String>,
+    pub signature_text: Option<String>,
+    pub signature_html: Option<String>,
+    /// `rsa` (default) or `ed25519`, for the domain's DKIM key when it has none yet.
+    pub dkim_algorithm: Option<String>,
+}
+
+fn dkim_algorithm(new: &NewSender) -> Result<super::dkim::Algorithm, SenderError> {
+    match new.dkim_algorithm.as_deref().unwrap_or("rsa") {
+        "rsa" => Ok(super::dkim::Algorithm::Rsa2048),
+        "ed25519" => Ok(super::dkim::Algorithm::Ed25519),
+        _ => Err(invalid("dkim_algorithm", "expected rsa or ed25519")),
+    }
+}
+
+fn code_hash(email: &str, code: &str) -> [u8; 32] {
+    Sha256::digest(format!("{}\u{0}{code}", email.to_ascii_lowercase())).into()
+}
+
+/// Six random digits.
+fn new_code() -> String {
+    let n = u32::from_be_bytes(random_bytes::<4>()) % 1_000_000;
+    format!("{n:06}")
+}
+
+/// Queues the verification mail (or a forwarding probe) to the sender's
+/// address; returns the code it carries.
+fn send_verification(
+    conn: &Connection,
+    config: &Config,
+    email: &str,
+    probe: bool,
+) -> Result<String, SenderError> {
+    let now = now_ms();
+    let code = new_code();
+    let nonce = base32_lower(&random_bytes::<12>());
+    let message_id = verification_message_id(&nonce, &config.domain);
+    let from = format!("reply@{}", config.domain);
+    let (subject, text) = if probe {
+        (
+            format!("backchannel forwarding test for {email}"),
+            format!(
+                "This message tests that mail for {email} is forwarded to the gateway.\n\
+                 Nothing needs to be done: when it arrives through forwarding, the sender's\n\
+                 forwarding shows as confirmed.\n"
+            ),
+        )
+    } else {
+        (
+            format!("Verify {email} for backchannel: code {code}"),
+            format!(
+                "Someone added {email} as a sender address in backchannel.\n\n\
+                 Verification code: {code}\n\n\
+                 Enter the code in backchannel to verify the address, or set up forwarding of\n\
+                 {email} to the gateway: when this message comes back through forwarding, the\n\
+                 address is verified by itself. The code is valid for 24 hours.\n\n\
+                 If you did not expect this message, ignore it.\n"
+            ),
+        )
+    };
+    let raw = mail_builder::MessageBuilder::new()
+        .from(mail_builder::headers::address::Address::new_address(
+            Some("backchannel"),
+            from.clone(),
+        ))
+        .to(email.to_string())
+        .subject(subject.clone())
+        .message_id(message_id.clone())
+        .date(now / 1000)
+        .header(
+            "Auto-Submitted",
+            mail_builder::headers::raw::Raw::new("auto-generated"),
+        )
+        .header(
+            "X-Auto-Response-Suppress",
+            mail_builder::headers::raw::Raw::new("All"),
+        )
+        .text_body(text.clone())
+        .write_to_vec()
+        .map_err(|e| SenderError::Store(e.to_string()))?;
+    let sha: [u8; 32] = Sha256::digest(&raw).into();
+    conn.execute(
+        "INSERT INTO messages (direction, kind, route, raw, raw_sha256, message_id, from_name, from_email,
+                               to_addrs, subject, text_body, flags, received_at)
+         VALUES ('out', 'verification', 'api', ?1, ?2, ?3, 'backchannel', ?4, ?5, ?6, ?7, '[]', ?8)",
+        params![
+            raw,
+            &sha[..],
+            message_id,
+            from,
+            json!([{"name": null, "email": email}]).to_string(),
+            subject,
+            text,
+            now
+        ],
+    )?;
+    let message = conn.last_insert_rowid();
+    outbox::enqueue(conn, message, email, now)?;
+    if probe {
+        conn.execute(
+            "UPDATE senders SET verification_nonce = ?2, forwarding_state = 'unknown' WHERE email = ?1",
+            params![email, nonce],
+        )?;
+    } else {
+        conn.execute(
+            "UPDATE senders SET verification_nonce = ?2, verification_code_hash = ?3,
+                    verification_expires_at = ?4, verification_attempts = 0 WHERE email = ?1",
+            params![
+                email,
+                nonce,
+                &code_hash(email, &code)[..],
+                now + CODE_TTL_MS
+            ],
+        )?;
+    }
+    Ok(code)
+}
+
+/// Adds a sender and queues its verification mail. `key` is a DKIM key
+/// generated beforehand (outside the writer), stored when the domain has
+/// none. Returns the sender's JSON.
+pub fn add(
+    conn: &Connection,
+    config: &Config,
+    new: &NewSender,
+    key: Option<&super::dkim::GeneratedKey>,
+) -> Result<Value, SenderError> {
+    let email = new.email.trim();
+    if !is_valid_email(email) {
+        return Err(invalid("email", "not a valid email address"));
+    }
+    let Some(addr) = MailAddr::parse(email) else {
+        return Err(invalid("email", "not a valid email address"));
+    };
+    if addr.domain == config.domain {
+        return Err(invalid(
+            "email",
+            "addresses of the gateway domain need no sender entry",
+        ));
+    }
+    if addr.local.contains('+') {
+        return Err(invalid(
+            "email",
+            "a sender address cannot be plus-addressed itself",
+        ));
+    }
+    let name = clean_header(&new.name);
+    if name.len() > 200 {
+        return Err(invalid("name", "at most 200 characters"));
+    }
+    let mode = new.reply_mode.as_deref().unwrap_or("gateway");
+    if ReplyMode::parse(mode).is_none() {
+        return Err(invalid("reply_mode", "expected gateway, plus or none"));
+    }
+    dkim_algorithm(new)?;
+    for (field, v) in [
+        ("signature.text", &new.signature_text),
+        ("signature.html", &new.signature_html),
+    ] {
+        if v.as_deref().is_some_and(|s| s.len() > 64 * 1024) {
+            return Err(invalid(field, "at most 64 KiB"));
+        }
+    }
+    let exists = conn
+        .query_row(
+            "SELECT 1 FROM senders WHERE email = ?1",
+            [email],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some();
+    if exists {
+        return Err(SenderError::Conflict(format!(
+            "{email} is already a sender"
+        )));
+    }
+    let forwarding_local = format!("fwd-{}", base32_lower(&random_bytes::<10>()));
+    conn.execute(
+        "INSERT INTO senders (email, name, reply_mode, forwarding_local, signature_text, signature_html, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![email, name, mode, forwarding_local, new.signature_text, new.signature_html, now_ms()],
+    )?;
+    if let Some(key) = key {
+        super::dkim::insert_if_absent(conn, &addr.domain, &config.outbound.dkim_selector, key)?;
+    }
+    send_verification(conn, config, email, false)?;
+    view(conn, config, email)
+}
+
+/// What a code check came to. A wrong code is an outcome, not an error:
+/// its counted attempt must be committed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verified {
+    Yes(Value),
+    WrongCode { attempts_left: i64 },
+}
+
+/// (status, code hash, expiry, attempts) of a sender's pending code.
+type PendingCode = (String, Option<Vec<u8>>, Option<i64>, i64);
+
+/// Checks a code. Wrong codes count; past the limit or the expiry a new
+/// code is needed (`check` sends one for a pending sender).
+pub fn verify(
+    conn: &Connection,
+    config: &Config,
+    email: &str,
+    code: &str,
+) -> Result<Verified, SenderError> {
+    let row: Option<PendingCode> = conn
+        .query_row(
+            "SELECT status, verification_code_hash, verification_expires_at, verification_attempts
+             FROM senders WHERE email = ?1",
+            [email],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+    let Some((status, hash, expires, attempts)) = row else {
+        return Err(SenderError::NotFound);
+    };
+    if status == "verified" {
+        return Err(SenderError::Conflict(format!(
+            "{email} is already verified"
+        )));
+    }
+    let code = code.trim();
+    if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid(
+            "code",
+            "expected the 6-digit code from the verification mail",
+        ));
+    }
+    let (Some(hash), Some(expires)) = (hash, expires) else {
+        return Err(SenderError::Conflict(
+            "no code is pending: send a new one with check".into(),
+        ));
+    };
+    if attempts >= MAX_CODE_ATTEMPTS {
+        return Err(SenderError::Conflict(
+            "too many wrong codes: send a new one with check".into(),
+        ));
+    }
+    if now_ms() > expires {
+        return Err(SenderError::Conflict(
+            "the code has expired: send a new one with check".into(),
+        ));
+    }
+    let ok: bool = code_hash(email, code).ct_eq(hash.as_slice()).into();
+    if !ok {
+        conn.execute(
+            "UPDATE senders SET verification_attempts = verification_attempts + 1 WHERE email = ?1",
+            [email],
+        )?;
+        return Ok(Verified::WrongCode {
+            attempts_left: MAX_CODE_ATTEMPTS - attempts - 1,
+        });
+    }
+    conn.execute(
+        "UPDATE senders SET status = 'verified', verified_at = ?2, verification_code_hash = NULL,
+                verification_expires_at = NULL WHERE email = ?1",
+        params![email, now_ms()],
+    )?;
+    events::enqueue(
+        conn,
+        "sender.verified",
+        json!({"email": email, "by": "code"}),
+    )?;
+    view(conn, config, email).map(Verified::Yes)
+}
+
+impl Verified {
+    /// The sender JSON, or the wrong code as a refusal naming the field.
+    pub fn into_result(self) -> Result<Value, SenderError> {
+        match self {
+            Verified::Yes(v) => Ok(v),
+            Verified::WrongCode { attempts_left } => Err(invalid(
+                "code",
+                format!("wrong code ({attempts_left} attempts left)"),
+            )),
+        }
+    }
+}
+
+/// Re-tests forwarding (a probe for a verified sender, a new code for a
+/// pending one). The DNS part of a check runs outside the transaction.
+pub fn resend_or_probe(conn: &Connection, config: &Config, email: &str) -> Result<(), SenderError> {
+    let status: Option<String> = conn
+        .query_row(
+            "SELECT status FROM senders WHERE email = ?1",
+            [email],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match status.as_deref() {
+        None => Err(SenderError::NotFound),
+        Some("verified") => send_verification(conn, config, email, true).map(|_| ()),
+        Some(_) => send_verification(conn, config, email, false).map(|_| ()),
+    }
+}
+
+pub fn delete(conn: &Connection, email: &str) -> Result<(), SenderError> {
+    let n = conn.execute("DELETE FROM senders WHERE email = ?1", [email])?;
+    if n == 0 {
+        return Err(SenderError::NotFound);
+    }
+    // A default sender that is gone falls back to the gateway address.
+    if store::get_setting(conn, "default_sender")?
+        .and_then(|v| v.as_str().map(|s| s.eq_ignore_ascii_case(email)))
+        .unwrap_or(false)
+    {
+        store::put_setting(conn, "default_sender", &Value::Null)?;
+    }
+    Ok(())
+}
+
+/// Stores the result of a DNS check.
+pub fn record_dns(conn: &Connection, email: &str, dns: &Value) -> Result<(), SenderError> {
+    conn.execute(
+        "UPDATE senders SET dns = ?2, dns_checked_at = ?3 WHERE email = ?1",
+        params![email, dns.to_string(), now_ms()],
+    )?;
+    Ok(())
+}
+
+/// The sender JSON of SPEC §7.
+pub fn view(conn: &Connection, config: &Config, email: &str) -> Result<Value, SenderError> {
+    let row = conn
+        .query_row(
+            "SELECT email, name, reply_mode, status, forwarding_local, forwarding_state, forwarding_confirmed_at,
+                    forwarding_confirmation, dns, dns_checked_at, signature_text, signature_html, verified_at, created_at
+             FROM senders WHERE email = ?1",
+            [email],
+            |r| {
+                Ok(json!({
+                    "email": r.get::<_, String>(0)?,
+                    "name": r.get::<_, String>(1)?,
+                    "reply_mode": r.get::<_, String>(2)?,
+                    "status": r.get::<_, String>(3)?,
+                    "forwarding_address": format!("{}@{}", r.get::<_, String>(4)?, config.domain),
+                    "forwarding": r.get::<_, String>(5)?,
+                    "forwarding_confirmed_at": r.get::<_, Option<i64>>(6)?.map(rfc3339),
+                    "forwarding_confirmation": r.get::<_, Option<String>>(7)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+                    "dns": r.get::<_, Option<String>>(8)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
+                    "dns_checked_at": r.get::<_, Option<i64>>(9)?.map(rfc3339),
+                    "signature": {"text": r.get::<_, Option<String>>(10)?, "html": r.get::<_, Option<String>>(11)?},
+                    "verified_at": r.get::<_, Option<i64>>(12)?.map(rfc3339),
+                    "created_at": rfc3339(r.get(13)?),
+                }))
+            },
+        )
+        .optional()?;
+    let mut v = row.ok_or(SenderError::NotFound)?;
+    // What to tell the admin: where to forward, which records to publish.
+    let domain = MailAddr::parse(email).map(|a| a.domain).unwrap_or_default();
+    let key: Option<(String, String, String)> = conn
+        .query_row(
+            "SELECT selector, algorithm, public_key FROM dkim_keys WHERE domain = ?1",
+            [&domain],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let mut records = vec![];
+    if let Some((selector, algorithm, public)) = key {
+        let k = if algorithm == "ed25519" {
+            "ed25519"
+        } else {
+            "rsa"
+        };
+        records.push(json!({"type": "TXT", "name": format!("{selector}._domainkey.{domain}"), "value": format!("v=DKIM1; k={k}; p={public}")}));
+    }
+    v["instructions"] = json!({
+        "forward_to": v["forwarding_address"],
+        "text": format!("Forward mail for {email} to {}, then publish the DNS records below.", v["forwarding_address"].as_str().unwrap_or("")),
+        "records": records,
+    });
+    Ok(v)
+}
+
+pub fn list(conn: &Connection, config: &Config) -> Result<Vec<Value>, SenderError> {
+    let mut stmt = conn.prepare("SELECT email FROM senders ORDER BY id")?;
+    let emails: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    emails.iter().map(|e| view(conn, config, e)).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Asynchronous operations, shared by the HTTP API and the CLI.
+
+/// Adds a sender: the domain's DKIM key is generated outside the store's
+/// writer (RSA takes a while), then everything is stored in one write.
+pub async fn add_sender(
+    store: &store::Store,
+    config: &std::sync::Arc<Config>,
+    new: NewSender,
+) -> Result<Value, SenderError> {
+    let algorithm = dkim_algorithm(&new)?;
+    let domain = MailAddr::parse(new.email.trim())
+        .map(|a| a.domain)
+        .unwrap_or_default();
+    let existing = {
+        let d = domain.clone();
+        store.read(move |c| super::dkim::find(c, &d)).await?
+    };
+    let key = match existing {
+        Some(_) => None,
+        None if domain.is_empty() => None,
+        None => Some(
+            tokio::task::spawn_blocking(move || super::dkim::generate(algorithm))
+                .await
+                .map_err(|e| SenderError::Store(e.to_string()))?
+                .map_err(|e| SenderError::Store(e.to_string()))?,
+        ),
+    };
+    let config = config.clone();
+    store
+        .write_with(move |c| add(c, &config, &new, key.as_ref()))
+        .await
+}
+
+/// The DNS health of a sender's domain, stored on the sender.
+pub async fn check_dns(
+    store: &store::Store,
+    config: &Config,
+    resolver: &super::dns::Resolver,
+    email: &str,
+) -> Result<Value, SenderError> {
+    let Some(addr) = MailAddr::parse(email) else {
+        return Err(SenderError::NotFound);
+    };
+    let key = {
+        let d = addr.domain.clone();
+        store.read(move |c| super::dkim::find(c, &d)).await?
+    };
+    let gateway = super::dns::GatewayDns {
+        spf: config.outbound.spf.clone(),
+        dkim_selector: key
+            .as_ref()
+            .map(|k| k.selector.clone())
+            .unwrap_or_else(|| config.outbound.dkim_selector.clone()),
+        dkim_public_key_b64: key.as_ref().map(|k| k.public_key_b64.clone()),
+        gateway_domain: config.domain.clone(),
+    };
+    let health = super::dns::check(resolver, &addr.domain, email, &gateway).await;
+    let value = serde_json::to_value(&health).map_err(|e| SenderError::Store(e.to_string()))?;
+    let (e, v) = (email.to_string(), value.clone());
+    store.write_with(move |c| record_dns(c, &e, &v)).await?;
+    Ok(value)
+}
+
+/// `check`: re-checks DNS, and re-tests forwarding (a probe through the
+/// sender's address, or a new code for a pending sender), waiting up to
+/// `wait` for the probe to come back through forwarding.
+pub async fn check_sender(
+    store: &store::Store,
+    config: &std::sync::Arc<Config>,
+    resolver: &super::dns::Resolver,
+    email: &str,
+    wait: std::time::Duration,
+) -> Result<Value, SenderError> {
+    {
+        let e = email.to_string();
+        let exists = store
+            .read(move |c| {
+                Ok(
+                    c.query_row("SELECT 1 FROM senders WHERE email = ?1", [e], |_| Ok(()))
+                        .optional()?,
+                )
+            })
+            .await?;
+        if exists.is_none() {
+            return Err(SenderError::NotFound);
+        }
+    }
+    check_dns(store, config, resolver, email).await?;
+    {
+        let (cfg, e) = (config.clone(), email.to_string());
+        store
+            .write_with(move |c| resend_or_probe(c, &cfg, &e))
+            .await?;
+    }
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let e = email.to_string();
+        let state: String = store
+            .read(move |c| {
+                Ok(c.query_row(
+                    "SELECT forwarding_state FROM senders WHERE email = ?1",
+                    [e],
+                    |r| r.get(0),
+                )?)
+            })
+            .await?;
+        if state == "confirmed" || tokio::time::Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let (cfg, e) = (config.clone(), email.to_string());
+    store
+        .read(move |c| view(c, &cfg, &e).map_err(|e| StoreError::Database(e.to_string())))
+        .await
+        .map_err(Into::into)
+}
+
+/// The daily DNS re-check of every sender (SPEC §6).
+pub async fn recheck_all(store: &store::Store, config: &Config, resolver: &super::dns::Resolver) {
+    let emails = store
+        .read(|c| {
+            let mut stmt = c.prepare("SELECT email FROM senders ORDER BY id")?;
+            Ok(stmt
+                .query_map([], |r| r.get::<_, String>(0))?
+                .collect::<Result<Vec<_>, _>>()?)
+        })
+        .await;
+    match emails {
+        Ok(list) => {
+            for email in list {
+                if let Err(e) = check_dns(store, config, resolver, &email).await {
+                    tracing::warn!(sender = %email, error = %e, "scheduled DNS check failed");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "scheduled DNS check: cannot list senders"),
+    }
+}
+
+/// Runs [`recheck_all`] every `interval` until shutdown.
+pub async fn scheduler(
+    store: store::Store,
+    config: std::sync::Arc<Config>,
+    resolver: super::dns::Resolver,
+    interval: std::time::Duration,
+    shutdown: crate::app::Shutdown,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(interval) => recheck_all(&store, &config, &resolver).await,
+        }
+    }
+}

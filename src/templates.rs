@@ -1,0 +1,262 @@
+//! Side-conversation templates (macros, SPEC §7): saved recipients, subject
+//! and body with placeholders, filled when a side conversation starts from
+//! one. Unknown placeholders are refused by name, never sent as they are.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::model::{is_valid_email, now_ms, rfc3339};
+use crate::store::{Result, StoreError};
+
+/// The placeholders a template may use.
+pub const PLACEHOLDERS: &[&str] = &[
+    "parent.id",
+    "parent.subject",
+    "requester.name",
+    "requester.email",
+    "agent.name",
+];
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Template {
+    pub id: i64,
+    pub name: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+    pub created_at: String,
+}
+
+/// The values placeholders are filled with.
+#[derive(Debug, Clone, Default)]
+pub struct Values {
+    pub parent_id: String,
+    pub parent_subject: String,
+    pub requester_name: String,
+    pub requester_email: String,
+    pub agent_name: String,
+}
+
+/// Every `{{name}}` in `text` that is not a known placeholder.
+pub fn unknown_placeholders(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        let name = after[..end].trim();
+        if !PLACEHOLDERS.contains(&name) && !out.iter().any(|o| o == name) {
+            out.push(name.to_string());
+        }
+        rest = &after[end + 2..];
+    }
+    out
+}
+
+/// Fills the known placeholders (whitespace inside the braces allowed).
+pub fn fill(text: &str, v: &Values) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        let value = match after[..end].trim() {
+            "parent.id" => Some(&v.parent_id),
+            "parent.subject" => Some(&v.parent_subject),
+            "requester.name" => Some(&v.requester_name),
+            "requester.email" => Some(&v.requester_email),
+            "agent.name" => Some(&v.agent_name),
+            _ => None,
+        };
+        match value {
+            Some(v) => out.push_str(v),
+            None => out.push_str(&rest[start..start + 2 + end + 2]),
+        }
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A refusal naming the field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+pub struct NewTemplate {
+    pub name: String,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+}
+
+/// Checks a new template; `Err` names the first bad field.
+pub fn validate(t: &NewTemplate) -> std::result::Result<(), Invalid> {
+    let bad = |field: &str, message: String| Invalid {
+        field: field.to_string(),
+        message,
+    };
+    if t.name.trim().is_empty() || t.name.len() > 200 {
+        return Err(bad("name", "must be 1 to 200 characters".into()));
+    }
+    for (field, list) in [("to", &t.to), ("cc", &t.cc)] {
+        for (i, a) in list.iter().enumerate() {
+            if !is_valid_email(a.trim()) {
+                return Err(bad(
+                    &format!("{field}[{i}]"),
+                    "not a valid email address".into(),
+                ));
+            }
+        }
+    }
+    let texts = [
+        ("subject", Some(&t.subject)),
+        ("body_text", t.body_text.as_ref()),
+        ("body_html", t.body_html.as_ref()),
+    ];
+    for (field, text) in texts {
+        if let Some(text) = text {
+            if text.len() > 256 * 1024 {
+                return Err(bad(field, "at most 256 KiB".into()));
+            }
+            let unknown = unknown_placeholders(text);
+            if !unknown.is_empty() {
+                return Err(bad(
+                    field,
+                    format!(
+                        "unknown placeholder{} {} (known: {})",
+                        if unknown.len() > 1 { "s" } else { "" },
+                        unknown
+                            .iter()
+                            .map(|u| format!("{{{{{u}}}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        PLACEHOLDERS
+                            .iter()
+                            .map(|p| format!("{{{{{p}}}}}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A row as stored, recipient lists still JSON.
+struct Row {
+    template: Template,
+    to: String,
+    cc: String,
+}
+
+fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok(Row {
+        template: Template {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            to: Vec::new(),
+            cc: Vec::new(),
+            subject: r.get(4)?,
+            body_text: r.get(5)?,
+            body_html: r.get(6)?,
+            created_at: rfc3339(r.get(7)?),
+        },
+        to: r.get(2)?,
+        cc: r.get(3)?,
+    })
+}
+
+fn to_template(row: Row) -> Result<Template> {
+    let mut t = row.template;
+    t.to = serde_json::from_str(&row.to)?;
+    t.cc = serde_json::from_str(&row.cc)?;
+    Ok(t)
+}
+
+const COLUMNS: &str = "id, name, to_addrs, cc_addrs, subject, body_text, body_html, created_at";
+
+pub fn create(conn: &Connection, t: &NewTemplate, by: i64) -> Result<Template> {
+    conn.execute(
+        "INSERT INTO templates (name, to_addrs, cc_addrs, subject, body_text, body_html, created_by, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            t.name.trim(),
+            serde_json::to_string(&t.to)?,
+            serde_json::to_string(&t.cc)?,
+            t.subject,
+            t.body_text,
+            t.body_html,
+            by,
+            now_ms()
+        ],
+    )?;
+    get(conn, conn.last_insert_rowid())
+}
+
+pub fn get(conn: &Connection, id: i64) -> Result<Template> {
+    let row = conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM templates WHERE id = ?1"),
+            [id],
+            from_row,
+        )
+        .optional()?
+        .ok_or(StoreError::NotFound)?;
+    to_template(row)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<Template>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM templates ORDER BY id"))?;
+    let rows = stmt
+        .query_map([], from_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    rows.into_iter().map(to_template).collect()
+}
+
+pub fn delete(conn: &Connection, id: i64) -> Result<()> {
+    match conn.execute("DELETE FROM templates WHERE id = ?1", [id])? {
+        0 => Err(StoreError::NotFound),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders() {
+        let v = Values {
+            parent_id: "T-7".into(),
+            parent_subject: "Broken pallet".into(),
+            requester_name: "Rita".into(),
+            requester_email: "rita@x.example".into(),
+            agent_name: "Ann".into(),
+        };
+        assert_eq!(
+            fill(
+                "Re ticket {{parent.id}} ({{ parent.subject }}) for {{requester.name}} <{{requester.email}}> — {{agent.name}}",
+                &v
+            ),
+            "Re ticket T-7 (Broken pallet) for Rita <rita@x.example> — Ann"
+        );
+        assert_eq!(
+            unknown_placeholders("{{parent.id}} {{ticket.no}} {{x}} {{x}}"),
+            vec!["ticket.no", "x"]
+        );
+        assert!(unknown_placeholders("{{ unclosed").is_empty());
+        assert_eq!(fill("{{nope}} {{", &v), "{{nope}} {{");
+    }
+}

@@ -1,0 +1,619 @@
+//! Webhook delivery (SPEC §7): the worker that POSTs queued events to their
+//! endpoints, signed with HMAC-SHA256, and retries failures with backoff.
+//!
+//! Delivery is at least once. A claimed row is committed as `sending`, with
+//! its attempt counted, before the request leaves; a row still `sending`
+//! when the process starts was cut off mid-attempt and is sent again. Every
+//! request carries `X-Backchannel-Delivery: <id>` so receivers can drop the
+//! duplicates this allows.
+//!
+//! Attempts run concurrently, at most `webhooks.concurrency` at once and
+//! `webhooks.per_endpoint` to one endpoint, each bounded by
+//! `webhooks.timeout`: an endpoint that hangs or fails holds only its own
+//! slots and never delays the others.
+//!
+//! The HTTP client is reqwest (over hyper) rather than hyper directly: it
+//! brings connection pooling, rustls with web PKI roots for `https://`, and
+//! a redirect policy, which hyper alone leaves to the caller.
+
+use std::collections::HashMap;
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hmac::{Hmac, Mac};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use sha2::Sha256;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use crate::app::Shutdown;
+use crate::config::{Config, WebhooksConfig};
+use crate::metrics;
+use crate::model::now_ms;
+use crate::store::Store;
+use crate::store::webhooks::{self, Attempted, Claimed, check_url};
+
+/// `User-Agent` of every delivery.
+pub const USER_AGENT: &str = concat!("backchannel/", env!("CARGO_PKG_VERSION"));
+pub const SIGNATURE_HEADER: &str = "X-Backchannel-Signature";
+pub const EVENT_HEADER: &str = "X-Backchannel-Event";
+pub const DELIVERY_HEADER: &str = "X-Backchannel-Delivery";
+
+/// Longest the worker sleeps without looking at the queue: events are
+/// queued by other writers that do not wake it.
+const POLL: Duration = Duration::from_secs(1);
+/// How much of a failed response's body is kept in `last_error`.
+const ERROR_BODY_CHARS: usize = 200;
+
+/// `sha256=<lowercase hex HMAC-SHA256 of body under secret>`.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    // HMAC takes keys of any length; `new_from_slice` cannot fail for it.
+    let mut mac = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    };
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// What one attempt came to, before the retry policy looks at it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Success(u16),
+    /// Worth trying again: any other answer, refused connection, timeout.
+    Temporary { status: Option<u16>, error: String },
+    /// Can never work as stored (a URL that is not http(s), a header value
+    /// that cannot be sent).
+    Permanent { error: String },
+}
+
+/// Classifies an HTTP answer: only 2xx is delivered. Redirects are not
+/// followed (the endpoint must be configured with its final URL), so a 3xx
+/// is a failure like any other.
+pub fn classify_status(status: u16, body: &str) -> Outcome {
+    if (200..300).contains(&status) {
+        return Outcome::Success(status);
+    }
+    let body: String = body
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(ERROR_BODY_CHARS)
+        .collect();
+    let body = body.trim();
+    Outcome::Temporary {
+        status: Some(status),
+        error: if body.is_empty() {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status}: {body}")
+        },
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// When to try again after `attempts` failed attempts (all times in ms):
+/// the schedule's step for this attempt (its last step repeats), but never
+/// past `created_at + max_age`, where one last attempt is made; `None` once
+/// that moment has passed (or with no schedule at all): give up.
+pub fn next_attempt(
+    attempts: u32,
+    created_at: i64,
+    now: i64,
+    schedule: &[Duration],
+    max_age: Duration,
+) -> Option<i64> {
+    let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
+    let step = schedule.get(index).or(schedule.last())?;
+    let deadline = created_at.saturating_add(millis(max_age));
+    if now >= deadline {
+        return None;
+    }
+    Some(now.saturating_add(millis(*step)).min(deadline))
+}
+
+/// The retry policy: what to record for an attempt that came to `outcome`.
+pub fn decide(
+    outcome: Outcome,
+    attempts: u32,
+    created_at: i64,
+    now: i64,
+    policy: &WebhooksConfig,
+) -> Attempted {
+    match outcome {
+        Outcome::Success(status) => Attempted::Delivered { status },
+        Outcome::Permanent { error } => Attempted::Failed {
+            status: None,
+            error,
+        },
+        Outcome::Temporary { status, error } => match next_attempt(
+            attempts,
+            created_at,
+            now,
+            &policy.retry_schedule,
+            policy.max_age,
+        ) {
+            Some(at) => Attempted::Deferred {
+                status,
+                error,
+                next_attempt_at: at,
+            },
+            None => Attempted::Failed {
+                status,
+                error: format!("{error} (gave up after {attempts} attempts)"),
+            },
+        },
+    }
+}
+
+/// The error and its causes on one line ("error sending request: … :
+/// Connection refused").
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = s.source();
+    }
+    text
+}
+
+/// Reads the start of a failed answer's body, for the log.
+async fn body_start(resp: &mut reqwest::Response) -> String {
+    let mut bytes = Vec::new();
+    while bytes.len() < ERROR_BODY_CHARS * 4 {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Makes one attempt; never longer than `timeout`.
+pub async fn post(client: &reqwest::Client, d: &Claimed, timeout: Duration) -> Outcome {
+    if let Err(e) = check_url(&d.url) {
+        return Outcome::Permanent {
+            error: format!("endpoint URL: {e}"),
+        };
+    }
+    let Ok(event) = HeaderValue::from_str(&d.event) else {
+        return Outcome::Permanent {
+            error: "the event name cannot be sent as a header".into(),
+        };
+    };
+    let request = client
+        .post(&d.url)
+        .header(CONTENT_TYPE, "application/json")
+        .header(
+            SIGNATURE_HEADER,
+            signature(d.secret.as_bytes(), d.payload.as_bytes()),
+        )
+        .header(EVENT_HEADER, event)
+        .header(DELIVERY_HEADER, d.id.to_string())
+        .body(d.payload.clone());
+    let attempt = async {
+        let mut resp = request.send().await?;
+        let status = resp.status().as_u16();
+        let body = if resp.status().is_success() {
+            String::new()
+        } else {
+            body_start(&mut resp).await
+        };
+        Ok::<_, reqwest::Error>(classify_status(status, &body))
+    };
+    let timed_out = || Outcome::Temporary {
+        status: None,
+        error: format!("timed out after {timeout:?}"),
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => timed_out(),
+        Ok(Err(e)) if e.is_timeout() => timed_out(),
+        Ok(Err(e)) => Outcome::Temporary {
+            status: e.status().map(|s| s.as_u16()),
+            error: error_chain(&e.without_url()),
+        },
+        Ok(Ok(outcome)) => outcome,
+    }
+}
+
+/// The delivery worker of one gateway.
+pub struct Worker {
+    config: Arc<Config>,
+    store: Store,
+    client: reqwest::Client,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// `wake` makes the worker look at the queue at once (it also looks
+    /// every second on its own).
+    pub fn new(config: Arc<Config>, store: Store, wake: Arc<Notify>) -> anyhow::Result<Worker> {
+        let w = &config.webhooks;
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .redirect(reqwest::redirect::Policy::none())
+            // Deliveries go straight to the endpoint: a proxy picked up from
+            // the environment would be a surprise on a mail gateway.
+            .no_proxy()
+            .connect_timeout(w.timeout)
+            .timeout(w.timeout)
+            .pool_max_idle_per_host(w.per_endpoint)
+            .build()?;
+        metrics::describe(
+            "webhook_deliveries_total",
+            "Webhook delivery attempts, by result (delivered, deferred, failed)",
+        );
+        metrics::describe(
+            "webhook_queue_depth",
+            "Webhook deliveries queued, deferred or in flight",
+        );
+        metrics::describe("webhook_attempt_seconds", "Duration of webhook attempts");
+        Ok(Worker {
+            config,
+            store,
+            client,
+            wake,
+        })
+    }
+
+    /// Delivers until shutdown. Attempts still in flight then are dropped;
+    /// their rows stay `sending` and are sent again at the next start.
+    #[tracing::instrument(name = "webhooks", skip_all)]
+    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        if !self.recover(&shutdown).await {
+            return Ok(());
+        }
+        let limits = &self.config.webhooks;
+        let mut in_flight: JoinSet<()> = JoinSet::new();
+        // Task → endpoint, to count the slots each endpoint holds.
+        let mut endpoints: HashMap<tokio::task::Id, i64> = HashMap::new();
+        loop {
+            if shutdown.is_triggered() {
+                break;
+            }
+            let mut wait = POLL;
+            match self
+                .store
+                .read(|c| Ok((webhooks::queue_depth(c)?, webhooks::next_due(c)?)))
+                .await
+            {
+                Ok((depth, next_due)) => {
+                    metrics::gauge_set("webhook_queue_depth", &[], depth);
+                    let now = now_ms();
+                    match next_due {
+                        Some(due) if due <= now && in_flight.len() < limits.concurrency => {
+                            match self
+                                .claim(limits.concurrency - in_flight.len(), &endpoints)
+                                .await
+                            {
+                                Ok(batch) if !batch.is_empty() => {
+                                    for d in batch {
+                                        let hook = d.webhook_id;
+                                        let handle = in_flight.spawn(attempt(
+                                            self.client.clone(),
+                                            self.store.clone(),
+                                            self.config.clone(),
+                                            d,
+                                        ));
+                                        endpoints.insert(handle.id(), hook);
+                                    }
+                                    // Look again at once: more may be due.
+                                    continue;
+                                }
+                                // Everything due waits for a busy endpoint's
+                                // slot: a finishing attempt wakes the loop.
+                                Ok(_) => {}
+                                Err(e) => {
+                                    tracing::error!(error = %e, "webhooks: cannot claim deliveries")
+                                }
+                            }
+                        }
+                        Some(due) if due > now => {
+                            let ms = u64::try_from(due - now).unwrap_or(0);
+                            wait = wait.min(Duration::from_millis(ms));
+                        }
+                        _ => {}
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "webhooks: cannot read the queue"),
+            }
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                _ = self.wake.notified() => {}
+                Some(done) = in_flight.join_next_with_id(), if !in_flight.is_empty() => {
+                    let id = match done {
+                        Ok((id, ())) => id,
+                        Err(e) => {
+                            tracing::error!(error = %e, "webhooks: attempt task failed");
+                            e.id()
+                        }
+                    };
+                    endpoints.remove(&id);
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
+        in_flight.shutdown().await;
+        Ok(())
+    }
+
+    /// Puts attempts cut off by the last stop back in the queue; `false` if
+    /// shutdown came first.
+    async fn recover(&self, shutdown: &Shutdown) -> bool {
+        loop {
+            match self
+                .store
+                .write(|c| webhooks::requeue_interrupted(c, now_ms()))
+                .await
+            {
+                Ok(0) => return true,
+                Ok(n) => {
+                    tracing::warn!(
+                        deliveries = n,
+                        "webhooks: attempts interrupted by the last stop will be sent again"
+                    );
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "webhooks: cannot requeue interrupted attempts");
+                    tokio::select! {
+                        _ = shutdown.wait() => return false,
+                        _ = tokio::time::sleep(POLL) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    async fn claim(
+        &self,
+        limit: usize,
+        endpoints: &HashMap<tokio::task::Id, i64>,
+    ) -> crate::store::Result<Vec<Claimed>> {
+        let mut busy: HashMap<i64, usize> = HashMap::new();
+        for hook in endpoints.values() {
+            *busy.entry(*hook).or_default() += 1;
+        }
+        let per_endpoint = self.config.webhooks.per_endpoint;
+        self.store
+            .write(move |c| webhooks::claim_due(c, now_ms(), limit, per_endpoint, &busy))
+            .await
+    }
+}
+
+/// Makes one attempt and records how it ended.
+async fn attempt(client: reqwest::Client, store: Store, config: Arc<Config>, d: Claimed) {
+    let started = Instant::now();
+    let outcome = post(&client, &d, config.webhooks.timeout).await;
+    metrics::observe(
+        "webhook_attempt_seconds",
+        &[],
+        started.elapsed().as_secs_f64(),
+    );
+    let now = now_ms();
+    let attempted = decide(outcome, d.attempts, d.created_at, now, &config.webhooks);
+    match &attempted {
+        Attempted::Delivered { status } => {
+            metrics::inc("webhook_deliveries_total", &[("result", "delivered")]);
+            tracing::info!(
+                delivery = d.id,
+                webhook = d.webhook_id,
+                event = %d.event,
+                attempts = d.attempts,
+                status,
+                "webhook delivered"
+            );
+        }
+        Attempted::Deferred {
+            status,
+            error,
+            next_attempt_at,
+        } => {
+            metrics::inc("webhook_deliveries_total", &[("result", "deferred")]);
+            tracing::warn!(
+                delivery = d.id,
+                webhook = d.webhook_id,
+                event = %d.event,
+                attempts = d.attempts,
+                status,
+                error = %error,
+                retry_in_ms = next_attempt_at - now,
+                "webhook attempt failed; will retry"
+            );
+        }
+        Attempted::Failed { status, error } => {
+            metrics::inc("webhook_deliveries_total", &[("result", "failed")]);
+            tracing::error!(
+                delivery = d.id,
+                webhook = d.webhook_id,
+                event = %d.event,
+                attempts = d.attempts,
+                status,
+                error = %error,
+                "webhook delivery failed for good"
+            );
+        }
+    }
+    // A store that refuses the record leaves the row `sending`, sent again
+    // at the next start; a few tries first make that rare.
+    for _ in 0..3 {
+        let a = attempted.clone();
+        match store
+            .write(move |c| webhooks::record(c, d.id, &a, now))
+            .await
+        {
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(delivery = d.id, error = %e, "webhooks: cannot record the attempt");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: i64 = 1000;
+    const M: i64 = 60 * S;
+    const H: i64 = 60 * M;
+
+    fn policy() -> WebhooksConfig {
+        WebhooksConfig {
+            deliver: true,
+            timeout: Duration::from_secs(10),
+            retry_schedule: [10, 60, 300, 1800, 7200, 21600]
+                .map(Duration::from_secs)
+                .to_vec(),
+            max_age: Duration::from_secs(24 * 3600),
+            concurrency: 8,
+            per_endpoint: 2,
+        }
+    }
+
+    #[test]
+    fn next_attempt_follows_the_schedule_until_max_age() {
+        let p = policy();
+        let t0 = 1_700_000_000_000;
+        // (attempts made, now − created_at, expected delay from now or None)
+        let cases: &[(u32, i64, Option<i64>)] = &[
+            (1, 0, Some(10 * S)),
+            (2, 10 * S, Some(M)),
+            (3, M, Some(5 * M)),
+            (4, 7 * M, Some(30 * M)),
+            (5, 40 * M, Some(2 * H)),
+            (6, 3 * H, Some(6 * H)),
+            // The last step repeats.
+            (7, 9 * H, Some(6 * H)),
+            (40, 12 * H, Some(6 * H)),
+            // Never past the deadline: one last attempt right at it.
+            (8, 20 * H, Some(4 * H)),
+            (9, 24 * H - S, Some(S)),
+            // At or past the deadline: give up.
+            (10, 24 * H, None),
+            (10, 30 * H, None),
+            // A zero attempt count (never happens) reads as the first.
+            (0, 0, Some(10 * S)),
+        ];
+        for &(attempts, age, expected) in cases {
+            let now = t0 + age;
+            let got = next_attempt(attempts, t0, now, &p.retry_schedule, p.max_age);
+            assert_eq!(
+                got.map(|at| at - now),
+                expected,
+                "attempts {attempts}, age {age} ms"
+            );
+        }
+        assert_eq!(next_attempt(1, t0, t0, &[], p.max_age), None);
+    }
+
+    #[test]
+    fn decide_maps_outcomes_to_states() {
+        let p = policy();
+        let t0 = 1_700_000_000_000;
+        let cases: Vec<(Outcome, u32, i64, Attempted)> = vec![
+            (
+                Outcome::Success(204),
+                3,
+                t0 + H,
+                Attempted::Delivered { status: 204 },
+            ),
+            (
+                classify_status(500, "oops\n"),
+                1,
+                t0,
+                Attempted::Deferred {
+                    status: Some(500),
+                    error: "HTTP 500: oops".into(),
+                    next_attempt_at: t0 + 10 * S,
+                },
+            ),
+            (
+                Outcome::Temporary {
+                    status: None,
+                    error: "connection refused".into(),
+                },
+                12,
+                t0 + 25 * H,
+                Attempted::Failed {
+                    status: None,
+                    error: "connection refused (gave up after 12 attempts)".into(),
+                },
+            ),
+            (
+                Outcome::Permanent {
+                    error: "endpoint URL: bad".into(),
+                },
+                1,
+                t0,
+                Attempted::Failed {
+                    status: None,
+                    error: "endpoint URL: bad".into(),
+                },
+            ),
+        ];
+        for (outcome, attempts, now, expected) in cases {
+            let label = format!("{outcome:?}");
+            assert_eq!(decide(outcome, attempts, t0, now, &p), expected, "{label}");
+        }
+    }
+
+    #[test]
+    fn only_2xx_is_success() {
+        let cases: &[(u16, bool)] = &[
+            (200, true),
+            (201, true),
+            (204, true),
+            (299, true),
+            (199, false),
+            (301, false),
+            (302, false),
+            (400, false),
+            (410, false),
+            (500, false),
+            (503, false),
+        ];
+        for &(status, ok) in cases {
+            assert_eq!(
+                matches!(classify_status(status, ""), Outcome::Success(_)),
+                ok,
+                "{status}"
+            );
+        }
+        assert_eq!(
+            classify_status(503, ""),
+            Outcome::Temporary {
+                status: Some(503),
+                error: "HTTP 503".into()
+            }
+        );
+        let long = "x".repeat(1000);
+        let Outcome::Temporary { error, .. } = classify_status(500, &long) else {
+            panic!("500 is temporary");
+        };
+        assert_eq!(error.len(), "HTTP 500: ".len() + ERROR_BODY_CHARS);
+    }
+
+    #[test]
+    fn signature_is_hex_hmac_sha256() {
+        // RFC 4231 test case 2, and a well-known example.
+        assert_eq!(
+            signature(b"Jefe", b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(
+            signature(b"key", b"The quick brown fox jumps over the lazy dog"),
+            "sha256=f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
+    }
+}
