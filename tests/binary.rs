@@ -9,6 +9,18 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_backchannel");
 
+/// The binary with no `BACKCHANNEL_*` variables from the test's own
+/// environment (each would be read as a config key).
+fn backchannel() -> Command {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BACKCHANNEL_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("backchannel.toml");
     std::fs::write(
@@ -77,7 +89,7 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
     let ready = dir.path().join("ready.json");
-    let mut child = Command::new(BIN)
+    let mut child = backchannel()
         .args(["--config"])
         .arg(&config)
         .args(["serve", "--ready-file"])
@@ -132,7 +144,7 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
 
     // A second start does not create another owner.
     let ready2 = dir.path().join("ready2.json");
-    let mut child = Command::new(BIN)
+    let mut child = backchannel()
         .arg("--config")
         .arg(&config)
         .args(["serve", "--ready-file"])
@@ -158,7 +170,7 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
 fn user_add_prints_only_the_token_and_user_list_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = Command::new(BIN)
+    let out = backchannel()
         .arg("--config")
         .arg(&config)
         .args([
@@ -187,7 +199,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     );
 
     // Same email again: refused with a message, non-zero exit.
-    let again = Command::new(BIN)
+    let again = backchannel()
         .arg("--config")
         .arg(&config)
         .args([
@@ -205,7 +217,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 
-    let bad_role = Command::new(BIN)
+    let bad_role = backchannel()
         .arg("--config")
         .arg(&config)
         .args([
@@ -223,7 +235,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     assert!(!bad_role.status.success());
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
 
-    let list = Command::new(BIN)
+    let list = backchannel()
         .arg("--config")
         .arg(&config)
         .args(["user", "list"])
@@ -239,7 +251,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
 fn config_prints_effective_values_with_secrets_redacted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = Command::new(BIN)
+    let out = backchannel()
         .arg("--config")
         .arg(&config)
         .arg("config")
@@ -258,7 +270,7 @@ fn config_prints_effective_values_with_secrets_redacted() {
     assert!(text.contains("u:***@127.0.0.1:1"), "{text}");
 
     // BACKCHANNEL_CONFIG works like --config.
-    let out = Command::new(BIN)
+    let out = backchannel()
         .arg("config")
         .env("BACKCHANNEL_CONFIG", &config)
         .output()
@@ -271,7 +283,7 @@ fn bad_config_is_a_startup_error_naming_the_key() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, "[smtp]\nmax_conections = 5\n").expect("write");
-    let out = Command::new(BIN)
+    let out = backchannel()
         .arg("--config")
         .arg(&path)
         .arg("serve")
@@ -281,7 +293,7 @@ fn bad_config_is_a_startup_error_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("smtp.max_conections"), "{err}");
 
-    let out = Command::new(BIN)
+    let out = backchannel()
         .arg("config")
         .env("BACKCHANNEL_HTTP_LISTEN", "not-an-address")
         .output()
@@ -295,7 +307,7 @@ fn sender_commands_add_list_and_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
     let run = |args: &[&str]| {
-        Command::new(BIN)
+        backchannel()
             .arg("--config")
             .arg(&config)
             .args(args)
