@@ -181,6 +181,7 @@ pub async fn start_with(
         ));
     }
 
+    let (http_max, http_idle) = (config.http.max_connections, config.http.idle_timeout);
     let router = api::router(ApiState {
         store: store.clone(),
         config: config.clone(),
@@ -191,8 +192,8 @@ pub async fn start_with(
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(
-                listeners.http,
-                router.into_make_service_with_connect_info::<SocketAddr>(),
+                api::listener::LimitedListener::new(listeners.http, http_max, http_idle),
+                router.into_make_service(),
             )
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await

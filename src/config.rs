@@ -165,6 +165,8 @@ pub struct RawSmtp {
 #[serde(deny_unknown_fields, default)]
 pub struct RawHttp {
     pub listen: String,
+    pub max_connections: u64,
+    pub idle_timeout: String,
     pub public_url: String,
     pub max_body_bytes: u64,
     pub request_timeout: String,
@@ -260,6 +262,8 @@ impl Default for RawHttp {
     fn default() -> Self {
         RawHttp {
             listen: "127.0.0.1:8080".into(),
+            max_connections: 1024,
+            idle_timeout: "60s".into(),
             public_url: "http://127.0.0.1:8080".into(),
             max_body_bytes: 40 * 1024 * 1024,
             request_timeout: "60s".into(),
@@ -375,6 +379,8 @@ pub struct TlsFiles {
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub idle_timeout: Duration,
     pub public_url: String,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
@@ -665,7 +671,7 @@ impl Config {
         mut table: toml::Table,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let defaults = default_table();
+        let defaults = default_table()?;
         check_known_keys(&table, &defaults, "")?;
         apply_env(&mut table, &defaults, env)?;
         let raw: RawConfig =
@@ -747,6 +753,8 @@ impl Config {
         }
         let http = HttpConfig {
             listen: socket("http.listen", &h.listen)?,
+            max_connections: positive("http.max_connections", h.max_connections, 1)?,
+            idle_timeout: nonzero_duration("http.idle_timeout", &h.idle_timeout)?,
             public_url,
             max_body_bytes: positive("http.max_body_bytes", h.max_body_bytes, 1024)?,
             request_timeout: duration("http.request_timeout", &h.request_timeout)?,
@@ -964,12 +972,11 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-fn default_table() -> toml::Table {
-    match toml::Table::try_from(RawConfig::default()) {
-        Ok(t) => t,
-        // RawConfig is plain data; serialising it cannot fail.
-        Err(e) => panic!("default config does not serialise: {e}"),
-    }
+fn default_table() -> Result<toml::Table, ConfigError> {
+    toml::Table::try_from(RawConfig::default()).map_err(|e| ConfigError::Invalid {
+        key: "(defaults)".into(),
+        message: format!("the built-in defaults do not serialise: {e}"),
+    })
 }
 
 fn check_known_keys(

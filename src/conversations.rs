@@ -865,6 +865,20 @@ impl Conversations {
         }
         check_recipients(conn, config, "cc", extra_cc)?;
         let now = now_ms();
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM participants WHERE side_conversation_id = ?1",
+            [sc_id],
+            |r| r.get(0),
+        )?;
+        if count + extra_cc.len() as i64 > crate::ingest::apply::MAX_PARTICIPANTS {
+            return Err(invalid(
+                "cc",
+                format!(
+                    "a side conversation has at most {} participants",
+                    crate::ingest::apply::MAX_PARTICIPANTS
+                ),
+            ));
+        }
         for e in extra_cc {
             conn.execute(
                 "INSERT OR IGNORE INTO participants (side_conversation_id, email, role, added_at) VALUES (?1, ?2, 'cc', ?3)",
@@ -1124,6 +1138,8 @@ impl Conversations {
             subject: composed.subject.clone(),
             visible_reply: Some(visible),
             received_at: now,
+            // The portal author is one of the participants, chosen on the form.
+            trust: crate::ingest::apply::Trust::Verified,
         };
         crate::ingest::apply::apply_reply_effects(conn, &config.domain, sc_id, &facts, message)?;
 

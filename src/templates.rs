@@ -84,6 +84,26 @@ pub fn fill(text: &str, v: &Values) -> String {
     out
 }
 
+/// [`fill`] for HTML bodies: the values are escaped, so a requester's name
+/// or a ticket subject cannot add markup to the mail.
+pub fn fill_html(text: &str, v: &Values) -> String {
+    let esc = |s: &str| {
+        s.replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+            .replace('"', "&quot;")
+            .replace('\'', "&#39;")
+    };
+    let escaped = Values {
+        parent_id: esc(&v.parent_id),
+        parent_subject: esc(&v.parent_subject),
+        requester_name: esc(&v.requester_name),
+        requester_email: esc(&v.requester_email),
+        agent_name: esc(&v.agent_name),
+    };
+    fill(text, &escaped)
+}
+
 /// A refusal naming the field.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid {
@@ -258,5 +278,13 @@ mod tests {
         );
         assert!(unknown_placeholders("{{ unclosed").is_empty());
         assert_eq!(fill("{{nope}} {{", &v), "{{nope}} {{");
+        let hostile = Values {
+            requester_name: "<script>x</script>".into(),
+            ..v.clone()
+        };
+        assert_eq!(
+            fill_html("<p>{{requester.name}}</p>", &hostile),
+            "<p>&lt;script&gt;x&lt;/script&gt;</p>"
+        );
     }
 }

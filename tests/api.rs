@@ -597,3 +597,54 @@ async fn unrouted_triage_moves_the_message_and_applies_the_effects() {
     assert!(text.contains("smtp_messages_accepted_total"), "{text}");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_ascii_subjects_and_slow_clients() {
+    use backchannel::model::Role;
+    let mut s = TestServer::start_with_http(
+        "",
+        "idle_timeout = \"1s\"",
+        "[ingest]\nauthenticate = false\n",
+    )
+    .await;
+    let api = Api::new(&s);
+    let ann = user(&s, "ann@acme.com", "Ann", Role::Member).await;
+    for subject in ["Größe der Palette", "a€", "📦 shipped", "Ré"] {
+        let (st, sc) = api
+            .post(
+                "/api/parents/T-1/side-conversations",
+                &ann,
+                json!({"to": ["v@x.example"], "subject": subject, "body_text": "b"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{subject}: {sc}");
+        let id = sc["id"].as_i64().expect("id");
+        let (st, m) = api
+            .post(
+                &format!("/api/side-conversations/{id}/messages"),
+                &ann,
+                json!({"body_text": "again"}),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{subject}: {m}");
+        assert_eq!(m["subject"], format!("Re: {subject}"));
+    }
+    // A client that never finishes its headers is disconnected.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut slow = tokio::net::TcpStream::connect(s.http)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read(&mut buf))
+        .await
+        .expect("closed within the idle timeout")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer, just closed");
+    // The server still answers others.
+    let (st, _) = api.get("/api/me", &ann).await;
+    assert_eq!(st, StatusCode::OK);
+    s.shutdown().await;
+}

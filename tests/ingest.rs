@@ -195,6 +195,8 @@ async fn a_reply_to_a_stored_message_threads_by_in_reply_to() {
     assert_eq!(rows[1].1, "references");
     // Bob was not a participant: flagged, then added as one, and a lead.
     assert_eq!(rows[1].2, "[\"unverified_sender\"]");
+    // Bob joins (as one who joins by a forward), but the people an
+    // unverified sender copies in do not.
     assert_eq!(
         s.query::<i64>("SELECT COUNT(*) FROM participants WHERE email = 'bob@carrier.example' AND role = 'joined'").await,
         1
@@ -697,6 +699,117 @@ async fn a_from_that_fails_dmarc_is_flagged_even_for_a_participant() {
     assert_eq!(
         rows[1].1, "[]",
         "an authenticated participant is not flagged"
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unverified_sender_cannot_copy_strangers_into_the_thread() {
+    let mut s = server().await;
+    seed_thread(
+        &s.store,
+        "T-20",
+        TOKEN,
+        "open",
+        "open",
+        &["vera@carrier.example"],
+    )
+    .await;
+    let cc: Vec<String> = (0..30)
+        .map(|i| format!("stranger{i}@spam.example"))
+        .collect();
+    let msg = format!(
+        "From: Mallory <mallory@evil.example>\nTo: reply+{TOKEN}@gw.example.com\nCc: {}\nSubject: Re: x\nMessage-ID: <m1@evil.example>\n\nhi\n",
+        cc.join(", ")
+    );
+    smtp_send(
+        s.smtp,
+        "mallory@evil.example",
+        &[&format!("reply+{TOKEN}@gw.example.com")],
+        &msg,
+    )
+    .await;
+    // A participant copies in colleagues: they join, up to the cap per message.
+    let many: Vec<String> = (0..15)
+        .map(|i| format!("colleague{i}@carrier.example"))
+        .collect();
+    let vera = format!(
+        "From: Vera <vera@carrier.example>\nTo: reply+{TOKEN}@gw.example.com\nCc: {}\nSubject: Re: x\nMessage-ID: <v9@carrier.example>\n\nadding my team\n",
+        many.join(", ")
+    );
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &[&format!("reply+{TOKEN}@gw.example.com")],
+        &vera,
+    )
+    .await;
+    s.wait_ingested().await;
+    let strangers: i64 = s
+        .query("SELECT COUNT(*) FROM participants WHERE email LIKE '%@spam.example'")
+        .await;
+    assert_eq!(strangers, 0, "nobody an unverified sender copied in");
+    let mallory: i64 = s
+        .query("SELECT COUNT(*) FROM participants WHERE email = 'mallory@evil.example'")
+        .await;
+    assert_eq!(mallory, 1, "the sender alone joins");
+    let colleagues: i64 = s
+        .query("SELECT COUNT(*) FROM participants WHERE email LIKE 'colleague%'")
+        .await;
+    assert_eq!(
+        colleagues as usize,
+        backchannel::ingest::apply::MAX_NEW_PARTICIPANTS
+    );
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bounce_matched_by_its_verp_key_alone_lands_on_its_thread() {
+    let mut s = server().await;
+    let (_, sc) = seed_thread(
+        &s.store,
+        "T-21",
+        TOKEN,
+        "open",
+        "open",
+        &["gone@carrier.example"],
+    )
+    .await;
+    s.store
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
+                 VALUES (?1, 'out', 'agent', 'api', x'00', x'00', 'other-format@gw.example.com', 0)",
+                [sc],
+            )?;
+            c.execute(
+                "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
+                 VALUES (last_insert_rowid(), 'gone@carrier.example', 'only7key', 'sent', 0, 0)",
+                [],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("outbound");
+    // A non-standard bounce with no returned headers: only the VERP key ties it.
+    let qmail = "From: MAILER-DAEMON@mx.carrier.example\nTo: bounce+only7key@gw.example.com\nSubject: failure notice\n\nHi. This is the qmail-send program at mx.carrier.example.\nI'm afraid I wasn't able to deliver your message to the following addresses.\nThis is a permanent error; I've given up. Sorry it didn't work out.\n\n<gone@carrier.example>:\nSorry, no mailbox here by that name. (#5.1.1)\n";
+    smtp_send(s.smtp, "", &["bounce+only7key@gw.example.com"], qmail).await;
+    s.wait_ingested().await;
+    let (kind, msc): (String, Option<i64>) = s
+        .store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT kind, side_conversation_id FROM messages WHERE direction = 'in'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?)
+        })
+        .await
+        .expect("row");
+    assert_eq!((kind.as_str(), msc), ("bounce", Some(sc)));
+    assert_eq!(
+        s.query::<String>("SELECT state FROM outbox").await,
+        "bounced"
     );
     s.shutdown().await;
 }

@@ -266,3 +266,25 @@ async fn side_conversation_tokens_are_unique_in_the_schema() {
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
     s.close();
 }
+
+#[tokio::test]
+async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let s = Store::open(&dir.path().join("bc.db")).expect("open");
+    let r: Result<(), StoreError> = s
+        .write(|c| {
+            c.execute("INSERT INTO settings (key, value) VALUES ('half', '1')", [])?;
+            panic!("a bug in a write job");
+        })
+        .await;
+    assert!(r.is_err());
+    s.write(|c| Ok(c.execute("INSERT INTO settings (key, value) VALUES ('next', '1')", [])?))
+        .await
+        .expect("the writer still works");
+    let keys: String = s
+        .read(|c| Ok(c.query_row("SELECT group_concat(key) FROM settings", [], |r| r.get(0))?))
+        .await
+        .expect("read");
+    assert_eq!(keys, "next", "the panicking job's insert was rolled back");
+    s.close();
+}

@@ -407,7 +407,10 @@ pub async fn start_side_conversation(
         }
         if body.body_text.is_none() && body.body_html.is_none() {
             body.body_text = t.body_text.as_deref().map(|b| templates::fill(b, &values));
-            body.body_html = t.body_html.as_deref().map(|b| templates::fill(b, &values));
+            body.body_html = t
+                .body_html
+                .as_deref()
+                .map(|b| templates::fill_html(b, &values));
         }
     }
     let req = StartRequest {

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod error;
 pub mod extract;
 pub mod handlers;
+pub mod listener;
 pub mod portal;
 pub mod views;
 
@@ -163,8 +164,30 @@ pub fn router(state: ApiState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limit))
+        .layer(middleware::from_fn_with_state(
+            state.config.http.request_timeout,
+            deadline,
+        ))
         .layer(middleware::from_fn(observe))
         .with_state(state)
+}
+
+/// Answers 503 when a request takes longer than `http.request_timeout`.
+async fn deadline(
+    axum::extract::State(limit): axum::extract::State<std::time::Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"error": {"code": "timeout", "message": "the request took too long"}}),
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn not_found() -> ApiError {
@@ -192,7 +215,12 @@ async fn observe(req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
-    let method = req.method().as_str().to_string();
+    // Only known methods become label values: a client inventing methods
+    // must not grow the metrics without bound.
+    let method = match req.method().as_str() {
+        m @ ("GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS") => m.to_string(),
+        _ => "other".to_string(),
+    };
     let response = next.run(req).await;
     let status = response.status().as_u16().to_string();
     metrics::inc(

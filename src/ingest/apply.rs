@@ -399,6 +399,31 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
     if let Some(e) = known.error.into_inner() {
         return Err(e);
     }
+    // A bounce matched only by its VERP key belongs to the thread of the
+    // outbound message that key was sent with.
+    let decision = match decision {
+        Decision::Bounce {
+            side_conversation: None,
+            verp_key: Some(key),
+            original_message_id,
+        } => {
+            let sc: Option<i64> = conn
+                .query_row(
+                    "SELECT m.side_conversation_id FROM outbox o JOIN messages m ON m.id = o.message_id
+                     WHERE o.verp_key = ?1",
+                    [&key],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .flatten();
+            Decision::Bounce {
+                side_conversation: sc,
+                verp_key: Some(key),
+                original_message_id,
+            }
+        }
+        other => other,
+    };
 
     let (sc, kind, rule): (Option<i64>, &str, &'static str) = match &decision {
         Decision::Thread {
@@ -553,15 +578,15 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
             },
             Some(t),
         ) if kind == "reply" && !is_duplicate_variant => {
-            reply_effects(
-                conn,
-                domain,
-                *side_conversation,
-                t,
-                &ReplyFacts::of(p),
-                message,
-                now,
-            )?;
+            let mut facts = ReplyFacts::of(p);
+            facts.trust = if p.auth.as_ref().is_some_and(AuthResults::dmarc_failed) {
+                Trust::Forged
+            } else if flags.iter().any(|f| f == "unverified_sender") {
+                Trust::UnverifiedSender
+            } else {
+                Trust::Verified
+            };
+            reply_effects(conn, domain, *side_conversation, t, &facts, message, now)?;
         }
         (
             Decision::Bounce {
@@ -601,7 +626,26 @@ pub struct ReplyFacts {
     pub subject: String,
     pub visible_reply: Option<String>,
     pub received_at: i64,
+    /// How far the sender is trusted: who the reply may bring in.
+    pub trust: Trust,
 }
+
+/// Who a reply may add to the side conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// A participant, not failing DMARC: the people they copied join too.
+    Verified,
+    /// Not a participant (yet): they join alone, as one who joins by a
+    /// forward; the addresses they copied do not.
+    UnverifiedSender,
+    /// The From fails DMARC: nobody is added.
+    Forged,
+}
+
+/// Most people one message may add.
+pub const MAX_NEW_PARTICIPANTS: usize = 10;
+/// Most participants one side conversation may have.
+pub const MAX_PARTICIPANTS: i64 = 50;
 
 impl ReplyFacts {
     fn of(p: &Prepared) -> ReplyFacts {
@@ -613,6 +657,7 @@ impl ReplyFacts {
             subject: p.parsed.subject.clone(),
             visible_reply: p.visible_reply.clone(),
             received_at: p.envelope.received_at,
+            trust: Trust::Verified,
         }
     }
 }
@@ -642,13 +687,43 @@ fn reply_effects(
     now: i64,
 ) -> Result<()> {
     let from = f.from.as_ref();
-    // New people: the sender and anyone they copied in.
-    for m in from.into_iter().chain(f.cc.iter()).chain(f.to.iter()) {
-        if is_internal(conn, domain, &m.email, &t.sender_email)? {
+    // New people: the sender, and anyone a trusted sender copied in; never
+    // more than the caps, so a reply cannot fan the thread out to strangers.
+    let candidates: Vec<&Mailbox> = match f.trust {
+        Trust::Verified => from
+            .into_iter()
+            .chain(f.cc.iter())
+            .chain(f.to.iter())
+            .collect(),
+        Trust::UnverifiedSender => from.into_iter().collect(),
+        Trust::Forged => Vec::new(),
+    };
+    // The sender becomes a contact (a lead) unless forged.
+    if let Some(m) = from
+        && f.trust != Trust::Forged
+        && !is_internal(conn, domain, &m.email, &t.sender_email)?
+    {
+        add_contact(conn, m, message, now)?;
+    }
+    let mut added = 0;
+    for m in candidates {
+        if added >= MAX_NEW_PARTICIPANTS || is_internal(conn, domain, &m.email, &t.sender_email)? {
             continue;
+        }
+        if is_participant(conn, sc, &m.email)? {
+            continue;
+        }
+        let count: i64 = conn.query_row(
+            "SELECT COUNT(*) FROM participants WHERE side_conversation_id = ?1",
+            [sc],
+            |r| r.get(0),
+        )?;
+        if count >= MAX_PARTICIPANTS {
+            break;
         }
         add_participant(conn, sc, m, now)?;
         add_contact(conn, m, message, now)?;
+        added += 1;
     }
     if t.sc_status == "closed" {
         conn.execute(
@@ -887,6 +962,7 @@ pub fn assign(
                         subject: r.get(8)?,
                         visible_reply: r.get(9)?,
                         received_at: r.get(10)?,
+                        trust: Trust::Verified,
                     },
                 })
             },
@@ -945,10 +1021,18 @@ pub fn assign(
         },
     )?;
     if kind == "reply" {
+        let mut facts = facts;
+        let dmarc_failed = conn
+            .query_row("SELECT auth FROM messages WHERE id = ?1", [message], |r| {
+                r.get::<_, Option<String>>(0)
+            })?
+            .and_then(|a| serde_json::from_str::<AuthResults>(&a).ok())
+            .is_some_and(|a| a.dmarc_failed());
         // Not yet a participant: flagged as any such reply would be.
         if let Some(f) = &facts.from
             && !is_participant(conn, sc, &f.email)?
         {
+            facts.trust = Trust::UnverifiedSender;
             let flags: String =
                 conn.query_row("SELECT flags FROM messages WHERE id = ?1", [message], |r| {
                     r.get(0)
@@ -964,6 +1048,9 @@ pub fn assign(
                     ],
                 )?;
             }
+        }
+        if dmarc_failed {
+            facts.trust = Trust::Forged;
         }
         reply_effects(conn, domain, sc, &t, &facts, message, now)?;
     }

@@ -33,8 +33,10 @@ use crate::store::{Result, Store};
 use apply::{Applied, Prepared};
 use auth::Authenticator;
 
-/// Messages prepared together.
+/// Messages prepared together, and their raw size at most (a single larger
+/// message still goes alone).
 const BATCH: usize = 64;
+const BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// After this many failed attempts a message is stored whole as unrouted
 /// (flag `ingest_error`) rather than retried forever: nothing is dropped.
 const MAX_ATTEMPTS: i64 = 3;
@@ -161,7 +163,10 @@ impl Worker {
 
     /// Processes one batch of queued messages; returns how many it took.
     pub async fn drain_once(&self) -> Result<usize> {
-        let batch = self.store.read(|c| inbound::pending(c, BATCH)).await?;
+        let batch = self
+            .store
+            .read(|c| inbound::pending(c, BATCH, BATCH_BYTES))
+            .await?;
         let n = batch.len();
         if n == 0 {
             return Ok(0);

@@ -175,7 +175,7 @@ pub fn reply_to(
 /// follow-ups (never doubled).
 pub fn subject(base: &str, follow_up: bool) -> String {
     let base = clean_header(base);
-    let already = base.len() >= 3 && base[..3].eq_ignore_ascii_case("re:");
+    let already = base.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("re:"));
     if follow_up && !already {
         format!("Re: {base}")
     } else {
@@ -192,6 +192,10 @@ pub fn references(thread_ids: &[String]) -> Vec<String> {
     out.extend_from_slice(&thread_ids[thread_ids.len() - (MAX_REFERENCES - 1)..]);
     out
 }
+
+/// Child blocks kept in a Thread-Index (22 + 100 × 5 bytes → 696 base64
+/// characters on the header line).
+pub const MAX_CHILD_BLOCKS: usize = 100;
 
 /// FILETIME (100 ns since 1601) from ms since the Unix epoch.
 fn filetime(ms: i64) -> u64 {
@@ -225,7 +229,12 @@ pub fn thread_index(previous: Option<&[u8]>, now_ms: i64) -> Vec<u8> {
             let random = u64::from(random_bytes::<1>()[0] & 0x0F);
             let seq = ((prev.len() - 22) / 5) as u64 & 0x0F;
             let block = (code << 39) | (bits << 8) | (random << 4) | seq;
+            // Keep the header line well under RFC 5322's 998 characters: past
+            // MAX_CHILD_BLOCKS the oldest child blocks give way.
             let mut out = prev.to_vec();
+            if (out.len() - 22) / 5 >= MAX_CHILD_BLOCKS {
+                out.drain(22..27);
+            }
             out.extend_from_slice(&block.to_be_bytes()[3..]);
             out
         }
@@ -609,6 +618,10 @@ mod tests {
         assert_eq!(subject("Pallet 7", true), "Re: Pallet 7");
         assert_eq!(subject("RE: Pallet 7", true), "RE: Pallet 7");
         assert_eq!(subject("a\r\nBcc: evil@x", false), "a  Bcc: evil@x");
+        // Non-ASCII within the first three bytes must not split a character.
+        assert_eq!(subject("Größe der Palette", true), "Re: Größe der Palette");
+        assert_eq!(subject("a€", true), "Re: a€");
+        assert_eq!(subject("📦 shipped", true), "Re: 📦 shipped");
     }
 
     #[test]
@@ -654,7 +667,13 @@ mod tests {
             (u64::from_be_bytes([0, 0, 0, b[0], b[1], b[2], b[3], b[4]]) >> 8) & 0x7FFF_FFFF
         };
         assert!(delta(&third[27..]) > delta(&second[22..]));
-        assert_eq!(decode_base64(&base64(&third)), Some(third));
+        assert_eq!(decode_base64(&base64(&third)), Some(third.clone()));
+        let mut long = third;
+        for i in 0..300 {
+            long = thread_index(Some(&long), 1_788_256_800_000 + i * 60_000);
+        }
+        assert_eq!(long.len(), 22 + 5 * MAX_CHILD_BLOCKS);
+        assert!(base64(&long).len() < 998 - "Thread-Index: ".len());
     }
 
     #[test]

@@ -97,12 +97,32 @@ pub fn get(conn: &Connection, id: i64) -> Result<InboundMessage> {
     )?)
 }
 
-/// The oldest queued messages, in arrival order.
-pub fn pending(conn: &Connection, limit: usize) -> Result<Vec<InboundMessage>> {
+/// The oldest queued messages, in arrival order: at most `limit`, and no
+/// more than `max_bytes` of raw mail (but always at least one message).
+pub fn pending(conn: &Connection, limit: usize, max_bytes: usize) -> Result<Vec<InboundMessage>> {
+    let mut sizes = conn.prepare(
+        "SELECT id, size FROM inbound_queue WHERE state = 'queued' ORDER BY id LIMIT ?1",
+    )?;
+    let mut total = 0usize;
+    let mut last_id = None;
+    for row in sizes.query_map([limit as i64], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })? {
+        let (id, size) = row?;
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        if last_id.is_some() && total.saturating_add(size) > max_bytes {
+            break;
+        }
+        total = total.saturating_add(size);
+        last_id = Some(id);
+    }
+    let Some(last_id) = last_id else {
+        return Ok(Vec::new());
+    };
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM inbound_queue WHERE state = 'queued' ORDER BY id LIMIT ?1"
+        "SELECT {COLUMNS} FROM inbound_queue WHERE state = 'queued' AND id <= ?1 ORDER BY id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map([limit as i64], from_row)?;
+    let rows = stmt.query_map(params![last_id, limit as i64], from_row)?;
     rows.map(|r| finish(r?)).collect()
 }
 

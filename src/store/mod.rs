@@ -389,14 +389,42 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
         return;
     }
     let mut completions = Vec::with_capacity(jobs.len());
+    let mut broken: Option<StoreError> = None;
     for job in jobs {
+        if broken.is_some() {
+            // The batch transaction is gone: the rest do not run.
+            let (_, completion) = job(None);
+            completions.push(completion);
+            continue;
+        }
         if let Err(e) = conn.execute_batch("SAVEPOINT job") {
             tracing::error!(error = %e, "store: cannot open a savepoint");
             let (_, completion) = job(None);
             completions.push(completion);
             continue;
         }
-        let (ok, completion) = job(Some(conn));
+        // A job that panics (a bug) must not take the writer thread, and
+        // with it every later write, down: its work is rolled back and its
+        // caller answered with an error.
+        let (ok, completion) =
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(Some(conn)))) {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    tracing::error!("store: a write job panicked; its work is rolled back");
+                    let err = StoreError::Database("the write failed (internal error)".into());
+                    let answer: Completion = Box::new(move |_| drop(err));
+                    (false, answer)
+                }
+            };
+        if conn.is_autocommit() {
+            // SQLite rolled the whole transaction back by itself (a full
+            // disk, an I/O error): nothing of this batch is kept.
+            broken = Some(StoreError::Database(
+                "the transaction was rolled back by the database (disk full or I/O error)".into(),
+            ));
+            completions.push(completion);
+            continue;
+        }
         let end = if ok {
             conn.execute_batch("RELEASE job")
         } else {
@@ -406,6 +434,11 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
             tracing::error!(error = %e, "store: savepoint failed");
         }
         completions.push(completion);
+    }
+    if let Some(e) = broken {
+        tracing::error!(error = %e, "store: batch lost");
+        completions.into_iter().for_each(|c| c(Some(&e)));
+        return;
     }
     let commit = if fail_commit {
         let _ = conn.execute_batch("ROLLBACK");

@@ -34,9 +34,29 @@ impl TestServer {
         Self::start_in(tempfile::tempdir().expect("tempdir"), smtp_extra, rest).await
     }
 
+    /// With extra keys for the `[http]` section too.
+    pub async fn start_with_http(smtp_extra: &str, http_extra: &str, rest: &str) -> TestServer {
+        Self::start_full(
+            tempfile::tempdir().expect("tempdir"),
+            smtp_extra,
+            http_extra,
+            rest,
+        )
+        .await
+    }
+
     /// Starts on an existing directory (its `data/` holds the store and the
     /// Maildir), as a restart would.
     pub async fn start_in(dir: tempfile::TempDir, smtp_extra: &str, rest: &str) -> TestServer {
+        Self::start_full(dir, smtp_extra, "", rest).await
+    }
+
+    async fn start_full(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        http_extra: &str,
+        rest: &str,
+    ) -> TestServer {
         // Tests never reach a resolver off this machine: unless a test
         // brings its own [dns], lookups go to a closed loopback port and
         // fail at once (temperror).
@@ -46,7 +66,7 @@ impl TestServer {
             "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"1s\"\n"
         };
         let text = format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n{dns}{rest}\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{dns}{rest}\n",
             dir.path().join("data").display()
         );
         let config = Config::from_toml_str(&text, Vec::new()).expect("config");
