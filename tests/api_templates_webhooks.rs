@@ -9,44 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode as AxStatus};
-use common::{TestServer, smtp_send};
+use common::{TestServer, api_call as call, make_user as user, smtp_send};
 use hmac::{Hmac, Mac};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-async fn call(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = reqwest::Client::new()
-        .request(m, format!("http://{}{path}", s.http))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("text");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
-async fn user(s: &TestServer, email: &str, name: &str, role: backchannel::model::Role) -> String {
-    let (e, n) = (email.to_string(), name.to_string());
-    s.store
-        .write(move |c| backchannel::store::users::create(c, &e, &n, role))
-        .await
-        .expect("user")
-        .1
-        .as_str()
-        .to_string()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_fill_a_side_conversation() {

@@ -7,41 +7,18 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, smtp_send};
-use serde_json::{Value, json};
-
-const CONFIG: &str = "[ingest]\nauthenticate = false\n[notifications]\nbatch_window = \"2s\"\n";
+use common::{TestServer, api_call, make_user, smtp_send};
 
 async fn call(s: &TestServer, method: &str, path: &str, token: &str, body: Option<Value>) -> Value {
-    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = reqwest::Client::new()
-        .request(m, format!("http://{}{path}", s.http))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let text = req
-        .send()
-        .await
-        .expect("request")
-        .text()
-        .await
-        .expect("text");
-    serde_json::from_str(&text).unwrap_or(Value::String(text))
+    api_call(s, method, path, token, body).await.1
 }
 
 async fn user(s: &TestServer, email: &str, name: &str) -> String {
-    let (e, n) = (email.to_string(), name.to_string());
-    s.store
-        .write(move |c| {
-            backchannel::store::users::create(c, &e, &n, backchannel::model::Role::Member)
-        })
-        .await
-        .expect("user")
-        .1
-        .as_str()
-        .to_string()
+    make_user(s, email, name, backchannel::model::Role::Member).await
 }
+use serde_json::{Value, json};
+
+const CONFIG: &str = "[ingest]\nauthenticate = false\n[notifications]\nbatch_window = \"2s\"\n";
 
 /// Delivered notification files for `rcpt` (maildir).
 fn notifications_to(s: &TestServer, rcpt: &str) -> Vec<String> {

@@ -9,49 +9,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::dns::{FakeDns, RecordKind};
-use common::{TestServer, smtp_send};
-use reqwest::StatusCode;
-use serde_json::{Value, json};
+use common::{TestServer, api_call as call, make_user, smtp_send};
 
 async fn owner(s: &TestServer) -> String {
-    s.store
-        .write(|c| {
-            backchannel::store::users::create(
-                c,
-                "olga@acme.com",
-                "Olga",
-                backchannel::model::Role::Owner,
-            )
-        })
-        .await
-        .expect("owner")
-        .1
-        .as_str()
-        .to_string()
+    make_user(s, "olga@acme.com", "Olga", backchannel::model::Role::Owner).await
 }
-
-async fn call(
-    s: &TestServer,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
-    let mut req = reqwest::Client::new()
-        .request(m, format!("http://{}{path}", s.http))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("text");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
+use reqwest::StatusCode;
+use serde_json::json;
 
 /// Waits for a Maildir file addressed to `rcpt` whose text contains `needle`.
 async fn sent_mail(dir: &Path, rcpt: &str, needle: &str) -> String {

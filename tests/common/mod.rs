@@ -333,3 +333,45 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("query failed: {e}"))
     }
 }
+
+/// One HTTP call to the server's API as `token`; the status and the body
+/// (JSON, or the text as a JSON string).
+pub async fn api_call(
+    s: &TestServer,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    let m = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+    let mut req = reqwest::Client::new()
+        .request(m, format!("http://{}{path}", s.http))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("text");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+/// Creates a user in the store; returns its API token.
+pub async fn make_user(
+    s: &TestServer,
+    email: &str,
+    name: &str,
+    role: backchannel::model::Role,
+) -> String {
+    let (e, n) = (email.to_string(), name.to_string());
+    s.store
+        .write(move |c| backchannel::store::users::create(c, &e, &n, role))
+        .await
+        .expect("user")
+        .1
+        .as_str()
+        .to_string()
+}
