@@ -581,20 +581,18 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
         composed.in_reply_to.as_deref(),
         &composed.references,
     )?;
-    for (i, a) in o.attachments.iter().enumerate() {
-        conn.execute(
-            "INSERT INTO attachments (message_id, idx, filename, content_type, size, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                message,
-                i as i64,
-                a.filename,
-                a.content_type,
-                a.data.len() as i64,
-                a.data
-            ],
-        )?;
-    }
+    store::messages::insert_attachments(
+        conn,
+        message,
+        o.attachments
+            .iter()
+            .map(|a| store::messages::NewAttachment {
+                filename: Some(&a.filename),
+                content_type: &a.content_type,
+                content_id: None,
+                data: &a.data,
+            }),
+    )?;
     for rcpt in o.to.iter().chain(o.cc.iter()) {
         outbox::enqueue(conn, message, rcpt, now)?;
     }
@@ -1104,20 +1102,18 @@ impl Conversations {
             composed.in_reply_to.as_deref(),
             &composed.references,
         )?;
-        for (i, a) in req.attachments.iter().enumerate() {
-            conn.execute(
-                "INSERT INTO attachments (message_id, idx, filename, content_type, size, data)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    message,
-                    i as i64,
-                    a.filename,
-                    a.content_type,
-                    a.data.len() as i64,
-                    a.data
-                ],
-            )?;
-        }
+        store::messages::insert_attachments(
+            conn,
+            message,
+            req.attachments
+                .iter()
+                .map(|a| store::messages::NewAttachment {
+                    filename: Some(&a.filename),
+                    content_type: &a.content_type,
+                    content_id: None,
+                    data: &a.data,
+                }),
+        )?;
         view::add_message(
             conn,
             message,

@@ -543,23 +543,19 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         p.parsed.in_reply_to.as_deref(),
         &p.parsed.references,
     )?;
-    {
-        let mut stmt = conn.prepare_cached(
-            "INSERT INTO attachments (message_id, idx, filename, content_type, size, content_id, data)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )?;
-        for (i, a) in p.parsed.attachments.iter().enumerate() {
-            stmt.execute(params![
-                message,
-                i as i64,
-                a.filename,
-                a.content_type,
-                a.data.len() as i64,
-                a.content_id,
-                a.data
-            ])?;
-        }
-    }
+    crate::store::messages::insert_attachments(
+        conn,
+        message,
+        p.parsed
+            .attachments
+            .iter()
+            .map(|a| crate::store::messages::NewAttachment {
+                filename: a.filename.as_deref(),
+                content_type: &a.content_type,
+                content_id: a.content_id.as_deref(),
+                data: &a.data,
+            }),
+    )?;
     let placement = match (&thread, kind) {
         (Some(t), _) => Placement::Thread {
             parent_id: t.parent_id,
