@@ -320,3 +320,23 @@ CREATE TABLE counters (
     value           INTEGER NOT NULL
 );
 INSERT INTO counters (name, value) VALUES ('modseq', 0);
+
+-- migration: 2
+-- Agent view, second part: what left a mailbox (a message of the Unrouted
+-- list assigned to a thread), so IMAP sessions report EXPUNGE and JMAP
+-- Email/changes reports it, and indexes for "what changed since modseq N".
+CREATE TABLE mailbox_removed (
+    mailbox_id      INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid             INTEGER NOT NULL,
+    message_id      INTEGER NOT NULL,
+    modseq          INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+CREATE INDEX mailbox_removed_modseq ON mailbox_removed(mailbox_id, modseq);
+CREATE INDEX mailbox_messages_modseq ON mailbox_messages(mailbox_id, modseq);
+CREATE INDEX message_flags_modseq ON message_flags(user_id, modseq);
+-- INBOX and Unrouted exist from the start, so clients can select them empty.
+INSERT OR IGNORE INTO mailboxes (name, kind, uidvalidity)
+    VALUES ('INBOX', 'inbox', max(1, CAST(strftime('%s', 'now') AS INTEGER)));
+INSERT OR IGNORE INTO mailboxes (name, kind, uidvalidity)
+    VALUES ('Unrouted', 'unrouted', max(1, CAST(strftime('%s', 'now') AS INTEGER)));

@@ -997,16 +997,7 @@ pub fn assign(
         params![message, sc],
     )?;
     // Out of the Unrouted mailbox, into the thread's.
-    let modseq = view::next_modseq(conn)?;
-    conn.execute(
-        "DELETE FROM mailbox_messages WHERE message_id = ?1
-         AND mailbox_id = (SELECT id FROM mailboxes WHERE name = ?2)",
-        params![message, view::UNROUTED],
-    )?;
-    conn.execute(
-        "UPDATE mailboxes SET highest_modseq = ?2 WHERE name = ?1",
-        params![view::UNROUTED, modseq],
-    )?;
+    view::remove_message(conn, view::UNROUTED, message)?;
     view::add_message(
         conn,
         message,

@@ -88,6 +88,8 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriterMsg>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Connection>>,
+    /// Moves after every successful COMMIT (see [`Store::commits`]).
+    commits: tokio::sync::watch::Sender<u64>,
 }
 
 /// Cheap to clone; all clones share the writer and the read pool.
@@ -176,9 +178,11 @@ impl Store {
         migrate(&mut conn)?;
 
         let (tx, rx) = mpsc::channel::<WriterMsg>();
+        let (commits, _) = tokio::sync::watch::channel(0u64);
+        let committed = commits.clone();
         let handle = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn(move || writer_loop(conn, rx, committed))
             .map_err(|e| StoreError::Database(format!("spawn writer: {e}")))?;
 
         Ok(Store {
@@ -187,12 +191,20 @@ impl Store {
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 readers: Mutex::new(Vec::new()),
+                commits,
             }),
         })
     }
 
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// A counter that moves after every committed write batch. Whoever
+    /// pushes changes to clients (IMAP IDLE, JMAP EventSource) waits on it
+    /// and then reads what changed, instead of polling the database.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.commits.subscribe()
     }
 
     fn submit(&self, msg: WriterMsg) -> Result<()> {
@@ -355,7 +367,11 @@ impl Store {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriterMsg>) {
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<WriterMsg>,
+    commits: tokio::sync::watch::Sender<u64>,
+) {
     let mut fail_next = false;
     while let Ok(first) = rx.recv() {
         let mut jobs: Vec<Job> = Vec::new();
@@ -373,12 +389,15 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriterMsg>) {
         if jobs.is_empty() {
             continue;
         }
-        run_batch(&conn, jobs, std::mem::take(&mut fail_next));
+        if run_batch(&conn, jobs, std::mem::take(&mut fail_next)) {
+            commits.send_modify(|n| *n = n.wrapping_add(1));
+        }
     }
     tracing::debug!("store writer stopped");
 }
 
-fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
+/// Runs one batch; true when it committed.
+fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::from(e);
         tracing::error!(error = %err, "store: cannot begin a transaction");
@@ -386,7 +405,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
             let (_, completion) = job(None);
             completion(Some(&err));
         }
-        return;
+        return false;
     }
     let mut completions = Vec::with_capacity(jobs.len());
     let mut broken: Option<StoreError> = None;
@@ -438,7 +457,7 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
     if let Some(e) = broken {
         tracing::error!(error = %e, "store: batch lost");
         completions.into_iter().for_each(|c| c(Some(&e)));
-        return;
+        return false;
     }
     let commit = if fail_commit {
         let _ = conn.execute_batch("ROLLBACK");
@@ -449,13 +468,17 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) {
         conn.execute_batch("COMMIT").map_err(StoreError::from)
     };
     match commit {
-        Ok(()) => completions.into_iter().for_each(|c| c(None)),
+        Ok(()) => {
+            completions.into_iter().for_each(|c| c(None));
+            true
+        }
         Err(e) => {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
             tracing::error!(error = %e, "store: commit failed; batch rolled back");
             completions.into_iter().for_each(|c| c(Some(&e)));
+            false
         }
     }
 }

@@ -103,3 +103,357 @@ pub fn add_message(conn: &Connection, message_id: i64, placement: Placement<'_>)
     }
     Ok(())
 }
+
+/// Takes a message out of a mailbox (an Unrouted message assigned to a
+/// thread), leaving a record so sessions and JMAP clients learn of it.
+pub fn remove_message(conn: &Connection, mailbox_name: &str, message_id: i64) -> Result<()> {
+    let Some((mailbox_id, uid)) = conn
+        .query_row(
+            "SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm
+             JOIN mailboxes mb ON mb.id = mm.mailbox_id
+             WHERE mb.name = ?1 AND mm.message_id = ?2",
+            params![mailbox_name, message_id],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
+        )
+        .optional()?
+    else {
+        return Ok(());
+    };
+    let modseq = next_modseq(conn)?;
+    conn.execute(
+        "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2",
+        params![mailbox_id, uid],
+    )?;
+    conn.execute(
+        "INSERT OR REPLACE INTO mailbox_removed (mailbox_id, uid, message_id, modseq)
+         VALUES (?1, ?2, ?3, ?4)",
+        params![mailbox_id, uid, message_id, modseq],
+    )?;
+    conn.execute(
+        "UPDATE mailboxes SET highest_modseq = ?2 WHERE id = ?1",
+        params![mailbox_id, modseq],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Reading the view (IMAP and JMAP share these)
+
+/// The current value of the global modification sequence: JMAP state
+/// strings and IMAP HIGHESTMODSEQ derive from it.
+pub fn current_modseq(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT value FROM counters WHERE name = 'modseq'",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// One mailbox of the agent view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox {
+    pub id: i64,
+    /// `INBOX`, `Unrouted` or `Tickets/<external id>`.
+    pub name: String,
+    /// `inbox`, `ticket` or `unrouted`.
+    pub kind: String,
+    pub parent_id: Option<i64>,
+    pub uidvalidity: u32,
+    pub uidnext: u32,
+    pub highest_modseq: i64,
+}
+
+fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
+    Ok(Mailbox {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        parent_id: r.get(3)?,
+        uidvalidity: r.get::<_, i64>(4)?.clamp(1, u32::MAX as i64) as u32,
+        uidnext: r.get::<_, i64>(5)?.clamp(1, u32::MAX as i64) as u32,
+        highest_modseq: r.get(6)?,
+    })
+}
+
+const MAILBOX_COLUMNS: &str = "id, name, kind, parent_id, uidvalidity, uidnext, highest_modseq";
+
+/// Whether a user with `role` sees mailboxes of this kind: Unrouted is for
+/// owners and admins only (SPEC §9).
+pub fn may_see(role: crate::model::Role, kind: &str) -> bool {
+    kind != "unrouted" || role.can_administer()
+}
+
+/// Every mailbox `role` may see, INBOX first, then Tickets/… by name, then
+/// Unrouted.
+pub fn mailboxes(conn: &Connection, role: crate::model::Role) -> Result<Vec<Mailbox>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes
+         ORDER BY CASE kind WHEN 'inbox' THEN 0 WHEN 'ticket' THEN 1 ELSE 2 END, name"
+    ))?;
+    let all = stmt
+        .query_map([], mailbox_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(all.into_iter().filter(|m| may_see(role, &m.kind)).collect())
+}
+
+/// A mailbox by name, if `role` may see it. `INBOX` matches in any case
+/// (RFC 3501 §5.1); other names are exact.
+pub fn mailbox_by_name(
+    conn: &Connection,
+    role: crate::model::Role,
+    name: &str,
+) -> Result<Option<Mailbox>> {
+    let name = if name.eq_ignore_ascii_case(INBOX) {
+        INBOX
+    } else {
+        name
+    };
+    let found = conn
+        .query_row(
+            &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE name = ?1"),
+            [name],
+            mailbox_row,
+        )
+        .optional()?;
+    Ok(found.filter(|m| may_see(role, &m.kind)))
+}
+
+/// A mailbox by id, if `role` may see it.
+pub fn mailbox_by_id(
+    conn: &Connection,
+    role: crate::model::Role,
+    id: i64,
+) -> Result<Option<Mailbox>> {
+    let found = conn
+        .query_row(
+            &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"),
+            [id],
+            mailbox_row,
+        )
+        .optional()?;
+    Ok(found.filter(|m| may_see(role, &m.kind)))
+}
+
+/// Message counts of one mailbox for one user: (total, unseen by the user).
+/// Index-only: walks the mailbox's rows, never the mail.
+pub fn counts(conn: &Connection, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
+    let (total, seen): (i64, i64) = conn.query_row(
+        "SELECT count(*), count(f.message_id) FROM mailbox_messages mm
+         LEFT JOIN message_flags f
+           ON f.user_id = ?2 AND f.message_id = mm.message_id AND f.seen = 1
+         WHERE mm.mailbox_id = ?1",
+        params![mailbox_id, user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    let total = total.clamp(0, u32::MAX as i64) as u32;
+    let seen = seen.clamp(0, u32::MAX as i64) as u32;
+    Ok((total, total.saturating_sub(seen)))
+}
+
+/// One message's place in a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    pub uid: u32,
+    pub message_id: i64,
+    /// When it was added to the mailbox.
+    pub modseq: i64,
+}
+
+/// Every message of a mailbox in UID order (the IMAP sequence).
+pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, message_id, modseq FROM mailbox_messages
+         WHERE mailbox_id = ?1 ORDER BY uid",
+    )?;
+    let rows = stmt
+        .query_map([mailbox_id], |r| {
+            Ok(Entry {
+                uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+                message_id: r.get(1)?,
+                modseq: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Messages added to a mailbox after `modseq`, in UID order.
+pub fn added_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, message_id, modseq FROM mailbox_messages
+         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+    )?;
+    let rows = stmt
+        .query_map(params![mailbox_id, modseq], |r| {
+            Ok(Entry {
+                uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+                message_id: r.get(1)?,
+                modseq: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Messages that left a mailbox after `modseq` (the modseq is the removal's).
+pub fn removed_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT uid, message_id, modseq FROM mailbox_removed
+         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
+    )?;
+    let rows = stmt
+        .query_map(params![mailbox_id, modseq], |r| {
+            Ok(Entry {
+                uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+                message_id: r.get(1)?,
+                modseq: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// A user's flags on one message. Messages without a row have none.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Flags {
+    pub seen: bool,
+    pub flagged: bool,
+    pub answered: bool,
+    /// When they last changed (0: never set).
+    pub modseq: i64,
+}
+
+impl Flags {
+    fn same_bits(&self, other: &Flags) -> bool {
+        self.seen == other.seen && self.flagged == other.flagged && self.answered == other.answered
+    }
+}
+
+/// One user's flags on many messages; messages absent from the map have
+/// none.
+pub fn flags(
+    conn: &Connection,
+    user_id: i64,
+    message_ids: &[i64],
+) -> Result<std::collections::HashMap<i64, Flags>> {
+    let mut out = std::collections::HashMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT seen, flagged, answered, modseq FROM message_flags
+         WHERE user_id = ?1 AND message_id = ?2",
+    )?;
+    for &id in message_ids {
+        if let Some(f) = stmt
+            .query_row(params![user_id, id], |r| {
+                Ok(Flags {
+                    seen: r.get(0)?,
+                    flagged: r.get(1)?,
+                    answered: r.get(2)?,
+                    modseq: r.get(3)?,
+                })
+            })
+            .optional()?
+        {
+            out.insert(id, f);
+        }
+    }
+    Ok(out)
+}
+
+/// Every flag row of a user that changed after `modseq`: (message id, flags).
+pub fn flags_changed_since(
+    conn: &Connection,
+    user_id: i64,
+    modseq: i64,
+) -> Result<Vec<(i64, Flags)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT message_id, seen, flagged, answered, modseq FROM message_flags
+         WHERE user_id = ?1 AND modseq > ?2 ORDER BY modseq",
+    )?;
+    let rows = stmt
+        .query_map(params![user_id, modseq], |r| {
+            Ok((
+                r.get(0)?,
+                Flags {
+                    seen: r.get(1)?,
+                    flagged: r.get(2)?,
+                    answered: r.get(3)?,
+                    modseq: r.get(4)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// How a flag change applies (IMAP `FLAGS`, `+FLAGS`, `-FLAGS`; JMAP sets
+/// whole keyword objects or patches single keywords).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+/// Which of the three flags a change names.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlagSet {
+    pub seen: bool,
+    pub flagged: bool,
+    pub answered: bool,
+}
+
+/// Changes one user's flags on one message. Returns the flags after the
+/// change; the modseq moves only if a flag actually changed.
+pub fn store_flags(
+    conn: &Connection,
+    user_id: i64,
+    message_id: i64,
+    op: FlagOp,
+    set: FlagSet,
+) -> Result<Flags> {
+    let old = flags(conn, user_id, &[message_id])?
+        .remove(&message_id)
+        .unwrap_or_default();
+    let apply = |current: bool, named: bool| match op {
+        FlagOp::Replace => named,
+        FlagOp::Add => current || named,
+        FlagOp::Remove => current && !named,
+    };
+    let mut new = Flags {
+        seen: apply(old.seen, set.seen),
+        flagged: apply(old.flagged, set.flagged),
+        answered: apply(old.answered, set.answered),
+        modseq: old.modseq,
+    };
+    if new.same_bits(&old) {
+        return Ok(old);
+    }
+    new.modseq = next_modseq(conn)?;
+    conn.execute(
+        "INSERT INTO message_flags (user_id, message_id, seen, flagged, answered, modseq)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (user_id, message_id) DO UPDATE SET
+           seen = excluded.seen, flagged = excluded.flagged,
+           answered = excluded.answered, modseq = excluded.modseq",
+        params![
+            user_id,
+            message_id,
+            new.seen,
+            new.flagged,
+            new.answered,
+            new.modseq
+        ],
+    )?;
+    Ok(new)
+}
+
+/// The mailboxes a message is in (ids), for JMAP `mailboxIds`.
+pub fn mailboxes_of(conn: &Connection, message_id: i64) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mailbox_id FROM mailbox_messages WHERE message_id = ?1 ORDER BY mailbox_id",
+    )?;
+    let rows = stmt
+        .query_map([message_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
