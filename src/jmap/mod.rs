@@ -463,9 +463,9 @@ fn parse_request(v: Value) -> Result<Parsed, String> {
         _ => return Err("methodCalls must be a list".into()),
     };
     let created_ids = match o.remove("createdIds") {
-        None | Some(Value::Null) => None,
-        Some(v @ Value::Object(_)) => Some(v),
-        Some(_) => return Err("createdIds must be an object".into()),
+        None => None,
+        Some(Value::Object(m)) if m.values().all(Value::is_string) => Some(Value::Object(m)),
+        Some(_) => return Err("createdIds must be an object of ids".into()),
     };
     let mut out = Vec::with_capacity(calls.len().min(MAX_CALLS_IN_REQUEST + 1));
     for call in calls {
@@ -755,6 +755,8 @@ mod tests {
         assert!(parse_request(json!({"using": [], "methodCalls": [["a", {}]]})).is_err());
         assert!(parse_request(json!({"using": [1], "methodCalls": []})).is_err());
         assert!(parse_request(json!({"using": [], "methodCalls": [["a", [], "c"]]})).is_err());
+        assert!(parse_request(json!({"using": [], "methodCalls": [], "createdIds": null})).is_err());
+        assert!(parse_request(json!({"using": [], "methodCalls": [], "createdIds": {"a": 1}})).is_err());
         let (u, c, _) =
             parse_request(json!({"using": [CORE], "methodCalls": [["Core/echo", {}, "c1"]]}))
                 .expect("valid");

@@ -637,21 +637,6 @@ pub fn thread_messages(conn: &Connection, side_conversation_id: i64) -> Result<V
     Ok(rows)
 }
 
-/// Every message of a mailbox with what a listing sorts and groups on:
-/// (message id, received at, side conversation). Reads only indexes, never
-/// the messages themselves.
-pub fn mailbox_listing(conn: &Connection, mailbox_id: i64) -> Result<Vec<(i64, i64, Option<i64>)>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.id, m.received_at, m.side_conversation_id
-         FROM messages m INDEXED BY messages_thread_received
-         WHERE m.id IN (SELECT message_id FROM mailbox_messages WHERE mailbox_id = ?1)",
-    )?;
-    let rows = stmt
-        .query_map([mailbox_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
 /// The modseq at which a side conversation's first message entered a
 /// Tickets mailbox (`None`: none has): when its JMAP Thread appeared.
 pub fn thread_first_modseq(conn: &Connection, side_conversation_id: i64) -> Result<Option<i64>> {
