@@ -1118,3 +1118,111 @@ async fn push_over_eventsource() {
     let (_, more) = read_until(&mut stream, |_| false).await;
     assert!(!more, "the stream ended with the server");
 }
+
+/// Every file of the shared corpus of real mail (`../shared/corpus`, read
+/// in place), stored as a message on a thread, comes back through
+/// Email/get with every property and body value, no method error, and its
+/// raw blob byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn corpus_messages_through_email_get() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    if !dir.is_dir() {
+        println!("notice: {} is absent; corpus not checked", dir.display());
+        return;
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![dir];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d)
+            .expect("read_dir")
+            .filter_map(Result::ok)
+        {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_none_or(|x| x != "md")
+                && e.metadata().is_ok_and(|m| m.len() < 4_000_000)
+            {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let raws: Vec<Vec<u8>> = files
+        .iter()
+        .map(|p| std::fs::read(p).expect("read"))
+        .collect();
+    assert!(raws.len() > 100, "the corpus has mail");
+    let mut s = TestServer::start_with("", NO_AUTH).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let (_, sc) =
+        common::seed_thread(&s.store, "T-900", "abcdefghijklmn23", "open", "open", &[]).await;
+    let stored = raws.clone();
+    let ids: Vec<i64> = s
+        .store
+        .write(move |c| {
+            let parent: i64 = c.query_row(
+                "SELECT parent_id FROM side_conversations WHERE id = ?1",
+                [sc],
+                |r| r.get(0),
+            )?;
+            let mut ids = Vec::new();
+            for (i, raw) in stored.iter().enumerate() {
+                c.execute(
+                    "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, received_at)
+                     VALUES (?1, 'in', 'reply', 'token', ?2, x'00', ?3)",
+                    rusqlite::params![sc, raw, 1_000 + i as i64],
+                )?;
+                let id = c.last_insert_rowid();
+                backchannel::store::view::add_message(
+                    c,
+                    id,
+                    backchannel::store::view::Placement::Thread {
+                        parent_id: parent,
+                        external_id: "T-900",
+                        inbound: true,
+                    },
+                )?;
+                ids.push(id);
+            }
+            Ok(ids)
+        })
+        .await
+        .expect("store corpus");
+    let j = Jmap::new(&s, &member).await;
+    let mut parts = 0usize;
+    for chunk in ids.chunks(100) {
+        let want: Vec<String> = chunk.iter().map(|n| format!("m{n}")).collect();
+        let v = j
+            .one(
+                "Email/get",
+                json!({"ids": want, "fetchAllBodyValues": true,
+                       "properties": ["id", "size", "subject", "from", "to", "sentAt", "messageId",
+                                      "references", "preview", "hasAttachment", "headers", "bodyStructure",
+                                      "bodyValues", "textBody", "htmlBody", "attachments",
+                                      "header:From:asGroupedAddresses:all", "header:List-Post:asURLs"]}),
+            )
+            .await;
+        assert!(ids_of(&v["notFound"]).is_empty(), "{}", v["notFound"]);
+        let list = v["list"].as_array().expect("list");
+        assert_eq!(list.len(), chunk.len());
+        for e in list {
+            assert!(e["bodyStructure"].is_object(), "{}", e["id"]);
+            parts += e["attachments"].as_array().map_or(0, Vec::len);
+        }
+    }
+    // Raw blobs byte for byte (a sample), part blobs served.
+    for (k, n) in ids.iter().enumerate().step_by(25) {
+        let resp = j
+            .download(&format!("r{n}"), "m.eml", "message/rfc822")
+            .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.bytes().await.expect("bytes").as_ref(), &raws[k][..]);
+    }
+    println!("corpus: {} messages, {parts} attachments", ids.len());
+    s.shutdown().await;
+}
+
+fn ids_of(v: &Value) -> Vec<String> {
+    ids(v)
+}

@@ -67,9 +67,7 @@ pub async fn download(
             let Some(part) = part else {
                 return Ok(Some(raw));
             };
-            let Some(msg) = mail_parser::MessageParser::default().parse(&raw[..]) else {
-                return Ok(None);
-            };
+            let msg = mime::parse(&raw);
             match msg.parts.get(part).map(|p| &p.body) {
                 None | Some(mail_parser::PartType::Multipart(_)) => Ok(None),
                 Some(_) => Ok(Some(mime::part_bytes(&msg, part).into_owned())),

@@ -188,26 +188,7 @@ fn object(
         return Ok(Value::Object(o));
     }
     let raw = view::raw(c, p.message_id)?.unwrap_or_default();
-    let parsed = mail_parser::MessageParser::default().parse(&raw[..]);
-    let Some(msg) = parsed else {
-        // Unparseable bytes: the parsed properties are empty, not an error.
-        for prop in &w.props {
-            if PARSED.contains(&prop.as_str()) {
-                let empty = match prop.as_str() {
-                    "textBody" | "htmlBody" | "attachments" | "headers" => json!([]),
-                    "bodyValues" => json!({}),
-                    "hasAttachment" => json!(false),
-                    "preview" => json!(""),
-                    _ => Value::Null,
-                };
-                o.insert(prop.clone(), empty);
-            }
-        }
-        for (key, h) in &w.headers {
-            o.insert(key.clone(), if h.all { json!([]) } else { Value::Null });
-        }
-        return Ok(Value::Object(o));
-    };
+    let msg = mime::parse(&raw);
     for (prop, header, form) in CONVENIENCE {
         if w.wants(prop) {
             o.insert(prop.to_string(), mime::convenience(&msg, header, *form));

@@ -276,6 +276,22 @@ pub fn convenience(msg: &Message<'_>, name: &str, form: Form) -> Value {
     )
 }
 
+/// Parses stored bytes. Bytes that are no message at all (no header
+/// section) are read as a message with no header fields whose body is
+/// those bytes, so every stored message has a body structure.
+pub fn parse(raw: &[u8]) -> Message<'_> {
+    let parser = mail_parser::MessageParser::default();
+    if let Some(m) = parser.parse(raw) {
+        return m;
+    }
+    let mut buf = b"\r\n".to_vec();
+    buf.extend_from_slice(raw);
+    parser
+        .parse(&buf[..])
+        .map(Message::into_owned)
+        .unwrap_or_default()
+}
+
 /// The decoded bytes of a leaf part (its blob).
 pub fn part_bytes<'a>(msg: &'a Message<'a>, idx: usize) -> Cow<'a, [u8]> {
     let Some(part) = msg.parts.get(idx) else {
@@ -619,6 +635,18 @@ JVBERi0xLjQK\r\n\
         assert!(header_prop("header:From:asDate").is_err());
         assert!(header_prop("header:X-Any:asDate:all").is_ok());
         assert!(header_prop("header:Subject:asText:all:x").is_err());
+    }
+
+    #[test]
+    fn bytes_without_headers_are_a_body() {
+        let msg = parse(b"john@example.com\n");
+        assert_eq!(msg.text_body.len(), 1);
+        let i = msg.text_body[0] as usize;
+        assert_eq!(
+            part_text(&msg, i).map(|t| t.0.trim()),
+            Some("john@example.com")
+        );
+        assert!(part_bytes(&msg, i).starts_with(b"john@example.com"));
     }
 
     #[test]

@@ -755,8 +755,12 @@ mod tests {
         assert!(parse_request(json!({"using": [], "methodCalls": [["a", {}]]})).is_err());
         assert!(parse_request(json!({"using": [1], "methodCalls": []})).is_err());
         assert!(parse_request(json!({"using": [], "methodCalls": [["a", [], "c"]]})).is_err());
-        assert!(parse_request(json!({"using": [], "methodCalls": [], "createdIds": null})).is_err());
-        assert!(parse_request(json!({"using": [], "methodCalls": [], "createdIds": {"a": 1}})).is_err());
+        assert!(
+            parse_request(json!({"using": [], "methodCalls": [], "createdIds": null})).is_err()
+        );
+        assert!(
+            parse_request(json!({"using": [], "methodCalls": [], "createdIds": {"a": 1}})).is_err()
+        );
         let (u, c, _) =
             parse_request(json!({"using": [CORE], "methodCalls": [["Core/echo", {}, "c1"]]}))
                 .expect("valid");
