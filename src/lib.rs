@@ -47,6 +47,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod conversations;
+pub mod imap;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
