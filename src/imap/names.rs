@@ -88,15 +88,15 @@ pub fn from_wire(name: &[u8]) -> String {
 /// Whether `name` matches a LIST pattern: `*` matches anything, `%`
 /// anything but the delimiter. `INBOX` matches case-insensitively.
 pub fn matches(pattern: &str, name: &str) -> bool {
-    let pattern = canonical_inbox(pattern);
     let p: Vec<char> = pattern.chars().collect();
     let n: Vec<char> = name.chars().collect();
-    // Iterative wildcard matching with backtracking over the last star;
-    // `%` backtracks only within one level.
-    wildcard(&p, &n)
+    // The `INBOX` level of a name compares in any case.
+    let inbox = name == "INBOX" || name.starts_with("INBOX/");
+    wildcard(&p, &n, if inbox { 5 } else { 0 })
 }
 
-fn wildcard(p: &[char], n: &[char]) -> bool {
+/// `p` matches `n`; the first `ci` characters of `n` compare without case.
+fn wildcard(p: &[char], n: &[char], ci: usize) -> bool {
     // Dynamic programming: m[j] = p[..i] matches n[..j].
     let mut m = vec![false; n.len() + 1];
     m[0] = true;
@@ -122,24 +122,18 @@ fn wildcard(p: &[char], n: &[char]) -> bool {
             }
             c => {
                 for j in 1..=n.len() {
-                    next[j] = m[j - 1] && n[j - 1] == c;
+                    let same = if j <= ci {
+                        n[j - 1].eq_ignore_ascii_case(&c)
+                    } else {
+                        n[j - 1] == c
+                    };
+                    next[j] = m[j - 1] && same;
                 }
             }
         }
         m = next;
     }
     m[n.len()]
-}
-
-/// `inbox`, `Inbox/…` and the like written as `INBOX`.
-fn canonical_inbox(pattern: &str) -> String {
-    if pattern.len() >= 5 && pattern.is_char_boundary(5) {
-        let (head, tail) = pattern.split_at(5);
-        if head.eq_ignore_ascii_case("INBOX") && (tail.is_empty() || tail.starts_with(DELIMITER)) {
-            return format!("INBOX{tail}");
-        }
-    }
-    pattern.to_string()
 }
 
 /// The mailbox pattern a LIST reference and name denote (RFC 3501 §6.3.8):
