@@ -38,6 +38,8 @@
 //!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
 //!                DNS trait, hickory implementation), spf.rs (RFC 7208
 //!                evaluation, pure over that trait)
+//! imap/          IMAP4rev1 agent view: mime.rs (ENVELOPE, BODYSTRUCTURE, BODY[section]
+//!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
 //! ```
 //!
 //! Dependency direction: `main → app → {smtp, api, ingest, outbound, webhooks}`;
@@ -49,6 +51,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod conversations;
+pub mod imap;
 pub mod ingest;
 pub mod jmap;
 pub mod metrics;

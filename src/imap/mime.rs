@@ -1,0 +1,1906 @@
+//! Message structure for IMAP FETCH: ENVELOPE, BODY/BODYSTRUCTURE and `BODY[section]` from the
+//! stored raw bytes of a message. Pure: bytes in, imap-types values out, no I/O, no panics.
+//!
+//! The answers follow Dovecot (2.3), the reference IMAP server clients are tested against, down
+//! to its treatment of broken input: header values are returned raw (unfolded, encoded-words
+//! left alone), sizes are counted as if every bare LF were CRLF (which is also how `section`
+//! returns the bytes), a boundary is any line starting with `--` and the longest known boundary
+//! (RFC 2046 lets a boundary line carry trailing garbage), the newline before a boundary belongs
+//! to the boundary, and a part without `Content-Type` below `multipart/digest` is a message.
+//!
+//! The MIME parse is one forward pass over the bytes that records part offsets and sizes; the
+//! Content-* fields of a part are parsed only when its BODYSTRUCTURE is written. `envelope`
+//! reads the header block only.
+
+use std::borrow::Cow;
+use std::num::NonZeroU32;
+
+use imap_types::body::{
+    BasicFields, Body, BodyStructure, Disposition, Language, Location, MultiPartExtensionData,
+    SinglePartExtensionData, SpecificFields,
+};
+use imap_types::core::{IString, Literal, NString, Quoted, Vec1};
+use imap_types::envelope::{Address, Envelope};
+use imap_types::fetch::{Part, Section};
+
+/// RFC 3501 ENVELOPE of a message (its top-level header block).
+#[must_use]
+pub fn envelope(raw: &[u8]) -> Envelope<'static> {
+    envelope_of_header(header_block(raw))
+}
+
+/// BODYSTRUCTURE (`extended`) or BODY (not `extended`) of a message.
+#[must_use]
+pub fn body_structure(raw: &[u8], extended: bool) -> BodyStructure<'static> {
+    let tree = Tree::parse(raw);
+    tree.structure(0, extended)
+}
+
+/// The bytes of `BODY[<section>]` (`None`: the whole message), CRLF line ends, before any
+/// `<partial>`; `None` when the section names a part the message does not have.
+#[must_use]
+pub fn section(raw: &[u8], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
+    let Some(section) = section else {
+        return Some(crlf(raw).into_owned());
+    };
+    let tree = Tree::parse(raw);
+    tree.section(section)
+}
+
+/// The `<start.len>` window of a fetched section (RFC 3501: empty when `start` is past the end).
+#[must_use]
+pub fn partial(bytes: &[u8], start: u32, len: Option<NonZeroU32>) -> &[u8] {
+    let start = usize::try_from(start)
+        .unwrap_or(usize::MAX)
+        .min(bytes.len());
+    let rest = &bytes[start..];
+    match len {
+        Some(len) => {
+            let len = usize::try_from(len.get())
+                .unwrap_or(usize::MAX)
+                .min(rest.len());
+            &rest[..len]
+        }
+        None => rest,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bytes
+
+fn is_lwsp(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+fn find_lf(data: &[u8], from: usize) -> Option<usize> {
+    data.get(from..)?
+        .iter()
+        .position(|&b| b == b'\n')
+        .map(|i| from + i)
+}
+
+/// Bare LF → CRLF, borrowed when there is none (IMAP sends messages with CRLF line ends).
+fn crlf(data: &[u8]) -> Cow<'_, [u8]> {
+    let mut bare = 0usize;
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            bare += 1;
+        }
+    }
+    if bare == 0 {
+        return Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len() + bare);
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    Cow::Owned(out)
+}
+
+/// An IMAP string for arbitrary bytes: quoted when it can be, else a literal. NUL (never allowed
+/// in IMAP strings) becomes 0x80, as Dovecot sends it.
+fn istring(bytes: Cow<'_, [u8]>) -> IString<'static> {
+    if let Ok(q) = std::str::from_utf8(&bytes)
+        && let Ok(q) = Quoted::try_from(q.to_owned())
+    {
+        return IString::Quoted(q);
+    }
+    let mut owned = bytes.into_owned();
+    for b in &mut owned {
+        if *b == 0 {
+            *b = 0x80;
+        }
+    }
+    match Literal::try_from(owned) {
+        Ok(l) => IString::Literal(l),
+        // Unreachable once NULs are gone; an empty quoted string is the safe answer anyway.
+        Err(_) => IString::Quoted(Quoted::unvalidated("")),
+    }
+}
+
+fn nstring(bytes: Option<Cow<'_, [u8]>>) -> NString<'static> {
+    NString(bytes.map(istring))
+}
+
+fn istr(s: &'static str) -> IString<'static> {
+    IString::Quoted(Quoted::unvalidated(s))
+}
+
+/// A header value with CR and LF removed (Dovecot's `nolf`): folding joins lines as they are.
+fn nolf(value: &[u8]) -> Cow<'_, [u8]> {
+    if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return Cow::Borrowed(value);
+    }
+    Cow::Owned(
+        value
+            .iter()
+            .copied()
+            .filter(|&b| b != b'\r' && b != b'\n')
+            .collect(),
+    )
+}
+
+/// A value for people (subject, display name): runs of whitespace and line breaks become one
+/// space, leading and trailing whitespace goes.
+fn for_humans(value: &[u8]) -> Cow<'_, [u8]> {
+    let ws = |b: u8| matches!(b, b' ' | b'\t' | b'\r' | b'\n');
+    let clean = value.first().is_none_or(|&b| !ws(b))
+        && value.last().is_none_or(|&b| !ws(b))
+        && !value
+            .windows(2)
+            .any(|w| matches!(w[0], b'\t' | b'\r' | b'\n') || (ws(w[0]) && ws(w[1])))
+        && !value.iter().any(|&b| matches!(b, b'\t' | b'\r' | b'\n'));
+    if clean {
+        return Cow::Borrowed(value);
+    }
+    let mut out = Vec::with_capacity(value.len());
+    let mut pending_space = false;
+    for &b in value {
+        if ws(b) {
+            pending_space = !out.is_empty();
+        } else {
+            if pending_space {
+                out.push(b' ');
+                pending_space = false;
+            }
+            out.push(b);
+        }
+    }
+    Cow::Owned(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header fields
+
+/// One header field. `value` runs from after the colon (initial blanks skipped) to the end of
+/// its last continuation line, inner line breaks included; `None` for a line without a colon.
+#[derive(Debug, Clone, Copy)]
+struct Field<'a> {
+    name: &'a [u8],
+    value: Option<&'a [u8]>,
+}
+
+/// A physical line: `[start, end)` without its line break, `next` after it.
+#[derive(Debug, Clone, Copy)]
+struct Line {
+    start: usize,
+    end: usize,
+    next: usize,
+    /// Bytes of the line break: 0 (end of data), 1 (LF) or 2 (CRLF).
+    newline: usize,
+}
+
+fn line_at(data: &[u8], start: usize) -> Line {
+    match find_lf(data, start) {
+        Some(lf) => {
+            let crlf = lf > start && data[lf - 1] == b'\r';
+            Line {
+                start,
+                end: if crlf { lf - 1 } else { lf },
+                next: lf + 1,
+                newline: if crlf { 2 } else { 1 },
+            }
+        }
+        None => Line {
+            start,
+            end: data.len(),
+            next: data.len(),
+            newline: 0,
+        },
+    }
+}
+
+/// Whether the line at `start` ends a header block (an empty line).
+fn is_blank_line(data: &[u8], start: usize) -> bool {
+    match data.get(start) {
+        Some(b'\n') => true,
+        Some(b'\r') => data.get(start + 1) == Some(&b'\n'),
+        _ => false,
+    }
+}
+
+/// The header block at the start of `raw`, blank line included when there is one.
+fn header_block(raw: &[u8]) -> &[u8] {
+    let mut pos = 0;
+    while pos < raw.len() {
+        if is_blank_line(raw, pos) {
+            return &raw[..line_at(raw, pos).next];
+        }
+        pos = line_at(raw, pos).next;
+    }
+    raw
+}
+
+/// The fields of a header block (which ends at its blank line or at the end of `data`).
+struct Fields<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Fields<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Fields { data, pos: 0 }
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Field<'a>;
+
+    fn next(&mut self) -> Option<Field<'a>> {
+        let data = self.data;
+        if self.pos >= data.len() || is_blank_line(data, self.pos) {
+            return None;
+        }
+        let first = line_at(data, self.pos);
+        let mut last = first;
+        while last.next < data.len() && is_lwsp(data[last.next]) {
+            last = line_at(data, last.next);
+        }
+        self.pos = last.next;
+        let text = &data[first.start..first.end];
+        let Some(colon) = text.iter().position(|&b| b == b':') else {
+            return Some(Field {
+                name: text,
+                value: None,
+            });
+        };
+        let mut name_end = colon;
+        while name_end > 0 && is_lwsp(text[name_end - 1]) {
+            name_end -= 1;
+        }
+        let line_value = &text[colon + 1..];
+        let mut skip = line_value.iter().take_while(|&&b| is_lwsp(b)).count();
+        if skip == line_value.len() && skip > 0 {
+            // A value of only blanks keeps all but the first one (Dovecot).
+            skip = 1;
+        }
+        let value_start = first.start + colon + 1 + skip;
+        Some(Field {
+            name: &text[..name_end],
+            value: Some(&data[value_start..last.end.max(value_start)]),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 822 tokens (Dovecot's rfc822-parser rules)
+
+fn is_atext(b: u8) -> bool {
+    b >= 0x80
+        || b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
+        )
+}
+
+/// MIME token characters: atext without the tspecials `/ ? =`, plus `.`.
+fn is_token_char(b: u8) -> bool {
+    (is_atext(b) && !matches!(b, b'/' | b'?' | b'=')) || b == b'.'
+}
+
+struct Rfc822<'a> {
+    data: &'a [u8],
+    pos: usize,
+    last_comment: Option<Vec<u8>>,
+}
+
+impl<'a> Rfc822<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        Rfc822 {
+            data,
+            pos: 0,
+            last_comment: None,
+        }
+    }
+
+    fn with_comments(data: &'a [u8]) -> Self {
+        Rfc822 {
+            data,
+            pos: 0,
+            last_comment: Some(Vec::new()),
+        }
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    fn at_end(&self) -> bool {
+        self.pos >= self.data.len()
+    }
+
+    /// 1: more data, 0: end, -1: broken comment.
+    fn more(&self) -> i32 {
+        i32::from(!self.at_end())
+    }
+
+    fn skip_comment(&mut self) -> i32 {
+        let mut level = 1;
+        if let Some(c) = &mut self.last_comment {
+            c.clear();
+        }
+        self.pos += 1;
+        let mut start = self.pos;
+        while self.pos < self.data.len() {
+            match self.data[self.pos] {
+                b'(' => level += 1,
+                b')' => {
+                    level -= 1;
+                    if level == 0 {
+                        if let Some(c) = &mut self.last_comment {
+                            c.extend_from_slice(&self.data[start..self.pos]);
+                        }
+                        self.pos += 1;
+                        return self.more();
+                    }
+                }
+                b'\\' => {
+                    if let Some(c) = &mut self.last_comment {
+                        c.extend_from_slice(&self.data[start..self.pos]);
+                    }
+                    start = self.pos + 1;
+                    self.pos += 1;
+                    if self.at_end() {
+                        return -1;
+                    }
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        -1
+    }
+
+    fn skip_lwsp(&mut self) -> i32 {
+        while let Some(b) = self.peek() {
+            match b {
+                b' ' | b'\t' | b'\r' | b'\n' => self.pos += 1,
+                b'(' => {
+                    if self.skip_comment() < 0 {
+                        return -1;
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.more()
+    }
+
+    fn parse_atom(&mut self, out: &mut Vec<u8>) -> i32 {
+        if !self.peek().is_some_and(is_atext) {
+            return -1;
+        }
+        let start = self.pos;
+        while self.peek().is_some_and(is_atext) {
+            self.pos += 1;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        if self.at_end() { 0 } else { self.skip_lwsp() }
+    }
+
+    fn parse_dot_atom(&mut self, out: &mut Vec<u8>) -> i32 {
+        if !self.peek().is_some_and(is_atext) {
+            return -1;
+        }
+        let mut start = self.pos;
+        self.pos += 1;
+        while !self.at_end() {
+            if self.peek().is_some_and(is_atext) {
+                self.pos += 1;
+                continue;
+            }
+            out.extend_from_slice(&self.data[start..self.pos]);
+            let ret = self.skip_lwsp();
+            if ret <= 0 {
+                return ret;
+            }
+            if self.peek() != Some(b'.') {
+                return 1;
+            }
+            self.pos += 1;
+            out.push(b'.');
+            let ret = self.skip_lwsp();
+            if ret <= 0 {
+                return ret;
+            }
+            start = self.pos;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        0
+    }
+
+    fn parse_mime_token(&mut self, out: &mut Vec<u8>) -> i32 {
+        let start = self.pos;
+        while self.peek().is_some_and(is_token_char) {
+            self.pos += 1;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        if self.at_end() { 0 } else { self.skip_lwsp() }
+    }
+
+    fn parse_quoted_string(&mut self, out: &mut Vec<u8>) -> i32 {
+        self.pos += 1;
+        let mut start = self.pos;
+        while self.pos < self.data.len() {
+            match self.data[self.pos] {
+                b'"' => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    self.pos += 1;
+                    return self.skip_lwsp();
+                }
+                b'\n' => {
+                    let mut end = self.pos;
+                    if end > start && self.data[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    out.extend_from_slice(&self.data[start..end]);
+                    start = self.pos + 1;
+                }
+                b'\\' => {
+                    self.pos += 1;
+                    if self.at_end() {
+                        return -1;
+                    }
+                    out.extend_from_slice(&self.data[start..self.pos - 1]);
+                    start = self.pos;
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        -1
+    }
+
+    fn parse_atom_or_dot(&mut self, out: &mut Vec<u8>) -> i32 {
+        let start = self.pos;
+        while self.peek().is_some_and(|b| is_atext(b) || b == b'.') {
+            self.pos += 1;
+        }
+        out.extend_from_slice(&self.data[start..self.pos]);
+        if self.at_end() { 0 } else { self.skip_lwsp() }
+    }
+
+    fn parse_phrase(&mut self, out: &mut Vec<u8>) -> i32 {
+        match self.peek() {
+            None => return 0,
+            Some(b'.') => return -1,
+            _ => {}
+        }
+        loop {
+            let ret = if self.peek() == Some(b'"') {
+                self.parse_quoted_string(out)
+            } else {
+                self.parse_atom_or_dot(out)
+            };
+            if ret <= 0 {
+                return ret;
+            }
+            match self.peek() {
+                Some(b) if is_atext(b) || b == b'"' || b == b'.' => out.push(b' '),
+                _ => break,
+            }
+        }
+        self.skip_lwsp()
+    }
+
+    fn parse_domain_literal(&mut self, out: &mut Vec<u8>) -> i32 {
+        let start = self.pos;
+        while self.pos < self.data.len() {
+            match self.data[self.pos] {
+                b'\\' => {
+                    self.pos += 1;
+                    if self.at_end() {
+                        break;
+                    }
+                }
+                b']' => {
+                    self.pos += 1;
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    return self.skip_lwsp();
+                }
+                _ => {}
+            }
+            self.pos += 1;
+        }
+        -1
+    }
+
+    /// At `@`: the domain after it.
+    fn parse_domain(&mut self, out: &mut Vec<u8>) -> i32 {
+        self.pos += 1;
+        if self.skip_lwsp() <= 0 {
+            return -1;
+        }
+        if self.peek() == Some(b'[') {
+            self.parse_domain_literal(out)
+        } else {
+            self.parse_dot_atom(out)
+        }
+    }
+
+    /// `type/subtype` into `out` (as written); -1 when broken (out holds what was read).
+    fn parse_content_type(&mut self, out: &mut Vec<u8>) -> i32 {
+        if self.skip_lwsp() <= 0 {
+            return -1;
+        }
+        if self.parse_mime_token(out) <= 0 {
+            return -1;
+        }
+        if self.peek() != Some(b'/') {
+            return -1;
+        }
+        self.pos += 1;
+        if self.skip_lwsp() <= 0 {
+            return -1;
+        }
+        out.push(b'/');
+        self.parse_mime_token(out)
+    }
+
+    /// One `; key=value`: 0 at the end, -1 broken, 1 with a parameter.
+    fn parse_content_param(&mut self) -> (i32, Vec<u8>, Vec<u8>) {
+        let mut key = Vec::new();
+        let mut value = Vec::new();
+        match self.peek() {
+            None => return (0, key, value),
+            Some(b';') => self.pos += 1,
+            Some(_) => return (-1, key, value),
+        }
+        if self.skip_lwsp() <= 0 {
+            return (-1, key, value);
+        }
+        if self.parse_mime_token(&mut key) <= 0 {
+            return (-1, key, value);
+        }
+        if self.peek() != Some(b'=') {
+            return (-1, key, value);
+        }
+        self.pos += 1;
+        let mut ret = self.skip_lwsp();
+        if ret <= 0 {
+            // broken or no value
+        } else if self.peek() == Some(b'"') {
+            ret = self.parse_quoted_string(&mut value);
+        } else if self.peek() == Some(b'=') {
+            // name==?utf-8?b?...?= written without quotes
+            while let Some(b) = self.peek() {
+                if matches!(b, b';' | b' ' | b'\t' | b'\r' | b'\n') {
+                    break;
+                }
+                value.push(b);
+                self.pos += 1;
+            }
+        } else {
+            ret = self.parse_mime_token(&mut value);
+        }
+        (if ret < 0 { -1 } else { 1 }, key, value)
+    }
+
+    /// All parameters, RFC 2231 continuations merged (Dovecot's rfc2231_parse).
+    fn parse_params(&mut self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        struct Cont {
+            key: Vec<u8>,
+            value: Vec<u8>,
+            idx: u32,
+            extended: bool,
+        }
+        let mut result = Vec::new();
+        let mut conts: Vec<Cont> = Vec::new();
+        loop {
+            let (ret, mut key, value) = self.parse_content_param();
+            if ret == 0 {
+                break;
+            }
+            if ret < 0 {
+                if self.at_end() {
+                    break;
+                }
+                self.pos += 1;
+                continue;
+            }
+            key.make_ascii_lowercase();
+            if let Some(star) = key.iter().position(|&b| b == b'*') {
+                let mut p = star + 1;
+                let mut idx: u32 = 0;
+                while let Some(d) = key.get(p).filter(|d| d.is_ascii_digit()) {
+                    idx = idx.saturating_mul(10).saturating_add(u32::from(d - b'0'));
+                    p += 1;
+                }
+                let extended = key.get(p) == Some(&b'*');
+                if extended {
+                    p += 1;
+                }
+                if p == key.len() {
+                    conts.push(Cont {
+                        key: key[..star].to_vec(),
+                        value,
+                        idx,
+                        extended,
+                    });
+                    continue;
+                }
+            }
+            result.push((key, value));
+        }
+        if conts.is_empty() {
+            return result;
+        }
+        conts.sort_by(|a, b| a.key.cmp(&b.key).then(a.idx.cmp(&b.idx)));
+        let mut i = 0;
+        while i < conts.len() {
+            let mut j = i;
+            let mut ok = true;
+            let mut have_extended = false;
+            let mut next_idx = 0;
+            while j < conts.len() && conts[j].key.eq_ignore_ascii_case(&conts[i].key) {
+                if conts[j].idx != next_idx {
+                    ok = false;
+                }
+                have_extended |= conts[j].extended;
+                next_idx += 1;
+                j += 1;
+            }
+            if !ok {
+                for c in &conts[i..j] {
+                    let mut key = c.key.clone();
+                    key.push(b'*');
+                    key.extend_from_slice(c.idx.to_string().as_bytes());
+                    if c.extended {
+                        key.push(b'*');
+                    }
+                    result.push((key, c.value.clone()));
+                }
+            } else {
+                let mut value = Vec::new();
+                if !conts[i].extended && have_extended {
+                    value.extend_from_slice(b"''");
+                }
+                for c in &conts[i..j] {
+                    if !c.extended && have_extended {
+                        for &b in &c.value {
+                            if b == b'%' {
+                                value.extend_from_slice(b"%25");
+                            } else {
+                                value.push(b);
+                            }
+                        }
+                    } else {
+                        value.extend_from_slice(&c.value);
+                    }
+                }
+                let mut key = conts[i].key.clone();
+                if have_extended {
+                    key.push(b'*');
+                }
+                result.push((key, value));
+            }
+            i = j;
+        }
+        result
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Addresses (Dovecot's message-address with FILL_MISSING)
+
+#[derive(Debug, Default, Clone)]
+struct MailAddr {
+    name: Option<Vec<u8>>,
+    route: Option<Vec<u8>>,
+    mailbox: Option<Vec<u8>>,
+    domain: Option<Vec<u8>>,
+    invalid: bool,
+}
+
+struct AddrParser<'a> {
+    p: Rfc822<'a>,
+    out: Vec<MailAddr>,
+    addr: MailAddr,
+}
+
+impl AddrParser<'_> {
+    fn add(&mut self) {
+        self.out.push(std::mem::take(&mut self.addr));
+    }
+
+    fn parse_local_part(&mut self) -> i32 {
+        let mut s = Vec::new();
+        let ret = if self.p.peek() == Some(b'"') {
+            self.p.parse_quoted_string(&mut s)
+        } else {
+            self.p.parse_dot_atom(&mut s)
+        };
+        if ret < 0 {
+            return -1;
+        }
+        self.addr.mailbox = Some(s);
+        ret
+    }
+
+    fn parse_domain(&mut self) -> i32 {
+        let mut s = Vec::new();
+        let ret = self.p.parse_domain(&mut s);
+        if ret < 0 {
+            return -1;
+        }
+        self.addr.domain = Some(s);
+        ret
+    }
+
+    fn parse_domain_list(&mut self) -> i32 {
+        let mut s = Vec::new();
+        loop {
+            if self.p.at_end() {
+                return 0;
+            }
+            if self.p.peek() != Some(b'@') {
+                break;
+            }
+            if !s.is_empty() {
+                s.push(b',');
+            }
+            s.push(b'@');
+            let ret = self.p.parse_domain(&mut s);
+            if ret <= 0 {
+                return ret;
+            }
+            while self.p.skip_lwsp() > 0 && self.p.peek() == Some(b',') {
+                self.p.pos += 1;
+            }
+        }
+        self.addr.route = Some(s);
+        1
+    }
+
+    fn parse_angle_addr(&mut self) -> i32 {
+        self.p.pos += 1; // '<'
+        if self.p.skip_lwsp() <= 0 {
+            return -1;
+        }
+        if self.p.peek() == Some(b'@') {
+            if self.parse_domain_list() > 0 && self.p.peek() == Some(b':') {
+                self.p.pos += 1;
+            } else {
+                self.addr.route = Some(b"INVALID_ROUTE".to_vec());
+                if self.p.at_end() {
+                    return -1;
+                }
+            }
+            if self.p.skip_lwsp() <= 0 {
+                return -1;
+            }
+        }
+        if self.p.peek() != Some(b'>') {
+            if self.parse_local_part() <= 0 {
+                return -1;
+            }
+            if self.p.peek() == Some(b'@') && self.parse_domain() <= 0 {
+                return -1;
+            }
+        }
+        if self.p.peek() != Some(b'>') {
+            return -1;
+        }
+        self.p.pos += 1;
+        self.p.skip_lwsp()
+    }
+
+    fn parse_name_addr(&mut self) -> i32 {
+        let mut s = Vec::new();
+        if self.p.parse_phrase(&mut s) <= 0 || self.p.peek() != Some(b'<') {
+            return -1;
+        }
+        self.addr.name = if s.is_empty() { None } else { Some(s) };
+        if self.parse_angle_addr() < 0 {
+            self.addr.domain = Some(b"SYNTAX_ERROR".to_vec());
+            self.addr.invalid = true;
+        }
+        self.p.more()
+    }
+
+    fn parse_addr_spec(&mut self) -> i32 {
+        let mut ret2 = -2;
+        if let Some(c) = &mut self.p.last_comment {
+            c.clear();
+        }
+        let quoted = self.p.peek() == Some(b'"');
+        let mut ret = self.parse_local_part();
+        if ret <= 0 {
+            self.addr.invalid = true;
+        }
+        if ret != 0 && self.p.peek() == Some(b'@') {
+            ret2 = self.parse_domain();
+            if ret2 <= 0 {
+                ret = ret2;
+            }
+        }
+        let comment = self
+            .p
+            .last_comment
+            .as_ref()
+            .filter(|c| !c.is_empty())
+            .cloned();
+        if let Some(comment) = comment {
+            self.addr.name = Some(comment);
+        } else if ret2 == -2 {
+            // A lone word is a mailbox; anything after it makes it all a display name.
+            let mut s = self.addr.mailbox.clone().unwrap_or_default();
+            s.push(b' ');
+            let before = s.len();
+            let _ = self.p.parse_phrase(&mut s);
+            if s.len() != before {
+                self.addr.mailbox = None;
+                self.addr.name = Some(s);
+            } else if !quoted {
+                self.addr.domain = Some(Vec::new());
+            }
+            self.addr.invalid = true;
+            ret = -1;
+        }
+        ret
+    }
+
+    fn add_fixed(&mut self) {
+        if self.addr.mailbox.is_none() {
+            self.addr.mailbox = Some(b"MISSING_MAILBOX".to_vec());
+            self.addr.invalid = true;
+        }
+        if self.addr.domain.as_ref().is_none_or(|d| d.is_empty()) {
+            self.addr.domain = Some(b"MISSING_DOMAIN".to_vec());
+            self.addr.invalid = true;
+        }
+        self.add();
+    }
+
+    fn parse_mailbox(&mut self) -> i32 {
+        let start = self.p.pos;
+        let mut ret = self.parse_name_addr();
+        if ret < 0 {
+            self.p.pos = start;
+            self.addr = MailAddr::default();
+            ret = self.parse_addr_spec();
+            if self.addr.invalid
+                && self.addr.name.is_none()
+                && self.addr.mailbox.is_some()
+                && self.addr.domain.is_none()
+            {
+                self.addr.name = self.addr.mailbox.take();
+            }
+        }
+        if ret < 0 {
+            self.addr.invalid = true;
+        }
+        self.add_fixed();
+        ret
+    }
+
+    fn parse_group(&mut self) -> i32 {
+        let mut s = Vec::new();
+        if self.p.parse_phrase(&mut s) <= 0 || self.p.peek() != Some(b':') {
+            return -1;
+        }
+        self.p.pos += 1;
+        let mut ret = self.p.skip_lwsp();
+        if ret <= 0 {
+            self.addr.invalid = true;
+        }
+        self.addr.mailbox = Some(s);
+        self.add();
+        if ret > 0 && self.p.peek() != Some(b';') {
+            loop {
+                let _ = self.parse_mailbox();
+                if self.p.peek() != Some(b',') {
+                    break;
+                }
+                self.p.pos += 1;
+                if self.p.skip_lwsp() <= 0 {
+                    ret = -1;
+                    break;
+                }
+            }
+        }
+        if ret >= 0 {
+            if self.p.peek() != Some(b';') {
+                ret = -1;
+            } else {
+                self.p.pos += 1;
+                ret = self.p.skip_lwsp();
+            }
+        }
+        if ret < 0 {
+            self.addr.invalid = true;
+        }
+        self.add();
+        if ret == 0 { 0 } else { 1 }
+    }
+
+    fn parse_address(&mut self) -> i32 {
+        let start = self.p.pos;
+        let saved = self.out.len();
+        let ret = self.parse_group();
+        if ret < 0 {
+            self.p.pos = start;
+            self.out.truncate(saved);
+            self.addr = MailAddr::default();
+            return self.parse_mailbox();
+        }
+        ret
+    }
+
+    fn parse_list(&mut self) {
+        // Dovecot bounds nothing here; a header is bounded by the message size anyway.
+        loop {
+            if self.parse_address() == 0 {
+                break;
+            }
+            if self.p.peek() != Some(b',') {
+                break;
+            }
+            self.p.pos += 1;
+            let ret = self.p.skip_lwsp();
+            if ret <= 0 {
+                if ret < 0 {
+                    self.add_fixed();
+                }
+                break;
+            }
+        }
+    }
+}
+
+fn parse_addresses(value: &[u8]) -> Vec<MailAddr> {
+    let mut ap = AddrParser {
+        p: Rfc822::with_comments(value),
+        out: Vec::new(),
+        addr: MailAddr::default(),
+    };
+    if ap.p.skip_lwsp() > 0 {
+        ap.parse_list();
+    }
+    ap.out
+}
+
+fn imap_addresses(list: &[MailAddr]) -> Vec<Address<'static>> {
+    list.iter()
+        .map(|a| Address {
+            name: nstring(a.name.as_deref().map(for_humans)),
+            adl: nstring(a.route.as_deref().map(nolf)),
+            mailbox: nstring(a.mailbox.as_deref().map(nolf)),
+            host: nstring(a.domain.as_deref().map(nolf)),
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Envelope
+
+fn envelope_of_header(header: &[u8]) -> Envelope<'static> {
+    #[derive(Default)]
+    struct Raw<'a> {
+        date: Option<&'a [u8]>,
+        subject: Option<&'a [u8]>,
+        from: Option<&'a [u8]>,
+        sender: Option<&'a [u8]>,
+        reply_to: Option<&'a [u8]>,
+        to: Option<&'a [u8]>,
+        cc: Option<&'a [u8]>,
+        bcc: Option<&'a [u8]>,
+        in_reply_to: Option<&'a [u8]>,
+        message_id: Option<&'a [u8]>,
+    }
+    let mut raw = Raw::default();
+    for field in Fields::new(header) {
+        let value = Some(field.value.unwrap_or(b""));
+        let name = field.name;
+        let slot = match name.len() {
+            2 if name.eq_ignore_ascii_case(b"to") => &mut raw.to,
+            2 if name.eq_ignore_ascii_case(b"cc") => &mut raw.cc,
+            3 if name.eq_ignore_ascii_case(b"bcc") => &mut raw.bcc,
+            4 if name.eq_ignore_ascii_case(b"date") => &mut raw.date,
+            4 if name.eq_ignore_ascii_case(b"from") => &mut raw.from,
+            6 if name.eq_ignore_ascii_case(b"sender") => &mut raw.sender,
+            7 if name.eq_ignore_ascii_case(b"subject") => &mut raw.subject,
+            8 if name.eq_ignore_ascii_case(b"reply-to") => &mut raw.reply_to,
+            10 if name.eq_ignore_ascii_case(b"message-id") => &mut raw.message_id,
+            11 if name.eq_ignore_ascii_case(b"in-reply-to") => &mut raw.in_reply_to,
+            _ => continue,
+        };
+        // A repeated field replaces the earlier one, as in Dovecot.
+        *slot = value;
+    }
+    let addrs = |v: Option<&[u8]>| v.map(parse_addresses).filter(|a| !a.is_empty());
+    let from = addrs(raw.from);
+    let sender = addrs(raw.sender).or_else(|| from.clone());
+    let reply_to = addrs(raw.reply_to).or_else(|| from.clone());
+    let list = |a: Option<Vec<MailAddr>>| a.map(|a| imap_addresses(&a)).unwrap_or_default();
+    Envelope {
+        date: nstring(raw.date.map(nolf)),
+        subject: nstring(raw.subject.map(for_humans)),
+        from: list(from),
+        sender: list(sender),
+        reply_to: list(reply_to),
+        to: list(addrs(raw.to)),
+        cc: list(addrs(raw.cc)),
+        bcc: list(addrs(raw.bcc)),
+        in_reply_to: nstring(raw.in_reply_to.map(nolf)),
+        message_id: nstring(raw.message_id.map(nolf)),
+    }
+}
+
+/// The header fields THREAD needs, as text (first occurrence of each).
+#[derive(Debug, Default)]
+pub(crate) struct ThreadHeaders {
+    pub(crate) message_id: Option<String>,
+    pub(crate) in_reply_to: Option<String>,
+    pub(crate) references: Option<String>,
+    pub(crate) subject: Option<String>,
+    pub(crate) date: Option<String>,
+}
+
+pub(crate) fn thread_headers(raw: &[u8]) -> ThreadHeaders {
+    let mut h = ThreadHeaders::default();
+    for field in Fields::new(header_block(raw)) {
+        let slot = if field.name.eq_ignore_ascii_case(b"message-id") {
+            &mut h.message_id
+        } else if field.name.eq_ignore_ascii_case(b"in-reply-to") {
+            &mut h.in_reply_to
+        } else if field.name.eq_ignore_ascii_case(b"references") {
+            &mut h.references
+        } else if field.name.eq_ignore_ascii_case(b"subject") {
+            &mut h.subject
+        } else if field.name.eq_ignore_ascii_case(b"date") {
+            &mut h.date
+        } else {
+            continue;
+        };
+        if slot.is_none() {
+            *slot = Some(String::from_utf8_lossy(&nolf(field.value.unwrap_or(b""))).into_owned());
+        }
+    }
+    h
+}
+
+// ---------------------------------------------------------------------------------------------
+// MIME tree (Dovecot's message-parser, on a complete buffer)
+
+/// Octets and lines of a header or body; `virtual_size` counts every bare LF as CRLF.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Size {
+    physical: usize,
+    virtual_size: u64,
+    lines: u32,
+}
+
+impl Size {
+    fn add(&mut self, other: Size) {
+        self.physical += other.physical;
+        self.virtual_size += other.virtual_size;
+        self.lines = self.lines.saturating_add(other.lines);
+    }
+
+    /// Account the bytes `raw[start..end]`.
+    fn add_bytes(&mut self, raw: &[u8], start: usize, end: usize) {
+        if end <= start {
+            return;
+        }
+        let mut lines = 0u32;
+        let mut missing_cr = 0u64;
+        for i in start..end {
+            if raw[i] == b'\n' {
+                lines = lines.saturating_add(1);
+                if i == 0 || raw[i - 1] != b'\r' {
+                    missing_cr += 1;
+                }
+            }
+        }
+        self.physical += end - start;
+        self.virtual_size += (end - start) as u64 + missing_cr;
+        self.lines = self.lines.saturating_add(lines);
+    }
+}
+
+const MULTIPART: u8 = 1;
+const RFC822: u8 = 2;
+const TEXT: u8 = 4;
+const IS_MIME: u8 = 8;
+const DIGEST: u8 = 16;
+
+/// Dovecot's limits: deeper or further parts are left unparsed inside their parent's body.
+const MAX_NESTING: usize = 100;
+const MAX_PARTS: usize = 10_000;
+
+#[derive(Debug, Clone)]
+struct Node {
+    /// Offset of the header block.
+    pos: usize,
+    header: Size,
+    body: Size,
+    flags: u8,
+    parent: Option<usize>,
+    children: Vec<usize>,
+    depth: usize,
+}
+
+impl Node {
+    fn body_start(&self) -> usize {
+        self.pos + self.header.physical
+    }
+}
+
+struct Boundary<'a> {
+    part: usize,
+    text: Cow<'a, [u8]>,
+}
+
+struct Tree<'r> {
+    raw: &'r [u8],
+    nodes: Vec<Node>,
+}
+
+/// What the parser does next.
+enum Step {
+    Header(usize),
+    BodyToBoundary,
+    BodyToEof,
+}
+
+impl<'r> Tree<'r> {
+    fn parse(raw: &'r [u8]) -> Tree<'r> {
+        let mut nodes = vec![Node {
+            pos: 0,
+            header: Size::default(),
+            body: Size::default(),
+            flags: 0,
+            parent: None,
+            children: Vec::new(),
+            depth: 0,
+        }];
+        let mut boundaries: Vec<Boundary<'_>> = Vec::new();
+        let mut cur = 0usize;
+        let mut pos = 0usize;
+        let mut step = Step::Header(0);
+        loop {
+            match step {
+                Step::Header(part) => {
+                    cur = part;
+                    let (next_pos, pushed) =
+                        Self::parse_header(raw, pos, &mut nodes, part, &mut boundaries);
+                    pos = next_pos;
+                    let node = &nodes[part];
+                    step = if pushed {
+                        Step::BodyToBoundary
+                    } else if node.flags & RFC822 != 0 && pos < raw.len() {
+                        let child = Self::append(&mut nodes, part, pos);
+                        Step::Header(child)
+                    } else if node.flags & RFC822 != 0 {
+                        // An encapsulated message with no bytes: an empty child all the same.
+                        let child = Self::append(&mut nodes, part, pos);
+                        nodes[child].flags |= TEXT;
+                        step_after_body(&boundaries)
+                    } else {
+                        step_after_body(&boundaries)
+                    };
+                }
+                Step::BodyToEof => {
+                    nodes[cur].body.add_bytes(raw, pos, raw.len());
+                    break;
+                }
+                Step::BodyToBoundary => {
+                    // Find the first line from `pos` that is a known boundary.
+                    let mut line_start = pos;
+                    let found = loop {
+                        if line_start >= raw.len() {
+                            break None;
+                        }
+                        if let Some(b) = find_boundary(raw, line_start, &boundaries) {
+                            break Some(b);
+                        }
+                        match find_lf(raw, line_start) {
+                            Some(lf) => line_start = lf + 1,
+                            None => break None,
+                        }
+                    };
+                    let Some((bidx, closing)) = found else {
+                        nodes[cur].body.add_bytes(raw, pos, raw.len());
+                        break;
+                    };
+                    let newline = if line_start == pos {
+                        0
+                    } else if line_start >= pos + 2 && raw[line_start - 2] == b'\r' {
+                        2
+                    } else {
+                        1
+                    };
+                    nodes[cur].body.add_bytes(raw, pos, line_start - newline);
+                    let owner = boundaries[bidx].part;
+                    // Close the parts inside the boundary's multipart.
+                    let mut p = cur;
+                    while p != owner {
+                        let Some(parent) = nodes[p].parent else { break };
+                        let (h, b) = (nodes[p].header, nodes[p].body);
+                        nodes[parent].body.add(b);
+                        nodes[parent].body.add(h);
+                        p = parent;
+                    }
+                    cur = owner;
+                    let blen = boundaries[bidx].text.len();
+                    if closing {
+                        boundaries.truncate(bidx);
+                    } else {
+                        boundaries.truncate(bidx + 1);
+                    }
+                    let mut end = line_start + 2 + blen + if closing { 2 } else { 0 };
+                    nodes[cur].body.add_bytes(raw, line_start - newline, end);
+                    // The rest of the boundary line.
+                    let rest_end = find_lf(raw, end).map_or(raw.len(), |lf| lf + 1);
+                    nodes[cur].body.add_bytes(raw, end, rest_end);
+                    end = rest_end;
+                    pos = end;
+                    if boundaries.last().is_some_and(|b| b.part == cur) {
+                        if pos >= raw.len() {
+                            break;
+                        }
+                        if nodes.len() >= MAX_PARTS {
+                            // Too many parts: the rest is this multipart's body.
+                            boundaries.clear();
+                            step = Step::BodyToEof;
+                            continue;
+                        }
+                        let child = Self::append(&mut nodes, cur, pos);
+                        nodes[child].flags |= IS_MIME;
+                        step = Step::Header(child);
+                    } else if pos >= raw.len() {
+                        break;
+                    } else {
+                        step = step_after_body(&boundaries);
+                    }
+                }
+            }
+        }
+        // End of data: close every open part into its parent.
+        let mut p = cur;
+        while let Some(parent) = nodes[p].parent {
+            let (h, b) = (nodes[p].header, nodes[p].body);
+            nodes[parent].body.add(b);
+            nodes[parent].body.add(h);
+            p = parent;
+        }
+        Tree { raw, nodes }
+    }
+
+    fn append(nodes: &mut Vec<Node>, parent: usize, pos: usize) -> usize {
+        let idx = nodes.len();
+        let depth = nodes[parent].depth + 1;
+        nodes.push(Node {
+            pos,
+            header: Size::default(),
+            body: Size::default(),
+            flags: 0,
+            parent: Some(parent),
+            children: Vec::new(),
+            depth,
+        });
+        nodes[parent].children.push(idx);
+        idx
+    }
+
+    /// Parses the header of `part` at `pos`; returns where its body starts and whether a
+    /// multipart boundary was pushed.
+    fn parse_header(
+        raw: &'r [u8],
+        mut pos: usize,
+        nodes: &mut [Node],
+        part: usize,
+        boundaries: &mut Vec<Boundary<'r>>,
+    ) -> (usize, bool) {
+        let mut seen_content_type = false;
+        let mut last_boundary: Option<Cow<'r, [u8]>> = None;
+        let mut prev_newline = 0usize;
+        let mut pushed = false;
+        let parent_digest = nodes[part]
+            .parent
+            .is_some_and(|p| nodes[p].flags & DIGEST != 0);
+        loop {
+            if pos >= raw.len() {
+                break;
+            }
+            if is_blank_line(raw, pos) {
+                let line = line_at(raw, pos);
+                if let Some(b) = last_boundary.take()
+                    && nodes[part].flags & IS_MIME != 0
+                    && nodes[part].depth < MAX_NESTING
+                {
+                    boundaries.push(Boundary { part, text: b });
+                    pushed = true;
+                }
+                let h = &mut nodes[part].header;
+                h.physical += line.next - pos;
+                h.virtual_size += 2;
+                h.lines = h.lines.saturating_add(1);
+                pos = line.next;
+                break;
+            }
+            if find_boundary(raw, pos, boundaries).is_some_and(|(b, _)| boundaries[b].part != part)
+            {
+                // A boundary cuts the header short; the newline before it is the boundary's.
+                if prev_newline > 0 {
+                    let h = &mut nodes[part].header;
+                    h.lines = h.lines.saturating_sub(1);
+                    h.physical -= prev_newline;
+                    h.virtual_size = h.virtual_size.saturating_sub(2);
+                    if let Some(parent) = nodes[part].parent {
+                        let b = &mut nodes[parent].body;
+                        b.lines = b.lines.saturating_add(1);
+                        b.physical += prev_newline;
+                        b.virtual_size += 2;
+                    }
+                }
+                break;
+            }
+            // One field: its first line and the continuation lines.
+            let first = line_at(raw, pos);
+            let mut last = first;
+            let mut field_size = Size::default();
+            loop {
+                let h = &mut field_size;
+                h.physical += last.next - last.start;
+                h.virtual_size += (last.next - last.start) as u64 + u64::from(last.newline == 1);
+                if last.newline > 0 {
+                    h.lines = h.lines.saturating_add(1);
+                }
+                if last.next < raw.len() && is_lwsp(raw[last.next]) {
+                    last = line_at(raw, last.next);
+                } else {
+                    break;
+                }
+            }
+            nodes[part].header.add(field_size);
+            prev_newline = last.newline;
+            let field = Fields::new(&raw[first.start..last.next]).next();
+            pos = last.next;
+            let Some(Field {
+                name,
+                value: Some(value),
+            }) = field
+            else {
+                continue;
+            };
+            if name.eq_ignore_ascii_case(b"mime-version") {
+                nodes[part].flags |= IS_MIME;
+            } else if name.eq_ignore_ascii_case(b"content-type") {
+                nodes[part].flags |= IS_MIME;
+                if seen_content_type {
+                    continue;
+                }
+                seen_content_type = true;
+                let mut p = Rfc822::new(value);
+                let mut ct = Vec::new();
+                let ret = p.parse_content_type(&mut ct);
+                let flags = &mut nodes[part].flags;
+                if ct.eq_ignore_ascii_case(b"message/rfc822") {
+                    *flags |= RFC822;
+                } else if ct.len() >= 4
+                    && ct[..4].eq_ignore_ascii_case(b"text")
+                    && (ct.len() == 4 || ct[4] == b'/')
+                {
+                    *flags |= TEXT;
+                } else if ct.len() >= 10 && ct[..10].eq_ignore_ascii_case(b"multipart/") {
+                    *flags |= MULTIPART;
+                    if ct[10..].eq_ignore_ascii_case(b"digest") {
+                        *flags |= DIGEST;
+                    }
+                }
+                if ret >= 0 && *flags & MULTIPART != 0 {
+                    for (k, v) in p.parse_params() {
+                        if k == b"boundary" {
+                            last_boundary = Some(boundary_text(value, v));
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        let node = &mut nodes[part];
+        if node.flags & IS_MIME == 0 {
+            node.flags = 0;
+        }
+        if !seen_content_type || node.flags & IS_MIME == 0 {
+            if parent_digest {
+                node.flags |= RFC822;
+            } else {
+                node.flags |= TEXT;
+            }
+        }
+        if node.flags & RFC822 != 0 && node.depth >= MAX_NESTING {
+            node.flags &= !RFC822;
+        }
+        (pos, pushed)
+    }
+
+    /// The part a section's part number names: `1.2` is the second child of the first child;
+    /// in a non-multipart part (or message), `1` is the part itself (RFC 3501).
+    fn find_part(&self, part: Option<&Part>) -> Option<usize> {
+        let mut idx = 0usize;
+        let Some(part) = part else {
+            return Some(0);
+        };
+        for n in part.0.as_ref() {
+            let n = usize::try_from(n.get()).ok()?;
+            // A message/rfc822 part's numbers address its encapsulated message's parts.
+            if self.nodes[idx].flags & RFC822 != 0 {
+                idx = *self.nodes[idx].children.first()?;
+            }
+            let node = &self.nodes[idx];
+            if node.flags & MULTIPART != 0 {
+                idx = *node.children.get(n.checked_sub(1)?)?;
+            } else if n == 1 {
+                // stays: part 1 of a single-part entity is its body
+            } else {
+                return None;
+            }
+        }
+        Some(idx)
+    }
+
+    fn section(&self, section: &Section<'_>) -> Option<Vec<u8>> {
+        let header_of = |idx: usize| self.header_bytes(idx);
+        let body_of = |idx: usize| self.body_bytes(idx);
+        // HEADER/TEXT of a part address the message it holds.
+        let message_of = |part: Option<&Part>| -> Option<usize> {
+            let idx = self.find_part(part)?;
+            if part.is_none() {
+                return Some(idx);
+            }
+            let node = &self.nodes[idx];
+            if node.flags & RFC822 != 0 {
+                node.children.first().copied()
+            } else {
+                None
+            }
+        };
+        let bytes: Vec<u8> = match section {
+            Section::Part(part) => {
+                let idx = self.find_part(Some(part))?;
+                crlf(body_of(idx)).into_owned()
+            }
+            Section::Header(part) => crlf(header_of(message_of(part.as_ref())?)).into_owned(),
+            Section::Text(part) => crlf(body_of(message_of(part.as_ref())?)).into_owned(),
+            Section::Mime(part) => {
+                let idx = self.find_part(Some(part))?;
+                crlf(header_of(idx)).into_owned()
+            }
+            Section::HeaderFields(part, names) | Section::HeaderFieldsNot(part, names) => {
+                let keep = matches!(section, Section::HeaderFields(..));
+                let header = header_of(message_of(part.as_ref())?);
+                let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
+                header_fields(header, &names, keep)
+            }
+        };
+        Some(bytes)
+    }
+
+    fn structure(&self, idx: usize, extended: bool) -> BodyStructure<'static> {
+        let node = &self.nodes[idx];
+        let data = self.data_of(idx);
+        if node.flags & MULTIPART != 0 {
+            let bodies: Vec<BodyStructure<'static>> = node
+                .children
+                .iter()
+                .map(|&c| self.structure(c, extended))
+                .collect();
+            let bodies =
+                Vec1::try_from(bodies).unwrap_or_else(|_| Vec1::from(empty_body(extended)));
+            let subtype = istring(Cow::Owned(data.subtype.clone().unwrap_or_default()));
+            let extension_data = extended.then(|| MultiPartExtensionData {
+                parameter_list: params(&data.params, false),
+                tail: Some(data.disposition_tail()),
+            });
+            return BodyStructure::Multi {
+                bodies,
+                subtype,
+                extension_data,
+            };
+        }
+        let (r#type, subtype, text) = if node.flags & RFC822 != 0 {
+            (istr("message"), istr("rfc822"), false)
+        } else {
+            match &data.r#type {
+                None => (istr("text"), istr("plain"), true),
+                Some(t) => (
+                    istring(Cow::Owned(t.clone())),
+                    istring(Cow::Owned(data.subtype.clone().unwrap_or_default())),
+                    t.eq_ignore_ascii_case(b"text"),
+                ),
+            }
+        };
+        let basic = BasicFields {
+            parameter_list: params(&data.params, text),
+            id: nstring(data.id.as_deref().map(nolf)),
+            description: nstring(data.description.as_deref().map(nolf)),
+            content_transfer_encoding: data
+                .encoding
+                .clone()
+                .map_or_else(|| istr("7bit"), |e| istring(Cow::Owned(e))),
+            size: u32::try_from(node.body.virtual_size).unwrap_or(u32::MAX),
+        };
+        let specific = if text {
+            SpecificFields::Text {
+                subtype,
+                number_of_lines: node.body.lines,
+            }
+        } else if node.flags & RFC822 != 0 {
+            let child = node.children.first().copied();
+            let envelope = child.map_or_else(
+                || envelope_of_header(b""),
+                |c| envelope_of_header(self.header_bytes(c)),
+            );
+            let inner = child.map_or_else(|| empty_body(extended), |c| self.structure(c, extended));
+            SpecificFields::Message {
+                envelope: Box::new(envelope),
+                body_structure: Box::new(inner),
+                number_of_lines: node.body.lines,
+            }
+        } else {
+            SpecificFields::Basic { r#type, subtype }
+        };
+        let extension_data = extended.then(|| SinglePartExtensionData {
+            md5: nstring(data.md5.as_deref().map(nolf)),
+            tail: Some(data.disposition_tail()),
+        });
+        BodyStructure::Single {
+            body: Body { basic, specific },
+            extension_data,
+        }
+    }
+}
+
+fn step_after_body(boundaries: &[Boundary<'_>]) -> Step {
+    if boundaries.is_empty() {
+        Step::BodyToEof
+    } else {
+        Step::BodyToBoundary
+    }
+}
+
+/// The boundary text, borrowed from the header when it appears there verbatim (the usual case)
+/// so the parser needs no allocation per multipart.
+fn boundary_text(value: &[u8], b: Vec<u8>) -> Cow<'_, [u8]> {
+    if b.is_empty() {
+        return Cow::Borrowed(&value[..0]);
+    }
+    match value.windows(b.len()).position(|w| w == b.as_slice()) {
+        Some(i) => Cow::Borrowed(&value[i..i + b.len()]),
+        None => Cow::Owned(b),
+    }
+}
+
+/// Whether the line at `start` is `--<boundary>` for a known boundary (the longest match wins,
+/// the innermost among equals); returns its index and whether it closes (`--` after it).
+fn find_boundary(raw: &[u8], start: usize, boundaries: &[Boundary<'_>]) -> Option<(usize, bool)> {
+    if boundaries.is_empty() {
+        return None;
+    }
+    let rest = raw.get(start..)?;
+    if rest.len() < 2 || rest[0] != b'-' || rest[1] != b'-' {
+        return None;
+    }
+    let rest = &rest[2..];
+    let mut best: Option<usize> = None;
+    for (i, b) in boundaries.iter().enumerate().rev() {
+        if b.text.is_empty() || !rest.starts_with(&b.text) {
+            continue;
+        }
+        if best.is_none_or(|x| boundaries[x].text.len() < b.text.len()) {
+            best = Some(i);
+        }
+    }
+    let i = best?;
+    let len = boundaries[i].text.len();
+    let closing = rest.get(len..len + 2) == Some(b"--");
+    Some((i, closing))
+}
+
+impl<'r> Tree<'r> {
+    fn header_bytes(&self, idx: usize) -> &'r [u8] {
+        let n = &self.nodes[idx];
+        &self.raw[n.pos..n.body_start()]
+    }
+
+    fn body_bytes(&self, idx: usize) -> &'r [u8] {
+        let n = &self.nodes[idx];
+        &self.raw[n.body_start()..n.body_start() + n.body.physical]
+    }
+
+    /// Content-* data of a part; forgotten when the part is not MIME (no MIME-Version, no
+    /// Content-Type, not inside a multipart), as Dovecot does.
+    fn data_of(&self, idx: usize) -> PartData {
+        if self.nodes[idx].flags & IS_MIME == 0 {
+            return PartData::default();
+        }
+        PartData::parse(self.header_bytes(idx))
+    }
+}
+
+/// Content-* fields of a part, as Dovecot keeps them for BODYSTRUCTURE.
+#[derive(Debug, Default)]
+struct PartData {
+    r#type: Option<Vec<u8>>,
+    subtype: Option<Vec<u8>>,
+    params: Vec<(Vec<u8>, Vec<u8>)>,
+    id: Option<Vec<u8>>,
+    description: Option<Vec<u8>>,
+    encoding: Option<Vec<u8>>,
+    md5: Option<Vec<u8>>,
+    disposition: Option<Vec<u8>>,
+    disposition_params: Vec<(Vec<u8>, Vec<u8>)>,
+    language: Vec<Vec<u8>>,
+    location: Option<Vec<u8>>,
+}
+
+impl PartData {
+    fn parse(header: &[u8]) -> PartData {
+        let mut d = PartData::default();
+        for field in Fields::new(header) {
+            let name = field.name;
+            if name.len() < 8 || !name[..8].eq_ignore_ascii_case(b"content-") {
+                continue;
+            }
+            let value = field.value.unwrap_or(b"");
+            let rest = &name[8..];
+            if rest.eq_ignore_ascii_case(b"type") && d.r#type.is_none() {
+                let mut p = Rfc822::new(value);
+                let mut ct = Vec::new();
+                let ret = p.parse_content_type(&mut ct);
+                match ct.iter().position(|&b| b == b'/') {
+                    Some(slash) => {
+                        d.subtype = Some(ct[slash + 1..].to_vec());
+                        ct.truncate(slash);
+                    }
+                    None => d.subtype = Some(Vec::new()),
+                }
+                d.r#type = Some(ct);
+                if ret >= 0 {
+                    d.params = p.parse_params();
+                }
+            } else if rest.eq_ignore_ascii_case(b"transfer-encoding") && d.encoding.is_none() {
+                let mut p = Rfc822::new(value);
+                let mut tok = Vec::new();
+                if p.skip_lwsp() >= 0
+                    && p.parse_mime_token(&mut tok) >= 0
+                    && p.skip_lwsp() == 0
+                    && !tok.is_empty()
+                {
+                    d.encoding = Some(tok);
+                }
+            } else if rest.eq_ignore_ascii_case(b"id") && d.id.is_none() {
+                d.id = Some(value.to_vec());
+            } else if rest.eq_ignore_ascii_case(b"md5") && d.md5.is_none() {
+                d.md5 = Some(value.to_vec());
+            } else if rest.eq_ignore_ascii_case(b"description") && d.description.is_none() {
+                d.description = Some(value.to_vec());
+            } else if rest.eq_ignore_ascii_case(b"location") && d.location.is_none() {
+                d.location = Some(value.to_vec());
+            } else if rest.eq_ignore_ascii_case(b"language") && d.language.is_empty() {
+                let mut p = Rfc822::new(value);
+                p.skip_lwsp();
+                loop {
+                    let mut tag = Vec::new();
+                    if p.parse_atom(&mut tag) < 0 {
+                        break;
+                    }
+                    d.language.push(tag);
+                    if p.peek() != Some(b',') {
+                        break;
+                    }
+                    p.pos += 1;
+                    p.skip_lwsp();
+                }
+            } else if rest.eq_ignore_ascii_case(b"disposition") && d.disposition_params.is_empty() {
+                let mut p = Rfc822::new(value);
+                p.skip_lwsp();
+                let mut tok = Vec::new();
+                if p.parse_mime_token(&mut tok) >= 0 {
+                    d.disposition = Some(tok);
+                    d.disposition_params = p.parse_params();
+                }
+            }
+        }
+        d
+    }
+
+    fn disposition_tail(&self) -> Disposition<'static> {
+        Disposition {
+            disposition: self.disposition.as_ref().map(|d| {
+                (
+                    istring(Cow::Owned(d.clone())),
+                    params(&self.disposition_params, false),
+                )
+            }),
+            tail: Some(Language {
+                language: self
+                    .language
+                    .iter()
+                    .map(|l| istring(Cow::Owned(l.clone())))
+                    .collect(),
+                tail: Some(Location {
+                    location: nstring(self.location.as_deref().map(nolf)),
+                    extensions: Vec::new(),
+                }),
+            }),
+        }
+    }
+}
+
+fn params(
+    list: &[(Vec<u8>, Vec<u8>)],
+    default_charset: bool,
+) -> Vec<(IString<'static>, IString<'static>)> {
+    let mut out: Vec<(IString<'static>, IString<'static>)> = list
+        .iter()
+        .map(|(k, v)| {
+            (
+                istring(Cow::Owned(k.clone())),
+                istring(Cow::Owned(v.clone())),
+            )
+        })
+        .collect();
+    if default_charset && !list.iter().any(|(k, _)| k.eq_ignore_ascii_case(b"charset")) {
+        out.push((istr("charset"), istr("us-ascii")));
+    }
+    out
+}
+
+/// What Dovecot writes for a multipart without parts: one empty text/plain.
+fn empty_body(extended: bool) -> BodyStructure<'static> {
+    BodyStructure::Single {
+        body: Body {
+            basic: BasicFields {
+                parameter_list: vec![(istr("charset"), istr("us-ascii"))],
+                id: NString(None),
+                description: NString(None),
+                content_transfer_encoding: istr("7bit"),
+                size: 0,
+            },
+            specific: SpecificFields::Text {
+                subtype: istr("plain"),
+                number_of_lines: 0,
+            },
+        },
+        extension_data: extended.then(|| SinglePartExtensionData {
+            md5: NString(None),
+            tail: Some(Disposition {
+                disposition: None,
+                tail: Some(Language {
+                    language: Vec::new(),
+                    tail: Some(Location {
+                        location: NString(None),
+                        extensions: Vec::new(),
+                    }),
+                }),
+            }),
+        }),
+    }
+}
+
+/// HEADER.FIELDS / HEADER.FIELDS.NOT: the matching (or other) fields as written, then the
+/// blank line.
+fn header_fields(header: &[u8], names: &[&[u8]], keep: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < header.len() && !is_blank_line(header, pos) {
+        let first = line_at(header, pos);
+        let mut last = first;
+        while last.next < header.len() && is_lwsp(header[last.next]) {
+            last = line_at(header, last.next);
+        }
+        let text = &header[first.start..first.end];
+        let name_end = text.iter().position(|&b| b == b':').unwrap_or(text.len());
+        let mut name = &text[..name_end];
+        while let [rest @ .., b' ' | b'\t'] = name {
+            name = rest;
+        }
+        let matched = names.iter().any(|n| n.eq_ignore_ascii_case(name));
+        if matched == keep {
+            out.extend_from_slice(&crlf(&header[first.start..last.next]));
+            if last.newline == 0 {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        pos = last.next;
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use imap_codec::ResponseCodec;
+    use imap_codec::encode::Encoder;
+    use imap_types::fetch::MessageDataItem;
+    use imap_types::response::{Data, Response};
+
+    /// The wire form of one FETCH data item, without the `* 1 FETCH (NAME ` frame.
+    fn wire(item: MessageDataItem<'static>) -> String {
+        let resp = Response::Data(Data::Fetch {
+            seq: NonZeroU32::MIN,
+            items: Vec1::from(item),
+        });
+        let out =
+            String::from_utf8_lossy(&ResponseCodec::default().encode(&resp).dump()).into_owned();
+        let body = out
+            .strip_prefix("* 1 FETCH (")
+            .and_then(|s| s.strip_suffix(")\r\n"))
+            .unwrap_or(&out)
+            .to_owned();
+        let space = body.find(' ').map_or(0, |i| i + 1);
+        body[space..].to_owned()
+    }
+
+    fn env(raw: &[u8]) -> String {
+        wire(MessageDataItem::Envelope(envelope(raw)))
+    }
+
+    fn bs(raw: &[u8], extended: bool) -> String {
+        let b = body_structure(raw, extended);
+        wire(if extended {
+            MessageDataItem::BodyStructure(b)
+        } else {
+            MessageDataItem::Body(b)
+        })
+    }
+
+    #[test]
+    fn simple_text_message() {
+        let raw = b"From: A <a@example.com>\r\nSubject: hi\r\n\r\nhello\r\n";
+        assert_eq!(
+            env(raw),
+            r#"(NIL "hi" (("A" NIL "a" "example.com")) (("A" NIL "a" "example.com")) (("A" NIL "a" "example.com")) NIL NIL NIL NIL NIL)"#
+        );
+        assert_eq!(
+            bs(raw, false),
+            r#"("TEXT" "plain" ("charset" "us-ascii") NIL NIL "7bit" 7 1)"#
+        );
+    }
+}
