@@ -1226,3 +1226,101 @@ async fn corpus_messages_through_email_get() {
 fn ids_of(v: &Value) -> Vec<String> {
     ids(v)
 }
+
+/// A minimal IMAP exchange: sends one tagged command, returns every line
+/// up to and including its tagged reply.
+async fn imap_cmd(
+    io: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    tag: &str,
+    cmd: &str,
+) -> Vec<String> {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    io.get_mut()
+        .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(20), io.read_line(&mut line))
+            .await
+            .expect("IMAP reply in time")
+            .expect("read");
+        assert!(n > 0, "IMAP connection closed: {lines:?}");
+        let done = line.starts_with(&format!("{tag} "));
+        lines.push(line.trim_end().to_string());
+        if done {
+            return lines;
+        }
+    }
+}
+
+/// IMAP and JMAP share the per-user flags: a STORE over IMAP is a keyword
+/// in JMAP, moves the Email state and is pushed; a keyword set over JMAP is
+/// a flag over IMAP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_and_jmap_share_flags() {
+    use tokio::io::AsyncBufReadExt;
+    let mut s = TestServer::start_with("", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let (_, reply_to) = start_thread(&s, &admin, "T-950").await;
+    let body = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\r\nShipped.\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &body).await;
+    s.wait_ingested().await;
+    let j = Jmap::new(&s, &member).await;
+    let id = j.one("Email/query", json!({})).await["ids"][0]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let state = j.state("Email/get").await;
+    let mut events = reqwest::Client::new()
+        .get(format!(
+            "http://{}/jmap/eventsource?types=Email&closeafter=state",
+            s.http
+        ))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("eventsource");
+
+    let stream = tokio::net::TcpStream::connect(s.imap).await.expect("imap");
+    let mut io = tokio::io::BufReader::new(stream);
+    let mut greeting = String::new();
+    io.read_line(&mut greeting).await.expect("greeting");
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+    let r = imap_cmd(&mut io, "a", &format!("LOGIN mo@acme.com {member}")).await;
+    assert!(r.last().is_some_and(|l| l.starts_with("a OK")), "{r:?}");
+    let r = imap_cmd(&mut io, "b", "SELECT INBOX").await;
+    assert!(r.last().is_some_and(|l| l.starts_with("b OK")), "{r:?}");
+    let r = imap_cmd(&mut io, "c", "STORE 1 +FLAGS (\\Flagged)").await;
+    assert!(r.last().is_some_and(|l| l.starts_with("c OK")), "{r:?}");
+
+    let (seen, _) = read_until(&mut events, |_| false).await;
+    assert!(seen.contains("event: state"), "pushed: {seen:?}");
+    let v = j
+        .one(
+            "Email/get",
+            json!({"ids": [id], "properties": ["keywords"]}),
+        )
+        .await;
+    assert_eq!(v["list"][0]["keywords"], json!({"$flagged": true}));
+    let v = j.one("Email/changes", json!({"sinceState": state})).await;
+    assert_eq!(ids(&v["updated"]), vec![id.clone()], "{v}");
+
+    j.one(
+        "Email/set",
+        json!({"update": {id.clone(): {"keywords/$answered": true}}}),
+    )
+    .await;
+    let r = imap_cmd(&mut io, "d", "FETCH 1 (FLAGS)").await;
+    let fetched = r.join("\n");
+    assert!(
+        fetched.contains("\\Answered") && fetched.contains("\\Flagged"),
+        "{fetched}"
+    );
+    imap_cmd(&mut io, "e", "LOGOUT").await;
+    s.shutdown().await;
+}
