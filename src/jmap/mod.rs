@@ -682,9 +682,10 @@ async fn run_method(
     args: Map<String, Value>,
 ) -> MethodResult {
     let Some(cap) = capability_of(name) else {
+        let shown: String = name.chars().take(100).collect();
         return Err(MethodError::with(
             "unknownMethod",
-            format!("{name} is not supported"),
+            format!("{shown:?} is not supported"),
         ));
     };
     if !using.iter().any(|u| u == cap) {
