@@ -199,6 +199,7 @@ pub async fn start_with(
         config: config.clone(),
         conversations: conversations.clone(),
         resolver,
+        jmap: crate::jmap::Shared::new(shutdown.clone()),
     });
     {
         let shutdown = shutdown.clone();

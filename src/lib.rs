@@ -20,6 +20,8 @@
 //!                machine, replies, envelope checks, limits, STARTTLS
 //! api/           axum router: the JSON API, /healthz, /metrics, and the
 //!                vendor portal's HTML pages (portal.rs)
+//! jmap/          JMAP (RFC 8620/8621 subset) over the agent view: session,
+//!                methods, blob download, EventSource push
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs (verification/confirmation mail), apply.rs
@@ -51,6 +53,7 @@ pub mod config;
 pub mod conversations;
 pub mod imap;
 pub mod ingest;
+pub mod jmap;
 pub mod metrics;
 pub mod model;
 pub mod notifications;

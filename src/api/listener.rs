@@ -1,7 +1,9 @@
 //! The HTTP listener's limits: at most `http.max_connections` connections
 //! at once (more wait in the kernel's backlog until one closes), and each
-//! connection closed after `http.idle_timeout` without a byte from the
-//! client — which ends slow-header (slowloris) clients and idle keep-alives.
+//! connection closed after `http.idle_timeout` without a byte in either
+//! direction — which ends slow-header (slowloris) clients and idle
+//! keep-alives, while a long response the server keeps writing (a JMAP
+//! EventSource stream with its pings) stays open.
 
 use std::io;
 use std::pin::Pin;
@@ -78,6 +80,14 @@ impl axum::serve::Listener for LimitedListener {
     }
 }
 
+impl LimitedStream {
+    /// Traffic happened: the idle deadline starts again.
+    fn touch(&mut self) {
+        let next = Instant::now() + self.idle;
+        self.deadline.as_mut().reset(next);
+    }
+}
+
 impl AsyncRead for LimitedStream {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -111,7 +121,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.touch();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -127,7 +143,13 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.touch();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
