@@ -129,18 +129,21 @@ fn istr(s: &'static str) -> IString<'static> {
     IString::Quoted(Quoted::unvalidated(s))
 }
 
-/// A header value with CR and LF removed (Dovecot's `nolf`): folding joins lines as they are.
+/// A header value on one line (Dovecot's `nolf`): CR and LF go, and a line break not followed
+/// by whitespace becomes a space so the joined lines stay apart.
 fn nolf(value: &[u8]) -> Cow<'_, [u8]> {
     if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
         return Cow::Borrowed(value);
     }
-    Cow::Owned(
-        value
-            .iter()
-            .copied()
-            .filter(|&b| b != b'\r' && b != b'\n')
-            .collect(),
-    )
+    let mut out = Vec::with_capacity(value.len());
+    for (i, &b) in value.iter().enumerate() {
+        if b != b'\r' && b != b'\n' {
+            out.push(b);
+        } else if !matches!(value.get(i + 1), None | Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            out.push(b' ');
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A value for people (subject, display name): runs of whitespace and line breaks become one
@@ -323,6 +326,7 @@ struct Rfc822<'a> {
     data: &'a [u8],
     pos: usize,
     last_comment: Option<Vec<u8>>,
+    nul_replacement: bool,
 }
 
 impl<'a> Rfc822<'a> {
@@ -331,6 +335,7 @@ impl<'a> Rfc822<'a> {
             data,
             pos: 0,
             last_comment: None,
+            nul_replacement: false,
         }
     }
 
@@ -339,6 +344,7 @@ impl<'a> Rfc822<'a> {
             data,
             pos: 0,
             last_comment: Some(Vec::new()),
+            nul_replacement: true,
         }
     }
 
@@ -355,41 +361,77 @@ impl<'a> Rfc822<'a> {
         i32::from(!self.at_end())
     }
 
+    /// NUL inside comments, quoted strings and domain literals (addresses only).
+    fn nul(&self, out: &mut Vec<u8>) {
+        if self.nul_replacement {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        } else {
+            out.push(0);
+        }
+    }
+
     fn skip_comment(&mut self) -> i32 {
         let mut level = 1;
-        if let Some(c) = &mut self.last_comment {
+        let mut comment = self.last_comment.take();
+        if let Some(c) = &mut comment {
             c.clear();
         }
         self.pos += 1;
         let mut start = self.pos;
+        let mut ret = -1;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
+                0 => {
+                    if let Some(c) = &mut comment
+                        && self.nul_replacement
+                    {
+                        c.extend_from_slice(&self.data[start..self.pos]);
+                        self.nul(c);
+                        start = self.pos + 1;
+                    }
+                }
                 b'(' => level += 1,
                 b')' => {
                     level -= 1;
                     if level == 0 {
-                        if let Some(c) = &mut self.last_comment {
+                        if let Some(c) = &mut comment {
                             c.extend_from_slice(&self.data[start..self.pos]);
                         }
                         self.pos += 1;
-                        return self.more();
+                        ret = self.more();
+                        break;
+                    }
+                }
+                b'\n' => {
+                    if let Some(c) = &mut comment {
+                        let mut end = self.pos;
+                        if end > start && self.data[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                        c.extend_from_slice(&self.data[start..end]);
+                        start = self.pos + 1;
                     }
                 }
                 b'\\' => {
-                    if let Some(c) = &mut self.last_comment {
-                        c.extend_from_slice(&self.data[start..self.pos]);
-                    }
-                    start = self.pos + 1;
                     self.pos += 1;
                     if self.at_end() {
-                        return -1;
+                        break;
+                    }
+                    if matches!(self.data[self.pos], b'\r' | b'\n' | 0) {
+                        self.pos -= 1;
+                    } else {
+                        if let Some(c) = &mut comment {
+                            c.extend_from_slice(&self.data[start..self.pos - 1]);
+                        }
+                        start = self.pos;
                     }
                 }
                 _ => {}
             }
             self.pos += 1;
         }
-        -1
+        self.last_comment = comment;
+        ret
     }
 
     fn skip_lwsp(&mut self) -> i32 {
@@ -430,6 +472,9 @@ impl<'a> Rfc822<'a> {
                 self.pos += 1;
                 continue;
             }
+            if start == self.pos {
+                return -1;
+            }
             out.extend_from_slice(&self.data[start..self.pos]);
             let ret = self.skip_lwsp();
             if ret <= 0 {
@@ -440,9 +485,8 @@ impl<'a> Rfc822<'a> {
             }
             self.pos += 1;
             out.push(b'.');
-            let ret = self.skip_lwsp();
-            if ret <= 0 {
-                return ret;
+            if self.skip_lwsp() <= 0 {
+                return -1;
             }
             start = self.pos;
         }
@@ -464,6 +508,13 @@ impl<'a> Rfc822<'a> {
         let mut start = self.pos;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
+                0 => {
+                    if self.nul_replacement {
+                        out.extend_from_slice(&self.data[start..self.pos]);
+                        self.nul(out);
+                        start = self.pos + 1;
+                    }
+                }
                 b'"' => {
                     out.extend_from_slice(&self.data[start..self.pos]);
                     self.pos += 1;
@@ -482,8 +533,12 @@ impl<'a> Rfc822<'a> {
                     if self.at_end() {
                         return -1;
                     }
-                    out.extend_from_slice(&self.data[start..self.pos - 1]);
-                    start = self.pos;
+                    if matches!(self.data[self.pos], b'\r' | b'\n' | 0) {
+                        self.pos -= 1;
+                    } else {
+                        out.extend_from_slice(&self.data[start..self.pos - 1]);
+                        start = self.pos;
+                    }
                 }
                 _ => {}
             }
@@ -525,19 +580,41 @@ impl<'a> Rfc822<'a> {
     }
 
     fn parse_domain_literal(&mut self, out: &mut Vec<u8>) -> i32 {
-        let start = self.pos;
+        let mut start = self.pos;
+        self.pos += 1;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
+                0 => {
+                    if self.nul_replacement {
+                        out.extend_from_slice(&self.data[start..self.pos]);
+                        self.nul(out);
+                        start = self.pos + 1;
+                    }
+                }
+                b'[' => return -1,
+                b']' => {
+                    out.extend_from_slice(&self.data[start..=self.pos]);
+                    self.pos += 1;
+                    return self.skip_lwsp();
+                }
+                b'\n' => {
+                    let mut end = self.pos;
+                    if end > start && self.data[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    out.extend_from_slice(&self.data[start..end]);
+                    start = self.pos + 1;
+                }
                 b'\\' => {
                     self.pos += 1;
                     if self.at_end() {
-                        break;
+                        return -1;
                     }
-                }
-                b']' => {
-                    self.pos += 1;
-                    out.extend_from_slice(&self.data[start..self.pos]);
-                    return self.skip_lwsp();
+                    if matches!(self.data[self.pos], b'\r' | b'\n' | 0) {
+                        out.extend_from_slice(&self.data[start..self.pos]);
+                        start = self.pos;
+                        self.pos -= 1;
+                    }
                 }
                 _ => {}
             }
@@ -559,23 +636,33 @@ impl<'a> Rfc822<'a> {
         }
     }
 
-    /// `type/subtype` into `out` (as written); -1 when broken (out holds what was read).
+    /// `type/subtype` into `out` (as written); -1 when broken, and then `out` keeps the type
+    /// only when there was nothing after it but a broken subtype part.
     fn parse_content_type(&mut self, out: &mut Vec<u8>) -> i32 {
+        let start = out.len();
         if self.skip_lwsp() <= 0 {
             return -1;
         }
-        if self.parse_mime_token(out) <= 0 {
+        if self.parse_mime_token(out) <= 0 || out.len() == start {
             return -1;
         }
         if self.peek() != Some(b'/') {
+            out.truncate(start);
             return -1;
         }
         self.pos += 1;
         if self.skip_lwsp() <= 0 {
+            out.truncate(start);
             return -1;
         }
         out.push(b'/');
-        self.parse_mime_token(out)
+        let sub = out.len();
+        let ret = self.parse_mime_token(out);
+        if ret < 0 || out.len() == sub || (!self.at_end() && self.peek() != Some(b';')) {
+            out.truncate(start);
+            return -1;
+        }
+        ret
     }
 
     /// One `; key=value`: 0 at the end, -1 broken, 1 with a parameter.
@@ -627,8 +714,9 @@ impl<'a> Rfc822<'a> {
         }
         let mut result = Vec::new();
         let mut conts: Vec<Cont> = Vec::new();
+        let mut idx: u32 = 0;
         loop {
-            let (ret, mut key, value) = self.parse_content_param();
+            let (ret, key, value) = self.parse_content_param();
             if ret == 0 {
                 break;
             }
@@ -639,19 +727,23 @@ impl<'a> Rfc822<'a> {
                 self.pos += 1;
                 continue;
             }
-            key.make_ascii_lowercase();
             if let Some(star) = key.iter().position(|&b| b == b'*') {
-                let mut p = star + 1;
-                let mut idx: u32 = 0;
-                while let Some(d) = key.get(p).filter(|d| d.is_ascii_digit()) {
-                    idx = idx.saturating_mul(10).saturating_add(u32::from(d - b'0'));
+                // Dovecot's index survives from the previous parameter when a key ends in
+                // its only `*` ("name*"), so do the same.
+                let mut p = star;
+                if p + 1 < key.len() {
                     p += 1;
+                    idx = 0;
+                    while let Some(d) = key.get(p).filter(|d| d.is_ascii_digit()) {
+                        idx = idx.saturating_mul(10).saturating_add(u32::from(d - b'0'));
+                        p += 1;
+                    }
                 }
                 let extended = key.get(p) == Some(&b'*');
                 if extended {
                     p += 1;
                 }
-                if p == key.len() {
+                if p >= key.len() {
                     conts.push(Cont {
                         key: key[..star].to_vec(),
                         value,
@@ -1016,55 +1108,60 @@ fn imap_addresses(list: &[MailAddr]) -> Vec<Address<'static>> {
 // Envelope
 
 fn envelope_of_header(header: &[u8]) -> Envelope<'static> {
-    #[derive(Default)]
-    struct Raw<'a> {
-        date: Option<&'a [u8]>,
-        subject: Option<&'a [u8]>,
-        from: Option<&'a [u8]>,
-        sender: Option<&'a [u8]>,
-        reply_to: Option<&'a [u8]>,
-        to: Option<&'a [u8]>,
-        cc: Option<&'a [u8]>,
-        bcc: Option<&'a [u8]>,
-        in_reply_to: Option<&'a [u8]>,
-        message_id: Option<&'a [u8]>,
+    const DATE: usize = 0;
+    const SUBJECT: usize = 1;
+    const IN_REPLY_TO: usize = 2;
+    const MESSAGE_ID: usize = 3;
+    const FROM: usize = 0;
+    const SENDER: usize = 1;
+    const REPLY_TO: usize = 2;
+    const TO: usize = 3;
+    const CC: usize = 4;
+    const BCC: usize = 5;
+    enum Slot {
+        Text(usize),
+        Addresses(usize),
     }
-    let mut raw = Raw::default();
+    let mut texts: [Option<&[u8]>; 4] = [None; 4];
+    let mut addrs: [Vec<MailAddr>; 6] = Default::default();
     for field in Fields::new(header) {
-        let value = Some(field.value.unwrap_or(b""));
         let name = field.name;
         let slot = match name.len() {
-            2 if name.eq_ignore_ascii_case(b"to") => &mut raw.to,
-            2 if name.eq_ignore_ascii_case(b"cc") => &mut raw.cc,
-            3 if name.eq_ignore_ascii_case(b"bcc") => &mut raw.bcc,
-            4 if name.eq_ignore_ascii_case(b"date") => &mut raw.date,
-            4 if name.eq_ignore_ascii_case(b"from") => &mut raw.from,
-            6 if name.eq_ignore_ascii_case(b"sender") => &mut raw.sender,
-            7 if name.eq_ignore_ascii_case(b"subject") => &mut raw.subject,
-            8 if name.eq_ignore_ascii_case(b"reply-to") => &mut raw.reply_to,
-            10 if name.eq_ignore_ascii_case(b"message-id") => &mut raw.message_id,
-            11 if name.eq_ignore_ascii_case(b"in-reply-to") => &mut raw.in_reply_to,
+            2 if name.eq_ignore_ascii_case(b"to") => Slot::Addresses(TO),
+            2 if name.eq_ignore_ascii_case(b"cc") => Slot::Addresses(CC),
+            3 if name.eq_ignore_ascii_case(b"bcc") => Slot::Addresses(BCC),
+            4 if name.eq_ignore_ascii_case(b"date") => Slot::Text(DATE),
+            4 if name.eq_ignore_ascii_case(b"from") => Slot::Addresses(FROM),
+            6 if name.eq_ignore_ascii_case(b"sender") => Slot::Addresses(SENDER),
+            7 if name.eq_ignore_ascii_case(b"subject") => Slot::Text(SUBJECT),
+            8 if name.eq_ignore_ascii_case(b"reply-to") => Slot::Addresses(REPLY_TO),
+            10 if name.eq_ignore_ascii_case(b"message-id") => Slot::Text(MESSAGE_ID),
+            11 if name.eq_ignore_ascii_case(b"in-reply-to") => Slot::Text(IN_REPLY_TO),
             _ => continue,
         };
-        // A repeated field replaces the earlier one, as in Dovecot.
-        *slot = value;
+        let value = field.value.unwrap_or(b"");
+        match slot {
+            // A repeated text field replaces the earlier one; repeated address fields add up
+            // (both as Dovecot does).
+            Slot::Text(i) => texts[i] = Some(value),
+            Slot::Addresses(i) => addrs[i].extend(parse_addresses(value)),
+        }
     }
-    let addrs = |v: Option<&[u8]>| v.map(parse_addresses).filter(|a| !a.is_empty());
-    let from = addrs(raw.from);
-    let sender = addrs(raw.sender).or_else(|| from.clone());
-    let reply_to = addrs(raw.reply_to).or_else(|| from.clone());
-    let list = |a: Option<Vec<MailAddr>>| a.map(|a| imap_addresses(&a)).unwrap_or_default();
+    let [from, sender, reply_to, to, cc, bcc] = addrs;
+    let list = |a: &[MailAddr]| imap_addresses(a);
+    let from = list(&from);
+    let or_from = |a: &[MailAddr]| if a.is_empty() { from.clone() } else { list(a) };
     Envelope {
-        date: nstring(raw.date.map(nolf)),
-        subject: nstring(raw.subject.map(for_humans)),
-        from: list(from),
-        sender: list(sender),
-        reply_to: list(reply_to),
-        to: list(addrs(raw.to)),
-        cc: list(addrs(raw.cc)),
-        bcc: list(addrs(raw.bcc)),
-        in_reply_to: nstring(raw.in_reply_to.map(nolf)),
-        message_id: nstring(raw.message_id.map(nolf)),
+        date: nstring(texts[DATE].map(nolf)),
+        subject: nstring(texts[SUBJECT].map(for_humans)),
+        sender: or_from(&sender),
+        reply_to: or_from(&reply_to),
+        to: list(&to),
+        cc: list(&cc),
+        bcc: list(&bcc),
+        in_reply_to: nstring(texts[IN_REPLY_TO].map(nolf)),
+        message_id: nstring(texts[MESSAGE_ID].map(nolf)),
+        from,
     }
 }
 
@@ -1210,14 +1307,10 @@ impl<'r> Tree<'r> {
                     let node = &nodes[part];
                     step = if pushed {
                         Step::BodyToBoundary
-                    } else if node.flags & RFC822 != 0 && pos < raw.len() {
+                    } else if node.flags & RFC822 != 0 {
+                        // The encapsulated message, even when no byte of it is left.
                         let child = Self::append(&mut nodes, part, pos);
                         Step::Header(child)
-                    } else if node.flags & RFC822 != 0 {
-                        // An encapsulated message with no bytes: an empty child all the same.
-                        let child = Self::append(&mut nodes, part, pos);
-                        nodes[child].flags |= TEXT;
-                        step_after_body(&boundaries)
                     } else {
                         step_after_body(&boundaries)
                     };
@@ -1278,9 +1371,7 @@ impl<'r> Tree<'r> {
                     end = rest_end;
                     pos = end;
                     if boundaries.last().is_some_and(|b| b.part == cur) {
-                        if pos >= raw.len() {
-                            break;
-                        }
+                        // A new part, even when no byte of it is left.
                         if nodes.len() >= MAX_PARTS {
                             // Too many parts: the rest is this multipart's body.
                             boundaries.clear();
@@ -1433,8 +1524,15 @@ impl<'r> Tree<'r> {
                 }
                 if ret >= 0 && *flags & MULTIPART != 0 {
                     for (k, v) in p.parse_params() {
-                        if k == b"boundary" {
-                            last_boundary = Some(boundary_text(value, v));
+                        if k.eq_ignore_ascii_case(b"boundary") {
+                            let mut b = boundary_text(value, v);
+                            if b.len() > BOUNDARY_MAX {
+                                match &mut b {
+                                    Cow::Borrowed(t) => *t = &t[..BOUNDARY_MAX],
+                                    Cow::Owned(t) => t.truncate(BOUNDARY_MAX),
+                                }
+                            }
+                            last_boundary = Some(b);
                             break;
                         }
                     }
@@ -1522,7 +1620,11 @@ impl<'r> Tree<'r> {
 
     fn structure(&self, idx: usize, extended: bool) -> BodyStructure<'static> {
         let node = &self.nodes[idx];
-        let data = self.data_of(idx);
+        let mut data = self.data_of(idx);
+        if idx == 0 && data.is_plain_7bit(node) {
+            // Dovecot answers a plain US-ASCII message in its canonical spelling.
+            data = PartData::default();
+        }
         if node.flags & MULTIPART != 0 {
             let bodies: Vec<BodyStructure<'static>> = node
                 .children
@@ -1615,8 +1717,12 @@ fn boundary_text(value: &[u8], b: Vec<u8>) -> Cow<'_, [u8]> {
     }
 }
 
-/// Whether the line at `start` is `--<boundary>` for a known boundary (the longest match wins,
-/// the innermost among equals); returns its index and whether it closes (`--` after it).
+/// Dovecot cuts boundaries to 80 octets (RFC 2046 allows 70).
+const BOUNDARY_MAX: usize = 70 + 10;
+
+/// Whether the line at `start` is `--<boundary>` for a known boundary: the line need only start
+/// with the boundary (RFC 2046), the longest match wins, the innermost among equals. Returns its
+/// index and whether it closes (`--` right after it).
 fn find_boundary(raw: &[u8], start: usize, boundaries: &[Boundary<'_>]) -> Option<(usize, bool)> {
     if boundaries.is_empty() {
         return None;
@@ -1625,19 +1731,17 @@ fn find_boundary(raw: &[u8], start: usize, boundaries: &[Boundary<'_>]) -> Optio
     if rest.len() < 2 || rest[0] != b'-' || rest[1] != b'-' {
         return None;
     }
-    let rest = &rest[2..];
+    let data = &rest[2..];
     let mut best: Option<usize> = None;
     for (i, b) in boundaries.iter().enumerate().rev() {
-        if b.text.is_empty() || !rest.starts_with(&b.text) {
-            continue;
-        }
-        if best.is_none_or(|x| boundaries[x].text.len() < b.text.len()) {
+        if data.starts_with(&b.text) && best.is_none_or(|x| boundaries[x].text.len() < b.text.len())
+        {
             best = Some(i);
         }
     }
     let i = best?;
     let len = boundaries[i].text.len();
-    let closing = rest.get(len..len + 2) == Some(b"--");
+    let closing = data.get(len..len + 2) == Some(b"--");
     Some((i, closing))
 }
 
@@ -1679,6 +1783,30 @@ struct PartData {
 }
 
 impl PartData {
+    /// text/plain, US-ASCII, 7bit and nothing else: Dovecot's "plain 7bit" message.
+    fn is_plain_7bit(&self, node: &Node) -> bool {
+        node.flags & TEXT != 0
+            && node.children.is_empty()
+            && self
+                .subtype
+                .as_ref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(b"plain"))
+            && (self.params.is_empty()
+                || (self.params.len() == 1
+                    && self.params[0].0.eq_ignore_ascii_case(b"charset")
+                    && self.params[0].1.eq_ignore_ascii_case(b"us-ascii")))
+            && self.id.is_none()
+            && self.description.is_none()
+            && self
+                .encoding
+                .as_ref()
+                .is_none_or(|e| e.eq_ignore_ascii_case(b"7bit"))
+            && self.md5.is_none()
+            && self.disposition.is_none()
+            && self.language.is_empty()
+            && self.location.is_none()
+    }
+
     fn parse(header: &[u8]) -> PartData {
         let mut d = PartData::default();
         for field in Fields::new(header) {
