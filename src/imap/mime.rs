@@ -101,19 +101,26 @@ fn crlf(data: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// An IMAP string for arbitrary bytes: quoted when it can be, else a literal. NUL (never allowed
-/// in IMAP strings) becomes 0x80, as Dovecot sends it.
+/// in IMAP strings) becomes U+FFFD, as Dovecot sends header values.
 fn istring(bytes: Cow<'_, [u8]>) -> IString<'static> {
     if let Ok(q) = std::str::from_utf8(&bytes)
         && let Ok(q) = Quoted::try_from(q.to_owned())
     {
         return IString::Quoted(q);
     }
-    let mut owned = bytes.into_owned();
-    for b in &mut owned {
-        if *b == 0 {
-            *b = 0x80;
+    let owned = if bytes.contains(&0) {
+        let mut out = Vec::with_capacity(bytes.len() + 8);
+        for &b in bytes.iter() {
+            if b == 0 {
+                out.extend_from_slice("\u{FFFD}".as_bytes());
+            } else {
+                out.push(b);
+            }
         }
-    }
+        out
+    } else {
+        bytes.into_owned()
+    };
     match Literal::try_from(owned) {
         Ok(l) => IString::Literal(l),
         // Unreachable once NULs are gone; an empty quoted string is the safe answer anyway.
@@ -483,11 +490,9 @@ impl<'a> Rfc822<'a> {
             if self.peek() != Some(b'.') {
                 return 1;
             }
+            // Blanks may come before a dot but not after it (Dovecot 2.3).
             self.pos += 1;
             out.push(b'.');
-            if self.skip_lwsp() <= 0 {
-                return -1;
-            }
             start = self.pos;
         }
         out.extend_from_slice(&self.data[start..self.pos]);
@@ -508,12 +513,10 @@ impl<'a> Rfc822<'a> {
         let mut start = self.pos;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
-                0 => {
-                    if self.nul_replacement {
-                        out.extend_from_slice(&self.data[start..self.pos]);
-                        self.nul(out);
-                        start = self.pos + 1;
-                    }
+                0 if self.nul_replacement => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    self.nul(out);
+                    start = self.pos + 1;
                 }
                 b'"' => {
                     out.extend_from_slice(&self.data[start..self.pos]);
@@ -584,12 +587,10 @@ impl<'a> Rfc822<'a> {
         self.pos += 1;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
-                0 => {
-                    if self.nul_replacement {
-                        out.extend_from_slice(&self.data[start..self.pos]);
-                        self.nul(out);
-                        start = self.pos + 1;
-                    }
+                0 if self.nul_replacement => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    self.nul(out);
+                    start = self.pos + 1;
                 }
                 b'[' => return -1,
                 b']' => {
@@ -829,6 +830,8 @@ struct AddrParser<'a> {
     p: Rfc822<'a>,
     out: Vec<MailAddr>,
     addr: MailAddr,
+    /// The last local part read, kept even when it was broken (Dovecot's `ctx->str`).
+    s: Vec<u8>,
 }
 
 impl AddrParser<'_> {
@@ -837,16 +840,16 @@ impl AddrParser<'_> {
     }
 
     fn parse_local_part(&mut self) -> i32 {
-        let mut s = Vec::new();
+        self.s.clear();
         let ret = if self.p.peek() == Some(b'"') {
-            self.p.parse_quoted_string(&mut s)
+            self.p.parse_quoted_string(&mut self.s)
         } else {
-            self.p.parse_dot_atom(&mut s)
+            self.p.parse_dot_atom(&mut self.s)
         };
         if ret < 0 {
             return -1;
         }
-        self.addr.mailbox = Some(s);
+        self.addr.mailbox = Some(self.s.clone());
         ret
     }
 
@@ -957,7 +960,7 @@ impl AddrParser<'_> {
             self.addr.name = Some(comment);
         } else if ret2 == -2 {
             // A lone word is a mailbox; anything after it makes it all a display name.
-            let mut s = self.addr.mailbox.clone().unwrap_or_default();
+            let mut s = std::mem::take(&mut self.s);
             s.push(b' ');
             let before = s.len();
             let _ = self.p.parse_phrase(&mut s);
@@ -1086,6 +1089,7 @@ fn parse_addresses(value: &[u8]) -> Vec<MailAddr> {
         p: Rfc822::with_comments(value),
         out: Vec::new(),
         addr: MailAddr::default(),
+        s: Vec::new(),
     };
     if ap.p.skip_lwsp() > 0 {
         ap.parse_list();
@@ -1309,7 +1313,7 @@ impl<'r> Tree<'r> {
                         Step::BodyToBoundary
                     } else if node.flags & RFC822 != 0 {
                         // The encapsulated message, even when no byte of it is left.
-                        let child = Self::append(&mut nodes, part, pos);
+                        let child = Self::append(&mut nodes, part);
                         Step::Header(child)
                     } else {
                         step_after_body(&boundaries)
@@ -1378,7 +1382,7 @@ impl<'r> Tree<'r> {
                             step = Step::BodyToEof;
                             continue;
                         }
-                        let child = Self::append(&mut nodes, cur, pos);
+                        let child = Self::append(&mut nodes, cur);
                         nodes[child].flags |= IS_MIME;
                         step = Step::Header(child);
                     } else if pos >= raw.len() {
@@ -1400,9 +1404,13 @@ impl<'r> Tree<'r> {
         Tree { raw, nodes }
     }
 
-    fn append(nodes: &mut Vec<Node>, parent: usize, pos: usize) -> usize {
+    /// A new child of `parent`, placed right after what the parent holds so far (for a
+    /// message/rfc822 part whose blank line went to a boundary, that is the blank line).
+    fn append(nodes: &mut Vec<Node>, parent: usize) -> usize {
         let idx = nodes.len();
-        let depth = nodes[parent].depth + 1;
+        let p = &nodes[parent];
+        let pos = p.pos + p.header.physical + p.body.physical;
+        let depth = p.depth + 1;
         nodes.push(Node {
             pos,
             header: Size::default(),
@@ -1414,6 +1422,24 @@ impl<'r> Tree<'r> {
         });
         nodes[parent].children.push(idx);
         idx
+    }
+
+    /// Moves the last header line's newline (`newline` octets, 0 for none) from the header of
+    /// `part` to its parent's body, where it is part of the boundary line that follows.
+    fn give_newline_to_parent(nodes: &mut [Node], part: usize, newline: usize) {
+        if newline == 0 {
+            return;
+        }
+        let h = &mut nodes[part].header;
+        h.lines = h.lines.saturating_sub(1);
+        h.physical = h.physical.saturating_sub(newline);
+        h.virtual_size = h.virtual_size.saturating_sub(2);
+        if let Some(parent) = nodes[part].parent {
+            let b = &mut nodes[parent].body;
+            b.lines = b.lines.saturating_add(1);
+            b.physical += newline;
+            b.virtual_size += 2;
+        }
     }
 
     /// Parses the header of `part` at `pos`; returns where its body starts and whether a
@@ -1450,23 +1476,20 @@ impl<'r> Tree<'r> {
                 h.virtual_size += 2;
                 h.lines = h.lines.saturating_add(1);
                 pos = line.next;
+                // An enclosing boundary right after the blank line takes the blank line's
+                // newline as its own, leaving the header without its end (Dovecot's parser
+                // looks for boundaries before deciding the header is over).
+                if find_boundary(raw, pos, boundaries)
+                    .is_some_and(|(b, _)| boundaries[b].part != part)
+                {
+                    Self::give_newline_to_parent(nodes, part, line.newline);
+                }
                 break;
             }
             if find_boundary(raw, pos, boundaries).is_some_and(|(b, _)| boundaries[b].part != part)
             {
                 // A boundary cuts the header short; the newline before it is the boundary's.
-                if prev_newline > 0 {
-                    let h = &mut nodes[part].header;
-                    h.lines = h.lines.saturating_sub(1);
-                    h.physical -= prev_newline;
-                    h.virtual_size = h.virtual_size.saturating_sub(2);
-                    if let Some(parent) = nodes[part].parent {
-                        let b = &mut nodes[parent].body;
-                        b.lines = b.lines.saturating_add(1);
-                        b.physical += prev_newline;
-                        b.virtual_size += 2;
-                    }
-                }
+                Self::give_newline_to_parent(nodes, part, prev_newline);
                 break;
             }
             // One field: its first line and the continuation lines.
@@ -1556,29 +1579,37 @@ impl<'r> Tree<'r> {
         (pos, pushed)
     }
 
-    /// The part a section's part number names: `1.2` is the second child of the first child;
-    /// in a non-multipart part (or message), `1` is the part itself (RFC 3501).
-    fn find_part(&self, part: Option<&Part>) -> Option<usize> {
-        let mut idx = 0usize;
-        let Some(part) = part else {
-            return Some(0);
-        };
-        for n in part.0.as_ref() {
+    /// The part a section's part number names. A message's parts are its multipart's children,
+    /// or the message itself as part 1 when it is not multipart; a part's sub-parts are its
+    /// children (multipart) or the parts of the message it holds (message/rfc822).
+    fn find_part(&self, part: &Part) -> Option<usize> {
+        let mut path = part.0.as_ref().iter();
+        let first = usize::try_from(path.next()?.get()).ok()?;
+        let mut idx = self.message_part(0, first)?;
+        for n in path {
             let n = usize::try_from(n.get()).ok()?;
-            // A message/rfc822 part's numbers address its encapsulated message's parts.
-            if self.nodes[idx].flags & RFC822 != 0 {
-                idx = *self.nodes[idx].children.first()?;
-            }
             let node = &self.nodes[idx];
-            if node.flags & MULTIPART != 0 {
-                idx = *node.children.get(n.checked_sub(1)?)?;
-            } else if n == 1 {
-                // stays: part 1 of a single-part entity is its body
+            idx = if node.flags & MULTIPART != 0 {
+                *node.children.get(n.checked_sub(1)?)?
+            } else if node.flags & RFC822 != 0 {
+                self.message_part(*node.children.first()?, n)?
             } else {
                 return None;
-            }
+            };
         }
         Some(idx)
+    }
+
+    /// Part `n` of the message `msg`.
+    fn message_part(&self, msg: usize, n: usize) -> Option<usize> {
+        let node = &self.nodes[msg];
+        if node.flags & MULTIPART != 0 {
+            node.children.get(n.checked_sub(1)?).copied()
+        } else if n == 1 {
+            Some(msg)
+        } else {
+            None
+        }
     }
 
     fn section(&self, section: &Section<'_>) -> Option<Vec<u8>> {
@@ -1586,11 +1617,8 @@ impl<'r> Tree<'r> {
         let body_of = |idx: usize| self.body_bytes(idx);
         // HEADER/TEXT of a part address the message it holds.
         let message_of = |part: Option<&Part>| -> Option<usize> {
-            let idx = self.find_part(part)?;
-            if part.is_none() {
-                return Some(idx);
-            }
-            let node = &self.nodes[idx];
+            let Some(part) = part else { return Some(0) };
+            let node = &self.nodes[self.find_part(part)?];
             if node.flags & RFC822 != 0 {
                 node.children.first().copied()
             } else {
@@ -1599,20 +1627,27 @@ impl<'r> Tree<'r> {
         };
         let bytes: Vec<u8> = match section {
             Section::Part(part) => {
-                let idx = self.find_part(Some(part))?;
+                let idx = self.find_part(part)?;
                 crlf(body_of(idx)).into_owned()
             }
             Section::Header(part) => crlf(header_of(message_of(part.as_ref())?)).into_owned(),
             Section::Text(part) => crlf(body_of(message_of(part.as_ref())?)).into_owned(),
             Section::Mime(part) => {
-                let idx = self.find_part(Some(part))?;
+                let idx = self.find_part(part)?;
                 crlf(header_of(idx)).into_owned()
             }
             Section::HeaderFields(part, names) | Section::HeaderFieldsNot(part, names) => {
                 let keep = matches!(section, Section::HeaderFields(..));
-                let header = header_of(message_of(part.as_ref())?);
                 let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
-                header_fields(header, &names, keep)
+                match part {
+                    None => header_fields(header_of(0), &names, keep, true),
+                    // Dovecot reads an encapsulated message's fields from where its header
+                    // starts up to the first blank line, wherever that is.
+                    Some(part) => {
+                        let m = message_of(Some(part))?;
+                        header_fields(&self.raw[self.nodes[m].pos..], &names, keep, false)
+                    }
+                }
             }
         };
         Some(bytes)
@@ -1951,33 +1986,32 @@ fn empty_body(extended: bool) -> BodyStructure<'static> {
     }
 }
 
-/// HEADER.FIELDS / HEADER.FIELDS.NOT: the matching (or other) fields as written, then the
-/// blank line.
-fn header_fields(header: &[u8], names: &[&[u8]], keep: bool) -> Vec<u8> {
+/// HEADER.FIELDS (`keep`) / HEADER.FIELDS.NOT: the matching (or other) fields of the header
+/// at the start of `data`, as written, then the blank line when the header has one; the
+/// message's own HEADER.FIELDS (`top`) always ends with it (all as Dovecot answers).
+fn header_fields(data: &[u8], names: &[&[u8]], keep: bool, top: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut pos = 0;
-    while pos < header.len() && !is_blank_line(header, pos) {
-        let first = line_at(header, pos);
+    while pos < data.len() && !is_blank_line(data, pos) {
+        let first = line_at(data, pos);
         let mut last = first;
-        while last.next < header.len() && is_lwsp(header[last.next]) {
-            last = line_at(header, last.next);
+        while last.next < data.len() && is_lwsp(data[last.next]) {
+            last = line_at(data, last.next);
         }
-        let text = &header[first.start..first.end];
+        let text = &data[first.start..first.end];
         let name_end = text.iter().position(|&b| b == b':').unwrap_or(text.len());
         let mut name = &text[..name_end];
         while let [rest @ .., b' ' | b'\t'] = name {
             name = rest;
         }
-        let matched = names.iter().any(|n| n.eq_ignore_ascii_case(name));
-        if matched == keep {
-            out.extend_from_slice(&crlf(&header[first.start..last.next]));
-            if last.newline == 0 {
-                out.extend_from_slice(b"\r\n");
-            }
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) == keep {
+            out.extend_from_slice(&crlf(&data[first.start..last.next]));
         }
         pos = last.next;
     }
-    out.extend_from_slice(b"\r\n");
+    if (top && keep) || pos < data.len() {
+        out.extend_from_slice(b"\r\n");
+    }
     out
 }
 
