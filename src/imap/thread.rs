@@ -20,13 +20,13 @@ use super::mime;
 pub struct ThreadItem {
     /// Sequence number or UID (the caller's choice); 0 is not a valid IMAP number and is left out.
     pub id: u32,
-    /// Message-ID header value (raw; the first `<id>` in it is used).
+    /// Message-ID header value (raw; its first valid `<id>` is used).
     pub message_id: Option<String>,
-    /// In-Reply-To header value (raw; its first `<id>` is used when References has none).
+    /// In-Reply-To header value (raw; its first valid `<id>` is used when References has none).
     pub in_reply_to: Option<String>,
-    /// References header values or single ids; every `<id>` in them, in order.
+    /// References header values (raw) or single ids; every valid `<id>` in them, in order.
     pub references: Vec<String>,
-    /// Subject header value (raw; RFC 2047 encoded-words are decoded here).
+    /// Subject as text, RFC 2047 encoded-words already decoded (see [`mime::decode_header`]).
     pub subject: Option<String>,
     /// Sent date (Date header, else the internal date), seconds since the epoch.
     pub date: i64,
@@ -34,58 +34,37 @@ pub struct ThreadItem {
 
 impl ThreadItem {
     /// The threading data of a stored message: its header fields, with `internal_date` when the
-    /// Date header is missing or unreadable.
+    /// Date header is missing or unreadable (as Dovecot reads dates).
     #[must_use]
     pub fn from_message(id: u32, raw: &[u8], internal_date: i64) -> ThreadItem {
         let h = mime::thread_headers(raw);
-        let date = h
-            .date
-            .as_deref()
-            .and_then(parse_date)
-            .unwrap_or(internal_date);
+        let text = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned());
         ThreadItem {
             id,
-            message_id: h.message_id,
-            in_reply_to: h.in_reply_to,
-            references: h.references.into_iter().collect(),
-            subject: h.subject,
-            date,
+            message_id: text(h.message_id),
+            in_reply_to: text(h.in_reply_to),
+            references: text(h.references).into_iter().collect(),
+            subject: h.subject.map(mime::decode_header),
+            date: h.date.and_then(mime::parse_date).unwrap_or(internal_date),
         }
     }
 }
 
-fn parse_date(value: &str) -> Option<i64> {
-    let mut line = value.as_bytes().to_vec();
-    line.extend_from_slice(b"\r\n");
-    match mail_parser::parsers::MessageStream::new(&line).parse_date() {
-        mail_parser::HeaderValue::DateTime(dt) if dt.is_valid() => Some(dt.to_timestamp()),
-        _ => None,
-    }
-}
-
-/// Every `<…>` message id in `value`, brackets removed (a bracket-less value counts as one id).
+/// Every valid message id in `value`, in order.
 fn message_ids(value: &str) -> Vec<String> {
+    let bytes = value.as_bytes();
+    let mut pos = 0;
     let mut out = Vec::new();
-    let mut rest = value;
-    while let Some(open) = rest.find('<') {
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('>') else { break };
-        let id: String = after[..close]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        if !id.is_empty() {
-            out.push(id);
-        }
-        rest = &after[close + 1..];
-    }
-    if out.is_empty() && !value.contains(['<', '>']) {
-        let id = value.trim();
-        if !id.is_empty() && !id.contains(char::is_whitespace) {
-            out.push(id.to_owned());
-        }
+    while let Some(id) = mime::next_message_id(bytes, &mut pos) {
+        out.push(String::from_utf8_lossy(&id).into_owned());
     }
     out
+}
+
+fn first_message_id(value: &str) -> Option<String> {
+    let mut pos = 0;
+    mime::next_message_id(value.as_bytes(), &mut pos)
+        .map(|id| String::from_utf8_lossy(&id).into_owned())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -170,10 +149,7 @@ impl Threader<'_> {
     fn link(&mut self) {
         let mut ids: HashMap<String, usize> = HashMap::new();
         for (i, item) in self.items.iter().enumerate() {
-            let own_id = item
-                .message_id
-                .as_deref()
-                .and_then(|v| message_ids(v).into_iter().next());
+            let own_id = item.message_id.as_deref().and_then(first_message_id);
             // A missing or duplicate Message-ID gets a container of its own.
             let node = match own_id {
                 Some(id) => match ids.get(&id) {
@@ -196,10 +172,7 @@ impl Threader<'_> {
                 .flat_map(|r| message_ids(r))
                 .collect();
             if refs.is_empty()
-                && let Some(first) = item
-                    .in_reply_to
-                    .as_deref()
-                    .and_then(|v| message_ids(v).into_iter().next())
+                && let Some(first) = item.in_reply_to.as_deref().and_then(first_message_id)
             {
                 refs.push(first);
             }
@@ -276,9 +249,14 @@ impl Threader<'_> {
         None
     }
 
-    fn sort_key(&self, n: usize) -> (i64, u32) {
-        self.lead(n).map_or((i64::MAX, u32::MAX), |m| {
-            (self.items[m].date, self.items[m].id)
+    /// Sent date, then mailbox order. The date is compared as Dovecot stores it, in 32 bits
+    /// (a date before 1970 sorts after 2038, one after 2106 wraps), so both servers agree.
+    fn sort_key(&self, n: usize) -> (u32, u32) {
+        self.lead(n).map_or((u32::MAX, u32::MAX), |m| {
+            // Truncation is the point: the low 32 bits, as Dovecot's index keeps them.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let date = self.items[m].date as u32;
+            (date, self.items[m].id)
         })
     }
 
@@ -441,116 +419,124 @@ fn merge_single(prefix: Vec1<NonZeroU32>, child: Thread) -> Thread {
     }
 }
 
-/// RFC 5256 §2.1 base subject, case-folded, and whether extracting it removed a reply or
-/// forward marker.
+/// RFC 5256 §2.1 base subject of a (decoded) subject, upper-cased for comparing, and whether
+/// extracting it removed a reply or forward marker; the steps as Dovecot implements them.
 #[must_use]
-pub fn base_subject(raw: &str) -> (String, bool) {
-    let decoded = decode_words(raw);
-    // (1) tabs and line breaks are spaces, runs of spaces one.
-    let mut s = String::with_capacity(decoded.len());
-    let mut space = false;
-    for c in decoded.chars() {
+pub fn base_subject(subject: &str) -> (String, bool) {
+    // (1) Case-folded (Dovecot compares title-cased text), blanks packed to one space.
+    let mut s = String::with_capacity(subject.len());
+    let mut last_space = false;
+    for c in subject.chars() {
         if matches!(c, ' ' | '\t' | '\r' | '\n') {
-            space = true;
-        } else {
-            if space && !s.is_empty() {
+            if !last_space {
                 s.push(' ');
             }
-            space = false;
-            s.push(c);
+            last_space = true;
+        } else {
+            s.extend(c.to_uppercase());
+            last_space = false;
         }
-    }
-    if space && !s.is_empty() {
-        s.push(' ');
     }
     let mut reply = false;
-    let mut s: &str = &s;
+    let mut start = 0usize;
+    let mut end = s.len();
     loop {
-        // (2) trailing "(fwd)" and blanks.
-        loop {
-            let t = s.trim_end_matches(' ');
-            if t.len() >= 5 && t[t.len() - 5..].eq_ignore_ascii_case("(fwd)") {
-                s = &t[..t.len() - 5];
+        // (2) trailing blanks and "(FWD)".
+        let b = s.as_bytes();
+        while end > start {
+            if b[end - 1] == b' ' {
+                end -= 1;
+            } else if end - start >= 5 && &b[end - 5..end] == b"(FWD)" {
                 reply = true;
+                end -= 5;
             } else {
-                s = t;
                 break;
             }
         }
-        // (3)–(5) leading blanks, "[blob]… Re:" leaders and lone blobs.
+        // (3)-(5) leaders and blobs.
         loop {
-            let before = s.len();
-            loop {
-                let t = s.trim_start_matches(' ');
-                if let Some(rest) = strip_leader(t) {
-                    s = rest;
-                    reply = true;
-                } else {
-                    s = t;
-                    break;
-                }
-            }
-            if let Some(rest) = strip_blob(s)
-                && !rest.is_empty()
+            let mut found = remove_leader(b, &mut start, end, &mut reply);
+            if b.get(start) == Some(&b'[')
+                && let Some(after) = skip_blob(b, start, end)
+                && after < end
             {
-                s = rest;
+                start = after;
+                found = true;
             }
-            if s.len() == before {
+            if !found {
                 break;
             }
         }
-        // (6) "[fwd: …]".
-        if s.len() >= 6 && s[..5].eq_ignore_ascii_case("[fwd:") && s.ends_with(']') {
-            s = &s[5..s.len() - 1];
+        // (6) "[FWD: … ]".
+        if end - start >= 5 && &b[start..start + 5] == b"[FWD:" && b[end - 1] == b']' {
             reply = true;
+            start += 5;
+            end -= 1;
             continue;
         }
         break;
     }
-    (s.to_lowercase(), reply)
+    // Every cut is next to an ASCII byte, so on a character boundary.
+    let base = s.get(start..end.max(start)).unwrap_or("").to_owned();
+    (base, reply)
 }
 
-/// `[…]` and the blanks after it.
-fn strip_blob(s: &str) -> Option<&str> {
-    let rest = s.strip_prefix('[')?;
-    let close = rest.find(['[', ']'])?;
-    if rest.as_bytes()[close] != b']' {
+/// After a `[…]` at `i` (and one space after it), if it closes before `end`.
+fn skip_blob(b: &[u8], i: usize, end: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'[') {
         return None;
     }
-    Some(rest[close + 1..].trim_start_matches([' ', '\t']))
+    let mut j = i + 1;
+    while j < end && b[j] != b'[' && b[j] != b']' {
+        j += 1;
+    }
+    if j >= end || b[j] != b']' {
+        return None;
+    }
+    j += 1;
+    if j < end && b[j] == b' ' {
+        j += 1;
+    }
+    Some(j)
 }
 
-/// `*blob ("re" / "fw" / "fwd") *WSP [blob] ":"`.
-fn strip_leader(s: &str) -> Option<&str> {
-    let mut t = s;
-    while let Some(rest) = strip_blob(t) {
-        t = rest;
+/// Removes a leading space, or `*blob ("RE" / "FWD" / "FW") [" "] [blob] ":"`.
+fn remove_leader(b: &[u8], start: &mut usize, end: usize, reply: &mut bool) -> bool {
+    let mut found = false;
+    if *start < end && b[*start] == b' ' {
+        *start += 1;
+        found = true;
     }
-    let lower = t.get(..3).map(str::to_ascii_lowercase).unwrap_or_default();
-    let mut rest = if lower.starts_with("fwd") {
-        &t[3..]
-    } else if lower.starts_with("re") || lower.starts_with("fw") {
-        &t[2..]
+    let mut i = *start;
+    while i < end && b[i] == b'[' {
+        match skip_blob(b, i, end) {
+            Some(j) => i = j,
+            None => return found,
+        }
+    }
+    let rest = &b[i..end];
+    if rest.starts_with(b"RE") {
+        i += 2;
+    } else if rest.starts_with(b"FWD") {
+        i += 3;
+    } else if rest.starts_with(b"FW") {
+        i += 2;
     } else {
-        return None;
-    };
-    rest = rest.trim_start_matches([' ', '\t']);
-    if let Some(after) = strip_blob(rest) {
-        rest = after;
+        return found;
     }
-    rest.strip_prefix(':')
-}
-
-/// RFC 2047 encoded-words decoded (mail-parser's unstructured-field decoder).
-fn decode_words(raw: &str) -> String {
-    if !raw.contains("=?") {
-        return raw.to_owned();
+    if i < end && b[i] == b' ' {
+        i += 1;
     }
-    let mut line = raw.as_bytes().to_vec();
-    line.extend_from_slice(b"\r\n");
-    match mail_parser::parsers::MessageStream::new(&line).parse_unstructured() {
-        mail_parser::HeaderValue::Text(t) => t.into_owned(),
-        mail_parser::HeaderValue::TextList(l) => l.join(" "),
-        _ => raw.to_owned(),
+    if i < end && b[i] == b'[' {
+        match skip_blob(b, i, end) {
+            Some(j) => i = j,
+            None => return found,
+        }
     }
+    if i >= end || b[i] != b':' {
+        return found;
+    }
+    *start = i + 1;
+    *reply = true;
+    true
 }
