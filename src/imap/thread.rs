@@ -76,34 +76,38 @@ struct Container {
 }
 
 struct Threader<'a> {
-    items: &'a [ThreadItem],
+    items: Vec<&'a ThreadItem>,
     nodes: Vec<Container>,
     /// Base subject and reply/forward flag of each item, computed once.
     subjects: Vec<(String, bool)>,
 }
 
+/// Deeper reply trees are cut: a subtree nested deeper than this becomes a thread of its own
+/// (deep values would cost stack to drop, and no client shows 500 levels anyway).
+const MAX_NESTING: usize = 500;
+
 /// Threads `items` by RFC 5256 REFERENCES; the result is the body of a `* THREAD` response.
 #[must_use]
 pub fn thread_references(items: &[ThreadItem]) -> Vec<Thread> {
     let items: Vec<&ThreadItem> = items.iter().filter(|i| i.id != 0).collect();
-    let owned: Vec<ThreadItem> = items.into_iter().cloned().collect();
     let mut t = Threader {
-        items: &owned,
-        nodes: Vec::new(),
-        subjects: owned
+        subjects: items
             .iter()
             .map(|i| base_subject(i.subject.as_deref().unwrap_or("")))
             .collect(),
+        items,
+        nodes: Vec::new(),
     };
     t.link();
     let roots: Vec<usize> = (0..t.nodes.len())
         .filter(|&n| t.nodes[n].parent.is_none())
         .collect();
-    let roots = t.prune(roots, true);
+    let roots = t.prune(roots);
     let roots = t.sort(roots, false);
     let roots = t.merge_subjects(roots);
+    let roots = t.cap_nesting(roots);
     let roots = t.sort(roots, true);
-    roots.iter().filter_map(|&r| t.to_thread(r)).collect()
+    t.to_threads(&roots)
 }
 
 impl Threader<'_> {
@@ -148,7 +152,8 @@ impl Threader<'_> {
     /// RFC 5256 step 1.
     fn link(&mut self) {
         let mut ids: HashMap<String, usize> = HashMap::new();
-        for (i, item) in self.items.iter().enumerate() {
+        for i in 0..self.items.len() {
+            let item: &ThreadItem = self.items[i];
             let own_id = item.message_id.as_deref().and_then(first_message_id);
             // A missing or duplicate Message-ID gets a container of its own.
             let node = match own_id {
@@ -205,17 +210,37 @@ impl Threader<'_> {
         }
     }
 
+    /// Containers below `roots`, every child before its parent (iterative: reply chains can be
+    /// as long as the mailbox).
+    fn post_order(&self, roots: &[usize]) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<(usize, bool)> = roots.iter().rev().map(|&r| (r, false)).collect();
+        while let Some((n, expanded)) = stack.pop() {
+            if expanded {
+                out.push(n);
+            } else {
+                stack.push((n, true));
+                stack.extend(self.nodes[n].children.iter().rev().map(|&c| (c, false)));
+            }
+        }
+        out
+    }
+
     /// RFC 5256 step 3: drop childless dummies, splice dummies' children into their place
     /// (at the root only when there is a single child).
-    fn prune(&mut self, list: Vec<usize>, root: bool) -> Vec<usize> {
+    fn prune(&mut self, roots: Vec<usize>) -> Vec<usize> {
+        for n in self.post_order(&roots) {
+            let children = std::mem::take(&mut self.nodes[n].children);
+            let kept = self.prune_list(children, false, Some(n));
+            self.nodes[n].children = kept;
+        }
+        self.prune_list(roots, true, None)
+    }
+
+    /// One level of step 3 (the children in `list` are pruned already).
+    fn prune_list(&mut self, list: Vec<usize>, root: bool, parent: Option<usize>) -> Vec<usize> {
         let mut out = Vec::with_capacity(list.len());
         for c in list {
-            let children = std::mem::take(&mut self.nodes[c].children);
-            let children = self.prune(children, false);
-            for &k in &children {
-                self.nodes[k].parent = Some(c);
-            }
-            self.nodes[c].children = children;
             if self.nodes[c].msg.is_some() {
                 out.push(c);
                 continue;
@@ -227,7 +252,7 @@ impl Threader<'_> {
             if !root || n == 1 {
                 let children = std::mem::take(&mut self.nodes[c].children);
                 for &k in &children {
-                    self.nodes[k].parent = self.nodes[c].parent;
+                    self.nodes[k].parent = parent;
                 }
                 out.extend(children);
             } else {
@@ -235,6 +260,25 @@ impl Threader<'_> {
             }
         }
         out
+    }
+
+    /// Detaches subtrees nested deeper than [`MAX_NESTING`] into threads of their own.
+    fn cap_nesting(&mut self, mut roots: Vec<usize>) -> Vec<usize> {
+        let mut stack: Vec<(usize, usize)> = roots.iter().map(|&r| (r, 0)).collect();
+        while let Some((n, level)) = stack.pop() {
+            let branch = self.nodes[n].msg.is_none() || self.nodes[n].children.len() > 1;
+            let next = level + usize::from(branch);
+            if next > MAX_NESTING {
+                for c in std::mem::take(&mut self.nodes[n].children) {
+                    self.nodes[c].parent = None;
+                    roots.push(c);
+                    stack.push((c, 0));
+                }
+                continue;
+            }
+            stack.extend(self.nodes[n].children.iter().map(|&c| (c, next)));
+        }
+        roots
     }
 
     /// The item a container is sorted and named by: its own, or a dummy's first child's.
@@ -263,11 +307,18 @@ impl Threader<'_> {
     /// Sorts `list` by sent date (then mailbox order); dummies' children first, since a dummy
     /// sorts by its first child. `deep` sorts every level below too.
     fn sort(&mut self, mut list: Vec<usize>, deep: bool) -> Vec<usize> {
-        for &c in &list {
-            if deep || self.nodes[c].msg.is_none() {
-                let children = std::mem::take(&mut self.nodes[c].children);
-                self.nodes[c].children = self.sort(children, deep);
-            }
+        let below: Vec<usize> = if deep {
+            self.post_order(&list)
+        } else {
+            list.iter()
+                .copied()
+                .filter(|&n| self.nodes[n].msg.is_none())
+                .collect()
+        };
+        for n in below {
+            let mut children = std::mem::take(&mut self.nodes[n].children);
+            children.sort_by_key(|&c| self.sort_key(c));
+            self.nodes[n].children = children;
         }
         list.sort_by_key(|&c| self.sort_key(c));
         list
@@ -351,71 +402,65 @@ impl Threader<'_> {
         out
     }
 
-    fn to_thread(&self, n: usize) -> Option<Thread> {
-        let node = &self.nodes[n];
-        let Some(m) = node.msg else {
-            let children: Vec<Thread> = node
+    /// The imap-types forest, built bottom-up without recursion. A message with one reply
+    /// continues its prefix (`(1 2 3 (4)(5))`); a dummy is `Nested`.
+    fn to_threads(&self, roots: &[usize]) -> Vec<Thread> {
+        // Per container: the prefix ids from the bottom of its chain up, and its answers.
+        let mut chain: Vec<Vec<NonZeroU32>> = vec![Vec::new(); self.nodes.len()];
+        let mut answers: Vec<Vec<Thread>> = vec![Vec::new(); self.nodes.len()];
+        let mut built: Vec<Option<Thread>> = vec![None; self.nodes.len()];
+        for n in self.post_order(roots) {
+            let node = &self.nodes[n];
+            let kids: Vec<Thread> = node
                 .children
                 .iter()
-                .filter_map(|&c| self.to_thread(c))
+                .filter_map(|&c| built[c].take())
                 .collect();
-            return match children.len() {
-                0 => None,
-                1 => children.into_iter().next(),
-                _ => Some(Thread::Nested {
-                    answers: Vec2::unvalidated(children),
-                }),
+            let Some(m) = node.msg else {
+                built[n] = match kids.len() {
+                    0 => None,
+                    1 => kids.into_iter().next(),
+                    _ => Some(Thread::Nested {
+                        answers: Vec2::unvalidated(kids),
+                    }),
+                };
+                continue;
             };
-        };
-        let mut prefix: Vec<NonZeroU32> = Vec::new();
-        prefix.extend(NonZeroU32::new(self.items[m].id));
-        let mut cur = n;
-        // A chain of only children is one prefix: (1 2 3 (4)(5)).
-        while self.nodes[cur].children.len() == 1 {
-            let c = self.nodes[cur].children[0];
-            match self.nodes[c].msg {
-                Some(cm) => {
-                    prefix.extend(NonZeroU32::new(self.items[cm].id));
-                    cur = c;
+            let single = match node.children.as_slice() {
+                [c] if self.nodes[*c].msg.is_some() => Some(*c),
+                _ => None,
+            };
+            if let Some(c) = single {
+                chain[n] = std::mem::take(&mut chain[c]);
+                answers[n] = std::mem::take(&mut answers[c]);
+            } else if kids.len() == 1 {
+                // A lone dummy reply: its replies answer this message.
+                if let Some(Thread::Nested { answers: a }) = kids.into_iter().next() {
+                    answers[n] = a.into_inner();
                 }
-                None => break,
+            } else {
+                answers[n] = kids;
+            }
+            chain[n].extend(NonZeroU32::new(self.items[m].id));
+            // Materialise unless the parent continues this chain.
+            let continued = node
+                .parent
+                .is_some_and(|p| self.nodes[p].msg.is_some() && self.nodes[p].children.len() == 1);
+            if !continued {
+                let mut prefix = std::mem::take(&mut chain[n]);
+                prefix.reverse();
+                let a = std::mem::take(&mut answers[n]);
+                built[n] = Vec1::try_from(prefix).ok().map(|prefix| Thread::Members {
+                    prefix,
+                    answers: if a.len() >= 2 {
+                        Some(Vec2::unvalidated(a))
+                    } else {
+                        None
+                    },
+                });
             }
         }
-        let children: Vec<Thread> = self.nodes[cur]
-            .children
-            .iter()
-            .filter_map(|&c| self.to_thread(c))
-            .collect();
-        let prefix = Vec1::try_from(prefix).ok()?;
-        let answers = match children.len() {
-            0 => None,
-            1 => {
-                // A lone child that is itself a dummy or a branch: fold it into this prefix.
-                return Some(merge_single(prefix, children.into_iter().next()?));
-            }
-            _ => Some(Vec2::unvalidated(children)),
-        };
-        Some(Thread::Members { prefix, answers })
-    }
-}
-
-fn merge_single(prefix: Vec1<NonZeroU32>, child: Thread) -> Thread {
-    match child {
-        Thread::Members {
-            prefix: more,
-            answers,
-        } => {
-            let mut all = prefix.into_inner();
-            all.extend(more.into_inner());
-            Thread::Members {
-                prefix: Vec1::unvalidated(all),
-                answers,
-            }
-        }
-        Thread::Nested { answers } => Thread::Members {
-            prefix,
-            answers: Some(answers),
-        },
+        roots.iter().filter_map(|&r| built[r].take()).collect()
     }
 }
 
