@@ -585,3 +585,264 @@ fn remove_leader(b: &[u8], start: &mut usize, end: usize, reply: &mut bool) -> b
     *reply = true;
     true
 }
+
+#[cfg(test)]
+mod tests {
+    //! Expected answers are Dovecot 2.3.19's `THREAD REFERENCES` for the same messages.
+
+    use super::*;
+
+    fn wire(threads: &[Thread]) -> String {
+        threads.iter().map(ToString::to_string).collect()
+    }
+
+    fn msg(
+        subject: Option<&str>,
+        id: Option<&str>,
+        irt: Option<&str>,
+        refs: Option<&str>,
+        date: Option<&str>,
+    ) -> Vec<u8> {
+        let mut h = String::new();
+        for (name, v) in [
+            ("Subject", subject),
+            ("Message-ID", id),
+            ("In-Reply-To", irt),
+            ("References", refs),
+            ("Date", date),
+        ] {
+            if let Some(v) = v {
+                h.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        format!("{h}From: a@b.c\r\n\r\nbody\r\n").into_bytes()
+    }
+
+    #[test]
+    fn tricky_threads_as_dovecot_threads_them() {
+        let d = |h: u32| format!("Mon, 1 Jan 2024 {h:02}:00:00 +0000");
+        let cases: Vec<Vec<u8>> = vec![
+            msg(Some("Hello"), Some("<a@x>"), None, None, Some(&d(1))),
+            msg(
+                Some("Re: Hello"),
+                Some("<b@x>"),
+                Some("<a@x>"),
+                None,
+                Some(&d(2)),
+            ),
+            msg(
+                Some("Re: Hello"),
+                Some("<c@x>"),
+                None,
+                Some("<a@x> <b@x>"),
+                Some(&d(3)),
+            ),
+            // A reply whose parents are missing: a dummy chain, pruned away.
+            msg(
+                Some("Re: [list] Re: Hello"),
+                Some("<d@x>"),
+                None,
+                Some("<zz@x> <missing@x>"),
+                Some(&d(4)),
+            ),
+            msg(Some("Fwd: Hello"), Some("<e@x>"), None, None, Some(&d(5))),
+            msg(Some("Hello (fwd)"), Some("<f@x>"), None, None, Some(&d(6))),
+            msg(Some("[fwd: Hello]"), Some("<g@x>"), None, None, Some(&d(0))),
+            // Two replies to the same missing parent: a dummy root.
+            msg(
+                Some("Other"),
+                Some("<h@x>"),
+                None,
+                Some("<missing2@x>"),
+                Some(&d(7)),
+            ),
+            msg(
+                Some("Other"),
+                Some("<i@x>"),
+                None,
+                Some("<missing2@x>"),
+                Some(&d(6)),
+            ),
+            // A reference loop.
+            msg(
+                Some("Loop"),
+                Some("<j@x>"),
+                None,
+                Some("<k@x>"),
+                Some(&d(8)),
+            ),
+            msg(
+                Some("Loop"),
+                Some("<k@x>"),
+                None,
+                Some("<j@x>"),
+                Some(&d(9)),
+            ),
+            // A duplicate Message-ID, no subject, no headers at all.
+            msg(Some("dup"), Some("<a@x>"), None, None, Some(&d(10))),
+            msg(Some(""), None, None, None, Some(&d(11))),
+            msg(None, None, None, None, None),
+            // Subjects equal once decoded and case-folded.
+            msg(
+                Some("=?utf-8?q?Caf=C3=A9?="),
+                Some("<l@x>"),
+                None,
+                None,
+                Some(&d(12)),
+            ),
+            msg(Some("RE: CAFÉ"), Some("<m@x>"), None, None, Some(&d(13))),
+            msg(
+                Some("Re:  [x]  Re:   Spaces\t here "),
+                Some("<n@x>"),
+                None,
+                None,
+                Some(&d(14)),
+            ),
+            msg(Some("Spaces here"), Some("<o@x>"), None, None, Some(&d(15))),
+            msg(Some("[blob]"), Some("<p@x>"), None, None, Some(&d(16))),
+            msg(Some("[blob]"), Some("<q@x>"), None, None, Some(&d(17))),
+            // In-Reply-To with an invalid id first; a parent whose Date is unreadable.
+            msg(
+                Some("Child"),
+                Some("<r@x>"),
+                Some("<nope> <s@x>"),
+                None,
+                Some(&d(18)),
+            ),
+            msg(Some("Parent"), Some("<s@x>"), None, None, Some("garbage")),
+            msg(Some("same date a"), Some("<t@x>"), None, None, Some(&d(19))),
+            msg(Some("same date b"), Some("<u@x>"), None, None, Some(&d(19))),
+            msg(Some("Re: Other"), Some("<v@x>"), None, None, Some(&d(20))),
+            msg(Some("Other"), Some("<w@x>"), None, None, Some(&d(21))),
+            msg(
+                Some("Fw: fw: Fwd: re: x"),
+                Some("<y@x>"),
+                None,
+                Some("<w@x>"),
+                Some(&d(22)),
+            ),
+            // References longer, shorter and conflicting with a later Message-ID.
+            msg(
+                Some("x"),
+                Some("<z1@x>"),
+                None,
+                Some("<p1@x> <p2@x> <p3@x>"),
+                Some(&d(23)),
+            ),
+            msg(
+                Some("x"),
+                Some("<z2@x>"),
+                None,
+                Some("<p1@x> <p2@x>"),
+                Some(&d(2)),
+            ),
+            msg(Some("x"), Some("<p2@x>"), None, Some("<p0@x>"), Some(&d(1))),
+        ];
+        let items: Vec<ThreadItem> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let n = u32::try_from(i).unwrap_or(0);
+                ThreadItem::from_message(n + 1, raw, 1_600_000_000 + i64::from(n) * 3600)
+            })
+            .collect();
+        assert_eq!(
+            wire(&thread_references(&items)),
+            "(14)(22 21)(1 (7)(2 3)(4)(5)(6))(30 (29)(28))((9)(8)(25)(26 27))(11 10)(12)(13)(15 16)(18 17)((19)(20))(23)(24)"
+        );
+    }
+
+    #[test]
+    fn base_subjects() {
+        let cases = [
+            ("Hello", "HELLO", false),
+            ("Re: Hello", "HELLO", true),
+            ("RE:Re: re : hello", "HELLO", true),
+            ("Fwd: [list] Re: Hello (fwd)", "HELLO", true),
+            ("[list] Hello", "HELLO", false),
+            ("[list]", "[LIST]", false),
+            ("[fwd: Re: Hello]", "HELLO", true),
+            ("Re[2]: Hello", "HELLO", true),
+            ("  tabs\tand   spaces  ", "TABS AND SPACES", false),
+            ("café", "CAFÉ", false),
+            ("", "", false),
+        ];
+        for (subject, base, reply) in cases {
+            assert_eq!(
+                base_subject(subject),
+                (base.to_owned(), reply),
+                "{subject:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_reply_chain_is_one_prefix() {
+        let n = 20_000u32;
+        let items: Vec<ThreadItem> = (1..=n)
+            .map(|i| ThreadItem {
+                id: i,
+                message_id: Some(format!("<{i}@x>")),
+                in_reply_to: (i > 1).then(|| format!("<{}@x>", i - 1)),
+                date: i64::from(i),
+                ..ThreadItem::default()
+            })
+            .collect();
+        let threads = thread_references(&items);
+        assert_eq!(threads.len(), 1);
+        let Thread::Members { prefix, answers } = &threads[0] else {
+            panic!("a chain is members");
+        };
+        assert_eq!(prefix.as_ref().len(), n as usize);
+        assert!(answers.is_none());
+    }
+
+    #[test]
+    fn a_deep_branching_tree_is_capped_not_overflowed() {
+        // Every message has a leaf reply and a reply that branches again.
+        let levels = 3_000u32;
+        let mut items = Vec::new();
+        for l in 0..levels {
+            let parent = (l > 0).then(|| format!("<b{}@x>", l - 1));
+            items.push(ThreadItem {
+                id: 2 * l + 1,
+                message_id: Some(format!("<b{l}@x>")),
+                in_reply_to: parent.clone(),
+                date: i64::from(2 * l),
+                ..ThreadItem::default()
+            });
+            items.push(ThreadItem {
+                id: 2 * l + 2,
+                message_id: Some(format!("<leaf{l}@x>")),
+                in_reply_to: Some(format!("<b{l}@x>")),
+                date: i64::from(2 * l + 1),
+                ..ThreadItem::default()
+            });
+        }
+        let text = wire(&thread_references(&items));
+        let mut ids: Vec<u32> = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=2 * levels).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn zero_ids_are_left_out() {
+        let items = vec![
+            ThreadItem {
+                id: 0,
+                date: 1,
+                ..ThreadItem::default()
+            },
+            ThreadItem {
+                id: 5,
+                date: 2,
+                ..ThreadItem::default()
+            },
+        ];
+        assert_eq!(wire(&thread_references(&items)), "(5)");
+        assert!(thread_references(&[]).is_empty());
+    }
+}
