@@ -101,19 +101,26 @@ fn crlf(data: &[u8]) -> Cow<'_, [u8]> {
 }
 
 /// An IMAP string for arbitrary bytes: quoted when it can be, else a literal. NUL (never allowed
-/// in IMAP strings) becomes 0x80, as Dovecot sends it.
+/// in IMAP strings) becomes U+FFFD, as Dovecot sends header values.
 fn istring(bytes: Cow<'_, [u8]>) -> IString<'static> {
     if let Ok(q) = std::str::from_utf8(&bytes)
         && let Ok(q) = Quoted::try_from(q.to_owned())
     {
         return IString::Quoted(q);
     }
-    let mut owned = bytes.into_owned();
-    for b in &mut owned {
-        if *b == 0 {
-            *b = 0x80;
+    let owned = if bytes.contains(&0) {
+        let mut out = Vec::with_capacity(bytes.len() + 8);
+        for &b in bytes.iter() {
+            if b == 0 {
+                out.extend_from_slice("\u{FFFD}".as_bytes());
+            } else {
+                out.push(b);
+            }
         }
-    }
+        out
+    } else {
+        bytes.into_owned()
+    };
     match Literal::try_from(owned) {
         Ok(l) => IString::Literal(l),
         // Unreachable once NULs are gone; an empty quoted string is the safe answer anyway.
@@ -129,18 +136,21 @@ fn istr(s: &'static str) -> IString<'static> {
     IString::Quoted(Quoted::unvalidated(s))
 }
 
-/// A header value with CR and LF removed (Dovecot's `nolf`): folding joins lines as they are.
+/// A header value on one line (Dovecot's `nolf`): CR and LF go, and a line break not followed
+/// by whitespace becomes a space so the joined lines stay apart.
 fn nolf(value: &[u8]) -> Cow<'_, [u8]> {
     if !value.iter().any(|&b| b == b'\r' || b == b'\n') {
         return Cow::Borrowed(value);
     }
-    Cow::Owned(
-        value
-            .iter()
-            .copied()
-            .filter(|&b| b != b'\r' && b != b'\n')
-            .collect(),
-    )
+    let mut out = Vec::with_capacity(value.len());
+    for (i, &b) in value.iter().enumerate() {
+        if b != b'\r' && b != b'\n' {
+            out.push(b);
+        } else if !matches!(value.get(i + 1), None | Some(b' ' | b'\t' | b'\r' | b'\n')) {
+            out.push(b' ');
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// A value for people (subject, display name): runs of whitespace and line breaks become one
@@ -323,6 +333,7 @@ struct Rfc822<'a> {
     data: &'a [u8],
     pos: usize,
     last_comment: Option<Vec<u8>>,
+    nul_replacement: bool,
 }
 
 impl<'a> Rfc822<'a> {
@@ -331,6 +342,7 @@ impl<'a> Rfc822<'a> {
             data,
             pos: 0,
             last_comment: None,
+            nul_replacement: false,
         }
     }
 
@@ -339,6 +351,7 @@ impl<'a> Rfc822<'a> {
             data,
             pos: 0,
             last_comment: Some(Vec::new()),
+            nul_replacement: true,
         }
     }
 
@@ -355,41 +368,77 @@ impl<'a> Rfc822<'a> {
         i32::from(!self.at_end())
     }
 
+    /// NUL inside comments, quoted strings and domain literals (addresses only).
+    fn nul(&self, out: &mut Vec<u8>) {
+        if self.nul_replacement {
+            out.extend_from_slice("\u{FFFD}".as_bytes());
+        } else {
+            out.push(0);
+        }
+    }
+
     fn skip_comment(&mut self) -> i32 {
         let mut level = 1;
-        if let Some(c) = &mut self.last_comment {
+        let mut comment = self.last_comment.take();
+        if let Some(c) = &mut comment {
             c.clear();
         }
         self.pos += 1;
         let mut start = self.pos;
+        let mut ret = -1;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
+                0 => {
+                    if let Some(c) = &mut comment
+                        && self.nul_replacement
+                    {
+                        c.extend_from_slice(&self.data[start..self.pos]);
+                        self.nul(c);
+                        start = self.pos + 1;
+                    }
+                }
                 b'(' => level += 1,
                 b')' => {
                     level -= 1;
                     if level == 0 {
-                        if let Some(c) = &mut self.last_comment {
+                        if let Some(c) = &mut comment {
                             c.extend_from_slice(&self.data[start..self.pos]);
                         }
                         self.pos += 1;
-                        return self.more();
+                        ret = self.more();
+                        break;
+                    }
+                }
+                b'\n' => {
+                    if let Some(c) = &mut comment {
+                        let mut end = self.pos;
+                        if end > start && self.data[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                        c.extend_from_slice(&self.data[start..end]);
+                        start = self.pos + 1;
                     }
                 }
                 b'\\' => {
-                    if let Some(c) = &mut self.last_comment {
-                        c.extend_from_slice(&self.data[start..self.pos]);
-                    }
-                    start = self.pos + 1;
                     self.pos += 1;
                     if self.at_end() {
-                        return -1;
+                        break;
+                    }
+                    if matches!(self.data[self.pos], b'\r' | b'\n' | 0) {
+                        self.pos -= 1;
+                    } else {
+                        if let Some(c) = &mut comment {
+                            c.extend_from_slice(&self.data[start..self.pos - 1]);
+                        }
+                        start = self.pos;
                     }
                 }
                 _ => {}
             }
             self.pos += 1;
         }
-        -1
+        self.last_comment = comment;
+        ret
     }
 
     fn skip_lwsp(&mut self) -> i32 {
@@ -430,6 +479,9 @@ impl<'a> Rfc822<'a> {
                 self.pos += 1;
                 continue;
             }
+            if start == self.pos {
+                return -1;
+            }
             out.extend_from_slice(&self.data[start..self.pos]);
             let ret = self.skip_lwsp();
             if ret <= 0 {
@@ -438,12 +490,9 @@ impl<'a> Rfc822<'a> {
             if self.peek() != Some(b'.') {
                 return 1;
             }
+            // Blanks may come before a dot but not after it (Dovecot 2.3).
             self.pos += 1;
             out.push(b'.');
-            let ret = self.skip_lwsp();
-            if ret <= 0 {
-                return ret;
-            }
             start = self.pos;
         }
         out.extend_from_slice(&self.data[start..self.pos]);
@@ -464,6 +513,11 @@ impl<'a> Rfc822<'a> {
         let mut start = self.pos;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
+                0 if self.nul_replacement => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    self.nul(out);
+                    start = self.pos + 1;
+                }
                 b'"' => {
                     out.extend_from_slice(&self.data[start..self.pos]);
                     self.pos += 1;
@@ -482,8 +536,12 @@ impl<'a> Rfc822<'a> {
                     if self.at_end() {
                         return -1;
                     }
-                    out.extend_from_slice(&self.data[start..self.pos - 1]);
-                    start = self.pos;
+                    if matches!(self.data[self.pos], b'\r' | b'\n' | 0) {
+                        self.pos -= 1;
+                    } else {
+                        out.extend_from_slice(&self.data[start..self.pos - 1]);
+                        start = self.pos;
+                    }
                 }
                 _ => {}
             }
@@ -525,19 +583,39 @@ impl<'a> Rfc822<'a> {
     }
 
     fn parse_domain_literal(&mut self, out: &mut Vec<u8>) -> i32 {
-        let start = self.pos;
+        let mut start = self.pos;
+        self.pos += 1;
         while self.pos < self.data.len() {
             match self.data[self.pos] {
+                0 if self.nul_replacement => {
+                    out.extend_from_slice(&self.data[start..self.pos]);
+                    self.nul(out);
+                    start = self.pos + 1;
+                }
+                b'[' => return -1,
+                b']' => {
+                    out.extend_from_slice(&self.data[start..=self.pos]);
+                    self.pos += 1;
+                    return self.skip_lwsp();
+                }
+                b'\n' => {
+                    let mut end = self.pos;
+                    if end > start && self.data[end - 1] == b'\r' {
+                        end -= 1;
+                    }
+                    out.extend_from_slice(&self.data[start..end]);
+                    start = self.pos + 1;
+                }
                 b'\\' => {
                     self.pos += 1;
                     if self.at_end() {
-                        break;
+                        return -1;
                     }
-                }
-                b']' => {
-                    self.pos += 1;
-                    out.extend_from_slice(&self.data[start..self.pos]);
-                    return self.skip_lwsp();
+                    if matches!(self.data[self.pos], b'\r' | b'\n' | 0) {
+                        out.extend_from_slice(&self.data[start..self.pos]);
+                        start = self.pos;
+                        self.pos -= 1;
+                    }
                 }
                 _ => {}
             }
@@ -559,23 +637,33 @@ impl<'a> Rfc822<'a> {
         }
     }
 
-    /// `type/subtype` into `out` (as written); -1 when broken (out holds what was read).
+    /// `type/subtype` into `out` (as written); -1 when broken, and then `out` keeps the type
+    /// only when there was nothing after it but a broken subtype part.
     fn parse_content_type(&mut self, out: &mut Vec<u8>) -> i32 {
+        let start = out.len();
         if self.skip_lwsp() <= 0 {
             return -1;
         }
-        if self.parse_mime_token(out) <= 0 {
+        if self.parse_mime_token(out) <= 0 || out.len() == start {
             return -1;
         }
         if self.peek() != Some(b'/') {
+            out.truncate(start);
             return -1;
         }
         self.pos += 1;
         if self.skip_lwsp() <= 0 {
+            out.truncate(start);
             return -1;
         }
         out.push(b'/');
-        self.parse_mime_token(out)
+        let sub = out.len();
+        let ret = self.parse_mime_token(out);
+        if ret < 0 || out.len() == sub || (!self.at_end() && self.peek() != Some(b';')) {
+            out.truncate(start);
+            return -1;
+        }
+        ret
     }
 
     /// One `; key=value`: 0 at the end, -1 broken, 1 with a parameter.
@@ -627,8 +715,9 @@ impl<'a> Rfc822<'a> {
         }
         let mut result = Vec::new();
         let mut conts: Vec<Cont> = Vec::new();
+        let mut idx: u32 = 0;
         loop {
-            let (ret, mut key, value) = self.parse_content_param();
+            let (ret, key, value) = self.parse_content_param();
             if ret == 0 {
                 break;
             }
@@ -639,19 +728,23 @@ impl<'a> Rfc822<'a> {
                 self.pos += 1;
                 continue;
             }
-            key.make_ascii_lowercase();
             if let Some(star) = key.iter().position(|&b| b == b'*') {
-                let mut p = star + 1;
-                let mut idx: u32 = 0;
-                while let Some(d) = key.get(p).filter(|d| d.is_ascii_digit()) {
-                    idx = idx.saturating_mul(10).saturating_add(u32::from(d - b'0'));
+                // Dovecot's index survives from the previous parameter when a key ends in
+                // its only `*` ("name*"), so do the same.
+                let mut p = star;
+                if p + 1 < key.len() {
                     p += 1;
+                    idx = 0;
+                    while let Some(d) = key.get(p).filter(|d| d.is_ascii_digit()) {
+                        idx = idx.saturating_mul(10).saturating_add(u32::from(d - b'0'));
+                        p += 1;
+                    }
                 }
                 let extended = key.get(p) == Some(&b'*');
                 if extended {
                     p += 1;
                 }
-                if p == key.len() {
+                if p >= key.len() {
                     conts.push(Cont {
                         key: key[..star].to_vec(),
                         value,
@@ -737,6 +830,8 @@ struct AddrParser<'a> {
     p: Rfc822<'a>,
     out: Vec<MailAddr>,
     addr: MailAddr,
+    /// The last local part read, kept even when it was broken (Dovecot's `ctx->str`).
+    s: Vec<u8>,
 }
 
 impl AddrParser<'_> {
@@ -745,16 +840,16 @@ impl AddrParser<'_> {
     }
 
     fn parse_local_part(&mut self) -> i32 {
-        let mut s = Vec::new();
+        self.s.clear();
         let ret = if self.p.peek() == Some(b'"') {
-            self.p.parse_quoted_string(&mut s)
+            self.p.parse_quoted_string(&mut self.s)
         } else {
-            self.p.parse_dot_atom(&mut s)
+            self.p.parse_dot_atom(&mut self.s)
         };
         if ret < 0 {
             return -1;
         }
-        self.addr.mailbox = Some(s);
+        self.addr.mailbox = Some(self.s.clone());
         ret
     }
 
@@ -865,7 +960,7 @@ impl AddrParser<'_> {
             self.addr.name = Some(comment);
         } else if ret2 == -2 {
             // A lone word is a mailbox; anything after it makes it all a display name.
-            let mut s = self.addr.mailbox.clone().unwrap_or_default();
+            let mut s = std::mem::take(&mut self.s);
             s.push(b' ');
             let before = s.len();
             let _ = self.p.parse_phrase(&mut s);
@@ -994,6 +1089,7 @@ fn parse_addresses(value: &[u8]) -> Vec<MailAddr> {
         p: Rfc822::with_comments(value),
         out: Vec::new(),
         addr: MailAddr::default(),
+        s: Vec::new(),
     };
     if ap.p.skip_lwsp() > 0 {
         ap.parse_list();
@@ -1016,55 +1112,60 @@ fn imap_addresses(list: &[MailAddr]) -> Vec<Address<'static>> {
 // Envelope
 
 fn envelope_of_header(header: &[u8]) -> Envelope<'static> {
-    #[derive(Default)]
-    struct Raw<'a> {
-        date: Option<&'a [u8]>,
-        subject: Option<&'a [u8]>,
-        from: Option<&'a [u8]>,
-        sender: Option<&'a [u8]>,
-        reply_to: Option<&'a [u8]>,
-        to: Option<&'a [u8]>,
-        cc: Option<&'a [u8]>,
-        bcc: Option<&'a [u8]>,
-        in_reply_to: Option<&'a [u8]>,
-        message_id: Option<&'a [u8]>,
+    const DATE: usize = 0;
+    const SUBJECT: usize = 1;
+    const IN_REPLY_TO: usize = 2;
+    const MESSAGE_ID: usize = 3;
+    const FROM: usize = 0;
+    const SENDER: usize = 1;
+    const REPLY_TO: usize = 2;
+    const TO: usize = 3;
+    const CC: usize = 4;
+    const BCC: usize = 5;
+    enum Slot {
+        Text(usize),
+        Addresses(usize),
     }
-    let mut raw = Raw::default();
+    let mut texts: [Option<&[u8]>; 4] = [None; 4];
+    let mut addrs: [Vec<MailAddr>; 6] = Default::default();
     for field in Fields::new(header) {
-        let value = Some(field.value.unwrap_or(b""));
         let name = field.name;
         let slot = match name.len() {
-            2 if name.eq_ignore_ascii_case(b"to") => &mut raw.to,
-            2 if name.eq_ignore_ascii_case(b"cc") => &mut raw.cc,
-            3 if name.eq_ignore_ascii_case(b"bcc") => &mut raw.bcc,
-            4 if name.eq_ignore_ascii_case(b"date") => &mut raw.date,
-            4 if name.eq_ignore_ascii_case(b"from") => &mut raw.from,
-            6 if name.eq_ignore_ascii_case(b"sender") => &mut raw.sender,
-            7 if name.eq_ignore_ascii_case(b"subject") => &mut raw.subject,
-            8 if name.eq_ignore_ascii_case(b"reply-to") => &mut raw.reply_to,
-            10 if name.eq_ignore_ascii_case(b"message-id") => &mut raw.message_id,
-            11 if name.eq_ignore_ascii_case(b"in-reply-to") => &mut raw.in_reply_to,
+            2 if name.eq_ignore_ascii_case(b"to") => Slot::Addresses(TO),
+            2 if name.eq_ignore_ascii_case(b"cc") => Slot::Addresses(CC),
+            3 if name.eq_ignore_ascii_case(b"bcc") => Slot::Addresses(BCC),
+            4 if name.eq_ignore_ascii_case(b"date") => Slot::Text(DATE),
+            4 if name.eq_ignore_ascii_case(b"from") => Slot::Addresses(FROM),
+            6 if name.eq_ignore_ascii_case(b"sender") => Slot::Addresses(SENDER),
+            7 if name.eq_ignore_ascii_case(b"subject") => Slot::Text(SUBJECT),
+            8 if name.eq_ignore_ascii_case(b"reply-to") => Slot::Addresses(REPLY_TO),
+            10 if name.eq_ignore_ascii_case(b"message-id") => Slot::Text(MESSAGE_ID),
+            11 if name.eq_ignore_ascii_case(b"in-reply-to") => Slot::Text(IN_REPLY_TO),
             _ => continue,
         };
-        // A repeated field replaces the earlier one, as in Dovecot.
-        *slot = value;
+        let value = field.value.unwrap_or(b"");
+        match slot {
+            // A repeated text field replaces the earlier one; repeated address fields add up
+            // (both as Dovecot does).
+            Slot::Text(i) => texts[i] = Some(value),
+            Slot::Addresses(i) => addrs[i].extend(parse_addresses(value)),
+        }
     }
-    let addrs = |v: Option<&[u8]>| v.map(parse_addresses).filter(|a| !a.is_empty());
-    let from = addrs(raw.from);
-    let sender = addrs(raw.sender).or_else(|| from.clone());
-    let reply_to = addrs(raw.reply_to).or_else(|| from.clone());
-    let list = |a: Option<Vec<MailAddr>>| a.map(|a| imap_addresses(&a)).unwrap_or_default();
+    let [from, sender, reply_to, to, cc, bcc] = addrs;
+    let list = |a: &[MailAddr]| imap_addresses(a);
+    let from = list(&from);
+    let or_from = |a: &[MailAddr]| if a.is_empty() { from.clone() } else { list(a) };
     Envelope {
-        date: nstring(raw.date.map(nolf)),
-        subject: nstring(raw.subject.map(for_humans)),
-        from: list(from),
-        sender: list(sender),
-        reply_to: list(reply_to),
-        to: list(addrs(raw.to)),
-        cc: list(addrs(raw.cc)),
-        bcc: list(addrs(raw.bcc)),
-        in_reply_to: nstring(raw.in_reply_to.map(nolf)),
-        message_id: nstring(raw.message_id.map(nolf)),
+        date: nstring(texts[DATE].map(nolf)),
+        subject: nstring(texts[SUBJECT].map(for_humans)),
+        sender: or_from(&sender),
+        reply_to: or_from(&reply_to),
+        to: list(&to),
+        cc: list(&cc),
+        bcc: list(&bcc),
+        in_reply_to: nstring(texts[IN_REPLY_TO].map(nolf)),
+        message_id: nstring(texts[MESSAGE_ID].map(nolf)),
+        from,
     }
 }
 
@@ -1210,14 +1311,10 @@ impl<'r> Tree<'r> {
                     let node = &nodes[part];
                     step = if pushed {
                         Step::BodyToBoundary
-                    } else if node.flags & RFC822 != 0 && pos < raw.len() {
-                        let child = Self::append(&mut nodes, part, pos);
-                        Step::Header(child)
                     } else if node.flags & RFC822 != 0 {
-                        // An encapsulated message with no bytes: an empty child all the same.
-                        let child = Self::append(&mut nodes, part, pos);
-                        nodes[child].flags |= TEXT;
-                        step_after_body(&boundaries)
+                        // The encapsulated message, even when no byte of it is left.
+                        let child = Self::append(&mut nodes, part);
+                        Step::Header(child)
                     } else {
                         step_after_body(&boundaries)
                     };
@@ -1278,16 +1375,14 @@ impl<'r> Tree<'r> {
                     end = rest_end;
                     pos = end;
                     if boundaries.last().is_some_and(|b| b.part == cur) {
-                        if pos >= raw.len() {
-                            break;
-                        }
+                        // A new part, even when no byte of it is left.
                         if nodes.len() >= MAX_PARTS {
                             // Too many parts: the rest is this multipart's body.
                             boundaries.clear();
                             step = Step::BodyToEof;
                             continue;
                         }
-                        let child = Self::append(&mut nodes, cur, pos);
+                        let child = Self::append(&mut nodes, cur);
                         nodes[child].flags |= IS_MIME;
                         step = Step::Header(child);
                     } else if pos >= raw.len() {
@@ -1309,9 +1404,13 @@ impl<'r> Tree<'r> {
         Tree { raw, nodes }
     }
 
-    fn append(nodes: &mut Vec<Node>, parent: usize, pos: usize) -> usize {
+    /// A new child of `parent`, placed right after what the parent holds so far (for a
+    /// message/rfc822 part whose blank line went to a boundary, that is the blank line).
+    fn append(nodes: &mut Vec<Node>, parent: usize) -> usize {
         let idx = nodes.len();
-        let depth = nodes[parent].depth + 1;
+        let p = &nodes[parent];
+        let pos = p.pos + p.header.physical + p.body.physical;
+        let depth = p.depth + 1;
         nodes.push(Node {
             pos,
             header: Size::default(),
@@ -1323,6 +1422,24 @@ impl<'r> Tree<'r> {
         });
         nodes[parent].children.push(idx);
         idx
+    }
+
+    /// Moves the last header line's newline (`newline` octets, 0 for none) from the header of
+    /// `part` to its parent's body, where it is part of the boundary line that follows.
+    fn give_newline_to_parent(nodes: &mut [Node], part: usize, newline: usize) {
+        if newline == 0 {
+            return;
+        }
+        let h = &mut nodes[part].header;
+        h.lines = h.lines.saturating_sub(1);
+        h.physical = h.physical.saturating_sub(newline);
+        h.virtual_size = h.virtual_size.saturating_sub(2);
+        if let Some(parent) = nodes[part].parent {
+            let b = &mut nodes[parent].body;
+            b.lines = b.lines.saturating_add(1);
+            b.physical += newline;
+            b.virtual_size += 2;
+        }
     }
 
     /// Parses the header of `part` at `pos`; returns where its body starts and whether a
@@ -1359,23 +1476,20 @@ impl<'r> Tree<'r> {
                 h.virtual_size += 2;
                 h.lines = h.lines.saturating_add(1);
                 pos = line.next;
+                // An enclosing boundary right after the blank line takes the blank line's
+                // newline as its own, leaving the header without its end (Dovecot's parser
+                // looks for boundaries before deciding the header is over).
+                if find_boundary(raw, pos, boundaries)
+                    .is_some_and(|(b, _)| boundaries[b].part != part)
+                {
+                    Self::give_newline_to_parent(nodes, part, line.newline);
+                }
                 break;
             }
             if find_boundary(raw, pos, boundaries).is_some_and(|(b, _)| boundaries[b].part != part)
             {
                 // A boundary cuts the header short; the newline before it is the boundary's.
-                if prev_newline > 0 {
-                    let h = &mut nodes[part].header;
-                    h.lines = h.lines.saturating_sub(1);
-                    h.physical -= prev_newline;
-                    h.virtual_size = h.virtual_size.saturating_sub(2);
-                    if let Some(parent) = nodes[part].parent {
-                        let b = &mut nodes[parent].body;
-                        b.lines = b.lines.saturating_add(1);
-                        b.physical += prev_newline;
-                        b.virtual_size += 2;
-                    }
-                }
+                Self::give_newline_to_parent(nodes, part, prev_newline);
                 break;
             }
             // One field: its first line and the continuation lines.
@@ -1433,8 +1547,15 @@ impl<'r> Tree<'r> {
                 }
                 if ret >= 0 && *flags & MULTIPART != 0 {
                     for (k, v) in p.parse_params() {
-                        if k == b"boundary" {
-                            last_boundary = Some(boundary_text(value, v));
+                        if k.eq_ignore_ascii_case(b"boundary") {
+                            let mut b = boundary_text(value, v);
+                            if b.len() > BOUNDARY_MAX {
+                                match &mut b {
+                                    Cow::Borrowed(t) => *t = &t[..BOUNDARY_MAX],
+                                    Cow::Owned(t) => t.truncate(BOUNDARY_MAX),
+                                }
+                            }
+                            last_boundary = Some(b);
                             break;
                         }
                     }
@@ -1458,29 +1579,37 @@ impl<'r> Tree<'r> {
         (pos, pushed)
     }
 
-    /// The part a section's part number names: `1.2` is the second child of the first child;
-    /// in a non-multipart part (or message), `1` is the part itself (RFC 3501).
-    fn find_part(&self, part: Option<&Part>) -> Option<usize> {
-        let mut idx = 0usize;
-        let Some(part) = part else {
-            return Some(0);
-        };
-        for n in part.0.as_ref() {
+    /// The part a section's part number names. A message's parts are its multipart's children,
+    /// or the message itself as part 1 when it is not multipart; a part's sub-parts are its
+    /// children (multipart) or the parts of the message it holds (message/rfc822).
+    fn find_part(&self, part: &Part) -> Option<usize> {
+        let mut path = part.0.as_ref().iter();
+        let first = usize::try_from(path.next()?.get()).ok()?;
+        let mut idx = self.message_part(0, first)?;
+        for n in path {
             let n = usize::try_from(n.get()).ok()?;
-            // A message/rfc822 part's numbers address its encapsulated message's parts.
-            if self.nodes[idx].flags & RFC822 != 0 {
-                idx = *self.nodes[idx].children.first()?;
-            }
             let node = &self.nodes[idx];
-            if node.flags & MULTIPART != 0 {
-                idx = *node.children.get(n.checked_sub(1)?)?;
-            } else if n == 1 {
-                // stays: part 1 of a single-part entity is its body
+            idx = if node.flags & MULTIPART != 0 {
+                *node.children.get(n.checked_sub(1)?)?
+            } else if node.flags & RFC822 != 0 {
+                self.message_part(*node.children.first()?, n)?
             } else {
                 return None;
-            }
+            };
         }
         Some(idx)
+    }
+
+    /// Part `n` of the message `msg`.
+    fn message_part(&self, msg: usize, n: usize) -> Option<usize> {
+        let node = &self.nodes[msg];
+        if node.flags & MULTIPART != 0 {
+            node.children.get(n.checked_sub(1)?).copied()
+        } else if n == 1 {
+            Some(msg)
+        } else {
+            None
+        }
     }
 
     fn section(&self, section: &Section<'_>) -> Option<Vec<u8>> {
@@ -1488,11 +1617,8 @@ impl<'r> Tree<'r> {
         let body_of = |idx: usize| self.body_bytes(idx);
         // HEADER/TEXT of a part address the message it holds.
         let message_of = |part: Option<&Part>| -> Option<usize> {
-            let idx = self.find_part(part)?;
-            if part.is_none() {
-                return Some(idx);
-            }
-            let node = &self.nodes[idx];
+            let Some(part) = part else { return Some(0) };
+            let node = &self.nodes[self.find_part(part)?];
             if node.flags & RFC822 != 0 {
                 node.children.first().copied()
             } else {
@@ -1501,20 +1627,27 @@ impl<'r> Tree<'r> {
         };
         let bytes: Vec<u8> = match section {
             Section::Part(part) => {
-                let idx = self.find_part(Some(part))?;
+                let idx = self.find_part(part)?;
                 crlf(body_of(idx)).into_owned()
             }
             Section::Header(part) => crlf(header_of(message_of(part.as_ref())?)).into_owned(),
             Section::Text(part) => crlf(body_of(message_of(part.as_ref())?)).into_owned(),
             Section::Mime(part) => {
-                let idx = self.find_part(Some(part))?;
+                let idx = self.find_part(part)?;
                 crlf(header_of(idx)).into_owned()
             }
             Section::HeaderFields(part, names) | Section::HeaderFieldsNot(part, names) => {
                 let keep = matches!(section, Section::HeaderFields(..));
-                let header = header_of(message_of(part.as_ref())?);
                 let names: Vec<&[u8]> = names.as_ref().iter().map(|n| n.as_ref()).collect();
-                header_fields(header, &names, keep)
+                match part {
+                    None => header_fields(header_of(0), &names, keep, true),
+                    // Dovecot reads an encapsulated message's fields from where its header
+                    // starts up to the first blank line, wherever that is.
+                    Some(part) => {
+                        let m = message_of(Some(part))?;
+                        header_fields(&self.raw[self.nodes[m].pos..], &names, keep, false)
+                    }
+                }
             }
         };
         Some(bytes)
@@ -1522,7 +1655,11 @@ impl<'r> Tree<'r> {
 
     fn structure(&self, idx: usize, extended: bool) -> BodyStructure<'static> {
         let node = &self.nodes[idx];
-        let data = self.data_of(idx);
+        let mut data = self.data_of(idx);
+        if idx == 0 && data.is_plain_7bit(node) {
+            // Dovecot answers a plain US-ASCII message in its canonical spelling.
+            data = PartData::default();
+        }
         if node.flags & MULTIPART != 0 {
             let bodies: Vec<BodyStructure<'static>> = node
                 .children
@@ -1615,8 +1752,12 @@ fn boundary_text(value: &[u8], b: Vec<u8>) -> Cow<'_, [u8]> {
     }
 }
 
-/// Whether the line at `start` is `--<boundary>` for a known boundary (the longest match wins,
-/// the innermost among equals); returns its index and whether it closes (`--` after it).
+/// Dovecot cuts boundaries to 80 octets (RFC 2046 allows 70).
+const BOUNDARY_MAX: usize = 70 + 10;
+
+/// Whether the line at `start` is `--<boundary>` for a known boundary: the line need only start
+/// with the boundary (RFC 2046), the longest match wins, the innermost among equals. Returns its
+/// index and whether it closes (`--` right after it).
 fn find_boundary(raw: &[u8], start: usize, boundaries: &[Boundary<'_>]) -> Option<(usize, bool)> {
     if boundaries.is_empty() {
         return None;
@@ -1625,19 +1766,17 @@ fn find_boundary(raw: &[u8], start: usize, boundaries: &[Boundary<'_>]) -> Optio
     if rest.len() < 2 || rest[0] != b'-' || rest[1] != b'-' {
         return None;
     }
-    let rest = &rest[2..];
+    let data = &rest[2..];
     let mut best: Option<usize> = None;
     for (i, b) in boundaries.iter().enumerate().rev() {
-        if b.text.is_empty() || !rest.starts_with(&b.text) {
-            continue;
-        }
-        if best.is_none_or(|x| boundaries[x].text.len() < b.text.len()) {
+        if data.starts_with(&b.text) && best.is_none_or(|x| boundaries[x].text.len() < b.text.len())
+        {
             best = Some(i);
         }
     }
     let i = best?;
     let len = boundaries[i].text.len();
-    let closing = rest.get(len..len + 2) == Some(b"--");
+    let closing = data.get(len..len + 2) == Some(b"--");
     Some((i, closing))
 }
 
@@ -1679,6 +1818,30 @@ struct PartData {
 }
 
 impl PartData {
+    /// text/plain, US-ASCII, 7bit and nothing else: Dovecot's "plain 7bit" message.
+    fn is_plain_7bit(&self, node: &Node) -> bool {
+        node.flags & TEXT != 0
+            && node.children.is_empty()
+            && self
+                .subtype
+                .as_ref()
+                .is_none_or(|s| s.eq_ignore_ascii_case(b"plain"))
+            && (self.params.is_empty()
+                || (self.params.len() == 1
+                    && self.params[0].0.eq_ignore_ascii_case(b"charset")
+                    && self.params[0].1.eq_ignore_ascii_case(b"us-ascii")))
+            && self.id.is_none()
+            && self.description.is_none()
+            && self
+                .encoding
+                .as_ref()
+                .is_none_or(|e| e.eq_ignore_ascii_case(b"7bit"))
+            && self.md5.is_none()
+            && self.disposition.is_none()
+            && self.language.is_empty()
+            && self.location.is_none()
+    }
+
     fn parse(header: &[u8]) -> PartData {
         let mut d = PartData::default();
         for field in Fields::new(header) {
@@ -1823,33 +1986,32 @@ fn empty_body(extended: bool) -> BodyStructure<'static> {
     }
 }
 
-/// HEADER.FIELDS / HEADER.FIELDS.NOT: the matching (or other) fields as written, then the
-/// blank line.
-fn header_fields(header: &[u8], names: &[&[u8]], keep: bool) -> Vec<u8> {
+/// HEADER.FIELDS (`keep`) / HEADER.FIELDS.NOT: the matching (or other) fields of the header
+/// at the start of `data`, as written, then the blank line when the header has one; the
+/// message's own HEADER.FIELDS (`top`) always ends with it (all as Dovecot answers).
+fn header_fields(data: &[u8], names: &[&[u8]], keep: bool, top: bool) -> Vec<u8> {
     let mut out = Vec::new();
     let mut pos = 0;
-    while pos < header.len() && !is_blank_line(header, pos) {
-        let first = line_at(header, pos);
+    while pos < data.len() && !is_blank_line(data, pos) {
+        let first = line_at(data, pos);
         let mut last = first;
-        while last.next < header.len() && is_lwsp(header[last.next]) {
-            last = line_at(header, last.next);
+        while last.next < data.len() && is_lwsp(data[last.next]) {
+            last = line_at(data, last.next);
         }
-        let text = &header[first.start..first.end];
+        let text = &data[first.start..first.end];
         let name_end = text.iter().position(|&b| b == b':').unwrap_or(text.len());
         let mut name = &text[..name_end];
         while let [rest @ .., b' ' | b'\t'] = name {
             name = rest;
         }
-        let matched = names.iter().any(|n| n.eq_ignore_ascii_case(name));
-        if matched == keep {
-            out.extend_from_slice(&crlf(&header[first.start..last.next]));
-            if last.newline == 0 {
-                out.extend_from_slice(b"\r\n");
-            }
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name)) == keep {
+            out.extend_from_slice(&crlf(&data[first.start..last.next]));
         }
         pos = last.next;
     }
-    out.extend_from_slice(b"\r\n");
+    if (top && keep) || pos < data.len() {
+        out.extend_from_slice(b"\r\n");
+    }
     out
 }
 
