@@ -765,7 +765,7 @@ impl Config {
             listen: socket("imap.listen", &i.listen)?,
             tls: tls_files("imap", &i.tls_cert, &i.tls_key)?,
             max_connections: positive("imap.max_connections", i.max_connections, 1)?,
-            idle_timeout: duration("imap.idle_timeout", &i.idle_timeout)?,
+            idle_timeout: nonzero_duration("imap.idle_timeout", &i.idle_timeout)?,
         };
 
         let o = &raw.outbound;

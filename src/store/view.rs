@@ -457,3 +457,197 @@ pub fn mailboxes_of(conn: &Connection, message_id: i64) -> Result<Vec<i64>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// Every message of a mailbox in UID order with one user's flags on it: the
+/// IMAP session's sequence map at SELECT (one index walk, no mail read).
+pub fn entries_with_flags(
+    conn: &Connection,
+    mailbox_id: i64,
+    user_id: i64,
+) -> Result<Vec<(Entry, Flags)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mm.uid, mm.message_id, mm.modseq,
+                coalesce(f.seen, 0), coalesce(f.flagged, 0), coalesce(f.answered, 0),
+                coalesce(f.modseq, 0)
+         FROM mailbox_messages mm
+         LEFT JOIN message_flags f ON f.user_id = ?2 AND f.message_id = mm.message_id
+         WHERE mm.mailbox_id = ?1 ORDER BY mm.uid",
+    )?;
+    let rows = stmt
+        .query_map(params![mailbox_id, user_id], |r| {
+            Ok((
+                Entry {
+                    uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+                    message_id: r.get(1)?,
+                    modseq: r.get(2)?,
+                },
+                Flags {
+                    seen: r.get(3)?,
+                    flagged: r.get(4)?,
+                    answered: r.get(5)?,
+                    modseq: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// A JSON array of ids: many messages are read with one statement
+/// (`json_each(?)`) instead of one query each.
+fn id_list(ids: &[i64]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s.push(']');
+    s
+}
+
+/// What the agent view serves of one stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewMessage {
+    pub id: i64,
+    /// When the gateway received (or created) it, ms since the epoch
+    /// (IMAP INTERNALDATE, JMAP receivedAt).
+    pub received_at: i64,
+    /// Size of the stored raw bytes.
+    pub size: u64,
+    /// The stored raw bytes, when asked for.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// Many messages in one statement, normally in the order of `ids` (unknown
+/// ids are left out). `with_raw`: also read the raw bytes (else only their size,
+/// which SQLite knows without reading the blob).
+pub fn messages(conn: &Connection, ids: &[i64], with_raw: bool) -> Result<Vec<ViewMessage>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if with_raw {
+        "SELECT m.id, m.received_at, length(m.raw), m.raw
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    } else {
+        "SELECT m.id, m.received_at, length(m.raw), NULL
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([id_list(ids)], |r| {
+            Ok(ViewMessage {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                size: r.get::<_, i64>(2)?.max(0) as u64,
+                raw: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Calls `f(id, received_at, raw)` for each of many messages (normally in
+/// the order of `ids`) with the raw bytes borrowed from SQLite: no copy of
+/// the mail for callers that encode it straight into a response. `f`
+/// returns false to stop early.
+pub fn with_raw_messages(
+    conn: &Connection,
+    ids: &[i64],
+    mut f: impl FnMut(i64, i64, &[u8]) -> bool,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id, m.received_at, m.raw
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value",
+    )?;
+    let mut rows = stmt.query([id_list(ids)])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let received_at: i64 = r.get(1)?;
+        let raw = match r.get_ref(2)? {
+            rusqlite::types::ValueRef::Blob(b) => b,
+            rusqlite::types::ValueRef::Text(t) => t,
+            _ => &[],
+        };
+        if !f(id, received_at, raw) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The stored columns a search of the agent view matches on (IMAP SEARCH,
+/// JMAP Email/query filters): never the mail reparsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFields {
+    pub id: i64,
+    pub received_at: i64,
+    /// The Date header, ms since the epoch, when it parsed.
+    pub date: Option<i64>,
+    pub size: u64,
+    pub from_name: String,
+    pub from_email: String,
+    pub subject: String,
+    /// JSON arrays of {name, email}.
+    pub to_addrs: String,
+    pub cc_addrs: String,
+    /// Only filled when asked for (body searches).
+    pub text_body: Option<String>,
+}
+
+/// [`SearchFields`] of many messages in one statement (unknown ids are left
+/// out).
+pub fn search_fields(conn: &Connection, ids: &[i64], with_body: bool) -> Result<Vec<SearchFields>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if with_body {
+        "SELECT m.id, m.received_at, m.date, length(m.raw), coalesce(m.from_name, ''),
+                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs,
+                coalesce(m.text_body, m.html_body, '')
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    } else {
+        "SELECT m.id, m.received_at, m.date, length(m.raw), coalesce(m.from_name, ''),
+                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, NULL
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([id_list(ids)], |r| {
+            Ok(SearchFields {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                date: r.get(2)?,
+                size: r.get::<_, i64>(3)?.max(0) as u64,
+                from_name: r.get(4)?,
+                from_email: r.get(5)?,
+                subject: r.get(6)?,
+                to_addrs: r.get(7)?,
+                cc_addrs: r.get(8)?,
+                text_body: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Changes one user's flags on many messages in one go (IMAP STORE over a
+/// sequence set, a non-peek FETCH setting \Seen). Returns the flags after
+/// the change, in the order of `message_ids`.
+pub fn store_flags_many(
+    conn: &Connection,
+    user_id: i64,
+    message_ids: &[i64],
+    op: FlagOp,
+    set: FlagSet,
+) -> Result<Vec<Flags>> {
+    message_ids
+        .iter()
+        .map(|&id| store_flags(conn, user_id, id, op, set))
+        .collect()
+}
