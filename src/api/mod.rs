@@ -37,6 +37,8 @@ pub struct ApiState {
     pub conversations: Conversations,
     /// For sender DNS checks.
     pub resolver: crate::senders::dns::Resolver,
+    /// Per-address limits on bad tokens (API) and bad links (portal).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Every operation of the API, as (method, path template): the OpenAPI
@@ -257,6 +259,7 @@ async fn metrics_text(
             ])
         })
         .await;
+    st.limits.publish();
     match depths {
         Ok([inbound, outbox, hooks, msg_in, msg_out, failures]) => {
             metrics::describe(
