@@ -16,6 +16,27 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 
+/// The client's address, for handlers (`ConnectInfo<ClientAddr>`): what the
+/// abuse limits count by.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The client's IP address of a request, when the server was started with
+/// [`ClientAddr`] connect info (requests built in tests have none).
+pub fn client_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<ClientAddr>>()
+        .map(|c| c.0.0.ip())
+}
+
 pub struct LimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,

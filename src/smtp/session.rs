@@ -58,6 +58,8 @@ pub(super) struct Session<'a> {
     discarding: bool,
     /// Set once shutdown was seen during DATA: the transfer may go on until then.
     grace_deadline: Option<Instant>,
+    /// The address failed too many recipients: the session ends with 421.
+    cut: bool,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -82,6 +84,7 @@ impl<'a> Session<'a> {
             output: Vec::new(),
             discarding: false,
             grace_deadline: None,
+            cut: false,
         }
     }
 
@@ -206,6 +209,7 @@ impl<'a> Session<'a> {
                 let r = match stop {
                     Stop::Timeout => reply::timeout(&host),
                     Stop::TooManyErrors => reply::too_many_errors(),
+                    Stop::Blocked => reply::blocked(),
                     _ => reply::shutting_down(&host),
                 };
                 tracing::info!(reason = ?stop, "closing session");
@@ -223,6 +227,9 @@ impl<'a> Session<'a> {
     ) -> Result<Outcome, Stop> {
         let max_line = self.shared.config.smtp.max_line_length;
         loop {
+            if self.cut {
+                return Err(Stop::Blocked);
+            }
             if self.errors > self.shared.config.smtp.max_errors {
                 return Err(Stop::TooManyErrors);
             }
@@ -493,6 +500,12 @@ impl<'a> Session<'a> {
             metrics::inc("smtp_rcpt_total", &[("result", "too_many")]);
             return self.say(reply::too_many_recipients());
         }
+        // Blocked meanwhile (by this session or another from the address).
+        if self.shared.limits.smtp_rcpt.check(self.peer.ip()).is_err() {
+            self.cut = true;
+            metrics::inc("smtp_sessions_cut_total", &[("reason", "blocked")]);
+            return;
+        }
         let class = policy::classify(&addr, &self.shared.config.domain);
         let verdict = if class == RcptClass::Foreign {
             Ok(RcptVerdict::RelayDenied)
@@ -529,11 +542,13 @@ impl<'a> Session<'a> {
             Ok(RcptVerdict::UnknownUser) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "unknown_user")]);
                 tracing::info!(rcpt = %address, "unknown recipient");
+                self.rcpt_failed().await;
                 self.say(reply::no_such_user());
             }
             Ok(RcptVerdict::RelayDenied) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
                 tracing::info!(rcpt = %address, "relaying denied");
+                self.rcpt_failed().await;
                 self.say(reply::relay_denied());
             }
             Err(e) => {
@@ -541,6 +556,45 @@ impl<'a> Session<'a> {
                 tracing::error!(error = %e, "recipient lookup failed");
                 self.say(reply::lookup_failed());
             }
+        }
+    }
+
+    /// Counts a failed recipient against the client's address (token
+    /// guessing, relay probing): past `smtp.rcpt_failures_before_tarpit`
+    /// each further failure is answered more slowly (the n-th past it after
+    /// n × `smtp.tarpit_delay`); reaching `smtp.max_rcpt_failures` cuts the
+    /// session after this reply and blocks the address for `smtp.block_time`.
+    async fn rcpt_failed(&mut self) {
+        let cfg = &self.shared.config.smtp;
+        let failure = self.shared.limits.smtp_rcpt.failure(self.peer.ip());
+        if failure.blocked.is_some() {
+            metrics::inc("smtp_sessions_cut_total", &[("reason", "rcpt_failures")]);
+            tracing::warn!(
+                failures = failure.count,
+                block_secs = cfg.block_time.as_secs(),
+                "too many failed recipients: cutting the session and blocking the address"
+            );
+            self.cut = true;
+            return;
+        }
+        let delay = tarpit(
+            failure.count,
+            cfg.rcpt_failures_before_tarpit,
+            cfg.tarpit_delay,
+        );
+        if delay.is_zero() {
+            return;
+        }
+        metrics::observe("smtp_tarpit_seconds", &[], delay.as_secs_f64());
+        tracing::debug!(
+            failures = failure.count,
+            delay_ms = delay.as_millis() as u64,
+            "tarpit"
+        );
+        let shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(delay) => {}
         }
     }
 
@@ -701,7 +755,16 @@ pub(super) enum Stop {
     Timeout,
     Shutdown,
     TooManyErrors,
+    /// The address is blocked for failing too many recipients.
+    Blocked,
     Io(std::io::Error),
+}
+
+/// The tarpit: how long the reply to the `failures`-th failed recipient
+/// waits, `threshold` failures being free and each further one waiting one
+/// `step` longer than the last.
+fn tarpit(failures: u32, threshold: u32, step: Duration) -> Duration {
+    step.saturating_mul(failures.saturating_sub(threshold))
 }
 
 fn parse_error_reply(e: ParseError) -> Reply {
@@ -801,6 +864,29 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tarpit_grows_with_each_failure() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (1, 3, ms(1000), ms(0)),
+            (3, 3, ms(1000), ms(0)),
+            (4, 3, ms(1000), ms(1000)),
+            (5, 3, ms(1000), ms(2000)),
+            (10, 3, ms(1000), ms(7000)),
+            (2, 1, ms(50), ms(50)),
+            (3, 1, ms(50), ms(100)),
+            (1, 0, ms(50), ms(50)),
+            (u32::MAX, 0, Duration::MAX, Duration::MAX),
+        ];
+        for (failures, threshold, step, want) in cases {
+            assert_eq!(
+                tarpit(failures, threshold, step),
+                want,
+                "{failures} past {threshold}"
+            );
+        }
+    }
 
     #[test]
     fn oversized_numbers_are_caught_before_parsing() {
