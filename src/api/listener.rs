@@ -244,3 +244,37 @@ impl AsyncWrite for LimitedStream {
         self.inner.is_write_vectored()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_header_clock_finds_the_end_of_a_head_across_reads() {
+        let limit = Duration::from_secs(60);
+        let mut c = HeaderClock::new(limit);
+        for chunk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r"[..], b"\n"] {
+            assert!(c.armed);
+            c.read(chunk);
+        }
+        assert!(!c.armed, "head complete across two reads");
+        // A body with blank lines does not re-arm it; only a response does.
+        c.read(b"\r\n\r\nmore");
+        assert!(!c.armed);
+        c.wrote(b"HTTP/1.1 100 Continue\r\n\r\n", limit);
+        assert!(!c.armed, "an interim answer is not the end of the request");
+        c.wrote(b"HTTP/1.1 200 OK\r\n", limit);
+        assert!(c.armed);
+        c.read(b"GET / HTTP/1.1\r\n\r\r\n\r\n");
+        assert!(!c.armed, "\\r\\r\\n\\r\\n still ends a head");
+    }
+
+    #[tokio::test]
+    async fn http2_prior_knowledge_is_not_watched() {
+        let mut c = HeaderClock::new(Duration::from_secs(60));
+        c.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        c.wrote(b"\x00\x00\x00\x04", Duration::from_secs(60));
+        assert!(c.disabled);
+        assert!(!c.expired());
+    }
+}
