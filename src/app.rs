@@ -154,7 +154,7 @@ pub async fn start_with(
         tasks.spawn(async move { smtp_server.run(listeners.smtp, shutdown).await });
     }
 
-    let imap_server = crate::imap::Server::new(config.clone(), store.clone())?;
+    let imap_server = crate::imap::Server::new(config.clone(), store.clone(), limits.clone())?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { imap_server.run(listeners.imap, shutdown).await });
