@@ -175,10 +175,12 @@ async fn an_smtp_session_runs_over_an_in_memory_stream() {
         Vec::new(),
     )
     .expect("config");
+    let limits = backchannel::limits::Limits::new(&config);
     let server = backchannel::smtp::Server::new(
         std::sync::Arc::new(config),
         s.store.clone(),
         std::sync::Arc::new(tokio::sync::Notify::new()),
+        limits,
     )
     .expect("server");
     let (_trigger, shutdown) = backchannel::app::Shutdown::new();
