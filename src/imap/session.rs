@@ -975,6 +975,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.conn.idle_accept();
         self.conn.flush().await?;
         let mut watching = true;
+        // Only the client's own input counts as activity: pushed updates do
+        // not keep a forgotten IDLE alive past the timeout.
+        let limit = self.shared.config.imap.idle_timeout;
+        let mut deadline = tokio::time::Instant::now() + limit;
         loop {
             // DONE may already be here (pipelined).
             while let Some(input) = self.conn.take_input() {
@@ -996,7 +1000,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 }
             }
             self.conn.flush().await?;
-            let limit = self.shared.config.imap.idle_timeout;
             let selected = self.selected.is_some();
             tokio::select! {
                 _ = self.shutdown.wait() => {
@@ -1011,13 +1014,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         self.refresh_now(true).await;
                     }
                 }
-                read = tokio::time::timeout(limit, self.conn.read_more()) => match read {
+                read = tokio::time::timeout_at(deadline, self.conn.read_more()) => match read {
                     Err(_) => {
                         self.bye(None, "Autologout; idle for too long").await;
                         return Ok(Flow::Close);
                     }
                     Ok(Ok(0)) => return Ok(Flow::Close),
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => deadline = tokio::time::Instant::now() + limit,
                     Ok(Err(e)) => return Err(e),
                 }
             }
