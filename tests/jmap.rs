@@ -1324,3 +1324,84 @@ async fn imap_and_jmap_share_flags() {
     imap_cmd(&mut io, "e", "LOGOUT").await;
     s.shutdown().await;
 }
+
+/// Posts one request with both capabilities: (status, body as JSON, body
+/// length in bytes).
+async fn post_calls(j: &Jmap, calls: Value) -> (StatusCode, Value, usize) {
+    let body =
+        serde_json::to_vec(&json!({"using": [CORE, MAIL], "methodCalls": calls})).expect("json");
+    let resp = j
+        .http
+        .post(format!("{}/jmap", j.base))
+        .bearer_auth(&j.token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes.len(),
+    )
+}
+
+/// A server with a member, an admin, and one side conversation holding an
+/// outbound message and one inbound reply: (server, member, admin, side
+/// conversation id, the reply's Email id).
+async fn one_reply(parent: &str) -> (TestServer, Jmap, Jmap, i64, String) {
+    let s = TestServer::start_with_http("", "max_body_bytes = 65536", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let j = Jmap::new(&s, &member).await;
+    let a = Jmap::new(&s, &admin).await;
+    let (sc, reply_to) = start_thread(&s, &admin, parent).await;
+    let reply = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\r\nShipped.\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &reply).await;
+    s.wait_ingested().await;
+    let inbound: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    (s, j, a, sc, format!("m{inbound}"))
+}
+
+/// Core/echo with two references to the previous call doubles the
+/// response each time: the values references produce are capped at
+/// maxSizeRequest per request, so the chain ends in an error instead of a
+/// response of 2^n bytes (a few dozen calls would exhaust memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_references_cannot_multiply_a_response() {
+    let (mut s, j, _a, _sc, _email) = one_reply("T-901").await;
+    let mut calls = vec![json!(["Core/echo", {"p": "x".repeat(1000)}, "c0"])];
+    for i in 1..14 {
+        let r = json!({"resultOf": format!("c{}", i - 1), "name": "Core/echo", "path": ""});
+        calls.push(json!(["Core/echo", {"#a": r, "#b": r}, format!("c{i}")]));
+    }
+    let (status, v, len) = post_calls(&j, json!(calls)).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = v["methodResponses"].as_array().expect("responses");
+    assert_eq!(r[0][0], "Core/echo");
+    assert_eq!(r[1][0], "Core/echo", "{}", r[1]);
+    assert_eq!(r[13][0], "error", "the chain is cut");
+    assert!(
+        r.iter()
+            .any(|c| c[0] == "error" && c[1]["type"] == "requestTooLarge"),
+        "a reference over the budget is requestTooLarge"
+    );
+    assert!(len < 4 * 65536, "the response stays small: {len} bytes");
+    // The budget is per request: ordinary references work in the next one.
+    let r = j
+        .call(json!([
+            ["Email/query", {"accountId": j.account}, "q"],
+            ["Email/get", {"accountId": j.account, "properties": ["threadId"],
+                           "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+        ]))
+        .await;
+    assert_eq!(r[1][0], "Email/get", "{}", r[1]);
+    assert_eq!(r[1][1]["list"].as_array().map(Vec::len), Some(2));
+    s.shutdown().await;
+}

@@ -553,8 +553,12 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
     }
     let ctx = Ctx::of(&caller);
     let mut responses: Vec<(String, Value, String)> = Vec::with_capacity(calls.len());
+    // What result references may copy, all calls together: no more than
+    // the client could have sent itself (two references to the previous
+    // Core/echo per call would otherwise double the response each time).
+    let mut reference_budget = limit;
     for call in calls {
-        let outcome = match resolve_references(call.args, &responses) {
+        let outcome = match resolve_references(call.args, &responses, &mut reference_budget) {
             Ok(args) => run_method(&st, &ctx, &using, &call.name, args).await,
             Err(e) => Err(e),
         };
@@ -576,11 +580,37 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
     axum::Json(body).into_response()
 }
 
+/// The length of `v` as JSON, if it is at most `max` bytes (counting stops
+/// there).
+fn json_len_within(v: &Value, max: usize) -> Option<usize> {
+    struct Count {
+        n: usize,
+        max: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.n = self.n.saturating_add(b.len());
+            if self.n > self.max {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count { n: 0, max };
+    serde_json::to_writer(&mut count, v).ok()?;
+    Some(count.n)
+}
+
 /// Replaces every `#name` argument by the value its ResultReference points
-/// at (RFC 8620 §3.7).
+/// at (RFC 8620 §3.7). The values taken are charged to `budget` (bytes of
+/// JSON); a reference that would overdraw it is `requestTooLarge`.
 fn resolve_references(
     args: Map<String, Value>,
     responses: &[(String, Value, String)],
+    budget: &mut usize,
 ) -> Result<Map<String, Value>, MethodError> {
     if !args.keys().any(|k| k.starts_with('#')) {
         return Ok(args);
@@ -610,6 +640,13 @@ fn resolve_references(
             return Err(bad("the referenced response has another name"));
         }
         let value = json_pointer(resp, path).ok_or_else(|| bad("the path does not resolve"))?;
+        let Some(len) = json_len_within(&value, *budget) else {
+            return Err(MethodError::with(
+                "requestTooLarge",
+                "result references in this request copy more than maxSizeRequest bytes",
+            ));
+        };
+        *budget -= len;
         resolved.push((name.to_string(), value));
     }
     for (name, value) in resolved {
@@ -781,11 +818,11 @@ mod tests {
             "#ids".into(),
             json!({"resultOf": "c1", "name": "Email/query", "path": "/ids"}),
         );
-        let out = resolve_references(args.clone(), &responses).expect("resolves");
+        let out = resolve_references(args.clone(), &responses, &mut 1000).expect("resolves");
         assert_eq!(out["ids"], json!(["m1", "m2"]));
         args.insert("ids".into(), json!([]));
         assert_eq!(
-            resolve_references(args, &responses).map_err(|e| e.kind),
+            resolve_references(args, &responses, &mut 1000).map_err(|e| e.kind),
             Err("invalidArguments")
         );
         let mut wrong = Map::new();
@@ -794,9 +831,24 @@ mod tests {
             json!({"resultOf": "c1", "name": "Email/get", "path": "/ids"}),
         );
         assert_eq!(
-            resolve_references(wrong, &responses).map_err(|e| e.kind),
+            resolve_references(wrong, &responses, &mut 1000).map_err(|e| e.kind),
             Err("invalidResultReference")
         );
+        // Each reference is charged to the budget: `["m1","m2"]` is 11 bytes.
+        let mut budget = 21;
+        let mut one = Map::new();
+        one.insert(
+            "#ids".into(),
+            json!({"resultOf": "c1", "name": "Email/query", "path": "/ids"}),
+        );
+        assert!(resolve_references(one.clone(), &responses, &mut budget).is_ok());
+        assert_eq!(budget, 10);
+        assert_eq!(
+            resolve_references(one, &responses, &mut budget).map_err(|e| e.kind),
+            Err("requestTooLarge")
+        );
+        assert_eq!(json_len_within(&json!({"a": [1, "x"]}), 100), Some(13));
+        assert_eq!(json_len_within(&json!({"a": [1, "x"]}), 12), None);
     }
 
     #[test]
