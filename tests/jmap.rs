@@ -1405,3 +1405,37 @@ async fn result_references_cannot_multiply_a_response() {
     assert_eq!(r[1][1]["list"].as_array().map(Vec::len), Some(2));
     s.shutdown().await;
 }
+
+/// Repeated ids are answered once (RFC 8620 §5.1), so one large message
+/// cannot be asked for 500 times in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_ids_are_answered_once() {
+    let (mut s, j, _a, sc, email) = one_reply("T-902").await;
+    let inbox = j.mailbox("Inbox").await.expect("inbox");
+    let v = j
+        .one(
+            "Email/get",
+            json!({"ids": [email, email, "m999999", "m999999"], "properties": ["id"]}),
+        )
+        .await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(ids(&v["notFound"]), vec!["m999999"], "{v}");
+    let v = j
+        .one(
+            "Mailbox/get",
+            json!({"ids": [inbox, inbox, "b999", "b999"]}),
+        )
+        .await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(ids(&v["notFound"]), vec!["b999"], "{v}");
+    let t = format!("t{sc}");
+    let v = j.one("Thread/get", json!({"ids": [t, t]})).await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    // 500 distinct ids at most, however often each is repeated.
+    let repeated = vec![email.clone(); 800];
+    let v = j
+        .one("Email/get", json!({"ids": repeated, "properties": ["id"]}))
+        .await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    s.shutdown().await;
+}

@@ -327,9 +327,18 @@ pub(crate) fn opt_strings(
     }
 }
 
-/// The `ids` of a `/get`, at most [`MAX_OBJECTS_IN_GET`].
+/// `list` with repeats left out, first occurrences in order.
+fn distinct(list: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    list.into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
+}
+
+/// The `ids` of a `/get`, each once (RFC 8620 §5.1: a repeated id is
+/// answered once), at most [`MAX_OBJECTS_IN_GET`].
 pub(crate) fn get_ids(args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
-    let ids = opt_strings(args, "ids")?;
+    let ids = opt_strings(args, "ids")?.map(distinct);
     if ids.as_ref().is_some_and(|i| i.len() > MAX_OBJECTS_IN_GET) {
         return Err(MethodError::with(
             "requestTooLarge",
