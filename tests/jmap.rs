@@ -1439,3 +1439,41 @@ async fn repeated_ids_are_answered_once() {
     assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
     s.shutdown().await;
 }
+
+/// Property lists are capped (each header property is work per Email and
+/// per part, and a key in every object); repeating a name is harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_lists_are_capped() {
+    let (mut s, j, _a, _sc, email) = one_reply("T-903").await;
+    let inbox = j.mailbox("Inbox").await.expect("inbox");
+    let many: Vec<String> = (0..1000).map(|i| format!("header:X-H{i}")).collect();
+    assert_eq!(
+        j.error("Email/get", json!({"ids": [email], "properties": many}))
+            .await,
+        "invalidArguments"
+    );
+    assert_eq!(
+        j.error(
+            "Email/get",
+            json!({"ids": [email], "properties": ["bodyStructure"], "bodyProperties": many})
+        )
+        .await,
+        "invalidArguments"
+    );
+    let some: Vec<String> = (0..20).map(|i| format!("header:X-H{i}")).collect();
+    let v = j
+        .one("Email/get", json!({"ids": [email], "properties": some}))
+        .await;
+    assert_eq!(v["list"][0]["header:X-H19"], Value::Null, "{v}");
+    let same = vec!["subject"; 3000];
+    let v = j
+        .one("Email/get", json!({"ids": [email], "properties": same}))
+        .await;
+    assert_eq!(v["list"][0]["subject"], "Re: Pallet 7", "{v}");
+    let same = vec!["name"; 3000];
+    let v = j
+        .one("Mailbox/get", json!({"ids": [inbox], "properties": same}))
+        .await;
+    assert_eq!(v["list"][0]["name"], "Inbox", "{v}");
+    s.shutdown().await;
+}

@@ -13,7 +13,7 @@ use super::changes::{self, Event, Kind};
 use super::mime::{self, BodyProps, Form, HeaderProp};
 use super::{
     Ctx, MAX_OBJECTS_IN_GET, MAX_OBJECTS_IN_SET, MethodError, MethodResult, get_ids, ids, opt_bool,
-    opt_str, opt_strings, opt_uint, parse_state,
+    opt_properties, opt_str, opt_strings, opt_uint, parse_state,
 };
 use crate::store::view::{self, FlagOp, FlagSet, Flags, Placed};
 
@@ -118,7 +118,7 @@ struct Wanted {
 
 impl Wanted {
     fn parse(args: &Map<String, Value>) -> Result<Wanted, MethodError> {
-        let list = opt_strings(args, "properties")?
+        let list = opt_properties(args, "properties")?
             .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|s| s.to_string()).collect());
         let mut props = Vec::new();
         let mut headers = Vec::new();
@@ -135,7 +135,7 @@ impl Wanted {
         Ok(Wanted {
             props,
             headers,
-            body: BodyProps::parse(opt_strings(args, "bodyProperties")?)?,
+            body: BodyProps::parse(opt_properties(args, "bodyProperties")?)?,
             fetch_text: opt_bool(args, "fetchTextBodyValues")?,
             fetch_html: opt_bool(args, "fetchHTMLBodyValues")?,
             fetch_all: opt_bool(args, "fetchAllBodyValues")?,

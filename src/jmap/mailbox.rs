@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::changes::{self, Event, Kind};
-use super::{Ctx, MethodError, MethodResult, get_ids, ids, opt_strings};
+use super::{Ctx, MethodError, MethodResult, get_ids, ids, opt_properties};
 use crate::store::view::{self, Mailbox};
 
 const PROPERTIES: &[&str] = &[
@@ -111,7 +111,7 @@ fn select(v: Value, props: Option<&[String]>) -> Value {
 
 pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
     let ids_arg = get_ids(args)?;
-    let props = opt_strings(args, "properties")?;
+    let props = opt_properties(args, "properties")?;
     if let Some(bad) = props
         .iter()
         .flatten()

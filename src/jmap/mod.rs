@@ -327,6 +327,25 @@ pub(crate) fn opt_strings(
     }
 }
 
+/// Distinct names in one `properties` or `bodyProperties` list: each
+/// `header:` form is parsed again for every Email (and part) and becomes a
+/// key of every object returned.
+pub const MAX_PROPERTIES: usize = 128;
+
+/// A `properties`-style list, each name once, at most [`MAX_PROPERTIES`].
+pub(crate) fn opt_properties(
+    args: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, MethodError> {
+    let list = opt_strings(args, key)?.map(distinct);
+    if list.as_ref().is_some_and(|l| l.len() > MAX_PROPERTIES) {
+        return Err(MethodError::invalid(format!(
+            "{key} names at most {MAX_PROPERTIES} different properties"
+        )));
+    }
+    Ok(list)
+}
+
 /// `list` with repeats left out, first occurrences in order.
 fn distinct(list: Vec<String>) -> Vec<String> {
     let mut seen = std::collections::HashSet::with_capacity(list.len());
