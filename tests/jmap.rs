@@ -1477,3 +1477,40 @@ async fn property_lists_are_capped() {
     assert_eq!(v["list"][0]["name"], "Inbox", "{v}");
     s.shutdown().await;
 }
+
+/// A wide filter (many empty conditions or operators) is a client error,
+/// not a database failure (SQLite's expression depth) logged as serverFail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_filters_are_client_errors() {
+    let (mut s, j, _a, _sc, _email) = one_reply("T-904").await;
+    let wide: Vec<Value> = (0..1100).map(|_| json!({})).collect();
+    assert_eq!(
+        j.error(
+            "Email/query",
+            json!({"filter": {"operator": "OR", "conditions": wide}})
+        )
+        .await,
+        "invalidArguments"
+    );
+    let wide: Vec<Value> = (0..1100)
+        .map(|_| json!({"operator": "AND", "conditions": []}))
+        .collect();
+    assert_eq!(
+        j.error(
+            "Email/query",
+            json!({"filter": {"operator": "OR", "conditions": wide}})
+        )
+        .await,
+        "invalidArguments"
+    );
+    // Within the limit, the same shape answers.
+    let some: Vec<Value> = (0..100).map(|_| json!({})).collect();
+    let v = j
+        .one(
+            "Email/query",
+            json!({"filter": {"operator": "OR", "conditions": some}}),
+        )
+        .await;
+    assert_eq!(ids(&v["ids"]).len(), 2, "{v}");
+    s.shutdown().await;
+}
