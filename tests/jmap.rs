@@ -1514,3 +1514,44 @@ async fn wide_filters_are_client_errors() {
     assert_eq!(ids(&v["ids"]).len(), 2, "{v}");
     s.shutdown().await;
 }
+
+/// Unrouted mail moves only the admin's states. A member who offers a
+/// state beyond their own (the admin's) is told it is not one of theirs,
+/// rather than learning how far the server-wide counter has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_beyond_the_callers_view_are_refused() {
+    let (mut s, j, a, _sc, _email) = one_reply("T-905").await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    for (method, getter) in [
+        ("Email/changes", "Email/get"),
+        ("Mailbox/changes", "Mailbox/get"),
+        ("Thread/changes", "Thread/get"),
+    ] {
+        let theirs = a.state(getter).await;
+        let mine = j.state(getter).await;
+        assert!(
+            theirs.parse::<i64>().expect("number") > mine.parse::<i64>().expect("number"),
+            "{method}: {theirs} {mine}"
+        );
+        assert_eq!(
+            j.error(method, json!({"sinceState": theirs})).await,
+            "cannotCalculateChanges",
+            "{method}"
+        );
+        let v = j.one(method, json!({"sinceState": mine})).await;
+        assert_eq!(v["newState"], mine, "{method}: {v}");
+        assert!(ids(&v["created"]).is_empty(), "{method}: {v}");
+        // The admin's own state still works for the admin.
+        let v = a.one(method, json!({"sinceState": theirs})).await;
+        assert_eq!(v["newState"], theirs, "{method}: {v}");
+    }
+    s.shutdown().await;
+}

@@ -538,9 +538,9 @@ pub fn events(ctx: &Ctx, c: &Connection, since: i64) -> Result<Vec<Event>, Metho
 }
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let (since, max) = changes::arguments(c, args)?;
-    let summary = changes::summarize(events(ctx, c, since)?, max)?;
     let current = view::user_states(c, ctx.role, ctx.user_id)?.email;
+    let (since, max) = changes::arguments(args, current)?;
+    let summary = changes::summarize(events(ctx, c, since)?, max)?;
     Ok(Value::Object(changes::response(
         ctx, since, current, summary,
     )))

@@ -155,7 +155,8 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
 }
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let (since, max) = changes::arguments(c, args)?;
+    let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
+    let (since, max) = changes::arguments(args, current)?;
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let id = ids::mailbox(mb.id);
@@ -201,7 +202,6 @@ pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodRe
     }
     let summary = changes::summarize(events, max)?;
     let any_updated = !summary.updated.is_empty();
-    let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
     let mut out = changes::response(ctx, since, current, summary);
     out.insert(
         "updatedProperties".into(),
