@@ -1555,3 +1555,57 @@ async fn states_beyond_the_callers_view_are_refused() {
     }
     s.shutdown().await;
 }
+
+/// Push streams hold a connection each for as long as the client likes:
+/// besides the per-user cap, the server holds at most half of
+/// `http.max_connections` of them, so ordinary requests always find a
+/// connection slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_streams_are_capped_server_wide() {
+    let mut s = TestServer::start_with_http("", "max_connections = 8", NO_AUTH).await;
+    let first = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let second = make_user(&s, "li@acme.com", "Li", Role::Member).await;
+    let http = reqwest::Client::new();
+    let addr = s.http;
+    let open = |token: &str| {
+        http.get(format!(
+            "http://{addr}/jmap/eventsource?types=*&closeafter=no&ping=0"
+        ))
+        .bearer_auth(token)
+        .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let r = open(&first).await.expect("open");
+        assert_eq!(r.status(), StatusCode::OK);
+        held.push(r);
+    }
+    // The user's own cap first, then the server's (4 of 8 connections).
+    assert_eq!(
+        open(&first).await.expect("open").status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let refused = open(&second).await.expect("open");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Requests still get through.
+    let j = Jmap::new(&s, &second).await;
+    let v = j.one("Mailbox/get", json!({"ids": null})).await;
+    assert!(v["list"].is_array(), "{v}");
+    // A closed stream gives its slot back (once the server notices).
+    drop(held.pop());
+    let mut got = None;
+    for _ in 0..200 {
+        let r = open(&second).await.expect("open");
+        if r.status() == StatusCode::OK {
+            got = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(got.is_some(), "a slot came free");
+    drop(held);
+    drop(got);
+    s.shutdown().await;
+}

@@ -61,6 +61,23 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 4;
 /// EventSource connections one user may hold open at once.
 pub const MAX_PUSH_STREAMS: usize = 4;
 
+/// EventSource connections the whole server holds open at once: half of
+/// `http.max_connections`, so push streams (each holding one connection
+/// for as long as the client likes) never take every connection slot from
+/// ordinary requests.
+pub fn max_push_streams_total(http_max_connections: usize) -> usize {
+    (http_max_connections / 2).max(1)
+}
+
+/// Why a concurrency slot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The user holds their share.
+    User,
+    /// The server holds its share (push streams only).
+    Server,
+}
+
 /// The routes of the JMAP endpoints (see [`crate::api::ROUTES`]).
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -100,19 +117,23 @@ impl Shared {
         }
     }
 
-    fn acquire(&self, stream: bool, user: i64) -> Option<Slot> {
+    /// Takes one of `user`'s slots, and for a stream one of the server's
+    /// `total_max`.
+    fn acquire(&self, stream: bool, user: i64, total_max: usize) -> Result<Slot, Refused> {
         let (map, max) = if stream {
             (&self.inner.streams, MAX_PUSH_STREAMS)
         } else {
             (&self.inner.requests, MAX_CONCURRENT_REQUESTS)
         };
-        let mut m = map.lock().ok()?;
-        let n = m.entry(user).or_insert(0);
-        if *n >= max {
-            return None;
+        let mut m = map.lock().map_err(|_| Refused::Server)?;
+        if m.get(&user).copied().unwrap_or(0) >= max {
+            return Err(Refused::User);
         }
-        *n += 1;
-        Some(Slot {
+        if m.values().sum::<usize>() >= total_max {
+            return Err(Refused::Server);
+        }
+        *m.entry(user).or_insert(0) += 1;
+        Ok(Slot {
             shared: self.inner.clone(),
             stream,
             user,
@@ -540,7 +561,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             };
         }
     };
-    let Some(_slot) = st.jmap.acquire(false, caller.0.id) else {
+    let Ok(_slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
