@@ -1324,3 +1324,288 @@ async fn imap_and_jmap_share_flags() {
     imap_cmd(&mut io, "e", "LOGOUT").await;
     s.shutdown().await;
 }
+
+/// Posts one request with both capabilities: (status, body as JSON, body
+/// length in bytes).
+async fn post_calls(j: &Jmap, calls: Value) -> (StatusCode, Value, usize) {
+    let body =
+        serde_json::to_vec(&json!({"using": [CORE, MAIL], "methodCalls": calls})).expect("json");
+    let resp = j
+        .http
+        .post(format!("{}/jmap", j.base))
+        .bearer_auth(&j.token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("post");
+    let status = resp.status();
+    let bytes = resp.bytes().await.expect("body");
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        bytes.len(),
+    )
+}
+
+/// A server with a member, an admin, and one side conversation holding an
+/// outbound message and one inbound reply: (server, member, admin, side
+/// conversation id, the reply's Email id).
+async fn one_reply(parent: &str) -> (TestServer, Jmap, Jmap, i64, String) {
+    let s = TestServer::start_with_http("", "max_body_bytes = 65536", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let j = Jmap::new(&s, &member).await;
+    let a = Jmap::new(&s, &admin).await;
+    let (sc, reply_to) = start_thread(&s, &admin, parent).await;
+    let reply = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\r\nShipped.\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &reply).await;
+    s.wait_ingested().await;
+    let inbound: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    (s, j, a, sc, format!("m{inbound}"))
+}
+
+/// Core/echo with two references to the previous call doubles the
+/// response each time: the values references produce are capped at
+/// maxSizeRequest per request, so the chain ends in an error instead of a
+/// response of 2^n bytes (a few dozen calls would exhaust memory).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn result_references_cannot_multiply_a_response() {
+    let (mut s, j, _a, _sc, _email) = one_reply("T-901").await;
+    let mut calls = vec![json!(["Core/echo", {"p": "x".repeat(1000)}, "c0"])];
+    for i in 1..14 {
+        let r = json!({"resultOf": format!("c{}", i - 1), "name": "Core/echo", "path": ""});
+        calls.push(json!(["Core/echo", {"#a": r, "#b": r}, format!("c{i}")]));
+    }
+    let (status, v, len) = post_calls(&j, json!(calls)).await;
+    assert_eq!(status, StatusCode::OK);
+    let r = v["methodResponses"].as_array().expect("responses");
+    assert_eq!(r[0][0], "Core/echo");
+    assert_eq!(r[1][0], "Core/echo", "{}", r[1]);
+    assert_eq!(r[13][0], "error", "the chain is cut");
+    assert!(
+        r.iter()
+            .any(|c| c[0] == "error" && c[1]["type"] == "requestTooLarge"),
+        "a reference over the budget is requestTooLarge"
+    );
+    assert!(len < 4 * 65536, "the response stays small: {len} bytes");
+    // The budget is per request: ordinary references work in the next one.
+    let r = j
+        .call(json!([
+            ["Email/query", {"accountId": j.account}, "q"],
+            ["Email/get", {"accountId": j.account, "properties": ["threadId"],
+                           "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"}}, "g"],
+        ]))
+        .await;
+    assert_eq!(r[1][0], "Email/get", "{}", r[1]);
+    assert_eq!(r[1][1]["list"].as_array().map(Vec::len), Some(2));
+    s.shutdown().await;
+}
+
+/// Repeated ids are answered once (RFC 8620 §5.1), so one large message
+/// cannot be asked for 500 times in one call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_ids_are_answered_once() {
+    let (mut s, j, _a, sc, email) = one_reply("T-902").await;
+    let inbox = j.mailbox("Inbox").await.expect("inbox");
+    let v = j
+        .one(
+            "Email/get",
+            json!({"ids": [email, email, "m999999", "m999999"], "properties": ["id"]}),
+        )
+        .await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(ids(&v["notFound"]), vec!["m999999"], "{v}");
+    let v = j
+        .one(
+            "Mailbox/get",
+            json!({"ids": [inbox, inbox, "b999", "b999"]}),
+        )
+        .await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    assert_eq!(ids(&v["notFound"]), vec!["b999"], "{v}");
+    let t = format!("t{sc}");
+    let v = j.one("Thread/get", json!({"ids": [t, t]})).await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    // 500 distinct ids at most, however often each is repeated.
+    let repeated = vec![email.clone(); 800];
+    let v = j
+        .one("Email/get", json!({"ids": repeated, "properties": ["id"]}))
+        .await;
+    assert_eq!(v["list"].as_array().map(Vec::len), Some(1), "{v}");
+    s.shutdown().await;
+}
+
+/// Property lists are capped (each header property is work per Email and
+/// per part, and a key in every object); repeating a name is harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn property_lists_are_capped() {
+    let (mut s, j, _a, _sc, email) = one_reply("T-903").await;
+    let inbox = j.mailbox("Inbox").await.expect("inbox");
+    let many: Vec<String> = (0..1000).map(|i| format!("header:X-H{i}")).collect();
+    assert_eq!(
+        j.error("Email/get", json!({"ids": [email], "properties": many}))
+            .await,
+        "invalidArguments"
+    );
+    assert_eq!(
+        j.error(
+            "Email/get",
+            json!({"ids": [email], "properties": ["bodyStructure"], "bodyProperties": many})
+        )
+        .await,
+        "invalidArguments"
+    );
+    let some: Vec<String> = (0..20).map(|i| format!("header:X-H{i}")).collect();
+    let v = j
+        .one("Email/get", json!({"ids": [email], "properties": some}))
+        .await;
+    assert_eq!(v["list"][0]["header:X-H19"], Value::Null, "{v}");
+    let same = vec!["subject"; 3000];
+    let v = j
+        .one("Email/get", json!({"ids": [email], "properties": same}))
+        .await;
+    assert_eq!(v["list"][0]["subject"], "Re: Pallet 7", "{v}");
+    let same = vec!["name"; 3000];
+    let v = j
+        .one("Mailbox/get", json!({"ids": [inbox], "properties": same}))
+        .await;
+    assert_eq!(v["list"][0]["name"], "Inbox", "{v}");
+    s.shutdown().await;
+}
+
+/// A wide filter (many empty conditions or operators) is a client error,
+/// not a database failure (SQLite's expression depth) logged as serverFail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wide_filters_are_client_errors() {
+    let (mut s, j, _a, _sc, _email) = one_reply("T-904").await;
+    let wide: Vec<Value> = (0..1100).map(|_| json!({})).collect();
+    assert_eq!(
+        j.error(
+            "Email/query",
+            json!({"filter": {"operator": "OR", "conditions": wide}})
+        )
+        .await,
+        "invalidArguments"
+    );
+    let wide: Vec<Value> = (0..1100)
+        .map(|_| json!({"operator": "AND", "conditions": []}))
+        .collect();
+    assert_eq!(
+        j.error(
+            "Email/query",
+            json!({"filter": {"operator": "OR", "conditions": wide}})
+        )
+        .await,
+        "invalidArguments"
+    );
+    // Within the limit, the same shape answers.
+    let some: Vec<Value> = (0..100).map(|_| json!({})).collect();
+    let v = j
+        .one(
+            "Email/query",
+            json!({"filter": {"operator": "OR", "conditions": some}}),
+        )
+        .await;
+    assert_eq!(ids(&v["ids"]).len(), 2, "{v}");
+    s.shutdown().await;
+}
+
+/// Unrouted mail moves only the admin's states. A member who offers a
+/// state beyond their own (the admin's) is told it is not one of theirs,
+/// rather than learning how far the server-wide counter has moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn states_beyond_the_callers_view_are_refused() {
+    let (mut s, j, a, _sc, _email) = one_reply("T-905").await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    for (method, getter) in [
+        ("Email/changes", "Email/get"),
+        ("Mailbox/changes", "Mailbox/get"),
+        ("Thread/changes", "Thread/get"),
+    ] {
+        let theirs = a.state(getter).await;
+        let mine = j.state(getter).await;
+        assert!(
+            theirs.parse::<i64>().expect("number") > mine.parse::<i64>().expect("number"),
+            "{method}: {theirs} {mine}"
+        );
+        assert_eq!(
+            j.error(method, json!({"sinceState": theirs})).await,
+            "cannotCalculateChanges",
+            "{method}"
+        );
+        let v = j.one(method, json!({"sinceState": mine})).await;
+        assert_eq!(v["newState"], mine, "{method}: {v}");
+        assert!(ids(&v["created"]).is_empty(), "{method}: {v}");
+        // The admin's own state still works for the admin.
+        let v = a.one(method, json!({"sinceState": theirs})).await;
+        assert_eq!(v["newState"], theirs, "{method}: {v}");
+    }
+    s.shutdown().await;
+}
+
+/// Push streams hold a connection each for as long as the client likes:
+/// besides the per-user cap, the server holds at most half of
+/// `http.max_connections` of them, so ordinary requests always find a
+/// connection slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_streams_are_capped_server_wide() {
+    let mut s = TestServer::start_with_http("", "max_connections = 8", NO_AUTH).await;
+    let first = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let second = make_user(&s, "li@acme.com", "Li", Role::Member).await;
+    let http = reqwest::Client::new();
+    let addr = s.http;
+    let open = |token: &str| {
+        http.get(format!(
+            "http://{addr}/jmap/eventsource?types=*&closeafter=no&ping=0"
+        ))
+        .bearer_auth(token)
+        .send()
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let r = open(&first).await.expect("open");
+        assert_eq!(r.status(), StatusCode::OK);
+        held.push(r);
+    }
+    // The user's own cap first, then the server's (4 of 8 connections).
+    assert_eq!(
+        open(&first).await.expect("open").status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let refused = open(&second).await.expect("open");
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(refused.headers().contains_key("retry-after"));
+    // Requests still get through.
+    let j = Jmap::new(&s, &second).await;
+    let v = j.one("Mailbox/get", json!({"ids": null})).await;
+    assert!(v["list"].is_array(), "{v}");
+    // A closed stream gives its slot back (once the server notices).
+    drop(held.pop());
+    let mut got = None;
+    for _ in 0..200 {
+        let r = open(&second).await.expect("open");
+        if r.status() == StatusCode::OK {
+            got = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(got.is_some(), "a slot came free");
+    drop(held);
+    drop(got);
+    s.shutdown().await;
+}

@@ -6,11 +6,9 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, MethodError, opt_str, opt_uint, parse_state};
-use crate::store::view;
 
 /// The most changes one call returns when the client sets no lower
 /// `maxChanges`; more are reported through `hasMoreChanges`.
@@ -32,9 +30,12 @@ pub struct Event {
 }
 
 /// A `/changes` request's arguments: (since, maxChanges), after the
-/// account check. `cannotCalculateChanges` for a state this server never
-/// handed out.
-pub fn arguments(c: &Connection, args: &Map<String, Value>) -> Result<(i64, u64), MethodError> {
+/// account check. `current` is the caller's present state of the type:
+/// states only grow, so one beyond it was never handed to this caller
+/// (`cannotCalculateChanges`; checking against the server-wide counter
+/// instead would tell a member how far changes they may not see, such as
+/// unrouted mail or other users' flags, have moved it).
+pub fn arguments(args: &Map<String, Value>, current: i64) -> Result<(i64, u64), MethodError> {
     let since = opt_str(args, "sinceState")?
         .ok_or_else(|| MethodError::invalid("sinceState is required"))?;
     let max = match opt_uint(args, "maxChanges")? {
@@ -48,10 +49,10 @@ pub fn arguments(c: &Connection, args: &Map<String, Value>) -> Result<(i64, u64)
             "this state was not issued by this server",
         ));
     };
-    if since > view::current_modseq(c)? {
+    if since > current {
         return Err(MethodError::with(
             "cannotCalculateChanges",
-            "this state is newer than the server's",
+            "this state was not issued to this account",
         ));
     }
     Ok((since, max))
@@ -143,7 +144,7 @@ pub fn summarize(mut events: Vec<Event>, max: u64) -> Result<Summary, MethodErro
 
 /// The standard `/changes` response.
 pub fn response(ctx: &Ctx, since: i64, current: i64, s: Summary) -> Map<String, Value> {
-    let new_state = s.cut_at.unwrap_or(current.max(since));
+    let new_state = s.cut_at.unwrap_or(current);
     let mut o = Map::new();
     o.insert("accountId".into(), json!(ctx.account_id));
     o.insert("oldState".into(), json!(since.to_string()));

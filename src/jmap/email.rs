@@ -13,7 +13,7 @@ use super::changes::{self, Event, Kind};
 use super::mime::{self, BodyProps, Form, HeaderProp};
 use super::{
     Ctx, MAX_OBJECTS_IN_GET, MAX_OBJECTS_IN_SET, MethodError, MethodResult, get_ids, ids, opt_bool,
-    opt_str, opt_strings, opt_uint, parse_state,
+    opt_properties, opt_str, opt_strings, opt_uint, parse_state,
 };
 use crate::store::view::{self, FlagOp, FlagSet, Flags, Placed};
 
@@ -118,7 +118,7 @@ struct Wanted {
 
 impl Wanted {
     fn parse(args: &Map<String, Value>) -> Result<Wanted, MethodError> {
-        let list = opt_strings(args, "properties")?
+        let list = opt_properties(args, "properties")?
             .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|s| s.to_string()).collect());
         let mut props = Vec::new();
         let mut headers = Vec::new();
@@ -135,7 +135,7 @@ impl Wanted {
         Ok(Wanted {
             props,
             headers,
-            body: BodyProps::parse(opt_strings(args, "bodyProperties")?)?,
+            body: BodyProps::parse(opt_properties(args, "bodyProperties")?)?,
             fetch_text: opt_bool(args, "fetchTextBodyValues")?,
             fetch_html: opt_bool(args, "fetchHTMLBodyValues")?,
             fetch_all: opt_bool(args, "fetchAllBodyValues")?,
@@ -538,9 +538,9 @@ pub fn events(ctx: &Ctx, c: &Connection, since: i64) -> Result<Vec<Event>, Metho
 }
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let (since, max) = changes::arguments(c, args)?;
-    let summary = changes::summarize(events(ctx, c, since)?, max)?;
     let current = view::user_states(c, ctx.role, ctx.user_id)?.email;
+    let (since, max) = changes::arguments(args, current)?;
+    let summary = changes::summarize(events(ctx, c, since)?, max)?;
     Ok(Value::Object(changes::response(
         ctx, since, current, summary,
     )))

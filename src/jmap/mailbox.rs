@@ -9,7 +9,7 @@ use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use super::changes::{self, Event, Kind};
-use super::{Ctx, MethodError, MethodResult, get_ids, ids, opt_strings};
+use super::{Ctx, MethodError, MethodResult, get_ids, ids, opt_properties};
 use crate::store::view::{self, Mailbox};
 
 const PROPERTIES: &[&str] = &[
@@ -111,7 +111,7 @@ fn select(v: Value, props: Option<&[String]>) -> Value {
 
 pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
     let ids_arg = get_ids(args)?;
-    let props = opt_strings(args, "properties")?;
+    let props = opt_properties(args, "properties")?;
     if let Some(bad) = props
         .iter()
         .flatten()
@@ -155,7 +155,8 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
 }
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let (since, max) = changes::arguments(c, args)?;
+    let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
+    let (since, max) = changes::arguments(args, current)?;
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let id = ids::mailbox(mb.id);
@@ -201,7 +202,6 @@ pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodRe
     }
     let summary = changes::summarize(events, max)?;
     let any_updated = !summary.updated.is_empty();
-    let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
     let mut out = changes::response(ctx, since, current, summary);
     out.insert(
         "updatedProperties".into(),

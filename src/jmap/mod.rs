@@ -61,6 +61,23 @@ pub const MAX_CONCURRENT_REQUESTS: usize = 4;
 /// EventSource connections one user may hold open at once.
 pub const MAX_PUSH_STREAMS: usize = 4;
 
+/// EventSource connections the whole server holds open at once: half of
+/// `http.max_connections`, so push streams (each holding one connection
+/// for as long as the client likes) never take every connection slot from
+/// ordinary requests.
+pub fn max_push_streams_total(http_max_connections: usize) -> usize {
+    (http_max_connections / 2).max(1)
+}
+
+/// Why a concurrency slot was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// The user holds their share.
+    User,
+    /// The server holds its share (push streams only).
+    Server,
+}
+
 /// The routes of the JMAP endpoints (see [`crate::api::ROUTES`]).
 pub fn routes() -> Router<ApiState> {
     Router::new()
@@ -100,19 +117,23 @@ impl Shared {
         }
     }
 
-    fn acquire(&self, stream: bool, user: i64) -> Option<Slot> {
+    /// Takes one of `user`'s slots, and for a stream one of the server's
+    /// `total_max`.
+    fn acquire(&self, stream: bool, user: i64, total_max: usize) -> Result<Slot, Refused> {
         let (map, max) = if stream {
             (&self.inner.streams, MAX_PUSH_STREAMS)
         } else {
             (&self.inner.requests, MAX_CONCURRENT_REQUESTS)
         };
-        let mut m = map.lock().ok()?;
-        let n = m.entry(user).or_insert(0);
-        if *n >= max {
-            return None;
+        let mut m = map.lock().map_err(|_| Refused::Server)?;
+        if m.get(&user).copied().unwrap_or(0) >= max {
+            return Err(Refused::User);
         }
-        *n += 1;
-        Some(Slot {
+        if m.values().sum::<usize>() >= total_max {
+            return Err(Refused::Server);
+        }
+        *m.entry(user).or_insert(0) += 1;
+        Ok(Slot {
             shared: self.inner.clone(),
             stream,
             user,
@@ -327,9 +348,37 @@ pub(crate) fn opt_strings(
     }
 }
 
-/// The `ids` of a `/get`, at most [`MAX_OBJECTS_IN_GET`].
+/// Distinct names in one `properties` or `bodyProperties` list: each
+/// `header:` form is parsed again for every Email (and part) and becomes a
+/// key of every object returned.
+pub const MAX_PROPERTIES: usize = 128;
+
+/// A `properties`-style list, each name once, at most [`MAX_PROPERTIES`].
+pub(crate) fn opt_properties(
+    args: &Map<String, Value>,
+    key: &str,
+) -> Result<Option<Vec<String>>, MethodError> {
+    let list = opt_strings(args, key)?.map(distinct);
+    if list.as_ref().is_some_and(|l| l.len() > MAX_PROPERTIES) {
+        return Err(MethodError::invalid(format!(
+            "{key} names at most {MAX_PROPERTIES} different properties"
+        )));
+    }
+    Ok(list)
+}
+
+/// `list` with repeats left out, first occurrences in order.
+fn distinct(list: Vec<String>) -> Vec<String> {
+    let mut seen = std::collections::HashSet::with_capacity(list.len());
+    list.into_iter()
+        .filter(|s| seen.insert(s.clone()))
+        .collect()
+}
+
+/// The `ids` of a `/get`, each once (RFC 8620 §5.1: a repeated id is
+/// answered once), at most [`MAX_OBJECTS_IN_GET`].
 pub(crate) fn get_ids(args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
-    let ids = opt_strings(args, "ids")?;
+    let ids = opt_strings(args, "ids")?.map(distinct);
     if ids.as_ref().is_some_and(|i| i.len() > MAX_OBJECTS_IN_GET) {
         return Err(MethodError::with(
             "requestTooLarge",
@@ -512,7 +561,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             };
         }
     };
-    let Some(_slot) = st.jmap.acquire(false, caller.0.id) else {
+    let Ok(_slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
@@ -553,8 +602,12 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
     }
     let ctx = Ctx::of(&caller);
     let mut responses: Vec<(String, Value, String)> = Vec::with_capacity(calls.len());
+    // What result references may copy, all calls together: no more than
+    // the client could have sent itself (two references to the previous
+    // Core/echo per call would otherwise double the response each time).
+    let mut reference_budget = limit;
     for call in calls {
-        let outcome = match resolve_references(call.args, &responses) {
+        let outcome = match resolve_references(call.args, &responses, &mut reference_budget) {
             Ok(args) => run_method(&st, &ctx, &using, &call.name, args).await,
             Err(e) => Err(e),
         };
@@ -576,11 +629,37 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
     axum::Json(body).into_response()
 }
 
+/// The length of `v` as JSON, if it is at most `max` bytes (counting stops
+/// there).
+fn json_len_within(v: &Value, max: usize) -> Option<usize> {
+    struct Count {
+        n: usize,
+        max: usize,
+    }
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.n = self.n.saturating_add(b.len());
+            if self.n > self.max {
+                return Err(std::io::Error::other("over the limit"));
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count { n: 0, max };
+    serde_json::to_writer(&mut count, v).ok()?;
+    Some(count.n)
+}
+
 /// Replaces every `#name` argument by the value its ResultReference points
-/// at (RFC 8620 §3.7).
+/// at (RFC 8620 §3.7). The values taken are charged to `budget` (bytes of
+/// JSON); a reference that would overdraw it is `requestTooLarge`.
 fn resolve_references(
     args: Map<String, Value>,
     responses: &[(String, Value, String)],
+    budget: &mut usize,
 ) -> Result<Map<String, Value>, MethodError> {
     if !args.keys().any(|k| k.starts_with('#')) {
         return Ok(args);
@@ -610,6 +689,13 @@ fn resolve_references(
             return Err(bad("the referenced response has another name"));
         }
         let value = json_pointer(resp, path).ok_or_else(|| bad("the path does not resolve"))?;
+        let Some(len) = json_len_within(&value, *budget) else {
+            return Err(MethodError::with(
+                "requestTooLarge",
+                "result references in this request copy more than maxSizeRequest bytes",
+            ));
+        };
+        *budget -= len;
         resolved.push((name.to_string(), value));
     }
     for (name, value) in resolved {
@@ -781,11 +867,11 @@ mod tests {
             "#ids".into(),
             json!({"resultOf": "c1", "name": "Email/query", "path": "/ids"}),
         );
-        let out = resolve_references(args.clone(), &responses).expect("resolves");
+        let out = resolve_references(args.clone(), &responses, &mut 1000).expect("resolves");
         assert_eq!(out["ids"], json!(["m1", "m2"]));
         args.insert("ids".into(), json!([]));
         assert_eq!(
-            resolve_references(args, &responses).map_err(|e| e.kind),
+            resolve_references(args, &responses, &mut 1000).map_err(|e| e.kind),
             Err("invalidArguments")
         );
         let mut wrong = Map::new();
@@ -794,9 +880,24 @@ mod tests {
             json!({"resultOf": "c1", "name": "Email/get", "path": "/ids"}),
         );
         assert_eq!(
-            resolve_references(wrong, &responses).map_err(|e| e.kind),
+            resolve_references(wrong, &responses, &mut 1000).map_err(|e| e.kind),
             Err("invalidResultReference")
         );
+        // Each reference is charged to the budget: `["m1","m2"]` is 11 bytes.
+        let mut budget = 21;
+        let mut one = Map::new();
+        one.insert(
+            "#ids".into(),
+            json!({"resultOf": "c1", "name": "Email/query", "path": "/ids"}),
+        );
+        assert!(resolve_references(one.clone(), &responses, &mut budget).is_ok());
+        assert_eq!(budget, 10);
+        assert_eq!(
+            resolve_references(one, &responses, &mut budget).map_err(|e| e.kind),
+            Err("requestTooLarge")
+        );
+        assert_eq!(json_len_within(&json!({"a": [1, "x"]}), 100), Some(13));
+        assert_eq!(json_len_within(&json!({"a": [1, "x"]}), 12), None);
     }
 
     #[test]

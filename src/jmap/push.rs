@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::{MAX_PUSH_STREAMS, account_id, problem};
+use super::{MAX_PUSH_STREAMS, Refused, account_id, max_push_streams_total, problem};
 use crate::api::ApiState;
 use crate::api::extract::{Caller, QueryParam};
 use crate::model::Role;
@@ -168,13 +168,28 @@ pub async fn eventsource(
             }
         },
     };
-    let Some(slot) = st.jmap.acquire(true, caller.0.id) else {
-        return problem(
-            StatusCode::TOO_MANY_REQUESTS,
-            "about:blank",
-            format!("at most {MAX_PUSH_STREAMS} push connections at once"),
-            None,
-        );
+    let total = max_push_streams_total(st.config.http.max_connections);
+    let slot = match st.jmap.acquire(true, caller.0.id, total) {
+        Ok(slot) => slot,
+        Err(Refused::User) => {
+            return problem(
+                StatusCode::TOO_MANY_REQUESTS,
+                "about:blank",
+                format!("at most {MAX_PUSH_STREAMS} push connections at once"),
+                None,
+            );
+        }
+        Err(Refused::Server) => {
+            let mut resp = problem(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "about:blank",
+                "the server holds as many push connections as it takes; try again later",
+                None,
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            return resp;
+        }
     };
     let last_seen = headers
         .get("last-event-id")

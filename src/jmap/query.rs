@@ -18,7 +18,11 @@ use crate::store::view;
 pub const QUERY_LIMIT: usize = 1000;
 /// Nesting of filter operators.
 const MAX_FILTER_DEPTH: usize = 16;
-/// Conditions in one filter, all levels together.
+/// Conditions in one filter, all levels together: every operator, every
+/// condition object and every property in one (and every mailbox of an
+/// `inMailboxOtherThan`) counts. This also keeps the SQL statement within
+/// SQLite's expression depth (1000), so a wide filter is a client error,
+/// never a database failure.
 const MAX_CONDITIONS: usize = 256;
 
 struct Builder<'a> {
@@ -51,10 +55,20 @@ fn flag_column(keyword: &str) -> Option<&'static str> {
 }
 
 impl Builder<'_> {
+    /// Counts `n` more conditions against [`MAX_CONDITIONS`].
+    fn charge(&mut self, n: usize) -> Result<(), MethodError> {
+        self.conditions = self.conditions.saturating_add(n);
+        if self.conditions > MAX_CONDITIONS {
+            return Err(MethodError::invalid("the filter has too many conditions"));
+        }
+        Ok(())
+    }
+
     fn filter(&mut self, f: &Value, depth: usize) -> Result<String, MethodError> {
         if depth > MAX_FILTER_DEPTH {
             return Err(MethodError::invalid("the filter is nested too deeply"));
         }
+        self.charge(1)?;
         let Value::Object(o) = f else {
             return Err(MethodError::invalid("a filter must be an object"));
         };
@@ -91,10 +105,7 @@ impl Builder<'_> {
         }
         let mut parts = Vec::new();
         for (key, value) in o {
-            self.conditions += 1;
-            if self.conditions > MAX_CONDITIONS {
-                return Err(MethodError::invalid("the filter has too many conditions"));
-            }
+            self.charge(1)?;
             parts.push(self.condition(key, value)?);
         }
         Ok(if parts.is_empty() {
@@ -153,9 +164,7 @@ impl Builder<'_> {
                 let Value::Array(list) = value else {
                     return Err(MethodError::invalid("inMailboxOtherThan must be a list"));
                 };
-                if list.len() > MAX_CONDITIONS {
-                    return Err(MethodError::invalid("inMailboxOtherThan is too long"));
-                }
+                self.charge(list.len())?;
                 let mut excluded = Vec::new();
                 for v in list {
                     if let Some(n) = self.mailbox_id(&Self::text(v, key)?)? {

@@ -48,7 +48,8 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
 }
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let (since, max) = changes::arguments(c, args)?;
+    let current = view::user_states(c, ctx.role, ctx.user_id)?.thread;
+    let (since, max) = changes::arguments(args, current)?;
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let unrouted = mb.kind == "unrouted";
@@ -86,7 +87,6 @@ pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodRe
         }
     }
     let summary = changes::summarize(events, max)?;
-    let current = view::user_states(c, ctx.role, ctx.user_id)?.thread;
     Ok(Value::Object(changes::response(
         ctx, since, current, summary,
     )))
