@@ -23,6 +23,7 @@ use crate::store::{self, Store};
 pub struct BoundAddrs {
     pub smtp: SocketAddr,
     pub http: SocketAddr,
+    pub imap: SocketAddr,
 }
 
 /// A shutdown signal that many tasks can wait on.
@@ -52,6 +53,7 @@ impl Shutdown {
 pub struct Listeners {
     pub smtp: TcpListener,
     pub http: TcpListener,
+    pub imap: TcpListener,
 }
 
 impl Listeners {
@@ -63,6 +65,9 @@ impl Listeners {
             http: TcpListener::bind(config.http.listen)
                 .await
                 .with_context(|| format!("bind HTTP on {}", config.http.listen))?,
+            imap: TcpListener::bind(config.imap.listen)
+                .await
+                .with_context(|| format!("bind IMAP on {}", config.imap.listen))?,
         })
     }
 }
@@ -76,6 +81,9 @@ pub struct Running {
     /// Wakes the outbox worker: whoever queues outbox rows calls
     /// `notify_one()` once that write has committed.
     pub outbound_wake: Arc<tokio::sync::Notify>,
+    /// The per-address abuse limiters (SMTP, API, portal; `imap_login` for
+    /// the IMAP listener).
+    pub limits: Arc<crate::limits::Limits>,
     trigger: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -121,10 +129,13 @@ pub async fn start_with(
     let addrs = BoundAddrs {
         smtp: listeners.smtp.local_addr()?,
         http: listeners.http.local_addr()?,
+        imap: listeners.imap.local_addr()?,
     };
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
 
+    crate::metrics::export_config_limits(&config);
+    let limits = crate::limits::Limits::new(&config);
     let committed = Arc::new(tokio::sync::Notify::new());
     let outbound_wake = Arc::new(tokio::sync::Notify::new());
     let conversations = crate::conversations::Conversations::new(
@@ -132,10 +143,21 @@ pub async fn start_with(
         store.clone(),
         outbound_wake.clone(),
     );
-    let smtp_server = smtp::Server::new(config.clone(), store.clone(), committed.clone())?;
+    let smtp_server = smtp::Server::new(
+        config.clone(),
+        store.clone(),
+        committed.clone(),
+        limits.clone(),
+    )?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { smtp_server.run(listeners.smtp, shutdown).await });
+    }
+
+    let imap_server = crate::imap::Server::new(config.clone(), store.clone(), limits.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { imap_server.run(listeners.imap, shutdown).await });
     }
 
     let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?;
@@ -187,13 +209,15 @@ pub async fn start_with(
         config: config.clone(),
         conversations: conversations.clone(),
         resolver,
+        jmap: crate::jmap::Shared::new(shutdown.clone()),
+        limits: limits.clone(),
     });
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(
                 api::listener::LimitedListener::new(listeners.http, http_max, http_idle),
-                router.into_make_service(),
+                router.into_make_service_with_connect_info::<api::listener::ClientAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
@@ -201,12 +225,13 @@ pub async fn start_with(
         });
     }
 
-    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, domain = %config.domain, "listening");
+    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, imap = %addrs.imap, domain = %config.domain, "listening");
     Ok(Running {
         addrs,
         store,
         conversations,
         outbound_wake,
+        limits,
         trigger,
         tasks,
     })
