@@ -332,19 +332,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     // -----------------------------------------------------------------
     // Login
 
-    /// Checks `email` + API token. The single place a login attempt
-    /// (LOGIN or AUTHENTICATE PLAIN) is decided: a rate limiter for
-    /// repeated failures, keyed by `self.peer.ip()`, hooks in here (refuse
-    /// before the store is asked; count a failure at `Err(Invalid)`).
+    /// Checks `email` + API token: the single place a login attempt (LOGIN
+    /// or AUTHENTICATE PLAIN) is decided, through the per-IP limiter for
+    /// repeated failures.
     async fn check_login(&self, email: String, token: String) -> Result<User, LoginError> {
+        // An address that failed too often is refused before its
+        // credentials are looked at: a blocked guesser learns nothing more.
+        let limiter = &self.shared.limits.imap_login;
+        let ip = self.peer.ip();
+        if let Err(wait) = limiter.check(ip) {
+            return Err(LoginError::Throttled(wait.secs()));
+        }
         let user = self
             .store()
             .read(move |c| crate::store::users::by_token(c, &token))
             .await
             .map_err(LoginError::Store)?;
         match user {
-            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => Ok(u),
-            _ => Err(LoginError::Invalid),
+            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => {
+                limiter.success(ip);
+                Ok(u)
+            }
+            _ => {
+                limiter.failure(ip);
+                Err(LoginError::Invalid)
+            }
         }
     }
 
@@ -376,6 +388,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     StatusKind::No,
                     Some(code_other("AUTHENTICATIONFAILED")),
                     "Invalid credentials (user name: your email, password: your API token)",
+                )
+            }
+            Err(LoginError::Throttled(secs)) => {
+                metrics::inc("imap_logins_total", &[("result", "throttled")]);
+                tracing::info!(peer = %self.peer, "IMAP login refused: too many failures");
+                tagged(
+                    &tag,
+                    StatusKind::No,
+                    Some(code_other("UNAVAILABLE")),
+                    format!("Too many failed logins from your address; try again in {secs} s"),
                 )
             }
             Err(LoginError::Store(e)) => {
@@ -1027,5 +1049,7 @@ pub(super) fn emit_changes<S: AsyncRead + AsyncWrite + Unpin>(
 #[derive(Debug)]
 enum LoginError {
     Invalid,
+    /// The address failed too often: refused for this many seconds.
+    Throttled(u64),
     Store(StoreError),
 }
