@@ -332,9 +332,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     // -----------------------------------------------------------------
     // Login
 
-    /// Checks `email` + API token. The single place a login attempt is
-    /// decided: a rate limiter for repeated failures (per peer IP) hooks in
-    /// here, before the store is asked and after a failure.
+    /// Checks `email` + API token: the single place a login attempt (LOGIN
+    /// or AUTHENTICATE PLAIN) is decided, through the per-IP limiter for
+    /// repeated failures.
     async fn check_login(&self, email: String, token: String) -> Result<User, LoginError> {
         // An address that failed too often is refused before its
         // credentials are looked at: a blocked guesser learns nothing more.
@@ -360,11 +360,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
-    /// Answers a login attempt; true when it succeeded.
-    async fn finish_login(&mut self, result: Result<User, LoginError>) -> Status<'static> {
-        let tag = self.auth_tag.take();
-        let placeholder = Tag::unvalidated("x");
-        let tag = tag.unwrap_or(placeholder);
+    /// The tagged answer to a login attempt (the user is logged in on
+    /// success).
+    async fn finish_login(
+        &mut self,
+        tag: Tag<'static>,
+        result: Result<User, LoginError>,
+    ) -> Status<'static> {
         match result {
             Ok(user) => {
                 metrics::inc("imap_logins_total", &[("result", "ok")]);
@@ -424,8 +426,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         } else {
             Err(LoginError::Invalid)
         };
-        let status = self.finish_login(result).await;
-        self.conn.authenticate_finish(status);
+        if let Some(tag) = self.auth_tag.take() {
+            let status = self.finish_login(tag, result).await;
+            self.conn.authenticate_finish(status);
+        }
     }
 
     // -----------------------------------------------------------------
@@ -460,8 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     let token =
                         String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
                     let result = self.check_login(email, token).await;
-                    self.auth_tag = Some(tag);
-                    let status = self.finish_login(result).await;
+                    let status = self.finish_login(tag, result).await;
                     self.conn.status(status);
                 }
             }
