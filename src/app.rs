@@ -23,6 +23,7 @@ use crate::store::{self, Store};
 pub struct BoundAddrs {
     pub smtp: SocketAddr,
     pub http: SocketAddr,
+    pub imap: SocketAddr,
 }
 
 /// A shutdown signal that many tasks can wait on.
@@ -52,6 +53,7 @@ impl Shutdown {
 pub struct Listeners {
     pub smtp: TcpListener,
     pub http: TcpListener,
+    pub imap: TcpListener,
 }
 
 impl Listeners {
@@ -63,6 +65,9 @@ impl Listeners {
             http: TcpListener::bind(config.http.listen)
                 .await
                 .with_context(|| format!("bind HTTP on {}", config.http.listen))?,
+            imap: TcpListener::bind(config.imap.listen)
+                .await
+                .with_context(|| format!("bind IMAP on {}", config.imap.listen))?,
         })
     }
 }
@@ -124,6 +129,7 @@ pub async fn start_with(
     let addrs = BoundAddrs {
         smtp: listeners.smtp.local_addr()?,
         http: listeners.http.local_addr()?,
+        imap: listeners.imap.local_addr()?,
     };
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
@@ -146,6 +152,12 @@ pub async fn start_with(
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { smtp_server.run(listeners.smtp, shutdown).await });
+    }
+
+    let imap_server = crate::imap::Server::new(config.clone(), store.clone(), limits.clone())?;
+    {
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { imap_server.run(listeners.imap, shutdown).await });
     }
 
     let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?;
@@ -197,6 +209,7 @@ pub async fn start_with(
         config: config.clone(),
         conversations: conversations.clone(),
         resolver,
+        jmap: crate::jmap::Shared::new(shutdown.clone()),
         limits: limits.clone(),
     });
     {
@@ -212,7 +225,7 @@ pub async fn start_with(
         });
     }
 
-    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, domain = %config.domain, "listening");
+    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, imap = %addrs.imap, domain = %config.domain, "listening");
     Ok(Running {
         addrs,
         store,

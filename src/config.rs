@@ -182,6 +182,7 @@ pub struct RawSmtp {
     pub max_line_length: u64,
     pub command_timeout: String,
     pub data_timeout: String,
+    pub data_max_time: String,
     pub shutdown_grace: String,
     pub tls_cert: String,
     pub tls_key: String,
@@ -290,6 +291,7 @@ impl Default for RawSmtp {
             max_line_length: 4096,
             command_timeout: "5m".into(),
             data_timeout: "3m".into(),
+            data_max_time: "30m".into(),
             shutdown_grace: "30s".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
@@ -411,7 +413,10 @@ pub struct SmtpConfig {
     pub max_errors: usize,
     pub max_line_length: usize,
     pub command_timeout: Duration,
+    /// Per read while in DATA/BDAT.
     pub data_timeout: Duration,
+    /// Longest a whole DATA or BDAT transfer may take (slow senders).
+    pub data_max_time: Duration,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
     pub connections_per_minute_per_ip: u32,
@@ -801,6 +806,7 @@ impl Config {
             max_line_length: positive("smtp.max_line_length", s.max_line_length, 512)?,
             command_timeout: duration("smtp.command_timeout", &s.command_timeout)?,
             data_timeout: duration("smtp.data_timeout", &s.data_timeout)?,
+            data_max_time: nonzero_duration("smtp.data_max_time", &s.data_max_time)?,
             shutdown_grace: duration("smtp.shutdown_grace", &s.shutdown_grace)?,
             tls: tls_files("smtp", &s.tls_cert, &s.tls_key)?,
             connections_per_minute_per_ip: count(
@@ -850,7 +856,7 @@ impl Config {
             listen: socket("imap.listen", &i.listen)?,
             tls: tls_files("imap", &i.tls_cert, &i.tls_key)?,
             max_connections: positive("imap.max_connections", i.max_connections, 1)?,
-            idle_timeout: duration("imap.idle_timeout", &i.idle_timeout)?,
+            idle_timeout: nonzero_duration("imap.idle_timeout", &i.idle_timeout)?,
         };
 
         let o = &raw.outbound;

@@ -22,6 +22,8 @@
 //!                machine, replies, envelope checks, limits, STARTTLS
 //! api/           axum router: the JSON API, /healthz, /metrics, and the
 //!                vendor portal's HTML pages (portal.rs)
+//! jmap/          JMAP (RFC 8620/8621 subset) over the agent view: session,
+//!                methods, blob download, EventSource push
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs (verification/confirmation mail), apply.rs
@@ -38,6 +40,8 @@
 //!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
 //!                DNS trait, hickory implementation), spf.rs (RFC 7208
 //!                evaluation, pure over that trait)
+//! imap/          IMAP4rev1 agent view: mime.rs (ENVELOPE, BODYSTRUCTURE, BODY[section]
+//!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
 //! ```
 //!
 //! Dependency direction: `main → app → {smtp, api, ingest, outbound, webhooks}`;
@@ -49,7 +53,9 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod conversations;
+pub mod imap;
 pub mod ingest;
+pub mod jmap;
 pub mod limits;
 pub mod metrics;
 pub mod model;

@@ -26,7 +26,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
             dir.join("data").display()
         ),
     )
@@ -102,7 +102,11 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let addrs = wait_ready(&mut child, &ready);
     let http = addrs["http"].as_str().expect("http addr").to_string();
     let smtp = addrs["smtp"].as_str().expect("smtp addr").to_string();
-    assert!(!http.ends_with(":0") && !smtp.ends_with(":0"), "{addrs}");
+    let imap = addrs["imap"].as_str().expect("imap addr").to_string();
+    assert!(
+        !http.ends_with(":0") && !smtp.ends_with(":0") && !imap.ends_with(":0"),
+        "{addrs}"
+    );
 
     let health = http_get(&http, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
@@ -116,6 +120,18 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let n = s.read(&mut buf).expect("greeting");
     assert!(
         buf[..n].starts_with(b"220 gw.example.com"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    drop(s);
+
+    // So does the IMAP port.
+    let mut s = TcpStream::connect(&imap).expect("connect imap");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let n = s.read(&mut buf).expect("imap greeting");
+    assert!(
+        buf[..n].starts_with(b"* OK [CAPABILITY IMAP4REV1"),
         "{:?}",
         String::from_utf8_lossy(&buf[..n])
     );

@@ -332,3 +332,96 @@ async fn unknown_portal_links_get_429_then_service_resumes() {
     );
     s.shutdown().await;
 }
+
+/// One IMAP command on a raw connection; returns the lines up to the tagged one.
+async fn imap_cmd(
+    r: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    tag: &str,
+    cmd: &str,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    w.write_all(format!("{tag} {cmd}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
+            .await
+            .expect("IMAP answer in time")
+            .expect("read");
+        assert!(n > 0, "connection closed after {out:?}");
+        out.push_str(&line);
+        if line.starts_with(&format!("{tag} ")) {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_imap_logins_are_refused_then_service_resumes() {
+    use tokio::io::AsyncBufReadExt;
+    // Each failed LOGIN is answered after a pause, so the window is longer
+    // than the three failures take.
+    let rest = REST.replace("login_window = \"2s\"", "login_window = \"6s\"");
+    let mut s = TestServer::start_with(SMTP_LIMITS, &rest).await;
+    let owner = make_user(&s, "owner@acme.com", "Owner", Role::Owner).await;
+    let before = metrics_text(&s).await;
+    let stream = tokio::net::TcpStream::connect(s.imap)
+        .await
+        .expect("connect");
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.expect("greeting");
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+
+    for i in 0..3 {
+        let a = imap_cmd(
+            &mut r,
+            &mut w,
+            &format!("a{i}"),
+            "LOGIN owner@acme.com guess",
+        )
+        .await;
+        assert!(a.contains("NO [AUTHENTICATIONFAILED]"), "{a}");
+    }
+    // Blocked: even the right token is refused, without being looked at.
+    let a = imap_cmd(
+        &mut r,
+        &mut w,
+        "b1",
+        &format!("LOGIN owner@acme.com {owner}"),
+    )
+    .await;
+    assert!(
+        a.contains("b1 NO [UNAVAILABLE]"),
+        "{a}\n{}",
+        metrics_text(&s).await
+    );
+    let after = metrics_text(&s).await;
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(
+        delta("limit_blocks_total{limiter=\"imap_login\"}") >= 1.0,
+        "{after}"
+    );
+
+    let retry: u64 = a
+        .split("try again in ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("retry time in the answer");
+    assert!((1..=6).contains(&retry), "{a}");
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(200)).await;
+    let a = imap_cmd(
+        &mut r,
+        &mut w,
+        "c1",
+        &format!("LOGIN owner@acme.com {owner}"),
+    )
+    .await;
+    assert!(a.contains("c1 OK"), "served again after the window: {a}");
+    s.shutdown().await;
+}

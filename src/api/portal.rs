@@ -883,8 +883,9 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
         for a in &m.attachments {
             let name = a
                 .filename
-                .clone()
+                .as_deref()
                 .filter(|f| !f.trim().is_empty())
+                .map(crate::model::file_name)
                 .unwrap_or_else(|| format!("attachment-{}", a.index + 1));
             s.push_str(&format!(
                 "<li><a href=\"{}/attachments/{}/{}\" download><span class=\"arrow\" aria-hidden=\"true\">↓</span><span>{}</span><span class=\"size\">{}</span></a></li>",

@@ -287,29 +287,33 @@ fn mark_done(conn: &Connection, inbound_id: i64, message: i64, note: Option<&str
     Ok(())
 }
 
+const DUPLICATE_BY_MESSAGE_ID: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
+     WHERE message_id = ?1 AND direction = 'in' AND +side_conversation_id IS ?2
+     ORDER BY id LIMIT 1";
+const DUPLICATE_BY_HASH: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
+     WHERE raw_sha256 = ?1 AND direction = 'in' AND +side_conversation_id IS ?2
+     ORDER BY id LIMIT 1";
+
 /// (row id, raw SHA-256, text body, HTML body) of a stored message.
 type StoredCopy = (i64, Vec<u8>, Option<String>, Option<String>);
 
 /// Looks for the same message already stored in the same place.
+///
+/// The `+` keeps SQLite off the `(side_conversation_id, id)` index, which
+/// also matches the ORDER BY: with it, every message scanned the whole
+/// thread (or all unrouted mail) row by row, quadratic in the store's size.
+/// The Message-ID (or hash) index finds the few candidates directly.
 fn find_duplicate(conn: &Connection, p: &Prepared, sc: Option<i64>) -> Result<Option<(i64, bool)>> {
     let existing: Option<StoredCopy> = match &p.parsed.message_id {
         Some(mid) => conn
-            .query_row(
-                "SELECT id, raw_sha256, text_body, html_body FROM messages
-                 WHERE message_id = ?1 AND direction = 'in' AND side_conversation_id IS ?2
-                 ORDER BY id LIMIT 1",
-                params![mid, sc],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .query_row(DUPLICATE_BY_MESSAGE_ID, params![mid, sc], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?,
         None => conn
-            .query_row(
-                "SELECT id, raw_sha256, text_body, html_body FROM messages
-                 WHERE raw_sha256 = ?1 AND direction = 'in' AND side_conversation_id IS ?2
-                 ORDER BY id LIMIT 1",
-                params![p.sha256, sc],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
+            .query_row(DUPLICATE_BY_HASH, params![p.sha256, sc], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?,
     };
     Ok(existing.map(|(id, sha, text, html)| {
@@ -1042,4 +1046,36 @@ pub fn assign(
         reply_effects(conn, domain, sc, &t, &facts, message, now)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The duplicate lookups must go through the Message-ID / hash indexes:
+    /// a plan on `messages_side_conversation` reads every message of the
+    /// thread (or every unrouted message) for each new one.
+    #[test]
+    fn duplicate_lookups_use_the_id_and_hash_indexes() {
+        let conn = Connection::open_in_memory().expect("memory db");
+        for (_, sql) in crate::store::migrations() {
+            conn.execute_batch(sql).expect("migration");
+        }
+        for (sql, index) in [
+            (DUPLICATE_BY_MESSAGE_ID, "messages_message_id"),
+            (DUPLICATE_BY_HASH, "messages_sha"),
+        ] {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain");
+            let plan: Vec<String> = stmt
+                .query_map(params!["x", Some(1i64)], |r| r.get::<_, String>(3))
+                .expect("plan")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows");
+            let plan = plan.join("\n");
+            assert!(plan.contains(index), "{sql}:\n{plan}");
+            assert!(!plan.contains("messages_side_conversation"), "{plan}");
+        }
+    }
 }

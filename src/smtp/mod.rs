@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -116,6 +116,19 @@ impl Server {
         Ok(())
     }
 
+    /// Runs one session on an already-connected byte stream as if it had
+    /// come from `peer`, bypassing the accept loop and its connection
+    /// limits. The fuzz targets (`fuzz/`) drive the real session code over
+    /// an in-memory duplex through this; the listener uses the same path.
+    pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+    ) -> std::io::Result<()> {
+        serve_connection(&self.shared, stream, peer, shutdown).await
+    }
+
     fn admit(
         &self,
         stream: TcpStream,
@@ -172,6 +185,7 @@ impl Server {
                 let _guard = guard;
                 metrics::inc("smtp_sessions_total", &[]);
                 metrics::gauge_add("smtp_sessions_active", &[], 1);
+                let _ = stream.set_nodelay(true);
                 if let Err(e) = serve_connection(&shared, stream, peer, shutdown).await {
                     tracing::debug!(error = %e, "session ended with an I/O error");
                 }
@@ -212,13 +226,12 @@ async fn refuse(mut stream: TcpStream, r: reply::Reply) {
     .await;
 }
 
-async fn serve_connection(
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let mut session = Session::new(shared, peer, shutdown);
     session.greet();
     match session.run(&mut stream).await? {

@@ -42,6 +42,9 @@ struct Transaction {
     /// Bytes received so far by BDAT, `None` when BDAT is not in use.
     bdat: Option<Vec<u8>>,
     bdat_size: usize,
+    /// When the first DATA/BDAT byte transfer of this transaction began:
+    /// the whole transfer must end within `smtp.data_max_time`.
+    data_started: Option<Instant>,
 }
 
 pub(super) struct Session<'a> {
@@ -60,6 +63,10 @@ pub(super) struct Session<'a> {
     grace_deadline: Option<Instant>,
     /// The address failed too many recipients: the session ends with 421.
     cut: bool,
+    /// When the command line being waited for must be complete: a client
+    /// trickling a byte at a time cannot hold the session past
+    /// `smtp.command_timeout` for one command.
+    line_deadline: Option<Instant>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
@@ -85,6 +92,7 @@ impl<'a> Session<'a> {
             discarding: false,
             grace_deadline: None,
             cut: false,
+            line_deadline: None,
         }
     }
 
@@ -107,6 +115,7 @@ impl<'a> Session<'a> {
         self.txn = Transaction::default();
         self.input.clear();
         self.discarding = false;
+        self.line_deadline = None;
         self.tls = true;
     }
 
@@ -135,14 +144,17 @@ impl<'a> Session<'a> {
     }
 
     /// Reads more input in the command phase. `Ok(false)` at end of stream.
+    /// The whole line must arrive by `line_deadline`, however the bytes
+    /// are spread (set when the wait for the line began).
     async fn read_command_input<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> Result<bool, Stop> {
         let timeout = self.shared.config.smtp.command_timeout;
+        let deadline = *self.line_deadline.get_or_insert(Instant::now() + timeout);
         let mut buf = vec![0u8; READ_CHUNK];
         let shutdown = self.shutdown.clone();
         tokio::select! {
             biased;
             _ = shutdown.wait() => Err(Stop::Shutdown),
-            r = tokio::time::timeout(timeout, io.read(&mut buf)) => match r {
+            r = tokio::time::timeout_at(deadline.into(), io.read(&mut buf)) => match r {
                 Err(_) => Err(Stop::Timeout),
                 Ok(Err(e)) => Err(Stop::Io(e)),
                 Ok(Ok(0)) => Ok(false),
@@ -154,18 +166,26 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Reads more input in the DATA/BDAT phase. Shutdown does not stop it
-    /// at once: the transfer may finish until `shutdown_grace` has passed.
+    /// Reads more input in the DATA/BDAT phase: each read within
+    /// `data_timeout`, the whole transfer by `transfer_deadline`. Shutdown
+    /// does not stop it at once: the transfer may finish until
+    /// `shutdown_grace` has passed.
     async fn read_data_input<S: AsyncRead + Unpin>(
         &mut self,
         io: &mut S,
         buf: &mut [u8],
+        transfer_deadline: Instant,
     ) -> Result<usize, Stop> {
         let data_timeout = self.shared.config.smtp.data_timeout;
         loop {
             if self.grace_deadline.is_none() && self.shutdown.is_triggered() {
                 self.grace_deadline = Some(Instant::now() + self.shared.config.smtp.shutdown_grace);
             }
+            let total_left = transfer_deadline.saturating_duration_since(Instant::now());
+            if total_left.is_zero() {
+                return Err(Stop::Timeout);
+            }
+            let data_timeout = data_timeout.min(total_left);
             let (limit, by_grace) = match self.grace_deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
@@ -250,6 +270,7 @@ impl<'a> Session<'a> {
             match newline {
                 Some(pos) if pos < max_line => {
                     let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    self.line_deadline = None;
                     match self.command(&line).await {
                         Next::Continue => {}
                         Next::Close => return Ok(Outcome::Close),
@@ -485,6 +506,11 @@ impl<'a> Session<'a> {
         } else {
             to.address.clone()
         };
+        // RFC 5321 §4.1.2: a domain has no trailing dot. `reply@gw.` is not
+        // read as the gateway's own domain, nor passed on anywhere.
+        if address.ends_with('.') {
+            return self.say(reply::bad_recipient_address());
+        }
         let Some(addr) = MailAddr::parse(&address) else {
             return self.say(reply::bad_recipient_address());
         };
@@ -602,6 +628,7 @@ impl<'a> Session<'a> {
         &mut self,
         io: &mut S,
     ) -> Result<(), Stop> {
+        let transfer_deadline = Instant::now() + self.shared.config.smtp.data_max_time;
         let mut rx = DataReceiver::new(self.shared.config.smtp.max_message_bytes);
         let mut done = rx.feed(&self.input);
         let mut buf = vec![0u8; READ_CHUNK];
@@ -612,7 +639,9 @@ impl<'a> Session<'a> {
             None => self.input.clear(),
         }
         while done.is_none() {
-            let n = self.read_data_input(io, &mut buf).await?;
+            let n = self
+                .read_data_input(io, &mut buf, transfer_deadline)
+                .await?;
             if n == 0 {
                 // The client went away mid-DATA: nothing is stored.
                 return Err(Stop::Io(std::io::Error::new(
@@ -653,6 +682,14 @@ impl<'a> Session<'a> {
             None
         };
         let max = self.shared.config.smtp.max_message_bytes;
+        // Chunks of one transaction share one transfer deadline, so many
+        // small slow chunks cannot stretch it either.
+        let started = if refusal.is_none() {
+            *self.txn.data_started.get_or_insert_with(Instant::now)
+        } else {
+            Instant::now()
+        };
+        let transfer_deadline = started + self.shared.config.smtp.data_max_time;
         let keep = refusal.is_none();
         let mut body = if keep {
             self.txn.bdat.take().unwrap_or_default()
@@ -674,7 +711,9 @@ impl<'a> Session<'a> {
         let mut buf = vec![0u8; READ_CHUNK];
         while left > 0 {
             let want = left.min(buf.len());
-            let n = self.read_data_input(io, &mut buf[..want]).await?;
+            let n = self
+                .read_data_input(io, &mut buf[..want], transfer_deadline)
+                .await?;
             if n == 0 {
                 return Err(Stop::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,

@@ -457,3 +457,389 @@ pub fn mailboxes_of(conn: &Connection, message_id: i64) -> Result<Vec<i64>> {
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
+
+/// Every message of a mailbox in UID order with one user's flags on it: the
+/// IMAP session's sequence map at SELECT (one index walk, no mail read).
+pub fn entries_with_flags(
+    conn: &Connection,
+    mailbox_id: i64,
+    user_id: i64,
+) -> Result<Vec<(Entry, Flags)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mm.uid, mm.message_id, mm.modseq,
+                coalesce(f.seen, 0), coalesce(f.flagged, 0), coalesce(f.answered, 0),
+                coalesce(f.modseq, 0)
+         FROM mailbox_messages mm
+         LEFT JOIN message_flags f ON f.user_id = ?2 AND f.message_id = mm.message_id
+         WHERE mm.mailbox_id = ?1 ORDER BY mm.uid",
+    )?;
+    let rows = stmt
+        .query_map(params![mailbox_id, user_id], |r| {
+            Ok((
+                Entry {
+                    uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+                    message_id: r.get(1)?,
+                    modseq: r.get(2)?,
+                },
+                Flags {
+                    seen: r.get(3)?,
+                    flagged: r.get(4)?,
+                    answered: r.get(5)?,
+                    modseq: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// A JSON array of ids: many messages are read with one statement
+/// (`json_each(?)`) instead of one query each.
+fn id_list(ids: &[i64]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8 + 2);
+    s.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s.push(']');
+    s
+}
+
+/// What the agent view serves of one stored message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewMessage {
+    pub id: i64,
+    /// When the gateway received (or created) it, ms since the epoch
+    /// (IMAP INTERNALDATE, JMAP receivedAt).
+    pub received_at: i64,
+    /// Size of the stored raw bytes.
+    pub size: u64,
+    /// The stored raw bytes, when asked for.
+    pub raw: Option<Vec<u8>>,
+}
+
+/// Many messages in one statement, normally in the order of `ids` (unknown
+/// ids are left out). `with_raw`: also read the raw bytes (else only their size,
+/// which SQLite knows without reading the blob).
+pub fn messages(conn: &Connection, ids: &[i64], with_raw: bool) -> Result<Vec<ViewMessage>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if with_raw {
+        "SELECT m.id, m.received_at, length(m.raw), m.raw
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    } else {
+        "SELECT m.id, m.received_at, length(m.raw), NULL
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([id_list(ids)], |r| {
+            Ok(ViewMessage {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                size: r.get::<_, i64>(2)?.max(0) as u64,
+                raw: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Calls `f(id, received_at, raw)` for each of many messages (normally in
+/// the order of `ids`) with the raw bytes borrowed from SQLite: no copy of
+/// the mail for callers that encode it straight into a response. `f`
+/// returns false to stop early.
+pub fn with_raw_messages(
+    conn: &Connection,
+    ids: &[i64],
+    mut f: impl FnMut(i64, i64, &[u8]) -> bool,
+) -> Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id, m.received_at, m.raw
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value",
+    )?;
+    let mut rows = stmt.query([id_list(ids)])?;
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let received_at: i64 = r.get(1)?;
+        let raw = match r.get_ref(2)? {
+            rusqlite::types::ValueRef::Blob(b) => b,
+            rusqlite::types::ValueRef::Text(t) => t,
+            _ => &[],
+        };
+        if !f(id, received_at, raw) {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The stored columns a search of the agent view matches on (IMAP SEARCH,
+/// JMAP Email/query filters): never the mail reparsed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchFields {
+    pub id: i64,
+    pub received_at: i64,
+    /// The Date header, ms since the epoch, when it parsed.
+    pub date: Option<i64>,
+    pub size: u64,
+    pub from_name: String,
+    pub from_email: String,
+    pub subject: String,
+    /// JSON arrays of {name, email}.
+    pub to_addrs: String,
+    pub cc_addrs: String,
+    /// Only filled when asked for (body searches).
+    pub text_body: Option<String>,
+}
+
+/// [`SearchFields`] of many messages in one statement (unknown ids are left
+/// out).
+pub fn search_fields(conn: &Connection, ids: &[i64], with_body: bool) -> Result<Vec<SearchFields>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = if with_body {
+        "SELECT m.id, m.received_at, m.date, length(m.raw), coalesce(m.from_name, ''),
+                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs,
+                coalesce(m.text_body, m.html_body, '')
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    } else {
+        "SELECT m.id, m.received_at, m.date, length(m.raw), coalesce(m.from_name, ''),
+                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, NULL
+         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    };
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt
+        .query_map([id_list(ids)], |r| {
+            Ok(SearchFields {
+                id: r.get(0)?,
+                received_at: r.get(1)?,
+                date: r.get(2)?,
+                size: r.get::<_, i64>(3)?.max(0) as u64,
+                from_name: r.get(4)?,
+                from_email: r.get(5)?,
+                subject: r.get(6)?,
+                to_addrs: r.get(7)?,
+                cc_addrs: r.get(8)?,
+                text_body: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Changes one user's flags on many messages in one go (IMAP STORE over a
+/// sequence set, a non-peek FETCH setting \Seen). Returns the flags after
+/// the change, in the order of `message_ids`.
+pub fn store_flags_many(
+    conn: &Connection,
+    user_id: i64,
+    message_ids: &[i64],
+    op: FlagOp,
+    set: FlagSet,
+) -> Result<Vec<Flags>> {
+    message_ids
+        .iter()
+        .map(|&id| store_flags(conn, user_id, id, op, set))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Per-user state and change tracking (JMAP states, push)
+
+/// The modseq values one user's view of the agent mailboxes has reached:
+/// JMAP `Mailbox`, `Email` and `Thread` state strings are these numbers.
+/// Each moves only on a change that user can see: a message added to or
+/// removed from a mailbox they may see, or a change of their own flags.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserStates {
+    /// Mailbox contents or this user's flags (unread counts).
+    pub mailbox: i64,
+    /// Same inputs as `mailbox`: an Email changes with its mailboxes or
+    /// its keywords.
+    pub email: i64,
+    /// Mailbox contents only (flags do not change threads).
+    pub thread: i64,
+}
+
+/// The current [`UserStates`] of one user: two indexed max() lookups.
+pub fn user_states(
+    conn: &Connection,
+    role: crate::model::Role,
+    user_id: i64,
+) -> Result<UserStates> {
+    let contents: i64 = conn.query_row(
+        "SELECT coalesce(max(highest_modseq), 0) FROM mailboxes
+         WHERE kind != 'unrouted' OR ?1",
+        [role.can_administer()],
+        |r| r.get(0),
+    )?;
+    let flags: i64 = conn.query_row(
+        "SELECT coalesce(max(modseq), 0) FROM message_flags WHERE user_id = ?1",
+        [user_id],
+        |r| r.get(0),
+    )?;
+    Ok(UserStates {
+        mailbox: contents.max(flags),
+        email: contents.max(flags),
+        thread: contents,
+    })
+}
+
+/// Mailboxes `role` may see whose contents changed after `modseq`.
+pub fn mailboxes_changed_since(
+    conn: &Connection,
+    role: crate::model::Role,
+    modseq: i64,
+) -> Result<Vec<Mailbox>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE highest_modseq > ?1 ORDER BY id"
+    ))?;
+    let all = stmt
+        .query_map([modseq], mailbox_row)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(all.into_iter().filter(|m| may_see(role, &m.kind)).collect())
+}
+
+/// The modseq at which a mailbox got its first message (0 for a mailbox
+/// that has never held one: INBOX and Unrouted exist from the start).
+/// Mailboxes are created by their first append, so this is when it was
+/// created as far as a client can tell.
+pub fn mailbox_created_modseq(conn: &Connection, mailbox_id: i64) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT coalesce(min(m), 0) FROM (
+           SELECT min(modseq) AS m FROM mailbox_messages WHERE mailbox_id = ?1
+           UNION ALL
+           SELECT min(modseq) AS m FROM mailbox_removed WHERE mailbox_id = ?1)",
+        [mailbox_id],
+        |r| r.get(0),
+    )?)
+}
+
+/// Thread counts of one mailbox for one user: (threads, threads with a
+/// message in this mailbox the user has not seen). A side conversation is
+/// one thread; a message on none (Unrouted) is a thread of its own.
+pub fn thread_counts(conn: &Connection, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
+    let (total, unread): (i64, i64) = conn.query_row(
+        "SELECT count(DISTINCT t), count(DISTINCT CASE WHEN unseen THEN t END) FROM (
+           SELECT coalesce(m.side_conversation_id, -m.id) AS t,
+                  coalesce(f.seen, 0) = 0 AS unseen
+           FROM mailbox_messages mm
+           JOIN messages m ON m.id = mm.message_id
+           LEFT JOIN message_flags f ON f.user_id = ?2 AND f.message_id = mm.message_id
+           WHERE mm.mailbox_id = ?1)",
+        params![mailbox_id, user_id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok((
+        total.clamp(0, u32::MAX as i64) as u32,
+        unread.clamp(0, u32::MAX as i64) as u32,
+    ))
+}
+
+/// Where a message stands in the agent view, for one role.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placed {
+    pub message_id: i64,
+    /// Its side conversation (none for unrouted mail).
+    pub side_conversation_id: Option<i64>,
+    /// Mailboxes `role` may see that hold it, by id.
+    pub mailbox_ids: Vec<i64>,
+    /// True when one of them is Unrouted.
+    pub unrouted: bool,
+    pub received_at: i64,
+    /// Size of the stored raw message in bytes.
+    pub size: i64,
+}
+
+/// A message's place in the view as `role` sees it; `None` when it is in
+/// no mailbox `role` may see.
+pub fn placed(
+    conn: &Connection,
+    role: crate::model::Role,
+    message_id: i64,
+) -> Result<Option<Placed>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT mb.id, mb.kind FROM mailbox_messages mm
+         JOIN mailboxes mb ON mb.id = mm.mailbox_id
+         WHERE mm.message_id = ?1 ORDER BY mb.id",
+    )?;
+    let boxes = stmt
+        .query_map([message_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let visible: Vec<(i64, String)> = boxes
+        .into_iter()
+        .filter(|(_, kind)| may_see(role, kind))
+        .collect();
+    if visible.is_empty() {
+        return Ok(None);
+    }
+    let row = conn
+        .query_row(
+            "SELECT side_conversation_id, received_at, length(raw) FROM messages WHERE id = ?1",
+            [message_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((side_conversation_id, received_at, size)) = row else {
+        return Ok(None);
+    };
+    Ok(Some(Placed {
+        message_id,
+        side_conversation_id,
+        unrouted: visible.iter().any(|(_, k)| k == "unrouted"),
+        mailbox_ids: visible.into_iter().map(|(id, _)| id).collect(),
+        received_at,
+        size,
+    }))
+}
+
+/// The stored raw bytes of a message.
+pub fn raw(conn: &Connection, message_id: i64) -> Result<Option<Vec<u8>>> {
+    Ok(conn
+        .query_row(
+            "SELECT raw FROM messages WHERE id = ?1",
+            [message_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
+/// The messages of one side conversation shown in the Tickets mailboxes,
+/// oldest first (received time, then id).
+pub fn thread_messages(conn: &Connection, side_conversation_id: i64) -> Result<Vec<i64>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT m.id FROM messages m INDEXED BY messages_thread_received
+         WHERE m.side_conversation_id = ?1
+           AND EXISTS (SELECT 1 FROM mailbox_messages mm JOIN mailboxes mb ON mb.id = mm.mailbox_id
+                       WHERE mm.message_id = m.id AND mb.kind != 'unrouted')
+         ORDER BY m.received_at, m.id",
+    )?;
+    let rows = stmt
+        .query_map([side_conversation_id], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The modseq at which a side conversation's first message entered a
+/// Tickets mailbox (`None`: none has): when its JMAP Thread appeared.
+pub fn thread_first_modseq(conn: &Connection, side_conversation_id: i64) -> Result<Option<i64>> {
+    Ok(conn.query_row(
+        "SELECT min(mm.modseq) FROM messages m
+         JOIN mailbox_messages mm ON mm.message_id = m.id
+         JOIN mailboxes mb ON mb.id = mm.mailbox_id
+         WHERE m.side_conversation_id = ?1 AND mb.kind != 'unrouted'",
+        [side_conversation_id],
+        |r| r.get(0),
+    )?)
+}

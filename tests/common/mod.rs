@@ -18,6 +18,7 @@ pub struct TestServer {
     pub dir: tempfile::TempDir,
     pub smtp: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
+    pub imap: std::net::SocketAddr,
     pub store: Store,
     pub conversations: backchannel::conversations::Conversations,
 }
@@ -51,10 +52,32 @@ impl TestServer {
         Self::start_full(dir, smtp_extra, "", rest).await
     }
 
+    /// With extra keys for the `[imap]` section.
+    pub async fn start_with_imap(imap_extra: &str, rest: &str) -> TestServer {
+        Self::start_all(
+            tempfile::tempdir().expect("tempdir"),
+            "",
+            "",
+            imap_extra,
+            rest,
+        )
+        .await
+    }
+
     async fn start_full(
         dir: tempfile::TempDir,
         smtp_extra: &str,
         http_extra: &str,
+        rest: &str,
+    ) -> TestServer {
+        Self::start_all(dir, smtp_extra, http_extra, "", rest).await
+    }
+
+    async fn start_all(
+        dir: tempfile::TempDir,
+        smtp_extra: &str,
+        http_extra: &str,
+        imap_extra: &str,
         rest: &str,
     ) -> TestServer {
         // Tests never reach a resolver off this machine: unless a test
@@ -66,7 +89,7 @@ impl TestServer {
             "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"1s\"\n"
         };
         let text = format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{dns}{rest}\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{dns}{rest}\n",
             dir.path().join("data").display()
         );
         let config = Config::from_toml_str(&text, Vec::new()).expect("config");
@@ -75,6 +98,7 @@ impl TestServer {
         TestServer {
             smtp: running.addrs.smtp,
             http: running.addrs.http,
+            imap: running.addrs.imap,
             conversations: running.conversations.clone(),
             running: Some(running),
             dir,

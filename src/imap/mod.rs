@@ -1,0 +1,231 @@
+//! IMAP: the agent view served over IMAP4rev1 (SPEC §9).
+//!
+//! `mime` and `thread` are pure (bytes in, imap-types values out, no I/O): the message-structure
+//! layer the server calls for ENVELOPE, BODY/BODYSTRUCTURE, BODY[section] and THREAD.
+//!
+//! The server: a tokio accept loop with a connection limit and implicit TLS
+//! when a certificate is configured (`mod.rs`); the I/O driver around
+//! imap-next's protocol state machine (`conn`); the session state machine
+//! and its commands (`session`); the selected mailbox's in-memory sequence
+//! map kept current from the store's change records (`selected`); FETCH
+//! and STORE (`fetch`), SEARCH (`search`), mailbox names and LIST patterns
+//! (`names`). Everything is read through `store::view`.
+
+pub mod mime;
+pub mod thread;
+
+mod conn;
+mod fetch;
+pub mod names;
+mod search;
+mod selected;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tracing::Instrument;
+
+use crate::app::Shutdown;
+use crate::config::Config;
+use crate::metrics;
+use crate::store::Store;
+
+/// How long sessions get to end by themselves after shutdown was asked
+/// (they are told `BYE` as soon as their current command is done).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// State shared by every session of one listener.
+pub(crate) struct Shared {
+    config: Arc<Config>,
+    store: Store,
+    tls: Option<TlsAcceptor>,
+    /// `imap_login`: failed LOGIN/AUTHENTICATE per address.
+    limits: Arc<crate::limits::Limits>,
+    active: AtomicUsize,
+    next_session: AtomicU64,
+}
+
+/// The IMAP server of one gateway.
+pub struct Server {
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        limits: Arc<crate::limits::Limits>,
+    ) -> anyhow::Result<Server> {
+        let tls = match &config.imap.tls {
+            Some(files) => Some(crate::smtp::load_tls(files).context("IMAP TLS certificate")?),
+            None => None,
+        };
+        describe_metrics();
+        Ok(Server {
+            shared: Arc::new(Shared {
+                config,
+                store,
+                tls,
+                limits,
+                active: AtomicUsize::new(0),
+                next_session: AtomicU64::new(1),
+            }),
+        })
+    }
+
+    /// Accepts connections until `shutdown`; then stops accepting and
+    /// gives sessions [`SHUTDOWN_GRACE`] to say `BYE` and close.
+    pub async fn run(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
+        let mut sessions = JoinSet::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.wait() => break,
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        while sessions.try_join_next().is_some() {}
+                        self.admit(stream, peer, &shutdown, &mut sessions);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "IMAP accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = sessions.len(),
+                "aborting IMAP sessions past the grace period"
+            );
+            sessions.abort_all();
+            while sessions.join_next().await.is_some() {}
+        }
+        Ok(())
+    }
+
+    fn admit(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        shutdown: &Shutdown,
+        sessions: &mut JoinSet<()>,
+    ) {
+        if self.shared.active.load(Ordering::SeqCst) >= self.shared.config.imap.max_connections {
+            metrics::inc(
+                "imap_connections_refused_total",
+                &[("reason", "max_connections")],
+            );
+            let tls = self.shared.tls.clone();
+            tokio::spawn(refuse(stream, tls));
+            return;
+        }
+        self.shared.active.fetch_add(1, Ordering::SeqCst);
+        let guard = ConnGuard {
+            shared: self.shared.clone(),
+        };
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::info_span!("imap", session = id, peer = %peer);
+        let shared = self.shared.clone();
+        let shutdown = shutdown.clone();
+        sessions.spawn(
+            async move {
+                let _guard = guard;
+                metrics::inc("imap_sessions_total", &[]);
+                metrics::gauge_add("imap_sessions_active", &[], 1);
+                serve_connection(&shared, stream, peer, shutdown).await;
+                metrics::gauge_add("imap_sessions_active", &[], -1);
+            }
+            .instrument(span),
+        );
+    }
+}
+
+/// Releases a connection's slot when its session ends, however it ends.
+struct ConnGuard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+const TOO_MANY: &[u8] = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n";
+
+/// Tells a connection over the limit why it is closed (over TLS when the
+/// listener is TLS, or the client would only see a failed handshake).
+async fn refuse(mut stream: TcpStream, tls: Option<TlsAcceptor>) {
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        match tls {
+            None => {
+                stream.write_all(TOO_MANY).await?;
+                stream.shutdown().await
+            }
+            Some(acceptor) => {
+                let mut s = acceptor.accept(stream).await?;
+                s.write_all(TOO_MANY).await?;
+                s.shutdown().await
+            }
+        }
+    })
+    .await;
+}
+
+async fn serve_connection(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: Shutdown,
+) {
+    let _ = stream.set_nodelay(true);
+    match shared.tls.clone() {
+        None => session::run(shared, stream, peer, false, shutdown).await,
+        Some(acceptor) => {
+            let handshake =
+                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            match handshake {
+                Ok(Ok(tls_stream)) => {
+                    metrics::inc("imap_tls_handshakes_total", &[("result", "ok")]);
+                    session::run(shared, tls_stream, peer, true, shutdown).await
+                }
+                Ok(Err(e)) => {
+                    metrics::inc("imap_tls_handshakes_total", &[("result", "failed")]);
+                    tracing::info!(error = %e, "TLS handshake failed");
+                }
+                Err(_) => {
+                    metrics::inc("imap_tls_handshakes_total", &[("result", "timeout")]);
+                }
+            }
+        }
+    }
+}
+
+fn describe_metrics() {
+    metrics::describe("imap_sessions_total", "IMAP sessions started");
+    metrics::describe("imap_sessions_active", "IMAP sessions open now");
+    metrics::describe(
+        "imap_connections_refused_total",
+        "IMAP connections refused by a limit",
+    );
+    metrics::describe("imap_commands_total", "IMAP commands received, by command");
+    metrics::describe("imap_logins_total", "IMAP logins, by result");
+    metrics::describe(
+        "imap_tls_handshakes_total",
+        "IMAP TLS handshakes, by result",
+    );
+}
