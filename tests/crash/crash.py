@@ -402,6 +402,19 @@ class Gateway:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
+    def term_then_kill(self, after):
+        """SIGTERM, then SIGKILL `after` seconds later if it has not exited
+        by then: a crash in the middle of a clean shutdown. Returns the exit
+        code, or None when it had to be killed."""
+        self.up.clear()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=after)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            return None
+
     def stop(self):
         self.up.clear()
         self.proc.send_signal(signal.SIGTERM)
@@ -476,6 +489,14 @@ def is_connect_refused(e):
         return True
     reason = getattr(e, "reason", None)
     return isinstance(reason, ConnectionRefusedError)
+
+
+def permanent(e):
+    """Whether an smtplib error carries a 5xx reply."""
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return any(code >= 500 for code, _ in e.recipients.values())
+    code = getattr(e, "smtp_code", None)
+    return isinstance(code, int) and code >= 500
 
 
 def compose_inbound(marker, st, rng):
@@ -572,7 +593,11 @@ def smtp_worker(n, gw, st, seed):
                 try:
                     s.sendmail(rec["from"], [rec["rcpt"]], rec["raw"])
                     rec["acked"] = True
-                except (OSError, smtplib.SMTPException):
+                except (OSError, smtplib.SMTPException) as e:
+                    # A permanent refusal of a valid message is a bug.
+                    if permanent(e):
+                        st.bump("smtp_5xx")
+                        log(f"SMTP refused {marker} for good: {e}")
                     # Not acknowledged: an MTA would try again; half the
                     # time we do (same bytes), else it is abandoned.
                     if rng.random() < 0.5:
@@ -683,6 +708,7 @@ def api_worker(n, gw, st, token, seed):
         else:
             st.bump("api_errors")
             if status >= 500:
+                st.bump("api_5xx")
                 log(f"API answered {status}: {v}")
         time.sleep(rng.uniform(0, 0.15))
 
@@ -1092,6 +1118,7 @@ def main():
         w.start()
 
     kills = {"total": 0, "smtp_in_transaction": 0, "outbound_in_flight": 0, "webhook_in_flight": 0}
+    bad_stops = []
     started = time.time()
     for k in range(args.kills):
         # Mostly some uptime first; sometimes right after the restart, while
@@ -1104,7 +1131,15 @@ def main():
             in_data = st.smtp_in_transaction > 0
         out_busy = sink.busy()
         hook_busy = receiver.busy()
-        gw.kill()
+        if rng.random() < 0.1:
+            rc = gw.term_then_kill(rng.uniform(0, 1.0))
+            kills["during_shutdown" if rc is None else "clean_stops"] = (
+                kills.get("during_shutdown" if rc is None else "clean_stops", 0) + 1
+            )
+            if rc not in (None, 0):
+                bad_stops.append(rc)
+        else:
+            gw.kill()
         kills["total"] += 1
         if rng.random() < 0.15:
             gw.kill_early(rng.uniform(0, 0.3))
@@ -1132,6 +1167,7 @@ def main():
     check_api(gw, token, st, ck, tally)
     rc = gw.stop()
     ck.expect(rc == 0, f"SIGTERM: exit code {rc}")
+    ck.expect(not bad_stops, f"SIGTERM during the load: exit codes {bad_stops}")
     time.sleep(0.5)  # let the sink and receiver finish recording
     db = gw.db()
     try:
@@ -1144,6 +1180,8 @@ def main():
         ck.expect(not fks, f"foreign_key_check: {fks[:5]}")
     finally:
         db.close()
+    ck.expect(st.counts.get("smtp_5xx", 0) == 0, f"{st.counts.get('smtp_5xx')} valid messages refused with 5xx")
+    ck.expect(st.counts.get("api_5xx", 0) == 0, f"{st.counts.get('api_5xx')} API requests answered 5xx")
     panics = gw.panics()
     ck.expect(not panics, f"panics in the server log: {panics[:3]}")
     ck.expect(drained, f"queues not drained: {left}")
