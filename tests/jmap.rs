@@ -1609,3 +1609,50 @@ async fn push_streams_are_capped_server_wide() {
     drop(got);
     s.shutdown().await;
 }
+
+/// A request that times out (http.request_timeout) leaves its method's
+/// store work running: that work keeps counting against the user's
+/// maxConcurrentRequests until it ends, so a client cannot pile up
+/// unbounded work by letting requests time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_work_keeps_its_request_slot() {
+    let mut s = TestServer::start_with_http("", "request_timeout = \"500ms\"", NO_AUTH).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let j = Jmap::new(&s, &member).await;
+    // Hold the store's writer, so Email/set work waits in its queue.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::spawn({
+        let store = s.store.clone();
+        async move {
+            store
+                .write(move |_| {
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+        }
+    });
+    let set = json!([["Email/set", {"accountId": j.account, "update": {"m1": {"keywords/$seen": true}}}, "s"]]);
+    for _ in 0..4 {
+        let (status, _, _) = post_calls(&j, set.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "timed out");
+    }
+    // Four timed-out Email/set calls still wait for the writer: a fifth
+    // request is over the limit, however cheap.
+    let echo = json!([["Core/echo", {}, "e"]]);
+    let (status, v, _) = post_calls(&j, echo.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["limit"], "maxConcurrentRequests", "{v}");
+    release.send(()).expect("release");
+    blocker.await.expect("join").expect("write");
+    let mut status = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..200 {
+        status = post_calls(&j, echo.clone()).await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::OK, "the slots came back");
+    s.shutdown().await;
+}

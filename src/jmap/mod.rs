@@ -561,7 +561,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             };
         }
     };
-    let Ok(_slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
+    let Ok(slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
@@ -569,6 +569,11 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             Some("maxConcurrentRequests"),
         );
     };
+    // Each method's store work holds the slot too: when the request times
+    // out (http.request_timeout drops this future), work already handed to
+    // the store still runs, and keeps counting against the user's
+    // maxConcurrentRequests until it ends.
+    let slot = Arc::new(slot);
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -608,7 +613,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
     let mut reference_budget = limit;
     for call in calls {
         let outcome = match resolve_references(call.args, &responses, &mut reference_budget) {
-            Ok(args) => run_method(&st, &ctx, &using, &call.name, args).await,
+            Ok(args) => run_method(&st, &ctx, &using, &call.name, args, &slot).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -766,6 +771,7 @@ async fn run_method(
     using: &[String],
     name: &str,
     args: Map<String, Value>,
+    slot: &Arc<Slot>,
 ) -> MethodResult {
     let Some(cap) = capability_of(name) else {
         let shown: String = name.chars().take(100).collect();
@@ -784,16 +790,21 @@ async fn run_method(
         return Ok(Value::Object(args));
     }
     let ctx = ctx.clone();
+    let hold = slot.clone();
     if name == "Email/set" {
         return st
             .store
-            .write(move |c| email::set(&ctx, c, &args))
+            .write(move |c| {
+                let _hold = hold;
+                email::set(&ctx, c, &args)
+            })
             .await
             .unwrap_or_else(|e| Err(e.into()));
     }
     let name = name.to_string();
     st.store
         .read(move |c| {
+            let _hold = hold;
             // One snapshot for the whole method: states and data agree.
             let tx = c.unchecked_transaction()?;
             let out = read_method(&ctx, &tx, &name, &args);
