@@ -30,6 +30,7 @@ mod query;
 mod thread;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -179,14 +180,39 @@ pub(crate) struct Ctx {
     pub user_id: i64,
     pub role: Role,
     pub account_id: String,
+    /// Bytes of Email objects (as JSON) this request may still return, all
+    /// its calls together (see [`Ctx::charge`]).
+    budget: Arc<AtomicUsize>,
 }
 
 impl Ctx {
-    fn of(caller: &Caller) -> Ctx {
+    fn of(caller: &Caller, budget: usize) -> Ctx {
         Ctx {
             user_id: caller.0.id,
             role: caller.0.role,
             account_id: account_id(caller.0.id),
+            budget: Arc::new(AtomicUsize::new(budget)),
+        }
+    }
+
+    /// Charges one Email object to the request's budget: the Emails one
+    /// request returns (bodies, headers, structures) add up to at most
+    /// `http.max_body_bytes` of JSON, so a response is never a multiple
+    /// of the largest mail the store holds. Over it, the call is
+    /// `requestTooLarge`: ask for fewer Emails or properties, set
+    /// maxBodyValueBytes, or download the blob.
+    pub fn charge(&self, v: &Value) -> Result<(), MethodError> {
+        let left = self.budget.load(Ordering::Relaxed);
+        match json_len_within(v, left) {
+            Some(n) => {
+                self.budget.store(left - n, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(MethodError::with(
+                "requestTooLarge",
+                "the Emails asked for are larger than one response may be; ask for fewer, \
+                 set maxBodyValueBytes, or download their blobs",
+            )),
         }
     }
 
@@ -605,7 +631,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             Some("maxCallsInRequest"),
         );
     }
-    let ctx = Ctx::of(&caller);
+    let ctx = Ctx::of(&caller, limit);
     let mut responses: Vec<(String, Value, String)> = Vec::with_capacity(calls.len());
     // What result references may copy, all calls together: no more than
     // the client could have sent itself (two references to the previous
