@@ -1609,3 +1609,104 @@ async fn push_streams_are_capped_server_wide() {
     drop(got);
     s.shutdown().await;
 }
+
+/// A request that times out (http.request_timeout) leaves its method's
+/// store work running: that work keeps counting against the user's
+/// maxConcurrentRequests until it ends, so a client cannot pile up
+/// unbounded work by letting requests time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_work_keeps_its_request_slot() {
+    let mut s = TestServer::start_with_http("", "request_timeout = \"500ms\"", NO_AUTH).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let j = Jmap::new(&s, &member).await;
+    // Hold the store's writer, so Email/set work waits in its queue.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::spawn({
+        let store = s.store.clone();
+        async move {
+            store
+                .write(move |_| {
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+        }
+    });
+    let set = json!([["Email/set", {"accountId": j.account, "update": {"m1": {"keywords/$seen": true}}}, "s"]]);
+    for _ in 0..4 {
+        let (status, _, _) = post_calls(&j, set.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "timed out");
+    }
+    // Four timed-out Email/set calls still wait for the writer: a fifth
+    // request is over the limit, however cheap.
+    let echo = json!([["Core/echo", {}, "e"]]);
+    let (status, v, _) = post_calls(&j, echo.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["limit"], "maxConcurrentRequests", "{v}");
+    release.send(()).expect("release");
+    blocker.await.expect("join").expect("write");
+    let mut status = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..200 {
+        status = post_calls(&j, echo.clone()).await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::OK, "the slots came back");
+    s.shutdown().await;
+}
+
+/// The Emails one request returns add up to at most `http.max_body_bytes`
+/// of JSON (all calls together): a large body is requestTooLarge unless
+/// the client cuts it with maxBodyValueBytes (or downloads the blob).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_responses_are_bounded() {
+    let (mut s, j, a, _sc, small) = one_reply("T-906").await;
+    let (_, reply_to) = start_thread(&s, &a.token, "T-907").await;
+    let line = "The pallet is on its way, with all the papers it needs.\r\n";
+    let big = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Manifest\r\n\r\n{}",
+        line.repeat(1500)
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &big).await;
+    s.wait_ingested().await;
+    let inbound: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    let large = format!("m{inbound}");
+    let body = json!({"properties": ["bodyValues"], "fetchTextBodyValues": true});
+    let mut args = body.clone();
+    args["ids"] = json!([large]);
+    assert_eq!(j.error("Email/get", args.clone()).await, "requestTooLarge");
+    // Cut, it fits; the blob has it all.
+    args["maxBodyValueBytes"] = json!(1000);
+    let v = j.one("Email/get", args.clone()).await;
+    let value = v["list"][0]["bodyValues"]
+        .as_object()
+        .and_then(|o| o.values().next())
+        .expect("a body value");
+    assert_eq!(value["isTruncated"], true, "{v}");
+    assert!(value["value"].as_str().expect("value").len() <= 1000);
+    let raw = j
+        .download(&format!("r{inbound}"), "m.eml", "message/rfc822")
+        .await;
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert!(raw.bytes().await.expect("raw").len() > 65536);
+    // The budget is shared by the calls of one request.
+    args["maxBodyValueBytes"] = json!(40000);
+    let call = |id: &str| {
+        let mut a = args.clone();
+        a["accountId"] = json!(j.account);
+        a["ids"] = json!([id]);
+        json!(["Email/get", a, id])
+    };
+    let r = j
+        .call(json!([call(&small), call(&large), call(&large)]))
+        .await;
+    assert_eq!(r[0][0], "Email/get", "{}", r[0]);
+    assert_eq!(r[1][0], "Email/get", "{}", r[1]);
+    assert_eq!(r[2][0], "error", "{}", r[2]);
+    assert_eq!(r[2][1]["type"], "requestTooLarge");
+    s.shutdown().await;
+}

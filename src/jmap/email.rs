@@ -291,7 +291,9 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
     let flags = view::flags(c, ctx.user_id, &message_ids)?;
     let mut list = Vec::with_capacity(found.len());
     for p in &found {
-        list.push(object(c, p, &flags, &wanted)?);
+        let o = object(c, p, &flags, &wanted)?;
+        ctx.charge(&o)?;
+        list.push(o);
     }
     Ok(json!({
         "accountId": ctx.account_id,
