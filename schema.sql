@@ -340,3 +340,10 @@ INSERT OR IGNORE INTO mailboxes (name, kind, uidvalidity)
     VALUES ('INBOX', 'inbox', max(1, CAST(strftime('%s', 'now') AS INTEGER)));
 INSERT OR IGNORE INTO mailboxes (name, kind, uidvalidity)
     VALUES ('Unrouted', 'unrouted', max(1, CAST(strftime('%s', 'now') AS INTEGER)));
+
+-- migration: 3
+-- Agent view, third part: JMAP lists and threads sort by received time and
+-- group by side conversation. Both columns sit after the raw message in the
+-- row, so without this index every listing would read through each
+-- message's overflow pages; with it, listings read only the index.
+CREATE INDEX messages_thread_received ON messages(side_conversation_id, received_at);

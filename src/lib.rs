@@ -14,12 +14,16 @@
 //! app.rs         wiring, listeners, shutdown; start() for tests
 //! model.rs       plain domain types: Token, ApiToken, Role, MailAddr (no I/O)
 //! metrics.rs     process-wide counters and histograms (Prometheus text)
+//! limits.rs      per-address abuse limits: failure limiter (token guessing,
+//!                bad logins), connection-rate limiter, bounded memory
 //! store/         SQLite: open, migrations from schema.sql, group-commit writer,
 //!                read pool; one file per aggregate
 //! smtp/          inbound SMTP listener on tokio + smtp-proto: session state
 //!                machine, replies, envelope checks, limits, STARTTLS
 //! api/           axum router: the JSON API, /healthz, /metrics, and the
 //!                vendor portal's HTML pages (portal.rs)
+//! jmap/          JMAP (RFC 8620/8621 subset) over the agent view: session,
+//!                methods, blob download, EventSource push
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs (verification/confirmation mail), apply.rs
@@ -51,6 +55,8 @@ pub mod config;
 pub mod conversations;
 pub mod imap;
 pub mod ingest;
+pub mod jmap;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod notifications;

@@ -20,6 +20,7 @@ def obj(props, required=None, extra=True):
     return o
 
 schemas = {
+  "Problem": obj({"type": S, "status": I, "detail": S, "limit": S}, ["type", "status"]),
   "Error": obj({"error": obj({"code": S, "message": S, "field": S}, ["code", "message"])}, ["error"]),
   "Person": obj({"name": nullable("string"), "email": S}, ["email"]),
   "Attachment": obj({"index": I, "filename": nullable("string"), "content_type": S, "size": I, "content_id": nullable("string")}),
@@ -84,15 +85,18 @@ def body(props, required=None):
     return {"required": True, "content": {"application/json": {"schema": obj(props, required, False)}}}
 
 ERR = {"description": "error", "content": {"application/json": {"schema": ref("Error")}}}
+PROBLEM = {"description": "an RFC 7807 problem (JMAP request-level error)", "content": {"application/problem+json": {"schema": ref("Problem")}}}
 def responses(ok_code, ok_schema, errors):
     r = {str(ok_code): {"description": "success", "content": {"application/json": {"schema": ok_schema}}}}
     for e in errors: r[str(e)] = ERR
     return r
 def binary(ctype):
     return {"200": {"description": "the bytes", "content": {ctype: {"schema": {"type": "string", "format": "binary"}}}},
-            "401": ERR, "403": ERR, "404": ERR, "400": ERR}
+            "401": ERR, "403": ERR, "404": ERR, "400": ERR, "429": ERR}
 
-AUTH = [401, 403, 400]
+# 429: the caller's address sent too many bad tokens (limits.login_failures
+# per limits.login_window); the answer carries Retry-After.
+AUTH = [401, 403, 400, 429]
 pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "format": "int64"}}
 pext = {"name": "external_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 pemail = {"name": "email", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
@@ -169,6 +173,34 @@ paths = {
              "responses": responses(201, ref("Template"), AUTH + [413, 422])},
     "get": {"operationId": "listTemplates", "responses": responses(200, page("Template"), AUTH)}},
   "/api/templates/{id}": {"parameters": [pid], "delete": {"operationId": "deleteTemplate", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},
+  # JMAP (RFC 8620/8621 subset, SPEC §9). Bodies are generic JSON: the
+  # method calls' own shapes are the RFCs'. Request-level errors are
+  # RFC 7807 problem documents.
+  "/.well-known/jmap": {"get": {"operationId": "jmapSession", "description": "The JMAP session resource of the calling user.",
+            "responses": {"200": {"description": "the session", "content": {"application/json": {"schema": obj({"capabilities": {"type": "object"}, "accounts": {"type": "object"},
+                "primaryAccounts": {"type": "object"}, "username": S, "apiUrl": S, "downloadUrl": S, "uploadUrl": S, "eventSourceUrl": S, "state": S},
+                ["capabilities", "accounts", "primaryAccounts", "username", "apiUrl", "downloadUrl", "uploadUrl", "eventSourceUrl", "state"])}}}, "401": ERR}}},
+  "/jmap": {"post": {"operationId": "jmapApi", "description": "A JMAP Request object: method calls run in order, with result references.",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": obj({
+                "using": arr({"type": "string", "enum": ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]}),
+                "methodCalls": arr({"type": "array", "prefixItems": [S, {"type": "object"}, S], "minItems": 3, "maxItems": 3}),
+                "createdIds": {"type": "object", "additionalProperties": S}}, ["using", "methodCalls"])}}},
+            "responses": {"200": {"description": "the Response object", "content": {"application/json": {"schema": obj({"methodResponses": arr({"type": "array"}),
+                "sessionState": S, "createdIds": {"type": "object"}}, ["methodResponses", "sessionState"])}}},
+                "400": PROBLEM, "413": PROBLEM, "429": PROBLEM, "401": ERR}}},
+  "/jmap/download/{account}/{blob}/{name}": {"parameters": [
+            {"name": "account", "in": "path", "required": True, "schema": S}, {"name": "blob", "in": "path", "required": True, "schema": S},
+            {"name": "name", "in": "path", "required": True, "schema": S}],
+            "get": {"operationId": "jmapDownload", "parameters": [{"name": "accept", "in": "query", "schema": S}],
+                    "responses": {"200": {"description": "the blob, as the accept type", "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}}},
+                                  "400": ERR, "401": ERR, "404": ERR}}},
+  "/jmap/upload/{account}": {"parameters": [{"name": "account", "in": "path", "required": True, "schema": S}],
+            "post": {"operationId": "jmapUpload", "description": "Uploads are not supported: always 403.",
+                     "responses": {"403": PROBLEM, "401": ERR}}},
+  "/jmap/eventsource": {"get": {"operationId": "jmapEventSource", "description": "Push of JMAP state changes (RFC 8620 §7.3), a text/event-stream that stays open.",
+            "parameters": [{"name": "types", "in": "query", "schema": S}, {"name": "closeafter", "in": "query", "schema": {"type": "string", "enum": ["state", "no"]}},
+                           {"name": "ping", "in": "query", "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": {"description": "the event stream", "content": {"text/event-stream": {"schema": S}}}, "400": PROBLEM, "401": ERR, "429": PROBLEM, "503": PROBLEM}}},
   "/api/openapi.json": {"get": {"operationId": "openapi", "security": [], "responses": {"200": {"description": "this document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
 }
 
