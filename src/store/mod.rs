@@ -389,15 +389,18 @@ fn writer_loop(
         if jobs.is_empty() {
             continue;
         }
-        if run_batch(&conn, jobs, std::mem::take(&mut fail_next)) {
-            commits.send_modify(|n| *n = n.wrapping_add(1));
-        }
+        run_batch(&conn, jobs, std::mem::take(&mut fail_next), &commits);
     }
     tracing::debug!("store writer stopped");
 }
 
 /// Runs one batch; true when it committed.
-fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) -> bool {
+fn run_batch(
+    conn: &Connection,
+    jobs: Vec<Job>,
+    fail_commit: bool,
+    commits: &tokio::sync::watch::Sender<u64>,
+) -> bool {
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
         let err = StoreError::from(e);
         tracing::error!(error = %err, "store: cannot begin a transaction");
@@ -469,6 +472,10 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) -> bool {
     };
     match commit {
         Ok(()) => {
+            // The signal moves before any caller is answered: whoever
+            // learns of a write (and tells a client) can rely on watchers
+            // (IMAP IDLE/NOOP, JMAP push) seeing the counter moved.
+            commits.send_modify(|n| *n = n.wrapping_add(1));
             completions.into_iter().for_each(|c| c(None));
             true
         }
