@@ -1782,3 +1782,42 @@ async fn flags_before_assignment_do_not_hide_the_new_email() {
     assert_eq!(v["list"][0]["keywords"], json!({"$seen": true}), "{v}");
     s.shutdown().await;
 }
+
+/// INBOX and Unrouted exist (and Mailbox/get lists them) before their
+/// first message: that message makes them "updated", never "created" a
+/// second time. A ticket's mailbox is created by its first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_mailboxes_are_never_created_again() {
+    let mut s = TestServer::start_with("", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let a = Jmap::new(&s, &admin).await;
+    let inbox = a.mailbox("Inbox").await.expect("inbox before any mail");
+    let unrouted = a
+        .mailbox("Unrouted")
+        .await
+        .expect("unrouted before any mail");
+    let state = a.state("Mailbox/get").await;
+    let (_, reply_to) = start_thread(&s, &admin, "T-911").await;
+    let reply = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\r\nShipped.\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &reply).await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    let ticket = a.mailbox("T-911").await.expect("ticket mailbox");
+    let v = a.one("Mailbox/changes", json!({"sinceState": state})).await;
+    assert_eq!(ids(&v["created"]), vec![ticket], "{v}");
+    let mut updated = ids(&v["updated"]);
+    updated.sort();
+    let mut want = vec![inbox, unrouted];
+    want.sort();
+    assert_eq!(updated, want, "{v}");
+    s.shutdown().await;
+}
