@@ -81,6 +81,9 @@ pub struct Running {
     /// Wakes the outbox worker: whoever queues outbox rows calls
     /// `notify_one()` once that write has committed.
     pub outbound_wake: Arc<tokio::sync::Notify>,
+    /// The per-address abuse limiters (SMTP, API, portal; `imap_login` for
+    /// the IMAP listener).
+    pub limits: Arc<crate::limits::Limits>,
     trigger: watch::Sender<bool>,
     tasks: JoinSet<anyhow::Result<()>>,
 }
@@ -131,6 +134,8 @@ pub async fn start_with(
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
 
+    crate::metrics::export_config_limits(&config);
+    let limits = crate::limits::Limits::new(&config);
     let committed = Arc::new(tokio::sync::Notify::new());
     let outbound_wake = Arc::new(tokio::sync::Notify::new());
     let conversations = crate::conversations::Conversations::new(
@@ -138,13 +143,18 @@ pub async fn start_with(
         store.clone(),
         outbound_wake.clone(),
     );
-    let smtp_server = smtp::Server::new(config.clone(), store.clone(), committed.clone())?;
+    let smtp_server = smtp::Server::new(
+        config.clone(),
+        store.clone(),
+        committed.clone(),
+        limits.clone(),
+    )?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { smtp_server.run(listeners.smtp, shutdown).await });
     }
 
-    let imap_server = crate::imap::Server::new(config.clone(), store.clone())?;
+    let imap_server = crate::imap::Server::new(config.clone(), store.clone(), limits.clone())?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { imap_server.run(listeners.imap, shutdown).await });
@@ -200,13 +210,14 @@ pub async fn start_with(
         conversations: conversations.clone(),
         resolver,
         jmap: crate::jmap::Shared::new(shutdown.clone()),
+        limits: limits.clone(),
     });
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(
                 api::listener::LimitedListener::new(listeners.http, http_max, http_idle),
-                router.into_make_service(),
+                router.into_make_service_with_connect_info::<api::listener::ClientAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
@@ -220,6 +231,7 @@ pub async fn start_with(
         store,
         conversations,
         outbound_wake,
+        limits,
         trigger,
         tasks,
     })

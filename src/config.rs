@@ -52,6 +52,32 @@ pub struct RawConfig {
     pub webhooks: RawWebhooks,
     pub senders: RawSenders,
     pub portal: RawPortal,
+    pub limits: RawLimits,
+}
+
+/// Abuse limits shared by the listeners (see `src/limits.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Addresses (`ip` or `ip/prefix`) no abuse limit applies to.
+    pub exempt: Vec<String>,
+    /// Addresses each limiter remembers at most; the stalest are forgotten.
+    pub max_tracked_ips: u64,
+    /// Bad API tokens, portal links or IMAP logins from one address within
+    /// `login_window` before it is refused (429 / NO) for `login_window`.
+    pub login_failures: u64,
+    pub login_window: String,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            exempt: vec!["127.0.0.0/8".into(), "::1/128".into()],
+            max_tracked_ips: 65_536,
+            login_failures: 10,
+            login_window: "15m".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,9 +182,22 @@ pub struct RawSmtp {
     pub max_line_length: u64,
     pub command_timeout: String,
     pub data_timeout: String,
+    pub data_max_time: String,
     pub shutdown_grace: String,
     pub tls_cert: String,
     pub tls_key: String,
+    /// New connections per minute from one address; beyond → 421 4.7.0.
+    pub connections_per_minute_per_ip: u64,
+    /// Failed RCPTs (unknown recipient, relaying) from one address before
+    /// each further one is answered slowly.
+    pub rcpt_failures_before_tarpit: u64,
+    /// The n-th failure past that threshold waits n times this.
+    pub tarpit_delay: String,
+    /// Failed RCPTs from one address within `rcpt_failure_window` that cut
+    /// the session (421) and block the address for `block_time`.
+    pub max_rcpt_failures: u64,
+    pub rcpt_failure_window: String,
+    pub block_time: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,6 +264,7 @@ impl Default for RawConfig {
             webhooks: RawWebhooks::default(),
             senders: RawSenders::default(),
             portal: RawPortal::default(),
+            limits: RawLimits::default(),
         }
     }
 }
@@ -251,9 +291,16 @@ impl Default for RawSmtp {
             max_line_length: 4096,
             command_timeout: "5m".into(),
             data_timeout: "3m".into(),
+            data_max_time: "30m".into(),
             shutdown_grace: "30s".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            connections_per_minute_per_ip: 120,
+            rcpt_failures_before_tarpit: 3,
+            tarpit_delay: "1s".into(),
+            max_rcpt_failures: 20,
+            rcpt_failure_window: "1h".into(),
+            block_time: "30m".into(),
         }
     }
 }
@@ -349,6 +396,7 @@ pub struct Config {
     pub senders: SendersConfig,
     pub webhooks: WebhooksConfig,
     pub portal: PortalConfig,
+    pub limits: LimitsConfig,
     /// The merged raw keys, kept for `backchannel config`.
     raw: RawConfig,
 }
@@ -365,9 +413,27 @@ pub struct SmtpConfig {
     pub max_errors: usize,
     pub max_line_length: usize,
     pub command_timeout: Duration,
+    /// Per read while in DATA/BDAT.
     pub data_timeout: Duration,
+    /// Longest a whole DATA or BDAT transfer may take (slow senders).
+    pub data_max_time: Duration,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
+    pub connections_per_minute_per_ip: u32,
+    pub rcpt_failures_before_tarpit: u32,
+    pub tarpit_delay: Duration,
+    pub max_rcpt_failures: u32,
+    pub rcpt_failure_window: Duration,
+    pub block_time: Duration,
+}
+
+/// Abuse limits shared by the listeners.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    pub exempt: crate::limits::Exempt,
+    pub max_tracked_ips: usize,
+    pub login_failures: u32,
+    pub login_window: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -625,6 +691,7 @@ impl fmt::Debug for Config {
             .field("dns", &self.dns)
             .field("webhooks", &self.webhooks)
             .field("portal", &self.portal)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -739,9 +806,33 @@ impl Config {
             max_line_length: positive("smtp.max_line_length", s.max_line_length, 512)?,
             command_timeout: duration("smtp.command_timeout", &s.command_timeout)?,
             data_timeout: duration("smtp.data_timeout", &s.data_timeout)?,
+            data_max_time: nonzero_duration("smtp.data_max_time", &s.data_max_time)?,
             shutdown_grace: duration("smtp.shutdown_grace", &s.shutdown_grace)?,
             tls: tls_files("smtp", &s.tls_cert, &s.tls_key)?,
+            connections_per_minute_per_ip: count(
+                "smtp.connections_per_minute_per_ip",
+                s.connections_per_minute_per_ip,
+                1,
+            )?,
+            rcpt_failures_before_tarpit: count(
+                "smtp.rcpt_failures_before_tarpit",
+                s.rcpt_failures_before_tarpit,
+                0,
+            )?,
+            tarpit_delay: duration("smtp.tarpit_delay", &s.tarpit_delay)?,
+            max_rcpt_failures: count("smtp.max_rcpt_failures", s.max_rcpt_failures, 1)?,
+            rcpt_failure_window: nonzero_duration(
+                "smtp.rcpt_failure_window",
+                &s.rcpt_failure_window,
+            )?,
+            block_time: nonzero_duration("smtp.block_time", &s.block_time)?,
         };
+        if smtp.tarpit_delay > Duration::from_secs(60) {
+            return Err(invalid(
+                "smtp.tarpit_delay",
+                "at most 60s (each further failure waits longer still)",
+            ));
+        }
 
         let h = &raw.http;
         let public_url = h.public_url.trim_end_matches('/').to_string();
@@ -909,6 +1000,19 @@ impl Config {
             replies_per_hour: positive("portal.replies_per_hour", raw.portal.replies_per_hour, 1)?,
         };
 
+        let l = &raw.limits;
+        let limits = LimitsConfig {
+            exempt: crate::limits::Exempt::new(
+                l.exempt
+                    .iter()
+                    .map(|c| c.parse().map_err(|m: String| invalid("limits.exempt", m)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            max_tracked_ips: positive("limits.max_tracked_ips", l.max_tracked_ips, 16)?,
+            login_failures: count("limits.login_failures", l.login_failures, 1)?,
+            login_window: nonzero_duration("limits.login_window", &l.login_window)?,
+        };
+
         Ok(Config {
             domain,
             data_dir: PathBuf::from(&raw.data_dir),
@@ -922,6 +1026,7 @@ impl Config {
             dns,
             ingest_authenticate: raw.ingest.authenticate,
             portal,
+            limits,
             senders: SendersConfig {
                 recheck_interval: duration(
                     "senders.recheck_interval",
@@ -1112,6 +1217,14 @@ fn positive(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
         return Err(invalid(key, format!("{value} is below the minimum {min}")));
     }
     usize::try_from(value).map_err(|_| invalid(key, "too large"))
+}
+
+/// A whole number of at least `min` that fits in a u32.
+fn count(key: &str, value: u64, min: u64) -> Result<u32, ConfigError> {
+    if value < min {
+        return Err(invalid(key, format!("{value} is below the minimum {min}")));
+    }
+    u32::try_from(value).map_err(|_| invalid(key, "too large"))
 }
 
 fn tls_files(section: &str, cert: &str, key: &str) -> Result<Option<TlsFiles>, ConfigError> {
@@ -1364,6 +1477,49 @@ mod tests {
                 vec![("BACKCHANNEL_SMTP_NOPE".into(), "1".into())],
                 "BACKCHANNEL_SMTP_NOPE",
             ),
+            (
+                "[limits]\nexempt = [\"10.0.0.0/40\"]\n",
+                no_env(),
+                "limits.exempt",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_LIMITS_EXEMPT".into(), "localhost".into())],
+                "limits.exempt",
+            ),
+            (
+                "[limits]\nlogin_failures = 0\n",
+                no_env(),
+                "limits.login_failures",
+            ),
+            (
+                "[limits]\nlogin_window = \"0s\"\n",
+                no_env(),
+                "limits.login_window",
+            ),
+            (
+                "[smtp]\nmax_rcpt_failures = 0\n",
+                no_env(),
+                "smtp.max_rcpt_failures",
+            ),
+            (
+                "[smtp]\ntarpit_delay = \"5m\"\n",
+                no_env(),
+                "smtp.tarpit_delay",
+            ),
+            (
+                "",
+                vec![(
+                    "BACKCHANNEL_SMTP_CONNECTIONS_PER_MINUTE_PER_IP".into(),
+                    "0".into(),
+                )],
+                "smtp.connections_per_minute_per_ip",
+            ),
+            (
+                "[smtp]\nblock_time = \"a while\"\n",
+                no_env(),
+                "smtp.block_time",
+            ),
         ];
         for (text, env, key) in cases {
             let err = Config::from_toml_str(text, env.clone())
@@ -1463,6 +1619,37 @@ mod tests {
         assert_eq!(c.outbound.per_host_concurrency, 4);
         assert_eq!(c.outbound.send_timeout, Duration::from_secs(120));
         assert!(c.outbound.relay.is_none());
+    }
+
+    #[test]
+    fn abuse_limits_have_defaults_and_env_overrides() {
+        let c = Config::load(None, no_env()).expect("defaults load");
+        assert_eq!(c.smtp.connections_per_minute_per_ip, 120);
+        assert_eq!(c.smtp.rcpt_failures_before_tarpit, 3);
+        assert_eq!(c.smtp.tarpit_delay, Duration::from_secs(1));
+        assert_eq!(c.smtp.max_rcpt_failures, 20);
+        assert_eq!(c.smtp.rcpt_failure_window, Duration::from_secs(3600));
+        assert_eq!(c.smtp.block_time, Duration::from_secs(1800));
+        assert_eq!(c.limits.login_failures, 10);
+        assert_eq!(c.limits.login_window, Duration::from_secs(900));
+        assert_eq!(c.limits.max_tracked_ips, 65_536);
+        assert!(c.limits.exempt.contains("127.0.0.1".parse().expect("ip")));
+        assert!(c.limits.exempt.contains("::1".parse().expect("ip")));
+        assert!(!c.limits.exempt.contains("192.0.2.1".parse().expect("ip")));
+        let c = Config::load(
+            None,
+            vec![
+                ("BACKCHANNEL_LIMITS_EXEMPT".into(), "".into()),
+                ("BACKCHANNEL_LIMITS_LOGIN_FAILURES".into(), "3".into()),
+                ("BACKCHANNEL_SMTP_MAX_RCPT_FAILURES".into(), "5".into()),
+                ("BACKCHANNEL_SMTP_TARPIT_DELAY".into(), "250ms".into()),
+            ],
+        )
+        .expect("loads");
+        assert!(!c.limits.exempt.contains("127.0.0.1".parse().expect("ip")));
+        assert_eq!(c.limits.login_failures, 3);
+        assert_eq!(c.smtp.max_rcpt_failures, 5);
+        assert_eq!(c.smtp.tarpit_delay, Duration::from_millis(250));
     }
 
     #[test]

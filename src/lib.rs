@@ -14,6 +14,8 @@
 //! app.rs         wiring, listeners, shutdown; start() for tests
 //! model.rs       plain domain types: Token, ApiToken, Role, MailAddr (no I/O)
 //! metrics.rs     process-wide counters and histograms (Prometheus text)
+//! limits.rs      per-address abuse limits: failure limiter (token guessing,
+//!                bad logins), connection-rate limiter, bounded memory
 //! store/         SQLite: open, migrations from schema.sql, group-commit writer,
 //!                read pool; one file per aggregate
 //! smtp/          inbound SMTP listener on tokio + smtp-proto: session state
@@ -54,6 +56,7 @@ pub mod conversations;
 pub mod imap;
 pub mod ingest;
 pub mod jmap;
+pub mod limits;
 pub mod metrics;
 pub mod model;
 pub mod notifications;

@@ -22,7 +22,7 @@ struct Histogram {
 #[derive(Default)]
 struct Registry {
     counters: BTreeMap<Key, u64>,
-    gauges: BTreeMap<Key, i64>,
+    gauges: BTreeMap<Key, f64>,
     histograms: BTreeMap<Key, Histogram>,
     help: BTreeMap<&'static str, &'static str>,
 }
@@ -54,15 +54,76 @@ pub fn inc(name: &'static str, labels: &[(&'static str, &str)]) {
 /// Moves a gauge by `delta`.
 pub fn gauge_add(name: &'static str, labels: &[(&'static str, &str)], delta: i64) {
     if let Ok(mut r) = registry().lock() {
-        *r.gauges.entry(key(name, labels)).or_default() += delta;
+        *r.gauges.entry(key(name, labels)).or_default() += delta as f64;
     }
 }
 
 /// Sets a gauge.
 pub fn gauge_set(name: &'static str, labels: &[(&'static str, &str)], value: i64) {
     if let Ok(mut r) = registry().lock() {
+        r.gauges.insert(key(name, labels), value as f64);
+    }
+}
+
+/// Sets a gauge to a fractional value (seconds).
+pub fn gauge_set_f64(name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+    if let Ok(mut r) = registry().lock() {
         r.gauges.insert(key(name, labels), value);
     }
+}
+
+/// Publishes every configured limit as `config_limit{key="section.key"}`
+/// (durations in seconds), so dashboards can show usage against the limit.
+pub fn export_config_limits(c: &crate::config::Config) {
+    describe(
+        "config_limit",
+        "Configured limits by config key (durations in seconds)",
+    );
+    let n = |key: &'static str, v: usize| gauge_set_f64("config_limit", &[("key", key)], v as f64);
+    let d = |key: &'static str, v: std::time::Duration| {
+        gauge_set_f64("config_limit", &[("key", key)], v.as_secs_f64())
+    };
+    let s = &c.smtp;
+    n("smtp.max_message_bytes", s.max_message_bytes);
+    n("smtp.max_connections", s.max_connections);
+    n("smtp.max_connections_per_ip", s.max_connections_per_ip);
+    n(
+        "smtp.connections_per_minute_per_ip",
+        s.connections_per_minute_per_ip as usize,
+    );
+    n("smtp.max_recipients", s.max_recipients);
+    n("smtp.max_errors", s.max_errors);
+    n("smtp.max_line_length", s.max_line_length);
+    d("smtp.command_timeout", s.command_timeout);
+    d("smtp.data_timeout", s.data_timeout);
+    n(
+        "smtp.rcpt_failures_before_tarpit",
+        s.rcpt_failures_before_tarpit as usize,
+    );
+    d("smtp.tarpit_delay", s.tarpit_delay);
+    n("smtp.max_rcpt_failures", s.max_rcpt_failures as usize);
+    d("smtp.rcpt_failure_window", s.rcpt_failure_window);
+    d("smtp.block_time", s.block_time);
+    let h = &c.http;
+    n("http.max_body_bytes", h.max_body_bytes);
+    n("http.max_connections", h.max_connections);
+    d("http.idle_timeout", h.idle_timeout);
+    d("http.request_timeout", h.request_timeout);
+    n("imap.max_connections", c.imap.max_connections);
+    d("imap.idle_timeout", c.imap.idle_timeout);
+    n("portal.max_upload_bytes", c.portal.max_upload_bytes);
+    n("portal.replies_per_hour", c.portal.replies_per_hour);
+    n("limits.login_failures", c.limits.login_failures as usize);
+    d("limits.login_window", c.limits.login_window);
+    n("limits.max_tracked_ips", c.limits.max_tracked_ips);
+    d("outbound.send_timeout", c.outbound.send_timeout);
+    n(
+        "outbound.per_host_concurrency",
+        c.outbound.per_host_concurrency,
+    );
+    d("webhooks.timeout", c.webhooks.timeout);
+    n("webhooks.concurrency", c.webhooks.concurrency);
+    n("webhooks.per_endpoint", c.webhooks.per_endpoint);
 }
 
 /// Records one latency observation in seconds.

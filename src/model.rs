@@ -216,6 +216,40 @@ impl fmt::Display for MailAddr {
     }
 }
 
+/// A file name as the gateway hands it out (mail it composes, downloads,
+/// the portal page), whatever it was given: no path separators, no control
+/// characters, no invisible formatting characters — bidirectional
+/// overrides such as U+202E would let `invoice\u{202e}gpj.exe` show as
+/// `invoiceexe.jpg` —, no leading dots, at most 200 characters, never empty.
+#[must_use]
+pub fn file_name(name: &str) -> String {
+    let cleaned: String = name
+        .chars()
+        .filter(|c| !is_invisible_format(*c))
+        .map(|c| {
+            if c.is_control() || c == '/' || c == '\\' {
+                '_'
+            } else {
+                c
+            }
+        })
+        .collect();
+    let cleaned = cleaned.trim().trim_start_matches('.').trim();
+    if cleaned.is_empty() {
+        "attachment".to_string()
+    } else {
+        cleaned.chars().take(200).collect()
+    }
+}
+
+/// Zero-width and bidirectional formatting characters (Unicode Cf ones
+/// that change how text around them displays).
+fn is_invisible_format(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+        | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// Loose syntax check for addresses coming in through the API.
 pub fn is_valid_email(addr: &str) -> bool {
     match MailAddr::parse(addr) {
@@ -233,6 +267,27 @@ pub fn is_valid_email(addr: &str) -> bool {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn file_names_lose_paths_controls_and_bidi_overrides() {
+        let cases = [
+            ("report.pdf", "report.pdf"),
+            ("../../etc/passwd", "_.._etc_passwd"),
+            ("/etc/shadow", "_etc_shadow"),
+            ("..\\win.ini", "_win.ini"),
+            ("a\u{0}b\r\nc.txt", "a_b__c.txt"),
+            ("invoice\u{202e}gpj.exe", "invoicegpj.exe"),
+            ("\u{2067}x\u{2069}.pdf", "x.pdf"),
+            ("..", "attachment"),
+            ("  ", "attachment"),
+            ("\u{200b}", "attachment"),
+            ("ünïcødé 名前.txt", "ünïcødé 名前.txt"),
+        ];
+        for (given, want) in cases {
+            assert_eq!(file_name(given), want, "{given:?}");
+        }
+        assert_eq!(file_name(&"x".repeat(5000)).chars().count(), 200);
+    }
 
     #[test]
     fn base32_matches_rfc4648_vectors() {

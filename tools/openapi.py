@@ -92,9 +92,11 @@ def responses(ok_code, ok_schema, errors):
     return r
 def binary(ctype):
     return {"200": {"description": "the bytes", "content": {ctype: {"schema": {"type": "string", "format": "binary"}}}},
-            "401": ERR, "403": ERR, "404": ERR, "400": ERR}
+            "401": ERR, "403": ERR, "404": ERR, "400": ERR, "429": ERR}
 
-AUTH = [401, 403, 400]
+# 429: the caller's address sent too many bad tokens (limits.login_failures
+# per limits.login_window); the answer carries Retry-After.
+AUTH = [401, 403, 400, 429]
 pid = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer", "format": "int64"}}
 pext = {"name": "external_id", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 200}}
 pemail = {"name": "email", "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}

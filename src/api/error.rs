@@ -27,6 +27,9 @@ pub enum ApiError {
     TooLarge(String),
     /// 429: too many requests in a time window.
     TooManyRequests(String),
+    /// 429 with `Retry-After` (seconds): the address sent too many bad
+    /// tokens and is refused for a while, whatever token it sends now.
+    LoginThrottled { retry_after: u64 },
     /// 422: valid JSON that a rule refuses; names the field.
     Invalid { field: String, message: String },
     /// 500: logged with details, answered without.
@@ -44,6 +47,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut retry: Option<u64> = None;
         let (status, code, message, field) = match self {
             ApiError::BadRequest(m) => (StatusCode::BAD_REQUEST, "bad_request", m, None),
             ApiError::Unauthorized => (
@@ -63,6 +67,17 @@ impl IntoResponse for ApiError {
             ApiError::TooLarge(m) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m, None),
             ApiError::TooManyRequests(m) => {
                 (StatusCode::TOO_MANY_REQUESTS, "rate_limited", m, None)
+            }
+            ApiError::LoginThrottled { retry_after } => {
+                retry = Some(retry_after);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "too many invalid tokens from your address; try again in {retry_after} s"
+                    ),
+                    None,
+                )
             }
             ApiError::Invalid { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -89,6 +104,11 @@ impl IntoResponse for ApiError {
             && let Ok(v) = "Bearer".parse()
         {
             response.headers_mut().insert("www-authenticate", v);
+        }
+        if let Some(secs) = retry
+            && let Ok(v) = secs.to_string().parse()
+        {
+            response.headers_mut().insert("retry-after", v);
         }
         // The unread rest of an oversized body makes the connection unusable:
         // say so, so clients do not send the next request on it.

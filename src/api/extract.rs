@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 
 use super::ApiState;
 use super::error::ApiError;
+use super::listener::client_ip;
 use crate::conversations::Actor;
 use crate::model::Role;
 use crate::store::users::{self, User};
@@ -56,24 +57,67 @@ impl FromRequestParts<ApiState> for Caller {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
+        let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
+            // No credentials at all is not a guess.
+            return Err(ApiError::Unauthorized);
+        };
+        // An address that sent too many bad tokens is refused before its
+        // token is looked at: a blocked guesser learns nothing more.
+        let ip = client_ip(&parts.extensions);
+        let limiter = &state.limits.api_login;
+        if let Some(ip) = ip
+            && let Err(wait) = limiter.check(ip)
+        {
+            return Err(ApiError::LoginThrottled {
+                retry_after: wait.secs(),
+            });
+        }
         let token = header
-            .strip_prefix("Bearer ")
-            .or_else(|| header.strip_prefix("bearer "))
+            .to_str()
+            .ok()
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .filter(|t| !t.is_empty() && t.len() <= 256)
-            .ok_or(ApiError::Unauthorized)?
-            .to_string();
-        let user = state
-            .store
-            .read(move |c| users::by_token(c, &token))
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
-        Ok(Caller(user))
+            .map(str::to_string);
+        let user = match token {
+            Some(token) => {
+                state
+                    .store
+                    .read(move |c| users::by_token(c, &token))
+                    .await?
+            }
+            None => None,
+        };
+        match (user, ip) {
+            (Some(user), ip) => {
+                if let Some(ip) = ip {
+                    limiter.success(ip);
+                }
+                Ok(Caller(user))
+            }
+            (None, ip) => {
+                if let Some(ip) = ip {
+                    limiter.failure(ip);
+                }
+                crate::metrics::inc("auth_failures_total", &[("service", "api")]);
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+}
+
+/// The client's IP address (none for requests that did not come through
+/// the listener, as in router tests).
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(client_ip(&parts.extensions)))
     }
 }
 

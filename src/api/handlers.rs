@@ -613,22 +613,7 @@ pub async fn get_raw(
 
 /// A file name safe inside a Content-Disposition header.
 fn safe_filename(name: &str) -> String {
-    let cleaned: String = name
-        .chars()
-        .map(|c| {
-            if c.is_control() || matches!(c, '"' | '\\' | '/' | ';') {
-                '_'
-            } else {
-                c
-            }
-        })
-        .collect();
-    let cleaned = cleaned.trim_start_matches('.').trim();
-    if cleaned.is_empty() {
-        "attachment".to_string()
-    } else {
-        cleaned.chars().take(200).collect()
-    }
+    crate::model::file_name(name).replace(['"', ';'], "_")
 }
 
 pub async fn get_attachment(

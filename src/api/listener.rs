@@ -1,9 +1,13 @@
 //! The HTTP listener's limits: at most `http.max_connections` connections
 //! at once (more wait in the kernel's backlog until one closes), and each
 //! connection closed after `http.idle_timeout` without a byte in either
-//! direction — which ends slow-header (slowloris) clients and idle
-//! keep-alives, while a long response the server keeps writing (a JMAP
-//! EventSource stream with its pings) stays open.
+//! direction — which ends idle keep-alives, while a long response the
+//! server keeps writing (a JMAP EventSource stream with its pings) stays
+//! open —, and a request's headers must be complete within
+//! `http.idle_timeout` of the connection opening or of the server's last
+//! write, however their bytes are spread: a client sending a byte a second
+//! (slowloris) is cut. Bodies are bounded by `http.request_timeout` (the
+//! router's deadline layer).
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +19,27 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+/// The client's address, for handlers (`ConnectInfo<ClientAddr>`): what the
+/// abuse limits count by.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub std::net::SocketAddr);
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, LimitedListener>>
+    for ClientAddr
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, LimitedListener>) -> Self {
+        ClientAddr(*stream.remote_addr())
+    }
+}
+
+/// The client's IP address of a request, when the server was started with
+/// [`ClientAddr`] connect info (requests built in tests have none).
+pub fn client_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr> {
+    extensions
+        .get::<axum::extract::ConnectInfo<ClientAddr>>()
+        .map(|c| c.0.0.ip())
+}
 
 pub struct LimitedListener {
     inner: TcpListener,
@@ -37,7 +62,83 @@ pub struct LimitedStream {
     inner: TcpStream,
     idle: Duration,
     deadline: Pin<Box<Sleep>>,
+    /// Armed while a request's headers are awaited.
+    headers: HeaderClock,
     _slot: OwnedSemaphorePermit,
+}
+
+/// Watches the byte stream for the end of a request head (`CRLF CRLF`) and
+/// holds the deadline for it.
+struct HeaderClock {
+    deadline: Pin<Box<Sleep>>,
+    armed: bool,
+    /// How much of `\r\n\r\n` the bytes read so far end with.
+    matched: usize,
+    /// HTTP/2 (prior knowledge) has no text head to watch: off for good.
+    disabled: bool,
+    seen_any: bool,
+}
+
+impl HeaderClock {
+    fn new(limit: Duration) -> Self {
+        HeaderClock {
+            deadline: Box::pin(tokio::time::sleep(limit)),
+            armed: true,
+            matched: 0,
+            disabled: false,
+            seen_any: false,
+        }
+    }
+
+    fn expired(&self) -> bool {
+        self.armed && !self.disabled && self.deadline.is_elapsed()
+    }
+
+    /// Feeds bytes the client sent.
+    fn read(&mut self, bytes: &[u8]) {
+        if !self.seen_any && !bytes.is_empty() {
+            self.seen_any = true;
+            if bytes.starts_with(b"PRI ") {
+                self.disabled = true;
+            }
+        }
+        if !self.armed || self.disabled {
+            return;
+        }
+        const END: &[u8] = b"\r\n\r\n";
+        for &b in bytes {
+            self.matched = if b == END[self.matched] {
+                self.matched + 1
+            } else if b == b'\r' {
+                1
+            } else {
+                0
+            };
+            if self.matched == END.len() {
+                self.armed = false;
+                self.matched = 0;
+                return;
+            }
+        }
+    }
+
+    /// The server wrote a response (not an interim `1xx`): the next
+    /// request's head is due within `limit`.
+    fn wrote(&mut self, bytes: &[u8], limit: Duration) {
+        if self.disabled || bytes.is_empty() || bytes.starts_with(b"HTTP/1.1 1") {
+            return;
+        }
+        self.armed = true;
+        self.matched = 0;
+        self.deadline.as_mut().reset(Instant::now() + limit);
+    }
+}
+
+fn too_slow() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "the request head did not arrive within the idle timeout",
+    )
 }
 
 impl axum::serve::Listener for LimitedListener {
@@ -60,6 +161,7 @@ impl axum::serve::Listener for LimitedListener {
                             inner: stream,
                             idle: self.idle,
                             deadline: Box::pin(tokio::time::sleep(self.idle)),
+                            headers: HeaderClock::new(self.idle),
                             _slot: slot,
                         },
                         addr,
@@ -94,23 +196,36 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.headers.expired() {
+            return Poll::Ready(Err(too_slow()));
+        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
                     let next = Instant::now() + self.idle;
                     self.deadline.as_mut().reset(next);
+                    let this = &mut *self;
+                    this.headers.read(&buf.filled()[before..]);
                 }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "no data from the client within the idle timeout",
-                ))),
-                Poll::Pending => Poll::Pending,
-            },
+            Poll::Pending => {
+                if self.headers.armed
+                    && !self.headers.disabled
+                    && self.headers.deadline.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Err(too_slow()));
+                }
+                match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no data from the client within the idle timeout",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 }
@@ -121,13 +236,15 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = written
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
             self.touch();
+            let idle = self.idle;
+            self.headers.wrote(&buf[..n], idle);
         }
-        written
+        r
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -143,16 +260,56 @@ impl AsyncWrite for LimitedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = written
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
             self.touch();
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            let idle = self.idle;
+            self.headers.wrote(first, idle);
         }
-        written
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_header_clock_finds_the_end_of_a_head_across_reads() {
+        let limit = Duration::from_secs(60);
+        let mut c = HeaderClock::new(limit);
+        for chunk in [&b"GET / HTTP/1.1\r\nHost: x\r\n\r"[..], b"\n"] {
+            assert!(c.armed);
+            c.read(chunk);
+        }
+        assert!(!c.armed, "head complete across two reads");
+        // A body with blank lines does not re-arm it; only a response does.
+        c.read(b"\r\n\r\nmore");
+        assert!(!c.armed);
+        c.wrote(b"HTTP/1.1 100 Continue\r\n\r\n", limit);
+        assert!(!c.armed, "an interim answer is not the end of the request");
+        c.wrote(b"HTTP/1.1 200 OK\r\n", limit);
+        assert!(c.armed);
+        c.read(b"GET / HTTP/1.1\r\n\r\r\n\r\n");
+        assert!(!c.armed, "\\r\\r\\n\\r\\n still ends a head");
+    }
+
+    #[tokio::test]
+    async fn http2_prior_knowledge_is_not_watched() {
+        let mut c = HeaderClock::new(Duration::from_secs(60));
+        c.read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        c.wrote(b"\x00\x00\x00\x04", Duration::from_secs(60));
+        assert!(c.disabled);
+        assert!(!c.expired());
     }
 }

@@ -39,6 +39,8 @@ pub struct ApiState {
     pub resolver: crate::senders::dns::Resolver,
     /// JMAP: concurrency slots and the shutdown signal push streams end on.
     pub jmap: crate::jmap::Shared,
+    /// Per-address limits on bad tokens (API) and bad links (portal).
+    pub limits: Arc<crate::limits::Limits>,
 }
 
 /// Every operation of the API, as (method, path template): the OpenAPI
@@ -265,6 +267,7 @@ async fn metrics_text(
             ])
         })
         .await;
+    st.limits.publish();
     match depths {
         Ok([inbound, outbox, hooks, msg_in, msg_out, failures]) => {
             metrics::describe(

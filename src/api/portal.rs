@@ -11,6 +11,7 @@
 //! and an `Origin` naming another site is refused. Uploads are counted
 //! while they are read, so a multipart body cannot stream past the limit.
 
+use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
 
 use axum::Router;
@@ -23,6 +24,7 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use super::ApiState;
+use super::extract::ClientIp;
 use super::handlers::attachment_response;
 use crate::conversations::{
     Attachment, MAX_PORTAL_ATTACHMENTS, MAX_PORTAL_TEXT, PortalReply, ServiceError,
@@ -173,17 +175,37 @@ fn html(status: StatusCode, body: String) -> Response {
 #[derive(Debug)]
 enum PortalError {
     NotFound,
-    Closed { back: String },
-    Forbidden { back: String },
-    TooLarge { what: String, back: String },
-    RateLimited { limit: usize, back: String },
-    Invalid { message: String, back: String },
-    BadRequest { back: String },
+    Closed {
+        back: String,
+    },
+    Forbidden {
+        back: String,
+    },
+    TooLarge {
+        what: String,
+        back: String,
+    },
+    RateLimited {
+        limit: usize,
+        back: String,
+    },
+    /// Too many unknown links from this address: refused for a while.
+    Throttled {
+        retry_after: u64,
+    },
+    Invalid {
+        message: String,
+        back: String,
+    },
+    BadRequest {
+        back: String,
+    },
     Internal(String),
 }
 
 impl IntoResponse for PortalError {
     fn into_response(self) -> Response {
+        let mut retry = None;
         let (status, title, message, back) = match self {
             PortalError::NotFound => (
                 StatusCode::NOT_FOUND,
@@ -215,6 +237,15 @@ impl IntoResponse for PortalError {
                 format!("This conversation has received too many replies through this page in the last hour (limit: {limit}). Please try again later."),
                 Some(back),
             ),
+            PortalError::Throttled { retry_after } => {
+                retry = Some(retry_after);
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "Too many requests",
+                    "Too many invalid conversation links were opened from your address. Please try again later.".to_string(),
+                    None,
+                )
+            }
             PortalError::Invalid { message, back } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "Your reply was not sent",
@@ -250,7 +281,13 @@ impl IntoResponse for PortalError {
             escape(title),
             escape(&message)
         );
-        html(status, document(title, &body))
+        let mut r = html(status, document(title, &body));
+        if let Some(secs) = retry
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
     }
 }
 
@@ -370,26 +407,49 @@ fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
 // Handlers
 
 /// Looks the token up (case-insensitively); `None` for junk, unknown and
-/// revoked tokens alike.
-async fn thread(st: &PortalState, token: &str) -> Result<PortalThread, PortalError> {
-    let token = token.to_ascii_lowercase();
-    if !db::is_token_shaped(&token) {
-        return Err(PortalError::NotFound);
+/// revoked tokens alike. An address that opened too many unknown links is
+/// refused (429) before the lookup, and each unknown link counts against it
+/// (`limits.login_failures` per `limits.login_window`), so links cannot be
+/// guessed at speed.
+async fn thread(
+    st: &PortalState,
+    ip: Option<IpAddr>,
+    token: &str,
+) -> Result<PortalThread, PortalError> {
+    let limiter = &st.api.limits.portal;
+    if let Some(ip) = ip
+        && let Err(wait) = limiter.check(ip)
+    {
+        return Err(PortalError::Throttled {
+            retry_after: wait.secs(),
+        });
     }
-    st.api
-        .store
-        .read(move |c| db::by_token(c, &token))
-        .await?
-        .ok_or(PortalError::NotFound)
+    let token = token.to_ascii_lowercase();
+    let found = if db::is_token_shaped(&token) {
+        st.api.store.read(move |c| db::by_token(c, &token)).await?
+    } else {
+        None
+    };
+    match found {
+        Some(t) => Ok(t),
+        None => {
+            crate::metrics::inc("auth_failures_total", &[("service", "portal")]);
+            if let Some(ip) = ip {
+                limiter.failure(ip);
+            }
+            Err(PortalError::NotFound)
+        }
+    }
 }
 
 async fn page(
     State(st): State<PortalState>,
+    ClientIp(ip): ClientIp,
     Path(token): Path<String>,
     RawQuery(query): RawQuery,
 ) -> Result<Response, PortalError> {
     let token = token.to_ascii_lowercase();
-    let thread = thread(&st, &token).await?;
+    let thread = thread(&st, ip, &token).await?;
     let sc = thread.id;
     let messages = st.api.store.read(move |c| db::messages(c, sc)).await?;
     let csrf = if thread.is_open() {
@@ -413,9 +473,10 @@ async fn page(
 
 async fn download(
     State(st): State<PortalState>,
+    ClientIp(ip): ClientIp,
     Path((token, message, n)): Path<(String, String, String)>,
 ) -> Result<Response, PortalError> {
-    let thread = thread(&st, &token).await?;
+    let thread = thread(&st, ip, &token).await?;
     let (Ok(message), Ok(n)) = (message.parse::<i64>(), n.parse::<i64>()) else {
         return Err(PortalError::NotFound);
     };
@@ -564,12 +625,13 @@ async fn read_form(mut mp: Multipart, max_upload: usize) -> Result<Form, FormErr
 
 async fn reply(
     State(st): State<PortalState>,
+    ClientIp(ip): ClientIp,
     Path(token): Path<String>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Response, PortalError> {
     let token = token.to_ascii_lowercase();
-    let thread = thread(&st, &token).await?;
+    let thread = thread(&st, ip, &token).await?;
     let back = format!("../{token}");
     if !thread.is_open() {
         return Err(PortalError::Closed { back });
@@ -821,8 +883,9 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
         for a in &m.attachments {
             let name = a
                 .filename
-                .clone()
+                .as_deref()
                 .filter(|f| !f.trim().is_empty())
+                .map(crate::model::file_name)
                 .unwrap_or_else(|| format!("attachment-{}", a.index + 1));
             s.push_str(&format!(
                 "<li><a href=\"{}/attachments/{}/{}\" download><span class=\"arrow\" aria-hidden=\"true\">↓</span><span>{}</span><span class=\"size\">{}</span></a></li>",

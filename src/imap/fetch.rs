@@ -434,38 +434,52 @@ pub(super) async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     let needs_db = items
         .iter()
         .any(|i| i.needs_raw() || *i == Item::InternalDate);
-    let mut pos = 0;
-    while pos < jobs.len() {
-        if !needs_db {
-            // Index data only: encode here, no store read.
-            let end = (pos + JOB_MESSAGES).min(jobs.len());
-            let codec = ResponseCodec::default();
-            let mut out = Vec::with_capacity((end - pos) * 48);
-            for job in &jobs[pos..end] {
+    if !needs_db {
+        // Index data only: encoded here, no store read.
+        let codec = ResponseCodec::default();
+        for chunk in jobs.chunks(JOB_MESSAGES) {
+            let mut out = Vec::with_capacity(chunk.len() * 48);
+            for job in chunk {
                 encode_one(&codec, job, &items, 0, &[], &mut out);
             }
             session.conn.write_encoded(&out);
             session.conn.flush_if_full().await?;
-            pos = end;
-            continue;
         }
-        let end = (pos + JOB_MESSAGES).min(jobs.len());
-        let chunk: Vec<Job> = jobs[pos..end].to_vec();
-        let it = items.clone();
-        let result = session
-            .shared_store()
-            .read(move |c| encode_jobs(c, &chunk, &it))
-            .await;
-        match result {
-            Ok((bytes, done)) => {
-                session.conn.write_encoded(&bytes);
-                session.conn.flush_if_full().await?;
-                pos += done.max(1);
+    } else {
+        // A producer on the blocking pool reads and encodes job after job
+        // (a read connection per job, none held while it waits) while this
+        // task writes the previous one out: disk, CPU and socket overlap.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<u8>>>(2);
+        let store = session.shared_store().clone();
+        let producer = tokio::task::spawn_blocking(move || {
+            let mut pos = 0;
+            while pos < jobs.len() {
+                let end = (pos + JOB_MESSAGES).min(jobs.len());
+                let result = store.read_blocking(|c| encode_jobs(c, &jobs[pos..end], &items));
+                let failed = result.is_err();
+                let bytes = result.map(|(bytes, done)| {
+                    pos += done.max(1);
+                    bytes
+                });
+                if tx.blocking_send(bytes).is_err() || failed {
+                    return;
+                }
             }
-            Err(e) => {
-                store_failed(session, tag, e);
-                return Ok(());
+        });
+        let mut failure = None;
+        while let Some(chunk) = rx.recv().await {
+            match chunk {
+                Ok(bytes) => {
+                    session.conn.write_encoded(&bytes);
+                    session.conn.flush_if_full().await?;
+                }
+                Err(e) => failure = Some(e),
             }
+        }
+        let _ = producer.await;
+        if let Some(e) = failure {
+            store_failed(session, tag, e);
+            return Ok(());
         }
     }
     session.updates(uid).await;

@@ -48,6 +48,8 @@ pub(crate) struct Shared {
     config: Arc<Config>,
     store: Store,
     tls: Option<TlsAcceptor>,
+    /// `imap_login`: failed LOGIN/AUTHENTICATE per address.
+    limits: Arc<crate::limits::Limits>,
     active: AtomicUsize,
     next_session: AtomicU64,
 }
@@ -58,7 +60,11 @@ pub struct Server {
 }
 
 impl Server {
-    pub fn new(config: Arc<Config>, store: Store) -> anyhow::Result<Server> {
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        limits: Arc<crate::limits::Limits>,
+    ) -> anyhow::Result<Server> {
         let tls = match &config.imap.tls {
             Some(files) => Some(crate::smtp::load_tls(files).context("IMAP TLS certificate")?),
             None => None,
@@ -69,6 +75,7 @@ impl Server {
                 config,
                 store,
                 tls,
+                limits,
                 active: AtomicUsize::new(0),
                 next_session: AtomicU64::new(1),
             }),

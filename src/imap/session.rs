@@ -332,27 +332,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     // -----------------------------------------------------------------
     // Login
 
-    /// Checks `email` + API token. The single place a login attempt is
-    /// decided: a rate limiter for repeated failures (per peer IP) hooks in
-    /// here, before the store is asked and after a failure.
+    /// Checks `email` + API token: the single place a login attempt (LOGIN
+    /// or AUTHENTICATE PLAIN) is decided, through the per-IP limiter for
+    /// repeated failures.
     async fn check_login(&self, email: String, token: String) -> Result<User, LoginError> {
-        let _peer_ip = self.peer.ip();
+        // An address that failed too often is refused before its
+        // credentials are looked at: a blocked guesser learns nothing more.
+        let limiter = &self.shared.limits.imap_login;
+        let ip = self.peer.ip();
+        if let Err(wait) = limiter.check(ip) {
+            return Err(LoginError::Throttled(wait.secs()));
+        }
         let user = self
             .store()
             .read(move |c| crate::store::users::by_token(c, &token))
             .await
             .map_err(LoginError::Store)?;
         match user {
-            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => Ok(u),
-            _ => Err(LoginError::Invalid),
+            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => {
+                limiter.success(ip);
+                Ok(u)
+            }
+            _ => {
+                limiter.failure(ip);
+                Err(LoginError::Invalid)
+            }
         }
     }
 
-    /// Answers a login attempt; true when it succeeded.
-    async fn finish_login(&mut self, result: Result<User, LoginError>) -> Status<'static> {
-        let tag = self.auth_tag.take();
-        let placeholder = Tag::unvalidated("x");
-        let tag = tag.unwrap_or(placeholder);
+    /// The tagged answer to a login attempt (the user is logged in on
+    /// success).
+    async fn finish_login(
+        &mut self,
+        tag: Tag<'static>,
+        result: Result<User, LoginError>,
+    ) -> Status<'static> {
         match result {
             Ok(user) => {
                 metrics::inc("imap_logins_total", &[("result", "ok")]);
@@ -374,6 +388,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     StatusKind::No,
                     Some(code_other("AUTHENTICATIONFAILED")),
                     "Invalid credentials (user name: your email, password: your API token)",
+                )
+            }
+            Err(LoginError::Throttled(secs)) => {
+                metrics::inc("imap_logins_total", &[("result", "throttled")]);
+                tracing::info!(peer = %self.peer, "IMAP login refused: too many failures");
+                tagged(
+                    &tag,
+                    StatusKind::No,
+                    Some(code_other("UNAVAILABLE")),
+                    format!("Too many failed logins from your address; try again in {secs} s"),
                 )
             }
             Err(LoginError::Store(e)) => {
@@ -402,8 +426,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         } else {
             Err(LoginError::Invalid)
         };
-        let status = self.finish_login(result).await;
-        self.conn.authenticate_finish(status);
+        if let Some(tag) = self.auth_tag.take() {
+            let status = self.finish_login(tag, result).await;
+            self.conn.authenticate_finish(status);
+        }
     }
 
     // -----------------------------------------------------------------
@@ -438,8 +464,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     let token =
                         String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
                     let result = self.check_login(email, token).await;
-                    self.auth_tag = Some(tag);
-                    let status = self.finish_login(result).await;
+                    let status = self.finish_login(tag, result).await;
                     self.conn.status(status);
                 }
             }
@@ -953,6 +978,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.conn.idle_accept();
         self.conn.flush().await?;
         let mut watching = true;
+        // Only the client's own input counts as activity: pushed updates do
+        // not keep a forgotten IDLE alive past the timeout.
+        let limit = self.shared.config.imap.idle_timeout;
+        let mut deadline = tokio::time::Instant::now() + limit;
         loop {
             // DONE may already be here (pipelined).
             while let Some(input) = self.conn.take_input() {
@@ -974,7 +1003,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 }
             }
             self.conn.flush().await?;
-            let limit = self.shared.config.imap.idle_timeout;
             let selected = self.selected.is_some();
             tokio::select! {
                 _ = self.shutdown.wait() => {
@@ -989,13 +1017,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                         self.refresh_now(true).await;
                     }
                 }
-                read = tokio::time::timeout(limit, self.conn.read_more()) => match read {
+                read = tokio::time::timeout_at(deadline, self.conn.read_more()) => match read {
                     Err(_) => {
                         self.bye(None, "Autologout; idle for too long").await;
                         return Ok(Flow::Close);
                     }
                     Ok(Ok(0)) => return Ok(Flow::Close),
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => deadline = tokio::time::Instant::now() + limit,
                     Ok(Err(e)) => return Err(e),
                 }
             }
@@ -1021,5 +1049,7 @@ pub(super) fn emit_changes<S: AsyncRead + AsyncWrite + Unpin>(
 #[derive(Debug)]
 enum LoginError {
     Invalid,
+    /// The address failed too often: refused for this many seconds.
+    Throttled(u64),
     Store(StoreError),
 }

@@ -20,13 +20,13 @@ use super::mime;
 pub struct ThreadItem {
     /// Sequence number or UID (the caller's choice); 0 is not a valid IMAP number and is left out.
     pub id: u32,
-    /// Message-ID header value (raw; the first `<id>` in it is used).
+    /// Message-ID header value (raw; its first valid `<id>` is used).
     pub message_id: Option<String>,
-    /// In-Reply-To header value (raw; its first `<id>` is used when References has none).
+    /// In-Reply-To header value (raw; its first valid `<id>` is used when References has none).
     pub in_reply_to: Option<String>,
-    /// References header values or single ids; every `<id>` in them, in order.
+    /// References header values (raw) or single ids; every valid `<id>` in them, in order.
     pub references: Vec<String>,
-    /// Subject header value (raw; RFC 2047 encoded-words are decoded here).
+    /// Subject as text, RFC 2047 encoded-words already decoded (see [`mime::decode_header`]).
     pub subject: Option<String>,
     /// Sent date (Date header, else the internal date), seconds since the epoch.
     pub date: i64,
@@ -34,58 +34,37 @@ pub struct ThreadItem {
 
 impl ThreadItem {
     /// The threading data of a stored message: its header fields, with `internal_date` when the
-    /// Date header is missing or unreadable.
+    /// Date header is missing or unreadable (as Dovecot reads dates).
     #[must_use]
     pub fn from_message(id: u32, raw: &[u8], internal_date: i64) -> ThreadItem {
         let h = mime::thread_headers(raw);
-        let date = h
-            .date
-            .as_deref()
-            .and_then(parse_date)
-            .unwrap_or(internal_date);
+        let text = |v: Option<&[u8]>| v.map(|v| String::from_utf8_lossy(v).into_owned());
         ThreadItem {
             id,
-            message_id: h.message_id,
-            in_reply_to: h.in_reply_to,
-            references: h.references.into_iter().collect(),
-            subject: h.subject,
-            date,
+            message_id: text(h.message_id),
+            in_reply_to: text(h.in_reply_to),
+            references: text(h.references).into_iter().collect(),
+            subject: h.subject.map(mime::decode_header),
+            date: h.date.and_then(mime::parse_date).unwrap_or(internal_date),
         }
     }
 }
 
-fn parse_date(value: &str) -> Option<i64> {
-    let mut line = value.as_bytes().to_vec();
-    line.extend_from_slice(b"\r\n");
-    match mail_parser::parsers::MessageStream::new(&line).parse_date() {
-        mail_parser::HeaderValue::DateTime(dt) if dt.is_valid() => Some(dt.to_timestamp()),
-        _ => None,
-    }
-}
-
-/// Every `<…>` message id in `value`, brackets removed (a bracket-less value counts as one id).
+/// Every valid message id in `value`, in order.
 fn message_ids(value: &str) -> Vec<String> {
+    let bytes = value.as_bytes();
+    let mut pos = 0;
     let mut out = Vec::new();
-    let mut rest = value;
-    while let Some(open) = rest.find('<') {
-        let after = &rest[open + 1..];
-        let Some(close) = after.find('>') else { break };
-        let id: String = after[..close]
-            .chars()
-            .filter(|c| !c.is_whitespace())
-            .collect();
-        if !id.is_empty() {
-            out.push(id);
-        }
-        rest = &after[close + 1..];
-    }
-    if out.is_empty() && !value.contains(['<', '>']) {
-        let id = value.trim();
-        if !id.is_empty() && !id.contains(char::is_whitespace) {
-            out.push(id.to_owned());
-        }
+    while let Some(id) = mime::next_message_id(bytes, &mut pos) {
+        out.push(String::from_utf8_lossy(&id).into_owned());
     }
     out
+}
+
+fn first_message_id(value: &str) -> Option<String> {
+    let mut pos = 0;
+    mime::next_message_id(value.as_bytes(), &mut pos)
+        .map(|id| String::from_utf8_lossy(&id).into_owned())
 }
 
 #[derive(Debug, Default, Clone)]
@@ -97,34 +76,38 @@ struct Container {
 }
 
 struct Threader<'a> {
-    items: &'a [ThreadItem],
+    items: Vec<&'a ThreadItem>,
     nodes: Vec<Container>,
     /// Base subject and reply/forward flag of each item, computed once.
     subjects: Vec<(String, bool)>,
 }
 
+/// Deeper reply trees are cut: a subtree nested deeper than this becomes a thread of its own
+/// (deep values would cost stack to drop, and no client shows 500 levels anyway).
+const MAX_NESTING: usize = 500;
+
 /// Threads `items` by RFC 5256 REFERENCES; the result is the body of a `* THREAD` response.
 #[must_use]
 pub fn thread_references(items: &[ThreadItem]) -> Vec<Thread> {
     let items: Vec<&ThreadItem> = items.iter().filter(|i| i.id != 0).collect();
-    let owned: Vec<ThreadItem> = items.into_iter().cloned().collect();
     let mut t = Threader {
-        items: &owned,
-        nodes: Vec::new(),
-        subjects: owned
+        subjects: items
             .iter()
             .map(|i| base_subject(i.subject.as_deref().unwrap_or("")))
             .collect(),
+        items,
+        nodes: Vec::new(),
     };
     t.link();
     let roots: Vec<usize> = (0..t.nodes.len())
         .filter(|&n| t.nodes[n].parent.is_none())
         .collect();
-    let roots = t.prune(roots, true);
+    let roots = t.prune(roots);
     let roots = t.sort(roots, false);
     let roots = t.merge_subjects(roots);
+    let roots = t.cap_nesting(roots);
     let roots = t.sort(roots, true);
-    roots.iter().filter_map(|&r| t.to_thread(r)).collect()
+    t.to_threads(&roots)
 }
 
 impl Threader<'_> {
@@ -169,11 +152,9 @@ impl Threader<'_> {
     /// RFC 5256 step 1.
     fn link(&mut self) {
         let mut ids: HashMap<String, usize> = HashMap::new();
-        for (i, item) in self.items.iter().enumerate() {
-            let own_id = item
-                .message_id
-                .as_deref()
-                .and_then(|v| message_ids(v).into_iter().next());
+        for i in 0..self.items.len() {
+            let item: &ThreadItem = self.items[i];
+            let own_id = item.message_id.as_deref().and_then(first_message_id);
             // A missing or duplicate Message-ID gets a container of its own.
             let node = match own_id {
                 Some(id) => match ids.get(&id) {
@@ -196,10 +177,7 @@ impl Threader<'_> {
                 .flat_map(|r| message_ids(r))
                 .collect();
             if refs.is_empty()
-                && let Some(first) = item
-                    .in_reply_to
-                    .as_deref()
-                    .and_then(|v| message_ids(v).into_iter().next())
+                && let Some(first) = item.in_reply_to.as_deref().and_then(first_message_id)
             {
                 refs.push(first);
             }
@@ -232,17 +210,37 @@ impl Threader<'_> {
         }
     }
 
+    /// Containers below `roots`, every child before its parent (iterative: reply chains can be
+    /// as long as the mailbox).
+    fn post_order(&self, roots: &[usize]) -> Vec<usize> {
+        let mut out = Vec::with_capacity(self.nodes.len());
+        let mut stack: Vec<(usize, bool)> = roots.iter().rev().map(|&r| (r, false)).collect();
+        while let Some((n, expanded)) = stack.pop() {
+            if expanded {
+                out.push(n);
+            } else {
+                stack.push((n, true));
+                stack.extend(self.nodes[n].children.iter().rev().map(|&c| (c, false)));
+            }
+        }
+        out
+    }
+
     /// RFC 5256 step 3: drop childless dummies, splice dummies' children into their place
     /// (at the root only when there is a single child).
-    fn prune(&mut self, list: Vec<usize>, root: bool) -> Vec<usize> {
+    fn prune(&mut self, roots: Vec<usize>) -> Vec<usize> {
+        for n in self.post_order(&roots) {
+            let children = std::mem::take(&mut self.nodes[n].children);
+            let kept = self.prune_list(children, false, Some(n));
+            self.nodes[n].children = kept;
+        }
+        self.prune_list(roots, true, None)
+    }
+
+    /// One level of step 3 (the children in `list` are pruned already).
+    fn prune_list(&mut self, list: Vec<usize>, root: bool, parent: Option<usize>) -> Vec<usize> {
         let mut out = Vec::with_capacity(list.len());
         for c in list {
-            let children = std::mem::take(&mut self.nodes[c].children);
-            let children = self.prune(children, false);
-            for &k in &children {
-                self.nodes[k].parent = Some(c);
-            }
-            self.nodes[c].children = children;
             if self.nodes[c].msg.is_some() {
                 out.push(c);
                 continue;
@@ -254,7 +252,7 @@ impl Threader<'_> {
             if !root || n == 1 {
                 let children = std::mem::take(&mut self.nodes[c].children);
                 for &k in &children {
-                    self.nodes[k].parent = self.nodes[c].parent;
+                    self.nodes[k].parent = parent;
                 }
                 out.extend(children);
             } else {
@@ -262,6 +260,25 @@ impl Threader<'_> {
             }
         }
         out
+    }
+
+    /// Detaches subtrees nested deeper than [`MAX_NESTING`] into threads of their own.
+    fn cap_nesting(&mut self, mut roots: Vec<usize>) -> Vec<usize> {
+        let mut stack: Vec<(usize, usize)> = roots.iter().map(|&r| (r, 0)).collect();
+        while let Some((n, level)) = stack.pop() {
+            let branch = self.nodes[n].msg.is_none() || self.nodes[n].children.len() > 1;
+            let next = level + usize::from(branch);
+            if next > MAX_NESTING {
+                for c in std::mem::take(&mut self.nodes[n].children) {
+                    self.nodes[c].parent = None;
+                    roots.push(c);
+                    stack.push((c, 0));
+                }
+                continue;
+            }
+            stack.extend(self.nodes[n].children.iter().map(|&c| (c, next)));
+        }
+        roots
     }
 
     /// The item a container is sorted and named by: its own, or a dummy's first child's.
@@ -276,20 +293,32 @@ impl Threader<'_> {
         None
     }
 
-    fn sort_key(&self, n: usize) -> (i64, u32) {
-        self.lead(n).map_or((i64::MAX, u32::MAX), |m| {
-            (self.items[m].date, self.items[m].id)
+    /// Sent date, then mailbox order. The date is compared as Dovecot stores it, in 32 bits
+    /// (a date before 1970 sorts after 2038, one after 2106 wraps), so both servers agree.
+    fn sort_key(&self, n: usize) -> (u32, u32) {
+        self.lead(n).map_or((u32::MAX, u32::MAX), |m| {
+            // Truncation is the point: the low 32 bits, as Dovecot's index keeps them.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let date = self.items[m].date as u32;
+            (date, self.items[m].id)
         })
     }
 
     /// Sorts `list` by sent date (then mailbox order); dummies' children first, since a dummy
     /// sorts by its first child. `deep` sorts every level below too.
     fn sort(&mut self, mut list: Vec<usize>, deep: bool) -> Vec<usize> {
-        for &c in &list {
-            if deep || self.nodes[c].msg.is_none() {
-                let children = std::mem::take(&mut self.nodes[c].children);
-                self.nodes[c].children = self.sort(children, deep);
-            }
+        let below: Vec<usize> = if deep {
+            self.post_order(&list)
+        } else {
+            list.iter()
+                .copied()
+                .filter(|&n| self.nodes[n].msg.is_none())
+                .collect()
+        };
+        for n in below {
+            let mut children = std::mem::take(&mut self.nodes[n].children);
+            children.sort_by_key(|&c| self.sort_key(c));
+            self.nodes[n].children = children;
         }
         list.sort_by_key(|&c| self.sort_key(c));
         list
@@ -373,184 +402,447 @@ impl Threader<'_> {
         out
     }
 
-    fn to_thread(&self, n: usize) -> Option<Thread> {
-        let node = &self.nodes[n];
-        let Some(m) = node.msg else {
-            let children: Vec<Thread> = node
+    /// The imap-types forest, built bottom-up without recursion. A message with one reply
+    /// continues its prefix (`(1 2 3 (4)(5))`); a dummy is `Nested`.
+    fn to_threads(&self, roots: &[usize]) -> Vec<Thread> {
+        // Per container: the prefix ids from the bottom of its chain up, and its answers.
+        let mut chain: Vec<Vec<NonZeroU32>> = vec![Vec::new(); self.nodes.len()];
+        let mut answers: Vec<Vec<Thread>> = vec![Vec::new(); self.nodes.len()];
+        let mut built: Vec<Option<Thread>> = vec![None; self.nodes.len()];
+        for n in self.post_order(roots) {
+            let node = &self.nodes[n];
+            let kids: Vec<Thread> = node
                 .children
                 .iter()
-                .filter_map(|&c| self.to_thread(c))
+                .filter_map(|&c| built[c].take())
                 .collect();
-            return match children.len() {
-                0 => None,
-                1 => children.into_iter().next(),
-                _ => Some(Thread::Nested {
-                    answers: Vec2::unvalidated(children),
-                }),
+            let Some(m) = node.msg else {
+                built[n] = match kids.len() {
+                    0 => None,
+                    1 => kids.into_iter().next(),
+                    _ => Some(Thread::Nested {
+                        answers: Vec2::unvalidated(kids),
+                    }),
+                };
+                continue;
             };
-        };
-        let mut prefix: Vec<NonZeroU32> = Vec::new();
-        prefix.extend(NonZeroU32::new(self.items[m].id));
-        let mut cur = n;
-        // A chain of only children is one prefix: (1 2 3 (4)(5)).
-        while self.nodes[cur].children.len() == 1 {
-            let c = self.nodes[cur].children[0];
-            match self.nodes[c].msg {
-                Some(cm) => {
-                    prefix.extend(NonZeroU32::new(self.items[cm].id));
-                    cur = c;
+            let single = match node.children.as_slice() {
+                [c] if self.nodes[*c].msg.is_some() => Some(*c),
+                _ => None,
+            };
+            if let Some(c) = single {
+                chain[n] = std::mem::take(&mut chain[c]);
+                answers[n] = std::mem::take(&mut answers[c]);
+            } else if kids.len() == 1 {
+                // A lone dummy reply: its replies answer this message.
+                if let Some(Thread::Nested { answers: a }) = kids.into_iter().next() {
+                    answers[n] = a.into_inner();
                 }
-                None => break,
+            } else {
+                answers[n] = kids;
+            }
+            chain[n].extend(NonZeroU32::new(self.items[m].id));
+            // Materialise unless the parent continues this chain.
+            let continued = node
+                .parent
+                .is_some_and(|p| self.nodes[p].msg.is_some() && self.nodes[p].children.len() == 1);
+            if !continued {
+                let mut prefix = std::mem::take(&mut chain[n]);
+                prefix.reverse();
+                let a = std::mem::take(&mut answers[n]);
+                built[n] = Vec1::try_from(prefix).ok().map(|prefix| Thread::Members {
+                    prefix,
+                    answers: if a.len() >= 2 {
+                        Some(Vec2::unvalidated(a))
+                    } else {
+                        None
+                    },
+                });
             }
         }
-        let children: Vec<Thread> = self.nodes[cur]
-            .children
-            .iter()
-            .filter_map(|&c| self.to_thread(c))
-            .collect();
-        let prefix = Vec1::try_from(prefix).ok()?;
-        let answers = match children.len() {
-            0 => None,
-            1 => {
-                // A lone child that is itself a dummy or a branch: fold it into this prefix.
-                return Some(merge_single(prefix, children.into_iter().next()?));
-            }
-            _ => Some(Vec2::unvalidated(children)),
-        };
-        Some(Thread::Members { prefix, answers })
+        roots.iter().filter_map(|&r| built[r].take()).collect()
     }
 }
 
-fn merge_single(prefix: Vec1<NonZeroU32>, child: Thread) -> Thread {
-    match child {
-        Thread::Members {
-            prefix: more,
-            answers,
-        } => {
-            let mut all = prefix.into_inner();
-            all.extend(more.into_inner());
-            Thread::Members {
-                prefix: Vec1::unvalidated(all),
-                answers,
-            }
-        }
-        Thread::Nested { answers } => Thread::Members {
-            prefix,
-            answers: Some(answers),
-        },
-    }
-}
-
-/// RFC 5256 §2.1 base subject, case-folded, and whether extracting it removed a reply or
-/// forward marker.
+/// RFC 5256 §2.1 base subject of a (decoded) subject, upper-cased for comparing, and whether
+/// extracting it removed a reply or forward marker; the steps as Dovecot implements them.
 #[must_use]
-pub fn base_subject(raw: &str) -> (String, bool) {
-    let decoded = decode_words(raw);
-    // (1) tabs and line breaks are spaces, runs of spaces one.
-    let mut s = String::with_capacity(decoded.len());
-    let mut space = false;
-    for c in decoded.chars() {
+pub fn base_subject(subject: &str) -> (String, bool) {
+    // (1) Case-folded (Dovecot compares title-cased text), blanks packed to one space.
+    let mut s = String::with_capacity(subject.len());
+    let mut last_space = false;
+    for c in subject.chars() {
         if matches!(c, ' ' | '\t' | '\r' | '\n') {
-            space = true;
-        } else {
-            if space && !s.is_empty() {
+            if !last_space {
                 s.push(' ');
             }
-            space = false;
-            s.push(c);
+            last_space = true;
+        } else {
+            s.extend(c.to_uppercase());
+            last_space = false;
         }
-    }
-    if space && !s.is_empty() {
-        s.push(' ');
     }
     let mut reply = false;
-    let mut s: &str = &s;
+    let mut start = 0usize;
+    let mut end = s.len();
     loop {
-        // (2) trailing "(fwd)" and blanks.
-        loop {
-            let t = s.trim_end_matches(' ');
-            if t.len() >= 5 && t[t.len() - 5..].eq_ignore_ascii_case("(fwd)") {
-                s = &t[..t.len() - 5];
+        // (2) trailing blanks and "(FWD)".
+        let b = s.as_bytes();
+        while end > start {
+            if b[end - 1] == b' ' {
+                end -= 1;
+            } else if end - start >= 5 && &b[end - 5..end] == b"(FWD)" {
                 reply = true;
+                end -= 5;
             } else {
-                s = t;
                 break;
             }
         }
-        // (3)–(5) leading blanks, "[blob]… Re:" leaders and lone blobs.
+        // (3)-(5) leaders and blobs.
         loop {
-            let before = s.len();
-            loop {
-                let t = s.trim_start_matches(' ');
-                if let Some(rest) = strip_leader(t) {
-                    s = rest;
-                    reply = true;
-                } else {
-                    s = t;
-                    break;
-                }
-            }
-            if let Some(rest) = strip_blob(s)
-                && !rest.is_empty()
+            let mut found = remove_leader(b, &mut start, end, &mut reply);
+            if b.get(start) == Some(&b'[')
+                && let Some(after) = skip_blob(b, start, end)
+                && after < end
             {
-                s = rest;
+                start = after;
+                found = true;
             }
-            if s.len() == before {
+            if !found {
                 break;
             }
         }
-        // (6) "[fwd: …]".
-        if s.len() >= 6 && s[..5].eq_ignore_ascii_case("[fwd:") && s.ends_with(']') {
-            s = &s[5..s.len() - 1];
+        // (6) "[FWD: … ]".
+        if end - start >= 5 && &b[start..start + 5] == b"[FWD:" && b[end - 1] == b']' {
             reply = true;
+            start += 5;
+            end -= 1;
             continue;
         }
         break;
     }
-    (s.to_lowercase(), reply)
+    // Every cut is next to an ASCII byte, so on a character boundary.
+    let base = s.get(start..end.max(start)).unwrap_or("").to_owned();
+    (base, reply)
 }
 
-/// `[…]` and the blanks after it.
-fn strip_blob(s: &str) -> Option<&str> {
-    let rest = s.strip_prefix('[')?;
-    let close = rest.find(['[', ']'])?;
-    if rest.as_bytes()[close] != b']' {
+/// After a `[…]` at `i` (and one space after it), if it closes before `end`.
+fn skip_blob(b: &[u8], i: usize, end: usize) -> Option<usize> {
+    if b.get(i) != Some(&b'[') {
         return None;
     }
-    Some(rest[close + 1..].trim_start_matches([' ', '\t']))
+    let mut j = i + 1;
+    while j < end && b[j] != b'[' && b[j] != b']' {
+        j += 1;
+    }
+    if j >= end || b[j] != b']' {
+        return None;
+    }
+    j += 1;
+    if j < end && b[j] == b' ' {
+        j += 1;
+    }
+    Some(j)
 }
 
-/// `*blob ("re" / "fw" / "fwd") *WSP [blob] ":"`.
-fn strip_leader(s: &str) -> Option<&str> {
-    let mut t = s;
-    while let Some(rest) = strip_blob(t) {
-        t = rest;
+/// Removes a leading space, or `*blob ("RE" / "FWD" / "FW") [" "] [blob] ":"`.
+fn remove_leader(b: &[u8], start: &mut usize, end: usize, reply: &mut bool) -> bool {
+    let mut found = false;
+    if *start < end && b[*start] == b' ' {
+        *start += 1;
+        found = true;
     }
-    let lower = t.get(..3).map(str::to_ascii_lowercase).unwrap_or_default();
-    let mut rest = if lower.starts_with("fwd") {
-        &t[3..]
-    } else if lower.starts_with("re") || lower.starts_with("fw") {
-        &t[2..]
+    let mut i = *start;
+    while i < end && b[i] == b'[' {
+        match skip_blob(b, i, end) {
+            Some(j) => i = j,
+            None => return found,
+        }
+    }
+    let rest = &b[i..end];
+    if rest.starts_with(b"RE") {
+        i += 2;
+    } else if rest.starts_with(b"FWD") {
+        i += 3;
+    } else if rest.starts_with(b"FW") {
+        i += 2;
     } else {
-        return None;
-    };
-    rest = rest.trim_start_matches([' ', '\t']);
-    if let Some(after) = strip_blob(rest) {
-        rest = after;
+        return found;
     }
-    rest.strip_prefix(':')
+    if i < end && b[i] == b' ' {
+        i += 1;
+    }
+    if i < end && b[i] == b'[' {
+        match skip_blob(b, i, end) {
+            Some(j) => i = j,
+            None => return found,
+        }
+    }
+    if i >= end || b[i] != b':' {
+        return found;
+    }
+    *start = i + 1;
+    *reply = true;
+    true
 }
 
-/// RFC 2047 encoded-words decoded (mail-parser's unstructured-field decoder).
-fn decode_words(raw: &str) -> String {
-    if !raw.contains("=?") {
-        return raw.to_owned();
+#[cfg(test)]
+mod tests {
+    //! Expected answers are Dovecot 2.3.19's `THREAD REFERENCES` for the same messages.
+
+    use super::*;
+
+    fn wire(threads: &[Thread]) -> String {
+        threads.iter().map(ToString::to_string).collect()
     }
-    let mut line = raw.as_bytes().to_vec();
-    line.extend_from_slice(b"\r\n");
-    match mail_parser::parsers::MessageStream::new(&line).parse_unstructured() {
-        mail_parser::HeaderValue::Text(t) => t.into_owned(),
-        mail_parser::HeaderValue::TextList(l) => l.join(" "),
-        _ => raw.to_owned(),
+
+    fn msg(
+        subject: Option<&str>,
+        id: Option<&str>,
+        irt: Option<&str>,
+        refs: Option<&str>,
+        date: Option<&str>,
+    ) -> Vec<u8> {
+        let mut h = String::new();
+        for (name, v) in [
+            ("Subject", subject),
+            ("Message-ID", id),
+            ("In-Reply-To", irt),
+            ("References", refs),
+            ("Date", date),
+        ] {
+            if let Some(v) = v {
+                h.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        format!("{h}From: a@b.c\r\n\r\nbody\r\n").into_bytes()
+    }
+
+    #[test]
+    fn tricky_threads_as_dovecot_threads_them() {
+        let d = |h: u32| format!("Mon, 1 Jan 2024 {h:02}:00:00 +0000");
+        let cases: Vec<Vec<u8>> = vec![
+            msg(Some("Hello"), Some("<a@x>"), None, None, Some(&d(1))),
+            msg(
+                Some("Re: Hello"),
+                Some("<b@x>"),
+                Some("<a@x>"),
+                None,
+                Some(&d(2)),
+            ),
+            msg(
+                Some("Re: Hello"),
+                Some("<c@x>"),
+                None,
+                Some("<a@x> <b@x>"),
+                Some(&d(3)),
+            ),
+            // A reply whose parents are missing: a dummy chain, pruned away.
+            msg(
+                Some("Re: [list] Re: Hello"),
+                Some("<d@x>"),
+                None,
+                Some("<zz@x> <missing@x>"),
+                Some(&d(4)),
+            ),
+            msg(Some("Fwd: Hello"), Some("<e@x>"), None, None, Some(&d(5))),
+            msg(Some("Hello (fwd)"), Some("<f@x>"), None, None, Some(&d(6))),
+            msg(Some("[fwd: Hello]"), Some("<g@x>"), None, None, Some(&d(0))),
+            // Two replies to the same missing parent: a dummy root.
+            msg(
+                Some("Other"),
+                Some("<h@x>"),
+                None,
+                Some("<missing2@x>"),
+                Some(&d(7)),
+            ),
+            msg(
+                Some("Other"),
+                Some("<i@x>"),
+                None,
+                Some("<missing2@x>"),
+                Some(&d(6)),
+            ),
+            // A reference loop.
+            msg(
+                Some("Loop"),
+                Some("<j@x>"),
+                None,
+                Some("<k@x>"),
+                Some(&d(8)),
+            ),
+            msg(
+                Some("Loop"),
+                Some("<k@x>"),
+                None,
+                Some("<j@x>"),
+                Some(&d(9)),
+            ),
+            // A duplicate Message-ID, no subject, no headers at all.
+            msg(Some("dup"), Some("<a@x>"), None, None, Some(&d(10))),
+            msg(Some(""), None, None, None, Some(&d(11))),
+            msg(None, None, None, None, None),
+            // Subjects equal once decoded and case-folded.
+            msg(
+                Some("=?utf-8?q?Caf=C3=A9?="),
+                Some("<l@x>"),
+                None,
+                None,
+                Some(&d(12)),
+            ),
+            msg(Some("RE: CAFÉ"), Some("<m@x>"), None, None, Some(&d(13))),
+            msg(
+                Some("Re:  [x]  Re:   Spaces\t here "),
+                Some("<n@x>"),
+                None,
+                None,
+                Some(&d(14)),
+            ),
+            msg(Some("Spaces here"), Some("<o@x>"), None, None, Some(&d(15))),
+            msg(Some("[blob]"), Some("<p@x>"), None, None, Some(&d(16))),
+            msg(Some("[blob]"), Some("<q@x>"), None, None, Some(&d(17))),
+            // In-Reply-To with an invalid id first; a parent whose Date is unreadable.
+            msg(
+                Some("Child"),
+                Some("<r@x>"),
+                Some("<nope> <s@x>"),
+                None,
+                Some(&d(18)),
+            ),
+            msg(Some("Parent"), Some("<s@x>"), None, None, Some("garbage")),
+            msg(Some("same date a"), Some("<t@x>"), None, None, Some(&d(19))),
+            msg(Some("same date b"), Some("<u@x>"), None, None, Some(&d(19))),
+            msg(Some("Re: Other"), Some("<v@x>"), None, None, Some(&d(20))),
+            msg(Some("Other"), Some("<w@x>"), None, None, Some(&d(21))),
+            msg(
+                Some("Fw: fw: Fwd: re: x"),
+                Some("<y@x>"),
+                None,
+                Some("<w@x>"),
+                Some(&d(22)),
+            ),
+            // References longer, shorter and conflicting with a later Message-ID.
+            msg(
+                Some("x"),
+                Some("<z1@x>"),
+                None,
+                Some("<p1@x> <p2@x> <p3@x>"),
+                Some(&d(23)),
+            ),
+            msg(
+                Some("x"),
+                Some("<z2@x>"),
+                None,
+                Some("<p1@x> <p2@x>"),
+                Some(&d(2)),
+            ),
+            msg(Some("x"), Some("<p2@x>"), None, Some("<p0@x>"), Some(&d(1))),
+        ];
+        let items: Vec<ThreadItem> = cases
+            .iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let n = u32::try_from(i).unwrap_or(0);
+                ThreadItem::from_message(n + 1, raw, 1_600_000_000 + i64::from(n) * 3600)
+            })
+            .collect();
+        assert_eq!(
+            wire(&thread_references(&items)),
+            "(14)(22 21)(1 (7)(2 3)(4)(5)(6))(30 (29)(28))((9)(8)(25)(26 27))(11 10)(12)(13)(15 16)(18 17)((19)(20))(23)(24)"
+        );
+    }
+
+    #[test]
+    fn base_subjects() {
+        let cases = [
+            ("Hello", "HELLO", false),
+            ("Re: Hello", "HELLO", true),
+            ("RE:Re: re : hello", "HELLO", true),
+            ("Fwd: [list] Re: Hello (fwd)", "HELLO", true),
+            ("[list] Hello", "HELLO", false),
+            ("[list]", "[LIST]", false),
+            ("[fwd: Re: Hello]", "HELLO", true),
+            ("Re[2]: Hello", "HELLO", true),
+            ("  tabs\tand   spaces  ", "TABS AND SPACES", false),
+            ("café", "CAFÉ", false),
+            ("", "", false),
+        ];
+        for (subject, base, reply) in cases {
+            assert_eq!(
+                base_subject(subject),
+                (base.to_owned(), reply),
+                "{subject:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_long_reply_chain_is_one_prefix() {
+        let n = 20_000u32;
+        let items: Vec<ThreadItem> = (1..=n)
+            .map(|i| ThreadItem {
+                id: i,
+                message_id: Some(format!("<{i}@x>")),
+                in_reply_to: (i > 1).then(|| format!("<{}@x>", i - 1)),
+                date: i64::from(i),
+                ..ThreadItem::default()
+            })
+            .collect();
+        let threads = thread_references(&items);
+        assert_eq!(threads.len(), 1);
+        let Thread::Members { prefix, answers } = &threads[0] else {
+            panic!("a chain is members");
+        };
+        assert_eq!(prefix.as_ref().len(), n as usize);
+        assert!(answers.is_none());
+    }
+
+    #[test]
+    fn a_deep_branching_tree_is_capped_not_overflowed() {
+        // Every message has a leaf reply and a reply that branches again.
+        let levels = 3_000u32;
+        let mut items = Vec::new();
+        for l in 0..levels {
+            let parent = (l > 0).then(|| format!("<b{}@x>", l - 1));
+            items.push(ThreadItem {
+                id: 2 * l + 1,
+                message_id: Some(format!("<b{l}@x>")),
+                in_reply_to: parent.clone(),
+                date: i64::from(2 * l),
+                ..ThreadItem::default()
+            });
+            items.push(ThreadItem {
+                id: 2 * l + 2,
+                message_id: Some(format!("<leaf{l}@x>")),
+                in_reply_to: Some(format!("<b{l}@x>")),
+                date: i64::from(2 * l + 1),
+                ..ThreadItem::default()
+            });
+        }
+        let text = wire(&thread_references(&items));
+        let mut ids: Vec<u32> = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, (1..=2 * levels).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn zero_ids_are_left_out() {
+        let items = vec![
+            ThreadItem {
+                id: 0,
+                date: 1,
+                ..ThreadItem::default()
+            },
+            ThreadItem {
+                id: 5,
+                date: 2,
+                ..ThreadItem::default()
+            },
+        ];
+        assert_eq!(wire(&thread_references(&items)), "(5)");
+        assert!(thread_references(&[]).is_empty());
     }
 }

@@ -385,7 +385,7 @@ fn address<'x>(p: &'x Person) -> Address<'x> {
 
 fn with_attachments<'x>(mut b: MessageBuilder<'x>, list: &[OutAttachment]) -> MessageBuilder<'x> {
     for a in list {
-        let name = clean_header(&a.filename).replace(['/', '\\'], "_");
+        let name = crate::model::file_name(&a.filename);
         let ct = clean_header(&a.content_type);
         let ct = if ct.contains('/') {
             ct

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
@@ -28,6 +28,7 @@ use tracing::Instrument;
 
 use crate::app::Shutdown;
 use crate::config::{Config, TlsFiles};
+use crate::limits::Limits;
 use crate::metrics;
 use crate::store::Store;
 use session::{Outcome, Session};
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     next_session: AtomicU64,
     /// Woken after every committed message (the ingest worker waits on it).
     committed: Arc<Notify>,
+    /// Per-address abuse limits: connection rate, failed recipients.
+    limits: Arc<Limits>,
 }
 
 /// The SMTP server of one gateway.
@@ -54,6 +57,7 @@ impl Server {
         config: Arc<Config>,
         store: Store,
         committed: Arc<Notify>,
+        limits: Arc<Limits>,
     ) -> anyhow::Result<Server> {
         let tls = match &config.smtp.tls {
             Some(files) => Some(load_tls(files).context("SMTP TLS certificate")?),
@@ -69,6 +73,7 @@ impl Server {
                 per_ip: Mutex::new(HashMap::new()),
                 next_session: AtomicU64::new(1),
                 committed,
+                limits,
             }),
         })
     }
@@ -111,6 +116,19 @@ impl Server {
         Ok(())
     }
 
+    /// Runs one session on an already-connected byte stream as if it had
+    /// come from `peer`, bypassing the accept loop and its connection
+    /// limits. The fuzz targets (`fuzz/`) drive the real session code over
+    /// an in-memory duplex through this; the listener uses the same path.
+    pub async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+    ) -> std::io::Result<()> {
+        serve_connection(&self.shared, stream, peer, shutdown).await
+    }
+
     fn admit(
         &self,
         stream: TcpStream,
@@ -120,6 +138,19 @@ impl Server {
     ) {
         let cfg = &self.shared.config.smtp;
         let ip = peer.ip();
+        // An address blocked for guessing recipients, or connecting too
+        // often, is told to come back later before anything else.
+        if let Err(wait) = self.shared.limits.smtp_rcpt.check(ip) {
+            metrics::inc("smtp_connections_refused_total", &[("reason", "blocked")]);
+            tracing::debug!(peer = %peer, retry_after = wait.secs(), "refused a blocked address");
+            tokio::spawn(refuse(stream, reply::blocked()));
+            return;
+        }
+        if self.shared.limits.smtp_connections.acquire(ip).is_err() {
+            metrics::inc("smtp_connections_refused_total", &[("reason", "rate")]);
+            tokio::spawn(refuse(stream, reply::connection_rate()));
+            return;
+        }
         if self.shared.active.load(Ordering::SeqCst) >= cfg.max_connections {
             metrics::inc(
                 "smtp_connections_refused_total",
@@ -154,6 +185,7 @@ impl Server {
                 let _guard = guard;
                 metrics::inc("smtp_sessions_total", &[]);
                 metrics::gauge_add("smtp_sessions_active", &[], 1);
+                let _ = stream.set_nodelay(true);
                 if let Err(e) = serve_connection(&shared, stream, peer, shutdown).await {
                     tracing::debug!(error = %e, "session ended with an I/O error");
                 }
@@ -194,13 +226,12 @@ async fn refuse(mut stream: TcpStream, r: reply::Reply) {
     .await;
 }
 
-async fn serve_connection(
+async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     shared: &Shared,
-    mut stream: TcpStream,
+    mut stream: S,
     peer: SocketAddr,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
     let mut session = Session::new(shared, peer, shutdown);
     session.greet();
     match session.run(&mut stream).await? {
@@ -278,5 +309,13 @@ fn describe_metrics() {
     metrics::describe(
         "smtp_tls_handshakes_total",
         "STARTTLS handshakes, by result",
+    );
+    metrics::describe(
+        "smtp_tarpit_seconds",
+        "Delays added to failed RCPT replies (the tarpit)",
+    );
+    metrics::describe(
+        "smtp_sessions_cut_total",
+        "Sessions closed by an abuse limit, by reason",
     );
 }

@@ -125,6 +125,22 @@ pub fn too_many_from_ip() -> Reply {
         "Too many connections from your address, try again later",
     )
 }
+pub fn connection_rate() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many connections from your address per minute, try again later",
+    )
+}
+/// The session is cut, or a connection refused, because the address failed
+/// too many recipients (token guessing); it is blocked for a while.
+pub fn blocked() -> Reply {
+    Reply::new(
+        421,
+        "4.7.0",
+        "Too many failed recipients from your address, try again later",
+    )
+}
 pub fn too_many_errors() -> Reply {
     Reply::new(421, "4.7.0", "Too many errors, closing connection")
 }

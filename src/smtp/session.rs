@@ -42,6 +42,9 @@ struct Transaction {
     /// Bytes received so far by BDAT, `None` when BDAT is not in use.
     bdat: Option<Vec<u8>>,
     bdat_size: usize,
+    /// When the first DATA/BDAT byte transfer of this transaction began:
+    /// the whole transfer must end within `smtp.data_max_time`.
+    data_started: Option<Instant>,
 }
 
 pub(super) struct Session<'a> {
@@ -58,9 +61,17 @@ pub(super) struct Session<'a> {
     discarding: bool,
     /// Set once shutdown was seen during DATA: the transfer may go on until then.
     grace_deadline: Option<Instant>,
+    /// The address failed too many recipients: the session ends with 421.
+    cut: bool,
+    /// When the command line being waited for must be complete: a client
+    /// trickling a byte at a time cannot hold the session past
+    /// `smtp.command_timeout` for one command.
+    line_deadline: Option<Instant>,
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// Spare room made in the input buffer before a command-phase read.
+const COMMAND_CHUNK: usize = 4 * 1024;
 
 /// Upper bound on how long a TLS handshake may take.
 pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -82,6 +93,8 @@ impl<'a> Session<'a> {
             output: Vec::new(),
             discarding: false,
             grace_deadline: None,
+            cut: false,
+            line_deadline: None,
         }
     }
 
@@ -104,6 +117,7 @@ impl<'a> Session<'a> {
         self.txn = Transaction::default();
         self.input.clear();
         self.discarding = false;
+        self.line_deadline = None;
         self.tls = true;
     }
 
@@ -132,37 +146,47 @@ impl<'a> Session<'a> {
     }
 
     /// Reads more input in the command phase. `Ok(false)` at end of stream.
+    /// The whole line must arrive by `line_deadline`, however the bytes
+    /// are spread (set when the wait for the line began).
     async fn read_command_input<S: AsyncRead + Unpin>(&mut self, io: &mut S) -> Result<bool, Stop> {
         let timeout = self.shared.config.smtp.command_timeout;
-        let mut buf = vec![0u8; READ_CHUNK];
+        let deadline = *self.line_deadline.get_or_insert(Instant::now() + timeout);
+        // Straight into the input buffer: no 64 KiB buffer zeroed per read,
+        // and an idle session holds only a few KiB.
+        self.input.reserve(COMMAND_CHUNK);
         let shutdown = self.shutdown.clone();
         tokio::select! {
             biased;
             _ = shutdown.wait() => Err(Stop::Shutdown),
-            r = tokio::time::timeout(timeout, io.read(&mut buf)) => match r {
+            r = tokio::time::timeout_at(deadline.into(), io.read_buf(&mut self.input)) => match r {
                 Err(_) => Err(Stop::Timeout),
                 Ok(Err(e)) => Err(Stop::Io(e)),
                 Ok(Ok(0)) => Ok(false),
-                Ok(Ok(n)) => {
-                    self.input.extend_from_slice(&buf[..n]);
-                    Ok(true)
-                }
+                Ok(Ok(_)) => Ok(true),
             }
         }
     }
 
-    /// Reads more input in the DATA/BDAT phase. Shutdown does not stop it
-    /// at once: the transfer may finish until `shutdown_grace` has passed.
+    /// Reads more input in the DATA/BDAT phase: each read within
+    /// `data_timeout`, the whole transfer by `transfer_deadline`. Shutdown
+    /// does not stop it at once: the transfer may finish until
+    /// `shutdown_grace` has passed.
     async fn read_data_input<S: AsyncRead + Unpin>(
         &mut self,
         io: &mut S,
         buf: &mut [u8],
+        transfer_deadline: Instant,
     ) -> Result<usize, Stop> {
         let data_timeout = self.shared.config.smtp.data_timeout;
         loop {
             if self.grace_deadline.is_none() && self.shutdown.is_triggered() {
                 self.grace_deadline = Some(Instant::now() + self.shared.config.smtp.shutdown_grace);
             }
+            let total_left = transfer_deadline.saturating_duration_since(Instant::now());
+            if total_left.is_zero() {
+                return Err(Stop::Timeout);
+            }
+            let data_timeout = data_timeout.min(total_left);
             let (limit, by_grace) = match self.grace_deadline {
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
@@ -206,6 +230,7 @@ impl<'a> Session<'a> {
                 let r = match stop {
                     Stop::Timeout => reply::timeout(&host),
                     Stop::TooManyErrors => reply::too_many_errors(),
+                    Stop::Blocked => reply::blocked(),
                     _ => reply::shutting_down(&host),
                 };
                 tracing::info!(reason = ?stop, "closing session");
@@ -223,6 +248,9 @@ impl<'a> Session<'a> {
     ) -> Result<Outcome, Stop> {
         let max_line = self.shared.config.smtp.max_line_length;
         loop {
+            if self.cut {
+                return Err(Stop::Blocked);
+            }
             if self.errors > self.shared.config.smtp.max_errors {
                 return Err(Stop::TooManyErrors);
             }
@@ -243,6 +271,7 @@ impl<'a> Session<'a> {
             match newline {
                 Some(pos) if pos < max_line => {
                     let line: Vec<u8> = self.input.drain(..=pos).collect();
+                    self.line_deadline = None;
                     match self.command(&line).await {
                         Next::Continue => {}
                         Next::Close => return Ok(Outcome::Close),
@@ -478,6 +507,11 @@ impl<'a> Session<'a> {
         } else {
             to.address.clone()
         };
+        // RFC 5321 §4.1.2: a domain has no trailing dot. `reply@gw.` is not
+        // read as the gateway's own domain, nor passed on anywhere.
+        if address.ends_with('.') {
+            return self.say(reply::bad_recipient_address());
+        }
         let Some(addr) = MailAddr::parse(&address) else {
             return self.say(reply::bad_recipient_address());
         };
@@ -492,6 +526,12 @@ impl<'a> Session<'a> {
         if self.txn.rcpts.len() >= self.shared.config.smtp.max_recipients {
             metrics::inc("smtp_rcpt_total", &[("result", "too_many")]);
             return self.say(reply::too_many_recipients());
+        }
+        // Blocked meanwhile (by this session or another from the address).
+        if self.shared.limits.smtp_rcpt.check(self.peer.ip()).is_err() {
+            self.cut = true;
+            metrics::inc("smtp_sessions_cut_total", &[("reason", "blocked")]);
+            return;
         }
         let class = policy::classify(&addr, &self.shared.config.domain);
         let verdict = if class == RcptClass::Foreign {
@@ -529,11 +569,13 @@ impl<'a> Session<'a> {
             Ok(RcptVerdict::UnknownUser) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "unknown_user")]);
                 tracing::info!(rcpt = %address, "unknown recipient");
+                self.rcpt_failed().await;
                 self.say(reply::no_such_user());
             }
             Ok(RcptVerdict::RelayDenied) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
                 tracing::info!(rcpt = %address, "relaying denied");
+                self.rcpt_failed().await;
                 self.say(reply::relay_denied());
             }
             Err(e) => {
@@ -544,10 +586,50 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Counts a failed recipient against the client's address (token
+    /// guessing, relay probing): past `smtp.rcpt_failures_before_tarpit`
+    /// each further failure is answered more slowly (the n-th past it after
+    /// n × `smtp.tarpit_delay`); reaching `smtp.max_rcpt_failures` cuts the
+    /// session after this reply and blocks the address for `smtp.block_time`.
+    async fn rcpt_failed(&mut self) {
+        let cfg = &self.shared.config.smtp;
+        let failure = self.shared.limits.smtp_rcpt.failure(self.peer.ip());
+        if failure.blocked.is_some() {
+            metrics::inc("smtp_sessions_cut_total", &[("reason", "rcpt_failures")]);
+            tracing::warn!(
+                failures = failure.count,
+                block_secs = cfg.block_time.as_secs(),
+                "too many failed recipients: cutting the session and blocking the address"
+            );
+            self.cut = true;
+            return;
+        }
+        let delay = tarpit(
+            failure.count,
+            cfg.rcpt_failures_before_tarpit,
+            cfg.tarpit_delay,
+        );
+        if delay.is_zero() {
+            return;
+        }
+        metrics::observe("smtp_tarpit_seconds", &[], delay.as_secs_f64());
+        tracing::debug!(
+            failures = failure.count,
+            delay_ms = delay.as_millis() as u64,
+            "tarpit"
+        );
+        let shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = shutdown.wait() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+
     async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         io: &mut S,
     ) -> Result<(), Stop> {
+        let transfer_deadline = Instant::now() + self.shared.config.smtp.data_max_time;
         let mut rx = DataReceiver::new(self.shared.config.smtp.max_message_bytes);
         let mut done = rx.feed(&self.input);
         let mut buf = vec![0u8; READ_CHUNK];
@@ -558,7 +640,9 @@ impl<'a> Session<'a> {
             None => self.input.clear(),
         }
         while done.is_none() {
-            let n = self.read_data_input(io, &mut buf).await?;
+            let n = self
+                .read_data_input(io, &mut buf, transfer_deadline)
+                .await?;
             if n == 0 {
                 // The client went away mid-DATA: nothing is stored.
                 return Err(Stop::Io(std::io::Error::new(
@@ -599,6 +683,14 @@ impl<'a> Session<'a> {
             None
         };
         let max = self.shared.config.smtp.max_message_bytes;
+        // Chunks of one transaction share one transfer deadline, so many
+        // small slow chunks cannot stretch it either.
+        let started = if refusal.is_none() {
+            *self.txn.data_started.get_or_insert_with(Instant::now)
+        } else {
+            Instant::now()
+        };
+        let transfer_deadline = started + self.shared.config.smtp.data_max_time;
         let keep = refusal.is_none();
         let mut body = if keep {
             self.txn.bdat.take().unwrap_or_default()
@@ -620,7 +712,9 @@ impl<'a> Session<'a> {
         let mut buf = vec![0u8; READ_CHUNK];
         while left > 0 {
             let want = left.min(buf.len());
-            let n = self.read_data_input(io, &mut buf[..want]).await?;
+            let n = self
+                .read_data_input(io, &mut buf[..want], transfer_deadline)
+                .await?;
             if n == 0 {
                 return Err(Stop::Io(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
@@ -675,7 +769,7 @@ impl<'a> Session<'a> {
         let result = self
             .shared
             .store
-            .write(move |c| inbound::enqueue(c, &envelope, &raw))
+            .write_urgent(move |c| inbound::enqueue(c, &envelope, &raw))
             .await;
         metrics::observe("smtp_commit_seconds", &[], started.elapsed().as_secs_f64());
         match result {
@@ -701,7 +795,16 @@ pub(super) enum Stop {
     Timeout,
     Shutdown,
     TooManyErrors,
+    /// The address is blocked for failing too many recipients.
+    Blocked,
     Io(std::io::Error),
+}
+
+/// The tarpit: how long the reply to the `failures`-th failed recipient
+/// waits, `threshold` failures being free and each further one waiting one
+/// `step` longer than the last.
+fn tarpit(failures: u32, threshold: u32, step: Duration) -> Duration {
+    step.saturating_mul(failures.saturating_sub(threshold))
 }
 
 fn parse_error_reply(e: ParseError) -> Reply {
@@ -801,6 +904,29 @@ fn contains_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_tarpit_grows_with_each_failure() {
+        let ms = Duration::from_millis;
+        let cases = [
+            (1, 3, ms(1000), ms(0)),
+            (3, 3, ms(1000), ms(0)),
+            (4, 3, ms(1000), ms(1000)),
+            (5, 3, ms(1000), ms(2000)),
+            (10, 3, ms(1000), ms(7000)),
+            (2, 1, ms(50), ms(50)),
+            (3, 1, ms(50), ms(100)),
+            (1, 0, ms(50), ms(50)),
+            (u32::MAX, 0, Duration::MAX, Duration::MAX),
+        ];
+        for (failures, threshold, step, want) in cases {
+            assert_eq!(
+                tarpit(failures, threshold, step),
+                want,
+                "{failures} past {threshold}"
+            );
+        }
+    }
 
     #[test]
     fn oversized_numbers_are_caught_before_parsing() {

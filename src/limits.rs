@@ -1,0 +1,808 @@
+//! Abuse limits keyed by the client's IP address (SPEC §10): a failure
+//! limiter for anything that guesses secrets — reply tokens at SMTP RCPT,
+//! API tokens, portal links, IMAP logins — and a rate limiter for SMTP
+//! connections. Both keep bounded memory: at most `limits.max_tracked_ips`
+//! addresses each, the stale ones forgotten first.
+//!
+//! Keys: an IPv4 address (an IPv4-mapped IPv6 address counts as IPv4), or
+//! the /64 network of an IPv6 address, since one IPv6 client commonly holds
+//! a whole /64. Addresses in `limits.exempt` (loopback by default: a local
+//! MTA, proxy or monitor) are never limited.
+//!
+//! The API is small so every listener can share it:
+//!
+//! ```text
+//! limiter.check(ip)?;            // Err(RetryAfter) while the address is blocked
+//! match credentials {
+//!     bad  => { limiter.failure(ip); /* answer the refusal */ }
+//!     good => limiter.success(ip),   // forgets the address's failures
+//! }
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::metrics;
+
+/// How long the caller should wait before trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryAfter(pub Duration);
+
+impl RetryAfter {
+    /// Whole seconds, rounded up and at least 1 (for `Retry-After`).
+    pub fn secs(&self) -> u64 {
+        let d = self.0;
+        let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+        s.max(1)
+    }
+}
+
+/// An address range (`127.0.0.0/8`, `::1/128`, or one address).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, canonical(ip)) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = mask32(self.prefix);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = mask128(self.prefix);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let s = s.trim();
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("`{s}` is not an address or address/prefix"))?;
+        let addr = canonical(addr);
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("`{s}`: the prefix must be 0 to {max}"))?,
+        };
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+fn mask32(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+fn mask128(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix.min(128)))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses as IPv4.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(v6),
+        },
+        v4 => v4,
+    }
+}
+
+/// The key an address is counted under: IPv4 as is, IPv6 by its /64.
+pub fn key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask128(64))),
+        v4 => v4,
+    }
+}
+
+/// Addresses no limit applies to.
+#[derive(Debug, Clone, Default)]
+pub struct Exempt(Vec<Cidr>);
+
+impl Exempt {
+    pub fn new(ranges: Vec<Cidr>) -> Exempt {
+        Exempt(ranges)
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        self.0.iter().any(|c| c.contains(ip))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A bounded table of per-address entries.
+
+trait Entry {
+    /// The entry carries nothing worth keeping at `now`.
+    fn stale(&self, now: Instant) -> bool;
+    /// An active block: evicted last.
+    fn blocked(&self, now: Instant) -> bool;
+    fn last_seen(&self) -> Instant;
+}
+
+struct Table<E> {
+    map: HashMap<IpAddr, E>,
+    cap: usize,
+}
+
+impl<E: Entry> Table<E> {
+    fn new(cap: usize) -> Table<E> {
+        Table {
+            map: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// The entry for `key`, made with `make` if absent. When the table is
+    /// full, stale entries are dropped first, then the least recently seen
+    /// eighth (active blocks last), so the cost is amortized and memory
+    /// stays bounded whatever the number of addresses. Returns the entry
+    /// and how many were evicted.
+    fn entry(&mut self, key: IpAddr, now: Instant, make: impl FnOnce() -> E) -> (&mut E, usize) {
+        let mut evicted = 0;
+        if !self.map.contains_key(&key) && self.map.len() >= self.cap {
+            let before = self.map.len();
+            self.map.retain(|_, e| !e.stale(now));
+            if self.map.len() >= self.cap {
+                let mut order: Vec<(bool, Instant, IpAddr)> = self
+                    .map
+                    .iter()
+                    .map(|(k, e)| (e.blocked(now), e.last_seen(), *k))
+                    .collect();
+                let drop = (self.cap / 8).max(1).min(order.len());
+                order.select_nth_unstable(drop - 1);
+                for (_, _, k) in order.into_iter().take(drop) {
+                    self.map.remove(&k);
+                }
+            }
+            evicted = before - self.map.len();
+        }
+        (self.map.entry(key).or_insert_with(make), evicted)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Failures: guessing tokens, bad credentials.
+
+struct FailEntry {
+    failures: u32,
+    /// Start of the current counting window.
+    since: Instant,
+    window: Duration,
+    blocked_until: Option<Instant>,
+    seen: Instant,
+}
+
+impl FailEntry {
+    /// Brings the entry up to `now`: an ended block or window starts afresh.
+    fn refresh(&mut self, now: Instant) {
+        if let Some(until) = self.blocked_until {
+            if until <= now {
+                self.blocked_until = None;
+                self.failures = 0;
+                self.since = now;
+            }
+        } else if now.saturating_duration_since(self.since) >= self.window {
+            self.failures = 0;
+            self.since = now;
+        }
+    }
+}
+
+/// What [`FailureLimiter::failure`] counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Failure {
+    /// Failures of this address in the current window, this one included
+    /// (0 for an exempt address).
+    pub count: u32,
+    /// Set when this failure reached the limit: the address is now blocked.
+    pub blocked: Option<RetryAfter>,
+}
+
+/// Counts failures per address; `max_failures` within `window` blocks the
+/// address for `block`.
+pub struct FailureLimiter {
+    name: &'static str,
+    max_failures: u32,
+    window: Duration,
+    block: Duration,
+    exempt: Arc<Exempt>,
+    inner: Mutex<Table<FailEntry>>,
+}
+
+impl Entry for FailEntry {
+    fn stale(&self, now: Instant) -> bool {
+        match self.blocked_until {
+            Some(until) => until <= now,
+            // Outside the window the count would restart anyway.
+            None => now.saturating_duration_since(self.since) >= self.window,
+        }
+    }
+
+    fn blocked(&self, now: Instant) -> bool {
+        self.blocked_until.is_some_and(|u| u > now)
+    }
+
+    fn last_seen(&self) -> Instant {
+        self.seen
+    }
+}
+
+impl FailureLimiter {
+    /// `name` labels the metrics (`limit_failures_total{limiter="…"}` …).
+    pub fn new(
+        name: &'static str,
+        max_failures: u32,
+        window: Duration,
+        block: Duration,
+        max_tracked: usize,
+        exempt: Arc<Exempt>,
+    ) -> FailureLimiter {
+        FailureLimiter {
+            name,
+            max_failures: max_failures.max(1),
+            window,
+            block,
+            exempt,
+            inner: Mutex::new(Table::new(max_tracked)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Table<FailEntry>> {
+        // A panic while holding the lock leaves plain counters behind: keep
+        // using them.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// `Err` while `ip` is blocked.
+    pub fn check(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        self.check_at(ip, Instant::now())
+    }
+
+    pub fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
+        if self.exempt.contains(ip) {
+            return Ok(());
+        }
+        let inner = self.lock();
+        match inner.map.get(&key(ip)).and_then(|e| e.blocked_until) {
+            Some(until) if until > now => {
+                metrics::inc("limit_refusals_total", &[("limiter", self.name)]);
+                Err(RetryAfter(until - now))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Records one failure of `ip`.
+    pub fn failure(&self, ip: IpAddr) -> Failure {
+        self.failure_at(ip, Instant::now())
+    }
+
+    pub fn failure_at(&self, ip: IpAddr, now: Instant) -> Failure {
+        if self.exempt.contains(ip) {
+            return Failure {
+                count: 0,
+                blocked: None,
+            };
+        }
+        metrics::inc("limit_failures_total", &[("limiter", self.name)]);
+        let mut inner = self.lock();
+        let window = self.window;
+        let (entry, evicted) = inner.entry(key(ip), now, || FailEntry {
+            failures: 0,
+            since: now,
+            window,
+            blocked_until: None,
+            seen: now,
+        });
+        entry.refresh(now);
+        entry.seen = now;
+        entry.failures = entry.failures.saturating_add(1);
+        let mut blocked = None;
+        if entry.blocked_until.is_none() && entry.failures >= self.max_failures {
+            let until = now + self.block;
+            entry.blocked_until = Some(until);
+            blocked = Some(RetryAfter(self.block));
+        }
+        let count = entry.failures;
+        let tracked = inner.map.len();
+        drop(inner);
+        if evicted > 0 {
+            metrics::add(
+                "limit_evictions_total",
+                &[("limiter", self.name)],
+                evicted as u64,
+            );
+        }
+        metrics::gauge_set(
+            "limit_tracked_ips",
+            &[("limiter", self.name)],
+            tracked as i64,
+        );
+        if blocked.is_some() {
+            metrics::inc("limit_blocks_total", &[("limiter", self.name)]);
+            tracing::warn!(limiter = self.name, ip = %ip, failures = count, block_secs = self.block.as_secs(), "blocking an address after repeated failures");
+        }
+        Failure { count, blocked }
+    }
+
+    /// A success: the address's failures are forgotten (an active block
+    /// stays until it ends).
+    pub fn success(&self, ip: IpAddr) {
+        if self.exempt.contains(ip) {
+            return;
+        }
+        let mut inner = self.lock();
+        let k = key(ip);
+        if inner.map.get(&k).is_some_and(|e| e.blocked_until.is_none()) {
+            inner.map.remove(&k);
+        }
+    }
+
+    /// Failures of `ip` in the current window.
+    pub fn failures(&self, ip: IpAddr) -> u32 {
+        let now = Instant::now();
+        let inner = self.lock();
+        inner.map.get(&key(ip)).map_or(0, |e| {
+            let blocked = e.blocked_until.is_some_and(|u| u > now);
+            let in_window = now.saturating_duration_since(e.since) < self.window;
+            if blocked || in_window { e.failures } else { 0 }
+        })
+    }
+
+    /// (addresses tracked, addresses blocked now).
+    pub fn stats(&self) -> (usize, usize) {
+        let now = Instant::now();
+        let inner = self.lock();
+        let blocked = inner.map.values().filter(|e| e.blocked(now)).count();
+        (inner.map.len(), blocked)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Rates: connections per minute.
+
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    cap: f64,
+    per_sec: f64,
+}
+
+impl Bucket {
+    fn refill(&mut self, now: Instant) {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + dt * self.per_sec).min(self.cap);
+        self.at = now;
+    }
+}
+
+impl Entry for Bucket {
+    fn stale(&self, now: Instant) -> bool {
+        let dt = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens + dt * self.per_sec >= self.cap
+    }
+
+    fn blocked(&self, _now: Instant) -> bool {
+        false
+    }
+
+    fn last_seen(&self) -> Instant {
+        self.at
+    }
+}
+
+/// A token bucket per address: `per_minute` events a minute, in bursts of
+/// up to `per_minute`.
+pub struct RateLimiter {
+    name: &'static str,
+    per_minute: u32,
+    exempt: Arc<Exempt>,
+    inner: Mutex<Table<Bucket>>,
+}
+
+impl RateLimiter {
+    pub fn new(
+        name: &'static str,
+        per_minute: u32,
+        max_tracked: usize,
+        exempt: Arc<Exempt>,
+    ) -> RateLimiter {
+        RateLimiter {
+            name,
+            per_minute: per_minute.max(1),
+            exempt,
+            inner: Mutex::new(Table::new(max_tracked)),
+        }
+    }
+
+    /// Takes one event for `ip`; `Err` when over the rate (nothing taken).
+    pub fn acquire(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        self.acquire_at(ip, Instant::now())
+    }
+
+    pub fn acquire_at(&self, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
+        if self.exempt.contains(ip) {
+            return Ok(());
+        }
+        let cap = f64::from(self.per_minute);
+        let per_sec = cap / 60.0;
+        let mut table = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let (bucket, evicted) = table.entry(key(ip), now, || Bucket {
+            tokens: cap,
+            at: now,
+            cap,
+            per_sec,
+        });
+        bucket.refill(now);
+        let result = if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(RetryAfter(Duration::from_secs_f64(
+                (1.0 - bucket.tokens) / per_sec,
+            )))
+        };
+        let tracked = table.map.len();
+        drop(table);
+        if evicted > 0 {
+            metrics::add(
+                "limit_evictions_total",
+                &[("limiter", self.name)],
+                evicted as u64,
+            );
+        }
+        metrics::gauge_set(
+            "limit_tracked_ips",
+            &[("limiter", self.name)],
+            tracked as i64,
+        );
+        if result.is_err() {
+            metrics::inc("limit_refusals_total", &[("limiter", self.name)]);
+        }
+        result
+    }
+
+    pub fn tracked(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map
+            .len()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Every limiter of one gateway.
+
+/// The limiters of one gateway, built from the config and shared by the
+/// listeners.
+pub struct Limits {
+    /// Failed RCPTs (unknown token or address, relaying) per address: the
+    /// tarpit grows with the count; reaching `smtp.max_rcpt_failures`
+    /// blocks the address for `smtp.block_time`.
+    pub smtp_rcpt: FailureLimiter,
+    /// SMTP connections per minute per address.
+    pub smtp_connections: RateLimiter,
+    /// Bad API bearer tokens.
+    pub api_login: FailureLimiter,
+    /// Unknown or revoked portal links and forged portal forms.
+    pub portal: FailureLimiter,
+    /// Failed IMAP LOGIN / AUTHENTICATE: for the IMAP listener.
+    pub imap_login: FailureLimiter,
+}
+
+impl Limits {
+    pub fn new(config: &Config) -> Arc<Limits> {
+        describe_metrics();
+        let l = &config.limits;
+        let s = &config.smtp;
+        let exempt = Arc::new(l.exempt.clone());
+        let login = |name| {
+            FailureLimiter::new(
+                name,
+                l.login_failures,
+                l.login_window,
+                l.login_window,
+                l.max_tracked_ips,
+                exempt.clone(),
+            )
+        };
+        Arc::new(Limits {
+            smtp_rcpt: FailureLimiter::new(
+                "smtp_rcpt",
+                s.max_rcpt_failures,
+                s.rcpt_failure_window,
+                s.block_time,
+                l.max_tracked_ips,
+                exempt.clone(),
+            ),
+            smtp_connections: RateLimiter::new(
+                "smtp_connections",
+                s.connections_per_minute_per_ip,
+                l.max_tracked_ips,
+                exempt.clone(),
+            ),
+            api_login: login("api_login"),
+            portal: login("portal"),
+            imap_login: login("imap_login"),
+        })
+    }
+
+    /// Sets the gauges of tracked and blocked addresses (at scrape time).
+    pub fn publish(&self) {
+        for f in [
+            &self.smtp_rcpt,
+            &self.api_login,
+            &self.portal,
+            &self.imap_login,
+        ] {
+            let (tracked, blocked) = f.stats();
+            metrics::gauge_set("limit_tracked_ips", &[("limiter", f.name)], tracked as i64);
+            metrics::gauge_set("limit_blocked_ips", &[("limiter", f.name)], blocked as i64);
+        }
+        metrics::gauge_set(
+            "limit_tracked_ips",
+            &[("limiter", self.smtp_connections.name)],
+            self.smtp_connections.tracked() as i64,
+        );
+    }
+}
+
+fn describe_metrics() {
+    metrics::describe(
+        "limit_failures_total",
+        "Failures counted by an abuse limiter (bad tokens, unknown recipients), by limiter",
+    );
+    metrics::describe(
+        "limit_blocks_total",
+        "Addresses blocked after repeated failures, by limiter",
+    );
+    metrics::describe(
+        "limit_refusals_total",
+        "Requests or connections refused by an abuse limiter, by limiter",
+    );
+    metrics::describe(
+        "limit_evictions_total",
+        "Addresses forgotten to keep a limiter's table bounded, by limiter",
+    );
+    metrics::describe("limit_tracked_ips", "Addresses a limiter tracks now");
+    metrics::describe(
+        "auth_failures_total",
+        "Bad credentials by service: API tokens, portal links, IMAP logins",
+    );
+    metrics::describe("limit_blocked_ips", "Addresses a limiter blocks now");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    fn none() -> Arc<Exempt> {
+        Arc::new(Exempt::default())
+    }
+
+    #[test]
+    fn cidrs_parse_and_match() {
+        let cases: &[(&str, &str, bool)] = &[
+            ("127.0.0.0/8", "127.1.2.3", true),
+            ("127.0.0.0/8", "128.0.0.1", false),
+            ("127.0.0.0/8", "::ffff:127.0.0.1", true),
+            ("::1/128", "::1", true),
+            ("::1", "::2", false),
+            ("10.0.0.0/0", "192.0.2.1", true),
+            ("10.0.0.0/0", "::1", false),
+            ("2001:db8::/32", "2001:db8:ffff::1", true),
+            ("2001:db8::/32", "2001:db9::1", false),
+            ("192.0.2.7", "192.0.2.7", true),
+            ("192.0.2.7", "192.0.2.8", false),
+        ];
+        for (net, addr, want) in cases {
+            let c: Cidr = net.parse().expect(net);
+            assert_eq!(c.contains(ip(addr)), *want, "{net} ∋ {addr}");
+        }
+        for bad in [
+            "",
+            "nope",
+            "10.0.0.0/33",
+            "::/129",
+            "1.2.3.4/x",
+            "1.2.3.4/-1",
+        ] {
+            assert!(bad.parse::<Cidr>().is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64() {
+        assert_eq!(key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        let l = FailureLimiter::new(
+            "t",
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            100,
+            none(),
+        );
+        let now = Instant::now();
+        l.failure_at(ip("2001:db8:1:2::1"), now);
+        let f = l.failure_at(ip("2001:db8:1:2::ffff"), now);
+        assert_eq!(f.count, 2);
+        assert!(f.blocked.is_some());
+        assert!(l.check_at(ip("2001:db8:1:2::77"), now).is_err());
+        assert!(l.check_at(ip("2001:db8:1:3::1"), now).is_ok());
+    }
+
+    #[test]
+    fn failures_block_then_the_block_ends() {
+        let l = FailureLimiter::new(
+            "t",
+            3,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            100,
+            none(),
+        );
+        let a = ip("192.0.2.1");
+        let t0 = Instant::now();
+        assert_eq!(l.failure_at(a, t0).count, 1);
+        assert_eq!(l.failure_at(a, t0).count, 2);
+        assert!(l.check_at(a, t0).is_ok());
+        let third = l.failure_at(a, t0);
+        assert_eq!(third.count, 3);
+        assert_eq!(third.blocked, Some(RetryAfter(Duration::from_secs(600))));
+        let later = t0 + Duration::from_secs(100);
+        assert_eq!(
+            l.check_at(a, later),
+            Err(RetryAfter(Duration::from_secs(500)))
+        );
+        assert!(
+            l.check_at(ip("192.0.2.2"), later).is_ok(),
+            "others are not blocked"
+        );
+        // A success does not lift an active block.
+        l.success(a);
+        assert!(l.check_at(a, later).is_err());
+        let after = t0 + Duration::from_secs(601);
+        assert!(l.check_at(a, after).is_ok());
+        assert_eq!(l.failure_at(a, after).count, 1, "counting starts afresh");
+    }
+
+    #[test]
+    fn the_window_forgets_old_failures_and_success_resets() {
+        let l = FailureLimiter::new(
+            "t",
+            3,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            100,
+            none(),
+        );
+        let a = ip("198.51.100.9");
+        let t0 = Instant::now();
+        l.failure_at(a, t0);
+        l.failure_at(a, t0);
+        let f = l.failure_at(a, t0 + Duration::from_secs(61));
+        assert_eq!((f.count, f.blocked), (1, None));
+        l.failure_at(a, t0 + Duration::from_secs(62));
+        l.success(a);
+        assert_eq!(l.failure_at(a, t0 + Duration::from_secs(63)).count, 1);
+    }
+
+    #[test]
+    fn exempt_addresses_are_never_limited() {
+        let exempt = Arc::new(Exempt::new(vec!["127.0.0.0/8".parse().expect("cidr")]));
+        let l = FailureLimiter::new(
+            "t",
+            1,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            10,
+            exempt.clone(),
+        );
+        let f = l.failure(ip("127.0.0.1"));
+        assert_eq!((f.count, f.blocked), (0, None));
+        assert!(l.check(ip("127.0.0.1")).is_ok());
+        let r = RateLimiter::new("t", 1, 10, exempt);
+        for _ in 0..10 {
+            assert!(r.acquire(ip("127.0.0.1")).is_ok());
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_and_blocks_are_kept_longest() {
+        let l = FailureLimiter::new(
+            "t",
+            2,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            64,
+            none(),
+        );
+        let r = RateLimiter::new("t", 10, 64, none());
+        let t0 = Instant::now();
+        let blocked = ip("203.0.113.1");
+        l.failure_at(blocked, t0);
+        assert!(l.failure_at(blocked, t0).blocked.is_some());
+        for n in 0..10_000u32 {
+            let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
+            let t = t0 + Duration::from_millis(u64::from(n));
+            l.failure_at(a, t);
+            assert!(r.acquire_at(a, t).is_ok());
+            assert!(l.stats().0 <= 64 && r.tracked() <= 64);
+        }
+        // Unblocked addresses are forgotten first: the block holds.
+        assert!(l.check_at(blocked, t0 + Duration::from_secs(11)).is_err());
+        // The most recent address is tracked.
+        let last = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + 9_999));
+        assert_eq!(l.failures(last), 1);
+    }
+
+    #[test]
+    fn the_rate_limiter_refills() {
+        let r = RateLimiter::new("t", 3, 100, none());
+        let a = ip("192.0.2.50");
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(r.acquire_at(a, t0).is_ok());
+        }
+        let over = r.acquire_at(a, t0).expect_err("fourth in the same instant");
+        assert_eq!(over.secs(), 20, "one token every 20 s at 3 a minute");
+        assert!(r.acquire_at(ip("192.0.2.51"), t0).is_ok());
+        assert!(r.acquire_at(a, t0 + Duration::from_secs(21)).is_ok());
+        assert!(r.acquire_at(a, t0 + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(RetryAfter(Duration::from_millis(1)).secs(), 1);
+        assert_eq!(RetryAfter(Duration::from_millis(1500)).secs(), 2);
+        assert_eq!(RetryAfter(Duration::from_secs(3)).secs(), 3);
+        assert_eq!(RetryAfter(Duration::ZERO).secs(), 1);
+    }
+}

@@ -1,0 +1,427 @@
+//! Abuse limits over real sockets (SPEC §10): token guessing at SMTP RCPT is
+//! slowed down, then cut and the address blocked; the per-address SMTP
+//! connection rate; bad API tokens and unknown portal links answered 429
+//! with Retry-After, and service again once the window has passed; loopback
+//! exempt by default; every limit and counter visible in `/metrics`.
+//!
+//! Every server here uses the same limits (small, so the tests are quick),
+//! which keeps the process-wide `config_limit` gauges stable to check.
+
+mod common;
+
+use std::time::Duration;
+
+use backchannel::model::Role;
+use common::{TOKEN, TestServer, code, connect, make_user};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SMTP_LIMITS: &str = "rcpt_failures_before_tarpit = 1\ntarpit_delay = \"50ms\"\nmax_rcpt_failures = 4\nrcpt_failure_window = \"1h\"\nblock_time = \"2s\"\nconnections_per_minute_per_ip = 5\n";
+const REST: &str = "[ingest]\nauthenticate = false\n[limits]\nexempt = []\nlogin_failures = 3\nlogin_window = \"2s\"\n";
+const REST_DEFAULT_EXEMPT: &str =
+    "[ingest]\nauthenticate = false\n[limits]\nlogin_failures = 3\nlogin_window = \"2s\"\n";
+
+async fn metrics_text(s: &TestServer) -> String {
+    reqwest::get(format!("http://{}/metrics", s.http))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
+
+/// The value of one series (`name{labels}` exactly as rendered); 0 when absent.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+async fn session(s: &TestServer) -> common::Client<tokio::net::TcpStream> {
+    let mut c = connect(s.smtp).await;
+    let greeting = c.reply().await;
+    assert_eq!(code(&greeting), "220", "{greeting}");
+    assert_eq!(code(&c.cmd("EHLO guesser.example").await), "250");
+    assert_eq!(code(&c.cmd("MAIL FROM:<x@guesser.example>").await), "250");
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_guessing_is_slowed_then_cut_and_the_address_blocked() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    s.add_side_conversation(TOKEN).await;
+    let before = metrics_text(&s).await;
+
+    let mut c = session(&s).await;
+    let ok = c
+        .cmd(&format!("RCPT TO:<reply+{TOKEN}@gw.example.com>"))
+        .await;
+    assert_eq!(code(&ok), "250", "a real token: {ok}");
+    // Four guesses: the first answered at once, the next two after 50 ms
+    // and 100 ms (the tarpit), the fourth reaches the limit.
+    for (n, guess) in [
+        "reply+aaaaaaaaaaaaaaaa",
+        "reply+bbbbbbbbbbbbbbbb",
+        "nobody",
+        "reply+cccccccccccccccc",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let r = c.cmd(&format!("RCPT TO:<{guess}@gw.example.com>")).await;
+        assert!(r.starts_with("550 5.1.1"), "guess {n}: {r}");
+    }
+    let cut = c.reply().await;
+    assert!(cut.starts_with("421 4.7.0"), "the session is cut: {cut}");
+    assert_eq!(c.reply().await, "", "and closed");
+
+    // The address is blocked: a new connection is refused at the greeting,
+    // even one that would only use a real token.
+    let mut again = connect(s.smtp).await;
+    let greeting = again.reply().await;
+    assert!(greeting.starts_with("421 4.7.0"), "{greeting}");
+    assert_eq!(again.reply().await, "");
+
+    let after = metrics_text(&s).await;
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    // At least the two delays of this session, 50 ms then 100 ms (other
+    // tests of this binary may tarpit at the same time).
+    assert!(delta("smtp_tarpit_seconds_count") >= 2.0, "{after}");
+    assert!(
+        delta("smtp_tarpit_seconds_sum") >= 0.15 - 1e-9,
+        "growing delays: {}",
+        delta("smtp_tarpit_seconds_sum")
+    );
+    assert!(delta("limit_blocks_total{limiter=\"smtp_rcpt\"}") >= 1.0);
+    assert!(delta("smtp_sessions_cut_total{reason=\"rcpt_failures\"}") >= 1.0);
+    assert!(delta("smtp_connections_refused_total{reason=\"blocked\"}") >= 1.0);
+    assert!(delta("limit_failures_total{limiter=\"smtp_rcpt\"}") >= 4.0);
+    assert!(metric(&after, "limit_blocked_ips{limiter=\"smtp_rcpt\"}") >= 1.0);
+    for (key, value) in [
+        ("smtp.max_rcpt_failures", 4.0),
+        ("smtp.rcpt_failures_before_tarpit", 1.0),
+        ("smtp.tarpit_delay", 0.05),
+        ("smtp.block_time", 2.0),
+        ("smtp.rcpt_failure_window", 3600.0),
+        ("smtp.connections_per_minute_per_ip", 5.0),
+        ("limits.login_failures", 3.0),
+        ("limits.login_window", 2.0),
+    ] {
+        let series = format!("config_limit{{key=\"{key}\"}}");
+        assert_eq!(metric(&after, &series), value, "{series}");
+    }
+
+    // Once the block is over the address is served again.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let mut c = session(&s).await;
+    let ok = c
+        .cmd(&format!("RCPT TO:<reply+{TOKEN}@gw.example.com>"))
+        .await;
+    assert_eq!(code(&ok), "250", "{ok}");
+    c.cmd("QUIT").await;
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_probes_count_like_unknown_tokens() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    let mut c = session(&s).await;
+    for n in 0..3 {
+        let r = c
+            .cmd(&format!("RCPT TO:<victim{n}@elsewhere.example>"))
+            .await;
+        assert!(r.starts_with("550 5.7.1"), "{r}");
+    }
+    let r = c
+        .cmd("RCPT TO:<user%elsewhere.example@gw.example.com>")
+        .await;
+    assert!(r.starts_with("550"), "{r}");
+    assert!(c.reply().await.starts_with("421 4.7.0"));
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_minute_are_limited_per_address() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    let before = metrics_text(&s).await;
+    for n in 0..5 {
+        let mut c = connect(s.smtp).await;
+        let greeting = c.reply().await;
+        assert_eq!(code(&greeting), "220", "connection {n}: {greeting}");
+        assert_eq!(code(&c.cmd("QUIT").await), "221");
+    }
+    let mut c = connect(s.smtp).await;
+    let refused = c.reply().await;
+    assert!(
+        refused.starts_with("421 4.7.0") && refused.contains("per minute"),
+        "{refused}"
+    );
+    assert_eq!(c.reply().await, "");
+    let after = metrics_text(&s).await;
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(delta("smtp_connections_refused_total{reason=\"rate\"}") >= 1.0);
+    assert!(delta("limit_refusals_total{limiter=\"smtp_connections\"}") >= 1.0);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_is_exempt_by_default() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST_DEFAULT_EXEMPT).await;
+    for _ in 0..7 {
+        let mut c = connect(s.smtp).await;
+        assert_eq!(code(&c.reply().await), "220");
+        c.cmd("QUIT").await;
+    }
+    let mut c = session(&s).await;
+    for n in 0..8 {
+        let r = c
+            .cmd(&format!("RCPT TO:<reply+guess{n:010}@gw.example.com>"))
+            .await;
+        assert!(r.starts_with("550"), "{r}");
+    }
+    assert_eq!(code(&c.cmd("NOOP").await), "250", "never cut");
+    let (st, _) = common::api_call(&s, "GET", "/api/me", "wrong", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    for _ in 0..5 {
+        let (st, _) = common::api_call(&s, "GET", "/api/me", "wrong", None).await;
+        assert_eq!(st, StatusCode::UNAUTHORIZED, "never 429 from loopback");
+    }
+    s.shutdown().await;
+}
+
+async fn get_me(s: &TestServer, token: Option<&str>) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(format!("http://{}/api/me", s.http));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.expect("GET /api/me")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_api_tokens_get_429_then_service_resumes() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    let owner = make_user(&s, "owner@acme.com", "Owner", Role::Owner).await;
+    let before = metrics_text(&s).await;
+
+    // A success forgets earlier failures.
+    for _ in 0..2 {
+        assert_eq!(get_me(&s, Some("guess")).await.status(), 401);
+    }
+    assert_eq!(get_me(&s, Some(&owner)).await.status(), 200);
+    for _ in 0..2 {
+        assert_eq!(get_me(&s, Some("guess")).await.status(), 401);
+    }
+    // The third failure in the window blocks the address.
+    assert_eq!(get_me(&s, Some("guess")).await.status(), 401);
+    let r = get_me(&s, Some(&owner)).await;
+    assert_eq!(r.status(), 429, "even a valid token while blocked");
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=2).contains(&retry), "{retry}");
+    let body: Value = r.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+    // No credentials at all is no guess: still a plain 401.
+    assert_eq!(get_me(&s, None).await.status(), 401);
+    // Unauthenticated routes are not affected.
+    let health = reqwest::get(format!("http://{}/healthz", s.http))
+        .await
+        .expect("healthz");
+    assert_eq!(health.status(), 200);
+
+    let after = metrics_text(&s).await;
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(delta("auth_failures_total{service=\"api\"}") >= 5.0);
+    assert!(delta("limit_blocks_total{limiter=\"api_login\"}") >= 1.0);
+    assert!(delta("limit_refusals_total{limiter=\"api_login\"}") >= 1.0);
+    assert!(metric(&after, "limit_blocked_ips{limiter=\"api_login\"}") >= 1.0);
+
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(100)).await;
+    let r = get_me(&s, Some(&owner)).await;
+    assert_eq!(r.status(), 200, "served again after the window");
+    let me: Value = r.json().await.expect("json");
+    assert_eq!(me["email"], "owner@acme.com");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_portal_links_get_429_then_service_resumes() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    let agent = make_user(&s, "mia@acme.com", "Mia", Role::Member).await;
+    let (st, v) = common::api_call(
+        &s,
+        "POST",
+        "/api/parents/T-9/side-conversations",
+        &agent,
+        Some(
+            json!({"to": ["vic@carrier.example"], "subject": "Pallet", "body_text": "Where?",
+                    "share_portal_link": true}),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let url = v["portal_url"].as_str().expect("portal_url").to_string();
+    let path = url
+        .find("/p/")
+        .map(|i| url[i..].to_string())
+        .expect("a /p/ link");
+    let base = format!("http://{}", s.http);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("client");
+    let get = |p: String| {
+        let (http, base) = (http.clone(), base.clone());
+        async move { http.get(format!("{base}{p}")).send().await.expect("GET") }
+    };
+    assert_eq!(get(path.clone()).await.status(), 200, "the real link works");
+    let before = metrics_text(&s).await;
+
+    let guesses = [
+        "/p/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_string(),
+        "/p/not-a-token".to_string(),
+        "/p/bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb/attachments/1/0".to_string(),
+    ];
+    for g in &guesses {
+        assert_eq!(get(g.clone()).await.status(), 404, "{g}");
+    }
+    let r = get(path.clone()).await;
+    assert_eq!(r.status(), 429, "even the real link while blocked");
+    let retry: u64 = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!(
+        r.headers()
+            .get("content-security-policy")
+            .is_some_and(|v| v.to_str().is_ok_and(|v| v.contains("default-src 'none'"))),
+        "the 429 page is hardened like every portal page"
+    );
+    let page = r.text().await.expect("page");
+    assert!(page.contains("Too many requests"), "{page}");
+    let post = http
+        .post(format!("{base}/p/cccccccccccccccccccccccccccccccc/reply"))
+        .multipart(reqwest::multipart::Form::new().text("text", "hi"))
+        .send()
+        .await
+        .expect("POST");
+    assert_eq!(post.status(), 429, "posts are refused too");
+
+    let after = metrics_text(&s).await;
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(delta("auth_failures_total{service=\"portal\"}") >= 3.0);
+    assert!(delta("limit_blocks_total{limiter=\"portal\"}") >= 1.0);
+    assert!(delta("limit_refusals_total{limiter=\"portal\"}") >= 2.0);
+
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(100)).await;
+    assert_eq!(
+        get(path).await.status(),
+        200,
+        "served again after the window"
+    );
+    s.shutdown().await;
+}
+
+/// One IMAP command on a raw connection; returns the lines up to the tagged one.
+async fn imap_cmd(
+    r: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    tag: &str,
+    cmd: &str,
+) -> String {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    w.write_all(format!("{tag} {cmd}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
+            .await
+            .expect("IMAP answer in time")
+            .expect("read");
+        assert!(n > 0, "connection closed after {out:?}");
+        out.push_str(&line);
+        if line.starts_with(&format!("{tag} ")) {
+            return out;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_imap_logins_are_refused_then_service_resumes() {
+    use tokio::io::AsyncBufReadExt;
+    // Each failed LOGIN is answered after a pause, so the window is longer
+    // than the three failures take.
+    let rest = REST.replace("login_window = \"2s\"", "login_window = \"6s\"");
+    let mut s = TestServer::start_with(SMTP_LIMITS, &rest).await;
+    let owner = make_user(&s, "owner@acme.com", "Owner", Role::Owner).await;
+    let before = metrics_text(&s).await;
+    let stream = tokio::net::TcpStream::connect(s.imap)
+        .await
+        .expect("connect");
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.expect("greeting");
+    assert!(greeting.starts_with("* OK"), "{greeting}");
+
+    for i in 0..3 {
+        let a = imap_cmd(
+            &mut r,
+            &mut w,
+            &format!("a{i}"),
+            "LOGIN owner@acme.com guess",
+        )
+        .await;
+        assert!(a.contains("NO [AUTHENTICATIONFAILED]"), "{a}");
+    }
+    // Blocked: even the right token is refused, without being looked at.
+    let a = imap_cmd(
+        &mut r,
+        &mut w,
+        "b1",
+        &format!("LOGIN owner@acme.com {owner}"),
+    )
+    .await;
+    assert!(
+        a.contains("b1 NO [UNAVAILABLE]"),
+        "{a}\n{}",
+        metrics_text(&s).await
+    );
+    let after = metrics_text(&s).await;
+    let delta = |series: &str| metric(&after, series) - metric(&before, series);
+    assert!(
+        delta("limit_blocks_total{limiter=\"imap_login\"}") >= 1.0,
+        "{after}"
+    );
+
+    let retry: u64 = a
+        .split("try again in ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("retry time in the answer");
+    assert!((1..=6).contains(&retry), "{a}");
+    tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(200)).await;
+    let a = imap_cmd(
+        &mut r,
+        &mut w,
+        "c1",
+        &format!("LOGIN owner@acme.com {owner}"),
+    )
+    .await;
+    assert!(a.contains("c1 OK"), "served again after the window: {a}");
+    s.shutdown().await;
+}
