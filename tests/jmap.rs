@@ -1710,3 +1710,114 @@ async fn email_responses_are_bounded() {
     assert_eq!(r[2][1]["type"], "requestTooLarge");
     s.shutdown().await;
 }
+
+/// An admin who flags an unrouted message and then assigns it learns of
+/// `m<n>` as created (with `u<n>` destroyed): the flag change before the
+/// assignment belongs to `u<n>`, so it must not turn `m<n>` into an
+/// "updated" id the client never had (clients skip those).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_before_assignment_do_not_hide_the_new_email() {
+    let (mut s, _j, a, sc, _email) = one_reply("T-910").await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    let lost_id: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    let state = a.state("Email/get").await;
+    let v = a
+        .one(
+            "Email/set",
+            json!({"update": {format!("u{lost_id}"): {"keywords/$seen": true}}}),
+        )
+        .await;
+    assert!(v["updated"].is_object(), "{v}");
+    let (st, v) = common::api_call(
+        &s,
+        "POST",
+        &format!("/api/unrouted/{lost_id}/assign"),
+        &a.token,
+        Some(json!({"side_conversation_id": sc})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let v = a.one("Email/changes", json!({"sinceState": state})).await;
+    assert_eq!(ids(&v["created"]), vec![format!("m{lost_id}")], "{v}");
+    assert_eq!(ids(&v["destroyed"]), vec![format!("u{lost_id}")], "{v}");
+    assert!(ids(&v["updated"]).is_empty(), "{v}");
+    // Cut one change at a time, no window reports m<n> before it exists.
+    let mut since = state;
+    let mut seen_created = false;
+    for _ in 0..10 {
+        let v = a
+            .one(
+                "Email/changes",
+                json!({"sinceState": since, "maxChanges": 1}),
+            )
+            .await;
+        assert!(
+            !ids(&v["updated"]).contains(&format!("m{lost_id}")) || seen_created,
+            "{v}"
+        );
+        seen_created |= ids(&v["created"]).contains(&format!("m{lost_id}"));
+        since = v["newState"].as_str().expect("state").to_string();
+        if v["hasMoreChanges"] == false {
+            break;
+        }
+    }
+    assert!(seen_created);
+    // The keyword went along.
+    let v = a
+        .one(
+            "Email/get",
+            json!({"ids": [format!("m{lost_id}")], "properties": ["keywords"]}),
+        )
+        .await;
+    assert_eq!(v["list"][0]["keywords"], json!({"$seen": true}), "{v}");
+    s.shutdown().await;
+}
+
+/// INBOX and Unrouted exist (and Mailbox/get lists them) before their
+/// first message: that message makes them "updated", never "created" a
+/// second time. A ticket's mailbox is created by its first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_mailboxes_are_never_created_again() {
+    let mut s = TestServer::start_with("", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let a = Jmap::new(&s, &admin).await;
+    let inbox = a.mailbox("Inbox").await.expect("inbox before any mail");
+    let unrouted = a
+        .mailbox("Unrouted")
+        .await
+        .expect("unrouted before any mail");
+    let state = a.state("Mailbox/get").await;
+    let (_, reply_to) = start_thread(&s, &admin, "T-911").await;
+    let reply = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\r\nShipped.\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &reply).await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    let ticket = a.mailbox("T-911").await.expect("ticket mailbox");
+    let v = a.one("Mailbox/changes", json!({"sinceState": state})).await;
+    assert_eq!(ids(&v["created"]), vec![ticket], "{v}");
+    let mut updated = ids(&v["updated"]);
+    updated.sort();
+    let mut want = vec![inbox, unrouted];
+    want.sort();
+    assert_eq!(updated, want, "{v}");
+    s.shutdown().await;
+}

@@ -740,6 +740,11 @@ fn resolve_references(
     Ok(out)
 }
 
+/// Tokens in one result reference path. No response nests deeper (JSON
+/// is parsed at most 128 levels deep), so a longer path cannot resolve;
+/// splitting one without a bound cost ~28 bytes of memory per byte of path.
+const MAX_POINTER_TOKENS: usize = 256;
+
 /// RFC 6901 JSON pointer with the JMAP `*` extension: `*` maps over an
 /// array and flattens arrays of arrays one level.
 fn json_pointer(v: &Value, path: &str) -> Option<Value> {
@@ -749,8 +754,12 @@ fn json_pointer(v: &Value, path: &str) -> Option<Value> {
     let rest = path.strip_prefix('/')?;
     let tokens: Vec<String> = rest
         .split('/')
+        .take(MAX_POINTER_TOKENS + 1)
         .map(|t| t.replace("~1", "/").replace("~0", "~"))
         .collect();
+    if tokens.len() > MAX_POINTER_TOKENS {
+        return None;
+    }
     eval_pointer(v, &tokens)
 }
 
@@ -871,6 +880,16 @@ mod tests {
         assert_eq!(json_pointer(&v, "/missing"), None);
         assert_eq!(json_pointer(&v, "list"), None);
         assert_eq!(json_pointer(&v, ""), Some(v.clone()));
+        // Deep enough paths resolve; one longer than any response is deep
+        // does not (and is not split past the limit).
+        let mut deep = json!("x");
+        for _ in 0..MAX_POINTER_TOKENS {
+            deep = json!({"a": deep});
+        }
+        let path = "/a".repeat(MAX_POINTER_TOKENS);
+        assert_eq!(json_pointer(&deep, &path), Some(json!("x")));
+        assert_eq!(json_pointer(&deep, &format!("{path}/a")), None);
+        assert_eq!(json_pointer(&v, &"/*".repeat(1_000_000)), None);
     }
 
     #[test]
