@@ -201,8 +201,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn main_loop(&mut self) -> std::io::Result<()> {
+        // The next command must be complete by this time, however its bytes
+        // are spread: a client trickling a byte at a time (slowloris) is
+        // logged out like an idle one.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             while let Some(input) = self.conn.take_input() {
+                deadline = None;
                 if let Flow::Close = self.handle(input).await? {
                     self.conn.close().await;
                     return Ok(());
@@ -215,12 +220,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return Ok(());
             }
             let limit = self.wait_limit();
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
             tokio::select! {
                 _ = self.shutdown.wait() => {
                     self.bye(None, "Server shutting down").await;
                     return Ok(());
                 }
-                read = tokio::time::timeout(limit, self.conn.read_more()) => match read {
+                read = tokio::time::timeout_at(until, self.conn.read_more()) => match read {
                     Err(_) => {
                         self.bye(None, "Autologout; idle for too long").await;
                         return Ok(());
