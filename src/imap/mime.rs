@@ -38,7 +38,9 @@ pub fn body_structure(raw: &[u8], extended: bool) -> BodyStructure<'static> {
 }
 
 /// The bytes of `BODY[<section>]` (`None`: the whole message), CRLF line ends, before any
-/// `<partial>`; `None` when the section names a part the message does not have.
+/// `<partial>`; `None` when the section names a part the message does not have, or HEADER/TEXT
+/// of a part that holds no message. (Dovecot answers those with an empty string, `BODY[9] ""`,
+/// and keeps the origin of a partial fetch, `BODY[9]<0> ""`.)
 #[must_use]
 pub fn section(raw: &[u8], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
     let Some(section) = section else {
