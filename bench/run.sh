@@ -148,6 +148,8 @@ data_dir = "$dir/data"
 listen = "127.0.0.1:0"
 max_connections = 4096
 max_connections_per_ip = 4096
+# smtp-source opens a connection per message, all from 127.0.0.1.
+connections_per_minute_per_ip = 4000000000
 [http]
 listen = "127.0.0.1:0"
 [imap]

@@ -35,10 +35,12 @@ pub fn is_notification_id(id: &str, gateway_domain: &str) -> bool {
 /// window after its first reply (see [`send_due`]).
 pub fn enqueue(conn: &Connection, sc: i64, message: i64, now: i64) -> Result<()> {
     let user: Option<(i64, String)> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT u.id, u.notifications FROM side_conversations s JOIN parents p ON p.id = s.parent_id
              JOIN users u ON u.id = COALESCE(p.assignee_id, s.started_by)
              WHERE s.id = ?1",
+        )?
+        .query_row(
             [sc],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -49,8 +51,10 @@ pub fn enqueue(conn: &Connection, sc: i64, message: i64, now: i64) -> Result<()>
     if setting != "email" {
         return Ok(());
     }
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at) VALUES (?1, ?2, ?3)",
+    )?
+    .execute(
         params![user, message, now],
     )?;
     Ok(())

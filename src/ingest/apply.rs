@@ -67,12 +67,8 @@ impl Known for DbKnown<'_> {
     fn token(&self, token: &Token) -> Option<i64> {
         self.note(
             self.conn
-                .query_row(
-                    "SELECT id FROM side_conversations WHERE token = ?1",
-                    [token.as_str()],
-                    |r| r.get(0),
-                )
-                .optional(),
+                .prepare_cached("SELECT id FROM side_conversations WHERE token = ?1")
+                .and_then(|mut stmt| stmt.query_row([token.as_str()], |r| r.get(0)).optional()),
         )
     }
 
@@ -200,11 +196,12 @@ struct ThreadInfo {
 }
 
 fn thread_info(conn: &Connection, sc: i64) -> Result<ThreadInfo> {
-    Ok(conn.query_row(
-        "SELECT p.id, p.external_id, s.status, p.status, s.sender_email
+    Ok(conn
+        .prepare_cached(
+            "SELECT p.id, p.external_id, s.status, p.status, s.sender_email
          FROM side_conversations s JOIN parents p ON p.id = s.parent_id WHERE s.id = ?1",
-        [sc],
-        |r| {
+        )?
+        .query_row([sc], |r| {
             Ok(ThreadInfo {
                 parent_id: r.get(0)?,
                 external_id: r.get(1)?,
@@ -212,17 +209,15 @@ fn thread_info(conn: &Connection, sc: i64) -> Result<ThreadInfo> {
                 parent_status: r.get(3)?,
                 sender_email: r.get(4)?,
             })
-        },
-    )?)
+        })?)
 }
 
 fn is_participant(conn: &Connection, sc: i64, email: &str) -> Result<bool> {
     Ok(conn
-        .query_row(
+        .prepare_cached(
             "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
-            params![sc, email],
-            |_| Ok(()),
-        )
+        )?
+        .query_row(params![sc, email], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -240,9 +235,8 @@ fn is_internal(conn: &Connection, domain: &str, email: &str, sc_sender: &str) ->
         let base = addr.plus_parts().map(|(b, _)| b).unwrap_or("");
         let sender = format!("{base}@{}", addr.domain);
         if conn
-            .query_row("SELECT 1 FROM senders WHERE email = ?1", [&sender], |_| {
-                Ok(())
-            })
+            .prepare_cached("SELECT 1 FROM senders WHERE email = ?1")?
+            .query_row([&sender], |_| Ok(()))
             .optional()?
             .is_some()
         {
@@ -250,40 +244,39 @@ fn is_internal(conn: &Connection, domain: &str, email: &str, sc_sender: &str) ->
         }
     }
     let known = conn
-        .query_row(
+        .prepare_cached(
             "SELECT 1 FROM users WHERE email = ?1 UNION ALL SELECT 1 FROM senders WHERE email = ?1",
-            [email],
-            |_| Ok(()),
-        )
+        )?
+        .query_row([email], |_| Ok(()))
         .optional()?;
     Ok(known.is_some())
 }
 
 fn add_participant(conn: &Connection, sc: i64, m: &Mailbox, now: i64) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO participants (side_conversation_id, email, name, role, added_at)
          VALUES (?1, ?2, ?3, 'joined', ?4)",
-        params![sc, m.email, m.name, now],
-    )?;
+    )?
+    .execute(params![sc, m.email, m.name, now])?;
     Ok(())
 }
 
 fn add_contact(conn: &Connection, m: &Mailbox, message: i64, now: i64) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO contacts (email, name, first_message_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",
-        params![m.email, m.name, message, now],
-    )?;
+    )?
+    .execute(params![m.email, m.name, message, now])?;
     Ok(())
 }
 
 fn mark_done(conn: &Connection, inbound_id: i64, message: i64, note: Option<&str>) -> Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE inbound_queue SET state = 'done', processed_at = ?2, message_id = ?3,
                 attempts = attempts + 1, last_error = ?4
          WHERE id = ?1",
-        params![inbound_id, now_ms(), message, note],
-    )?;
+    )?
+    .execute(params![inbound_id, now_ms(), message, note])?;
     Ok(())
 }
 
@@ -342,11 +335,9 @@ fn mailbox_json(m: &[Mailbox]) -> String {
 
 /// Applies a prepared message. See the module documentation.
 pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
-    let state: String = conn.query_row(
-        "SELECT state FROM inbound_queue WHERE id = ?1",
-        [p.inbound_id],
-        |r| r.get(0),
-    )?;
+    let state: String = conn
+        .prepare_cached("SELECT state FROM inbound_queue WHERE id = ?1")?
+        .query_row([p.inbound_id], |r| r.get(0))?;
     if state != "queued" {
         return Ok(Applied::AlreadyDone);
     }
@@ -412,9 +403,9 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
             original_message_id,
         } => {
             let sc: Option<i64> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT m.side_conversation_id FROM outbox o JOIN messages m ON m.id = o.message_id
-                     WHERE o.verp_key = ?1",
+                     WHERE o.verp_key = ?1")?.query_row(
                     [&key],
                     |r| r.get(0),
                 )
@@ -507,39 +498,39 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         flags.push("unverified_sender".into());
     }
 
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO messages
            (side_conversation_id, direction, kind, route, inbound_id, raw, raw_sha256,
             message_id, in_reply_to, refs, from_name, from_email, reply_to, to_addrs, cc_addrs,
             date, subject, text_body, html_body, visible_reply, flags, auth, bounce, received_at)
          VALUES (?1, 'in', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
                  ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-        params![
-            sc,
-            kind,
-            rule,
-            p.inbound_id,
-            p.raw,
-            p.sha256,
-            p.parsed.message_id,
-            p.parsed.in_reply_to,
-            serde_json::to_string(&p.parsed.references)?,
-            from.as_ref().and_then(|m| m.name.clone()),
-            from.as_ref().map(|m| m.email.clone()),
-            p.parsed.reply_to,
-            mailbox_json(&p.parsed.to),
-            mailbox_json(&p.parsed.cc),
-            p.parsed.date,
-            p.parsed.subject,
-            p.parsed.text,
-            p.parsed.html,
-            p.visible_reply,
-            serde_json::to_string(&flags)?,
-            p.auth.as_ref().map(serde_json::to_string).transpose()?,
-            bounce_json(&p.kind).map(|b| b.to_string()),
-            p.envelope.received_at,
-        ],
-    )?;
+    )?
+    .execute(params![
+        sc,
+        kind,
+        rule,
+        p.inbound_id,
+        p.raw,
+        p.sha256,
+        p.parsed.message_id,
+        p.parsed.in_reply_to,
+        serde_json::to_string(&p.parsed.references)?,
+        from.as_ref().and_then(|m| m.name.clone()),
+        from.as_ref().map(|m| m.email.clone()),
+        p.parsed.reply_to,
+        mailbox_json(&p.parsed.to),
+        mailbox_json(&p.parsed.cc),
+        p.parsed.date,
+        p.parsed.subject,
+        p.parsed.text,
+        p.parsed.html,
+        p.visible_reply,
+        serde_json::to_string(&flags)?,
+        p.auth.as_ref().map(serde_json::to_string).transpose()?,
+        bounce_json(&p.kind).map(|b| b.to_string()),
+        p.envelope.received_at,
+    ])?;
     let message = conn.last_insert_rowid();
     crate::store::messages::insert_refs(
         conn,
@@ -713,11 +704,9 @@ fn reply_effects(
         if is_participant(conn, sc, &m.email)? {
             continue;
         }
-        let count: i64 = conn.query_row(
-            "SELECT COUNT(*) FROM participants WHERE side_conversation_id = ?1",
-            [sc],
-            |r| r.get(0),
-        )?;
+        let count: i64 = conn
+            .prepare_cached("SELECT COUNT(*) FROM participants WHERE side_conversation_id = ?1")?
+            .query_row([sc], |r| r.get(0))?;
         if count >= MAX_PARTICIPANTS {
             break;
         }
@@ -726,8 +715,8 @@ fn reply_effects(
         added += 1;
     }
     if t.sc_status == "closed" {
-        conn.execute(
-            "UPDATE side_conversations SET status = 'open', closed_at = NULL, updated_at = ?2 WHERE id = ?1",
+        conn.prepare_cached(
+            "UPDATE side_conversations SET status = 'open', closed_at = NULL, updated_at = ?2 WHERE id = ?1")?.execute(
             params![sc, now],
         )?;
         events::enqueue(
@@ -736,14 +725,12 @@ fn reply_effects(
             json!({"side_conversation_id": sc, "parent": t.external_id, "by": "reply"}),
         )?;
     } else {
-        conn.execute(
-            "UPDATE side_conversations SET updated_at = ?2 WHERE id = ?1",
-            params![sc, now],
-        )?;
+        conn.prepare_cached("UPDATE side_conversations SET updated_at = ?2 WHERE id = ?1")?
+            .execute(params![sc, now])?;
     }
     if t.parent_status != "open" {
-        conn.execute(
-            "UPDATE parents SET status = 'open', snoozed_until = NULL, updated_at = ?2 WHERE id = ?1",
+        conn.prepare_cached(
+            "UPDATE parents SET status = 'open', snoozed_until = NULL, updated_at = ?2 WHERE id = ?1")?.execute(
             params![t.parent_id, now],
         )?;
         events::enqueue(
@@ -761,16 +748,16 @@ fn reply_effects(
                 .unwrap_or_else(|| m.email.clone())
         })
         .unwrap_or_else(|| "Someone".to_string());
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO activity (parent_id, side_conversation_id, actor_id, text, created_at)
          VALUES (?1, ?2, NULL, ?3, ?4)",
-        params![
-            t.parent_id,
-            sc,
-            format!("{who} replied in a side conversation"),
-            now
-        ],
-    )?;
+    )?
+    .execute(params![
+        t.parent_id,
+        sc,
+        format!("{who} replied in a side conversation"),
+        now
+    ])?;
     events::enqueue(
         conn,
         "message.received",
@@ -816,11 +803,8 @@ fn bounce_effects(
     let mut rows: Vec<(i64, String)> = Vec::new();
     if let Some(key) = verp_key
         && let Some(row) = conn
-            .query_row(
-                "SELECT id, recipient FROM outbox WHERE verp_key = ?1",
-                [key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .prepare_cached("SELECT id, recipient FROM outbox WHERE verp_key = ?1")?
+            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?
     {
         rows.push(row);
@@ -845,15 +829,13 @@ fn bounce_effects(
     }
     for (id, recipient) in &rows {
         if b.permanent {
-            conn.execute(
+            conn.prepare_cached(
                 "UPDATE outbox SET state = 'bounced', last_error = ?2 WHERE id = ?1",
-                params![id, detail],
-            )?;
+            )?
+            .execute(params![id, detail])?;
         } else {
-            conn.execute(
-                "UPDATE outbox SET last_error = ?2 WHERE id = ?1",
-                params![id, format!("delayed: {detail}")],
-            )?;
+            conn.prepare_cached("UPDATE outbox SET last_error = ?2 WHERE id = ?1")?
+                .execute(params![id, format!("delayed: {detail}")])?;
         }
         if b.permanent {
             events::enqueue(
@@ -869,19 +851,17 @@ fn bounce_effects(
 fn forwarding_effects(conn: &Connection, d: &Detected, now: i64) -> Result<()> {
     match d {
         Detected::Verification { sender_id } => {
-            let changed = conn.execute(
+            let changed = conn.prepare_cached(
                 "UPDATE senders SET status = 'verified', verified_at = COALESCE(verified_at, ?2),
                         forwarding_state = 'confirmed', forwarding_confirmed_at = ?2,
                         verification_nonce = NULL, verification_code_hash = NULL
-                 WHERE id = ?1",
+                 WHERE id = ?1")?.execute(
                 params![sender_id, now],
             )?;
             if changed > 0 {
-                let email: String = conn.query_row(
-                    "SELECT email FROM senders WHERE id = ?1",
-                    [sender_id],
-                    |r| r.get(0),
-                )?;
+                let email: String = conn
+                    .prepare_cached("SELECT email FROM senders WHERE id = ?1")?
+                    .query_row([sender_id], |r| r.get(0))?;
                 events::enqueue(
                     conn,
                     "sender.verified",
@@ -893,10 +873,8 @@ fn forwarding_effects(conn: &Connection, d: &Detected, now: i64) -> Result<()> {
             sender_id,
             confirmation,
         } => {
-            conn.execute(
-                "UPDATE senders SET forwarding_confirmation = ?2 WHERE id = ?1",
-                params![sender_id, serde_json::to_string(confirmation)?],
-            )?;
+            conn.prepare_cached("UPDATE senders SET forwarding_confirmation = ?2 WHERE id = ?1")?
+                .execute(params![sender_id, serde_json::to_string(confirmation)?])?;
         }
     }
     Ok(())
@@ -940,10 +918,10 @@ pub fn assign(
         facts: ReplyFacts,
     }
     let row: Option<Stored> = conn
-        .query_row(
+        .prepare_cached(
             "SELECT side_conversation_id, direction, kind, from_name, from_email, to_addrs, cc_addrs,
                     message_id, subject, visible_reply, received_at
-             FROM messages WHERE id = ?1",
+             FROM messages WHERE id = ?1")?.query_row(
             [message],
             |r| {
                 let from_name: Option<String> = r.get(3)?;
@@ -984,11 +962,8 @@ pub fn assign(
         return Err(AssignError::NotUnrouted);
     }
     let exists = conn
-        .query_row(
-            "SELECT 1 FROM side_conversations WHERE id = ?1",
-            [sc],
-            |_| Ok(()),
-        )
+        .prepare_cached("SELECT 1 FROM side_conversations WHERE id = ?1")?
+        .query_row([sc], |_| Ok(()))
         .optional()?
         .is_some();
     if !exists {
@@ -996,10 +971,8 @@ pub fn assign(
     }
     let now = now_ms();
     let t = thread_info(conn, sc)?;
-    conn.execute(
-        "UPDATE messages SET side_conversation_id = ?2 WHERE id = ?1",
-        params![message, sc],
-    )?;
+    conn.prepare_cached("UPDATE messages SET side_conversation_id = ?2 WHERE id = ?1")?
+        .execute(params![message, sc])?;
     // Out of the Unrouted mailbox, into the thread's.
     view::remove_message(conn, view::UNROUTED, message)?;
     view::add_message(
@@ -1014,9 +987,8 @@ pub fn assign(
     if kind == "reply" {
         let mut facts = facts;
         let dmarc_failed = conn
-            .query_row("SELECT auth FROM messages WHERE id = ?1", [message], |r| {
-                r.get::<_, Option<String>>(0)
-            })?
+            .prepare_cached("SELECT auth FROM messages WHERE id = ?1")?
+            .query_row([message], |r| r.get::<_, Option<String>>(0))?
             .and_then(|a| serde_json::from_str::<AuthResults>(&a).ok())
             .is_some_and(|a| a.dmarc_failed());
         // Not yet a participant: flagged as any such reply would be.
@@ -1024,20 +996,17 @@ pub fn assign(
             && !is_participant(conn, sc, &f.email)?
         {
             facts.trust = Trust::UnverifiedSender;
-            let flags: String =
-                conn.query_row("SELECT flags FROM messages WHERE id = ?1", [message], |r| {
-                    r.get(0)
-                })?;
+            let flags: String = conn
+                .prepare_cached("SELECT flags FROM messages WHERE id = ?1")?
+                .query_row([message], |r| r.get(0))?;
             let mut list: Vec<String> = serde_json::from_str(&flags).unwrap_or_default();
             if !list.iter().any(|x| x == "unverified_sender") {
                 list.push("unverified_sender".into());
-                conn.execute(
-                    "UPDATE messages SET flags = ?2 WHERE id = ?1",
-                    params![
+                conn.prepare_cached("UPDATE messages SET flags = ?2 WHERE id = ?1")?
+                    .execute(params![
                         message,
                         serde_json::to_string(&list).map_err(StoreError::from)?
-                    ],
-                )?;
+                    ])?;
             }
         }
         if dmarc_failed {

@@ -28,7 +28,7 @@ pub fn enqueue(conn: &Connection, event: &str, data: serde_json::Value) -> Resul
         "data": data,
     })
     .to_string();
-    let mut stmt = conn.prepare("SELECT id, events FROM webhooks WHERE active = 1")?;
+    let mut stmt = conn.prepare_cached("SELECT id, events FROM webhooks WHERE active = 1")?;
     let hooks: Vec<(i64, String)> = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;

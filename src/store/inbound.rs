@@ -35,23 +35,23 @@ pub struct InboundMessage {
 /// Stores one accepted message; returns its queue id.
 pub fn enqueue(conn: &Connection, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
     let sha: [u8; 32] = Sha256::digest(raw).into();
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO inbound_queue
            (received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![
-            envelope.received_at,
-            envelope.peer_ip,
-            envelope.helo,
-            envelope.mail_from,
-            serde_json::to_string(&envelope.rcpts)?,
-            envelope.tls,
-            serde_json::to_string(&envelope.params)?,
-            raw.len() as i64,
-            &sha[..],
-            raw,
-        ],
-    )?;
+    )?
+    .execute(params![
+        envelope.received_at,
+        envelope.peer_ip,
+        envelope.helo,
+        envelope.mail_from,
+        serde_json::to_string(&envelope.rcpts)?,
+        envelope.tls,
+        serde_json::to_string(&envelope.params)?,
+        raw.len() as i64,
+        &sha[..],
+        raw,
+    ])?;
     Ok(conn.last_insert_rowid())
 }
 
@@ -129,5 +129,7 @@ pub fn pending(conn: &Connection, limit: usize, max_bytes: usize) -> Result<Vec<
 /// Every stored message id with its bytes' length and hash, in order
 /// (used by the byte-identity checks).
 pub fn count(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| r.get(0))?)
+    Ok(conn
+        .prepare_cached("SELECT COUNT(*) FROM inbound_queue")?
+        .query_row([], |r| r.get(0))?)
 }

@@ -6,6 +6,13 @@
 //! closure runs in its own SAVEPOINT so one failing write does not undo its
 //! neighbours. A caller is answered only after the shared COMMIT returned,
 //! which with WAL and `synchronous=FULL` means the data is on disk.
+//!
+//! Writes someone is waiting on to answer a client (the SMTP `250`) are
+//! queued as *urgent* ([`Store::write_urgent`]): each batch runs every
+//! urgent write first and then only as much of the other backlog (the
+//! ingest pipeline's work) as fits in a short time budget, so an accepted
+//! message is never committed behind dozens of ingest jobs. Writes of one
+//! class keep their order; only urgent writes may overtake the others.
 
 pub mod events;
 pub mod inbound;
@@ -16,6 +23,7 @@ pub mod users;
 pub mod view;
 pub mod webhooks;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -30,6 +38,10 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// How many queued writes one transaction may take at most.
 const MAX_BATCH: usize = 512;
+/// How long one batch may spend on non-urgent writes once it holds urgent
+/// ones (or any at all): an urgent write waits at most about this long
+/// plus the commit.
+const BATCH_BUDGET: Duration = Duration::from_millis(4);
 /// Read connections kept open when idle.
 const MAX_IDLE_READERS: usize = 16;
 
@@ -78,6 +90,8 @@ type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
 
 enum WriterMsg {
     Job(Job),
+    /// A write a client is waiting on: runs ahead of the backlog.
+    Urgent(Job),
     /// Test hook: the next commit fails as if the disk had refused it.
     #[doc(hidden)]
     FailNextCommit,
@@ -108,6 +122,9 @@ impl std::fmt::Debug for Store {
 
 fn configure(conn: &Connection) -> Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    // The writer runs a few dozen distinct statements per ingested message;
+    // all of them stay prepared.
+    conn.set_prepared_statement_cache_capacity(128);
     conn.execute_batch(
         "PRAGMA foreign_keys = ON;
          PRAGMA synchronous = FULL;
@@ -221,6 +238,19 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
     {
+        self.enqueue_as(f, false)
+    }
+
+    fn enqueue_as<T, E, F>(
+        &self,
+        f: F,
+        urgent: bool,
+    ) -> Result<oneshot::Receiver<std::result::Result<T, E>>>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+    {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Connection>| {
             let outcome = match conn {
@@ -237,7 +267,11 @@ impl Store {
             });
             (ok, completion)
         });
-        self.submit(WriterMsg::Job(job))?;
+        self.submit(if urgent {
+            WriterMsg::Urgent(job)
+        } else {
+            WriterMsg::Job(job)
+        })?;
         Ok(rx)
     }
 
@@ -249,6 +283,17 @@ impl Store {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let rx = self.enqueue(f)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::write`] for a write a client is waiting on (the SMTP
+    /// commit before `250`): it runs ahead of queued non-urgent writes.
+    pub async fn write_urgent<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let rx = self.enqueue_as(f, true)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -367,60 +412,127 @@ impl Store {
     }
 }
 
+/// The writer's waiting jobs.
+#[derive(Default)]
+struct Queues {
+    urgent: Vec<Job>,
+    backlog: VecDeque<Job>,
+    fail_next: bool,
+}
+
+impl Queues {
+    fn take(&mut self, msg: WriterMsg) {
+        match msg {
+            WriterMsg::Job(j) => self.backlog.push_back(j),
+            WriterMsg::Urgent(j) => self.urgent.push(j),
+            WriterMsg::FailNextCommit => self.fail_next = true,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.backlog.is_empty()
+    }
+}
+
 fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<WriterMsg>,
     commits: tokio::sync::watch::Sender<u64>,
 ) {
-    let mut fail_next = false;
-    while let Ok(first) = rx.recv() {
-        let mut jobs: Vec<Job> = Vec::new();
-        let mut push = |msg: WriterMsg, jobs: &mut Vec<Job>| match msg {
-            WriterMsg::Job(j) => jobs.push(j),
-            WriterMsg::FailNextCommit => fail_next = true,
-        };
-        push(first, &mut jobs);
-        while jobs.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(msg) => push(msg, &mut jobs),
+    let mut q = Queues::default();
+    let mut open = true;
+    loop {
+        if q.is_empty() {
+            if !open {
+                break;
+            }
+            match rx.recv() {
+                Ok(msg) => q.take(msg),
                 Err(_) => break,
             }
         }
-        if jobs.is_empty() {
+        // Everything already waiting.
+        loop {
+            match rx.try_recv() {
+                Ok(msg) => q.take(msg),
+                Err(mpsc::TryRecvError::Empty) => break,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if q.is_empty() {
             continue;
         }
-        if run_batch(&conn, jobs, std::mem::take(&mut fail_next)) {
-            commits.send_modify(|n| *n = n.wrapping_add(1));
+        let mut batch = Batch::begin(&conn);
+        // Urgent writes first, then the backlog in order while the budget
+        // lasts; urgent writes arriving meanwhile join this batch.
+        let started = std::time::Instant::now();
+        loop {
+            for job in q.urgent.drain(..) {
+                batch.run(job);
+            }
+            if batch.len() >= MAX_BATCH || started.elapsed() >= BATCH_BUDGET {
+                break;
+            }
+            let Some(job) = q.backlog.pop_front() else {
+                break;
+            };
+            batch.run(job);
+            while let Ok(msg) = rx.try_recv() {
+                q.take(msg);
+            }
         }
+        batch.finish(std::mem::take(&mut q.fail_next), &commits);
     }
     tracing::debug!("store writer stopped");
 }
 
-/// Runs one batch; true when it committed.
-fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) -> bool {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-        let err = StoreError::from(e);
-        tracing::error!(error = %err, "store: cannot begin a transaction");
-        for job in jobs {
-            let (_, completion) = job(None);
-            completion(Some(&err));
+/// One transaction of the writer: jobs run one by one, each in its own
+/// savepoint; `finish` commits and answers them all.
+struct Batch<'c> {
+    conn: &'c Connection,
+    /// Set when the transaction could not start or was lost: later jobs do
+    /// not run and every job is answered with this error.
+    broken: Option<StoreError>,
+    completions: Vec<Completion>,
+}
+
+impl<'c> Batch<'c> {
+    fn begin(conn: &'c Connection) -> Batch<'c> {
+        let broken = match cached(conn, "BEGIN IMMEDIATE") {
+            Ok(()) => None,
+            Err(e) => {
+                let err = StoreError::from(e);
+                tracing::error!(error = %err, "store: cannot begin a transaction");
+                Some(err)
+            }
+        };
+        Batch {
+            conn,
+            broken,
+            completions: Vec::new(),
         }
-        return false;
     }
-    let mut completions = Vec::with_capacity(jobs.len());
-    let mut broken: Option<StoreError> = None;
-    for job in jobs {
-        if broken.is_some() {
+
+    fn len(&self) -> usize {
+        self.completions.len()
+    }
+
+    fn run(&mut self, job: Job) {
+        let conn = self.conn;
+        if self.broken.is_some() {
             // The batch transaction is gone: the rest do not run.
             let (_, completion) = job(None);
-            completions.push(completion);
-            continue;
+            self.completions.push(completion);
+            return;
         }
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if let Err(e) = cached(conn, "SAVEPOINT job") {
             tracing::error!(error = %e, "store: cannot open a savepoint");
             let (_, completion) = job(None);
-            completions.push(completion);
-            continue;
+            self.completions.push(completion);
+            return;
         }
         // A job that panics (a bug) must not take the writer thread, and
         // with it every later write, down: its work is rolled back and its
@@ -438,49 +550,73 @@ fn run_batch(conn: &Connection, jobs: Vec<Job>, fail_commit: bool) -> bool {
         if conn.is_autocommit() {
             // SQLite rolled the whole transaction back by itself (a full
             // disk, an I/O error): nothing of this batch is kept.
-            broken = Some(StoreError::Database(
+            self.broken = Some(StoreError::Database(
                 "the transaction was rolled back by the database (disk full or I/O error)".into(),
             ));
-            completions.push(completion);
-            continue;
+            self.completions.push(completion);
+            return;
         }
         let end = if ok {
-            conn.execute_batch("RELEASE job")
+            cached(conn, "RELEASE job")
         } else {
-            conn.execute_batch("ROLLBACK TO job; RELEASE job")
+            cached(conn, "ROLLBACK TO job").and_then(|()| cached(conn, "RELEASE job"))
         };
         if let Err(e) = end {
             tracing::error!(error = %e, "store: savepoint failed");
         }
-        completions.push(completion);
+        self.completions.push(completion);
     }
-    if let Some(e) = broken {
-        tracing::error!(error = %e, "store: batch lost");
-        completions.into_iter().for_each(|c| c(Some(&e)));
-        return false;
-    }
-    let commit = if fail_commit {
-        let _ = conn.execute_batch("ROLLBACK");
-        Err(StoreError::Database(
-            "commit refused (injected fault)".into(),
-        ))
-    } else {
-        conn.execute_batch("COMMIT").map_err(StoreError::from)
-    };
-    match commit {
-        Ok(()) => {
-            completions.into_iter().for_each(|c| c(None));
-            true
-        }
-        Err(e) => {
+
+    /// Commits; true when it did.
+    /// Commits and answers every job. On success the commit signal moves
+    /// *before* the callers are answered, so whoever learns of a write (an
+    /// IMAP NOOP after another session's STORE, a JMAP push) always sees
+    /// the counter moved.
+    fn finish(self, fail_commit: bool, commits: &tokio::sync::watch::Sender<u64>) -> bool {
+        let Batch {
+            conn,
+            broken,
+            completions,
+        } = self;
+        if let Some(e) = broken {
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
             }
-            tracing::error!(error = %e, "store: commit failed; batch rolled back");
+            tracing::error!(error = %e, "store: batch lost");
             completions.into_iter().for_each(|c| c(Some(&e)));
-            false
+            return false;
+        }
+        let commit = if fail_commit {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(StoreError::Database(
+                "commit refused (injected fault)".into(),
+            ))
+        } else {
+            cached(conn, "COMMIT").map_err(StoreError::from)
+        };
+        match commit {
+            Ok(()) => {
+                commits.send_modify(|n| *n = n.wrapping_add(1));
+                completions.into_iter().for_each(|c| c(None));
+                true
+            }
+            Err(e) => {
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                tracing::error!(error = %e, "store: commit failed; batch rolled back");
+                completions.into_iter().for_each(|c| c(Some(&e)));
+                false
+            }
         }
     }
+}
+
+/// Runs a statement without result rows through the statement cache: the
+/// writer runs BEGIN/SAVEPOINT/RELEASE/COMMIT for every job, and parsing
+/// them each time was a visible share of its time.
+fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
 /// Reads an optional row: `Ok(None)` instead of `NotFound`.

@@ -17,18 +17,17 @@ pub fn ticket_mailbox(external_id: &str) -> String {
 
 /// Takes the next value of the global modification sequence.
 pub fn next_modseq(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'modseq' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached(
+            "UPDATE counters SET value = value + 1 WHERE name = 'modseq' RETURNING value",
+        )?
+        .query_row([], |r| r.get(0))?)
 }
 
 fn mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i64>) -> Result<i64> {
     if let Some(id) = conn
-        .query_row("SELECT id FROM mailboxes WHERE name = ?1", [name], |r| {
-            r.get(0)
-        })
+        .prepare_cached("SELECT id FROM mailboxes WHERE name = ?1")?
+        .query_row([name], |r| r.get(0))
         .optional()?
     {
         return Ok(id);
@@ -36,25 +35,25 @@ fn mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i64>) ->
     // UIDVALIDITY: seconds since the epoch at creation, as RFC 3501 suggests;
     // a mailbox is never recreated under the same name without a new value.
     let uidvalidity = (now_ms() / 1000).clamp(1, u32::MAX as i64);
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO mailboxes (name, kind, parent_id, uidvalidity) VALUES (?1, ?2, ?3, ?4)",
-        params![name, kind, parent_id, uidvalidity],
-    )?;
+    )?
+    .execute(params![name, kind, parent_id, uidvalidity])?;
     Ok(conn.last_insert_rowid())
 }
 
 fn append(conn: &Connection, mailbox_id: i64, message_id: i64, modseq: i64) -> Result<()> {
-    let uid: i64 = conn.query_row(
-        "UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ?2
+    let uid: i64 = conn
+        .prepare_cached(
+            "UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ?2
          WHERE id = ?1 RETURNING uidnext - 1",
-        params![mailbox_id, modseq],
-        |r| r.get(0),
-    )?;
-    conn.execute(
+        )?
+        .query_row(params![mailbox_id, modseq], |r| r.get(0))?;
+    conn.prepare_cached(
         "INSERT OR IGNORE INTO mailbox_messages (mailbox_id, uid, message_id, modseq)
          VALUES (?1, ?2, ?3, ?4)",
-        params![mailbox_id, uid, message_id, modseq],
-    )?;
+    )?
+    .execute(params![mailbox_id, uid, message_id, modseq])?;
     Ok(())
 }
 
@@ -108,31 +107,28 @@ pub fn add_message(conn: &Connection, message_id: i64, placement: Placement<'_>)
 /// thread), leaving a record so sessions and JMAP clients learn of it.
 pub fn remove_message(conn: &Connection, mailbox_name: &str, message_id: i64) -> Result<()> {
     let Some((mailbox_id, uid)) = conn
-        .query_row(
+        .prepare_cached(
             "SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm
              JOIN mailboxes mb ON mb.id = mm.mailbox_id
              WHERE mb.name = ?1 AND mm.message_id = ?2",
-            params![mailbox_name, message_id],
-            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-        )
+        )?
+        .query_row(params![mailbox_name, message_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+        })
         .optional()?
     else {
         return Ok(());
     };
     let modseq = next_modseq(conn)?;
-    conn.execute(
-        "DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2",
-        params![mailbox_id, uid],
-    )?;
-    conn.execute(
+    conn.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?
+        .execute(params![mailbox_id, uid])?;
+    conn.prepare_cached(
         "INSERT OR REPLACE INTO mailbox_removed (mailbox_id, uid, message_id, modseq)
          VALUES (?1, ?2, ?3, ?4)",
-        params![mailbox_id, uid, message_id, modseq],
-    )?;
-    conn.execute(
-        "UPDATE mailboxes SET highest_modseq = ?2 WHERE id = ?1",
-        params![mailbox_id, modseq],
-    )?;
+    )?
+    .execute(params![mailbox_id, uid, message_id, modseq])?;
+    conn.prepare_cached("UPDATE mailboxes SET highest_modseq = ?2 WHERE id = ?1")?
+        .execute(params![mailbox_id, modseq])?;
     Ok(())
 }
 
@@ -142,11 +138,9 @@ pub fn remove_message(conn: &Connection, mailbox_name: &str, message_id: i64) ->
 /// The current value of the global modification sequence: JMAP state
 /// strings and IMAP HIGHESTMODSEQ derive from it.
 pub fn current_modseq(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row(
-        "SELECT value FROM counters WHERE name = 'modseq'",
-        [],
-        |r| r.get(0),
-    )?)
+    Ok(conn
+        .prepare_cached("SELECT value FROM counters WHERE name = 'modseq'")?
+        .query_row([], |r| r.get(0))?)
 }
 
 /// One mailbox of the agent view.
@@ -237,14 +231,14 @@ pub fn mailbox_by_id(
 /// Message counts of one mailbox for one user: (total, unseen by the user).
 /// Index-only: walks the mailbox's rows, never the mail.
 pub fn counts(conn: &Connection, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
-    let (total, seen): (i64, i64) = conn.query_row(
-        "SELECT count(*), count(f.message_id) FROM mailbox_messages mm
+    let (total, seen): (i64, i64) = conn
+        .prepare_cached(
+            "SELECT count(*), count(f.message_id) FROM mailbox_messages mm
          LEFT JOIN message_flags f
            ON f.user_id = ?2 AND f.message_id = mm.message_id AND f.seen = 1
          WHERE mm.mailbox_id = ?1",
-        params![mailbox_id, user_id],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )?;
+        )?
+        .query_row(params![mailbox_id, user_id], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let total = total.clamp(0, u32::MAX as i64) as u32;
     let seen = seen.clamp(0, u32::MAX as i64) as u32;
     Ok((total, total.saturating_sub(seen)))
@@ -429,21 +423,21 @@ pub fn store_flags(
         return Ok(old);
     }
     new.modseq = next_modseq(conn)?;
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO message_flags (user_id, message_id, seen, flagged, answered, modseq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
          ON CONFLICT (user_id, message_id) DO UPDATE SET
            seen = excluded.seen, flagged = excluded.flagged,
            answered = excluded.answered, modseq = excluded.modseq",
-        params![
-            user_id,
-            message_id,
-            new.seen,
-            new.flagged,
-            new.answered,
-            new.modseq
-        ],
-    )?;
+    )?
+    .execute(params![
+        user_id,
+        message_id,
+        new.seen,
+        new.flagged,
+        new.answered,
+        new.modseq
+    ])?;
     Ok(new)
 }
 
@@ -755,6 +749,9 @@ pub struct Placed {
     pub mailbox_ids: Vec<i64>,
     /// True when one of them is Unrouted.
     pub unrouted: bool,
+    /// When it entered the mailboxes it shows under now (Unrouted, or
+    /// INBOX/Tickets): its JMAP Email id exists from this modseq on.
+    pub added_modseq: i64,
     pub received_at: i64,
     /// Size of the stored raw message in bytes.
     pub size: i64,
@@ -768,22 +765,33 @@ pub fn placed(
     message_id: i64,
 ) -> Result<Option<Placed>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT mb.id, mb.kind FROM mailbox_messages mm
+        "SELECT mb.id, mb.kind, mm.modseq FROM mailbox_messages mm
          JOIN mailboxes mb ON mb.id = mm.mailbox_id
          WHERE mm.message_id = ?1 ORDER BY mb.id",
     )?;
     let boxes = stmt
         .query_map([message_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let visible: Vec<(i64, String)> = boxes
+    let visible: Vec<(i64, String, i64)> = boxes
         .into_iter()
-        .filter(|(_, kind)| may_see(role, kind))
+        .filter(|(_, kind, _)| may_see(role, kind))
         .collect();
     if visible.is_empty() {
         return Ok(None);
     }
+    let unrouted = visible.iter().any(|(_, k, _)| k == "unrouted");
+    let added_modseq = visible
+        .iter()
+        .filter(|(_, k, _)| (k == "unrouted") == unrouted)
+        .map(|(_, _, m)| *m)
+        .min()
+        .unwrap_or(0);
     let row = conn
         .query_row(
             "SELECT side_conversation_id, received_at, length(raw) FROM messages WHERE id = ?1",
@@ -797,8 +805,9 @@ pub fn placed(
     Ok(Some(Placed {
         message_id,
         side_conversation_id,
-        unrouted: visible.iter().any(|(_, k)| k == "unrouted"),
-        mailbox_ids: visible.into_iter().map(|(id, _)| id).collect(),
+        unrouted,
+        added_modseq,
+        mailbox_ids: visible.into_iter().map(|(id, _, _)| id).collect(),
         received_at,
         size,
     }))
