@@ -199,6 +199,48 @@ API_SEEDS = [
 ]
 
 
+IMAP_SEEDS = [
+    b"a1 CAPABILITY\r\na2 LOGIN member@gw.example.com $K\r\na3 LIST \"\" \"*\"\r\na4 LOGOUT\r\n",
+    b"a1 LOGIN owner@gw.example.com $O\r\na2 LSUB \"\" \"*\"\r\na3 STATUS INBOX (MESSAGES UIDNEXT UIDVALIDITY UNSEEN)\r\n"
+    b"a4 SELECT INBOX\r\na5 FETCH 1:* (FLAGS UID INTERNALDATE RFC822.SIZE ENVELOPE BODYSTRUCTURE)\r\n"
+    b"a6 UID FETCH 1:* (BODY.PEEK[HEADER] BODY.PEEK[TEXT] BODY[1] BODY[1.MIME] BODY.PEEK[]<0.10>)\r\n"
+    b"a7 SEARCH ALL UNSEEN FROM vendor SUBJECT pallet SINCE 1-Jan-2020 BEFORE 1-Jan-2100\r\n"
+    b"a8 UID SEARCH UID 1:*\r\na9 STORE 1 +FLAGS (\\Seen \\Flagged)\r\na10 UID STORE 1 -FLAGS.SILENT (\\Seen)\r\n"
+    b"a11 THREAD REFERENCES UTF-8 ALL\r\na12 NOOP\r\na13 CLOSE\r\na14 LOGOUT\r\n",
+    b"a1 LOGIN owner@gw.example.com $O\r\na2 EXAMINE \"Tickets/T-1\"\r\na3 FETCH 1 (RFC822 RFC822.HEADER RFC822.TEXT)\r\n"
+    b"a4 SELECT Unrouted\r\na5 IDLE\r\nDONE\r\na6 LOGOUT\r\n",
+    b"a1 AUTHENTICATE PLAIN\r\nAG1lbWJlckBndy5leGFtcGxlLmNvbQBub3Bl\r\na2 LOGIN {5}\r\nabcde {3}\r\nxyz\r\n",
+    b"a1 LOGIN member@gw.example.com $K\r\na2 SELECT INBOX\r\na3 COPY 1 INBOX\r\na4 APPEND INBOX {3}\r\nabc\r\n"
+    b"a5 EXPUNGE\r\na6 CREATE x\r\na7 FETCH 999999999:* FLAGS\r\na8 FETCH * (BODY[999.1.2])\r\n",
+    b"* BAD\r\n\r\na\r\n\x00\xff\r\na1 SELECT\r\n",
+]
+
+JMAP_USING = ["urn:ietf:params:jmap:core", "urn:ietf:params:jmap:mail"]
+JMAP_SEEDS = [
+    {"using": JMAP_USING, "methodCalls": [["Mailbox/get", {"accountId": "$A"}, "0"]]},
+    {"using": JMAP_USING, "methodCalls": [
+        ["Email/query", {"accountId": "$A", "filter": {"operator": "AND", "conditions": [
+            {"inMailbox": "x"}, {"from": "vendor"}, {"text": "pallet"}, {"after": "2020-01-01T00:00:00Z"},
+            {"before": "2100-01-01T00:00:00Z"}]}, "sort": [{"property": "receivedAt", "isAscending": False}],
+            "position": 0, "limit": 10, "collapseThreads": True}, "q"],
+        ["Email/get", {"accountId": "$A", "#ids": {"resultOf": "q", "name": "Email/query", "path": "/ids"},
+                       "properties": ["id", "threadId", "mailboxIds", "keywords", "from", "subject", "preview",
+                                      "bodyValues", "textBody", "htmlBody", "attachments", "header:From:asAddresses"],
+                       "fetchTextBodyValues": True, "fetchHTMLBodyValues": True, "maxBodyValueBytes": 100}, "g"],
+        ["Thread/get", {"accountId": "$A", "#ids": {"resultOf": "g", "name": "Email/get", "path": "/list/*/threadId"}}, "t"],
+    ]},
+    {"using": JMAP_USING, "methodCalls": [
+        ["Email/set", {"accountId": "$A", "update": {"x": {"keywords/$seen": True}}}, "s"],
+        ["Email/changes", {"accountId": "$A", "sinceState": "0", "maxChanges": 5}, "c"],
+        ["Mailbox/changes", {"accountId": "$A", "sinceState": "0"}, "m"],
+        ["Mailbox/query", {"accountId": "$A"}, "mq"],
+        ["Core/echo", {"hello": [1, 2, 3]}, "e"],
+    ]},
+    {"using": [], "methodCalls": [["Nope/nope", {}, "x"]]},
+    {"using": JMAP_USING, "methodCalls": [["Email/get", {"accountId": "a999", "ids": None}, "0"]] * 3},
+]
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     ap = argparse.ArgumentParser()
@@ -210,6 +252,14 @@ def main():
         write(os.path.join(args.out, "smtp_session"), seed)
     for seed in API_SEEDS:
         write(os.path.join(args.out, "api_request"), seed)
+    for seed in IMAP_SEEDS:
+        write(os.path.join(args.out, "imap_command"), seed)
+    for who, seed in zip("omvoo", JMAP_SEEDS):
+        write(os.path.join(args.out, "jmap_request"), who.encode() + json.dumps(seed).encode())
+    write(os.path.join(args.out, "jmap_request"), b"o" + b"[" * 5000)
+    write(os.path.join(args.out, "api_request"), api("GET", "/.well-known/jmap", "m", "-"))
+    write(os.path.join(args.out, "api_request"), api("GET", "/jmap/download/$A/x/pod.pdf", "o", "-"))
+    write(os.path.join(args.out, "api_request"), api("POST", "/jmap/upload/$A", "o", "t", b"data"))
 
     if not os.path.isdir(args.shared):
         print(f"corpus.py: {args.shared} is missing; only the hand-written seeds were written",

@@ -22,9 +22,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 secs="${1:-60}"
-targets=(${FUZZ_TARGETS:-smtp_session ingest reply_text api_request})
+targets=(${FUZZ_TARGETS:-smtp_session ingest reply_text api_request imap_command jmap_request})
 target_dir="${FUZZ_TARGET_DIR:-$PWD/target}"
-# Slots for the agent view, added once it is on main: imap_command, jmap_request.
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
     echo "fuzz: installing cargo-fuzz (once)"
@@ -48,8 +47,8 @@ RUSTC_BOOTSTRAP=1 cargo fuzz build --target-dir "$target_dir" "${build_flags[@]}
 }
 echo "fuzz: built in $(( $(date +%s) - started ))s"
 
-declare -A max_len=([smtp_session]=262144 [ingest]=262144 [reply_text]=65536 [api_request]=65536)
-declare -A dict=([smtp_session]=smtp.dict [ingest]=mime.dict [reply_text]=reply.dict [api_request]=api.dict)
+declare -A max_len=([smtp_session]=262144 [ingest]=262144 [reply_text]=65536 [api_request]=65536 [imap_command]=16384 [jmap_request]=65536)
+declare -A dict=([smtp_session]=smtp.dict [ingest]=mime.dict [reply_text]=reply.dict [api_request]=api.dict [imap_command]=imap.dict [jmap_request]=jmap.dict)
 
 # SQLite's amalgamation has two file-local arrays of one name, which
 # AddressSanitizer reports as an ODR violation at start-up; a false alarm.

@@ -2,7 +2,8 @@
 //! MIME bombs, CR/LF injection into outbound headers, path traversal and
 //! odd bytes in attachment file names, script in mail shown on the portal,
 //! SQL metacharacters in every API parameter, oversized and deeply nested
-//! JSON, slow clients on SMTP and HTTP, and the open-relay tricks at RCPT.
+//! JSON, slow clients on SMTP, HTTP and IMAP, and the open-relay tricks at
+//! RCPT.
 //! The plainer relay cases live in tests/smtp.rs and
 //! tests/clients/smtp_clients.py; these add the token-carrying variants,
 //! IP literals, trailing dots and IDN look-alikes.
@@ -1330,6 +1331,29 @@ async fn a_byte_at_a_time_http_client_is_cut_by_the_timeouts() {
         .expect("closed in time")
         .unwrap_or(0);
     assert_eq!(n, 0);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_byte_at_a_time_imap_client_is_cut_by_the_idle_timeout() {
+    let mut s = TestServer::start_with_imap("idle_timeout = \"1s\"", NO_AUTH).await;
+    let gap = Duration::from_millis(250);
+    let mut c = TcpStream::connect(s.imap).await.expect("connect");
+    let mut greeting = [0u8; 512];
+    let n = c.read(&mut greeting).await.expect("greeting");
+    assert!(
+        greeting[..n].starts_with(b"* OK"),
+        "{:?}",
+        String::from_utf8_lossy(&greeting[..n])
+    );
+    // Each byte well within the timeout, the command as a whole not.
+    let line = format!("a1 LOGIN someone@gw.example.com {}\r\n", "p".repeat(400));
+    let (sent, said) = trickle(&mut c, line.as_bytes(), gap).await;
+    assert!(
+        sent < line.len(),
+        "the whole slow command went through: {said}"
+    );
+    assert!(said.contains("* BYE"), "{said:?}");
     s.shutdown().await;
 }
 

@@ -1609,3 +1609,215 @@ async fn push_streams_are_capped_server_wide() {
     drop(got);
     s.shutdown().await;
 }
+
+/// A request that times out (http.request_timeout) leaves its method's
+/// store work running: that work keeps counting against the user's
+/// maxConcurrentRequests until it ends, so a client cannot pile up
+/// unbounded work by letting requests time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timed_out_work_keeps_its_request_slot() {
+    let mut s = TestServer::start_with_http("", "request_timeout = \"500ms\"", NO_AUTH).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let j = Jmap::new(&s, &member).await;
+    // Hold the store's writer, so Email/set work waits in its queue.
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let blocker = tokio::spawn({
+        let store = s.store.clone();
+        async move {
+            store
+                .write(move |_| {
+                    let _ = wait.recv();
+                    Ok(())
+                })
+                .await
+        }
+    });
+    let set = json!([["Email/set", {"accountId": j.account, "update": {"m1": {"keywords/$seen": true}}}, "s"]]);
+    for _ in 0..4 {
+        let (status, _, _) = post_calls(&j, set.clone()).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "timed out");
+    }
+    // Four timed-out Email/set calls still wait for the writer: a fifth
+    // request is over the limit, however cheap.
+    let echo = json!([["Core/echo", {}, "e"]]);
+    let (status, v, _) = post_calls(&j, echo.clone()).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{v}");
+    assert_eq!(v["limit"], "maxConcurrentRequests", "{v}");
+    release.send(()).expect("release");
+    blocker.await.expect("join").expect("write");
+    let mut status = StatusCode::TOO_MANY_REQUESTS;
+    for _ in 0..200 {
+        status = post_calls(&j, echo.clone()).await.0;
+        if status == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, StatusCode::OK, "the slots came back");
+    s.shutdown().await;
+}
+
+/// The Emails one request returns add up to at most `http.max_body_bytes`
+/// of JSON (all calls together): a large body is requestTooLarge unless
+/// the client cuts it with maxBodyValueBytes (or downloads the blob).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_responses_are_bounded() {
+    let (mut s, j, a, _sc, small) = one_reply("T-906").await;
+    let (_, reply_to) = start_thread(&s, &a.token, "T-907").await;
+    let line = "The pallet is on its way, with all the papers it needs.\r\n";
+    let big = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Manifest\r\n\r\n{}",
+        line.repeat(1500)
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &big).await;
+    s.wait_ingested().await;
+    let inbound: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    let large = format!("m{inbound}");
+    let body = json!({"properties": ["bodyValues"], "fetchTextBodyValues": true});
+    let mut args = body.clone();
+    args["ids"] = json!([large]);
+    assert_eq!(j.error("Email/get", args.clone()).await, "requestTooLarge");
+    // Cut, it fits; the blob has it all.
+    args["maxBodyValueBytes"] = json!(1000);
+    let v = j.one("Email/get", args.clone()).await;
+    let value = v["list"][0]["bodyValues"]
+        .as_object()
+        .and_then(|o| o.values().next())
+        .expect("a body value");
+    assert_eq!(value["isTruncated"], true, "{v}");
+    assert!(value["value"].as_str().expect("value").len() <= 1000);
+    let raw = j
+        .download(&format!("r{inbound}"), "m.eml", "message/rfc822")
+        .await;
+    assert_eq!(raw.status(), StatusCode::OK);
+    assert!(raw.bytes().await.expect("raw").len() > 65536);
+    // The budget is shared by the calls of one request.
+    args["maxBodyValueBytes"] = json!(40000);
+    let call = |id: &str| {
+        let mut a = args.clone();
+        a["accountId"] = json!(j.account);
+        a["ids"] = json!([id]);
+        json!(["Email/get", a, id])
+    };
+    let r = j
+        .call(json!([call(&small), call(&large), call(&large)]))
+        .await;
+    assert_eq!(r[0][0], "Email/get", "{}", r[0]);
+    assert_eq!(r[1][0], "Email/get", "{}", r[1]);
+    assert_eq!(r[2][0], "error", "{}", r[2]);
+    assert_eq!(r[2][1]["type"], "requestTooLarge");
+    s.shutdown().await;
+}
+
+/// An admin who flags an unrouted message and then assigns it learns of
+/// `m<n>` as created (with `u<n>` destroyed): the flag change before the
+/// assignment belongs to `u<n>`, so it must not turn `m<n>` into an
+/// "updated" id the client never had (clients skip those).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flags_before_assignment_do_not_hide_the_new_email() {
+    let (mut s, _j, a, sc, _email) = one_reply("T-910").await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    let lost_id: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    let state = a.state("Email/get").await;
+    let v = a
+        .one(
+            "Email/set",
+            json!({"update": {format!("u{lost_id}"): {"keywords/$seen": true}}}),
+        )
+        .await;
+    assert!(v["updated"].is_object(), "{v}");
+    let (st, v) = common::api_call(
+        &s,
+        "POST",
+        &format!("/api/unrouted/{lost_id}/assign"),
+        &a.token,
+        Some(json!({"side_conversation_id": sc})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let v = a.one("Email/changes", json!({"sinceState": state})).await;
+    assert_eq!(ids(&v["created"]), vec![format!("m{lost_id}")], "{v}");
+    assert_eq!(ids(&v["destroyed"]), vec![format!("u{lost_id}")], "{v}");
+    assert!(ids(&v["updated"]).is_empty(), "{v}");
+    // Cut one change at a time, no window reports m<n> before it exists.
+    let mut since = state;
+    let mut seen_created = false;
+    for _ in 0..10 {
+        let v = a
+            .one(
+                "Email/changes",
+                json!({"sinceState": since, "maxChanges": 1}),
+            )
+            .await;
+        assert!(
+            !ids(&v["updated"]).contains(&format!("m{lost_id}")) || seen_created,
+            "{v}"
+        );
+        seen_created |= ids(&v["created"]).contains(&format!("m{lost_id}"));
+        since = v["newState"].as_str().expect("state").to_string();
+        if v["hasMoreChanges"] == false {
+            break;
+        }
+    }
+    assert!(seen_created);
+    // The keyword went along.
+    let v = a
+        .one(
+            "Email/get",
+            json!({"ids": [format!("m{lost_id}")], "properties": ["keywords"]}),
+        )
+        .await;
+    assert_eq!(v["list"][0]["keywords"], json!({"$seen": true}), "{v}");
+    s.shutdown().await;
+}
+
+/// INBOX and Unrouted exist (and Mailbox/get lists them) before their
+/// first message: that message makes them "updated", never "created" a
+/// second time. A ticket's mailbox is created by its first message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standing_mailboxes_are_never_created_again() {
+    let mut s = TestServer::start_with("", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let a = Jmap::new(&s, &admin).await;
+    let inbox = a.mailbox("Inbox").await.expect("inbox before any mail");
+    let unrouted = a
+        .mailbox("Unrouted")
+        .await
+        .expect("unrouted before any mail");
+    let state = a.state("Mailbox/get").await;
+    let (_, reply_to) = start_thread(&s, &admin, "T-911").await;
+    let reply = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\r\nShipped.\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &reply).await;
+    let lost = "From: Vera <vera@carrier.example>\r\nTo: reply@gw.example.com\r\nSubject: Lost\r\n\r\nWhere does this go?\r\n";
+    smtp_send(
+        s.smtp,
+        "vera@carrier.example",
+        &["reply@gw.example.com"],
+        lost,
+    )
+    .await;
+    s.wait_ingested().await;
+    let ticket = a.mailbox("T-911").await.expect("ticket mailbox");
+    let v = a.one("Mailbox/changes", json!({"sinceState": state})).await;
+    assert_eq!(ids(&v["created"]), vec![ticket], "{v}");
+    let mut updated = ids(&v["updated"]);
+    updated.sort();
+    let mut want = vec![inbox, unrouted];
+    want.sort();
+    assert_eq!(updated, want, "{v}");
+    s.shutdown().await;
+}

@@ -11,9 +11,19 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use backchannel::api::{self, ApiState};
+use backchannel::app::Shutdown;
 use backchannel::config::Config;
-use backchannel::model::Role;
+use backchannel::conversations::Conversations;
+use backchannel::limits::Limits;
+use backchannel::model::{Role, now_ms};
 use backchannel::store::Store;
+use backchannel::store::inbound::{self, Envelope};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
 
 /// Token of the seeded side conversation; seeds address `reply+<TOKEN>@gw.example.com`.
 pub const TOKEN: &str = "abcdefghijklmn23";
@@ -25,6 +35,13 @@ pub struct Gateway {
     pub rt: tokio::runtime::Runtime,
     pub config: Arc<Config>,
     pub store: Store,
+    /// The abuse limits. The targets' peers are on loopback, which the
+    /// default `limits.exempt` leaves alone, so no tarpit or login pause
+    /// slows the fuzzers down.
+    pub limits: Arc<Limits>,
+    /// Keeps the shutdown signal unsent for the process's life.
+    pub trigger: tokio::sync::watch::Sender<bool>,
+    pub shutdown: Shutdown,
     /// Kept so the directory lives as long as the process.
     pub dir: tempfile::TempDir,
 }
@@ -121,12 +138,60 @@ impl Gateway {
             Ok(())
         }))
         .expect("seed store");
+        let limits = Limits::new(&config);
+        let (trigger, shutdown) = Shutdown::new();
         Gateway {
             rt,
             config: Arc::new(config),
             store,
+            limits,
+            trigger,
+            shutdown,
             dir,
         }
+    }
+
+    /// Runs one message through the real ingest pipeline (queue, prepare,
+    /// apply), as the ingest worker would; returns the apply outcome.
+    pub fn ingest(
+        &self,
+        mail_from: &str,
+        rcpt: &str,
+        raw: &[u8],
+    ) -> (
+        i64,
+        backchannel::store::Result<backchannel::ingest::apply::Applied>,
+    ) {
+        let env = Envelope {
+            peer_ip: "127.0.0.1".into(),
+            helo: "mx.carrier.example".into(),
+            mail_from: mail_from.into(),
+            rcpts: vec![rcpt.into()],
+            tls: false,
+            params: Vec::new(),
+            received_at: now_ms(),
+        };
+        let raw = raw.to_vec();
+        self.rt.block_on(async {
+            let id = self
+                .store
+                .write(move |c| inbound::enqueue(c, &env, &raw))
+                .await
+                .expect("enqueue");
+            let m = self
+                .store
+                .read(move |c| inbound::get(c, id))
+                .await
+                .expect("queued row");
+            let prepared = backchannel::ingest::prepare(m, None, DOMAIN.to_string())
+                .await
+                .expect("prepare");
+            let applied = self
+                .store
+                .write(move |c| backchannel::ingest::apply::apply(c, DOMAIN, &prepared))
+                .await;
+            (id, applied)
+        })
     }
 
     /// Creates a user; returns its API token.
@@ -142,6 +207,209 @@ impl Gateway {
             .1
             .as_str()
             .to_string()
+    }
+}
+
+/// The HTTP side: the real router on the gateway's store, four users
+/// (owner, admin, member, viewer) and a seeded thread — started over the
+/// API with a portal link, answered by the vendor through ingest — whose
+/// ids and tokens inputs can name with placeholders (see [`Api::substitute`]).
+pub struct Api {
+    pub gw: Gateway,
+    pub router: axum::Router,
+    /// Owner, admin, member, viewer.
+    pub tokens: [String; 4],
+    pub substitutions: Vec<(&'static [u8], Vec<u8>)>,
+}
+
+/// One request through the router: (status, content type, body).
+pub async fn call(
+    router: &axum::Router,
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (StatusCode, Option<String>, Vec<u8>) {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(ct) = content_type {
+        req = req.header(header::CONTENT_TYPE, ct);
+    }
+    let req = req.body(Body::from(body)).expect("request");
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    let status = resp.status();
+    let ct = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes().to_vec())
+        .unwrap_or_default();
+    (status, ct, bytes)
+}
+
+impl Api {
+    pub fn new() -> Api {
+        let gw = Gateway::new();
+        let tokens = [
+            gw.user("owner@gw.example.com", Role::Owner),
+            gw.user("admin2@gw.example.com", Role::Admin),
+            gw.user("member@gw.example.com", Role::Member),
+            gw.user("viewer@gw.example.com", Role::Viewer),
+        ];
+        let resolver = backchannel::senders::dns::Resolver::new(&gw.config.dns).expect("resolver");
+        let conversations = Conversations::new(
+            gw.config.clone(),
+            gw.store.clone(),
+            Arc::new(tokio::sync::Notify::new()),
+        );
+        let router = api::router(ApiState {
+            store: gw.store.clone(),
+            config: gw.config.clone(),
+            conversations,
+            resolver,
+            jmap: backchannel::jmap::Shared::new(gw.shutdown.clone()),
+            limits: gw.limits.clone(),
+        });
+        let owner = Some(tokens[0].as_str());
+        let (sc, token, portal, message) = gw.rt.block_on(async {
+            let (s, _, _) = call(
+                &router,
+                Method::PUT,
+                "/api/parents/T-1",
+                owner,
+                Some("application/json"),
+                json!({"subject": "Order 1001", "requester": {"name": "Ann", "email": "ann@customer.example"}})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+            assert!(s.is_success(), "parent upsert: {s}");
+            let (s, _, body) = call(
+                &router,
+                Method::POST,
+                "/api/parents/T-1/side-conversations",
+                owner,
+                Some("application/json"),
+                json!({"to": ["vendor@carrier.example"], "subject": "Pallet 7", "body_text": "Where is it?", "share_portal_link": true})
+                    .to_string()
+                    .into_bytes(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::CREATED, "start: {}", String::from_utf8_lossy(&body));
+            let v: Value = serde_json::from_slice(&body).expect("start JSON");
+            let sc = v["id"].as_i64().expect("id");
+            let token = v["token"].as_str().expect("token").to_string();
+            let portal_url = v["portal_url"].as_str().expect("portal_url");
+            let portal = portal_url.rsplit('/').next().expect("portal token").to_string();
+            let message = v["messages"][0]["id"].as_i64().expect("message id");
+            (sc, token, portal, message)
+        });
+        // The vendor answers with an attachment, so the thread has an
+        // inbound message, a blob and a download.
+        let reply = format!(
+            "From: Vera <vendor@carrier.example>\r\nTo: reply+{token}@{DOMAIN}\r\nSubject: Re: Pallet 7\r\nMessage-ID: <seed.reply@carrier.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"s\"\r\n\r\n--s\r\nContent-Type: text/plain\r\n\r\nOn its way.\r\n--s\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"pod.pdf\"\r\n\r\n%PDF-1.4\r\n--s--\r\n"
+        );
+        let (_, applied) = gw.ingest(
+            "vendor@carrier.example",
+            &format!("reply+{token}@{DOMAIN}"),
+            reply.as_bytes(),
+        );
+        applied.expect("seed reply");
+        let csrf = gw.rt.block_on(async {
+            let (s, _, page) = call(
+                &router,
+                Method::GET,
+                &format!("/p/{portal}"),
+                None,
+                None,
+                Vec::new(),
+            )
+            .await;
+            assert_eq!(s, StatusCode::OK, "portal page");
+            String::from_utf8_lossy(&page)
+                .split("name=\"csrf\" value=\"")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .expect("csrf in the portal form")
+                .to_string()
+        });
+        let account = backchannel::jmap::account_id(1);
+        let substitutions = vec![
+            (&b"$T"[..], token.into_bytes()),
+            (&b"$P"[..], portal.into_bytes()),
+            (&b"$C"[..], csrf.into_bytes()),
+            (&b"$S"[..], sc.to_string().into_bytes()),
+            (&b"$M"[..], message.to_string().into_bytes()),
+            (&b"$A"[..], account.into_bytes()),
+        ];
+        Api {
+            gw,
+            router,
+            tokens,
+            substitutions,
+        }
+    }
+
+    /// Replaces the placeholders `$T` (reply token), `$P` (portal token),
+    /// `$C` (portal CSRF token), `$S` (side conversation id), `$M` (a
+    /// message id) and `$A` (the owner's JMAP account id).
+    pub fn substitute(&self, data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(data.len());
+        let mut i = 0;
+        'outer: while i < data.len() {
+            for (from, to) in &self.substitutions {
+                if data[i..].starts_with(from) {
+                    out.extend_from_slice(to);
+                    i += from.len();
+                    continue 'outer;
+                }
+            }
+            out.push(data[i]);
+            i += 1;
+        }
+        out
+    }
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api::new()
+    }
+}
+
+/// Checks an answer of the JSON API (`/api/…`, `/jmap…`): never a 500, and
+/// an error is the JSON error shape (or, for JMAP, a problem document).
+pub fn check_api_answer(what: &str, status: StatusCode, ct: Option<&str>, body: &[u8]) {
+    assert_ne!(
+        status,
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "500 for {what}: {}",
+        String::from_utf8_lossy(body)
+    );
+    if status.is_client_error() || status.is_server_error() {
+        assert!(
+            ct.is_some_and(
+                |c| c.starts_with("application/json") || c.starts_with("application/problem+json")
+            ),
+            "{status} for {what} is not JSON: {ct:?}"
+        );
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => panic!("{status} for {what}: body is not JSON ({e})"),
+        };
+        assert!(
+            (v["error"]["code"].is_string() && v["error"]["message"].is_string())
+                || v["type"].is_string(),
+            "{status} for {what}: not an error shape: {v}"
+        );
     }
 }
 

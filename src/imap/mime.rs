@@ -26,7 +26,8 @@ use imap_types::fetch::{Part, Section};
 /// RFC 3501 ENVELOPE of a message (its top-level header block).
 #[must_use]
 pub fn envelope(raw: &[u8]) -> Envelope<'static> {
-    envelope_of_header(header_block(raw))
+    // The field iterator stops at the blank line: the body is never looked at.
+    envelope_of_header(raw)
 }
 
 /// BODYSTRUCTURE (`extended`) or BODY (not `extended`) of a message.
@@ -37,7 +38,9 @@ pub fn body_structure(raw: &[u8], extended: bool) -> BodyStructure<'static> {
 }
 
 /// The bytes of `BODY[<section>]` (`None`: the whole message), CRLF line ends, before any
-/// `<partial>`; `None` when the section names a part the message does not have.
+/// `<partial>`; `None` when the section names a part the message does not have, or HEADER/TEXT
+/// of a part that holds no message. (Dovecot answers those with an empty string, `BODY[9] ""`,
+/// and keeps the origin of a partial fetch, `BODY[9]<0> ""`.)
 #[must_use]
 pub fn section(raw: &[u8], section: Option<&Section<'_>>) -> Option<Vec<u8>> {
     let Some(section) = section else {
@@ -73,30 +76,28 @@ fn is_lwsp(b: u8) -> bool {
 }
 
 fn find_lf(data: &[u8], from: usize) -> Option<usize> {
-    data.get(from..)?
-        .iter()
-        .position(|&b| b == b'\n')
-        .map(|i| from + i)
+    memchr::memchr(b'\n', data.get(from..)?).map(|i| from + i)
+}
+
+/// Positions of the LFs in `data` that have no CR before them.
+fn bare_lfs(data: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    memchr::memchr_iter(b'\n', data).filter(move |&i| i == 0 || data[i - 1] != b'\r')
 }
 
 /// Bare LF → CRLF, borrowed when there is none (IMAP sends messages with CRLF line ends).
 fn crlf(data: &[u8]) -> Cow<'_, [u8]> {
-    let mut bare = 0usize;
-    for (i, &b) in data.iter().enumerate() {
-        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
-            bare += 1;
-        }
-    }
+    let bare = bare_lfs(data).count();
     if bare == 0 {
         return Cow::Borrowed(data);
     }
     let mut out = Vec::with_capacity(data.len() + bare);
-    for (i, &b) in data.iter().enumerate() {
-        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
+    let mut last = 0;
+    for i in bare_lfs(data) {
+        out.extend_from_slice(&data[last..i]);
+        out.extend_from_slice(b"\r\n");
+        last = i + 1;
     }
+    out.extend_from_slice(&data[last..]);
     Cow::Owned(out)
 }
 
@@ -230,18 +231,6 @@ fn is_blank_line(data: &[u8], start: usize) -> bool {
         Some(b'\r') => data.get(start + 1) == Some(&b'\n'),
         _ => false,
     }
-}
-
-/// The header block at the start of `raw`, blank line included when there is one.
-fn header_block(raw: &[u8]) -> &[u8] {
-    let mut pos = 0;
-    while pos < raw.len() {
-        if is_blank_line(raw, pos) {
-            return &raw[..line_at(raw, pos).next];
-        }
-        pos = line_at(raw, pos).next;
-    }
-    raw
 }
 
 /// The fields of a header block (which ends at its blank line or at the end of `data`).
@@ -1181,7 +1170,7 @@ pub(crate) struct ThreadHeaders<'a> {
 
 pub(crate) fn thread_headers(raw: &[u8]) -> ThreadHeaders<'_> {
     let mut h = ThreadHeaders::default();
-    for field in Fields::new(header_block(raw)) {
+    for field in Fields::new(raw) {
         let slot = if field.name.eq_ignore_ascii_case(b"message-id") {
             &mut h.message_id
         } else if field.name.eq_ignore_ascii_case(b"in-reply-to") {
@@ -1565,12 +1554,11 @@ impl Size {
         }
         let mut lines = 0u32;
         let mut missing_cr = 0u64;
-        for i in start..end {
-            if raw[i] == b'\n' {
-                lines = lines.saturating_add(1);
-                if i == 0 || raw[i - 1] != b'\r' {
-                    missing_cr += 1;
-                }
+        for i in memchr::memchr_iter(b'\n', &raw[start..end]) {
+            let i = start + i;
+            lines = lines.saturating_add(1);
+            if i == 0 || raw[i - 1] != b'\r' {
+                missing_cr += 1;
             }
         }
         self.physical += end - start;
@@ -1662,20 +1650,21 @@ impl<'r> Tree<'r> {
                     break;
                 }
                 Step::BodyToBoundary => {
-                    // Find the first line from `pos` that is a known boundary.
+                    // Find the first line from `pos` that is a known boundary: `pos` itself,
+                    // or a line after an LF that starts with "--".
                     let mut line_start = pos;
-                    let found = loop {
-                        if line_start >= raw.len() {
-                            break None;
+                    let mut found = find_boundary(raw, pos, &boundaries);
+                    if found.is_none() {
+                        let mut from = pos;
+                        while let Some(at) = memchr::memmem::find(&raw[from..], b"\n--") {
+                            line_start = from + at + 1;
+                            found = find_boundary(raw, line_start, &boundaries);
+                            if found.is_some() {
+                                break;
+                            }
+                            from = line_start;
                         }
-                        if let Some(b) = find_boundary(raw, line_start, &boundaries) {
-                            break Some(b);
-                        }
-                        match find_lf(raw, line_start) {
-                            Some(lf) => line_start = lf + 1,
-                            None => break None,
-                        }
-                    };
+                    }
                     let Some((bidx, closing)) = found else {
                         nodes[cur].body.add_bytes(raw, pos, raw.len());
                         break;

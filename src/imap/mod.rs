@@ -117,6 +117,19 @@ impl Server {
         Ok(())
     }
 
+    /// Runs one session (no TLS) on an already-connected byte stream as if
+    /// it had come from `peer`, bypassing the accept loop and its connection
+    /// limit. The `imap_command` fuzz target (`fuzz/`) drives the real
+    /// session code over an in-memory duplex through this.
+    pub async fn serve_stream<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
+        &self,
+        stream: S,
+        peer: SocketAddr,
+        shutdown: Shutdown,
+    ) {
+        session::run(&self.shared, stream, peer, false, shutdown).await
+    }
+
     fn admit(
         &self,
         stream: TcpStream,

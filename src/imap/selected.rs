@@ -21,7 +21,8 @@ pub fn bits(f: &Flags) -> u8 {
         | (if f.answered { ANSWERED } else { 0 })
 }
 
-/// One message of the selected mailbox.
+/// One message of the selected mailbox (16 bytes: a session holds one per
+/// message of its selected mailbox).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Msg {
     pub uid: u32,
@@ -87,14 +88,15 @@ impl Selected {
                 Ok((modseq, entries))
             })
             .await?;
-        let msgs = entries
-            .into_iter()
-            .map(|(e, f)| Msg {
-                uid: e.uid,
-                message_id: e.message_id,
-                flags: bits(&f),
-            })
-            .collect();
+        // A fresh vector of the exact size: collecting in place would keep
+        // the (three times larger) row buffer alive for the whole session.
+        let mut msgs = Vec::with_capacity(entries.len());
+        msgs.extend(entries.iter().map(|(e, f)| Msg {
+            uid: e.uid,
+            message_id: e.message_id,
+            flags: bits(f),
+        }));
+        drop(entries);
         Ok(Selected {
             mailbox,
             read_only,

@@ -201,8 +201,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     }
 
     async fn main_loop(&mut self) -> std::io::Result<()> {
+        // The next command must be complete by this time, however its bytes
+        // are spread: a client trickling a byte at a time (slowloris) is
+        // logged out like an idle one.
+        let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             while let Some(input) = self.conn.take_input() {
+                deadline = None;
                 if let Flow::Close = self.handle(input).await? {
                     self.conn.close().await;
                     return Ok(());
@@ -215,12 +220,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 return Ok(());
             }
             let limit = self.wait_limit();
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
             tokio::select! {
                 _ = self.shutdown.wait() => {
                     self.bye(None, "Server shutting down").await;
                     return Ok(());
                 }
-                read = tokio::time::timeout(limit, self.conn.read_more()) => match read {
+                read = tokio::time::timeout_at(until, self.conn.read_more()) => match read {
                     Err(_) => {
                         self.bye(None, "Autologout; idle for too long").await;
                         return Ok(());
@@ -332,9 +338,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     // -----------------------------------------------------------------
     // Login
 
-    /// Checks `email` + API token. The single place a login attempt is
-    /// decided: a rate limiter for repeated failures (per peer IP) hooks in
-    /// here, before the store is asked and after a failure.
+    /// Checks `email` + API token: the single place a login attempt (LOGIN
+    /// or AUTHENTICATE PLAIN) is decided, through the per-IP limiter for
+    /// repeated failures.
     async fn check_login(&self, email: String, token: String) -> Result<User, LoginError> {
         // An address that failed too often is refused before its
         // credentials are looked at: a blocked guesser learns nothing more.
@@ -360,11 +366,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         }
     }
 
-    /// Answers a login attempt; true when it succeeded.
-    async fn finish_login(&mut self, result: Result<User, LoginError>) -> Status<'static> {
-        let tag = self.auth_tag.take();
-        let placeholder = Tag::unvalidated("x");
-        let tag = tag.unwrap_or(placeholder);
+    /// The tagged answer to a login attempt (the user is logged in on
+    /// success).
+    async fn finish_login(
+        &mut self,
+        tag: Tag<'static>,
+        result: Result<User, LoginError>,
+    ) -> Status<'static> {
         match result {
             Ok(user) => {
                 metrics::inc("imap_logins_total", &[("result", "ok")]);
@@ -424,8 +432,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         } else {
             Err(LoginError::Invalid)
         };
-        let status = self.finish_login(result).await;
-        self.conn.authenticate_finish(status);
+        if let Some(tag) = self.auth_tag.take() {
+            let status = self.finish_login(tag, result).await;
+            self.conn.authenticate_finish(status);
+        }
     }
 
     // -----------------------------------------------------------------
@@ -460,8 +470,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     let token =
                         String::from_utf8_lossy(password.declassify().as_ref()).into_owned();
                     let result = self.check_login(email, token).await;
-                    self.auth_tag = Some(tag);
-                    let status = self.finish_login(result).await;
+                    let status = self.finish_login(tag, result).await;
                     self.conn.status(status);
                 }
             }

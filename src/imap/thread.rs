@@ -122,6 +122,10 @@ impl Threader<'_> {
 
     /// Whether `a` is `b` or one of its ancestors.
     fn is_ancestor(&self, a: usize, b: usize) -> bool {
+        if self.nodes[a].children.is_empty() {
+            // Nothing descends from a leaf (the usual case: a message linked as it arrives).
+            return a == b;
+        }
         let mut cur = Some(b);
         let mut steps = 0usize;
         while let Some(c) = cur {

@@ -77,12 +77,35 @@ enum Fold {
     Gone,
 }
 
+fn fold(prev: Option<Fold>, kind: Kind) -> Fold {
+    match (prev, kind) {
+        (None, Kind::Created) => Fold::Created,
+        (None, Kind::Updated) => Fold::Updated,
+        (None, Kind::Destroyed) => Fold::Destroyed,
+        (Some(Fold::Created), Kind::Destroyed) => Fold::Gone,
+        (Some(Fold::Created), _) => Fold::Created,
+        (Some(Fold::Gone), Kind::Created) => Fold::Created,
+        (Some(Fold::Gone), _) => Fold::Gone,
+        (Some(Fold::Destroyed), Kind::Created) => Fold::Updated,
+        (Some(Fold::Destroyed), _) => Fold::Destroyed,
+        (Some(Fold::Updated), Kind::Destroyed) => Fold::Destroyed,
+        (Some(Fold::Updated), _) => Fold::Updated,
+    }
+}
+
 /// Folds `events` (any order) into one summary of at most `max` ids.
 /// Errors when a single modseq alone holds more than `max` ids.
+///
+/// Linear in the events: each modseq's group is folded in place and, if it
+/// would overrun `max`, undone from a log of what it changed (copying the
+/// whole fold per modseq made a long history quadratic).
 pub fn summarize(mut events: Vec<Event>, max: u64) -> Result<Summary, MethodError> {
     events.sort_by_key(|e| e.modseq);
     let mut state: HashMap<String, Fold> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
+    // Ids whose fold is not Gone: what the response would list.
+    let mut listed: u64 = 0;
+    let mut undo: Vec<(String, Option<Fold>)> = Vec::new();
     let mut cut_at = None;
     let mut i = 0;
     while i < events.len() {
@@ -91,40 +114,45 @@ pub fn summarize(mut events: Vec<Event>, max: u64) -> Result<Summary, MethodErro
         while j < events.len() && events[j].modseq == modseq {
             j += 1;
         }
-        let mut next = state.clone();
-        let mut next_order = order.clone();
+        undo.clear();
+        let (order_len, listed_before) = (order.len(), listed);
         for e in &events[i..j] {
-            let folded = match (next.get(&e.id).copied(), e.kind) {
-                (None, Kind::Created) => Fold::Created,
-                (None, Kind::Updated) => Fold::Updated,
-                (None, Kind::Destroyed) => Fold::Destroyed,
-                (Some(Fold::Created), Kind::Destroyed) => Fold::Gone,
-                (Some(Fold::Created), _) => Fold::Created,
-                (Some(Fold::Gone), Kind::Created) => Fold::Created,
-                (Some(Fold::Gone), _) => Fold::Gone,
-                (Some(Fold::Destroyed), Kind::Created) => Fold::Updated,
-                (Some(Fold::Destroyed), _) => Fold::Destroyed,
-                (Some(Fold::Updated), Kind::Destroyed) => Fold::Destroyed,
-                (Some(Fold::Updated), _) => Fold::Updated,
-            };
-            if !next.contains_key(&e.id) {
-                next_order.push(e.id.clone());
+            let prev = state.get(&e.id).copied();
+            let folded = fold(prev, e.kind);
+            if prev.is_some_and(|p| p != Fold::Gone) {
+                listed -= 1;
             }
-            next.insert(e.id.clone(), folded);
+            if folded != Fold::Gone {
+                listed += 1;
+            }
+            if prev.is_none() {
+                order.push(e.id.clone());
+            }
+            undo.push((e.id.clone(), prev));
+            state.insert(e.id.clone(), folded);
         }
-        let count = next.values().filter(|f| **f != Fold::Gone).count() as u64;
-        if count > max {
+        if listed > max {
             if i == 0 {
                 return Err(MethodError::with(
                     "cannotCalculateChanges",
                     "too many changes at one point; raise maxChanges",
                 ));
             }
+            for (id, prev) in undo.drain(..).rev() {
+                match prev {
+                    Some(p) => state.insert(id, p),
+                    None => state.remove(&id),
+                };
+            }
+            order.truncate(order_len);
+            listed = listed_before;
+            debug_assert_eq!(
+                listed,
+                state.values().filter(|f| **f != Fold::Gone).count() as u64
+            );
             cut_at = Some(events[i - 1].modseq);
             break;
         }
-        state = next;
-        order = next_order;
         i = j;
     }
     let mut out = Summary {
@@ -188,5 +216,84 @@ mod tests {
         assert_eq!(s.cut_at, Some(3));
         let same = vec![ev(3, "a", Kind::Created), ev(3, "b", Kind::Created)];
         assert!(summarize(same, 1).is_err());
+    }
+
+    /// The straightforward fold: copies the whole state per modseq.
+    fn copying_summarize(mut events: Vec<Event>, max: u64) -> Option<Summary> {
+        events.sort_by_key(|e| e.modseq);
+        let mut state: HashMap<String, Fold> = HashMap::new();
+        let mut order: Vec<String> = Vec::new();
+        let mut cut_at = None;
+        let mut i = 0;
+        while i < events.len() {
+            let modseq = events[i].modseq;
+            let mut j = i;
+            while j < events.len() && events[j].modseq == modseq {
+                j += 1;
+            }
+            let mut next = state.clone();
+            let mut next_order = order.clone();
+            for e in &events[i..j] {
+                if !next.contains_key(&e.id) {
+                    next_order.push(e.id.clone());
+                }
+                let f = fold(next.get(&e.id).copied(), e.kind);
+                next.insert(e.id.clone(), f);
+            }
+            if next.values().filter(|f| **f != Fold::Gone).count() as u64 > max {
+                if i == 0 {
+                    return None;
+                }
+                cut_at = Some(events[i - 1].modseq);
+                break;
+            }
+            state = next;
+            order = next_order;
+            i = j;
+        }
+        let mut out = Summary {
+            cut_at,
+            ..Summary::default()
+        };
+        for id in order {
+            match state.get(&id) {
+                Some(Fold::Created) => out.created.push(id),
+                Some(Fold::Updated) => out.updated.push(id),
+                Some(Fold::Destroyed) => out.destroyed.push(id),
+                _ => {}
+            }
+        }
+        Some(out)
+    }
+
+    #[test]
+    fn folding_in_place_matches_copying() {
+        // A deterministic pseudo-random history over a few ids, with
+        // several events per modseq, cut at every maxChanges.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        for round in 0..200 {
+            let mut events = Vec::new();
+            let mut modseq = 1;
+            for _ in 0..(5 + round % 40) {
+                modseq += next(3) as i64;
+                let kind = match next(3) {
+                    0 => Kind::Created,
+                    1 => Kind::Updated,
+                    _ => Kind::Destroyed,
+                };
+                events.push(ev(modseq, &format!("m{}", next(12)), kind));
+            }
+            for max in 1..15 {
+                let fast = summarize(events.clone(), max).ok();
+                let slow = copying_summarize(events.clone(), max);
+                assert_eq!(fast, slow, "round {round}, max {max}: {events:?}");
+            }
+        }
     }
 }

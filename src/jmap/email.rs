@@ -291,7 +291,9 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
     let flags = view::flags(c, ctx.user_id, &message_ids)?;
     let mut list = Vec::with_capacity(found.len());
     for p in &found {
-        list.push(object(c, p, &flags, &wanted)?);
+        let o = object(c, p, &flags, &wanted)?;
+        ctx.charge(&o)?;
+        list.push(o);
     }
     Ok(json!({
         "accountId": ctx.account_id,
@@ -527,6 +529,12 @@ pub fn events(ctx: &Ctx, c: &Connection, since: i64) -> Result<Vec<Event>, Metho
     }
     for (message, flags) in view::flags_changed_since(c, ctx.user_id, since)? {
         if let Some(p) = view::placed(c, ctx.role, message)? {
+            // A change from before the Email took its present id (flags
+            // set on u<n> before it became m<n>) belongs to the old id;
+            // the new id's creation, after `since` then, carries it.
+            if flags.modseq < p.added_modseq {
+                continue;
+            }
             events.push(Event {
                 modseq: flags.modseq,
                 id: ids::email(&p),

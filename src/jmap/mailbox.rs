@@ -160,7 +160,13 @@ pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodRe
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let id = ids::mailbox(mb.id);
-        let created = view::mailbox_created_modseq(c, mb.id)?;
+        // INBOX and Unrouted stand from the start (Mailbox/get lists them
+        // empty); a ticket's mailbox comes with its first message.
+        let created = if mb.kind == "ticket" {
+            view::mailbox_created_modseq(c, mb.id)?
+        } else {
+            0
+        };
         if created > since {
             events.push(Event {
                 modseq: created,

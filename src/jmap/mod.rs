@@ -30,6 +30,7 @@ mod query;
 mod thread;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
@@ -179,14 +180,39 @@ pub(crate) struct Ctx {
     pub user_id: i64,
     pub role: Role,
     pub account_id: String,
+    /// Bytes of Email objects (as JSON) this request may still return, all
+    /// its calls together (see [`Ctx::charge`]).
+    budget: Arc<AtomicUsize>,
 }
 
 impl Ctx {
-    fn of(caller: &Caller) -> Ctx {
+    fn of(caller: &Caller, budget: usize) -> Ctx {
         Ctx {
             user_id: caller.0.id,
             role: caller.0.role,
             account_id: account_id(caller.0.id),
+            budget: Arc::new(AtomicUsize::new(budget)),
+        }
+    }
+
+    /// Charges one Email object to the request's budget: the Emails one
+    /// request returns (bodies, headers, structures) add up to at most
+    /// `http.max_body_bytes` of JSON, so a response is never a multiple
+    /// of the largest mail the store holds. Over it, the call is
+    /// `requestTooLarge`: ask for fewer Emails or properties, set
+    /// maxBodyValueBytes, or download the blob.
+    pub fn charge(&self, v: &Value) -> Result<(), MethodError> {
+        let left = self.budget.load(Ordering::Relaxed);
+        match json_len_within(v, left) {
+            Some(n) => {
+                self.budget.store(left - n, Ordering::Relaxed);
+                Ok(())
+            }
+            None => Err(MethodError::with(
+                "requestTooLarge",
+                "the Emails asked for are larger than one response may be; ask for fewer, \
+                 set maxBodyValueBytes, or download their blobs",
+            )),
         }
     }
 
@@ -561,7 +587,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             };
         }
     };
-    let Ok(_slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
+    let Ok(slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
@@ -569,6 +595,11 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             Some("maxConcurrentRequests"),
         );
     };
+    // Each method's store work holds the slot too: when the request times
+    // out (http.request_timeout drops this future), work already handed to
+    // the store still runs, and keeps counting against the user's
+    // maxConcurrentRequests until it ends.
+    let slot = Arc::new(slot);
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(v) => v,
         Err(e) => {
@@ -600,7 +631,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             Some("maxCallsInRequest"),
         );
     }
-    let ctx = Ctx::of(&caller);
+    let ctx = Ctx::of(&caller, limit);
     let mut responses: Vec<(String, Value, String)> = Vec::with_capacity(calls.len());
     // What result references may copy, all calls together: no more than
     // the client could have sent itself (two references to the previous
@@ -608,7 +639,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
     let mut reference_budget = limit;
     for call in calls {
         let outcome = match resolve_references(call.args, &responses, &mut reference_budget) {
-            Ok(args) => run_method(&st, &ctx, &using, &call.name, args).await,
+            Ok(args) => run_method(&st, &ctx, &using, &call.name, args, &slot).await,
             Err(e) => Err(e),
         };
         match outcome {
@@ -709,6 +740,11 @@ fn resolve_references(
     Ok(out)
 }
 
+/// Tokens in one result reference path. No response nests deeper (JSON
+/// is parsed at most 128 levels deep), so a longer path cannot resolve;
+/// splitting one without a bound cost ~28 bytes of memory per byte of path.
+const MAX_POINTER_TOKENS: usize = 256;
+
 /// RFC 6901 JSON pointer with the JMAP `*` extension: `*` maps over an
 /// array and flattens arrays of arrays one level.
 fn json_pointer(v: &Value, path: &str) -> Option<Value> {
@@ -718,8 +754,12 @@ fn json_pointer(v: &Value, path: &str) -> Option<Value> {
     let rest = path.strip_prefix('/')?;
     let tokens: Vec<String> = rest
         .split('/')
+        .take(MAX_POINTER_TOKENS + 1)
         .map(|t| t.replace("~1", "/").replace("~0", "~"))
         .collect();
+    if tokens.len() > MAX_POINTER_TOKENS {
+        return None;
+    }
     eval_pointer(v, &tokens)
 }
 
@@ -766,6 +806,7 @@ async fn run_method(
     using: &[String],
     name: &str,
     args: Map<String, Value>,
+    slot: &Arc<Slot>,
 ) -> MethodResult {
     let Some(cap) = capability_of(name) else {
         let shown: String = name.chars().take(100).collect();
@@ -784,16 +825,21 @@ async fn run_method(
         return Ok(Value::Object(args));
     }
     let ctx = ctx.clone();
+    let hold = slot.clone();
     if name == "Email/set" {
         return st
             .store
-            .write(move |c| email::set(&ctx, c, &args))
+            .write(move |c| {
+                let _hold = hold;
+                email::set(&ctx, c, &args)
+            })
             .await
             .unwrap_or_else(|e| Err(e.into()));
     }
     let name = name.to_string();
     st.store
         .read(move |c| {
+            let _hold = hold;
             // One snapshot for the whole method: states and data agree.
             let tx = c.unchecked_transaction()?;
             let out = read_method(&ctx, &tx, &name, &args);
@@ -834,6 +880,16 @@ mod tests {
         assert_eq!(json_pointer(&v, "/missing"), None);
         assert_eq!(json_pointer(&v, "list"), None);
         assert_eq!(json_pointer(&v, ""), Some(v.clone()));
+        // Deep enough paths resolve; one longer than any response is deep
+        // does not (and is not split past the limit).
+        let mut deep = json!("x");
+        for _ in 0..MAX_POINTER_TOKENS {
+            deep = json!({"a": deep});
+        }
+        let path = "/a".repeat(MAX_POINTER_TOKENS);
+        assert_eq!(json_pointer(&deep, &path), Some(json!("x")));
+        assert_eq!(json_pointer(&deep, &format!("{path}/a")), None);
+        assert_eq!(json_pointer(&v, &"/*".repeat(1_000_000)), None);
     }
 
     #[test]

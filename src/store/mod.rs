@@ -484,9 +484,7 @@ fn writer_loop(
                 q.take(msg);
             }
         }
-        if batch.finish(std::mem::take(&mut q.fail_next)) {
-            commits.send_modify(|n| *n = n.wrapping_add(1));
-        }
+        batch.finish(std::mem::take(&mut q.fail_next), &commits);
     }
     tracing::debug!("store writer stopped");
 }
@@ -570,7 +568,11 @@ impl<'c> Batch<'c> {
     }
 
     /// Commits; true when it did.
-    fn finish(self, fail_commit: bool) -> bool {
+    /// Commits and answers every job. On success the commit signal moves
+    /// *before* the callers are answered, so whoever learns of a write (an
+    /// IMAP NOOP after another session's STORE, a JMAP push) always sees
+    /// the counter moved.
+    fn finish(self, fail_commit: bool, commits: &tokio::sync::watch::Sender<u64>) -> bool {
         let Batch {
             conn,
             broken,
@@ -594,6 +596,7 @@ impl<'c> Batch<'c> {
         };
         match commit {
             Ok(()) => {
+                commits.send_modify(|n| *n = n.wrapping_add(1));
                 completions.into_iter().for_each(|c| c(None));
                 true
             }

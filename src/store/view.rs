@@ -749,6 +749,9 @@ pub struct Placed {
     pub mailbox_ids: Vec<i64>,
     /// True when one of them is Unrouted.
     pub unrouted: bool,
+    /// When it entered the mailboxes it shows under now (Unrouted, or
+    /// INBOX/Tickets): its JMAP Email id exists from this modseq on.
+    pub added_modseq: i64,
     pub received_at: i64,
     /// Size of the stored raw message in bytes.
     pub size: i64,
@@ -762,22 +765,33 @@ pub fn placed(
     message_id: i64,
 ) -> Result<Option<Placed>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT mb.id, mb.kind FROM mailbox_messages mm
+        "SELECT mb.id, mb.kind, mm.modseq FROM mailbox_messages mm
          JOIN mailboxes mb ON mb.id = mm.mailbox_id
          WHERE mm.message_id = ?1 ORDER BY mb.id",
     )?;
     let boxes = stmt
         .query_map([message_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let visible: Vec<(i64, String)> = boxes
+    let visible: Vec<(i64, String, i64)> = boxes
         .into_iter()
-        .filter(|(_, kind)| may_see(role, kind))
+        .filter(|(_, kind, _)| may_see(role, kind))
         .collect();
     if visible.is_empty() {
         return Ok(None);
     }
+    let unrouted = visible.iter().any(|(_, k, _)| k == "unrouted");
+    let added_modseq = visible
+        .iter()
+        .filter(|(_, k, _)| (k == "unrouted") == unrouted)
+        .map(|(_, _, m)| *m)
+        .min()
+        .unwrap_or(0);
     let row = conn
         .query_row(
             "SELECT side_conversation_id, received_at, length(raw) FROM messages WHERE id = ?1",
@@ -791,8 +805,9 @@ pub fn placed(
     Ok(Some(Placed {
         message_id,
         side_conversation_id,
-        unrouted: visible.iter().any(|(_, k)| k == "unrouted"),
-        mailbox_ids: visible.into_iter().map(|(id, _)| id).collect(),
+        unrouted,
+        added_modseq,
+        mailbox_ids: visible.into_iter().map(|(id, _, _)| id).collect(),
         received_at,
         size,
     }))

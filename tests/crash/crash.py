@@ -37,6 +37,7 @@ message. Only 127.0.0.1 is contacted.
 """
 
 import argparse
+import atexit
 import base64
 import email.utils
 import hashlib
@@ -402,6 +403,19 @@ class Gateway:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
+    def term_then_kill(self, after):
+        """SIGTERM, then SIGKILL `after` seconds later if it has not exited
+        by then: a crash in the middle of a clean shutdown. Returns the exit
+        code, or None when it had to be killed."""
+        self.up.clear()
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=after)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            return None
+
     def stop(self):
         self.up.clear()
         self.proc.send_signal(signal.SIGTERM)
@@ -476,6 +490,14 @@ def is_connect_refused(e):
         return True
     reason = getattr(e, "reason", None)
     return isinstance(reason, ConnectionRefusedError)
+
+
+def permanent(e):
+    """Whether an smtplib error carries a 5xx reply."""
+    if isinstance(e, smtplib.SMTPRecipientsRefused):
+        return any(code >= 500 for code, _ in e.recipients.values())
+    code = getattr(e, "smtp_code", None)
+    return isinstance(code, int) and code >= 500
 
 
 def compose_inbound(marker, st, rng):
@@ -572,7 +594,11 @@ def smtp_worker(n, gw, st, seed):
                 try:
                     s.sendmail(rec["from"], [rec["rcpt"]], rec["raw"])
                     rec["acked"] = True
-                except (OSError, smtplib.SMTPException):
+                except (OSError, smtplib.SMTPException) as e:
+                    # A permanent refusal of a valid message is a bug.
+                    if permanent(e):
+                        st.bump("smtp_5xx")
+                        log(f"SMTP refused {marker} for good: {e}")
                     # Not acknowledged: an MTA would try again; half the
                     # time we do (same bytes), else it is abandoned.
                     if rng.random() < 0.5:
@@ -683,6 +709,7 @@ def api_worker(n, gw, st, token, seed):
         else:
             st.bump("api_errors")
             if status >= 500:
+                st.bump("api_5xx")
                 log(f"API answered {status}: {v}")
         time.sleep(rng.uniform(0, 0.15))
 
@@ -735,23 +762,86 @@ def wait_drained(gw, timeout):
     return False, last
 
 
-def check_inbound(db, st, ck, tally):
+MARKER = re.compile(r"cm\d\dx\d{6}z")
+
+
+class Index:
+    """The tables the checks need, read once (a few queries over the whole
+    database rather than a few per message)."""
+
+    def __init__(self, db):
+        def group(rows):
+            out = {}
+            for k, v in rows:
+                out.setdefault(k, []).append(v)
+            return out
+
+        q = lambda sql, args=(): db.execute(sql, args).fetchall()  # noqa: E731
+        self.inbound = group((r[1], r) for r in q("SELECT id, message_id, side_conversation_id, kind, route, flags FROM messages WHERE direction = 'in'"))
+        queue = {}
+        for qid, state, msg, raw in q("SELECT id, state, message_id, raw FROM inbound_queue"):
+            m = re.search(rb"(?im)^message-id:\s*<([^>]+)>", bytes(raw))
+            queue.setdefault(m.group(1).decode() if m else None, []).append((qid, state, msg))
+        self.queue = queue
+        self.queue_rows = sum(len(v) for v in queue.values())
+        self.queue_not_done = sum(1 for v in queue.values() for r in v if r[1] != "done")
+        self.activity_by_marker = {}
+        self.activity_by_sc = {}
+        for sc, text in q("SELECT side_conversation_id, text FROM activity"):
+            for m in set(MARKER.findall(text)):
+                self.activity_by_marker[m] = self.activity_by_marker.get(m, 0) + 1
+            self.activity_by_sc.setdefault(sc, []).append(text)
+        self.deliveries = q("SELECT id, event, state, payload FROM webhook_deliveries")
+        self.events = {}
+        for _, event, _, payload in self.deliveries:
+            data = json.loads(payload).get("data") or {}
+            keys = [("sc", data.get("side_conversation_id"))]
+            msg = data.get("message")
+            if isinstance(msg, dict):
+                keys.append(("message", msg.get("id")))
+            if "message_id" in data:
+                keys.append(("message_id", data.get("message_id")))
+            for k in keys:
+                self.events[(event,) + k] = self.events.get((event,) + k, 0) + 1
+        self.notes = group(q("SELECT message_id, sent_message_id FROM notification_queue"))
+        self.notified = {}
+        for mid, text in q("SELECT id, text_body FROM messages WHERE direction = 'out' AND kind = 'notification'"):
+            for m in set(re.findall(r"Reply (cm\d\dx\d{6}z) from", text or "")):
+                self.notified.setdefault(m, []).append(mid)
+        self.placements = group(
+            q("SELECT mm.message_id, mb.kind FROM mailbox_messages mm JOIN mailboxes mb ON mb.id = mm.mailbox_id")
+        )
+        self.participants = {(sc, e.lower()) for sc, e in q("SELECT side_conversation_id, email FROM participants")}
+        self.participant_count = dict(q("SELECT side_conversation_id, COUNT(*) FROM participants GROUP BY side_conversation_id"))
+        self.attachments = dict(q("SELECT message_id, COUNT(*) FROM attachments GROUP BY message_id"))
+        self.sc_by_subject = group(q("SELECT subject, id FROM side_conversations"))
+        self.sc_ids = [r[0] for r in q("SELECT id FROM side_conversations")]
+        self.agent_out = group(
+            (r[1], r) for r in q("SELECT id, side_conversation_id, text_body FROM messages WHERE direction = 'out' AND kind = 'agent' ORDER BY id")
+        )
+        self.follow_ups = {}
+        for mid, sc, text in (r for v in self.agent_out.values() for r in v):
+            for m in set(re.findall(r"Follow-up (om\d\dx\d{6}z) from", text or "")):
+                self.follow_ups.setdefault(m, []).append((mid, sc))
+        self.outbox_by_message = group(
+            (r[0], (r[1], r[2])) for r in q("SELECT message_id, recipient, state FROM outbox")
+        )
+        self.outbox = q(
+            "SELECT o.id, o.recipient, o.state, o.verp_key, m.message_id, m.kind FROM outbox o JOIN messages m ON m.id = o.message_id"
+        )
+
+
+def check_inbound(ix, st, ck, tally):
     acked = {m: r for m, r in st.inbound.items() if r["acked"]}
     unacked = {m: r for m, r in st.inbound.items() if not r["acked"]}
     tally["inbound_acknowledged"] = len(acked)
     tally["inbound_unacknowledged"] = len(unacked)
     tally["inbound_resent"] = sum(1 for r in st.inbound.values() if r["tries"] > 1)
-    stored = dup = lost = half = 0
+    stored = dup = lost = half = unacked_stored = 0
     for marker, rec in st.inbound.items():
         mid = f"{marker}@vendor.example"
-        rows = db.execute(
-            "SELECT id, side_conversation_id, kind, route, flags FROM messages WHERE direction = 'in' AND message_id = ?",
-            (mid,),
-        ).fetchall()
-        queue = db.execute(
-            "SELECT id, state, message_id FROM inbound_queue WHERE instr(raw, ?) > 0",
-            (f"<{mid}>".encode(),),
-        ).fetchall()
+        rows = ix.inbound.get(mid, [])
+        queue = ix.queue.get(mid, [])
         if rec["acked"]:
             if not rows:
                 lost += 1
@@ -767,15 +857,17 @@ def check_inbound(db, st, ck, tally):
                 all(q[1] != "queued" for q in queue),
                 f"inbound {marker}: a queue row was never processed: {queue}",
             )
-            act = one(db, "SELECT COUNT(*) FROM activity WHERE instr(text, ?) > 0", (marker,))
+            act = ix.activity_by_marker.get(marker, 0)
             if act:
                 half += 1
                 ck.fail(f"inbound {marker}: not stored but has {act} activity entries")
             continue
-        elif len(rows) > 1:
-            dup += 1
-            ck.fail(f"inbound {marker} (unacknowledged): stored {len(rows)} times")
-        msg, sc, kind, route, flags = rows[0]
+        else:
+            unacked_stored += 1
+            if len(rows) > 1:
+                dup += 1
+                ck.fail(f"inbound {marker} (unacknowledged): stored {len(rows)} times")
+        msg, _, sc, kind, route, flags = rows[0]
         for q in queue:
             ck.expect(q[1] == "done", f"inbound {marker}: queue row {q[0]} is {q[1]}")
             ck.expect(q[2] == msg, f"inbound {marker}: queue row {q[0]} points at message {q[2]}, not {msg}")
@@ -783,57 +875,36 @@ def check_inbound(db, st, ck, tally):
         ck.expect(kind == "reply", f"inbound {marker}: kind {kind}")
         ck.expect(route == rec["kind"], f"inbound {marker}: route {route}, sent as {rec['kind']}")
         ck.expect(sc == rec["sc"], f"inbound {marker}: on side conversation {sc}, sent to {rec['sc']}")
-        placements = db.execute(
-            "SELECT mb.kind FROM mailbox_messages mm JOIN mailboxes mb ON mb.id = mm.mailbox_id WHERE mm.message_id = ?",
-            (msg,),
-        ).fetchall()
-        activity = one(db, "SELECT COUNT(*) FROM activity WHERE instr(text, ?) > 0", (marker,))
-        events = one(
-            db,
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'message.received' AND json_extract(payload, '$.data.message.id') = ?",
-            (msg,),
-        )
-        notes = db.execute("SELECT sent_message_id FROM notification_queue WHERE message_id = ?", (msg,)).fetchall()
-        woken = one(
-            db,
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'parent.woken' AND json_extract(payload, '$.data.message_id') = ?",
-            (msg,),
-        )
+        placements = sorted(ix.placements.get(msg, []))
+        activity = ix.activity_by_marker.get(marker, 0)
+        events = ix.events.get(("message.received", "message", msg), 0)
+        notes = ix.notes.get(msg, [])
+        woken = ix.events.get(("parent.woken", "message_id", msg), 0)
         if woken > 1:
             half += 1
             ck.fail(f"inbound {marker}: woke its parent {woken} times")
-        attachments = one(db, "SELECT COUNT(*) FROM attachments WHERE message_id = ?", (msg,))
+        attachments = ix.attachments.get(msg, 0)
         if attachments != int(rec["attachment"]):
             half += 1
             ck.fail(f"inbound {marker}: {attachments} attachments stored, sent {int(rec['attachment'])}")
         if rec["kind"] == "unrouted":
-            bad = sorted(k for (k,) in placements) != ["unrouted"] or activity or events or notes
-            if bad:
+            if placements != ["unrouted"] or activity or events or notes:
                 half += 1
                 ck.fail(f"inbound {marker} (unrouted): placements {placements}, activity {activity}, events {events}, notifications {notes}")
             continue
-        participant = one(
-            db,
-            "SELECT COUNT(*) FROM participants WHERE side_conversation_id = ? AND email = ?",
-            (sc, rec["from"]),
-        )
-        full = one(db, "SELECT COUNT(*) FROM participants WHERE side_conversation_id = ?", (sc,)) >= 50
+        participant = (sc, rec["from"].lower()) in ix.participants
+        full = ix.participant_count.get(sc, 0) >= 50
         # The reply is listed in exactly one notification email, the one
         # its queue row points at.
-        notified = db.execute(
-            "SELECT id FROM messages WHERE direction = 'out' AND kind = 'notification' AND instr(text_body, ?) > 0",
-            (f"Reply {marker} from",),
-        ).fetchall()
+        notified = ix.notified.get(marker, [])
         ok = (
-            len(notified) == 1
-            and len(notes) == 1
-            and notified[0][0] == notes[0][0]
-            and sorted(k for (k,) in placements) == ["inbox", "ticket"]
+            placements == ["inbox", "ticket"]
             and activity == 1
             and events == 1
             and len(notes) == 1
-            and notes[0][0] is not None
-            and (participant == 1 or full)
+            and notes[0] is not None
+            and notified == notes
+            and (participant or full)
         )
         if not ok:
             half += 1
@@ -846,15 +917,12 @@ def check_inbound(db, st, ck, tally):
     tally["inbound_duplicates"] = dup
     tally["inbound_lost"] = lost
     tally["inbound_half_applied"] = half
-    tally["inbound_unacked_stored"] = sum(
-        1 for m in unacked if one(db, "SELECT COUNT(*) FROM messages WHERE direction = 'in' AND message_id = ?", (f"{m}@vendor.example",))
-    )
-    tally["inbound_queue_rows"] = one(db, "SELECT COUNT(*) FROM inbound_queue")
-    bad_queue = one(db, "SELECT COUNT(*) FROM inbound_queue WHERE state != 'done'")
-    ck.expect(bad_queue == 0, f"{bad_queue} inbound queue rows are not done")
+    tally["inbound_unacked_stored"] = unacked_stored
+    tally["inbound_queue_rows"] = ix.queue_rows
+    ck.expect(ix.queue_not_done == 0, f"{ix.queue_not_done} inbound queue rows are not done")
 
 
-def check_outbound(db, st, sink, ck, tally):
+def check_outbound(ix, st, sink, ck, tally):
     acked = {m: r for m, r in st.outbound.items() if r["acked"]}
     tally["api_acknowledged"] = len(acked)
     tally["api_unacknowledged"] = len(st.outbound) - len(acked)
@@ -866,25 +934,16 @@ def check_outbound(db, st, sink, ck, tally):
         if rec["op"] in ("snooze", "close"):
             continue
         if rec["op"] == "start":
-            scs = db.execute("SELECT id FROM side_conversations WHERE subject = ?", (f"Crash start {marker}",)).fetchall()
+            scs = ix.sc_by_subject.get(f"Crash start {marker}", [])
             if len(scs) > 1:
                 dup_effects += 1
                 ck.fail(f"outbound {marker}: {len(scs)} side conversations")
-            msgs = [
-                r
-                for (sc,) in scs[:1]
-                for r in db.execute(
-                    "SELECT id, side_conversation_id FROM messages WHERE side_conversation_id = ? AND direction = 'out' AND kind = 'agent' ORDER BY id LIMIT 1",
-                    (sc,),
-                ).fetchall()
-            ]
+            # A start's message is its side conversation's first.
+            msgs = [(r[0], r[1]) for sc in scs[:1] for r in ix.agent_out.get(sc, [])[:1]]
             if scs and not msgs:
-                ck.fail(f"outbound {marker}: side conversation {scs[0][0]} without its first message")
+                ck.fail(f"outbound {marker}: side conversation {scs[0]} without its first message")
         else:
-            msgs = db.execute(
-                "SELECT m.id, m.side_conversation_id FROM messages m WHERE m.direction = 'out' AND m.kind = 'agent' AND instr(m.text_body, ?) > 0",
-                (f"Follow-up {marker} from",),
-            ).fetchall()
+            msgs = ix.follow_ups.get(marker, [])
         if rec["acked"] and not msgs:
             lost += 1
             ck.fail(f"outbound {marker} ({rec['op']}): acknowledged but not stored")
@@ -897,46 +956,30 @@ def check_outbound(db, st, sink, ck, tally):
         msg, sc = msgs[0]
         if rec["acked"] and rec["sc"] is not None:
             ck.expect(sc == rec["sc"], f"outbound {marker}: on side conversation {sc}, API said {rec['sc']}")
-        rows = db.execute("SELECT recipient, state FROM outbox WHERE message_id = ?", (msg,)).fetchall()
+        rows = ix.outbox_by_message.get(msg, [])
         ck.expect(rows, f"outbound {marker}: no outbox rows")
         if rec["op"] == "start":
             want = sorted(rec["recipients"])
             ck.expect(sorted(r[0] for r in rows) == want, f"outbound {marker}: outbox recipients {rows}, want {want}")
-            act = one(db, "SELECT COUNT(*) FROM activity WHERE side_conversation_id = ? AND text LIKE '%started a side conversation%'", (sc,))
-            started = one(
-                db,
-                "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'side_conversation.started' AND json_extract(payload, '$.data.side_conversation_id') = ?",
-                (sc,),
-            )
+            act = sum(1 for t in ix.activity_by_sc.get(sc, []) if "started a side conversation" in t)
+            started = ix.events.get(("side_conversation.started", "sc", sc), 0)
             ck.expect(act == 1, f"outbound {marker}: {act} 'started' activity entries")
             ck.expect(started == 1, f"outbound {marker}: {started} side_conversation.started events")
-        sent_ev = one(
-            db,
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'message.sent' AND json_extract(payload, '$.data.message.id') = ?",
-            (msg,),
-        )
+        sent_ev = ix.events.get(("message.sent", "message", msg), 0)
         ck.expect(sent_ev == 1, f"outbound {marker}: {sent_ev} message.sent events")
-    # A side conversation is reopened at most once per close.
-    for (sc,) in db.execute("SELECT id FROM side_conversations").fetchall():
-        reopened = one(
-            db,
-            "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'side_conversation.reopened' AND json_extract(payload, '$.data.side_conversation_id') = ?",
-            (sc,),
-        )
+    # A side conversation is reopened at most once per close, and each
+    # agent follow-up has one activity entry.
+    for sc in ix.sc_ids:
+        reopened = ix.events.get(("side_conversation.reopened", "sc", sc), 0)
         ck.expect(reopened <= closes.get(sc, 0), f"side conversation {sc}: reopened {reopened} times, closed {closes.get(sc, 0)} times")
-    tally["closes_sent"] = sum(closes.values())
-    tally["reopened_events"] = one(db, "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'side_conversation.reopened'")
-    tally["parent_woken_events"] = one(db, "SELECT COUNT(*) FROM webhook_deliveries WHERE event = 'parent.woken'")
-    # Agent follow-ups: one activity entry each.
-    for (sc,) in db.execute("SELECT id FROM side_conversations").fetchall():
-        outs = one(db, "SELECT COUNT(*) FROM messages WHERE side_conversation_id = ? AND direction = 'out' AND kind = 'agent'", (sc,))
-        acts = one(db, "SELECT COUNT(*) FROM activity WHERE side_conversation_id = ? AND text = 'Agent replied in a side conversation'", (sc,))
+        outs = len(ix.agent_out.get(sc, []))
+        acts = sum(1 for t in ix.activity_by_sc.get(sc, []) if t == "Agent replied in a side conversation")
         ck.expect(acts == outs - 1, f"side conversation {sc}: {outs} agent messages but {acts} follow-up activity entries")
+    tally["closes_sent"] = sum(closes.values())
+    tally["reopened_events"] = sum(1 for d in ix.deliveries if d[1] == "side_conversation.reopened")
+    tally["parent_woken_events"] = sum(1 for d in ix.deliveries if d[1] == "parent.woken")
 
     # Every outbox row delivered at least once; duplicates identical.
-    rows = db.execute(
-        "SELECT o.id, o.recipient, o.state, o.verp_key, m.message_id, m.kind FROM outbox o JOIN messages m ON m.id = o.message_id"
-    ).fetchall()
     with sink.lock:
         got = list(sink.received)
     by_key = {}
@@ -945,7 +988,7 @@ def check_outbound(db, st, sink, ck, tally):
             by_key.setdefault((g["message_id"], r.lower()), []).append(g)
     delivered = dup = missing = 0
     kinds = {}
-    for oid, rcpt, state, verp, mid, kind in rows:
+    for oid, rcpt, state, verp, mid, kind in ix.outbox:
         kinds[kind] = kinds.get(kind, 0) + 1
         copies = by_key.get((mid, rcpt.lower()), [])
         ck.expect(state == "sent", f"outbox {oid} ({kind}, {rcpt}): state {state}")
@@ -960,10 +1003,10 @@ def check_outbound(db, st, sink, ck, tally):
             all(c["mail_from"] == f"bounce+{verp}@{DOMAIN}" for c in copies),
             f"outbox {oid}: envelope sender not its VERP address: {[c['mail_from'] for c in copies]}",
         )
-    known = {(mid, rcpt.lower()) for _, rcpt, _, _, mid, _ in rows}
+    known = {(mid, rcpt.lower()) for _, rcpt, _, _, mid, _ in ix.outbox}
     phantom = [k for k in by_key if k not in known]
     ck.expect(not phantom, f"the sink got messages the store does not know: {phantom[:5]}")
-    tally["outbox_rows"] = len(rows)
+    tally["outbox_rows"] = len(ix.outbox)
     tally["outbox_rows_by_kind"] = kinds
     tally["outbox_delivered"] = delivered
     tally["outbox_lost"] = missing
@@ -974,8 +1017,8 @@ def check_outbound(db, st, sink, ck, tally):
     tally["sink_transactions_cut"] = sink.cut
 
 
-def check_webhooks(db, receiver, ck, tally):
-    rows = db.execute("SELECT id, event, state, payload FROM webhook_deliveries").fetchall()
+def check_webhooks(ix, receiver, ck, tally):
+    rows = ix.deliveries
     with receiver.lock:
         got = list(receiver.received)
     by_id = {}
@@ -998,7 +1041,8 @@ def check_webhooks(db, receiver, ck, tally):
             f"webhook delivery {did}: a copy differs from the stored payload",
         )
         ck.expect(all(c["event"] == event for c in copies), f"webhook delivery {did}: event header differs")
-    phantom = [k for k in by_id if k is None or not k.isdigit() or int(k) not in {r[0] for r in rows}]
+    ids = {r[0] for r in rows}
+    phantom = [k for k in by_id if k is None or not k.isdigit() or int(k) not in ids]
     ck.expect(not phantom, f"the receiver got deliveries the store does not know: {phantom[:5]}")
     ck.expect(receiver.bad_signatures == 0, f"{receiver.bad_signatures} deliveries with a bad signature")
     tally["webhook_deliveries"] = len(rows)
@@ -1059,6 +1103,16 @@ def main():
     sink = Sink(random.Random(rng.random()), delay_max=0.4, fail_rate=0.05)
     receiver = Receiver(random.Random(rng.random()), delay_max=0.2, fail_rate=0.05)
     gw = Gateway(binary, workdir, sink.port, dns.port)
+
+    # Never leave a server behind, however the harness ends.
+    def reap():
+        if gw.proc is not None and gw.proc.poll() is None:
+            gw.proc.kill()
+            gw.proc.wait()
+
+    atexit.register(reap)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: sys.exit(130))
     token = gw.add_user()
     gw.start()
     status, hook = gw.api(
@@ -1092,8 +1146,12 @@ def main():
         w.start()
 
     kills = {"total": 0, "smtp_in_transaction": 0, "outbound_in_flight": 0, "webhook_in_flight": 0}
+    bad_stops = []
     started = time.time()
-    for k in range(args.kills):
+    # `total` counts SIGKILLs under load (one of them may come in the middle
+    # of a SIGTERM shutdown); a SIGTERM that finished first is a clean stop
+    # and does not count; kills during start-up come on top.
+    while kills["total"] < args.kills:
         # Mostly some uptime first; sometimes right after the restart, while
         # the last run's interrupted work is being recovered.
         if rng.random() < 0.2:
@@ -1104,16 +1162,27 @@ def main():
             in_data = st.smtp_in_transaction > 0
         out_busy = sink.busy()
         hook_busy = receiver.busy()
-        gw.kill()
+        if rng.random() < 0.1:
+            rc = gw.term_then_kill(rng.uniform(0, 1.0))
+            if rc is not None:
+                kills["clean_stops"] = kills.get("clean_stops", 0) + 1
+                if rc != 0:
+                    bad_stops.append(rc)
+                gw.start()
+                continue
+            kills["during_shutdown"] = kills.get("during_shutdown", 0) + 1
+        else:
+            gw.kill()
         kills["total"] += 1
-        if rng.random() < 0.15:
-            gw.kill_early(rng.uniform(0, 0.3))
-            kills["during_start"] = kills.get("during_start", 0) + 1
         kills["smtp_in_transaction"] += in_data
         kills["outbound_in_flight"] += out_busy
         kills["webhook_in_flight"] += hook_busy
-        if (k + 1) % 5 == 0 or k + 1 == args.kills:
-            log(f"kill {k + 1}/{args.kills} (inbound {len(st.inbound)}, api {len(st.outbound)}, sink {len(sink.received)}, hooks {len(receiver.received)})")
+        if rng.random() < 0.15:
+            gw.kill_early(rng.uniform(0, 0.3))
+            kills["during_start"] = kills.get("during_start", 0) + 1
+        k = kills["total"]
+        if k % 5 == 0 or k == args.kills:
+            log(f"kill {k}/{args.kills} (inbound {len(st.inbound)}, api {len(st.outbound)}, sink {len(sink.received)}, hooks {len(receiver.received)})")
         gw.start()
     # Some load after the last restart too, then stop it.
     time.sleep(1.0)
@@ -1132,18 +1201,22 @@ def main():
     check_api(gw, token, st, ck, tally)
     rc = gw.stop()
     ck.expect(rc == 0, f"SIGTERM: exit code {rc}")
+    ck.expect(not bad_stops, f"SIGTERM during the load: exit codes {bad_stops}")
     time.sleep(0.5)  # let the sink and receiver finish recording
     db = gw.db()
     try:
-        check_inbound(db, st, ck, tally)
-        check_outbound(db, st, sink, ck, tally)
-        check_webhooks(db, receiver, ck, tally)
+        ix = Index(db)
+        check_inbound(ix, st, ck, tally)
+        check_outbound(ix, st, sink, ck, tally)
+        check_webhooks(ix, receiver, ck, tally)
         integrity = db.execute("PRAGMA integrity_check").fetchall()
         ck.expect(integrity == [("ok",)], f"integrity_check: {integrity[:5]}")
         fks = db.execute("PRAGMA foreign_key_check").fetchall()
         ck.expect(not fks, f"foreign_key_check: {fks[:5]}")
     finally:
         db.close()
+    ck.expect(st.counts.get("smtp_5xx", 0) == 0, f"{st.counts.get('smtp_5xx')} valid messages refused with 5xx")
+    ck.expect(st.counts.get("api_5xx", 0) == 0, f"{st.counts.get('api_5xx')} API requests answered 5xx")
     panics = gw.panics()
     ck.expect(not panics, f"panics in the server log: {panics[:3]}")
     ck.expect(drained, f"queues not drained: {left}")

@@ -6,7 +6,7 @@
 # row and webhook delivery is checked. See tests/crash/crash.py.
 #
 #   tests/crash/run.sh                 short form (CI): 3 kills
-#   tests/crash/run.sh --long          long form: 25 kills
+#   tests/crash/run.sh --long          long form: 30 kills
 #   tests/crash/run.sh --kills N ...   any crash.py options (--seed, --keep, …)
 #
 #   BACKCHANNEL_BIN  binary to test (default target/release/backchannel, else
@@ -30,7 +30,7 @@ args=()
 kills="${CRASH_KILLS:-3}"
 for a in "$@"; do
     case "$a" in
-        --long) kills=25 ;;
+        --long) kills=30 ;;
         *) args+=("$a") ;;
     esac
 done
