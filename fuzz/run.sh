@@ -80,7 +80,10 @@ for t in "${targets[@]}"; do
         # The fuzzer stopped without saving an input: count it, show why.
         found=1
     fi
-    new=$(ls -t "artifacts/$t" | head -n "$found" | tr '\n' ' ')
+    new=""
+    if [ "$found" -gt 0 ]; then
+        new=$(ls -t "artifacts/$t" | head -n "$found" | tr '\n' ' ' || true)
+    fi
     printf '%-14s %12s %9s %8s  %s\n' "$t" "${execs:-?}" "${rate:-?}" "$found" "$new"
     if [ "$found" -ne 0 ]; then
         failed=1

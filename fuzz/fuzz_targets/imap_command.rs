@@ -61,8 +61,8 @@ fuzz_target!(|data: &[u8]| {
     let input = substitute(
         data,
         &[
-            (b"$K", h.api.tokens[2].as_bytes()),
-            (b"$O", h.api.tokens[0].as_bytes()),
+            (&b"$K"[..], h.api.tokens[2].as_bytes()),
+            (&b"$O"[..], h.api.tokens[0].as_bytes()),
         ],
     );
     let peer: SocketAddr = "127.0.0.1:40000".parse().expect("peer");
@@ -96,36 +96,53 @@ fuzz_target!(|data: &[u8]| {
     // Tags the client used: the first word of each of its lines.
     let tags: std::collections::HashSet<&[u8]> = input
         .split(|b| *b == b'\n')
-        .filter_map(|l| l.split(|b| *b == b' ').next())
+        .filter_map(|l| l.split(|b| *b == b' ' || *b == b'\r').next())
         .filter(|t| !t.is_empty())
         .collect();
-    let mut literal_left = 0usize;
-    for line in out.split_inclusive(|b| *b == b'\n') {
-        if literal_left > 0 {
-            literal_left = literal_left.saturating_sub(line.len());
-            continue;
-        }
-        let ok = line.starts_with(b"* ")
-            || line.starts_with(b"+ ")
-            || line == b"+\r\n"
-            || line
-                .split(|b| *b == b' ')
+    // Walk the responses: each starts with `*`, `+` or a known tag; a line
+    // ending in `{n}` is followed by n bytes of literal data, after which
+    // the same response goes on.
+    let mut i = 0;
+    while i < out.len() {
+        let rest = &out[i..];
+        let ok = rest.starts_with(b"* ")
+            || rest.starts_with(b"+ ")
+            || rest.starts_with(b"+\r\n")
+            || rest
+                .split(|b| *b == b' ' || *b == b'\r')
                 .next()
                 .is_some_and(|t| tags.contains(t));
         assert!(
             ok,
             "unexpected response line {:?}",
-            String::from_utf8_lossy(line)
+            String::from_utf8_lossy(&rest[..rest.len().min(200)])
         );
-        // A line ending in {n} announces n bytes of literal data.
-        let trimmed = line.strip_suffix(b"\r\n").unwrap_or(line);
-        if trimmed.ends_with(b"}")
-            && let Some(open) = trimmed.iter().rposition(|b| *b == b'{')
-            && let Ok(n) = std::str::from_utf8(&trimmed[open + 1..trimmed.len() - 1])
-                .unwrap_or("")
-                .parse::<usize>()
-        {
-            literal_left = n;
+        loop {
+            let Some(nl) = out[i..].iter().position(|b| *b == b'\n') else {
+                i = out.len();
+                break;
+            };
+            let line_end = i + nl + 1;
+            let line = &out[i..line_end];
+            let trimmed = line.strip_suffix(b"\r\n").unwrap_or(line);
+            let literal = if trimmed.ends_with(b"}") {
+                trimmed
+                    .iter()
+                    .rposition(|b| *b == b'{')
+                    .and_then(|open| {
+                        std::str::from_utf8(&trimmed[open + 1..trimmed.len() - 1]).ok()
+                    })
+                    .and_then(|n| n.trim_end_matches('+').parse::<usize>().ok())
+            } else {
+                None
+            };
+            match literal {
+                Some(n) => i = line_end.saturating_add(n).min(out.len()),
+                None => {
+                    i = line_end;
+                    break;
+                }
+            }
         }
     }
 });
