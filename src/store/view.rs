@@ -253,14 +253,15 @@ pub struct Entry {
     pub modseq: i64,
 }
 
-/// Every message of a mailbox in UID order (the IMAP sequence).
-pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT uid, message_id, modseq FROM mailbox_messages
-         WHERE mailbox_id = ?1 ORDER BY uid",
-    )?;
+/// Rows of `table` (`mailbox_messages` or `mailbox_removed`) of one mailbox
+/// with a modseq above `after`, in UID order.
+fn entry_rows(conn: &Connection, table: &str, mailbox_id: i64, after: i64) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT uid, message_id, modseq FROM {table}
+         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
+    ))?;
     let rows = stmt
-        .query_map([mailbox_id], |r| {
+        .query_map(params![mailbox_id, after], |r| {
             Ok(Entry {
                 uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
                 message_id: r.get(1)?,
@@ -269,42 +270,21 @@ pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+/// Every message of a mailbox in UID order (the IMAP sequence).
+pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
+    entry_rows(conn, "mailbox_messages", mailbox_id, i64::MIN)
 }
 
 /// Messages added to a mailbox after `modseq`, in UID order.
 pub fn added_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT uid, message_id, modseq FROM mailbox_messages
-         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
-    )?;
-    let rows = stmt
-        .query_map(params![mailbox_id, modseq], |r| {
-            Ok(Entry {
-                uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
-                message_id: r.get(1)?,
-                modseq: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    entry_rows(conn, "mailbox_messages", mailbox_id, modseq)
 }
 
 /// Messages that left a mailbox after `modseq` (the modseq is the removal's).
 pub fn removed_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT uid, message_id, modseq FROM mailbox_removed
-         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid",
-    )?;
-    let rows = stmt
-        .query_map(params![mailbox_id, modseq], |r| {
-            Ok(Entry {
-                uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
-                message_id: r.get(1)?,
-                modseq: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    entry_rows(conn, "mailbox_removed", mailbox_id, modseq)
 }
 
 /// A user's flags on one message. Messages without a row have none.
