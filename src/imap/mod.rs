@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     limits: Arc<crate::limits::Limits>,
     active: AtomicUsize,
     next_session: AtomicU64,
+    /// ENVELOPE and RFC822.SIZE of messages already fetched once.
+    summaries: Arc<fetch::Summaries>,
 }
 
 /// The IMAP server of one gateway.
@@ -78,6 +80,7 @@ impl Server {
                 limits,
                 active: AtomicUsize::new(0),
                 next_session: AtomicU64::new(1),
+                summaries: Arc::new(fetch::Summaries::default()),
             }),
         })
     }

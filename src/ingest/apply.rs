@@ -299,12 +299,14 @@ type StoredCopy = (i64, Vec<u8>, Option<String>, Option<String>);
 fn find_duplicate(conn: &Connection, p: &Prepared, sc: Option<i64>) -> Result<Option<(i64, bool)>> {
     let existing: Option<StoredCopy> = match &p.parsed.message_id {
         Some(mid) => conn
-            .query_row(DUPLICATE_BY_MESSAGE_ID, params![mid, sc], |r| {
+            .prepare_cached(DUPLICATE_BY_MESSAGE_ID)?
+            .query_row(params![mid, sc], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
         None => conn
-            .query_row(DUPLICATE_BY_HASH, params![p.sha256, sc], |r| {
+            .prepare_cached(DUPLICATE_BY_HASH)?
+            .query_row(params![p.sha256, sc], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,

@@ -534,14 +534,26 @@ impl<'a> Session<'a> {
             return;
         }
         let class = policy::classify(&addr, &self.shared.config.domain);
+        let token = match &class {
+            RcptClass::GatewayToken(t) => Some(t.as_str().to_string()),
+            _ => None,
+        };
         let verdict = if class == RcptClass::Foreign {
             Ok(RcptVerdict::RelayDenied)
+        } else if token
+            .as_deref()
+            .is_some_and(|t| self.shared.known_tokens.contains(t))
+        {
+            Ok(RcptVerdict::Accept)
         } else {
             self.shared
                 .store
                 .read(move |c| policy::decide(c, &class))
                 .await
         };
+        if let (Ok(RcptVerdict::Accept), Some(t)) = (&verdict, &token) {
+            self.shared.known_tokens.insert(t);
+        }
         match verdict {
             Ok(RcptVerdict::Accept) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "accepted")]);
