@@ -187,6 +187,8 @@ pub struct RawSmtp {
     pub shutdown_grace: String,
     pub tls_cert: String,
     pub tls_key: String,
+    /// Longest a TLS handshake after STARTTLS may take.
+    pub tls_handshake_timeout: String,
     /// New connections per minute from one address; beyond → 421 4.7.0.
     pub connections_per_minute_per_ip: u64,
     /// Failed RCPTs (unknown recipient, relaying) from one address before
@@ -342,6 +344,7 @@ impl Default for RawSmtp {
             shutdown_grace: "30s".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            tls_handshake_timeout: "30s".into(),
             connections_per_minute_per_ip: 120,
             rcpt_failures_before_tarpit: 3,
             tarpit_delay: "1s".into(),
@@ -492,6 +495,7 @@ pub struct SmtpConfig {
     pub data_max_time: Duration,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
+    pub tls_handshake_timeout: Duration,
     pub connections_per_minute_per_ip: u32,
     pub rcpt_failures_before_tarpit: u32,
     pub tarpit_delay: Duration,
@@ -908,6 +912,10 @@ impl Config {
             data_max_time: nonzero_duration("smtp.data_max_time", &s.data_max_time)?,
             shutdown_grace: duration("smtp.shutdown_grace", &s.shutdown_grace)?,
             tls: tls_files("smtp", &s.tls_cert, &s.tls_key)?,
+            tls_handshake_timeout: nonzero_duration(
+                "smtp.tls_handshake_timeout",
+                &s.tls_handshake_timeout,
+            )?,
             connections_per_minute_per_ip: count(
                 "smtp.connections_per_minute_per_ip",
                 s.connections_per_minute_per_ip,
@@ -1686,6 +1694,11 @@ mod tests {
                 "[smtp]\nblock_time = \"a while\"\n",
                 no_env(),
                 "smtp.block_time",
+            ),
+            (
+                "[smtp]\ntls_handshake_timeout = \"0s\"\n",
+                no_env(),
+                "smtp.tls_handshake_timeout",
             ),
             (
                 "[imap]\nmax_line_bytes = 0\n",

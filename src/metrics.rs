@@ -96,6 +96,7 @@ pub fn export_config_limits(c: &crate::config::Config) {
     n("smtp.max_line_length", s.max_line_length);
     d("smtp.command_timeout", s.command_timeout);
     d("smtp.data_timeout", s.data_timeout);
+    d("smtp.tls_handshake_timeout", s.tls_handshake_timeout);
     n(
         "smtp.rcpt_failures_before_tarpit",
         s.rcpt_failures_before_tarpit as usize,

@@ -1083,6 +1083,43 @@ async fn implicit_tls_listener() {
     s.shutdown().await;
 }
 
+/// `imap.preauth_timeout` and `imap.tls_handshake_timeout` are config
+/// keys: a client that logs in never, or never starts its TLS handshake,
+/// is let go after the configured time (the defaults, 60 s and 30 s, are
+/// longer than this test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_timeouts_let_silent_clients_go() {
+    let mut s = TestServer::start_with_imap("preauth_timeout = \"1s\"\n", NO_AUTH).await;
+    let mut c = connect(&s).await;
+    assert_eq!(c.line().await, "* BYE Autologout; idle for too long\r\n");
+    assert_eq!(c.line().await, "");
+    s.shutdown().await;
+
+    let certdir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert = certdir.path().join("cert.pem");
+    let key = certdir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let mut s = TestServer::start_with_imap(
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"1s\"\n",
+            cert.display(),
+            key.display()
+        ),
+        NO_AUTH,
+    )
+    .await;
+    let mut silent = TcpStream::connect(s.imap).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("closed before the test gave up")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_limit_idle_timeout_and_shutdown() {
     let mut s =
