@@ -269,8 +269,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(acceptor) = shared.tls.clone() else {
         return Ok(());
     };
-    let handshake =
-        tokio::time::timeout(session::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let handshake = tokio::time::timeout(
+        shared.config.smtp.tls_handshake_timeout,
+        acceptor.accept(stream),
+    )
+    .await;
     let mut tls_stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

@@ -73,9 +73,6 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Spare room made in the input buffer before a command-phase read.
 const COMMAND_CHUNK: usize = 4 * 1024;
 
-/// Upper bound on how long a TLS handshake may take.
-pub(super) const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Commands that mean a web client or proxy probe is talking to us.
 const FOREIGN_PROTOCOLS: &[&[u8]] = &[b"GET ", b"POST ", b"HEAD ", b"PUT ", b"CONNECT "];
 
