@@ -362,3 +362,10 @@ CREATE TABLE inbound_raw (
 -- JMAP Email/query sorts a mailbox by received time: without this index a
 -- query on a large store read and sorted every message row.
 CREATE INDEX messages_received ON messages(received_at, id);
+-- The content hash finds a duplicate only of a message without a
+-- Message-ID (with one, the Message-ID does): the full index cost every
+-- stored message a write at a random place in a large B-tree.
+DROP INDEX messages_sha;
+CREATE INDEX messages_sha_without_id ON messages(raw_sha256) WHERE message_id IS NULL;
+-- `messages.visible_reply` is NULL from now on when it equals the text
+-- body; readers take coalesce(visible_reply, text_body).

@@ -419,7 +419,15 @@ fn encode_jobs(
                 // left out, as on the other paths.
                 let Some(summary) = summary else { continue };
                 let received_at = dates.get(&job.message_id).copied().unwrap_or(0);
-                encode_one(&codec, job, items, received_at, &[], Some(summary), &mut out);
+                encode_one(
+                    &codec,
+                    job,
+                    items,
+                    received_at,
+                    &[],
+                    Some(summary),
+                    &mut out,
+                );
             }
         } else if needs_raw {
             view::with_raw_messages(conn, &ids, |id, received_at, raw| {
@@ -575,8 +583,8 @@ pub(super) async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             let mut pos = 0;
             while pos < jobs.len() {
                 let end = (pos + JOB_MESSAGES).min(jobs.len());
-                let result = store
-                    .read_blocking(|c| encode_jobs(c, &jobs[pos..end], &items, &summaries));
+                let result =
+                    store.read_blocking(|c| encode_jobs(c, &jobs[pos..end], &items, &summaries));
                 let failed = result.is_err();
                 let bytes = result.map(|(bytes, done)| {
                     pos += done.max(1);

@@ -86,7 +86,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(InboundMessage, String, 
 /// The columns `from_row` reads, from `inbound_queue q LEFT JOIN
 /// inbound_raw r` (rows queued before migration 4 keep their bytes in the
 /// queue row).
-const COLUMNS: &str = "q.id, q.received_at, q.peer_ip, q.helo, q.mail_from, q.rcpts, q.tls, q.params,
+const COLUMNS: &str =
+    "q.id, q.received_at, q.peer_ip, q.helo, q.mail_from, q.rcpts, q.tls, q.params,
      coalesce(r.raw, q.raw), q.sha256, q.state, q.attempts";
 const FROM: &str = "inbound_queue q LEFT JOIN inbound_raw r ON r.id = q.id";
 

@@ -120,8 +120,7 @@ impl TestServer {
     pub async fn inbound(&self) -> Vec<(String, String, bool, Vec<u8>)> {
         self.store
             .read(|c| {
-                let mut s =
-                    c.prepare(
+                let mut s = c.prepare(
                     "SELECT q.mail_from, q.rcpts, q.tls, coalesce(r.raw, q.raw)
                      FROM inbound_queue q LEFT JOIN inbound_raw r ON r.id = q.id ORDER BY q.id",
                 )?;
