@@ -87,14 +87,15 @@ pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
             [user],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
-        let mut stmt = conn.prepare(
+        let mut stmt = conn.prepare(&format!(
             "SELECT q.id, p.external_id, s.subject, s.id, COALESCE(NULLIF(m.from_name, ''), m.from_email, 'Someone'),
-                    COALESCE(m.visible_reply, m.text_body, '')
+                    COALESCE({}, '')
              FROM notification_queue q JOIN messages m ON m.id = q.message_id
              JOIN side_conversations s ON s.id = m.side_conversation_id
              JOIN parents p ON p.id = s.parent_id
              WHERE q.user_id = ?1 AND q.sent_message_id IS NULL ORDER BY q.message_id",
-        )?;
+            crate::store::messages::visible_reply_sql("m")
+        ))?;
         let rows: Vec<(i64, Reply)> = stmt
             .query_map([user], |r| {
                 Ok((

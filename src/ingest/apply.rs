@@ -527,14 +527,17 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         p.parsed.subject,
         p.parsed.text,
         p.parsed.html,
-        // Most replies have no quoted history: their visible reply is the
-        // text body, and storing it twice doubled the text written per
-        // message. NULL here means "the text body" (every reader takes
-        // `coalesce(visible_reply, text_body)`; with no text body there is
-        // no visible reply either).
-        p.visible_reply
-            .as_ref()
-            .filter(|v| p.parsed.text.as_ref() != Some(*v)),
+        // Most replies quote nothing: their visible reply is the text body
+        // trimmed, and storing it again doubled the text written per
+        // message. NULL here means exactly that (readers go through
+        // `messages::visible_reply_sql`; with no text body there is no
+        // visible reply either).
+        p.visible_reply.as_ref().filter(|v| {
+            p.parsed
+                .text
+                .as_deref()
+                .is_none_or(|t| crate::store::messages::plain_visible(t) != **v)
+        }),
         serde_json::to_string(&flags)?,
         p.auth.as_ref().map(serde_json::to_string).transpose()?,
         bounce_json(&p.kind).map(|b| b.to_string()),
@@ -927,10 +930,13 @@ pub fn assign(
         facts: ReplyFacts,
     }
     let row: Option<Stored> = conn
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT side_conversation_id, direction, kind, from_name, from_email, to_addrs, cc_addrs,
-                    message_id, subject, coalesce(visible_reply, text_body), received_at
-             FROM messages WHERE id = ?1")?.query_row(
+                    message_id, subject, {}, received_at
+             FROM messages WHERE id = ?1",
+            crate::store::messages::visible_reply_sql("")
+        ))?
+        .query_row(
             [message],
             |r| {
                 let from_name: Option<String> = r.get(3)?;

@@ -54,3 +54,78 @@ pub fn insert_refs(
     }
     Ok(())
 }
+
+/// The visible reply of a stored message, as SQL over the message row
+/// aliased `alias` ("" for none). Ingest stores `visible_reply` as NULL
+/// when it is exactly [`plain_visible`] of the text body (most replies
+/// quote nothing), so each message's text is written once.
+pub fn visible_reply_sql(alias: &str) -> String {
+    let a = if alias.is_empty() {
+        String::new()
+    } else {
+        format!("{alias}.")
+    };
+    format!(
+        "coalesce({a}visible_reply, trim(replace({a}text_body, char(13, 10), char(10)), char(32, 9, 10, 13)))"
+    )
+}
+
+/// What [`visible_reply_sql`] yields from a text body alone: CRLF turned
+/// into LF, then spaces, tabs and line breaks trimmed at both ends.
+pub fn plain_visible(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .trim_matches([' ', '\t', '\n', '\r'])
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The SQL and the Rust sides of the stored-once visible reply must
+    /// agree byte for byte, or a reader would show a different text than
+    /// ingest computed.
+    #[test]
+    fn visible_reply_sql_matches_plain_visible() {
+        let conn = rusqlite::Connection::open_in_memory().expect("memory db");
+        conn.execute_batch("CREATE TABLE messages (text_body TEXT, visible_reply TEXT)")
+            .expect("table");
+        let samples = [
+            "",
+            "Hello",
+            "  Hello there \r\n\r\n",
+            "\r\n\tline one\r\nline two\r\n",
+            "bare\rcr\n and lf \n",
+            "\u{a0}nbsp\u{a0}",
+            "x\r\n\r\r\n",
+            "Grüße\r\n— Jörg\r\n",
+        ];
+        for text in samples {
+            conn.execute("DELETE FROM messages", []).expect("delete");
+            conn.execute(
+                "INSERT INTO messages (text_body, visible_reply) VALUES (?1, NULL)",
+                [text],
+            )
+            .expect("insert");
+            let from_sql: String = conn
+                .query_row(
+                    &format!("SELECT {} FROM messages", visible_reply_sql("")),
+                    [],
+                    |r| r.get(0),
+                )
+                .expect("select");
+            assert_eq!(from_sql, plain_visible(text), "{text:?}");
+        }
+        let none: Option<String> = conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM (SELECT NULL AS text_body, NULL AS visible_reply) m",
+                    visible_reply_sql("m")
+                ),
+                [],
+                |r| r.get(0),
+            )
+            .expect("select");
+        assert_eq!(none, None);
+    }
+}
