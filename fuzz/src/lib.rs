@@ -90,6 +90,7 @@ max_body_bytes = 1048576
 request_timeout = "10s"
 [imap]
 listen = "127.0.0.1:0"
+login_failure_delay = "0s"
 [dns]
 nameservers = ["127.0.0.1:9"]
 timeout = "100ms"
