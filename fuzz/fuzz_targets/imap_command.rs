@@ -5,7 +5,9 @@
 //! SELECT, FETCH, SEARCH, STORE and THREAD have messages to work on).
 //! `$K` in the input is replaced by the member's API token (the IMAP
 //! password), `$O` by the owner's; the peer is on loopback, which the
-//! default limits leave alone, but a failed LOGIN still waits its second.
+//! default limits leave alone, and the fuzz config sets
+//! `imap.login_failure_delay` to zero (a failed LOGIN would otherwise cost
+//! each such input a second).
 //!
 //! Checks: no panic, no hang (libFuzzer's -timeout), the session ends when
 //! the client closes, the greeting comes first, and every response line

@@ -42,23 +42,31 @@ pub struct Gateway {
     /// Keeps the shutdown signal unsent for the process's life.
     pub trigger: tokio::sync::watch::Sender<bool>,
     pub shutdown: Shutdown,
-    /// Kept so the directory lives as long as the process.
-    pub dir: tempfile::TempDir,
+    /// The process's scratch directory (store, spool). libFuzzer ends the
+    /// process with `exit`, so nothing here would run a destructor: the
+    /// directory is left behind, and fuzz/run.sh, which points
+    /// `FUZZ_SCRATCH` at a directory of its own, removes it.
+    pub dir: PathBuf,
 }
 
-fn scratch_dir() -> tempfile::TempDir {
-    let shm = PathBuf::from("/dev/shm");
-    if shm.is_dir()
-        && let Ok(d) = tempfile::Builder::new()
-            .prefix("backchannel-fuzz-")
-            .tempdir_in(&shm)
-    {
-        return d;
+/// A new directory under `FUZZ_SCRATCH` when set, else under /dev/shm when
+/// there is one, else under the system's temporary directory.
+fn scratch_dir() -> PathBuf {
+    let base = match std::env::var_os("FUZZ_SCRATCH") {
+        Some(dir) => PathBuf::from(dir),
+        None if PathBuf::from("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => std::env::temp_dir(),
+    };
+    let pid = std::process::id();
+    for n in 0..1000 {
+        let dir = base.join(format!("backchannel-fuzz-{pid}-{n}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return dir,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => panic!("scratch directory {}: {e}", dir.display()),
+        }
     }
-    tempfile::Builder::new()
-        .prefix("backchannel-fuzz-")
-        .tempdir()
-        .expect("temporary directory")
+    panic!("no free scratch directory under {}", base.display());
 }
 
 /// The config every target uses: loopback only, DNS to a closed port
@@ -82,6 +90,7 @@ max_body_bytes = 1048576
 request_timeout = "10s"
 [imap]
 listen = "127.0.0.1:0"
+login_failure_delay = "0s"
 [dns]
 nameservers = ["127.0.0.1:9"]
 timeout = "100ms"
@@ -104,7 +113,7 @@ impl Gateway {
     /// `support@acme.com` (forwarding local part `fwd-fuzz`).
     pub fn new() -> Gateway {
         let dir = scratch_dir();
-        let text = config_text(&dir.path().join("data"));
+        let text = config_text(&dir.join("data"));
         let config = Config::from_toml_str(&text, Vec::new()).expect("fuzz config");
         let store = Store::open(&config.db_path()).expect("open store");
         let rt = tokio::runtime::Builder::new_current_thread()
