@@ -5,7 +5,9 @@
 //! JSON, slow clients on SMTP, HTTP and IMAP, and the open-relay tricks at
 //! RCPT.
 //! The plainer relay cases live in tests/smtp.rs and
-//! tests/clients/smtp_clients.py; these add the token-carrying variants,
+//! tests/clients/smtp_clients.py; these add the token-carrying variants
+//! (on the gateway domain, a plus-mode sender's domain and its forwarding
+//! address, each with its exact reply code),
 //! IP literals, trailing dots and IDN look-alikes.
 
 mod common;
@@ -1427,5 +1429,180 @@ async fn open_relay_tricks_at_rcpt_are_refused_and_nothing_is_queued() {
     c.cmd("QUIT").await;
     assert!(bad.is_empty(), "accepted:\n{}", bad.join("\n"));
     assert!(s.inbound().await.is_empty(), "something was queued");
+    s.shutdown().await;
+}
+
+/// Every relay trick, each carrying the valid token of a side conversation
+/// created through the API (and the forwarding address and plus address of
+/// a registered sender): each refused with its documented code, nothing
+/// queued, nothing on the thread; the plain addresses still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_tricks_with_a_valid_token_are_refused_and_nothing_arrives() {
+    let mut s = TestServer::start_with("max_errors = 1000", NO_AUTH).await;
+    let owner = make_user(&s, "owner@gw.example.com", "Olive", Role::Owner).await;
+    let (st, v) = api_call(
+        &s,
+        "POST",
+        "/api/senders",
+        &owner,
+        Some(json!({"email": "support@acme.com", "name": "Acme", "reply_mode": "plus"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let fwd = v["forwarding_address"]
+        .as_str()
+        .and_then(|a| a.strip_suffix("@gw.example.com"))
+        .expect("forwarding address")
+        .to_string();
+    put_parent(&s, &owner, "T-1", "Ann").await;
+    let (st, v) = start(
+        &s,
+        &owner,
+        "T-1",
+        json!({"to": ["vendor@carrier.example"], "subject": "Pallet 7", "body_text": "Where is it?"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let sc = v["id"].as_i64().expect("id");
+    let tok = v["token"].as_str().expect("token").to_string();
+    let messages = || async {
+        let (st, v) = api_call(
+            &s,
+            "GET",
+            &format!("/api/side-conversations/{sc}"),
+            &owner,
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["messages"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(messages().await, 1, "the agent's first message");
+
+    const RELAY: &str = "550 5.7.1";
+    const UNKNOWN: &str = "550 5.1.1";
+    const SYNTAX: &str = "501 5.1.3";
+    let up = tok.to_ascii_uppercase();
+    let cases: Vec<(String, &str)> = vec![
+        // percent hack, anywhere in the local part
+        (format!("user%evil.example+{tok}@gw.example.com"), RELAY),
+        (format!("reply%evil.example+{tok}@gw.example.com"), RELAY),
+        (format!("reply+{tok}%evil.example@gw.example.com"), RELAY),
+        (format!("support%evil.example+{tok}@acme.com"), RELAY),
+        (format!("{fwd}%evil.example@gw.example.com"), RELAY),
+        // bang paths
+        (format!("evil.example!reply+{tok}@gw.example.com"), RELAY),
+        (format!("evil.example!user+{tok}@gw.example.com"), RELAY),
+        (format!("reply+{tok}!user@gw.example.com"), RELAY),
+        (format!("evil.example!support+{tok}@acme.com"), RELAY),
+        (format!("evil.example!{fwd}@gw.example.com"), RELAY),
+        // source routes, to us and through us
+        (format!("@evil.example:reply+{tok}@gw.example.com"), RELAY),
+        (
+            format!("@a.example,@b.example:reply+{tok}@gw.example.com"),
+            RELAY,
+        ),
+        (format!("@gw.example.com:reply+{tok}@evil.example"), RELAY),
+        (format!("@evil.example:support+{tok}@acme.com"), RELAY),
+        (format!("@evil.example:{fwd}@gw.example.com"), RELAY),
+        // quoted local parts
+        (format!("\"a@b\"+{tok}@gw.example.com"), RELAY),
+        (format!("\"reply+{tok}\"@gw.example.com"), RELAY),
+        (format!("\"reply\"+{tok}@gw.example.com"), RELAY),
+        (
+            format!("\"reply+{tok}@evil.example\"@gw.example.com"),
+            RELAY,
+        ),
+        (format!("\"a b\"+{tok}@gw.example.com"), RELAY),
+        (format!("\"support\"+{tok}@acme.com"), RELAY),
+        (format!("\"{fwd}\"@gw.example.com"), RELAY),
+        // trailing dots
+        (format!("reply+{tok}@gw.example.com."), RELAY),
+        (format!("reply+{tok}@gw.example.com.."), RELAY),
+        (format!("support+{tok}@acme.com."), RELAY),
+        (format!("{fwd}@gw.example.com."), RELAY),
+        // IP literals
+        (format!("reply+{tok}@[127.0.0.1]"), RELAY),
+        (format!("reply+{tok}@[IPv6:::1]"), RELAY),
+        (format!("support+{tok}@[127.0.0.1]"), RELAY),
+        (format!("{fwd}@[127.0.0.1]"), RELAY),
+        // IDN look-alikes of the gateway and the sender domain (Cyrillic а
+        // U+0430 and е U+0435, and the punycode of the first)
+        (format!("reply+{tok}@gw.ex\u{0430}mple.com"), RELAY),
+        (format!("reply+{tok}@gw.\u{0435}xample.com"), RELAY),
+        (format!("reply+{tok}@xn--gw-ex-mple-w0f.com"), RELAY),
+        (format!("support+{tok}@\u{0430}cme.com"), RELAY),
+        (format!("{fwd}@gw.ex\u{0430}mple.com"), RELAY),
+        // a second @, sub- and super-domains
+        (format!("reply+{tok}@gw.example.com@evil.example"), SYNTAX),
+        (format!("reply+{tok}@sub.gw.example.com"), RELAY),
+        (format!("reply+{tok}@gw.example.com.evil.example"), RELAY),
+        // local parts the gateway never hands out: unknown
+        (format!("reply.+{tok}@gw.example.com"), UNKNOWN),
+        (format!("a#b+{tok}@gw.example.com"), UNKNOWN),
+        (format!("r\u{0435}ply+{tok}@gw.example.com"), UNKNOWN),
+        (format!("reply+{tok}+x@gw.example.com"), UNKNOWN),
+        (format!("{fwd}x@gw.example.com"), UNKNOWN),
+        // … or that are not dot-atoms at all (the command parser refuses them)
+        (format!(".reply+{tok}@gw.example.com"), SYNTAX),
+        (format!("re..ply+{tok}@gw.example.com"), SYNTAX),
+    ];
+    let mut c = connect(s.smtp).await;
+    c.reply().await;
+    c.cmd("EHLO relay.example").await;
+    assert!(
+        c.cmd("MAIL FROM:<spammer@evil.example> SMTPUTF8")
+            .await
+            .starts_with("250")
+    );
+    let mut bad = Vec::new();
+    for (rcpt, want) in &cases {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        if !r.starts_with(want) {
+            bad.push(format!("RCPT TO:<{rcpt}> → {r} (want {want})"));
+        }
+    }
+    let r = c.cmd("DATA").await;
+    assert_eq!(code(&r), "503", "DATA with every recipient refused: {r}");
+    assert!(
+        bad.is_empty(),
+        "{} of {}:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
+
+    // The plain forms of the same addresses are accepted.
+    assert!(c.cmd("RSET").await.starts_with("250"));
+    assert!(
+        c.cmd("MAIL FROM:<vendor@carrier.example>")
+            .await
+            .starts_with("250")
+    );
+    for rcpt in [
+        format!("reply+{tok}@gw.example.com"),
+        format!("REPLY+{up}@GW.EXAMPLE.COM"),
+        format!("support+{tok}@acme.com"),
+        format!("{fwd}@gw.example.com"),
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        assert!(r.starts_with("250 2.1.5"), "RCPT TO:<{rcpt}> → {r}");
+    }
+    c.cmd("QUIT").await;
+    assert!(s.inbound().await.is_empty(), "something was queued");
+    assert_eq!(messages().await, 1, "nothing reached the thread");
+
+    // And mail to the plain reply address lands on the thread.
+    let r = smtp_send(
+        s.smtp,
+        "vendor@carrier.example",
+        &[&format!("reply+{tok}@gw.example.com")],
+        "From: vendor@carrier.example\r\nTo: reply@gw.example.com\r\nSubject: Re: Pallet 7\r\nMessage-ID: <r1@carrier.example>\r\n\r\nOn its way.\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    wait_ingested_long(&s).await;
+    assert_eq!(s.inbound().await.len(), 1);
+    assert_eq!(messages().await, 2, "the genuine reply is on the thread");
     s.shutdown().await;
 }
