@@ -1336,6 +1336,160 @@ async fn a_byte_at_a_time_http_client_is_cut_by_the_timeouts() {
     s.shutdown().await;
 }
 
+/// How a slow-body connection ended.
+#[derive(Debug)]
+enum SlowEnd {
+    /// The server answered (status line and the rest up to its close).
+    Answered(String),
+    /// The server closed or reset the connection without answering.
+    Closed,
+}
+
+/// Sends `head` (declaring a `Content-Length` far larger than what follows)
+/// on a fresh connection, then `body` a byte every `gap` — and nothing
+/// more once it runs out — until the server answers or closes.
+async fn slow_body(
+    addr: std::net::SocketAddr,
+    head: String,
+    body: Vec<u8>,
+    gap: Duration,
+) -> SlowEnd {
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(head.as_bytes()).await.expect("head");
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut pending = body.into_iter();
+    loop {
+        if let Some(b) = pending.next()
+            && c.write_all(&[b]).await.is_err()
+        {
+            break;
+        }
+        match tokio::time::timeout(gap, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    if said.is_empty() {
+        SlowEnd::Closed
+    } else {
+        SlowEnd::Answered(String::from_utf8_lossy(&said).into_owned())
+    }
+}
+
+/// A slow body ends well before `bound` (the server's timeouts are 2 s):
+/// closed, or answered 408 or 503 and closed.
+async fn assert_cut(what: &str, task: tokio::task::JoinHandle<SlowEnd>) {
+    let bound = Duration::from_secs(30);
+    let end = tokio::time::timeout(bound, task)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after {bound:?}"))
+        .expect("slow client task");
+    eprintln!("{what}: {end:?}");
+    if let SlowEnd::Answered(text) = &end {
+        assert!(
+            text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 503"),
+            "{what}: {text}"
+        );
+    }
+}
+
+/// Slowloris on the body: a POST declaring 100,000 bytes whose body
+/// trickles in a byte a second, or stops after a few bytes, is cut within
+/// the configured `http.request_timeout` / `http.idle_timeout` — on the
+/// JSON API and on the portal's multipart reply form — while other clients
+/// are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http_body_is_cut_and_others_are_served() {
+    let mut s = TestServer::start_with_http(
+        "",
+        "idle_timeout = \"2s\"\nrequest_timeout = \"2s\"",
+        NO_AUTH,
+    )
+    .await;
+    let owner = make_user(&s, "owner@gw.example.com", "Olive", Role::Owner).await;
+    put_parent(&s, &owner, "T-1", "Ann").await;
+    let (st, v) = start(
+        &s,
+        &owner,
+        "T-1",
+        json!({"to": ["vendor@carrier.example"], "subject": "Pallet 7", "body_text": "Where?", "share_portal_link": true}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let portal = v["portal_url"]
+        .as_str()
+        .and_then(|u| u.split("/p/").nth(1))
+        .expect("portal link")
+        .to_string();
+    let before: i64 = s.query("SELECT COUNT(*) FROM messages").await;
+
+    let api_head = format!(
+        "POST /api/parents/T-2/side-conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {owner}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let json_body = format!(
+        "{{\"to\": [\"v@x.example\"], \"body_text\": \"{}",
+        "b".repeat(200)
+    )
+    .into_bytes();
+    let boundary = "slowboundary";
+    let portal_head = format!(
+        "POST /p/{portal}/reply HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let form_body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n{}",
+        "a".repeat(200)
+    )
+    .into_bytes();
+    let gap = Duration::from_secs(1);
+    let slow = [
+        (
+            "API body a byte a second",
+            api_head.clone(),
+            json_body.clone(),
+        ),
+        ("API body that stops", api_head, json_body[..5].to_vec()),
+        (
+            "portal form a byte a second",
+            portal_head.clone(),
+            form_body.clone(),
+        ),
+        (
+            "portal form that stops",
+            portal_head,
+            form_body[..5].to_vec(),
+        ),
+    ];
+    let tasks: Vec<_> = slow
+        .into_iter()
+        .map(|(what, head, body)| (what, tokio::spawn(slow_body(s.http, head, body, gap))))
+        .collect();
+
+    // Others are served while those connections are open.
+    for _ in 0..3 {
+        let (st, v) = api_call(&s, "GET", "/api/me", &owner, None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let page = reqwest::get(format!("http://{}/p/{portal}", s.http))
+            .await
+            .expect("portal page");
+        assert_eq!(page.status(), StatusCode::OK);
+    }
+    for (what, task) in tasks {
+        assert_cut(what, task).await;
+    }
+    let after: i64 = s.query("SELECT COUNT(*) FROM messages").await;
+    assert_eq!(after, before, "nothing half-stored");
+    let parents: i64 = s
+        .query("SELECT COUNT(*) FROM parents WHERE external_id = 'T-2'")
+        .await;
+    assert_eq!(parents, 0);
+    // And still served afterwards.
+    let (st, _) = api_call(&s, "GET", "/api/me", &owner, None).await;
+    assert_eq!(st, StatusCode::OK);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byte_at_a_time_imap_client_is_cut_by_the_idle_timeout() {
     let mut s = TestServer::start_with_imap("idle_timeout = \"1s\"", NO_AUTH).await;
