@@ -1490,6 +1490,47 @@ async fn a_slow_http_body_is_cut_and_others_are_served() {
     s.shutdown().await;
 }
 
+/// The idle timeout ends idle connections, not requests in progress: a
+/// body that pauses longer than `http.idle_timeout` (as a handler slower
+/// than it on a loaded machine would) still gets its answer, within
+/// `http.request_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_progress_is_not_cut_by_the_idle_timeout() {
+    let mut s = TestServer::start_with_http(
+        "",
+        "idle_timeout = \"1s\"\nrequest_timeout = \"60s\"",
+        NO_AUTH,
+    )
+    .await;
+    let owner = make_user(&s, "owner@gw.example.com", "Olive", Role::Owner).await;
+    let body = br#"{"subject": "Order 1001"}"#;
+    let mut c = TcpStream::connect(s.http).await.expect("connect");
+    let head = format!(
+        "PUT /api/parents/T-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {owner}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.expect("head");
+    c.write_all(&body[..5]).await.expect("part");
+    // Longer than the idle timeout: the lower bound is what matters.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.write_all(&body[5..]).await.expect("rest");
+    let mut said = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut said))
+        .await
+        .expect("answered")
+        .expect("read");
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.starts_with("HTTP/1.1 200") || said.starts_with("HTTP/1.1 201"),
+        "{said}"
+    );
+    let n: i64 = s
+        .query("SELECT COUNT(*) FROM parents WHERE external_id = 'T-1'")
+        .await;
+    assert_eq!(n, 1);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byte_at_a_time_imap_client_is_cut_by_the_idle_timeout() {
     let mut s = TestServer::start_with_imap("idle_timeout = \"1s\"", NO_AUTH).await;
