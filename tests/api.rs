@@ -601,18 +601,21 @@ async fn unrouted_triage_moves_the_message_and_applies_the_effects() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn non_ascii_subjects_and_slow_clients() {
     use backchannel::model::Role;
+    // The idle timeout also bounds, from the connect, when every other
+    // request's head must arrive: 5 s leaves a loaded machine room to
+    // schedule the client (with 1 s a stalled client was cut now and then);
+    // the slow client below is still cut by it, within a 30 s bound.
     let mut s = TestServer::start_with_http(
         "",
-        "idle_timeout = \"1s\"",
+        "idle_timeout = \"5s\"",
         "[ingest]\nauthenticate = false\n",
     )
     .await;
-    // With a one-second idle timeout a pooled keep-alive connection may be
-    // closed by the server just as the client reuses it (a race on a
-    // loaded machine, and nothing this test is about): every request here
-    // opens its own connection. The server itself does not cut a request
-    // whose handler is slower than the idle timeout (the idle clock is off
-    // while a request is in progress).
+    // A pooled keep-alive connection may be closed by the server's idle
+    // timeout just as the client reuses it (a race that is nothing this
+    // test is about): every request here opens its own connection. The
+    // server does not cut a request whose handler is slower than the idle
+    // timeout (the idle clock is off while a request is in progress).
     let api = Api {
         base: format!("http://{}", s.http),
         http: reqwest::Client::builder()
@@ -650,7 +653,7 @@ async fn non_ascii_subjects_and_slow_clients() {
         .await
         .expect("write");
     let mut buf = [0u8; 64];
-    // Cut by the 1 s idle timeout; 30 s is only a generous bound.
+    // Cut by the 5 s idle timeout; 30 s is only a generous bound.
     let n = tokio::time::timeout(std::time::Duration::from_secs(30), slow.read(&mut buf))
         .await
         .expect("closed within the idle timeout")
