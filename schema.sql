@@ -347,3 +347,25 @@ INSERT OR IGNORE INTO mailboxes (name, kind, uidvalidity)
 -- row, so without this index every listing would read through each
 -- message's overflow pages; with it, listings read only the index.
 CREATE INDEX messages_thread_received ON messages(side_conversation_id, received_at);
+
+-- migration: 4
+-- The bytes of each accepted message move out of the queue row into a table
+-- of their own. Marking a queue row done changes its size (state, processed
+-- time, message), and SQLite then rewrites the whole record, overflow pages
+-- and all: every accepted message's bytes were written a third time. Rows
+-- queued before this migration keep their bytes in `inbound_queue.raw`;
+-- new rows have an empty `raw` there and the bytes in `inbound_raw`.
+CREATE TABLE inbound_raw (
+    id              INTEGER PRIMARY KEY,      -- inbound_queue.id
+    raw             BLOB    NOT NULL
+);
+-- JMAP Email/query sorts a mailbox by received time: without this index a
+-- query on a large store read and sorted every message row.
+CREATE INDEX messages_received ON messages(received_at, id);
+-- The content hash finds a duplicate only of a message without a
+-- Message-ID (with one, the Message-ID does): the full index cost every
+-- stored message a write at a random place in a large B-tree.
+DROP INDEX messages_sha;
+CREATE INDEX messages_sha_without_id ON messages(raw_sha256) WHERE message_id IS NULL;
+-- `messages.visible_reply` is NULL from now on when it equals the text
+-- body; readers take coalesce(visible_reply, text_body).

@@ -45,6 +45,7 @@ pub struct RawConfig {
     pub smtp: RawSmtp,
     pub http: RawHttp,
     pub imap: RawImap,
+    pub jmap: RawJmap,
     pub outbound: RawOutbound,
     pub notifications: RawNotifications,
     pub dns: RawDns,
@@ -186,6 +187,8 @@ pub struct RawSmtp {
     pub shutdown_grace: String,
     pub tls_cert: String,
     pub tls_key: String,
+    /// Longest a TLS handshake after STARTTLS may take.
+    pub tls_handshake_timeout: String,
     /// New connections per minute from one address; beyond → 421 4.7.0.
     pub connections_per_minute_per_ip: u64,
     /// Failed RCPTs (unknown recipient, relaying) from one address before
@@ -219,6 +222,51 @@ pub struct RawImap {
     pub tls_key: String,
     pub max_connections: u64,
     pub idle_timeout: String,
+    /// Largest command a client may send, literals included.
+    pub max_line_bytes: u64,
+    /// Largest literal (`{n}`) in a command; nothing here takes message
+    /// data, so this is small.
+    pub max_literal_bytes: u64,
+    /// Before login, the longest wait for the next command.
+    pub preauth_timeout: String,
+    /// Longest a TLS handshake (implicit TLS listener) may take.
+    pub tls_handshake_timeout: String,
+    /// Pause before a failed LOGIN/AUTHENTICATE is answered.
+    pub login_failure_delay: String,
+    /// Consecutive invalid commands after which the connection is closed.
+    pub max_bad_commands: u64,
+    /// How long sessions get to end after shutdown was asked.
+    pub shutdown_grace: String,
+}
+
+/// JMAP limits (RFC 8620 §2 names most of them; the session resource
+/// reports them).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawJmap {
+    /// Bytes of one API request (`maxSizeRequest`); never more than
+    /// `http.max_body_bytes`.
+    pub max_size_request: u64,
+    /// Method calls in one request (`maxCallsInRequest`).
+    pub max_calls_in_request: u64,
+    /// Ids in one `/get` (`maxObjectsInGet`).
+    pub max_objects_in_get: u64,
+    /// Items in one `/set` (`maxObjectsInSet`).
+    pub max_objects_in_set: u64,
+    /// API requests one user may have in progress (`maxConcurrentRequests`).
+    pub max_concurrent_requests: u64,
+    /// EventSource connections one user may hold open.
+    pub max_push_streams: u64,
+    /// Distinct names in one `properties`/`bodyProperties` list.
+    pub max_properties: u64,
+    /// Conditions in one Email/query filter, all levels together.
+    pub max_filter_conditions: u64,
+    /// Nesting of filter operators.
+    pub max_filter_depth: u64,
+    /// Changes one `/changes` call returns at most.
+    pub max_changes: u64,
+    /// Ids one Email/query returns at most (and by default).
+    pub max_query_results: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -257,6 +305,7 @@ impl Default for RawConfig {
             smtp: RawSmtp::default(),
             http: RawHttp::default(),
             imap: RawImap::default(),
+            jmap: RawJmap::default(),
             outbound: RawOutbound::default(),
             notifications: RawNotifications::default(),
             dns: RawDns::default(),
@@ -295,6 +344,7 @@ impl Default for RawSmtp {
             shutdown_grace: "30s".into(),
             tls_cert: String::new(),
             tls_key: String::new(),
+            tls_handshake_timeout: "30s".into(),
             connections_per_minute_per_ip: 120,
             rcpt_failures_before_tarpit: 3,
             tarpit_delay: "1s".into(),
@@ -326,6 +376,31 @@ impl Default for RawImap {
             tls_key: String::new(),
             max_connections: 256,
             idle_timeout: "30m".into(),
+            max_line_bytes: 256 * 1024,
+            max_literal_bytes: 64 * 1024,
+            preauth_timeout: "60s".into(),
+            tls_handshake_timeout: "30s".into(),
+            login_failure_delay: "1s".into(),
+            max_bad_commands: 50,
+            shutdown_grace: "10s".into(),
+        }
+    }
+}
+
+impl Default for RawJmap {
+    fn default() -> Self {
+        RawJmap {
+            max_size_request: 40 * 1024 * 1024,
+            max_calls_in_request: 32,
+            max_objects_in_get: 500,
+            max_objects_in_set: 500,
+            max_concurrent_requests: 4,
+            max_push_streams: 4,
+            max_properties: 128,
+            max_filter_conditions: 256,
+            max_filter_depth: 16,
+            max_changes: 5000,
+            max_query_results: 1000,
         }
     }
 }
@@ -388,6 +463,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub http: HttpConfig,
     pub imap: ImapConfig,
+    pub jmap: JmapConfig,
     pub outbound: OutboundConfig,
     pub notifications: NotificationsConfig,
     pub dns: DnsConfig,
@@ -419,6 +495,7 @@ pub struct SmtpConfig {
     pub data_max_time: Duration,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsFiles>,
+    pub tls_handshake_timeout: Duration,
     pub connections_per_minute_per_ip: u32,
     pub rcpt_failures_before_tarpit: u32,
     pub tarpit_delay: Duration,
@@ -458,6 +535,31 @@ pub struct ImapConfig {
     pub tls: Option<TlsFiles>,
     pub max_connections: usize,
     pub idle_timeout: Duration,
+    /// Largest command, literals included (more than `max_literal_bytes`).
+    pub max_line_bytes: u32,
+    pub max_literal_bytes: u32,
+    pub preauth_timeout: Duration,
+    pub tls_handshake_timeout: Duration,
+    pub login_failure_delay: Duration,
+    pub max_bad_commands: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// JMAP limits; the session resource reports the RFC 8620 ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JmapConfig {
+    /// Already capped at `http.max_body_bytes`.
+    pub max_size_request: usize,
+    pub max_calls_in_request: usize,
+    pub max_objects_in_get: usize,
+    pub max_objects_in_set: usize,
+    pub max_concurrent_requests: usize,
+    pub max_push_streams: usize,
+    pub max_properties: usize,
+    pub max_filter_conditions: usize,
+    pub max_filter_depth: usize,
+    pub max_changes: usize,
+    pub max_query_results: usize,
 }
 
 #[derive(Clone)]
@@ -686,6 +788,7 @@ impl fmt::Debug for Config {
             .field("smtp", &self.smtp)
             .field("http", &self.http)
             .field("imap", &self.imap)
+            .field("jmap", &self.jmap)
             .field("outbound", &self.outbound)
             .field("notifications", &self.notifications)
             .field("dns", &self.dns)
@@ -809,6 +912,10 @@ impl Config {
             data_max_time: nonzero_duration("smtp.data_max_time", &s.data_max_time)?,
             shutdown_grace: duration("smtp.shutdown_grace", &s.shutdown_grace)?,
             tls: tls_files("smtp", &s.tls_cert, &s.tls_key)?,
+            tls_handshake_timeout: nonzero_duration(
+                "smtp.tls_handshake_timeout",
+                &s.tls_handshake_timeout,
+            )?,
             connections_per_minute_per_ip: count(
                 "smtp.connections_per_minute_per_ip",
                 s.connections_per_minute_per_ip,
@@ -857,6 +964,66 @@ impl Config {
             tls: tls_files("imap", &i.tls_cert, &i.tls_key)?,
             max_connections: positive("imap.max_connections", i.max_connections, 1)?,
             idle_timeout: nonzero_duration("imap.idle_timeout", &i.idle_timeout)?,
+            // RFC 7162 §4: clients keep lines under 8192 octets, but the
+            // largest literal plus its command must fit too.
+            max_line_bytes: count("imap.max_line_bytes", i.max_line_bytes, 2048)?,
+            // A literal is most often a LOGIN password.
+            max_literal_bytes: count("imap.max_literal_bytes", i.max_literal_bytes, 1024)?,
+            preauth_timeout: nonzero_duration("imap.preauth_timeout", &i.preauth_timeout)?,
+            tls_handshake_timeout: nonzero_duration(
+                "imap.tls_handshake_timeout",
+                &i.tls_handshake_timeout,
+            )?,
+            login_failure_delay: duration("imap.login_failure_delay", &i.login_failure_delay)?,
+            max_bad_commands: count("imap.max_bad_commands", i.max_bad_commands, 1)?,
+            shutdown_grace: duration("imap.shutdown_grace", &i.shutdown_grace)?,
+        };
+        if u64::from(imap.max_literal_bytes) + 1024 > u64::from(imap.max_line_bytes) {
+            return Err(invalid(
+                "imap.max_literal_bytes",
+                format!(
+                    "at most imap.max_line_bytes - 1024 ({}): a literal travels inside its command",
+                    imap.max_line_bytes.saturating_sub(1024)
+                ),
+            ));
+        }
+        if imap.login_failure_delay > Duration::from_secs(60) {
+            return Err(invalid(
+                "imap.login_failure_delay",
+                "at most 60s (the session waits that long for every failed login)",
+            ));
+        }
+
+        let j = &raw.jmap;
+        let jmap = JmapConfig {
+            // The HTTP layer refuses larger bodies before JMAP sees them.
+            max_size_request: positive("jmap.max_size_request", j.max_size_request, 1024)?
+                .min(http.max_body_bytes),
+            max_calls_in_request: positive("jmap.max_calls_in_request", j.max_calls_in_request, 1)?,
+            max_objects_in_get: positive("jmap.max_objects_in_get", j.max_objects_in_get, 1)?,
+            max_objects_in_set: positive("jmap.max_objects_in_set", j.max_objects_in_set, 1)?,
+            max_concurrent_requests: positive(
+                "jmap.max_concurrent_requests",
+                j.max_concurrent_requests,
+                1,
+            )?,
+            max_push_streams: positive("jmap.max_push_streams", j.max_push_streams, 1)?,
+            max_properties: positive("jmap.max_properties", j.max_properties, 1)?,
+            // Each condition deepens the one SQL expression Email/query
+            // builds; past 256 it could exceed SQLite's expression depth
+            // (1000) and fail in the database instead of as a client error.
+            max_filter_conditions: at_most(
+                "jmap.max_filter_conditions",
+                positive("jmap.max_filter_conditions", j.max_filter_conditions, 1)?,
+                256,
+            )?,
+            max_filter_depth: at_most(
+                "jmap.max_filter_depth",
+                positive("jmap.max_filter_depth", j.max_filter_depth, 1)?,
+                64,
+            )?,
+            max_changes: positive("jmap.max_changes", j.max_changes, 1)?,
+            max_query_results: positive("jmap.max_query_results", j.max_query_results, 1)?,
         };
 
         let o = &raw.outbound;
@@ -1021,6 +1188,7 @@ impl Config {
             smtp,
             http,
             imap,
+            jmap,
             outbound,
             notifications,
             dns,
@@ -1217,6 +1385,13 @@ fn positive(key: &str, value: u64, min: u64) -> Result<usize, ConfigError> {
         return Err(invalid(key, format!("{value} is below the minimum {min}")));
     }
     usize::try_from(value).map_err(|_| invalid(key, "too large"))
+}
+
+fn at_most(key: &str, value: usize, max: usize) -> Result<usize, ConfigError> {
+    if value > max {
+        return Err(invalid(key, format!("{value} is above the maximum {max}")));
+    }
+    Ok(value)
 }
 
 /// A whole number of at least `min` that fits in a u32.
@@ -1520,6 +1695,127 @@ mod tests {
                 no_env(),
                 "smtp.block_time",
             ),
+            (
+                "[smtp]\ntls_handshake_timeout = \"0s\"\n",
+                no_env(),
+                "smtp.tls_handshake_timeout",
+            ),
+            (
+                "[imap]\nmax_line_bytes = 0\n",
+                no_env(),
+                "imap.max_line_bytes",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_IMAP_MAX_LINE_BYTES".into(), "big".into())],
+                "imap.max_line_bytes",
+            ),
+            (
+                "[imap]\nmax_literal_bytes = 10\n",
+                no_env(),
+                "imap.max_literal_bytes",
+            ),
+            (
+                "[imap]\nmax_line_bytes = 8192\nmax_literal_bytes = 65536\n",
+                no_env(),
+                "imap.max_literal_bytes",
+            ),
+            (
+                "[imap]\nmax_literal_bytes = 5000000000\nmax_line_bytes = 6000000000\n",
+                no_env(),
+                "imap.max_l",
+            ),
+            (
+                "[imap]\nshutdown_grace = \"soon\"\n",
+                no_env(),
+                "imap.shutdown_grace",
+            ),
+            (
+                "[imap]\npreauth_timeout = \"0s\"\n",
+                no_env(),
+                "imap.preauth_timeout",
+            ),
+            (
+                "[imap]\ntls_handshake_timeout = \"0s\"\n",
+                no_env(),
+                "imap.tls_handshake_timeout",
+            ),
+            (
+                "[imap]\nlogin_failure_delay = \"2m\"\n",
+                no_env(),
+                "imap.login_failure_delay",
+            ),
+            (
+                "[imap]\nmax_bad_commands = 0\n",
+                no_env(),
+                "imap.max_bad_commands",
+            ),
+            (
+                "[jmap]\nmax_calls_in_request = 0\n",
+                no_env(),
+                "jmap.max_calls_in_request",
+            ),
+            (
+                "[jmap]\nmax_calls_in_request = \"many\"\n",
+                no_env(),
+                "jmap.max_calls_in_request",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_JMAP_MAX_CHANGES".into(), "lots".into())],
+                "jmap.max_changes",
+            ),
+            (
+                "[jmap]\nmax_size_request = 10\n",
+                no_env(),
+                "jmap.max_size_request",
+            ),
+            (
+                "[jmap]\nmax_objects_in_get = 0\n",
+                no_env(),
+                "jmap.max_objects_in_get",
+            ),
+            (
+                "[jmap]\nmax_objects_in_set = 0\n",
+                no_env(),
+                "jmap.max_objects_in_set",
+            ),
+            (
+                "[jmap]\nmax_concurrent_requests = 0\n",
+                no_env(),
+                "jmap.max_concurrent_requests",
+            ),
+            (
+                "[jmap]\nmax_push_streams = 0\n",
+                no_env(),
+                "jmap.max_push_streams",
+            ),
+            (
+                "[jmap]\nmax_properties = 0\n",
+                no_env(),
+                "jmap.max_properties",
+            ),
+            (
+                "[jmap]\nmax_filter_conditions = 1000\n",
+                no_env(),
+                "jmap.max_filter_conditions",
+            ),
+            (
+                "[jmap]\nmax_filter_depth = 0\n",
+                no_env(),
+                "jmap.max_filter_depth",
+            ),
+            (
+                "[jmap]\nmax_filter_depth = 65\n",
+                no_env(),
+                "jmap.max_filter_depth",
+            ),
+            (
+                "[jmap]\nmax_query_results = 0\n",
+                no_env(),
+                "jmap.max_query_results",
+            ),
+            ("[jmap]\nbogus = 1\n", no_env(), "jmap.bogus"),
         ];
         for (text, env, key) in cases {
             let err = Config::from_toml_str(text, env.clone())
@@ -1650,6 +1946,60 @@ mod tests {
         assert_eq!(c.limits.login_failures, 3);
         assert_eq!(c.smtp.max_rcpt_failures, 5);
         assert_eq!(c.smtp.tarpit_delay, Duration::from_millis(250));
+    }
+
+    #[test]
+    fn imap_and_jmap_limits_have_defaults_and_env_overrides() {
+        let c = Config::load(None, no_env()).expect("defaults load");
+        let i = &c.imap;
+        assert_eq!(
+            (i.max_line_bytes, i.max_literal_bytes),
+            (256 * 1024, 64 * 1024)
+        );
+        assert_eq!(i.shutdown_grace, Duration::from_secs(10));
+        assert_eq!(i.preauth_timeout, Duration::from_secs(60));
+        assert_eq!(i.tls_handshake_timeout, Duration::from_secs(30));
+        assert_eq!(i.login_failure_delay, Duration::from_secs(1));
+        assert_eq!(i.max_bad_commands, 50);
+        assert_eq!(
+            c.jmap,
+            JmapConfig {
+                max_size_request: 40 * 1024 * 1024,
+                max_calls_in_request: 32,
+                max_objects_in_get: 500,
+                max_objects_in_set: 500,
+                max_concurrent_requests: 4,
+                max_push_streams: 4,
+                max_properties: 128,
+                max_filter_conditions: 256,
+                max_filter_depth: 16,
+                max_changes: 5000,
+                max_query_results: 1000,
+            }
+        );
+        let c = Config::from_toml_str(
+            "[http]\nmax_body_bytes = 65536\n[jmap]\nmax_objects_in_get = 7\n",
+            vec![
+                ("BACKCHANNEL_JMAP_MAX_CALLS_IN_REQUEST".into(), "2".into()),
+                ("BACKCHANNEL_IMAP_MAX_LINE_BYTES".into(), "8192".into()),
+                ("BACKCHANNEL_IMAP_MAX_LITERAL_BYTES".into(), "4096".into()),
+                ("BACKCHANNEL_IMAP_SHUTDOWN_GRACE".into(), "250ms".into()),
+            ],
+        )
+        .expect("loads");
+        assert_eq!(c.jmap.max_calls_in_request, 2);
+        assert_eq!(c.jmap.max_objects_in_get, 7);
+        // A JMAP request is never larger than the HTTP layer lets through.
+        assert_eq!(c.jmap.max_size_request, 65536);
+        assert_eq!(
+            (c.imap.max_line_bytes, c.imap.max_literal_bytes),
+            (8192, 4096)
+        );
+        assert_eq!(c.imap.shutdown_grace, Duration::from_millis(250));
+        let printed = c.to_redacted_toml();
+        assert!(printed.contains("[jmap]"), "{printed}");
+        assert!(printed.contains("max_calls_in_request = 2"), "{printed}");
+        assert!(printed.contains("max_line_bytes = 8192"), "{printed}");
     }
 
     #[test]

@@ -96,6 +96,7 @@ pub fn export_config_limits(c: &crate::config::Config) {
     n("smtp.max_line_length", s.max_line_length);
     d("smtp.command_timeout", s.command_timeout);
     d("smtp.data_timeout", s.data_timeout);
+    d("smtp.tls_handshake_timeout", s.tls_handshake_timeout);
     n(
         "smtp.rcpt_failures_before_tarpit",
         s.rcpt_failures_before_tarpit as usize,
@@ -111,6 +112,25 @@ pub fn export_config_limits(c: &crate::config::Config) {
     d("http.request_timeout", h.request_timeout);
     n("imap.max_connections", c.imap.max_connections);
     d("imap.idle_timeout", c.imap.idle_timeout);
+    n("imap.max_line_bytes", c.imap.max_line_bytes as usize);
+    n("imap.max_literal_bytes", c.imap.max_literal_bytes as usize);
+    d("imap.preauth_timeout", c.imap.preauth_timeout);
+    d("imap.tls_handshake_timeout", c.imap.tls_handshake_timeout);
+    d("imap.login_failure_delay", c.imap.login_failure_delay);
+    n("imap.max_bad_commands", c.imap.max_bad_commands as usize);
+    d("imap.shutdown_grace", c.imap.shutdown_grace);
+    let j = &c.jmap;
+    n("jmap.max_size_request", j.max_size_request);
+    n("jmap.max_calls_in_request", j.max_calls_in_request);
+    n("jmap.max_objects_in_get", j.max_objects_in_get);
+    n("jmap.max_objects_in_set", j.max_objects_in_set);
+    n("jmap.max_concurrent_requests", j.max_concurrent_requests);
+    n("jmap.max_push_streams", j.max_push_streams);
+    n("jmap.max_properties", j.max_properties);
+    n("jmap.max_filter_conditions", j.max_filter_conditions);
+    n("jmap.max_filter_depth", j.max_filter_depth);
+    n("jmap.max_changes", j.max_changes);
+    n("jmap.max_query_results", j.max_query_results);
     n("portal.max_upload_bytes", c.portal.max_upload_bytes);
     n("portal.replies_per_hour", c.portal.replies_per_hour);
     n("limits.login_failures", c.limits.login_failures as usize);

@@ -318,6 +318,86 @@ fn bad_config_is_a_startup_error_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
 }
 
+/// The IMAP and JMAP limits are config keys: `backchannel config` shows
+/// them (environment overrides included), and a bad value stops startup
+/// with an error naming the key.
+#[test]
+fn imap_and_jmap_limits_are_shown_and_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let out = backchannel()
+        .arg("--config")
+        .arg(&config)
+        .arg("config")
+        .env("BACKCHANNEL_JMAP_MAX_CALLS_IN_REQUEST", "2")
+        .env("BACKCHANNEL_IMAP_MAX_LITERAL_BYTES", "4096")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf8");
+    for want in [
+        "[jmap]",
+        "max_calls_in_request = 2",
+        "max_objects_in_get = 500",
+        "max_changes = 5000",
+        "max_literal_bytes = 4096",
+        "max_line_bytes = 262144",
+        "shutdown_grace = \"10s\"",
+    ] {
+        assert!(text.contains(want), "{want} missing: {text}");
+    }
+
+    for (file_extra, env, key) in [
+        ("[imap]\nmax_line_bytes = 0\n", None, "imap.max_line_bytes"),
+        (
+            "",
+            Some(("BACKCHANNEL_JMAP_MAX_CALLS_IN_REQUEST", "lots")),
+            "jmap.max_calls_in_request",
+        ),
+        (
+            "[jmap]\nmax_objects_in_get = 0\n",
+            None,
+            "jmap.max_objects_in_get",
+        ),
+        (
+            "",
+            Some(("BACKCHANNEL_IMAP_SHUTDOWN_GRACE", "later")),
+            "imap.shutdown_grace",
+        ),
+    ] {
+        let path = dir.path().join("limits.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "data_dir = \"{}\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n{file_extra}",
+                dir.path().join("data").display()
+            ),
+        )
+        .expect("write");
+        // `serve` for the first (a real startup), `config` for the rest:
+        // the same loading, and a wrongly accepted value cannot leave a
+        // server running.
+        let sub = if key == "imap.max_line_bytes" {
+            "serve"
+        } else {
+            "config"
+        };
+        let mut cmd = backchannel();
+        cmd.arg("--config").arg(&path).arg(sub);
+        if let Some((var, value)) = env {
+            cmd.env(var, value);
+        }
+        let out = cmd.output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{key}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(key), "{key}: {err}");
+    }
+}
+
 #[test]
 fn sender_commands_add_list_and_verify() {
     let dir = tempfile::tempdir().expect("tempdir");

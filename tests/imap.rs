@@ -369,6 +369,68 @@ async fn login_errors_literals_and_unknown_commands_keep_the_session() {
     s.shutdown().await;
 }
 
+/// `imap.max_line_bytes`, `imap.max_literal_bytes` and
+/// `imap.max_bad_commands` are config keys: a server with small ones
+/// answers a line or literal over them `BAD` (the same command under them
+/// works) and the session goes on; that many invalid commands in a row end
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_line_and_literal_limits() {
+    let mut s = TestServer::start_with_imap(
+        "max_line_bytes = 4096\nmax_literal_bytes = 2048\nmax_bad_commands = 3\n",
+        NO_AUTH,
+    )
+    .await;
+    let token = make_user(&s, OWNER, "Owner", Role::Owner).await;
+    let mut c = connect(&s).await;
+    c.login(OWNER, &token).await;
+    c.ok("SELECT INBOX").await;
+
+    // A 3000-byte SEARCH is fine, a 5000-byte one is over the line limit
+    // (the default, 256 KiB, would take it).
+    c.ok(&format!("SEARCH SUBJECT \"{}\"", "a".repeat(3000)))
+        .await;
+    let r = c
+        .cmd(&format!("SEARCH SUBJECT \"{}\"", "a".repeat(5000)))
+        .await;
+    assert_eq!(status_of(&r), "BAD", "{r:?}");
+    assert!(r.last().is_some_and(|l| l.contains("too long")), "{r:?}");
+    c.ok("NOOP").await;
+
+    // A 1500-byte literal is taken, a 3000-byte one refused unread.
+    let tag = c.next_tag();
+    c.send(format!("{tag} SEARCH SUBJECT {{1500}}\r\n").as_bytes())
+        .await;
+    let cont = c.line().await;
+    assert!(cont.starts_with("+ "), "{cont}");
+    c.send(format!("{}\r\n", "b".repeat(1500)).as_bytes()).await;
+    let r = c.until_tagged(&tag).await;
+    assert_eq!(status_of(&r), "OK", "{r:?}");
+    let tag = c.next_tag();
+    c.send(format!("{tag} SEARCH SUBJECT {{3000}}\r\n").as_bytes())
+        .await;
+    let r = c.until_tagged(&tag).await;
+    assert_eq!(status_of(&r), "BAD", "{r:?}");
+    assert!(
+        r.last().is_some_and(|l| l.contains("Literal too large")),
+        "{r:?}"
+    );
+    c.ok("NOOP").await;
+
+    // Two invalid commands are answered, the third in a row ends the
+    // session.
+    for _ in 0..2 {
+        let r = c.cmd("FROBNICATE").await;
+        assert_eq!(status_of(&r), "BAD", "{r:?}");
+    }
+    c.send(b"t99 FROBNICATE\r\n").await;
+    assert!(c.line().await.starts_with("t99 BAD"));
+    let bye = c.line().await;
+    assert!(bye.starts_with("* BYE"), "{bye}");
+    assert_eq!(c.line().await, "", "closed after too many invalid commands");
+    s.shutdown().await;
+}
+
 const LIST_SCRIPT: &str = r#"
 import imaplib, sys
 host, port, owner, otoken, member, mtoken = sys.argv[1:7]
@@ -1018,6 +1080,43 @@ async fn implicit_tls_listener() {
         .expect("closed in time")
         .unwrap_or(0);
     assert!(!String::from_utf8_lossy(&buf[..n]).contains("CAPABILITY IMAP4REV1"));
+    s.shutdown().await;
+}
+
+/// `imap.preauth_timeout` and `imap.tls_handshake_timeout` are config
+/// keys: a client that logs in never, or never starts its TLS handshake,
+/// is let go after the configured time (the defaults, 60 s and 30 s, are
+/// longer than this test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_timeouts_let_silent_clients_go() {
+    let mut s = TestServer::start_with_imap("preauth_timeout = \"1s\"\n", NO_AUTH).await;
+    let mut c = connect(&s).await;
+    assert_eq!(c.line().await, "* BYE Autologout; idle for too long\r\n");
+    assert_eq!(c.line().await, "");
+    s.shutdown().await;
+
+    let certdir = tempfile::tempdir().expect("tempdir");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("cert");
+    let cert = certdir.path().join("cert.pem");
+    let key = certdir.path().join("key.pem");
+    std::fs::write(&cert, ck.cert.pem()).expect("write cert");
+    std::fs::write(&key, ck.signing_key.serialize_pem()).expect("write key");
+    let mut s = TestServer::start_with_imap(
+        &format!(
+            "tls_cert = \"{}\"\ntls_key = \"{}\"\ntls_handshake_timeout = \"1s\"\n",
+            cert.display(),
+            key.display()
+        ),
+        NO_AUTH,
+    )
+    .await;
+    let mut silent = TcpStream::connect(s.imap).await.expect("connect");
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("closed before the test gave up")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed without a byte");
     s.shutdown().await;
 }
 

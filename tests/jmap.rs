@@ -1821,3 +1821,96 @@ async fn standing_mailboxes_are_never_created_again() {
     assert_eq!(updated, want, "{v}");
     s.shutdown().await;
 }
+
+/// The `[jmap]` limits are config keys: the session resource reports the
+/// configured values and the API enforces them (RFC 8620 §3.6.1 `limit`
+/// problems, `requestTooLarge` and `invalidArguments` method errors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_limits_are_reported_and_enforced() {
+    let rest = format!(
+        "{NO_AUTH}[jmap]\nmax_calls_in_request = 2\nmax_objects_in_get = 3\n\
+         max_objects_in_set = 4\nmax_concurrent_requests = 5\nmax_size_request = 20000\n\
+         max_properties = 2\nmax_query_results = 6\nmax_filter_conditions = 5\n"
+    );
+    let mut s = TestServer::start_with_http("", "", &rest).await;
+    let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
+    let session: Value = reqwest::Client::new()
+        .get(format!("http://{}/.well-known/jmap", s.http))
+        .bearer_auth(&member)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    let core = &session["capabilities"][CORE];
+    assert_eq!(core["maxCallsInRequest"], 2, "{core}");
+    assert_eq!(core["maxObjectsInGet"], 3, "{core}");
+    assert_eq!(core["maxObjectsInSet"], 4, "{core}");
+    assert_eq!(core["maxConcurrentRequests"], 5, "{core}");
+    assert_eq!(core["maxSizeRequest"], 20000, "{core}");
+
+    let j = Jmap::new(&s, &member).await;
+    // Two calls are fine, three are a request-level `limit` problem.
+    let two = json!([["Core/echo", {"n": 1}, "a"], ["Core/echo", {"n": 2}, "b"]]);
+    assert_eq!(j.call(two).await.len(), 2);
+    let three = json!({"using": [CORE], "methodCalls": [
+        ["Core/echo", {}, "a"], ["Core/echo", {}, "b"], ["Core/echo", {}, "c"]]});
+    let (status, ctype, v) = j.post_raw(serde_json::to_vec(&three).expect("json")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(ctype, "application/problem+json");
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:limit", "{v}");
+    assert_eq!(v["limit"], "maxCallsInRequest", "{v}");
+    // A body over maxSizeRequest (but far under http.max_body_bytes).
+    let big =
+        json!({"using": [CORE], "methodCalls": [["Core/echo", {"x": "y".repeat(30000)}, "a"]]});
+    let (status, _, v) = j.post_raw(serde_json::to_vec(&big).expect("json")).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(v["type"], "urn:ietf:params:jmap:error:limit", "{v}");
+    assert_eq!(v["limit"], "maxSizeRequest", "{v}");
+
+    // Per-method limits.
+    let ids4 = json!(["b1", "b2", "b3", "b4"]);
+    assert_eq!(
+        j.error("Mailbox/get", json!({"ids": ids4})).await,
+        "requestTooLarge"
+    );
+    let v = j
+        .one("Mailbox/get", json!({"ids": ["x1", "x2", "x3"]}))
+        .await;
+    assert_eq!(v["notFound"].as_array().map(Vec::len), Some(3), "{v}");
+    assert_eq!(
+        j.error(
+            "Mailbox/get",
+            json!({"ids": null, "properties": ["name", "role", "sortOrder"]})
+        )
+        .await,
+        "invalidArguments"
+    );
+    j.one(
+        "Mailbox/get",
+        json!({"ids": null, "properties": ["name", "role"]}),
+    )
+    .await;
+    let destroy: Vec<String> = (1..=5).map(|n| format!("m{n}")).collect();
+    assert_eq!(
+        j.error("Email/set", json!({"destroy": destroy})).await,
+        "requestTooLarge"
+    );
+    let v = j.one("Email/query", json!({})).await;
+    assert_eq!(v["limit"], 6, "the default and largest limit: {v}");
+    let v = j.one("Email/query", json!({"limit": 100})).await;
+    assert_eq!(v["limit"], 6, "{v}");
+    // The operator, each condition object and each property count: an OR
+    // of two one-property conditions is 5, of three is 7.
+    let conds = |n: usize| -> Value {
+        json!({"operator": "OR", "conditions":
+            (0..n).map(|i| json!({"subject": format!("s{i}")})).collect::<Vec<_>>()})
+    };
+    j.one("Email/query", json!({"filter": conds(2)})).await;
+    assert_eq!(
+        j.error("Email/query", json!({"filter": conds(3)})).await,
+        "invalidArguments"
+    );
+    s.shutdown().await;
+}

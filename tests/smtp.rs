@@ -180,6 +180,24 @@ async fn starttls_with_lettre_and_the_session_is_reset() {
     server.shutdown().await;
 }
 
+/// `smtp.tls_handshake_timeout` is a config key: a client that asks for
+/// STARTTLS and then sends nothing is let go after it (the default, 30 s,
+/// is longer than this test waits).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_starttls_client_is_let_go_after_the_configured_timeout() {
+    let certdir = tempfile::tempdir().expect("tempdir");
+    let (tls_keys, _) = certificate(certdir.path());
+    let mut server =
+        TestServer::start(&format!("{tls_keys}tls_handshake_timeout = \"1s\"\n")).await;
+    let mut c = connect(server.smtp).await;
+    assert_eq!(code(&c.reply().await), "220");
+    assert_eq!(code(&c.cmd("EHLO client.example").await), "250");
+    assert_eq!(code(&c.cmd("STARTTLS").await), "220");
+    // No ClientHello: the server closes the connection.
+    assert_eq!(c.reply().await, "");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_commit_answers_451_and_stores_nothing_then_recovers() {
     let mut server = TestServer::start("").await;

@@ -92,7 +92,8 @@ fuzz_target!(|data: &[u8]| {
                     .store
                     .read(move |c| {
                         Ok(c.query_row(
-                            "SELECT state, raw FROM inbound_queue WHERE id = ?1",
+                            "SELECT q.state, coalesce(r.raw, q.raw) FROM inbound_queue q
+                             LEFT JOIN inbound_raw r ON r.id = q.id WHERE q.id = ?1",
                             [id],
                             |r| Ok((r.get(0)?, r.get(1)?)),
                         )?)

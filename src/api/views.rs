@@ -41,7 +41,8 @@ pub fn reply_address(conn: &Connection, domain: &str, token: &str, sender: &str)
 pub fn message(conn: &Connection, id: i64) -> Result<Value> {
     let row = conn.query_row(
         "SELECT id, side_conversation_id, direction, message_id, in_reply_to, refs, from_name, from_email,
-                reply_to, to_addrs, cc_addrs, subject, date, received_at, text_body, html_body, visible_reply,
+                reply_to, to_addrs, cc_addrs, subject, date, received_at, text_body, html_body,
+                coalesce(visible_reply, text_body),
                 kind, flags, route, auth, bounce
          FROM messages WHERE id = ?1",
         [id],

@@ -75,6 +75,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         // only turns working commands into errors.
         options.crlf_relaxed = true;
         options.max_literal_size = max_literal;
+        // The config guarantees room for the largest literal plus its
+        // command; the max keeps that true for any caller.
         options.max_command_size = max_command.max(max_literal.saturating_add(1024));
         let _ = options.set_literal_reject_text("Literal too large".to_string());
         let _ = options.set_literal_accept_text("Ready for literal data".to_string());

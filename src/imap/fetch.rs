@@ -7,8 +7,9 @@
 //! owned values), and written out before the next batch is read. No read
 //! connection is held across an await.
 
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use imap_codec::ResponseCodec;
 use imap_types::IntoStatic;
@@ -35,6 +36,78 @@ const BATCH: usize = 64;
 const JOB_BYTES: usize = 2 * 1024 * 1024;
 /// Messages per read job when only index data (flags, UIDs) is fetched.
 const JOB_MESSAGES: usize = 2048;
+/// Memory the summaries of fetched messages may take (estimated).
+const SUMMARY_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// What ENVELOPE and RFC822.SIZE say of one message. Stored messages never
+/// change, so once computed it is kept (like Dovecot's cache file): a
+/// client listing a mailbox again gets it without the mail being read from
+/// the store and parsed.
+#[derive(Debug)]
+pub(crate) struct Summary {
+    envelope: imap_types::envelope::Envelope<'static>,
+    size: u32,
+    /// Estimated memory, for the cache's budget.
+    cost: usize,
+}
+
+impl Summary {
+    fn of(raw: &[u8]) -> Summary {
+        let header = memchr::memmem::find(raw, b"\n\r\n")
+            .or_else(|| memchr::memmem::find(raw, b"\n\n"))
+            .unwrap_or(raw.len());
+        Summary {
+            envelope: mime::envelope(raw),
+            size: served_size(raw),
+            cost: header.min(raw.len()) + 512,
+        }
+    }
+}
+
+/// The summaries of one listener's messages, by message row id, dropped
+/// oldest first past [`SUMMARY_CACHE_BYTES`].
+#[derive(Debug, Default)]
+pub(crate) struct Summaries {
+    inner: Mutex<SummaryMap>,
+}
+
+#[derive(Debug, Default)]
+struct SummaryMap {
+    map: HashMap<i64, Arc<Summary>>,
+    order: VecDeque<i64>,
+    bytes: usize,
+}
+
+impl Summaries {
+    fn get_many(&self, ids: &[i64]) -> Vec<Option<Arc<Summary>>> {
+        match self.inner.lock() {
+            Ok(m) => ids.iter().map(|id| m.map.get(id).cloned()).collect(),
+            Err(_) => vec![None; ids.len()],
+        }
+    }
+
+    fn insert(&self, id: i64, summary: Arc<Summary>) {
+        let Ok(mut m) = self.inner.lock() else {
+            return;
+        };
+        let cost = summary.cost;
+        if cost > SUMMARY_CACHE_BYTES / 4 {
+            return;
+        }
+        if m.map.insert(id, summary).is_none() {
+            m.order.push_back(id);
+            m.bytes += cost;
+        }
+        while m.bytes > SUMMARY_CACHE_BYTES {
+            let Some(old) = m.order.pop_front() else {
+                break;
+            };
+            if let Some(gone) = m.map.remove(&old) {
+                m.bytes = m.bytes.saturating_sub(gone.cost);
+            }
+        }
+    }
+}
 
 /// One requested data item, owned (it moves into the read job).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +132,11 @@ enum Item {
 impl Item {
     fn needs_raw(&self) -> bool {
         !matches!(self, Item::Uid | Item::Flags | Item::InternalDate)
+    }
+
+    /// Served from a message's [`Summary`] once there is one.
+    fn in_summary(&self) -> bool {
+        matches!(self, Item::Envelope | Item::Size)
     }
 
     /// Whether fetching it sets \Seen (RFC 3501 §6.4.5).
@@ -218,6 +296,7 @@ fn encode_one(
     items: &[Item],
     received_at: i64,
     raw: &[u8],
+    summary: Option<&Summary>,
     out: &mut Vec<u8>,
 ) {
     // Section bytes live until the response is encoded.
@@ -241,8 +320,12 @@ fn encode_one(
                 MessageDataItem::Flags(flag_list(job.flags))
             }
             Item::InternalDate => MessageDataItem::InternalDate(internal_date(received_at)),
-            Item::Size => MessageDataItem::Rfc822Size(served_size(raw)),
-            Item::Envelope => MessageDataItem::Envelope(mime::envelope(raw)),
+            Item::Size => {
+                MessageDataItem::Rfc822Size(summary.map_or_else(|| served_size(raw), |s| s.size))
+            }
+            Item::Envelope => MessageDataItem::Envelope(
+                summary.map_or_else(|| mime::envelope(raw), |s| s.envelope.clone()),
+            ),
             Item::Body => MessageDataItem::Body(mime::body_structure(raw, false)),
             Item::BodyStructure => MessageDataItem::BodyStructure(mime::body_structure(raw, true)),
             Item::BodyExt {
@@ -292,32 +375,76 @@ fn encode_jobs(
     conn: &rusqlite::Connection,
     jobs: &[Job],
     items: &[Item],
+    summaries: &Summaries,
 ) -> StoreResult<(Vec<u8>, usize)> {
     let codec = ResponseCodec::default();
     let mut out = Vec::with_capacity(64 * 1024);
     let needs_raw = items.iter().any(Item::needs_raw);
+    // ENVELOPE and RFC822.SIZE alone (with index data) come from the
+    // summaries: the mail is read only for messages without one yet.
+    let summary_only = needs_raw && items.iter().all(|i| !i.needs_raw() || i.in_summary());
     let needs_date = items.contains(&Item::InternalDate);
     let mut done = 0;
     for batch in jobs.chunks(BATCH) {
         let ids: Vec<i64> = batch.iter().map(|j| j.message_id).collect();
         let position: std::collections::HashMap<i64, usize> =
             ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        if needs_raw {
+        if summary_only {
+            let mut known = summaries.get_many(&ids);
+            let missing: Vec<i64> = ids
+                .iter()
+                .zip(&known)
+                .filter(|(_, s)| s.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            let mut dates: HashMap<i64, i64> = HashMap::new();
+            if !missing.is_empty() {
+                view::with_raw_messages(conn, &missing, |id, received_at, raw| {
+                    if let Some(&i) = position.get(&id) {
+                        let summary = Arc::new(Summary::of(raw));
+                        summaries.insert(id, summary.clone());
+                        known[i] = Some(summary);
+                        dates.insert(id, received_at);
+                    }
+                    true
+                })?;
+            }
+            if needs_date && dates.len() < ids.len() {
+                for m in view::messages(conn, &ids, false)? {
+                    dates.insert(m.id, m.received_at);
+                }
+            }
+            for (job, summary) in batch.iter().zip(&known) {
+                // A message that vanished between listing and reading is
+                // left out, as on the other paths.
+                let Some(summary) = summary else { continue };
+                let received_at = dates.get(&job.message_id).copied().unwrap_or(0);
+                encode_one(
+                    &codec,
+                    job,
+                    items,
+                    received_at,
+                    &[],
+                    Some(summary),
+                    &mut out,
+                );
+            }
+        } else if needs_raw {
             view::with_raw_messages(conn, &ids, |id, received_at, raw| {
                 if let Some(&i) = position.get(&id) {
-                    encode_one(&codec, &batch[i], items, received_at, raw, &mut out);
+                    encode_one(&codec, &batch[i], items, received_at, raw, None, &mut out);
                 }
                 true
             })?;
         } else if needs_date {
             for m in view::messages(conn, &ids, false)? {
                 if let Some(&i) = position.get(&m.id) {
-                    encode_one(&codec, &batch[i], items, m.received_at, &[], &mut out);
+                    encode_one(&codec, &batch[i], items, m.received_at, &[], None, &mut out);
                 }
             }
         } else {
             for job in batch {
-                encode_one(&codec, job, items, 0, &[], &mut out);
+                encode_one(&codec, job, items, 0, &[], None, &mut out);
             }
         }
         done += batch.len();
@@ -440,7 +567,7 @@ pub(super) async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         for chunk in jobs.chunks(JOB_MESSAGES) {
             let mut out = Vec::with_capacity(chunk.len() * 48);
             for job in chunk {
-                encode_one(&codec, job, &items, 0, &[], &mut out);
+                encode_one(&codec, job, &items, 0, &[], None, &mut out);
             }
             session.conn.write_encoded(&out);
             session.conn.flush_if_full().await?;
@@ -451,11 +578,13 @@ pub(super) async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         // task writes the previous one out: disk, CPU and socket overlap.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<StoreResult<Vec<u8>>>(2);
         let store = session.shared_store().clone();
+        let summaries = session.shared.summaries.clone();
         let producer = tokio::task::spawn_blocking(move || {
             let mut pos = 0;
             while pos < jobs.len() {
                 let end = (pos + JOB_MESSAGES).min(jobs.len());
-                let result = store.read_blocking(|c| encode_jobs(c, &jobs[pos..end], &items));
+                let result =
+                    store.read_blocking(|c| encode_jobs(c, &jobs[pos..end], &items, &summaries));
                 let failed = result.is_err();
                 let bytes = result.map(|(bytes, done)| {
                     pos += done.max(1);

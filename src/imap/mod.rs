@@ -38,11 +38,6 @@ use crate::config::Config;
 use crate::metrics;
 use crate::store::Store;
 
-/// How long sessions get to end by themselves after shutdown was asked
-/// (they are told `BYE` as soon as their current command is done).
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// State shared by every session of one listener.
 pub(crate) struct Shared {
     config: Arc<Config>,
@@ -52,6 +47,8 @@ pub(crate) struct Shared {
     limits: Arc<crate::limits::Limits>,
     active: AtomicUsize,
     next_session: AtomicU64,
+    /// ENVELOPE and RFC822.SIZE of messages already fetched once.
+    summaries: Arc<fetch::Summaries>,
 }
 
 /// The IMAP server of one gateway.
@@ -78,12 +75,14 @@ impl Server {
                 limits,
                 active: AtomicUsize::new(0),
                 next_session: AtomicU64::new(1),
+                summaries: Arc::new(fetch::Summaries::default()),
             }),
         })
     }
 
     /// Accepts connections until `shutdown`; then stops accepting and
-    /// gives sessions [`SHUTDOWN_GRACE`] to say `BYE` and close.
+    /// gives sessions `imap.shutdown_grace` to say `BYE` and close (they
+    /// are told as soon as their current command is done).
     pub async fn run(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
         let mut sessions = JoinSet::new();
         loop {
@@ -102,7 +101,8 @@ impl Server {
             }
         }
         drop(listener);
-        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        let grace = self.shared.config.imap.shutdown_grace;
+        let drained = tokio::time::timeout(grace, async {
             while sessions.join_next().await.is_some() {}
         })
         .await;
@@ -209,8 +209,11 @@ async fn serve_connection(
     match shared.tls.clone() {
         None => session::run(shared, stream, peer, false, shutdown).await,
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+            let handshake = tokio::time::timeout(
+                shared.config.imap.tls_handshake_timeout,
+                acceptor.accept(stream),
+            )
+            .await;
             match handshake {
                 Ok(Ok(tls_stream)) => {
                     metrics::inc("imap_tls_handshakes_total", &[("result", "ok")]);

@@ -32,17 +32,6 @@ use crate::metrics;
 use crate::store::users::User;
 use crate::store::{StoreError, view};
 
-/// Before login a connection gets at most this long between commands.
-const PREAUTH_TIMEOUT: Duration = Duration::from_secs(60);
-/// A failed login is answered only after this pause (slows guessing).
-const LOGIN_FAILURE_DELAY: Duration = Duration::from_secs(1);
-/// Consecutive unparsable commands after which the connection is closed.
-const MAX_BAD_IN_A_ROW: u32 = 50;
-/// The largest command line (literals included) and the largest literal a
-/// client may send: nothing here takes message data, so these are small.
-const MAX_COMMAND: u32 = 256 * 1024;
-const MAX_LITERAL: u32 = 64 * 1024;
-
 pub(super) enum Flow {
     Continue,
     Close,
@@ -154,12 +143,16 @@ where
         code: Some(Code::Capability(capabilities(false))),
         text: text("backchannel IMAP4rev1 ready"),
     };
+    // The largest command line (literals included) and the largest literal
+    // a client may send (imap.max_line_bytes, imap.max_literal_bytes):
+    // nothing here takes message data, so these are small.
+    let limits = &shared.config.imap;
     let conn = Conn::new(
         io,
         greeting,
-        MAX_COMMAND,
-        MAX_LITERAL,
-        shared.config.imap.idle_timeout,
+        limits.max_line_bytes,
+        limits.max_literal_bytes,
+        limits.idle_timeout,
     );
     let mut session = Session {
         shared,
@@ -186,7 +179,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
     fn wait_limit(&self) -> Duration {
         let idle = self.shared.config.imap.idle_timeout;
         if self.user.is_none() {
-            idle.min(PREAUTH_TIMEOUT)
+            // Before login a connection gets at most imap.preauth_timeout
+            // between commands.
+            idle.min(self.shared.config.imap.preauth_timeout)
         } else {
             idle
         }
@@ -254,7 +249,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     }),
                 };
                 self.conn.status(status);
-                if self.bad_in_a_row >= MAX_BAD_IN_A_ROW {
+                // imap.max_bad_commands unparsable commands in a row close
+                // the connection.
+                if self.bad_in_a_row >= self.shared.config.imap.max_bad_commands {
                     self.bye(None, "Too many invalid commands").await;
                     return Ok(Flow::Close);
                 }
@@ -388,7 +385,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Err(LoginError::Invalid) => {
                 metrics::inc("imap_logins_total", &[("result", "failed")]);
                 tracing::info!(peer = %self.peer, "IMAP login failed");
-                tokio::time::sleep(LOGIN_FAILURE_DELAY).await;
+                // imap.login_failure_delay: slows guessing.
+                tokio::time::sleep(self.shared.config.imap.login_failure_delay).await;
                 tagged(
                     &tag,
                     StatusKind::No,

@@ -284,7 +284,7 @@ const DUPLICATE_BY_MESSAGE_ID: &str = "SELECT id, raw_sha256, text_body, html_bo
      WHERE message_id = ?1 AND direction = 'in' AND +side_conversation_id IS ?2
      ORDER BY id LIMIT 1";
 const DUPLICATE_BY_HASH: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
-     WHERE raw_sha256 = ?1 AND direction = 'in' AND +side_conversation_id IS ?2
+     WHERE raw_sha256 = ?1 AND message_id IS NULL AND direction = 'in' AND +side_conversation_id IS ?2
      ORDER BY id LIMIT 1";
 
 /// (row id, raw SHA-256, text body, HTML body) of a stored message.
@@ -299,12 +299,14 @@ type StoredCopy = (i64, Vec<u8>, Option<String>, Option<String>);
 fn find_duplicate(conn: &Connection, p: &Prepared, sc: Option<i64>) -> Result<Option<(i64, bool)>> {
     let existing: Option<StoredCopy> = match &p.parsed.message_id {
         Some(mid) => conn
-            .query_row(DUPLICATE_BY_MESSAGE_ID, params![mid, sc], |r| {
+            .prepare_cached(DUPLICATE_BY_MESSAGE_ID)?
+            .query_row(params![mid, sc], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
         None => conn
-            .query_row(DUPLICATE_BY_HASH, params![p.sha256, sc], |r| {
+            .prepare_cached(DUPLICATE_BY_HASH)?
+            .query_row(params![p.sha256, sc], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })
             .optional()?,
@@ -525,7 +527,14 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         p.parsed.subject,
         p.parsed.text,
         p.parsed.html,
-        p.visible_reply,
+        // Most replies have no quoted history: their visible reply is the
+        // text body, and storing it twice doubled the text written per
+        // message. NULL here means "the text body" (every reader takes
+        // `coalesce(visible_reply, text_body)`; with no text body there is
+        // no visible reply either).
+        p.visible_reply
+            .as_ref()
+            .filter(|v| p.parsed.text.as_ref() != Some(*v)),
         serde_json::to_string(&flags)?,
         p.auth.as_ref().map(serde_json::to_string).transpose()?,
         bounce_json(&p.kind).map(|b| b.to_string()),
@@ -920,7 +929,7 @@ pub fn assign(
     let row: Option<Stored> = conn
         .prepare_cached(
             "SELECT side_conversation_id, direction, kind, from_name, from_email, to_addrs, cc_addrs,
-                    message_id, subject, visible_reply, received_at
+                    message_id, subject, coalesce(visible_reply, text_body), received_at
              FROM messages WHERE id = ?1")?.query_row(
             [message],
             |r| {
@@ -1032,7 +1041,7 @@ mod tests {
         }
         for (sql, index) in [
             (DUPLICATE_BY_MESSAGE_ID, "messages_message_id"),
-            (DUPLICATE_BY_HASH, "messages_sha"),
+            (DUPLICATE_BY_HASH, "messages_sha_without_id"),
         ] {
             let mut stmt = conn
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))

@@ -1116,7 +1116,10 @@ fn looks_like_bounce(ctx: &Context<'_, '_>, structural: bool) -> bool {
     let subject_fail = text::FAILURE_SUBJECTS
         .iter()
         .any(|p| mail.subject_lc.contains(p));
-    let body_fail = text::FAILURE_BODY.iter().any(|p| report_lc.contains(p));
+    // Searched only when the answer depends on it: an ordinary reply (not
+    // from a mail system, no failure header, not to a VERP address) never
+    // needs the phrase search over its text.
+    let body_fail = || text::FAILURE_BODY.iter().any(|p| report_lc.contains(p));
     let failed_header = !ctx.failed_header.is_empty();
     let verp = ctx
         .env
@@ -1125,15 +1128,15 @@ fn looks_like_bounce(ctx: &Context<'_, '_>, structural: bool) -> bool {
         .any(|r| verp_key(r, ctx.env.gateway_domain).is_some());
     // Auto-responders use the null sender too (RFC 3834 §3.3): with their
     // marker present, body wording alone is not enough.
-    let body_counts = body_fail && !has_auto_reply_marker(mail);
+    let body_counts = || body_fail() && !has_auto_reply_marker(mail);
     // A person pasting a bounce into a reply writes from their own address
     // to a reply+ address: an MTA's wording counts only from a mail system
     // or to the VERP address.
     structural
         || (from_system || verp) && opens_with_bounce_signature(mail)
-        || from_system && (subject_fail || body_counts || failed_header)
-        || failed_header && (subject_fail || body_fail)
-        || verp && subject_fail && (body_fail || text::status_from_text(&ctx.report).is_some())
+        || from_system && (subject_fail || failed_header || body_counts())
+        || failed_header && (subject_fail || body_fail())
+        || verp && subject_fail && (body_fail() || text::status_from_text(&ctx.report).is_some())
 }
 
 /// A bounce read from the text of a failure notice.

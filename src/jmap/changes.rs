@@ -10,10 +10,6 @@ use serde_json::{Map, Value, json};
 
 use super::{Ctx, MethodError, opt_str, opt_uint, parse_state};
 
-/// The most changes one call returns when the client sets no lower
-/// `maxChanges`; more are reported through `hasMoreChanges`.
-pub const MAX_CHANGES: u64 = 5000;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Created,
@@ -35,13 +31,21 @@ pub struct Event {
 /// (`cannotCalculateChanges`; checking against the server-wide counter
 /// instead would tell a member how far changes they may not see, such as
 /// unrouted mail or other users' flags, have moved it).
-pub fn arguments(args: &Map<String, Value>, current: i64) -> Result<(i64, u64), MethodError> {
+///
+/// The most changes one call returns is `jmap.max_changes` when the client
+/// asks for no fewer; more are reported through `hasMoreChanges`.
+pub fn arguments(
+    ctx: &Ctx,
+    args: &Map<String, Value>,
+    current: i64,
+) -> Result<(i64, u64), MethodError> {
     let since = opt_str(args, "sinceState")?
         .ok_or_else(|| MethodError::invalid("sinceState is required"))?;
+    let limit = u64::try_from(ctx.limits.max_changes).unwrap_or(u64::MAX);
     let max = match opt_uint(args, "maxChanges")? {
         Some(0) => return Err(MethodError::invalid("maxChanges must be positive")),
-        Some(n) => n.min(MAX_CHANGES),
-        None => MAX_CHANGES,
+        Some(n) => n.min(limit),
+        None => limit,
     };
     let Some(since) = parse_state(since) else {
         return Err(MethodError::with(

@@ -12,8 +12,8 @@ use serde_json::{Map, Value, json};
 use super::changes::{self, Event, Kind};
 use super::mime::{self, BodyProps, Form, HeaderProp};
 use super::{
-    Ctx, MAX_OBJECTS_IN_GET, MAX_OBJECTS_IN_SET, MethodError, MethodResult, get_ids, ids, opt_bool,
-    opt_properties, opt_str, opt_strings, opt_uint, parse_state,
+    Ctx, MethodError, MethodResult, get_ids, ids, opt_bool, opt_properties, opt_str, opt_strings,
+    opt_uint, parse_state,
 };
 use crate::store::view::{self, FlagOp, FlagSet, Flags, Placed};
 
@@ -117,8 +117,8 @@ struct Wanted {
 }
 
 impl Wanted {
-    fn parse(args: &Map<String, Value>) -> Result<Wanted, MethodError> {
-        let list = opt_properties(args, "properties")?
+    fn parse(ctx: &Ctx, args: &Map<String, Value>) -> Result<Wanted, MethodError> {
+        let list = opt_properties(ctx, args, "properties")?
             .unwrap_or_else(|| DEFAULT_PROPERTIES.iter().map(|s| s.to_string()).collect());
         let mut props = Vec::new();
         let mut headers = Vec::new();
@@ -135,7 +135,7 @@ impl Wanted {
         Ok(Wanted {
             props,
             headers,
-            body: BodyProps::parse(opt_properties(args, "bodyProperties")?)?,
+            body: BodyProps::parse(opt_properties(ctx, args, "bodyProperties")?)?,
             fetch_text: opt_bool(args, "fetchTextBodyValues")?,
             fetch_html: opt_bool(args, "fetchHTMLBodyValues")?,
             fetch_all: opt_bool(args, "fetchAllBodyValues")?,
@@ -264,13 +264,14 @@ fn object(
 }
 
 pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let wanted = Wanted::parse(args)?;
+    let wanted = Wanted::parse(ctx, args)?;
     let state = view::user_states(c, ctx.role, ctx.user_id)?.email;
-    let requested = match get_ids(args)? {
+    let requested = match get_ids(ctx, args)? {
         Some(i) => i,
         None => {
-            let all = super::query::visible_ids(ctx, c, MAX_OBJECTS_IN_GET + 1)?;
-            if all.len() > MAX_OBJECTS_IN_GET {
+            let max = ctx.limits.max_objects_in_get;
+            let all = super::query::visible_ids(ctx, c, max.saturating_add(1))?;
+            if all.len() > max {
                 return Err(MethodError::with(
                     "requestTooLarge",
                     "there are too many Emails to get them all; give ids",
@@ -423,10 +424,11 @@ pub fn set(
     let total = create.map_or(0, |m| m.len())
         + update.map_or(0, |m| m.len())
         + destroy.as_ref().map_or(0, |d| d.len());
-    if total > MAX_OBJECTS_IN_SET {
+    let max = ctx.limits.max_objects_in_set;
+    if total > max {
         return Ok(Err(MethodError::with(
             "requestTooLarge",
-            format!("at most {MAX_OBJECTS_IN_SET} items in one set"),
+            format!("at most {max} items in one set"),
         )));
     }
     let mut not_created = Map::new();
@@ -547,7 +549,7 @@ pub fn events(ctx: &Ctx, c: &Connection, since: i64) -> Result<Vec<Event>, Metho
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
     let current = view::user_states(c, ctx.role, ctx.user_id)?.email;
-    let (since, max) = changes::arguments(args, current)?;
+    let (since, max) = changes::arguments(ctx, args, current)?;
     let summary = changes::summarize(events(ctx, c, since)?, max)?;
     Ok(Value::Object(changes::response(
         ctx, since, current, summary,

@@ -110,8 +110,8 @@ fn select(v: Value, props: Option<&[String]>) -> Value {
 }
 
 pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let ids_arg = get_ids(args)?;
-    let props = opt_properties(args, "properties")?;
+    let ids_arg = get_ids(ctx, args)?;
+    let props = opt_properties(ctx, args, "properties")?;
     if let Some(bad) = props
         .iter()
         .flatten()
@@ -156,7 +156,7 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
     let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
-    let (since, max) = changes::arguments(args, current)?;
+    let (since, max) = changes::arguments(ctx, args, current)?;
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let id = ids::mailbox(mb.id);

@@ -50,17 +50,10 @@ use crate::store::StoreError;
 pub const CORE: &str = "urn:ietf:params:jmap:core";
 pub const MAIL: &str = "urn:ietf:params:jmap:mail";
 
-/// Method calls in one request.
-pub const MAX_CALLS_IN_REQUEST: usize = 32;
-/// Ids in one `/get` (and the default and largest `/query` limit is
-/// larger; see `query`).
-pub const MAX_OBJECTS_IN_GET: usize = 500;
-/// Items in one `/set`.
-pub const MAX_OBJECTS_IN_SET: usize = 500;
-/// API requests one user may have in progress at once.
-pub const MAX_CONCURRENT_REQUESTS: usize = 4;
-/// EventSource connections one user may hold open at once.
-pub const MAX_PUSH_STREAMS: usize = 4;
+// The limits (method calls per request, objects per /get and /set,
+// requests and push streams per user, properties, filter conditions,
+// changes, query results) are the `[jmap]` config keys: see
+// `crate::config::JmapConfig`, carried by every request's [`Ctx`].
 
 /// EventSource connections the whole server holds open at once: half of
 /// `http.max_connections`, so push streams (each holding one connection
@@ -118,13 +111,19 @@ impl Shared {
         }
     }
 
-    /// Takes one of `user`'s slots, and for a stream one of the server's
-    /// `total_max`.
-    fn acquire(&self, stream: bool, user: i64, total_max: usize) -> Result<Slot, Refused> {
-        let (map, max) = if stream {
-            (&self.inner.streams, MAX_PUSH_STREAMS)
+    /// Takes one of `user`'s `max` slots, and for a stream one of the
+    /// server's `total_max`.
+    fn acquire(
+        &self,
+        stream: bool,
+        user: i64,
+        max: usize,
+        total_max: usize,
+    ) -> Result<Slot, Refused> {
+        let map = if stream {
+            &self.inner.streams
         } else {
-            (&self.inner.requests, MAX_CONCURRENT_REQUESTS)
+            &self.inner.requests
         };
         let mut m = map.lock().map_err(|_| Refused::Server)?;
         if m.get(&user).copied().unwrap_or(0) >= max {
@@ -180,24 +179,27 @@ pub(crate) struct Ctx {
     pub user_id: i64,
     pub role: Role,
     pub account_id: String,
+    /// The `[jmap]` limits.
+    pub limits: crate::config::JmapConfig,
     /// Bytes of Email objects (as JSON) this request may still return, all
     /// its calls together (see [`Ctx::charge`]).
     budget: Arc<AtomicUsize>,
 }
 
 impl Ctx {
-    fn of(caller: &Caller, budget: usize) -> Ctx {
+    fn of(caller: &Caller, limits: crate::config::JmapConfig) -> Ctx {
         Ctx {
             user_id: caller.0.id,
             role: caller.0.role,
             account_id: account_id(caller.0.id),
-            budget: Arc::new(AtomicUsize::new(budget)),
+            limits,
+            budget: Arc::new(AtomicUsize::new(limits.max_size_request)),
         }
     }
 
     /// Charges one Email object to the request's budget: the Emails one
     /// request returns (bodies, headers, structures) add up to at most
-    /// `http.max_body_bytes` of JSON, so a response is never a multiple
+    /// `maxSizeRequest` (`jmap.max_size_request`) bytes of JSON, so a response is never a multiple
     /// of the largest mail the store holds. Over it, the call is
     /// `requestTooLarge`: ask for fewer Emails or properties, set
     /// maxBodyValueBytes, or download the blob.
@@ -374,20 +376,20 @@ pub(crate) fn opt_strings(
     }
 }
 
-/// Distinct names in one `properties` or `bodyProperties` list: each
-/// `header:` form is parsed again for every Email (and part) and becomes a
-/// key of every object returned.
-pub const MAX_PROPERTIES: usize = 128;
-
-/// A `properties`-style list, each name once, at most [`MAX_PROPERTIES`].
+/// A `properties`-style list, each name once, at most
+/// `jmap.max_properties` distinct names: each `header:` form is parsed
+/// again for every Email (and part) and becomes a key of every object
+/// returned.
 pub(crate) fn opt_properties(
+    ctx: &Ctx,
     args: &Map<String, Value>,
     key: &str,
 ) -> Result<Option<Vec<String>>, MethodError> {
     let list = opt_strings(args, key)?.map(distinct);
-    if list.as_ref().is_some_and(|l| l.len() > MAX_PROPERTIES) {
+    let max = ctx.limits.max_properties;
+    if list.as_ref().is_some_and(|l| l.len() > max) {
         return Err(MethodError::invalid(format!(
-            "{key} names at most {MAX_PROPERTIES} different properties"
+            "{key} names at most {max} different properties"
         )));
     }
     Ok(list)
@@ -402,13 +404,17 @@ fn distinct(list: Vec<String>) -> Vec<String> {
 }
 
 /// The `ids` of a `/get`, each once (RFC 8620 §5.1: a repeated id is
-/// answered once), at most [`MAX_OBJECTS_IN_GET`].
-pub(crate) fn get_ids(args: &Map<String, Value>) -> Result<Option<Vec<String>>, MethodError> {
+/// answered once), at most `maxObjectsInGet`.
+pub(crate) fn get_ids(
+    ctx: &Ctx,
+    args: &Map<String, Value>,
+) -> Result<Option<Vec<String>>, MethodError> {
     let ids = opt_strings(args, "ids")?.map(distinct);
-    if ids.as_ref().is_some_and(|i| i.len() > MAX_OBJECTS_IN_GET) {
+    let max = ctx.limits.max_objects_in_get;
+    if ids.as_ref().is_some_and(|i| i.len() > max) {
         return Err(MethodError::with(
             "requestTooLarge",
-            format!("at most {MAX_OBJECTS_IN_GET} ids in one get"),
+            format!("at most {max} ids in one get"),
         ));
     }
     Ok(ids)
@@ -438,17 +444,17 @@ pub(crate) fn parse_state(s: &str) -> Option<i64> {
 fn session_object(st: &ApiState, caller: &Caller) -> Value {
     let base = &st.config.http.public_url;
     let account = account_id(caller.0.id);
-    let max_size = st.config.http.max_body_bytes;
+    let j = &st.config.jmap;
     json!({
         "capabilities": {
             CORE: {
                 "maxSizeUpload": 0,
                 "maxConcurrentUpload": 1,
-                "maxSizeRequest": max_size,
-                "maxConcurrentRequests": MAX_CONCURRENT_REQUESTS,
-                "maxCallsInRequest": MAX_CALLS_IN_REQUEST,
-                "maxObjectsInGet": MAX_OBJECTS_IN_GET,
-                "maxObjectsInSet": MAX_OBJECTS_IN_SET,
+                "maxSizeRequest": j.max_size_request,
+                "maxConcurrentRequests": j.max_concurrent_requests,
+                "maxCallsInRequest": j.max_calls_in_request,
+                "maxObjectsInGet": j.max_objects_in_get,
+                "maxObjectsInSet": j.max_objects_in_set,
                 "collationAlgorithms": ["i;ascii-casemap"],
             },
             MAIL: {},
@@ -519,7 +525,7 @@ struct Call {
 /// A checked Request: (using, method calls, createdIds).
 type Parsed = (Vec<String>, Vec<Call>, Option<Value>);
 
-fn parse_request(v: Value) -> Result<Parsed, String> {
+fn parse_request(v: Value, max_calls: usize) -> Result<Parsed, String> {
     let Value::Object(mut o) = v else {
         return Err("the request must be a JSON object".into());
     };
@@ -542,7 +548,7 @@ fn parse_request(v: Value) -> Result<Parsed, String> {
         Some(Value::Object(m)) if m.values().all(Value::is_string) => Some(Value::Object(m)),
         Some(_) => return Err("createdIds must be an object of ids".into()),
     };
-    let mut out = Vec::with_capacity(calls.len().min(MAX_CALLS_IN_REQUEST + 1));
+    let mut out = Vec::with_capacity(calls.len().min(max_calls.saturating_add(1)));
     for call in calls {
         let Value::Array(parts) = call else {
             return Err("each method call must be [name, arguments, id]".into());
@@ -565,7 +571,8 @@ fn parse_request(v: Value) -> Result<Parsed, String> {
 }
 
 async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Response {
-    let limit = st.config.http.max_body_bytes;
+    let limits = st.config.jmap;
+    let limit = limits.max_size_request;
     let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
         Ok(b) => b,
         Err(e) => {
@@ -587,11 +594,15 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             };
         }
     };
-    let Ok(slot) = st.jmap.acquire(false, caller.0.id, usize::MAX) else {
+    let max_requests = limits.max_concurrent_requests;
+    let Ok(slot) = st
+        .jmap
+        .acquire(false, caller.0.id, max_requests, usize::MAX)
+    else {
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
-            format!("at most {MAX_CONCURRENT_REQUESTS} requests at once"),
+            format!("at most {max_requests} requests at once"),
             Some("maxConcurrentRequests"),
         );
     };
@@ -611,7 +622,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             );
         }
     };
-    let (using, calls, created_ids) = match parse_request(value) {
+    let (using, calls, created_ids) = match parse_request(value, limits.max_calls_in_request) {
         Ok(r) => r,
         Err(why) => return problem(StatusCode::BAD_REQUEST, "notRequest", why, None),
     };
@@ -623,15 +634,18 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
             None,
         );
     }
-    if calls.len() > MAX_CALLS_IN_REQUEST {
+    if calls.len() > limits.max_calls_in_request {
         return problem(
             StatusCode::BAD_REQUEST,
             "limit",
-            format!("at most {MAX_CALLS_IN_REQUEST} method calls in one request"),
+            format!(
+                "at most {} method calls in one request",
+                limits.max_calls_in_request
+            ),
             Some("maxCallsInRequest"),
         );
     }
-    let ctx = Ctx::of(&caller, limit);
+    let ctx = Ctx::of(&caller, limits);
     let mut responses: Vec<(String, Value, String)> = Vec::with_capacity(calls.len());
     // What result references may copy, all calls together: no more than
     // the client could have sent itself (two references to the previous
@@ -894,19 +908,29 @@ mod tests {
 
     #[test]
     fn requests_are_checked_for_shape() {
-        assert!(parse_request(json!([])).is_err());
-        assert!(parse_request(json!({"using": [], "methodCalls": [["a", {}]]})).is_err());
-        assert!(parse_request(json!({"using": [1], "methodCalls": []})).is_err());
-        assert!(parse_request(json!({"using": [], "methodCalls": [["a", [], "c"]]})).is_err());
+        assert!(parse_request(json!([]), 32).is_err());
+        assert!(parse_request(json!({"using": [], "methodCalls": [["a", {}]]}), 32).is_err());
+        assert!(parse_request(json!({"using": [1], "methodCalls": []}), 32).is_err());
+        assert!(parse_request(json!({"using": [], "methodCalls": [["a", [], "c"]]}), 32).is_err());
         assert!(
-            parse_request(json!({"using": [], "methodCalls": [], "createdIds": null})).is_err()
+            parse_request(
+                json!({"using": [], "methodCalls": [], "createdIds": null}),
+                32
+            )
+            .is_err()
         );
         assert!(
-            parse_request(json!({"using": [], "methodCalls": [], "createdIds": {"a": 1}})).is_err()
+            parse_request(
+                json!({"using": [], "methodCalls": [], "createdIds": {"a": 1}}),
+                32
+            )
+            .is_err()
         );
-        let (u, c, _) =
-            parse_request(json!({"using": [CORE], "methodCalls": [["Core/echo", {}, "c1"]]}))
-                .expect("valid");
+        let (u, c, _) = parse_request(
+            json!({"using": [CORE], "methodCalls": [["Core/echo", {}, "c1"]]}),
+            32,
+        )
+        .expect("valid");
         assert_eq!(u, vec![CORE.to_string()]);
         assert_eq!(c.len(), 1);
     }

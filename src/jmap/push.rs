@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::{MAX_PUSH_STREAMS, Refused, account_id, max_push_streams_total, problem};
+use super::{Refused, account_id, max_push_streams_total, problem};
 use crate::api::ApiState;
 use crate::api::extract::{Caller, QueryParam};
 use crate::model::Role;
@@ -169,13 +169,14 @@ pub async fn eventsource(
         },
     };
     let total = max_push_streams_total(st.config.http.max_connections);
-    let slot = match st.jmap.acquire(true, caller.0.id, total) {
+    let per_user = st.config.jmap.max_push_streams;
+    let slot = match st.jmap.acquire(true, caller.0.id, per_user, total) {
         Ok(slot) => slot,
         Err(Refused::User) => {
             return problem(
                 StatusCode::TOO_MANY_REQUESTS,
                 "about:blank",
-                format!("at most {MAX_PUSH_STREAMS} push connections at once"),
+                format!("at most {per_user} push connections at once"),
                 None,
             );
         }

@@ -14,16 +14,16 @@ use super::{Ctx, MethodError, MethodResult, ids, opt_bool, opt_str};
 use crate::model::parse_rfc3339;
 use crate::store::view;
 
-/// Default and largest number of ids one query returns.
-pub const QUERY_LIMIT: usize = 1000;
-/// Nesting of filter operators.
-const MAX_FILTER_DEPTH: usize = 16;
-/// Conditions in one filter, all levels together: every operator, every
-/// condition object and every property in one (and every mailbox of an
-/// `inMailboxOtherThan`) counts. This also keeps the SQL statement within
-/// SQLite's expression depth (1000), so a wide filter is a client error,
-/// never a database failure.
-const MAX_CONDITIONS: usize = 256;
+// Limits (`[jmap]` config keys, in `Ctx::limits`):
+// - `max_query_results`: default and largest number of ids one query
+//   returns;
+// - `max_filter_depth`: nesting of filter operators;
+// - `max_filter_conditions`: conditions in one filter, all levels
+//   together: every operator, every condition object and every property
+//   in one (and every mailbox of an `inMailboxOtherThan`) counts. Capped
+//   at 256 by the config, this also keeps the SQL statement within
+//   SQLite's expression depth (1000), so a wide filter is a client error,
+//   never a database failure.
 
 struct Builder<'a> {
     ctx: &'a Ctx,
@@ -55,17 +55,17 @@ fn flag_column(keyword: &str) -> Option<&'static str> {
 }
 
 impl Builder<'_> {
-    /// Counts `n` more conditions against [`MAX_CONDITIONS`].
+    /// Counts `n` more conditions against `jmap.max_filter_conditions`.
     fn charge(&mut self, n: usize) -> Result<(), MethodError> {
         self.conditions = self.conditions.saturating_add(n);
-        if self.conditions > MAX_CONDITIONS {
+        if self.conditions > self.ctx.limits.max_filter_conditions {
             return Err(MethodError::invalid("the filter has too many conditions"));
         }
         Ok(())
     }
 
     fn filter(&mut self, f: &Value, depth: usize) -> Result<String, MethodError> {
-        if depth > MAX_FILTER_DEPTH {
+        if depth > self.ctx.limits.max_filter_depth {
             return Err(MethodError::invalid("the filter is nested too deeply"));
         }
         self.charge(1)?;
@@ -397,9 +397,10 @@ pub fn query(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResu
         None if position < 0 => (total as i64).saturating_add(position).max(0) as usize,
         None => usize::try_from(position).unwrap_or(usize::MAX),
     };
+    let max_results = ctx.limits.max_query_results;
     let limit = requested_limit
-        .map(|l| usize::try_from(l).unwrap_or(usize::MAX).min(QUERY_LIMIT))
-        .unwrap_or(QUERY_LIMIT);
+        .map(|l| usize::try_from(l).unwrap_or(usize::MAX).min(max_results))
+        .unwrap_or(max_results);
     let ids: Vec<String> = rows
         .into_iter()
         .skip(start)
@@ -416,8 +417,8 @@ pub fn query(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResu
     if calculate_total {
         out["total"] = json!(total);
     }
-    if requested_limit.is_none_or(|l| l > QUERY_LIMIT as u64) {
-        out["limit"] = json!(QUERY_LIMIT);
+    if requested_limit.is_none_or(|l| l > max_results as u64) {
+        out["limit"] = json!(max_results);
     }
     Ok(out)
 }

@@ -24,7 +24,7 @@ fn emails(ctx: &Ctx, c: &Connection, id: &str) -> Result<Option<Vec<String>>, Me
 }
 
 pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
-    let Some(wanted) = get_ids(args)? else {
+    let Some(wanted) = get_ids(ctx, args)? else {
         return Err(MethodError::with(
             "requestTooLarge",
             "give the ids of the Threads to get",
@@ -49,7 +49,7 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
 
 pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
     let current = view::user_states(c, ctx.role, ctx.user_id)?.thread;
-    let (since, max) = changes::arguments(args, current)?;
+    let (since, max) = changes::arguments(ctx, args, current)?;
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let unrouted = mb.kind == "unrouted";

@@ -45,6 +45,33 @@ pub(crate) struct Shared {
     committed: Arc<Notify>,
     /// Per-address abuse limits: connection rate, failed recipients.
     limits: Arc<Limits>,
+    /// Tokens of side conversations already found at RCPT.
+    known_tokens: KnownTokens,
+}
+
+/// Tokens the store has confirmed at RCPT. A side conversation and its
+/// token are never deleted, so a token once found stays valid: vendors
+/// replying to the same threads are answered without a store round trip
+/// per recipient. Unknown tokens are always looked up (nothing negative is
+/// kept), and the set is emptied when it reaches its size.
+#[derive(Default)]
+struct KnownTokens(Mutex<std::collections::HashSet<String>>);
+
+impl KnownTokens {
+    const MAX: usize = 100_000;
+
+    fn contains(&self, token: &str) -> bool {
+        self.0.lock().is_ok_and(|set| set.contains(token))
+    }
+
+    fn insert(&self, token: &str) {
+        if let Ok(mut set) = self.0.lock() {
+            if set.len() >= Self::MAX {
+                set.clear();
+            }
+            set.insert(token.to_string());
+        }
+    }
 }
 
 /// The SMTP server of one gateway.
@@ -74,6 +101,7 @@ impl Server {
                 next_session: AtomicU64::new(1),
                 committed,
                 limits,
+                known_tokens: KnownTokens::default(),
             }),
         })
     }
@@ -241,8 +269,11 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     let Some(acceptor) = shared.tls.clone() else {
         return Ok(());
     };
-    let handshake =
-        tokio::time::timeout(session::TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let handshake = tokio::time::timeout(
+        shared.config.smtp.tls_handshake_timeout,
+        acceptor.accept(stream),
+    )
+    .await;
     let mut tls_stream = match handshake {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {

@@ -35,10 +35,12 @@ pub struct InboundMessage {
 /// Stores one accepted message; returns its queue id.
 pub fn enqueue(conn: &Connection, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
     let sha: [u8; 32] = Sha256::digest(raw).into();
+    // The bytes go to `inbound_raw` (schema migration 4): the queue row
+    // stays small, so marking it done never rewrites the mail.
     conn.prepare_cached(
         "INSERT INTO inbound_queue
            (received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, X'')",
     )?
     .execute(params![
         envelope.received_at,
@@ -50,9 +52,11 @@ pub fn enqueue(conn: &Connection, envelope: &Envelope, raw: &[u8]) -> Result<i64
         serde_json::to_string(&envelope.params)?,
         raw.len() as i64,
         &sha[..],
-        raw,
     ])?;
-    Ok(conn.last_insert_rowid())
+    let id = conn.last_insert_rowid();
+    conn.prepare_cached("INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)")?
+        .execute(params![id, raw])?;
+    Ok(id)
 }
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(InboundMessage, String, String)> {
@@ -79,8 +83,13 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(InboundMessage, String, 
     ))
 }
 
+/// The columns `from_row` reads, from `inbound_queue q LEFT JOIN
+/// inbound_raw r` (rows queued before migration 4 keep their bytes in the
+/// queue row).
 const COLUMNS: &str =
-    "id, received_at, peer_ip, helo, mail_from, rcpts, tls, params, raw, sha256, state, attempts";
+    "q.id, q.received_at, q.peer_ip, q.helo, q.mail_from, q.rcpts, q.tls, q.params,
+     coalesce(r.raw, q.raw), q.sha256, q.state, q.attempts";
+const FROM: &str = "inbound_queue q LEFT JOIN inbound_raw r ON r.id = q.id";
 
 fn finish(row: (InboundMessage, String, String)) -> Result<InboundMessage> {
     let (mut m, rcpts, params) = row;
@@ -91,7 +100,7 @@ fn finish(row: (InboundMessage, String, String)) -> Result<InboundMessage> {
 
 pub fn get(conn: &Connection, id: i64) -> Result<InboundMessage> {
     finish(conn.query_row(
-        &format!("SELECT {COLUMNS} FROM inbound_queue WHERE id = ?1"),
+        &format!("SELECT {COLUMNS} FROM {FROM} WHERE q.id = ?1"),
         [id],
         from_row,
     )?)
@@ -120,7 +129,7 @@ pub fn pending(conn: &Connection, limit: usize, max_bytes: usize) -> Result<Vec<
         return Ok(Vec::new());
     };
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM inbound_queue WHERE state = 'queued' AND id <= ?1 ORDER BY id LIMIT ?2"
+        "SELECT {COLUMNS} FROM {FROM} WHERE q.state = 'queued' AND q.id <= ?1 ORDER BY q.id LIMIT ?2"
     ))?;
     let rows = stmt.query_map(params![last_id, limit as i64], from_row)?;
     rows.map(|r| finish(r?)).collect()

@@ -111,7 +111,7 @@ const VISIBLE: &str = "m.side_conversation_id = ?1 AND (
 pub fn messages(conn: &Connection, sc: i64) -> Result<Vec<PortalMessage>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT m.id, m.direction, m.from_name, m.from_email, COALESCE(m.date, m.received_at),
-                m.received_at, m.text_body, m.html_body, m.visible_reply
+                m.received_at, m.text_body, m.html_body, coalesce(m.visible_reply, m.text_body)
          FROM messages m WHERE {VISIBLE} ORDER BY m.id"
     ))?;
     let mut out = stmt

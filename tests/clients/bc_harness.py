@@ -330,8 +330,9 @@ class Server:
         conn = self.db()
         try:
             cur = conn.execute(
-                "SELECT id, received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw, state "
-                f"FROM inbound_queue WHERE {where} ORDER BY id",
+                "SELECT q.id AS id, received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, "
+                "coalesce(r.raw, q.raw) AS raw, state "
+                f"FROM inbound_queue q LEFT JOIN inbound_raw r ON r.id = q.id WHERE {where} ORDER BY q.id",
                 args,
             )
             cols = [c[0] for c in cur.description]
@@ -350,7 +351,7 @@ class Server:
     def rows_containing(self, marker):
         if isinstance(marker, str):
             marker = marker.encode()
-        return self.rows("instr(raw, ?) > 0", (marker,))
+        return self.rows("instr(coalesce(r.raw, q.raw), ?) > 0", (marker,))
 
     def execute(self, sql, args=()):
         """Writes to the store; only while the server is stopped."""

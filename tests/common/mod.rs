@@ -120,8 +120,10 @@ impl TestServer {
     pub async fn inbound(&self) -> Vec<(String, String, bool, Vec<u8>)> {
         self.store
             .read(|c| {
-                let mut s =
-                    c.prepare("SELECT mail_from, rcpts, tls, raw FROM inbound_queue ORDER BY id")?;
+                let mut s = c.prepare(
+                    "SELECT q.mail_from, q.rcpts, q.tls, coalesce(r.raw, q.raw)
+                     FROM inbound_queue q LEFT JOIN inbound_raw r ON r.id = q.id ORDER BY q.id",
+                )?;
                 let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
                 Ok(rows.collect::<Result<Vec<_>, _>>()?)
             })

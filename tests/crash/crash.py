@@ -779,7 +779,7 @@ class Index:
         q = lambda sql, args=(): db.execute(sql, args).fetchall()  # noqa: E731
         self.inbound = group((r[1], r) for r in q("SELECT id, message_id, side_conversation_id, kind, route, flags FROM messages WHERE direction = 'in'"))
         queue = {}
-        for qid, state, msg, raw in q("SELECT id, state, message_id, raw FROM inbound_queue"):
+        for qid, state, msg, raw in q("SELECT q.id, q.state, q.message_id, coalesce(r.raw, q.raw) FROM inbound_queue q LEFT JOIN inbound_raw r ON r.id = q.id"):
             m = re.search(rb"(?im)^message-id:\s*<([^>]+)>", bytes(raw))
             queue.setdefault(m.group(1).decode() if m else None, []).append((qid, state, msg))
         self.queue = queue

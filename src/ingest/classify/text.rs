@@ -297,12 +297,31 @@ fn is_marker_line(line: &str) -> bool {
     if t.is_empty() {
         return false;
     }
+    // Every marker says "message" or "mail": most lines say neither, and
+    // are let go without a lowercase copy and sixteen substring searches
+    // (this ran for every line of every ordinary reply).
+    if !contains_ascii_ci(t.as_bytes(), b"message") && !contains_ascii_ci(t.as_bytes(), b"mail") {
+        return false;
+    }
     let lower = t.to_ascii_lowercase();
     if !ORIGINAL_MARKERS.iter().any(|m| lower.contains(m)) {
         return false;
     }
     let starts_with_punct = t.bytes().next().is_some_and(|c| !c.is_ascii_alphanumeric());
     starts_with_punct || t.len() <= 50
+}
+
+/// Whether `hay` contains `needle` (lowercase ASCII), ignoring ASCII case.
+fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else {
+        return true;
+    };
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let last_start = hay.len() - needle.len();
+    memchr::memchr2_iter(first, first.to_ascii_uppercase(), &hay[..=last_start])
+        .any(|i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
 }
 
 /// Header names that open a copy of the original message inside a bounce.
@@ -918,6 +937,25 @@ pub(super) fn looks_delayed(subject_lower: &str, report_lower: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `is_marker_line` lets a line go early unless it says "message" or
+    /// "mail": every marker must say one of them.
+    #[test]
+    fn every_marker_passes_the_prefilter() {
+        for m in ORIGINAL_MARKERS {
+            assert!(
+                contains_ascii_ci(m.as_bytes(), b"message")
+                    || contains_ascii_ci(m.as_bytes(), b"mail"),
+                "{m}"
+            );
+            assert!(is_marker_line(&m.to_ascii_uppercase()), "{m}");
+        }
+        assert!(contains_ascii_ci(b"xx MeSsAgE", b"message"));
+        assert!(!contains_ascii_ci(b"messag", b"message"));
+        assert!(!is_marker_line(
+            "Thanks for your message about the shipment"
+        ));
+    }
 
     #[test]
     fn enhanced_codes_stand_alone() {
