@@ -5,7 +5,9 @@
 //! JSON, slow clients on SMTP, HTTP and IMAP, and the open-relay tricks at
 //! RCPT.
 //! The plainer relay cases live in tests/smtp.rs and
-//! tests/clients/smtp_clients.py; these add the token-carrying variants,
+//! tests/clients/smtp_clients.py; these add the token-carrying variants
+//! (on the gateway domain, a plus-mode sender's domain and its forwarding
+//! address, each with its exact reply code),
 //! IP literals, trailing dots and IDN look-alikes.
 
 mod common;
@@ -1334,6 +1336,201 @@ async fn a_byte_at_a_time_http_client_is_cut_by_the_timeouts() {
     s.shutdown().await;
 }
 
+/// How a slow-body connection ended.
+#[derive(Debug)]
+enum SlowEnd {
+    /// The server answered (status line and the rest up to its close).
+    Answered(String),
+    /// The server closed or reset the connection without answering.
+    Closed,
+}
+
+/// Sends `head` (declaring a `Content-Length` far larger than what follows)
+/// on a fresh connection, then `body` a byte every `gap` — and nothing
+/// more once it runs out — until the server answers or closes.
+async fn slow_body(
+    addr: std::net::SocketAddr,
+    head: String,
+    body: Vec<u8>,
+    gap: Duration,
+) -> SlowEnd {
+    let mut c = TcpStream::connect(addr).await.expect("connect");
+    c.write_all(head.as_bytes()).await.expect("head");
+    let mut said = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut pending = body.into_iter();
+    loop {
+        if let Some(b) = pending.next()
+            && c.write_all(&[b]).await.is_err()
+        {
+            break;
+        }
+        match tokio::time::timeout(gap, c.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => said.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    if said.is_empty() {
+        SlowEnd::Closed
+    } else {
+        SlowEnd::Answered(String::from_utf8_lossy(&said).into_owned())
+    }
+}
+
+/// A slow body ends well before `bound` (the server's timeouts are 2 s):
+/// closed, or answered 408 or 503 and closed.
+async fn assert_cut(what: &str, task: tokio::task::JoinHandle<SlowEnd>) {
+    let bound = Duration::from_secs(30);
+    let end = tokio::time::timeout(bound, task)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: still open after {bound:?}"))
+        .expect("slow client task");
+    eprintln!("{what}: {end:?}");
+    if let SlowEnd::Answered(text) = &end {
+        assert!(
+            text.starts_with("HTTP/1.1 408") || text.starts_with("HTTP/1.1 503"),
+            "{what}: {text}"
+        );
+    }
+}
+
+/// Slowloris on the body: a POST declaring 100,000 bytes whose body
+/// trickles in a byte a second, or stops after a few bytes, is cut within
+/// the configured `http.request_timeout` / `http.idle_timeout` — on the
+/// JSON API and on the portal's multipart reply form — while other clients
+/// are served meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_http_body_is_cut_and_others_are_served() {
+    let mut s = TestServer::start_with_http(
+        "",
+        "idle_timeout = \"2s\"\nrequest_timeout = \"2s\"",
+        NO_AUTH,
+    )
+    .await;
+    let owner = make_user(&s, "owner@gw.example.com", "Olive", Role::Owner).await;
+    put_parent(&s, &owner, "T-1", "Ann").await;
+    let (st, v) = start(
+        &s,
+        &owner,
+        "T-1",
+        json!({"to": ["vendor@carrier.example"], "subject": "Pallet 7", "body_text": "Where?", "share_portal_link": true}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let portal = v["portal_url"]
+        .as_str()
+        .and_then(|u| u.split("/p/").nth(1))
+        .expect("portal link")
+        .to_string();
+    let before: i64 = s.query("SELECT COUNT(*) FROM messages").await;
+
+    let api_head = format!(
+        "POST /api/parents/T-2/side-conversations HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {owner}\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let json_body = format!(
+        "{{\"to\": [\"v@x.example\"], \"body_text\": \"{}",
+        "b".repeat(200)
+    )
+    .into_bytes();
+    let boundary = "slowboundary";
+    let portal_head = format!(
+        "POST /p/{portal}/reply HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: 100000\r\n\r\n"
+    );
+    let form_body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"attachment\"; filename=\"a.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n{}",
+        "a".repeat(200)
+    )
+    .into_bytes();
+    let gap = Duration::from_secs(1);
+    let slow = [
+        (
+            "API body a byte a second",
+            api_head.clone(),
+            json_body.clone(),
+        ),
+        ("API body that stops", api_head, json_body[..5].to_vec()),
+        (
+            "portal form a byte a second",
+            portal_head.clone(),
+            form_body.clone(),
+        ),
+        (
+            "portal form that stops",
+            portal_head,
+            form_body[..5].to_vec(),
+        ),
+    ];
+    let tasks: Vec<_> = slow
+        .into_iter()
+        .map(|(what, head, body)| (what, tokio::spawn(slow_body(s.http, head, body, gap))))
+        .collect();
+
+    // Others are served while those connections are open.
+    for _ in 0..3 {
+        let (st, v) = api_call(&s, "GET", "/api/me", &owner, None).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        let page = reqwest::get(format!("http://{}/p/{portal}", s.http))
+            .await
+            .expect("portal page");
+        assert_eq!(page.status(), StatusCode::OK);
+    }
+    for (what, task) in tasks {
+        assert_cut(what, task).await;
+    }
+    let after: i64 = s.query("SELECT COUNT(*) FROM messages").await;
+    assert_eq!(after, before, "nothing half-stored");
+    let parents: i64 = s
+        .query("SELECT COUNT(*) FROM parents WHERE external_id = 'T-2'")
+        .await;
+    assert_eq!(parents, 0);
+    // And still served afterwards.
+    let (st, _) = api_call(&s, "GET", "/api/me", &owner, None).await;
+    assert_eq!(st, StatusCode::OK);
+    s.shutdown().await;
+}
+
+/// The idle timeout ends idle connections, not requests in progress: a
+/// body that pauses longer than `http.idle_timeout` (as a handler slower
+/// than it on a loaded machine would) still gets its answer, within
+/// `http.request_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_progress_is_not_cut_by_the_idle_timeout() {
+    let mut s = TestServer::start_with_http(
+        "",
+        "idle_timeout = \"1s\"\nrequest_timeout = \"60s\"",
+        NO_AUTH,
+    )
+    .await;
+    let owner = make_user(&s, "owner@gw.example.com", "Olive", Role::Owner).await;
+    let body = br#"{"subject": "Order 1001"}"#;
+    let mut c = TcpStream::connect(s.http).await.expect("connect");
+    let head = format!(
+        "PUT /api/parents/T-1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {owner}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    c.write_all(head.as_bytes()).await.expect("head");
+    c.write_all(&body[..5]).await.expect("part");
+    // Longer than the idle timeout: the lower bound is what matters.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    c.write_all(&body[5..]).await.expect("rest");
+    let mut said = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut said))
+        .await
+        .expect("answered")
+        .expect("read");
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        said.starts_with("HTTP/1.1 200") || said.starts_with("HTTP/1.1 201"),
+        "{said}"
+    );
+    let n: i64 = s
+        .query("SELECT COUNT(*) FROM parents WHERE external_id = 'T-1'")
+        .await;
+    assert_eq!(n, 1);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_byte_at_a_time_imap_client_is_cut_by_the_idle_timeout() {
     let mut s = TestServer::start_with_imap("idle_timeout = \"1s\"", NO_AUTH).await;
@@ -1427,5 +1624,180 @@ async fn open_relay_tricks_at_rcpt_are_refused_and_nothing_is_queued() {
     c.cmd("QUIT").await;
     assert!(bad.is_empty(), "accepted:\n{}", bad.join("\n"));
     assert!(s.inbound().await.is_empty(), "something was queued");
+    s.shutdown().await;
+}
+
+/// Every relay trick, each carrying the valid token of a side conversation
+/// created through the API (and the forwarding address and plus address of
+/// a registered sender): each refused with its documented code, nothing
+/// queued, nothing on the thread; the plain addresses still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_tricks_with_a_valid_token_are_refused_and_nothing_arrives() {
+    let mut s = TestServer::start_with("max_errors = 1000", NO_AUTH).await;
+    let owner = make_user(&s, "owner@gw.example.com", "Olive", Role::Owner).await;
+    let (st, v) = api_call(
+        &s,
+        "POST",
+        "/api/senders",
+        &owner,
+        Some(json!({"email": "support@acme.com", "name": "Acme", "reply_mode": "plus"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let fwd = v["forwarding_address"]
+        .as_str()
+        .and_then(|a| a.strip_suffix("@gw.example.com"))
+        .expect("forwarding address")
+        .to_string();
+    put_parent(&s, &owner, "T-1", "Ann").await;
+    let (st, v) = start(
+        &s,
+        &owner,
+        "T-1",
+        json!({"to": ["vendor@carrier.example"], "subject": "Pallet 7", "body_text": "Where is it?"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let sc = v["id"].as_i64().expect("id");
+    let tok = v["token"].as_str().expect("token").to_string();
+    let messages = || async {
+        let (st, v) = api_call(
+            &s,
+            "GET",
+            &format!("/api/side-conversations/{sc}"),
+            &owner,
+            None,
+        )
+        .await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        v["messages"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(messages().await, 1, "the agent's first message");
+
+    const RELAY: &str = "550 5.7.1";
+    const UNKNOWN: &str = "550 5.1.1";
+    const SYNTAX: &str = "501 5.1.3";
+    let up = tok.to_ascii_uppercase();
+    let cases: Vec<(String, &str)> = vec![
+        // percent hack, anywhere in the local part
+        (format!("user%evil.example+{tok}@gw.example.com"), RELAY),
+        (format!("reply%evil.example+{tok}@gw.example.com"), RELAY),
+        (format!("reply+{tok}%evil.example@gw.example.com"), RELAY),
+        (format!("support%evil.example+{tok}@acme.com"), RELAY),
+        (format!("{fwd}%evil.example@gw.example.com"), RELAY),
+        // bang paths
+        (format!("evil.example!reply+{tok}@gw.example.com"), RELAY),
+        (format!("evil.example!user+{tok}@gw.example.com"), RELAY),
+        (format!("reply+{tok}!user@gw.example.com"), RELAY),
+        (format!("evil.example!support+{tok}@acme.com"), RELAY),
+        (format!("evil.example!{fwd}@gw.example.com"), RELAY),
+        // source routes, to us and through us
+        (format!("@evil.example:reply+{tok}@gw.example.com"), RELAY),
+        (
+            format!("@a.example,@b.example:reply+{tok}@gw.example.com"),
+            RELAY,
+        ),
+        (format!("@gw.example.com:reply+{tok}@evil.example"), RELAY),
+        (format!("@evil.example:support+{tok}@acme.com"), RELAY),
+        (format!("@evil.example:{fwd}@gw.example.com"), RELAY),
+        // quoted local parts
+        (format!("\"a@b\"+{tok}@gw.example.com"), RELAY),
+        (format!("\"reply+{tok}\"@gw.example.com"), RELAY),
+        (format!("\"reply\"+{tok}@gw.example.com"), RELAY),
+        (
+            format!("\"reply+{tok}@evil.example\"@gw.example.com"),
+            RELAY,
+        ),
+        (format!("\"a b\"+{tok}@gw.example.com"), RELAY),
+        (format!("\"support\"+{tok}@acme.com"), RELAY),
+        (format!("\"{fwd}\"@gw.example.com"), RELAY),
+        // trailing dots
+        (format!("reply+{tok}@gw.example.com."), RELAY),
+        (format!("reply+{tok}@gw.example.com.."), RELAY),
+        (format!("support+{tok}@acme.com."), RELAY),
+        (format!("{fwd}@gw.example.com."), RELAY),
+        // IP literals
+        (format!("reply+{tok}@[127.0.0.1]"), RELAY),
+        (format!("reply+{tok}@[IPv6:::1]"), RELAY),
+        (format!("support+{tok}@[127.0.0.1]"), RELAY),
+        (format!("{fwd}@[127.0.0.1]"), RELAY),
+        // IDN look-alikes of the gateway and the sender domain (Cyrillic а
+        // U+0430 and е U+0435, and the punycode of the first)
+        (format!("reply+{tok}@gw.ex\u{0430}mple.com"), RELAY),
+        (format!("reply+{tok}@gw.\u{0435}xample.com"), RELAY),
+        (format!("reply+{tok}@xn--gw-ex-mple-w0f.com"), RELAY),
+        (format!("support+{tok}@\u{0430}cme.com"), RELAY),
+        (format!("{fwd}@gw.ex\u{0430}mple.com"), RELAY),
+        // a second @, sub- and super-domains
+        (format!("reply+{tok}@gw.example.com@evil.example"), SYNTAX),
+        (format!("reply+{tok}@sub.gw.example.com"), RELAY),
+        (format!("reply+{tok}@gw.example.com.evil.example"), RELAY),
+        // local parts the gateway never hands out: unknown
+        (format!("reply.+{tok}@gw.example.com"), UNKNOWN),
+        (format!("a#b+{tok}@gw.example.com"), UNKNOWN),
+        (format!("r\u{0435}ply+{tok}@gw.example.com"), UNKNOWN),
+        (format!("reply+{tok}+x@gw.example.com"), UNKNOWN),
+        (format!("{fwd}x@gw.example.com"), UNKNOWN),
+        // … or that are not dot-atoms at all (the command parser refuses them)
+        (format!(".reply+{tok}@gw.example.com"), SYNTAX),
+        (format!("re..ply+{tok}@gw.example.com"), SYNTAX),
+    ];
+    let mut c = connect(s.smtp).await;
+    c.reply().await;
+    c.cmd("EHLO relay.example").await;
+    assert!(
+        c.cmd("MAIL FROM:<spammer@evil.example> SMTPUTF8")
+            .await
+            .starts_with("250")
+    );
+    let mut bad = Vec::new();
+    for (rcpt, want) in &cases {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        if !r.starts_with(want) {
+            bad.push(format!("RCPT TO:<{rcpt}> → {r} (want {want})"));
+        }
+    }
+    let r = c.cmd("DATA").await;
+    assert_eq!(code(&r), "503", "DATA with every recipient refused: {r}");
+    assert!(
+        bad.is_empty(),
+        "{} of {}:\n{}",
+        bad.len(),
+        cases.len(),
+        bad.join("\n")
+    );
+
+    // The plain forms of the same addresses are accepted.
+    assert!(c.cmd("RSET").await.starts_with("250"));
+    assert!(
+        c.cmd("MAIL FROM:<vendor@carrier.example>")
+            .await
+            .starts_with("250")
+    );
+    for rcpt in [
+        format!("reply+{tok}@gw.example.com"),
+        format!("REPLY+{up}@GW.EXAMPLE.COM"),
+        format!("support+{tok}@acme.com"),
+        format!("{fwd}@gw.example.com"),
+    ] {
+        let r = c.cmd(&format!("RCPT TO:<{rcpt}>")).await;
+        assert!(r.starts_with("250 2.1.5"), "RCPT TO:<{rcpt}> → {r}");
+    }
+    c.cmd("QUIT").await;
+    assert!(s.inbound().await.is_empty(), "something was queued");
+    assert_eq!(messages().await, 1, "nothing reached the thread");
+
+    // And mail to the plain reply address lands on the thread.
+    let r = smtp_send(
+        s.smtp,
+        "vendor@carrier.example",
+        &[&format!("reply+{tok}@gw.example.com")],
+        "From: vendor@carrier.example\r\nTo: reply@gw.example.com\r\nSubject: Re: Pallet 7\r\nMessage-ID: <r1@carrier.example>\r\n\r\nOn its way.\r\n",
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    wait_ingested_long(&s).await;
+    assert_eq!(s.inbound().await.len(), 1);
+    assert_eq!(messages().await, 2, "the genuine reply is on the thread");
     s.shutdown().await;
 }

@@ -249,8 +249,8 @@ async fn recipients_are_checked_against_the_store() {
         ("<support+zzzzzzzzzzzzzzzz@acme.com>", "550 5.1.1"),
         ("<other+abcdefghijklmn23@unregistered.example>", "550 5.7.1"),
         ("<@gw.example.com:victim@elsewhere.example>", "550 5.7.1"),
-        ("<victim%elsewhere.example@gw.example.com>", "550 5.1.1"),
-        ("<\"victim@elsewhere.example\"@gw.example.com>", "550 5.1.1"),
+        ("<victim%elsewhere.example@gw.example.com>", "550 5.7.1"),
+        ("<\"victim@elsewhere.example\"@gw.example.com>", "550 5.7.1"),
         ("<>", "501 5.1.3"),
         ("<support+abcdefghijklmn23@acme.com>", "250 2.1.5"),
         // the cap counts distinct accepted recipients and applies before lookups

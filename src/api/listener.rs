@@ -6,8 +6,20 @@
 //! open —, and a request's headers must be complete within
 //! `http.idle_timeout` of the connection opening or of the server's last
 //! write, however their bytes are spread: a client sending a byte a second
-//! (slowloris) is cut. Bodies are bounded by `http.request_timeout` (the
-//! router's deadline layer).
+//! (slowloris) is cut; a head already received counts even when the
+//! server, busy, reads it after the deadline. While a request is in progress (its head
+//! read, its response not yet begun) the idle clock is off: the request
+//! body and the handler are bounded by `http.request_timeout` (the
+//! router's deadline layer), so a handler slower than the idle timeout on a
+//! loaded machine is not cut mid-request, and a body that trickles or stops
+//! is answered 503 when that deadline passes.
+//!
+//! Closing, the server lingers: it ends its side (FIN after the response)
+//! and reads and discards what the client still sends, until the client
+//! closes, sends nothing for [`LINGER`], or `http.idle_timeout` has passed
+//! since it began. A response sent before the whole request body was read
+//! — `413` for an upload past the limit — thus reaches the client instead
+//! of being lost to the reset a close with unread input would send.
 
 use std::io;
 use std::pin::Pin;
@@ -41,6 +53,13 @@ pub fn client_ip(extensions: &axum::http::Extensions) -> Option<std::net::IpAddr
         .map(|c| c.0.0.ip())
 }
 
+/// How long a closing connection waits for more of the client's input
+/// before it stops reading and discarding it.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// Reads per poll while lingering before yielding to other tasks.
+const LINGER_READS_PER_POLL: usize = 32;
+
 pub struct LimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
@@ -64,6 +83,8 @@ pub struct LimitedStream {
     deadline: Pin<Box<Sleep>>,
     /// Armed while a request's headers are awaited.
     headers: HeaderClock,
+    /// Set once the server started closing: the end of the lingering.
+    linger: Option<Pin<Box<Sleep>>>,
     _slot: OwnedSemaphorePermit,
 }
 
@@ -162,6 +183,7 @@ impl axum::serve::Listener for LimitedListener {
                             idle: self.idle,
                             deadline: Box::pin(tokio::time::sleep(self.idle)),
                             headers: HeaderClock::new(self.idle),
+                            linger: None,
                             _slot: slot,
                         },
                         addr,
@@ -196,9 +218,6 @@ impl AsyncRead for LimitedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if self.headers.expired() {
-            return Poll::Ready(Err(too_slow()));
-        }
         let before = buf.filled().len();
         match Pin::new(&mut self.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
@@ -208,15 +227,25 @@ impl AsyncRead for LimitedStream {
                     let this = &mut *self;
                     this.headers.read(&buf.filled()[before..]);
                 }
+                // Bytes that arrived are honoured, however late the server
+                // reads them; a head still incomplete past its deadline is not.
+                if self.headers.expired() {
+                    return Poll::Ready(Err(too_slow()));
+                }
                 Poll::Ready(Ok(()))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
-                if self.headers.armed
-                    && !self.headers.disabled
-                    && self.headers.deadline.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Err(too_slow()));
+                if self.headers.disabled {
+                    // HTTP/2: only the idle clock below.
+                } else if self.headers.armed {
+                    if self.headers.deadline.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(too_slow()));
+                    }
+                } else {
+                    // A request is in progress (head read, no response
+                    // yet): `http.request_timeout` bounds it, not idleness.
+                    return Poll::Pending;
                 }
                 match self.deadline.as_mut().poll(cx) {
                     Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
@@ -251,8 +280,39 @@ impl AsyncWrite for LimitedStream {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
+    /// Ends the server's side, then lingers (module docs): reads and drops
+    /// the client's input until it closes, errs, or the linger time passes.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.inner).poll_shutdown(cx))?;
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER.min(this.idle))));
+            // The whole lingering is capped by the idle timeout.
+            let cap = Instant::now() + this.idle;
+            this.deadline.as_mut().reset(cap);
+        }
+        let Some(quiet) = this.linger.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut scratch = [0u8; 16 * 1024];
+        for _ in 0..LINGER_READS_PER_POLL {
+            if quiet.as_mut().poll(cx).is_ready() || this.deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut scratch);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Ready(Ok(())) if rb.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => {
+                    let next = Instant::now() + LINGER.min(this.idle);
+                    quiet.as_mut().reset(next);
+                }
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        // A client still sending fast: let other tasks run, then go on.
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 
     fn poll_write_vectored(

@@ -335,6 +335,15 @@ impl<'a> Session<'a> {
             }
             None => {}
         }
+        // Relay tricks the command parser would hide (it drops source
+        // routes and quotes) or call a syntax error (address literals, a
+        // trailing dot): refused as relaying, and counted like any refused
+        // recipient, whatever the token in the address.
+        if let Some(trick) = policy::path_trick(line) {
+            metrics::inc("smtp_commands_total", &[("command", "RCPT")]);
+            self.refuse_path_trick(trick).await;
+            return Next::Continue;
+        }
         let parsed = Request::parse(&mut line.iter()).map(Request::into_owned);
         let name = match &parsed {
             Ok(r) => r.name(),
@@ -505,14 +514,9 @@ impl<'a> Session<'a> {
         } else {
             to.address.clone()
         };
-        // RFC 5321 §4.1.2: a domain has no trailing dot. `reply@gw.` is not
-        // read as the gateway's own domain, nor passed on anywhere.
-        if address.ends_with('.') {
+        if MailAddr::parse(&address).is_none() {
             return self.say(reply::bad_recipient_address());
         }
-        let Some(addr) = MailAddr::parse(&address) else {
-            return self.say(reply::bad_recipient_address());
-        };
         if self
             .txn
             .rcpts
@@ -531,7 +535,7 @@ impl<'a> Session<'a> {
             metrics::inc("smtp_sessions_cut_total", &[("reason", "blocked")]);
             return;
         }
-        let class = policy::classify(&addr, &self.shared.config.domain);
+        let class = policy::classify(&address, &self.shared.config.domain);
         let token = match &class {
             RcptClass::GatewayToken(t) => Some(t.as_str().to_string()),
             _ => None,
@@ -597,6 +601,24 @@ impl<'a> Session<'a> {
                 self.say(reply::lookup_failed());
             }
         }
+    }
+
+    /// A `RCPT` whose path carries a relay trick (`policy::path_trick`):
+    /// `550 5.7.1` once a transaction is open, counted against the client
+    /// like any refused recipient.
+    async fn refuse_path_trick(&mut self, trick: policy::PathTrick) {
+        if self.txn.mail_from.is_none() {
+            return self.say(reply::need_mail());
+        }
+        if self.shared.limits.smtp_rcpt.check(self.peer.ip()).is_err() {
+            self.cut = true;
+            metrics::inc("smtp_sessions_cut_total", &[("reason", "blocked")]);
+            return;
+        }
+        metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
+        tracing::info!(?trick, "relaying denied: routing syntax in the recipient");
+        self.rcpt_failed().await;
+        self.say(reply::relay_denied());
     }
 
     /// Counts a failed recipient against the client's address (token
