@@ -3,8 +3,10 @@
 //!
 //! The filter becomes one SQL statement with bound parameters. Text
 //! conditions (`from`, `to`, `cc`, `subject`, `body`, `text`) match
-//! substrings of the columns ingest stored (case-insensitive for ASCII);
-//! the listing itself reads only the `messages_thread_received` index.
+//! substrings of the columns ingest stored (case-insensitive for ASCII).
+//! The listing walks the `messages_received` index (received time, id) in
+//! the order asked, so a query with a limit stops once it has its page
+//! instead of reading and sorting every message of the store.
 
 use rusqlite::Connection;
 use rusqlite::types::Value as Sql;
@@ -275,7 +277,7 @@ fn run(
         "SELECT m.id, m.side_conversation_id,
                 {admin} AND EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
                                     WHERE u.message_id = m.id AND ub.kind = 'unrouted')
-         FROM messages m INDEXED BY messages_thread_received
+         FROM messages m INDEXED BY messages_received
          WHERE EXISTS (SELECT 1 FROM mailbox_messages v JOIN mailboxes vb ON vb.id = v.mailbox_id
                        WHERE v.message_id = m.id AND (vb.kind != 'unrouted' OR {admin}))
            AND {filter}
