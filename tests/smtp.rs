@@ -412,3 +412,37 @@ async fn shutdown_lets_data_finish_and_421s_idle_sessions() {
         b"Subject: in flight\r\n\r\nfirst half\r\nsecond half\r\n"
     );
 }
+
+/// A client that pipelines a whole message and then closes its side in
+/// the middle of the next BDAT chunk still reads the `250` of the message
+/// that was committed (found by the `smtp_session` fuzz target: the reply
+/// was queued but dropped with the session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_client_still_gets_the_replies_already_due() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut server = TestServer::start("").await;
+    let mut s = tokio::net::TcpStream::connect(server.smtp)
+        .await
+        .expect("connect");
+    s.write_all(
+        b"EHLO a\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<reply@gw.example.com>\r\n\
+          BDAT 5 LAST\r\nhello\
+          MAIL FROM:<a@b.example>\r\nRCPT TO:<reply@gw.example.com>\r\nBDAT 5 LAST\r\nlo",
+    )
+    .await
+    .expect("write");
+    s.shutdown().await.expect("half-close");
+    let mut out = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(30), s.read_to_end(&mut out))
+        .await
+        .expect("the server closes")
+        .expect("read");
+    let out = String::from_utf8_lossy(&out);
+    assert_eq!(server.inbound().await.len(), 1, "{out}");
+    assert_eq!(
+        out.matches("250 2.0.0 OK: queued as ").count(),
+        1,
+        "the committed message is acknowledged: {out}"
+    );
+    server.shutdown().await;
+}

@@ -223,7 +223,16 @@ impl<'a> Session<'a> {
                 self.flush(io).await?;
                 Ok(outcome)
             }
-            Err(Stop::Io(e)) => Err(e),
+            Err(Stop::Io(e)) => {
+                // The client closed its side (end of stream mid-BDAT or
+                // mid-DATA) but may still read: the replies already due —
+                // a `250` for a message committed earlier in the pipeline
+                // among them — are still sent (bounded by the write timeout).
+                if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                    let _ = self.flush(io).await;
+                }
+                Err(e)
+            }
             Err(stop) => {
                 let r = match stop {
                     Stop::Timeout => reply::timeout(&host),
