@@ -25,6 +25,7 @@ pub mod webhooks;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -216,9 +217,9 @@ impl Store {
         let checkpoint_conn = Connection::open(path)?;
         configure(&checkpoint_conn)?;
 
-        let wal = Arc::new(WalState::default());
+        let frames = Arc::new(AtomicI64::new(0));
         let (wake, wake_rx) = mpsc::sync_channel::<()>(1);
-        let wal_seen = wal.clone();
+        let wal_seen = frames.clone();
         let checkpointer = thread::Builder::new()
             .name("store-checkpoint".into())
             .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx, wal_seen))
@@ -229,7 +230,7 @@ impl Store {
         let committed = commits.clone();
         let handle = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, committed, Wal { wake, state: wal }))
+            .spawn(move || writer_loop(conn, rx, committed, Wal { wake, frames }))
             .map_err(|e| StoreError::Database(format!("spawn writer: {e}")))?;
 
         Ok(Store {
@@ -476,33 +477,26 @@ impl Queues {
     }
 }
 
-/// What the writer and the checkpointer know of the WAL.
-#[derive(Default)]
-struct WalState {
-    /// Frames in the WAL at the checkpointer's last pass.
-    frames: std::sync::atomic::AtomicI64,
-}
-
 /// The writer's side of the checkpointer.
 struct Wal {
     /// Wakes the checkpointer after a commit (a full channel means it is
     /// already due to run).
     wake: mpsc::SyncSender<()>,
-    state: Arc<WalState>,
+    /// Frames in the WAL at the checkpointer's last pass.
+    frames: Arc<AtomicI64>,
 }
 
 impl Wal {
     fn committed(&self, conn: &Connection) {
-        use std::sync::atomic::Ordering;
         let _ = self.wake.try_send(());
-        if self.state.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
+        if self.frames.load(Ordering::Relaxed) < WAL_RESTART_FRAMES {
             return;
         }
         // The background checkpoint has copied nearly everything: copy the
         // rest now, between transactions, so the next one restarts the WAL.
         match passive_checkpoint(conn) {
             Ok((false, log, done)) if log == done => {
-                self.state.frames.store(0, Ordering::Relaxed);
+                self.frames.store(0, Ordering::Relaxed);
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
@@ -522,12 +516,11 @@ fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(bool, i64, i64)> {
 /// that commits only append to the WAL: SQLite's automatic checkpoint runs
 /// inside the commit that crosses its threshold, and every caller of that
 /// batch waited for it. A passive checkpoint never blocks the writer.
-fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, wal: Arc<WalState>) {
-    use std::sync::atomic::Ordering;
+fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, frames: Arc<AtomicI64>) {
     while wake.recv().is_ok() {
         let started = std::time::Instant::now();
         match passive_checkpoint(&conn) {
-            Ok((_, log, _)) => wal.frames.store(log, Ordering::Relaxed),
+            Ok((_, log, _)) => frames.store(log, Ordering::Relaxed),
             Err(e) => tracing::warn!(error = %e, "store: background checkpoint failed"),
         }
         if let Some(rest) = CHECKPOINT_INTERVAL.checked_sub(started.elapsed()) {
