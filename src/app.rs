@@ -162,8 +162,8 @@ pub async fn start_with(
 
     let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?;
     {
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { worker.run(shutdown).await });
+        let stopped = worker.spawn(shutdown.clone())?;
+        tasks.spawn(stopped);
     }
 
     let outbox =

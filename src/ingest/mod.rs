@@ -113,6 +113,14 @@ async fn authenticate(
     p
 }
 
+/// The queued writes of a prepared batch: (queue id, attempts so far,
+/// the answer of its write).
+type InFlight = Vec<(
+    i64,
+    i64,
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied>> + Send>>,
+)>;
+
 /// The ingest worker of one gateway.
 pub struct Worker {
     config: Arc<Config>,
@@ -148,23 +156,97 @@ impl Worker {
         })
     }
 
+    /// Runs [`Worker::run`] on a thread of its own, with its own (single
+    /// thread) runtime, below the priority of the listeners (see [`pool`]):
+    /// preparing accepted mail (reading it back, DNS for SPF/DKIM/DMARC,
+    /// parsing) takes what CPU answering clients leaves. The future
+    /// resolves when the worker has stopped.
+    pub fn spawn(
+        self,
+        shutdown: Shutdown,
+    ) -> std::io::Result<impl std::future::Future<Output = anyhow::Result<()>> + Send + use<>> {
+        let (done, stopped) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("ingest".into())
+            .spawn(move || {
+                pool::lower_priority();
+                let outcome = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .thread_name("ingest-io")
+                    .build()
+                    .map_err(anyhow::Error::from)
+                    .and_then(|rt| rt.block_on(self.run(shutdown)));
+                let _ = done.send(outcome);
+            })?;
+        Ok(async move {
+            stopped
+                .await
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the ingest thread stopped abnormally")))
+        })
+    }
+
     /// Drains the queue until shutdown; wakes on every SMTP commit.
+    ///
+    /// Pipelined: while the writer stores one batch, the next one is read
+    /// and prepared (writes are still queued in arrival order, so a message
+    /// sees every earlier one). `after` skips the rows already handed to
+    /// the writer; once nothing newer is queued the scan starts over from
+    /// the oldest row still queued (a message whose attempt failed).
     pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
+        let mut after = 0i64;
+        let mut in_flight: Option<InFlight> = None;
         loop {
             if shutdown.is_triggered() {
+                if let Some(batch) = in_flight.take() {
+                    let _ = self.settle(batch).await;
+                }
                 return Ok(());
             }
-            match self.drain_once().await {
-                Ok(0) => {
+            let step = async {
+                let batch = self
+                    .store
+                    .read(move |c| inbound::pending_after(c, after, BATCH, BATCH_BYTES))
+                    .await?;
+                let next = match batch.last() {
+                    Some(m) => Some((m.id, self.start(batch).await?)),
+                    None => None,
+                };
+                Ok::<_, crate::store::StoreError>(next)
+            };
+            match step.await {
+                Ok(Some((last, batch))) => {
+                    after = last;
+                    if let Some(previous) = in_flight.replace(batch)
+                        && let Err(e) = self.settle(previous).await
+                    {
+                        tracing::error!(error = %e, "ingest: store error; retrying shortly");
+                    }
+                }
+                Ok(None) => {
+                    if let Some(previous) = in_flight.take() {
+                        if let Err(e) = self.settle(previous).await {
+                            tracing::error!(error = %e, "ingest: store error; retrying shortly");
+                        }
+                        continue;
+                    }
+                    if after != 0 {
+                        // Start over: a message that failed an attempt is
+                        // still queued behind `after`.
+                        after = 0;
+                        continue;
+                    }
                     tokio::select! {
                         _ = self.committed.notified() => {}
                         _ = shutdown.wait() => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_secs(30)) => {}
                     }
                 }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "ingest: store error; retrying shortly");
+                    if let Some(previous) = in_flight.take() {
+                        let _ = self.settle(previous).await;
+                    }
+                    after = 0;
                     tokio::select! {
                         _ = shutdown.wait() => return Ok(()),
                         _ = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -184,6 +266,15 @@ impl Worker {
         if n == 0 {
             return Ok(0);
         }
+        let in_flight = self.start(batch).await?;
+        self.settle(in_flight).await?;
+        Ok(n)
+    }
+
+    /// Prepares a batch and queues its writes; [`Worker::settle`] then
+    /// waits for them.
+    async fn start(&self, batch: Vec<InboundMessage>) -> Result<InFlight> {
+        let n = batch.len();
         // Parsing and classifying run on the parser threads (see `pool`:
         // below the SMTP listener's priority) in two chunks rather than one
         // task per message: fewer thread hand-offs. Authentication (DNS)
@@ -228,7 +319,7 @@ impl Worker {
             });
             preparing.push((id, attempts, task));
         }
-        let mut pending = Vec::with_capacity(n);
+        let mut pending: InFlight = Vec::with_capacity(n);
         for (id, attempts, task) in preparing {
             match task.await {
                 Ok(Ok(prepared)) => {
@@ -236,12 +327,17 @@ impl Worker {
                     let fut = self
                         .store
                         .submit_write(move |c| apply::apply(c, &domain, &prepared))?;
-                    pending.push((id, attempts, fut));
+                    pending.push((id, attempts, Box::pin(fut)));
                 }
                 Ok(Err(e)) => self.failed(id, attempts, &e).await?,
                 Err(e) => self.failed(id, attempts, &format!("prepare: {e}")).await?,
             }
         }
+        Ok(pending)
+    }
+
+    /// Waits for the writes of a batch and accounts for them.
+    async fn settle(&self, pending: InFlight) -> Result<()> {
         for (id, attempts, fut) in pending {
             match fut.await {
                 Ok(Applied::Stored { message, rule }) => {
@@ -260,7 +356,7 @@ impl Worker {
                 Err(e) => self.failed(id, attempts, &e.to_string()).await?,
             }
         }
-        Ok(n)
+        Ok(())
     }
 
     async fn failed(&self, id: i64, attempts: i64, error: &str) -> Result<()> {

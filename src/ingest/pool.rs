@@ -1,12 +1,14 @@
 //! The threads that parse and classify queued mail.
 //!
-//! They run at a lower CPU priority than the rest of the gateway: while
-//! clients are sending, answering them (a durable `250`) comes first, and
-//! threading the accepted mail takes what CPU is left. Accepted mail is
-//! already committed, so nothing waits on it but the thread it belongs to,
-//! and the backlog (`inbound_queue_depth` in the metrics) drains as soon as
-//! the burst ends. When the machine is otherwise idle the priority makes no
-//! difference.
+//! They (and the ingest worker's own thread, see `Worker::spawn`) run at
+//! the lowest CPU priority (`SCHED_IDLE`): while clients are sending,
+//! answering them (a durable `250`) comes first, and threading the accepted
+//! mail takes what CPU is left. Accepted mail is already committed, so
+//! nothing waits on it but the thread it belongs to, and the backlog
+//! (`inbound_queue_depth` in the metrics) drains as soon as the burst ends.
+//! When the machine is otherwise idle the priority makes no difference; on
+//! a machine kept busy by other programs the ingest still gets the small
+//! share the kernel gives idle-class threads, so it slows down, never stops.
 
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -14,8 +16,9 @@ use std::thread;
 
 type Job = Box<dyn FnOnce() + Send>;
 
-/// How much lower than the gateway's other threads (a `nice` increment).
-const NICENESS: i32 = 10;
+/// The `nice` value of those threads (for a kernel that refuses
+/// `SCHED_IDLE`).
+const NICENESS: i32 = 19;
 
 pub struct ParsePool {
     tx: mpsc::Sender<Job>,
@@ -66,8 +69,11 @@ impl ParsePool {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux: per thread).
-fn lower_priority() {
+/// Lowers the calling thread's scheduling priority (Linux: per thread):
+/// `SCHED_IDLE` (it runs when no thread at normal priority wants the CPU),
+/// and the lowest `nice` should that policy be refused. Threads it creates
+/// later inherit both.
+pub(crate) fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take no pointers; a failure only
@@ -75,7 +81,14 @@ fn lower_priority() {
         let tid = unsafe { libc::syscall(libc::SYS_gettid) } as libc::id_t;
         let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, NICENESS) };
         if rc != 0 {
-            tracing::debug!("could not lower the ingest parser threads' priority");
+            tracing::debug!("could not lower the ingest threads' nice value");
+        }
+        let param = libc::sched_param { sched_priority: 0 };
+        // SAFETY: `param` is a valid sched_param for the call's duration;
+        // pid 0 is the calling thread.
+        let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) };
+        if rc != 0 {
+            tracing::debug!("could not move the ingest threads to SCHED_IDLE");
         }
     }
 }

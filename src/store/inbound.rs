@@ -109,12 +109,22 @@ pub fn get(conn: &Connection, id: i64) -> Result<InboundMessage> {
 /// The oldest queued messages, in arrival order: at most `limit`, and no
 /// more than `max_bytes` of raw mail (but always at least one message).
 pub fn pending(conn: &Connection, limit: usize, max_bytes: usize) -> Result<Vec<InboundMessage>> {
-    let mut sizes = conn.prepare(
-        "SELECT id, size FROM inbound_queue WHERE state = 'queued' ORDER BY id LIMIT ?1",
+    pending_after(conn, 0, limit, max_bytes)
+}
+
+/// [`pending`] among the messages queued after queue id `after`.
+pub fn pending_after(
+    conn: &Connection,
+    after: i64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<InboundMessage>> {
+    let mut sizes = conn.prepare_cached(
+        "SELECT id, size FROM inbound_queue WHERE state = 'queued' AND id > ?2 ORDER BY id LIMIT ?1",
     )?;
     let mut total = 0usize;
     let mut last_id = None;
-    for row in sizes.query_map([limit as i64], |r| {
+    for row in sizes.query_map(params![limit as i64, after], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
     })? {
         let (id, size) = row?;
@@ -128,10 +138,11 @@ pub fn pending(conn: &Connection, limit: usize, max_bytes: usize) -> Result<Vec<
     let Some(last_id) = last_id else {
         return Ok(Vec::new());
     };
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE q.state = 'queued' AND q.id <= ?1 ORDER BY q.id LIMIT ?2"
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {COLUMNS} FROM {FROM}
+         WHERE q.state = 'queued' AND q.id > ?3 AND q.id <= ?1 ORDER BY q.id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![last_id, limit as i64], from_row)?;
+    let rows = stmt.query_map(params![last_id, limit as i64, after], from_row)?;
     rows.map(|r| finish(r?)).collect()
 }
 

@@ -39,10 +39,12 @@ pub const SCHEMA: &str = include_str!("../../schema.sql");
 
 /// How many queued writes one transaction may take at most.
 const MAX_BATCH: usize = 512;
-/// How long one batch may spend on non-urgent writes once it holds urgent
-/// ones (or any at all): an urgent write waits at most about this long
-/// plus the commit.
+/// How long one batch may spend on non-urgent writes (threading accepted
+/// mail, API writes) before it commits. An urgent write (a client waiting
+/// for its `250`) ends the batch as soon as it has run and the batch has
+/// given the backlog this much time.
 const BATCH_BUDGET: Duration = Duration::from_millis(4);
+const BACKLOG_SHARE: Duration = Duration::from_micros(100);
 /// Read connections kept open when idle.
 const MAX_IDLE_READERS: usize = 16;
 /// The checkpointer copies committed WAL frames into the database at most
@@ -567,13 +569,20 @@ fn writer_loop(
         }
         let mut batch = Batch::begin(&conn);
         // Urgent writes first, then the backlog in order while the budget
-        // lasts; urgent writes arriving meanwhile join this batch.
+        // lasts. An urgent write arriving meanwhile joins this batch and
+        // ends it once the backlog has had its share (so neither side
+        // starves during a burst).
         let started = std::time::Instant::now();
         loop {
+            let urgent = !q.urgent.is_empty();
             for job in q.urgent.drain(..) {
                 batch.run(job);
             }
-            if batch.len() >= MAX_BATCH || started.elapsed() >= BATCH_BUDGET {
+            let elapsed = started.elapsed();
+            if batch.len() >= MAX_BATCH
+                || elapsed >= BATCH_BUDGET
+                || (urgent && elapsed >= BACKLOG_SHARE)
+            {
                 break;
             }
             let Some(job) = q.backlog.pop_front() else {
