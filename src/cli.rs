@@ -245,16 +245,39 @@ async fn sender_command(
 
 /// Structured logs on stderr: text by default, JSON on request.
 /// `RUST_LOG` wins over `log.level` when set.
+///
+/// A plain level (`info`, the usual case) is a static maximum level: an
+/// `EnvFilter` looks up its span table every time a span is entered or
+/// left, and the SMTP session's span is entered at every poll of the
+/// session (a visible share of the listener's CPU under load). Directives
+/// (`info,backchannel::smtp=debug`, or `RUST_LOG`) still get the
+/// `EnvFilter`.
 pub fn init_tracing(format: LogFormat, level: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     use std::io::IsTerminal;
+    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::LevelFilter;
     let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+    let plain = match std::env::var_os("RUST_LOG") {
+        Some(_) => None,
+        None => level.trim().parse::<LevelFilter>().ok(),
+    };
+    let _ = match (plain, format) {
+        (Some(max), LogFormat::Json) => builder
+            .with_max_level(max)
+            .json()
+            .flatten_event(true)
+            .try_init(),
+        (Some(max), LogFormat::Text) => builder.with_max_level(max).try_init(),
+        (None, format) => {
+            let filter =
+                EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+            let builder = builder.with_env_filter(filter);
+            match format {
+                LogFormat::Json => builder.json().flatten_event(true).try_init(),
+                LogFormat::Text => builder.try_init(),
+            }
+        }
     };
 }

@@ -592,7 +592,15 @@ pub async fn get_raw(
     let raw: Vec<u8> = st
         .store
         .read(move |c| {
-            Ok(c.query_row("SELECT raw FROM messages WHERE id = ?1", [id], |r| r.get(0))?)
+            Ok(c.query_row(
+                concat!(
+                    "SELECT ",
+                    crate::raw_sql!("m"),
+                    " FROM messages m WHERE m.id = ?1"
+                ),
+                [id],
+                |r| r.get(0),
+            )?)
         })
         .await?;
     Ok((

@@ -30,6 +30,9 @@ pub struct Prepared {
     pub parsed: ParsedMail,
     pub kind: Kind,
     pub visible_reply: Option<String>,
+    /// `visible_reply` is exactly `messages::plain_visible` of the text
+    /// body (computed while parsing, off the writer): stored as NULL.
+    pub visible_is_plain: bool,
     pub auth: Option<AuthResults>,
 }
 
@@ -505,7 +508,9 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
            (side_conversation_id, direction, kind, route, inbound_id, raw, raw_sha256,
             message_id, in_reply_to, refs, from_name, from_email, reply_to, to_addrs, cc_addrs,
             date, subject, text_body, html_body, visible_reply, flags, auth, bounce, received_at)
-         VALUES (?1, 'in', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+         VALUES (?1, 'in', ?2, ?3, ?4,
+                 CASE WHEN EXISTS (SELECT 1 FROM inbound_raw WHERE id = ?4) THEN X'' ELSE ?5 END,
+                 ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
                  ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?
     .execute(params![
@@ -532,12 +537,7 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         // message. NULL here means exactly that (readers go through
         // `messages::visible_reply_sql`; with no text body there is no
         // visible reply either).
-        p.visible_reply.as_ref().filter(|v| {
-            p.parsed
-                .text
-                .as_deref()
-                .is_none_or(|t| crate::store::messages::plain_visible(t) != **v)
-        }),
+        p.visible_reply.as_ref().filter(|_| !p.visible_is_plain),
         serde_json::to_string(&flags)?,
         p.auth.as_ref().map(serde_json::to_string).transpose()?,
         bounce_json(&p.kind).map(|b| b.to_string()),

@@ -77,9 +77,15 @@ fn parse_one(m: InboundMessage, domain: &str) -> std::result::Result<Prepared, S
             (Some(text), None) => Some(text.trim().to_string()),
             (None, None) => None,
         };
-        (parsed, kind, visible)
+        // Whether the visible reply can be stored as NULL (see
+        // `Prepared::visible_is_plain`): decided here, on a parser thread.
+        let plain = match (&visible, &parsed.text) {
+            (Some(v), Some(t)) => crate::store::messages::plain_visible(t) == *v,
+            _ => false,
+        };
+        (parsed, kind, visible, plain)
     }));
-    let (parsed, kind, visible) =
+    let (parsed, kind, visible, visible_is_plain) =
         work.map_err(|_| "parsing failed: the parser panicked".to_string())?;
     Ok(Prepared {
         inbound_id: id,
@@ -89,6 +95,7 @@ fn parse_one(m: InboundMessage, domain: &str) -> std::result::Result<Prepared, S
         parsed,
         kind,
         visible_reply: visible,
+        visible_is_plain,
         auth: None,
     })
 }

@@ -197,11 +197,11 @@ impl Builder<'_> {
             }
             "minSize" => {
                 self.params.push(Sql::Integer(Self::size(value, key)?));
-                "length(m.raw) >= ?".into()
+                concat!(crate::raw_len_sql!("m"), " >= ?").into()
             }
             "maxSize" => {
                 self.params.push(Sql::Integer(Self::size(value, key)?));
-                "length(m.raw) < ?".into()
+                concat!(crate::raw_len_sql!("m"), " < ?").into()
             }
             "hasKeyword" | "notKeyword" => {
                 let k = Self::text(value, key)?;

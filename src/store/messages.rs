@@ -5,6 +5,41 @@ use rusqlite::{Connection, params};
 
 use super::Result;
 
+/// The raw bytes of a message row aliased `$m`, as SQL. An inbound
+/// message keeps its bytes once, in `inbound_raw` (the queue's copy,
+/// written when the message was accepted): its `raw` column is empty.
+/// Outbound mail, and inbound mail queued before schema migration 4, have
+/// theirs in `raw`. (An empty message is empty either way.)
+#[macro_export]
+macro_rules! raw_sql {
+    ($m:literal) => {
+        concat!(
+            "coalesce(nullif(",
+            $m,
+            ".raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = ",
+            $m,
+            ".inbound_id), ",
+            $m,
+            ".raw)"
+        )
+    };
+}
+
+/// The size of [`raw_sql!`] in bytes, without reading the bytes (SQLite
+/// answers `length()` of a blob column from the record header).
+#[macro_export]
+macro_rules! raw_len_sql {
+    ($m:literal) => {
+        concat!(
+            "coalesce(nullif(length(",
+            $m,
+            ".raw), 0), (SELECT length(ir.raw) FROM inbound_raw ir WHERE ir.id = ",
+            $m,
+            ".inbound_id), 0)"
+        )
+    };
+}
+
 /// One attachment to store with a message.
 pub struct NewAttachment<'a> {
     pub filename: Option<&'a str>,

@@ -503,11 +503,19 @@ pub fn messages(conn: &Connection, ids: &[i64], with_raw: bool) -> Result<Vec<Vi
         return Ok(Vec::new());
     }
     let sql = if with_raw {
-        "SELECT m.id, m.received_at, length(m.raw), m.raw
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        concat!(
+            "SELECT m.id, m.received_at, ",
+            crate::raw_len_sql!("m"),
+            ", ",
+            crate::raw_sql!("m"),
+            " FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        )
     } else {
-        "SELECT m.id, m.received_at, length(m.raw), NULL
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        concat!(
+            "SELECT m.id, m.received_at, ",
+            crate::raw_len_sql!("m"),
+            ", NULL FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        )
     };
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
@@ -535,10 +543,11 @@ pub fn with_raw_messages(
     if ids.is_empty() {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached(
-        "SELECT m.id, m.received_at, m.raw
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value",
-    )?;
+    let mut stmt = conn.prepare_cached(concat!(
+        "SELECT m.id, m.received_at, ",
+        crate::raw_sql!("m"),
+        " FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    ))?;
     let mut rows = stmt.query([id_list(ids)])?;
     while let Some(r) = rows.next()? {
         let id: i64 = r.get(0)?;
@@ -581,14 +590,22 @@ pub fn search_fields(conn: &Connection, ids: &[i64], with_body: bool) -> Result<
         return Ok(Vec::new());
     }
     let sql = if with_body {
-        "SELECT m.id, m.received_at, m.date, length(m.raw), coalesce(m.from_name, ''),
+        concat!(
+            "SELECT m.id, m.received_at, m.date, ",
+            crate::raw_len_sql!("m"),
+            ", coalesce(m.from_name, ''),
                 coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs,
                 coalesce(m.text_body, m.html_body, '')
          FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        )
     } else {
-        "SELECT m.id, m.received_at, m.date, length(m.raw), coalesce(m.from_name, ''),
+        concat!(
+            "SELECT m.id, m.received_at, m.date, ",
+            crate::raw_len_sql!("m"),
+            ", coalesce(m.from_name, ''),
                 coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, NULL
          FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        )
     };
     let mut stmt = conn.prepare_cached(sql)?;
     let rows = stmt
@@ -774,7 +791,11 @@ pub fn placed(
         .unwrap_or(0);
     let row = conn
         .query_row(
-            "SELECT side_conversation_id, received_at, length(raw) FROM messages WHERE id = ?1",
+            concat!(
+                "SELECT m.side_conversation_id, m.received_at, ",
+                crate::raw_len_sql!("m"),
+                " FROM messages m WHERE m.id = ?1"
+            ),
             [message_id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
@@ -797,7 +818,11 @@ pub fn placed(
 pub fn raw(conn: &Connection, message_id: i64) -> Result<Option<Vec<u8>>> {
     Ok(conn
         .query_row(
-            "SELECT raw FROM messages WHERE id = ?1",
+            concat!(
+                "SELECT ",
+                crate::raw_sql!("m"),
+                " FROM messages m WHERE m.id = ?1"
+            ),
             [message_id],
             |r| r.get(0),
         )
