@@ -39,10 +39,40 @@ fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
     )
 }
 
+/// The value stored under `name` and `labels`, created when new. The
+/// lookup allocates nothing for a series that exists (every call after the
+/// first): these are called several times for every SMTP message.
+fn slot<'m, V: Default>(
+    map: &'m mut BTreeMap<Key, V>,
+    name: &'static str,
+    labels: &[(&'static str, &str)],
+) -> &'m mut V {
+    let same = |(n, l): &Key| {
+        *n == name
+            && l.len() == labels.len()
+            && l.iter()
+                .zip(labels)
+                .all(|((k1, v1), (k2, v2))| k1 == k2 && v1 == v2)
+    };
+    let start = (name, Vec::new());
+    let exists = map
+        .range(&start..)
+        .take_while(|(k, _)| k.0 == name)
+        .any(|(k, _)| same(k));
+    if !exists {
+        return map.entry(key(name, labels)).or_default();
+    }
+    map.range_mut(&start..)
+        .take_while(|(k, _)| k.0 == name)
+        .find(|(k, _)| same(k))
+        .map(|(_, v)| v)
+        .unwrap_or_else(|| unreachable!("the series was just found"))
+}
+
 /// Adds `n` to a counter.
 pub fn add(name: &'static str, labels: &[(&'static str, &str)], n: u64) {
     if let Ok(mut r) = registry().lock() {
-        *r.counters.entry(key(name, labels)).or_default() += n;
+        *slot(&mut r.counters, name, labels) += n;
     }
 }
 
@@ -54,14 +84,14 @@ pub fn inc(name: &'static str, labels: &[(&'static str, &str)]) {
 /// Moves a gauge by `delta`.
 pub fn gauge_add(name: &'static str, labels: &[(&'static str, &str)], delta: i64) {
     if let Ok(mut r) = registry().lock() {
-        *r.gauges.entry(key(name, labels)).or_default() += delta as f64;
+        *slot(&mut r.gauges, name, labels) += delta as f64;
     }
 }
 
 /// Sets a gauge.
 pub fn gauge_set(name: &'static str, labels: &[(&'static str, &str)], value: i64) {
     if let Ok(mut r) = registry().lock() {
-        r.gauges.insert(key(name, labels), value as f64);
+        *slot(&mut r.gauges, name, labels) = value as f64;
     }
 }
 
@@ -149,7 +179,7 @@ pub fn export_config_limits(c: &crate::config::Config) {
 /// Records one latency observation in seconds.
 pub fn observe(name: &'static str, labels: &[(&'static str, &str)], seconds: f64) {
     if let Ok(mut r) = registry().lock() {
-        let h = r.histograms.entry(key(name, labels)).or_default();
+        let h = slot(&mut r.histograms, name, labels);
         for (i, bound) in BUCKETS.iter().enumerate() {
             if seconds <= *bound {
                 h.counts[i] += 1;

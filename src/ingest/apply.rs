@@ -770,9 +770,7 @@ fn reply_effects(
         format!("{who} replied in a side conversation"),
         now
     ])?;
-    events::enqueue(
-        conn,
-        "message.received",
+    events::enqueue_with(conn, "message.received", || {
         json!({
             "side_conversation_id": sc,
             "parent": t.external_id,
@@ -784,8 +782,8 @@ fn reply_effects(
                 "visible_reply": f.visible_reply,
                 "received_at": f.received_at,
             }
-        }),
-    )?;
+        })
+    })?;
     Ok(())
 }
 

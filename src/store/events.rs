@@ -21,28 +21,43 @@ pub const EVENTS: &[&str] = &[
 /// Queues `event` for every active webhook subscribed to it (an empty
 /// event list subscribes to all). Returns how many deliveries were queued.
 pub fn enqueue(conn: &Connection, event: &str, data: serde_json::Value) -> Result<usize> {
+    enqueue_with(conn, event, || data)
+}
+
+/// [`enqueue`] with the event's data built only when some webhook wants it
+/// (most messages on a gateway without webhooks: no JSON at all).
+pub fn enqueue_with(
+    conn: &Connection,
+    event: &str,
+    data: impl FnOnce() -> serde_json::Value,
+) -> Result<usize> {
+    let mut stmt = conn.prepare_cached("SELECT id, events FROM webhooks WHERE active = 1")?;
+    let hooks: Vec<i64> = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .filter_map(|row| match row {
+            Ok((id, events)) => {
+                let list: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
+                (list.is_empty() || list.iter().any(|e| e == event)).then_some(Ok(id))
+            }
+            Err(e) => Some(Err(e)),
+        })
+        .collect::<rusqlite::Result<_>>()?;
+    if hooks.is_empty() {
+        return Ok(0);
+    }
     let now = now_ms();
     let payload = serde_json::json!({
         "event": event,
         "created_at": now,
-        "data": data,
+        "data": data(),
     })
     .to_string();
-    let mut stmt = conn.prepare_cached("SELECT id, events FROM webhooks WHERE active = 1")?;
-    let hooks: Vec<(i64, String)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<rusqlite::Result<_>>()?;
-    let mut queued = 0;
-    for (id, events) in hooks {
-        let list: Vec<String> = serde_json::from_str(&events).unwrap_or_default();
-        if list.is_empty() || list.iter().any(|e| e == event) {
-            conn.execute(
-                "INSERT INTO webhook_deliveries (webhook_id, event, payload, next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?4)",
-                params![id, event, payload, now],
-            )?;
-            queued += 1;
-        }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO webhook_deliveries (webhook_id, event, payload, next_attempt_at, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?4)",
+    )?;
+    for id in &hooks {
+        insert.execute(params![id, event, payload, now])?;
     }
-    Ok(queued)
+    Ok(hooks.len())
 }
