@@ -71,15 +71,12 @@ fuzz_target!(|data: &[u8]| {
             Ok(apply::Applied::Stored { message, .. }) => {
                 let stored: Vec<u8> =
                     gw.store
-                        .read(move |c| {
-                            Ok(c.query_row(
-                                "SELECT raw FROM messages WHERE id = ?1",
-                                [message],
-                                |r| r.get(0),
-                            )?)
-                        })
+                        // As every reader sees them (the bytes are kept
+                        // once, in the queue's copy).
+                        .read(move |c| backchannel::store::view::raw(c, message))
                         .await
-                        .expect("stored message");
+                        .expect("stored message")
+                        .expect("a stored message has its bytes");
                 assert_eq!(
                     stored, raw,
                     "the stored raw bytes differ from what was received"
