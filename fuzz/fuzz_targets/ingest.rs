@@ -69,14 +69,14 @@ fuzz_target!(|data: &[u8]| {
             .await;
         match applied {
             Ok(apply::Applied::Stored { message, .. }) => {
-                let stored: Vec<u8> =
-                    gw.store
-                        // As every reader sees them (the bytes are kept
-                        // once, in the queue's copy).
-                        .read(move |c| backchannel::store::view::raw(c, message))
-                        .await
-                        .expect("stored message")
-                        .expect("a stored message has its bytes");
+                let stored: Vec<u8> = gw
+                    .store
+                    // As every reader sees them (the bytes are kept
+                    // once, in the queue's copy).
+                    .read(move |c| backchannel::store::view::raw(c, message))
+                    .await
+                    .expect("stored message")
+                    .expect("a stored message has its bytes");
                 assert_eq!(
                     stored, raw,
                     "the stored raw bytes differ from what was received"

@@ -518,6 +518,9 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         kind,
         rule,
         p.inbound_id,
+        // Empty when the queue's copy (`inbound_raw`) holds the bytes: they
+        // are stored once, readers use `raw_sql!`. Rows queued before
+        // schema migration 4 have no such copy and keep theirs here.
         p.raw,
         p.sha256,
         p.parsed.message_id,
