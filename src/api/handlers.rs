@@ -591,17 +591,7 @@ pub async fn get_raw(
     visible_message(&st, &caller, id).await?;
     let raw: Vec<u8> = st
         .store
-        .read(move |c| {
-            Ok(c.query_row(
-                concat!(
-                    "SELECT ",
-                    crate::raw_sql!("m"),
-                    " FROM messages m WHERE m.id = ?1"
-                ),
-                [id],
-                |r| r.get(0),
-            )?)
-        })
+        .read(move |c| store::view::raw(c, id)?.ok_or(StoreError::NotFound))
         .await?;
     Ok((
         [
