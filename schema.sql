@@ -369,3 +369,25 @@ DROP INDEX messages_sha;
 CREATE INDEX messages_sha_without_id ON messages(raw_sha256) WHERE message_id IS NULL;
 -- `messages.visible_reply` is NULL from now on when it equals the text
 -- body; readers take coalesce(visible_reply, text_body).
+
+-- migration: 5
+-- The agent view's placement rows, keyed by what they are: (mailbox, UID).
+-- As a rowid table each row cost five B-tree inserts (the table, the key,
+-- the (mailbox, message) constraint, the by-message index, the modseq
+-- index), two rows per inbound message. Without a rowid the table is the
+-- key; the constraint leads with the message, so it also answers "which
+-- mailboxes hold message N" (and the cascade when a message is deleted):
+-- three B-trees per row.
+CREATE TABLE mailbox_messages_v5 (
+    mailbox_id      INTEGER NOT NULL REFERENCES mailboxes(id) ON DELETE CASCADE,
+    uid             INTEGER NOT NULL,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    modseq          INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid),
+    UNIQUE (message_id, mailbox_id)
+) WITHOUT ROWID;
+INSERT INTO mailbox_messages_v5 (mailbox_id, uid, message_id, modseq)
+    SELECT mailbox_id, uid, message_id, modseq FROM mailbox_messages;
+DROP TABLE mailbox_messages;
+ALTER TABLE mailbox_messages_v5 RENAME TO mailbox_messages;
+CREATE INDEX mailbox_messages_modseq ON mailbox_messages(mailbox_id, modseq);

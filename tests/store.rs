@@ -83,6 +83,122 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
     assert_eq!(mode, "wal");
 }
 
+/// Migration 5 rebuilds the agent view's placement table without a rowid:
+/// a store written by the previous version keeps every row, its UIDs and
+/// modseqs, and the lookups by mailbox and by message still find them.
+#[test]
+fn migration_5_keeps_every_mailbox_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bc.db");
+    let c = rusqlite::Connection::open(&path).expect("open");
+    for (n, sql) in store::migrations().into_iter().filter(|m| m.0 <= 4) {
+        c.execute_batch(sql).expect("old migration");
+        c.execute_batch(&format!("PRAGMA user_version = {n}"))
+            .expect("version");
+    }
+    let mut boxes = Vec::new();
+    for name in ["Tickets/A", "Tickets/B"] {
+        c.execute(
+            "INSERT INTO mailboxes (name, kind, uidvalidity) VALUES (?1, 'ticket', 7)",
+            [name],
+        )
+        .expect("mailbox");
+        boxes.push(c.last_insert_rowid());
+    }
+    let mut want = Vec::new();
+    for i in 0..40i64 {
+        c.execute(
+            "INSERT INTO messages (direction, kind, route, raw, raw_sha256, received_at)
+             VALUES ('in', 'reply', 'token', x'41', x'00', ?1)",
+            [i],
+        )
+        .expect("message");
+        let message = c.last_insert_rowid();
+        // Every message in its ticket mailbox, every third one in both.
+        for (k, mailbox) in boxes.iter().enumerate() {
+            if k == (i % 2) as usize || i % 3 == 0 {
+                let uid = want
+                    .iter()
+                    .filter(|w: &&(i64, i64, i64, i64)| w.0 == *mailbox)
+                    .count() as i64
+                    + 1;
+                c.execute(
+                    "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, modseq)
+                     VALUES (?1, ?2, ?3, ?4)",
+                    [*mailbox, uid, message, 100 + i],
+                )
+                .expect("placement");
+                want.push((*mailbox, uid, message, 100 + i));
+            }
+        }
+    }
+    drop(c);
+
+    let s = Store::open(&path).expect("migrate");
+    let (entries, of_first, of_second) = s
+        .read_blocking(|c| {
+            let mut all = Vec::new();
+            for mailbox in [1, 2].map(|k| boxes[k - 1]) {
+                for e in store::view::entries(c, mailbox)? {
+                    all.push((mailbox, e.uid as i64, e.message_id, e.modseq));
+                }
+            }
+            let first = store::view::mailboxes_of(c, 1)?;
+            let second = store::view::mailboxes_of(c, 2)?;
+            Ok((all, first, second))
+        })
+        .expect("read");
+    s.close();
+    let latest = store::migrations()
+        .last()
+        .map(|m| m.0)
+        .expect("has migrations");
+    assert!(latest >= 5);
+    assert_eq!(user_version(&path), latest);
+    let mut sorted = want.clone();
+    sorted.sort();
+    assert_eq!(entries, sorted);
+    assert_eq!(of_first, boxes, "message 1 (i = 0) is in both mailboxes");
+    assert_eq!(
+        of_second,
+        vec![boxes[1]],
+        "message 2 (i = 1) only in the second"
+    );
+
+    let c = rusqlite::Connection::open(&path).expect("open");
+    let sql: String = c
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'mailbox_messages'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("table");
+    assert!(sql.contains("WITHOUT ROWID"), "{sql}");
+    let indexes: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'mailbox_messages' AND sql IS NOT NULL")
+        .expect("prepare")
+        .query_map([], |r| r.get(0))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(indexes, vec!["mailbox_messages_modseq".to_string()]);
+    // Deleting a message still cascades to its placements.
+    c.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM messages WHERE id = 1")
+        .expect("delete");
+    let left: i64 = c
+        .query_row(
+            "SELECT count(*) FROM mailbox_messages WHERE message_id = 1",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0);
+    let rows: i64 = c
+        .query_row("SELECT count(*) FROM mailbox_messages", [], |r| r.get(0))
+        .expect("count");
+    assert_eq!(rows as usize, want.len() - 2);
+}
+
 #[test]
 fn a_file_from_a_newer_version_is_left_alone() {
     // A database already at (or past) the latest version gets no migration.

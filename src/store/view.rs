@@ -254,37 +254,57 @@ pub struct Entry {
 }
 
 /// Rows of `table` (`mailbox_messages` or `mailbox_removed`) of one mailbox
-/// with a modseq above `after`, in UID order.
-fn entry_rows(conn: &Connection, table: &str, mailbox_id: i64, after: i64) -> Result<Vec<Entry>> {
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT uid, message_id, modseq FROM {table}
-         WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
-    ))?;
-    let rows = stmt
-        .query_map(params![mailbox_id, after], |r| {
-            Ok(Entry {
-                uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
-                message_id: r.get(1)?,
-                modseq: r.get(2)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+/// in UID order: all of them, or those with a modseq above `after`.
+///
+/// "Changed since" goes through the table's modseq index by name: the
+/// planner would otherwise walk the whole mailbox in key order to save the
+/// sort, and a client polling INBOX asks this every few seconds.
+fn entry_rows(
+    conn: &Connection,
+    table: &str,
+    mailbox_id: i64,
+    after: Option<i64>,
+) -> Result<Vec<Entry>> {
+    fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+        Ok(Entry {
+            uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+            message_id: r.get(1)?,
+            modseq: r.get(2)?,
+        })
+    }
+    let mut stmt = conn.prepare_cached(&entry_sql(table, after.is_some()))?;
+    let rows = match after {
+        None => stmt.query_map([mailbox_id], entry)?,
+        Some(after) => stmt.query_map([mailbox_id, after], entry)?,
+    }
+    .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+fn entry_sql(table: &str, since: bool) -> String {
+    if since {
+        format!(
+            "SELECT uid, message_id, modseq FROM {table} INDEXED BY {table}_modseq
+             WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
+        )
+    } else {
+        format!("SELECT uid, message_id, modseq FROM {table} WHERE mailbox_id = ?1 ORDER BY uid")
+    }
 }
 
 /// Every message of a mailbox in UID order (the IMAP sequence).
 pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_messages", mailbox_id, i64::MIN)
+    entry_rows(conn, "mailbox_messages", mailbox_id, None)
 }
 
 /// Messages added to a mailbox after `modseq`, in UID order.
 pub fn added_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_messages", mailbox_id, modseq)
+    entry_rows(conn, "mailbox_messages", mailbox_id, Some(modseq))
 }
 
 /// Messages that left a mailbox after `modseq` (the modseq is the removal's).
 pub fn removed_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_removed", mailbox_id, modseq)
+    entry_rows(conn, "mailbox_removed", mailbox_id, Some(modseq))
 }
 
 /// A user's flags on one message. Messages without a row have none.
@@ -856,4 +876,108 @@ pub fn thread_first_modseq(conn: &Connection, side_conversation_id: i64) -> Resu
         [side_conversation_id],
         |r| r.get(0),
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> Connection {
+        let conn = Connection::open_in_memory().expect("memory db");
+        for (_, sql) in crate::store::migrations() {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let n = stmt.parameter_count();
+        let rows: Vec<String> = stmt
+            .query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| r.get(3))
+            .expect("plan")
+            .collect::<rusqlite::Result<_>>()
+            .expect("rows");
+        rows.join("\n")
+    }
+
+    /// A whole mailbox is read in key order; "changed since" through the
+    /// modseq index (not a walk over every row of a large INBOX).
+    #[test]
+    fn entry_queries_use_the_key_and_the_modseq_index() {
+        let c = db();
+        for table in ["mailbox_messages", "mailbox_removed"] {
+            let all = plan(&c, &entry_sql(table, false));
+            assert!(!all.contains("SCAN"), "{all}");
+            assert!(!all.contains("TEMP B-TREE"), "{all}");
+            let since = plan(&c, &entry_sql(table, true));
+            assert!(since.contains(&format!("{table}_modseq")), "{since}");
+            assert!(since.contains("modseq>?"), "{since}");
+        }
+        let of = plan(
+            &c,
+            "SELECT mailbox_id FROM mailbox_messages WHERE message_id = ?1 ORDER BY mailbox_id",
+        );
+        assert!(of.contains("message_id=?"), "{of}");
+    }
+
+    #[test]
+    fn added_and_removed_since_a_modseq() {
+        let c = db();
+        c.execute_batch(
+            "INSERT INTO parents (id, external_id, created_at, updated_at) VALUES (1, 'T-1', 0, 0);",
+        )
+        .expect("parent");
+        let mut ids = Vec::new();
+        for i in 0..6i64 {
+            c.execute(
+                "INSERT INTO messages (direction, kind, route, raw, raw_sha256, received_at)
+                 VALUES ('in', 'reply', 'token', x'41', x'00', ?1)",
+                [i],
+            )
+            .expect("message");
+            let id = c.last_insert_rowid();
+            let placement = if i < 3 {
+                Placement::Thread {
+                    parent_id: 1,
+                    external_id: "T-1",
+                    inbound: true,
+                }
+            } else {
+                Placement::Unrouted
+            };
+            add_message(&c, id, placement).expect("add");
+            ids.push(id);
+        }
+        let inbox = mailbox(&c, INBOX, "inbox", None).expect("inbox");
+        let unrouted = mailbox(&c, UNROUTED, "unrouted", None).expect("unrouted");
+        let all = entries(&c, inbox).expect("entries");
+        assert_eq!(
+            all.iter()
+                .map(|e| (e.uid, e.message_id))
+                .collect::<Vec<_>>(),
+            vec![(1, ids[0]), (2, ids[1]), (3, ids[2])]
+        );
+        let since = added_since(&c, inbox, all[0].modseq).expect("since");
+        assert_eq!(since, all[1..].to_vec());
+        assert_eq!(mailboxes_of(&c, ids[0]).expect("of").len(), 2);
+
+        let before = entries(&c, unrouted).expect("unrouted")[2].modseq;
+        remove_message(&c, UNROUTED, ids[4]).expect("remove");
+        let left = entries(&c, unrouted).expect("unrouted");
+        assert_eq!(
+            left.iter().map(|e| e.message_id).collect::<Vec<_>>(),
+            vec![ids[3], ids[5]]
+        );
+        let gone = removed_since(&c, unrouted, before).expect("removed");
+        assert_eq!(gone.len(), 1);
+        assert_eq!((gone[0].uid, gone[0].message_id), (2, ids[4]));
+        assert!(
+            removed_since(&c, unrouted, gone[0].modseq)
+                .expect("none")
+                .is_empty()
+        );
+    }
 }
