@@ -262,7 +262,7 @@ pub async fn ensure_first_owner(store: &Store, domain: &str) -> anyhow::Result<(
 
 /// `backchannel serve`: runs until SIGINT/SIGTERM, then shuts down cleanly.
 pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
-    let store = Store::open(&config.db_path())
+    let store = Store::open_serving(&config.db_path())
         .with_context(|| format!("open database {}", config.db_path().display()))?;
     ensure_first_owner(&store, &config.domain).await?;
     let running = start(config, store.clone()).await?;

@@ -140,6 +140,8 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     sigterm(&child);
     let status = wait_exit(&mut child);
     assert_eq!(status.code(), Some(0), "exit status {status}");
+    // A clean stop leaves no WAL behind (the next start writes a new one).
+    assert_eq!(wal_len(dir.path()), 0, "WAL left after a clean stop");
 
     // JSON logs on stderr; the first owner was created and its token logged once.
     let mut logs = String::new();
@@ -180,6 +182,97 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
         .read_to_string(&mut logs)
         .expect("logs");
     assert!(!logs.contains("first owner"), "{logs}");
+}
+
+/// Length of the database's WAL file (0 when there is none).
+fn wal_len(dir: &Path) -> u64 {
+    std::fs::metadata(dir.join("data").join("backchannel.db-wal")).map_or(0, |m| m.len())
+}
+
+/// A WAL file left behind with frames in it (a killed server, or a tool
+/// whose last connection was read-only) is copied into the database and
+/// cut to zero bytes when the server starts, not written over in place.
+#[test]
+fn a_wal_left_behind_is_checkpointed_and_truncated_at_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = write_config(dir.path());
+    let out = backchannel()
+        .arg("--config")
+        .arg(&config)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "agent@gw.example.com",
+            "--name",
+            "Agent",
+        ])
+        .output()
+        .expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // About 800 KB of committed frames that no checkpoint has copied: the
+    // writing connection closes while a read-only one is still open, and
+    // the read-only one cannot checkpoint or remove the WAL after it.
+    let db = dir.path().join("data").join("backchannel.db");
+    let writer = rusqlite::Connection::open(&db).expect("open");
+    writer
+        .execute_batch(
+            "PRAGMA wal_autocheckpoint = 0;
+             CREATE TABLE filler (x BLOB);
+             WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
+             INSERT INTO filler SELECT randomblob(4000) FROM n;",
+        )
+        .expect("fill");
+    let reader =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open read-only");
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .expect("read");
+    drop(writer);
+    drop(reader);
+    let left = wal_len(dir.path());
+    assert!(left > 512 * 1024, "WAL of {left} bytes");
+
+    let ready = dir.path().join("ready.json");
+    let mut child = backchannel()
+        .arg("--config")
+        .arg(&config)
+        .args(["serve", "--ready-file"])
+        .arg(&ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    wait_ready(&mut child, &ready);
+    let after = wal_len(dir.path());
+    assert!(
+        after < left / 4,
+        "WAL {left} bytes before the start, {after} after"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+    assert_eq!(wal_len(dir.path()), 0, "WAL left after a clean stop");
+
+    // Nothing of it was lost.
+    let c = rusqlite::Connection::open(&db).expect("open");
+    let rows: i64 = c
+        .query_row(
+            "SELECT count(*) FROM filler WHERE length(x) = 4000",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(rows, 200);
+    let users: i64 = c
+        .query_row("SELECT count(*) FROM users", [], |r| r.get(0))
+        .expect("users");
+    assert_eq!(users, 1, "the agent (so the server created no first owner)");
 }
 
 #[test]

@@ -119,6 +119,8 @@ struct Inner {
     /// Moves after every successful COMMIT (see [`Store::commits`]).
     commits: tokio::sync::watch::Sender<u64>,
     checkpointer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// Opened by the serving process (see [`Store::open_serving`]).
+    serving: bool,
 }
 
 /// Cheap to clone; all clones share the writer and the read pool.
@@ -135,8 +137,11 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// How long a connection waits for a lock another one holds.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn configure(conn: &Connection) -> Result<()> {
-    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
     // The writer runs a few dozen distinct statements per ingested message;
     // all of them stay prepared.
     conn.set_prepared_statement_cache_capacity(128);
@@ -201,6 +206,22 @@ impl Store {
     /// foreign keys, busy timeout; applies pending migrations; starts the
     /// writer thread.
     pub fn open(path: &Path) -> Result<Store> {
+        Self::open_with(path, false)
+    }
+
+    /// [`Store::open`] for the serving process, which also owns the WAL
+    /// file: it is copied into the database and cut to zero bytes at open
+    /// (what a crash left behind) and at [`Store::close`], without waiting
+    /// for anyone (a command-line tool using the database meanwhile keeps
+    /// it as it is). A WAL file left from an earlier run is otherwise
+    /// written over in place, and writing frames into it cost the writer
+    /// about a quarter more CPU per message for the whole next run than
+    /// into a new file (bench/NOTES.md §6).
+    pub fn open_serving(path: &Path) -> Result<Store> {
+        Self::open_with(path, true)
+    }
+
+    fn open_with(path: &Path, serving: bool) -> Result<Store> {
         if let Some(dir) = path.parent()
             && !dir.as_os_str().is_empty()
         {
@@ -216,6 +237,9 @@ impl Store {
             )));
         }
         migrate(&mut conn)?;
+        if serving {
+            truncate_wal(&conn);
+        }
         // Checkpoints run on their own thread and connection (see
         // `checkpoint_loop`), not inside the writer's commits.
         conn.execute_batch("PRAGMA wal_autocheckpoint = 0;")?;
@@ -246,6 +270,7 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 commits,
                 checkpointer: Mutex::new(Some(checkpointer)),
+                serving,
             }),
         })
     }
@@ -457,6 +482,17 @@ impl Store {
         if let Ok(mut pool) = self.inner.readers.lock() {
             pool.clear();
         }
+        // The pooled readers are read-only and cannot remove the WAL when
+        // the last of them closes; a read-write connection opened for it
+        // can.
+        if self.inner.serving {
+            match Connection::open(&self.inner.path) {
+                Ok(conn) => truncate_wal(&conn),
+                Err(e) => {
+                    tracing::warn!(error = %e, "store: cannot open the database to truncate the WAL")
+                }
+            }
+        }
     }
 }
 
@@ -506,6 +542,29 @@ impl Wal {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "store: checkpoint failed"),
         }
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)` without waiting on any lock: copies
+/// the whole WAL into the database and cuts the file to zero bytes, unless
+/// another connection is using it (then it copies what it can and leaves
+/// the file).
+fn truncate_wal(conn: &Connection) {
+    if let Err(e) = conn.busy_timeout(Duration::ZERO) {
+        tracing::warn!(error = %e, "store: cannot truncate the WAL");
+        return;
+    }
+    match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+        Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?))
+    }) {
+        Ok((false, _)) => tracing::debug!("store: WAL checkpointed and truncated"),
+        Ok((true, frames)) => {
+            tracing::info!(frames, "store: the WAL is in use elsewhere; left as it is")
+        }
+        Err(e) => tracing::warn!(error = %e, "store: cannot truncate the WAL"),
+    }
+    if let Err(e) = conn.busy_timeout(BUSY_TIMEOUT) {
+        tracing::warn!(error = %e, "store: cannot restore the busy timeout");
     }
 }
 
