@@ -21,6 +21,22 @@ fn backchannel() -> Command {
     c
 }
 
+/// The binary with `--config <config>`.
+fn bc(config: &Path) -> Command {
+    let mut c = backchannel();
+    c.arg("--config").arg(config);
+    c
+}
+
+/// `serve` with a ready file, stdout discarded.
+fn serve(config: &Path, ready: &Path) -> Command {
+    let mut c = bc(config);
+    c.args(["serve", "--ready-file"])
+        .arg(ready)
+        .stdout(Stdio::null());
+    c
+}
+
 fn write_config(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("backchannel.toml");
     std::fs::write(
@@ -89,13 +105,8 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
     let ready = dir.path().join("ready.json");
-    let mut child = backchannel()
-        .args(["--config"])
-        .arg(&config)
-        .args(["serve", "--ready-file"])
-        .arg(&ready)
+    let mut child = serve(&config, &ready)
         .args(["--log-format", "json"])
-        .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
@@ -162,12 +173,7 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
 
     // A second start does not create another owner.
     let ready2 = dir.path().join("ready2.json");
-    let mut child = backchannel()
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--ready-file"])
-        .arg(&ready2)
-        .stdout(Stdio::null())
+    let mut child = serve(&config, &ready2)
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn again");
@@ -196,9 +202,7 @@ fn wal_len(dir: &Path) -> u64 {
 fn a_wal_left_behind_is_checkpointed_and_truncated_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = backchannel()
-        .arg("--config")
-        .arg(&config)
+    let out = bc(&config)
         .args([
             "user",
             "add",
@@ -240,12 +244,7 @@ fn a_wal_left_behind_is_checkpointed_and_truncated_at_start() {
     assert!(left > 512 * 1024, "WAL of {left} bytes");
 
     let ready = dir.path().join("ready.json");
-    let mut child = backchannel()
-        .arg("--config")
-        .arg(&config)
-        .args(["serve", "--ready-file"])
-        .arg(&ready)
-        .stdout(Stdio::null())
+    let mut child = serve(&config, &ready)
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn");
@@ -279,9 +278,7 @@ fn a_wal_left_behind_is_checkpointed_and_truncated_at_start() {
 fn user_add_prints_only_the_token_and_user_list_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = backchannel()
-        .arg("--config")
-        .arg(&config)
+    let out = bc(&config)
         .args([
             "user",
             "add",
@@ -308,9 +305,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     );
 
     // Same email again: refused with a message, non-zero exit.
-    let again = backchannel()
-        .arg("--config")
-        .arg(&config)
+    let again = bc(&config)
         .args([
             "user",
             "add",
@@ -326,9 +321,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 
-    let bad_role = backchannel()
-        .arg("--config")
-        .arg(&config)
+    let bad_role = bc(&config)
         .args([
             "user",
             "add",
@@ -344,12 +337,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     assert!(!bad_role.status.success());
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
 
-    let list = backchannel()
-        .arg("--config")
-        .arg(&config)
-        .args(["user", "list"])
-        .output()
-        .expect("run");
+    let list = bc(&config).args(["user", "list"]).output().expect("run");
     assert!(list.status.success());
     let text = String::from_utf8(list.stdout).expect("utf8");
     assert!(text.contains("agent@acme.com\tmember\tAnn Agent"), "{text}");
@@ -360,9 +348,7 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
 fn config_prints_effective_values_with_secrets_redacted() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = backchannel()
-        .arg("--config")
-        .arg(&config)
+    let out = bc(&config)
         .arg("config")
         .env("BACKCHANNEL_SMTP_MAX_RECIPIENTS", "250")
         .output()
@@ -418,9 +404,7 @@ fn bad_config_is_a_startup_error_naming_the_key() {
 fn imap_and_jmap_limits_are_shown_and_checked() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = backchannel()
-        .arg("--config")
-        .arg(&config)
+    let out = bc(&config)
         .arg("config")
         .env("BACKCHANNEL_JMAP_MAX_CALLS_IN_REQUEST", "2")
         .env("BACKCHANNEL_IMAP_MAX_LITERAL_BYTES", "4096")
@@ -495,14 +479,7 @@ fn imap_and_jmap_limits_are_shown_and_checked() {
 fn sender_commands_add_list_and_verify() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let run = |args: &[&str]| {
-        backchannel()
-            .arg("--config")
-            .arg(&config)
-            .args(args)
-            .output()
-            .expect("run")
-    };
+    let run = |args: &[&str]| bc(&config).args(args).output().expect("run");
     let out = run(&[
         "sender",
         "add",

@@ -1042,10 +1042,7 @@ mod tests {
     /// thread (or every unrouted message) for each new one.
     #[test]
     fn duplicate_lookups_use_the_id_and_hash_indexes() {
-        let conn = Connection::open_in_memory().expect("memory db");
-        for (_, sql) in crate::store::migrations() {
-            conn.execute_batch(sql).expect("migration");
-        }
+        let conn = crate::store::memory_db();
         for (sql, index) in [
             (DUPLICATE_BY_MESSAGE_ID, "messages_message_id"),
             (DUPLICATE_BY_HASH, "messages_sha_without_id"),

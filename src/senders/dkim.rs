@@ -276,9 +276,7 @@ mod tests {
     use super::*;
 
     fn db() -> Connection {
-        let conn = Connection::open_in_memory().expect("memory db");
-        conn.execute_batch(crate::store::SCHEMA).expect("schema");
-        conn
+        crate::store::memory_db()
     }
 
     #[test]

@@ -181,6 +181,16 @@ pub fn migrations() -> Vec<(u32, &'static str)> {
     out
 }
 
+/// An in-memory database with every migration applied (unit tests).
+#[cfg(test)]
+pub(crate) fn memory_db() -> Connection {
+    let conn = Connection::open_in_memory().expect("memory db");
+    for (_, sql) in migrations() {
+        conn.execute_batch(sql).expect("migration");
+    }
+    conn
+}
+
 /// Applies every migration above the file's `user_version`, each in its own
 /// transaction together with the version bump. Running it again is a no-op.
 fn migrate(conn: &mut Connection) -> Result<u32> {

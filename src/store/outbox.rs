@@ -259,10 +259,7 @@ mod tests {
     use super::*;
 
     fn db() -> Connection {
-        let conn = Connection::open_in_memory().expect("memory db");
-        for (_, sql) in crate::store::migrations() {
-            conn.execute_batch(sql).expect("migration");
-        }
+        let conn = crate::store::memory_db();
         conn.execute_batch(
             "INSERT INTO messages (id, direction, kind, route, raw, raw_sha256, received_at)
              VALUES (1, 'out', 'agent', 'api', x'6869', x'00', 0);",

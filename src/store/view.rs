@@ -882,14 +882,6 @@ pub fn thread_first_modseq(conn: &Connection, side_conversation_id: i64) -> Resu
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
-        let conn = Connection::open_in_memory().expect("memory db");
-        for (_, sql) in crate::store::migrations() {
-            conn.execute_batch(sql).expect("migration");
-        }
-        conn
-    }
-
     fn plan(conn: &Connection, sql: &str) -> String {
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
@@ -907,7 +899,7 @@ mod tests {
     /// modseq index (not a walk over every row of a large INBOX).
     #[test]
     fn entry_queries_use_the_key_and_the_modseq_index() {
-        let c = db();
+        let c = crate::store::memory_db();
         for table in ["mailbox_messages", "mailbox_removed"] {
             let all = plan(&c, &entry_sql(table, false));
             assert!(!all.contains("SCAN"), "{all}");
@@ -925,7 +917,7 @@ mod tests {
 
     #[test]
     fn added_and_removed_since_a_modseq() {
-        let c = db();
+        let c = crate::store::memory_db();
         c.execute_batch(
             "INSERT INTO parents (id, external_id, created_at, updated_at) VALUES (1, 'T-1', 0, 0);",
         )
