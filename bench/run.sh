@@ -8,7 +8,8 @@
 # Parts: 1. SMTP ingest (smtp-source, 5 KB, 1/20/100 sessions) against
 # smtp-sink, Postfix and backchannel, with end-of-DATA→250 latency from our
 # own client alongside; 2. the same 20-session ingest on a store of 1,000,000
-# messages over 100,000 side conversations; 3. agent view: IMAP FETCH of
+# messages over 100,000 side conversations, three times, each after a run on a
+# new empty store (medians and every run reported); 3. agent view: IMAP FETCH of
 # 10,000 messages (imaplib) and an mbsync pull, backchannel vs Dovecot;
 # 4. peak RSS with 500 idle SMTP connections and during the FETCH.
 #
@@ -22,8 +23,8 @@
 # stopped at the end; a system Postfix or Dovecot service is never touched.
 #
 # Sizes can be changed with BENCH_MSGS, BENCH_SESSIONS, BENCH_FILL_MSGS,
-# BENCH_FILL_SCS, BENCH_IMAP_MSGS, BENCH_IDLE; BENCH_KEEP=1 keeps the
-# temporary directory.
+# BENCH_FILL_SCS, BENCH_SCALE_ROUNDS, BENCH_IMAP_MSGS, BENCH_IDLE;
+# BENCH_KEEP=1 keeps the temporary directory.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -41,6 +42,7 @@ if [[ $mode == smoke ]]; then
     FILL_SCS=${BENCH_FILL_SCS:-300}
     IMAP_MSGS=${BENCH_IMAP_MSGS:-200}
     IDLE=${BENCH_IDLE:-50}
+    SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-1}
 else
     MSGS=${BENCH_MSGS:-20000}
     SESSIONS=${BENCH_SESSIONS:-"1 20 100"}
@@ -48,6 +50,7 @@ else
     FILL_SCS=${BENCH_FILL_SCS:-100000}
     IMAP_MSGS=${BENCH_IMAP_MSGS:-10000}
     IDLE=${BENCH_IDLE:-500}
+    SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-3}
 fi
 SIZE=5120
 WAIT=900
@@ -64,6 +67,19 @@ log() { echo "bench: $*" >&2; }
 now() { date +%s.%N; }
 # calc EXPR: floating-point arithmetic, 2 decimals.
 calc() { awk "BEGIN { v = $1; if (v != v) print \"n/a\"; else printf \"%.2f\", v }" 2>/dev/null || echo n/a; }
+# median_of PREFIX SUFFIX: median of R[PREFIX.<round>SUFFIX] over the scale rounds.
+median_of() {
+    local vals=() r x
+    for r in $(seq 1 "$SCALE_ROUNDS"); do
+        x=${R[$1.$r$2]:-}
+        [[ -n $x && $x != n/a ]] && vals+=("$x")
+    done
+    if [[ ${#vals[@]} -eq 0 ]]; then
+        echo n/a
+    else
+        python3 -c 'import statistics,sys; print(round(statistics.median(float(v) for v in sys.argv[1:]), 2))' "${vals[@]}"
+    fi
+}
 declare -A R
 
 # ---------------------------------------------------------------- install
@@ -164,8 +180,14 @@ authenticate = ${BENCH_AUTHENTICATE:-true}
 [webhooks]
 deliver = false
 EOF
-    BC_TOKEN=$("$BIN" user add --config "$dir/config.toml" --email "admin@$DOMAIN" \
-        --name Bench --role owner 2>>"$dir/server.log") || return 1
+    # The owner is created once per store; a restart reuses its token.
+    if [[ -s "$dir/owner.token" ]]; then
+        BC_TOKEN=$(cat "$dir/owner.token")
+    else
+        BC_TOKEN=$("$BIN" user add --config "$dir/config.toml" --email "admin@$DOMAIN" \
+            --name Bench --role owner 2>>"$dir/server.log") || return 1
+        echo "$BC_TOKEN" > "$dir/owner.token"
+    fi
     rm -f "$dir/ready.json"
     "$BIN" serve --config "$dir/config.toml" --ready-file "$dir/ready.json" \
         >>"$dir/server.log" 2>&1 &
@@ -520,16 +542,42 @@ if "$BCB" fill --data-dir "$fdir/data" --domain "$DOMAIN" --messages "$FILL_MSGS
     R[fill.sync]=$(calc "$(now) - $t")
     R[route.inproc]=$("$BCB" route-latency --db "$fdir/data/backchannel.db" \
         --tokens "$fdir/tokens.txt" --domain "$DOMAIN" --samples 20000) || fail "route-latency"
-    if bc_start "$fdir"; then
-        step=$(( FILL_SCS / 3 ))
-        mapfile -t ft < <(awk -v s="$step" 'NR % s == 1' "$fdir/tokens.txt" | head -3)
-        mapfile -t ids < <(head -200 "$fdir/ids.txt")
-        bc_ingest "$fdir" 20 "big.20" "reply+${ft[0]}@$DOMAIN" "reply+${ft[1]}@$DOMAIN" \
-            "reply+${ft[2]}@$DOMAIN" "reply@$DOMAIN" -- "reply@$DOMAIN" "${ids[@]}"
-        bc_stop
-    else
-        fail "starting backchannel on the filled store"
-    fi
+    # Rounds of two 20-session runs: one on a new empty store (set up as in
+    # part 1), then one on the filled store. Each filled-store run is thus
+    # compared with a run made a minute before it, not with part 1's from
+    # several minutes and a fill earlier: the machine's drift in between
+    # would otherwise count as the store's size. Every run is reported.
+    step=$(( FILL_SCS / 3 ))
+    mapfile -t ft < <(awk -v s="$step" 'NR % s == 1' "$fdir/tokens.txt" | head -3)
+    mapfile -t ids < <(head -200 "$fdir/ids.txt")
+    for round in $(seq 1 "$SCALE_ROUNDS"); do
+        rdir="$work/bc-ref-$round"
+        if bc_start "$rdir"; then
+            if toks=$($PY seed "$BC_HTTP" "$BC_TOKEN" "P-ref-$round" 3); then
+                mapfile -t tk <<<"$toks"
+                bc_ingest "$rdir" 20 "ref.$round" "reply+${tk[0]}@$DOMAIN" "reply+${tk[1]}@$DOMAIN" \
+                    "reply+${tk[2]}@$DOMAIN" "reply@$DOMAIN"
+            else
+                fail "seeding side conversations through the API (empty store, round $round)"
+            fi
+            bc_stop
+        else
+            fail "starting backchannel on an empty store (round $round)"
+        fi
+        rm -rf "$rdir/data"
+        if bc_start "$fdir"; then
+            bc_ingest "$fdir" 20 "big.$round" "reply+${ft[0]}@$DOMAIN" "reply+${ft[1]}@$DOMAIN" \
+                "reply+${ft[2]}@$DOMAIN" "reply@$DOMAIN" -- "reply@$DOMAIN" "${ids[@]}"
+            bc_stop
+        else
+            fail "starting backchannel on the filled store (round $round)"
+        fi
+    done
+    for m in "" .threaded .p50 .p99 .rcpt_p50 .rcpt_p99; do
+        R[big.20$m]=$(median_of big "$m")
+        R[ref.20$m]=$(median_of ref "$m")
+    done
+    R[big.20.counts]=${R[big.1.counts]:-n/a}
 else
     fail "filling the store (see fill.log)"
     tail -5 "$fdir/fill.log" >&2
@@ -698,11 +746,19 @@ print(round(d, 3) if isinstance(d, float) else d)' "$j" "$2" 2>/dev/null || echo
     echo "## 2. Scale: $FILL_MSGS messages over $FILL_SCS side conversations"
     echo
     echo "- fill through the store API: $(v fill.secs) s ($(v fill.rate) msg/s), database $(v fill.db_gb) GB; its writes flushed (\`sync\`) before measuring: $(v fill.sync) s"
-    echo "- 20 sessions on the filled store: accept $(v big.20) msg/s, threaded $(v big.20.threaded) msg/s, p50 $(v big.20.p50) ms, p99 $(v big.20.p99) ms"
-    echo "- ratio to the empty store (20 sessions): accept $(ratio big.20 bc.20), threaded $(ratio big.20.threaded bc.20.threaded)"
-    echo "- routing lookup (RCPT → 250 over SMTP, our client): empty store p50 $(v bc.20.rcpt_p50) / p99 $(v bc.20.rcpt_p99) ms; filled store p50 $(v big.20.rcpt_p50) / p99 $(v big.20.rcpt_p99) ms"
+    echo "- 20 sessions, $SCALE_ROUNDS round(s), each a run on a new empty store (same setup as part 1) and then one on the filled store:"
+    echo
+    echo "| round | empty accept | empty threaded | filled accept | filled threaded | filled/empty accept | filled/empty threaded | filled p50 | filled p99 |"
+    echo "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    for r in $(seq 1 "$SCALE_ROUNDS"); do
+        echo "| $r | $(v ref.$r) | $(v ref.$r.threaded) | $(v big.$r) | $(v big.$r.threaded) | $(ratio big.$r ref.$r) | $(ratio big.$r.threaded ref.$r.threaded) | $(v big.$r.p50) | $(v big.$r.p99) |"
+    done
+    echo
+    echo "- median of the rounds: filled store accept $(v big.20) msg/s, threaded $(v big.20.threaded) msg/s, p50 $(v big.20.p50) ms, p99 $(v big.20.p99) ms; empty store accept $(v ref.20), threaded $(v ref.20.threaded)"
+    echo "- **ratio filled / empty store (medians)**: accept $(ratio big.20 ref.20), threaded $(ratio big.20.threaded ref.20.threaded); against part 1's 20-session run instead: accept $(ratio big.20 bc.20), threaded $(ratio big.20.threaded bc.20.threaded)"
+    echo "- routing lookup (RCPT → 250 over SMTP, our client, medians): empty store p50 $(v ref.20.rcpt_p50) / p99 $(v ref.20.rcpt_p99) ms; filled store p50 $(v big.20.rcpt_p50) / p99 $(v big.20.rcpt_p99) ms"
     echo "- routing lookup in-process (\`smtp::policy::decide\`, random tokens of the filled store): $(v route.inproc)"
-    echo "- stored by route on the filled store: $(v big.20.counts) (our client cites stored Message-IDs on every fourth message: route \`references\`)"
+    echo "- stored by route on the filled store (round 1): $(v big.20.counts) (our client cites stored Message-IDs on every fourth message: route \`references\`)"
     echo
     echo "## 3. Agent view: $IMAP_MSGS messages (~5 KB) in INBOX (s; first run, then median of 3)"
     echo
