@@ -703,10 +703,14 @@ fi
 # ---------------------------------------------------------------- report
 load_end=$(uptime | sed 's/.*load average: //')
 v() { echo "${R[$1]:-n/a}"; }
-ratio() { # a b
+ratio() { # a b → a/b with 3 decimals (so 0.899 is not shown as 0.90 next to a 0.9 target)
     local a b
     a=$(v "$1"); b=$(v "$2")
-    if [[ $a == n/a || $b == n/a ]]; then echo n/a; else calc "$a / $b"; fi
+    if [[ $a == n/a || $b == n/a ]]; then
+        echo n/a
+    else
+        awk "BEGIN { v = $a / $b; if (v != v) print \"n/a\"; else printf \"%.3f\", v }" 2>/dev/null || echo n/a
+    fi
 }
 fj() { # JSON key.path in R[$1]
     local j
