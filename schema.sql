@@ -391,3 +391,17 @@ INSERT INTO mailbox_messages_v5 (mailbox_id, uid, message_id, modseq)
 DROP TABLE mailbox_messages;
 ALTER TABLE mailbox_messages_v5 RENAME TO mailbox_messages;
 CREATE INDEX mailbox_messages_modseq ON mailbox_messages(mailbox_id, modseq);
+
+-- migration: 6
+-- Two indexes every inbound message paid for and no query needs.
+-- `mailbox_messages_modseq`: a placement row is only ever inserted, with
+-- the mailbox's next UID and a new modseq in the same transaction, and
+-- never changed: within a mailbox the modseq grows with the UID, so "added
+-- since modseq N" reads the primary key backwards from the highest UID and
+-- stops at the first older row. Each inbound message went into two
+-- mailboxes, each an insert in the middle of this index (INBOX's range).
+-- `messages_side_conversation`: `messages_thread_received` starts with the
+-- same column and serves every lookup by side conversation (threads are
+-- short; ordering one by id is a small sort).
+DROP INDEX mailbox_messages_modseq;
+DROP INDEX messages_side_conversation;

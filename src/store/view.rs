@@ -5,7 +5,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Result;
+use super::{Result, StoreError};
 use crate::model::now_ms;
 
 pub const INBOX: &str = "INBOX";
@@ -24,14 +24,8 @@ pub fn next_modseq(conn: &Connection) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
-fn mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i64>) -> Result<i64> {
-    if let Some(id) = conn
-        .prepare_cached("SELECT id FROM mailboxes WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()?
-    {
-        return Ok(id);
-    }
+/// Creates a mailbox that does not exist yet.
+fn create_mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i64>) -> Result<()> {
     // UIDVALIDITY: seconds since the epoch at creation, as RFC 3501 suggests;
     // a mailbox is never recreated under the same name without a new value.
     let uidvalidity = (now_ms() / 1000).clamp(1, u32::MAX as i64);
@@ -39,16 +33,35 @@ fn mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i64>) ->
         "INSERT INTO mailboxes (name, kind, parent_id, uidvalidity) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![name, kind, parent_id, uidvalidity])?;
-    Ok(conn.last_insert_rowid())
+    Ok(())
 }
 
-fn append(conn: &Connection, mailbox_id: i64, message_id: i64, modseq: i64) -> Result<()> {
-    let uid: i64 = conn
-        .prepare_cached(
-            "UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ?2
-         WHERE id = ?1 RETURNING uidnext - 1",
-        )?
-        .query_row(params![mailbox_id, modseq], |r| r.get(0))?;
+/// Appends a message to the mailbox named `name` (created on first use)
+/// under the next UID. Finding the mailbox and taking its UID are one
+/// statement: on a large store every lookup is a descent of the name
+/// index, and each inbound message goes into two mailboxes.
+fn append(
+    conn: &Connection,
+    (name, kind, parent_id): (&str, &str, Option<i64>),
+    message_id: i64,
+    modseq: i64,
+) -> Result<()> {
+    let take_uid = || -> Result<Option<(i64, i64)>> {
+        Ok(conn
+            .prepare_cached(
+                "UPDATE mailboxes SET uidnext = uidnext + 1, highest_modseq = ?2
+                 WHERE name = ?1 RETURNING id, uidnext - 1",
+            )?
+            .query_row(params![name, modseq], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    };
+    let (mailbox_id, uid) = match take_uid()? {
+        Some(taken) => taken,
+        None => {
+            create_mailbox(conn, name, kind, parent_id)?;
+            take_uid()?.ok_or(StoreError::NotFound)?
+        }
+    };
     conn.prepare_cached(
         "INSERT OR IGNORE INTO mailbox_messages (mailbox_id, uid, message_id, modseq)
          VALUES (?1, ?2, ?3, ?4)",
@@ -82,21 +95,19 @@ pub fn add_message(conn: &Connection, message_id: i64, placement: Placement<'_>)
             external_id,
             inbound,
         } => {
-            let tickets = mailbox(
+            let tickets = ticket_mailbox(external_id);
+            append(
                 conn,
-                &ticket_mailbox(external_id),
-                "ticket",
-                Some(parent_id),
+                (&tickets, "ticket", Some(parent_id)),
+                message_id,
+                modseq,
             )?;
-            append(conn, tickets, message_id, modseq)?;
             if inbound {
-                let inbox = mailbox(conn, INBOX, "inbox", None)?;
-                append(conn, inbox, message_id, modseq)?;
+                append(conn, (INBOX, "inbox", None), message_id, modseq)?;
             }
         }
         Placement::Unrouted => {
-            let unrouted = mailbox(conn, UNROUTED, "unrouted", None)?;
-            append(conn, unrouted, message_id, modseq)?;
+            append(conn, (UNROUTED, "unrouted", None), message_id, modseq)?;
         }
         Placement::Hidden => {}
     }
@@ -256,55 +267,75 @@ pub struct Entry {
 /// Rows of `table` (`mailbox_messages` or `mailbox_removed`) of one mailbox
 /// in UID order: all of them, or those with a modseq above `after`.
 ///
-/// "Changed since" goes through the table's modseq index by name: the
-/// planner would otherwise walk the whole mailbox in key order to save the
-/// sort, and a client polling INBOX asks this every few seconds.
-fn entry_rows(
-    conn: &Connection,
-    table: &str,
-    mailbox_id: i64,
-    after: Option<i64>,
-) -> Result<Vec<Entry>> {
-    fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
-        Ok(Entry {
-            uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
-            message_id: r.get(1)?,
-            modseq: r.get(2)?,
-        })
-    }
-    let mut stmt = conn.prepare_cached(&entry_sql(table, after.is_some()))?;
-    let rows = match after {
-        None => stmt.query_map([mailbox_id], entry)?,
-        Some(after) => stmt.query_map([mailbox_id, after], entry)?,
-    }
-    .collect::<rusqlite::Result<Vec<_>>>()?;
+fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+    Ok(Entry {
+        uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
+        message_id: r.get(1)?,
+        modseq: r.get(2)?,
+    })
+}
+
+/// Every row of a mailbox in UID order, from `mailbox_messages` or
+/// `mailbox_removed`.
+fn entry_rows(conn: &Connection, table: &str, mailbox_id: i64) -> Result<Vec<Entry>> {
+    let mut stmt = conn.prepare_cached(&entry_sql(table))?;
+    let rows = stmt
+        .query_map([mailbox_id], entry)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-fn entry_sql(table: &str, since: bool) -> String {
-    if since {
-        format!(
-            "SELECT uid, message_id, modseq FROM {table} INDEXED BY {table}_modseq
-             WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid"
-        )
-    } else {
-        format!("SELECT uid, message_id, modseq FROM {table} WHERE mailbox_id = ?1 ORDER BY uid")
-    }
+fn entry_sql(table: &str) -> String {
+    format!("SELECT uid, message_id, modseq FROM {table} WHERE mailbox_id = ?1 ORDER BY uid")
 }
+
+/// The newest rows of a mailbox first (its primary key read backwards).
+const ENTRIES_NEWEST_FIRST: &str = "SELECT uid, message_id, modseq FROM mailbox_messages
+     WHERE mailbox_id = ?1 ORDER BY uid DESC";
+
+/// Removals after a modseq, through the table's modseq index by name: the
+/// planner would otherwise walk every removal of the mailbox in key order
+/// to save the sort.
+const REMOVED_SINCE: &str = "SELECT uid, message_id, modseq FROM mailbox_removed
+     INDEXED BY mailbox_removed_modseq
+     WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid";
 
 /// Every message of a mailbox in UID order (the IMAP sequence).
 pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_messages", mailbox_id, None)
+    entry_rows(conn, "mailbox_messages", mailbox_id)
 }
 
 /// Messages added to a mailbox after `modseq`, in UID order.
+///
+/// A placement row is only ever inserted (by `append`, with the mailbox's
+/// next UID and a new modseq in one transaction) and never changed, so
+/// within a mailbox the modseq grows with the UID: the rows added after
+/// `modseq` are the mailbox's last ones. They are read from the highest UID
+/// down to the first older row; a client polling a large INBOX costs what
+/// changed, with no modseq index for every inbound message to maintain
+/// (schema migration 6).
 pub fn added_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_messages", mailbox_id, Some(modseq))
+    let mut stmt = conn.prepare_cached(ENTRIES_NEWEST_FIRST)?;
+    let mut rows = stmt.query([mailbox_id])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        let e = entry(row)?;
+        if e.modseq <= modseq {
+            break;
+        }
+        out.push(e);
+    }
+    out.reverse();
+    Ok(out)
 }
 
 /// Messages that left a mailbox after `modseq` (the modseq is the removal's).
 pub fn removed_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_removed", mailbox_id, Some(modseq))
+    let mut stmt = conn.prepare_cached(REMOVED_SINCE)?;
+    let rows = stmt
+        .query_map(params![mailbox_id, modseq], entry)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }
 
 /// A user's flags on one message. Messages without a row have none.
@@ -726,8 +757,10 @@ pub fn mailboxes_changed_since(
 /// created as far as a client can tell.
 pub fn mailbox_created_modseq(conn: &Connection, mailbox_id: i64) -> Result<i64> {
     Ok(conn.query_row(
+        // The lowest UID has the lowest modseq (see `added_since`).
         "SELECT coalesce(min(m), 0) FROM (
-           SELECT min(modseq) AS m FROM mailbox_messages WHERE mailbox_id = ?1
+           SELECT (SELECT modseq FROM mailbox_messages WHERE mailbox_id = ?1
+                   ORDER BY uid LIMIT 1) AS m
            UNION ALL
            SELECT min(modseq) AS m FROM mailbox_removed WHERE mailbox_id = ?1)",
         [mailbox_id],
@@ -895,19 +928,23 @@ mod tests {
         rows.join("\n")
     }
 
-    /// A whole mailbox is read in key order; "changed since" through the
-    /// modseq index (not a walk over every row of a large INBOX).
+    /// A whole mailbox is read in key order, "added since" backwards along
+    /// the key, "removed since" through the removals' modseq index: none
+    /// of them walks every row of a large INBOX or sorts it.
     #[test]
     fn entry_queries_use_the_key_and_the_modseq_index() {
         let c = crate::store::memory_db();
         for table in ["mailbox_messages", "mailbox_removed"] {
-            let all = plan(&c, &entry_sql(table, false));
+            let all = plan(&c, &entry_sql(table));
             assert!(!all.contains("SCAN"), "{all}");
             assert!(!all.contains("TEMP B-TREE"), "{all}");
-            let since = plan(&c, &entry_sql(table, true));
-            assert!(since.contains(&format!("{table}_modseq")), "{since}");
-            assert!(since.contains("modseq>?"), "{since}");
         }
+        let newest = plan(&c, ENTRIES_NEWEST_FIRST);
+        assert!(newest.contains("PRIMARY KEY (mailbox_id=?)"), "{newest}");
+        assert!(!newest.contains("TEMP B-TREE"), "{newest}");
+        let removed = plan(&c, REMOVED_SINCE);
+        assert!(removed.contains("mailbox_removed_modseq"), "{removed}");
+        assert!(removed.contains("modseq>?"), "{removed}");
         let of = plan(
             &c,
             "SELECT mailbox_id FROM mailbox_messages WHERE message_id = ?1 ORDER BY mailbox_id",
@@ -943,8 +980,29 @@ mod tests {
             add_message(&c, id, placement).expect("add");
             ids.push(id);
         }
-        let inbox = mailbox(&c, INBOX, "inbox", None).expect("inbox");
-        let unrouted = mailbox(&c, UNROUTED, "unrouted", None).expect("unrouted");
+        let id_of = |name: &str| -> i64 {
+            c.query_row("SELECT id FROM mailboxes WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .expect(name)
+        };
+        let inbox = id_of(INBOX);
+        let unrouted = id_of(UNROUTED);
+        // The ticket's mailbox was created by its first message.
+        let ticket = id_of("Tickets/T-1");
+        let (uidnext, highest): (i64, i64) = c
+            .query_row(
+                "SELECT uidnext, highest_modseq FROM mailboxes WHERE id = ?1",
+                [ticket],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("ticket mailbox");
+        let in_ticket = entries(&c, ticket).expect("ticket entries");
+        assert_eq!(
+            in_ticket.iter().map(|e| e.uid).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert_eq!((uidnext, highest), (4, in_ticket[2].modseq));
         let all = entries(&c, inbox).expect("entries");
         assert_eq!(
             all.iter()
@@ -954,6 +1012,19 @@ mod tests {
         );
         let since = added_since(&c, inbox, all[0].modseq).expect("since");
         assert_eq!(since, all[1..].to_vec());
+        assert_eq!(added_since(&c, inbox, 0).expect("all"), all);
+        assert!(
+            added_since(&c, inbox, all[2].modseq)
+                .expect("none")
+                .is_empty()
+        );
+        // Later messages elsewhere do not show in INBOX.
+        assert!(all[2].modseq < entries(&c, unrouted).expect("unrouted")[0].modseq);
+        assert!(
+            added_since(&c, inbox, all[2].modseq + 100)
+                .expect("none")
+                .is_empty()
+        );
         assert_eq!(mailboxes_of(&c, ids[0]).expect("of").len(), 2);
 
         let before = entries(&c, unrouted).expect("unrouted")[2].modseq;
@@ -962,6 +1033,19 @@ mod tests {
         assert_eq!(
             left.iter().map(|e| e.message_id).collect::<Vec<_>>(),
             vec![ids[3], ids[5]]
+        );
+        // What was added before the removal and is still there.
+        assert_eq!(
+            added_since(&c, unrouted, entries(&c, unrouted).expect("u")[0].modseq)
+                .expect("since")
+                .iter()
+                .map(|e| e.message_id)
+                .collect::<Vec<_>>(),
+            vec![ids[5]]
+        );
+        assert_eq!(
+            mailbox_created_modseq(&c, unrouted).expect("created"),
+            left[0].modseq
         );
         let gone = removed_since(&c, unrouted, before).expect("removed");
         assert_eq!(gone.len(), 1);
