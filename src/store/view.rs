@@ -264,9 +264,7 @@ pub struct Entry {
     pub modseq: i64,
 }
 
-/// Rows of `table` (`mailbox_messages` or `mailbox_removed`) of one mailbox
-/// in UID order: all of them, or those with a modseq above `after`.
-///
+/// One row of `mailbox_messages` or `mailbox_removed` (uid, message, modseq).
 fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
         uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
