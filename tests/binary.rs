@@ -28,6 +28,16 @@ fn bc(config: &Path) -> Command {
     c
 }
 
+/// `user add` with these arguments (`--role` when given).
+fn user_add(config: &Path, email: &str, name: &str, role: Option<&str>) -> std::process::Output {
+    let mut c = bc(config);
+    c.args(["user", "add", "--email", email, "--name", name]);
+    if let Some(role) = role {
+        c.args(["--role", role]);
+    }
+    c.output().expect("run user add")
+}
+
 /// `serve` with a ready file, stdout discarded.
 fn serve(config: &Path, ready: &Path) -> Command {
     let mut c = bc(config);
@@ -202,17 +212,7 @@ fn wal_len(dir: &Path) -> u64 {
 fn a_wal_left_behind_is_checkpointed_and_truncated_at_start() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = bc(&config)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "agent@gw.example.com",
-            "--name",
-            "Agent",
-        ])
-        .output()
-        .expect("user add");
+    let out = user_add(&config, "agent@gw.example.com", "Agent", None);
     assert!(
         out.status.success(),
         "{}",
@@ -278,19 +278,7 @@ fn a_wal_left_behind_is_checkpointed_and_truncated_at_start() {
 fn user_add_prints_only_the_token_and_user_list_shows_it() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = write_config(dir.path());
-    let out = bc(&config)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "agent@acme.com",
-            "--name",
-            "Ann Agent",
-            "--role",
-            "member",
-        ])
-        .output()
-        .expect("run");
+    let out = user_add(&config, "agent@acme.com", "Ann Agent", Some("member"));
     assert!(
         out.status.success(),
         "{}",
@@ -305,35 +293,11 @@ fn user_add_prints_only_the_token_and_user_list_shows_it() {
     );
 
     // Same email again: refused with a message, non-zero exit.
-    let again = bc(&config)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "AGENT@acme.com",
-            "--name",
-            "X",
-            "--role",
-            "member",
-        ])
-        .output()
-        .expect("run");
+    let again = user_add(&config, "AGENT@acme.com", "X", Some("member"));
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
 
-    let bad_role = bc(&config)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "b@acme.com",
-            "--name",
-            "B",
-            "--role",
-            "emperor",
-        ])
-        .output()
-        .expect("run");
+    let bad_role = user_add(&config, "b@acme.com", "B", Some("emperor"));
     assert!(!bad_role.status.success());
     assert!(String::from_utf8_lossy(&bad_role.stderr).contains("unknown role"));
 
