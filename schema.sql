@@ -405,3 +405,63 @@ CREATE INDEX mailbox_messages_modseq ON mailbox_messages(mailbox_id, modseq);
 -- short; ordering one by id is a small sort).
 DROP INDEX mailbox_messages_modseq;
 DROP INDEX messages_side_conversation;
+
+-- migration: 7
+-- The trust boundary of a thread (SPEC §10, SECURITY.md).
+-- Participants may also be admitted by an agent (`admitted`): unverified mail
+-- never adds anyone by itself.
+CREATE TABLE participants_v7 (
+    side_conversation_id INTEGER NOT NULL REFERENCES side_conversations(id) ON DELETE CASCADE,
+    email           TEXT    NOT NULL COLLATE NOCASE,
+    name            TEXT,
+    -- how they joined: to, cc, joined (a verified reply, or copied in by a
+    -- verified participant), admitted (by an agent)
+    role            TEXT    NOT NULL CHECK (role IN ('to', 'cc', 'joined', 'admitted')),
+    added_at        INTEGER NOT NULL,
+    PRIMARY KEY (side_conversation_id, email)
+);
+INSERT INTO participants_v7 (side_conversation_id, email, name, role, added_at)
+    SELECT side_conversation_id, email, name, role, added_at FROM participants;
+DROP TABLE participants;
+ALTER TABLE participants_v7 RENAME TO participants;
+-- What each side conversation has received, for its quota
+-- (`[ingest] max_thread_messages` / `max_thread_bytes`), kept by the ingest
+-- writer in the message's own transaction.
+ALTER TABLE side_conversations ADD COLUMN inbound_messages INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE side_conversations ADD COLUMN inbound_bytes INTEGER NOT NULL DEFAULT 0;
+UPDATE side_conversations SET
+    inbound_messages = (SELECT count(*) FROM messages m
+                        WHERE m.side_conversation_id = side_conversations.id AND m.direction = 'in'),
+    inbound_bytes = (SELECT coalesce(sum(coalesce(q.size, length(m.raw))), 0) FROM messages m
+                     LEFT JOIN inbound_queue q ON q.id = m.inbound_id
+                     WHERE m.side_conversation_id = side_conversations.id AND m.direction = 'in');
+-- Messages flagged `unverified_sender`: the agent view shows them with the
+-- keyword `$unverified` (IMAP and JMAP) from this small table, so listing a
+-- mailbox never reads the messages themselves.
+CREATE TABLE unverified_messages (
+    message_id      INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE
+);
+INSERT INTO unverified_messages (message_id)
+    SELECT id FROM messages WHERE flags LIKE '%"unverified_sender"%';
+-- One portal link per recipient (SPEC §8): it shows the thread and replies
+-- as that recipient only; each can be revoked alone. The side conversation's
+-- own `portal_token` (links handed out before) keeps working as before.
+CREATE TABLE portal_links (
+    token           TEXT    PRIMARY KEY,
+    side_conversation_id INTEGER NOT NULL REFERENCES side_conversations(id) ON DELETE CASCADE,
+    email           TEXT    NOT NULL COLLATE NOCASE,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER,
+    UNIQUE (side_conversation_id, email)
+);
+-- Whether the side conversation's mail carries each recipient's own link
+-- (started with share_portal_link from now on; off once revoked).
+ALTER TABLE side_conversations ADD COLUMN portal_per_recipient INTEGER NOT NULL DEFAULT 0;
+-- A recipient's own copy of an outbound message, when it differs from the
+-- message's (it carries their portal link); without a row the message's raw
+-- bytes are sent. A table of its own: an outbox row changes state several
+-- times, and SQLite rewrites a changed row whole, overflow pages included.
+CREATE TABLE outbox_copies (
+    outbox_id       INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,
+    raw             BLOB    NOT NULL
+);

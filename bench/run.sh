@@ -177,6 +177,9 @@ nameservers = ["127.0.0.1:$DNS_PORT"]
 timeout = "1s"
 [ingest]
 authenticate = ${BENCH_AUTHENTICATE:-true}
+# The benchmark sends hundreds of thousands of messages to three threads.
+max_thread_messages = 100000000
+max_thread_bytes = 1000000000000
 [webhooks]
 deliver = false
 EOF

@@ -155,11 +155,20 @@ impl Default for RawWebhooks {
 pub struct RawIngest {
     /// Check SPF/DKIM/DMARC/ARC of inbound mail through the resolver.
     pub authenticate: bool,
+    /// Most messages one side conversation takes in; beyond, RCPT to its
+    /// reply address is `552 5.2.2`.
+    pub max_thread_messages: u64,
+    /// Most bytes of mail one side conversation takes in; likewise.
+    pub max_thread_bytes: u64,
 }
 
 impl Default for RawIngest {
     fn default() -> Self {
-        RawIngest { authenticate: true }
+        RawIngest {
+            authenticate: true,
+            max_thread_messages: 10_000,
+            max_thread_bytes: 1 << 30,
+        }
     }
 }
 
@@ -201,6 +210,11 @@ pub struct RawSmtp {
     pub max_rcpt_failures: u64,
     pub rcpt_failure_window: String,
     pub block_time: String,
+    /// Messages accepted from one envelope sender within an hour; beyond,
+    /// `451 4.7.1` until the hour has passed.
+    pub max_messages_per_sender_per_hour: u64,
+    /// Bytes accepted from one envelope sender within an hour; likewise.
+    pub max_bytes_per_sender_per_hour: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -287,6 +301,8 @@ pub struct RawOutbound {
 #[serde(deny_unknown_fields, default)]
 pub struct RawNotifications {
     pub batch_window: String,
+    pub max_replies_per_email: u64,
+    pub excerpt_chars: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -351,6 +367,8 @@ impl Default for RawSmtp {
             max_rcpt_failures: 20,
             rcpt_failure_window: "1h".into(),
             block_time: "30m".into(),
+            max_messages_per_sender_per_hour: 1000,
+            max_bytes_per_sender_per_hour: 1 << 30,
         }
     }
 }
@@ -425,6 +443,8 @@ impl Default for RawNotifications {
     fn default() -> Self {
         RawNotifications {
             batch_window: "2m".into(),
+            max_replies_per_email: 20,
+            excerpt_chars: 2000,
         }
     }
 }
@@ -469,6 +489,8 @@ pub struct Config {
     pub dns: DnsConfig,
     /// Authenticate inbound mail (SPF/DKIM/DMARC/ARC).
     pub ingest_authenticate: bool,
+    /// Per-thread quotas.
+    pub ingest: IngestConfig,
     pub senders: SendersConfig,
     pub webhooks: WebhooksConfig,
     pub portal: PortalConfig,
@@ -502,6 +524,15 @@ pub struct SmtpConfig {
     pub max_rcpt_failures: u32,
     pub rcpt_failure_window: Duration,
     pub block_time: Duration,
+    pub max_messages_per_sender_per_hour: u64,
+    pub max_bytes_per_sender_per_hour: u64,
+}
+
+/// What one side conversation may take in (SPEC §10 limits).
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub max_thread_messages: u64,
+    pub max_thread_bytes: u64,
 }
 
 /// Abuse limits shared by the listeners.
@@ -764,6 +795,10 @@ pub struct SendersConfig {
 #[derive(Debug, Clone)]
 pub struct NotificationsConfig {
     pub batch_window: Duration,
+    /// Replies listed in one email; more in the batch are counted, not shown.
+    pub max_replies_per_email: usize,
+    /// Characters of each reply's visible text an email carries.
+    pub excerpt_chars: usize,
 }
 
 /// The vendor portal (SPEC §8).
@@ -933,6 +968,16 @@ impl Config {
                 &s.rcpt_failure_window,
             )?,
             block_time: nonzero_duration("smtp.block_time", &s.block_time)?,
+            max_messages_per_sender_per_hour: positive(
+                "smtp.max_messages_per_sender_per_hour",
+                s.max_messages_per_sender_per_hour,
+                1,
+            )? as u64,
+            max_bytes_per_sender_per_hour: positive(
+                "smtp.max_bytes_per_sender_per_hour",
+                s.max_bytes_per_sender_per_hour,
+                1,
+            )? as u64,
         };
         if smtp.tarpit_delay > Duration::from_secs(60) {
             return Err(invalid(
@@ -1127,6 +1172,16 @@ impl Config {
                 "notifications.batch_window",
                 &raw.notifications.batch_window,
             )?,
+            max_replies_per_email: positive(
+                "notifications.max_replies_per_email",
+                raw.notifications.max_replies_per_email,
+                1,
+            )?,
+            excerpt_chars: positive(
+                "notifications.excerpt_chars",
+                raw.notifications.excerpt_chars,
+                1,
+            )?,
         };
         let dns = DnsConfig {
             nameservers: raw
@@ -1193,6 +1248,18 @@ impl Config {
             notifications,
             dns,
             ingest_authenticate: raw.ingest.authenticate,
+            ingest: IngestConfig {
+                max_thread_messages: positive(
+                    "ingest.max_thread_messages",
+                    raw.ingest.max_thread_messages,
+                    1,
+                )? as u64,
+                max_thread_bytes: positive(
+                    "ingest.max_thread_bytes",
+                    raw.ingest.max_thread_bytes,
+                    1,
+                )? as u64,
+            },
             portal,
             limits,
             senders: SendersConfig {

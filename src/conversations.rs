@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::model::{MailAddr, Token, base32_lower, is_valid_email, now_ms, random_bytes};
+use crate::model::{MailAddr, Token, is_valid_email, now_ms};
 use crate::outbound::compose::{
     self, Context, DkimKey, Draft, OutAttachment, Person, ReplyMode, clean_header,
 };
@@ -401,6 +401,7 @@ struct ScRow {
     token: String,
     portal_token: Option<String>,
     portal_revoked: bool,
+    portal_per_recipient: bool,
     status: String,
     subject: String,
     sender_email: String,
@@ -411,7 +412,7 @@ struct ScRow {
 fn load_sc(conn: &Connection, id: i64) -> Result<ScRow, ServiceError> {
     conn.query_row(
         "SELECT s.id, s.parent_id, p.external_id, s.token, s.portal_token, s.portal_revoked, s.status,
-                s.subject, s.sender_email, s.thread_index, s.next_seq
+                s.subject, s.sender_email, s.thread_index, s.next_seq, s.portal_per_recipient
          FROM side_conversations s JOIN parents p ON p.id = s.parent_id WHERE s.id = ?1",
         [id],
         |r| {
@@ -427,6 +428,7 @@ fn load_sc(conn: &Connection, id: i64) -> Result<ScRow, ServiceError> {
                 sender_email: r.get(8)?,
                 thread_index: r.get(9)?,
                 next_seq: r.get(10)?,
+                portal_per_recipient: r.get(11)?,
             })
         },
     )
@@ -484,8 +486,30 @@ struct Outgoing<'a> {
     text: Option<&'a str>,
     html: Option<&'a str>,
     context: Option<Context>,
-    portal_url: Option<String>,
+    portal: Portal,
     attachments: &'a [Attachment],
+}
+
+/// Which "View conversation" link a message carries (SPEC §8).
+enum Portal {
+    None,
+    /// The side conversation's one shared link (handed out before links
+    /// were per recipient): the same in every copy.
+    Shared(String),
+    /// Each recipient's own link: one copy of the message per recipient.
+    PerRecipient,
+}
+
+impl ScRow {
+    fn portal(&self, public_url: &str) -> Portal {
+        if self.portal_per_recipient {
+            return Portal::PerRecipient;
+        }
+        match (&self.portal_token, self.portal_revoked) {
+            (Some(t), false) => Portal::Shared(format!("{public_url}/p/{t}")),
+            _ => Portal::None,
+        }
+    }
 }
 
 /// Composes and stores one outbound message with its outbox rows.
@@ -501,6 +525,18 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
         None => (None, None),
     };
     let dkim = dkim_key(conn, config, &o.sender.email)?;
+    let recipients: Vec<&String> = o.to.iter().chain(o.cc.iter()).collect();
+    let links: Vec<Option<String>> = match &o.portal {
+        Portal::None => vec![None; recipients.len()],
+        Portal::Shared(url) => vec![Some(url.clone()); recipients.len()],
+        Portal::PerRecipient => recipients
+            .iter()
+            .map(|r| {
+                Ok(store::portal::ensure_link(conn, o.sc.id, r, now)?
+                    .map(|t| format!("{}/p/{t}", config.http.public_url)))
+            })
+            .collect::<Result<_, ServiceError>>()?,
+    };
     let to_people = people(o.to);
     let cc_people = people(o.cc);
     let attachments = out_attachments(o.attachments);
@@ -529,12 +565,14 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
         signature_text: sig_text.as_deref(),
         signature_html: sig_html.as_deref(),
         context: o.context.as_ref(),
-        portal_url: o.portal_url.as_deref(),
+        portal_url: links.first().and_then(|l| l.as_deref()),
         attachments: &attachments,
         date: now,
         dkim: dkim.as_ref(),
     };
-    let composed = compose::compose(&draft).map_err(|e| ServiceError::Store(e.to_string()))?;
+    let message_id = compose::message_id(&token, o.sc.next_seq, &config.domain);
+    let composed = compose::compose_as(&draft, message_id.clone())
+        .map_err(|e| ServiceError::Store(e.to_string()))?;
     let sha: [u8; 32] = {
         use sha2::{Digest, Sha256};
         Sha256::digest(&composed.raw).into()
@@ -596,6 +634,21 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
     for rcpt in o.to.iter().chain(o.cc.iter()) {
         outbox::enqueue(conn, message, rcpt, now)?;
     }
+    // The stored message is the first recipient's copy; every other
+    // recipient whose link differs gets their own, under the same
+    // Message-ID.
+    for (rcpt, link) in recipients.iter().zip(&links).skip(1) {
+        if link == &links[0] {
+            continue;
+        }
+        let copy = Draft {
+            portal_url: link.as_deref(),
+            ..draft.clone()
+        };
+        let composed = compose::compose_as(&copy, message_id.clone())
+            .map_err(|e| ServiceError::Store(e.to_string()))?;
+        outbox::set_copy(conn, message, rcpt, &composed.raw)?;
+    }
     conn.execute(
         "UPDATE side_conversations SET next_seq = next_seq + 1, thread_index = ?2, updated_at = ?3 WHERE id = ?1",
         params![o.sc.id, composed.thread_index, now],
@@ -644,10 +697,6 @@ impl Conversations {
             store,
             outbox_waker,
         }
-    }
-
-    fn portal_url(&self, portal_token: &str) -> String {
-        format!("{}/p/{}", self.config.http.public_url, portal_token)
     }
 
     /// Starts a side conversation on parent `external_id` (created if the
@@ -753,13 +802,10 @@ impl Conversations {
         )?;
         let sender = resolve_sender(conn, config, req.from.as_deref(), last_sender.as_deref())?;
         let token = Token::generate();
-        let portal_token = req
-            .share_portal_link
-            .then(|| base32_lower(&random_bytes::<20>()));
         conn.execute(
-            "INSERT INTO side_conversations (parent_id, token, portal_token, status, subject, sender_email, started_by, created_at, updated_at)
+            "INSERT INTO side_conversations (parent_id, token, portal_per_recipient, status, subject, sender_email, started_by, created_at, updated_at)
              VALUES (?1, ?2, ?3, 'open', ?4, ?5, ?6, ?7, ?7)",
-            params![parent_id, token.as_str(), portal_token, subject, sender.email, actor.user_id, now],
+            params![parent_id, token.as_str(), req.share_portal_link, subject, sender.email, actor.user_id, now],
         )?;
         let sc_id = conn.last_insert_rowid();
         for (list, role) in [(to, "to"), (cc, "cc")] {
@@ -792,7 +838,7 @@ impl Conversations {
                 text: req.body_text.as_deref(),
                 html: req.body_html.as_deref(),
                 context,
-                portal_url: portal_token.as_deref().map(|t| self.portal_url(t)),
+                portal: sc.portal(&config.http.public_url),
                 attachments: &req.attachments,
             },
         )?;
@@ -891,10 +937,6 @@ impl Conversations {
         }
         let sender = resolve_sender(conn, config, Some(&sc.sender_email), None)
             .or_else(|_| resolve_sender(conn, config, None, None))?;
-        let portal_url = match (&sc.portal_token, sc.portal_revoked) {
-            (Some(t), false) => Some(self.portal_url(t)),
-            _ => None,
-        };
         let message = write_message(
             conn,
             config,
@@ -909,7 +951,7 @@ impl Conversations {
                 text: req.body_text.as_deref(),
                 html: req.body_html.as_deref(),
                 context: None,
-                portal_url,
+                portal: sc.portal(&config.http.public_url),
                 attachments: &req.attachments,
             },
         )?;
@@ -970,14 +1012,9 @@ impl Conversations {
         portal_token: &str,
         req: &PortalReply,
     ) -> Result<Sent, ServiceError> {
-        let sc_id: i64 = conn
-            .query_row(
-                "SELECT id FROM side_conversations WHERE portal_token = ?1 AND portal_revoked = 0",
-                [portal_token],
-                |r| r.get(0),
-            )
-            .optional()?
+        let found = store::portal::by_token(conn, portal_token)?
             .ok_or(ServiceError::NotFound("portal link"))?;
+        let sc_id = found.id;
         let sc = load_sc(conn, sc_id)?;
         if sc.status == "closed" {
             return Err(ServiceError::Conflict(
@@ -1009,7 +1046,26 @@ impl Conversations {
         let people: Vec<(String, Option<String>, String)> = stmt
             .query_map([sc_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?;
-        let author = match req.from.as_deref().map(str::trim).filter(|e| !e.is_empty()) {
+        // A recipient's own link replies as that recipient, whatever the
+        // form says; the shared link of older conversations lets the reader
+        // choose among the participants.
+        let asked = req.from.as_deref().map(str::trim).filter(|e| !e.is_empty());
+        let wanted = match &found.viewer {
+            Some(viewer) => {
+                if let Some(other) = asked.filter(|a| !a.eq_ignore_ascii_case(viewer)) {
+                    return Err(invalid(
+                        "email",
+                        format!(
+                            "this link replies as {viewer} only, not as {}",
+                            clean_header(other)
+                        ),
+                    ));
+                }
+                Some(viewer.as_str())
+            }
+            None => asked,
+        };
+        let author = match wanted {
             Some(wanted) => people
                 .iter()
                 .find(|(e, _, _)| e.eq_ignore_ascii_case(wanted))
@@ -1136,6 +1192,8 @@ impl Conversations {
             received_at: now,
             // The portal author is one of the participants, chosen on the form.
             trust: crate::ingest::apply::Trust::Verified,
+            flags: Vec::new(),
+            auth: None,
         };
         crate::ingest::apply::apply_reply_effects(conn, &config.domain, sc_id, &facts, message)?;
 
@@ -1157,10 +1215,6 @@ impl Conversations {
                 .filter(|(_, _, role)| role == "cc")
                 .map(|(e, _, _)| e.clone())
                 .collect();
-            let portal_url = match (&sc.portal_token, sc.portal_revoked) {
-                (Some(t), false) => Some(self.portal_url(t)),
-                _ => None,
-            };
             write_message(
                 conn,
                 config,
@@ -1175,7 +1229,7 @@ impl Conversations {
                     text: Some(&text).filter(|t| !t.is_empty()).map(String::as_str),
                     html: None,
                     context: None,
-                    portal_url,
+                    portal: sc.portal(&config.http.public_url),
                     attachments: &req.attachments,
                 },
             )?;
@@ -1187,25 +1241,170 @@ impl Conversations {
         })
     }
 
-    /// Turns the portal link of a side conversation off for good; later
-    /// mail no longer carries it.
-    pub async fn revoke_portal(&self, actor: Actor, sc_id: i64) -> Result<(), ServiceError> {
+    /// Turns portal links off for good: one recipient's (`email`), or all of
+    /// the side conversation's (later mail no longer carries any). Revoking
+    /// what is already off is a no-op; an `email` with no link is 404.
+    pub async fn revoke_portal(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        email: Option<String>,
+    ) -> Result<(), ServiceError> {
         self.store
             .write_with(move |conn| {
                 let sc = load_sc(conn, sc_id)?;
-                if sc.portal_token.is_none() || sc.portal_revoked {
+                let now = now_ms();
+                if let Some(email) = email.as_deref().map(str::trim) {
+                    let known = store::portal::links(conn, sc_id)?
+                        .iter()
+                        .any(|(e, _, _)| e.eq_ignore_ascii_case(email));
+                    if !known {
+                        return Err(ServiceError::NotFound("portal link"));
+                    }
+                    if store::portal::revoke_links(conn, sc_id, Some(email), now)? == 0 {
+                        return Ok(());
+                    }
+                    return activity(
+                        conn,
+                        sc.parent_id,
+                        sc_id,
+                        &actor,
+                        format!("{} revoked the portal link of {email}", actor.name),
+                    );
+                }
+                let shared = sc.portal_token.is_some() && !sc.portal_revoked;
+                let personal = store::portal::revoke_links(conn, sc_id, None, now)?;
+                if !shared && personal == 0 && !sc.portal_per_recipient {
                     return Ok(());
                 }
                 conn.execute(
-                    "UPDATE side_conversations SET portal_revoked = 1, updated_at = ?2 WHERE id = ?1",
-                    params![sc_id, now_ms()],
+                    "UPDATE side_conversations SET portal_revoked = 1, portal_per_recipient = 0,
+                            updated_at = ?2 WHERE id = ?1",
+                    params![sc_id, now],
                 )?;
                 activity(
                     conn,
                     sc.parent_id,
                     sc_id,
                     &actor,
-                    format!("{} revoked the portal link of a side conversation", actor.name),
+                    format!(
+                        "{} revoked the portal link of a side conversation",
+                        actor.name
+                    ),
+                )
+            })
+            .await
+    }
+
+    /// An agent admits `email` to the side conversation (SPEC §10): the one
+    /// way a sender of unverified mail joins. 404 unknown thread; 409 already
+    /// a participant; 422 a malformed address, a user or an address of the
+    /// gateway, or a full thread.
+    pub async fn admit_participant(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        email: String,
+        name: Option<String>,
+    ) -> Result<(), ServiceError> {
+        let email = email.trim().to_string();
+        if !crate::model::is_author_address(&email) {
+            return Err(invalid(
+                "email",
+                format!("`{}` is not a valid email address", clean_header(&email)),
+            ));
+        }
+        let name = name
+            .map(|n| clean_header(&n))
+            .filter(|n| !n.is_empty())
+            .map(|n| n.chars().take(200).collect::<String>());
+        let config = self.config.clone();
+        self.store
+            .write_with(move |conn| {
+                let sc = load_sc(conn, sc_id)?;
+                check_recipients(conn, &config, "email", std::slice::from_ref(&email))?;
+                let exists = conn
+                    .query_row(
+                        "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
+                        params![sc_id, email],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some();
+                if exists {
+                    return Err(ServiceError::Conflict(format!(
+                        "{email} is already a participant"
+                    )));
+                }
+                let count: i64 = conn.query_row(
+                    "SELECT COUNT(*) FROM participants WHERE side_conversation_id = ?1",
+                    [sc_id],
+                    |r| r.get(0),
+                )?;
+                if count >= crate::ingest::apply::MAX_PARTICIPANTS {
+                    return Err(invalid(
+                        "email",
+                        format!(
+                            "a side conversation has at most {} participants",
+                            crate::ingest::apply::MAX_PARTICIPANTS
+                        ),
+                    ));
+                }
+                let now = now_ms();
+                conn.execute(
+                    "INSERT INTO participants (side_conversation_id, email, name, role, added_at)
+                     VALUES (?1, ?2, ?3, 'admitted', ?4)",
+                    params![sc_id, email, name, now],
+                )?;
+                conn.execute(
+                    "INSERT OR IGNORE INTO contacts (email, name, created_at) VALUES (?1, ?2, ?3)",
+                    params![email, name, now],
+                )?;
+                activity(
+                    conn,
+                    sc.parent_id,
+                    sc_id,
+                    &actor,
+                    format!("{} admitted {email} to a side conversation", actor.name),
+                )
+            })
+            .await
+    }
+
+    /// An agent removes a participant: they get no more follow-ups and their
+    /// portal link stops working. 404 when they are not a participant.
+    pub async fn remove_participant(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        email: String,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .write_with(move |conn| {
+                let sc = load_sc(conn, sc_id)?;
+                let removed = conn.execute(
+                    "DELETE FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
+                    params![sc_id, email.trim()],
+                )?;
+                if removed == 0 {
+                    return Err(ServiceError::NotFound("participant"));
+                }
+                let now = now_ms();
+                conn.execute(
+                    "UPDATE portal_links SET revoked_at = ?3
+                     WHERE side_conversation_id = ?1 AND email = ?2 AND revoked_at IS NULL",
+                    params![sc_id, email.trim(), now],
+                )?;
+                activity(
+                    conn,
+                    sc.parent_id,
+                    sc_id,
+                    &actor,
+                    format!(
+                        "{} removed {} from a side conversation",
+                        actor.name,
+                        email.trim()
+                    ),
                 )
             })
             .await

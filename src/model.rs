@@ -250,6 +250,43 @@ fn is_invisible_format(c: char) -> bool {
         | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
+/// Whether `addr` is a well-formed author address (RFC 5322 addr-spec) that
+/// can be authenticated and trusted: lettre's parser (the `email_address`
+/// rules) accepts it, its domain is a host name (no address literal, no
+/// trailing dot, at least two labels). A header such as
+/// `boss@strict.test (Boss) <attacker@evil.test>` that a lenient parser turns
+/// into `boss@strict.testattacker@evil.test`, or `boss@strict.test.`, is not:
+/// such a sender is never verified, never a participant.
+pub fn is_author_address(addr: &str) -> bool {
+    let Ok(parsed) = addr.parse::<lettre::Address>() else {
+        return false;
+    };
+    let domain = parsed.domain();
+    !domain.is_empty()
+        && !domain.starts_with('[')
+        && !domain.ends_with('.')
+        && domain.contains('.')
+        && domain.parse::<std::net::IpAddr>().is_err()
+        && !addr.chars().any(|c| c.is_control() || c.is_whitespace())
+}
+
+/// The organisational domain of `domain` (RFC 7489 §3.2): its registrable
+/// part by the Public Suffix List (`psl`), lowercased, without a trailing
+/// dot. A name that is itself a public suffix (or unknown to the list and
+/// single-label) is its own organisational domain.
+pub fn organizational_domain(domain: &str) -> String {
+    let d = domain.trim_end_matches('.').to_ascii_lowercase();
+    match psl::domain_str(&d) {
+        Some(org) => org.to_string(),
+        None => d,
+    }
+}
+
+/// Relaxed alignment (RFC 7489 §3.1): the same organisational domain.
+pub fn aligned(a: &str, b: &str) -> bool {
+    !a.is_empty() && !b.is_empty() && organizational_domain(a) == organizational_domain(b)
+}
+
 /// Loose syntax check for addresses coming in through the API.
 pub fn is_valid_email(addr: &str) -> bool {
     match MailAddr::parse(addr) {
@@ -267,6 +304,50 @@ pub fn is_valid_email(addr: &str) -> bool {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn author_addresses() {
+        for ok in [
+            "vera@carrier.example",
+            "Vera.Vendor+rma@mail.carrier.co.uk",
+            "a_b-c@x.io",
+        ] {
+            assert!(is_author_address(ok), "{ok}");
+        }
+        for bad in [
+            "boss@strict.testattacker@evil.test",
+            "boss@strict.test.",
+            "x@[127.0.0.1]",
+            "x@127.0.0.1",
+            "x@localhost",
+            "no-at.example",
+            "@example.com",
+            "a b@example.com",
+            "a@b@example.com",
+            "",
+        ] {
+            assert!(!is_author_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn organizational_domains_follow_the_public_suffix_list() {
+        for (domain, org) in [
+            ("mail.vendor.example.com", "example.com"),
+            ("a.b.example.co.uk", "example.co.uk"),
+            ("shop.example.com.au", "example.com.au"),
+            ("x.y.city.kawasaki.jp", "city.kawasaki.jp"),
+            ("foo.github.io", "foo.github.io"),
+            ("mail.Vendor.TEST.", "vendor.test"),
+            ("strict.test", "strict.test"),
+        ] {
+            assert_eq!(organizational_domain(domain), org, "{domain}");
+        }
+        assert!(aligned("bounce.vendor.test", "vendor.test"));
+        assert!(!aligned("evil.test", "vendor.test"));
+        assert!(!aligned("a.github.io", "b.github.io"));
+        assert!(!aligned("", "vendor.test"));
+    }
 
     #[test]
     fn file_names_lose_paths_controls_and_bidi_overrides() {

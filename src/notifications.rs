@@ -65,11 +65,26 @@ struct Reply {
     subject: String,
     sc: i64,
     vendor: String,
+    /// The visible reply, cut to `notifications.excerpt_chars`.
     visible: String,
+    /// The reply was cut.
+    cut: bool,
+    /// Flagged `unverified_sender`.
+    unverified: bool,
 }
+
+/// How long a batch that could not be sent waits before the next try.
+const RETRY_AFTER_MS: i64 = 5 * 60 * 1000;
 
 /// Sends every batch that is due; returns how many emails were queued.
 /// Replies are listed in arrival order.
+///
+/// Each agent's batch is its own savepoint: one that fails (a store error)
+/// is rolled back alone, logged and tried again [`RETRY_AFTER_MS`] later,
+/// while every other agent's email goes out. What one email reads is bounded
+/// by `notifications.max_replies_per_email` × `notifications.excerpt_chars`
+/// whatever the replies weigh, so a flood of large replies costs the writer
+/// little and memory stays flat.
 pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
     // A batch is due a window after its first reply.
     let window = config.notifications.batch_window.as_millis() as i64;
@@ -82,63 +97,126 @@ pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
         .collect::<rusqlite::Result<_>>()?;
     let mut sent = 0;
     for user in users {
-        let (email, name, setting): (String, String, String) = conn.query_row(
-            "SELECT email, name, notifications FROM users WHERE id = ?1",
-            [user],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
-        let mut stmt = conn.prepare(&format!(
-            "SELECT q.id, p.external_id, s.subject, s.id, COALESCE(NULLIF(m.from_name, ''), m.from_email, 'Someone'),
-                    COALESCE({}, '')
-             FROM notification_queue q JOIN messages m ON m.id = q.message_id
-             JOIN side_conversations s ON s.id = m.side_conversation_id
-             JOIN parents p ON p.id = s.parent_id
-             WHERE q.user_id = ?1 AND q.sent_message_id IS NULL ORDER BY q.message_id",
-            crate::store::messages::visible_reply_sql("m")
-        ))?;
-        let rows: Vec<(i64, Reply)> = stmt
-            .query_map([user], |r| {
-                Ok((
-                    r.get(0)?,
-                    Reply {
-                        parent: r.get(1)?,
-                        subject: r.get(2)?,
-                        sc: r.get(3)?,
-                        vendor: r.get(4)?,
-                        visible: r.get(5)?,
-                    },
-                ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        if rows.is_empty() {
-            continue;
+        conn.execute_batch("SAVEPOINT notify_user")?;
+        match send_batch(conn, config, user, now) {
+            Ok(n) => {
+                conn.execute_batch("RELEASE notify_user")?;
+                sent += n;
+            }
+            Err(e) => {
+                conn.execute_batch("ROLLBACK TO notify_user; RELEASE notify_user")?;
+                tracing::warn!(user_id = user, error = %e, retry_in_ms = RETRY_AFTER_MS,
+                    "notifications: this agent's batch failed; the others go on");
+                metrics::inc("notifications_failed_total", &[]);
+                conn.execute(
+                    "UPDATE notification_queue SET due_at = ?2
+                     WHERE user_id = ?1 AND sent_message_id IS NULL",
+                    params![user, now + RETRY_AFTER_MS - window],
+                )?;
+            }
         }
-        if setting != "email" {
-            // Turned off while the batch waited: drop it.
-            conn.execute(
-                "DELETE FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
-                [user],
-            )?;
-            continue;
-        }
-        let message = compose_and_queue(
-            conn,
-            config,
-            &email,
-            &name,
-            &rows.iter().map(|(_, r)| r).collect::<Vec<_>>(),
-            now,
-        )?;
-        for (id, _) in &rows {
-            conn.execute(
-                "UPDATE notification_queue SET sent_message_id = ?2 WHERE id = ?1",
-                params![id, message],
-            )?;
-        }
-        metrics::inc("notifications_sent_total", &[]);
-        sent += 1;
     }
     Ok(sent)
+}
+
+/// Composes and queues one agent's due batch; returns 1 if an email was
+/// queued.
+fn send_batch(conn: &Connection, config: &Config, user: i64, now: i64) -> Result<usize> {
+    let (email, name, setting): (String, String, String) = conn.query_row(
+        "SELECT email, name, notifications FROM users WHERE id = ?1",
+        [user],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    if setting != "email" {
+        // Turned off while the batch waited: drop it.
+        conn.execute(
+            "DELETE FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
+            [user],
+        )?;
+        return Ok(0);
+    }
+    let limit = config.notifications.max_replies_per_email;
+    let chars = config.notifications.excerpt_chars;
+    // Only a bounded prefix of each body is read (one character more, to
+    // know it was cut).
+    let mut stmt = conn.prepare_cached(
+        "SELECT q.id, p.external_id, s.subject, s.id,
+                COALESCE(NULLIF(m.from_name, ''), m.from_email, 'Someone'),
+                COALESCE(substr(COALESCE(m.visible_reply, m.text_body), 1, ?3), ''),
+                EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
+         FROM notification_queue q JOIN messages m ON m.id = q.message_id
+         JOIN side_conversations s ON s.id = m.side_conversation_id
+         JOIN parents p ON p.id = s.parent_id
+         WHERE q.user_id = ?1 AND q.sent_message_id IS NULL ORDER BY q.message_id LIMIT ?2",
+    )?;
+    let rows: Vec<(i64, Reply)> = stmt
+        .query_map(params![user, limit as i64, chars as i64 + 1], |r| {
+            let text: String = r.get(5)?;
+            let visible = crate::store::messages::plain_visible(&text);
+            let (visible, cut) = excerpt(&visible, chars);
+            Ok((
+                r.get(0)?,
+                Reply {
+                    parent: r.get(1)?,
+                    subject: r.get(2)?,
+                    sc: r.get(3)?,
+                    vendor: r.get(4)?,
+                    visible,
+                    cut,
+                    unverified: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if rows.is_empty() {
+        // Replies whose thread is gone: nothing to tell.
+        conn.execute(
+            "DELETE FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
+            [user],
+        )?;
+        return Ok(0);
+    }
+    let total: i64 = conn.query_row(
+        "SELECT count(*) FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
+        [user],
+        |r| r.get(0),
+    )?;
+    let more = (total as usize).saturating_sub(rows.len());
+    let message = compose_and_queue(
+        conn,
+        config,
+        &email,
+        &name,
+        &rows.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        more,
+        now,
+    )?;
+    // Every reply of the batch is told of by this email, listed or counted.
+    conn.execute(
+        "UPDATE notification_queue SET sent_message_id = ?2
+         WHERE user_id = ?1 AND sent_message_id IS NULL",
+        params![user, message],
+    )?;
+    metrics::inc("notifications_sent_total", &[]);
+    Ok(1)
+}
+
+/// At most `chars` characters of `text`, cut at a line or word end when
+/// one is near; and whether anything was cut.
+fn excerpt(text: &str, chars: usize) -> (String, bool) {
+    match text.char_indices().nth(chars) {
+        None => (text.to_string(), false),
+        Some((end, _)) => {
+            let head = &text[..end];
+            let floor = head.len() * 3 / 4;
+            let at = head
+                .rfind('\n')
+                .filter(|&i| i >= floor)
+                .or_else(|| head.rfind(' ').filter(|&i| i >= floor))
+                .unwrap_or(end);
+            (head[..at].trim_end().to_string(), true)
+        }
+    }
 }
 
 fn compose_and_queue(
@@ -147,10 +225,13 @@ fn compose_and_queue(
     to: &str,
     agent: &str,
     replies: &[&Reply],
+    more: usize,
     now: i64,
 ) -> Result<i64> {
     let first = replies[0];
-    let subject = if replies.len() == 1 {
+    let count = replies.len() + more;
+    let any_unverified = replies.iter().any(|r| r.unverified);
+    let mut subject = if count == 1 {
         format!(
             "[{}] {} replied: {}",
             first.parent, first.vendor, first.subject
@@ -161,19 +242,41 @@ fn compose_and_queue(
         format!(
             "[{}] {} new replies in side conversations",
             parents.join(", "),
-            replies.len()
+            count
         )
     };
-    let mut text = format!("Hello {agent},\n\n");
+    if any_unverified {
+        subject = format!("[unverified] {subject}");
+    }
+    let mut text = String::new();
+    if any_unverified {
+        text.push_str(
+            "Warning: the sender of a reply below could not be verified (their domain's \
+             DMARC/SPF/DKIM did not vouch for it, or they are not a participant). Do not \
+             trust what it asks for; admit the sender to the side conversation only if \
+             you know them.\n\n",
+        );
+    }
+    text.push_str(&format!("Hello {agent},\n\n"));
     for r in replies {
+        if r.unverified {
+            text.push_str("[unverified sender] ");
+        }
         text.push_str(&format!(
-            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n\nThread: {}/api/side-conversations/{}\n\n---\n\n",
+            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n{}\nThread: {}/api/side-conversations/{}\n\n---\n\n",
             r.vendor,
             r.subject,
             r.parent,
-            r.visible.trim().lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
+            r.visible.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
+            if r.cut { "  […] (cut here; the whole reply is on the thread)\n" } else { "" },
             config.http.public_url,
             r.sc
+        ));
+    }
+    if more > 0 {
+        text.push_str(&format!(
+            "… and {more} more {} not listed here; they are on their threads.\n\n",
+            if more == 1 { "reply" } else { "replies" }
         ));
     }
     text.push_str("You get this because you are the ticket's assignee or started the side conversation.\nTurn it off with PUT /api/me {\"notifications\": \"off\"}.\n");
@@ -230,6 +333,10 @@ impl Worker {
             "notifications_sent_total",
             "Reply notification emails queued",
         );
+        metrics::describe(
+            "notifications_failed_total",
+            "Agents' notification batches that failed and wait for a retry",
+        );
         Worker {
             config,
             store,
@@ -259,5 +366,23 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, "notifications: cannot send due batches"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::excerpt;
+
+    #[test]
+    fn excerpts_are_bounded_and_cut_at_a_word() {
+        assert_eq!(excerpt("short", 10), ("short".to_string(), false));
+        let (cut, was_cut) = excerpt("one two three four five six", 20);
+        assert!(was_cut);
+        assert_eq!(cut, "one two three four");
+        // Multi-byte text is cut at a character boundary, never inside one.
+        let text = "ü".repeat(5000);
+        let (cut, was_cut) = excerpt(&text, 2000);
+        assert!(was_cut);
+        assert_eq!(cut.chars().count(), 2000);
     }
 }

@@ -9,7 +9,7 @@ use common::{TestServer, smtp_send};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n";
+const NO_AUTH: &str = "";
 
 struct Api {
     base: String,
@@ -605,12 +605,7 @@ async fn non_ascii_subjects_and_slow_clients() {
     // request's head must arrive: 5 s leaves a loaded machine room to
     // schedule the client (with 1 s a stalled client was cut now and then);
     // the slow client below is still cut by it, within a 30 s bound.
-    let mut s = TestServer::start_with_http(
-        "",
-        "idle_timeout = \"5s\"",
-        "[ingest]\nauthenticate = false\n",
-    )
-    .await;
+    let mut s = TestServer::start_with_http("", "idle_timeout = \"5s\"", "").await;
     // A pooled keep-alive connection may be closed by the server's idle
     // timeout just as the client reuses it (a race that is nothing this
     // test is about): every request here opens its own connection. The

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_fill_a_side_conversation() {
     use backchannel::model::Role;
-    let mut s = TestServer::start_with("", "[ingest]\nauthenticate = false\n").await;
+    let mut s = TestServer::start_with("", "").await;
     let admin = user(&s, "ada@acme.com", "Ada Admin", Role::Admin).await;
     let member = user(&s, "mo@acme.com", "Mo Member", Role::Member).await;
     let template = json!({
@@ -165,11 +165,7 @@ async fn webhooks_registered_through_the_api_receive_signed_events() {
     let got = Received::default();
     *got.fail_first.lock().expect("lock") = 1;
     let addr = receiver(got.clone()).await;
-    let mut s = TestServer::start_with(
-        "",
-        "[ingest]\nauthenticate = false\n[webhooks]\nretry_schedule = [\"1s\"]\n",
-    )
-    .await;
+    let mut s = TestServer::start_with("", "[webhooks]\nretry_schedule = [\"1s\"]\n").await;
     let admin = user(&s, "ada@acme.com", "Ada Admin", Role::Admin).await;
     let member = user(&s, "mo@acme.com", "Mo Member", Role::Member).await;
     let url = format!("http://{addr}/hook");

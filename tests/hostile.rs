@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n[webhooks]\ndeliver = false\n";
+const NO_AUTH: &str = "[webhooks]\ndeliver = false\n";
 
 // ---------------------------------------------------------------------------
 // helpers

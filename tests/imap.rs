@@ -12,7 +12,7 @@ use common::{TOKEN, TestServer, api_call, make_user, seed_thread, smtp_send};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n";
+const NO_AUTH: &str = "";
 const OWNER: &str = "owner@gw.example.com";
 const MEMBER: &str = "member@gw.example.com";
 
@@ -468,7 +468,8 @@ assert typ == 'NO', st
 typ, data = m.select('Tickets/T-100')
 assert typ == 'OK' and data == [b'2'], data
 r = m.untagged_responses
-assert r['FLAGS'] == [b'(\\Answered \\Flagged \\Seen)'], r
+# $unverified: the gateway's read-only keyword (SPEC §4), defined, not permanent.
+assert r['FLAGS'] == [b'(\\Answered \\Flagged \\Seen $unverified)'], r
 assert r['RECENT'] == [b'0'], r
 assert r['UNSEEN'] == [b'1'], r
 assert r['UIDNEXT'] == [b'3'], r

@@ -5,10 +5,10 @@ mod common;
 
 use common::{TOKEN, TestServer, seed_thread, smtp_send};
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n";
-
+/// Mail is authenticated against the harness's fake DNS, which vouches for
+/// `carrier.example` (a verified vendor) and knows no other domain.
 async fn server() -> TestServer {
-    TestServer::start_with("", NO_AUTH).await
+    TestServer::start_with("", "").await
 }
 
 fn reply(from: &str, to: &str, extra: &str, body: &str) -> String {
@@ -193,10 +193,10 @@ async fn a_reply_to_a_stored_message_threads_by_in_reply_to() {
     assert_eq!(rows[0], (Some(sc), "token".into(), "[]".into()));
     assert_eq!(rows[1].0, Some(sc));
     assert_eq!(rows[1].1, "references");
-    // Bob was not a participant: flagged, then added as one, and a lead.
+    // Bob was not a participant: flagged; authenticated (carrier.example's
+    // SPF) and of Vera's organisation, he joins alone (a colleague the thread
+    // was forwarded to) and becomes a lead.
     assert_eq!(rows[1].2, "[\"unverified_sender\"]");
-    // Bob joins (as one who joins by a forward), but the people an
-    // unverified sender copies in do not.
     assert_eq!(
         s.query::<i64>("SELECT COUNT(*) FROM participants WHERE email = 'bob@carrier.example' AND role = 'joined'").await,
         1
@@ -209,7 +209,7 @@ async fn a_reply_to_a_stored_message_threads_by_in_reply_to() {
     assert_eq!(
         s.query::<String>("SELECT text FROM activity ORDER BY id DESC LIMIT 1")
             .await,
-        "Bob replied in a side conversation"
+        "Bob replied in a side conversation (unverified sender)"
     );
     s.shutdown().await;
 }
@@ -754,10 +754,12 @@ async fn an_unverified_sender_cannot_copy_strangers_into_the_thread() {
         .query("SELECT COUNT(*) FROM participants WHERE email LIKE '%@spam.example'")
         .await;
     assert_eq!(strangers, 0, "nobody an unverified sender copied in");
+    // SPEC §10: an unverified sender (evil.example vouches for nothing)
+    // joins only when an agent admits them.
     let mallory: i64 = s
         .query("SELECT COUNT(*) FROM participants WHERE email = 'mallory@evil.example'")
         .await;
-    assert_eq!(mallory, 1, "the sender alone joins");
+    assert_eq!(mallory, 0, "an unverified sender does not join");
     let colleagues: i64 = s
         .query("SELECT COUNT(*) FROM participants WHERE email LIKE 'colleague%'")
         .await;

@@ -13,7 +13,7 @@ use common::{TestServer, make_user, smtp_send};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n";
+const NO_AUTH: &str = "";
 const CORE: &str = "urn:ietf:params:jmap:core";
 const MAIL: &str = "urn:ietf:params:jmap:mail";
 

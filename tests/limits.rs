@@ -17,9 +17,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const SMTP_LIMITS: &str = "rcpt_failures_before_tarpit = 1\ntarpit_delay = \"50ms\"\nmax_rcpt_failures = 4\nrcpt_failure_window = \"1h\"\nblock_time = \"2s\"\nconnections_per_minute_per_ip = 5\n";
-const REST: &str = "[ingest]\nauthenticate = false\n[limits]\nexempt = []\nlogin_failures = 3\nlogin_window = \"2s\"\n";
-const REST_DEFAULT_EXEMPT: &str =
-    "[ingest]\nauthenticate = false\n[limits]\nlogin_failures = 3\nlogin_window = \"2s\"\n";
+const REST: &str = "[limits]\nexempt = []\nlogin_failures = 3\nlogin_window = \"2s\"\n";
+const REST_DEFAULT_EXEMPT: &str = "[limits]\nlogin_failures = 3\nlogin_window = \"2s\"\n";
 
 async fn metrics_text(s: &TestServer) -> String {
     reqwest::get(format!("http://{}/metrics", s.http))

@@ -18,7 +18,7 @@ async fn user(s: &TestServer, email: &str, name: &str) -> String {
 }
 use serde_json::{Value, json};
 
-const CONFIG: &str = "[ingest]\nauthenticate = false\n[notifications]\nbatch_window = \"2s\"\n";
+const CONFIG: &str = "[notifications]\nbatch_window = \"2s\"\n";
 
 /// Delivered notification files for `rcpt` (maildir).
 fn notifications_to(s: &TestServer, rcpt: &str) -> Vec<String> {

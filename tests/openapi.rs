@@ -43,7 +43,7 @@ fn the_document_lists_exactly_the_routes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_listed_route_is_served() {
-    let mut s = TestServer::start_with("", "[ingest]\nauthenticate = false\n").await;
+    let mut s = TestServer::start_with("", "").await;
     let client = reqwest::Client::new();
     for (method, path) in ROUTES {
         let concrete = path

@@ -10,7 +10,7 @@ use backchannel::conversations::{Attachment, FollowUpRequest, ServiceError, Star
 use common::{TestServer, agent};
 use mail_parser::{MessageParser, MimeHeaders};
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n";
+const NO_AUTH: &str = "";
 
 async fn raw_of(s: &TestServer, message: i64) -> Vec<u8> {
     s.store
@@ -261,7 +261,8 @@ async fn signature_context_portal_link_and_attachments() {
     assert!(text.contains("Requester: Rita Requester <rita@customer.example>"));
     assert!(text.contains("Status: open"));
     assert!(text.contains("> Broken pallet on delivery"));
-    let portal: String = s.query("SELECT portal_token FROM side_conversations").await;
+    // The (only) recipient's own link (SPEC §8).
+    let portal: String = s.query("SELECT token FROM portal_links").await;
     assert!(
         text.contains(&format!(
             "View conversation: http://127.0.0.1:8080/p/{portal}"

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use reqwest::multipart::{Form, Part};
 use serde_json::{Value, json};
 
-const NO_AUTH: &str = "[ingest]\nauthenticate = false\n";
+const NO_AUTH: &str = "";
 
 struct Portal {
     base: String,
@@ -494,43 +494,65 @@ async fn a_portal_reply_is_threaded_like_an_email_reply_and_copied_to_the_others
                    "subject": "Pallet 7", "body_text": "Where is pallet 7?", "share_portal_link": true}),
         )
         .await;
-    let csrf = p.csrf(&a.portal).await;
-    let page = p.page(&a.portal).await;
-    assert!(
-        page.contains("<select id=\"email\" name=\"email\">"),
-        "{page}"
-    );
-    assert!(page.contains("<option value=\"amy@carrier.example\" selected>"));
+    // Each recipient has a link of their own (SPEC §8): Bob's replies as
+    // Bob only; the answer's portal_url is the first recipient's.
+    let (_, v) = p
+        .api(
+            "GET",
+            &format!("/api/side-conversations/{}", a.id),
+            &p.agent,
+            Value::Null,
+        )
+        .await;
+    let links = v["portal_links"].as_array().expect("portal_links");
+    assert_eq!(links.len(), 3, "{v}");
+    let link_of = |email: &str| {
+        let url = links
+            .iter()
+            .find(|l| l["email"] == email)
+            .and_then(|l| l["url"].as_str())
+            .expect("a link per recipient");
+        url.split("/p/").nth(1).expect("token").to_string()
+    };
+    assert_eq!(link_of("amy@carrier.example"), a.portal);
+    let bob = link_of("bob@carrier.example");
+    assert_ne!(bob, a.portal);
+    let csrf = p.csrf(&bob).await;
+    let page = p.page(&bob).await;
+    assert!(!page.contains("<select"), "no choice of identity: {page}");
+    assert!(page.contains("bob@carrier.example"), "{page}");
+    assert!(!page.contains("amy@carrier.example"), "{page}");
 
-    // A non-participant may not be named as the author.
+    // Nobody else may be named as the author, participant or not.
+    for other in ["mallory@evil.example", "amy@carrier.example"] {
+        let form = Form::new()
+            .text("csrf", csrf.clone())
+            .text("email", other)
+            .text("text", "hi");
+        let (st, h, body) = p.post(&bob, form).await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        assert_hardened(&h);
+        assert!(
+            body.contains("replies as bob@carrier.example only"),
+            "{body}"
+        );
+    }
+
     let form = Form::new()
         .text("csrf", csrf.clone())
-        .text("email", "mallory@evil.example")
-        .text("text", "hi");
-    let (st, h, body) = p.post(&a.portal, form).await;
-    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_hardened(&h);
-    assert!(
-        body.contains("mallory@evil.example is not a participant"),
-        "{body}"
-    );
-
-    let form = Form::new()
-        .text("csrf", csrf.clone())
-        .text("email", "BOB@carrier.example")
         .text("text", "It left the depot at 9:00.\nTracking attached.")
         .part(
             "attachment",
             file("tracking.pdf", "application/pdf", b"%PDF-tracking".to_vec()),
         )
         .part("attachment", Part::bytes(Vec::new()).file_name(""));
-    let (st, h, body) = p.post(&a.portal, form).await;
+    let (st, h, body) = p.post(&bob, form).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
     assert_eq!(
         h["location"].to_str().expect("location"),
-        format!("../{}?sent=1", a.portal)
+        format!("../{bob}?sent=1")
     );
-    let page = p.page(&format!("{}?sent=1", a.portal)).await;
+    let page = p.page(&format!("{bob}?sent=1")).await;
     assert!(page.contains("Your reply was sent."));
     assert!(page.contains("It left the depot at 9:00."));
     assert!(page.contains("tracking.pdf"));
@@ -666,10 +688,35 @@ async fn a_portal_reply_is_threaded_like_an_email_reply_and_copied_to_the_others
         ))
         .await;
     assert_eq!(outbox_rows, 2);
+    // Each copy carries its recipient's own link, never Bob's or another's.
+    for (who, link) in [
+        ("amy@carrier.example", link_of("amy@carrier.example")),
+        ("cal@broker.example", link_of("cal@broker.example")),
+    ] {
+        let sent: Vec<u8> = s
+            .store
+            .read({
+                let who = who.to_string();
+                move |c| {
+                    let (id, msg): (i64, i64) = c.query_row(
+                        "SELECT id, message_id FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+                        rusqlite::params![copy_id, who],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )?;
+                    backchannel::store::outbox::raw(c, id, msg)
+                }
+            })
+            .await
+            .expect("sent copy");
+        let sent = String::from_utf8_lossy(&sent);
+        assert!(sent.contains(&format!("/p/{link}")), "{who}: {sent}");
+        assert!(!sent.contains(&format!("/p/{bob}")), "{who}: {sent}");
+    }
 
-    // Without a choice the author is the first recipient.
+    // Amy's own link replies as Amy.
+    let amy_csrf = p.csrf(&a.portal).await;
     let form = Form::new()
-        .text("csrf", csrf.clone())
+        .text("csrf", amy_csrf)
         .text("text", "Second note.");
     let (st, _, body) = p.post(&a.portal, form).await;
     assert_eq!(st, StatusCode::SEE_OTHER, "{body}");
@@ -679,7 +726,7 @@ async fn a_portal_reply_is_threaded_like_an_email_reply_and_copied_to_the_others
     assert_eq!(author, "amy@carrier.example");
     // An empty reply is refused.
     let form = Form::new().text("csrf", csrf).text("text", "   ");
-    let (st, _, body) = p.post(&a.portal, form).await;
+    let (st, _, body) = p.post(&bob, form).await;
     assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(body.contains("Write a reply or attach a file."), "{body}");
     s.shutdown().await;

@@ -57,7 +57,7 @@ async fn delivered(s: &TestServer, rcpt: &str, needle: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_from_a_real_client_lands_on_the_same_side_conversation() {
-    let mut s = TestServer::start_with("", "[ingest]\nauthenticate = false\n").await;
+    let mut s = TestServer::start_with("", "").await;
     let token = s
         .store
         .write(|c| {

@@ -74,7 +74,7 @@ fn code_of(mail: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verification_by_code_with_limited_attempts() {
-    let mut s = TestServer::start_with("", "[ingest]\nauthenticate = false\n").await;
+    let mut s = TestServer::start_with("", "").await;
     let t = owner(&s).await;
     let (st, v) = call(
         &s,
@@ -258,7 +258,7 @@ async fn verification_by_code_with_limited_attempts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_verification_mail_coming_back_through_forwarding_verifies_by_itself() {
-    let mut s = TestServer::start_with("", "[ingest]\nauthenticate = false\n").await;
+    let mut s = TestServer::start_with("", "").await;
     let t = owner(&s).await;
     let (_, v) = call(
         &s,
@@ -339,7 +339,7 @@ async fn dns_check_and_forwarding_probe_and_dkim_signing() {
     let mut s = TestServer::start_with(
         "",
         &format!(
-            "[ingest]\nauthenticate = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n[outbound]\nspf = [\"ip4:203.0.113.5\"]\n[senders]\nprobe_wait = \"1s\"\n",
+            "[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n[outbound]\nspf = [\"ip4:203.0.113.5\"]\n[senders]\nprobe_wait = \"1s\"\n",
             dns.addr
         ),
     )
@@ -405,7 +405,7 @@ async fn dns_check_and_forwarding_probe_and_dkim_signing() {
         data,
         "",
         &format!(
-            "[ingest]\nauthenticate = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n[outbound]\nspf = [\"ip4:203.0.113.5\"]\n[senders]\nprobe_wait = \"20s\"\n",
+            "[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n[outbound]\nspf = [\"ip4:203.0.113.5\"]\n[senders]\nprobe_wait = \"20s\"\n",
             dns2.addr
         ),
     )

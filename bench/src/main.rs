@@ -499,6 +499,11 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
     let mut times = Vec::with_capacity(samples);
+    // The defaults' quotas: the lookup reads the thread's counters too.
+    let quota = backchannel::config::IngestConfig {
+        max_thread_messages: 10_000,
+        max_thread_bytes: 1 << 30,
+    };
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..samples {
         // xorshift: a spread of tokens, not one cached page.
@@ -509,7 +514,7 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
         let addr = format!("reply+{token}@{domain}");
         let t = Instant::now();
         let class = policy::classify(&addr, domain);
-        let verdict = policy::decide(&conn, &class)?;
+        let verdict = policy::decide(&conn, &class, &quota)?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         if verdict != policy::RcptVerdict::Accept {
             bail!("token {token} was not accepted: {verdict:?}");

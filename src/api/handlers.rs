@@ -345,10 +345,14 @@ pub struct StartBody {
     template: Option<i64>,
 }
 
-async fn side_conversation_json(st: &ApiState, id: i64, with_messages: bool) -> ApiResult<Value> {
+async fn side_conversation_json(
+    st: &ApiState,
+    id: i64,
+    messages: Option<views::MessagePage>,
+) -> ApiResult<Value> {
     let (domain, url) = (st.config.domain.clone(), st.config.http.public_url.clone());
     st.store
-        .read(move |c| views::side_conversation(c, &domain, &url, id, with_messages))
+        .read(move |c| views::side_conversation(c, &domain, &url, id, messages))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound("side conversation"),
@@ -428,7 +432,15 @@ pub async fn start_side_conversation(
         .conversations
         .start(caller.actor(), external_id, req)
         .await?;
-    let v = side_conversation_json(&st, sent.side_conversation, true).await?;
+    let v = side_conversation_json(
+        &st,
+        sent.side_conversation,
+        Some(views::MessagePage {
+            limit: THREAD_DEFAULT_LIMIT,
+            after: 0,
+        }),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -470,19 +482,31 @@ pub async fn list_side_conversations(
                 .query_map(params![after, q.parent, q.status, limit + 1], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             ids.into_iter()
-                .map(|id| Ok((id, views::side_conversation(c, &domain, &url, id, false)?)))
+                .map(|id| Ok((id, views::side_conversation(c, &domain, &url, id, None)?)))
                 .collect::<store::Result<Vec<_>>>()
         })
         .await?;
     Ok(Json(page(items, limit)))
 }
 
+/// Messages of a thread in one answer, by default and at most.
+const THREAD_DEFAULT_LIMIT: i64 = 100;
+
 pub async fn get_side_conversation(
     State(st): State<ApiState>,
     _caller: Caller,
     Path(id): Path<i64>,
+    Query(p): Query<Page>,
 ) -> ApiResult<Json<Value>> {
-    Ok(Json(side_conversation_json(&st, id, true).await?))
+    let (limit, after) = p.parse()?;
+    let limit = if p.limit.is_none() {
+        THREAD_DEFAULT_LIMIT.min(MAX_LIMIT)
+    } else {
+        limit
+    };
+    Ok(Json(
+        side_conversation_json(&st, id, Some(views::MessagePage { limit, after })).await?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -525,7 +549,7 @@ pub async fn close(
     st.conversations
         .set_status(caller.actor(), id, false)
         .await?;
-    Ok(Json(side_conversation_json(&st, id, false).await?))
+    Ok(Json(side_conversation_json(&st, id, None).await?))
 }
 
 pub async fn reopen(
@@ -537,18 +561,70 @@ pub async fn reopen(
     st.conversations
         .set_status(caller.actor(), id, true)
         .await?;
-    Ok(Json(side_conversation_json(&st, id, false).await?))
+    Ok(Json(side_conversation_json(&st, id, None).await?))
 }
 
-/// Turns the vendor portal link off; the answer's `portal_url` is null.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RevokeBody {
+    email: Option<String>,
+}
+
+/// Turns vendor portal links off: with `{"email"}` that recipient's only,
+/// without a body every link (the answer's `portal_url` is then null).
 pub async fn revoke_portal(
     State(st): State<ApiState>,
     caller: Caller,
     Path(id): Path<i64>,
+    body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
     caller.require_writer()?;
-    st.conversations.revoke_portal(caller.actor(), id).await?;
-    Ok(Json(side_conversation_json(&st, id, false).await?))
+    let body: RevokeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        RevokeBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))?
+    };
+    st.conversations
+        .revoke_portal(caller.actor(), id, body.email)
+        .await?;
+    Ok(Json(side_conversation_json(&st, id, None).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParticipantBody {
+    email: String,
+    name: Option<String>,
+}
+
+/// Admits a sender (typically of unverified mail) to the side conversation;
+/// `201` with the side conversation.
+pub async fn admit_participant(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Body(body): Body<ParticipantBody>,
+) -> ApiResult<Response> {
+    caller.require_writer()?;
+    st.conversations
+        .admit_participant(caller.actor(), id, body.email, body.name)
+        .await?;
+    let v = side_conversation_json(&st, id, None).await?;
+    Ok((StatusCode::CREATED, Json(v)).into_response())
+}
+
+/// Removes a participant; the side conversation without them.
+pub async fn remove_participant(
+    State(st): State<ApiState>,
+    caller: Caller,
+    Path((id, email)): Path<(i64, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require_writer()?;
+    st.conversations
+        .remove_participant(caller.actor(), id, email)
+        .await?;
+    Ok(Json(side_conversation_json(&st, id, None).await?))
 }
 
 // ---------------------------------------------------------------------------
@@ -694,7 +770,7 @@ pub async fn list_unrouted(
                 .query_map(params![after, limit + 1], |r| r.get(0))?
                 .collect::<Result<_, _>>()?;
             ids.into_iter()
-                .map(|id| Ok((id, views::message(c, id)?)))
+                .map(|id| Ok((id, views::message_in_list(c, id)?)))
                 .collect::<store::Result<Vec<_>>>()
         })
         .await?;

@@ -60,6 +60,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/side-conversations/{id}/close"),
     ("POST", "/api/side-conversations/{id}/reopen"),
     ("POST", "/api/side-conversations/{id}/portal/revoke"),
+    ("POST", "/api/side-conversations/{id}/participants"),
+    (
+        "DELETE",
+        "/api/side-conversations/{id}/participants/{email}",
+    ),
     ("GET", "/api/messages/{id}"),
     ("GET", "/api/messages/{id}/raw"),
     ("GET", "/api/messages/{id}/attachments/{n}"),
@@ -126,6 +131,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/side-conversations/{id}/messages", post(h::follow_up))
         .route("/api/side-conversations/{id}/close", post(h::close))
         .route("/api/side-conversations/{id}/reopen", post(h::reopen))
+        .route(
+            "/api/side-conversations/{id}/participants",
+            post(h::admit_participant),
+        )
+        .route(
+            "/api/side-conversations/{id}/participants/{email}",
+            axum::routing::delete(h::remove_participant),
+        )
         .route(
             "/api/side-conversations/{id}/portal/revoke",
             post(h::revoke_portal),

@@ -815,16 +815,17 @@ fn rest_of(full: &str, visible: &str) -> Option<String> {
     }
 }
 
-/// Drops the "View conversation: <link to this page>" line of our own mail.
-fn without_own_link(text: &str, token: &str) -> String {
-    let mark = format!("/p/{token}");
+/// Drops the "View conversation: <portal link>" lines of our own mail: the
+/// reader's own link is this page, and another recipient's link (the stored
+/// copy carries the first recipient's) must never be shown to anyone else.
+fn without_portal_links(text: &str) -> String {
     text.lines()
-        .filter(|l| !(l.starts_with("View conversation: ") && l.contains(&mark)))
+        .filter(|l| !(l.starts_with("View conversation: ") && l.contains("/p/")))
         .collect::<Vec<_>>()
         .join("\n")
 }
 
-fn render_message(token: &str, m: &PortalMessage) -> String {
+fn render_message(token: &str, viewer: Option<&str>, m: &PortalMessage) -> String {
     // The full text: stored HTML is never rendered, only its text.
     let full = m
         .text
@@ -832,7 +833,7 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
         .filter(|t| !t.trim().is_empty())
         .or_else(|| m.html.as_deref().map(crate::reply_text::html_to_text))
         .unwrap_or_default();
-    let full = cut(&without_own_link(&full, token));
+    let full = cut(&without_portal_links(&full));
     let visible = m
         .visible_reply
         .as_deref()
@@ -840,11 +841,25 @@ fn render_message(token: &str, m: &PortalMessage) -> String {
         .filter(|v| !v.trim().is_empty())
         .unwrap_or_else(|| full.clone());
     let email = m.from_email.clone().unwrap_or_default();
+    // On a recipient's own page, the other participants are shown by name
+    // only (SPEC §8): their addresses are theirs to give.
+    let other_participant = !m.outbound && viewer.is_some_and(|v| !v.eq_ignore_ascii_case(&email));
+    let email = if other_participant {
+        String::new()
+    } else {
+        email
+    };
     let name = m
         .from_name
         .clone()
         .filter(|n| !n.trim().is_empty())
-        .unwrap_or_else(|| email.clone());
+        .unwrap_or_else(|| {
+            if other_participant {
+                "Another participant".to_string()
+            } else {
+                email.clone()
+            }
+        });
     let mut s = format!(
         "<li class=\"msg{}\" id=\"m{}\">\n<div class=\"head\"><span class=\"avatar\" aria-hidden=\"true\">{}</span><div class=\"who\"><div class=\"name\">{}</div>",
         if m.outbound { "" } else { " mine" },
@@ -924,7 +939,13 @@ fn render_form(d: &PageData<'_>, csrf: &str) -> String {
         .iter()
         .position(|(_, _, role)| role == "to")
         .unwrap_or(0);
-    let who = if people.len() > 1 {
+    let who = if let Some(viewer) = d.thread.viewer.as_deref() {
+        // A recipient's own link: they reply as themselves, nobody else.
+        format!(
+            "<div><label>Reply as</label><p class=\"hint\">{}</p></div>",
+            escape(viewer)
+        )
+    } else if people.len() > 1 {
         let options: String = people
             .iter()
             .enumerate()
@@ -982,13 +1003,13 @@ fn render_page(d: &PageData<'_>) -> String {
     }
     body.push_str("<ol class=\"thread\">\n");
     for m in d.messages {
-        body.push_str(&render_message(d.token, m));
+        body.push_str(&render_message(d.token, t.viewer.as_deref(), m));
     }
     body.push_str("</ol>\n");
     match d.csrf {
         Some(csrf) if t.is_open() => body.push_str(&render_form(d, csrf)),
         _ => body.push_str(
-            "<p class=\"notice warn\">This conversation is closed. You can still read it, but replies through this page are turned off.</p>\n",
+            "<p class=\"notice warn\">This conversation is closed. You can still read it, but replies through this page are turned off. A reply by email still reaches the team.</p>\n",
         ),
     }
     body.push_str("<footer>This page is private to the people on this conversation. Please do not share its link.</footer>\n</main>");
@@ -1073,7 +1094,9 @@ mod tests {
         assert_eq!(rest_of("Hi\n", "Hi"), None);
         assert_eq!(rest_of("Other\ntext", "Hi").as_deref(), Some("Other\ntext"));
         assert_eq!(
-            without_own_link("Hi\n\nView conversation: http://x/p/tok\n", "tok"),
+            without_portal_links(
+                "Hi\n\nView conversation: http://x/p/tok\nView conversation: http://x/p/other\n"
+            ),
             "Hi\n"
         );
     }
@@ -1091,7 +1114,7 @@ mod tests {
             visible_reply: Some("<script>alert(1)</script>".into()),
             attachments: vec![],
         };
-        let out = render_message("tok", &m);
+        let out = render_message("tok", None, &m);
         assert!(!out.contains("<script"), "{out}");
         assert!(!out.contains("<img"), "{out}");
         assert!(!out.contains("<b>"), "{out}");
@@ -1099,5 +1122,10 @@ mod tests {
             out.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
             "{out}"
         );
+        assert!(out.contains("eve@vendor.example"), "{out}");
+        // On another recipient's own page, Eve's address is not shown.
+        let out = render_message("tok", Some("vera@vendor.example"), &m);
+        assert!(!out.contains("eve@vendor.example"), "{out}");
+        assert!(out.contains("&lt;b&gt;Eve&lt;/b&gt;"), "{out}");
     }
 }

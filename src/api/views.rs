@@ -37,16 +37,57 @@ pub fn reply_address(conn: &Connection, domain: &str, token: &str, sender: &str)
         .unwrap_or_else(|| sender.to_string()))
 }
 
-/// One message (SPEC §7 message shape).
+/// Characters of each body (`text`, `html`, `visible_reply`) a message
+/// carries in a list (a thread, the unrouted list); the whole message is
+/// `GET /api/messages/{id}`. A thread of 40 replies of 5 MB would otherwise
+/// be one answer of 400 MB.
+pub const LIST_BODY_CHARS: usize = 16 * 1024;
+
+/// One message (SPEC §7 message shape), whole.
 pub fn message(conn: &Connection, id: i64) -> Result<Value> {
+    message_with(conn, id, None)
+}
+
+/// One message as a list shows it: each body cut at [`LIST_BODY_CHARS`]
+/// characters (`"truncated": true` says so).
+pub fn message_in_list(conn: &Connection, id: i64) -> Result<Value> {
+    message_with(conn, id, Some(LIST_BODY_CHARS))
+}
+
+/// `body` cut at `cap` characters (it was read with one more, to tell).
+fn capped(body: Option<String>, cap: Option<usize>, truncated: &mut bool) -> Option<String> {
+    let (Some(mut text), Some(cap)) = (body, cap) else {
+        return None;
+    };
+    if let Some((end, _)) = text.char_indices().nth(cap) {
+        text.truncate(end);
+        *truncated = true;
+    }
+    Some(text)
+}
+
+fn message_with(conn: &Connection, id: i64, cap: Option<usize>) -> Result<Value> {
+    // Capped, only a prefix of each body is read.
+    let body = |col: &str| match cap {
+        Some(n) => format!("substr({col}, 1, {})", n + 1),
+        None => col.to_string(),
+    };
     let row = conn.query_row(
         &format!(
             "SELECT id, side_conversation_id, direction, message_id, in_reply_to, refs, from_name, from_email,
-                reply_to, to_addrs, cc_addrs, subject, date, received_at, text_body, html_body,
+                reply_to, to_addrs, cc_addrs, subject, date, received_at, {}, {},
                 {},
                 kind, flags, route, auth, bounce
          FROM messages WHERE id = ?1",
-            crate::store::messages::visible_reply_sql("")
+            body("text_body"),
+            body("html_body"),
+            match cap {
+                Some(n) => format!(
+                    "substr(coalesce(visible_reply, text_body), 1, {})",
+                    n + 1
+                ),
+                None => crate::store::messages::visible_reply_sql(""),
+            }
         ),
         [id],
         |r| {
@@ -84,6 +125,16 @@ pub fn message(conn: &Connection, id: i64) -> Result<Value> {
         (id, sc, direction, message_id, in_reply_to, refs, from_name, from_email, reply_to, to, cc),
         (subject, date, received_at, text, html, visible, kind, flags, route, auth, bounce),
     ) = row;
+    let mut truncated = false;
+    let (text, html, visible) = match cap {
+        None => (text, html, visible),
+        Some(_) => (
+            capped(text, cap, &mut truncated),
+            capped(html, cap, &mut truncated),
+            // Read raw here (no SQL trimming of a long body): trimmed now.
+            capped(visible, cap, &mut truncated).map(|v| crate::store::messages::plain_visible(&v)),
+        ),
+    };
     let mut stmt = conn.prepare_cached(
         "SELECT idx, filename, content_type, size, content_id FROM attachments WHERE message_id = ?1 ORDER BY idx",
     )?;
@@ -151,16 +202,27 @@ pub fn message(conn: &Connection, id: i64) -> Result<Value> {
         "auth": auth,
         "delivery": delivery,
         "bounce": bounce,
+        "truncated": truncated,
     }))
 }
 
-/// The side conversation; with its messages in order when `with_messages`.
+/// Which messages of a thread to include: at most `limit` after message id
+/// `after`, in order.
+#[derive(Debug, Clone, Copy)]
+pub struct MessagePage {
+    pub limit: i64,
+    pub after: i64,
+}
+
+/// The side conversation; with a page of its messages in order (bodies cut
+/// as in every list, see [`LIST_BODY_CHARS`]) when `messages` is given, and
+/// `messages_next_cursor` for the next page.
 pub fn side_conversation(
     conn: &Connection,
     domain: &str,
     public_url: &str,
     id: i64,
-    with_messages: bool,
+    messages: Option<MessagePage>,
 ) -> Result<Value> {
     let (sid, ext, token, portal, revoked, status, subject, sender, assignee, created, updated) = conn.query_row(
         "SELECT s.id, p.external_id, s.token, s.portal_token, s.portal_revoked, s.status, s.subject,
@@ -186,11 +248,34 @@ pub fn side_conversation(
         },
     )?;
     let mut stmt = conn.prepare_cached(
-        "SELECT email FROM participants WHERE side_conversation_id = ?1 ORDER BY added_at, rowid",
+        "SELECT email, role FROM participants WHERE side_conversation_id = ?1
+         ORDER BY added_at, rowid",
     )?;
-    let participants: Vec<String> = stmt
-        .query_map([sid], |r| r.get(0))?
+    let people: Vec<(String, String)> = stmt
+        .query_map([sid], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let participants: Vec<&String> = people.iter().map(|(e, _)| e).collect();
+    let links = crate::store::portal::links(conn, sid)?;
+    let link_url = |t: &str| format!("{public_url}/p/{t}");
+    // The shared link of an older side conversation; else the first
+    // recipient's own link (each recipient's is in `portal_links`).
+    let portal_url = match (portal, revoked) {
+        (Some(t), false) => Some(link_url(&t)),
+        _ => people
+            .iter()
+            .filter(|(_, role)| role == "to")
+            .chain(people.iter())
+            .find_map(|(e, _)| {
+                links
+                    .iter()
+                    .find(|(le, _, rev)| le.eq_ignore_ascii_case(e) && !rev)
+                    .map(|(_, t, _)| link_url(t))
+            }),
+    };
+    let portal_links: Vec<Value> = links
+        .iter()
+        .map(|(email, t, rev)| json!({"email": email, "url": link_url(t), "revoked": rev}))
+        .collect();
     let mut v = json!({
         "id": sid,
         "parent": ext,
@@ -201,25 +286,32 @@ pub fn side_conversation(
         "sender": sender,
         "participants": participants,
         "assignee": assignee,
-        "portal_url": match (portal, revoked) {
-            (Some(t), false) => json!(format!("{public_url}/p/{t}")),
-            _ => Value::Null,
-        },
+        "portal_url": portal_url,
+        "portal_links": portal_links,
         "created_at": rfc3339(created),
         "updated_at": rfc3339(updated),
     });
-    if with_messages {
+    if let Some(page) = messages {
         let mut stmt = conn.prepare_cached(
-            "SELECT id FROM messages WHERE side_conversation_id = ?1 ORDER BY id",
+            "SELECT id FROM messages WHERE side_conversation_id = ?1 AND id > ?2
+             ORDER BY id LIMIT ?3",
         )?;
-        let ids: Vec<i64> = stmt
-            .query_map([sid], |r| r.get(0))?
+        let mut ids: Vec<i64> = stmt
+            .query_map(params![sid, page.after, page.limit + 1], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
+        let more = ids.len() as i64 > page.limit;
+        ids.truncate(page.limit.max(0) as usize);
+        let next = if more {
+            ids.last().map(|id| format!("c{id}"))
+        } else {
+            None
+        };
         let messages = ids
             .into_iter()
-            .map(|m| message(conn, m))
+            .map(|m| message_in_list(conn, m))
             .collect::<Result<Vec<_>>>()?;
         v["messages"] = json!(messages);
+        v["messages_next_cursor"] = json!(next);
     }
     Ok(v)
 }
@@ -257,7 +349,7 @@ pub fn parent(
         .collect::<rusqlite::Result<_>>()?;
     let scs = ids
         .into_iter()
-        .map(|s| side_conversation(conn, domain, public_url, s, false))
+        .map(|s| side_conversation(conn, domain, public_url, s, None))
         .collect::<Result<Vec<_>>>()?;
     Ok(json!({
         "external_id": external_id,

@@ -25,7 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::conn::encode_into;
 use super::mime;
-use super::selected::{ANSWERED, FLAGGED, Indexes, SEEN, SetError, nz};
+use super::selected::{ANSWERED, FLAGGED, Indexes, SEEN, SetError, UNVERIFIED, nz};
 use super::session::{Session, code_other, tagged};
 use crate::store::view::{self, FlagOp, FlagSet};
 use crate::store::{Result as StoreResult, StoreError};
@@ -217,7 +217,15 @@ pub fn flag_list(bits: u8) -> Vec<FlagFetch<'static>> {
     if bits & SEEN != 0 {
         out.push(FlagFetch::Flag(Flag::Seen));
     }
+    if bits & UNVERIFIED != 0 {
+        out.push(FlagFetch::Flag(unverified_keyword()));
+    }
     out
+}
+
+/// `$unverified`: the message's sender is not verified (SPEC §4).
+pub fn unverified_keyword() -> Flag<'static> {
+    Flag::Keyword(imap_types::core::Atom::unvalidated("$unverified"))
 }
 
 /// `* n FETCH (FLAGS (…) UID u)`: a flag change.

@@ -7,7 +7,7 @@
 use imap_types::core::AString;
 use imap_types::search::SearchKey;
 
-use super::selected::{ANSWERED, FLAGGED, SEEN, Selected};
+use super::selected::{ANSWERED, FLAGGED, SEEN, Selected, UNVERIFIED};
 use crate::store::view::{self, SearchFields};
 use crate::store::{Result, Store};
 
@@ -83,6 +83,12 @@ pub fn compile(key: &SearchKey<'_>, sel: &Selected) -> Cond {
         K::Seen => Cond::Flag(SEEN, true),
         K::Unseen => Cond::Flag(SEEN, false),
         // Never set here: \Deleted, \Draft, \Recent, keywords.
+        K::Keyword(k) if k.as_ref().eq_ignore_ascii_case("$unverified") => {
+            Cond::Flag(UNVERIFIED, true)
+        }
+        K::Unkeyword(k) if k.as_ref().eq_ignore_ascii_case("$unverified") => {
+            Cond::Flag(UNVERIFIED, false)
+        }
         K::Deleted | K::Draft | K::Recent | K::New | K::Keyword(_) => Cond::Nothing,
         K::Undeleted | K::Undraft | K::Old | K::Unkeyword(_) => Cond::All,
         K::From(s) => Cond::From(text(s)),

@@ -14,11 +14,14 @@ use crate::store::{Result, Store};
 pub const SEEN: u8 = 1;
 pub const FLAGGED: u8 = 2;
 pub const ANSWERED: u8 = 4;
+/// The read-only keyword `$unverified` (SPEC §4).
+pub const UNVERIFIED: u8 = 8;
 
 pub fn bits(f: &Flags) -> u8 {
     (if f.seen { SEEN } else { 0 })
         | (if f.flagged { FLAGGED } else { 0 })
         | (if f.answered { ANSWERED } else { 0 })
+        | (if f.unverified { UNVERIFIED } else { 0 })
 }
 
 /// One message of the selected mailbox (16 bytes: a session holds one per

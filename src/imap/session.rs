@@ -669,7 +669,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             Err(e) => return self.store_failed(tag, e),
         };
         let flags = vec![Flag::Answered, Flag::Flagged, Flag::Seen];
-        self.conn.data(Data::Flags(flags.clone()));
+        let mut defined = flags.clone();
+        // Set by the gateway, never by a client: defined, not permanent.
+        defined.push(super::fetch::unverified_keyword());
+        self.conn.data(Data::Flags(defined));
         let perm: Vec<FlagPerm<'static>> = if read_only {
             Vec::new()
         } else {

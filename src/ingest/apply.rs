@@ -273,6 +273,14 @@ fn add_contact(conn: &Connection, m: &Mailbox, message: i64, now: i64) -> Result
     Ok(())
 }
 
+/// Records that a message is flagged `unverified_sender`, for the agent
+/// view's `$unverified` keyword (see `view`).
+fn mark_unverified(conn: &Connection, message: i64) -> Result<()> {
+    conn.prepare_cached("INSERT OR IGNORE INTO unverified_messages (message_id) VALUES (?1)")?
+        .execute([message])?;
+    Ok(())
+}
+
 fn mark_done(conn: &Connection, inbound_id: i64, message: i64, note: Option<&str>) -> Result<()> {
     conn.prepare_cached(
         "UPDATE inbound_queue SET state = 'done', processed_at = ?2, message_id = ?3,
@@ -399,30 +407,16 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
     if let Some(e) = known.error.into_inner() {
         return Err(e);
     }
-    // A bounce matched only by its VERP key belongs to the thread of the
-    // outbound message that key was sent with.
-    let decision = match decision {
+    // A bounce changes a delivery only through its VERP key or by naming
+    // that exact recipient of that exact message (SPEC §10); it is filed on
+    // the thread of the message it reports on, else with the unrouted mail.
+    let bounce_rows = match &decision {
         Decision::Bounce {
-            side_conversation: None,
-            verp_key: Some(key),
+            verp_key,
             original_message_id,
-        } => {
-            let sc: Option<i64> = conn
-                .prepare_cached(
-                    "SELECT m.side_conversation_id FROM outbox o JOIN messages m ON m.id = o.message_id
-                     WHERE o.verp_key = ?1")?.query_row(
-                    [&key],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten();
-            Decision::Bounce {
-                side_conversation: sc,
-                verp_key: Some(key),
-                original_message_id,
-            }
-        }
-        other => other,
+            ..
+        } => bounce_targets(conn, p, verp_key.as_deref(), original_message_id.as_deref())?,
+        _ => Vec::new(),
     };
 
     let (sc, kind, rule): (Option<i64>, &str, &'static str) = match &decision {
@@ -438,9 +432,11 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
             },
             rule.as_str(),
         ),
-        Decision::Bounce {
-            side_conversation, ..
-        } => (*side_conversation, "bounce", "bounce"),
+        Decision::Bounce { .. } => (
+            bounce_rows.first().and_then(|r| r.side_conversation),
+            "bounce",
+            "bounce",
+        ),
         Decision::Forwarding(Forwarding::Verification { .. }) => {
             (None, "verification", "forwarding")
         }
@@ -492,14 +488,22 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
 
     let thread = sc.map(|id| thread_info(conn, id)).transpose()?;
     let from = p.parsed.from.clone();
-    if let (Some(sc_id), Some(from)) = (sc, &from)
-        && matches!(kind, "reply" | "auto_reply")
+    if p.parsed.from_authors > 1 {
+        flags.push("multiple_from".into());
+    } else if from
+        .as_ref()
+        .is_some_and(|f| !crate::model::is_author_address(&f.email))
     {
-        let dmarc_failed = p.auth.as_ref().is_some_and(AuthResults::dmarc_failed);
-        if dmarc_failed || !is_participant(conn, sc_id, &from.email)? {
-            flags.push("unverified_sender".into());
-        }
-    } else if sc.is_some() && from.is_none() && kind == "reply" {
+        flags.push("malformed_from".into());
+    }
+    let authenticated = from
+        .as_ref()
+        .is_some_and(|f| sender_verified(p.auth.as_ref(), &f.email));
+    let participant = match (sc, &from) {
+        (Some(sc_id), Some(f)) => is_participant(conn, sc_id, &f.email)?,
+        _ => false,
+    };
+    if sc.is_some() && matches!(kind, "reply" | "auto_reply") && !(authenticated && participant) {
         flags.push("unverified_sender".into());
     }
 
@@ -547,6 +551,18 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
         p.envelope.received_at,
     ])?;
     let message = conn.last_insert_rowid();
+    if flags.iter().any(|f| f == "unverified_sender") {
+        mark_unverified(conn, message)?;
+    }
+    if let Some(sc_id) = sc {
+        // What the thread has received, for its quota (`[ingest]
+        // max_thread_messages` / `max_thread_bytes`, checked at RCPT).
+        conn.prepare_cached(
+            "UPDATE side_conversations SET inbound_messages = inbound_messages + 1,
+                    inbound_bytes = inbound_bytes + ?2 WHERE id = ?1",
+        )?
+        .execute(params![sc_id, p.raw.len() as i64])?;
+    }
     crate::store::messages::insert_refs(
         conn,
         message,
@@ -585,32 +601,12 @@ pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
             Some(t),
         ) if kind == "reply" && !is_duplicate_variant => {
             let mut facts = ReplyFacts::of(p);
-            facts.trust = if p.auth.as_ref().is_some_and(AuthResults::dmarc_failed) {
-                Trust::Forged
-            } else if flags.iter().any(|f| f == "unverified_sender") {
-                Trust::UnverifiedSender
-            } else {
-                Trust::Verified
-            };
+            facts.trust = Trust::of(authenticated, participant);
+            facts.flags.clone_from(&flags);
             reply_effects(conn, domain, *side_conversation, t, &facts, message, now)?;
         }
-        (
-            Decision::Bounce {
-                side_conversation,
-                verp_key,
-                original_message_id,
-            },
-            _,
-        ) => {
-            bounce_effects(
-                conn,
-                p,
-                message,
-                *side_conversation,
-                verp_key.as_deref(),
-                original_message_id.as_deref(),
-                now,
-            )?;
+        (Decision::Bounce { .. }, _) => {
+            bounce_effects(conn, p, message, sc, &bounce_rows, now)?;
         }
         (Decision::Forwarding(_), _) => {
             if let Some(d) = &detected {
@@ -634,18 +630,54 @@ pub struct ReplyFacts {
     pub received_at: i64,
     /// How far the sender is trusted: who the reply may bring in.
     pub trust: Trust,
+    /// The message's flags (`unverified_sender` …), shown with its events.
+    pub flags: Vec<String>,
+    /// Its authentication results (webhook payloads carry them).
+    pub auth: Option<AuthResults>,
 }
 
-/// Who a reply may add to the side conversation.
+/// Who a reply may add to the side conversation (SPEC §10: only a verified
+/// sender joins; unverified mail is stored, flagged and shown, and its
+/// sender joins only when an agent admits them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
-    /// A participant, not failing DMARC: the people they copied join too.
+    /// An authenticated participant: the people they copy in join too.
     Verified,
-    /// Not a participant (yet): they join alone, as one who joins by a
-    /// forward; the addresses they copied do not.
-    UnverifiedSender,
-    /// The From fails DMARC: nobody is added.
-    Forged,
+    /// Authenticated, not a participant yet: joins alone, when of the same
+    /// organisation as a participant (a colleague the thread was forwarded
+    /// to); otherwise an agent admits them.
+    Newcomer,
+    /// Not authenticated (DMARC fail, no aligned pass, a DNS error, several
+    /// or malformed From authors): nobody is added, not even as a contact.
+    Unverified,
+}
+
+impl Trust {
+    pub fn of(authenticated: bool, participant: bool) -> Trust {
+        match (authenticated, participant) {
+            (true, true) => Trust::Verified,
+            (true, false) => Trust::Newcomer,
+            (false, _) => Trust::Unverified,
+        }
+    }
+}
+
+/// Whether the author `email` is authenticated by `auth` (SPEC §10): an
+/// aligned pass for a well-formed single author whose domain is the one
+/// the checks were about.
+pub fn sender_verified(auth: Option<&AuthResults>, email: &str) -> bool {
+    let Some(auth) = auth else {
+        return false;
+    };
+    let Some(addr) = MailAddr::parse(email) else {
+        return false;
+    };
+    auth.verified()
+        && crate::model::is_author_address(email)
+        && auth
+            .from_domain
+            .as_deref()
+            .is_some_and(|d| d.eq_ignore_ascii_case(&addr.domain))
 }
 
 /// Most people one message may add.
@@ -663,8 +695,14 @@ impl ReplyFacts {
             subject: p.parsed.subject.clone(),
             visible_reply: p.visible_reply.clone(),
             received_at: p.envelope.received_at,
-            trust: Trust::Verified,
+            trust: Trust::Unverified,
+            flags: Vec::new(),
+            auth: p.auth.clone(),
         }
+    }
+
+    fn unverified(&self) -> bool {
+        self.flags.iter().any(|f| f == "unverified_sender")
     }
 }
 
@@ -683,6 +721,22 @@ pub fn apply_reply_effects(
     reply_effects(conn, domain, sc, &t, facts, message, now_ms())
 }
 
+/// Whether `email` shares its organisational domain with a participant of
+/// the side conversation.
+fn colleague_of_participant(conn: &Connection, sc: i64, email: &str) -> Result<bool> {
+    let Some(addr) = MailAddr::parse(email) else {
+        return Ok(false);
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT email FROM participants WHERE side_conversation_id = ?1")?;
+    let emails: Vec<String> = stmt
+        .query_map([sc], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(emails.iter().any(|e| {
+        MailAddr::parse(e).is_some_and(|p| crate::model::aligned(&p.domain, &addr.domain))
+    }))
+}
+
 fn reply_effects(
     conn: &Connection,
     domain: &str,
@@ -693,27 +747,34 @@ fn reply_effects(
     now: i64,
 ) -> Result<()> {
     let from = f.from.as_ref();
-    // New people: the sender, and anyone a trusted sender copied in; never
-    // more than the caps, so a reply cannot fan the thread out to strangers.
+    // New people: an authenticated participant's copies; an authenticated
+    // colleague of a participant, alone; never anyone through unverified
+    // mail; never more than the caps, so a reply cannot fan the thread out.
     let candidates: Vec<&Mailbox> = match f.trust {
         Trust::Verified => from
             .into_iter()
             .chain(f.cc.iter())
             .chain(f.to.iter())
             .collect(),
-        Trust::UnverifiedSender => from.into_iter().collect(),
-        Trust::Forged => Vec::new(),
+        Trust::Newcomer => match from {
+            Some(m) if colleague_of_participant(conn, sc, &m.email)? => vec![m],
+            _ => Vec::new(),
+        },
+        Trust::Unverified => Vec::new(),
     };
-    // The sender becomes a contact (a lead) unless forged.
+    // An authenticated sender becomes a contact (a lead).
     if let Some(m) = from
-        && f.trust != Trust::Forged
+        && f.trust != Trust::Unverified
         && !is_internal(conn, domain, &m.email, &t.sender_email)?
     {
         add_contact(conn, m, message, now)?;
     }
     let mut added = 0;
     for m in candidates {
-        if added >= MAX_NEW_PARTICIPANTS || is_internal(conn, domain, &m.email, &t.sender_email)? {
+        if added >= MAX_NEW_PARTICIPANTS
+            || !crate::model::is_author_address(&m.email)
+            || is_internal(conn, domain, &m.email, &t.sender_email)?
+        {
             continue;
         }
         if is_participant(conn, sc, &m.email)? {
@@ -763,6 +824,11 @@ fn reply_effects(
                 .unwrap_or_else(|| m.email.clone())
         })
         .unwrap_or_else(|| "Someone".to_string());
+    let unverified = if f.unverified() {
+        " (unverified sender)"
+    } else {
+        ""
+    };
     conn.prepare_cached(
         "INSERT INTO activity (parent_id, side_conversation_id, actor_id, text, created_at)
          VALUES (?1, ?2, NULL, ?3, ?4)",
@@ -770,7 +836,7 @@ fn reply_effects(
     .execute(params![
         t.parent_id,
         sc,
-        format!("{who} replied in a side conversation"),
+        format!("{who} replied in a side conversation{unverified}"),
         now
     ])?;
     events::enqueue_with(conn, "message.received", || {
@@ -784,10 +850,77 @@ fn reply_effects(
                 "subject": f.subject,
                 "visible_reply": f.visible_reply,
                 "received_at": f.received_at,
-            }
+                "flags": f.flags,
+                "auth": f.auth.as_ref().map(|a| json!({
+                    "spf": a.spf, "dkim": a.dkim, "dmarc": a.dmarc, "arc": a.arc,
+                })),
+            },
+            "flags": f.flags,
+            "auth": f.auth.as_ref().map(|a| json!({
+                "spf": a.spf, "dkim": a.dkim, "dmarc": a.dmarc, "arc": a.arc,
+            })),
         })
     })?;
     Ok(())
+}
+
+/// An outbound delivery a bounce reports on.
+struct BounceTarget {
+    outbox_id: i64,
+    recipient: String,
+    side_conversation: Option<i64>,
+}
+
+/// The deliveries a bounce may change: the one its VERP key names (the key
+/// is random and only the receiving system saw it); else, of the outbound
+/// message its report cites, only the recipients it names exactly. A report
+/// citing a public Message-ID with some other recipient changes nothing.
+fn bounce_targets(
+    conn: &Connection,
+    p: &Prepared,
+    verp_key: Option<&str>,
+    original_message_id: Option<&str>,
+) -> Result<Vec<BounceTarget>> {
+    let Kind::Bounce(b) = &p.kind else {
+        return Ok(Vec::new());
+    };
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(BounceTarget {
+            outbox_id: r.get(0)?,
+            recipient: r.get(1)?,
+            side_conversation: r.get(2)?,
+        })
+    };
+    if let Some(key) = verp_key
+        && let Some(target) = conn
+            .prepare_cached(
+                "SELECT o.id, o.recipient, m.side_conversation_id
+                 FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.verp_key = ?1",
+            )?
+            .query_row([key], row)
+            .optional()?
+    {
+        return Ok(vec![target]);
+    }
+    let Some(mid) = original_message_id else {
+        return Ok(Vec::new());
+    };
+    let mut stmt = conn.prepare_cached(
+        "SELECT o.id, o.recipient, m.side_conversation_id
+         FROM outbox o JOIN messages m ON m.id = o.message_id
+         WHERE m.message_id = ?1 AND m.direction = 'out'",
+    )?;
+    let all: Vec<BounceTarget> = stmt
+        .query_map([mid], row)?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(all
+        .into_iter()
+        .filter(|t| {
+            b.recipients
+                .iter()
+                .any(|r| r.recipient.trim().eq_ignore_ascii_case(&t.recipient))
+        })
+        .collect())
 }
 
 fn bounce_effects(
@@ -795,67 +928,41 @@ fn bounce_effects(
     p: &Prepared,
     message: i64,
     sc: Option<i64>,
-    verp_key: Option<&str>,
-    original_message_id: Option<&str>,
+    rows: &[BounceTarget],
     now: i64,
 ) -> Result<()> {
     let Kind::Bounce(b) = &p.kind else {
         return Ok(());
     };
-    let first = b.recipients.first();
-    let detail = first
-        .map(|r| {
-            format!("{} {}", r.status, r.diagnostic.as_deref().unwrap_or(""))
-                .trim()
-                .to_string()
-        })
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "bounced".to_string());
-    // The outbox rows this bounce is about: the VERP key names one exactly;
-    // else the original Message-ID's rows, narrowed to the failed recipients.
-    let mut rows: Vec<(i64, String)> = Vec::new();
-    if let Some(key) = verp_key
-        && let Some(row) = conn
-            .prepare_cached("SELECT id, recipient FROM outbox WHERE verp_key = ?1")?
-            .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
-    {
-        rows.push(row);
-    }
-    if rows.is_empty()
-        && let Some(mid) = original_message_id
-    {
-        let mut stmt = conn.prepare(
-            "SELECT o.id, o.recipient FROM outbox o JOIN messages m ON m.id = o.message_id
-             WHERE m.message_id = ?1 AND m.direction = 'out'",
-        )?;
-        let all: Vec<(i64, String)> = stmt
-            .query_map([mid], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
-        let failed: Vec<&str> = b.recipients.iter().map(|r| r.recipient.as_str()).collect();
-        let narrowed: Vec<(i64, String)> = all
+    for t in rows {
+        // The report's own entry for this recipient, else (a VERP match
+        // whose report names nobody usable) its first entry.
+        let entry = b
+            .recipients
             .iter()
-            .filter(|(_, rcpt)| failed.iter().any(|f| f.eq_ignore_ascii_case(rcpt)))
-            .cloned()
-            .collect();
-        rows = if narrowed.is_empty() { all } else { narrowed };
-    }
-    for (id, recipient) in &rows {
+            .find(|r| r.recipient.trim().eq_ignore_ascii_case(&t.recipient))
+            .or_else(|| b.recipients.first());
+        let detail = entry
+            .map(|r| {
+                format!("{} {}", r.status, r.diagnostic.as_deref().unwrap_or(""))
+                    .trim()
+                    .to_string()
+            })
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "bounced".to_string());
         if b.permanent {
             conn.prepare_cached(
                 "UPDATE outbox SET state = 'bounced', last_error = ?2 WHERE id = ?1",
             )?
-            .execute(params![id, detail])?;
-        } else {
-            conn.prepare_cached("UPDATE outbox SET last_error = ?2 WHERE id = ?1")?
-                .execute(params![id, format!("delayed: {detail}")])?;
-        }
-        if b.permanent {
+            .execute(params![t.outbox_id, detail])?;
             events::enqueue(
                 conn,
                 "message.bounced",
-                json!({"side_conversation_id": sc, "recipient": recipient, "bounce_message_id": message, "diagnostic": detail, "at": now}),
+                json!({"side_conversation_id": sc, "recipient": t.recipient, "bounce_message_id": message, "diagnostic": detail, "at": now}),
             )?;
+        } else {
+            conn.prepare_cached("UPDATE outbox SET last_error = ?2 WHERE id = ?1")?
+                .execute(params![t.outbox_id, format!("delayed: {detail}")])?;
         }
     }
     Ok(())
@@ -956,7 +1063,9 @@ pub fn assign(
                         subject: r.get(8)?,
                         visible_reply: r.get(9)?,
                         received_at: r.get(10)?,
-                        trust: Trust::Verified,
+                        trust: Trust::Unverified,
+                        flags: Vec::new(),
+                        auth: None,
                     },
                 })
             },
@@ -1002,32 +1111,34 @@ pub fn assign(
     )?;
     if kind == "reply" {
         let mut facts = facts;
-        let dmarc_failed = conn
-            .prepare_cached("SELECT auth FROM messages WHERE id = ?1")?
-            .query_row([message], |r| r.get::<_, Option<String>>(0))?
-            .and_then(|a| serde_json::from_str::<AuthResults>(&a).ok())
-            .is_some_and(|a| a.dmarc_failed());
-        // Not yet a participant: flagged as any such reply would be.
-        if let Some(f) = &facts.from
-            && !is_participant(conn, sc, &f.email)?
-        {
-            facts.trust = Trust::UnverifiedSender;
-            let flags: String = conn
-                .prepare_cached("SELECT flags FROM messages WHERE id = ?1")?
-                .query_row([message], |r| r.get(0))?;
-            let mut list: Vec<String> = serde_json::from_str(&flags).unwrap_or_default();
-            if !list.iter().any(|x| x == "unverified_sender") {
-                list.push("unverified_sender".into());
-                conn.prepare_cached("UPDATE messages SET flags = ?2 WHERE id = ?1")?
-                    .execute(params![
-                        message,
-                        serde_json::to_string(&list).map_err(StoreError::from)?
-                    ])?;
-            }
+        let (auth, flags): (Option<String>, String) = conn
+            .prepare_cached("SELECT auth, flags FROM messages WHERE id = ?1")?
+            .query_row([message], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let auth = auth.and_then(|a| serde_json::from_str::<AuthResults>(&a).ok());
+        let authenticated = facts
+            .from
+            .as_ref()
+            .is_some_and(|f| sender_verified(auth.as_ref(), &f.email));
+        let participant = match &facts.from {
+            Some(f) => is_participant(conn, sc, &f.email)?,
+            None => false,
+        };
+        facts.trust = Trust::of(authenticated, participant);
+        facts.auth = auth;
+        let mut list: Vec<String> = serde_json::from_str(&flags).unwrap_or_default();
+        // Flagged as any such reply arriving on the thread would be.
+        let trusted = authenticated && participant;
+        let flagged = list.iter().any(|x| x == "unverified_sender");
+        if !trusted && !flagged {
+            list.push("unverified_sender".into());
+            conn.prepare_cached("UPDATE messages SET flags = ?2 WHERE id = ?1")?
+                .execute(params![
+                    message,
+                    serde_json::to_string(&list).map_err(StoreError::from)?
+                ])?;
+            mark_unverified(conn, message)?;
         }
-        if dmarc_failed {
-            facts.trust = Trust::Forged;
-        }
+        facts.flags = list;
         reply_effects(conn, domain, sc, &t, &facts, message, now)?;
     }
     Ok(())

@@ -70,12 +70,26 @@ pub struct AuthResults {
     pub from_domain: Option<String>,
     /// Short human-readable details (e.g. "spf=fail smtp.mailfrom=x; dkim=pass header.d=y").
     pub detail: String,
+    /// The one author's domain vouches for this message (SPEC §10): DMARC
+    /// passes, or the From domain publishes no DMARC policy and SPF or DKIM
+    /// passes for a domain aligned with it (same organisational domain by
+    /// the Public Suffix List). Never for a message with more than one From
+    /// author or a malformed one. Absent in rows stored before it existed:
+    /// those count through [`AuthResults::verified`]'s DMARC pass alone.
+    #[serde(default)]
+    pub aligned_pass: bool,
 }
 
 impl AuthResults {
     /// True when the From domain publishes DMARC and the message failed it.
     pub fn dmarc_failed(&self) -> bool {
         self.dmarc == FAIL
+    }
+
+    /// Whether the author is authenticated: anything but an aligned pass
+    /// (fail, none, temperror, permerror, several authors) is not.
+    pub fn verified(&self) -> bool {
+        self.aligned_pass || self.dmarc == PASS
     }
 
     fn all(value: &str, from_domain: Option<String>, detail: String) -> AuthResults {
@@ -86,6 +100,7 @@ impl AuthResults {
             arc: value.to_string(),
             from_domain,
             detail,
+            aligned_pass: false,
         }
     }
 }
@@ -220,6 +235,7 @@ impl Authenticator {
                 arc: NONE.to_string(),
                 from_domain,
                 detail,
+                aligned_pass: false,
             };
         };
 
@@ -253,14 +269,31 @@ impl Authenticator {
         let spf_value = spf_str(spf.result());
         let (dkim_value, dkim_detail) = dkim_summary(&dkim);
 
+        let single_author = message.from.len() == 1
+            && message
+                .from
+                .first()
+                .is_some_and(|a| crate::model::is_author_address(a));
         let (dmarc_value, dmarc_detail) = match from_domains.len() {
             0 => (PERMERROR, "dmarc=permerror (no From address)".to_string()),
-            1 => dmarc(resolver, &message, &dkim, spf_domain, &spf).await,
+            1 if single_author => dmarc(resolver, &message, &dkim, spf_domain, &spf).await,
+            1 if message.from.len() > 1 => (
+                PERMERROR,
+                "dmarc=permerror (From names several authors)".to_string(),
+            ),
+            1 => (
+                PERMERROR,
+                "dmarc=permerror (malformed From address)".to_string(),
+            ),
             _ => (
                 PERMERROR,
                 "dmarc=permerror (From has several domains)".to_string(),
             ),
         };
+        let aligned_pass = single_author
+            && from_domain
+                .as_deref()
+                .is_some_and(|from| aligned_pass(dmarc_value, from, spf_value, spf_domain, &dkim));
 
         let detail = format!(
             "{}; {}; {}; arc={}",
@@ -276,7 +309,35 @@ impl Authenticator {
             arc: arc_value.to_string(),
             from_domain,
             detail,
+            aligned_pass,
         }
+    }
+}
+
+/// SPEC §10's verified sender, given the verdicts: DMARC passes; or the
+/// From domain publishes no DMARC policy at all (`none`: not a DNS error,
+/// which is `temperror`) and SPF passes for an aligned envelope domain, or
+/// a DKIM signature of an aligned domain passes. Alignment is relaxed
+/// (RFC 7489 §3.1), by the organisational domain of the Public Suffix List.
+fn aligned_pass(
+    dmarc: &str,
+    from_domain: &str,
+    spf: &str,
+    spf_domain: &str,
+    dkim: &[DkimOutput<'_>],
+) -> bool {
+    match dmarc {
+        PASS => true,
+        NONE => {
+            (spf == PASS && crate::model::aligned(spf_domain, from_domain))
+                || dkim.iter().any(|out| {
+                    dkim_str(out.result()) == PASS
+                        && out
+                            .signature()
+                            .is_some_and(|sig| crate::model::aligned(&sig.d, from_domain))
+                })
+        }
+        _ => false,
     }
 }
 

@@ -34,7 +34,12 @@ pub struct ParsedMail {
     pub message_id: Option<String>,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
+    /// The author, when the message names exactly one (SPEC §10: a message
+    /// with more than one From author is never attributed to any of them).
     pub from: Option<Mailbox>,
+    /// How many author addresses the From header fields name, all of them
+    /// counted (two From fields, or a list in one).
+    pub from_authors: usize,
     pub reply_to: Option<String>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
@@ -103,6 +108,28 @@ fn mailboxes(addr: Option<&Address<'_>>) -> Vec<Mailbox> {
         .collect()
 }
 
+/// Every author address of every From header field, in order. mail-parser's
+/// `from()` answers with one field only, so a second From (the classic
+/// forgery: one From for the reader, another for DMARC) would go unseen.
+fn from_authors(msg: &mail_parser::Message<'_>) -> Vec<Mailbox> {
+    let mut out = Vec::new();
+    for h in msg.headers() {
+        if !matches!(h.name, mail_parser::HeaderName::From) {
+            continue;
+        }
+        match h.value() {
+            HeaderValue::Address(a) => out.extend(mailboxes(Some(a))),
+            // A From field with no parsable address still names an author.
+            _ => out.push(Mailbox::default()),
+        }
+    }
+    // Unparsable fields count, but are not attributed to.
+    if out.len() == 1 && out[0].email.is_empty() {
+        out.clear();
+    }
+    out
+}
+
 /// Addresses in a trace header such as Delivered-To (plain text values).
 fn header_addresses(msg: &mail_parser::Message<'_>, name: &str) -> Vec<String> {
     msg.headers()
@@ -141,7 +168,7 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         message_id: msg.message_id().and_then(normalize_id),
         in_reply_to: ids(msg.in_reply_to()).into_iter().next(),
         references: cap_references(ids(msg.references())),
-        from: mailboxes(msg.from()).into_iter().next(),
+        from: None,
         reply_to: mailboxes(msg.reply_to())
             .into_iter()
             .next()
@@ -156,10 +183,15 @@ pub fn parse(raw: &[u8]) -> ParsedMail {
         ..ParsedMail::default()
     };
     out.notification_marker = msg.header_raw(crate::notifications::HEADER).is_some();
-    if out.from.is_none() {
+    let authors = from_authors(&msg);
+    out.from_authors = authors.len();
+    out.from = match authors.len() {
         // A Sender header stands in for a missing or unparsable From.
-        out.from = mailboxes(msg.sender()).into_iter().next();
-    }
+        0 => mailboxes(msg.sender()).into_iter().next(),
+        1 => authors.into_iter().next(),
+        // Several authors: attributed to none of them.
+        _ => None,
+    };
 
     // Bodies: the first text/plain and the first text/html that are real
     // body parts. mail-parser lists an HTML part among the text bodies (and
@@ -290,6 +322,24 @@ Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
         ] {
             let _ = parse(raw);
         }
+    }
+
+    #[test]
+    fn several_authors_are_attributed_to_none() {
+        let two_fields = b"From: attacker@evil.test\r\nFrom: Boss <boss@strict.test>\r\nSubject: x\r\n\r\nhi\r\n";
+        let p = parse(two_fields);
+        assert_eq!((p.from_authors, p.from), (2, None));
+        let list = b"From: Boss <boss@strict.test>, attacker@evil.test\r\nSubject: x\r\n\r\nhi\r\n";
+        let p = parse(list);
+        assert_eq!((p.from_authors, p.from), (2, None));
+        let one = b"From: Boss <boss@strict.test>\r\nSubject: x\r\n\r\nhi\r\n";
+        let p = parse(one);
+        assert_eq!(p.from_authors, 1);
+        assert_eq!(p.from.map(|m| m.email).as_deref(), Some("boss@strict.test"));
+        let sender_only = b"Sender: s@vendor.example\r\nSubject: x\r\n\r\nhi\r\n";
+        let p = parse(sender_only);
+        assert_eq!(p.from_authors, 0);
+        assert_eq!(p.from.map(|m| m.email).as_deref(), Some("s@vendor.example"));
     }
 
     #[test]

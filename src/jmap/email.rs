@@ -103,6 +103,9 @@ pub fn keywords(f: &Flags) -> Value {
     if f.answered {
         o.insert("$answered".into(), json!(true));
     }
+    if f.unverified {
+        o.insert("$unverified".into(), json!(true));
+    }
     Value::Object(o)
 }
 
@@ -357,6 +360,9 @@ fn patch_ops(patch: &Value) -> Result<Vec<(FlagOp, FlagSet)>, Value> {
             for (k, v) in all {
                 match (keyword_flag(k), v) {
                     (Some(f), Value::Bool(true)) => set = union(set, f),
+                    // The gateway's own keyword, echoed back with the others:
+                    // kept as it is whatever the client sends.
+                    (None, Value::Bool(true)) if k.eq_ignore_ascii_case("$unverified") => {}
                     _ => return Err(unsupported("keywords")),
                 }
             }

@@ -399,7 +399,12 @@ fn with_attachments<'x>(mut b: MessageBuilder<'x>, list: &[OutAttachment]) -> Me
 
 /// Builds the message.
 pub fn compose(d: &Draft<'_>) -> Result<Composed, ComposeError> {
-    let message_id = message_id(d.token, d.seq, d.gateway_domain);
+    compose_as(d, message_id(d.token, d.seq, d.gateway_domain))
+}
+
+/// Builds the message under a given Message-ID: the copies of one message
+/// that differ per recipient (their own portal link) are one message.
+pub fn compose_as(d: &Draft<'_>, message_id: String) -> Result<Composed, ComposeError> {
     let follow_up = !d.thread_ids.is_empty();
     let subject = subject(d.subject, follow_up);
     let refs = references(d.thread_ids);

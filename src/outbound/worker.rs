@@ -218,8 +218,11 @@ impl Worker {
 /// recording the outcome.
 #[tracing::instrument(skip_all, fields(outbox_id = row.id, recipient = %row.recipient, attempt = row.attempts))]
 async fn attempt(store: Store, config: Arc<Config>, deliverer: Arc<dyn Deliver>, row: Claimed) {
-    let message_id = row.message_id;
-    let outcome = match store.read(move |c| outbox::raw(c, message_id)).await {
+    let (outbox_id, message_id) = (row.id, row.message_id);
+    let outcome = match store
+        .read(move |c| outbox::raw(c, outbox_id, message_id))
+        .await
+    {
         Ok(raw) => {
             let message = Outgoing {
                 verp_key: row.verp_key.clone(),

@@ -9,6 +9,7 @@
 
 pub mod data;
 pub mod policy;
+pub mod quota;
 pub mod reply;
 mod session;
 
@@ -47,29 +48,36 @@ pub(crate) struct Shared {
     limits: Arc<Limits>,
     /// Tokens of side conversations already found at RCPT.
     known_tokens: KnownTokens,
+    /// Messages and bytes per envelope sender and hour.
+    sender_quota: quota::SenderQuota,
 }
 
-/// Tokens the store has confirmed at RCPT. A side conversation and its
+/// Tokens the store has accepted at RCPT. A side conversation and its
 /// token are never deleted, so a token once found stays valid: vendors
 /// replying to the same threads are answered without a store round trip
-/// per recipient. Unknown tokens are always looked up (nothing negative is
-/// kept), and the set is emptied when it reaches its size.
+/// per recipient. An entry is trusted for [`KnownTokens::FRESH`] only, so a
+/// thread that reaches its quota (`ingest.max_thread_*`) is refused soon
+/// after. Unknown tokens are always looked up (nothing negative is kept),
+/// and the set is emptied when it reaches its size.
 #[derive(Default)]
-struct KnownTokens(Mutex<std::collections::HashSet<String>>);
+struct KnownTokens(Mutex<HashMap<String, std::time::Instant>>);
 
 impl KnownTokens {
     const MAX: usize = 100_000;
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
     fn contains(&self, token: &str) -> bool {
-        self.0.lock().is_ok_and(|set| set.contains(token))
+        self.0
+            .lock()
+            .is_ok_and(|map| map.get(token).is_some_and(|at| at.elapsed() < Self::FRESH))
     }
 
     fn insert(&self, token: &str) {
-        if let Ok(mut set) = self.0.lock() {
-            if set.len() >= Self::MAX {
-                set.clear();
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= Self::MAX {
+                map.clear();
             }
-            set.insert(token.to_string());
+            map.insert(token.to_string(), std::time::Instant::now());
         }
     }
 }
@@ -91,6 +99,11 @@ impl Server {
             None => None,
         };
         describe_metrics();
+        let sender_quota = quota::SenderQuota::new(
+            config.smtp.max_messages_per_sender_per_hour,
+            config.smtp.max_bytes_per_sender_per_hour,
+            config.limits.max_tracked_ips,
+        );
         Ok(Server {
             shared: Arc::new(Shared {
                 config,
@@ -102,6 +115,7 @@ impl Server {
                 committed,
                 limits,
                 known_tokens: KnownTokens::default(),
+                sender_quota,
             }),
         })
     }

@@ -21,6 +21,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::config::IngestConfig;
 use crate::model::Token;
 use crate::store::Result;
 
@@ -62,6 +63,9 @@ pub enum RcptVerdict {
     Accept,
     UnknownUser,
     RelayDenied,
+    /// The side conversation has taken in `ingest.max_thread_messages` or
+    /// `ingest.max_thread_bytes`.
+    OverQuota,
 }
 
 /// A relay trick visible only in the raw `RCPT TO:` line, before
@@ -211,28 +215,31 @@ pub fn classify(addr: &str, domain: &str) -> RcptClass {
     RcptClass::Foreign
 }
 
-fn token_exists(conn: &Connection, token: &Token) -> Result<bool> {
-    Ok(conn
-        .query_row(
-            "SELECT 1 FROM side_conversations WHERE token = ?1",
-            [token.as_str()],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some())
+/// The verdict for a token: unknown, over its thread's quota, or accepted.
+fn token_verdict(conn: &Connection, token: &Token, quota: &IngestConfig) -> Result<RcptVerdict> {
+    let row: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE token = ?1",
+        )?
+        .query_row([token.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        None => RcptVerdict::UnknownUser,
+        Some((messages, bytes))
+            if messages.max(0) as u64 >= quota.max_thread_messages
+                || bytes.max(0) as u64 >= quota.max_thread_bytes =>
+        {
+            RcptVerdict::OverQuota
+        }
+        Some(_) => RcptVerdict::Accept,
+    })
 }
 
 /// Decides a classified recipient against the store.
-pub fn decide(conn: &Connection, class: &RcptClass) -> Result<RcptVerdict> {
+pub fn decide(conn: &Connection, class: &RcptClass, quota: &IngestConfig) -> Result<RcptVerdict> {
     Ok(match class {
         RcptClass::Fixed | RcptClass::Bounce => RcptVerdict::Accept,
-        RcptClass::GatewayToken(token) => {
-            if token_exists(conn, token)? {
-                RcptVerdict::Accept
-            } else {
-                RcptVerdict::UnknownUser
-            }
-        }
+        RcptClass::GatewayToken(token) => token_verdict(conn, token, quota)?,
         RcptClass::GatewayOther(local) => {
             let found = conn
                 .query_row(
@@ -256,10 +263,8 @@ pub fn decide(conn: &Connection, class: &RcptClass) -> Result<RcptVerdict> {
                 .is_some();
             if !registered {
                 RcptVerdict::RelayDenied
-            } else if token_exists(conn, token)? {
-                RcptVerdict::Accept
             } else {
-                RcptVerdict::UnknownUser
+                token_verdict(conn, token, quota)?
             }
         }
         RcptClass::GatewayUnknown => RcptVerdict::UnknownUser,

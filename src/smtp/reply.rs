@@ -229,6 +229,20 @@ pub fn size_exceeded() -> Reply {
 pub fn relay_denied() -> Reply {
     Reply::new(550, "5.7.1", "Relaying denied")
 }
+pub fn thread_over_quota() -> Reply {
+    Reply::new(
+        552,
+        "5.2.2",
+        "This side conversation has reached its storage quota",
+    )
+}
+pub fn sender_over_quota() -> Reply {
+    Reply::new(
+        451,
+        "4.7.1",
+        "Too much mail from this sender in the last hour; try again later",
+    )
+}
 pub fn no_such_user() -> Reply {
     Reply::new(550, "5.1.1", "No such user here")
 }

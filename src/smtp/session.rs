@@ -486,6 +486,14 @@ impl<'a> Session<'a> {
             metrics::inc("smtp_messages_rejected_total", &[("reason", "size")]);
             return self.say(reply::size_exceeded());
         }
+        if !self.sender_quota_allows(&from.address, from.size as u64) {
+            metrics::inc(
+                "smtp_messages_rejected_total",
+                &[("reason", "sender_quota")],
+            );
+            tracing::info!(mail_from = %from.address, "sender over its hourly quota");
+            return self.say(reply::sender_over_quota());
+        }
         let mut params = Vec::new();
         if from.size > 0 {
             params.push(format!("SIZE={}", from.size));
@@ -560,9 +568,10 @@ impl<'a> Session<'a> {
         {
             Ok(RcptVerdict::Accept)
         } else {
+            let config = self.shared.config.clone();
             self.shared
                 .store
-                .read(move |c| policy::decide(c, &class))
+                .read(move |c| policy::decide(c, &class, &config.ingest))
                 .await
         };
         if let (Ok(RcptVerdict::Accept), Some(t)) = (&verdict, &token) {
@@ -597,6 +606,11 @@ impl<'a> Session<'a> {
                 tracing::info!(rcpt = %address, "unknown recipient");
                 self.rcpt_failed().await;
                 self.say(reply::no_such_user());
+            }
+            Ok(RcptVerdict::OverQuota) => {
+                metrics::inc("smtp_rcpt_total", &[("result", "over_quota")]);
+                tracing::info!(rcpt = %address, "side conversation over its quota");
+                self.say(reply::thread_over_quota());
             }
             Ok(RcptVerdict::RelayDenied) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
@@ -801,8 +815,30 @@ impl<'a> Session<'a> {
         Ok(())
     }
 
+    /// Whether the envelope sender may send `size` more bytes (0 at MAIL
+    /// FROM) within its hour (`smtp.max_*_per_sender_per_hour`); exempt
+    /// addresses always may.
+    fn sender_quota_allows(&self, mail_from: &str, size: u64) -> bool {
+        let ip = self.peer.ip();
+        if self.shared.config.limits.exempt.contains(ip) {
+            return true;
+        }
+        let key = super::quota::sender_key(mail_from, ip);
+        self.shared.sender_quota.allows(&key, size, Instant::now())
+    }
+
     /// Commits the message and its envelope; `250` only once durable.
     async fn commit(&mut self, raw: Vec<u8>) {
+        let mail_from = self.txn.mail_from.clone().unwrap_or_default();
+        if !self.sender_quota_allows(&mail_from, raw.len() as u64) {
+            self.txn = Transaction::default();
+            metrics::inc(
+                "smtp_messages_rejected_total",
+                &[("reason", "sender_quota")],
+            );
+            tracing::info!(mail_from = %mail_from, size = raw.len(), "message would exceed the sender's hourly quota");
+            return self.say(reply::sender_over_quota());
+        }
         let txn = std::mem::take(&mut self.txn);
         let envelope = Envelope {
             peer_ip: self.peer.ip().to_string(),
@@ -823,6 +859,12 @@ impl<'a> Session<'a> {
         metrics::observe("smtp_commit_seconds", &[], started.elapsed().as_secs_f64());
         match result {
             Ok(id) => {
+                if !self.shared.config.limits.exempt.contains(self.peer.ip()) {
+                    let key = super::quota::sender_key(&mail_from, self.peer.ip());
+                    self.shared
+                        .sender_quota
+                        .record(&key, size as u64, Instant::now());
+                }
                 metrics::inc("smtp_messages_accepted_total", &[]);
                 metrics::add("smtp_bytes_accepted_total", &[], size as u64);
                 tracing::info!(queue_id = id, size, "message accepted");

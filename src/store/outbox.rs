@@ -227,13 +227,32 @@ pub fn requeue(conn: &Connection, id: i64, now: i64) -> Result<bool> {
     )? == 1)
 }
 
-/// The raw bytes of an outbound message.
-pub fn raw(conn: &Connection, message: i64) -> Result<Vec<u8>> {
+/// The bytes sent to outbox row `outbox_id` of message `message`: the
+/// recipient's own copy when it has one (it carries their portal link),
+/// else the message's raw bytes.
+pub fn raw(conn: &Connection, outbox_id: i64, message: i64) -> Result<Vec<u8>> {
+    let copy: Option<Vec<u8>> = conn
+        .prepare_cached("SELECT raw FROM outbox_copies WHERE outbox_id = ?1")?
+        .query_row([outbox_id], |r| r.get(0))
+        .optional()?;
+    if let Some(raw) = copy {
+        return Ok(raw);
+    }
     Ok(conn.query_row(
         "SELECT raw FROM messages WHERE id = ?1 AND direction = 'out'",
         [message],
         |r| r.get(0),
     )?)
+}
+
+/// Keeps `raw` as recipient `recipient`'s own copy of message `message`.
+pub fn set_copy(conn: &Connection, message: i64, recipient: &str, raw: &[u8]) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO outbox_copies (outbox_id, raw)
+         SELECT id, ?3 FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+    )?
+    .execute(params![message, recipient, raw])?;
+    Ok(())
 }
 
 /// When the earliest waiting row is due, if any.
@@ -367,6 +386,6 @@ mod tests {
             ("queued", 1, Some(30))
         );
         assert!(in_flight(&c).expect("in flight").is_empty());
-        assert_eq!(raw(&c, 1).expect("raw"), b"hi");
+        assert_eq!(raw(&c, 1, 1).expect("raw"), b"hi");
     }
 }

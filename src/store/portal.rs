@@ -20,6 +20,11 @@ pub struct PortalThread {
     pub sender_name: String,
     /// (email, name, role) in the order they joined.
     pub participants: Vec<(String, Option<String>, String)>,
+    /// Whose own link opened the page (SPEC §8): the page replies as them
+    /// only and shows the others by name. `None`: a side conversation's
+    /// shared link handed out before links were per recipient, which lets
+    /// the reader choose among the participants as it always did.
+    pub viewer: Option<String>,
 }
 
 impl PortalThread {
@@ -61,20 +66,101 @@ pub fn is_token_shaped(token: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
 }
 
-/// The side conversation behind an active (not revoked) portal token.
+/// A new portal token: 32 base32 characters (160 random bits).
+pub fn new_token() -> String {
+    crate::model::base32_lower(&crate::model::random_bytes::<20>())
+}
+
+/// The active link of `email` on side conversation `sc`, created on first
+/// use; `None` once that link was revoked (a revoked link is never handed
+/// out again, and no new one replaces it).
+pub fn ensure_link(conn: &Connection, sc: i64, email: &str, now: i64) -> Result<Option<String>> {
+    let row: Option<(String, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT token, revoked_at FROM portal_links WHERE side_conversation_id = ?1 AND email = ?2",
+        )?
+        .query_row(params![sc, email], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        Some((token, None)) => Ok(Some(token)),
+        Some((_, Some(_))) => Ok(None),
+        None => {
+            let token = new_token();
+            conn.prepare_cached(
+                "INSERT INTO portal_links (token, side_conversation_id, email, created_at)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token, sc, email, now])?;
+            Ok(Some(token))
+        }
+    }
+}
+
+/// A side conversation's per-recipient links: (email, token, revoked).
+pub fn links(conn: &Connection, sc: i64) -> Result<Vec<(String, String, bool)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT email, token, revoked_at IS NOT NULL FROM portal_links
+         WHERE side_conversation_id = ?1 ORDER BY created_at, email",
+    )?;
+    let rows = stmt
+        .query_map([sc], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Revokes one recipient's link (`email`), or every link of the side
+/// conversation (`None`); returns how many were active.
+pub fn revoke_links(conn: &Connection, sc: i64, email: Option<&str>, now: i64) -> Result<usize> {
+    Ok(conn.execute(
+        "UPDATE portal_links SET revoked_at = ?3
+         WHERE side_conversation_id = ?1 AND (?2 IS NULL OR email = ?2) AND revoked_at IS NULL",
+        params![sc, email, now],
+    )?)
+}
+
+/// (id, subject, status, sender email, sender name) of a side conversation.
+type ThreadRow = (i64, String, String, String, Option<String>);
+
+/// The side conversation (and the participant, for a per-recipient link)
+/// behind an active portal token.
 pub fn by_token(conn: &Connection, token: &str) -> Result<Option<PortalThread>> {
     if !is_token_shaped(token) {
         return Ok(None);
     }
-    let row: Option<(i64, String, String, String, Option<String>)> = conn
-        .query_row(
-            "SELECT s.id, s.subject, s.status, s.sender_email, d.name
-             FROM side_conversations s LEFT JOIN senders d ON d.email = s.sender_email
-             WHERE s.portal_token = ?1 AND s.portal_revoked = 0",
-            [token],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-        )
+    // A recipient's own link, while they are a participant.
+    let personal: Option<(i64, String)> = conn
+        .prepare_cached(
+            "SELECT l.side_conversation_id, p.email FROM portal_links l
+             JOIN participants p ON p.side_conversation_id = l.side_conversation_id
+                                AND p.email = l.email
+             WHERE l.token = ?1 AND l.revoked_at IS NULL",
+        )?
+        .query_row([token], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
+    let (row, viewer): (Option<ThreadRow>, _) = match personal {
+        Some((sc, email)) => (
+            conn.query_row(
+                "SELECT s.id, s.subject, s.status, s.sender_email, d.name
+                 FROM side_conversations s LEFT JOIN senders d ON d.email = s.sender_email
+                 WHERE s.id = ?1",
+                [sc],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?,
+            Some(email),
+        ),
+        None => (
+            conn.query_row(
+                "SELECT s.id, s.subject, s.status, s.sender_email, d.name
+                 FROM side_conversations s LEFT JOIN senders d ON d.email = s.sender_email
+                 WHERE s.portal_token = ?1 AND s.portal_revoked = 0",
+                [token],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .optional()?,
+            None,
+        ),
+    };
     let Some((id, subject, status, sender_email, sender_name)) = row else {
         return Ok(None);
     };
@@ -93,6 +179,7 @@ pub fn by_token(conn: &Connection, token: &str) -> Result<Option<PortalThread>> 
         sender_email,
         sender_name: sender_name.unwrap_or_default(),
         participants,
+        viewer,
     }))
 }
 

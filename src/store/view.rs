@@ -344,6 +344,10 @@ pub struct Flags {
     pub answered: bool,
     /// When they last changed (0: never set).
     pub modseq: i64,
+    /// The message is flagged `unverified_sender` (shown as the keyword
+    /// `$unverified`): set by the gateway, the same for every user, never
+    /// changed by a client.
+    pub unverified: bool,
 }
 
 impl Flags {
@@ -364,19 +368,35 @@ pub fn flags(
         "SELECT seen, flagged, answered, modseq FROM message_flags
          WHERE user_id = ?1 AND message_id = ?2",
     )?;
+    let mut marked =
+        conn.prepare_cached("SELECT 1 FROM unverified_messages WHERE message_id = ?1")?;
     for &id in message_ids {
-        if let Some(f) = stmt
+        let unverified = marked.query_row([id], |_| Ok(())).optional()?.is_some();
+        let user = stmt
             .query_row(params![user_id, id], |r| {
                 Ok(Flags {
                     seen: r.get(0)?,
                     flagged: r.get(1)?,
                     answered: r.get(2)?,
                     modseq: r.get(3)?,
+                    unverified,
                 })
             })
-            .optional()?
-        {
-            out.insert(id, f);
+            .optional()?;
+        match user {
+            Some(f) => {
+                out.insert(id, f);
+            }
+            None if unverified => {
+                out.insert(
+                    id,
+                    Flags {
+                        unverified,
+                        ..Flags::default()
+                    },
+                );
+            }
+            None => {}
         }
     }
     Ok(out)
@@ -389,8 +409,10 @@ pub fn flags_changed_since(
     modseq: i64,
 ) -> Result<Vec<(i64, Flags)>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT message_id, seen, flagged, answered, modseq FROM message_flags
-         WHERE user_id = ?1 AND modseq > ?2 ORDER BY modseq",
+        "SELECT f.message_id, f.seen, f.flagged, f.answered, f.modseq,
+                u.message_id IS NOT NULL
+         FROM message_flags f LEFT JOIN unverified_messages u ON u.message_id = f.message_id
+         WHERE f.user_id = ?1 AND f.modseq > ?2 ORDER BY f.modseq",
     )?;
     let rows = stmt
         .query_map(params![user_id, modseq], |r| {
@@ -401,6 +423,7 @@ pub fn flags_changed_since(
                     flagged: r.get(2)?,
                     answered: r.get(3)?,
                     modseq: r.get(4)?,
+                    unverified: r.get(5)?,
                 },
             ))
         })?
@@ -447,6 +470,7 @@ pub fn store_flags(
         flagged: apply(old.flagged, set.flagged),
         answered: apply(old.answered, set.answered),
         modseq: old.modseq,
+        unverified: old.unverified,
     };
     if new.same_bits(&old) {
         return Ok(old);
@@ -491,9 +515,10 @@ pub fn entries_with_flags(
     let mut stmt = conn.prepare_cached(
         "SELECT mm.uid, mm.message_id, mm.modseq,
                 coalesce(f.seen, 0), coalesce(f.flagged, 0), coalesce(f.answered, 0),
-                coalesce(f.modseq, 0)
+                coalesce(f.modseq, 0), u.message_id IS NOT NULL
          FROM mailbox_messages mm
          LEFT JOIN message_flags f ON f.user_id = ?2 AND f.message_id = mm.message_id
+         LEFT JOIN unverified_messages u ON u.message_id = mm.message_id
          WHERE mm.mailbox_id = ?1 ORDER BY mm.uid",
     )?;
     let rows = stmt
@@ -509,6 +534,7 @@ pub fn entries_with_flags(
                     flagged: r.get(4)?,
                     answered: r.get(5)?,
                     modseq: r.get(6)?,
+                    unverified: r.get(7)?,
                 },
             ))
         })?

@@ -13,8 +13,36 @@ use backchannel::store::Store;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
+/// Vendor domains the default test DNS vouches for: each publishes
+/// `v=spf1 ip4:127.0.0.0/8 -all` and no DMARC, so mail from them sent over
+/// loopback with a matching MAIL FROM is a verified sender (SPEC §10: an
+/// aligned SPF pass where the domain publishes no DMARC). Any other domain
+/// answers NXDOMAIN: its mail is unverified.
+pub const VERIFIED_DOMAINS: &[&str] = &[
+    "carrier.example",
+    "vendor.example",
+    "supplier.example",
+    "acme.com",
+];
+
+/// The records of the default test DNS.
+pub fn verified_records() -> Vec<(&'static str, dns::RecordKind)> {
+    VERIFIED_DOMAINS
+        .iter()
+        .map(|d| {
+            (
+                *d,
+                dns::RecordKind::Txt("v=spf1 ip4:127.0.0.0/8 -all".into()),
+            )
+        })
+        .collect()
+}
+
 pub struct TestServer {
     pub running: Option<Running>,
+    /// The default fake DNS (see [`VERIFIED_DOMAINS`]), when the test
+    /// brought no `[dns]` of its own.
+    pub dns: Option<dns::FakeDns>,
     pub dir: tempfile::TempDir,
     pub smtp: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
@@ -81,12 +109,17 @@ impl TestServer {
         rest: &str,
     ) -> TestServer {
         // Tests never reach a resolver off this machine: unless a test
-        // brings its own [dns], lookups go to a closed loopback port and
-        // fail at once (temperror).
-        let dns = if rest.contains("[dns]") {
-            ""
+        // brings its own [dns], lookups go to a fake DNS on loopback that
+        // vouches for VERIFIED_DOMAINS and knows no other name.
+        let (fake_dns, dns) = if rest.contains("[dns]") {
+            (None, String::new())
         } else {
-            "[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"1s\"\n"
+            let fake = dns::FakeDns::start(&verified_records()).await;
+            let section = format!(
+                "[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\n",
+                fake.addr
+            );
+            (Some(fake), section)
         };
         let text = format!(
             "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{dns}{rest}\n",
@@ -96,6 +129,7 @@ impl TestServer {
         let store = Store::open(&config.db_path()).expect("store");
         let running = app::start(config, store.clone()).await.expect("start");
         TestServer {
+            dns: fake_dns,
             smtp: running.addrs.smtp,
             http: running.addrs.http,
             imap: running.addrs.imap,
