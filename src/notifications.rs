@@ -73,14 +73,11 @@ struct Reply {
     unverified: bool,
 }
 
-/// How long a batch that could not be sent waits before the next try.
-const RETRY_AFTER_MS: i64 = 5 * 60 * 1000;
-
 /// Sends every batch that is due; returns how many emails were queued.
 /// Replies are listed in arrival order.
 ///
 /// Each agent's batch is its own savepoint: one that fails (a store error)
-/// is rolled back alone, logged and tried again [`RETRY_AFTER_MS`] later,
+/// is rolled back alone, logged and tried again a batch window later,
 /// while every other agent's email goes out. What one email reads is bounded
 /// by `notifications.max_replies_per_email` × `notifications.excerpt_chars`
 /// whatever the replies weigh, so a flood of large replies costs the writer
@@ -105,13 +102,14 @@ pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
             }
             Err(e) => {
                 conn.execute_batch("ROLLBACK TO notify_user; RELEASE notify_user")?;
-                tracing::warn!(user_id = user, error = %e, retry_in_ms = RETRY_AFTER_MS,
+                tracing::warn!(user_id = user, error = %e, retry_in_ms = window,
                     "notifications: this agent's batch failed; the others go on");
                 metrics::inc("notifications_failed_total", &[]);
+                // Due again one window from now.
                 conn.execute(
                     "UPDATE notification_queue SET due_at = ?2
                      WHERE user_id = ?1 AND sent_message_id IS NULL",
-                    params![user, now + RETRY_AFTER_MS - window],
+                    params![user, now],
                 )?;
             }
         }

@@ -64,7 +64,7 @@ struct KnownTokens(Mutex<HashMap<String, std::time::Instant>>);
 
 impl KnownTokens {
     const MAX: usize = 100_000;
-    const FRESH: std::time::Duration = std::time::Duration::from_secs(10);
+    const FRESH: std::time::Duration = std::time::Duration::from_secs(2);
 
     fn contains(&self, token: &str) -> bool {
         self.0

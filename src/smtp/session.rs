@@ -557,6 +557,7 @@ impl<'a> Session<'a> {
             RcptClass::GatewayToken(t) => Some(t.as_str().to_string()),
             _ => None,
         };
+        let mut cached = false;
         let verdict = if class == RcptClass::Foreign {
             Ok(RcptVerdict::RelayDenied)
         } else if matches!(class, RcptClass::Fixed | RcptClass::Bounce) {
@@ -566,6 +567,7 @@ impl<'a> Session<'a> {
             .as_deref()
             .is_some_and(|t| self.shared.known_tokens.contains(t))
         {
+            cached = true;
             Ok(RcptVerdict::Accept)
         } else {
             let config = self.shared.config.clone();
@@ -574,7 +576,8 @@ impl<'a> Session<'a> {
                 .read(move |c| policy::decide(c, &class, &config.ingest))
                 .await
         };
-        if let (Ok(RcptVerdict::Accept), Some(t)) = (&verdict, &token) {
+        // Only the store's answer starts a new freshness period.
+        if let (Ok(RcptVerdict::Accept), Some(t), false) = (&verdict, &token, cached) {
             self.shared.known_tokens.insert(t);
         }
         match verdict {

@@ -435,3 +435,20 @@ pub async fn make_user(
         .as_str()
         .to_string()
 }
+
+/// Polls `check` until it holds (every 50 ms, for at most 60 s): waiting on
+/// a state, not on a guess of how long it takes.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
