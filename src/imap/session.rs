@@ -351,15 +351,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             .read(move |c| crate::store::users::by_token(c, &token))
             .await
             .map_err(LoginError::Store)?;
+        // Blocked meanwhile by a concurrent attempt from the address: this
+        // one is refused too, right or wrong (see `limits`).
         match user {
-            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => {
-                limiter.success(ip);
-                Ok(u)
-            }
-            _ => {
-                limiter.failure(ip);
-                Err(LoginError::Invalid)
-            }
+            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => match limiter.success(ip) {
+                Ok(()) => Ok(u),
+                Err(wait) => Err(LoginError::Throttled(wait.secs())),
+            },
+            _ => match limiter.failure(ip) {
+                Ok(_) => Err(LoginError::Invalid),
+                Err(wait) => Err(LoginError::Throttled(wait.secs())),
+            },
         }
     }
 
