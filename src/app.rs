@@ -204,6 +204,7 @@ pub async fn start_with(
     }
 
     let (http_max, http_idle) = (config.http.max_connections, config.http.idle_timeout);
+    let http_per_ip = limits.http_connections.clone();
     let router = api::router(ApiState {
         store: store.clone(),
         config: config.clone(),
@@ -216,7 +217,8 @@ pub async fn start_with(
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(
-                api::listener::LimitedListener::new(listeners.http, http_max, http_idle),
+                api::listener::LimitedListener::new(listeners.http, http_max, http_idle)
+                    .with_per_ip_cap(http_per_ip),
                 router.into_make_service_with_connect_info::<api::listener::ClientAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown.wait().await })

@@ -1,8 +1,10 @@
 //! Abuse limits keyed by the client's IP address (SPEC §10): a failure
 //! limiter for anything that guesses secrets — reply tokens at SMTP RCPT,
-//! API tokens, portal links, IMAP logins — and a rate limiter for SMTP
-//! connections. Both keep bounded memory: at most `limits.max_tracked_ips`
-//! addresses each, the stale ones forgotten first.
+//! API tokens, portal links, IMAP logins —, a rate limiter for SMTP
+//! connections, and a cap on the connections one address holds open at
+//! once on the HTTP and IMAP listeners. The first two keep bounded memory:
+//! at most `limits.max_tracked_ips` addresses each, the stale ones
+//! forgotten first; the cap remembers only addresses with open connections.
 //!
 //! Keys: an IPv4 address (an IPv4-mapped IPv6 address counts as IPv4), or
 //! the /64 network of an IPv6 address, since one IPv6 client commonly holds
@@ -548,6 +550,81 @@ impl RateLimiter {
 }
 
 // ---------------------------------------------------------------------------
+// Open connections per address.
+
+/// At most `max_per_ip` open connections per address on one listener, so
+/// one address cannot take every slot of the listener's global cap from
+/// everyone else. An entry lives only while its address holds a
+/// connection: memory is bounded by the open connections themselves.
+pub struct ConnectionCap {
+    name: &'static str,
+    max_per_ip: usize,
+    exempt: Arc<Exempt>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place under a [`ConnectionCap`], given back when it is
+/// dropped (however the connection ends).
+pub struct ConnectionSlot {
+    held: Option<(Arc<ConnectionCap>, IpAddr)>,
+}
+
+impl ConnectionCap {
+    /// `name` labels the metrics (`limit_refusals_total{limiter="…"}`).
+    pub fn new(name: &'static str, max_per_ip: usize, exempt: Arc<Exempt>) -> Arc<ConnectionCap> {
+        Arc::new(ConnectionCap {
+            name,
+            max_per_ip: max_per_ip.max(1),
+            exempt,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for one more connection from `ip`; `None` when the address
+    /// already holds `max_per_ip` (nothing taken).
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        if self.exempt.contains(ip) {
+            return Some(ConnectionSlot { held: None });
+        }
+        let k = key(ip);
+        let mut open = self.lock();
+        let n = open.entry(k).or_insert(0);
+        if *n >= self.max_per_ip {
+            drop(open);
+            metrics::inc("limit_refusals_total", &[("limiter", self.name)]);
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            held: Some((self.clone(), k)),
+        })
+    }
+
+    /// Addresses holding at least one connection now.
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Some((cap, k)) = self.held.take() {
+            let mut open = cap.lock();
+            if let Some(n) = open.get_mut(&k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Every limiter of one gateway.
 
 /// The limiters of one gateway, built from the config and shared by the
@@ -565,6 +642,10 @@ pub struct Limits {
     pub portal: FailureLimiter,
     /// Failed IMAP LOGIN / AUTHENTICATE: for the IMAP listener.
     pub imap_login: FailureLimiter,
+    /// Open HTTP connections per address (`http.max_connections_per_ip`).
+    pub http_connections: Arc<ConnectionCap>,
+    /// Open IMAP connections per address (`imap.max_connections_per_ip`).
+    pub imap_connections: Arc<ConnectionCap>,
 }
 
 impl Limits {
@@ -601,6 +682,16 @@ impl Limits {
             api_login: login("api_login"),
             portal: login("portal"),
             imap_login: login("imap_login"),
+            http_connections: ConnectionCap::new(
+                "http_connections",
+                config.http.max_connections_per_ip,
+                exempt.clone(),
+            ),
+            imap_connections: ConnectionCap::new(
+                "imap_connections",
+                config.imap.max_connections_per_ip,
+                exempt.clone(),
+            ),
         })
     }
 
@@ -621,6 +712,13 @@ impl Limits {
             &[("limiter", self.smtp_connections.name)],
             self.smtp_connections.tracked() as i64,
         );
+        for cap in [&self.http_connections, &self.imap_connections] {
+            metrics::gauge_set(
+                "limit_tracked_ips",
+                &[("limiter", cap.name)],
+                cap.tracked() as i64,
+            );
+        }
     }
 }
 
@@ -898,6 +996,33 @@ mod tests {
         assert!(r.acquire_at(ip("192.0.2.51"), t0).is_ok());
         assert!(r.acquire_at(a, t0 + Duration::from_secs(21)).is_ok());
         assert!(r.acquire_at(a, t0 + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn the_connection_cap_counts_open_connections_per_address() {
+        let exempt = Arc::new(Exempt::new(vec!["127.0.0.0/8".parse().expect("cidr")]));
+        let cap = ConnectionCap::new("t", 2, exempt);
+        let a = ip("192.0.2.9");
+        let first = cap.acquire(a).expect("first");
+        let second = cap.acquire(a).expect("second");
+        assert!(cap.acquire(a).is_none(), "a third from the same address");
+        assert!(cap.acquire(ip("192.0.2.10")).is_some(), "another address");
+        // One IPv6 client holds its whole /64.
+        let v6: Vec<_> = ["2001:db8::1", "2001:db8::2"]
+            .iter()
+            .map(|s| cap.acquire(ip(s)).expect("v6"))
+            .collect();
+        assert!(cap.acquire(ip("2001:db8::ffff")).is_none());
+        drop(v6);
+        drop(first);
+        let again = cap.acquire(a).expect("a slot given back is free again");
+        assert!(cap.acquire(a).is_none());
+        drop((second, again));
+        assert_eq!(cap.tracked(), 0, "nothing kept for closed connections");
+        let local: Vec<_> = (0..10)
+            .map(|_| cap.acquire(ip("127.0.0.1")).expect("exempt"))
+            .collect();
+        assert_eq!((local.len(), cap.tracked()), (10, 0));
     }
 
     #[test]

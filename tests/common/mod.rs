@@ -64,6 +64,23 @@ impl TestServer {
         .await
     }
 
+    /// With extra keys for the `[smtp]`, `[http]` and `[imap]` sections.
+    pub async fn start_with_all(
+        smtp_extra: &str,
+        http_extra: &str,
+        imap_extra: &str,
+        rest: &str,
+    ) -> TestServer {
+        Self::start_all(
+            tempfile::tempdir().expect("tempdir"),
+            smtp_extra,
+            http_extra,
+            imap_extra,
+            rest,
+        )
+        .await
+    }
+
     async fn start_full(
         dir: tempfile::TempDir,
         smtp_extra: &str,
