@@ -212,6 +212,9 @@ pub struct RawHttp {
     pub max_connections_per_ip: u64,
     pub idle_timeout: String,
     pub public_url: String,
+    /// Where `GET /metrics` is served (no auth, so not on `listen`); empty:
+    /// nowhere.
+    pub metrics_listen: String,
     pub max_body_bytes: u64,
     pub request_timeout: String,
 }
@@ -370,6 +373,7 @@ impl Default for RawHttp {
             max_connections_per_ip: 64,
             idle_timeout: "60s".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:9090".into(),
             max_body_bytes: 40 * 1024 * 1024,
             request_timeout: "60s".into(),
         }
@@ -536,6 +540,8 @@ pub struct HttpConfig {
     pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
     pub public_url: String,
+    /// The metrics listener; `None` when `http.metrics_listen` is empty.
+    pub metrics_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
 }
@@ -972,6 +978,10 @@ impl Config {
             )?,
             idle_timeout: nonzero_duration("http.idle_timeout", &h.idle_timeout)?,
             public_url,
+            metrics_listen: match h.metrics_listen.trim() {
+                "" => None,
+                addr => Some(socket("http.metrics_listen", addr)?),
+            },
             max_body_bytes: positive("http.max_body_bytes", h.max_body_bytes, 1024)?,
             request_timeout: duration("http.request_timeout", &h.request_timeout)?,
         };
@@ -1513,6 +1523,10 @@ mod tests {
         assert_eq!(c.smtp.listen.to_string(), "127.0.0.1:2525");
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.imap.listen.to_string(), "127.0.0.1:1143");
+        assert_eq!(
+            c.http.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9090")
+        );
         assert_eq!(c.outbound.mode, OutboundMode::Maildir);
         assert_eq!(c.smtp.max_message_bytes, 26_214_400);
         assert_eq!(c.smtp.max_connections, 512);
@@ -1560,6 +1574,27 @@ mod tests {
             vec![Duration::from_secs(1), Duration::from_secs(2)]
         );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn the_metrics_listener_is_an_address_or_off() {
+        let on = |env: &str| {
+            Config::load(
+                None,
+                vec![("BACKCHANNEL_HTTP_METRICS_LISTEN".to_string(), env.into())],
+            )
+            .expect("loads")
+            .http
+            .metrics_listen
+        };
+        assert_eq!(
+            on("127.0.0.1:0"),
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert_eq!(on(""), None, "empty turns it off");
+        let c = Config::from_toml_str("[http]\nmetrics_listen = \"\"\n", no_env()).expect("loads");
+        assert_eq!(c.http.metrics_listen, None);
+        assert!(c.to_redacted_toml().contains("metrics_listen = \"\""));
     }
 
     /// (TOML text, environment, key the error must name)
@@ -1758,6 +1793,11 @@ mod tests {
                 "[imap]\npreauth_timeout = \"0s\"\n",
                 no_env(),
                 "imap.preauth_timeout",
+            ),
+            (
+                "[http]\nmetrics_listen = \"9090\"\n",
+                no_env(),
+                "http.metrics_listen",
             ),
             (
                 "[imap]\npreauth_max_time = \"0s\"\n",
