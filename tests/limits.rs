@@ -1,7 +1,8 @@
 //! Abuse limits over real sockets (SPEC §10): token guessing at SMTP RCPT is
 //! slowed down, then cut and the address blocked; the per-address SMTP
 //! connection rate; bad API tokens and unknown portal links answered 429
-//! with Retry-After, and service again once the window has passed; loopback
+//! with Retry-After (exactly at the limit, however many arrive at once),
+//! and service again once the window has passed; loopback
 //! exempt by default; every limit and counter visible in `/metrics` (on the
 //! metrics listener, never on the public one); connections per address on
 //! HTTP and IMAP, stalled connections, IMAP clients that never log in.
@@ -248,6 +249,32 @@ async fn bad_api_tokens_get_429_then_service_resumes() {
     assert_eq!(r.status(), 200, "served again after the window");
     let me: Value = r.json().await.expect("json");
     assert_eq!(me["email"], "owner@acme.com");
+    s.shutdown().await;
+}
+
+/// Bad tokens sent at once from one address: all pass the block check
+/// before any is counted, yet exactly `limits.login_failures` are answered
+/// 401 and every other one 429 (the same limiter code as SMTP RCPT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bad_api_tokens_get_exactly_login_failures_401s() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    let http = reqwest::Client::new();
+    let requests: Vec<_> = (0..12)
+        .map(|n| {
+            let req = http
+                .get(format!("http://{}/api/me", s.http))
+                .bearer_auth(format!("guess-{n}"));
+            tokio::spawn(async move { req.send().await.expect("GET /api/me").status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.expect("request task").as_u16());
+    }
+    statuses.sort_unstable();
+    let mut want = vec![401; 3];
+    want.extend([429; 9]);
+    assert_eq!(statuses, want);
     s.shutdown().await;
 }
 
