@@ -3,20 +3,20 @@
 //! `http.max_connections_per_ip` of them from one address (one more is
 //! answered `429 {"error":{"code":"too_many_connections"}}` with
 //! `Connection: close` and closed, so one address cannot take every slot
-//! and starve the others), and each
-//! connection closed after `http.idle_timeout` without a byte in either
-//! direction — which ends idle keep-alives, while a long response the
-//! server keeps writing (a JMAP EventSource stream with its pings) stays
-//! open —, and a request's headers must be complete within
-//! `http.idle_timeout` of the connection opening or of the server's last
-//! write, however their bytes are spread: a client sending a byte a second
-//! (slowloris) is cut; a head already received counts even when the
-//! server, busy, reads it after the deadline. While a request is in progress (its head
-//! read, its response not yet begun) the idle clock is off: the request
-//! body and the handler are bounded by `http.request_timeout` (the
-//! router's deadline layer), so a handler slower than the idle timeout on a
-//! loaded machine is not cut mid-request, and a body that trickles or stops
-//! is answered 503 when that deadline passes.
+//! and starve the others), and each connection closed after
+//! `http.idle_timeout` without a byte in either direction — which ends idle
+//! keep-alives, while a long response the server keeps writing (a JMAP
+//! EventSource stream with its pings) stays open —, and a request's headers
+//! must be complete within `http.idle_timeout` of the connection opening or
+//! of the server's last write, however their bytes are spread: a client
+//! sending a byte a second (slowloris) is cut; a head already received
+//! counts even when the server, busy, reads it after the deadline. While a
+//! request is in progress (its head read, its response not yet begun) the
+//! idle clock is off: the request body and the handler are bounded by
+//! `http.request_timeout` (the router's deadline layer), so a handler
+//! slower than the idle timeout on a loaded machine is not cut mid-request,
+//! and a body that trickles or stops is answered 503 when that deadline
+//! passes.
 //!
 //! Closing, the server lingers: it ends its side (FIN after the response)
 //! and reads and discards what the client still sends, until the client

@@ -4,12 +4,13 @@
 //! layer the server calls for ENVELOPE, BODY/BODYSTRUCTURE, BODY[section] and THREAD.
 //!
 //! The server: a tokio accept loop with connection limits (server-wide and
-//! per address) and implicit TLS when a certificate is configured (`mod.rs`); the I/O driver around
-//! imap-next's protocol state machine (`conn`); the session state machine
-//! and its commands (`session`); the selected mailbox's in-memory sequence
-//! map kept current from the store's change records (`selected`); FETCH
-//! and STORE (`fetch`), SEARCH (`search`), mailbox names and LIST patterns
-//! (`names`). Everything is read through `store::view`.
+//! per address) and implicit TLS when a certificate is configured
+//! (`mod.rs`); the I/O driver around imap-next's protocol state machine
+//! (`conn`); the session state machine and its commands (`session`); the
+//! selected mailbox's in-memory sequence map kept current from the store's
+//! change records (`selected`); FETCH and STORE (`fetch`), SEARCH
+//! (`search`), mailbox names and LIST patterns (`names`). Everything is
+//! read through `store::view`.
 
 pub mod mime;
 pub mod thread;
