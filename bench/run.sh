@@ -168,6 +168,8 @@ max_connections_per_ip = 4096
 connections_per_minute_per_ip = 4000000000
 [http]
 listen = "127.0.0.1:0"
+# Not the fixed default port (9090); the ready file has the address.
+metrics_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
 [outbound]

@@ -140,7 +140,6 @@ MULTIPART = (
 
 API_SEEDS = [
     api("GET", "/healthz", "n", "-"),
-    api("GET", "/metrics", "n", "-"),
     api("GET", "/api/openapi.json", "n", "-"),
     api("PUT", "/api/parents/T-2", body={"subject": "S", "requester": {"name": "R", "email": "r@c.example"},
                                          "status": "snoozed", "snoozed_until": "2030-01-01T00:00:00Z",

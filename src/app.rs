@@ -24,6 +24,9 @@ pub struct BoundAddrs {
     pub smtp: SocketAddr,
     pub http: SocketAddr,
     pub imap: SocketAddr,
+    /// The metrics listener (`http.metrics_listen`); absent when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// A shutdown signal that many tasks can wait on.
@@ -54,6 +57,8 @@ pub struct Listeners {
     pub smtp: TcpListener,
     pub http: TcpListener,
     pub imap: TcpListener,
+    /// `None` when `http.metrics_listen` is empty.
+    pub metrics: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -68,6 +73,14 @@ impl Listeners {
             imap: TcpListener::bind(config.imap.listen)
                 .await
                 .with_context(|| format!("bind IMAP on {}", config.imap.listen))?,
+            metrics: match config.http.metrics_listen {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("bind metrics on {addr} (http.metrics_listen)"))?,
+                ),
+                None => None,
+            },
         })
     }
 }
@@ -130,6 +143,11 @@ pub async fn start_with(
         smtp: listeners.smtp.local_addr()?,
         http: listeners.http.local_addr()?,
         imap: listeners.imap.local_addr()?,
+        metrics: listeners
+            .metrics
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
     };
     let (trigger, shutdown) = Shutdown::new();
     let mut tasks = JoinSet::new();
@@ -204,6 +222,7 @@ pub async fn start_with(
     }
 
     let (http_max, http_idle) = (config.http.max_connections, config.http.idle_timeout);
+    let http_per_ip = limits.http_connections.clone();
     let router = api::router(ApiState {
         store: store.clone(),
         config: config.clone(),
@@ -216,7 +235,8 @@ pub async fn start_with(
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(
-                api::listener::LimitedListener::new(listeners.http, http_max, http_idle),
+                api::listener::LimitedListener::new(listeners.http, http_max, http_idle)
+                    .with_per_ip_cap(http_per_ip),
                 router.into_make_service_with_connect_info::<api::listener::ClientAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown.wait().await })
@@ -225,7 +245,19 @@ pub async fn start_with(
         });
     }
 
-    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, imap = %addrs.imap, domain = %config.domain, "listening");
+    if let Some(listener) = listeners.metrics {
+        let state = api::scrape::ScrapeState {
+            store: store.clone(),
+            limits: limits.clone(),
+        };
+        let shutdown = shutdown.clone();
+        tasks.spawn(api::scrape::serve(listener, state, http_idle, shutdown));
+    }
+
+    let metrics_addr = addrs
+        .metrics
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, imap = %addrs.imap, metrics = %metrics_addr, domain = %config.domain, "listening");
     Ok(Running {
         addrs,
         store,

@@ -222,8 +222,13 @@ pub struct RawSmtp {
 pub struct RawHttp {
     pub listen: String,
     pub max_connections: u64,
+    /// Open connections from one address; beyond → 429 and close.
+    pub max_connections_per_ip: u64,
     pub idle_timeout: String,
     pub public_url: String,
+    /// Where `GET /metrics` is served (no auth, so not on `listen`); empty:
+    /// nowhere.
+    pub metrics_listen: String,
     pub max_body_bytes: u64,
     pub request_timeout: String,
 }
@@ -235,6 +240,8 @@ pub struct RawImap {
     pub tls_cert: String,
     pub tls_key: String,
     pub max_connections: u64,
+    /// Open connections from one address; beyond → `* BYE [UNAVAILABLE]`.
+    pub max_connections_per_ip: u64,
     pub idle_timeout: String,
     /// Largest command a client may send, literals included.
     pub max_line_bytes: u64,
@@ -243,6 +250,9 @@ pub struct RawImap {
     pub max_literal_bytes: u64,
     /// Before login, the longest wait for the next command.
     pub preauth_timeout: String,
+    /// Before login, the longest the whole unauthenticated phase may last
+    /// (a client sending NOOPs forever is still logged out).
+    pub preauth_max_time: String,
     /// Longest a TLS handshake (implicit TLS listener) may take.
     pub tls_handshake_timeout: String,
     /// Pause before a failed LOGIN/AUTHENTICATE is answered.
@@ -378,8 +388,10 @@ impl Default for RawHttp {
         RawHttp {
             listen: "127.0.0.1:8080".into(),
             max_connections: 1024,
+            max_connections_per_ip: 64,
             idle_timeout: "60s".into(),
             public_url: "http://127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:9090".into(),
             max_body_bytes: 40 * 1024 * 1024,
             request_timeout: "60s".into(),
         }
@@ -393,10 +405,12 @@ impl Default for RawImap {
             tls_cert: String::new(),
             tls_key: String::new(),
             max_connections: 256,
+            max_connections_per_ip: 16,
             idle_timeout: "30m".into(),
             max_line_bytes: 256 * 1024,
             max_literal_bytes: 64 * 1024,
             preauth_timeout: "60s".into(),
+            preauth_max_time: "2m".into(),
             tls_handshake_timeout: "30s".into(),
             login_failure_delay: "1s".into(),
             max_bad_commands: 50,
@@ -554,8 +568,11 @@ pub struct TlsFiles {
 pub struct HttpConfig {
     pub listen: SocketAddr,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
     pub public_url: String,
+    /// The metrics listener; `None` when `http.metrics_listen` is empty.
+    pub metrics_listen: Option<SocketAddr>,
     pub max_body_bytes: usize,
     pub request_timeout: Duration,
 }
@@ -565,11 +582,13 @@ pub struct ImapConfig {
     pub listen: SocketAddr,
     pub tls: Option<TlsFiles>,
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub idle_timeout: Duration,
     /// Largest command, literals included (more than `max_literal_bytes`).
     pub max_line_bytes: u32,
     pub max_literal_bytes: u32,
     pub preauth_timeout: Duration,
+    pub preauth_max_time: Duration,
     pub tls_handshake_timeout: Duration,
     pub login_failure_delay: Duration,
     pub max_bad_commands: u32,
@@ -997,8 +1016,17 @@ impl Config {
         let http = HttpConfig {
             listen: socket("http.listen", &h.listen)?,
             max_connections: positive("http.max_connections", h.max_connections, 1)?,
+            max_connections_per_ip: positive(
+                "http.max_connections_per_ip",
+                h.max_connections_per_ip,
+                1,
+            )?,
             idle_timeout: nonzero_duration("http.idle_timeout", &h.idle_timeout)?,
             public_url,
+            metrics_listen: match h.metrics_listen.trim() {
+                "" => None,
+                addr => Some(socket("http.metrics_listen", addr)?),
+            },
             max_body_bytes: positive("http.max_body_bytes", h.max_body_bytes, 1024)?,
             request_timeout: duration("http.request_timeout", &h.request_timeout)?,
         };
@@ -1008,6 +1036,11 @@ impl Config {
             listen: socket("imap.listen", &i.listen)?,
             tls: tls_files("imap", &i.tls_cert, &i.tls_key)?,
             max_connections: positive("imap.max_connections", i.max_connections, 1)?,
+            max_connections_per_ip: positive(
+                "imap.max_connections_per_ip",
+                i.max_connections_per_ip,
+                1,
+            )?,
             idle_timeout: nonzero_duration("imap.idle_timeout", &i.idle_timeout)?,
             // RFC 7162 §4: clients keep lines under 8192 octets, but the
             // largest literal plus its command must fit too.
@@ -1015,6 +1048,7 @@ impl Config {
             // A literal is most often a LOGIN password.
             max_literal_bytes: count("imap.max_literal_bytes", i.max_literal_bytes, 1024)?,
             preauth_timeout: nonzero_duration("imap.preauth_timeout", &i.preauth_timeout)?,
+            preauth_max_time: nonzero_duration("imap.preauth_max_time", &i.preauth_max_time)?,
             tls_handshake_timeout: nonzero_duration(
                 "imap.tls_handshake_timeout",
                 &i.tls_handshake_timeout,
@@ -1556,6 +1590,10 @@ mod tests {
         assert_eq!(c.smtp.listen.to_string(), "127.0.0.1:2525");
         assert_eq!(c.http.listen.to_string(), "127.0.0.1:8080");
         assert_eq!(c.imap.listen.to_string(), "127.0.0.1:1143");
+        assert_eq!(
+            c.http.metrics_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9090")
+        );
         assert_eq!(c.outbound.mode, OutboundMode::Maildir);
         assert_eq!(c.smtp.max_message_bytes, 26_214_400);
         assert_eq!(c.smtp.max_connections, 512);
@@ -1603,6 +1641,27 @@ mod tests {
             vec![Duration::from_secs(1), Duration::from_secs(2)]
         );
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+    }
+
+    #[test]
+    fn the_metrics_listener_is_an_address_or_off() {
+        let on = |env: &str| {
+            Config::load(
+                None,
+                vec![("BACKCHANNEL_HTTP_METRICS_LISTEN".to_string(), env.into())],
+            )
+            .expect("loads")
+            .http
+            .metrics_listen
+        };
+        assert_eq!(
+            on("127.0.0.1:0"),
+            Some("127.0.0.1:0".parse().expect("addr"))
+        );
+        assert_eq!(on(""), None, "empty turns it off");
+        let c = Config::from_toml_str("[http]\nmetrics_listen = \"\"\n", no_env()).expect("loads");
+        assert_eq!(c.http.metrics_listen, None);
+        assert!(c.to_redacted_toml().contains("metrics_listen = \"\""));
     }
 
     /// (TOML text, environment, key the error must name)
@@ -1801,6 +1860,26 @@ mod tests {
                 "[imap]\npreauth_timeout = \"0s\"\n",
                 no_env(),
                 "imap.preauth_timeout",
+            ),
+            (
+                "[http]\nmetrics_listen = \"9090\"\n",
+                no_env(),
+                "http.metrics_listen",
+            ),
+            (
+                "[imap]\npreauth_max_time = \"0s\"\n",
+                no_env(),
+                "imap.preauth_max_time",
+            ),
+            (
+                "[imap]\nmax_connections_per_ip = 0\n",
+                no_env(),
+                "imap.max_connections_per_ip",
+            ),
+            (
+                "",
+                vec![("BACKCHANNEL_HTTP_MAX_CONNECTIONS_PER_IP".into(), "0".into())],
+                "http.max_connections_per_ip",
             ),
             (
                 "[imap]\ntls_handshake_timeout = \"0s\"\n",
@@ -2025,6 +2104,9 @@ mod tests {
         );
         assert_eq!(i.shutdown_grace, Duration::from_secs(10));
         assert_eq!(i.preauth_timeout, Duration::from_secs(60));
+        assert_eq!(i.preauth_max_time, Duration::from_secs(120));
+        assert_eq!(i.max_connections_per_ip, 16);
+        assert_eq!(c.http.max_connections_per_ip, 64);
         assert_eq!(i.tls_handshake_timeout, Duration::from_secs(30));
         assert_eq!(i.login_failure_delay, Duration::from_secs(1));
         assert_eq!(i.max_bad_commands, 50);
@@ -2051,6 +2133,9 @@ mod tests {
                 ("BACKCHANNEL_IMAP_MAX_LINE_BYTES".into(), "8192".into()),
                 ("BACKCHANNEL_IMAP_MAX_LITERAL_BYTES".into(), "4096".into()),
                 ("BACKCHANNEL_IMAP_SHUTDOWN_GRACE".into(), "250ms".into()),
+                ("BACKCHANNEL_IMAP_PREAUTH_MAX_TIME".into(), "30s".into()),
+                ("BACKCHANNEL_IMAP_MAX_CONNECTIONS_PER_IP".into(), "3".into()),
+                ("BACKCHANNEL_HTTP_MAX_CONNECTIONS_PER_IP".into(), "5".into()),
             ],
         )
         .expect("loads");
@@ -2063,10 +2148,16 @@ mod tests {
             (8192, 4096)
         );
         assert_eq!(c.imap.shutdown_grace, Duration::from_millis(250));
+        assert_eq!(c.imap.preauth_max_time, Duration::from_secs(30));
+        assert_eq!(
+            (c.imap.max_connections_per_ip, c.http.max_connections_per_ip),
+            (3, 5)
+        );
         let printed = c.to_redacted_toml();
         assert!(printed.contains("[jmap]"), "{printed}");
         assert!(printed.contains("max_calls_in_request = 2"), "{printed}");
         assert!(printed.contains("max_line_bytes = 8192"), "{printed}");
+        assert!(printed.contains("preauth_max_time = \"30s\""), "{printed}");
     }
 
     #[test]

@@ -20,8 +20,9 @@
 //!                read pool; one file per aggregate
 //! smtp/          inbound SMTP listener on tokio + smtp-proto: session state
 //!                machine, replies, envelope checks, limits, STARTTLS
-//! api/           axum router: the JSON API, /healthz, /metrics, and the
-//!                vendor portal's HTML pages (portal.rs)
+//! api/           axum router: the JSON API, /healthz, and the vendor
+//!                portal's HTML pages (portal.rs); /metrics on its own
+//!                listener (scrape.rs, http.metrics_listen)
 //! jmap/          JMAP (RFC 8620/8621 subset) over the agent view: session,
 //!                methods, blob download, EventSource push
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,

@@ -1,8 +1,10 @@
 //! Abuse limits keyed by the client's IP address (SPEC §10): a failure
 //! limiter for anything that guesses secrets — reply tokens at SMTP RCPT,
-//! API tokens, portal links, IMAP logins — and a rate limiter for SMTP
-//! connections. Both keep bounded memory: at most `limits.max_tracked_ips`
-//! addresses each, the stale ones forgotten first.
+//! API tokens, portal links, IMAP logins —, a rate limiter for SMTP
+//! connections, and a cap on the connections one address holds open at
+//! once on the HTTP and IMAP listeners. The first two keep bounded memory:
+//! at most `limits.max_tracked_ips` addresses each, the stale ones
+//! forgotten first; the cap remembers only addresses with open connections.
 //!
 //! Keys: an IPv4 address (an IPv4-mapped IPv6 address counts as IPv4), or
 //! the /64 network of an IPv6 address, since one IPv6 client commonly holds
@@ -14,10 +16,18 @@
 //! ```text
 //! limiter.check(ip)?;            // Err(RetryAfter) while the address is blocked
 //! match credentials {
-//!     bad  => { limiter.failure(ip); /* answer the refusal */ }
-//!     good => limiter.success(ip),   // forgets the address's failures
+//!     bad  => { limiter.failure(ip)?; /* answer the refusal */ }
+//!     good => limiter.success(ip)?,  // forgets the address's failures
 //! }
 //! ```
+//!
+//! `failure` and `success` answer `Err` too when the address was blocked
+//! meanwhile: concurrent attempts from one address all pass `check`, and
+//! the limit must hold across them. Counting and deciding happen under one
+//! lock, so exactly `max_failures` failures are counted and answered as
+//! failures; every attempt that finishes after the block is answered as
+//! refused, whatever its credentials were — a guesser learns nothing from
+//! the attempts it had in flight.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -232,6 +242,7 @@ pub struct Failure {
     /// (0 for an exempt address).
     pub count: u32,
     /// Set when this failure reached the limit: the address is now blocked.
+    /// It is the last failure answered as such.
     pub blocked: Option<RetryAfter>,
 }
 
@@ -313,19 +324,21 @@ impl FailureLimiter {
         }
     }
 
-    /// Records one failure of `ip`.
-    pub fn failure(&self, ip: IpAddr) -> Failure {
+    /// Records one failure of `ip`. `Err` when the address was blocked
+    /// meanwhile (this attempt passed `check` before another one from the
+    /// address reached the limit): the failure is not counted, and the
+    /// caller answers it as refused, not as a failure.
+    pub fn failure(&self, ip: IpAddr) -> Result<Failure, RetryAfter> {
         self.failure_at(ip, Instant::now())
     }
 
-    pub fn failure_at(&self, ip: IpAddr, now: Instant) -> Failure {
+    pub fn failure_at(&self, ip: IpAddr, now: Instant) -> Result<Failure, RetryAfter> {
         if self.exempt.contains(ip) {
-            return Failure {
+            return Ok(Failure {
                 count: 0,
                 blocked: None,
-            };
+            });
         }
-        metrics::inc("limit_failures_total", &[("limiter", self.name)]);
         let mut inner = self.lock();
         let window = self.window;
         let (entry, evicted) = inner.entry(key(ip), now, || FailEntry {
@@ -337,9 +350,17 @@ impl FailureLimiter {
         });
         entry.refresh(now);
         entry.seen = now;
+        // Decided under the same lock as the count: of any number of
+        // concurrent failures, exactly the `max_failures`-th blocks and
+        // none after it is counted.
+        if let Some(until) = entry.blocked_until {
+            drop(inner);
+            metrics::inc("limit_refusals_total", &[("limiter", self.name)]);
+            return Err(RetryAfter(until.saturating_duration_since(now)));
+        }
         entry.failures = entry.failures.saturating_add(1);
         let mut blocked = None;
-        if entry.blocked_until.is_none() && entry.failures >= self.max_failures {
+        if entry.failures >= self.max_failures {
             let until = now + self.block;
             entry.blocked_until = Some(until);
             blocked = Some(RetryAfter(self.block));
@@ -347,6 +368,7 @@ impl FailureLimiter {
         let count = entry.failures;
         let tracked = inner.map.len();
         drop(inner);
+        metrics::inc("limit_failures_total", &[("limiter", self.name)]);
         if evicted > 0 {
             metrics::add(
                 "limit_evictions_total",
@@ -363,19 +385,34 @@ impl FailureLimiter {
             metrics::inc("limit_blocks_total", &[("limiter", self.name)]);
             tracing::warn!(limiter = self.name, ip = %ip, failures = count, block_secs = self.block.as_secs(), "blocking an address after repeated failures");
         }
-        Failure { count, blocked }
+        Ok(Failure { count, blocked })
     }
 
-    /// A success: the address's failures are forgotten (an active block
-    /// stays until it ends).
-    pub fn success(&self, ip: IpAddr) {
+    /// A success: the address's failures are forgotten. `Err` when the
+    /// address was blocked meanwhile (as for [`FailureLimiter::failure`]):
+    /// the block stays, and the caller answers as refused — a right guess
+    /// that was in flight when the block began is not confirmed.
+    pub fn success(&self, ip: IpAddr) -> Result<(), RetryAfter> {
+        self.success_at(ip, Instant::now())
+    }
+
+    pub fn success_at(&self, ip: IpAddr, now: Instant) -> Result<(), RetryAfter> {
         if self.exempt.contains(ip) {
-            return;
+            return Ok(());
         }
         let mut inner = self.lock();
         let k = key(ip);
-        if inner.map.get(&k).is_some_and(|e| e.blocked_until.is_none()) {
-            inner.map.remove(&k);
+        match inner.map.get(&k).map(|e| e.blocked_until) {
+            Some(Some(until)) if until > now => {
+                drop(inner);
+                metrics::inc("limit_refusals_total", &[("limiter", self.name)]);
+                Err(RetryAfter(until - now))
+            }
+            Some(_) => {
+                inner.map.remove(&k);
+                Ok(())
+            }
+            None => Ok(()),
         }
     }
 
@@ -513,6 +550,81 @@ impl RateLimiter {
 }
 
 // ---------------------------------------------------------------------------
+// Open connections per address.
+
+/// At most `max_per_ip` open connections per address on one listener, so
+/// one address cannot take every slot of the listener's global cap from
+/// everyone else. An entry lives only while its address holds a
+/// connection: memory is bounded by the open connections themselves.
+pub struct ConnectionCap {
+    name: &'static str,
+    max_per_ip: usize,
+    exempt: Arc<Exempt>,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place under a [`ConnectionCap`], given back when it is
+/// dropped (however the connection ends).
+pub struct ConnectionSlot {
+    held: Option<(Arc<ConnectionCap>, IpAddr)>,
+}
+
+impl ConnectionCap {
+    /// `name` labels the metrics (`limit_refusals_total{limiter="…"}`).
+    pub fn new(name: &'static str, max_per_ip: usize, exempt: Arc<Exempt>) -> Arc<ConnectionCap> {
+        Arc::new(ConnectionCap {
+            name,
+            max_per_ip: max_per_ip.max(1),
+            exempt,
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A slot for one more connection from `ip`; `None` when the address
+    /// already holds `max_per_ip` (nothing taken).
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        if self.exempt.contains(ip) {
+            return Some(ConnectionSlot { held: None });
+        }
+        let k = key(ip);
+        let mut open = self.lock();
+        let n = open.entry(k).or_insert(0);
+        if *n >= self.max_per_ip {
+            drop(open);
+            metrics::inc("limit_refusals_total", &[("limiter", self.name)]);
+            return None;
+        }
+        *n += 1;
+        Some(ConnectionSlot {
+            held: Some((self.clone(), k)),
+        })
+    }
+
+    /// Addresses holding at least one connection now.
+    pub fn tracked(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Some((cap, k)) = self.held.take() {
+            let mut open = cap.lock();
+            if let Some(n) = open.get_mut(&k) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(&k);
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Every limiter of one gateway.
 
 /// The limiters of one gateway, built from the config and shared by the
@@ -530,6 +642,10 @@ pub struct Limits {
     pub portal: FailureLimiter,
     /// Failed IMAP LOGIN / AUTHENTICATE: for the IMAP listener.
     pub imap_login: FailureLimiter,
+    /// Open HTTP connections per address (`http.max_connections_per_ip`).
+    pub http_connections: Arc<ConnectionCap>,
+    /// Open IMAP connections per address (`imap.max_connections_per_ip`).
+    pub imap_connections: Arc<ConnectionCap>,
 }
 
 impl Limits {
@@ -566,6 +682,16 @@ impl Limits {
             api_login: login("api_login"),
             portal: login("portal"),
             imap_login: login("imap_login"),
+            http_connections: ConnectionCap::new(
+                "http_connections",
+                config.http.max_connections_per_ip,
+                exempt.clone(),
+            ),
+            imap_connections: ConnectionCap::new(
+                "imap_connections",
+                config.imap.max_connections_per_ip,
+                exempt.clone(),
+            ),
         })
     }
 
@@ -586,6 +712,13 @@ impl Limits {
             &[("limiter", self.smtp_connections.name)],
             self.smtp_connections.tracked() as i64,
         );
+        for cap in [&self.http_connections, &self.imap_connections] {
+            metrics::gauge_set(
+                "limit_tracked_ips",
+                &[("limiter", cap.name)],
+                cap.tracked() as i64,
+            );
+        }
     }
 }
 
@@ -670,8 +803,10 @@ mod tests {
             none(),
         );
         let now = Instant::now();
-        l.failure_at(ip("2001:db8:1:2::1"), now);
-        let f = l.failure_at(ip("2001:db8:1:2::ffff"), now);
+        l.failure_at(ip("2001:db8:1:2::1"), now).expect("counted");
+        let f = l
+            .failure_at(ip("2001:db8:1:2::ffff"), now)
+            .expect("counted");
         assert_eq!(f.count, 2);
         assert!(f.blocked.is_some());
         assert!(l.check_at(ip("2001:db8:1:2::77"), now).is_err());
@@ -690,10 +825,10 @@ mod tests {
         );
         let a = ip("192.0.2.1");
         let t0 = Instant::now();
-        assert_eq!(l.failure_at(a, t0).count, 1);
-        assert_eq!(l.failure_at(a, t0).count, 2);
+        assert_eq!(l.failure_at(a, t0).expect("counted").count, 1);
+        assert_eq!(l.failure_at(a, t0).expect("counted").count, 2);
         assert!(l.check_at(a, t0).is_ok());
-        let third = l.failure_at(a, t0);
+        let third = l.failure_at(a, t0).expect("counted");
         assert_eq!(third.count, 3);
         assert_eq!(third.blocked, Some(RetryAfter(Duration::from_secs(600))));
         let later = t0 + Duration::from_secs(100);
@@ -705,12 +840,63 @@ mod tests {
             l.check_at(ip("192.0.2.2"), later).is_ok(),
             "others are not blocked"
         );
-        // A success does not lift an active block.
-        l.success(a);
+        // A success does not lift an active block, and is itself refused;
+        // so is a further failure, which is not counted.
+        assert_eq!(
+            l.success_at(a, later),
+            Err(RetryAfter(Duration::from_secs(500)))
+        );
         assert!(l.check_at(a, later).is_err());
+        assert_eq!(
+            l.failure_at(a, later),
+            Err(RetryAfter(Duration::from_secs(500)))
+        );
+        assert_eq!(l.failures(a), 3, "a refused failure is not counted");
         let after = t0 + Duration::from_secs(601);
         assert!(l.check_at(a, after).is_ok());
-        assert_eq!(l.failure_at(a, after).count, 1, "counting starts afresh");
+        assert_eq!(
+            l.failure_at(a, after).expect("counted").count,
+            1,
+            "counting starts afresh"
+        );
+    }
+
+    #[test]
+    fn concurrent_failures_are_counted_exactly_to_the_limit() {
+        let l = Arc::new(FailureLimiter::new(
+            "t",
+            20,
+            Duration::from_secs(60),
+            Duration::from_secs(600),
+            100,
+            none(),
+        ));
+        let a = ip("192.0.2.77");
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || {
+                    let (mut counted, mut blocks, mut refused) = (0, 0, 0);
+                    for _ in 0..10 {
+                        match l.failure(a) {
+                            Ok(f) => {
+                                counted += 1;
+                                blocks += usize::from(f.blocked.is_some());
+                            }
+                            Err(_) => refused += 1,
+                        }
+                    }
+                    (counted, blocks, refused)
+                })
+            })
+            .collect();
+        let mut total = (0, 0, 0);
+        for t in threads {
+            let (c, b, r) = t.join().expect("thread");
+            total = (total.0 + c, total.1 + b, total.2 + r);
+        }
+        assert_eq!(total, (20, 1, 60), "(counted, blocks, refused)");
+        assert_eq!(l.failures(a), 20);
     }
 
     #[test]
@@ -725,13 +911,22 @@ mod tests {
         );
         let a = ip("198.51.100.9");
         let t0 = Instant::now();
-        l.failure_at(a, t0);
-        l.failure_at(a, t0);
-        let f = l.failure_at(a, t0 + Duration::from_secs(61));
+        l.failure_at(a, t0).expect("counted");
+        l.failure_at(a, t0).expect("counted");
+        let f = l
+            .failure_at(a, t0 + Duration::from_secs(61))
+            .expect("counted");
         assert_eq!((f.count, f.blocked), (1, None));
-        l.failure_at(a, t0 + Duration::from_secs(62));
-        l.success(a);
-        assert_eq!(l.failure_at(a, t0 + Duration::from_secs(63)).count, 1);
+        l.failure_at(a, t0 + Duration::from_secs(62))
+            .expect("counted");
+        l.success_at(a, t0 + Duration::from_secs(62))
+            .expect("not blocked");
+        assert_eq!(
+            l.failure_at(a, t0 + Duration::from_secs(63))
+                .expect("counted")
+                .count,
+            1
+        );
     }
 
     #[test]
@@ -745,7 +940,7 @@ mod tests {
             10,
             exempt.clone(),
         );
-        let f = l.failure(ip("127.0.0.1"));
+        let f = l.failure(ip("127.0.0.1")).expect("exempt");
         assert_eq!((f.count, f.blocked), (0, None));
         assert!(l.check(ip("127.0.0.1")).is_ok());
         let r = RateLimiter::new("t", 1, 10, exempt);
@@ -767,12 +962,17 @@ mod tests {
         let r = RateLimiter::new("t", 10, 64, none());
         let t0 = Instant::now();
         let blocked = ip("203.0.113.1");
-        l.failure_at(blocked, t0);
-        assert!(l.failure_at(blocked, t0).blocked.is_some());
+        l.failure_at(blocked, t0).expect("counted");
+        assert!(
+            l.failure_at(blocked, t0)
+                .expect("counted")
+                .blocked
+                .is_some()
+        );
         for n in 0..10_000u32 {
             let a = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n));
             let t = t0 + Duration::from_millis(u64::from(n));
-            l.failure_at(a, t);
+            l.failure_at(a, t).expect("counted");
             assert!(r.acquire_at(a, t).is_ok());
             assert!(l.stats().0 <= 64 && r.tracked() <= 64);
         }
@@ -796,6 +996,33 @@ mod tests {
         assert!(r.acquire_at(ip("192.0.2.51"), t0).is_ok());
         assert!(r.acquire_at(a, t0 + Duration::from_secs(21)).is_ok());
         assert!(r.acquire_at(a, t0 + Duration::from_secs(21)).is_err());
+    }
+
+    #[test]
+    fn the_connection_cap_counts_open_connections_per_address() {
+        let exempt = Arc::new(Exempt::new(vec!["127.0.0.0/8".parse().expect("cidr")]));
+        let cap = ConnectionCap::new("t", 2, exempt);
+        let a = ip("192.0.2.9");
+        let first = cap.acquire(a).expect("first");
+        let second = cap.acquire(a).expect("second");
+        assert!(cap.acquire(a).is_none(), "a third from the same address");
+        assert!(cap.acquire(ip("192.0.2.10")).is_some(), "another address");
+        // One IPv6 client holds its whole /64.
+        let v6: Vec<_> = ["2001:db8::1", "2001:db8::2"]
+            .iter()
+            .map(|s| cap.acquire(ip(s)).expect("v6"))
+            .collect();
+        assert!(cap.acquire(ip("2001:db8::ffff")).is_none());
+        drop(v6);
+        drop(first);
+        let again = cap.acquire(a).expect("a slot given back is free again");
+        assert!(cap.acquire(a).is_none());
+        drop((second, again));
+        assert_eq!(cap.tracked(), 0, "nothing kept for closed connections");
+        let local: Vec<_> = (0..10)
+            .map(|_| cap.acquire(ip("127.0.0.1")).expect("exempt"))
+            .collect();
+        assert_eq!((local.len(), cap.tracked()), (10, 0));
     }
 
     #[test]

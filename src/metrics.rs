@@ -138,13 +138,16 @@ pub fn export_config_limits(c: &crate::config::Config) {
     let h = &c.http;
     n("http.max_body_bytes", h.max_body_bytes);
     n("http.max_connections", h.max_connections);
+    n("http.max_connections_per_ip", h.max_connections_per_ip);
     d("http.idle_timeout", h.idle_timeout);
     d("http.request_timeout", h.request_timeout);
     n("imap.max_connections", c.imap.max_connections);
+    n("imap.max_connections_per_ip", c.imap.max_connections_per_ip);
     d("imap.idle_timeout", c.imap.idle_timeout);
     n("imap.max_line_bytes", c.imap.max_line_bytes as usize);
     n("imap.max_literal_bytes", c.imap.max_literal_bytes as usize);
     d("imap.preauth_timeout", c.imap.preauth_timeout);
+    d("imap.preauth_max_time", c.imap.preauth_max_time);
     d("imap.tls_handshake_timeout", c.imap.tls_handshake_timeout);
     d("imap.login_failure_delay", c.imap.login_failure_delay);
     n("imap.max_bad_commands", c.imap.max_bad_commands as usize);

@@ -585,13 +585,15 @@ async fn unrouted_triage_moves_the_message_and_applies_the_effects() {
         .await;
     assert_eq!(in_unrouted, 0);
 
-    // Metrics: request counts by route template, queue depths.
-    let text = reqwest::get(format!("{}/metrics", api.base))
+    // Metrics: request counts by route template, queue depths — on the
+    // metrics listener (`http.metrics_listen`) only.
+    let public = reqwest::get(format!("{}/metrics", api.base))
         .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+        .expect("GET /metrics on the public listener");
+    assert_eq!(public.status(), StatusCode::NOT_FOUND);
+    let body: Value = public.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let text = s.metrics_text().await;
     assert!(text.contains("http_requests_total{method=\"POST\",route=\"/api/unrouted/{id}/assign\",status=\"200\"}"), "{text}");
     assert!(text.contains("outbox_queue_depth"), "{text}");
     assert!(text.contains("smtp_messages_accepted_total"), "{text}");

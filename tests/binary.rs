@@ -1,5 +1,6 @@
 //! The real binary: `serve` on port 0 with `--ready-file`, `/healthz`,
-//! SIGTERM → exit 0; `user add/list`; `config`; config errors.
+//! `/metrics` on the metrics listener only, SIGTERM → exit 0; `user
+//! add/list`; `config`; config errors.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -52,7 +53,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
             dir.join("data").display()
         ),
     )
@@ -124,14 +125,25 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let http = addrs["http"].as_str().expect("http addr").to_string();
     let smtp = addrs["smtp"].as_str().expect("smtp addr").to_string();
     let imap = addrs["imap"].as_str().expect("imap addr").to_string();
+    let metrics = addrs["metrics"].as_str().expect("metrics addr").to_string();
     assert!(
-        !http.ends_with(":0") && !smtp.ends_with(":0") && !imap.ends_with(":0"),
+        [&http, &smtp, &imap, &metrics]
+            .iter()
+            .all(|a| !a.ends_with(":0")),
         "{addrs}"
     );
 
     let health = http_get(&http, "/healthz");
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
     assert!(health.contains(r#"{"status":"ok"}"#), "{health}");
+
+    // Prometheus text on the metrics listener; nothing of it on the public one.
+    let scrape = http_get(&metrics, "/metrics");
+    assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+    assert!(scrape.contains("# TYPE"), "{scrape}");
+    let public = http_get(&http, "/metrics");
+    assert!(public.starts_with("HTTP/1.1 404"), "{public}");
+    assert!(!public.contains("# TYPE"), "{public}");
 
     // The SMTP port greets.
     let mut s = TcpStream::connect(&smtp).expect("connect smtp");
@@ -181,13 +193,16 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     );
     assert_eq!(line["email"], "admin@gw.example.com");
 
-    // A second start does not create another owner.
+    // A second start does not create another owner. (And an empty
+    // http.metrics_listen turns the metrics listener off.)
     let ready2 = dir.path().join("ready2.json");
     let mut child = serve(&config, &ready2)
+        .env("BACKCHANNEL_HTTP_METRICS_LISTEN", "")
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn again");
-    wait_ready(&mut child, &ready2);
+    let addrs = wait_ready(&mut child, &ready2);
+    assert!(addrs.get("metrics").is_none(), "{addrs}");
     sigterm(&child);
     assert_eq!(wait_exit(&mut child).code(), Some(0));
     let mut logs = String::new();

@@ -2,8 +2,8 @@
 //! MIME bombs, CR/LF injection into outbound headers, path traversal and
 //! odd bytes in attachment file names, script in mail shown on the portal,
 //! SQL metacharacters in every API parameter, oversized and deeply nested
-//! JSON, slow clients on SMTP, HTTP and IMAP, and the open-relay tricks at
-//! RCPT.
+//! JSON, slow clients on SMTP, HTTP and IMAP, the open-relay tricks at
+//! RCPT, and token guessers in thirty concurrent sessions.
 //! The plainer relay cases live in tests/smtp.rs and
 //! tests/clients/smtp_clients.py; these add the token-carrying variants
 //! (on the gateway domain, a plus-mode sender's domain and its forwarding
@@ -1799,5 +1799,117 @@ async fn relay_tricks_with_a_valid_token_are_refused_and_nothing_arrives() {
     wait_ingested_long(&s).await;
     assert_eq!(s.inbound().await.len(), 1);
     assert_eq!(messages().await, 2, "the genuine reply is on the thread");
+    s.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// concurrent guessing
+// ---------------------------------------------------------------------------
+
+/// One SMTP reply (possibly multi-line) from a raw stream; "" at the end
+/// of the stream or on a reset (a guesser's session is cut mid-dialogue).
+async fn smtp_reply(r: &mut tokio::io::BufReader<TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut all = String::new();
+    loop {
+        let mut line = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
+            .await
+            .expect("a reply in time");
+        match read {
+            Ok(n) if n > 0 => {}
+            _ => return all,
+        }
+        let last = line.len() < 4 || line.as_bytes()[3] != b'-';
+        all.push_str(line.trim_end());
+        if last {
+            return all;
+        }
+        all.push('\n');
+    }
+}
+
+/// A token-shaped guess (16 characters of the token alphabet) for session
+/// `n`, attempt `g`; no side conversation holds it.
+fn guessed_token(n: usize, g: usize) -> String {
+    let mut x = n * 1000 + g;
+    let mut tail = String::new();
+    for _ in 0..6 {
+        tail.push(char::from(b'a' + (x % 26) as u8));
+        x /= 26;
+    }
+    format!("guessguess{tail}")
+}
+
+/// Issue #20, item 13: thirty sessions from one address guessing reply
+/// tokens at once. All of them pass the block check before the first
+/// failure is counted; the failure limiter counts and decides under one
+/// lock, so between them exactly `smtp.max_rcpt_failures` guesses are
+/// answered `550 5.1.1`, and every session ends with the `421 4.7.0` of the
+/// block — never a 21st failure answer. (Not in tests/limits.rs: its
+/// servers share one set of SMTP limits for its `config_limit` checks, and
+/// thirty connections are more than its connection rate allows.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_token_guessers_get_exactly_max_rcpt_failures_answers() {
+    const SESSIONS: usize = 30;
+    const MAX: usize = 20;
+    let mut s = TestServer::start_with(
+        &format!(
+            "max_rcpt_failures = {MAX}\nrcpt_failures_before_tarpit = {MAX}\nrcpt_failure_window = \"1h\"\nblock_time = \"1h\"\nconnections_per_minute_per_ip = 1000\n"
+        ),
+        "[ingest]\nauthenticate = false\n[limits]\nexempt = []\n",
+    )
+    .await;
+    let ready = std::sync::Arc::new(tokio::sync::Barrier::new(SESSIONS));
+    let mut sessions = Vec::new();
+    for n in 0..SESSIONS {
+        let (addr, ready) = (s.smtp, ready.clone());
+        sessions.push(tokio::spawn(async move {
+            let mut c = tokio::io::BufReader::new(TcpStream::connect(addr).await.expect("connect"));
+            assert_eq!(code(&smtp_reply(&mut c).await), "220");
+            for cmd in ["EHLO guesser.example", "MAIL FROM:<x@guesser.example>"] {
+                c.get_mut()
+                    .write_all(format!("{cmd}\r\n").as_bytes())
+                    .await
+                    .expect("write");
+                assert_eq!(code(&smtp_reply(&mut c).await), "250", "{cmd}");
+            }
+            // Every session guesses at the same moment.
+            ready.wait().await;
+            let mut replies = Vec::new();
+            for g in 0..=MAX {
+                let rcpt = format!("RCPT TO:<reply+{}@gw.example.com>\r\n", guessed_token(n, g));
+                // The server may have cut the session already: its `421`
+                // is still there to read.
+                let _ = c.get_mut().write_all(rcpt.as_bytes()).await;
+                let r = smtp_reply(&mut c).await;
+                let done = !r.starts_with("550 ");
+                replies.push(r);
+                if done {
+                    break;
+                }
+            }
+            replies
+        }));
+    }
+    let mut failures = 0;
+    for (n, session) in sessions.into_iter().enumerate() {
+        let replies = session.await.expect("session task");
+        let (last, answered) = replies.split_last().expect("a reply");
+        assert!(
+            answered.iter().all(|r| r.starts_with("550 5.1.1")),
+            "session {n}: {replies:?}"
+        );
+        assert!(
+            last.starts_with("421 4.7.0"),
+            "session {n} ends with the block: {replies:?}"
+        );
+        failures += answered.len();
+    }
+    assert_eq!(
+        failures, MAX,
+        "failure answers across {SESSIONS} concurrent sessions"
+    );
+    assert!(s.inbound().await.is_empty());
     s.shutdown().await;
 }

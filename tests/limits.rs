@@ -1,8 +1,11 @@
 //! Abuse limits over real sockets (SPEC §10): token guessing at SMTP RCPT is
 //! slowed down, then cut and the address blocked; the per-address SMTP
 //! connection rate; bad API tokens and unknown portal links answered 429
-//! with Retry-After, and service again once the window has passed; loopback
-//! exempt by default; every limit and counter visible in `/metrics`.
+//! with Retry-After (exactly at the limit, however many arrive at once),
+//! and service again once the window has passed; loopback
+//! exempt by default; every limit and counter visible in `/metrics` (on the
+//! metrics listener, never on the public one); connections per address on
+//! HTTP and IMAP, stalled connections, IMAP clients that never log in.
 //!
 //! Every server here uses the same limits (small, so the tests are quick),
 //! which keeps the process-wide `config_limit` gauges stable to check.
@@ -20,13 +23,9 @@ const SMTP_LIMITS: &str = "rcpt_failures_before_tarpit = 1\ntarpit_delay = \"50m
 const REST: &str = "[limits]\nexempt = []\nlogin_failures = 3\nlogin_window = \"2s\"\n";
 const REST_DEFAULT_EXEMPT: &str = "[limits]\nlogin_failures = 3\nlogin_window = \"2s\"\n";
 
+/// The metrics listener's text (`http.metrics_listen`, on port 0 here).
 async fn metrics_text(s: &TestServer) -> String {
-    reqwest::get(format!("http://{}/metrics", s.http))
-        .await
-        .expect("GET /metrics")
-        .text()
-        .await
-        .expect("metrics text")
+    s.metrics_text().await
 }
 
 /// The value of one series (`name{labels}` exactly as rendered); 0 when absent.
@@ -252,6 +251,32 @@ async fn bad_api_tokens_get_429_then_service_resumes() {
     s.shutdown().await;
 }
 
+/// Bad tokens sent at once from one address: all pass the block check
+/// before any is counted, yet exactly `limits.login_failures` are answered
+/// 401 and every other one 429 (the same limiter code as SMTP RCPT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bad_api_tokens_get_exactly_login_failures_401s() {
+    let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
+    let http = reqwest::Client::new();
+    let requests: Vec<_> = (0..12)
+        .map(|n| {
+            let req = http
+                .get(format!("http://{}/api/me", s.http))
+                .bearer_auth(format!("guess-{n}"));
+            tokio::spawn(async move { req.send().await.expect("GET /api/me").status() })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for r in requests {
+        statuses.push(r.await.expect("request task").as_u16());
+    }
+    statuses.sort_unstable();
+    let mut want = vec![401; 3];
+    want.extend([429; 9]);
+    assert_eq!(statuses, want);
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_portal_links_get_429_then_service_resumes() {
     let mut s = TestServer::start_with(SMTP_LIMITS, REST).await;
@@ -422,5 +447,283 @@ async fn failed_imap_logins_are_refused_then_service_resumes() {
     )
     .await;
     assert!(a.contains("c1 OK"), "served again after the window: {a}");
+    s.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// Connections per address (issue #20, item 5): one address holding many
+// idle connections must not starve the others.
+
+/// The per-address cap of the tests below; the server-wide cap is twice
+/// it, so without the per-address cap one address would take every slot.
+const PER_IP: usize = 4;
+
+/// A TCP connection from `source` to `to`: another loopback address is
+/// another client (Linux routes all of 127.0.0.0/8 to the loopback).
+async fn connect_from(source: &str, to: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("source address"))
+        .expect("bind the source address");
+    tokio::time::timeout(Duration::from_secs(30), socket.connect(to))
+        .await
+        .expect("connected in time")
+        .expect("connect")
+}
+
+/// One line from the server; "" at the end of the stream or on a reset.
+async fn line(r: &mut tokio::io::BufReader<tokio::net::TcpStream>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    let read = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
+        .await
+        .expect("an answer in time (a connection left waiting in the backlog?)");
+    match read {
+        Ok(_) => line,
+        Err(_) => String::new(),
+    }
+}
+
+/// `GET path` on a kept-alive connection: the status and the body.
+async fn get(c: &mut tokio::io::BufReader<tokio::net::TcpStream>, path: &str) -> (u16, String) {
+    get_with(c, path, "").await
+}
+
+/// `GET path` with `headers` (each ending in CRLF) added.
+async fn get_with(
+    c: &mut tokio::io::BufReader<tokio::net::TcpStream>,
+    path: &str,
+    headers: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let request = format!("GET {path} HTTP/1.1\r\nHost: gw.example.com\r\n{headers}\r\n");
+    // A connection refused at once may be closed already: its answer is
+    // still there to read.
+    let _ = c.get_mut().write_all(request.as_bytes()).await;
+    let status_line = line(c).await;
+    let status = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("a status line: {status_line:?}"));
+    let mut length = 0;
+    loop {
+        let header = line(c).await;
+        let header = header.trim_end();
+        if header.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().expect("content-length");
+        }
+    }
+    let mut body = vec![0u8; length];
+    tokio::time::timeout(Duration::from_secs(30), c.read_exact(&mut body))
+        .await
+        .expect("body in time")
+        .expect("body");
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+/// Waits (bounded) until a fresh connection from `source` is served
+/// `/healthz` again; returns that connection, kept alive.
+async fn http_served_again(
+    s: &TestServer,
+    source: &str,
+) -> tokio::io::BufReader<tokio::net::TcpStream> {
+    for _ in 0..500 {
+        let mut c = tokio::io::BufReader::new(connect_from(source, s.http).await);
+        if get(&mut c, "/healthz").await.0 == 200 {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{source} is not served again after closing its connections");
+}
+
+/// The probe of issue #20: from one address, three times the per-address
+/// cap of kept-alive HTTP connections. The first `PER_IP` are served and
+/// stay open; each further one is answered `429 too_many_connections` and
+/// closed — it takes no slot, so the server-wide cap (twice `PER_IP`) is
+/// never reached — and another address still gets `/healthz`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_http_connection() {
+    let http = format!(
+        "max_connections = {}\nmax_connections_per_ip = {PER_IP}\n",
+        2 * PER_IP
+    );
+    let mut s = TestServer::start_with_all(SMTP_LIMITS, &http, "", REST).await;
+    let mut held = Vec::new();
+    for n in 0..3 * PER_IP {
+        let mut c = tokio::io::BufReader::new(connect_from("127.0.0.1", s.http).await);
+        let (status, body) = get(&mut c, "/healthz").await;
+        if n < PER_IP {
+            assert_eq!(status, 200, "connection {n}: {body}");
+            held.push(c);
+        } else {
+            assert_eq!(status, 429, "connection {n}: {body}");
+            let v: Value = serde_json::from_str(&body).expect("a JSON error");
+            assert_eq!(v["error"]["code"], "too_many_connections", "{v}");
+            assert_eq!(line(&mut c).await, "", "closed after the answer");
+        }
+    }
+    // Another address is served, while the first still holds its
+    // connections, which keep working.
+    let mut other = tokio::io::BufReader::new(connect_from("127.0.0.2", s.http).await);
+    assert_eq!(get(&mut other, "/healthz").await.0, 200, "another address");
+    for c in &mut held {
+        assert_eq!(get(c, "/healthz").await.0, 200, "a held connection");
+    }
+    // The metrics listener is apart: 127.0.0.1 over its cap reads it too.
+    let text = metrics_text(&s).await;
+    assert!(metric(&text, "http_connections_refused_total{reason=\"per_ip\"}") >= 8.0);
+    assert!(metric(&text, "limit_refusals_total{limiter=\"http_connections\"}") >= 8.0);
+    // Closing them gives the slots back.
+    drop(held);
+    http_served_again(&s, "127.0.0.1").await;
+    s.shutdown().await;
+}
+
+/// The same probe on IMAP: idle pre-auth sessions beyond the per-address
+/// cap are told `* BYE [UNAVAILABLE]` and closed, and another address
+/// still gets its `* OK` greeting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_imap_connection() {
+    let imap = format!(
+        "max_connections = {}\nmax_connections_per_ip = {PER_IP}\n",
+        2 * PER_IP
+    );
+    let mut s = TestServer::start_with_all(SMTP_LIMITS, "", &imap, REST).await;
+    let mut held = Vec::new();
+    for n in 0..3 * PER_IP {
+        let mut c = tokio::io::BufReader::new(connect_from("127.0.0.1", s.imap).await);
+        let greeting = line(&mut c).await;
+        if n < PER_IP {
+            assert!(greeting.starts_with("* OK"), "connection {n}: {greeting}");
+            held.push(c);
+        } else {
+            assert!(
+                greeting.starts_with("* BYE [UNAVAILABLE]")
+                    && greeting
+                        .to_ascii_lowercase()
+                        .contains("too many connections from your address"),
+                "connection {n}: {greeting}"
+            );
+            assert_eq!(line(&mut c).await, "", "closed after the BYE");
+        }
+    }
+    let mut other = tokio::io::BufReader::new(connect_from("127.0.0.2", s.imap).await);
+    let greeting = line(&mut other).await;
+    assert!(greeting.starts_with("* OK"), "another address: {greeting}");
+    let text = metrics_text(&s).await;
+    assert!(metric(&text, "imap_connections_refused_total{reason=\"per_ip\"}") >= 8.0);
+    // Closing the held sessions gives their slots back.
+    drop(held);
+    for attempt in 0.. {
+        let mut c = tokio::io::BufReader::new(connect_from("127.0.0.1", s.imap).await);
+        if line(&mut c).await.starts_with("* OK") {
+            break;
+        }
+        assert!(attempt < 500, "127.0.0.1 is not served again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.shutdown().await;
+}
+
+/// A connection that holds an HTTP slot without finishing a request head,
+/// or idles between requests, is closed after `http.idle_timeout` and its
+/// slot given back (here the only one of its address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_http_connections_are_closed_and_give_their_slot_back() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let http = "max_connections_per_ip = 1\nidle_timeout = \"1s\"\n";
+    let mut s = TestServer::start_with_all(SMTP_LIMITS, http, "", REST).await;
+
+    // A head that never ends.
+    let mut c = connect_from("127.0.0.1", s.http).await;
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: gw.example.com\r\n")
+        .await
+        .expect("write");
+    let mut said = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), c.read_to_end(&mut said))
+        .await
+        .expect("closed in time")
+        .ok();
+    let said = String::from_utf8_lossy(&said);
+    assert!(
+        !said.contains(" 200 "),
+        "an unfinished head was served: {said}"
+    );
+    drop(c);
+
+    // A kept-alive connection that goes silent after its answer: after
+    // `/healthz`, and after a request whose handler waits for the store
+    // (the server reads ahead on the connection meanwhile).
+    let mut c = http_served_again(&s, "127.0.0.1").await;
+    assert_eq!(line(&mut c).await, "", "the idle connection is closed");
+    drop(c);
+    let mut c = http_served_again(&s, "127.0.0.1").await;
+    let (status, body) = get_with(&mut c, "/api/me", "Authorization: Bearer guess\r\n").await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(line(&mut c).await, "", "the idle connection is closed");
+    drop(c);
+    http_served_again(&s, "127.0.0.1").await;
+    s.shutdown().await;
+}
+
+/// `imap.preauth_max_time` bounds the whole unauthenticated phase: a
+/// client that sends NOOPs (each well within `imap.preauth_timeout`) but
+/// never logs in is told `* BYE` and closed; a session that logged in,
+/// opened earlier, is still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imap_clients_that_never_log_in_are_logged_out() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    let imap = "preauth_max_time = \"1s\"\npreauth_timeout = \"60s\"\n";
+    let mut s = TestServer::start_with_all(SMTP_LIMITS, "", imap, REST).await;
+    let owner = make_user(&s, "owner@acme.com", "Owner", Role::Owner).await;
+    let stream = tokio::net::TcpStream::connect(s.imap)
+        .await
+        .expect("connect");
+    let (r, mut w) = stream.into_split();
+    let mut r = tokio::io::BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.expect("greeting");
+    let a = imap_cmd(
+        &mut r,
+        &mut w,
+        "a1",
+        &format!("LOGIN owner@acme.com {owner}"),
+    )
+    .await;
+    assert!(a.contains("a1 OK"), "{a}");
+
+    let mut c = tokio::io::BufReader::new(connect_from("127.0.0.1", s.imap).await);
+    assert!(line(&mut c).await.starts_with("* OK"));
+    let mut answered = 0;
+    let bye = loop {
+        let _ = c
+            .get_mut()
+            .write_all(format!("n{answered} NOOP\r\n").as_bytes())
+            .await;
+        let l = line(&mut c).await;
+        if !l.starts_with(&format!("n{answered} OK")) {
+            break l;
+        }
+        answered += 1;
+        assert!(answered < 600, "never logged out");
+        // The client's pace: a NOOP every 50 ms, each well within
+        // imap.preauth_timeout.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        bye.starts_with("* BYE") && bye.contains("not logged in"),
+        "{bye}"
+    );
+    assert!(answered >= 1, "the session was served before: {bye}");
+    assert_eq!(line(&mut c).await, "", "and closed");
+    let a = imap_cmd(&mut r, &mut w, "a2", "NOOP").await;
+    assert!(a.contains("a2 OK"), "the logged-in session goes on: {a}");
     s.shutdown().await;
 }

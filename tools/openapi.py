@@ -109,7 +109,6 @@ start_props = {"to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_h
 
 paths = {
   "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": obj({"status": S})}}}}}},
-  "/metrics": {"get": {"operationId": "metrics", "security": [], "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": S}}}}}},
   "/api/parents/{external_id}": {
     "parameters": [pext],
     "put": {"operationId": "upsertParent", "requestBody": body({"subject": S, "requester": obj({"name": nullable("string"), "email": nullable("string")}, None, False),

@@ -91,18 +91,28 @@ impl FromRequestParts<ApiState> for Caller {
             }
             None => None,
         };
+        // Blocked meanwhile by a concurrent request from the address: this
+        // one is refused too, right or wrong (see `limits`).
         match (user, ip) {
             (Some(user), ip) => {
-                if let Some(ip) = ip {
-                    limiter.success(ip);
+                if let Some(ip) = ip
+                    && let Err(wait) = limiter.success(ip)
+                {
+                    return Err(ApiError::LoginThrottled {
+                        retry_after: wait.secs(),
+                    });
                 }
                 Ok(Caller(user))
             }
             (None, ip) => {
-                if let Some(ip) = ip {
-                    limiter.failure(ip);
-                }
                 crate::metrics::inc("auth_failures_total", &[("service", "api")]);
+                if let Some(ip) = ip
+                    && let Err(wait) = limiter.failure(ip)
+                {
+                    return Err(ApiError::LoginThrottled {
+                        retry_after: wait.secs(),
+                    });
+                }
                 Err(ApiError::Unauthorized)
             }
         }

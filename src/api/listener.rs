@@ -1,18 +1,22 @@
 //! The HTTP listener's limits: at most `http.max_connections` connections
-//! at once (more wait in the kernel's backlog until one closes), and each
-//! connection closed after `http.idle_timeout` without a byte in either
-//! direction — which ends idle keep-alives, while a long response the
-//! server keeps writing (a JMAP EventSource stream with its pings) stays
-//! open —, and a request's headers must be complete within
-//! `http.idle_timeout` of the connection opening or of the server's last
-//! write, however their bytes are spread: a client sending a byte a second
-//! (slowloris) is cut; a head already received counts even when the
-//! server, busy, reads it after the deadline. While a request is in progress (its head
-//! read, its response not yet begun) the idle clock is off: the request
-//! body and the handler are bounded by `http.request_timeout` (the
-//! router's deadline layer), so a handler slower than the idle timeout on a
-//! loaded machine is not cut mid-request, and a body that trickles or stops
-//! is answered 503 when that deadline passes.
+//! at once (more wait in the kernel's backlog until one closes), at most
+//! `http.max_connections_per_ip` of them from one address (one more is
+//! answered `429 {"error":{"code":"too_many_connections"}}` with
+//! `Connection: close` and closed, so one address cannot take every slot
+//! and starve the others), and each connection closed after
+//! `http.idle_timeout` without a byte in either direction — which ends idle
+//! keep-alives, while a long response the server keeps writing (a JMAP
+//! EventSource stream with its pings) stays open —, and a request's headers
+//! must be complete within `http.idle_timeout` of the connection opening or
+//! of the server's last write, however their bytes are spread: a client
+//! sending a byte a second (slowloris) is cut; a head already received
+//! counts even when the server, busy, reads it after the deadline. While a
+//! request is in progress (its head read, its response not yet begun) the
+//! idle clock is off: the request body and the handler are bounded by
+//! `http.request_timeout` (the router's deadline layer), so a handler
+//! slower than the idle timeout on a loaded machine is not cut mid-request,
+//! and a body that trickles or stops is answered 503 when that deadline
+//! passes.
 //!
 //! Closing, the server lingers: it ends its side (FIN after the response)
 //! and reads and discards what the client still sends, until the client
@@ -24,13 +28,16 @@
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
+
+use crate::limits::{ConnectionCap, ConnectionSlot};
+use crate::metrics;
 
 /// The client's address, for handlers (`ConnectInfo<ClientAddr>`): what the
 /// abuse limits count by.
@@ -60,20 +67,79 @@ pub const LINGER: Duration = Duration::from_secs(2);
 /// Reads per poll while lingering before yielding to other tasks.
 const LINGER_READS_PER_POLL: usize = 32;
 
+/// Connections over the per-address cap being answered at once; beyond
+/// this a refused connection is closed without an answer, so a flood of
+/// them costs no more than this many tasks.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 pub struct LimitedListener {
     inner: TcpListener,
     slots: Arc<Semaphore>,
     idle: Duration,
+    per_ip: Option<Arc<ConnectionCap>>,
+    refusals: Arc<Semaphore>,
 }
 
 impl LimitedListener {
     pub fn new(inner: TcpListener, max_connections: usize, idle: Duration) -> Self {
+        metrics::describe(
+            "http_connections_refused_total",
+            "HTTP connections refused by a limit, by reason",
+        );
         LimitedListener {
             inner,
             slots: Arc::new(Semaphore::new(max_connections.max(1))),
             idle,
+            per_ip: None,
+            refusals: Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT)),
         }
     }
+
+    /// Caps the connections one address holds open at once.
+    pub fn with_per_ip_cap(mut self, cap: Arc<ConnectionCap>) -> Self {
+        self.per_ip = Some(cap);
+        self
+    }
+
+    /// Answers a connection over the per-address cap, off the accept loop.
+    fn refuse(&self, stream: TcpStream) {
+        metrics::inc("http_connections_refused_total", &[("reason", "per_ip")]);
+        match self.refusals.clone().try_acquire_owned() {
+            Ok(permit) => {
+                tokio::spawn(async move {
+                    refuse(stream).await;
+                    drop(permit);
+                });
+            }
+            // Too many being answered already: close this one at once.
+            Err(_) => drop(stream),
+        }
+    }
+}
+
+/// The answer to a connection over `http.max_connections_per_ip`.
+fn too_many_from_ip() -> Vec<u8> {
+    let body = r#"{"error":{"code":"too_many_connections","message":"too many connections from your address; close one or try again later"}}"#;
+    format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Writes the 429, ends the server's side, then reads and drops what the
+/// client sends (its request) until it closes, at most [`LINGER`] in all:
+/// closing with its request unread would reset the connection and could
+/// lose the answer.
+async fn refuse(mut stream: TcpStream) {
+    let _ = tokio::time::timeout(LINGER, async {
+        stream.write_all(&too_many_from_ip()).await?;
+        stream.shutdown().await?;
+        let mut scratch = [0u8; 4096];
+        while stream.read(&mut scratch).await? > 0 {}
+        Ok::<(), io::Error>(())
+    })
+    .await;
 }
 
 /// A connection holding its slot until it is dropped.
@@ -85,7 +151,14 @@ pub struct LimitedStream {
     headers: HeaderClock,
     /// Set once the server started closing: the end of the lingering.
     linger: Option<Pin<Box<Sleep>>>,
+    /// A read left pending while a request was in progress, when no clock
+    /// runs: the response arms the head clock again, and that read must be
+    /// polled again to wait on it — else a kept-alive connection whose
+    /// server had read ahead while answering would never be cut for
+    /// idleness.
+    read_waker: Option<Waker>,
     _slot: OwnedSemaphorePermit,
+    _per_ip: Option<ConnectionSlot>,
 }
 
 /// Watches the byte stream for the end of a request head (`CRLF CRLF`) and
@@ -176,6 +249,20 @@ impl axum::serve::Listener for LimitedListener {
             };
             match self.inner.accept().await {
                 Ok((stream, addr)) => {
+                    let per_ip = match &self.per_ip {
+                        None => None,
+                        Some(cap) => match cap.acquire(addr.ip()) {
+                            Some(held) => Some(held),
+                            None => {
+                                // The global slot goes back at once: others
+                                // are served while this one is answered.
+                                drop(slot);
+                                tracing::debug!(peer = %addr, "refused: too many connections from the address");
+                                self.refuse(stream);
+                                continue;
+                            }
+                        },
+                    };
                     let _ = stream.set_nodelay(true);
                     return (
                         LimitedStream {
@@ -184,7 +271,9 @@ impl axum::serve::Listener for LimitedListener {
                             deadline: Box::pin(tokio::time::sleep(self.idle)),
                             headers: HeaderClock::new(self.idle),
                             linger: None,
+                            read_waker: None,
                             _slot: slot,
+                            _per_ip: per_ip,
                         },
                         addr,
                     );
@@ -209,6 +298,21 @@ impl LimitedStream {
     fn touch(&mut self) {
         let next = Instant::now() + self.idle;
         self.deadline.as_mut().reset(next);
+    }
+
+    /// The server wrote `first` (the start of what it wrote): traffic, and
+    /// maybe a response that arms the head clock for the next request.
+    fn wrote(&mut self, first: &[u8]) {
+        self.touch();
+        let idle = self.idle;
+        let was_armed = self.headers.armed;
+        self.headers.wrote(first, idle);
+        if !was_armed
+            && self.headers.armed
+            && let Some(waker) = self.read_waker.take()
+        {
+            waker.wake();
+        }
     }
 }
 
@@ -245,6 +349,7 @@ impl AsyncRead for LimitedStream {
                 } else {
                     // A request is in progress (head read, no response
                     // yet): `http.request_timeout` bounds it, not idleness.
+                    self.read_waker = Some(cx.waker().clone());
                     return Poll::Pending;
                 }
                 match self.deadline.as_mut().poll(cx) {
@@ -269,9 +374,7 @@ impl AsyncWrite for LimitedStream {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch();
-            let idle = self.idle;
-            self.headers.wrote(&buf[..n], idle);
+            self.wrote(&buf[..n]);
         }
         r
     }
@@ -324,13 +427,11 @@ impl AsyncWrite for LimitedStream {
         if let Poll::Ready(Ok(n)) = r
             && n > 0
         {
-            self.touch();
             let first = bufs
                 .iter()
                 .find(|b| !b.is_empty())
                 .map_or(&[][..], |b| &b[..]);
-            let idle = self.idle;
-            self.headers.wrote(first, idle);
+            self.wrote(first);
         }
         r
     }

@@ -1,7 +1,8 @@
-//! HTTP side of the gateway (axum): the JSON API of SPEC §7, health and
-//! metrics, and the vendor portal of SPEC §8. Handlers live in `handlers`,
-//! JSON shapes in `views`, the error type in `error`, extractors (bearer
-//! auth, JSON bodies) in `extract`, the portal's HTML pages in `portal`.
+//! HTTP side of the gateway (axum): the JSON API of SPEC §7, health, and
+//! the vendor portal of SPEC §8. Handlers live in `handlers`, JSON shapes
+//! in `views`, the error type in `error`, extractors (bearer auth, JSON
+//! bodies) in `extract`, the portal's HTML pages in `portal`; `/metrics`
+//! is served apart, on `http.metrics_listen` (`scrape`).
 
 pub mod admin;
 pub mod error;
@@ -9,6 +10,7 @@ pub mod extract;
 pub mod handlers;
 pub mod listener;
 pub mod portal;
+pub mod scrape;
 pub mod views;
 
 use std::sync::Arc;
@@ -48,7 +50,6 @@ pub struct ApiState {
 /// pages (`/p/…`, see [`portal`]) are for browsers, not part of the API.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
-    ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
     ("PUT", "/api/parents/{external_id}"),
     ("GET", "/api/parents/{external_id}"),
@@ -109,7 +110,6 @@ pub fn router(state: ApiState) -> Router {
     let limit = state.config.http.max_body_bytes;
     Router::new()
         .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics_text))
         .route("/api/openapi.json", get(openapi))
         .route(
             "/api/parents/{external_id}",
@@ -260,51 +260,4 @@ async fn observe(req: Request, next: Next) -> Response {
 
 async fn healthz() -> impl IntoResponse {
     axum::Json(json!({"status": "ok"}))
-}
-
-async fn metrics_text(
-    axum::extract::State(st): axum::extract::State<ApiState>,
-) -> impl IntoResponse {
-    // Queue depths and message counts are read at scrape time (indexed counts).
-    let depths = st
-        .store
-        .read(|c| {
-            let count = |sql: &str| -> crate::store::Result<i64> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
-            Ok([
-                count("SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'")?,
-                count("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'deferred', 'sending')")?,
-                count("SELECT COUNT(*) FROM webhook_deliveries WHERE state IN ('queued', 'deferred', 'sending')")?,
-                count("SELECT COUNT(*) FROM messages WHERE direction = 'in'")?,
-                count("SELECT COUNT(*) FROM messages WHERE direction = 'out'")?,
-                count("SELECT COUNT(*) FROM outbox WHERE state IN ('failed', 'bounced')")?,
-            ])
-        })
-        .await;
-    st.limits.publish();
-    match depths {
-        Ok([inbound, outbox, hooks, msg_in, msg_out, failures]) => {
-            metrics::describe(
-                "inbound_queue_depth",
-                "Accepted messages waiting for ingest",
-            );
-            metrics::describe("outbox_queue_depth", "Outbound deliveries not yet final");
-            metrics::describe("webhook_queue_depth", "Webhook deliveries not yet final");
-            metrics::describe("messages_stored", "Messages stored, by direction");
-            metrics::describe("delivery_failures", "Outbound deliveries failed or bounced");
-            metrics::gauge_set("inbound_queue_depth", &[], inbound);
-            metrics::gauge_set("outbox_queue_depth", &[], outbox);
-            metrics::gauge_set("webhook_queue_depth", &[], hooks);
-            metrics::gauge_set("messages_stored", &[("direction", "in")], msg_in);
-            metrics::gauge_set("messages_stored", &[("direction", "out")], msg_out);
-            metrics::gauge_set("delivery_failures", &[], failures);
-        }
-        Err(e) => tracing::warn!(error = %e, "metrics: cannot read queue depths"),
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        crate::metrics::render(),
-    )
 }

@@ -430,12 +430,23 @@ async fn thread(
     } else {
         None
     };
+    // Blocked meanwhile by a concurrent request from the address: refused
+    // like any request while blocked, found or not (see `limits`).
     match found {
-        Some(t) => Ok(t),
+        Some(t) => match ip.map(|ip| limiter.check(ip)) {
+            Some(Err(wait)) => Err(PortalError::Throttled {
+                retry_after: wait.secs(),
+            }),
+            _ => Ok(t),
+        },
         None => {
             crate::metrics::inc("auth_failures_total", &[("service", "portal")]);
-            if let Some(ip) = ip {
-                limiter.failure(ip);
+            if let Some(ip) = ip
+                && let Err(wait) = limiter.failure(ip)
+            {
+                return Err(PortalError::Throttled {
+                    retry_after: wait.secs(),
+                });
             }
             Err(PortalError::NotFound)
         }

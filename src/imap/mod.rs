@@ -3,13 +3,14 @@
 //! `mime` and `thread` are pure (bytes in, imap-types values out, no I/O): the message-structure
 //! layer the server calls for ENVELOPE, BODY/BODYSTRUCTURE, BODY[section] and THREAD.
 //!
-//! The server: a tokio accept loop with a connection limit and implicit TLS
-//! when a certificate is configured (`mod.rs`); the I/O driver around
-//! imap-next's protocol state machine (`conn`); the session state machine
-//! and its commands (`session`); the selected mailbox's in-memory sequence
-//! map kept current from the store's change records (`selected`); FETCH
-//! and STORE (`fetch`), SEARCH (`search`), mailbox names and LIST patterns
-//! (`names`). Everything is read through `store::view`.
+//! The server: a tokio accept loop with connection limits (server-wide and
+//! per address) and implicit TLS when a certificate is configured
+//! (`mod.rs`); the I/O driver around imap-next's protocol state machine
+//! (`conn`); the session state machine and its commands (`session`); the
+//! selected mailbox's in-memory sequence map kept current from the store's
+//! change records (`selected`); FETCH and STORE (`fetch`), SEARCH
+//! (`search`), mailbox names and LIST patterns (`names`). Everything is
+//! read through `store::view`.
 
 pub mod mime;
 pub mod thread;
@@ -137,18 +138,28 @@ impl Server {
         shutdown: &Shutdown,
         sessions: &mut JoinSet<()>,
     ) {
+        // One address over its own cap is told so first: the server-wide
+        // cap must stay reachable for everyone else.
+        let Some(per_ip) = self.shared.limits.imap_connections.acquire(peer.ip()) else {
+            metrics::inc("imap_connections_refused_total", &[("reason", "per_ip")]);
+            tracing::debug!(peer = %peer, "refused: too many connections from the address");
+            let tls = self.shared.tls.clone();
+            tokio::spawn(refuse(stream, tls, TOO_MANY_FROM_IP));
+            return;
+        };
         if self.shared.active.load(Ordering::SeqCst) >= self.shared.config.imap.max_connections {
             metrics::inc(
                 "imap_connections_refused_total",
                 &[("reason", "max_connections")],
             );
             let tls = self.shared.tls.clone();
-            tokio::spawn(refuse(stream, tls));
+            tokio::spawn(refuse(stream, tls, TOO_MANY));
             return;
         }
         self.shared.active.fetch_add(1, Ordering::SeqCst);
         let guard = ConnGuard {
             shared: self.shared.clone(),
+            _per_ip: per_ip,
         };
         let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
         let span = tracing::info_span!("imap", session = id, peer = %peer);
@@ -167,9 +178,10 @@ impl Server {
     }
 }
 
-/// Releases a connection's slot when its session ends, however it ends.
+/// Releases a connection's slots when its session ends, however it ends.
 struct ConnGuard {
     shared: Arc<Shared>,
+    _per_ip: crate::limits::ConnectionSlot,
 }
 
 impl Drop for ConnGuard {
@@ -179,19 +191,21 @@ impl Drop for ConnGuard {
 }
 
 const TOO_MANY: &[u8] = b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n";
+const TOO_MANY_FROM_IP: &[u8] =
+    b"* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n";
 
-/// Tells a connection over the limit why it is closed (over TLS when the
+/// Tells a connection over a limit why it is closed (over TLS when the
 /// listener is TLS, or the client would only see a failed handshake).
-async fn refuse(mut stream: TcpStream, tls: Option<TlsAcceptor>) {
+async fn refuse(mut stream: TcpStream, tls: Option<TlsAcceptor>, bye: &'static [u8]) {
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         match tls {
             None => {
-                stream.write_all(TOO_MANY).await?;
+                stream.write_all(bye).await?;
                 stream.shutdown().await
             }
             Some(acceptor) => {
                 let mut s = acceptor.accept(stream).await?;
-                s.write_all(TOO_MANY).await?;
+                s.write_all(bye).await?;
                 s.shutdown().await
             }
         }
@@ -240,6 +254,10 @@ fn describe_metrics() {
     );
     metrics::describe("imap_commands_total", "IMAP commands received, by command");
     metrics::describe("imap_logins_total", "IMAP logins, by result");
+    metrics::describe(
+        "imap_sessions_cut_total",
+        "IMAP sessions closed by a limit, by reason",
+    );
     metrics::describe(
         "imap_tls_handshakes_total",
         "IMAP TLS handshakes, by result",

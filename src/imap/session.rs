@@ -200,6 +200,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         // are spread: a client trickling a byte at a time (slowloris) is
         // logged out like an idle one.
         let mut deadline: Option<tokio::time::Instant> = None;
+        // imap.preauth_max_time bounds the whole unauthenticated phase: a
+        // client that keeps sending NOOPs without logging in holds its
+        // connection slot no longer than this.
+        let preauth_end = tokio::time::Instant::now() + self.shared.config.imap.preauth_max_time;
         loop {
             while let Some(input) = self.conn.take_input() {
                 deadline = None;
@@ -214,14 +218,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 self.bye(None, "Server shutting down").await;
                 return Ok(());
             }
+            // Checked here, not only as a read deadline: a client sending
+            // without pause would always have input ready.
+            let preauth = self.user.is_none();
+            if preauth && tokio::time::Instant::now() >= preauth_end {
+                self.preauth_expired().await;
+                return Ok(());
+            }
             let limit = self.wait_limit();
-            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+            let mut until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+            if preauth {
+                until = until.min(preauth_end);
+            }
             tokio::select! {
                 _ = self.shutdown.wait() => {
                     self.bye(None, "Server shutting down").await;
                     return Ok(());
                 }
                 read = tokio::time::timeout_at(until, self.conn.read_more()) => match read {
+                    Err(_) if preauth && tokio::time::Instant::now() >= preauth_end => {
+                        self.preauth_expired().await;
+                        return Ok(());
+                    }
                     Err(_) => {
                         self.bye(None, "Autologout; idle for too long").await;
                         return Ok(());
@@ -232,6 +250,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 }
             }
         }
+    }
+
+    async fn preauth_expired(&mut self) {
+        metrics::inc("imap_sessions_cut_total", &[("reason", "preauth_max_time")]);
+        tracing::info!(peer = %self.peer, "not logged in within imap.preauth_max_time");
+        self.bye(None, "Autologout; not logged in in time").await;
     }
 
     async fn handle(&mut self, input: Input) -> std::io::Result<Flow> {
@@ -351,15 +375,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             .read(move |c| crate::store::users::by_token(c, &token))
             .await
             .map_err(LoginError::Store)?;
+        // Blocked meanwhile by a concurrent attempt from the address: this
+        // one is refused too, right or wrong (see `limits`).
         match user {
-            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => {
-                limiter.success(ip);
-                Ok(u)
-            }
-            _ => {
-                limiter.failure(ip);
-                Err(LoginError::Invalid)
-            }
+            Some(u) if u.email.eq_ignore_ascii_case(email.trim()) => match limiter.success(ip) {
+                Ok(()) => Ok(u),
+                Err(wait) => Err(LoginError::Throttled(wait.secs())),
+            },
+            _ => match limiter.failure(ip) {
+                Ok(_) => Err(LoginError::Invalid),
+                Err(wait) => Err(LoginError::Throttled(wait.secs())),
+            },
         }
     }
 

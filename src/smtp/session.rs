@@ -581,6 +581,12 @@ impl<'a> Session<'a> {
             self.shared.known_tokens.insert(t);
         }
         match verdict {
+            // Blocked while the lookup ran (by another session from the
+            // address): no answer about this recipient, right or wrong.
+            Ok(_) if self.shared.limits.smtp_rcpt.check(self.peer.ip()).is_err() => {
+                self.cut = true;
+                metrics::inc("smtp_sessions_cut_total", &[("reason", "blocked")]);
+            }
             Ok(RcptVerdict::Accept) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "accepted")]);
                 let mut notes = Vec::new();
@@ -607,8 +613,9 @@ impl<'a> Session<'a> {
             Ok(RcptVerdict::UnknownUser) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "unknown_user")]);
                 tracing::info!(rcpt = %address, "unknown recipient");
-                self.rcpt_failed().await;
-                self.say(reply::no_such_user());
+                if self.rcpt_failed().await {
+                    self.say(reply::no_such_user());
+                }
             }
             Ok(RcptVerdict::OverQuota) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "over_quota")]);
@@ -618,8 +625,9 @@ impl<'a> Session<'a> {
             Ok(RcptVerdict::RelayDenied) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
                 tracing::info!(rcpt = %address, "relaying denied");
-                self.rcpt_failed().await;
-                self.say(reply::relay_denied());
+                if self.rcpt_failed().await {
+                    self.say(reply::relay_denied());
+                }
             }
             Err(e) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "lookup_failed")]);
@@ -643,8 +651,9 @@ impl<'a> Session<'a> {
         }
         metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
         tracing::info!(?trick, "relaying denied: routing syntax in the recipient");
-        self.rcpt_failed().await;
-        self.say(reply::relay_denied());
+        if self.rcpt_failed().await {
+            self.say(reply::relay_denied());
+        }
     }
 
     /// Counts a failed recipient against the client's address (token
@@ -652,9 +661,20 @@ impl<'a> Session<'a> {
     /// each further failure is answered more slowly (the n-th past it after
     /// n × `smtp.tarpit_delay`); reaching `smtp.max_rcpt_failures` cuts the
     /// session after this reply and blocks the address for `smtp.block_time`.
-    async fn rcpt_failed(&mut self) {
+    /// `false` when the address was blocked meanwhile by another session:
+    /// then the failure is not answered (only the `421` of the cut), so
+    /// however many sessions guess at once, no more than
+    /// `smtp.max_rcpt_failures` failures are ever answered.
+    async fn rcpt_failed(&mut self) -> bool {
         let cfg = &self.shared.config.smtp;
-        let failure = self.shared.limits.smtp_rcpt.failure(self.peer.ip());
+        let failure = match self.shared.limits.smtp_rcpt.failure(self.peer.ip()) {
+            Ok(f) => f,
+            Err(_) => {
+                metrics::inc("smtp_sessions_cut_total", &[("reason", "blocked")]);
+                self.cut = true;
+                return false;
+            }
+        };
         if failure.blocked.is_some() {
             metrics::inc("smtp_sessions_cut_total", &[("reason", "rcpt_failures")]);
             tracing::warn!(
@@ -663,7 +683,7 @@ impl<'a> Session<'a> {
                 "too many failed recipients: cutting the session and blocking the address"
             );
             self.cut = true;
-            return;
+            return true;
         }
         let delay = tarpit(
             failure.count,
@@ -671,7 +691,7 @@ impl<'a> Session<'a> {
             cfg.tarpit_delay,
         );
         if delay.is_zero() {
-            return;
+            return true;
         }
         metrics::observe("smtp_tarpit_seconds", &[], delay.as_secs_f64());
         tracing::debug!(
@@ -684,6 +704,7 @@ impl<'a> Session<'a> {
             _ = shutdown.wait() => {}
             _ = tokio::time::sleep(delay) => {}
         }
+        true
     }
 
     async fn receive_data<S: AsyncRead + AsyncWrite + Unpin>(

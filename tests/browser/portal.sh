@@ -65,6 +65,7 @@ listen = "127.0.0.1:0"
 [http]
 listen = "127.0.0.1:0"
 public_url = "http://127.0.0.1:8080"
+metrics_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
 [outbound]

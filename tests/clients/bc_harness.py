@@ -158,23 +158,27 @@ def stub_dns():
     return _DNS
 
 
-_INGEST_KEY = None
+_KNOWN_KEYS = {}
 
 
-def ingest_key_supported(binary):
-    """Whether this build knows `[ingest] authenticate` (turned off if so)."""
-    global _INGEST_KEY
-    if _INGEST_KEY is None:
+def key_supported(binary, section):
+    """Whether this build accepts the TOML `section` (e.g. `[ingest]\nauthenticate = false`)."""
+    if section not in _KNOWN_KEYS:
         d = tempfile.mkdtemp(prefix="bc-probe-")
         try:
             path = os.path.join(d, "c.toml")
             with open(path, "w") as f:
-                f.write(f'domain = "{DOMAIN}"\ndata_dir = "{d}/data"\n[ingest]\nauthenticate = false\n')
+                f.write(f'domain = "{DOMAIN}"\ndata_dir = "{d}/data"\n{section}\n')
             r = subprocess.run([binary, "--config", path, "config"], capture_output=True, timeout=30)
-            _INGEST_KEY = r.returncode == 0
+            _KNOWN_KEYS[section] = r.returncode == 0
         finally:
             shutil.rmtree(d, ignore_errors=True)
-    return _INGEST_KEY
+    return _KNOWN_KEYS[section]
+
+
+def ingest_key_supported(binary):
+    """Whether this build knows `[ingest] authenticate` (turned off if so)."""
+    return key_supported(binary, "[ingest]\nauthenticate = false")
 
 
 def toml_value(v):
@@ -208,6 +212,10 @@ class Server:
         ]
         lines += [f"{k} = {toml_value(v)}" for k, v in smtp_cfg.items()]
         lines += ["[http]", 'listen = "127.0.0.1:0"']
+        # Never the fixed default metrics port: runs side by side would clash
+        # (the bound address is in the ready file as "metrics").
+        if key_supported(self.binary, '[http]\nmetrics_listen = "127.0.0.1:0"'):
+            lines += ['metrics_listen = "127.0.0.1:0"']
         lines += ["[imap]", 'listen = "127.0.0.1:0"']  # not the fixed default port
         lines += ["[dns]", f'nameservers = ["127.0.0.1:{dns.port}"]', 'timeout = "1s"']
         if ingest_key_supported(self.binary):

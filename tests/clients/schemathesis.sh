@@ -30,6 +30,7 @@ data_dir = "$tmp/data"
 listen = "127.0.0.1:0"
 [http]
 listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
 [dns]

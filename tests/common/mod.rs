@@ -47,6 +47,9 @@ pub struct TestServer {
     pub smtp: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
     pub imap: std::net::SocketAddr,
+    /// The metrics listener (`GET /metrics`); on `127.0.0.1:0` unless a
+    /// test sets `http.metrics_listen` itself.
+    pub metrics: Option<std::net::SocketAddr>,
     pub store: Store,
     pub conversations: backchannel::conversations::Conversations,
 }
@@ -92,6 +95,23 @@ impl TestServer {
         .await
     }
 
+    /// With extra keys for the `[smtp]`, `[http]` and `[imap]` sections.
+    pub async fn start_with_all(
+        smtp_extra: &str,
+        http_extra: &str,
+        imap_extra: &str,
+        rest: &str,
+    ) -> TestServer {
+        Self::start_all(
+            tempfile::tempdir().expect("tempdir"),
+            smtp_extra,
+            http_extra,
+            imap_extra,
+            rest,
+        )
+        .await
+    }
+
     async fn start_full(
         dir: tempfile::TempDir,
         smtp_extra: &str,
@@ -121,8 +141,14 @@ impl TestServer {
             );
             (Some(fake), section)
         };
+        // Never the default port 9090: tests run in parallel.
+        let metrics = if http_extra.contains("metrics_listen") {
+            ""
+        } else {
+            "metrics_listen = \"127.0.0.1:0\"\n"
+        };
         let text = format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{dns}{rest}\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{metrics}{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{dns}{rest}\n",
             dir.path().join("data").display()
         );
         let config = Config::from_toml_str(&text, Vec::new()).expect("config");
@@ -133,11 +159,23 @@ impl TestServer {
             smtp: running.addrs.smtp,
             http: running.addrs.http,
             imap: running.addrs.imap,
+            metrics: running.addrs.metrics,
             conversations: running.conversations.clone(),
             running: Some(running),
             dir,
             store,
         }
+    }
+
+    /// `GET /metrics` on the metrics listener: the Prometheus text.
+    pub async fn metrics_text(&self) -> String {
+        let addr = self.metrics.expect("the metrics listener is on");
+        reqwest::get(format!("http://{addr}/metrics"))
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
     }
 
     pub fn db_path(&self) -> PathBuf {

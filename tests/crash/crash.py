@@ -304,6 +304,8 @@ class Gateway:
                         'shutdown_grace = "5s"',
                         "[http]",
                         'listen = "127.0.0.1:0"',
+                        # Not the fixed default port (9090): runs must not clash.
+                        'metrics_listen = "127.0.0.1:0"',
                         "[imap]",
                         'listen = "127.0.0.1:0"',
                         "[outbound]",
