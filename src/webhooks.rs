@@ -478,6 +478,7 @@ mod tests {
             max_age: Duration::from_secs(24 * 3600),
             concurrency: 8,
             per_endpoint: 2,
+            allow_destinations: Default::default(),
         }
     }
 
