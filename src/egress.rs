@@ -277,6 +277,34 @@ impl AllowList {
     }
 }
 
+/// Most characters of a remote server's own words kept in a delivery log.
+pub const REMOTE_TEXT_MAX: usize = 200;
+
+/// What of a text a remote server chose (an SMTP reply line, an error
+/// naming its certificate) may be kept in a delivery log: control and
+/// invisible format characters become spaces, at most
+/// [`REMOTE_TEXT_MAX`] characters, trimmed.
+pub fn remote_text(text: &str) -> String {
+    let kept: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() || is_format_char(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(REMOTE_TEXT_MAX)
+        .collect();
+    kept.trim().to_string()
+}
+
+/// Bidirectional overrides and other invisible format characters, which
+/// would make a log line read differently from what it holds.
+fn is_format_char(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +504,19 @@ mod tests {
         assert_eq!(none.check_resolved("empty.example", &[]), Ok(vec![]));
         assert!(none.is_empty());
         assert!(!a.is_empty());
+    }
+
+    #[test]
+    fn remote_text_is_one_bounded_printable_line() {
+        assert_eq!(
+            remote_text("  550 5.1.1 no\r\nsuch user\u{0} "),
+            "550 5.1.1 no  such user"
+        );
+        assert_eq!(remote_text("a\u{202e}b\u{1b}[31mc"), "a b [31mc");
+        assert_eq!(
+            remote_text(&"é".repeat(1000)).chars().count(),
+            REMOTE_TEXT_MAX
+        );
     }
 
     #[test]

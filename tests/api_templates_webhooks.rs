@@ -167,7 +167,8 @@ async fn webhooks_registered_through_the_api_receive_signed_events() {
     let addr = receiver(got.clone()).await;
     let mut s = TestServer::start_with(
         "",
-        "[ingest]\nauthenticate = false\n[webhooks]\nretry_schedule = [\"1s\"]\n",
+        // The receiver is on loopback, which endpoints reach only when allowed.
+        "[ingest]\nauthenticate = false\n[webhooks]\nretry_schedule = [\"1s\"]\nallow_destinations = [\"127.0.0.0/8\"]\n",
     )
     .await;
     let admin = user(&s, "ada@acme.com", "Ada Admin", Role::Admin).await;
