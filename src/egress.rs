@@ -282,13 +282,14 @@ pub const REMOTE_TEXT_MAX: usize = 200;
 
 /// What of a text a remote server chose (an SMTP reply line, an error
 /// naming its certificate) may be kept in a delivery log: control and
-/// invisible format characters become spaces, at most
+/// invisible format characters (bidi overrides, which would make the line
+/// read differently from what it holds) become spaces, at most
 /// [`REMOTE_TEXT_MAX`] characters, trimmed.
 pub fn remote_text(text: &str) -> String {
     let kept: String = text
         .chars()
         .map(|c| {
-            if c.is_control() || is_format_char(c) {
+            if c.is_control() || crate::model::is_invisible_format(c) {
                 ' '
             } else {
                 c
@@ -297,12 +298,6 @@ pub fn remote_text(text: &str) -> String {
         .take(REMOTE_TEXT_MAX)
         .collect();
     kept.trim().to_string()
-}
-
-/// Bidirectional overrides and other invisible format characters, which
-/// would make a log line read differently from what it holds.
-fn is_format_char(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 #[cfg(test)]
