@@ -131,7 +131,8 @@ pub struct RawWebhooks {
     pub retry_schedule: Vec<String>,
     /// Age after which a delivery that keeps failing is given up.
     pub max_age: String,
-    /// Attempts in flight at once, over all endpoints.
+    /// Attempts in flight at once, over all endpoints; an endpoint with
+    /// nothing in flight may start one beyond it (`store::webhooks::select`).
     pub concurrency: u64,
     /// Attempts in flight at once to one endpoint.
     pub per_endpoint: u64,

@@ -7,10 +7,13 @@
 //! request carries `X-Backchannel-Delivery: <id>` so receivers can drop the
 //! duplicates this allows.
 //!
-//! Attempts run concurrently, at most `webhooks.concurrency` at once and
-//! `webhooks.per_endpoint` to one endpoint, each bounded by
-//! `webhooks.timeout`: an endpoint that hangs or fails holds only its own
-//! slots and never delays the others.
+//! Attempts run concurrently, at most `webhooks.per_endpoint` to one
+//! endpoint and `webhooks.concurrency` in all, each bounded by
+//! `webhooks.timeout`. An endpoint with nothing in flight may always start
+//! one attempt, even when hanging endpoints hold every slot, and a free
+//! slot goes to the endpoint with the fewest attempts running
+//! ([`webhooks::select`]): an endpoint that hangs or fails holds only its
+//! own slots and never delays the others.
 //!
 //! The HTTP client is reqwest (over hyper) rather than hyper directly: it
 //! brings connection pooling, rustls with web PKI roots for `https://`, and
@@ -400,7 +403,6 @@ impl Worker {
         if !self.recover(&shutdown).await {
             return Ok(());
         }
-        let limits = &self.config.webhooks;
         let mut in_flight: JoinSet<()> = JoinSet::new();
         // Task → endpoint, to count the slots each endpoint holds.
         let mut endpoints: HashMap<tokio::task::Id, i64> = HashMap::new();
@@ -418,11 +420,10 @@ impl Worker {
                     metrics::gauge_set("webhook_queue_depth", &[], depth);
                     let now = now_ms();
                     match next_due {
-                        Some(due) if due <= now && in_flight.len() < limits.concurrency => {
-                            match self
-                                .claim(limits.concurrency - in_flight.len(), &endpoints)
-                                .await
-                            {
+                        // Even with every slot taken: an endpoint with
+                        // nothing in flight may still start one.
+                        Some(due) if due <= now => {
+                            match self.claim(&endpoints).await {
                                 Ok(batch) if !batch.is_empty() => {
                                     for d in batch {
                                         let hook = d.webhook_id;
@@ -504,16 +505,16 @@ impl Worker {
 
     async fn claim(
         &self,
-        limit: usize,
         endpoints: &HashMap<tokio::task::Id, i64>,
     ) -> crate::store::Result<Vec<Claimed>> {
         let mut busy: HashMap<i64, usize> = HashMap::new();
         for hook in endpoints.values() {
             *busy.entry(*hook).or_default() += 1;
         }
-        let per_endpoint = self.config.webhooks.per_endpoint;
+        let limits = &self.config.webhooks;
+        let (concurrency, per_endpoint) = (limits.concurrency, limits.per_endpoint);
         self.store
-            .write(move |c| webhooks::claim_due(c, now_ms(), limit, per_endpoint, &busy))
+            .write(move |c| webhooks::claim_due(c, now_ms(), concurrency, per_endpoint, &busy))
             .await
     }
 }

@@ -539,6 +539,129 @@ async fn a_hanging_endpoint_times_out_and_is_retried_without_blocking_others() {
     s.shutdown().await;
 }
 
+/// An endpoint that accepts connections and never answers: it holds every
+/// socket open, unread, until dropped.
+struct Silent {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Silent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind silent endpoint");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_endpoints_holding_every_slot_never_starve_a_healthy_one() {
+    // Two endpoints that accept and never answer, with a timeout far past
+    // the test's deadline: they take all four slots (two each) before the
+    // healthy endpoint has anything to send. Its deliveries must still go
+    // out while the others hang, not after they time out.
+    let mut s = server(
+        "[webhooks]\ntimeout = \"60s\"\nretry_schedule = [\"1h\"]\nconcurrency = 4\nper_endpoint = 2\n",
+    )
+    .await;
+    let (a, b) = (Silent::start().await, Silent::start().await);
+    let healthy = Receiver::start().await;
+    let a_hook = add_hook(
+        &s.store,
+        &format!("http://{}/a", a.addr),
+        "a",
+        &["side_conversation.started"],
+    )
+    .await;
+    let b_hook = add_hook(
+        &s.store,
+        &format!("http://{}/b", b.addr),
+        "b",
+        &["side_conversation.closed"],
+    )
+    .await;
+    let h_hook = add_hook(&s.store, &healthy.url(), "h", &["message.received"]).await;
+    s.store
+        .write(|c| {
+            for i in 0..5 {
+                events::enqueue(c, "side_conversation.started", json!({ "n": i }))?;
+                events::enqueue(c, "side_conversation.closed", json!({ "n": i }))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("enqueue");
+    wait_for("both hanging endpoints holding two attempts", || async {
+        (a.accepted() == 2 && b.accepted() == 2).then_some(())
+    })
+    .await;
+
+    s.store
+        .write(|c| {
+            for i in 0..5 {
+                events::enqueue(c, "message.received", json!({ "n": i }))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("enqueue");
+    healthy.wait_requests(5).await;
+    wait_log(&s.store, h_hook.id, 5, "healthy delivered", |d| {
+        d.state == DeliveryState::Delivered && d.attempts == 1
+    })
+    .await;
+
+    // Meanwhile the hanging endpoints are still in their first attempts,
+    // never more than two at once each, the rest waiting.
+    for (silent, hook) in [(&a, a_hook.id), (&b, b_hook.id)] {
+        assert_eq!(silent.accepted(), 2, "per_endpoint holds");
+        let mut states: Vec<_> = log(&s.store, hook)
+            .await
+            .iter()
+            .map(|d| (d.state, d.attempts, d.last_error.clone()))
+            .collect();
+        states.sort_by_key(|(state, ..)| state.as_str());
+        assert_eq!(
+            states,
+            [
+                (DeliveryState::Queued, 0, None),
+                (DeliveryState::Queued, 0, None),
+                (DeliveryState::Queued, 0, None),
+                (DeliveryState::Sending, 1, None),
+                (DeliveryState::Sending, 1, None),
+            ],
+            "endpoint {hook}"
+        );
+    }
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_defers_with_the_error() {
     let mut s = server("[webhooks]\nretry_schedule = [\"1h\"]\n").await;
