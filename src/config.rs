@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::egress::AllowList;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
@@ -129,10 +131,14 @@ pub struct RawWebhooks {
     pub retry_schedule: Vec<String>,
     /// Age after which a delivery that keeps failing is given up.
     pub max_age: String,
-    /// Attempts in flight at once, over all endpoints.
+    /// Attempts in flight at once, over all endpoints; an endpoint with
+    /// nothing in flight may start one beyond it (`store::webhooks::select`).
     pub concurrency: u64,
     /// Attempts in flight at once to one endpoint.
     pub per_endpoint: u64,
+    /// Internal destinations (CIDRs or host names) endpoints may still
+    /// reach; everything loopback, private or link-local is refused.
+    pub allow_destinations: Vec<String>,
 }
 
 impl Default for RawWebhooks {
@@ -146,6 +152,7 @@ impl Default for RawWebhooks {
             max_age: "24h".into(),
             concurrency: 8,
             per_endpoint: 2,
+            allow_destinations: Vec::new(),
         }
     }
 }
@@ -305,6 +312,9 @@ pub struct RawOutbound {
     pub send_timeout: String,
     pub mx_port: u64,
     pub per_host_concurrency: u64,
+    /// Internal destinations (CIDRs or host names) mode `mx` may still
+    /// deliver to; everything loopback, private or link-local is refused.
+    pub allow_destinations: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -449,6 +459,7 @@ impl Default for RawOutbound {
             send_timeout: "2m".into(),
             mx_port: 25,
             per_host_concurrency: 4,
+            allow_destinations: Vec::new(),
         }
     }
 }
@@ -629,6 +640,8 @@ pub struct OutboundConfig {
     pub mx_port: u16,
     /// Concurrent sessions to one MX host.
     pub per_host_concurrency: usize,
+    /// Internal addresses or names mode `mx` may deliver to (SPEC §10).
+    pub allow_destinations: AllowList,
 }
 
 /// How the relay connection is secured.
@@ -791,6 +804,7 @@ impl fmt::Debug for OutboundConfig {
             .field("relay", &self.relay)
             .field("mx_port", &self.mx_port)
             .field("per_host_concurrency", &self.per_host_concurrency)
+            .field("allow_destinations", &self.allow_destinations)
             .finish()
     }
 }
@@ -803,6 +817,8 @@ pub struct WebhooksConfig {
     pub max_age: Duration,
     pub concurrency: usize,
     pub per_endpoint: usize,
+    /// Internal addresses or names endpoints may reach (SPEC §10).
+    pub allow_destinations: AllowList,
 }
 
 #[derive(Debug, Clone)]
@@ -1199,6 +1215,7 @@ impl Config {
                 o.per_host_concurrency,
                 1,
             )?,
+            allow_destinations: allow_list("outbound.allow_destinations", &o.allow_destinations)?,
         };
 
         let notifications = NotificationsConfig {
@@ -1245,6 +1262,7 @@ impl Config {
             max_age: nonzero_duration("webhooks.max_age", &w.max_age)?,
             concurrency: positive("webhooks.concurrency", w.concurrency, 1)?,
             per_endpoint: positive("webhooks.per_endpoint", w.per_endpoint, 1)?,
+            allow_destinations: allow_list("webhooks.allow_destinations", &w.allow_destinations)?,
         };
 
         let portal = PortalConfig {
@@ -1501,6 +1519,10 @@ fn count(key: &str, value: u64, min: u64) -> Result<u32, ConfigError> {
         return Err(invalid(key, format!("{value} is below the minimum {min}")));
     }
     u32::try_from(value).map_err(|_| invalid(key, "too large"))
+}
+
+fn allow_list(key: &str, entries: &[String]) -> Result<AllowList, ConfigError> {
+    AllowList::parse(entries).map_err(|m| invalid(key, m))
 }
 
 fn tls_files(section: &str, cert: &str, key: &str) -> Result<Option<TlsFiles>, ConfigError> {
@@ -1962,6 +1984,19 @@ mod tests {
                 "jmap.max_query_results",
             ),
             ("[jmap]\nbogus = 1\n", no_env(), "jmap.bogus"),
+            (
+                "[webhooks]\nallow_destinations = [\"10.0.0.0/33\"]\n",
+                no_env(),
+                "webhooks.allow_destinations",
+            ),
+            (
+                "",
+                vec![(
+                    "BACKCHANNEL_OUTBOUND_ALLOW_DESTINATIONS".into(),
+                    "127.0.0.0/8, not a host".into(),
+                )],
+                "outbound.allow_destinations",
+            ),
         ];
         for (text, env, key) in cases {
             let err = Config::from_toml_str(text, env.clone())
@@ -2158,6 +2193,41 @@ mod tests {
         assert!(printed.contains("max_calls_in_request = 2"), "{printed}");
         assert!(printed.contains("max_line_bytes = 8192"), "{printed}");
         assert!(printed.contains("preauth_max_time = \"30s\""), "{printed}");
+    }
+
+    #[test]
+    fn allow_destinations_default_empty_and_come_from_file_or_env() {
+        let c = Config::load(None, no_env()).expect("defaults load");
+        assert!(c.webhooks.allow_destinations.is_empty());
+        assert!(c.outbound.allow_destinations.is_empty());
+        let c = Config::from_toml_str(
+            "[webhooks]\nallow_destinations = [\"127.0.0.0/8\", \"hooks.corp.example\"]\n",
+            vec![(
+                "BACKCHANNEL_OUTBOUND_ALLOW_DESTINATIONS".into(),
+                "10.0.0.0/8, mx.corp.example".into(),
+            )],
+        )
+        .expect("loads");
+        let ip = |s: &str| s.parse().expect("ip");
+        assert!(c.webhooks.allow_destinations.allows_ip(ip("127.0.0.1")));
+        assert!(
+            c.webhooks
+                .allow_destinations
+                .allows_name("hooks.corp.example")
+        );
+        assert!(!c.webhooks.allow_destinations.allows_ip(ip("10.0.0.1")));
+        assert!(c.outbound.allow_destinations.allows_ip(ip("10.1.2.3")));
+        assert!(c.outbound.allow_destinations.allows_name("mx.corp.example"));
+        let printed = c.to_redacted_toml();
+        assert!(printed.contains("\"127.0.0.0/8\""), "{printed}");
+        assert!(printed.contains("\"mx.corp.example\""), "{printed}");
+        let again = Config::from_toml_str(&printed, no_env()).expect("round trip");
+        assert!(
+            again
+                .outbound
+                .allow_destinations
+                .allows_name("mx.corp.example")
+        );
     }
 
     #[test]

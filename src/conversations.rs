@@ -142,6 +142,16 @@ fn normalize_addresses(field: &str, list: &[String]) -> Result<Vec<String>, Serv
     let mut out: Vec<String> = Vec::new();
     for (i, a) in list.iter().enumerate() {
         let a = a.trim();
+        if MailAddr::parse(a).is_some_and(|m| m.is_address_literal()) {
+            return Err(invalid(
+                &format!("{field}[{i}]"),
+                format!(
+                    "`{}` names an IP address instead of a mail domain; \
+                     address literals are not accepted",
+                    clean_header(a)
+                ),
+            ));
+        }
         if !is_valid_email(a) {
             return Err(invalid(
                 &format!("{field}[{i}]"),

@@ -37,6 +37,8 @@
 //! templates.rs   side-conversation templates (macros) and their placeholders
 //! notifications.rs reply notifications to agents, batched, sent through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
+//! egress.rs      which addresses the gateway may connect to for a user (webhooks,
+//!                MX): internal-address classifier and allow-list, pure
 //! senders/       sender addresses: dkim.rs (key generation, one stored key per
 //!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
 //!                DNS trait, hickory implementation), spf.rs (RFC 7208
@@ -54,6 +56,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod conversations;
+pub mod egress;
 pub mod imap;
 pub mod ingest;
 pub mod jmap;

@@ -198,6 +198,20 @@ impl MailAddr {
         })
     }
 
+    /// The domain is an address literal (`[127.0.0.1]`, `[IPv6:::1]`) or
+    /// an IP address in any spelling (its top label all digits, which no
+    /// domain name has): not a mail domain (SPEC §3), and a way to make
+    /// the gateway connect wherever one likes.
+    pub fn is_address_literal(&self) -> bool {
+        self.domain.starts_with('[')
+            || self.domain.parse::<std::net::IpAddr>().is_ok()
+            || self
+                .domain
+                .rsplit('.')
+                .next()
+                .is_some_and(|top| !top.is_empty() && top.bytes().all(|b| b.is_ascii_digit()))
+    }
+
     /// The `<base>+<detail>` split of a plus-addressed local part.
     pub fn plus_parts(&self) -> Option<(&str, &str)> {
         self.local.split_once('+')
@@ -244,7 +258,7 @@ pub fn file_name(name: &str) -> String {
 
 /// Zero-width and bidirectional formatting characters (Unicode Cf ones
 /// that change how text around them displays).
-fn is_invisible_format(c: char) -> bool {
+pub fn is_invisible_format(c: char) -> bool {
     matches!(c,
         '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
         | '\u{2060}'..='\u{2069}' | '\u{feff}')
@@ -287,9 +301,11 @@ pub fn aligned(a: &str, b: &str) -> bool {
     !a.is_empty() && !b.is_empty() && organizational_domain(a) == organizational_domain(b)
 }
 
-/// Loose syntax check for addresses coming in through the API.
+/// Loose syntax check for addresses coming in through the API. An
+/// address literal (`bob@[127.0.0.1]`) is not one: mail goes to domains.
 pub fn is_valid_email(addr: &str) -> bool {
     match MailAddr::parse(addr) {
+        Some(a) if a.is_address_literal() => false,
         Some(a) => {
             a.domain == "localhost"
                 || (a.domain.contains('.')
@@ -327,6 +343,25 @@ mod tests {
             "",
         ] {
             assert!(!is_author_address(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn address_literals_are_not_valid_emails() {
+        let cases = [
+            ("bob@vendor.example", true),
+            ("bob@localhost", true),
+            ("bob@mail.3com.example", true),
+            ("bob@[127.0.0.1]", false),
+            ("bob@[IPv6:::1]", false),
+            ("bob@[10.0.0.1]", false),
+            ("bob@127.0.0.1", false),
+            ("bob@0177.0.0.1", false),
+            ("bob@169.254.169.254.", false),
+            ("bob@", false),
+        ];
+        for (addr, valid) in cases {
+            assert_eq!(is_valid_email(addr), valid, "{addr}");
         }
     }
 

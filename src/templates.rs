@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::model::{is_valid_email, now_ms, rfc3339};
+use crate::model::{MailAddr, is_valid_email, now_ms, rfc3339};
 use crate::store::{Result, StoreError};
 
 /// The placeholders a template may use.
@@ -131,6 +131,13 @@ pub fn validate(t: &NewTemplate) -> std::result::Result<(), Invalid> {
     }
     for (field, list) in [("to", &t.to), ("cc", &t.cc)] {
         for (i, a) in list.iter().enumerate() {
+            if MailAddr::parse(a.trim()).is_some_and(|m| m.is_address_literal()) {
+                return Err(bad(
+                    &format!("{field}[{i}]"),
+                    "names an IP address instead of a mail domain; address literals are not accepted"
+                        .into(),
+                ));
+            }
             if !is_valid_email(a.trim()) {
                 return Err(bad(
                     &format!("{field}[{i}]"),

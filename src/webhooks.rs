@@ -7,21 +7,39 @@
 //! request carries `X-Backchannel-Delivery: <id>` so receivers can drop the
 //! duplicates this allows.
 //!
-//! Attempts run concurrently, at most `webhooks.concurrency` at once and
-//! `webhooks.per_endpoint` to one endpoint, each bounded by
-//! `webhooks.timeout`: an endpoint that hangs or fails holds only its own
-//! slots and never delays the others.
+//! Attempts run concurrently, at most `webhooks.per_endpoint` to one
+//! endpoint and `webhooks.concurrency` in all, each bounded by
+//! `webhooks.timeout`. An endpoint with nothing in flight may always start
+//! one attempt, even when hanging endpoints hold every slot, and a free
+//! slot goes to the endpoint with the fewest attempts running
+//! ([`webhooks::select`]): an endpoint that hangs or fails holds only its
+//! own slots and never delays the others.
 //!
 //! The HTTP client is reqwest (over hyper) rather than hyper directly: it
 //! brings connection pooling, rustls with web PKI roots for `https://`, and
 //! a redirect policy, which hyper alone leaves to the caller.
+//!
+//! Endpoints never reach internal addresses (SPEC §10, [`crate::egress`])
+//! unless `webhooks.allow_destinations` lists them: an address literal is
+//! checked before the request is made (reqwest connects to one without
+//! resolving it), a name is resolved by [`GuardedResolver`], which hands
+//! reqwest only the permitted addresses, so the check holds for the address
+//! actually connected to, at every attempt (DNS rebinding). Redirects are
+//! not followed and no proxy is used, so nothing bypasses that resolver.
+//! The delivery log keeps the status line of a failed answer, never its
+//! body: an endpoint's answer is not ours to show.
 
 use std::collections::HashMap;
 use std::error::Error as _;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use hmac::{Hmac, Mac};
+use mail_auth::hickory_resolver::TokioResolver;
+use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
+use mail_auth::hickory_resolver::proto::rr::Name;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -29,6 +47,7 @@ use tokio::task::JoinSet;
 
 use crate::app::Shutdown;
 use crate::config::{Config, WebhooksConfig};
+use crate::egress::{AllowList, Refusal, remote_text};
 use crate::metrics;
 use crate::model::now_ms;
 use crate::store::Store;
@@ -43,8 +62,8 @@ pub const DELIVERY_HEADER: &str = "X-Backchannel-Delivery";
 /// Longest the worker sleeps without looking at the queue: events are
 /// queued by other writers that do not wake it.
 const POLL: Duration = Duration::from_secs(1);
-/// How much of a failed response's body is kept in `last_error`.
-const ERROR_BODY_CHARS: usize = 200;
+/// Responses kept by the endpoint resolver's cache.
+const DNS_CACHE_SIZE: u64 = 256;
 
 /// `sha256=<lowercase hex HMAC-SHA256 of body under secret>`.
 pub fn signature(secret: &[u8], body: &[u8]) -> String {
@@ -65,29 +84,31 @@ pub enum Outcome {
     /// Worth trying again: any other answer, refused connection, timeout.
     Temporary { status: Option<u16>, error: String },
     /// Can never work as stored (a URL that is not http(s), a header value
-    /// that cannot be sent).
+    /// that cannot be sent, an internal destination).
     Permanent { error: String },
 }
 
-/// Classifies an HTTP answer: only 2xx is delivered. Redirects are not
-/// followed (the endpoint must be configured with its final URL), so a 3xx
-/// is a failure like any other.
-pub fn classify_status(status: u16, body: &str) -> Outcome {
+/// Classifies an HTTP answer by its status alone: only 2xx is delivered.
+/// Redirects are not followed (the endpoint must be configured with its
+/// final URL), so a 3xx is a failure like any other. The error is the
+/// status line with the standard reason phrase, never the endpoint's body
+/// or its own phrase (an internal service's answer must not be readable
+/// in the delivery log).
+pub fn classify_status(status: u16) -> Outcome {
     if (200..300).contains(&status) {
         return Outcome::Success(status);
     }
-    let body: String = body
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(ERROR_BODY_CHARS)
-        .collect();
-    let body = body.trim();
+    let reason = reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    let line = format!("HTTP {status} {reason}");
     Outcome::Temporary {
         status: Some(status),
-        error: if body.is_empty() {
-            format!("HTTP {status}")
+        error: if (300..400).contains(&status) {
+            format!("{} (redirects are not followed)", line.trim_end())
         } else {
-            format!("HTTP {status}: {body}")
+            line.trim_end().to_string()
         },
     }
 }
@@ -151,7 +172,8 @@ pub fn decide(
 }
 
 /// The error and its causes on one line ("error sending request: … :
-/// Connection refused").
+/// Connection refused"), bounded: a cause may quote the endpoint (a
+/// certificate's names).
 fn error_chain(e: &reqwest::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
@@ -163,26 +185,42 @@ fn error_chain(e: &reqwest::Error) -> String {
         }
         source = s.source();
     }
-    text
+    remote_text(&text)
 }
 
-/// Reads the start of a failed answer's body, for the log.
-async fn body_start(resp: &mut reqwest::Response) -> String {
-    let mut bytes = Vec::new();
-    while bytes.len() < ERROR_BODY_CHARS * 4 {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => bytes.extend_from_slice(&chunk),
-            _ => break,
+/// The refusal of [`GuardedResolver`] behind a failed request, if that is
+/// why it failed.
+fn refusal(e: &reqwest::Error) -> Option<&Refusal> {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<Refusal>() {
+            return Some(r);
         }
+        source = s.source();
     }
-    String::from_utf8_lossy(&bytes).into_owned()
+    None
 }
 
-/// Makes one attempt; never longer than `timeout`.
-pub async fn post(client: &reqwest::Client, d: &Claimed, timeout: Duration) -> Outcome {
-    if let Err(e) = check_url(&d.url) {
+/// Makes one attempt; never longer than `timeout`. `allow` is the
+/// allow-list the client's resolver was built with, applied here to
+/// address literals, which reqwest connects to without resolving.
+pub async fn post(
+    client: &reqwest::Client,
+    d: &Claimed,
+    timeout: Duration,
+    allow: &AllowList,
+) -> Outcome {
+    let url = match check_url(&d.url) {
+        Ok(url) => url,
+        Err(e) => {
+            return Outcome::Permanent {
+                error: format!("endpoint URL: {e}"),
+            };
+        }
+    };
+    if let Err(r) = allow.check_url(&url) {
         return Outcome::Permanent {
-            error: format!("endpoint URL: {e}"),
+            error: format!("destination refused: {r}"),
         };
     }
     let Ok(event) = HeaderValue::from_str(&d.event) else {
@@ -190,8 +228,9 @@ pub async fn post(client: &reqwest::Client, d: &Claimed, timeout: Duration) -> O
             error: "the event name cannot be sent as a header".into(),
         };
     };
+    // The parsed URL, so reqwest connects to exactly the host checked.
     let request = client
-        .post(&d.url)
+        .post(url)
         .header(CONTENT_TYPE, "application/json")
         .header(
             SIGNATURE_HEADER,
@@ -200,15 +239,10 @@ pub async fn post(client: &reqwest::Client, d: &Claimed, timeout: Duration) -> O
         .header(EVENT_HEADER, event)
         .header(DELIVERY_HEADER, d.id.to_string())
         .body(d.payload.clone());
+    // The body is never read: dropping the response closes it.
     let attempt = async {
-        let mut resp = request.send().await?;
-        let status = resp.status().as_u16();
-        let body = if resp.status().is_success() {
-            String::new()
-        } else {
-            body_start(&mut resp).await
-        };
-        Ok::<_, reqwest::Error>(classify_status(status, &body))
+        let resp = request.send().await?;
+        Ok::<_, reqwest::Error>(classify_status(resp.status().as_u16()))
     };
     let timed_out = || Outcome::Temporary {
         status: None,
@@ -217,11 +251,107 @@ pub async fn post(client: &reqwest::Client, d: &Claimed, timeout: Duration) -> O
     match tokio::time::timeout(timeout, attempt).await {
         Err(_) => timed_out(),
         Ok(Err(e)) if e.is_timeout() => timed_out(),
-        Ok(Err(e)) => Outcome::Temporary {
-            status: e.status().map(|s| s.as_u16()),
-            error: error_chain(&e.without_url()),
+        Ok(Err(e)) => match refusal(&e) {
+            // Refused as mode mx refuses it: for good, this delivery.
+            Some(r) => Outcome::Permanent {
+                error: format!("destination refused: {r}"),
+            },
+            None => Outcome::Temporary {
+                status: e.status().map(|s| s.as_u16()),
+                error: error_chain(&e.without_url()),
+            },
         },
         Ok(Ok(outcome)) => outcome,
+    }
+}
+
+/// reqwest's resolver for endpoint names: resolves through the configured
+/// DNS and hands on only the addresses `webhooks.allow_destinations`
+/// permits, failing with a [`Refusal`] when none is left. Used at every
+/// connection, so what a name resolves to is judged when it is used.
+#[derive(Clone)]
+pub struct GuardedResolver {
+    /// Shared: each resolution runs in a future of its own.
+    inner: Arc<ResolverInner>,
+}
+
+struct ResolverInner {
+    /// The configured name servers; `None` when `dns.nameservers` is
+    /// empty: then the system resolver (getaddrinfo, so `/etc/hosts` and
+    /// nsswitch apply as for any HTTP client).
+    dns: Option<TokioResolver>,
+    allow: AllowList,
+}
+
+impl GuardedResolver {
+    pub fn new(config: &Config) -> anyhow::Result<GuardedResolver> {
+        let dns = if config.dns.nameservers.is_empty() {
+            None
+        } else {
+            let (resolver_config, mut opts) = crate::ingest::auth::resolver_config(&config.dns)?;
+            opts.cache_size = DNS_CACHE_SIZE;
+            Some(
+                TokioResolver::builder_with_config(
+                    resolver_config,
+                    TokioRuntimeProvider::default(),
+                )
+                .with_options(opts)
+                .build()
+                .context("building the webhook DNS resolver")?,
+            )
+        };
+        Ok(GuardedResolver {
+            inner: Arc::new(ResolverInner {
+                dns,
+                allow: config.webhooks.allow_destinations.clone(),
+            }),
+        })
+    }
+
+    /// Every address of `host`.
+    async fn addresses(&self, host: &str) -> Result<Vec<IpAddr>, String> {
+        match &self.inner.dns {
+            None => tokio::net::lookup_host((host, 0))
+                .await
+                .map(|addrs| addrs.map(|a| a.ip()).collect())
+                .map_err(|e| format!("cannot resolve {host}: {e}")),
+            Some(resolver) => {
+                let mut name = Name::from_utf8(host)
+                    .map_err(|e| format!("{host:?} is not a host name: {e}"))?;
+                name.set_fqdn(true);
+                resolver
+                    .lookup_ip(name)
+                    .await
+                    .map(|found| found.iter().collect())
+                    .map_err(|e| format!("cannot resolve {host}: {e}"))
+            }
+        }
+    }
+}
+
+impl reqwest::dns::Resolve for GuardedResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let this = self.clone();
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let allow = &this.inner.allow;
+            allow.check_name(&host)?;
+            let found = this.addresses(&host).await?;
+            if found.is_empty() {
+                return Err(format!("{host} has no address").into());
+            }
+            let permitted = allow.check_resolved(&host, &found)?;
+            if permitted.len() < found.len() {
+                tracing::info!(
+                    host,
+                    refused = found.len() - permitted.len(),
+                    "webhooks: internal addresses of the endpoint skipped"
+                );
+            }
+            let addrs: reqwest::dns::Addrs =
+                Box::new(permitted.into_iter().map(|ip| SocketAddr::new(ip, 0)));
+            Ok(addrs)
+        })
     }
 }
 
@@ -247,6 +377,7 @@ impl Worker {
             .connect_timeout(w.timeout)
             .timeout(w.timeout)
             .pool_max_idle_per_host(w.per_endpoint)
+            .dns_resolver(Arc::new(GuardedResolver::new(&config)?))
             .build()?;
         metrics::describe(
             "webhook_deliveries_total",
@@ -272,7 +403,6 @@ impl Worker {
         if !self.recover(&shutdown).await {
             return Ok(());
         }
-        let limits = &self.config.webhooks;
         let mut in_flight: JoinSet<()> = JoinSet::new();
         // Task → endpoint, to count the slots each endpoint holds.
         let mut endpoints: HashMap<tokio::task::Id, i64> = HashMap::new();
@@ -290,11 +420,10 @@ impl Worker {
                     metrics::gauge_set("webhook_queue_depth", &[], depth);
                     let now = now_ms();
                     match next_due {
-                        Some(due) if due <= now && in_flight.len() < limits.concurrency => {
-                            match self
-                                .claim(limits.concurrency - in_flight.len(), &endpoints)
-                                .await
-                            {
+                        // Even with every slot taken: an endpoint with
+                        // nothing in flight may still start one.
+                        Some(due) if due <= now => {
+                            match self.claim(&endpoints).await {
                                 Ok(batch) if !batch.is_empty() => {
                                     for d in batch {
                                         let hook = d.webhook_id;
@@ -376,16 +505,16 @@ impl Worker {
 
     async fn claim(
         &self,
-        limit: usize,
         endpoints: &HashMap<tokio::task::Id, i64>,
     ) -> crate::store::Result<Vec<Claimed>> {
         let mut busy: HashMap<i64, usize> = HashMap::new();
         for hook in endpoints.values() {
             *busy.entry(*hook).or_default() += 1;
         }
-        let per_endpoint = self.config.webhooks.per_endpoint;
+        let limits = &self.config.webhooks;
+        let (concurrency, per_endpoint) = (limits.concurrency, limits.per_endpoint);
         self.store
-            .write(move |c| webhooks::claim_due(c, now_ms(), limit, per_endpoint, &busy))
+            .write(move |c| webhooks::claim_due(c, now_ms(), concurrency, per_endpoint, &busy))
             .await
     }
 }
@@ -393,7 +522,13 @@ impl Worker {
 /// Makes one attempt and records how it ended.
 async fn attempt(client: reqwest::Client, store: Store, config: Arc<Config>, d: Claimed) {
     let started = Instant::now();
-    let outcome = post(&client, &d, config.webhooks.timeout).await;
+    let outcome = post(
+        &client,
+        &d,
+        config.webhooks.timeout,
+        &config.webhooks.allow_destinations,
+    )
+    .await;
     metrics::observe(
         "webhook_attempt_seconds",
         &[],
@@ -478,6 +613,7 @@ mod tests {
             max_age: Duration::from_secs(24 * 3600),
             concurrency: 8,
             per_endpoint: 2,
+            allow_destinations: Default::default(),
         }
     }
 
@@ -529,12 +665,12 @@ mod tests {
                 Attempted::Delivered { status: 204 },
             ),
             (
-                classify_status(500, "oops\n"),
+                classify_status(500),
                 1,
                 t0,
                 Attempted::Deferred {
                     status: Some(500),
-                    error: "HTTP 500: oops".into(),
+                    error: "HTTP 500 Internal Server Error".into(),
                     next_attempt_at: t0 + 10 * S,
                 },
             ),
@@ -585,23 +721,28 @@ mod tests {
         ];
         for &(status, ok) in cases {
             assert_eq!(
-                matches!(classify_status(status, ""), Outcome::Success(_)),
+                matches!(classify_status(status), Outcome::Success(_)),
                 ok,
                 "{status}"
             );
         }
-        assert_eq!(
-            classify_status(503, ""),
-            Outcome::Temporary {
-                status: Some(503),
-                error: "HTTP 503".into()
-            }
-        );
-        let long = "x".repeat(1000);
-        let Outcome::Temporary { error, .. } = classify_status(500, &long) else {
-            panic!("500 is temporary");
-        };
-        assert_eq!(error.len(), "HTTP 500: ".len() + ERROR_BODY_CHARS);
+        // The status line, never a body.
+        let cases: &[(u16, &str)] = &[
+            (503, "HTTP 503 Service Unavailable"),
+            (500, "HTTP 500 Internal Server Error"),
+            (404, "HTTP 404 Not Found"),
+            (302, "HTTP 302 Found (redirects are not followed)"),
+            (599, "HTTP 599"),
+        ];
+        for &(status, want) in cases {
+            assert_eq!(
+                classify_status(status),
+                Outcome::Temporary {
+                    status: Some(status),
+                    error: want.into()
+                }
+            );
+        }
     }
 
     #[test]

@@ -165,7 +165,12 @@ async fn webhooks_registered_through_the_api_receive_signed_events() {
     let got = Received::default();
     *got.fail_first.lock().expect("lock") = 1;
     let addr = receiver(got.clone()).await;
-    let mut s = TestServer::start_with("", "[webhooks]\nretry_schedule = [\"1s\"]\n").await;
+    let mut s = TestServer::start_with(
+        "",
+        // The receiver is on loopback, which endpoints reach only when allowed.
+        "[webhooks]\nretry_schedule = [\"1s\"]\nallow_destinations = [\"127.0.0.0/8\"]\n",
+    )
+    .await;
     let admin = user(&s, "ada@acme.com", "Ada Admin", Role::Admin).await;
     let member = user(&s, "mo@acme.com", "Mo Member", Role::Member).await;
     let url = format!("http://{addr}/hook");

@@ -939,9 +939,15 @@ async fn relay_restart_sends_an_interrupted_row_once() {
 // ---------------------------------------------------------------------------
 // mx
 
+/// Mode mx through `dns`, every host on `port`. The sinks listen on
+/// loopback, which mode mx reaches only when allowed (SPEC §10).
 fn mx_config(dns: &FakeDns, port: u16) -> String {
+    mx_config_allowing(dns, port, "[\"127.0.0.0/8\"]")
+}
+
+fn mx_config_allowing(dns: &FakeDns, port: u16, allow: &str) -> String {
     format!(
-        "[outbound]\nmode = \"mx\"\nmx_port = {port}\nretry_schedule = [\"1h\"]\nsend_timeout = \"10s\"\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n",
+        "[outbound]\nmode = \"mx\"\nmx_port = {port}\nretry_schedule = [\"1h\"]\nsend_timeout = \"10s\"\nallow_destinations = {allow}\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n",
         dns.addr
     )
 }
@@ -1163,4 +1169,224 @@ async fn mx_limits_sessions_per_host() {
         assert_eq!(l.max_open, 1, "one session at a time");
     });
     server.shutdown().await;
+}
+
+// ---------------------------------------------------------------------------
+// destinations (SPEC §10): mode mx never connects to internal addresses
+// unless `outbound.allow_destinations` lists them.
+
+/// Starts a side conversation over the API as `token`.
+async fn api_start(
+    server: &TestServer,
+    token: &str,
+    body: serde_json::Value,
+) -> (reqwest::StatusCode, serde_json::Value) {
+    common::api_call(
+        server,
+        "POST",
+        "/api/parents/T-1/side-conversations",
+        token,
+        Some(body),
+    )
+    .await
+}
+
+/// The VERP key of the outbox row to `recipient`.
+async fn key_of(store: &Store, recipient: &'static str) -> String {
+    store
+        .read(move |c| {
+            Ok(c.query_row(
+                "SELECT verp_key FROM outbox WHERE recipient = ?1",
+                [recipient],
+                |r| r.get::<_, String>(0),
+            )?)
+        })
+        .await
+        .expect("outbox row")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn address_literal_recipients_are_refused_at_the_api() {
+    use backchannel::model::Role;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    // Any mode: addresses are domain names (here the default, maildir).
+    let mut server = gateway("[ingest]\nauthenticate = false\n").await;
+    let member = common::make_user(&server, "mo@acme.com", "Mo Member", Role::Member).await;
+    for (to, cc, field) in [
+        (vec!["anyone@[127.0.0.1]"], vec![], "to[0]"),
+        (vec!["anyone@[IPv6:::1]"], vec![], "to[0]"),
+        (vec!["anyone@127.0.0.1"], vec![], "to[0]"),
+        (
+            vec!["vera@vendor.example"],
+            vec!["x@[169.254.169.254]"],
+            "cc[0]",
+        ),
+    ] {
+        let (st, v) = api_start(
+            &server,
+            &member,
+            json!({"to": to, "cc": cc, "subject": "s", "body_text": "b"}),
+        )
+        .await;
+        assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{to:?} {cc:?}: {v}");
+        assert_eq!(v["error"]["field"], field, "{v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains("IP address"), "{message}");
+    }
+    let queued: i64 = server.query("SELECT COUNT(*) FROM outbox").await;
+    assert_eq!(queued, 0, "nothing refused was queued");
+
+    let (st, sc) = api_start(
+        &server,
+        &member,
+        json!({"to": ["vera@vendor.example"], "subject": "s", "body_text": "b"}),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{sc}");
+    let (st, v) = common::api_call(
+        &server,
+        "POST",
+        &format!("/api/side-conversations/{}/messages", sc["id"]),
+        &member,
+        Some(json!({"body_text": "more", "cc": ["y@[127.0.0.1]"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["field"], "cc[0]", "{v}");
+    let queued: i64 = server.query("SELECT COUNT(*) FROM outbox").await;
+    assert_eq!(queued, 1, "only the start's recipient");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mx_never_connects_to_internal_addresses_unless_allowed() {
+    use backchannel::model::Role;
+    use reqwest::StatusCode;
+    use serde_json::json;
+
+    // An internal SMTP server on loopback whose answer would land in
+    // last_error.
+    let sink = Sink::start(Script {
+        reject_rcpt: Some("550 5.1.1 internal-secret=hunter2"),
+        ..Script::default()
+    })
+    .await;
+    let dns = FakeDns::start(&[
+        (
+            "internal.example",
+            RecordKind::Mx(10, "mx.internal.example".into()),
+        ),
+        (
+            "mx.internal.example",
+            RecordKind::A("127.0.0.1".parse().expect("ip")),
+        ),
+        // No MX: the domain's own address, loopback too.
+        (
+            "bare.example",
+            RecordKind::A("127.0.0.1".parse().expect("ip")),
+        ),
+        // Allowed by name in the allow-list below.
+        ("corp.example", RecordKind::Mx(10, "mx.corp.example".into())),
+        (
+            "mx.corp.example",
+            RecordKind::A("127.0.0.1".parse().expect("ip")),
+        ),
+    ])
+    .await;
+    let mut server = gateway(&format!(
+        "{}[ingest]\nauthenticate = false\n",
+        mx_config_allowing(&dns, sink.addr.port(), "[\"corp.example\"]")
+    ))
+    .await;
+    let member = common::make_user(&server, "mo@acme.com", "Mo Member", Role::Member).await;
+
+    // Names are accepted at the API and judged on what they resolve to at
+    // delivery: refused for good, naming host and address, the internal
+    // server never contacted. The domain the allow-list names is delivered
+    // to, and what its server says is kept as a status line.
+    let (st, sc) = api_start(
+        &server,
+        &member,
+        json!({
+            "to": ["bob@internal.example", "carol@bare.example", "vera@corp.example"],
+            "subject": "Pallet 7",
+            "body_text": "b"
+        }),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{sc}");
+    // A literal that reached the outbox some other way (a row from before
+    // the API refused them, a participant's Reply-To) is refused too.
+    let (_, keys) = queue(&server, &["dave@[127.0.0.1]"]).await;
+    let literal = wait_state(&server.store, &keys[0], "failed").await;
+    assert_eq!(
+        literal.last_error.as_deref(),
+        Some("destination refused: 127.0.0.1 is an internal address")
+    );
+    for (recipient, want) in [
+        (
+            "bob@internal.example",
+            "destination refused: mx.internal.example resolves to 127.0.0.1 (internal address)",
+        ),
+        (
+            "carol@bare.example",
+            "destination refused: bare.example resolves to 127.0.0.1 (internal address)",
+        ),
+        (
+            "vera@corp.example",
+            "mx.corp.example [127.0.0.1]: 550 5.1.1 internal-secret=hunter2",
+        ),
+    ] {
+        let key = key_of(&server.store, recipient).await;
+        let s = wait_state(&server.store, &key, "failed").await;
+        assert_eq!(s.attempts, 1, "{recipient}");
+        assert_eq!(s.last_error.as_deref(), Some(want), "{recipient}");
+    }
+    assert_eq!(sink.log(|l| l.connections), 1, "only the allowed domain");
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_replies_reach_last_error_only_as_a_bounded_status_line() {
+    // A long multi-line refusal with control characters, and a server that
+    // is not SMTP at all (an internal web server's page).
+    const LONG: &str = "550-5.7.1 first line\r\n550-5.7.1 \x1b[2Jxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r\n550 5.7.1 db_password=hunter2";
+    let refusing = Sink::start(Script {
+        reject_rcpt: Some(LONG),
+        ..Script::default()
+    })
+    .await;
+    let web = Sink::start(Script {
+        greeting: Some(
+            "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\n\r\ndb_password=hunter2",
+        ),
+        ..Script::default()
+    })
+    .await;
+    for (sink, want_start) in [
+        (&refusing, "550 5.7.1 first line"),
+        (
+            &web,
+            "protocol error: the server's answer is not a valid SMTP reply",
+        ),
+    ] {
+        let mut server = gateway(&relay_config(sink, "", "retry_schedule = [\"1h\"]")).await;
+        let (_, keys) = queue(&server, &["vendor@vendor.example"]).await;
+        let s = wait_for(&server.store, &keys[0], "settled", |s| {
+            s.state == "failed" || s.state == "deferred"
+        })
+        .await;
+        let error = s.last_error.unwrap_or_default();
+        assert!(error.starts_with(want_start), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
+        assert!(!error.chars().any(char::is_control), "{error:?}");
+        assert!(
+            error.chars().count() <= 220,
+            "{} chars",
+            error.chars().count()
+        );
+        server.shutdown().await;
+    }
 }

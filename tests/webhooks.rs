@@ -19,7 +19,8 @@ use axum::response::{IntoResponse, Response};
 use backchannel::config::Config;
 use backchannel::store::webhooks::{self, Delivery, DeliveryState, Webhook, WebhookError};
 use backchannel::store::{Store, StoreError, events};
-use common::TestServer;
+use common::dns::{FakeDns, RecordKind};
+use common::{TestServer, api_call, make_user};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
@@ -206,7 +207,24 @@ where
 
 const FAST: &str = "[webhooks]\ntimeout = \"1s\"\nretry_schedule = [\"1s\"]\n";
 
+/// The receivers here listen on loopback, which endpoints may reach only
+/// when allowed (SPEC §10).
+const ALLOW_LOOPBACK: &str = "allow_destinations = [\"127.0.0.0/8\"]\n";
+
+/// A gateway with `webhooks_toml` (a `[webhooks]` section) and loopback
+/// allowed in it.
 async fn server(webhooks_toml: &str) -> TestServer {
+    server_without_allowance(&webhooks_toml.replacen(
+        "[webhooks]\n",
+        &format!("[webhooks]\n{ALLOW_LOOPBACK}"),
+        1,
+    ))
+    .await
+}
+
+/// A gateway with `webhooks_toml` as given: internal destinations refused
+/// unless it allows some.
+async fn server_without_allowance(webhooks_toml: &str) -> TestServer {
     TestServer::start_with("", webhooks_toml).await
 }
 
@@ -385,9 +403,11 @@ async fn a_500_is_retried_then_delivered_and_the_log_keeps_the_failure() {
     let d = &log[0];
     assert_eq!(d.attempts, 2);
     assert_eq!(d.last_status, Some(200));
-    let error = d.last_error.as_deref().unwrap_or("");
-    assert!(error.starts_with("HTTP 500"), "{error}");
-    assert!(error.contains("receiver says no"), "{error}");
+    // The status line only: the endpoint's body is never kept.
+    assert_eq!(
+        d.last_error.as_deref(),
+        Some("HTTP 500 Internal Server Error")
+    );
 
     // The same delivery twice: same id, same bytes, same signature.
     let got = r.requests();
@@ -413,6 +433,10 @@ async fn redirects_are_not_followed() {
     })
     .await;
     assert_eq!(log[0].last_status, Some(302));
+    assert_eq!(
+        log[0].last_error.as_deref(),
+        Some("HTTP 302 Found (redirects are not followed)")
+    );
     assert_eq!(log[0].attempts, 1);
     let got = r.requests();
     assert_eq!(got.len(), 1);
@@ -511,6 +535,129 @@ async fn a_hanging_endpoint_times_out_and_is_retried_without_blocking_others() {
     s.shutdown().await;
 }
 
+/// An endpoint that accepts connections and never answers: it holds every
+/// socket open, unread, until dropped.
+struct Silent {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Silent {
+    async fn start() -> Silent {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind silent endpoint");
+        let addr = listener.local_addr().expect("addr");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        Silent {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hanging_endpoints_holding_every_slot_never_starve_a_healthy_one() {
+    // Two endpoints that accept and never answer, with a timeout far past
+    // the test's deadline: they take all four slots (two each) before the
+    // healthy endpoint has anything to send. Its deliveries must still go
+    // out while the others hang, not after they time out.
+    let mut s = server(
+        "[webhooks]\ntimeout = \"60s\"\nretry_schedule = [\"1h\"]\nconcurrency = 4\nper_endpoint = 2\n",
+    )
+    .await;
+    let (a, b) = (Silent::start().await, Silent::start().await);
+    let healthy = Receiver::start().await;
+    let a_hook = add_hook(
+        &s.store,
+        &format!("http://{}/a", a.addr),
+        "a",
+        &["side_conversation.started"],
+    )
+    .await;
+    let b_hook = add_hook(
+        &s.store,
+        &format!("http://{}/b", b.addr),
+        "b",
+        &["side_conversation.closed"],
+    )
+    .await;
+    let h_hook = add_hook(&s.store, &healthy.url(), "h", &["message.received"]).await;
+    s.store
+        .write(|c| {
+            for i in 0..5 {
+                events::enqueue(c, "side_conversation.started", json!({ "n": i }))?;
+                events::enqueue(c, "side_conversation.closed", json!({ "n": i }))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("enqueue");
+    wait_for("both hanging endpoints holding two attempts", || async {
+        (a.accepted() == 2 && b.accepted() == 2).then_some(())
+    })
+    .await;
+
+    s.store
+        .write(|c| {
+            for i in 0..5 {
+                events::enqueue(c, "message.received", json!({ "n": i }))?;
+            }
+            Ok(())
+        })
+        .await
+        .expect("enqueue");
+    healthy.wait_requests(5).await;
+    wait_log(&s.store, h_hook.id, 5, "healthy delivered", |d| {
+        d.state == DeliveryState::Delivered && d.attempts == 1
+    })
+    .await;
+
+    // Meanwhile the hanging endpoints are still in their first attempts,
+    // never more than two at once each, the rest waiting.
+    for (silent, hook) in [(&a, a_hook.id), (&b, b_hook.id)] {
+        assert_eq!(silent.accepted(), 2, "per_endpoint holds");
+        let mut states: Vec<_> = log(&s.store, hook)
+            .await
+            .iter()
+            .map(|d| (d.state, d.attempts, d.last_error.clone()))
+            .collect();
+        states.sort_by_key(|(state, ..)| state.as_str());
+        assert_eq!(
+            states,
+            [
+                (DeliveryState::Queued, 0, None),
+                (DeliveryState::Queued, 0, None),
+                (DeliveryState::Queued, 0, None),
+                (DeliveryState::Sending, 1, None),
+                (DeliveryState::Sending, 1, None),
+            ],
+            "endpoint {hook}"
+        );
+    }
+    s.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_receiver_that_is_down_defers_with_the_error() {
     let mut s = server("[webhooks]\nretry_schedule = [\"1h\"]\n").await;
@@ -579,7 +726,7 @@ async fn rows_left_sending_at_startup_are_sent_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::from_toml_str(
         &format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[ingest]\nauthenticate = false\n{FAST}",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[ingest]\nauthenticate = false\n{FAST}{ALLOW_LOOPBACK}",
             dir.path().join("data").display()
         ),
         Vec::new(),
@@ -621,6 +768,242 @@ async fn rows_left_sending_at_startup_are_sent_again() {
     );
     running.shutdown().await.expect("shutdown");
     store.close();
+}
+
+// ---------------------------------------------------------------------------
+// Destinations (SPEC §10): never loopback, private, link-local or metadata
+// addresses unless `webhooks.allow_destinations` lists them.
+
+/// Inserts an endpoint straight into the store, as one created before the
+/// API refused internal URLs would be.
+async fn insert_hook(store: &Store, url: String) -> i64 {
+    store
+        .write(move |c| {
+            c.execute(
+                "INSERT INTO webhooks (url, secret, events, created_at) VALUES (?1, 'k', '[]', 0)",
+                [url],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+        .await
+        .expect("insert webhook")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_urls_are_refused_at_creation_over_the_api() {
+    use backchannel::model::Role;
+    let mut s = server_without_allowance("[webhooks]\ndeliver = false\n").await;
+    let admin = make_user(&s, "ada@acme.com", "Ada Admin", Role::Admin).await;
+    // (url, what the message must name)
+    let cases = [
+        (
+            "http://127.0.0.1:8080/hook",
+            "127.0.0.1 is an internal address",
+        ),
+        ("http://0x7f000001/hook", "127.0.0.1 is an internal address"),
+        ("http://2130706433/hook", "127.0.0.1 is an internal address"),
+        ("http://0177.0.0.1/hook", "127.0.0.1 is an internal address"),
+        ("http://127.1/hook", "127.0.0.1 is an internal address"),
+        ("http://[::1]:8080/hook", "::1 is an internal address"),
+        (
+            "http://[::ffff:127.0.0.1]/hook",
+            "::ffff:127.0.0.1 is an internal address",
+        ),
+        (
+            "http://localhost:8080/hook",
+            "localhost is an internal host name",
+        ),
+        (
+            "http://admin.localhost/hook",
+            "admin.localhost is an internal host name",
+        ),
+        (
+            "http://169.254.169.254/latest/meta-data/",
+            "169.254.169.254 is an internal address",
+        ),
+        (
+            "http://metadata.google.internal/computeMetadata/v1/",
+            "metadata.google.internal is an internal host name",
+        ),
+        ("http://10.1.2.3/hook", "10.1.2.3 is an internal address"),
+        (
+            "http://100.64.0.1/hook",
+            "100.64.0.1 is an internal address",
+        ),
+        (
+            "http://192.168.1.1/hook",
+            "192.168.1.1 is an internal address",
+        ),
+        ("https://[fd00::1]/hook", "fd00::1 is an internal address"),
+        ("https://[fe80::1]/hook", "fe80::1 is an internal address"),
+        (
+            "gopher://hooks.example.com/",
+            "scheme `gopher` is not http or https",
+        ),
+    ];
+    for (url, want) in cases {
+        let (st, v) = api_call(
+            &s,
+            "POST",
+            "/api/webhooks",
+            &admin,
+            Some(json!({"url": url, "secret": "k"})),
+        )
+        .await;
+        assert_eq!(st, reqwest::StatusCode::UNPROCESSABLE_ENTITY, "{url}: {v}");
+        assert_eq!(v["error"]["code"], "forbidden_destination", "{url}: {v}");
+        assert_eq!(v["error"]["field"], "url", "{url}: {v}");
+        let message = v["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(want), "{url}: {message}");
+    }
+    // A name is judged on what it resolves to, at delivery: accepted now.
+    let (st, v) = api_call(
+        &s,
+        "POST",
+        "/api/webhooks",
+        &admin,
+        Some(json!({"url": "https://hooks.example.com/bc", "secret": "k"})),
+    )
+    .await;
+    assert_eq!(st, reqwest::StatusCode::CREATED, "{v}");
+    let listed = s.store.read(webhooks::list).await.expect("list");
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    s.shutdown().await;
+
+    // What the allow-list names is accepted; the rest is still refused.
+    let mut s =
+        server_without_allowance(&format!("[webhooks]\ndeliver = false\n{ALLOW_LOOPBACK}")).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada Admin", Role::Admin).await;
+    for (url, status) in [
+        ("http://127.0.0.1:9/hook", reqwest::StatusCode::CREATED),
+        ("http://localhost:9/hook", reqwest::StatusCode::CREATED),
+        (
+            "http://10.0.0.1/hook",
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "http://[::1]:9/hook",
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let (st, v) = api_call(
+            &s,
+            "POST",
+            "/api/webhooks",
+            &admin,
+            Some(json!({"url": url, "secret": "k"})),
+        )
+        .await;
+        assert_eq!(st, status, "{url}: {v}");
+    }
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_internal_endpoint_is_never_contacted_and_never_echoed() {
+    // The probe: endpoints on loopback, spelled every way, whose answer
+    // (a 500 with a body) would land in the delivery log.
+    let r = Receiver::start().await;
+    r.fail(100, 500);
+    let mut s = server_without_allowance(FAST).await;
+    let port = r.addr.port();
+    let cases = [
+        (format!("http://127.0.0.1:{port}/hook"), "127.0.0.1"),
+        (format!("http://0x7f000001:{port}/hook"), "127.0.0.1"),
+        (format!("http://2130706433:{port}/hook"), "127.0.0.1"),
+        (format!("http://0177.0.0.1:{port}/hook"), "127.0.0.1"),
+        (
+            format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+            "::ffff:127.0.0.1",
+        ),
+        (format!("http://[::1]:{port}/hook"), "::1"),
+        (format!("http://localhost:{port}/hook"), "localhost"),
+    ];
+    let mut hooks = Vec::new();
+    for (url, named) in &cases {
+        hooks.push((insert_hook(&s.store, url.clone()).await, url, *named));
+    }
+    enqueue(&s.store, "parent.woken", json!({"parent": "T-1"})).await;
+    for (hook, url, named) in hooks {
+        let log = wait_log(&s.store, hook, 1, "failed", |d| {
+            d.state == DeliveryState::Failed
+        })
+        .await;
+        let error = log[0].last_error.as_deref().unwrap_or("");
+        assert!(
+            error.starts_with(&format!("destination refused: {named} is an internal")),
+            "{url}: {error}"
+        );
+        assert_eq!(log[0].attempts, 1, "{url}: refused for good");
+        assert_eq!(log[0].last_status, None, "{url}");
+        assert!(!error.contains("receiver says no"), "{url}: {error}");
+    }
+    assert!(r.requests().is_empty(), "the endpoint was contacted");
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_is_judged_on_what_it_resolves_to_at_delivery() {
+    // A name accepted at creation that resolves to loopback when delivery
+    // comes (DNS rebinding) is refused; a name the allow-list lists by
+    // name is delivered to, through the configured DNS.
+    let r = Receiver::start().await;
+    let dns = FakeDns::start(&[
+        (
+            "hook.rebind.test",
+            RecordKind::A("127.0.0.1".parse().expect("ip")),
+        ),
+        (
+            "hook.allowed.test",
+            RecordKind::A("127.0.0.1".parse().expect("ip")),
+        ),
+    ])
+    .await;
+    let mut s = server_without_allowance(&format!(
+        "[webhooks]\ntimeout = \"5s\"\nretry_schedule = [\"1h\"]\nallow_destinations = [\"HOOK.allowed.test\"]\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"2s\"\n",
+        dns.addr
+    ))
+    .await;
+    let admin = make_user(
+        &s,
+        "ada@acme.com",
+        "Ada Admin",
+        backchannel::model::Role::Admin,
+    )
+    .await;
+    let port = r.addr.port();
+    let mut ids = Vec::new();
+    for name in ["hook.rebind.test", "hook.allowed.test"] {
+        let (st, hook) = api_call(
+            &s,
+            "POST",
+            "/api/webhooks",
+            &admin,
+            Some(json!({"url": format!("http://{name}:{port}/{name}"), "secret": "k"})),
+        )
+        .await;
+        assert_eq!(st, reqwest::StatusCode::CREATED, "{name}: {hook}");
+        ids.push(hook["id"].as_i64().expect("id"));
+    }
+    enqueue(&s.store, "sender.verified", json!({"email": "a@b.example"})).await;
+
+    let refused = wait_log(&s.store, ids[0], 1, "refused", |d| {
+        d.state == DeliveryState::Failed
+    })
+    .await;
+    assert_eq!(
+        refused[0].last_error.as_deref(),
+        Some("destination refused: hook.rebind.test resolves to 127.0.0.1 (internal address)")
+    );
+    assert_eq!(refused[0].attempts, 1);
+    wait_log(&s.store, ids[1], 1, "delivered", |d| {
+        d.state == DeliveryState::Delivered
+    })
+    .await;
+    let got = r.requests();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].path, "/hook.allowed.test");
+    s.shutdown().await;
 }
 
 // ---------------------------------------------------------------------------

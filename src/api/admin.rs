@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use super::ApiState;
 use super::error::{ApiError, ApiResult};
 use super::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
+use crate::egress::Refusal;
 use crate::senders::service::{self, NewSender, SenderError};
 use crate::store::StoreError;
 use crate::store::webhooks::{self, WebhookError};
@@ -182,6 +183,24 @@ pub async fn create_webhook(
 ) -> ApiResult<Response> {
     caller.require_admin()?;
     let url = b.url.ok_or_else(|| ApiError::invalid("url", "required"))?;
+    // What can be judged without DNS is refused now: the scheme, an
+    // internal address literal, `localhost`. A host name is judged on
+    // what it resolves to, at every delivery (`webhooks::GuardedResolver`).
+    if let Ok(parsed) = url::Url::parse(url.trim())
+        && let Err(refusal) = st.config.webhooks.allow_destinations.check_url(&parsed)
+    {
+        let message = match refusal {
+            Refusal::Scheme(_) => refusal.to_string(),
+            _ => format!(
+                "{refusal}: webhooks may not reach loopback, private, link-local or \
+                 metadata destinations unless webhooks.allow_destinations lists them"
+            ),
+        };
+        return Err(ApiError::ForbiddenDestination {
+            field: "url".into(),
+            message,
+        });
+    }
     let secret = b
         .secret
         .ok_or_else(|| ApiError::invalid("secret", "required"))?;

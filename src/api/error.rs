@@ -32,6 +32,9 @@ pub enum ApiError {
     LoginThrottled { retry_after: u64 },
     /// 422: valid JSON that a rule refuses; names the field.
     Invalid { field: String, message: String },
+    /// 422 `forbidden_destination`: a URL or address the gateway will not
+    /// connect to on a user's behalf (SPEC §10); names the field.
+    ForbiddenDestination { field: String, message: String },
     /// 500: logged with details, answered without.
     Internal(String),
 }
@@ -82,6 +85,12 @@ impl IntoResponse for ApiError {
             ApiError::Invalid { field, message } => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation_failed",
+                format!("{field}: {message}"),
+                Some(field),
+            ),
+            ApiError::ForbiddenDestination { field, message } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "forbidden_destination",
                 format!("{field}: {message}"),
                 Some(field),
             ),

@@ -42,6 +42,17 @@
 //! unencrypted delivery is what a sender without a TLS policy (no MTA-STS,
 //! no DANE) may fall back to. Each host session, including the wait for a
 //! session slot on that host, is bounded by `outbound.send_timeout`.
+//! Internal addresses (loopback, private, link-local …, `crate::egress`)
+//! are never connected to unless `outbound.allow_destinations` lists them
+//! (by range, or the recipient domain or MX host by name): they are
+//! skipped, and a recipient left with no permitted address fails for good
+//! with `destination refused: …`. The relay of mode `relay` is the admin's
+//! own configuration and is not checked.
+//!
+//! What a remote server says reaches `last_error` only as its reply code,
+//! enhanced code and a bounded text without control characters
+//! ([`DeliveryError::reply`]); an answer that is not SMTP at all is
+//! reported as such, never quoted.
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -73,6 +84,7 @@ use tokio::sync::Semaphore;
 
 use super::retry::{Class, DeliveryError, DnsFailure, classify};
 use crate::config::{Config, DnsConfig, OutboundMode, RelayTls, RelayUrl};
+use crate::egress::{AllowList, Refusal, remote_text};
 
 /// A boxed future, so that [`Deliver`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -182,13 +194,17 @@ fn from_lettre(e: lettre::transport::smtp::Error) -> DeliveryError {
         return DeliveryError::reply(code.to_string().parse().unwrap_or(0), &text);
     }
     if let Some(tls) = tls_cause(&e) {
-        DeliveryError::Tls(tls)
+        DeliveryError::Tls(remote_text(&tls))
     } else if e.is_tls() {
-        DeliveryError::Tls(e.to_string())
-    } else if e.is_response() || e.is_client() {
-        DeliveryError::Protocol(e.to_string())
+        DeliveryError::Tls(remote_text(&e.to_string()))
+    } else if e.is_response() {
+        // lettre's parse error quotes what it could not parse: the
+        // remote's bytes (an internal web server's page, say).
+        DeliveryError::Protocol("the server's answer is not a valid SMTP reply".into())
+    } else if e.is_client() {
+        DeliveryError::Protocol(remote_text(&e.to_string()))
     } else {
-        DeliveryError::Connection(e.to_string())
+        DeliveryError::Connection(remote_text(&e.to_string()))
     }
 }
 
@@ -222,7 +238,7 @@ fn tls_cause(e: &lettre::transport::smtp::Error) -> Option<String> {
 
 fn reply_text(response: &lettre::transport::smtp::response::Response) -> String {
     let lines: Vec<&str> = response.message().collect();
-    format!("{} {}", response.code(), lines.join(" "))
+    format!("{} {}", response.code(), remote_text(&lines.join(" ")))
 }
 
 // ---------------------------------------------------------------------------
@@ -523,6 +539,8 @@ pub struct Mx {
     timeout: Duration,
     per_host: usize,
     hosts: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// `outbound.allow_destinations`.
+    allow: AllowList,
 }
 
 /// One mail host of a domain.
@@ -627,6 +645,7 @@ impl Mx {
             timeout: config.outbound.send_timeout,
             per_host: config.outbound.per_host_concurrency,
             hosts: Mutex::new(HashMap::new()),
+            allow: config.outbound.allow_destinations.clone(),
         })
     }
 
@@ -769,9 +788,41 @@ impl Mx {
         }
     }
 
+    /// The addresses of `host` that may be connected to (SPEC §10): all of
+    /// them when the recipient domain is listed by name in
+    /// `outbound.allow_destinations`, else those not internal or allowed.
+    fn permitted(
+        &self,
+        host: &str,
+        ips: Vec<IpAddr>,
+        domain_allowed: bool,
+        literal: bool,
+    ) -> Result<Vec<IpAddr>, Refusal> {
+        if domain_allowed {
+            return Ok(ips);
+        }
+        if literal {
+            for ip in &ips {
+                self.allow.check_ip(*ip)?;
+            }
+            return Ok(ips);
+        }
+        let permitted = self.allow.check_resolved(host, &ips)?;
+        if permitted.len() < ips.len() {
+            tracing::info!(
+                host,
+                refused = ips.len() - permitted.len(),
+                "outbound: internal addresses of the mail host skipped"
+            );
+        }
+        Ok(permitted)
+    }
+
     async fn deliver_mx(&self, message: &Outgoing) -> Result<String, DeliveryError> {
         let envelope = envelope(message, &self.domain)?;
-        let (hosts, implicit) = match recipient_domain(&message.recipient)? {
+        let target = recipient_domain(&message.recipient)?;
+        let domain_allowed = matches!(&target, MailHost::Name(d) if self.allow.allows_name(d));
+        let (hosts, implicit) = match target {
             MailHost::Literal(ip) => (vec![(ip.to_string(), vec![ip])], true),
             MailHost::Name(domain) => {
                 let (names, implicit) = self.mail_hosts(&domain).await?;
@@ -783,8 +834,10 @@ impl Mx {
             }
         };
         let mut last_error = None;
+        let mut refused = None;
         let mut tried = 0;
         'hosts: for (host, literal) in hosts {
+            let is_literal = !literal.is_empty();
             let ips = if literal.is_empty() {
                 match self.addresses(&host, implicit).await {
                     Ok(ips) => ips,
@@ -796,6 +849,14 @@ impl Mx {
                 }
             } else {
                 literal
+            };
+            let ips = match self.permitted(&host, ips, domain_allowed, is_literal) {
+                Ok(ips) => ips,
+                Err(r) => {
+                    tracing::warn!(host, refusal = %r, "outbound: mail host refused");
+                    refused.get_or_insert(r);
+                    continue;
+                }
             };
             for ip in ips {
                 if tried == MAX_MX_ADDRESSES {
@@ -829,7 +890,10 @@ impl Mx {
                 }
             }
         }
+        // A temporary failure elsewhere is worth a retry; hosts that were
+        // all refused are not.
         Err(last_error
+            .or_else(|| refused.map(|r| DeliveryError::Refused(r.to_string())))
             .unwrap_or_else(|| dns_error(DnsFailure::Temporary, "no mail host could be reached")))
     }
 }

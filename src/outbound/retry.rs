@@ -11,7 +11,9 @@
 //!   not a mail domain) is permanent; every other DNS failure (SERVFAIL, no
 //!   answer, an MX host without addresses) is temporary;
 //! - an address the SMTP client cannot even express is permanent; a local
-//!   failure (disk, configuration) is temporary.
+//!   failure (disk, configuration) is temporary;
+//! - a recipient whose mail hosts are all internal addresses (SPEC §10,
+//!   `crate::egress`) is permanent: no retry makes them permitted.
 
 use std::fmt;
 use std::time::Duration;
@@ -47,7 +49,8 @@ pub enum DeliveryError {
         code: u16,
         /// Enhanced status code (`4.7.1`) when the reply carried one.
         enhanced: Option<String>,
-        /// The reply text (all lines, joined).
+        /// The reply text (all lines, joined), as [`DeliveryError::reply`]
+        /// bounds it.
         text: String,
     },
     /// TCP connect, reset, unexpected close.
@@ -64,6 +67,9 @@ pub enum DeliveryError {
     Unsendable(String),
     /// A failure on our side (disk, configuration).
     Local(String),
+    /// Every address of the recipient's mail hosts is internal and not in
+    /// `outbound.allow_destinations` (mode `mx`): what was refused.
+    Refused(String),
     /// One remote host's failure, with the host named (mode `mx`).
     Remote {
         host: String,
@@ -73,9 +79,12 @@ pub enum DeliveryError {
 
 impl DeliveryError {
     /// A reply, with the enhanced code taken from the front of the text when
-    /// present (`"5.1.1 unknown user"`).
+    /// present (`"5.1.1 unknown user"`). The text is the remote server's to
+    /// choose: it is kept bounded and without control characters
+    /// ([`crate::egress::remote_text`]), as it ends up in `last_error`.
     pub fn reply(code: u16, text: &str) -> DeliveryError {
-        let text = text.trim();
+        let text = crate::egress::remote_text(text);
+        let text = text.as_str();
         let (enhanced, rest) = match text.split_once(char::is_whitespace) {
             Some((first, rest)) if is_enhanced_code(first) => {
                 (Some(first.to_string()), rest.trim_start())
@@ -127,6 +136,7 @@ impl fmt::Display for DeliveryError {
             DeliveryError::Protocol(d) => write!(f, "protocol error: {d}"),
             DeliveryError::Unsendable(d) => write!(f, "cannot be sent: {d}"),
             DeliveryError::Local(d) => write!(f, "local error: {d}"),
+            DeliveryError::Refused(d) => write!(f, "destination refused: {d}"),
             DeliveryError::Remote { host, error } => write!(f, "{host}: {error}"),
         }
     }
@@ -162,7 +172,7 @@ pub fn classify(error: &DeliveryError) -> Class {
             DnsFailure::NxDomain | DnsFailure::NullMx | DnsFailure::NoMailHosts => Class::Permanent,
             DnsFailure::Temporary => Class::Temporary,
         },
-        DeliveryError::Unsendable(_) => Class::Permanent,
+        DeliveryError::Unsendable(_) | DeliveryError::Refused(_) => Class::Permanent,
         DeliveryError::Remote { error, .. } => classify(error),
         DeliveryError::Connection(_)
         | DeliveryError::Tls(_)
@@ -245,6 +255,10 @@ mod tests {
             (DeliveryError::Local(t("disk full")), Temporary),
             (DeliveryError::Unsendable(t("bad address")), Permanent),
             (
+                DeliveryError::Refused(t("mx.example resolves to 127.0.0.1 (internal address)")),
+                Permanent,
+            ),
+            (
                 DeliveryError::Dns {
                     failure: DnsFailure::NxDomain,
                     detail: t("vendor.invalid"),
@@ -319,6 +333,14 @@ mod tests {
                 "550 6.1.1 bad class",
             ),
             (550, "", None, "", "550"),
+            // The remote's words: one line, controls gone, bounded.
+            (
+                550,
+                "5.1.1 no\r\nsuch\u{1b}[2J user",
+                Some("5.1.1"),
+                "no  such [2J user",
+                "550 5.1.1 no  such [2J user",
+            ),
         ];
         for (code, text, enhanced, rest, shown) in cases {
             let e = DeliveryError::reply(*code, text);
@@ -333,6 +355,11 @@ mod tests {
             );
             assert_eq!(e.to_string(), *shown);
         }
+        let long = DeliveryError::reply(550, &format!("5.1.1 {}SECRET", "x".repeat(1000)));
+        let shown = long.to_string();
+        assert!(shown.starts_with("550 5.1.1 xxx"), "{shown}");
+        assert!(shown.len() <= 4 + crate::egress::REMOTE_TEXT_MAX, "{shown}");
+        assert!(!shown.contains("SECRET"));
     }
 
     #[test]

@@ -365,20 +365,16 @@ pub fn requeue_interrupted(conn: &Connection, now: i64) -> Result<usize> {
     )?)
 }
 
-/// Claims due deliveries of active endpoints, oldest first: marks them
-/// `sending` with one more attempt and returns them. Takes at most `limit`,
-/// and for each endpoint at most `per_endpoint` minus what `in_flight`
-/// says that endpoint already has.
+/// Claims due deliveries of active endpoints: marks them `sending` with
+/// one more attempt and returns them, as [`select`] picks them from what
+/// is due given what is in flight (`in_flight`: attempts per endpoint).
 pub fn claim_due(
     conn: &Connection,
     now: i64,
-    limit: usize,
+    concurrency: usize,
     per_endpoint: usize,
     in_flight: &HashMap<i64, usize>,
 ) -> Result<Vec<Claimed>> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
     // The window bounds what is read to `per_endpoint` rows an endpoint,
     // however long one endpoint's backlog has grown.
     let mut stmt = conn.prepare(
@@ -407,25 +403,78 @@ pub fn claim_due(
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let mut taken: HashMap<i64, usize> = in_flight.clone();
-    let mut out = Vec::new();
-    for d in rows {
-        if out.len() >= limit {
-            break;
-        }
-        let n = taken.entry(d.webhook_id).or_default();
-        if *n >= per_endpoint {
-            continue;
-        }
-        *n += 1;
+    let out = select(rows, Claimed::due, in_flight, concurrency, per_endpoint);
+    for d in &out {
         conn.execute(
             "UPDATE webhook_deliveries SET state = 'sending', attempts = attempts + 1
              WHERE id = ?1",
             [d.id],
         )?;
-        out.push(d);
     }
     Ok(out)
+}
+
+/// Which of the due deliveries `due` (oldest first) to start now, given
+/// the attempts already `in_flight` per endpoint. Pure.
+///
+/// - No endpoint ever has more than `per_endpoint` attempts in flight.
+/// - At most `concurrency` attempts run at once, except that an endpoint
+///   with nothing in flight may always start one: otherwise endpoints that
+///   hang until their timeout could hold every slot, and a healthy
+///   endpoint would wait for them. So the total is at most `concurrency`
+///   plus one per endpoint that has no other attempt running.
+/// - Fewest in flight first, then oldest: an endpoint's first attempt goes
+///   before another's second, so retries of a busy endpoint queued long
+///   ago do not take the free slots ahead of everyone else.
+pub fn select<T>(
+    due: Vec<T>,
+    ids: impl Fn(&T) -> Due,
+    in_flight: &HashMap<i64, usize>,
+    concurrency: usize,
+    per_endpoint: usize,
+) -> Vec<T> {
+    let mut nth: HashMap<i64, usize> = HashMap::new();
+    let mut keyed: Vec<((usize, i64), T)> = due
+        .into_iter()
+        .map(|d| {
+            let Due { id, webhook_id } = ids(&d);
+            let n = nth.entry(webhook_id).or_default();
+            let load = in_flight.get(&webhook_id).copied().unwrap_or(0) + *n;
+            *n += 1;
+            ((load, id), d)
+        })
+        .collect();
+    keyed.sort_by_key(|(key, _)| *key);
+    let mut taken: HashMap<i64, usize> = in_flight.clone();
+    let mut total: usize = in_flight.values().sum();
+    let mut out = Vec::new();
+    for (_, d) in keyed {
+        let Due { webhook_id, .. } = ids(&d);
+        let n = taken.entry(webhook_id).or_default();
+        if *n >= per_endpoint || (total >= concurrency && *n > 0) {
+            continue;
+        }
+        *n += 1;
+        total += 1;
+        out.push(d);
+    }
+    out
+}
+
+/// What [`select`] looks at in a due delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub id: i64,
+    pub webhook_id: i64,
+}
+
+impl Claimed {
+    fn due(&self) -> Due {
+        Due {
+            id: self.id,
+            webhook_id: self.webhook_id,
+        }
+    }
 }
 
 /// Records how an attempt ended. Returns `false` when the row is gone
@@ -479,4 +528,91 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
         )
         .optional()?
         .flatten())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs [`select`] over (id, endpoint) pairs, oldest first; returns the
+    /// ids picked, in the order picked.
+    fn pick(
+        due: &[(i64, i64)],
+        in_flight: &[(i64, usize)],
+        concurrency: usize,
+        per_endpoint: usize,
+    ) -> Vec<i64> {
+        let due: Vec<Due> = due
+            .iter()
+            .map(|&(id, webhook_id)| Due { id, webhook_id })
+            .collect();
+        let busy: HashMap<i64, usize> = in_flight.iter().copied().collect();
+        select(due, |d| *d, &busy, concurrency, per_endpoint)
+            .iter()
+            .map(|d| d.id)
+            .collect()
+    }
+
+    #[test]
+    fn select_is_fair_and_never_starves_an_idle_endpoint() {
+        // Endpoints 1 and 2 hang, 3 is healthy. (due, in flight,
+        // concurrency, per_endpoint, picked)
+        type Case = (
+            &'static [(i64, i64)],
+            &'static [(i64, usize)],
+            usize,
+            usize,
+            &'static [i64],
+        );
+        let cases: &[Case] = &[
+            // Nothing in flight: first attempts of every endpoint first,
+            // then seconds, up to the pool.
+            (
+                &[(1, 1), (2, 1), (3, 2), (4, 2), (5, 3), (6, 3)],
+                &[],
+                4,
+                2,
+                &[1, 3, 5, 2],
+            ),
+            // The pool is full of hanging attempts: the idle endpoint still
+            // starts one, the busy ones nothing.
+            (
+                &[(7, 1), (8, 2), (9, 3), (10, 3)],
+                &[(1, 2), (2, 2)],
+                4,
+                2,
+                &[9],
+            ),
+            // Same with more hanging endpoints than slots.
+            (
+                &[(11, 3)],
+                &[(1, 1), (2, 1), (4, 1), (5, 1), (6, 1)],
+                4,
+                2,
+                &[11],
+            ),
+            // A free slot goes to the endpoint with fewer in flight, even
+            // when another's rows are older; at equal load, the oldest.
+            (&[(1, 1), (20, 3)], &[(1, 1), (2, 1), (3, 0)], 3, 2, &[20]),
+            (
+                &[(1, 1), (2, 2), (3, 3)],
+                &[(1, 1), (2, 1), (3, 1)],
+                4,
+                2,
+                &[1],
+            ),
+            // per_endpoint always holds.
+            (&[(1, 1), (2, 1), (3, 1)], &[(1, 1)], 8, 2, &[1]),
+            (&[(1, 1), (2, 1), (3, 1)], &[], 8, 1, &[1]),
+            (&[(1, 1), (2, 1)], &[(1, 2)], 8, 2, &[]),
+            (&[], &[], 8, 2, &[]),
+        ];
+        for (due, in_flight, concurrency, per_endpoint, want) in cases {
+            assert_eq!(
+                pick(due, in_flight, *concurrency, *per_endpoint),
+                *want,
+                "due {due:?}, in flight {in_flight:?}, {concurrency}/{per_endpoint}"
+            );
+        }
+    }
 }

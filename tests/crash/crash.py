@@ -322,6 +322,8 @@ class Gateway:
                         # take as many attempts at once as the whole pool.
                         "concurrency = 8",
                         "per_endpoint = 8",
+                        # The receiver is on loopback (SPEC §10).
+                        'allow_destinations = ["127.0.0.0/8"]',
                         "[dns]",
                         f'nameservers = ["127.0.0.1:{dns_port}"]',
                         'timeout = "1s"',
