@@ -291,8 +291,11 @@ fn quote_container(attrs: &str) -> Option<Container> {
     if has_class(attrs, "yahoo_quoted") || has_class(attrs, "OutlookMessageHeader") {
         return Some(Container::CutRest);
     }
+    // Thunderbird's quote header ("On … wrote:", in the sender's language) sits in its own
+    // div above the quote: dropping it by class works in every language.
     if has_class(attrs, "gmail_signature")
         || has_class(attrs, "moz-signature")
+        || has_class(attrs, "moz-cite-prefix")
         || has_class(attrs, "protonmail_signature_block")
     {
         return Some(Container::Drop);

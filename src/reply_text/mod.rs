@@ -7,24 +7,57 @@
 //! obvious.
 //!
 //! Plain text is scanned line by line. A line can *end* the reply (Outlook separators and
-//! header blocks, an unquoted `On … wrote:` quote, the `-- ` signature delimiter), be *dropped*
-//! (`>`-quoted lines and the attribution line that introduces them), or be kept. Dropping
-//! instead of cutting at `>` lines is what keeps interleaved inline answers. Client footers
-//! ("Sent from my iPhone") and a `-Name` sign-off are trimmed only where they end what is left.
-//! A forwarded message is content the vendor chose to send, so from a forward marker on
-//! everything is kept verbatim.
+//! header blocks, a quote header over unquoted history, the `-- ` signature delimiter, a
+//! helpdesk marker), be *dropped* (`>`-quoted lines, the quote header that introduces them and,
+//! below such a header, the tail of a hard-wrapped quoted line that lost its `>`), or be kept.
+//! Dropping instead of cutting at `>` lines is what keeps interleaved inline answers. Client
+//! footers ("Sent from my iPhone") and a dash sign-off are trimmed only where they end what is
+//! left.
+//!
+//! What clients write differs per language; the strings are data, in [`patterns`] (one table
+//! entry per language, each string covered by a case in `fixtures/replies/`). The scan matches
+//! every language at once, on text lowercased by [`patterns::fold`].
+//!
+//! How much a quote header weighs: a *strong* one (a "wrote" verb ending the sentence, or an
+//! opener such as `On`/`Am`/`Le`, or the sender's address before the verb, together with a time
+//! or an address; or a date-first header ending in the sender's address) cuts everything below
+//! it even when that history is not `>`-quoted. A *weak* one (a "wrote" verb somewhere; a date
+//! and an address; a header without its colon) only counts when `>` lines follow, so a
+//! vendor's "As I wrote:" never cuts prose.
+//!
+//! Policy, the same on both paths (README "Visible reply"; each has a test):
+//! - **A forward inside a reply** is content the vendor chose to send: from a forward marker
+//!   (`---------- Forwarded message ---------`, "Begin forwarded message:", and their
+//!   translations) on, everything is kept verbatim, quotes and signatures included. Outlook's
+//!   forward header block looks exactly like its reply block, so that one is cut as history.
+//! - **A reply written below the quote** is kept: quoted lines are dropped wherever they are,
+//!   and so is the header introducing them, so text below them (or between them) stays.
+//! - **A message that is all quote** comes back whole (minus a `-- ` signature), not empty:
+//!   an empty visible reply would hide from the agent everything the vendor sent, and a
+//!   message with nothing new is rare enough (a mis-sent reply, an answer typed inside the
+//!   quote in a way we cannot tell apart) that showing it all is the honest answer.
+//! - **Short sign-offs** go: `-- ` and everything below it (the signature convention), and a
+//!   last line `-Name` / `—Name` / `– Name` (a hyphen only after a blank line or a closing
+//!   ending in `,` or `!`, so a dash list is never taken for one).
+//! - **Helpdesk markers** (`##- Please type your reply above this line -##` and their
+//!   translations, `-- Reply above this line --`): the reply ends above the marker. A marker
+//!   with nothing above it opens a helpdesk's own notification (the vendor answering from
+//!   Zendesk): the marker line is dropped and the notification kept.
 //!
 //! HTML is rendered to text with `<blockquote>` content prefixed by `> `, the way mail clients
 //! quote, after cutting the client-specific containers that always hold history (Outlook's
 //! `#divRplyFwdMsg`, Outlook for Mac's `#OLK_SRC_BODY_SECTION`, Yahoo's `yahoo_quoted`, …) and
-//! dropping signature containers. The plain-text rules then decide the rest, so both paths
-//! share one notion of "quote".
+//! dropping signature containers and Thunderbird's quote header (`div.moz-cite-prefix`). The
+//! plain-text rules then decide the rest, so both paths share one notion of "quote" and the
+//! same language coverage.
 
 use std::borrow::Cow;
 
 use html::{Mode, render};
+use patterns::{Footer, LANGUAGES, Language, fold};
 
 mod html;
+mod patterns;
 #[cfg(test)]
 mod tests;
 
@@ -95,12 +128,21 @@ fn fallback(lines: &[&str]) -> String {
     }
 }
 
+/// Longest line the pattern checks look at: quote headers, markers, separators and footers are
+/// short, and the cap keeps the work per line constant.
+const MAX_PATTERN_LINE: usize = 400;
+
 /// The lines of the vendor's own text, in order. Blank-line runs left where a quote was dropped
 /// are collapsed to one so inline answers read as paragraphs.
 fn reply_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
     let mut out: Vec<&'a str> = Vec::new();
     // Set after dropping something; suppresses blank lines until the next kept text.
     let mut gap = false;
+    // Whether anything but blank lines was kept.
+    let mut has_text = false;
+    // Set once a quote header was dropped: below it, the tail of a hard-wrapped quoted line
+    // that lost its `>` is quote too.
+    let mut in_quote = false;
     let mut i = 0;
     while i < lines.len() {
         let line = lines[i];
@@ -116,38 +158,82 @@ fn reply_lines<'a>(lines: &[&'a str]) -> Vec<&'a str> {
             i += 1;
             continue;
         }
-        if is_forward_marker(line) {
-            push_kept(&mut out, &mut gap, line);
-            out.extend_from_slice(&lines[i + 1..]);
-            break;
+        if in_quote && i > 0 && continues_wrapped_quote(lines[i - 1], line) {
+            gap = true;
+            i += 1;
+            continue;
         }
-        if is_signature_delimiter(line) || is_original_message_marker(line) {
+        let folded = (line.len() <= MAX_PATTERN_LINE).then(|| fold(line.trim()));
+        if let Some(f) = folded.as_deref() {
+            if is_forward_marker(f) {
+                push_kept(&mut out, &mut gap, line);
+                out.extend_from_slice(&lines[i + 1..]);
+                break;
+            }
+            if is_helpdesk_marker(f) {
+                if has_text {
+                    break;
+                }
+                // A helpdesk's own notification starts with its marker: what follows is the
+                // message.
+                gap = true;
+                i += 1;
+                continue;
+            }
+            if is_original_message_marker(f) {
+                break;
+            }
+        }
+        if is_signature_delimiter(line) {
             break;
         }
         if is_underscore_rule(line) && rule_introduces_quote(lines, i + 1) {
             break;
         }
-        if let Some(found) = attribution_at(lines, i) {
+        if let Some(found) = quote_header_at(lines, i) {
             let after = i + found.lines;
             match next_non_blank(lines, after) {
                 None => break,
                 Some(j) if is_quoted(lines[j]) => {
                     gap = true;
+                    in_quote = true;
                     i = after;
                     continue;
                 }
-                // An unquoted quote (Outlook web, Yahoo classic): everything below is history.
+                // An unquoted quote (Outlook web, Yahoo classic, Zoho): everything below is
+                // history.
                 Some(_) if found.strong => break,
                 Some(_) => {}
             }
         }
-        if header_block_at(lines, i) {
+        if header_block_at(lines, i) || header_intro_at(lines, i) {
+            break;
+        }
+        if has_text
+            && folded.as_deref().is_some_and(is_client_footer_folded)
+            && footer_above_history(lines, i + 1)
+        {
             break;
         }
         push_kept(&mut out, &mut gap, line);
+        has_text = true;
         i += 1;
     }
     out
+}
+
+/// A mobile footer sits at the end of what was typed: a quote header right below it over
+/// unquoted history starts that history, however weak the header is on its own.
+fn footer_above_history(lines: &[&str], from: usize) -> bool {
+    let Some(j) = next_non_blank(lines, from) else {
+        return false;
+    };
+    if is_quoted(lines[j]) {
+        return false;
+    }
+    quote_header_at(lines, j).is_some_and(|found| {
+        next_non_blank(lines, j + found.lines).is_some_and(|k| !is_quoted(lines[k]))
+    })
 }
 
 fn push_kept<'a>(out: &mut Vec<&'a str>, gap: &mut bool, line: &'a str) {
@@ -161,7 +247,7 @@ fn push_kept<'a>(out: &mut Vec<&'a str>, gap: &mut bool, line: &'a str) {
 }
 
 /// Trailing clean-up shared by every path: line ends trimmed, then trailing blank and
-/// separator lines, client footers and a `-Name` sign-off removed, then the whole trimmed.
+/// separator lines, client footers and a dash sign-off removed, then the whole trimmed.
 fn finish(lines: &[&str]) -> String {
     let mut v: Vec<&str> = lines.iter().map(|l| l.trim_end()).collect();
     let first_text = v.iter().position(|l| !is_blank(l)).unwrap_or(v.len());
@@ -179,7 +265,7 @@ fn finish(lines: &[&str]) -> String {
             v.pop();
             continue;
         }
-        if has_text_above && is_blank(v[n - 2]) && is_dash_name_signature(v[n - 1]) {
+        if has_text_above && is_sign_off(v[n - 1], v[n - 2]) {
             v.pop();
             continue;
         }
@@ -189,16 +275,40 @@ fn finish(lines: &[&str]) -> String {
     v[start..].join("\n").trim().to_string()
 }
 
+/// Characters that carry no text: bidirectional marks (Windows Mail writes U+200E around
+/// header values), zero-width spaces and joiners, the BOM.
+fn is_format_char(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2064}'
+            | '\u{2066}'..='\u{2069}' | '\u{feff}'
+    )
+}
+
+fn trim_start_invisible(line: &str) -> &str {
+    line.trim_start_matches(|c: char| c.is_whitespace() || is_format_char(c))
+}
+
 fn is_blank(line: &str) -> bool {
-    line.trim().is_empty()
+    line.chars().all(|c| c.is_whitespace() || is_format_char(c))
 }
 
 fn is_quoted(line: &str) -> bool {
-    line.trim_start().starts_with('>')
+    trim_start_invisible(line).starts_with('>')
 }
 
 fn next_non_blank(lines: &[&str], from: usize) -> Option<usize> {
     (from..lines.len()).find(|&j| !is_blank(lines[j]))
+}
+
+/// Picks one column (openers, wrote words, …) out of a table row.
+type Column = fn(&'static Language) -> &'static [&'static str];
+
+/// The strings of one table column across every language.
+fn all(column: Column) -> impl Iterator<Item = &'static str> {
+    LANGUAGES
+        .iter()
+        .flat_map(move |l| column(l).iter().copied())
 }
 
 /// A line made only of rule characters, left behind above a cut Outlook header block.
@@ -230,66 +340,68 @@ fn contains_ignore_ascii_case(hay: &str, needle: &str) -> bool {
             .any(|w| w.eq_ignore_ascii_case(needle.as_bytes()))
 }
 
-/// The text between the dashes of `-----Original Message-----` and the like, lowercased; None
-/// for lines that are not dash-framed.
-fn dash_framed_label(line: &str) -> Option<String> {
-    let t = line.trim();
-    if !t.starts_with("---") || t.len() > 120 {
+// --- separators, forward markers, helpdesk markers, footers -----------------------------------
+
+/// The text between the rules of `-----Original Message-----`, `*-------- Original Message
+/// --------*`, `============ Forwarded message ============` and the like (`f` folded); None
+/// for lines that are not framed.
+fn framed_label(f: &str) -> Option<&str> {
+    let t = f.trim_matches(|c: char| c == '*' || c.is_whitespace());
+    if !(t.starts_with("---") || t.starts_with("===")) {
         return None;
     }
-    Some(
-        t.trim_matches(|c: char| c == '-' || c.is_whitespace())
-            .to_lowercase(),
+    Some(t.trim_matches(|c: char| c == '-' || c == '=' || c == '*' || c.is_whitespace()))
+}
+
+fn is_original_message_marker(f: &str) -> bool {
+    framed_label(f).is_some_and(|label| all(|l| l.original).any(|o| o == label))
+}
+
+fn is_forward_marker(f: &str) -> bool {
+    if framed_label(f).is_some_and(|label| all(|l| l.forwarded).any(|o| o == label)) {
+        return true;
+    }
+    f.strip_suffix(':')
+        .map(str::trim_end)
+        .is_some_and(|label| all(|l| l.forward_lines).any(|o| o == label))
+}
+
+/// Rule characters a helpdesk decorates its marker line with.
+fn is_decoration(c: char) -> bool {
+    matches!(
+        c,
+        '-' | '='
+            | '#'
+            | '*'
+            | '_'
+            | '~'
+            | '\u{2014}'
+            | '\u{2013}'
+            | '['
+            | ']'
+            | '<'
+            | '>'
+            | '('
+            | ')'
     )
 }
 
-fn is_original_message_marker(line: &str) -> bool {
-    const LABELS: &[&str] = &[
-        "original message",
-        "ursprüngliche nachricht",
-        "original-nachricht",
-        "message d'origine",
-        "message d\u{2019}origine",
-        "mensaje original",
-        "mensagem original",
-        "messaggio originale",
-        "oorspronkelijk bericht",
-        "originalmeddelande",
-        "oprindelig meddelelse",
-        "opprinnelig melding",
-        "oryginalna wiadomość",
-        "původní zpráva",
-        "alkuperäinen viesti",
-        "исходное сообщение",
-    ];
-    dash_framed_label(line).is_some_and(|l| LABELS.contains(&l.as_str()))
-}
-
-fn is_forward_marker(line: &str) -> bool {
-    const LABELS: &[&str] = &[
-        "forwarded message",
-        "weitergeleitete nachricht",
-        "message transféré",
-        "mensaje reenviado",
-        "mensagem encaminhada",
-        "messaggio inoltrato",
-        "doorgestuurd bericht",
-        "vidarebefordrat meddelande",
-        "videresendt meddelelse",
-        "przekazana wiadomość",
-        "пересылаемое сообщение",
-    ];
-    if dash_framed_label(line).is_some_and(|l| LABELS.contains(&l.as_str())) {
+/// "Reply above this line" and its kin (`f` folded): Zendesk's `##- … -##` frame in any
+/// language, a table phrase on a line decorated with rule characters, or one of the whole
+/// lines helpdesks write undecorated.
+fn is_helpdesk_marker(f: &str) -> bool {
+    let t = f.trim();
+    if t.starts_with("##") && t.ends_with("##") && t.chars().any(char::is_alphabetic) {
         return true;
     }
-    let t = line.trim();
-    t.len() <= 60 && {
-        let l = t.to_lowercase();
-        l == "begin forwarded message:"
-            || l == "début du message réexpédié :"
-            || l == "anfang der weitergeleiteten nachricht:"
-            || l == "inicio del mensaje reenviado:"
+    let core =
+        t.trim_matches(|c: char| is_decoration(c) || c.is_whitespace() || c == '.' || c == '!');
+    if core.is_empty() {
+        return false;
     }
+    let decorated = t.starts_with(is_decoration);
+    (decorated && all(|l| l.markers).any(|m| core.contains(m)))
+        || all(|l| l.marker_lines).any(|m| core == m)
 }
 
 /// The `-- ` signature delimiter (also without its space, as many clients strip trailing
@@ -298,104 +410,109 @@ fn is_signature_delimiter(line: &str) -> bool {
     line.trim() == "--"
 }
 
-/// A mobile or webmail client's footer ("Sent from my iPhone", "Get Outlook for iOS"). Only
-/// removed when it ends the reply: a vendor's sentence that happens to start "Sent from my
-/// office…" and goes on with more text must survive.
+/// A mobile or webmail client's footer ("Sent from my iPhone", "Von meinem iPhone gesendet",
+/// "Get Outlook for iOS<https://aka.ms/…>"). Only removed when it ends the reply: a vendor's
+/// sentence that happens to start "Sent from my office…" and goes on with more text survives.
 fn is_client_footer(line: &str) -> bool {
     let t = line.trim();
-    if t.len() > 100 {
-        return false;
-    }
-    let l = t.to_lowercase();
-    if let Some(device) = l.strip_prefix("sent from my ") {
-        // "Sent from my desk, which is easier than my phone." is a sentence, not a footer.
-        return device.split_whitespace().count() <= 5 && !device.contains(',');
-    }
-    const PREFIXES: &[&str] = &[
-        "sent from iphone",
-        "sent from ipad",
-        "sent from yahoo mail",
-        "sent from mail for windows",
-        "sent from outlook",
-        "sent from samsung",
-        "sent from gmail",
-        "get outlook for ios",
-        "get outlook for android",
-        "envoyé de mon ",
-        "envoyé depuis mon ",
-        "enviado desde mi ",
-        "enviado do meu ",
-        "inviato dal mio ",
-    ];
-    if PREFIXES.iter().any(|p| l.starts_with(p)) {
-        return true;
-    }
-    // German clients put the verb last: "Von meinem iPhone gesendet".
-    l.starts_with("von meinem ") && l.ends_with("gesendet")
+    t.len() <= MAX_PATTERN_LINE && is_client_footer_folded(&fold(t))
 }
 
-/// `-Abhishek Kona`: a bare dash glued to a capitalised name, alone on the last line. A space
-/// after the dash is a list item, so it is not treated as a sign-off.
-fn is_dash_name_signature(line: &str) -> bool {
-    let t = line.trim();
-    let rest = if let Some(r) = t.strip_prefix("--") {
-        r
+fn is_client_footer_folded(f: &str) -> bool {
+    let mut t = f.trim();
+    if t.len() > 160 {
+        return false;
+    }
+    // The link some clients glue on: "Sent from TypeApp<http://…>".
+    if let Some(at) = t.find("<http") {
+        t = t[..at].trim_end();
+    }
+    let t = t.trim_end_matches(['.', '!']).trim_end();
+    !t.is_empty()
+        && LANGUAGES
+            .iter()
+            .flat_map(|l| l.footers.iter())
+            .any(|footer| footer_matches(t, footer))
+}
+
+fn footer_matches(t: &str, footer: &Footer) -> bool {
+    if !t.starts_with(footer.prefix) || !t.ends_with(footer.suffix) {
+        return false;
+    }
+    let Some(middle) = t.get(footer.prefix.len()..t.len().saturating_sub(footer.suffix.len()))
+    else {
+        return false;
+    };
+    // "Sent from my desk, which is easier than my phone." is a sentence, not a footer.
+    !middle.contains(',') && middle.split_whitespace().count() <= footer.max_words
+}
+
+/// `-Abhishek Kona`, `—Ryan`, `– Ryan`: a dash and a capitalised name alone on the last line.
+/// A hyphen also starts list items ("-Milk"), so it counts only after a blank line or a closing
+/// ending in `,` or `!`; a space after a hyphen is always a list item.
+fn is_sign_off(last: &str, above: &str) -> bool {
+    let t = last.trim();
+    let (rest, hyphen) = if let Some(r) = t.strip_prefix("--") {
+        (r, true)
     } else if let Some(r) = t.strip_prefix('-') {
-        r
+        (r, true)
     } else if let Some(r) = t
         .strip_prefix('\u{2014}')
         .or_else(|| t.strip_prefix('\u{2013}'))
     {
-        r.trim_start()
+        (r.trim_start(), false)
     } else {
         return false;
     };
-    rest.chars().next().is_some_and(char::is_uppercase)
+    let name = rest.chars().next().is_some_and(char::is_uppercase)
         && rest.split_whitespace().count() <= 4
         && rest.len() <= 60
-        && !rest.ends_with(['.', ':', '!', '?'])
+        && !rest.ends_with(['.', ':', '!', '?']);
+    let above = above.trim();
+    let placed = above.is_empty()
+        || above.ends_with([',', '!'])
+        || (!hyphen && !above.starts_with(['-', '\u{2014}', '\u{2013}', '*', '\u{2022}']));
+    name && placed
 }
 
-// --- attribution lines ("On <date>, <name> wrote:") ----------------------------------------
+// --- quote headers ("On <date>, <name> wrote:") -----------------------------------------------
 
-struct Attribution {
+struct QuoteHeader {
     /// How many physical lines it spans (clients wrap long ones).
     lines: usize,
     /// Strong enough to cut even when the quote below is not `>`-prefixed.
     strong: bool,
 }
 
-/// Longest line considered part of an attribution; keeps the join work constant per line.
-const MAX_ATTRIBUTION_LINE: usize = 400;
-
-fn attribution_at(lines: &[&str], i: usize) -> Option<Attribution> {
+/// A quote header starting at line `i`, on one line or wrapped over two or three.
+fn quote_header_at(lines: &[&str], i: usize) -> Option<QuoteHeader> {
     let first = lines[i];
-    if first.len() > MAX_ATTRIBUTION_LINE {
+    if first.len() > MAX_PATTERN_LINE {
         return None;
     }
-    if ends_with_colon(first) {
-        return classify_attribution(first).map(|strong| Attribution { lines: 1, strong });
+    let mut joined = fold(first.trim());
+    if let Some(strong) = classify_quote_header(&joined) {
+        return Some(QuoteHeader { lines: 1, strong });
     }
-    // Only join wrapped lines when the first one opens like an attribution; otherwise a
-    // vendor's sentence right above a real attribution would be swallowed with it.
-    let first_trim = first.trim_end();
-    if !opens_attribution(first) || first_trim.ends_with(['.', '!', '?']) {
+    // Only join wrapped lines when the first one opens like a header; otherwise a vendor's
+    // sentence right above a real header would be swallowed with it.
+    if !may_open_quote_header(&joined) || joined.ends_with(['.', '!', '?']) {
         return None;
     }
-    let mut joined = first_trim.to_string();
     for span in 2..=3 {
         let &next = lines.get(i + span - 1)?;
-        if is_blank(next)
-            || is_quoted(next)
-            || next.len() > MAX_ATTRIBUTION_LINE
-            || opens_attribution(next)
-        {
+        if is_blank(next) || is_quoted(next) || next.len() > MAX_PATTERN_LINE {
+            return None;
+        }
+        let f = fold(next.trim());
+        // A line that opens a header itself means the one above was prose.
+        if starts_with_opener(&f) || starts_with_date(&f) {
             return None;
         }
         joined.push(' ');
-        joined.push_str(next.trim());
-        if ends_with_colon(next) {
-            return classify_attribution(&joined).map(|strong| Attribution {
+        joined.push_str(&f);
+        if let Some(strong) = classify_quote_header(&joined) {
+            return Some(QuoteHeader {
                 lines: span,
                 strong,
             });
@@ -404,117 +521,185 @@ fn attribution_at(lines: &[&str], i: usize) -> Option<Attribution> {
     None
 }
 
-fn ends_with_colon(line: &str) -> bool {
-    line.trim_end().ends_with([':', '\u{ff1a}'])
-}
-
-fn strip_attribution_lead(line: &str) -> &str {
-    line.trim_start()
-        .trim_start_matches(|c: char| c == '-' || c.is_whitespace())
-}
-
-/// Openers of the attribution sentence in the languages clients localise it into, or a date
-/// first (`02.04.2012 14:20 …`, common on Android and in Russian and Asian clients).
-fn opens_attribution(line: &str) -> bool {
-    let t = strip_attribution_lead(line);
-    const OPENERS: &[&str] = &[
-        "On ", "Le ", "Am ", "El ", "Op ", "Il ", "Em ", "Den ", "Dne ", "W dniu ", "Pada ",
-    ];
-    OPENERS.iter().any(|o| t.starts_with(o)) || starts_with_date(t)
-}
-
-/// `02.04.2012`, `2012/4/2`, `26.06.2014,`: digits with at least two date separators, so a
-/// sentence that merely starts with a number is not taken for an attribution.
-fn starts_with_date(t: &str) -> bool {
-    let token = t
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .trim_end_matches(',');
-    token.starts_with(|c: char| c.is_ascii_digit())
-        && token
-            .chars()
-            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '/' | '-'))
-        && token
-            .chars()
-            .filter(|c| matches!(c, '.' | '/' | '-'))
-            .count()
-            >= 2
-}
-
-const WROTE_WORDS: &[&str] = &[
-    "wrote",
-    "writes",
-    "écrit",
-    "schrieb",
-    "escribió",
-    "escribio",
-    "escreveu",
-    "scrisse",
-    "ha scritto",
-    "schreef",
-    "skrev",
-    "napisał",
-    "napisała",
-    "napisal",
-    "napsal",
-    "napsala",
-    "kirjoitti",
-    "написал",
-    "написала",
-    "пишет",
-    "írta",
-    "yazdı",
-    "geschreven",
-    "pisze",
-    "napísal",
-    "写道",
-    "寫道",
-    "작성",
-];
-
-/// `Some(strong)` when `text` (ending in a colon) reads like an attribution.
-///
-/// Strong: the "wrote" verb ends the sentence or the sentence opens like an attribution, and a
-/// date or address is present; such a line cuts even unquoted text below it. Weak: a "wrote"
-/// verb somewhere, or a date plus an address (mail.ru, Yandex: `26.06.2014, 14:41, "A" <a@b>:`);
-/// those only count when `>` lines follow, so a vendor's "as I wrote:" never cuts prose.
-fn classify_attribution(text: &str) -> Option<bool> {
-    let t = strip_attribution_lead(text).trim_end();
-    let body = t.strip_suffix([':', '\u{ff1a}'])?.trim_end();
-    let lower = body.to_lowercase();
-    let wrote_anywhere = WROTE_WORDS.iter().any(|w| contains_word(&lower, w));
-    let wrote_at_end = WROTE_WORDS
-        .iter()
-        .any(|w| lower.ends_with(w) && word_boundary_before(&lower, lower.len() - w.len()));
-    let has_digit = lower.bytes().any(|b| b.is_ascii_digit());
-    let has_at = lower.contains('@');
-    if wrote_anywhere {
-        let strong = (wrote_at_end || opens_attribution(body)) && (has_digit || has_at);
-        Some(strong)
-    } else if has_at && has_digit {
-        Some(false)
-    } else {
-        None
+/// `Some(strong)` when the folded `text` reads like a quote header (see the module docs).
+fn classify_quote_header(text: &str) -> Option<bool> {
+    // Zoho frames its header in dashes: "---- On … wrote ----".
+    let framed = text.starts_with("--") && text.ends_with("--");
+    let t = text.trim_matches(|c: char| c == '-' || c == '*' || c.is_whitespace());
+    let (body, colon) = match t.strip_suffix(':') {
+        Some(b) => (b.trim_end(), true),
+        None => (t, false),
+    };
+    if body.is_empty() {
+        return None;
+    }
+    let time = has_time(body);
+    let address = has_address(body);
+    match last_wrote_word(body) {
+        Some((start, end)) => {
+            let at_end = is_header_tail(body.get(end..).unwrap_or(""));
+            if !colon {
+                // Without its colon only the plain form counts: the verb ends it and a date or
+                // address is there. Weak unless framed, so it needs `>` lines below.
+                let opens = starts_with_opener(body) || starts_with_date(body) || address;
+                return (at_end && (time || address) && opens).then_some(framed);
+            }
+            // "Name <a@b> kirjoitti 17.11.2021 kello 15.32:": the sender before the verb.
+            let name_first = body.get(..start).is_some_and(has_address);
+            Some((time || address) && (at_end || starts_with_opener(body) || name_first))
+        }
+        // Date first and the sender last, no verb: Gmail in Russian and Japanese, Yandex,
+        // Mail.ru ("17.11.2021, 15:32, "A" <a@b>:"). Weak when only a date and an address.
+        None if colon && address && body.bytes().any(|b| b.is_ascii_digit()) => {
+            Some(time && starts_with_date(body) && ends_with_address(body))
+        }
+        None => None,
     }
 }
 
-fn contains_word(hay: &str, word: &str) -> bool {
-    hay.match_indices(word).any(|(at, _)| {
-        let end = at + word.len();
-        word_boundary_before(hay, at)
-            && hay[end..]
-                .chars()
-                .next()
-                .is_none_or(|c| !c.is_alphanumeric())
+/// Whether a header could start on this folded line, so a wrapped one may be joined: an opener
+/// word, a date or weekday first, or the sender's address (name-first forms).
+fn may_open_quote_header(f: &str) -> bool {
+    starts_with_opener(f)
+        || starts_with_date(f)
+        || has_address(f)
+        || (f.starts_with(|c: char| c.is_ascii_digit()) && has_time(f))
+}
+
+fn starts_with_opener(f: &str) -> bool {
+    all(|l| l.openers).any(|o| f.starts_with(o))
+}
+
+/// `17.11.2021`, `2021/11/17`, `2021-11-17,`, `2021年11月17日`, `2021년`, or a weekday followed
+/// by a number (`ons. 17. nov.`, `ср, 17 нояб.`, `Wednesday, 17 November`): digits alone (a
+/// sentence starting "3 people came") are not a date.
+fn starts_with_date(f: &str) -> bool {
+    let mut words = f.split_whitespace();
+    let Some(first) = words.next() else {
+        return false;
+    };
+    if first.starts_with(|c: char| c.is_ascii_digit()) {
+        let token = first.trim_end_matches([',', '.']);
+        let separators = token
+            .chars()
+            .filter(|c| matches!(c, '.' | '/' | '-'))
+            .count();
+        return separators >= 2 || token.contains(['年', '년']);
+    }
+    let word = first.trim_end_matches([',', '.']);
+    all(|l| l.weekdays).any(|w| w == word)
+        && words
+            .next()
+            .is_some_and(|w| w.starts_with(|c: char| c.is_ascii_digit()))
+}
+
+/// A clock time: `15:32`, `3:32`, `15.32` (Danish, Finnish), `15h32`; `17.11.` and the parts of
+/// `17.11.2021` are dates, not times.
+fn has_time(f: &str) -> bool {
+    let b = f.as_bytes();
+    let digit = |k: usize| b.get(k).is_some_and(u8::is_ascii_digit);
+    (1..b.len()).any(|k| {
+        let sep = b[k];
+        if !matches!(sep, b':' | b'.' | b'h') || !digit(k - 1) || !digit(k + 1) || !digit(k + 2) {
+            return false;
+        }
+        // One or two digits before, exactly two after.
+        let start = if k >= 2 && digit(k - 2) { k - 2 } else { k - 1 };
+        if (start >= 1 && digit(start - 1)) || digit(k + 3) {
+            return false;
+        }
+        sep != b'.' || (b.get(k + 3) != Some(&b'.') && (start == 0 || b[start - 1] != b'.'))
     })
 }
 
-fn word_boundary_before(hay: &str, at: usize) -> bool {
-    hay[..at]
-        .chars()
-        .next_back()
-        .is_none_or(|c| !c.is_alphanumeric())
+/// An `@` between two word characters.
+fn has_address(f: &str) -> bool {
+    f.char_indices().any(|(at, c)| {
+        c == '@'
+            && f[..at]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+            && f[at + 1..]
+                .chars()
+                .next()
+                .is_some_and(char::is_alphanumeric)
+    })
+}
+
+/// The header ends in the sender's address: `… <a@b>`, `… (a@b)`, `… a@b`.
+fn ends_with_address(f: &str) -> bool {
+    f.trim_end_matches(['>', ')', ']', '"', ';'])
+        .rsplit([' ', '<', '(', '[', '"'])
+        .next()
+        .is_some_and(|token| token.contains('@'))
+}
+
+/// What may follow the verb at the end of a header: nothing, or a parenthesised date
+/// (Hungarian Gmail "… ezt írta (időpont: 2021. nov. 17., Sze, 15:32)").
+fn is_header_tail(rest: &str) -> bool {
+    let rest = rest.trim();
+    rest.is_empty() || (rest.starts_with('(') && rest.ends_with(')'))
+}
+
+/// The byte range of the last "wrote" word in the folded `f`.
+fn last_wrote_word(f: &str) -> Option<(usize, usize)> {
+    all(|l| l.wrote)
+        .filter_map(|w| {
+            f.match_indices(w)
+                .filter(|&(at, _)| is_word_at(f, at, w))
+                .last()
+                .map(|(at, _)| (at, at + w.len()))
+        })
+        .max_by_key(|&(start, end)| (end, usize::MAX - start))
+}
+
+/// Whether `w` found at `at` stands as a word. Scripts written without spaces (CJK, and
+/// Korean endings glued to the name) have no word boundaries to check.
+fn is_word_at(f: &str, at: usize, w: &str) -> bool {
+    let spaced = |c: char| c.is_alphanumeric() && !is_unspaced_script(c);
+    let first_spaced = w.chars().next().is_some_and(spaced);
+    let last_spaced = w.chars().next_back().is_some_and(spaced);
+    let before_ok = !first_spaced
+        || f[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+    let after_ok = !last_spaced
+        || f.get(at + w.len()..)
+            .and_then(|r| r.chars().next())
+            .is_none_or(|c| !c.is_alphanumeric());
+    before_ok && after_ok
+}
+
+fn is_unspaced_script(c: char) -> bool {
+    matches!(c,
+        '\u{3040}'..='\u{30ff}' // kana
+        | '\u{3400}'..='\u{4dbf}' | '\u{4e00}'..='\u{9fff}' | '\u{f900}'..='\u{faff}' // han
+        | '\u{ac00}'..='\u{d7af}' | '\u{1100}'..='\u{11ff}' | '\u{3130}'..='\u{318f}' // hangul
+    )
+}
+
+/// Below a quote header, a line that is the rest of a hard-wrapped quoted line whose `>` the
+/// wrapping lost: right under a long quoted line that stops mid-sentence, and starting in
+/// lower case. An inline answer starts its own sentence, in upper case, so it stays.
+fn continues_wrapped_quote(above: &str, line: &str) -> bool {
+    if !is_quoted(above) {
+        return false;
+    }
+    let content = trim_start_invisible(above)
+        .trim_start_matches(|c: char| c == '>' || c.is_whitespace())
+        .trim_end();
+    if above.trim_end().chars().count() < 60
+        || content.ends_with(['.', '!', '?', ':', ';', '\u{3002}', '\u{ff1f}', '\u{ff01}'])
+    {
+        return false;
+    }
+    let t = line.trim();
+    t.chars().count() <= 80
+        && t.chars()
+            .find(|c| c.is_alphabetic())
+            .is_some_and(char::is_lowercase)
 }
 
 // --- quoted header blocks (Outlook "From:/Sent:/To:/Subject:") --------------------------------
@@ -522,66 +707,57 @@ fn word_boundary_before(hay: &str, at: usize) -> bool {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum HeaderKind {
     From,
-    Subject,
+    /// The mail-only send date ("Sent", "Gesendet").
+    Sent,
     Date,
     To,
-    Other,
+    Subject,
 }
 
-/// The field a `Key: value` line names, including bold `*From:*` and the localised names
-/// Outlook, Thunderbird and webmails write.
+/// The field kind of a folded field name, in any language.
+fn field_kind(key: &str) -> Option<HeaderKind> {
+    let columns: [(HeaderKind, Column); 5] = [
+        (HeaderKind::From, |l| l.from),
+        (HeaderKind::Sent, |l| l.sent),
+        (HeaderKind::Date, |l| l.date),
+        (HeaderKind::To, |l| l.to),
+        (HeaderKind::Subject, |l| l.subject),
+    ];
+    columns
+        .into_iter()
+        .find(|&(_, column)| all(column).any(|k| k == key))
+        .map(|(kind, _)| kind)
+}
+
+/// The field a `Key: value` line names, including bold `*From:*`, Windows Mail's invisible
+/// marks and the localised names Outlook, Thunderbird and webmails write.
 fn header_kind(line: &str) -> Option<HeaderKind> {
-    let t = line.trim_start().trim_start_matches('*').trim_start();
+    let t = line.trim_start_matches(|c: char| c.is_whitespace() || is_format_char(c) || c == '*');
     let colon = t
         .char_indices()
-        .take(32)
+        .take(40)
         .find(|&(_, c)| c == ':' || c == '\u{ff1a}')
         .map(|(at, _)| at)?;
     let key = t[..colon].trim_end().trim_end_matches('*').trim_end();
     if key.is_empty() {
         return None;
     }
-    let key = key.to_lowercase();
-    let kind = match key.as_str() {
-        "from" | "von" | "de" | "da" | "van" | "från" | "fra" | "od" | "от" | "mittente" => {
-            HeaderKind::From
-        }
-        "subject" | "betreff" | "objet" | "asunto" | "oggetto" | "onderwerp" | "ämne" | "emne"
-        | "temat" | "тема" | "assunto" | "aihe" | "předmět" => HeaderKind::Subject,
-        "sent"
-        | "date"
-        | "gesendet"
-        | "datum"
-        | "envoyé"
-        | "enviado"
-        | "enviada"
-        | "fecha"
-        | "inviato"
-        | "data"
-        | "verzonden"
-        | "skickat"
-        | "sendt"
-        | "wysłano"
-        | "odesláno"
-        | "отправлено"
-        | "дата"
-        | "lähetetty" => HeaderKind::Date,
-        "to" | "cc" | "bcc" | "an" | "à" | "a" | "para" | "aan" | "till" | "til" | "do"
-        | "komu" | "кому" | "копия" | "kopie" | "cco" => HeaderKind::To,
-        "reply-to" | "antwort an" | "répondre à" | "responder a" => HeaderKind::Other,
-        _ => return None,
-    };
-    Some(kind)
+    field_kind(fold(key).trim())
 }
 
-/// A block of header lines that starts at `i` and names the sender, the subject and a date or
-/// recipient: the header a client writes above unquoted history. Requiring all three keeps an
-/// itinerary ("From: Berlin / To: Paris") from cutting the reply.
+/// A block of header lines that starts at `i` and names the sender and the subject with a date
+/// or recipient, or the sender, the send date and a recipient (Windows Mail leaves out an empty
+/// Subject): the header a client writes above unquoted history. Requiring that much keeps an
+/// itinerary ("From: Berlin / To: Paris / Date: 3 May") from cutting the reply.
 fn header_block_at(lines: &[&str], i: usize) -> bool {
-    if header_kind(lines[i]).is_none() {
+    let Some(first) = header_kind(lines[i]) else {
         return false;
+    };
+    if first == HeaderKind::From && is_one_line_header_block(lines[i]) {
+        return true;
     }
-    let (mut from, mut subject, mut date_or_to) = (false, false, false);
+    let (mut from, mut subject, mut sent, mut date_or_to, mut to) =
+        (false, false, false, false, false);
     let mut blanks = 0;
     let mut continuation = 0;
     for line in lines.iter().skip(i).take(14) {
@@ -602,8 +778,15 @@ fn header_block_at(lines: &[&str], i: usize) -> bool {
                 match kind {
                     HeaderKind::From => from = true,
                     HeaderKind::Subject => subject = true,
-                    HeaderKind::Date | HeaderKind::To => date_or_to = true,
-                    HeaderKind::Other => {}
+                    HeaderKind::Sent => {
+                        sent = true;
+                        date_or_to = true;
+                    }
+                    HeaderKind::Date => date_or_to = true,
+                    HeaderKind::To => {
+                        to = true;
+                        date_or_to = true;
+                    }
                 }
             }
             // Long To:/Cc: lists wrap onto following lines.
@@ -614,9 +797,41 @@ fn header_block_at(lines: &[&str], i: usize) -> bool {
                 }
             }
         }
-        if from && subject && date_or_to {
+        if from && ((subject && date_or_to) || (sent && to)) {
             return true;
         }
     }
     false
+}
+
+/// A whole header block flattened onto one line, as rich-text replies rendered to text give it:
+/// `From: A Sent: Monday To: B Subject: C`, `De : A Envoyé : lundi À : B Objet : C`.
+fn is_one_line_header_block(line: &str) -> bool {
+    if line.len() > 2 * MAX_PATTERN_LINE {
+        return false;
+    }
+    let f = fold(line);
+    let has_field = |column: Column| {
+        all(column).any(|key| {
+            f.match_indices(key).any(|(at, _)| {
+                let before = f[..at].ends_with(' ');
+                let after = f[at + key.len()..].trim_start_matches(' ');
+                before && after.starts_with(':')
+            })
+        })
+    };
+    has_field(|l| l.subject)
+        && (has_field(|l| l.sent) || has_field(|l| l.date) || has_field(|l| l.to))
+}
+
+/// A line that introduces a header block right below it ("Message du 17/11/21 15:32").
+fn header_intro_at(lines: &[&str], i: usize) -> bool {
+    let line = lines[i];
+    line.len() <= MAX_PATTERN_LINE
+        && i + 1 < lines.len()
+        && {
+            let f = fold(trim_start_invisible(line));
+            all(|l| l.header_intros).any(|p| f.starts_with(p))
+        }
+        && header_block_at(lines, i + 1)
 }

@@ -511,6 +511,20 @@ fn hostile_inputs_do_not_panic() {
         "a'".repeat(10_000),
         ">\n".repeat(10_000),
         "On Mon wrote\n".repeat(1_000),
+        "##\n".repeat(10_000),
+        "##- x -##\n".repeat(10_000),
+        "Sent from my iPhone\n\n".repeat(10_000),
+        "\u{200e}\n".repeat(10_000),
+        "\u{130}".repeat(10_000),
+        "From: a Sent: b To: c Subject: d\n".repeat(2_000),
+        "Von: a\nGesendet: b\nAn: c\n".repeat(2_000),
+        "x@y 15:32 ".repeat(10_000) + ":",
+        "17.11.2021, 15:32, \"A\" <a@b>:\nx\n".repeat(2_000),
+        format!("> {}\nwrapped tail\n", "long quoted line ".repeat(10)).repeat(5_000),
+        "---- On x wrote ----\n".repeat(1_000),
+        "ср, 17 нояб. 2021 г. в 15:32, A <a@b>\n".repeat(1_000),
+        "napisał(a):\n写道：\n님이 작성:\n".repeat(1_000),
+        "\u{ff1a}\u{ff08}\u{ff09}\u{3000}".repeat(1_000),
     ];
     for input in &inputs {
         let _ = visible_text(input);
@@ -538,4 +552,190 @@ fn attributes_parse() {
     assert_eq!(attr(a, "checked"), Some(""));
     assert_eq!(attr(a, "missing"), None);
     assert!(has_class(a, "b"));
+}
+
+#[test]
+fn fold_irons_out_client_variations() {
+    assert_eq!(patterns::fold("Von:\u{200e} Max"), "von: max");
+    assert_eq!(patterns::fold("\u{130}LET\u{130}LEN"), "iletilen");
+    assert_eq!(patterns::fold("写道\u{ff1a}"), "写道:");
+    assert_eq!(patterns::fold("a\u{a0}b\u{3000}c"), "a b c");
+    assert_eq!(patterns::fold("iPhone\u{2019}umdan"), "iphone'umdan");
+}
+
+#[test]
+fn times_dates_and_addresses() {
+    for (text, want) in [
+        ("at 15:32", true),
+        ("kl. 15.32 skrev", true),
+        ("3:32 pm", true),
+        ("15h32", true),
+        ("15:32:00 +0300", true),
+        ("am 17.11. schrieb", false),
+        ("17.11.2021", false),
+        ("in 2019 my colleague", false),
+        ("version 1.2.3", false),
+        ("123:45", false),
+    ] {
+        assert_eq!(has_time(text), want, "has_time({text:?})");
+    }
+    for (text, want) in [
+        ("17.11.2021, 15:32, a", true),
+        ("2021/11/17 15:32", true),
+        ("2021年11月17日(水) 15:32", true),
+        ("2021년 11월 17일", true),
+        ("ons. 17. nov. 2021", true),
+        ("ср, 17 нояб.", true),
+        ("wednesday, 17 november", true),
+        ("3 people came", false),
+        ("so i wrote", false),
+        ("mon ami", false),
+        ("", false),
+    ] {
+        assert_eq!(starts_with_date(text), want, "starts_with_date({text:?})");
+    }
+    assert!(has_address("anna agent <anna@x.com>"));
+    assert!(!has_address("meet @ 15:00"));
+    assert!(ends_with_address("from anna <anna@x.com>"));
+    assert!(ends_with_address("anna (anna@x.com)"));
+    assert!(!ends_with_address("anna@x.com wrote"));
+}
+
+#[test]
+fn quote_header_strength() {
+    // (folded header, Some(strong) or None)
+    let cases: &[(&str, Option<bool>)] = &[
+        (
+            "on wed, nov 17, 2021 at 3:32 pm anna <anna@x.com> wrote:",
+            Some(true),
+        ),
+        (
+            "am 17.11.2021 um 15:32 schrieb anna <anna@x.com>:",
+            Some(true),
+        ),
+        (
+            "anna <anna@x.com> kirjoitti 17.11.2021 kello 15.32:",
+            Some(true),
+        ),
+        (
+            "anna <anna@x.com> ezt írta (időpont: 2021. nov. 17., sze, 15:32):",
+            Some(true),
+        ),
+        ("17.11.2021, 15:32, \"anna\" <anna@x.com>:", Some(true)),
+        (
+            "---- on wed, 17 nov 2021 15:32:00 +0300 anna <anna@x.com> wrote ----",
+            Some(true),
+        ),
+        (
+            "on wed, 17 nov 2021 15:32 anna <anna@x.com> wrote",
+            Some(false),
+        ),
+        ("anna kirjoitti 17.11.2021 klo 15.32:", Some(false)),
+        ("please send it to anna@x.com by 15:30:", Some(false)),
+        ("as i wrote:", Some(false)),
+        ("in 2019 my colleague wrote:", Some(false)),
+        (
+            "am 17.11. schrieb der spediteur, dass alles passt:",
+            Some(false),
+        ),
+        ("on monday i wrote to the carrier:", Some(false)),
+        ("i wrote it down", None),
+        ("the parts ship monday:", None),
+        ("we rewrote the module:", None),
+    ];
+    for (text, want) in cases {
+        assert_eq!(classify_quote_header(text), *want, "{text:?}");
+    }
+}
+
+#[test]
+fn helpdesk_markers_and_footers() {
+    for marker in [
+        "##- please type your reply above this line -##",
+        "##- bitte geben sie ihre antwort über dieser zeile ein. -##",
+        "##- このラインの上に返信を入力してください -##",
+        "-- reply above this line --",
+        "reply above this line.",
+        "[reply above this line]",
+    ] {
+        assert!(is_helpdesk_marker(marker), "{marker:?}");
+    }
+    for prose in [
+        "please write the order number above this line on the form.",
+        "the total is above this line",
+        "####",
+        "-- --",
+        "## ##",
+    ] {
+        assert!(!is_helpdesk_marker(prose), "{prose:?}");
+    }
+    for footer in [
+        "Sent from my iPhone",
+        "Sent from TypeApp<http://www.typeapp.com/r?b=1>",
+        "Von meinem iPhone gesendet",
+        "iPhone\u{2019}umdan gönderildi",
+        "iPhoneから送信",
+        "发自我的iPhone",
+        "iPhone에서 보냄",
+    ] {
+        assert!(is_client_footer(footer), "{footer:?}");
+    }
+    for prose in [
+        "Sent from my desk, which beats my phone.",
+        "Sent from my office in Berlin where the warehouse is",
+        "Von meinem Kollegen wurde das Paket gestern am Nachmittag gesendet",
+        "Wysłane z magazynu w poniedziałek",
+        "",
+    ] {
+        assert!(!is_client_footer(prose), "{prose:?}");
+    }
+}
+
+#[test]
+fn sign_offs() {
+    assert!(is_sign_off("\u{2014}Ryan", "Shipped."));
+    assert!(is_sign_off("\u{2013} Ryan Smith", "Shipped."));
+    assert!(is_sign_off("-Ryan", ""));
+    assert!(is_sign_off("-Ryan", "Thanks,"));
+    assert!(!is_sign_off("-Milk", "Todo:"));
+    assert!(!is_sign_off("- Milk", ""));
+    assert!(!is_sign_off("\u{2014}Eggs", "\u{2014}Milk"));
+    assert!(!is_sign_off("-Ryan.", ""));
+}
+
+#[test]
+fn wrapped_quote_tails() {
+    let long = "> Could you confirm the delivery date for the two hundred replacement";
+    assert!(continues_wrapped_quote(long, "units and"));
+    assert!(!continues_wrapped_quote(long, "Monday, as planned."));
+    assert!(!continues_wrapped_quote("> Short question", "yes"));
+    assert!(!continues_wrapped_quote(
+        "> Could you confirm the delivery date for the two hundred units, please?",
+        "yes, monday"
+    ));
+    assert!(!continues_wrapped_quote(
+        "not quoted at all but long enough to count as a wrapped line",
+        "tail"
+    ));
+}
+
+#[test]
+fn policies() {
+    // All quote: the whole text comes back rather than nothing.
+    let all_quote = "On Mon, 2 Apr 2012 at 15:32, Bob <b@x.com> wrote:\n> only a quote";
+    assert_eq!(visible_text(all_quote), all_quote);
+    // A helpdesk marker ends the reply; at the top it is dropped and the rest kept.
+    assert_eq!(
+        visible_text("Done.\n\n##- Please type your reply above this line -##\n\nTicket text"),
+        "Done."
+    );
+    assert_eq!(
+        visible_text("##- Please type your reply above this line -##\n\nTicket text"),
+        "Ticket text"
+    );
+    // A reply below the quote is kept, and so are inline answers.
+    assert_eq!(
+        visible_text("On Mon, 2 Apr 2012 at 15:32, Bob <b@x.com> wrote:\n> q1\n\na1\n\n> q2\n\na2"),
+        "a1\n\na2"
+    );
 }
