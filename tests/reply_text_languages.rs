@@ -307,7 +307,7 @@ fn every_pattern_has_a_case() {
                 })
             })
         };
-        let columns: [(&str, &[&str]); 12] = [
+        let columns: [(&str, &[&str]); 13] = [
             ("opener", lang.openers),
             ("wrote", lang.wrote),
             ("from", lang.from),
@@ -315,6 +315,7 @@ fn every_pattern_has_a_case() {
             ("date", lang.date),
             ("to", lang.to),
             ("subject", lang.subject),
+            ("other field", lang.other_fields),
             ("header intro", lang.header_intros),
             ("original", lang.original),
             ("forwarded", lang.forwarded),
@@ -328,7 +329,7 @@ fn every_pattern_has_a_case() {
                 }
                 let found = match column {
                     "opener" | "header intro" => own.iter().any(|l| bare(l).starts_with(s)),
-                    "from" | "sent" | "date" | "to" | "subject" => field(s),
+                    "from" | "sent" | "date" | "to" | "subject" | "other field" => field(s),
                     _ => own.iter().any(|l| l.contains(s)),
                 };
                 if !found {

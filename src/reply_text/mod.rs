@@ -391,7 +391,7 @@ fn is_decoration(c: char) -> bool {
 /// lines helpdesks write undecorated.
 fn is_helpdesk_marker(f: &str) -> bool {
     let t = f.trim();
-    if t.starts_with("##") && t.ends_with("##") && t.chars().any(char::is_alphabetic) {
+    if is_zendesk_frame(t) {
         return true;
     }
     let core =
@@ -402,6 +402,19 @@ fn is_helpdesk_marker(f: &str) -> bool {
     let decorated = t.starts_with(is_decoration);
     (decorated && all(|l| l.markers).any(|m| core.contains(m)))
         || all(|l| l.marker_lines).any(|m| core == m)
+}
+
+/// `##- … -##` (also `## - … - ##`) around words: Zendesk's marker in every language. A banner
+/// framed in plain `##` is not one.
+fn is_zendesk_frame(t: &str) -> bool {
+    let Some(inner) = t.strip_prefix("##").and_then(|r| r.strip_suffix("##")) else {
+        return false;
+    };
+    let inner = inner.trim();
+    inner.len() >= 2
+        && inner.starts_with('-')
+        && inner.ends_with('-')
+        && inner.chars().any(char::is_alphabetic)
 }
 
 /// The `-- ` signature delimiter (also without its space, as many clients strip trailing
@@ -495,8 +508,10 @@ fn quote_header_at(lines: &[&str], i: usize) -> Option<QuoteHeader> {
         return Some(QuoteHeader { lines: 1, strong });
     }
     // Only join wrapped lines when the first one opens like a header; otherwise a vendor's
-    // sentence right above a real header would be swallowed with it.
-    if !may_open_quote_header(&joined) || joined.ends_with(['.', '!', '?']) {
+    // sentence right above a real header would be swallowed with it. A first line ending in a
+    // colon or a full stop is complete on its own.
+    let opening = opens_quote_header(&joined)?;
+    if joined.ends_with(['.', '!', '?', ':']) {
         return None;
     }
     for span in 2..=3 {
@@ -511,6 +526,11 @@ fn quote_header_at(lines: &[&str], i: usize) -> Option<QuoteHeader> {
         }
         joined.push(' ');
         joined.push_str(&f);
+        // Opened by nothing but an address (name-first forms), it must have its verb: a bounce's
+        // "<a@b>: host [192.0.2.1]:" is not a header.
+        if opening == Opening::Address && last_wrote_word(&joined).is_none() {
+            continue;
+        }
         if let Some(strong) = classify_quote_header(&joined) {
             return Some(QuoteHeader {
                 lines: span,
@@ -557,13 +577,26 @@ fn classify_quote_header(text: &str) -> Option<bool> {
     }
 }
 
-/// Whether a header could start on this folded line, so a wrapped one may be joined: an opener
-/// word, a date or weekday first, or the sender's address (name-first forms).
-fn may_open_quote_header(f: &str) -> bool {
-    starts_with_opener(f)
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opening {
+    /// An opener word, or a date or weekday first.
+    Lead,
+    /// Only the sender's address (name-first forms: "Anna <a@b> schrieb am …").
+    Address,
+}
+
+/// How a header could start on this folded line, so a wrapped one may be joined.
+fn opens_quote_header(f: &str) -> Option<Opening> {
+    if starts_with_opener(f)
         || starts_with_date(f)
-        || has_address(f)
         || (f.starts_with(|c: char| c.is_ascii_digit()) && has_time(f))
+    {
+        Some(Opening::Lead)
+    } else if has_address(f) {
+        Some(Opening::Address)
+    } else {
+        None
+    }
 }
 
 fn starts_with_opener(f: &str) -> bool {
@@ -712,16 +745,19 @@ enum HeaderKind {
     Date,
     To,
     Subject,
+    /// A field that only continues a block (Reply-To).
+    Other,
 }
 
 /// The field kind of a folded field name, in any language.
 fn field_kind(key: &str) -> Option<HeaderKind> {
-    let columns: [(HeaderKind, Column); 5] = [
+    let columns: [(HeaderKind, Column); 6] = [
         (HeaderKind::From, |l| l.from),
         (HeaderKind::Sent, |l| l.sent),
         (HeaderKind::Date, |l| l.date),
         (HeaderKind::To, |l| l.to),
         (HeaderKind::Subject, |l| l.subject),
+        (HeaderKind::Other, |l| l.other_fields),
     ];
     columns
         .into_iter()
@@ -787,6 +823,7 @@ fn header_block_at(lines: &[&str], i: usize) -> bool {
                         to = true;
                         date_or_to = true;
                     }
+                    HeaderKind::Other => {}
                 }
             }
             // Long To:/Cc: lists wrap onto following lines.

@@ -666,6 +666,7 @@ fn helpdesk_markers_and_footers() {
         "####",
         "-- --",
         "## ##",
+        "##       automatic bounce notification (english text below)           ##",
     ] {
         assert!(!is_helpdesk_marker(prose), "{prose:?}");
     }
@@ -738,4 +739,19 @@ fn policies() {
         visible_text("On Mon, 2 Apr 2012 at 15:32, Bob <b@x.com> wrote:\n> q1\n\na1\n\n> q2\n\na2"),
         "a1\n\na2"
     );
+}
+
+#[test]
+fn wrapped_headers_need_their_verb_when_opened_by_an_address() {
+    // A bounce's recipient line and host line are not a quote header.
+    let bounce = "<kijitora@example.jp>:\n    mfsmax.example.jp [192.0.2.45]:\n>>> RCPT TO:<kijitora@example.jp>\n<<< 550 Unknown user";
+    assert!(visible_text(bounce).starts_with("<kijitora@example.jp>:\n    mfsmax.example.jp"));
+    let sendmail = "554 <k@example.org>... 550 Host unknown (answer)\nWhile talking to smtp.example.com:\n>>> RCPT To:<k@example.com>";
+    assert!(
+        visible_text(sendmail)
+            .starts_with("554 <k@example.org>... 550 Host unknown (answer)\nWhile talking")
+    );
+    // Gmail's name-first German header wrapped before the time still is one.
+    let gmail = "Danke.\n\nAnna <anna@x.de> schrieb am Mi., 17. Nov. 2021,\n15:32:\n\n> Hallo";
+    assert_eq!(visible_text(gmail), "Danke.");
 }
