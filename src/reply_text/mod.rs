@@ -573,6 +573,8 @@ fn classify_quote_header(text: &str) -> Option<bool> {
         None if colon && address && body.bytes().any(|b| b.is_ascii_digit()) => {
             Some(time && starts_with_date(body) && ends_with_address(body))
         }
+        // The same without its colon ("2014/11/17 Anna <a@b>"): only above `>` lines.
+        None if address && starts_with_date(body) && ends_with_address(body) => Some(false),
         None => None,
     }
 }

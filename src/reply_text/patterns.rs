@@ -179,7 +179,10 @@ pub const LANGUAGES: &[Language] = &[
         header_intros: &[],
         original: &["ursprüngliche nachricht", "original-nachricht"],
         forwarded: &["weitergeleitete nachricht"],
-        forward_lines: &["anfang der weitergeleiteten nachricht"],
+        forward_lines: &[
+            "anfang der weitergeleiteten nachricht",
+            "anfang der weitergeleiteten e-mail",
+        ],
         footers: &[
             footer("von meinem ", " gesendet", 4),
             footer("gesendet von meinem ", "", 4),

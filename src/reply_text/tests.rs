@@ -630,6 +630,8 @@ fn quote_header_strength() {
             "on wed, 17 nov 2021 15:32 anna <anna@x.com> wrote",
             Some(false),
         ),
+        ("2014/11/17 anna <anna@x.com>", Some(false)),
+        ("2014/11/17 anna <anna@x.com> sent the parts", None),
         ("anna kirjoitti 17.11.2021 klo 15.32:", Some(false)),
         ("please send it to anna@x.com by 15:30:", Some(false)),
         ("as i wrote:", Some(false)),
