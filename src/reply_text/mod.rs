@@ -456,8 +456,10 @@ fn footer_matches(t: &str, footer: &Footer) -> bool {
     else {
         return false;
     };
-    // "Sent from my desk, which is easier than my phone." is a sentence, not a footer.
-    !middle.contains(',') && middle.split_whitespace().count() <= footer.max_words
+    // "Sent from my desk, which is easier than my phone." is a sentence, not a footer; a
+    // suffix closing the line makes a comma inside harmless.
+    (!footer.suffix.is_empty() || !middle.contains(','))
+        && middle.split_whitespace().count() <= footer.max_words
 }
 
 /// `-Abhishek Kona`, `—Ryan`, `– Ryan`: a dash and a capitalised name alone on the last line.

@@ -10,7 +10,9 @@
 
 /// A client footer ("Sent from my iPhone", "Von meinem iPhone gesendet", "iPhoneから送信"):
 /// a folded line that starts with `prefix`, ends with `suffix` and has at most `max_words`
-/// words between them. Footers are only ever trimmed where they end the reply.
+/// words between them, with no comma unless a suffix closes it ("Sent from my desk, which…"
+/// is a sentence; "Sent from my Verizon, Samsung Galaxy smartphone" is a footer). Footers are
+/// only ever trimmed where they end the reply.
 pub struct Footer {
     pub prefix: &'static str,
     pub suffix: &'static str,
@@ -129,6 +131,8 @@ pub const LANGUAGES: &[Language] = &[
         forward_lines: &["begin forwarded message"],
         footers: &[
             footer("sent from my ", "", 5),
+            footer("sent from my ", " smartphone", 6),
+            footer("sent via the ", " smartphone", 8),
             footer("sent from iphone", "", 0),
             footer("sent from ipad", "", 0),
             footer("sent from typeapp", "", 0),
@@ -140,6 +144,11 @@ pub const LANGUAGES: &[Language] = &[
             footer("sent from outlook", "", 3),
             footer("sent from samsung", "", 3),
             footer("sent from gmail", "", 2),
+            footer("sent from aol", "", 3),
+            footer("sent from windows mail", "", 0),
+            footer("sent with protonmail", "", 3),
+            footer("sent with proton mail", "", 3),
+            footer("sent with spark", "", 0),
             footer("get outlook for ", "", 1),
         ],
         markers: &["above this line", "below this line"],
