@@ -18,12 +18,13 @@
 //! entry per language, each string covered by a case in `fixtures/replies/`). The scan matches
 //! every language at once, on text lowercased by [`patterns::fold`].
 //!
-//! How much a quote header weighs: a *strong* one (a "wrote" verb ending the sentence, or an
-//! opener such as `On`/`Am`/`Le`, or the sender's address before the verb, together with a time
-//! or an address; or a date-first header ending in the sender's address) cuts everything below
-//! it even when that history is not `>`-quoted. A *weak* one (a "wrote" verb somewhere; a date
-//! and an address; a header without its colon) only counts when `>` lines follow, so a
-//! vendor's "As I wrote:" never cuts prose.
+//! How much a quote header weighs: a *strong* one cuts everything below it even when that
+//! history is not `>`-quoted. It has a clock time or an address, and either its "wrote" verb
+//! ends it, it opens with `On`/`Am`/`Le`/…, or the sender's address comes before the verb; or
+//! it is date-first with a time and ends in the sender's address (Gmail in Russian, Yandex);
+//! or it is Zoho's dash-framed `---- On … wrote ----`. A *weak* one (a "wrote" verb with none
+//! of that; a date and an address; a header without its colon) only counts when `>` lines
+//! follow, so a vendor's "As I wrote:" or "Am 17.11. schrieb der Spediteur:" never cuts prose.
 //!
 //! Policy, the same on both paths (README "Visible reply"; each has a test):
 //! - **A forward inside a reply** is content the vendor chose to send: from a forward marker
