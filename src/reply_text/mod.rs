@@ -14,9 +14,9 @@
 //! footers ("Sent from my iPhone") and a dash sign-off are trimmed only where they end what is
 //! left.
 //!
-//! What clients write differs per language; the strings are data, in [`patterns`] (one table
+//! What clients write differs per language; the strings are data, in `patterns.rs` (one table
 //! entry per language, each string covered by a case in `fixtures/replies/`). The scan matches
-//! every language at once, on text lowercased by [`patterns::fold`].
+//! every language at once, on text lowercased by `patterns::fold`.
 //!
 //! How much a quote header weighs: a *strong* one cuts everything below it even when that
 //! history is not `>`-quoted. It has a clock time or an address, and either its "wrote" verb
