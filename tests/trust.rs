@@ -936,3 +936,50 @@ async fn a_shared_portal_link_handed_out_before_keeps_working() {
     );
     p.s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forgers_text_never_reaches_the_portal() {
+    let mut p = Probe::start("").await;
+    let (st, v) = p
+        .api(
+            "POST",
+            "/api/parents/T-12/side-conversations",
+            Some(json!({"to": ["vendor@vendor.test", "vera@good.test"], "subject": "Pallet 7",
+                        "body_text": "Where is pallet 7?", "share_portal_link": true})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let token = v["token"].as_str().expect("token").to_string();
+    let portal = v["portal_url"]
+        .as_str()
+        .and_then(|u| u.split("/p/").nth(1))
+        .expect("portal link")
+        .to_string();
+    let reply = format!("reply+{token}@gw.example.com");
+    // A forged participant (vendor.test's SPF fails) and a verified one.
+    p.send(
+        "vendor@vendor.test",
+        &[&reply],
+        &mail(
+            &format!("From: Vendor <vendor@vendor.test>\nTo: {reply}"),
+            "FORGED: pay to account 13-37.",
+        ),
+    )
+    .await;
+    p.send(
+        "vera@good.test",
+        &[&reply],
+        &mail(&format!("From: Vera <vera@good.test>\nTo: {reply}"), "GENUINE: it ships Monday."),
+    )
+    .await;
+    p.s.wait_ingested().await;
+    let page = reqwest::get(format!("http://{}/p/{portal}", p.s.http))
+        .await
+        .expect("page")
+        .text()
+        .await
+        .expect("text");
+    assert!(page.contains("GENUINE: it ships Monday."), "{page}");
+    assert!(!page.contains("FORGED"), "{page}");
+    p.s.shutdown().await;
+}

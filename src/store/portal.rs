@@ -184,14 +184,16 @@ pub fn by_token(conn: &Connection, token: &str) -> Result<Option<PortalThread>> 
 }
 
 /// Which messages of side conversation `?1` the vendor side has seen: what
-/// the agents sent it, and the replies its participants wrote (auto-replies,
-/// bounces, notifications, second copies of a Message-ID, mail failing
-/// DMARC and the relayed copies of portal replies stay out).
+/// the agents sent it, and the replies its participants wrote from a
+/// verified address (SPEC §10: unverified mail, a forger's included, never
+/// reaches the portal; auto-replies, bounces, notifications, second copies
+/// of a Message-ID and the relayed copies of portal replies stay out too).
 const VISIBLE: &str = "m.side_conversation_id = ?1 AND (
        (m.direction = 'out' AND m.kind = 'agent' AND m.route = 'api')
     OR (m.direction = 'in' AND m.kind = 'reply'
         AND m.from_email IN (SELECT email FROM participants WHERE side_conversation_id = ?1)
         AND m.flags NOT LIKE '%duplicate_of:%'
+        AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
         AND COALESCE(CASE WHEN json_valid(m.auth) THEN json_extract(m.auth, '$.dmarc') END, '') <> 'fail'))";
 
 /// The messages the portal shows for side conversation `sc`, in order.

@@ -254,7 +254,9 @@ async function main() {
 
     // 5. A reply with an attachment through the form.
     await page.fill('#text', REPLY_TEXT);
-    await page.selectOption('#email', 'vic@carrier.example');
+    // Vic's own link (SPEC §8): it replies as Vic, with no choice of identity.
+    check('no choice of who to reply as', (await page.locator('select#email').count()) === 0);
+    check('replying as the link\'s recipient', (await page.locator('form').innerText()).includes('vic@carrier.example'));
     await page.setInputFiles('#files', {
       name: 'tracking.txt',
       mimeType: 'text/plain',
@@ -272,7 +274,7 @@ async function main() {
     const portalReply = after.messages.find((m) => m.route === 'portal' && m.direction === 'in');
     check('the portal reply is on the thread', !!portalReply);
     if (portalReply) {
-      check('from the chosen participant, as a reply', portalReply.from.email === 'vic@carrier.example' && portalReply.kind === 'reply');
+      check('from the link\'s recipient, as a reply', portalReply.from.email === 'vic@carrier.example' && portalReply.kind === 'reply');
       check('its text is stored', (portalReply.text || '').includes('left the Rotterdam depot at 09:40'));
       check('its attachment is stored', portalReply.attachments.length === 1 && portalReply.attachments[0].filename === 'tracking.txt');
     }

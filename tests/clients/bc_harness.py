@@ -49,7 +49,12 @@ def find_binary():
 
 
 class StubDns:
-    def __init__(self):
+    """NXDOMAIN for every name but those given in `txt` ({name: text}),
+    which answer their TXT record (an SPF policy, say) and NODATA for other
+    types."""
+
+    def __init__(self, txt=None):
+        self.txt = {k.lower().rstrip("."): v for k, v in (txt or {}).items()}
         self.udp = None
         self.tcp = None
         for _ in range(20):
@@ -73,21 +78,32 @@ class StubDns:
         threading.Thread(target=self._serve_udp, daemon=True).start()
         threading.Thread(target=self._serve_tcp, daemon=True).start()
 
-    @staticmethod
-    def answer(query):
+    def answer(self, query):
         if len(query) < 12:
             return None
         qid, flags, qdcount = struct.unpack("!HHH", query[:6])
         i = 12
         ok = qdcount == 1
+        labels = []
         if ok:
             while i < len(query) and query[i] != 0:
+                labels.append(query[i + 1 : i + 1 + query[i]].decode("ascii", "replace"))
                 i += 1 + query[i]
             i += 5
             ok = i <= len(query)
         rd = flags & 0x0100
         opcode = flags & 0x7800
         if ok:
+            name = ".".join(labels).lower()
+            qtype = struct.unpack("!H", query[i - 4 : i - 2])[0]
+            if name in self.txt:
+                rflags = 0x8000 | opcode | rd | 0x0080  # NOERROR, authoritative data
+                if qtype != 16:
+                    return struct.pack("!HHHHHH", qid, rflags, 1, 0, 0, 0) + query[12:i]
+                text = self.txt[name].encode()[:255]
+                rdata = bytes([len(text)]) + text
+                rr = struct.pack("!HHHIH", 0xC00C, 16, 1, 60, len(rdata)) + rdata
+                return struct.pack("!HHHHHH", qid, rflags, 1, 1, 0, 0) + query[12:i] + rr
             rflags = 0x8000 | opcode | rd | 0x0080 | 3  # NXDOMAIN
             return struct.pack("!HHHHHH", qid, rflags, 1, 0, 0, 0) + query[12:i]
         return struct.pack("!HHHHHH", qid, 0x8000 | opcode | rd | 1, 0, 0, 0, 0)
