@@ -944,8 +944,10 @@ async fn a_forgers_text_never_reaches_the_portal() {
         .api(
             "POST",
             "/api/parents/T-12/side-conversations",
-            Some(json!({"to": ["vendor@vendor.test", "vera@good.test"], "subject": "Pallet 7",
-                        "body_text": "Where is pallet 7?", "share_portal_link": true})),
+            Some(
+                json!({"to": ["vendor@vendor.test", "vera@good.test"], "subject": "Pallet 7",
+                        "body_text": "Where is pallet 7?", "share_portal_link": true}),
+            ),
         )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
@@ -969,7 +971,10 @@ async fn a_forgers_text_never_reaches_the_portal() {
     p.send(
         "vera@good.test",
         &[&reply],
-        &mail(&format!("From: Vera <vera@good.test>\nTo: {reply}"), "GENUINE: it ships Monday."),
+        &mail(
+            &format!("From: Vera <vera@good.test>\nTo: {reply}"),
+            "GENUINE: it ships Monday.",
+        ),
     )
     .await;
     p.s.wait_ingested().await;
