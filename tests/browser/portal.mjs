@@ -105,7 +105,9 @@ function smtpSend(addr, from, rcpt, data) {
 // <data_dir>/sent/new/ by maildir delivery. A build without the outbox
 // worker writes no file; then the same composed bytes are read from
 // GET /api/messages/{id}/raw.
-async function linkFromMail(messageId) {
+// The portal link in `recipient`'s own copy of the mail (each recipient's
+// copy carries their own link, SPEC §8).
+async function linkFromMail(messageId, recipient) {
   const dir = path.join(env.PORTAL_DATA_DIR, 'sent', 'new');
   let raw = null;
   let source = 'maildir';
@@ -113,7 +115,7 @@ async function linkFromMail(messageId) {
     if (fs.existsSync(dir)) {
       for (const f of fs.readdirSync(dir)) {
         const text = fs.readFileSync(path.join(dir, f), 'latin1');
-        if (text.includes('/p/')) raw = text;
+        if (text.includes('/p/') && text.includes(`Delivered-To: ${recipient}\r\n`)) raw = text;
       }
     }
     if (raw === null) await sleep(100);
@@ -151,9 +153,12 @@ async function main() {
   check('it has a portal link', typeof sc.portal_url === 'string' && sc.portal_url.includes('/p/'));
 
   // 2. The link as the vendor receives it.
-  const mail = await linkFromMail(sc.messages[0].id);
+  const mail = await linkFromMail(sc.messages[0].id, 'vic@carrier.example');
   console.log(`     link taken from ${mail.source}`);
   if (!check('the outbound mail carries the portal link', mail.link === sc.portal_url, `${mail.link} vs ${sc.portal_url}`)) return;
+  const amy = await linkFromMail(sc.messages[0].id, 'amy@carrier.example');
+  const amyLink = (sc.portal_links || []).find((l) => l.email === 'amy@carrier.example');
+  check('each recipient\'s copy carries their own link', amy.link !== mail.link && amyLink && amy.link === amyLink.url, `${amy.link} vs ${mail.link}`);
   // public_url cannot name a port bound as :0: same path, bound address.
   const pageUrl = `${HTTP}/p/${mail.token}`;
 
