@@ -11,11 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::api::{self, ApiState};
 use crate::config::Config;
+use crate::http::listener::{ClientAddr, LimitedListener};
+use crate::http::{self, AppState};
 use crate::model::Role;
+use crate::shutdown::Shutdown;
 use crate::smtp;
 use crate::store::{self, Store};
+use crate::{api, jmap, portal};
 
 /// Addresses actually bound (ports may have been `0`); the `--ready-file`
 /// JSON.
@@ -29,27 +32,13 @@ pub struct BoundAddrs {
     pub metrics: Option<SocketAddr>,
 }
 
-/// A shutdown signal that many tasks can wait on.
-#[derive(Clone)]
-pub struct Shutdown {
-    rx: watch::Receiver<bool>,
-}
-
-impl Shutdown {
-    pub fn new() -> (watch::Sender<bool>, Shutdown) {
-        let (tx, rx) = watch::channel(false);
-        (tx, Shutdown { rx })
-    }
-
-    pub fn is_triggered(&self) -> bool {
-        *self.rx.borrow()
-    }
-
-    /// Resolves once shutdown has been requested (or the sender is gone).
-    pub async fn wait(&self) {
-        let mut rx = self.rx.clone();
-        let _ = rx.wait_for(|v| *v).await;
-    }
+/// The HTTP doors on one router: the API, the vendor portal and JMAP,
+/// with the layers every request goes through.
+pub fn http_router(state: AppState, shutdown: Shutdown) -> axum::Router {
+    let routes = api::routes()
+        .merge(portal::routes(state.clone()))
+        .merge(jmap::routes(jmap::Shared::new(shutdown)));
+    http::finish(routes, state)
 }
 
 /// The bound listeners, for [`start_with`].
@@ -223,21 +212,21 @@ pub async fn start_with(
 
     let (http_max, http_idle) = (config.http.max_connections, config.http.idle_timeout);
     let http_per_ip = limits.http_connections.clone();
-    let router = api::router(ApiState {
+    let state = AppState {
         store: store.clone(),
         config: config.clone(),
         conversations: conversations.clone(),
         resolver,
-        jmap: crate::jmap::Shared::new(shutdown.clone()),
         limits: limits.clone(),
-    });
+    };
+    let router = http_router(state, shutdown.clone());
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             axum::serve(
-                api::listener::LimitedListener::new(listeners.http, http_max, http_idle)
+                LimitedListener::new(listeners.http, http_max, http_idle)
                     .with_per_ip_cap(http_per_ip),
-                router.into_make_service_with_connect_info::<api::listener::ClientAddr>(),
+                router.into_make_service_with_connect_info::<ClientAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown.wait().await })
             .await
@@ -246,12 +235,12 @@ pub async fn start_with(
     }
 
     if let Some(listener) = listeners.metrics {
-        let state = api::scrape::ScrapeState {
+        let state = http::scrape::ScrapeState {
             store: store.clone(),
             limits: limits.clone(),
         };
         let shutdown = shutdown.clone();
-        tasks.spawn(api::scrape::serve(listener, state, http_idle, shutdown));
+        tasks.spawn(http::scrape::serve(listener, state, http_idle, shutdown));
     }
 
     let metrics_addr = addrs

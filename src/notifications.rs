@@ -14,10 +14,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::app::Shutdown;
 use crate::config::Config;
 use crate::metrics;
 use crate::model::{base32_lower, now_ms, random_bytes};
+use crate::shutdown::Shutdown;
 use crate::store::{Result, Store, outbox};
 
 /// The header that marks our notifications.

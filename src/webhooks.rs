@@ -45,11 +45,11 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
-use crate::app::Shutdown;
 use crate::config::{Config, WebhooksConfig};
 use crate::egress::{AllowList, Refusal, remote_text};
 use crate::metrics;
 use crate::model::now_ms;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::webhooks::{self, Attempted, Claimed, check_url};
 

@@ -186,7 +186,7 @@ async fn an_smtp_session_runs_over_an_in_memory_stream() {
         limits,
     )
     .expect("server");
-    let (_trigger, shutdown) = backchannel::app::Shutdown::new();
+    let (_trigger, shutdown) = backchannel::shutdown::Shutdown::new();
     let (mut client, server_side) = tokio::io::duplex(4096);
     let dialogue = b"EHLO mem.example\r\nMAIL FROM:<a@mem.example>\r\nRCPT TO:<reply@gw.example.com>\r\nDATA\r\nSubject: in memory\r\n\r\nhello\r\n.\r\nQUIT\r\n";
     let peer = "192.0.2.1:1".parse().expect("peer");

@@ -10,7 +10,7 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use backchannel::app::Shutdown;
+use backchannel::shutdown::Shutdown;
 use backchannel::smtp::Server;
 use backchannel_fuzz::{Gateway, replies_well_formed};
 use libfuzzer_sys::fuzz_target;

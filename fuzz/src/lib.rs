@@ -13,12 +13,12 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
-use backchannel::api::{self, ApiState};
-use backchannel::app::Shutdown;
 use backchannel::config::Config;
 use backchannel::conversations::Conversations;
+use backchannel::http::AppState;
 use backchannel::limits::Limits;
 use backchannel::model::{Role, now_ms};
+use backchannel::shutdown::Shutdown;
 use backchannel::store::Store;
 use backchannel::store::inbound::{self, Envelope};
 use http_body_util::BodyExt;
@@ -279,14 +279,16 @@ impl Api {
             gw.store.clone(),
             Arc::new(tokio::sync::Notify::new()),
         );
-        let router = api::router(ApiState {
-            store: gw.store.clone(),
-            config: gw.config.clone(),
-            conversations,
-            resolver,
-            jmap: backchannel::jmap::Shared::new(gw.shutdown.clone()),
-            limits: gw.limits.clone(),
-        });
+        let router = backchannel::app::http_router(
+            AppState {
+                store: gw.store.clone(),
+                config: gw.config.clone(),
+                conversations,
+                resolver,
+                limits: gw.limits.clone(),
+            },
+            gw.shutdown.clone(),
+        );
         let owner = Some(tokens[0].as_str());
         let (sc, token, portal, message) = gw.rt.block_on(async {
             let (s, _, _) = call(

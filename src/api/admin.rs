@@ -9,10 +9,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiState;
-use super::error::{ApiError, ApiResult};
-use super::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
 use crate::egress::Refusal;
+use crate::http::AppState;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
 use crate::senders::service::{self, NewSender, SenderError};
 use crate::store::StoreError;
 use crate::store::webhooks::{self, WebhookError};
@@ -51,13 +51,13 @@ pub struct SenderBody {
     email: Option<String>,
     name: Option<String>,
     reply_mode: Option<String>,
-    #[serde(default, deserialize_with = "super::extract::object")]
+    #[serde(default, deserialize_with = "crate::http::extract::object")]
     signature: Option<SignatureIn>,
     dkim_algorithm: Option<String>,
 }
 
 pub async fn create_sender(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Body(b): Body<SenderBody>,
 ) -> ApiResult<Response> {
@@ -84,7 +84,7 @@ pub async fn create_sender(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-pub async fn list_senders(State(st): State<ApiState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list_senders(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     let config = st.config.clone();
     let items = st
         .store
@@ -94,7 +94,7 @@ pub async fn list_senders(State(st): State<ApiState>, _caller: Caller) -> ApiRes
 }
 
 pub async fn get_sender(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     _caller: Caller,
     Path(email): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -112,7 +112,7 @@ pub async fn get_sender(
 }
 
 pub async fn delete_sender(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(email): Path<String>,
 ) -> ApiResult<StatusCode> {
@@ -130,7 +130,7 @@ pub struct VerifyBody {
 }
 
 pub async fn verify_sender(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(email): Path<String>,
     Body(b): Body<VerifyBody>,
@@ -148,7 +148,7 @@ pub async fn verify_sender(
 }
 
 pub async fn check_sender(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(email): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -177,7 +177,7 @@ pub struct WebhookBody {
 }
 
 pub async fn create_webhook(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Body(b): Body<WebhookBody>,
 ) -> ApiResult<Response> {
@@ -212,14 +212,14 @@ pub async fn create_webhook(
     Ok((StatusCode::CREATED, Json(json!(hook))).into_response())
 }
 
-pub async fn list_webhooks(State(st): State<ApiState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list_webhooks(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let items = st.store.read(webhooks::list).await?;
     Ok(Json(json!({"items": items, "next_cursor": null})))
 }
 
 pub async fn delete_webhook(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
@@ -241,7 +241,7 @@ pub struct LogQuery {
 }
 
 pub async fn webhook_deliveries(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
     Query(q): Query<LogQuery>,

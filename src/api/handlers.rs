@@ -10,11 +10,12 @@ use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::ApiState;
-use super::error::{ApiError, ApiResult};
-use super::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
 use super::views;
 use crate::conversations::{self, Attachment, FollowUpRequest, StartRequest};
+use crate::http::AppState;
+use crate::http::download::attachment_response;
+use crate::http::error::{ApiError, ApiResult};
+use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
 use crate::ingest::apply::{self, AssignError};
 use crate::model::{Role, is_valid_email, now_ms, parse_rfc3339, rfc3339};
 use crate::store::{self, StoreError, events, get_setting, put_setting, users};
@@ -83,7 +84,7 @@ pub struct Requester {
 #[serde(deny_unknown_fields)]
 pub struct ParentUpsert {
     subject: Option<String>,
-    #[serde(default, deserialize_with = "super::extract::object")]
+    #[serde(default, deserialize_with = "crate::http::extract::object")]
     requester: Option<Requester>,
     status: Option<String>,
     snoozed_until: Option<Option<String>>,
@@ -101,7 +102,7 @@ fn check_external_id(id: &str) -> ApiResult<()> {
 }
 
 pub async fn put_parent(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(external_id): Path<String>,
     Body(body): Body<ParentUpsert>,
@@ -211,7 +212,7 @@ pub async fn put_parent(
 }
 
 pub async fn get_parent(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     _caller: Caller,
     Path(external_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
@@ -228,7 +229,7 @@ pub async fn get_parent(
 }
 
 pub async fn parent_activity(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     _caller: Caller,
     Path(external_id): Path<String>,
     Query(p): Query<Page>,
@@ -340,13 +341,13 @@ pub struct StartBody {
     from: Option<String>,
     include_context: Option<bool>,
     share_portal_link: Option<bool>,
-    #[serde(default, deserialize_with = "super::extract::objects")]
+    #[serde(default, deserialize_with = "crate::http::extract::objects")]
     attachments: Option<Vec<AttachmentIn>>,
     template: Option<i64>,
 }
 
 async fn side_conversation_json(
-    st: &ApiState,
+    st: &AppState,
     id: i64,
     messages: Option<views::MessagePage>,
 ) -> ApiResult<Value> {
@@ -361,7 +362,7 @@ async fn side_conversation_json(
 }
 
 pub async fn start_side_conversation(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(external_id): Path<String>,
     Body(body): Body<StartBody>,
@@ -453,7 +454,7 @@ pub struct ListQuery {
 }
 
 pub async fn list_side_conversations(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     _caller: Caller,
     Query(q): Query<ListQuery>,
 ) -> ApiResult<Json<Value>> {
@@ -493,7 +494,7 @@ pub async fn list_side_conversations(
 const THREAD_DEFAULT_LIMIT: i64 = 100;
 
 pub async fn get_side_conversation(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     _caller: Caller,
     Path(id): Path<i64>,
     Query(p): Query<Page>,
@@ -515,12 +516,12 @@ pub struct FollowUpBody {
     body_text: Option<String>,
     body_html: Option<String>,
     cc: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "super::extract::objects")]
+    #[serde(default, deserialize_with = "crate::http::extract::objects")]
     attachments: Option<Vec<AttachmentIn>>,
 }
 
 pub async fn follow_up(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
     Body(body): Body<FollowUpBody>,
@@ -541,7 +542,7 @@ pub async fn follow_up(
 }
 
 pub async fn close(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
@@ -553,7 +554,7 @@ pub async fn close(
 }
 
 pub async fn reopen(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
@@ -573,7 +574,7 @@ pub struct RevokeBody {
 /// Turns vendor portal links off: with `{"email"}` that recipient's only,
 /// without a body every link (the answer's `portal_url` is then null).
 pub async fn revoke_portal(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
@@ -601,7 +602,7 @@ pub struct ParticipantBody {
 /// Admits a sender (typically of unverified mail) to the side conversation;
 /// `201` with the side conversation.
 pub async fn admit_participant(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
     Body(body): Body<ParticipantBody>,
@@ -616,7 +617,7 @@ pub async fn admit_participant(
 
 /// Removes a participant; the side conversation without them.
 pub async fn remove_participant(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path((id, email)): Path<(i64, String)>,
 ) -> ApiResult<Json<Value>> {
@@ -631,7 +632,7 @@ pub async fn remove_participant(
 // Messages and unrouted mail
 
 /// Unrouted mail is for owners and admins only.
-async fn visible_message(st: &ApiState, caller: &Caller, id: i64) -> ApiResult<()> {
+async fn visible_message(st: &AppState, caller: &Caller, id: i64) -> ApiResult<()> {
     let sc: Option<Option<i64>> = st
         .store
         .read(move |c| {
@@ -651,7 +652,7 @@ async fn visible_message(st: &ApiState, caller: &Caller, id: i64) -> ApiResult<(
 }
 
 pub async fn get_message(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
@@ -660,7 +661,7 @@ pub async fn get_message(
 }
 
 pub async fn get_raw(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
@@ -685,13 +686,8 @@ pub async fn get_raw(
         .into_response())
 }
 
-/// A file name safe inside a Content-Disposition header.
-fn safe_filename(name: &str) -> String {
-    crate::model::file_name(name).replace(['"', ';'], "_")
-}
-
 pub async fn get_attachment(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path((id, n)): Path<(i64, i64)>,
 ) -> ApiResult<Response> {
@@ -711,49 +707,8 @@ pub async fn get_attachment(
     Ok(attachment_response(filename.as_deref(), &ctype, data))
 }
 
-/// An attachment as a download of its declared type, never rendered in
-/// our origin (`attachment` disposition, nosniff, sandboxing CSP).
-pub fn attachment_response(filename: Option<&str>, ctype: &str, data: Vec<u8>) -> Response {
-    let name = safe_filename(filename.unwrap_or("attachment"));
-    let ascii: String = name
-        .chars()
-        .map(|c| if c.is_ascii() { c } else { '_' })
-        .collect();
-    let encoded: String = name
-        .bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect();
-    let disposition = format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}");
-    let ctype = HeaderValue::from_str(ctype)
-        .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let disposition =
-        HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment"));
-    (
-        [
-            (header::CONTENT_TYPE, ctype),
-            (header::CONTENT_DISPOSITION, disposition),
-            (
-                header::X_CONTENT_TYPE_OPTIONS,
-                HeaderValue::from_static("nosniff"),
-            ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static("sandbox"),
-            ),
-        ],
-        data,
-    )
-        .into_response()
-}
-
 pub async fn list_unrouted(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Query(p): Query<Page>,
 ) -> ApiResult<Json<Value>> {
@@ -784,7 +739,7 @@ pub struct AssignBody {
 }
 
 pub async fn assign_unrouted(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
     Body(body): Body<AssignBody>,
@@ -815,7 +770,7 @@ pub async fn assign_unrouted(
 // Contacts, users, me, settings
 
 pub async fn list_contacts(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     _caller: Caller,
     Query(p): Query<Page>,
 ) -> ApiResult<Json<Value>> {
@@ -856,7 +811,7 @@ pub struct UserBody {
 }
 
 pub async fn create_user(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Body(body): Body<UserBody>,
 ) -> ApiResult<Response> {
@@ -894,7 +849,7 @@ pub async fn create_user(
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
-pub async fn list_users(State(st): State<ApiState>, caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list_users(State(st): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let list = st.store.read(users::list).await?;
     Ok(Json(
@@ -914,7 +869,7 @@ pub struct MeBody {
 }
 
 pub async fn put_me(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Body(body): Body<MeBody>,
 ) -> ApiResult<Json<Value>> {
@@ -955,7 +910,7 @@ pub async fn put_me(
     Ok(Json(user_json(&user)))
 }
 
-async fn settings_json(st: &ApiState) -> ApiResult<Value> {
+async fn settings_json(st: &AppState) -> ApiResult<Value> {
     Ok(st
         .store
         .read(|c| {
@@ -968,7 +923,7 @@ async fn settings_json(st: &ApiState) -> ApiResult<Value> {
         .await?)
 }
 
-pub async fn get_settings(State(st): State<ApiState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn get_settings(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(settings_json(&st).await?))
 }
 
@@ -982,14 +937,14 @@ pub struct SignatureBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsBody {
-    #[serde(default, deserialize_with = "super::extract::object")]
+    #[serde(default, deserialize_with = "crate::http::extract::object")]
     signature: Option<SignatureBody>,
     default_sender: Option<Option<String>>,
     side_conversations_enabled: Option<bool>,
 }
 
 pub async fn put_settings(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Body(body): Body<SettingsBody>,
 ) -> ApiResult<Json<Value>> {
@@ -1065,7 +1020,7 @@ pub struct TemplateBody {
 }
 
 pub async fn create_template(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Body(b): Body<TemplateBody>,
 ) -> ApiResult<Response> {
@@ -1100,13 +1055,13 @@ pub async fn create_template(
     Ok((StatusCode::CREATED, Json(json!(t))).into_response())
 }
 
-pub async fn list_templates(State(st): State<ApiState>, _caller: Caller) -> ApiResult<Json<Value>> {
+pub async fn list_templates(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     let items = st.store.read(templates::list).await?;
     Ok(Json(json!({"items": items, "next_cursor": null})))
 }
 
 pub async fn delete_template(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {

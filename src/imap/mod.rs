@@ -34,9 +34,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::app::Shutdown;
 use crate::config::Config;
 use crate::metrics;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// State shared by every session of one listener.

@@ -27,8 +27,8 @@ use super::Shared;
 use super::conn::{Conn, Input};
 use super::names;
 use super::selected::{Changes, Selected, nz};
-use crate::app::Shutdown;
 use crate::metrics;
+use crate::shutdown::Shutdown;
 use crate::store::users::User;
 use crate::store::{StoreError, view};
 

@@ -23,11 +23,11 @@ use std::time::Duration;
 use rusqlite::params;
 use tokio::sync::Notify;
 
-use crate::app::Shutdown;
 use crate::config::Config;
 use crate::metrics;
 use crate::model::now_ms;
 use crate::reply_text;
+use crate::shutdown::Shutdown;
 use crate::store::inbound::{self, InboundMessage};
 use crate::store::view::{self, Placement};
 use crate::store::{Result, Store};

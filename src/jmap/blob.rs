@@ -8,10 +8,10 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use super::{account_id, ids, mime};
-use crate::api::ApiState;
-use crate::api::error::ApiError;
-use crate::api::extract::{Caller, PathParam, QueryParam};
-use crate::api::handlers::attachment_response;
+use crate::http::AppState;
+use crate::http::download::attachment_response;
+use crate::http::error::ApiError;
+use crate::http::extract::{Caller, PathParam, QueryParam};
 use crate::store::view;
 
 #[derive(Debug, Deserialize)]
@@ -45,7 +45,7 @@ fn media_type(accept: Option<&str>) -> String {
 }
 
 pub async fn download(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
     caller: Caller,
     PathParam((account, blob, name)): PathParam<(String, String, String)>,
     QueryParam(q): QueryParam<Download>,

@@ -41,10 +41,10 @@ use axum::routing::{get, post};
 use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
-use crate::api::ApiState;
-use crate::api::extract::Caller;
-use crate::app::Shutdown;
+use crate::http::AppState;
+use crate::http::extract::Caller;
 use crate::model::Role;
+use crate::shutdown::Shutdown;
 use crate::store::StoreError;
 
 pub const CORE: &str = "urn:ietf:params:jmap:core";
@@ -72,8 +72,10 @@ enum Refused {
     Server,
 }
 
-/// The routes of the JMAP endpoints (see [`crate::api::ROUTES`]).
-pub fn routes() -> Router<ApiState> {
+/// The routes of the JMAP endpoints (the API's list of operations names them too).
+/// JMAP's routes; `shared` holds its per-user slots and the shutdown signal
+/// its push streams end on.
+pub fn routes(shared: Shared) -> Router<AppState> {
     Router::new()
         .route("/.well-known/jmap", get(session))
         .route("/jmap", post(api))
@@ -83,6 +85,7 @@ pub fn routes() -> Router<ApiState> {
         )
         .route("/jmap/upload/{account}", post(upload))
         .route("/jmap/eventsource", get(push::eventsource))
+        .layer(axum::Extension(shared))
 }
 
 // ---------------------------------------------------------------------------
@@ -441,7 +444,7 @@ pub(crate) fn parse_state(s: &str) -> Option<i64> {
 // ---------------------------------------------------------------------------
 // Session resource
 
-fn session_object(st: &ApiState, caller: &Caller) -> Value {
+fn session_object(st: &AppState, caller: &Caller) -> Value {
     let base = &st.config.http.public_url;
     let account = account_id(caller.0.id);
     let j = &st.config.jmap;
@@ -492,7 +495,7 @@ fn session_state(caller: &Caller) -> String {
     format!("{}-{}", caller.0.id, caller.0.role.as_str())
 }
 
-async fn session(State(st): State<ApiState>, caller: Caller) -> Response {
+async fn session(State(st): State<AppState>, caller: Caller) -> Response {
     let mut resp = axum::Json(session_object(&st, &caller)).into_response();
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
@@ -570,7 +573,12 @@ fn parse_request(v: Value, max_calls: usize) -> Result<Parsed, String> {
     Ok((using, out, created_ids))
 }
 
-async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Response {
+async fn api(
+    State(st): State<AppState>,
+    axum::Extension(shared): axum::Extension<Shared>,
+    caller: Caller,
+    req: Request,
+) -> Response {
     let limits = st.config.jmap;
     let limit = limits.max_size_request;
     let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
@@ -595,10 +603,7 @@ async fn api(State(st): State<ApiState>, caller: Caller, req: Request) -> Respon
         }
     };
     let max_requests = limits.max_concurrent_requests;
-    let Ok(slot) = st
-        .jmap
-        .acquire(false, caller.0.id, max_requests, usize::MAX)
-    else {
+    let Ok(slot) = shared.acquire(false, caller.0.id, max_requests, usize::MAX) else {
         return problem(
             StatusCode::TOO_MANY_REQUESTS,
             "limit",
@@ -815,7 +820,7 @@ fn capability_of(name: &str) -> Option<&'static str> {
 }
 
 async fn run_method(
-    st: &ApiState,
+    st: &AppState,
     ctx: &Ctx,
     using: &[String],
     name: &str,

@@ -24,8 +24,8 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::{Refused, account_id, max_push_streams_total, problem};
-use crate::api::ApiState;
-use crate::api::extract::{Caller, QueryParam};
+use crate::http::AppState;
+use crate::http::extract::{Caller, QueryParam};
 use crate::model::Role;
 use crate::store::view::{self, UserStates};
 
@@ -111,7 +111,7 @@ impl futures_core::Stream for Chunks {
 }
 
 async fn states(
-    st: &ApiState,
+    st: &AppState,
     role: Role,
     user: i64,
     last_global: i64,
@@ -132,7 +132,8 @@ async fn states(
 }
 
 pub async fn eventsource(
-    State(st): State<ApiState>,
+    State(st): State<AppState>,
+    axum::Extension(shared): axum::Extension<super::Shared>,
     caller: Caller,
     headers: HeaderMap,
     QueryParam(params): QueryParam<Params>,
@@ -170,7 +171,7 @@ pub async fn eventsource(
     };
     let total = max_push_streams_total(st.config.http.max_connections);
     let per_user = st.config.jmap.max_push_streams;
-    let slot = match st.jmap.acquire(true, caller.0.id, per_user, total) {
+    let slot = match shared.acquire(true, caller.0.id, per_user, total) {
         Ok(slot) => slot,
         Err(Refused::User) => {
             return problem(
@@ -207,7 +208,7 @@ pub async fn eventsource(
         );
     };
     let (tx, rx) = mpsc::channel::<Bytes>(16);
-    let shutdown = st.jmap.shutdown().clone();
+    let shutdown = shared.shutdown().clone();
     let mut commits = st.store.commits();
     let task_state = st.clone();
     tokio::spawn(async move {

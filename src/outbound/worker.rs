@@ -30,10 +30,10 @@ use tokio::task::JoinSet;
 
 use super::deliver::{self, Deliver, Outgoing};
 use super::retry::{self, Class, DeliveryError};
-use crate::app::Shutdown;
 use crate::config::Config;
 use crate::metrics;
 use crate::model::now_ms;
+use crate::shutdown::Shutdown;
 use crate::store::outbox::{self, Claimed};
 use crate::store::{Result, Store, StoreError};
 

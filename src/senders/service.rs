@@ -592,7 +592,7 @@ pub async fn scheduler(
     config: std::sync::Arc<Config>,
     resolver: super::dns::Resolver,
     interval: std::time::Duration,
-    shutdown: crate::app::Shutdown,
+    shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<()> {
     loop {
         tokio::select! {

@@ -27,10 +27,10 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::app::Shutdown;
 use crate::config::{Config, TlsFiles};
 use crate::limits::Limits;
 use crate::metrics;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use session::{Outcome, Session};
 

@@ -13,9 +13,9 @@ use super::Shared;
 use super::data::{DataOutcome, DataReceiver};
 use super::policy::{self, RcptClass, RcptVerdict};
 use super::reply::{self, Reply};
-use crate::app::Shutdown;
 use crate::metrics;
 use crate::model::{MailAddr, now_ms};
+use crate::shutdown::Shutdown;
 use crate::store::inbound::{self, Envelope};
 
 /// Why the I/O loop returned.

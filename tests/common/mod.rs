@@ -402,24 +402,12 @@ pub async fn smtp_send(
 impl TestServer {
     /// Waits until the ingest worker has processed every queued message.
     pub async fn wait_ingested(&self) {
-        for _ in 0..500 {
-            let queued: i64 = self
-                .store
-                .read(|c| {
-                    Ok(c.query_row(
-                        "SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'",
-                        [],
-                        |r| r.get(0),
-                    )?)
-                })
+        wait_until("the ingest queue to drain", || async {
+            self.query::<i64>("SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'")
                 .await
-                .expect("count");
-            if queued == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("ingest did not finish");
+                == 0
+        })
+        .await;
     }
 
     /// One value from a query with no parameters.

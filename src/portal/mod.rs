@@ -23,12 +23,12 @@ use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
-use super::ApiState;
-use super::extract::ClientIp;
-use super::handlers::attachment_response;
 use crate::conversations::{
     Attachment, MAX_PORTAL_ATTACHMENTS, MAX_PORTAL_TEXT, PortalReply, ServiceError,
 };
+use crate::http::AppState;
+use crate::http::download::attachment_response;
+use crate::http::extract::ClientIp;
 use crate::model::{now_ms, random_bytes, rfc3339};
 use crate::outbound::compose::base64;
 use crate::store::portal::{self as db, PortalMessage, PortalThread};
@@ -117,13 +117,13 @@ fn page_csp() -> String {
 
 #[derive(Clone)]
 struct PortalState {
-    api: ApiState,
+    api: AppState,
     /// The CSRF secret, read from (or first written to) `settings` on first use.
     secret: Arc<tokio::sync::OnceCell<[u8; 32]>>,
 }
 
 /// The portal's routes; mounted by [`super::router`] beside the API.
-pub fn routes<S>(api: ApiState) -> Router<S> {
+pub fn routes<S>(api: AppState) -> Router<S> {
     let body_limit = api
         .config
         .portal

@@ -7,10 +7,10 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
-use super::ApiState;
 use super::error::ApiError;
 use super::listener::client_ip;
 use crate::conversations::Actor;
+use crate::http::AppState;
 use crate::model::Role;
 use crate::store::users::{self, User};
 
@@ -50,12 +50,12 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<ApiState> for Caller {
+impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
-        state: &ApiState,
+        state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) else {
             // No credentials at all is not a guess.

@@ -16,9 +16,9 @@ use tokio::net::TcpListener;
 
 use super::error::ApiError;
 use super::listener::LimitedListener;
-use crate::app::Shutdown;
 use crate::limits::Limits;
 use crate::metrics;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 
 /// Connections the metrics listener serves at once (scrapers are few; more
