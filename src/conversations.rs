@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 
 use crate::config::Config;
@@ -15,6 +15,7 @@ use crate::model::{MailAddr, Token, is_valid_email, now_ms};
 use crate::outbound::compose::{
     self, Context, DkimKey, Draft, OutAttachment, Person, ReplyMode, clean_header,
 };
+use crate::store::Db;
 use crate::store::view::{self, Placement};
 use crate::store::{self, Store, StoreError, events, get_setting, outbox};
 
@@ -166,7 +167,7 @@ fn normalize_addresses(field: &str, list: &[String]) -> Result<Vec<String>, Serv
 }
 
 fn check_recipients(
-    conn: &Connection,
+    conn: &Db<'_>,
     config: &Config,
     field: &str,
     list: &[String],
@@ -224,7 +225,7 @@ fn check_body(text: &Option<String>, html: &Option<String>) -> Result<(), Servic
 /// Resolves the sender: the one asked for, else the last used on this
 /// parent, else the workspace default, else `reply@<domain>`.
 fn resolve_sender(
-    conn: &Connection,
+    conn: &Db<'_>,
     config: &Config,
     requested: Option<&str>,
     parent_last: Option<&str>,
@@ -306,7 +307,7 @@ pub fn fill_signature(
 }
 
 fn signature(
-    conn: &Connection,
+    conn: &Db<'_>,
     sender: &SenderInfo,
     actor: &Actor,
 ) -> Result<(Option<String>, Option<String>), ServiceError> {
@@ -342,11 +343,7 @@ fn signature(
 
 /// The DKIM key to sign with: the From domain's key, when that domain's
 /// DKIM record was checked and matches (or it is the gateway domain).
-fn dkim_key(
-    conn: &Connection,
-    config: &Config,
-    from: &str,
-) -> Result<Option<DkimKey>, ServiceError> {
+fn dkim_key(conn: &Db<'_>, config: &Config, from: &str) -> Result<Option<DkimKey>, ServiceError> {
     let Some(addr) = MailAddr::parse(from) else {
         return Ok(None);
     };
@@ -419,7 +416,7 @@ struct ScRow {
     next_seq: i64,
 }
 
-fn load_sc(conn: &Connection, id: i64) -> Result<ScRow, ServiceError> {
+fn load_sc(conn: &Db<'_>, id: i64) -> Result<ScRow, ServiceError> {
     conn.query_row(
         "SELECT s.id, s.parent_id, p.external_id, s.token, s.portal_token, s.portal_revoked, s.status,
                 s.subject, s.sender_email, s.thread_index, s.next_seq, s.portal_per_recipient
@@ -447,7 +444,7 @@ fn load_sc(conn: &Connection, id: i64) -> Result<ScRow, ServiceError> {
 }
 
 /// Message-IDs of the thread, oldest first.
-fn thread_ids(conn: &Connection, sc: i64) -> Result<Vec<String>, ServiceError> {
+fn thread_ids(conn: &Db<'_>, sc: i64) -> Result<Vec<String>, ServiceError> {
     let mut stmt = conn.prepare(
         "SELECT message_id FROM messages WHERE side_conversation_id = ?1 AND message_id IS NOT NULL
          AND kind IN ('agent', 'reply') ORDER BY id",
@@ -460,7 +457,7 @@ fn thread_ids(conn: &Connection, sc: i64) -> Result<Vec<String>, ServiceError> {
 
 /// Everyone a follow-up goes to: the participants (recipients and those who
 /// joined).
-fn participants(conn: &Connection, sc: i64) -> Result<(Vec<String>, Vec<String>), ServiceError> {
+fn participants(conn: &Db<'_>, sc: i64) -> Result<(Vec<String>, Vec<String>), ServiceError> {
     let mut stmt = conn.prepare(
         "SELECT email, role FROM participants WHERE side_conversation_id = ?1 ORDER BY added_at, rowid",
     )?;
@@ -523,7 +520,7 @@ impl ScRow {
 }
 
 /// Composes and stores one outbound message with its outbox rows.
-fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<i64, ServiceError> {
+fn write_message(conn: &Db<'_>, config: &Config, o: Outgoing<'_>) -> Result<i64, ServiceError> {
     let now = now_ms();
     let ids = thread_ids(conn, o.sc.id)?;
     let token: Token =
@@ -687,7 +684,7 @@ fn write_message(conn: &Connection, config: &Config, o: Outgoing<'_>) -> Result<
 }
 
 fn activity(
-    conn: &Connection,
+    conn: &Db<'_>,
     parent: i64,
     sc: i64,
     actor: &Actor,
@@ -773,7 +770,7 @@ impl Conversations {
     #[allow(clippy::too_many_arguments)]
     fn start_in(
         &self,
-        conn: &Connection,
+        conn: &Db<'_>,
         config: &Config,
         actor: &Actor,
         external_id: &str,
@@ -904,7 +901,7 @@ impl Conversations {
 
     fn follow_up_in(
         &self,
-        conn: &Connection,
+        conn: &Db<'_>,
         config: &Config,
         actor: &Actor,
         sc_id: i64,
@@ -1017,7 +1014,7 @@ impl Conversations {
 
     fn portal_reply_in(
         &self,
-        conn: &Connection,
+        conn: &Db<'_>,
         config: &Config,
         portal_token: &str,
         req: &PortalReply,
@@ -1435,7 +1432,7 @@ impl Conversations {
 
 /// Closes or reopens inside a transaction (also used when a parent closes).
 pub fn set_status_in(
-    conn: &Connection,
+    conn: &Db<'_>,
     actor: &Actor,
     sc_id: i64,
     open: bool,

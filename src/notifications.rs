@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics;
 use crate::model::{base32_lower, now_ms, random_bytes};
 use crate::shutdown::Shutdown;
+use crate::store::Db;
 use crate::store::{Result, Store, outbox};
 
 /// The header that marks our notifications.
@@ -33,7 +34,7 @@ pub fn is_notification_id(id: &str, gateway_domain: &str) -> bool {
 /// Queues a reply for its agent's notification; called inside the reply's
 /// own transaction. `due_at` holds when it was queued: a batch is sent a
 /// window after its first reply (see [`send_due`]).
-pub fn enqueue(conn: &Connection, sc: i64, message: i64, now: i64) -> Result<()> {
+pub fn enqueue(conn: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
     let user: Option<(i64, String)> = conn
         .prepare_cached(
             "SELECT u.id, u.notifications FROM side_conversations s JOIN parents p ON p.id = s.parent_id
@@ -82,7 +83,7 @@ struct Reply {
 /// by `notifications.max_replies_per_email` × `notifications.excerpt_chars`
 /// whatever the replies weigh, so a flood of large replies costs the writer
 /// little and memory stays flat.
-pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
+pub fn send_due(conn: &Db<'_>, config: &Config, now: i64) -> Result<usize> {
     // A batch is due a window after its first reply.
     let window = config.notifications.batch_window.as_millis() as i64;
     let mut stmt = conn.prepare(
@@ -119,7 +120,7 @@ pub fn send_due(conn: &Connection, config: &Config, now: i64) -> Result<usize> {
 
 /// Composes and queues one agent's due batch; returns 1 if an email was
 /// queued.
-fn send_batch(conn: &Connection, config: &Config, user: i64, now: i64) -> Result<usize> {
+fn send_batch(conn: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize> {
     let (email, name, setting): (String, String, String) = conn.query_row(
         "SELECT email, name, notifications FROM users WHERE id = ?1",
         [user],
@@ -218,7 +219,7 @@ fn excerpt(text: &str, chars: usize) -> (String, bool) {
 }
 
 fn compose_and_queue(
-    conn: &Connection,
+    conn: &Db<'_>,
     config: &Config,
     to: &str,
     agent: &str,

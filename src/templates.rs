@@ -2,10 +2,11 @@
 //! and body with placeholders, filled when a side conversation starts from
 //! one. Unknown placeholders are refused by name, never sent as they are.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use crate::model::{MailAddr, is_valid_email, now_ms, rfc3339};
+use crate::store::Db;
 use crate::store::{Result, StoreError};
 
 /// The placeholders a template may use.
@@ -214,7 +215,7 @@ fn to_template(row: Row) -> Result<Template> {
 
 const COLUMNS: &str = "id, name, to_addrs, cc_addrs, subject, body_text, body_html, created_at";
 
-pub fn create(conn: &Connection, t: &NewTemplate, by: i64) -> Result<Template> {
+pub fn create(conn: &Db<'_>, t: &NewTemplate, by: i64) -> Result<Template> {
     conn.execute(
         "INSERT INTO templates (name, to_addrs, cc_addrs, subject, body_text, body_html, created_by, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -232,7 +233,7 @@ pub fn create(conn: &Connection, t: &NewTemplate, by: i64) -> Result<Template> {
     get(conn, conn.last_insert_rowid())
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Template> {
+pub fn get(conn: &Db<'_>, id: i64) -> Result<Template> {
     let row = conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM templates WHERE id = ?1"),
@@ -244,7 +245,7 @@ pub fn get(conn: &Connection, id: i64) -> Result<Template> {
     to_template(row)
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<Template>> {
+pub fn list(conn: &Db<'_>) -> Result<Vec<Template>> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM templates ORDER BY id"))?;
     let rows = stmt
         .query_map([], from_row)?
@@ -252,7 +253,7 @@ pub fn list(conn: &Connection) -> Result<Vec<Template>> {
     rows.into_iter().map(to_template).collect()
 }
 
-pub fn delete(conn: &Connection, id: i64) -> Result<()> {
+pub fn delete(conn: &Db<'_>, id: i64) -> Result<()> {
     match conn.execute("DELETE FROM templates WHERE id = ?1", [id])? {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),

@@ -1,11 +1,12 @@
 //! The JSON shapes of SPEC §7 (side conversation, message, parent), read
 //! from the store. Times are RFC 3339 UTC strings.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 
 use crate::model::{Token, rfc3339};
 use crate::outbound::compose::{self, ReplyMode};
+use crate::store::Db;
 use crate::store::{Result, StoreError, outbox};
 
 fn time(ms: Option<i64>) -> Value {
@@ -18,7 +19,7 @@ fn json_text(text: Option<String>) -> Value {
 }
 
 /// Where vendors reply for this side conversation.
-pub fn reply_address(conn: &Connection, domain: &str, token: &str, sender: &str) -> Result<String> {
+pub fn reply_address(conn: &Db<'_>, domain: &str, token: &str, sender: &str) -> Result<String> {
     let mode: Option<String> = conn
         .query_row(
             "SELECT reply_mode FROM senders WHERE email = ?1",
@@ -44,13 +45,13 @@ pub fn reply_address(conn: &Connection, domain: &str, token: &str, sender: &str)
 pub const LIST_BODY_CHARS: usize = 16 * 1024;
 
 /// One message (SPEC §7 message shape), whole.
-pub fn message(conn: &Connection, id: i64) -> Result<Value> {
+pub fn message(conn: &Db<'_>, id: i64) -> Result<Value> {
     message_with(conn, id, None)
 }
 
 /// One message as a list shows it: each body cut at [`LIST_BODY_CHARS`]
 /// characters (`"truncated": true` says so).
-pub fn message_in_list(conn: &Connection, id: i64) -> Result<Value> {
+pub fn message_in_list(conn: &Db<'_>, id: i64) -> Result<Value> {
     message_with(conn, id, Some(LIST_BODY_CHARS))
 }
 
@@ -66,7 +67,7 @@ fn capped(body: Option<String>, cap: Option<usize>, truncated: &mut bool) -> Opt
     Some(text)
 }
 
-fn message_with(conn: &Connection, id: i64, cap: Option<usize>) -> Result<Value> {
+fn message_with(conn: &Db<'_>, id: i64, cap: Option<usize>) -> Result<Value> {
     // Capped, only a prefix of each body is read.
     let body = |col: &str| match cap {
         Some(n) => format!("substr({col}, 1, {})", n + 1),
@@ -218,7 +219,7 @@ pub struct MessagePage {
 /// as in every list, see [`LIST_BODY_CHARS`]) when `messages` is given, and
 /// `messages_next_cursor` for the next page.
 pub fn side_conversation(
-    conn: &Connection,
+    conn: &Db<'_>,
     domain: &str,
     public_url: &str,
     id: i64,
@@ -317,12 +318,7 @@ pub fn side_conversation(
 }
 
 /// A parent with its side conversations.
-pub fn parent(
-    conn: &Connection,
-    domain: &str,
-    public_url: &str,
-    external_id: &str,
-) -> Result<Value> {
+pub fn parent(conn: &Db<'_>, domain: &str, public_url: &str, external_id: &str) -> Result<Value> {
     let (id, subject, rname, remail, status, snoozed, assignee, created, updated) = conn.query_row(
         "SELECT p.id, p.subject, p.requester_name, p.requester_email, p.status, p.snoozed_until, u.email,
                 p.created_at, p.updated_at

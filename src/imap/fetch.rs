@@ -27,6 +27,7 @@ use super::conn::encode_into;
 use super::mime;
 use super::selected::{ANSWERED, FLAGGED, Indexes, SEEN, SetError, UNVERIFIED, nz};
 use super::session::{Session, code_other, tagged};
+use crate::store::Db;
 use crate::store::view::{self, FlagOp, FlagSet};
 use crate::store::{Result as StoreResult, StoreError};
 
@@ -380,7 +381,7 @@ fn encode_one(
 /// Encodes the responses for a run of jobs; returns the bytes and how many
 /// jobs they cover (at least one batch, more while under [`JOB_BYTES`]).
 fn encode_jobs(
-    conn: &rusqlite::Connection,
+    conn: &Db<'_>,
     jobs: &[Job],
     items: &[Item],
     summaries: &Summaries,

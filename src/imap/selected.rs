@@ -84,10 +84,8 @@ impl Selected {
         let (modseq, entries) = store
             .read(move |c| {
                 // One snapshot: the modseq and the entries agree.
-                let tx = c.unchecked_transaction()?;
-                let modseq = view::current_modseq(&tx)?;
-                let entries = view::entries_with_flags(&tx, mailbox_id, user_id)?;
-                drop(tx);
+                let modseq = view::current_modseq(c)?;
+                let entries = view::entries_with_flags(c, mailbox_id, user_id)?;
                 Ok((modseq, entries))
             })
             .await?;
@@ -235,17 +233,15 @@ impl Selected {
         let (mailbox_id, since) = (self.mailbox.id, self.modseq);
         let (modseq, added, removed, changed, added_flags) = store
             .read(move |c| {
-                let tx = c.unchecked_transaction()?;
-                let modseq = view::current_modseq(&tx)?;
+                let modseq = view::current_modseq(c)?;
                 if modseq == since {
                     return Ok((modseq, Vec::new(), Vec::new(), Vec::new(), HashMap::new()));
                 }
-                let added = view::added_since(&tx, mailbox_id, since)?;
-                let removed = view::removed_since(&tx, mailbox_id, since)?;
-                let changed = view::flags_changed_since(&tx, user_id, since)?;
+                let added = view::added_since(c, mailbox_id, since)?;
+                let removed = view::removed_since(c, mailbox_id, since)?;
+                let changed = view::flags_changed_since(c, user_id, since)?;
                 let ids: Vec<i64> = added.iter().map(|e| e.message_id).collect();
-                let added_flags = view::flags(&tx, user_id, &ids)?;
-                drop(tx);
+                let added_flags = view::flags(c, user_id, &ids)?;
                 Ok((modseq, added, removed, changed, added_flags))
             })
             .await?;

@@ -15,6 +15,7 @@ use super::parse::{Mailbox, ParsedMail};
 use super::route::{self, Class, Decision, Forwarding, Known, RouteInput, Source};
 use crate::ingest::auth::AuthResults;
 use crate::model::{MailAddr, Token, now_ms};
+use crate::store::Db;
 use crate::store::inbound::Envelope;
 use crate::store::view::{self, Placement};
 use crate::store::{Result, StoreError, events};
@@ -145,7 +146,7 @@ fn addresses(p: &Prepared) -> Vec<(Source, String)> {
     out
 }
 
-fn candidate_senders(conn: &Connection, domain: &str, addrs: &[String]) -> Result<Vec<SenderInfo>> {
+fn candidate_senders(conn: &Db<'_>, domain: &str, addrs: &[String]) -> Result<Vec<SenderInfo>> {
     let mut stmt = conn.prepare_cached(
         "SELECT id, email, forwarding_local, verification_nonce FROM senders
          WHERE verification_nonce IS NOT NULL OR forwarding_local = ?1",
@@ -198,7 +199,7 @@ struct ThreadInfo {
     sender_email: String,
 }
 
-fn thread_info(conn: &Connection, sc: i64) -> Result<ThreadInfo> {
+fn thread_info(conn: &Db<'_>, sc: i64) -> Result<ThreadInfo> {
     Ok(conn
         .prepare_cached(
             "SELECT p.id, p.external_id, s.status, p.status, s.sender_email
@@ -215,7 +216,7 @@ fn thread_info(conn: &Connection, sc: i64) -> Result<ThreadInfo> {
         })?)
 }
 
-fn is_participant(conn: &Connection, sc: i64, email: &str) -> Result<bool> {
+fn is_participant(conn: &Db<'_>, sc: i64, email: &str) -> Result<bool> {
     Ok(conn
         .prepare_cached(
             "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
@@ -227,7 +228,7 @@ fn is_participant(conn: &Connection, sc: i64, email: &str) -> Result<bool> {
 
 /// Addresses that are the gateway's own or its users' never become
 /// participants or contacts.
-fn is_internal(conn: &Connection, domain: &str, email: &str, sc_sender: &str) -> Result<bool> {
+fn is_internal(conn: &Db<'_>, domain: &str, email: &str, sc_sender: &str) -> Result<bool> {
     let Some(addr) = MailAddr::parse(email) else {
         return Ok(true);
     };
@@ -255,7 +256,7 @@ fn is_internal(conn: &Connection, domain: &str, email: &str, sc_sender: &str) ->
     Ok(known.is_some())
 }
 
-fn add_participant(conn: &Connection, sc: i64, m: &Mailbox, now: i64) -> Result<()> {
+fn add_participant(conn: &Db<'_>, sc: i64, m: &Mailbox, now: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO participants (side_conversation_id, email, name, role, added_at)
          VALUES (?1, ?2, ?3, 'joined', ?4)",
@@ -264,7 +265,7 @@ fn add_participant(conn: &Connection, sc: i64, m: &Mailbox, now: i64) -> Result<
     Ok(())
 }
 
-fn add_contact(conn: &Connection, m: &Mailbox, message: i64, now: i64) -> Result<()> {
+fn add_contact(conn: &Db<'_>, m: &Mailbox, message: i64, now: i64) -> Result<()> {
     conn.prepare_cached(
         "INSERT OR IGNORE INTO contacts (email, name, first_message_id, created_at)
          VALUES (?1, ?2, ?3, ?4)",
@@ -275,13 +276,13 @@ fn add_contact(conn: &Connection, m: &Mailbox, message: i64, now: i64) -> Result
 
 /// Records that a message is flagged `unverified_sender`, for the agent
 /// view's `$unverified` keyword (see `view`).
-fn mark_unverified(conn: &Connection, message: i64) -> Result<()> {
+fn mark_unverified(conn: &Db<'_>, message: i64) -> Result<()> {
     conn.prepare_cached("INSERT OR IGNORE INTO unverified_messages (message_id) VALUES (?1)")?
         .execute([message])?;
     Ok(())
 }
 
-fn mark_done(conn: &Connection, inbound_id: i64, message: i64, note: Option<&str>) -> Result<()> {
+fn mark_done(conn: &Db<'_>, inbound_id: i64, message: i64, note: Option<&str>) -> Result<()> {
     conn.prepare_cached(
         "UPDATE inbound_queue SET state = 'done', processed_at = ?2, message_id = ?3,
                 attempts = attempts + 1, last_error = ?4
@@ -307,7 +308,7 @@ type StoredCopy = (i64, Vec<u8>, Option<String>, Option<String>);
 /// them, every message scanned the whole thread (or all unrouted mail) row
 /// by row, quadratic in the store's size.
 /// The Message-ID (or hash) index finds the few candidates directly.
-fn find_duplicate(conn: &Connection, p: &Prepared, sc: Option<i64>) -> Result<Option<(i64, bool)>> {
+fn find_duplicate(conn: &Db<'_>, p: &Prepared, sc: Option<i64>) -> Result<Option<(i64, bool)>> {
     let existing: Option<StoredCopy> = match &p.parsed.message_id {
         Some(mid) => conn
             .prepare_cached(DUPLICATE_BY_MESSAGE_ID)?
@@ -347,7 +348,7 @@ fn mailbox_json(m: &[Mailbox]) -> String {
 }
 
 /// Applies a prepared message. See the module documentation.
-pub fn apply(conn: &Connection, domain: &str, p: &Prepared) -> Result<Applied> {
+pub fn apply(conn: &Db<'_>, domain: &str, p: &Prepared) -> Result<Applied> {
     let state: String = conn
         .prepare_cached("SELECT state FROM inbound_queue WHERE id = ?1")?
         .query_row([p.inbound_id], |r| r.get(0))?;
@@ -711,7 +712,7 @@ impl ReplyFacts {
 /// reopening, wake-up, activity entry and webhook events as an email reply,
 /// in the caller's transaction.
 pub fn apply_reply_effects(
-    conn: &Connection,
+    conn: &Db<'_>,
     domain: &str,
     sc: i64,
     facts: &ReplyFacts,
@@ -723,7 +724,7 @@ pub fn apply_reply_effects(
 
 /// Whether `email` shares its organisational domain with a participant of
 /// the side conversation.
-fn colleague_of_participant(conn: &Connection, sc: i64, email: &str) -> Result<bool> {
+fn colleague_of_participant(conn: &Db<'_>, sc: i64, email: &str) -> Result<bool> {
     let Some(addr) = MailAddr::parse(email) else {
         return Ok(false);
     };
@@ -738,7 +739,7 @@ fn colleague_of_participant(conn: &Connection, sc: i64, email: &str) -> Result<b
 }
 
 fn reply_effects(
-    conn: &Connection,
+    conn: &Db<'_>,
     domain: &str,
     sc: i64,
     t: &ThreadInfo,
@@ -876,7 +877,7 @@ struct BounceTarget {
 /// message its report cites, only the recipients it names exactly. A report
 /// citing a public Message-ID with some other recipient changes nothing.
 fn bounce_targets(
-    conn: &Connection,
+    conn: &Db<'_>,
     p: &Prepared,
     verp_key: Option<&str>,
     original_message_id: Option<&str>,
@@ -924,7 +925,7 @@ fn bounce_targets(
 }
 
 fn bounce_effects(
-    conn: &Connection,
+    conn: &Db<'_>,
     p: &Prepared,
     message: i64,
     sc: Option<i64>,
@@ -968,7 +969,7 @@ fn bounce_effects(
     Ok(())
 }
 
-fn forwarding_effects(conn: &Connection, d: &Detected, now: i64) -> Result<()> {
+fn forwarding_effects(conn: &Db<'_>, d: &Detected, now: i64) -> Result<()> {
     match d {
         Detected::Verification { sender_id } => {
             let changed = conn.prepare_cached(
@@ -1026,7 +1027,7 @@ impl From<rusqlite::Error> for AssignError {
 /// what its arrival would have: a reply's effects, a bounce's outbox update
 /// is not repeated (an unmatched bounce matched nothing).
 pub fn assign(
-    conn: &Connection,
+    conn: &Db<'_>,
     domain: &str,
     message: i64,
     sc: i64,

@@ -395,7 +395,7 @@ impl Worker {
 
 /// Last resort for a message the pipeline keeps failing on: keep it whole
 /// with the unrouted mail, flagged, so an admin sees it.
-fn store_unparsed(c: &rusqlite::Connection, inbound_id: i64, error: &str) -> Result<()> {
+fn store_unparsed(c: &crate::store::Db<'_>, inbound_id: i64, error: &str) -> Result<()> {
     let m = inbound::get(c, inbound_id)?;
     if m.state != "queued" {
         return Ok(());

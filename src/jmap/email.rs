@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::Connection;
+use crate::store::Db;
 use serde_json::{Map, Value, json};
 
 use super::changes::{self, Event, Kind};
@@ -156,7 +156,7 @@ impl Wanted {
 }
 
 fn object(
-    c: &Connection,
+    c: &Db<'_>,
     p: &Placed,
     flags: &HashMap<i64, Flags>,
     w: &Wanted,
@@ -266,7 +266,7 @@ fn object(
     Ok(Value::Object(o))
 }
 
-pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn get(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let wanted = Wanted::parse(ctx, args)?;
     let state = view::user_states(c, ctx.role, ctx.user_id)?.email;
     let requested = match get_ids(ctx, args)? {
@@ -393,11 +393,7 @@ fn patch_ops(patch: &Value) -> Result<Vec<(FlagOp, FlagSet)>, Value> {
 
 /// Email/set: keyword updates; creation and destruction are refused per
 /// item. Runs on the writer: store errors roll the whole call back.
-pub fn set(
-    ctx: &Ctx,
-    c: &Connection,
-    args: &Map<String, Value>,
-) -> crate::store::Result<MethodResult> {
+pub fn set(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> crate::store::Result<MethodResult> {
     if let Err(e) = ctx.check_account(args) {
         return Ok(Err(e));
     }
@@ -500,7 +496,7 @@ pub fn set(
 // Email/changes
 
 /// What happened to the caller's Emails after `since`.
-pub fn events(ctx: &Ctx, c: &Connection, since: i64) -> Result<Vec<Event>, MethodError> {
+pub fn events(ctx: &Ctx, c: &Db<'_>, since: i64) -> Result<Vec<Event>, MethodError> {
     let mut events = Vec::new();
     for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
         let unrouted = mb.kind == "unrouted";
@@ -553,7 +549,7 @@ pub fn events(ctx: &Ctx, c: &Connection, since: i64) -> Result<Vec<Event>, Metho
     Ok(events)
 }
 
-pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn changes(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let current = view::user_states(c, ctx.role, ctx.user_id)?.email;
     let (since, max) = changes::arguments(ctx, args, current)?;
     let summary = changes::summarize(events(ctx, c, since)?, max)?;

@@ -1,7 +1,7 @@
 //! JMAP ids of the agent view's objects (all within the `Id` alphabet of
 //! RFC 8620 §1.2). See the module docs of `jmap` for the scheme.
 
-use rusqlite::Connection;
+use crate::store::Db;
 
 use super::Ctx;
 use crate::store::view::{self, Placed};
@@ -90,7 +90,7 @@ pub fn parse_blob(s: &str) -> Option<(i64, Option<usize>)> {
 }
 
 /// The message behind an Email id, if the caller may see it under that id.
-pub fn find_email(ctx: &Ctx, c: &Connection, id: &str) -> crate::store::Result<Option<Placed>> {
+pub fn find_email(ctx: &Ctx, c: &Db<'_>, id: &str) -> crate::store::Result<Option<Placed>> {
     let Some((unrouted, n)) = parse_email(id) else {
         return Ok(None);
     };

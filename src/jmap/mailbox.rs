@@ -5,7 +5,7 @@
 //! `tickets`) that holds no mail itself; Unrouted is listed for owners and
 //! admins only. Everything is read-only except keywords.
 
-use rusqlite::Connection;
+use crate::store::Db;
 use serde_json::{Map, Value, json};
 
 use super::changes::{self, Event, Kind};
@@ -63,7 +63,7 @@ fn tickets_parent() -> Value {
     })
 }
 
-fn object(ctx: &Ctx, c: &Connection, mb: &Mailbox) -> Result<Value, MethodError> {
+fn object(ctx: &Ctx, c: &Db<'_>, mb: &Mailbox) -> Result<Value, MethodError> {
     let (total, unread) = view::counts(c, mb.id, ctx.user_id)?;
     let (threads, unread_threads) = view::thread_counts(c, mb.id, ctx.user_id)?;
     let (name, parent, role, sort) = match mb.kind.as_str() {
@@ -109,7 +109,7 @@ fn select(v: Value, props: Option<&[String]>) -> Value {
     }
 }
 
-pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn get(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let ids_arg = get_ids(ctx, args)?;
     let props = opt_properties(ctx, args, "properties")?;
     if let Some(bad) = props
@@ -154,7 +154,7 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
     }))
 }
 
-pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn changes(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
     let (since, max) = changes::arguments(ctx, args, current)?;
     let mut events = Vec::new();

@@ -33,12 +33,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::store::Db;
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use rusqlite::Connection;
 use serde_json::{Map, Value, json};
 
 use crate::http::AppState;
@@ -860,16 +860,14 @@ async fn run_method(
         .read(move |c| {
             let _hold = hold;
             // One snapshot for the whole method: states and data agree.
-            let tx = c.unchecked_transaction()?;
-            let out = read_method(&ctx, &tx, &name, &args);
-            drop(tx);
+            let out = read_method(&ctx, c, &name, &args);
             Ok(out)
         })
         .await
         .unwrap_or_else(|e| Err(e.into()))
 }
 
-fn read_method(ctx: &Ctx, c: &Connection, name: &str, args: &Map<String, Value>) -> MethodResult {
+fn read_method(ctx: &Ctx, c: &Db<'_>, name: &str, args: &Map<String, Value>) -> MethodResult {
     ctx.check_account(args)?;
     match name {
         "Mailbox/get" => mailbox::get(ctx, c, args),

@@ -8,7 +8,7 @@
 //! the order asked, so a query with a limit stops once it has its page
 //! instead of reading and sorting every message of the store.
 
-use rusqlite::Connection;
+use crate::store::Db;
 use rusqlite::types::Value as Sql;
 use serde_json::{Map, Value, json};
 
@@ -29,7 +29,7 @@ use crate::store::view;
 
 struct Builder<'a> {
     ctx: &'a Ctx,
-    c: &'a Connection,
+    c: &'a Db<'a>,
     params: Vec<Sql>,
     conditions: usize,
 }
@@ -264,7 +264,7 @@ impl Builder<'_> {
 /// One row of a result: (Email id, Thread id).
 fn run(
     ctx: &Ctx,
-    c: &Connection,
+    c: &Db<'_>,
     filter: &str,
     params: Vec<Sql>,
     ascending: bool,
@@ -300,7 +300,7 @@ fn run(
 }
 
 /// Every visible Email id, newest first, at most `cap`.
-pub fn visible_ids(ctx: &Ctx, c: &Connection, cap: usize) -> Result<Vec<String>, MethodError> {
+pub fn visible_ids(ctx: &Ctx, c: &Db<'_>, cap: usize) -> Result<Vec<String>, MethodError> {
     Ok(run(ctx, c, "1", Vec::new(), false, Some(cap))?
         .into_iter()
         .map(|(e, _)| e)
@@ -357,7 +357,7 @@ fn sort_ascending(args: &Map<String, Value>) -> Result<bool, MethodError> {
     Ok(ascending.unwrap_or(false))
 }
 
-pub fn query(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn query(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let mut b = Builder {
         ctx,
         c,

@@ -2,7 +2,7 @@
 //! thread (`t<id>`, its Emails oldest first); an unrouted message is a
 //! thread of its own (`tu<id>`).
 
-use rusqlite::Connection;
+use crate::store::Db;
 use serde_json::{Map, Value, json};
 
 use super::changes::{self, Event, Kind};
@@ -10,7 +10,7 @@ use super::ids::{self, ThreadRef};
 use super::{Ctx, MethodError, MethodResult, get_ids};
 use crate::store::view;
 
-fn emails(ctx: &Ctx, c: &Connection, id: &str) -> Result<Option<Vec<String>>, MethodError> {
+fn emails(ctx: &Ctx, c: &Db<'_>, id: &str) -> Result<Option<Vec<String>>, MethodError> {
     Ok(match ids::parse_thread(id) {
         Some(ThreadRef::Side(sc)) => {
             let list = view::thread_messages(c, sc)?;
@@ -23,7 +23,7 @@ fn emails(ctx: &Ctx, c: &Connection, id: &str) -> Result<Option<Vec<String>>, Me
     })
 }
 
-pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn get(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let Some(wanted) = get_ids(ctx, args)? else {
         return Err(MethodError::with(
             "requestTooLarge",
@@ -47,7 +47,7 @@ pub fn get(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult
     }))
 }
 
-pub fn changes(ctx: &Ctx, c: &Connection, args: &Map<String, Value>) -> MethodResult {
+pub fn changes(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let current = view::user_states(c, ctx.role, ctx.user_id)?.thread;
     let (since, max) = changes::arguments(ctx, args, current)?;
     let mut events = Vec::new();

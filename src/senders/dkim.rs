@@ -12,10 +12,11 @@ use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::common::crypto::Ed25519Key;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
 use crate::model::now_ms;
 use crate::outbound::compose::DkimKey;
+use crate::store::Db;
 use crate::store::StoreError;
 
 /// The key types the gateway generates.
@@ -191,7 +192,7 @@ pub fn normalize_domain(domain: &str) -> String {
 }
 
 /// The stored key of `domain`, if any.
-pub fn find(conn: &Connection, domain: &str) -> Result<Option<DkimKeyRow>, StoreError> {
+pub fn find(conn: &Db<'_>, domain: &str) -> Result<Option<DkimKeyRow>, StoreError> {
     let row = conn
         .query_row(
             "SELECT domain, selector, algorithm, private_key, public_key, created_at
@@ -229,7 +230,7 @@ pub fn find(conn: &Connection, domain: &str) -> Result<Option<DkimKeyRow>, Store
 /// Stores `key` for `domain` unless the domain has a key already; returns
 /// the domain's key either way (the existing one wins).
 pub fn insert_if_absent(
-    conn: &Connection,
+    conn: &Db<'_>,
     domain: &str,
     selector: &str,
     key: &GeneratedKey,
@@ -259,7 +260,7 @@ pub fn insert_if_absent(
 /// keep that off the store's writer thread, call [`find`] on a reader,
 /// [`generate`] outside the store and [`insert_if_absent`] on the writer.
 pub fn ensure_key(
-    conn: &Connection,
+    conn: &Db<'_>,
     domain: &str,
     selector: &str,
     algorithm: Algorithm,
@@ -275,7 +276,7 @@ pub fn ensure_key(
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
+    fn db() -> rusqlite::Connection {
         crate::store::memory_db()
     }
 
@@ -322,15 +323,15 @@ mod tests {
 
     #[test]
     fn one_key_per_domain_kept_across_calls() {
-        let conn = db();
-        assert_eq!(find(&conn, "acme.com").expect("find"), None);
+        let conn_conn = db();
+        let conn = &crate::store::Db::for_test(&conn_conn);
+        assert_eq!(find(conn, "acme.com").expect("find"), None);
         let first =
-            ensure_key(&conn, "Acme.COM.", "backchannel", Algorithm::Ed25519).expect("first key");
+            ensure_key(conn, "Acme.COM.", "backchannel", Algorithm::Ed25519).expect("first key");
         assert_eq!(first.domain, "acme.com");
         assert_eq!(first.selector, "backchannel");
         assert_eq!(first.algorithm, Algorithm::Ed25519);
-        let again =
-            ensure_key(&conn, "acme.com", "other", Algorithm::Rsa2048).expect("second call");
+        let again = ensure_key(conn, "acme.com", "other", Algorithm::Rsa2048).expect("second call");
         assert_eq!(again, first, "the existing key is kept");
         let count: i64 = conn
             .query_row("SELECT COUNT(*) FROM dkim_keys", [], |r| r.get(0))
@@ -338,11 +339,11 @@ mod tests {
         assert_eq!(count, 1);
 
         let other = generate(Algorithm::Ed25519).expect("generate");
-        let kept = insert_if_absent(&conn, "ACME.com", "x", &other).expect("insert");
+        let kept = insert_if_absent(conn, "ACME.com", "x", &other).expect("insert");
         assert_eq!(kept, first, "insert_if_absent keeps the existing key");
 
         let rsa =
-            ensure_key(&conn, "beta.example", "backchannel", Algorithm::Rsa2048).expect("rsa key");
+            ensure_key(conn, "beta.example", "backchannel", Algorithm::Rsa2048).expect("rsa key");
         assert_eq!(rsa.algorithm, Algorithm::Rsa2048);
         assert_eq!(rsa.signing_key().algorithm, "rsa");
         assert_eq!(rsa.record_name(), "backchannel._domainkey.beta.example");

@@ -5,7 +5,7 @@
 //! that mail comes back through forwarding (ingest, routing rule 3), which
 //! also proves forwarding works. A probe re-tests forwarding on demand.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::ingest::forwarding::verification_message_id;
 use crate::model::{MailAddr, base32_lower, is_valid_email, now_ms, random_bytes, rfc3339};
 use crate::outbound::compose::{ReplyMode, clean_header};
+use crate::store::Db;
 use crate::store::{self, StoreError, events, outbox};
 
 /// How long a verification code is valid.
@@ -88,7 +89,7 @@ fn new_code() -> String {
 /// Queues the verification mail (or a forwarding probe) to the sender's
 /// address; returns the code it carries.
 fn send_verification(
-    conn: &Connection,
+    conn: &Db<'_>,
     config: &Config,
     email: &str,
     probe: bool,
@@ -182,7 +183,7 @@ fn send_verification(
 /// generated beforehand (outside the writer), stored when the domain has
 /// none. Returns the sender's JSON.
 pub fn add(
-    conn: &Connection,
+    conn: &Db<'_>,
     config: &Config,
     new: &NewSender,
     key: Option<&super::dkim::GeneratedKey>,
@@ -263,7 +264,7 @@ type PendingCode = (String, Option<Vec<u8>>, Option<i64>, i64);
 /// Checks a code. Wrong codes count; past the limit or the expiry a new
 /// code is needed (`check` sends one for a pending sender).
 pub fn verify(
-    conn: &Connection,
+    conn: &Db<'_>,
     config: &Config,
     email: &str,
     code: &str,
@@ -344,7 +345,7 @@ impl Verified {
 
 /// Re-tests forwarding (a probe for a verified sender, a new code for a
 /// pending one). The DNS part of a check runs outside the transaction.
-pub fn resend_or_probe(conn: &Connection, config: &Config, email: &str) -> Result<(), SenderError> {
+pub fn resend_or_probe(conn: &Db<'_>, config: &Config, email: &str) -> Result<(), SenderError> {
     let status: Option<String> = conn
         .query_row(
             "SELECT status FROM senders WHERE email = ?1",
@@ -359,7 +360,7 @@ pub fn resend_or_probe(conn: &Connection, config: &Config, email: &str) -> Resul
     }
 }
 
-pub fn delete(conn: &Connection, email: &str) -> Result<(), SenderError> {
+pub fn delete(conn: &Db<'_>, email: &str) -> Result<(), SenderError> {
     let n = conn.execute("DELETE FROM senders WHERE email = ?1", [email])?;
     if n == 0 {
         return Err(SenderError::NotFound);
@@ -375,7 +376,7 @@ pub fn delete(conn: &Connection, email: &str) -> Result<(), SenderError> {
 }
 
 /// Stores the result of a DNS check.
-pub fn record_dns(conn: &Connection, email: &str, dns: &Value) -> Result<(), SenderError> {
+pub fn record_dns(conn: &Db<'_>, email: &str, dns: &Value) -> Result<(), SenderError> {
     conn.execute(
         "UPDATE senders SET dns = ?2, dns_checked_at = ?3 WHERE email = ?1",
         params![email, dns.to_string(), now_ms()],
@@ -384,7 +385,7 @@ pub fn record_dns(conn: &Connection, email: &str, dns: &Value) -> Result<(), Sen
 }
 
 /// The sender JSON of SPEC §7.
-pub fn view(conn: &Connection, config: &Config, email: &str) -> Result<Value, SenderError> {
+pub fn view(conn: &Db<'_>, config: &Config, email: &str) -> Result<Value, SenderError> {
     let row = conn
         .query_row(
             "SELECT email, name, reply_mode, status, forwarding_local, forwarding_state, forwarding_confirmed_at,
@@ -437,7 +438,7 @@ pub fn view(conn: &Connection, config: &Config, email: &str) -> Result<Value, Se
     Ok(v)
 }
 
-pub fn list(conn: &Connection, config: &Config) -> Result<Vec<Value>, SenderError> {
+pub fn list(conn: &Db<'_>, config: &Config) -> Result<Vec<Value>, SenderError> {
     let mut stmt = conn.prepare("SELECT email FROM senders ORDER BY id")?;
     let emails: Vec<String> = stmt
         .query_map([], |r| r.get(0))?

@@ -19,10 +19,11 @@
 //!   their punycode included) is relaying, unless the address is the plus
 //!   address of a registered sender: `550 5.7.1`.
 
-use rusqlite::{Connection, OptionalExtension};
+use rusqlite::OptionalExtension;
 
 use crate::config::IngestConfig;
 use crate::model::Token;
+use crate::store::Db;
 use crate::store::Result;
 
 /// Local parts on the gateway domain that are always accepted: the bare
@@ -216,7 +217,7 @@ pub fn classify(addr: &str, domain: &str) -> RcptClass {
 }
 
 /// The verdict for a token: unknown, over its thread's quota, or accepted.
-fn token_verdict(conn: &Connection, token: &Token, quota: &IngestConfig) -> Result<RcptVerdict> {
+fn token_verdict(conn: &Db<'_>, token: &Token, quota: &IngestConfig) -> Result<RcptVerdict> {
     let row: Option<(i64, i64)> = conn
         .prepare_cached(
             "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE token = ?1",
@@ -236,7 +237,7 @@ fn token_verdict(conn: &Connection, token: &Token, quota: &IngestConfig) -> Resu
 }
 
 /// Decides a classified recipient against the store.
-pub fn decide(conn: &Connection, class: &RcptClass, quota: &IngestConfig) -> Result<RcptVerdict> {
+pub fn decide(conn: &Db<'_>, class: &RcptClass, quota: &IngestConfig) -> Result<RcptVerdict> {
     Ok(match class {
         RcptClass::Fixed | RcptClass::Bounce => RcptVerdict::Accept,
         RcptClass::GatewayToken(token) => token_verdict(conn, token, quota)?,

@@ -2,9 +2,9 @@
 //! change they report, one delivery row per subscribed endpoint, so an event
 //! is never lost nor sent for a change that was rolled back.
 
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
-use super::Result;
+use super::{Db, Result};
 use crate::model::now_ms;
 
 pub const EVENTS: &[&str] = &[
@@ -20,17 +20,19 @@ pub const EVENTS: &[&str] = &[
 
 /// Queues `event` for every active webhook subscribed to it (an empty
 /// event list subscribes to all). Returns how many deliveries were queued.
-pub fn enqueue(conn: &Connection, event: &str, data: serde_json::Value) -> Result<usize> {
-    enqueue_with(conn, event, || data)
+pub fn enqueue(db: &Db<'_>, event: &str, data: serde_json::Value) -> Result<usize> {
+    let _conn = db.conn();
+    enqueue_with(db, event, || data)
 }
 
 /// [`enqueue`] with the event's data built only when some webhook wants it
 /// (most messages on a gateway without webhooks: no JSON at all).
 pub fn enqueue_with(
-    conn: &Connection,
+    db: &Db<'_>,
     event: &str,
     data: impl FnOnce() -> serde_json::Value,
 ) -> Result<usize> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached("SELECT id, events FROM webhooks WHERE active = 1")?;
     let hooks: Vec<i64> = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?

@@ -1,11 +1,11 @@
 //! The inbound queue: messages accepted over SMTP, committed before the
 //! `250` reply, waiting for the ingest pipeline.
 
-use rusqlite::{Connection, params};
+use rusqlite::params;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::Result;
+use super::{Db, Result};
 
 /// The SMTP envelope of one accepted message.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -33,7 +33,8 @@ pub struct InboundMessage {
 }
 
 /// Stores one accepted message; returns its queue id.
-pub fn enqueue(conn: &Connection, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
+pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
+    let conn = db.conn();
     let sha: [u8; 32] = Sha256::digest(raw).into();
     // The bytes go to `inbound_raw` (schema migration 4): the queue row
     // stays small, so marking it done never rewrites the mail.
@@ -98,7 +99,8 @@ fn finish(row: (InboundMessage, String, String)) -> Result<InboundMessage> {
     Ok(m)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<InboundMessage> {
+pub fn get(db: &Db<'_>, id: i64) -> Result<InboundMessage> {
+    let conn = db.conn();
     finish(conn.query_row(
         &format!("SELECT {COLUMNS} FROM {FROM} WHERE q.id = ?1"),
         [id],
@@ -108,17 +110,19 @@ pub fn get(conn: &Connection, id: i64) -> Result<InboundMessage> {
 
 /// The oldest queued messages, in arrival order: at most `limit`, and no
 /// more than `max_bytes` of raw mail (but always at least one message).
-pub fn pending(conn: &Connection, limit: usize, max_bytes: usize) -> Result<Vec<InboundMessage>> {
-    pending_after(conn, 0, limit, max_bytes)
+pub fn pending(db: &Db<'_>, limit: usize, max_bytes: usize) -> Result<Vec<InboundMessage>> {
+    let _conn = db.conn();
+    pending_after(db, 0, limit, max_bytes)
 }
 
 /// [`pending`] among the messages queued after queue id `after`.
 pub fn pending_after(
-    conn: &Connection,
+    db: &Db<'_>,
     after: i64,
     limit: usize,
     max_bytes: usize,
 ) -> Result<Vec<InboundMessage>> {
+    let conn = db.conn();
     let mut sizes = conn.prepare_cached(
         "SELECT id, size FROM inbound_queue WHERE state = 'queued' AND id > ?2 ORDER BY id LIMIT ?1",
     )?;
@@ -148,7 +152,8 @@ pub fn pending_after(
 
 /// Every stored message id with its bytes' length and hash, in order
 /// (used by the byte-identity checks).
-pub fn count(conn: &Connection) -> Result<i64> {
+pub fn count(db: &Db<'_>) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn
         .prepare_cached("SELECT COUNT(*) FROM inbound_queue")?
         .query_row([], |r| r.get(0))?)

@@ -1,9 +1,9 @@
 //! Messages: helpers shared by every path that stores one (ingest, outbound,
 //! portal).
 
-use rusqlite::{Connection, params};
+use rusqlite::params;
 
-use super::Result;
+use super::{Db, Result};
 
 /// The raw bytes of a message row aliased `$m`, as SQL. An inbound
 /// message keeps its bytes once, in `inbound_raw` (the queue's copy,
@@ -50,10 +50,11 @@ pub struct NewAttachment<'a> {
 
 /// Stores a message's attachments, numbered from 0 in the given order.
 pub fn insert_attachments<'a>(
-    conn: &Connection,
+    db: &Db<'_>,
     message: i64,
     attachments: impl IntoIterator<Item = NewAttachment<'a>>,
 ) -> Result<()> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "INSERT INTO attachments (message_id, idx, filename, content_type, size, content_id, data)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -74,11 +75,12 @@ pub fn insert_attachments<'a>(
 
 /// Records the ids a message cites, for threading (route rule 2).
 pub fn insert_refs(
-    conn: &Connection,
+    db: &Db<'_>,
     message: i64,
     in_reply_to: Option<&str>,
     references: &[String],
 ) -> Result<()> {
+    let conn = db.conn();
     let mut stmt = conn
         .prepare_cached("INSERT OR IGNORE INTO message_refs (ref, message_id) VALUES (?1, ?2)")?;
     for id in in_reply_to

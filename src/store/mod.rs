@@ -95,6 +95,34 @@ impl From<serde_json::Error> for StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The store's connection lent to one read or one write: every other
+/// module reaches the database only through the typed functions of the
+/// store's modules, which take this.
+pub struct Db<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> Db<'c> {
+    /// The connection, for the store's own modules.
+    fn conn(&self) -> &'c Connection {
+        self.conn
+    }
+
+    /// A connection of a unit test (an in-memory database, `memory_db`).
+    #[cfg(test)]
+    pub(crate) fn for_test(conn: &'c Connection) -> Db<'c> {
+        Db { conn }
+    }
+}
+
+// Migration aid while SQL moves into the store: removed at the end.
+impl std::ops::Deref for Db<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
 /// Called once the batch a job ran in is committed (`None`) or failed.
 type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// A write job: runs inside the batch transaction (given `Some`), says
@@ -308,7 +336,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         self.enqueue_as(f, false)
     }
@@ -321,12 +349,12 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: Option<&Connection>| {
             let outcome = match conn {
-                Some(conn) => f(conn),
+                Some(conn) => f(&Db { conn }),
                 None => Err(StoreError::Database("transaction could not start".into()).into()),
             };
             let ok = outcome.is_ok();
@@ -352,7 +380,7 @@ impl Store {
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let rx = self.enqueue(f)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -363,7 +391,7 @@ impl Store {
     pub async fn write_urgent<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let rx = self.enqueue_as(f, true)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -375,7 +403,7 @@ impl Store {
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&Connection) -> std::result::Result<T, E> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         let rx = self.enqueue(f)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -389,7 +417,7 @@ impl Store {
     ) -> Result<impl std::future::Future<Output = Result<T>> + Send + 'static>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let rx = self.enqueue(f)?;
         Ok(async move { rx.await.map_err(|_| StoreError::Closed)? })
@@ -399,7 +427,7 @@ impl Store {
     pub fn write_blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let rx = self.enqueue(f)?;
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
@@ -431,15 +459,23 @@ impl Store {
         }
     }
 
-    /// Runs `f` on a pooled read-only connection (blocking).
+    /// Runs `f` on a pooled read-only connection, in one read transaction
+    /// (blocking).
     pub fn read_blocking<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&Connection) -> Result<T>,
+        F: FnOnce(&Db<'_>) -> Result<T>,
     {
         let conn = self.take_reader()?;
-        let out = f(&conn);
+        // One read transaction: everything `f` reads is one snapshot, even
+        // while the writer commits (an IMAP session's new mail, its flags
+        // and its expunges agree with each other).
+        let out = cached(&conn, "BEGIN")
+            .map_err(StoreError::from)
+            .and_then(|()| f(&Db { conn: &conn }));
+        let ended = cached(&conn, "COMMIT").map_err(StoreError::from);
+        let out = out.and_then(|v| ended.map(|()| v));
         // A connection that saw an I/O error is dropped rather than reused.
-        if !matches!(out, Err(StoreError::Database(_))) {
+        if !matches!(out, Err(StoreError::Database(_))) && conn.is_autocommit() {
             self.return_reader(conn);
         }
         out
@@ -450,7 +486,7 @@ impl Store {
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
     {
         let store = self.clone();
         tokio::task::spawn_blocking(move || store.read_blocking(f))

@@ -9,10 +9,10 @@
 //! [`mark_sent`] / [`mark_deferred`] / [`mark_failed`] record the outcome,
 //! [`in_flight`] and [`requeue`] reconcile rows a crash left in `sending`.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::Result;
+use super::{Db, Result};
 use crate::model::{base32_lower, random_bytes};
 
 /// Longest `last_error` kept (a remote reply can be long).
@@ -42,7 +42,8 @@ pub fn is_final(state: &str) -> bool {
 ///
 /// Queuing the same recipient of the same message again (say, in both To
 /// and Cc) is not an error: the existing row and its key are kept.
-pub fn enqueue(conn: &Connection, message: i64, recipient: &str, now: i64) -> Result<String> {
+pub fn enqueue(db: &Db<'_>, message: i64, recipient: &str, now: i64) -> Result<String> {
+    let conn = db.conn();
     let key = base32_lower(&random_bytes::<10>());
     conn.execute(
         "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
@@ -59,7 +60,8 @@ pub fn enqueue(conn: &Connection, message: i64, recipient: &str, now: i64) -> Re
 
 /// Delivery state of every recipient of a message, for the API, in the
 /// order they were queued.
-pub fn for_message(conn: &Connection, message: i64) -> Result<Vec<DeliveryState>> {
+pub fn for_message(db: &Db<'_>, message: i64) -> Result<Vec<DeliveryState>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT recipient, state, attempts, last_error, next_attempt_at, sent_at
          FROM outbox WHERE message_id = ?1 ORDER BY id",
@@ -81,7 +83,8 @@ pub fn for_message(conn: &Connection, message: i64) -> Result<Vec<DeliveryState>
 
 /// The delivery state of one recipient row, by VERP key (bounce handling,
 /// tests).
-pub fn by_verp_key(conn: &Connection, key: &str) -> Result<Option<DeliveryState>> {
+pub fn by_verp_key(db: &Db<'_>, key: &str) -> Result<Option<DeliveryState>> {
+    let conn = db.conn();
     Ok(conn
         .query_row(
             "SELECT recipient, state, attempts, last_error, next_attempt_at, sent_at
@@ -121,7 +124,8 @@ pub struct Claimed {
 /// `next_attempt_at <= now`, oldest due first) and marks them `sending`,
 /// counting the attempt and its time. Run it in its own write so the marks
 /// are committed before anything is sent.
-pub fn claim_due(conn: &Connection, now: i64, limit: usize) -> Result<Vec<Claimed>> {
+pub fn claim_due(db: &Db<'_>, now: i64, limit: usize) -> Result<Vec<Claimed>> {
+    let conn = db.conn();
     let mut select = conn.prepare_cached(
         "SELECT id, message_id, recipient, verp_key, attempts, created_at FROM outbox
          WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1
@@ -165,7 +169,8 @@ fn clip(error: &str) -> &str {
 
 /// Records a delivery. Only a row in `sending` changes; returns whether it
 /// did (a bounce may already have marked the row).
-pub fn mark_sent(conn: &Connection, id: i64, now: i64) -> Result<bool> {
+pub fn mark_sent(db: &Db<'_>, id: i64, now: i64) -> Result<bool> {
+    let conn = db.conn();
     Ok(conn.execute(
         "UPDATE outbox SET state = 'sent', sent_at = ?2, last_error = NULL
          WHERE id = ?1 AND state = 'sending'",
@@ -174,12 +179,8 @@ pub fn mark_sent(conn: &Connection, id: i64, now: i64) -> Result<bool> {
 }
 
 /// Records a temporary failure: the row is due again at `next_attempt_at`.
-pub fn mark_deferred(
-    conn: &Connection,
-    id: i64,
-    next_attempt_at: i64,
-    error: &str,
-) -> Result<bool> {
+pub fn mark_deferred(db: &Db<'_>, id: i64, next_attempt_at: i64, error: &str) -> Result<bool> {
+    let conn = db.conn();
     Ok(conn.execute(
         "UPDATE outbox SET state = 'deferred', next_attempt_at = ?2, last_error = ?3
          WHERE id = ?1 AND state = 'sending'",
@@ -188,7 +189,8 @@ pub fn mark_deferred(
 }
 
 /// Records that delivery was given up (permanent failure, or too old).
-pub fn mark_failed(conn: &Connection, id: i64, error: &str) -> Result<bool> {
+pub fn mark_failed(db: &Db<'_>, id: i64, error: &str) -> Result<bool> {
+    let conn = db.conn();
     Ok(conn.execute(
         "UPDATE outbox SET state = 'failed', last_error = ?2
          WHERE id = ?1 AND state = 'sending'",
@@ -204,7 +206,8 @@ pub struct InFlight {
 }
 
 /// Rows in `sending`: at start-up, the sends a crash interrupted.
-pub fn in_flight(conn: &Connection) -> Result<Vec<InFlight>> {
+pub fn in_flight(db: &Db<'_>) -> Result<Vec<InFlight>> {
+    let conn = db.conn();
     let mut stmt =
         conn.prepare_cached("SELECT id, verp_key FROM outbox WHERE state = 'sending' ORDER BY id")?;
     let rows = stmt.query_map([], |r| {
@@ -218,7 +221,8 @@ pub fn in_flight(conn: &Connection) -> Result<Vec<InFlight>> {
 
 /// Puts a row left in `sending` back in the queue, due at `now`. The
 /// attempt it was counted for stays counted.
-pub fn requeue(conn: &Connection, id: i64, now: i64) -> Result<bool> {
+pub fn requeue(db: &Db<'_>, id: i64, now: i64) -> Result<bool> {
+    let conn = db.conn();
     Ok(conn.execute(
         "UPDATE outbox SET state = 'queued', next_attempt_at = ?2,
                 last_error = COALESCE(last_error, 'interrupted by a restart')
@@ -230,7 +234,8 @@ pub fn requeue(conn: &Connection, id: i64, now: i64) -> Result<bool> {
 /// The bytes sent to outbox row `outbox_id` of message `message`: the
 /// recipient's own copy when it has one (it carries their portal link),
 /// else the message's raw bytes.
-pub fn raw(conn: &Connection, outbox_id: i64, message: i64) -> Result<Vec<u8>> {
+pub fn raw(db: &Db<'_>, outbox_id: i64, message: i64) -> Result<Vec<u8>> {
+    let conn = db.conn();
     let copy: Option<Vec<u8>> = conn
         .prepare_cached("SELECT raw FROM outbox_copies WHERE outbox_id = ?1")?
         .query_row([outbox_id], |r| r.get(0))
@@ -246,7 +251,8 @@ pub fn raw(conn: &Connection, outbox_id: i64, message: i64) -> Result<Vec<u8>> {
 }
 
 /// Keeps `raw` as recipient `recipient`'s own copy of message `message`.
-pub fn set_copy(conn: &Connection, message: i64, recipient: &str, raw: &[u8]) -> Result<()> {
+pub fn set_copy(db: &Db<'_>, message: i64, recipient: &str, raw: &[u8]) -> Result<()> {
+    let conn = db.conn();
     conn.prepare_cached(
         "INSERT OR REPLACE INTO outbox_copies (outbox_id, raw)
          SELECT id, ?3 FROM outbox WHERE message_id = ?1 AND recipient = ?2",
@@ -256,7 +262,8 @@ pub fn set_copy(conn: &Connection, message: i64, recipient: &str, raw: &[u8]) ->
 }
 
 /// When the earliest waiting row is due, if any.
-pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
+pub fn next_due(db: &Db<'_>) -> Result<Option<i64>> {
+    let conn = db.conn();
     Ok(conn.query_row(
         "SELECT MIN(next_attempt_at) FROM outbox WHERE state IN ('queued', 'deferred')",
         [],
@@ -265,7 +272,8 @@ pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
 }
 
 /// Rows not yet in a final state (queued, deferred, sending).
-pub fn queue_depth(conn: &Connection) -> Result<i64> {
+pub fn queue_depth(db: &Db<'_>) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'deferred', 'sending')",
         [],
@@ -277,7 +285,7 @@ pub fn queue_depth(conn: &Connection) -> Result<i64> {
 mod tests {
     use super::*;
 
-    fn db() -> Connection {
+    fn db() -> rusqlite::Connection {
         let conn = crate::store::memory_db();
         conn.execute_batch(
             "INSERT INTO messages (id, direction, kind, route, raw, raw_sha256, received_at)
@@ -287,15 +295,16 @@ mod tests {
         conn
     }
 
-    fn state(conn: &Connection, key: &str) -> DeliveryState {
-        by_verp_key(conn, key).expect("read").expect("row")
+    fn state(db: &Db<'_>, key: &str) -> DeliveryState {
+        by_verp_key(db, key).expect("read").expect("row")
     }
 
     #[test]
     fn enqueue_gives_unguessable_keys_and_is_idempotent_per_recipient() {
-        let c = db();
-        let a = enqueue(&c, 1, "bob@vendor.example", 10).expect("a");
-        let b = enqueue(&c, 1, "carol@vendor.example", 10).expect("b");
+        let c_conn = db();
+        let c = &Db::for_test(&c_conn);
+        let a = enqueue(c, 1, "bob@vendor.example", 10).expect("a");
+        let b = enqueue(c, 1, "carol@vendor.example", 10).expect("b");
         assert_eq!(a.len(), 16);
         assert!(
             a.bytes()
@@ -303,8 +312,8 @@ mod tests {
         );
         assert_ne!(a, b);
         // the same recipient again (any case) keeps the first row
-        assert_eq!(enqueue(&c, 1, "Bob@Vendor.example", 11).expect("again"), a);
-        let all = for_message(&c, 1).expect("list");
+        assert_eq!(enqueue(c, 1, "Bob@Vendor.example", 11).expect("again"), a);
+        let all = for_message(c, 1).expect("list");
         assert_eq!(all.len(), 2);
         assert_eq!(
             all[0],
@@ -321,71 +330,73 @@ mod tests {
 
     #[test]
     fn lifecycle() {
-        let c = db();
-        let a = enqueue(&c, 1, "bob@vendor.example", 10).expect("a");
-        let b = enqueue(&c, 1, "carol@vendor.example", 20).expect("b");
+        let c_conn = db();
+        let c = &Db::for_test(&c_conn);
+        let a = enqueue(c, 1, "bob@vendor.example", 10).expect("a");
+        let b = enqueue(c, 1, "carol@vendor.example", 20).expect("b");
         // nothing due before its time
-        assert!(claim_due(&c, 5, 8).expect("claim").is_empty());
-        let claimed = claim_due(&c, 15, 8).expect("claim");
+        assert!(claim_due(c, 5, 8).expect("claim").is_empty());
+        let claimed = claim_due(c, 15, 8).expect("claim");
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].verp_key, a);
         assert_eq!(claimed[0].attempts, 1);
-        assert_eq!(state(&c, &a).state, "sending");
+        assert_eq!(state(c, &a).state, "sending");
         // a claimed row is not claimed twice
-        let claimed_b = claim_due(&c, 25, 8).expect("claim");
+        let claimed_b = claim_due(c, 25, 8).expect("claim");
         assert_eq!(claimed_b.len(), 1);
         assert_eq!(claimed_b[0].verp_key, b);
-        assert_eq!(queue_depth(&c).expect("depth"), 2);
+        assert_eq!(queue_depth(c).expect("depth"), 2);
 
-        assert!(mark_deferred(&c, claimed[0].id, 100, "451 4.7.1 later").expect("defer"));
-        let s = state(&c, &a);
+        assert!(mark_deferred(c, claimed[0].id, 100, "451 4.7.1 later").expect("defer"));
+        let s = state(c, &a);
         assert_eq!(
             (s.state.as_str(), s.attempts, s.next_attempt_at),
             ("deferred", 1, Some(100))
         );
         assert_eq!(s.last_error.as_deref(), Some("451 4.7.1 later"));
-        assert_eq!(next_due(&c).expect("due"), Some(100));
+        assert_eq!(next_due(c).expect("due"), Some(100));
         // only rows in `sending` move
-        assert!(!mark_sent(&c, claimed[0].id, 50).expect("not sending"));
+        assert!(!mark_sent(c, claimed[0].id, 50).expect("not sending"));
 
-        let again = claim_due(&c, 100, 8).expect("claim");
+        let again = claim_due(c, 100, 8).expect("claim");
         assert_eq!(again[0].attempts, 2);
-        assert!(mark_sent(&c, again[0].id, 120).expect("sent"));
-        let s = state(&c, &a);
+        assert!(mark_sent(c, again[0].id, 120).expect("sent"));
+        let s = state(c, &a);
         assert_eq!(
             (s.state.as_str(), s.attempts, s.next_attempt_at, s.sent_at),
             ("sent", 2, None, Some(120))
         );
         assert_eq!(s.last_error, None);
 
-        assert!(mark_failed(&c, claimed_b[0].id, &"x".repeat(5000)).expect("failed"));
-        let s = state(&c, &b);
+        assert!(mark_failed(c, claimed_b[0].id, &"x".repeat(5000)).expect("failed"));
+        let s = state(c, &b);
         assert_eq!(s.state, "failed");
         assert_eq!(s.next_attempt_at, None);
         assert_eq!(s.last_error.map(|e| e.len()), Some(MAX_ERROR_LEN));
-        assert_eq!(queue_depth(&c).expect("depth"), 0);
-        assert_eq!(next_due(&c).expect("due"), None);
+        assert_eq!(queue_depth(c).expect("depth"), 0);
+        assert_eq!(next_due(c).expect("due"), None);
     }
 
     #[test]
     fn requeue_after_a_crash() {
-        let c = db();
-        let a = enqueue(&c, 1, "bob@vendor.example", 10).expect("a");
-        let claimed = claim_due(&c, 10, 8).expect("claim");
+        let c_conn = db();
+        let c = &Db::for_test(&c_conn);
+        let a = enqueue(c, 1, "bob@vendor.example", 10).expect("a");
+        let claimed = claim_due(c, 10, 8).expect("claim");
         assert_eq!(
-            in_flight(&c).expect("in flight"),
+            in_flight(c).expect("in flight"),
             vec![InFlight {
                 id: claimed[0].id,
                 verp_key: a.clone()
             }]
         );
-        assert!(requeue(&c, claimed[0].id, 30).expect("requeue"));
-        let s = state(&c, &a);
+        assert!(requeue(c, claimed[0].id, 30).expect("requeue"));
+        let s = state(c, &a);
         assert_eq!(
             (s.state.as_str(), s.attempts, s.next_attempt_at),
             ("queued", 1, Some(30))
         );
-        assert!(in_flight(&c).expect("in flight").is_empty());
-        assert_eq!(raw(&c, 1, 1).expect("raw"), b"hi");
+        assert!(in_flight(c).expect("in flight").is_empty());
+        assert_eq!(raw(c, 1, 1).expect("raw"), b"hi");
     }
 }

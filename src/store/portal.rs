@@ -3,9 +3,9 @@
 //! messages and the replies its participants wrote; never activity, flags,
 //! authentication results, internal notes or other side conversations.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::Result;
+use super::{Db, Result};
 
 /// A side conversation as the portal shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +74,8 @@ pub fn new_token() -> String {
 /// The active link of `email` on side conversation `sc`, created on first
 /// use; `None` once that link was revoked (a revoked link is never handed
 /// out again, and no new one replaces it).
-pub fn ensure_link(conn: &Connection, sc: i64, email: &str, now: i64) -> Result<Option<String>> {
+pub fn ensure_link(db: &Db<'_>, sc: i64, email: &str, now: i64) -> Result<Option<String>> {
+    let conn = db.conn();
     let row: Option<(String, Option<i64>)> = conn
         .prepare_cached(
             "SELECT token, revoked_at FROM portal_links WHERE side_conversation_id = ?1 AND email = ?2",
@@ -97,7 +98,8 @@ pub fn ensure_link(conn: &Connection, sc: i64, email: &str, now: i64) -> Result<
 }
 
 /// A side conversation's per-recipient links: (email, token, revoked).
-pub fn links(conn: &Connection, sc: i64) -> Result<Vec<(String, String, bool)>> {
+pub fn links(db: &Db<'_>, sc: i64) -> Result<Vec<(String, String, bool)>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT email, token, revoked_at IS NOT NULL FROM portal_links
          WHERE side_conversation_id = ?1 ORDER BY created_at, email",
@@ -110,7 +112,8 @@ pub fn links(conn: &Connection, sc: i64) -> Result<Vec<(String, String, bool)>> 
 
 /// Revokes one recipient's link (`email`), or every link of the side
 /// conversation (`None`); returns how many were active.
-pub fn revoke_links(conn: &Connection, sc: i64, email: Option<&str>, now: i64) -> Result<usize> {
+pub fn revoke_links(db: &Db<'_>, sc: i64, email: Option<&str>, now: i64) -> Result<usize> {
+    let conn = db.conn();
     Ok(conn.execute(
         "UPDATE portal_links SET revoked_at = ?3
          WHERE side_conversation_id = ?1 AND (?2 IS NULL OR email = ?2) AND revoked_at IS NULL",
@@ -123,7 +126,8 @@ type ThreadRow = (i64, String, String, String, Option<String>);
 
 /// The side conversation (and the participant, for a per-recipient link)
 /// behind an active portal token.
-pub fn by_token(conn: &Connection, token: &str) -> Result<Option<PortalThread>> {
+pub fn by_token(db: &Db<'_>, token: &str) -> Result<Option<PortalThread>> {
+    let conn = db.conn();
     if !is_token_shaped(token) {
         return Ok(None);
     }
@@ -197,7 +201,8 @@ const VISIBLE: &str = "m.side_conversation_id = ?1 AND (
         AND COALESCE(CASE WHEN json_valid(m.auth) THEN json_extract(m.auth, '$.dmarc') END, '') <> 'fail'))";
 
 /// The messages the portal shows for side conversation `sc`, in order.
-pub fn messages(conn: &Connection, sc: i64) -> Result<Vec<PortalMessage>> {
+pub fn messages(db: &Db<'_>, sc: i64) -> Result<Vec<PortalMessage>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT m.id, m.direction, m.from_name, m.from_email, COALESCE(m.date, m.received_at),
                 m.received_at, m.text_body, m.html_body, {}
@@ -251,12 +256,8 @@ pub type AttachmentData = (Option<String>, String, Vec<u8>);
 
 /// Attachment `n` of message `message`, only when that message is shown on
 /// side conversation `sc`'s portal page: (filename, content type, bytes).
-pub fn attachment(
-    conn: &Connection,
-    sc: i64,
-    message: i64,
-    n: i64,
-) -> Result<Option<AttachmentData>> {
+pub fn attachment(db: &Db<'_>, sc: i64, message: i64, n: i64) -> Result<Option<AttachmentData>> {
+    let conn = db.conn();
     Ok(conn
         .query_row(
             &format!(

@@ -1,9 +1,9 @@
 //! Users (agents and admins) and their API tokens.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
-use super::{Result, StoreError};
+use super::{Db, Result, StoreError};
 use crate::model::{ApiToken, Role, now_ms};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -38,7 +38,8 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
 }
 
 /// Creates a user; returns it with its new API token (shown once).
-pub fn create(conn: &Connection, email: &str, name: &str, role: Role) -> Result<(User, ApiToken)> {
+pub fn create(db: &Db<'_>, email: &str, name: &str, role: Role) -> Result<(User, ApiToken)> {
+    let conn = db.conn();
     let token = ApiToken::generate();
     let hash = ApiToken::hash(token.as_str());
     let now = now_ms();
@@ -66,17 +67,20 @@ pub fn create(conn: &Connection, email: &str, name: &str, role: Role) -> Result<
     ))
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<User>> {
+pub fn list(db: &Db<'_>) -> Result<Vec<User>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM users ORDER BY id"))?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub fn count(conn: &Connection) -> Result<i64> {
+pub fn count(db: &Db<'_>) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
 }
 
-pub fn by_email(conn: &Connection, email: &str) -> Result<User> {
+pub fn by_email(db: &Db<'_>, email: &str) -> Result<User> {
+    let conn = db.conn();
     Ok(conn.query_row(
         &format!("SELECT {COLUMNS} FROM users WHERE email = ?1"),
         [email],
@@ -87,7 +91,8 @@ pub fn by_email(conn: &Connection, email: &str) -> Result<User> {
 /// Finds the user whose token hashes to the given value. The lookup is by
 /// hash (an index probe), so the token itself is never compared byte by byte
 /// against stored secrets; the final equality check is constant-time.
-pub fn by_token(conn: &Connection, token: &str) -> Result<Option<User>> {
+pub fn by_token(db: &Db<'_>, token: &str) -> Result<Option<User>> {
+    let conn = db.conn();
     use subtle::ConstantTimeEq;
     let hash = ApiToken::hash(token);
     let found = conn

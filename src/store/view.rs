@@ -3,9 +3,9 @@
 //! every change. Maintained in the same transaction as the change itself, so
 //! the IMAP/JMAP view never scans all mail to compute its state.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::{Result, StoreError};
+use super::{Db, Result, StoreError};
 use crate::model::now_ms;
 
 pub const INBOX: &str = "INBOX";
@@ -16,7 +16,8 @@ pub fn ticket_mailbox(external_id: &str) -> String {
 }
 
 /// Takes the next value of the global modification sequence.
-pub fn next_modseq(conn: &Connection) -> Result<i64> {
+pub fn next_modseq(db: &Db<'_>) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn
         .prepare_cached(
             "UPDATE counters SET value = value + 1 WHERE name = 'modseq' RETURNING value",
@@ -25,7 +26,8 @@ pub fn next_modseq(conn: &Connection) -> Result<i64> {
 }
 
 /// Creates a mailbox that does not exist yet.
-fn create_mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i64>) -> Result<()> {
+fn create_mailbox(db: &Db<'_>, name: &str, kind: &str, parent_id: Option<i64>) -> Result<()> {
+    let conn = db.conn();
     // UIDVALIDITY: seconds since the epoch at creation, as RFC 3501 suggests;
     // a mailbox is never recreated under the same name without a new value.
     let uidvalidity = (now_ms() / 1000).clamp(1, u32::MAX as i64);
@@ -41,11 +43,12 @@ fn create_mailbox(conn: &Connection, name: &str, kind: &str, parent_id: Option<i
 /// statement: on a large store every lookup is a descent of the name
 /// index, and each inbound message goes into two mailboxes.
 fn append(
-    conn: &Connection,
+    db: &Db<'_>,
     (name, kind, parent_id): (&str, &str, Option<i64>),
     message_id: i64,
     modseq: i64,
 ) -> Result<()> {
+    let conn = db.conn();
     let take_uid = || -> Result<Option<(i64, i64)>> {
         Ok(conn
             .prepare_cached(
@@ -58,7 +61,7 @@ fn append(
     let (mailbox_id, uid) = match take_uid()? {
         Some(taken) => taken,
         None => {
-            create_mailbox(conn, name, kind, parent_id)?;
+            create_mailbox(db, name, kind, parent_id)?;
             take_uid()?.ok_or(StoreError::NotFound)?
         }
     };
@@ -84,10 +87,11 @@ pub enum Placement<'a> {
 }
 
 /// Adds a new message to its mailboxes.
-pub fn add_message(conn: &Connection, message_id: i64, placement: Placement<'_>) -> Result<()> {
+pub fn add_message(db: &Db<'_>, message_id: i64, placement: Placement<'_>) -> Result<()> {
+    let _conn = db.conn();
     let modseq = match placement {
         Placement::Hidden => return Ok(()),
-        _ => next_modseq(conn)?,
+        _ => next_modseq(db)?,
     };
     match placement {
         Placement::Thread {
@@ -97,17 +101,17 @@ pub fn add_message(conn: &Connection, message_id: i64, placement: Placement<'_>)
         } => {
             let tickets = ticket_mailbox(external_id);
             append(
-                conn,
+                db,
                 (&tickets, "ticket", Some(parent_id)),
                 message_id,
                 modseq,
             )?;
             if inbound {
-                append(conn, (INBOX, "inbox", None), message_id, modseq)?;
+                append(db, (INBOX, "inbox", None), message_id, modseq)?;
             }
         }
         Placement::Unrouted => {
-            append(conn, (UNROUTED, "unrouted", None), message_id, modseq)?;
+            append(db, (UNROUTED, "unrouted", None), message_id, modseq)?;
         }
         Placement::Hidden => {}
     }
@@ -116,7 +120,8 @@ pub fn add_message(conn: &Connection, message_id: i64, placement: Placement<'_>)
 
 /// Takes a message out of a mailbox (an Unrouted message assigned to a
 /// thread), leaving a record so sessions and JMAP clients learn of it.
-pub fn remove_message(conn: &Connection, mailbox_name: &str, message_id: i64) -> Result<()> {
+pub fn remove_message(db: &Db<'_>, mailbox_name: &str, message_id: i64) -> Result<()> {
+    let conn = db.conn();
     let Some((mailbox_id, uid)) = conn
         .prepare_cached(
             "SELECT mm.mailbox_id, mm.uid FROM mailbox_messages mm
@@ -130,7 +135,7 @@ pub fn remove_message(conn: &Connection, mailbox_name: &str, message_id: i64) ->
     else {
         return Ok(());
     };
-    let modseq = next_modseq(conn)?;
+    let modseq = next_modseq(db)?;
     conn.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?
         .execute(params![mailbox_id, uid])?;
     conn.prepare_cached(
@@ -148,7 +153,8 @@ pub fn remove_message(conn: &Connection, mailbox_name: &str, message_id: i64) ->
 
 /// The current value of the global modification sequence: JMAP state
 /// strings and IMAP HIGHESTMODSEQ derive from it.
-pub fn current_modseq(conn: &Connection) -> Result<i64> {
+pub fn current_modseq(db: &Db<'_>) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn
         .prepare_cached("SELECT value FROM counters WHERE name = 'modseq'")?
         .query_row([], |r| r.get(0))?)
@@ -190,7 +196,8 @@ pub fn may_see(role: crate::model::Role, kind: &str) -> bool {
 
 /// Every mailbox `role` may see, INBOX first, then Tickets/… by name, then
 /// Unrouted.
-pub fn mailboxes(conn: &Connection, role: crate::model::Role) -> Result<Vec<Mailbox>> {
+pub fn mailboxes(db: &Db<'_>, role: crate::model::Role) -> Result<Vec<Mailbox>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MAILBOX_COLUMNS} FROM mailboxes
          ORDER BY CASE kind WHEN 'inbox' THEN 0 WHEN 'ticket' THEN 1 ELSE 2 END, name"
@@ -204,10 +211,11 @@ pub fn mailboxes(conn: &Connection, role: crate::model::Role) -> Result<Vec<Mail
 /// A mailbox by name, if `role` may see it. `INBOX` matches in any case
 /// (RFC 3501 §5.1); other names are exact.
 pub fn mailbox_by_name(
-    conn: &Connection,
+    db: &Db<'_>,
     role: crate::model::Role,
     name: &str,
 ) -> Result<Option<Mailbox>> {
+    let conn = db.conn();
     let name = if name.eq_ignore_ascii_case(INBOX) {
         INBOX
     } else {
@@ -224,11 +232,8 @@ pub fn mailbox_by_name(
 }
 
 /// A mailbox by id, if `role` may see it.
-pub fn mailbox_by_id(
-    conn: &Connection,
-    role: crate::model::Role,
-    id: i64,
-) -> Result<Option<Mailbox>> {
+pub fn mailbox_by_id(db: &Db<'_>, role: crate::model::Role, id: i64) -> Result<Option<Mailbox>> {
+    let conn = db.conn();
     let found = conn
         .query_row(
             &format!("SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE id = ?1"),
@@ -241,7 +246,8 @@ pub fn mailbox_by_id(
 
 /// Message counts of one mailbox for one user: (total, unseen by the user).
 /// Index-only: walks the mailbox's rows, never the mail.
-pub fn counts(conn: &Connection, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
+pub fn counts(db: &Db<'_>, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
+    let conn = db.conn();
     let (total, seen): (i64, i64) = conn
         .prepare_cached(
             "SELECT count(*), count(f.message_id) FROM mailbox_messages mm
@@ -275,7 +281,8 @@ fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
 
 /// Every row of a mailbox in UID order, from `mailbox_messages` or
 /// `mailbox_removed`.
-fn entry_rows(conn: &Connection, table: &str, mailbox_id: i64) -> Result<Vec<Entry>> {
+fn entry_rows(db: &Db<'_>, table: &str, mailbox_id: i64) -> Result<Vec<Entry>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(&entry_sql(table))?;
     let rows = stmt
         .query_map([mailbox_id], entry)?
@@ -299,8 +306,9 @@ const REMOVED_SINCE: &str = "SELECT uid, message_id, modseq FROM mailbox_removed
      WHERE mailbox_id = ?1 AND modseq > ?2 ORDER BY uid";
 
 /// Every message of a mailbox in UID order (the IMAP sequence).
-pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
-    entry_rows(conn, "mailbox_messages", mailbox_id)
+pub fn entries(db: &Db<'_>, mailbox_id: i64) -> Result<Vec<Entry>> {
+    let _conn = db.conn();
+    entry_rows(db, "mailbox_messages", mailbox_id)
 }
 
 /// Messages added to a mailbox after `modseq`, in UID order.
@@ -312,7 +320,8 @@ pub fn entries(conn: &Connection, mailbox_id: i64) -> Result<Vec<Entry>> {
 /// down to the first older row; a client polling a large INBOX costs what
 /// changed, with no modseq index for every inbound message to maintain
 /// (schema migration 6).
-pub fn added_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
+pub fn added_since(db: &Db<'_>, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(ENTRIES_NEWEST_FIRST)?;
     let mut rows = stmt.query([mailbox_id])?;
     let mut out = Vec::new();
@@ -328,7 +337,8 @@ pub fn added_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Ve
 }
 
 /// Messages that left a mailbox after `modseq` (the modseq is the removal's).
-pub fn removed_since(conn: &Connection, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
+pub fn removed_since(db: &Db<'_>, mailbox_id: i64, modseq: i64) -> Result<Vec<Entry>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(REMOVED_SINCE)?;
     let rows = stmt
         .query_map(params![mailbox_id, modseq], entry)?
@@ -359,10 +369,11 @@ impl Flags {
 /// One user's flags on many messages; messages absent from the map have
 /// none.
 pub fn flags(
-    conn: &Connection,
+    db: &Db<'_>,
     user_id: i64,
     message_ids: &[i64],
 ) -> Result<std::collections::HashMap<i64, Flags>> {
+    let conn = db.conn();
     let mut out = std::collections::HashMap::new();
     let mut stmt = conn.prepare_cached(
         "SELECT seen, flagged, answered, modseq FROM message_flags
@@ -403,11 +414,8 @@ pub fn flags(
 }
 
 /// Every flag row of a user that changed after `modseq`: (message id, flags).
-pub fn flags_changed_since(
-    conn: &Connection,
-    user_id: i64,
-    modseq: i64,
-) -> Result<Vec<(i64, Flags)>> {
+pub fn flags_changed_since(db: &Db<'_>, user_id: i64, modseq: i64) -> Result<Vec<(i64, Flags)>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT f.message_id, f.seen, f.flagged, f.answered, f.modseq,
                 u.message_id IS NOT NULL
@@ -451,13 +459,14 @@ pub struct FlagSet {
 /// Changes one user's flags on one message. Returns the flags after the
 /// change; the modseq moves only if a flag actually changed.
 pub fn store_flags(
-    conn: &Connection,
+    db: &Db<'_>,
     user_id: i64,
     message_id: i64,
     op: FlagOp,
     set: FlagSet,
 ) -> Result<Flags> {
-    let old = flags(conn, user_id, &[message_id])?
+    let conn = db.conn();
+    let old = flags(db, user_id, &[message_id])?
         .remove(&message_id)
         .unwrap_or_default();
     let apply = |current: bool, named: bool| match op {
@@ -475,7 +484,7 @@ pub fn store_flags(
     if new.same_bits(&old) {
         return Ok(old);
     }
-    new.modseq = next_modseq(conn)?;
+    new.modseq = next_modseq(db)?;
     conn.prepare_cached(
         "INSERT INTO message_flags (user_id, message_id, seen, flagged, answered, modseq)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)
@@ -495,7 +504,8 @@ pub fn store_flags(
 }
 
 /// The mailboxes a message is in (ids), for JMAP `mailboxIds`.
-pub fn mailboxes_of(conn: &Connection, message_id: i64) -> Result<Vec<i64>> {
+pub fn mailboxes_of(db: &Db<'_>, message_id: i64) -> Result<Vec<i64>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT mailbox_id FROM mailbox_messages WHERE message_id = ?1 ORDER BY mailbox_id",
     )?;
@@ -508,10 +518,11 @@ pub fn mailboxes_of(conn: &Connection, message_id: i64) -> Result<Vec<i64>> {
 /// Every message of a mailbox in UID order with one user's flags on it: the
 /// IMAP session's sequence map at SELECT (one index walk, no mail read).
 pub fn entries_with_flags(
-    conn: &Connection,
+    db: &Db<'_>,
     mailbox_id: i64,
     user_id: i64,
 ) -> Result<Vec<(Entry, Flags)>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT mm.uid, mm.message_id, mm.modseq,
                 coalesce(f.seen, 0), coalesce(f.flagged, 0), coalesce(f.answered, 0),
@@ -573,7 +584,8 @@ pub struct ViewMessage {
 /// Many messages in one statement, normally in the order of `ids` (unknown
 /// ids are left out). `with_raw`: also read the raw bytes (else only their size,
 /// which SQLite knows without reading the blob).
-pub fn messages(conn: &Connection, ids: &[i64], with_raw: bool) -> Result<Vec<ViewMessage>> {
+pub fn messages(db: &Db<'_>, ids: &[i64], with_raw: bool) -> Result<Vec<ViewMessage>> {
+    let conn = db.conn();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -611,10 +623,11 @@ pub fn messages(conn: &Connection, ids: &[i64], with_raw: bool) -> Result<Vec<Vi
 /// the mail for callers that encode it straight into a response. `f`
 /// returns false to stop early.
 pub fn with_raw_messages(
-    conn: &Connection,
+    db: &Db<'_>,
     ids: &[i64],
     mut f: impl FnMut(i64, i64, &[u8]) -> bool,
 ) -> Result<()> {
+    let conn = db.conn();
     if ids.is_empty() {
         return Ok(());
     }
@@ -660,7 +673,8 @@ pub struct SearchFields {
 
 /// [`SearchFields`] of many messages in one statement (unknown ids are left
 /// out).
-pub fn search_fields(conn: &Connection, ids: &[i64], with_body: bool) -> Result<Vec<SearchFields>> {
+pub fn search_fields(db: &Db<'_>, ids: &[i64], with_body: bool) -> Result<Vec<SearchFields>> {
+    let conn = db.conn();
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -706,15 +720,16 @@ pub fn search_fields(conn: &Connection, ids: &[i64], with_body: bool) -> Result<
 /// sequence set, a non-peek FETCH setting \Seen). Returns the flags after
 /// the change, in the order of `message_ids`.
 pub fn store_flags_many(
-    conn: &Connection,
+    db: &Db<'_>,
     user_id: i64,
     message_ids: &[i64],
     op: FlagOp,
     set: FlagSet,
 ) -> Result<Vec<Flags>> {
+    let _conn = db.conn();
     message_ids
         .iter()
-        .map(|&id| store_flags(conn, user_id, id, op, set))
+        .map(|&id| store_flags(db, user_id, id, op, set))
         .collect()
 }
 
@@ -737,11 +752,8 @@ pub struct UserStates {
 }
 
 /// The current [`UserStates`] of one user: two indexed max() lookups.
-pub fn user_states(
-    conn: &Connection,
-    role: crate::model::Role,
-    user_id: i64,
-) -> Result<UserStates> {
+pub fn user_states(db: &Db<'_>, role: crate::model::Role, user_id: i64) -> Result<UserStates> {
+    let conn = db.conn();
     let contents: i64 = conn.query_row(
         "SELECT coalesce(max(highest_modseq), 0) FROM mailboxes
          WHERE kind != 'unrouted' OR ?1",
@@ -762,10 +774,11 @@ pub fn user_states(
 
 /// Mailboxes `role` may see whose contents changed after `modseq`.
 pub fn mailboxes_changed_since(
-    conn: &Connection,
+    db: &Db<'_>,
     role: crate::model::Role,
     modseq: i64,
 ) -> Result<Vec<Mailbox>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE highest_modseq > ?1 ORDER BY id"
     ))?;
@@ -779,7 +792,8 @@ pub fn mailboxes_changed_since(
 /// that has never held one: INBOX and Unrouted exist from the start).
 /// Mailboxes are created by their first append, so this is when it was
 /// created as far as a client can tell.
-pub fn mailbox_created_modseq(conn: &Connection, mailbox_id: i64) -> Result<i64> {
+pub fn mailbox_created_modseq(db: &Db<'_>, mailbox_id: i64) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn.query_row(
         // The lowest UID has the lowest modseq (see `added_since`).
         "SELECT coalesce(min(m), 0) FROM (
@@ -795,7 +809,8 @@ pub fn mailbox_created_modseq(conn: &Connection, mailbox_id: i64) -> Result<i64>
 /// Thread counts of one mailbox for one user: (threads, threads with a
 /// message in this mailbox the user has not seen). A side conversation is
 /// one thread; a message on none (Unrouted) is a thread of its own.
-pub fn thread_counts(conn: &Connection, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
+pub fn thread_counts(db: &Db<'_>, mailbox_id: i64, user_id: i64) -> Result<(u32, u32)> {
+    let conn = db.conn();
     let (total, unread): (i64, i64) = conn.query_row(
         "SELECT count(DISTINCT t), count(DISTINCT CASE WHEN unseen THEN t END) FROM (
            SELECT coalesce(m.side_conversation_id, -m.id) AS t,
@@ -833,11 +848,8 @@ pub struct Placed {
 
 /// A message's place in the view as `role` sees it; `None` when it is in
 /// no mailbox `role` may see.
-pub fn placed(
-    conn: &Connection,
-    role: crate::model::Role,
-    message_id: i64,
-) -> Result<Option<Placed>> {
+pub fn placed(db: &Db<'_>, role: crate::model::Role, message_id: i64) -> Result<Option<Placed>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT mb.id, mb.kind, mm.modseq FROM mailbox_messages mm
          JOIN mailboxes mb ON mb.id = mm.mailbox_id
@@ -892,7 +904,8 @@ pub fn placed(
 }
 
 /// The stored raw bytes of a message.
-pub fn raw(conn: &Connection, message_id: i64) -> Result<Option<Vec<u8>>> {
+pub fn raw(db: &Db<'_>, message_id: i64) -> Result<Option<Vec<u8>>> {
+    let conn = db.conn();
     Ok(conn
         .query_row(
             concat!(
@@ -908,7 +921,8 @@ pub fn raw(conn: &Connection, message_id: i64) -> Result<Option<Vec<u8>>> {
 
 /// The messages of one side conversation shown in the Tickets mailboxes,
 /// oldest first (received time, then id).
-pub fn thread_messages(conn: &Connection, side_conversation_id: i64) -> Result<Vec<i64>> {
+pub fn thread_messages(db: &Db<'_>, side_conversation_id: i64) -> Result<Vec<i64>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare_cached(
         "SELECT m.id FROM messages m INDEXED BY messages_thread_received
          WHERE m.side_conversation_id = ?1
@@ -924,7 +938,8 @@ pub fn thread_messages(conn: &Connection, side_conversation_id: i64) -> Result<V
 
 /// The modseq at which a side conversation's first message entered a
 /// Tickets mailbox (`None`: none has): when its JMAP Thread appeared.
-pub fn thread_first_modseq(conn: &Connection, side_conversation_id: i64) -> Result<Option<i64>> {
+pub fn thread_first_modseq(db: &Db<'_>, side_conversation_id: i64) -> Result<Option<i64>> {
+    let conn = db.conn();
     Ok(conn.query_row(
         "SELECT min(mm.modseq) FROM messages m
          JOIN mailbox_messages mm ON mm.message_id = m.id
@@ -939,7 +954,8 @@ pub fn thread_first_modseq(conn: &Connection, side_conversation_id: i64) -> Resu
 mod tests {
     use super::*;
 
-    fn plan(conn: &Connection, sql: &str) -> String {
+    fn plan(db: &Db<'_>, sql: &str) -> String {
+        let conn = db.conn();
         let mut stmt = conn
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("explain");
@@ -957,16 +973,17 @@ mod tests {
     /// of them walks every row of a large INBOX or sorts it.
     #[test]
     fn entry_queries_use_the_key_and_the_modseq_index() {
-        let c = crate::store::memory_db();
+        let c_conn = crate::store::memory_db();
+        let c = &crate::store::Db::for_test(&c_conn);
         for table in ["mailbox_messages", "mailbox_removed"] {
-            let all = plan(&c, &entry_sql(table));
+            let all = plan(c, &entry_sql(table));
             assert!(!all.contains("SCAN"), "{all}");
             assert!(!all.contains("TEMP B-TREE"), "{all}");
         }
-        let newest = plan(&c, ENTRIES_NEWEST_FIRST);
+        let newest = plan(c, ENTRIES_NEWEST_FIRST);
         assert!(newest.contains("PRIMARY KEY (mailbox_id=?)"), "{newest}");
         assert!(!newest.contains("TEMP B-TREE"), "{newest}");
-        let removed = plan(&c, REMOVED_SINCE);
+        let removed = plan(c, REMOVED_SINCE);
         assert!(removed.contains("mailbox_removed_modseq"), "{removed}");
         assert!(removed.contains("modseq>?"), "{removed}");
         let of = plan(
@@ -978,7 +995,8 @@ mod tests {
 
     #[test]
     fn added_and_removed_since_a_modseq() {
-        let c = crate::store::memory_db();
+        let c_conn = crate::store::memory_db();
+        let c = &crate::store::Db::for_test(&c_conn);
         c.execute_batch(
             "INSERT INTO parents (id, external_id, created_at, updated_at) VALUES (1, 'T-1', 0, 0);",
         )
@@ -1001,7 +1019,7 @@ mod tests {
             } else {
                 Placement::Unrouted
             };
-            add_message(&c, id, placement).expect("add");
+            add_message(c, id, placement).expect("add");
             ids.push(id);
         }
         let id_of = |name: &str| -> i64 {
@@ -1021,46 +1039,46 @@ mod tests {
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .expect("ticket mailbox");
-        let in_ticket = entries(&c, ticket).expect("ticket entries");
+        let in_ticket = entries(c, ticket).expect("ticket entries");
         assert_eq!(
             in_ticket.iter().map(|e| e.uid).collect::<Vec<_>>(),
             vec![1, 2, 3]
         );
         assert_eq!((uidnext, highest), (4, in_ticket[2].modseq));
-        let all = entries(&c, inbox).expect("entries");
+        let all = entries(c, inbox).expect("entries");
         assert_eq!(
             all.iter()
                 .map(|e| (e.uid, e.message_id))
                 .collect::<Vec<_>>(),
             vec![(1, ids[0]), (2, ids[1]), (3, ids[2])]
         );
-        let since = added_since(&c, inbox, all[0].modseq).expect("since");
+        let since = added_since(c, inbox, all[0].modseq).expect("since");
         assert_eq!(since, all[1..].to_vec());
-        assert_eq!(added_since(&c, inbox, 0).expect("all"), all);
+        assert_eq!(added_since(c, inbox, 0).expect("all"), all);
         assert!(
-            added_since(&c, inbox, all[2].modseq)
+            added_since(c, inbox, all[2].modseq)
                 .expect("none")
                 .is_empty()
         );
         // Later messages elsewhere do not show in INBOX.
-        assert!(all[2].modseq < entries(&c, unrouted).expect("unrouted")[0].modseq);
+        assert!(all[2].modseq < entries(c, unrouted).expect("unrouted")[0].modseq);
         assert!(
-            added_since(&c, inbox, all[2].modseq + 100)
+            added_since(c, inbox, all[2].modseq + 100)
                 .expect("none")
                 .is_empty()
         );
-        assert_eq!(mailboxes_of(&c, ids[0]).expect("of").len(), 2);
+        assert_eq!(mailboxes_of(c, ids[0]).expect("of").len(), 2);
 
-        let before = entries(&c, unrouted).expect("unrouted")[2].modseq;
-        remove_message(&c, UNROUTED, ids[4]).expect("remove");
-        let left = entries(&c, unrouted).expect("unrouted");
+        let before = entries(c, unrouted).expect("unrouted")[2].modseq;
+        remove_message(c, UNROUTED, ids[4]).expect("remove");
+        let left = entries(c, unrouted).expect("unrouted");
         assert_eq!(
             left.iter().map(|e| e.message_id).collect::<Vec<_>>(),
             vec![ids[3], ids[5]]
         );
         // What was added before the removal and is still there.
         assert_eq!(
-            added_since(&c, unrouted, entries(&c, unrouted).expect("u")[0].modseq)
+            added_since(c, unrouted, entries(c, unrouted).expect("u")[0].modseq)
                 .expect("since")
                 .iter()
                 .map(|e| e.message_id)
@@ -1068,14 +1086,14 @@ mod tests {
             vec![ids[5]]
         );
         assert_eq!(
-            mailbox_created_modseq(&c, unrouted).expect("created"),
+            mailbox_created_modseq(c, unrouted).expect("created"),
             left[0].modseq
         );
-        let gone = removed_since(&c, unrouted, before).expect("removed");
+        let gone = removed_since(c, unrouted, before).expect("removed");
         assert_eq!(gone.len(), 1);
         assert_eq!((gone[0].uid, gone[0].message_id), (2, ids[4]));
         assert!(
-            removed_since(&c, unrouted, gone[0].modseq)
+            removed_since(c, unrouted, gone[0].modseq)
                 .expect("none")
                 .is_empty()
         );

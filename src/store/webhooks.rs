@@ -10,11 +10,11 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
 use super::events::EVENTS;
-use super::{Result, StoreError};
+use super::{Db, Result, StoreError};
 use crate::model::now_ms;
 
 /// Longest endpoint URL accepted.
@@ -202,11 +202,12 @@ fn normalize_events(events: &[String]) -> std::result::Result<Vec<String>, Webho
 
 /// Creates an active endpoint. `events` empty subscribes to every event.
 pub fn create(
-    conn: &Connection,
+    db: &Db<'_>,
     url: &str,
     secret: &str,
     events: &[String],
 ) -> std::result::Result<Webhook, WebhookError> {
+    let conn = db.conn();
     let url = url.trim();
     check_url(url).map_err(|message| WebhookError::Invalid {
         field: "url",
@@ -260,13 +261,15 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
 }
 
 /// Every endpoint, oldest first.
-pub fn list(conn: &Connection) -> Result<Vec<Webhook>> {
+pub fn list(db: &Db<'_>) -> Result<Vec<Webhook>> {
+    let conn = db.conn();
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM webhooks ORDER BY id"))?;
     let rows = stmt.query_map([], from_row)?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-pub fn get(conn: &Connection, id: i64) -> Result<Webhook> {
+pub fn get(db: &Db<'_>, id: i64) -> Result<Webhook> {
+    let conn = db.conn();
     Ok(conn.query_row(
         &format!("SELECT {COLUMNS} FROM webhooks WHERE id = ?1"),
         [id],
@@ -276,7 +279,8 @@ pub fn get(conn: &Connection, id: i64) -> Result<Webhook> {
 
 /// Deletes an endpoint and, by cascade, its deliveries (an attempt in
 /// flight finishes but records nothing).
-pub fn delete(conn: &Connection, id: i64) -> Result<()> {
+pub fn delete(db: &Db<'_>, id: i64) -> Result<()> {
+    let conn = db.conn();
     match conn.execute("DELETE FROM webhooks WHERE id = ?1", [id])? {
         0 => Err(StoreError::NotFound),
         _ => Ok(()),
@@ -312,7 +316,8 @@ fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
 }
 
 /// One delivery by id.
-pub fn delivery(conn: &Connection, id: i64) -> Result<Delivery> {
+pub fn delivery(db: &Db<'_>, id: i64) -> Result<Delivery> {
+    let conn = db.conn();
     Ok(conn.query_row(
         &format!("SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = ?1"),
         [id],
@@ -324,12 +329,13 @@ pub fn delivery(conn: &Connection, id: i64) -> Result<Delivery> {
 /// entries (clamped to 1..=[`MAX_PAGE`]) with an id below `cursor` when
 /// given. `NotFound` when the endpoint does not exist.
 pub fn deliveries(
-    conn: &Connection,
+    db: &Db<'_>,
     webhook_id: i64,
     cursor: Option<i64>,
     limit: usize,
 ) -> Result<Page<Delivery>> {
-    get(conn, webhook_id)?;
+    let conn = db.conn();
+    get(db, webhook_id)?;
     let limit = limit.clamp(1, MAX_PAGE);
     let mut stmt = conn.prepare(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
@@ -355,7 +361,8 @@ pub fn deliveries(
 /// At start: attempts that were in flight when the process stopped went
 /// nowhere we know of; they are deferred, due now, and will be sent again
 /// (receivers drop duplicates by delivery id). Returns how many.
-pub fn requeue_interrupted(conn: &Connection, now: i64) -> Result<usize> {
+pub fn requeue_interrupted(db: &Db<'_>, now: i64) -> Result<usize> {
+    let conn = db.conn();
     Ok(conn.execute(
         "UPDATE webhook_deliveries
          SET state = 'deferred', next_attempt_at = MIN(next_attempt_at, ?1),
@@ -369,12 +376,13 @@ pub fn requeue_interrupted(conn: &Connection, now: i64) -> Result<usize> {
 /// one more attempt and returns them, as [`select`] picks them from what
 /// is due given what is in flight (`in_flight`: attempts per endpoint).
 pub fn claim_due(
-    conn: &Connection,
+    db: &Db<'_>,
     now: i64,
     concurrency: usize,
     per_endpoint: usize,
     in_flight: &HashMap<i64, usize>,
 ) -> Result<Vec<Claimed>> {
+    let conn = db.conn();
     // The window bounds what is read to `per_endpoint` rows an endpoint,
     // however long one endpoint's backlog has grown.
     let mut stmt = conn.prepare(
@@ -479,7 +487,8 @@ impl Claimed {
 
 /// Records how an attempt ended. Returns `false` when the row is gone
 /// (endpoint deleted meanwhile) or no longer `sending`.
-pub fn record(conn: &Connection, id: i64, attempted: &Attempted, now: i64) -> Result<bool> {
+pub fn record(db: &Db<'_>, id: i64, attempted: &Attempted, now: i64) -> Result<bool> {
+    let conn = db.conn();
     let n = match attempted {
         Attempted::Delivered { status } => conn.execute(
             "UPDATE webhook_deliveries SET state = 'delivered', last_status = ?2,
@@ -507,7 +516,8 @@ pub fn record(conn: &Connection, id: i64, attempted: &Attempted, now: i64) -> Re
 }
 
 /// Deliveries not yet settled (queued, deferred or sending).
-pub fn queue_depth(conn: &Connection) -> Result<i64> {
+pub fn queue_depth(db: &Db<'_>) -> Result<i64> {
+    let conn = db.conn();
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM webhook_deliveries
          WHERE state IN ('queued', 'deferred', 'sending')",
@@ -517,7 +527,8 @@ pub fn queue_depth(conn: &Connection) -> Result<i64> {
 }
 
 /// When the earliest waiting delivery of an active endpoint is due.
-pub fn next_due(conn: &Connection) -> Result<Option<i64>> {
+pub fn next_due(db: &Db<'_>) -> Result<Option<i64>> {
+    let conn = db.conn();
     Ok(conn
         .query_row(
             "SELECT MIN(d.next_attempt_at) FROM webhook_deliveries d
