@@ -14,6 +14,8 @@
 //! app.rs         wiring, listeners, shutdown; start() for tests
 //! model.rs       plain domain types: Token, ApiToken, Role, MailAddr (no I/O)
 //! metrics.rs     process-wide counters and histograms (Prometheus text)
+//! net/           DNS resolvers built from [dns] (dns.rs) and the TLS server
+//!                set-up from PEM files (tls.rs), once for every module
 //! limits.rs      per-address abuse limits: failure limiter (token guessing,
 //!                bad logins), connection-rate limiter, bounded memory
 //! store/         SQLite: open, migrations from schema.sql, group-commit writer,
@@ -63,6 +65,7 @@ pub mod jmap;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod notifications;
 pub mod outbound;
 pub mod reply_text;

@@ -18,11 +18,9 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::hickory_resolver::TokioResolver;
-use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
 use mail_auth::hickory_resolver::net::{DnsError, NetError};
 use mail_auth::hickory_resolver::proto::op::ResponseCode;
 use mail_auth::hickory_resolver::proto::rr::{Name, RData, RecordType};
@@ -155,14 +153,11 @@ impl std::fmt::Debug for Resolver {
 
 impl Resolver {
     pub fn new(dns: &DnsConfig) -> anyhow::Result<Resolver> {
-        let (config, mut opts) = crate::ingest::auth::resolver_config(dns)?;
-        opts.cache_size = CACHE_SIZE;
-        opts.positive_max_ttl = Some(CACHE_MAX_TTL);
-        opts.negative_max_ttl = Some(CACHE_MAX_TTL);
-        let inner = TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-            .with_options(opts)
-            .build()
-            .context("building the DNS resolver")?;
+        let cache = crate::net::dns::Cache {
+            size: CACHE_SIZE,
+            max_ttl: Some(CACHE_MAX_TTL),
+        };
+        let inner = crate::net::dns::resolver(dns, cache)?;
         Ok(Resolver {
             inner,
             timeout: dns.timeout,
