@@ -42,9 +42,8 @@
 //! egress.rs      which addresses the gateway may connect to for a user (webhooks,
 //!                MX): internal-address classifier and allow-list, pure
 //! senders/       sender addresses: dkim.rs (key generation, one stored key per
-//!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
-//!                DNS trait, hickory implementation), spf.rs (RFC 7208
-//!                evaluation, pure over that trait)
+//!                domain), dns/ (SPF/DKIM/DMARC health checks through the
+//!                configured resolver; SPF evaluated by mail-auth)
 //! imap/          IMAP4rev1 agent view: mime.rs (ENVELOPE, BODYSTRUCTURE, BODY[section]
 //!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
 //! ```
