@@ -1,7 +1,7 @@
 //! Sender DNS health against a fake DNS server on 127.0.0.1, one zone per
 //! outcome: SPF as mail-auth evaluates it (direct, include chains,
 //! redirect, macros, ranges, the gateway's include domain, missing,
-//! mismatch, the 10-lookup limit, void lookups), DKIM
+//! mismatch, unknown, the 10-lookup limit, void lookups), DKIM
 //! (both key types, CNAME, missing, wrong, revoked), DMARC (missing,
 //! p=reject, organisational-domain fallback), a name server that never
 //! answers; and generated DKIM keys that sign mail mail-auth verifies.
@@ -298,12 +298,27 @@ async fn spf_two_records_is_an_error() {
 }
 
 #[tokio::test]
-async fn spf_without_an_outbound_path() {
+async fn spf_without_an_outbound_path_is_unknown() {
+    // Issue #22: nothing to check against is not a pass.
     let c = spf_of(&[txt("acme.com", "v=spf1 ip4:192.0.2.10 -all")], &[]).await;
-    assert_eq!(c.status, Status::Pass, "{c:?}");
+    assert_eq!(c.status, Status::Unknown, "{c:?}");
+    assert_eq!(c.status.as_str(), "unknown");
+    assert!(c.detail.contains("[outbound] spf"), "{}", c.detail);
     assert!(c.detail.contains("nothing to check"), "{}", c.detail);
+    assert_eq!(c.record_to_publish, None);
+    let json = serde_json::to_value(&c).expect("json");
+    assert_eq!(json["status"], "unknown");
 
-    // No policy at all is missing, with nothing to suggest.
+    // Only entries that are not understood: nothing to check against either.
+    let c = spf_of(
+        &[txt("acme.com", "v=spf1 ip4:192.0.2.10 -all")],
+        &["ip4:192.0.2.10/40"],
+    )
+    .await;
+    assert_eq!(c.status, Status::Unknown, "{c:?}");
+    assert!(c.detail.contains("not understood"), "{}", c.detail);
+
+    // No policy at all is still missing, with nothing to suggest.
     let c = spf_of(&[], &[]).await;
     assert_eq!(c.status, Status::Missing, "{c:?}");
     assert_eq!(c.record_to_publish, None);

@@ -288,6 +288,14 @@ mod tests {
         let strict = found("_dmarc.acme.com", "v=DMARC1; p=quarantine; aspf=s", false);
         let c = judge(strict, "acme.com", Status::Missing, "gw.acme.com");
         assert_eq!(c.status, Status::Mismatch, "{c:?}");
+        let unknown_spf = judge_dmarc(
+            found("_dmarc.acme.com", "v=DMARC1; p=none", false),
+            "acme.com",
+            &check(Status::Unknown, "acme.com"),
+            &check(Status::Missing, "backchannel._domainkey.acme.com"),
+            &gateway("gw.acme.com"),
+        );
+        assert_eq!(unknown_spf.status, Status::Mismatch, "{unknown_spf:?}");
 
         let org = found("_dmarc.acme.co.uk", "v=DMARC1; p=none; sp=reject", true);
         let c = judge(org, "mail.acme.co.uk", Status::Pass, "gw.example");

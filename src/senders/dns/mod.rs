@@ -2,8 +2,10 @@
 //! authorise the gateway's outbound path, does the DKIM record at
 //! `<selector>._domainkey.<domain>` hold the gateway's key, is a DMARC
 //! policy published that the gateway's mail can align with. Each answer is
-//! a [`Check`] (`pass | missing | mismatch | error`, the record to publish,
-//! a detail for the admin); the three go into `senders.dns` as JSON.
+//! a [`Check`] (`pass | missing | mismatch | error`, and `unknown` for SPF
+//! when `[outbound] spf` gives nothing to check against; the record to
+//! publish; a detail for the admin); the three go into `senders.dns` as
+//! JSON.
 //!
 //! DNS is reached through [`Resolver`]: mail-auth's authenticator on the
 //! configured name servers ([`crate::net::dns`]), which evaluates SPF
@@ -51,6 +53,10 @@ pub enum Status {
     Missing,
     Mismatch,
     Error,
+    /// Nothing to check against: the gateway's outbound path (`[outbound]
+    /// spf`) is not configured, so whether the policy authorises it cannot
+    /// be told. SPF only.
+    Unknown,
 }
 
 impl Status {
@@ -60,6 +66,7 @@ impl Status {
             Status::Missing => "missing",
             Status::Mismatch => "mismatch",
             Status::Error => "error",
+            Status::Unknown => "unknown",
         }
     }
 }
@@ -320,6 +327,7 @@ mod tests {
             Status::Missing,
             Status::Mismatch,
             Status::Error,
+            Status::Unknown,
         ] {
             let json = serde_json::to_value(status).expect("json");
             assert_eq!(json, status.as_str());

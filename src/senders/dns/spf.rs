@@ -191,10 +191,14 @@ pub(super) async fn check_spf(
             )
         };
         return Check::new(
-            Status::Pass,
+            Status::Unknown,
             domain,
             None,
-            format!("the domain publishes SPF; {why}, so there is nothing to check it against"),
+            format!(
+                "{domain} publishes an SPF policy, but {why}, so there is nothing to check it \
+                 against: list the gateway's sending addresses (ip4:, ip6:) or its include: \
+                 domain in [outbound] spf"
+            ),
         );
     }
     let policy = match Spf::parse(record.as_bytes()) {
