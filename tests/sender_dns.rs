@@ -792,6 +792,41 @@ async fn stalled_dns_is_an_error_within_the_timeout() {
 }
 
 #[tokio::test]
+async fn a_stalled_include_is_an_error_within_the_spf_budget() {
+    let dns = FakeDns::start_with_stalled(
+        &[txt("acme.com", "v=spf1 include:slow.example -all")],
+        &["slow.example"],
+    )
+    .await;
+    let timeout = Duration::from_millis(300);
+    let resolver = resolver(&dns, timeout);
+    for entries in [
+        &["ip4:192.0.2.10", "ip6:2001:db8::/64"][..],
+        &["include:_spf.gw.example"][..],
+    ] {
+        let started = Instant::now();
+        let h = check(
+            &resolver,
+            "acme.com",
+            "support@acme.com",
+            &gateway(entries, None),
+        )
+        .await;
+        let took = started.elapsed();
+        assert_eq!(h.spf.status, Status::Error, "{entries:?}: {:?}", h.spf);
+        assert!(
+            h.spf.detail.contains("temperror") || h.spf.detail.contains("took longer"),
+            "{}",
+            h.spf.detail
+        );
+        assert!(
+            took < timeout * SPF_BUDGET_TIMEOUTS + Duration::from_secs(1),
+            "took {took:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn unreachable_dns_is_an_error() {
     let addr = dns::closed_addr().await;
     let resolver = Resolver::new(&DnsConfig {

@@ -221,8 +221,16 @@ pub(super) async fn check_spf(
         .rsplit_once('@')
         .map_or("postmaster", |(local, _)| local);
     let sender = format!("{local}@{domain}");
-    let helo = gateway.gateway_domain.as_str();
-    let auth = resolver.authenticator();
+    let ips: Vec<IpAddr> = targets
+        .iter()
+        .flat_map(|(_, target)| match target {
+            Target::Ips(ips) => ips.clone(),
+            Target::Include(_) => Vec::new(),
+        })
+        .collect();
+    let mut verdicts = evaluate(resolver, &ips, &sender, &gateway.gateway_domain)
+        .await
+        .into_iter();
 
     let mut errors: Vec<String> = Vec::new();
     let mut failing: Vec<String> = Vec::new();
@@ -231,29 +239,33 @@ pub(super) async fn check_spf(
         match target {
             Target::Ips(ips) => {
                 for ip in ips {
-                    let params = SpfParameters::verify_mail_from(ip, helo, helo, &sender);
-                    let result = auth.verify_spf(params).await.result();
-                    match result {
-                        SpfResult::Pass => {}
-                        SpfResult::TempError => push_once(
+                    match verdicts.next().flatten() {
+                        Some(SpfResult::Pass) => {}
+                        Some(SpfResult::TempError) => push_once(
                             &mut errors,
                             "temperror (a DNS lookup of the policy failed or timed out)"
                                 .to_string(),
                         ),
-                        SpfResult::PermError => push_once(
+                        Some(SpfResult::PermError) => push_once(
                             &mut errors,
                             "permerror (a record it includes is malformed, an include: or \
                              redirect= target publishes no SPF record, or the evaluation needs \
                              more than 10 DNS lookups, RFC 7208 §4.6.4)"
                                 .to_string(),
                         ),
-                        SpfResult::Fail
-                        | SpfResult::SoftFail
-                        | SpfResult::Neutral
-                        | SpfResult::None => {
+                        Some(
+                            result @ (SpfResult::Fail
+                            | SpfResult::SoftFail
+                            | SpfResult::Neutral
+                            | SpfResult::None),
+                        ) => {
                             failing.push(format!("{ip} gets {}", result_name(result)));
                             push_once(&mut unauthorised, entry);
                         }
+                        None => push_once(
+                            &mut errors,
+                            "the evaluation failed unexpectedly".to_string(),
+                        ),
                     }
                 }
             }
@@ -301,6 +313,40 @@ pub(super) async fn check_spf(
     } else {
         Check::new(Status::Pass, domain, None, detail)
     }
+}
+
+/// mail-auth's verdict for mail from each of `ips` with `sender` as MAIL
+/// FROM and `helo` as HELO name, in order. The evaluations run side by
+/// side, each in a task of its own, so that a panic in one is `None`
+/// rather than the end of the caller; they are aborted when this future
+/// is dropped (the SPF budget ran out).
+async fn evaluate(
+    resolver: &Resolver,
+    ips: &[IpAddr],
+    sender: &str,
+    helo: &str,
+) -> Vec<Option<SpfResult>> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, ip) in ips.iter().copied().enumerate() {
+        let auth = resolver.authenticator().clone();
+        let (sender, helo) = (sender.to_string(), helo.to_string());
+        tasks.spawn(async move {
+            let params = SpfParameters::verify_mail_from(ip, &helo, &helo, &sender);
+            (i, auth.verify_spf(params).await.result())
+        });
+    }
+    let mut verdicts = vec![None; ips.len()];
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, result)) => {
+                if let Some(slot) = verdicts.get_mut(i) {
+                    *slot = Some(result);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "SPF evaluation task failed"),
+        }
+    }
+    verdicts
 }
 
 fn result_name(result: SpfResult) -> &'static str {
