@@ -14,6 +14,8 @@
 //! app.rs         wiring, listeners, shutdown; start() for tests
 //! model.rs       plain domain types: Token, ApiToken, Role, MailAddr (no I/O)
 //! metrics.rs     process-wide counters and histograms (Prometheus text)
+//! net/           DNS resolvers built from [dns] (dns.rs) and the TLS server
+//!                set-up from PEM files (tls.rs), once for every module
 //! limits.rs      per-address abuse limits: failure limiter (token guessing,
 //!                bad logins), connection-rate limiter, bounded memory
 //! store/         SQLite: open, migrations from schema.sql, group-commit writer,
@@ -40,9 +42,8 @@
 //! egress.rs      which addresses the gateway may connect to for a user (webhooks,
 //!                MX): internal-address classifier and allow-list, pure
 //! senders/       sender addresses: dkim.rs (key generation, one stored key per
-//!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
-//!                DNS trait, hickory implementation), spf.rs (RFC 7208
-//!                evaluation, pure over that trait)
+//!                domain), dns/ (SPF/DKIM/DMARC health checks through the
+//!                configured resolver; SPF evaluated by mail-auth)
 //! imap/          IMAP4rev1 agent view: mime.rs (ENVELOPE, BODYSTRUCTURE, BODY[section]
 //!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
 //! ```
@@ -64,6 +65,7 @@ pub mod jmap;
 pub mod limits;
 pub mod metrics;
 pub mod model;
+pub mod net;
 pub mod notifications;
 pub mod outbound;
 pub mod portal;

@@ -301,6 +301,13 @@ pub fn aligned(a: &str, b: &str) -> bool {
     !a.is_empty() && !b.is_empty() && organizational_domain(a) == organizational_domain(b)
 }
 
+/// The Message-ID of a sender's verification mail, `verify.<nonce>@<gateway
+/// domain>`: written by `senders::service`, recognised by
+/// `ingest::forwarding` when the mail comes back through forwarding.
+pub fn verification_message_id(nonce: &str, gateway_domain: &str) -> String {
+    format!("verify.{nonce}@{gateway_domain}")
+}
+
 /// Loose syntax check for addresses coming in through the API. An
 /// address literal (`bob@[127.0.0.1]`) is not one: mail goes to domains.
 pub fn is_valid_email(addr: &str) -> bool {

@@ -38,7 +38,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use hmac::{Hmac, Mac};
 use mail_auth::hickory_resolver::TokioResolver;
-use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
 use mail_auth::hickory_resolver::proto::rr::Name;
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use sha2::Sha256;
@@ -49,6 +48,7 @@ use crate::config::{Config, WebhooksConfig};
 use crate::egress::{AllowList, Refusal, remote_text};
 use crate::metrics;
 use crate::model::now_ms;
+use crate::net::dns::Cache;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::webhooks::{self, Attempted, Claimed, check_url};
@@ -288,16 +288,9 @@ impl GuardedResolver {
         let dns = if config.dns.nameservers.is_empty() {
             None
         } else {
-            let (resolver_config, mut opts) = crate::ingest::auth::resolver_config(&config.dns)?;
-            opts.cache_size = DNS_CACHE_SIZE;
             Some(
-                TokioResolver::builder_with_config(
-                    resolver_config,
-                    TokioRuntimeProvider::default(),
-                )
-                .with_options(opts)
-                .build()
-                .context("building the webhook DNS resolver")?,
+                crate::net::dns::resolver(&config.dns, Cache::of(DNS_CACHE_SIZE))
+                    .context("building the webhook DNS resolver")?,
             )
         };
         Ok(GuardedResolver {

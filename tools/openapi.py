@@ -58,7 +58,7 @@ schemas = {
               ["id", "email", "name", "role"]),
   "Settings": obj({"signature": obj({"text": nullable("string"), "html": nullable("string")}),
                    "default_sender": nullable("string"), "side_conversations_enabled": B}),
-  "Check": obj({"status": {"type": "string", "enum": ["pass", "missing", "mismatch", "error"]}, "record_to_publish": nullable("string"),
+  "Check": obj({"status": {"type": "string", "enum": ["pass", "missing", "mismatch", "error", "unknown"], "description": "unknown: SPF only, when [outbound] spf gives nothing to check against (detail says why)"}, "record_to_publish": nullable("string"),
                  "detail": S, "record_name": nullable("string")}),
   "Sender": obj({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
                  "status": {"type": "string", "enum": ["pending", "verified"]}, "forwarding_address": S,

@@ -64,7 +64,7 @@ impl Server {
         limits: Arc<crate::limits::Limits>,
     ) -> anyhow::Result<Server> {
         let tls = match &config.imap.tls {
-            Some(files) => Some(crate::smtp::load_tls(files).context("IMAP TLS certificate")?),
+            Some(files) => Some(crate::net::tls::acceptor(files).context("IMAP TLS certificate")?),
             None => None,
         };
         describe_metrics();

@@ -14,20 +14,15 @@
 //! only queries the From domain's own tree, with the other half.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use anyhow::{Context, ensure};
 use mail_auth::dkim::DkimError;
 use mail_auth::dmarc::Policy;
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
-use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{
     AuthenticatedMessage, DkimOutput, DkimResult, DmarcResult, DnsError, Error as MailAuthError,
@@ -36,6 +31,7 @@ use mail_auth::{
 use serde::{Deserialize, Serialize};
 
 use crate::config::DnsConfig;
+use crate::net::dns::{self as net_dns, Cache};
 
 /// Result values, as in RFC 8601 `Authentication-Results`.
 pub const PASS: &str = "pass";
@@ -131,10 +127,7 @@ impl Authenticator {
     /// A resolver on `dns.nameservers` (UDP and TCP each), or on the system
     /// configuration when that list is empty, with `dns.timeout` per query.
     pub fn new(dns: &DnsConfig) -> anyhow::Result<Authenticator> {
-        let (config, mut opts) = resolver_config(dns)?;
-        opts.cache_size = CACHE_SIZE;
-        let resolver =
-            MessageAuthenticator::new(config, opts).context("building the DNS resolver")?;
+        let resolver = net_dns::authenticator(dns, Cache::of(CACHE_SIZE))?;
         Ok(Authenticator {
             inner: Arc::new(Inner {
                 resolver,
@@ -386,34 +379,6 @@ fn spf_domain_of<'a>(mail_from: &'a str, helo: &'a str) -> &'a str {
 
 fn timed_out() -> MailAuthError {
     MailAuthError::Dns(DnsError::Resolver("timed out".to_string()))
-}
-
-/// The hickory resolver configuration for `dns`: the servers of
-/// `dns.nameservers` (UDP and TCP each, never `/etc/hosts`), or the system
-/// configuration when that list is empty; `dns.timeout` per query. Shared by
-/// every module that resolves through the configured DNS.
-pub fn resolver_config(dns: &DnsConfig) -> anyhow::Result<(ResolverConfig, ResolverOpts)> {
-    ensure!(!dns.timeout.is_zero(), "dns.timeout must be above zero");
-    let (config, mut opts) = if dns.nameservers.is_empty() {
-        read_system_conf().context("reading the system DNS configuration")?
-    } else {
-        let servers = dns.nameservers.iter().map(name_server).collect();
-        let mut opts = ResolverOpts::default();
-        // Only the configured servers answer, never /etc/hosts.
-        opts.use_hosts_file = ResolveHosts::Never;
-        (ResolverConfig::from_name_servers(servers), opts)
-    };
-    opts.timeout = dns.timeout;
-    Ok((config, opts))
-}
-
-/// One nameserver from the config: UDP and TCP on its port.
-fn name_server(addr: &SocketAddr) -> NameServerConfig {
-    let mut udp = ConnectionConfig::udp();
-    udp.port = addr.port();
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = addr.port();
-    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
 }
 
 /// The distinct domains of the From addresses (already lowercased by

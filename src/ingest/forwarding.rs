@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::verification_message_id;
+
 /// A sender address as far as detection needs it.
 #[derive(Debug, Clone)]
 pub struct SenderInfo {
@@ -32,11 +34,6 @@ pub enum Detected {
         sender_id: i64,
         confirmation: Confirmation,
     },
-}
-
-/// The Message-ID of a verification mail: `verify.<nonce>@<gateway domain>`.
-pub fn verification_message_id(nonce: &str, gateway_domain: &str) -> String {
-    format!("verify.{nonce}@{gateway_domain}")
 }
 
 /// Words that name forwarding in the subjects providers use.

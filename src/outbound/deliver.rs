@@ -72,19 +72,15 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::{AsyncSmtpTransport, PoolConfig};
 use lettre::{AsyncTransport, Tokio1Executor};
 use mail_auth::hickory_resolver::TokioResolver;
-use mail_auth::hickory_resolver::config::{
-    ConnectionConfig, NameServerConfig, ResolveHosts, ResolverConfig, ResolverOpts,
-};
 use mail_auth::hickory_resolver::net::NetError;
-use mail_auth::hickory_resolver::net::runtime::TokioRuntimeProvider;
 use mail_auth::hickory_resolver::proto::rr::{Name, RData};
-use mail_auth::hickory_resolver::system_conf::read_system_conf;
 use rand::seq::SliceRandom;
 use tokio::sync::Semaphore;
 
 use super::retry::{Class, DeliveryError, DnsFailure, classify};
-use crate::config::{Config, DnsConfig, OutboundMode, RelayTls, RelayUrl};
+use crate::config::{Config, OutboundMode, RelayTls, RelayUrl};
 use crate::egress::{AllowList, Refusal, remote_text};
+use crate::net::dns::Cache;
 
 /// A boxed future, so that [`Deliver`] can be used as a trait object.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -552,34 +548,6 @@ pub enum MailHost {
     Literal(IpAddr),
 }
 
-/// Builds a resolver on `dns.nameservers` (UDP and TCP), or on the system
-/// configuration when that list is empty.
-pub fn resolver(dns: &DnsConfig) -> anyhow::Result<TokioResolver> {
-    let (config, mut opts) = if dns.nameservers.is_empty() {
-        read_system_conf().context("reading the system DNS configuration")?
-    } else {
-        let servers = dns.nameservers.iter().map(name_server).collect();
-        let mut opts = ResolverOpts::default();
-        // Only the configured servers answer, never /etc/hosts.
-        opts.use_hosts_file = ResolveHosts::Never;
-        (ResolverConfig::from_name_servers(servers), opts)
-    };
-    opts.timeout = dns.timeout;
-    opts.cache_size = DNS_CACHE_SIZE;
-    TokioResolver::builder_with_config(config, TokioRuntimeProvider::default())
-        .with_options(opts)
-        .build()
-        .context("building the DNS resolver")
-}
-
-fn name_server(addr: &SocketAddr) -> NameServerConfig {
-    let mut udp = ConnectionConfig::udp();
-    udp.port = addr.port();
-    let mut tcp = ConnectionConfig::tcp();
-    tcp.port = addr.port();
-    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-}
-
 fn fqdn(name: &str) -> Result<Name, DeliveryError> {
     let mut n = Name::from_utf8(name).map_err(|e| {
         DeliveryError::Unsendable(format!("recipient domain {name:?} is not a domain: {e}"))
@@ -637,7 +605,7 @@ pub fn order_mx(
 impl Mx {
     pub fn new(config: &Config) -> anyhow::Result<Mx> {
         Ok(Mx {
-            resolver: resolver(&config.dns)?,
+            resolver: crate::net::dns::resolver(&config.dns, Cache::of(DNS_CACHE_SIZE))?,
             dns_timeout: config.dns.timeout.saturating_mul(DNS_TRIES),
             port: config.outbound.mx_port,
             hello: hello_name(&config.smtp.hostname),

@@ -1,8 +1,8 @@
 //! Sender addresses (SPEC §6): the DKIM key of each sending domain and the
 //! DNS health of a sender (SPF, DKIM, DMARC), checked through the
-//! configured resolver; `service` adds, verifies, probes and re-checks them.
+//! configured resolver, SPF evaluated by mail-auth (`dns`); `service` adds,
+//! verifies, probes and re-checks them.
 
 pub mod dkim;
 pub mod dns;
 pub mod service;
-pub mod spf;

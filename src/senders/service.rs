@@ -11,8 +11,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
-use crate::ingest::forwarding::verification_message_id;
-use crate::model::{MailAddr, base32_lower, is_valid_email, now_ms, random_bytes, rfc3339};
+use crate::model::{
+    MailAddr, base32_lower, is_valid_email, now_ms, random_bytes, rfc3339, verification_message_id,
+};
 use crate::outbound::compose::{ReplyMode, clean_header};
 use crate::store::Db;
 use crate::store::{self, StoreError, events, outbox};

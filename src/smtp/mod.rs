@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::Instrument;
 
-use crate::config::{Config, TlsFiles};
+use crate::config::Config;
 use crate::limits::Limits;
 use crate::metrics;
 use crate::shutdown::Shutdown;
@@ -95,7 +95,7 @@ impl Server {
         limits: Arc<Limits>,
     ) -> anyhow::Result<Server> {
         let tls = match &config.smtp.tls {
-            Some(files) => Some(load_tls(files).context("SMTP TLS certificate")?),
+            Some(files) => Some(crate::net::tls::acceptor(files).context("SMTP TLS certificate")?),
             None => None,
         };
         describe_metrics();
@@ -304,28 +304,6 @@ async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     session.reset_for_tls();
     session.run(&mut tls_stream).await?;
     Ok(())
-}
-
-/// Builds a TLS acceptor from PEM certificate chain and key files.
-pub fn load_tls(files: &TlsFiles) -> anyhow::Result<TlsAcceptor> {
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .with_context(|| format!("read {}", files.cert.display()))?
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("parse {}", files.cert.display()))?;
-    if certs.is_empty() {
-        anyhow::bail!("{} holds no certificate", files.cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("read key {}", files.key.display()))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS protocol versions")?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .context("certificate and key do not match")?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 fn describe_metrics() {

@@ -987,7 +987,7 @@ mod tests {
         assert!(removed.contains("mailbox_removed_modseq"), "{removed}");
         assert!(removed.contains("modseq>?"), "{removed}");
         let of = plan(
-            &c,
+            c,
             "SELECT mailbox_id FROM mailbox_messages WHERE message_id = ?1 ORDER BY mailbox_id",
         );
         assert!(of.contains("message_id=?"), "{of}");

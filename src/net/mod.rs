@@ -1,0 +1,7 @@
+//! Network set-up shared by every door and worker, once: the DNS resolvers
+//! built from `[dns]` ([`dns`]) and the TLS server configuration loaded
+//! from PEM files ([`tls`]). Nothing here decides anything about mail; it
+//! only builds the clients and acceptors the other modules use.
+
+pub mod dns;
+pub mod tls;
