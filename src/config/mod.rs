@@ -1,5 +1,9 @@
 //! Configuration: TOML file + `BACKCHANNEL_<SECTION>_<KEY>` environment
 //! overrides → a validated [`Config`]. Every error names the offending key.
+//! The address ranges it holds (`Cidr`, `Exempt`, `AllowList`) are in
+//! `ranges.rs`; this module imports nothing else of the crate.
+
+mod ranges;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::egress::AllowList;
+pub use ranges::{AllowList, Cidr, Exempt, normalize_host};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -563,7 +567,7 @@ pub struct IngestConfig {
 /// Abuse limits shared by the listeners.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
-    pub exempt: crate::limits::Exempt,
+    pub exempt: Exempt,
     pub max_tracked_ips: usize,
     pub login_failures: u32,
     pub login_window: Duration,
@@ -1276,7 +1280,7 @@ impl Config {
 
         let l = &raw.limits;
         let limits = LimitsConfig {
-            exempt: crate::limits::Exempt::new(
+            exempt: Exempt::new(
                 l.exempt
                     .iter()
                     .map(|c| c.parse().map_err(|m: String| invalid("limits.exempt", m)))
