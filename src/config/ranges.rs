@@ -6,6 +6,10 @@
 use std::fmt;
 use std::net::IpAddr;
 
+use serde::de::{Deserialize, Deserializer};
+
+use super::values::bad_value;
+
 /// An address range (`127.0.0.0/8`, `::1/128`, or one address).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -102,6 +106,15 @@ impl Exempt {
     }
 }
 
+/// A list of `ip` or `ip/prefix` strings.
+pub(super) fn exempt<'de, D: Deserializer<'de>>(d: D) -> Result<Exempt, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|c| c.parse().map_err(bad_value))
+        .collect::<Result<_, _>>()
+        .map(Exempt::new)
+}
+
 /// A host name as lists compare it: lowercased, without a final dot.
 pub fn normalize_host(host: &str) -> String {
     host.trim().trim_end_matches('.').to_ascii_lowercase()
@@ -164,6 +177,11 @@ impl AllowList {
         let host = normalize_host(host);
         self.names.contains(&host)
     }
+}
+
+/// A list of address ranges and host names.
+pub(super) fn allow_list<'de, D: Deserializer<'de>>(d: D) -> Result<AllowList, D::Error> {
+    AllowList::parse(&Vec::<String>::deserialize(d)?).map_err(bad_value)
 }
 
 #[cfg(test)]
