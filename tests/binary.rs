@@ -402,6 +402,28 @@ fn config_output_is_pinned() {
     }
 }
 
+/// A TOML syntax error names the file, the line and the column.
+#[test]
+fn a_toml_syntax_error_names_the_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "domain = \"gw.example.com\"\n\n[smtp\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let out = backchannel()
+        .arg("--config")
+        .arg(&path)
+        .arg("config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("at line 3, column 6:"), "{err}");
+}
+
 /// The IMAP and JMAP limits are config keys: `backchannel config` shows
 /// them (environment overrides included), and a bad value stops startup
 /// with an error naming the key.

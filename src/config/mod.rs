@@ -53,14 +53,51 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: PathBuf, message: String },
+    #[error("config file {path} is not valid TOML{}: {message}", located(.at))]
+    Syntax {
+        path: PathBuf,
+        /// Where the parser stopped, when it says.
+        at: Option<Position>,
+        message: String,
+    },
     #[error("unknown config key `{0}`")]
     UnknownKey(String),
     #[error("environment variable {var} does not name a config key")]
     UnknownEnv { var: String },
     #[error("config key `{key}`: {message}")]
     Invalid { key: String, message: String },
+}
+
+/// A place in a config file, both counted from 1 (columns in characters).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub line: usize,
+    pub column: usize,
+}
+
+impl Position {
+    /// The position of byte `offset` of `text`.
+    fn of(text: &str, offset: usize) -> Position {
+        let before = &text.as_bytes()[..offset.min(text.len())];
+        let line_start = before
+            .iter()
+            .rposition(|b| *b == b'\n')
+            .map_or(0, |i| i + 1);
+        Position {
+            line: before.iter().filter(|b| **b == b'\n').count() + 1,
+            column: String::from_utf8_lossy(&before[line_start..])
+                .chars()
+                .count()
+                + 1,
+        }
+    }
+}
+
+fn located(at: &Option<Position>) -> String {
+    match at {
+        Some(p) => format!(" at line {}, column {}", p.line, p.column),
+        None => String::new(),
+    }
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
@@ -70,11 +107,12 @@ fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Parses TOML text; a syntax error names `path`.
+/// Parses TOML text; a syntax error names `path` and where in the text.
 fn parse_toml(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
     text.parse::<toml::Table>()
         .map_err(|e| ConfigError::Syntax {
             path: path.to_path_buf(),
+            at: e.span().map(|span| Position::of(text, span.start)),
             message: e.message().to_string(),
         })
 }

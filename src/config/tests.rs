@@ -577,3 +577,48 @@ fn allow_destinations_default_empty_and_come_from_file_or_env() {
             .allows_name("mx.corp.example")
     );
 }
+
+#[test]
+fn a_syntax_error_names_the_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "domain = \"gw.example.com\"\n[smtp]\nlisten = 127.0.0.1:25\n",
+    )
+    .expect("write");
+    let err = Config::load(Some(&path), no_env()).expect_err("a syntax error");
+    let msg = err.to_string();
+    assert!(msg.contains(&path.display().to_string()), "{msg}");
+    assert!(msg.contains("at line 3, column 15:"), "{msg}");
+
+    let err = Config::from_toml_str("[smtp\n", no_env()).expect_err("a syntax error");
+    assert_eq!(
+        err.to_string(),
+        "config file <string> is not valid TOML at line 1, column 6: unclosed table, expected `]`"
+    );
+}
+
+#[test]
+fn positions_count_lines_and_characters_from_one() {
+    let cases: &[(&str, usize, (usize, usize))] = &[
+        ("", 0, (1, 1)),
+        ("abc", 2, (1, 3)),
+        ("a\nbc", 3, (2, 2)),
+        ("a\n", 2, (2, 1)),
+        // Columns count characters, not bytes: `é` is two bytes.
+        ("é = x", 5, (1, 5)),
+        // An offset past the end is the end.
+        ("a\nb", 99, (2, 2)),
+    ];
+    for (text, offset, (line, column)) in cases {
+        assert_eq!(
+            Position::of(text, *offset),
+            Position {
+                line: *line,
+                column: *column
+            },
+            "{text:?} at {offset}"
+        );
+    }
+}
