@@ -1,4 +1,4 @@
-//! `[limits]`: the abuse limits every listener shares (`crate::limits`) —
+//! `[limits]`: the abuse limits every listener shares (`src/limits.rs`) —
 //! exempt addresses, how many addresses a limiter remembers, and the
 //! failed-login limit and window.
 

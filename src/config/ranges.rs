@@ -1,7 +1,8 @@
 //! Address ranges and host-name lists the config holds: [`Cidr`], the
 //! [`Exempt`] list of `limits.exempt` and the [`AllowList`] of
-//! `allow_destinations`, with their parsers. Pure values: `crate::limits`
-//! and `crate::egress` import them and make the decisions.
+//! `allow_destinations`, with their parsers. Pure values: the limiters
+//! (`src/limits.rs`) and the egress checks (`src/egress.rs`) import them
+//! and make the decisions; nothing here imports those.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -124,7 +125,7 @@ pub fn normalize_host(host: &str) -> String {
 /// (`[webhooks] allow_destinations`, `[outbound] allow_destinations`):
 /// address ranges, matched against the resolved address, and host names,
 /// matched exactly (case-insensitive) against the name connected to. The
-/// checks that use it are in `crate::egress`.
+/// checks that use it are in `src/egress.rs`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowList {
     ranges: Vec<Cidr>,
