@@ -12,7 +12,8 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use crate::limits::Cidr;
+pub use crate::config::AllowList;
+use crate::config::normalize_host;
 
 /// IPv4 ranges never connected to unless allowed: (network, prefix).
 const FORBIDDEN_V4: &[([u8; 4], u8)] = &[
@@ -115,15 +116,10 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
     }
 }
 
-/// A host name lowercased, without a final dot.
-fn normalize_name(host: &str) -> String {
-    host.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// The internal address `host` stands for whatever DNS says (`localhost`,
 /// `*.localhost`, the cloud metadata names), if it is one of those.
 pub fn internal_name(host: &str) -> Option<IpAddr> {
-    let host = normalize_name(host);
+    let host = normalize_host(host);
     if host.ends_with(".localhost") {
         return Some(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }
@@ -162,63 +158,10 @@ impl fmt::Display for Refusal {
 
 impl std::error::Error for Refusal {}
 
-/// The destinations an admin allows despite the rules above
-/// (`[webhooks] allow_destinations`, `[outbound] allow_destinations`):
-/// address ranges, matched against the resolved address, and host names,
-/// matched exactly (case-insensitive) against the name connected to.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AllowList {
-    ranges: Vec<Cidr>,
-    names: Vec<String>,
-}
-
+/// The checks on a destination the allow-list of `[webhooks]` or
+/// `[outbound] allow_destinations` takes part in (the list itself, its
+/// parser and its matching are config values: `crate::config::AllowList`).
 impl AllowList {
-    /// Parses config entries: `10.0.0.0/8`, `::1`, `hooks.corp.example`.
-    pub fn parse(entries: &[String]) -> Result<AllowList, String> {
-        let mut list = AllowList::default();
-        for entry in entries {
-            let e = entry.trim();
-            if let Ok(cidr) = e.parse::<Cidr>() {
-                list.ranges.push(cidr);
-                continue;
-            }
-            let name = normalize_name(e);
-            let is_name = !name.is_empty()
-                && name.len() <= 253
-                && !name.contains('/')
-                && name.split('.').all(|label| {
-                    !label.is_empty()
-                        && label.len() <= 63
-                        && label
-                            .bytes()
-                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                });
-            // A bare address with a bad prefix must not pass as a name.
-            if !is_name || name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
-                return Err(format!(
-                    "`{e}` is neither an address range (10.0.0.0/8, ::1) nor a host name"
-                ));
-            }
-            list.names.push(name);
-        }
-        Ok(list)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ranges.is_empty() && self.names.is_empty()
-    }
-
-    /// An allow-list range holds `ip`.
-    pub fn allows_ip(&self, ip: IpAddr) -> bool {
-        self.ranges.iter().any(|c| c.contains(ip))
-    }
-
-    /// `host` is listed by name.
-    pub fn allows_name(&self, host: &str) -> bool {
-        let host = normalize_name(host);
-        self.names.contains(&host)
-    }
-
     /// The address may be connected to: not internal, or allowed.
     pub fn permits(&self, ip: IpAddr) -> bool {
         !is_forbidden(ip) || self.allows_ip(ip)
@@ -239,7 +182,7 @@ impl AllowList {
     pub fn check_name(&self, host: &str) -> Result<(), Refusal> {
         match internal_name(host) {
             Some(ip) if !self.allows_name(host) && !self.allows_ip(ip) => {
-                Err(Refusal::Name(normalize_name(host)))
+                Err(Refusal::Name(normalize_host(host)))
             }
             _ => Ok(()),
         }
@@ -255,7 +198,7 @@ impl AllowList {
         let permitted: Vec<IpAddr> = ips.iter().copied().filter(|ip| self.permits(*ip)).collect();
         match ips.first() {
             Some(first) if permitted.is_empty() => Err(Refusal::Resolved {
-                host: normalize_name(host),
+                host: normalize_host(host),
                 ip: *first,
             }),
             _ => Ok(permitted),
@@ -512,33 +455,5 @@ mod tests {
             remote_text(&"é".repeat(1000)).chars().count(),
             REMOTE_TEXT_MAX
         );
-    }
-
-    #[test]
-    fn allow_list_entries_are_validated() {
-        for bad in [
-            "",
-            "10.0.0.0/33",
-            "::1/129",
-            "not a host",
-            "a/b",
-            "1.2.3.4.5",
-            "x..y",
-        ] {
-            assert!(
-                AllowList::parse(&[bad.to_string()]).is_err(),
-                "{bad:?} must be refused"
-            );
-        }
-        let a = allow(&[
-            " 192.168.0.0/16 ",
-            "::1",
-            "Mail.Example.",
-            "relay_1.example",
-        ]);
-        assert!(a.allows_ip(ip("192.168.4.4")));
-        assert!(a.allows_ip(ip("::1")));
-        assert!(a.allows_name("mail.example"));
-        assert!(a.allows_name("relay_1.example"));
     }
 }

@@ -376,6 +376,54 @@ fn bad_config_is_a_startup_error_naming_the_key() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("http.listen"));
 }
 
+/// What `backchannel config` prints is pinned: every key, in one order
+/// whatever the file's order, the relay password redacted — for the
+/// embedded defaults and for a file that sets every key
+/// (`fixtures/config/`).
+#[test]
+fn config_output_is_pinned() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/config");
+    let read = |name: &str| std::fs::read_to_string(fixtures.join(name)).expect("fixture");
+    for (config, want) in [
+        (None, "defaults.printed.toml"),
+        (Some("every-key.toml"), "every-key.printed.toml"),
+    ] {
+        let mut cmd = backchannel();
+        if let Some(config) = config {
+            cmd.arg("--config").arg(fixtures.join(config));
+        }
+        let out = cmd.arg("config").output().expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8(out.stdout).expect("utf8"), read(want));
+    }
+}
+
+/// A TOML syntax error names the file, the line and the column.
+#[test]
+fn a_toml_syntax_error_names_the_file_line_and_column() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "domain = \"gw.example.com\"\n\n[smtp\nlisten = \"127.0.0.1:0\"\n",
+    )
+    .expect("write");
+    let out = backchannel()
+        .arg("--config")
+        .arg(&path)
+        .arg("config")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("at line 3, column 6:"), "{err}");
+}
+
 /// The IMAP and JMAP limits are config keys: `backchannel config` shows
 /// them (environment overrides included), and a bad value stops startup
 /// with an error naming the key.
