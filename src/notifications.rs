@@ -10,16 +10,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::{OptionalExtension, params};
-use serde_json::json;
-use sha2::{Digest, Sha256};
-
 use crate::config::Config;
 use crate::metrics;
 use crate::model::{base32_lower, now_ms, random_bytes};
 use crate::shutdown::Shutdown;
 use crate::store::Db;
-use crate::store::{Result, Store, outbox};
+use crate::store::{self, Result, Store, outbox};
 
 /// The header that marks our notifications.
 pub const HEADER: &str = "X-Backchannel-Notification";
@@ -32,33 +28,10 @@ pub fn is_notification_id(id: &str, gateway_domain: &str) -> bool {
 }
 
 /// Queues a reply for its agent's notification; called inside the reply's
-/// own transaction. `due_at` holds when it was queued: a batch is sent a
-/// window after its first reply (see [`send_due`]).
-pub fn enqueue(conn: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
-    let user: Option<(i64, String)> = conn
-        .prepare_cached(
-            "SELECT u.id, u.notifications FROM side_conversations s JOIN parents p ON p.id = s.parent_id
-             JOIN users u ON u.id = COALESCE(p.assignee_id, s.started_by)
-             WHERE s.id = ?1",
-        )?
-        .query_row(
-            [sc],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .optional()?;
-    let Some((user, setting)) = user else {
-        return Ok(());
-    };
-    if setting != "email" {
-        return Ok(());
-    }
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(
-        params![user, message, now],
-    )?;
-    Ok(())
+/// own transaction. A batch is sent a window after its first reply (see
+/// [`send_due`]).
+pub fn enqueue(db: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
+    store::notifications::enqueue(db, sc, message, now)
 }
 
 struct Reply {
@@ -83,35 +56,18 @@ struct Reply {
 /// by `notifications.max_replies_per_email` × `notifications.excerpt_chars`
 /// whatever the replies weigh, so a flood of large replies costs the writer
 /// little and memory stays flat.
-pub fn send_due(conn: &Db<'_>, config: &Config, now: i64) -> Result<usize> {
+pub fn send_due(db: &Db<'_>, config: &Config, now: i64) -> Result<usize> {
     // A batch is due a window after its first reply.
     let window = config.notifications.batch_window.as_millis() as i64;
-    let mut stmt = conn.prepare(
-        "SELECT user_id FROM notification_queue WHERE sent_message_id IS NULL
-         GROUP BY user_id HAVING MIN(due_at) + ?2 <= ?1",
-    )?;
-    let users: Vec<i64> = stmt
-        .query_map(params![now, window], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
     let mut sent = 0;
-    for user in users {
-        conn.execute_batch("SAVEPOINT notify_user")?;
-        match send_batch(conn, config, user, now) {
-            Ok(n) => {
-                conn.execute_batch("RELEASE notify_user")?;
-                sent += n;
-            }
+    for user in store::notifications::due_users(db, now, window)? {
+        match db.savepoint(|db| send_batch(db, config, user, now)) {
+            Ok(n) => sent += n,
             Err(e) => {
-                conn.execute_batch("ROLLBACK TO notify_user; RELEASE notify_user")?;
                 tracing::warn!(user_id = user, error = %e, retry_in_ms = window,
                     "notifications: this agent's batch failed; the others go on");
                 metrics::inc("notifications_failed_total", &[]);
-                // Due again one window from now.
-                conn.execute(
-                    "UPDATE notification_queue SET due_at = ?2
-                     WHERE user_id = ?1 AND sent_message_id IS NULL",
-                    params![user, now],
-                )?;
+                store::notifications::postpone(db, user, now)?;
             }
         }
     }
@@ -120,82 +76,50 @@ pub fn send_due(conn: &Db<'_>, config: &Config, now: i64) -> Result<usize> {
 
 /// Composes and queues one agent's due batch; returns 1 if an email was
 /// queued.
-fn send_batch(conn: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize> {
-    let (email, name, setting): (String, String, String) = conn.query_row(
-        "SELECT email, name, notifications FROM users WHERE id = ?1",
-        [user],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
-    if setting != "email" {
+fn send_batch(db: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize> {
+    let agent = store::users::by_id(db, user)?;
+    if agent.notifications != "email" {
         // Turned off while the batch waited: drop it.
-        conn.execute(
-            "DELETE FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
-            [user],
-        )?;
+        store::notifications::drop_pending(db, user)?;
         return Ok(0);
     }
     let limit = config.notifications.max_replies_per_email;
     let chars = config.notifications.excerpt_chars;
-    // Only a bounded prefix of each body is read (one character more, to
-    // know it was cut).
-    let mut stmt = conn.prepare_cached(
-        "SELECT q.id, p.external_id, s.subject, s.id,
-                COALESCE(NULLIF(m.from_name, ''), m.from_email, 'Someone'),
-                COALESCE(substr(COALESCE(m.visible_reply, m.text_body), 1, ?3), ''),
-                EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
-         FROM notification_queue q JOIN messages m ON m.id = q.message_id
-         JOIN side_conversations s ON s.id = m.side_conversation_id
-         JOIN parents p ON p.id = s.parent_id
-         WHERE q.user_id = ?1 AND q.sent_message_id IS NULL ORDER BY q.message_id LIMIT ?2",
-    )?;
-    let rows: Vec<(i64, Reply)> = stmt
-        .query_map(params![user, limit as i64, chars as i64 + 1], |r| {
-            let text: String = r.get(5)?;
-            let visible = crate::store::messages::plain_visible(&text);
+    // One character more than shown, to know it was cut.
+    let rows: Vec<Reply> = store::notifications::pending(db, user, limit, chars + 1)?
+        .into_iter()
+        .map(|r| {
+            let visible = crate::store::messages::plain_visible(&r.text);
             let (visible, cut) = excerpt(&visible, chars);
-            Ok((
-                r.get(0)?,
-                Reply {
-                    parent: r.get(1)?,
-                    subject: r.get(2)?,
-                    sc: r.get(3)?,
-                    vendor: r.get(4)?,
-                    visible,
-                    cut,
-                    unverified: r.get(6)?,
-                },
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
+            Reply {
+                parent: r.parent,
+                subject: r.subject,
+                sc: r.side_conversation,
+                vendor: r.vendor,
+                visible,
+                cut,
+                unverified: r.unverified,
+            }
+        })
+        .collect();
     if rows.is_empty() {
         // Replies whose thread is gone: nothing to tell.
-        conn.execute(
-            "DELETE FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
-            [user],
-        )?;
+        store::notifications::drop_pending(db, user)?;
         return Ok(0);
     }
-    let total: i64 = conn.query_row(
-        "SELECT count(*) FROM notification_queue WHERE user_id = ?1 AND sent_message_id IS NULL",
-        [user],
-        |r| r.get(0),
-    )?;
-    let more = (total as usize).saturating_sub(rows.len());
+    let total = store::notifications::pending_count(db, user)?;
+    let more = total.saturating_sub(rows.len());
     let message = compose_and_queue(
-        conn,
+        db,
         config,
-        &email,
-        &name,
-        &rows.iter().map(|(_, r)| r).collect::<Vec<_>>(),
+        &agent.email,
+        &agent.name,
+        &rows.iter().collect::<Vec<_>>(),
         more,
         now,
     )?;
     // Every reply of the batch is told of by this email, listed or counted.
-    conn.execute(
-        "UPDATE notification_queue SET sent_message_id = ?2
-         WHERE user_id = ?1 AND sent_message_id IS NULL",
-        params![user, message],
-    )?;
+    store::notifications::mark_sent(db, user, message)?;
     metrics::inc("notifications_sent_total", &[]);
     Ok(1)
 }
@@ -219,7 +143,7 @@ fn excerpt(text: &str, chars: usize) -> (String, bool) {
 }
 
 fn compose_and_queue(
-    conn: &Db<'_>,
+    db: &Db<'_>,
     config: &Config,
     to: &str,
     agent: &str,
@@ -303,15 +227,20 @@ fn compose_and_queue(
         .text_body(text.clone())
         .write_to_vec()
         .map_err(|e| crate::store::StoreError::Database(e.to_string()))?;
-    let sha: [u8; 32] = Sha256::digest(&raw).into();
-    conn.execute(
-        "INSERT INTO messages (direction, kind, route, raw, raw_sha256, message_id, from_name, from_email, to_addrs,
-                               subject, text_body, flags, received_at)
-         VALUES ('out', 'notification', 'api', ?1, ?2, ?3, 'backchannel', ?4, ?5, ?6, ?7, '[]', ?8)",
-        params![raw, &sha[..], message_id, from, json!([{"name": agent, "email": to}]).to_string(), subject, text, now],
+    let message = store::messages::insert_system_mail(
+        db,
+        &store::messages::SystemMail {
+            kind: "notification",
+            raw: &raw,
+            message_id: &message_id,
+            from_email: &from,
+            to: (Some(agent), to),
+            subject: &subject,
+            text: &text,
+            at: now,
+        },
     )?;
-    let message = conn.last_insert_rowid();
-    outbox::enqueue(conn, message, to, now)?;
+    outbox::enqueue(db, message, to, now)?;
     Ok(message)
 }
 

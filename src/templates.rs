@@ -2,12 +2,8 @@
 //! and body with placeholders, filled when a side conversation starts from
 //! one. Unknown placeholders are refused by name, never sent as they are.
 
-use rusqlite::{OptionalExtension, params};
-use serde::Serialize;
-
-use crate::model::{MailAddr, is_valid_email, now_ms, rfc3339};
-use crate::store::Db;
-use crate::store::{Result, StoreError};
+use crate::model::{MailAddr, is_valid_email};
+pub use crate::model::{NewTemplate, Template};
 
 /// The placeholders a template may use.
 pub const PLACEHOLDERS: &[&str] = &[
@@ -17,18 +13,6 @@ pub const PLACEHOLDERS: &[&str] = &[
     "requester.email",
     "agent.name",
 ];
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Template {
-    pub id: i64,
-    pub name: String,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    pub subject: String,
-    pub body_text: Option<String>,
-    pub body_html: Option<String>,
-    pub created_at: String,
-}
 
 /// The values placeholders are filled with.
 #[derive(Debug, Clone, Default)]
@@ -112,15 +96,6 @@ pub struct Invalid {
     pub message: String,
 }
 
-pub struct NewTemplate {
-    pub name: String,
-    pub to: Vec<String>,
-    pub cc: Vec<String>,
-    pub subject: String,
-    pub body_text: Option<String>,
-    pub body_html: Option<String>,
-}
-
 /// Checks a new template; `Err` names the first bad field.
 pub fn validate(t: &NewTemplate) -> std::result::Result<(), Invalid> {
     let bad = |field: &str, message: String| Invalid {
@@ -180,84 +155,6 @@ pub fn validate(t: &NewTemplate) -> std::result::Result<(), Invalid> {
         }
     }
     Ok(())
-}
-
-/// A row as stored, recipient lists still JSON.
-struct Row {
-    template: Template,
-    to: String,
-    cc: String,
-}
-
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok(Row {
-        template: Template {
-            id: r.get(0)?,
-            name: r.get(1)?,
-            to: Vec::new(),
-            cc: Vec::new(),
-            subject: r.get(4)?,
-            body_text: r.get(5)?,
-            body_html: r.get(6)?,
-            created_at: rfc3339(r.get(7)?),
-        },
-        to: r.get(2)?,
-        cc: r.get(3)?,
-    })
-}
-
-fn to_template(row: Row) -> Result<Template> {
-    let mut t = row.template;
-    t.to = serde_json::from_str(&row.to)?;
-    t.cc = serde_json::from_str(&row.cc)?;
-    Ok(t)
-}
-
-const COLUMNS: &str = "id, name, to_addrs, cc_addrs, subject, body_text, body_html, created_at";
-
-pub fn create(conn: &Db<'_>, t: &NewTemplate, by: i64) -> Result<Template> {
-    conn.execute(
-        "INSERT INTO templates (name, to_addrs, cc_addrs, subject, body_text, body_html, created_by, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![
-            t.name.trim(),
-            serde_json::to_string(&t.to)?,
-            serde_json::to_string(&t.cc)?,
-            t.subject,
-            t.body_text,
-            t.body_html,
-            by,
-            now_ms()
-        ],
-    )?;
-    get(conn, conn.last_insert_rowid())
-}
-
-pub fn get(conn: &Db<'_>, id: i64) -> Result<Template> {
-    let row = conn
-        .query_row(
-            &format!("SELECT {COLUMNS} FROM templates WHERE id = ?1"),
-            [id],
-            from_row,
-        )
-        .optional()?
-        .ok_or(StoreError::NotFound)?;
-    to_template(row)
-}
-
-pub fn list(conn: &Db<'_>) -> Result<Vec<Template>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM templates ORDER BY id"))?;
-    let rows = stmt
-        .query_map([], from_row)?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    rows.into_iter().map(to_template).collect()
-}
-
-pub fn delete(conn: &Db<'_>, id: i64) -> Result<()> {
-    match conn.execute("DELETE FROM templates WHERE id = ?1", [id])? {
-        0 => Err(StoreError::NotFound),
-        _ => Ok(()),
-    }
 }
 
 #[cfg(test)]

@@ -376,7 +376,7 @@ pub async fn start_side_conversation(
         let found = st
             .store
             .read(move |c| {
-                let t = match templates::get(c, tid) {
+                let t = match store::templates::get(c, tid) {
                     Ok(t) => t,
                     Err(StoreError::NotFound) => return Ok(None),
                     Err(e) => return Err(e),
@@ -1050,13 +1050,13 @@ pub async fn create_template(
     let by = caller.0.id;
     let t = st
         .store
-        .write(move |c| templates::create(c, &new, by))
+        .write(move |c| store::templates::create(c, &new, by))
         .await?;
     Ok((StatusCode::CREATED, Json(json!(t))).into_response())
 }
 
 pub async fn list_templates(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
-    let items = st.store.read(templates::list).await?;
+    let items = st.store.read(store::templates::list).await?;
     Ok(Json(json!({"items": items, "next_cursor": null})))
 }
 
@@ -1067,7 +1067,7 @@ pub async fn delete_template(
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
     st.store
-        .write(move |c| templates::delete(c, id))
+        .write(move |c| store::templates::delete(c, id))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound("template"),

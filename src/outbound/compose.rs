@@ -71,16 +71,7 @@ pub struct Context {
     pub excerpt: String,
 }
 
-/// A DKIM key for the sender's domain.
-#[derive(Debug, Clone)]
-pub struct DkimKey {
-    pub domain: String,
-    pub selector: String,
-    /// `ed25519` or `rsa`.
-    pub algorithm: String,
-    /// PKCS#8 DER.
-    pub private_key: Vec<u8>,
-}
+pub use crate::model::DkimKey;
 
 /// Everything one outbound message is made of.
 #[derive(Debug, Clone)]

@@ -3,58 +3,18 @@
 //! TXT record an admin publishes at `<selector>._domainkey.<domain>`, and
 //! the one stored key per domain in `dkim_keys`.
 
-use std::fmt;
-use std::str::FromStr;
-
+pub use crate::model::{
+    DkimAlgorithm as Algorithm, DkimKeyRow, GeneratedKey, normalize_domain, record, record_for,
+};
+use crate::store::Db;
+use crate::store::StoreError;
+pub use crate::store::dkim::{find, insert_if_absent};
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::KeyPair as _;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::common::crypto::Ed25519Key;
-use rusqlite::{OptionalExtension, params};
-
-use crate::model::now_ms;
-use crate::outbound::compose::DkimKey;
-use crate::store::Db;
-use crate::store::StoreError;
-
-/// The key types the gateway generates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Algorithm {
-    Ed25519,
-    /// RSA with a 2048-bit modulus; stored and published as `rsa`.
-    Rsa2048,
-}
-
-impl Algorithm {
-    /// The `dkim_keys.algorithm` value and the record's `k=` tag.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::Ed25519 => "ed25519",
-            Algorithm::Rsa2048 => "rsa",
-        }
-    }
-}
-
-impl fmt::Display for Algorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Algorithm {
-    type Err = String;
-
-    /// `ed25519` or `rsa` (as stored); `rsa2048` is accepted too.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.to_ascii_lowercase().as_str() {
-            "ed25519" => Ok(Algorithm::Ed25519),
-            "rsa" | "rsa2048" => Ok(Algorithm::Rsa2048),
-            other => Err(format!("unknown DKIM key algorithm {other:?}")),
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DkimError {
@@ -62,26 +22,6 @@ pub enum DkimError {
     Generate(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-/// A freshly generated key pair.
-#[derive(Clone, PartialEq, Eq)]
-pub struct GeneratedKey {
-    pub algorithm: Algorithm,
-    pub private_key_pkcs8_der: Vec<u8>,
-    /// The `p=` value: the raw 32-byte key for Ed25519 (RFC 8463), the
-    /// SubjectPublicKeyInfo DER for RSA (RFC 6376 §3.6.1), base64.
-    pub public_key_b64: String,
-}
-
-impl fmt::Debug for GeneratedKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeneratedKey")
-            .field("algorithm", &self.algorithm)
-            .field("private_key_pkcs8_der", &"<redacted>")
-            .field("public_key_b64", &self.public_key_b64)
-            .finish()
-    }
 }
 
 /// Generates a new key pair.
@@ -115,16 +55,6 @@ pub fn generate(algorithm: Algorithm) -> Result<GeneratedKey, DkimError> {
     })
 }
 
-/// The TXT record to publish for `key`: `v=DKIM1; k=ed25519|rsa; p=…`.
-pub fn record(key: &GeneratedKey) -> String {
-    record_for(key.algorithm, &key.public_key_b64)
-}
-
-/// The TXT record for a public key given as its `p=` value.
-pub fn record_for(algorithm: Algorithm, public_key_b64: &str) -> String {
-    format!("v=DKIM1; k={algorithm}; p={public_key_b64}")
-}
-
 /// The key type of a `p=` value: 32 bytes is an Ed25519 key (RFC 8463),
 /// anything else RSA. `None` when it is not base64.
 pub fn algorithm_of_public_key(public_key_b64: &str) -> Option<Algorithm> {
@@ -134,122 +64,6 @@ pub fn algorithm_of_public_key(public_key_b64: &str) -> Option<Algorithm> {
     } else {
         Algorithm::Rsa2048
     })
-}
-
-/// A row of `dkim_keys`: the one key of a sending domain.
-#[derive(Clone, PartialEq, Eq)]
-pub struct DkimKeyRow {
-    /// Lowercase, without a trailing dot.
-    pub domain: String,
-    pub selector: String,
-    pub algorithm: Algorithm,
-    /// PKCS#8 DER.
-    pub private_key: Vec<u8>,
-    /// The `p=` value, base64.
-    pub public_key_b64: String,
-    /// ms since the epoch.
-    pub created_at: i64,
-}
-
-impl fmt::Debug for DkimKeyRow {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DkimKeyRow")
-            .field("domain", &self.domain)
-            .field("selector", &self.selector)
-            .field("algorithm", &self.algorithm)
-            .field("private_key", &"<redacted>")
-            .field("public_key_b64", &self.public_key_b64)
-            .field("created_at", &self.created_at)
-            .finish()
-    }
-}
-
-impl DkimKeyRow {
-    /// The TXT record to publish at [`DkimKeyRow::record_name`].
-    pub fn record(&self) -> String {
-        record_for(self.algorithm, &self.public_key_b64)
-    }
-
-    /// `<selector>._domainkey.<domain>`.
-    pub fn record_name(&self) -> String {
-        format!("{}._domainkey.{}", self.selector, self.domain)
-    }
-
-    /// The key in the form the composer signs with.
-    pub fn signing_key(&self) -> DkimKey {
-        DkimKey {
-            domain: self.domain.clone(),
-            selector: self.selector.clone(),
-            algorithm: self.algorithm.as_str().to_string(),
-            private_key: self.private_key.clone(),
-        }
-    }
-}
-
-/// Lowercase, without a trailing dot: the form keys are stored under.
-pub fn normalize_domain(domain: &str) -> String {
-    domain.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// The stored key of `domain`, if any.
-pub fn find(conn: &Db<'_>, domain: &str) -> Result<Option<DkimKeyRow>, StoreError> {
-    let row = conn
-        .query_row(
-            "SELECT domain, selector, algorithm, private_key, public_key, created_at
-               FROM dkim_keys WHERE domain = ?1",
-            [normalize_domain(domain)],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, Vec<u8>>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            },
-        )
-        .optional()?;
-    row.map(
-        |(domain, selector, algorithm, private_key, public_key_b64, created_at)| {
-            Ok(DkimKeyRow {
-                algorithm: algorithm
-                    .parse()
-                    .map_err(|e| StoreError::Corrupt(format!("dkim_keys {domain}: {e}")))?,
-                domain,
-                selector,
-                private_key,
-                public_key_b64,
-                created_at,
-            })
-        },
-    )
-    .transpose()
-}
-
-/// Stores `key` for `domain` unless the domain has a key already; returns
-/// the domain's key either way (the existing one wins).
-pub fn insert_if_absent(
-    conn: &Db<'_>,
-    domain: &str,
-    selector: &str,
-    key: &GeneratedKey,
-) -> Result<DkimKeyRow, StoreError> {
-    let domain = normalize_domain(domain);
-    conn.execute(
-        "INSERT INTO dkim_keys (domain, selector, algorithm, private_key, public_key, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-         ON CONFLICT (domain) DO NOTHING",
-        params![
-            domain,
-            selector,
-            key.algorithm.as_str(),
-            key.private_key_pkcs8_der,
-            key.public_key_b64,
-            now_ms()
-        ],
-    )?;
-    find(conn, &domain)?.ok_or(StoreError::NotFound)
 }
 
 /// The key of `domain`, generated and stored the first time it is asked
@@ -333,9 +147,7 @@ mod tests {
         assert_eq!(first.algorithm, Algorithm::Ed25519);
         let again = ensure_key(conn, "acme.com", "other", Algorithm::Rsa2048).expect("second call");
         assert_eq!(again, first, "the existing key is kept");
-        let count: i64 = conn
-            .query_row("SELECT COUNT(*) FROM dkim_keys", [], |r| r.get(0))
-            .expect("count");
+        let count = crate::store::dkim::count(conn).expect("count");
         assert_eq!(count, 1);
 
         let other = generate(Algorithm::Ed25519).expect("generate");

@@ -5,14 +5,14 @@
 //! that mail comes back through forwarding (ingest, routing rule 3), which
 //! also proves forwarding works. A probe re-tests forwarding on demand.
 
-use rusqlite::{OptionalExtension, params};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
 use crate::model::{
-    MailAddr, base32_lower, is_valid_email, now_ms, random_bytes, rfc3339, verification_message_id,
+    MailAddr, NewSenderRow, PendingCode, base32_lower, is_valid_email, now_ms, random_bytes,
+    rfc3339, verification_message_id,
 };
 use crate::outbound::compose::{ReplyMode, clean_header};
 use crate::store::Db;
@@ -42,12 +42,6 @@ impl From<StoreError> for SenderError {
             StoreError::Conflict(m) => SenderError::Conflict(m),
             other => SenderError::Store(other.to_string()),
         }
-    }
-}
-
-impl From<rusqlite::Error> for SenderError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::from(e).into()
     }
 }
 
@@ -90,7 +84,7 @@ fn new_code() -> String {
 /// Queues the verification mail (or a forwarding probe) to the sender's
 /// address; returns the code it carries.
 fn send_verification(
-    conn: &Db<'_>,
+    db: &Db<'_>,
     config: &Config,
     email: &str,
     probe: bool,
@@ -142,39 +136,29 @@ fn send_verification(
         .text_body(text.clone())
         .write_to_vec()
         .map_err(|e| SenderError::Store(e.to_string()))?;
-    let sha: [u8; 32] = Sha256::digest(&raw).into();
-    conn.execute(
-        "INSERT INTO messages (direction, kind, route, raw, raw_sha256, message_id, from_name, from_email,
-                               to_addrs, subject, text_body, flags, received_at)
-         VALUES ('out', 'verification', 'api', ?1, ?2, ?3, 'backchannel', ?4, ?5, ?6, ?7, '[]', ?8)",
-        params![
-            raw,
-            &sha[..],
-            message_id,
-            from,
-            json!([{"name": null, "email": email}]).to_string(),
-            subject,
-            text,
-            now
-        ],
+    let message = store::messages::insert_system_mail(
+        db,
+        &store::messages::SystemMail {
+            kind: "verification",
+            raw: &raw,
+            message_id: &message_id,
+            from_email: &from,
+            to: (None, email),
+            subject: &subject,
+            text: &text,
+            at: now,
+        },
     )?;
-    let message = conn.last_insert_rowid();
-    outbox::enqueue(conn, message, email, now)?;
+    outbox::enqueue(db, message, email, now)?;
     if probe {
-        conn.execute(
-            "UPDATE senders SET verification_nonce = ?2, forwarding_state = 'unknown' WHERE email = ?1",
-            params![email, nonce],
-        )?;
+        store::senders::set_probe(db, email, &nonce)?;
     } else {
-        conn.execute(
-            "UPDATE senders SET verification_nonce = ?2, verification_code_hash = ?3,
-                    verification_expires_at = ?4, verification_attempts = 0 WHERE email = ?1",
-            params![
-                email,
-                nonce,
-                &code_hash(email, &code)[..],
-                now + CODE_TTL_MS
-            ],
+        store::senders::set_code(
+            db,
+            email,
+            &nonce,
+            &code_hash(email, &code),
+            now + CODE_TTL_MS,
         )?;
     }
     Ok(code)
@@ -184,7 +168,7 @@ fn send_verification(
 /// generated beforehand (outside the writer), stored when the domain has
 /// none. Returns the sender's JSON.
 pub fn add(
-    conn: &Db<'_>,
+    db: &Db<'_>,
     config: &Config,
     new: &NewSender,
     key: Option<&super::dkim::GeneratedKey>,
@@ -225,30 +209,29 @@ pub fn add(
             return Err(invalid(field, "at most 64 KiB"));
         }
     }
-    let exists = conn
-        .query_row(
-            "SELECT 1 FROM senders WHERE email = ?1",
-            [email],
-            |_| Ok(()),
-        )
-        .optional()?
-        .is_some();
-    if exists {
+    if store::senders::exists(db, email)? {
         return Err(SenderError::Conflict(format!(
             "{email} is already a sender"
         )));
     }
     let forwarding_local = format!("fwd-{}", base32_lower(&random_bytes::<10>()));
-    conn.execute(
-        "INSERT INTO senders (email, name, reply_mode, forwarding_local, signature_text, signature_html, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![email, name, mode, forwarding_local, new.signature_text, new.signature_html, now_ms()],
+    store::senders::insert(
+        db,
+        &NewSenderRow {
+            email: email.to_string(),
+            name,
+            reply_mode: mode.to_string(),
+            forwarding_local,
+            signature_text: new.signature_text.clone(),
+            signature_html: new.signature_html.clone(),
+            created_at: now_ms(),
+        },
     )?;
     if let Some(key) = key {
-        super::dkim::insert_if_absent(conn, &addr.domain, &config.outbound.dkim_selector, key)?;
+        store::dkim::insert_if_absent(db, &addr.domain, &config.outbound.dkim_selector, key)?;
     }
-    send_verification(conn, config, email, false)?;
-    view(conn, config, email)
+    send_verification(db, config, email, false)?;
+    view(db, config, email)
 }
 
 /// What a code check came to. A wrong code is an outcome, not an error:
@@ -259,26 +242,21 @@ pub enum Verified {
     WrongCode { attempts_left: i64 },
 }
 
-/// (status, code hash, expiry, attempts) of a sender's pending code.
-type PendingCode = (String, Option<Vec<u8>>, Option<i64>, i64);
-
 /// Checks a code. Wrong codes count; past the limit or the expiry a new
 /// code is needed (`check` sends one for a pending sender).
 pub fn verify(
-    conn: &Db<'_>,
+    db: &Db<'_>,
     config: &Config,
     email: &str,
     code: &str,
 ) -> Result<Verified, SenderError> {
-    let row: Option<PendingCode> = conn
-        .query_row(
-            "SELECT status, verification_code_hash, verification_expires_at, verification_attempts
-             FROM senders WHERE email = ?1",
-            [email],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-    let Some((status, hash, expires, attempts)) = row else {
+    let Some(PendingCode {
+        status,
+        code_hash: hash,
+        expires_at: expires,
+        attempts,
+    }) = store::senders::pending_code(db, email)?
+    else {
         return Err(SenderError::NotFound);
     };
     if status == "verified" {
@@ -310,25 +288,14 @@ pub fn verify(
     }
     let ok: bool = code_hash(email, code).ct_eq(hash.as_slice()).into();
     if !ok {
-        conn.execute(
-            "UPDATE senders SET verification_attempts = verification_attempts + 1 WHERE email = ?1",
-            [email],
-        )?;
+        store::senders::count_wrong_code(db, email)?;
         return Ok(Verified::WrongCode {
             attempts_left: MAX_CODE_ATTEMPTS - attempts - 1,
         });
     }
-    conn.execute(
-        "UPDATE senders SET status = 'verified', verified_at = ?2, verification_code_hash = NULL,
-                verification_expires_at = NULL WHERE email = ?1",
-        params![email, now_ms()],
-    )?;
-    events::enqueue(
-        conn,
-        "sender.verified",
-        json!({"email": email, "by": "code"}),
-    )?;
-    view(conn, config, email).map(Verified::Yes)
+    store::senders::mark_verified_by_code(db, email, now_ms())?;
+    events::enqueue(db, "sender.verified", json!({"email": email, "by": "code"}))?;
+    view(db, config, email).map(Verified::Yes)
 }
 
 impl Verified {
@@ -346,105 +313,71 @@ impl Verified {
 
 /// Re-tests forwarding (a probe for a verified sender, a new code for a
 /// pending one). The DNS part of a check runs outside the transaction.
-pub fn resend_or_probe(conn: &Db<'_>, config: &Config, email: &str) -> Result<(), SenderError> {
-    let status: Option<String> = conn
-        .query_row(
-            "SELECT status FROM senders WHERE email = ?1",
-            [email],
-            |r| r.get(0),
-        )
-        .optional()?;
-    match status.as_deref() {
-        None => Err(SenderError::NotFound),
-        Some("verified") => send_verification(conn, config, email, true).map(|_| ()),
-        Some(_) => send_verification(conn, config, email, false).map(|_| ()),
-    }
+pub fn resend_or_probe(db: &Db<'_>, config: &Config, email: &str) -> Result<(), SenderError> {
+    let sender = store::senders::get(db, email)?.ok_or(SenderError::NotFound)?;
+    let probe = sender.status == "verified";
+    send_verification(db, config, email, probe).map(|_| ())
 }
 
-pub fn delete(conn: &Db<'_>, email: &str) -> Result<(), SenderError> {
-    let n = conn.execute("DELETE FROM senders WHERE email = ?1", [email])?;
-    if n == 0 {
+pub fn delete(db: &Db<'_>, email: &str) -> Result<(), SenderError> {
+    if !store::senders::delete(db, email)? {
         return Err(SenderError::NotFound);
     }
     // A default sender that is gone falls back to the gateway address.
-    if store::get_setting(conn, "default_sender")?
+    if store::get_setting(db, "default_sender")?
         .and_then(|v| v.as_str().map(|s| s.eq_ignore_ascii_case(email)))
         .unwrap_or(false)
     {
-        store::put_setting(conn, "default_sender", &Value::Null)?;
+        store::put_setting(db, "default_sender", &Value::Null)?;
     }
     Ok(())
 }
 
 /// Stores the result of a DNS check.
-pub fn record_dns(conn: &Db<'_>, email: &str, dns: &Value) -> Result<(), SenderError> {
-    conn.execute(
-        "UPDATE senders SET dns = ?2, dns_checked_at = ?3 WHERE email = ?1",
-        params![email, dns.to_string(), now_ms()],
-    )?;
+pub fn record_dns(db: &Db<'_>, email: &str, dns: &Value) -> Result<(), SenderError> {
+    store::senders::record_dns(db, email, &dns.to_string(), now_ms())?;
     Ok(())
 }
 
 /// The sender JSON of SPEC §7.
-pub fn view(conn: &Db<'_>, config: &Config, email: &str) -> Result<Value, SenderError> {
-    let row = conn
-        .query_row(
-            "SELECT email, name, reply_mode, status, forwarding_local, forwarding_state, forwarding_confirmed_at,
-                    forwarding_confirmation, dns, dns_checked_at, signature_text, signature_html, verified_at, created_at
-             FROM senders WHERE email = ?1",
-            [email],
-            |r| {
-                Ok(json!({
-                    "email": r.get::<_, String>(0)?,
-                    "name": r.get::<_, String>(1)?,
-                    "reply_mode": r.get::<_, String>(2)?,
-                    "status": r.get::<_, String>(3)?,
-                    "forwarding_address": format!("{}@{}", r.get::<_, String>(4)?, config.domain),
-                    "forwarding": r.get::<_, String>(5)?,
-                    "forwarding_confirmed_at": r.get::<_, Option<i64>>(6)?.map(rfc3339),
-                    "forwarding_confirmation": r.get::<_, Option<String>>(7)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
-                    "dns": r.get::<_, Option<String>>(8)?.and_then(|t| serde_json::from_str::<Value>(&t).ok()),
-                    "dns_checked_at": r.get::<_, Option<i64>>(9)?.map(rfc3339),
-                    "signature": {"text": r.get::<_, Option<String>>(10)?, "html": r.get::<_, Option<String>>(11)?},
-                    "verified_at": r.get::<_, Option<i64>>(12)?.map(rfc3339),
-                    "created_at": rfc3339(r.get(13)?),
-                }))
-            },
-        )
-        .optional()?;
-    let mut v = row.ok_or(SenderError::NotFound)?;
+pub fn view(db: &Db<'_>, config: &Config, email: &str) -> Result<Value, SenderError> {
+    let s = store::senders::get(db, email)?.ok_or(SenderError::NotFound)?;
+    let json_of = |t: Option<&String>| t.and_then(|t| serde_json::from_str::<Value>(t).ok());
+    let forwarding_address = format!("{}@{}", s.forwarding_local, config.domain);
+    let mut v = json!({
+        "email": s.email,
+        "name": s.name,
+        "reply_mode": s.reply_mode,
+        "status": s.status,
+        "forwarding_address": forwarding_address,
+        "forwarding": s.forwarding_state,
+        "forwarding_confirmed_at": s.forwarding_confirmed_at.map(rfc3339),
+        "forwarding_confirmation": json_of(s.forwarding_confirmation.as_ref()),
+        "dns": json_of(s.dns.as_ref()),
+        "dns_checked_at": s.dns_checked_at.map(rfc3339),
+        "signature": {"text": s.signature_text, "html": s.signature_html},
+        "verified_at": s.verified_at.map(rfc3339),
+        "created_at": rfc3339(s.created_at),
+    });
     // What to tell the admin: where to forward, which records to publish.
     let domain = MailAddr::parse(email).map(|a| a.domain).unwrap_or_default();
-    let key: Option<(String, String, String)> = conn
-        .query_row(
-            "SELECT selector, algorithm, public_key FROM dkim_keys WHERE domain = ?1",
-            [&domain],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .optional()?;
     let mut records = vec![];
-    if let Some((selector, algorithm, public)) = key {
-        let k = if algorithm == "ed25519" {
-            "ed25519"
-        } else {
-            "rsa"
-        };
-        records.push(json!({"type": "TXT", "name": format!("{selector}._domainkey.{domain}"), "value": format!("v=DKIM1; k={k}; p={public}")}));
+    if let Some(key) = store::dkim::find(db, &domain)? {
+        records.push(json!({"type": "TXT", "name": key.record_name(), "value": key.record()}));
     }
     v["instructions"] = json!({
-        "forward_to": v["forwarding_address"],
-        "text": format!("Forward mail for {email} to {}, then publish the DNS records below.", v["forwarding_address"].as_str().unwrap_or("")),
+        "forward_to": forwarding_address,
+        "text": format!("Forward mail for {email} to {forwarding_address}, then publish the DNS records below."),
         "records": records,
     });
     Ok(v)
 }
 
-pub fn list(conn: &Db<'_>, config: &Config) -> Result<Vec<Value>, SenderError> {
-    let mut stmt = conn.prepare("SELECT email FROM senders ORDER BY id")?;
-    let emails: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    emails.iter().map(|e| view(conn, config, e)).collect()
+pub fn list(db: &Db<'_>, config: &Config) -> Result<Vec<Value>, SenderError> {
+    store::senders::emails(db)?
+        .iter()
+        .map(|e| view(db, config, e))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -523,15 +456,7 @@ pub async fn check_sender(
 ) -> Result<Value, SenderError> {
     {
         let e = email.to_string();
-        let exists = store
-            .read(move |c| {
-                Ok(
-                    c.query_row("SELECT 1 FROM senders WHERE email = ?1", [e], |_| Ok(()))
-                        .optional()?,
-                )
-            })
-            .await?;
-        if exists.is_none() {
+        if !store.read(move |db| store::senders::exists(db, &e)).await? {
             return Err(SenderError::NotFound);
         }
     }
@@ -545,15 +470,10 @@ pub async fn check_sender(
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let e = email.to_string();
-        let state: String = store
-            .read(move |c| {
-                Ok(c.query_row(
-                    "SELECT forwarding_state FROM senders WHERE email = ?1",
-                    [e],
-                    |r| r.get(0),
-                )?)
-            })
-            .await?;
+        let state = store
+            .read(move |db| store::senders::forwarding_state(db, &e))
+            .await?
+            .ok_or(SenderError::NotFound)?;
         if state == "confirmed" || tokio::time::Instant::now() >= deadline {
             break;
         }
@@ -568,14 +488,7 @@ pub async fn check_sender(
 
 /// The daily DNS re-check of every sender (SPEC §6).
 pub async fn recheck_all(store: &store::Store, config: &Config, resolver: &super::dns::Resolver) {
-    let emails = store
-        .read(|c| {
-            let mut stmt = c.prepare("SELECT email FROM senders ORDER BY id")?;
-            Ok(stmt
-                .query_map([], |r| r.get::<_, String>(0))?
-                .collect::<Result<Vec<_>, _>>()?)
-        })
-        .await;
+    let emails = store.read(store::senders::emails).await;
     match emails {
         Ok(list) => {
             for email in list {

@@ -19,12 +19,10 @@
 //!   their punycode included) is relaying, unless the address is the plus
 //!   address of a registered sender: `550 5.7.1`.
 
-use rusqlite::OptionalExtension;
-
 use crate::config::IngestConfig;
 use crate::model::Token;
 use crate::store::Db;
-use crate::store::Result;
+use crate::store::{self, Result};
 
 /// Local parts on the gateway domain that are always accepted: the bare
 /// reply mailbox and the RFC 5321 §4.5.1 / RFC 2142 role addresses (their
@@ -217,55 +215,33 @@ pub fn classify(addr: &str, domain: &str) -> RcptClass {
 }
 
 /// The verdict for a token: unknown, over its thread's quota, or accepted.
-fn token_verdict(conn: &Db<'_>, token: &Token, quota: &IngestConfig) -> Result<RcptVerdict> {
-    let row: Option<(i64, i64)> = conn
-        .prepare_cached(
-            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE token = ?1",
-        )?
-        .query_row([token.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    Ok(match row {
+fn token_verdict(db: &Db<'_>, token: &Token, quota: &IngestConfig) -> Result<RcptVerdict> {
+    Ok(match store::routing::intake_of_token(db, token)? {
         None => RcptVerdict::UnknownUser,
-        Some((messages, bytes))
-            if messages.max(0) as u64 >= quota.max_thread_messages
-                || bytes.max(0) as u64 >= quota.max_thread_bytes =>
-        {
+        Some(i) if i.messages >= quota.max_thread_messages || i.bytes >= quota.max_thread_bytes => {
             RcptVerdict::OverQuota
         }
         Some(_) => RcptVerdict::Accept,
     })
 }
 
-/// Decides a classified recipient against the store.
-pub fn decide(conn: &Db<'_>, class: &RcptClass, quota: &IngestConfig) -> Result<RcptVerdict> {
+/// Decides a classified recipient against what the store knows.
+pub fn decide(db: &Db<'_>, class: &RcptClass, quota: &IngestConfig) -> Result<RcptVerdict> {
     Ok(match class {
         RcptClass::Fixed | RcptClass::Bounce => RcptVerdict::Accept,
-        RcptClass::GatewayToken(token) => token_verdict(conn, token, quota)?,
+        RcptClass::GatewayToken(token) => token_verdict(db, token, quota)?,
         RcptClass::GatewayOther(local) => {
-            let found = conn
-                .query_row(
-                    "SELECT 1 FROM senders WHERE forwarding_local = ?1",
-                    [local],
-                    |_| Ok(()),
-                )
-                .optional()?;
-            if found.is_some() {
+            if store::routing::is_forwarding_local(db, local)? {
                 RcptVerdict::Accept
             } else {
                 RcptVerdict::UnknownUser
             }
         }
         RcptClass::ForeignPlus { sender, token } => {
-            let registered = conn
-                .query_row("SELECT 1 FROM senders WHERE email = ?1", [sender], |_| {
-                    Ok(())
-                })
-                .optional()?
-                .is_some();
-            if !registered {
+            if !store::senders::exists(db, sender)? {
                 RcptVerdict::RelayDenied
             } else {
-                token_verdict(conn, token, quota)?
+                token_verdict(db, token, quota)?
             }
         }
         RcptClass::GatewayUnknown => RcptVerdict::UnknownUser,

@@ -40,6 +40,37 @@ macro_rules! raw_len_sql {
     };
 }
 
+/// A message the gateway writes on its own account (a sender's
+/// verification mail, a notification to an agent): stored outbound, on no
+/// thread, and queued to its one recipient by the caller.
+pub struct SystemMail<'a> {
+    /// `verification` or `notification`.
+    pub kind: &'a str,
+    pub raw: &'a [u8],
+    pub message_id: &'a str,
+    pub from_email: &'a str,
+    /// (name, email) of the recipient.
+    pub to: (Option<&'a str>, &'a str),
+    pub subject: &'a str,
+    pub text: &'a str,
+    pub at: i64,
+}
+
+/// Stores a [`SystemMail`]; returns its message id.
+pub fn insert_system_mail(db: &Db<'_>, m: &SystemMail<'_>) -> Result<i64> {
+    use sha2::Digest;
+    let sha: [u8; 32] = sha2::Sha256::digest(m.raw).into();
+    let to = serde_json::json!([{"name": m.to.0, "email": m.to.1}]).to_string();
+    let conn = db.conn();
+    conn.execute(
+        "INSERT INTO messages (direction, kind, route, raw, raw_sha256, message_id, from_name, from_email,
+                               to_addrs, subject, text_body, flags, received_at)
+         VALUES ('out', ?1, 'api', ?2, ?3, ?4, 'backchannel', ?5, ?6, ?7, ?8, '[]', ?9)",
+        params![m.kind, m.raw, &sha[..], m.message_id, m.from_email, to, m.subject, m.text, m.at],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
 /// One attachment to store with a message.
 pub struct NewAttachment<'a> {
     pub filename: Option<&'a str>,

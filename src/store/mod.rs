@@ -14,11 +14,16 @@
 //! message is never committed behind dozens of ingest jobs. Writes of one
 //! class keep their order; only urgent writes may overtake the others.
 
+pub mod dkim;
 pub mod events;
 pub mod inbound;
 pub mod messages;
+pub mod notifications;
 pub mod outbox;
 pub mod portal;
+pub mod routing;
+pub mod senders;
+pub mod templates;
 pub mod users;
 pub mod view;
 pub mod webhooks;
@@ -106,6 +111,24 @@ impl<'c> Db<'c> {
     /// The connection, for the store's own modules.
     fn conn(&self) -> &'c Connection {
         self.conn
+    }
+
+    /// Runs `f` in a savepoint of its own: an `Err` rolls back `f`'s work
+    /// only, the rest of the transaction goes on (one agent's notification
+    /// batch failing, say).
+    pub fn savepoint<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T>) -> Result<T> {
+        cached(self.conn, "SAVEPOINT inner")?;
+        match f(self) {
+            Ok(v) => {
+                cached(self.conn, "RELEASE inner")?;
+                Ok(v)
+            }
+            Err(e) => {
+                cached(self.conn, "ROLLBACK TO inner")?;
+                cached(self.conn, "RELEASE inner")?;
+                Err(e)
+            }
+        }
     }
 
     /// A connection of a unit test (an in-memory database, `memory_db`).

@@ -79,6 +79,14 @@ pub fn count(db: &Db<'_>) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
 }
 
+pub fn by_id(db: &Db<'_>, id: i64) -> Result<User> {
+    Ok(db.conn().query_row(
+        &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),
+        [id],
+        from_row,
+    )?)
+}
+
 pub fn by_email(db: &Db<'_>, email: &str) -> Result<User> {
     let conn = db.conn();
     Ok(conn.query_row(

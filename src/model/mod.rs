@@ -1,6 +1,12 @@
 //! Plain domain types shared by every module: tokens, roles, addresses, time.
 //! Nothing here does I/O.
 
+mod dkim;
+mod records;
+
+pub use dkim::*;
+pub use records::*;
+
 use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
