@@ -4,7 +4,6 @@
 //! the message. The raw bytes stay the source of truth.
 
 use mail_parser::{Address, HeaderValue, MessageParser, MimeHeaders, PartType};
-use serde::{Deserialize, Serialize};
 
 /// Longest header value kept per field; anything longer is cut.
 const MAX_FIELD: usize = 16 * 1024;
@@ -13,11 +12,7 @@ const MAX_REFERENCES: usize = 100;
 /// At most this many attachments are extracted from one message.
 const MAX_ATTACHMENTS: usize = 1000;
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Mailbox {
-    pub name: Option<String>,
-    pub email: String,
-}
+pub use crate::model::Mailbox;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {

@@ -1,11 +1,15 @@
 //! Plain domain types shared by every module: tokens, roles, addresses, time.
 //! Nothing here does I/O.
 
+pub mod auth;
 mod dkim;
 mod records;
+mod status;
 
+pub use auth::AuthResults;
 pub use dkim::*;
 pub use records::*;
+pub use status::*;
 
 use std::fmt;
 use std::str::FromStr;

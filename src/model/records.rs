@@ -1,7 +1,14 @@
 //! Records the store reads and writes, as plain data: what a template, a
 //! parent or a side conversation is, whichever backend holds it.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// A person in a header: a display name (if any) and an address.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mailbox {
+    pub name: Option<String>,
+    pub email: String,
+}
 
 /// A saved side-conversation template (SPEC §7 templates).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -106,4 +113,120 @@ pub struct PendingReply {
     pub text: String,
     /// Flagged `unverified_sender`.
     pub unverified: bool,
+}
+
+/// A parent ticket as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parent {
+    pub id: i64,
+    pub external_id: String,
+    pub subject: String,
+    pub requester_name: Option<String>,
+    pub requester_email: Option<String>,
+    pub status: super::ParentStatus,
+    pub snoozed_until: Option<i64>,
+    pub assignee_id: Option<i64>,
+    /// The assignee's address.
+    pub assignee: Option<String>,
+    /// The sender address last used on this parent.
+    pub last_sender: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// What a parent upsert changes (a field left `None` stays as it is).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ParentChanges {
+    pub subject: Option<String>,
+    /// (name, email) of the requester.
+    pub requester: Option<(Option<String>, Option<String>)>,
+    pub status: Option<super::ParentStatus>,
+    pub snoozed_until: Option<Option<i64>>,
+    pub assignee_id: Option<Option<i64>>,
+}
+
+/// A side conversation as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SideConversation {
+    pub id: i64,
+    pub parent_id: i64,
+    /// The parent's external id and state.
+    pub parent: String,
+    pub parent_status: super::ParentStatus,
+    pub token: String,
+    /// The one shared portal link handed out before links were per
+    /// recipient, and whether it was revoked.
+    pub portal_token: Option<String>,
+    pub portal_revoked: bool,
+    /// Mail carries each recipient's own portal link.
+    pub portal_per_recipient: bool,
+    pub status: super::ScStatus,
+    pub subject: String,
+    pub sender_email: String,
+    pub started_by: Option<i64>,
+    /// The parent's assignee's address.
+    pub assignee: Option<String>,
+    /// Outlook Thread-Index of the last message (22 bytes + 5 per reply).
+    pub thread_index: Option<Vec<u8>>,
+    /// The `<n>` of the next outbound Message-ID.
+    pub next_seq: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A side conversation to create.
+#[derive(Debug, Clone)]
+pub struct NewSideConversation<'a> {
+    pub parent_id: i64,
+    pub token: &'a str,
+    pub portal_per_recipient: bool,
+    pub subject: &'a str,
+    pub sender_email: &'a str,
+    pub started_by: i64,
+    pub created_at: i64,
+}
+
+/// A participant of a side conversation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Participant {
+    pub email: String,
+    /// Their own name, else the one their contact record has.
+    pub name: Option<String>,
+    pub role: super::ParticipantRole,
+}
+
+/// An activity entry of a parent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Activity {
+    pub id: i64,
+    pub text: String,
+    pub side_conversation_id: Option<i64>,
+    /// The acting user's address.
+    pub actor: Option<String>,
+    pub created_at: i64,
+}
+
+/// A lead: an address first seen on inbound mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contact {
+    pub id: i64,
+    pub email: String,
+    pub name: Option<String>,
+    pub first_message_id: Option<i64>,
+    pub created_at: i64,
+}
+
+/// An inbound message as the assignment of unrouted mail needs it.
+#[derive(Debug, Clone)]
+pub struct StoredReply {
+    pub side_conversation: Option<i64>,
+    pub direction: super::Direction,
+    pub kind: super::MessageKind,
+    pub from: Option<Mailbox>,
+    pub to: Vec<Mailbox>,
+    pub cc: Vec<Mailbox>,
+    pub message_id: Option<String>,
+    pub subject: String,
+    pub visible_reply: Option<String>,
+    pub received_at: i64,
 }

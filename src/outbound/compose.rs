@@ -48,11 +48,8 @@ impl ReplyMode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Person {
-    pub name: Option<String>,
-    pub email: String,
-}
+/// A person in a header: display name and address.
+pub type Person = crate::model::Mailbox;
 
 #[derive(Debug, Clone)]
 pub struct OutAttachment {

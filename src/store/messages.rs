@@ -1,9 +1,10 @@
 //! Messages: helpers shared by every path that stores one (ingest, outbound,
 //! portal).
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
 use super::{Db, Result};
+use crate::model::{Mailbox, MessageKind, Route, StoredReply};
 
 /// The raw bytes of a message row aliased `$m`, as SQL. An inbound
 /// message keeps its bytes once, in `inbound_raw` (the queue's copy,
@@ -38,6 +39,153 @@ macro_rules! raw_len_sql {
             ".inbound_id), 0)"
         )
     };
+}
+
+/// An inbound message to store (from SMTP, or a vendor's portal reply).
+pub struct NewInbound<'a> {
+    pub side_conversation: Option<i64>,
+    pub kind: MessageKind,
+    pub route: Route,
+    /// The queue row it came from (its bytes are kept there, `inbound_raw`);
+    /// `None` for a portal reply, whose bytes are stored with the message.
+    pub inbound_id: Option<i64>,
+    pub raw: &'a [u8],
+    pub sha256: &'a [u8],
+    pub message_id: Option<&'a str>,
+    pub in_reply_to: Option<&'a str>,
+    pub references: &'a [String],
+    pub from: Option<&'a Mailbox>,
+    pub reply_to: Option<&'a str>,
+    pub to: &'a [Mailbox],
+    pub cc: &'a [Mailbox],
+    pub date: Option<i64>,
+    pub subject: &'a str,
+    pub text: Option<&'a str>,
+    pub html: Option<&'a str>,
+    /// `None`: the visible reply is [`plain_visible`] of the text body
+    /// (most replies quote nothing; see [`visible_reply_sql`]).
+    pub visible_reply: Option<&'a str>,
+    pub flags: &'a [String],
+    /// Authentication results, JSON.
+    pub auth: Option<&'a str>,
+    /// The bounce report, JSON.
+    pub bounce: Option<&'a str>,
+    pub received_at: i64,
+}
+
+/// Stores an inbound message; returns its id.
+pub fn insert_inbound(db: &Db<'_>, m: &NewInbound<'_>) -> Result<i64> {
+    let conn = db.conn();
+    conn.prepare_cached(
+        "INSERT INTO messages
+           (side_conversation_id, direction, kind, route, inbound_id, raw, raw_sha256,
+            message_id, in_reply_to, refs, from_name, from_email, reply_to, to_addrs, cc_addrs,
+            date, subject, text_body, html_body, visible_reply, flags, auth, bounce, received_at)
+         VALUES (?1, 'in', ?2, ?3, ?4,
+                 CASE WHEN EXISTS (SELECT 1 FROM inbound_raw WHERE id = ?4) THEN X'' ELSE ?5 END,
+                 ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
+                 ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
+    )?
+    .execute(params![
+        m.side_conversation,
+        m.kind,
+        m.route,
+        m.inbound_id,
+        // Empty when the queue's copy (`inbound_raw`) holds the bytes: they
+        // are stored once, readers use `raw_sql!`. Rows queued before
+        // schema migration 4 have no such copy and keep theirs here.
+        m.raw,
+        m.sha256,
+        m.message_id,
+        m.in_reply_to,
+        serde_json::to_string(m.references)?,
+        m.from.and_then(|f| f.name.as_deref()),
+        m.from.map(|f| f.email.as_str()),
+        m.reply_to,
+        serde_json::to_string(m.to)?,
+        serde_json::to_string(m.cc)?,
+        m.date,
+        m.subject,
+        m.text,
+        m.html,
+        m.visible_reply,
+        serde_json::to_string(m.flags)?,
+        m.auth,
+        m.bounce,
+        m.received_at,
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// An agent's message (start, follow-up), or a vendor's portal reply
+/// relayed to the other participants.
+pub struct NewOutbound<'a> {
+    pub side_conversation: i64,
+    /// `api` for agents' messages, `portal` for relayed portal replies.
+    pub route: Route,
+    pub raw: &'a [u8],
+    pub message_id: &'a str,
+    pub in_reply_to: Option<&'a str>,
+    pub references: &'a [String],
+    pub from_name: &'a str,
+    pub from_email: &'a str,
+    pub reply_to: Option<&'a str>,
+    pub to: &'a [String],
+    pub cc: &'a [String],
+    pub subject: &'a str,
+    pub text: &'a str,
+    pub html: &'a str,
+    pub visible_reply: &'a str,
+    /// The agent who wrote it; `None` for a relayed portal reply.
+    pub author: Option<i64>,
+    pub at: i64,
+}
+
+/// Stores an outbound message; returns its id.
+pub fn insert_outbound(db: &Db<'_>, m: &NewOutbound<'_>) -> Result<i64> {
+    use sha2::Digest;
+    let sha: [u8; 32] = sha2::Sha256::digest(m.raw).into();
+    let people = |list: &[String]| {
+        serde_json::to_string(
+            &list
+                .iter()
+                .map(|e| Mailbox {
+                    name: None,
+                    email: e.clone(),
+                })
+                .collect::<Vec<_>>(),
+        )
+    };
+    let conn = db.conn();
+    conn.prepare_cached(
+        "INSERT INTO messages
+           (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, in_reply_to, refs,
+            from_name, from_email, reply_to, to_addrs, cc_addrs, date, subject, text_body, html_body,
+            visible_reply, flags, author_id, received_at)
+         VALUES (?1, 'out', 'agent', ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 '[]', ?18, ?13)",
+    )?
+    .execute(params![
+        m.side_conversation,
+        m.route,
+        m.raw,
+        &sha[..],
+        m.message_id,
+        m.in_reply_to,
+        serde_json::to_string(m.references)?,
+        m.from_name,
+        m.from_email,
+        m.reply_to,
+        people(m.to)?,
+        people(m.cc)?,
+        m.at,
+        m.subject,
+        m.text,
+        m.html,
+        m.visible_reply,
+        m.author,
+    ])?;
+    Ok(conn.last_insert_rowid())
 }
 
 /// A message the gateway writes on its own account (a sender's
@@ -196,4 +344,132 @@ mod tests {
             .expect("select");
         assert_eq!(none, None);
     }
+}
+
+/// A message's flags.
+pub fn flags(db: &Db<'_>, id: i64) -> Result<Vec<String>> {
+    let text: String = db
+        .conn()
+        .prepare_cached("SELECT flags FROM messages WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// Replaces a message's flags.
+pub fn set_flags(db: &Db<'_>, id: i64, flags: &[String]) -> Result<()> {
+    db.conn()
+        .prepare_cached("UPDATE messages SET flags = ?2 WHERE id = ?1")?
+        .execute(params![id, serde_json::to_string(flags)?])?;
+    Ok(())
+}
+
+/// Records that a message is flagged `unverified_sender`, for the agent
+/// view's `$unverified` keyword (see `view`).
+pub fn mark_unverified(db: &Db<'_>, id: i64) -> Result<()> {
+    db.conn()
+        .prepare_cached("INSERT OR IGNORE INTO unverified_messages (message_id) VALUES (?1)")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// A message's authentication results (JSON), if it has any.
+pub fn auth(db: &Db<'_>, id: i64) -> Result<Option<String>> {
+    Ok(db
+        .conn()
+        .prepare_cached("SELECT auth FROM messages WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
+/// Puts a message on a side conversation (an unrouted message assigned).
+pub fn set_side_conversation(db: &Db<'_>, id: i64, sc: i64) -> Result<()> {
+    db.conn()
+        .prepare_cached("UPDATE messages SET side_conversation_id = ?2 WHERE id = ?1")?
+        .execute(params![id, sc])?;
+    Ok(())
+}
+
+/// An attachment's (filename, content type, bytes).
+pub fn attachment(
+    db: &Db<'_>,
+    message: i64,
+    n: i64,
+) -> Result<Option<(Option<String>, String, Vec<u8>)>> {
+    Ok(db
+        .conn()
+        .query_row(
+            "SELECT filename, content_type, data FROM attachments WHERE message_id = ?1 AND idx = ?2",
+            params![message, n],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?)
+}
+
+/// Which side conversation a message is on: `None` when there is no such
+/// message, `Some(None)` when it is unrouted (or the gateway's own).
+pub fn side_conversation_of(db: &Db<'_>, id: i64) -> Result<Option<Option<i64>>> {
+    Ok(db
+        .conn()
+        .prepare_cached("SELECT side_conversation_id FROM messages WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
+}
+
+/// A page of unrouted inbound mail: up to `limit` ids after `after`.
+pub fn unrouted_ids(db: &Db<'_>, after: i64, limit: i64) -> Result<Vec<i64>> {
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT id FROM messages WHERE side_conversation_id IS NULL AND direction = 'in'
+         AND kind IN ('reply', 'auto_reply', 'bounce') AND id > ?1 ORDER BY id LIMIT ?2",
+    )?;
+    let ids = stmt
+        .query_map(params![after, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(ids)
+}
+
+/// A page of a thread's message ids: up to `limit` after `after`.
+pub fn thread_page(db: &Db<'_>, sc: i64, after: i64, limit: i64) -> Result<Vec<i64>> {
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT id FROM messages WHERE side_conversation_id = ?1 AND id > ?2
+         ORDER BY id LIMIT ?3",
+    )?;
+    let ids = stmt
+        .query_map(params![sc, after, limit], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    Ok(ids)
+}
+
+/// An inbound message as the assignment of unrouted mail needs it.
+pub fn unrouted_candidate(db: &Db<'_>, id: i64) -> Result<Option<StoredReply>> {
+    Ok(db
+        .conn()
+        .prepare_cached(&format!(
+            "SELECT side_conversation_id, direction, kind, from_name, from_email, to_addrs, cc_addrs,
+                    message_id, subject, {}, received_at
+             FROM messages WHERE id = ?1",
+            visible_reply_sql("")
+        ))?
+        .query_row([id], |r| {
+            let from_name: Option<String> = r.get(3)?;
+            let from_email: Option<String> = r.get(4)?;
+            let to: String = r.get(5)?;
+            let cc: String = r.get(6)?;
+            Ok(StoredReply {
+                side_conversation: r.get(0)?,
+                direction: r.get(1)?,
+                kind: r.get(2)?,
+                from: from_email.map(|email| Mailbox {
+                    name: from_name,
+                    email,
+                }),
+                to: serde_json::from_str(&to).unwrap_or_default(),
+                cc: serde_json::from_str(&cc).unwrap_or_default(),
+                message_id: r.get(7)?,
+                subject: r.get(8)?,
+                visible_reply: r.get(9)?,
+                received_at: r.get(10)?,
+            })
+        })
+        .optional()?)
 }

@@ -14,15 +14,21 @@
 //! message is never committed behind dozens of ingest jobs. Writes of one
 //! class keep their order; only urgent writes may overtake the others.
 
+pub mod activity;
+mod codec;
+pub mod contacts;
 pub mod dkim;
 pub mod events;
 pub mod inbound;
 pub mod messages;
 pub mod notifications;
 pub mod outbox;
+pub mod parents;
+pub mod participants;
 pub mod portal;
 pub mod routing;
 pub mod senders;
+pub mod side_conversations;
 pub mod templates;
 pub mod users;
 pub mod view;

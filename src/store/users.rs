@@ -79,6 +79,16 @@ pub fn count(db: &Db<'_>) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
 }
 
+/// Whether `email` is a user of this gateway.
+pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
+    Ok(db
+        .conn()
+        .prepare_cached("SELECT 1 FROM users WHERE email = ?1")?
+        .query_row([email], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
 pub fn by_id(db: &Db<'_>, id: i64) -> Result<User> {
     Ok(db.conn().query_row(
         &format!("SELECT {COLUMNS} FROM users WHERE id = ?1"),

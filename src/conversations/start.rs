@@ -1,0 +1,155 @@
+//! Starting a side conversation (SPEC §5): on a parent (created when the
+//! helpdesk has not synced it yet), to one or more recipients, from the
+//! sender asked for or the last one used on the parent, with the first
+//! message composed and queued.
+
+use serde_json::json;
+
+use super::outgoing::{Outgoing, portal_of, resolve_sender, write_message};
+use super::{
+    Actor, MAX_RECIPIENTS, MAX_SUBJECT, Sent, ServiceError, StartRequest, activity,
+    check_attachments, check_body, check_recipients, invalid, load_sc, normalize_addresses,
+};
+use crate::config::Config;
+use crate::model::{NewSideConversation, ParticipantRole, Route, Token, now_ms};
+use crate::outbound::compose::{Context, clean_header};
+use crate::store::{self, Db, events, get_setting};
+
+/// A start request's recipients and subject, checked.
+pub(super) struct Checked {
+    to: Vec<String>,
+    cc: Vec<String>,
+    subject: String,
+}
+
+/// What can be checked without the store.
+pub(super) fn check(external_id: &str, req: &StartRequest) -> Result<Checked, ServiceError> {
+    if external_id.trim().is_empty()
+        || external_id.len() > 200
+        || external_id.chars().any(char::is_control)
+    {
+        return Err(invalid(
+            "external_id",
+            "must be 1 to 200 printable characters",
+        ));
+    }
+    let to = normalize_addresses("to", &req.to)?;
+    if to.is_empty() {
+        return Err(invalid("to", "at least one recipient is needed"));
+    }
+    let cc: Vec<String> = normalize_addresses("cc", &req.cc)?
+        .into_iter()
+        .filter(|c| !to.iter().any(|t| t.eq_ignore_ascii_case(c)))
+        .collect();
+    if to.len() + cc.len() > MAX_RECIPIENTS {
+        return Err(invalid(
+            "to",
+            format!("at most {MAX_RECIPIENTS} recipients"),
+        ));
+    }
+    let subject = clean_header(&req.subject);
+    if subject.is_empty() {
+        return Err(invalid("subject", "must not be empty"));
+    }
+    if subject.len() > MAX_SUBJECT {
+        return Err(invalid("subject", format!("at most {MAX_SUBJECT} bytes")));
+    }
+    check_body(&req.body_text, &req.body_html)?;
+    check_attachments(&req.attachments)?;
+    Ok(Checked { to, cc, subject })
+}
+
+pub(super) fn start_in(
+    db: &Db<'_>,
+    config: &Config,
+    actor: &Actor,
+    external_id: &str,
+    req: &StartRequest,
+    checked: &Checked,
+) -> Result<Sent, ServiceError> {
+    let Checked { to, cc, subject } = checked;
+    let enabled = get_setting(db, "side_conversations_enabled")?
+        .and_then(|v| v.as_bool())
+        .unwrap_or(true);
+    if !enabled {
+        return Err(ServiceError::Conflict(
+            "side conversations are turned off in the settings".into(),
+        ));
+    }
+    check_recipients(db, config, "to", to)?;
+    check_recipients(db, config, "cc", cc)?;
+    let now = now_ms();
+    store::parents::create_if_missing(db, external_id, subject, now)?;
+    let parent = store::parents::get(db, external_id)?.ok_or(ServiceError::NotFound("parent"))?;
+    let sender = resolve_sender(db, config, req.from.as_deref(), parent.last_sender.as_deref())?;
+    let token = Token::generate();
+    let sc_id = store::side_conversations::insert(
+        db,
+        &NewSideConversation {
+            parent_id: parent.id,
+            token: token.as_str(),
+            portal_per_recipient: req.share_portal_link,
+            subject,
+            sender_email: &sender.email,
+            started_by: actor.user_id,
+            created_at: now,
+        },
+    )?;
+    for (list, role) in [(to, ParticipantRole::To), (cc, ParticipantRole::Cc)] {
+        for e in list {
+            store::participants::add(db, sc_id, e, None, role, now)?;
+        }
+    }
+    let sc = load_sc(db, sc_id)?;
+    let context = req.include_context.then(|| Context {
+        parent: external_id.to_string(),
+        requester_name: parent.requester_name.clone(),
+        requester_email: parent.requester_email.clone(),
+        status: parent.status.as_str().to_string(),
+        excerpt: parent.subject.clone(),
+    });
+    let message = write_message(
+        db,
+        config,
+        Outgoing {
+            sc: &sc,
+            sender: &sender,
+            actor: Some(actor),
+            from_name: None,
+            route: Route::Api,
+            to,
+            cc,
+            text: req.body_text.as_deref(),
+            html: req.body_html.as_deref(),
+            context,
+            portal: portal_of(&sc, &config.http.public_url),
+            attachments: &req.attachments,
+        },
+    )?;
+    let recipients = to
+        .iter()
+        .chain(cc.iter())
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    activity(
+        db,
+        parent.id,
+        sc_id,
+        actor,
+        format!(
+            "{} started a side conversation with {recipients}",
+            actor.name
+        ),
+    )?;
+    events::enqueue(
+        db,
+        "side_conversation.started",
+        json!({"side_conversation_id": sc_id, "parent": external_id, "token": token.as_str(), "subject": subject, "to": to, "cc": cc, "by": actor.email}),
+    )?;
+    Ok(Sent {
+        side_conversation: sc_id,
+        message,
+        token: token.to_string(),
+    })
+}
