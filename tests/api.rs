@@ -60,14 +60,7 @@ impl Api {
 }
 
 async fn user(s: &TestServer, email: &str, name: &str, role: backchannel::model::Role) -> String {
-    let (e, n) = (email.to_string(), name.to_string());
-    s.store
-        .write(move |c| backchannel::store::users::create(c, &e, &n, role))
-        .await
-        .expect("user")
-        .1
-        .as_str()
-        .to_string()
+    common::make_user(s, email, name, role).await
 }
 
 fn error_code(v: &Value) -> &str {

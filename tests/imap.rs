@@ -186,7 +186,7 @@ async fn seed(s: &TestServer) -> (String, String) {
     let owner = make_user(s, OWNER, "Owner", Role::Owner).await;
     let member = make_user(s, MEMBER, "Member", Role::Member).await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-100",
         TOKEN,
         "open",
@@ -195,7 +195,7 @@ async fn seed(s: &TestServer) -> (String, String) {
     )
     .await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-200",
         "bcdefghijklmn234",
         "open",
@@ -237,7 +237,7 @@ async fn seed(s: &TestServer) -> (String, String) {
 }
 
 async fn raw_of_inbox(s: &TestServer) -> Vec<Vec<u8>> {
-    s.store
+    s.sql
         .read(|c| {
             let mut st = c.prepare(
                 "SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM mailbox_messages mm JOIN mailboxes mb ON mb.id = mm.mailbox_id
@@ -519,7 +519,7 @@ async fn list_status_select_and_unrouted_visibility() {
     // A ticket id outside ASCII is listed in modified UTF-7 and selectable
     // by that name.
     seed_thread(
-        &s.store,
+        &s.sql,
         "Café-7",
         "cdefghijklmn2345",
         "open",
@@ -943,7 +943,7 @@ async fn idle_pushes_new_mail_flags_and_expunges() {
 async fn expunge_waits_for_a_command_that_may_report_it() {
     let mut s = server().await;
     let owner = make_user(&s, OWNER, "Owner", Role::Owner).await;
-    seed_thread(&s.store, "T-9", TOKEN, "open", "open", &["v@x.example"]).await;
+    seed_thread(&s.sql, "T-9", TOKEN, "open", "open", &["v@x.example"]).await;
     for i in 0..2 {
         let r = smtp_send(
             s.smtp,
@@ -992,7 +992,7 @@ async fn expunge_waits_for_a_command_that_may_report_it() {
 async fn thread_references() {
     let mut s = server().await;
     let owner = make_user(&s, OWNER, "Owner", Role::Owner).await;
-    seed_thread(&s.store, "T-1", TOKEN, "open", "open", &["v@x.example"]).await;
+    seed_thread(&s.sql, "T-1", TOKEN, "open", "open", &["v@x.example"]).await;
     let to = format!("reply+{TOKEN}@gw.example.com");
     let msgs = [
         "Message-ID: <a@x.example>\nSubject: Pallet\nDate: Tue, 1 Sep 2026 10:00:00 +0000",

@@ -26,7 +26,7 @@ fn rand_id() -> String {
 async fn token_rule_threads_reopens_and_wakes_the_parent() {
     let mut s = server().await;
     let (_, sc) = seed_thread(
-        &s.store,
+        &s.sql,
         "T-1",
         TOKEN,
         "snoozed",
@@ -34,7 +34,7 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
         &["vera@carrier.example"],
     )
     .await;
-    s.store
+    s.sql
         .write(|c| Ok(c.execute("INSERT INTO webhooks (url, secret, events, created_at) VALUES ('http://127.0.0.1:9/h', 's', '[]', 0)", [])?))
         .await
         .expect("webhook");
@@ -55,7 +55,7 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
     s.wait_ingested().await;
 
     let (msc, route, kind, flags, visible): (Option<i64>, String, String, String, String) = s
-        .store
+        .sql
         .read(|c| {
             Ok(c.query_row(
                 "SELECT side_conversation_id, route, kind, flags, visible_reply FROM messages",
@@ -107,7 +107,7 @@ async fn forwarded_reply_threads_by_references_alone() {
     let mut s = server().await;
     s.add_sender("support@acme.com", "fwd-k3j9x2").await;
     let (_, sc) = seed_thread(
-        &s.store,
+        &s.sql,
         "T-2",
         TOKEN,
         "open",
@@ -135,7 +135,7 @@ async fn forwarded_reply_threads_by_references_alone() {
     assert!(r.starts_with("250"), "{r}");
     s.wait_ingested().await;
     let (msc, route): (Option<i64>, String) = s
-        .store
+        .sql
         .read(|c| {
             Ok(c.query_row(
                 "SELECT side_conversation_id, route FROM messages",
@@ -154,7 +154,7 @@ async fn forwarded_reply_threads_by_references_alone() {
 async fn a_reply_to_a_stored_message_threads_by_in_reply_to() {
     let mut s = server().await;
     let (_, sc) = seed_thread(
-        &s.store,
+        &s.sql,
         "T-3",
         TOKEN,
         "open",
@@ -181,7 +181,7 @@ async fn a_reply_to_a_stored_message_threads_by_in_reply_to() {
     .await;
     s.wait_ingested().await;
     let rows: Vec<(Option<i64>, String, String)> = s
-        .store
+        .sql
         .read(|c| {
             let mut st =
                 c.prepare("SELECT side_conversation_id, route, flags FROM messages ORDER BY id")?;
@@ -218,7 +218,7 @@ async fn a_reply_to_a_stored_message_threads_by_in_reply_to() {
 async fn auto_replies_thread_but_wake_nobody() {
     let mut s = server().await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-4",
         TOKEN,
         "snoozed",
@@ -260,7 +260,7 @@ async fn auto_replies_thread_but_wake_nobody() {
 async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
     let mut s = server().await;
     let (_, sc) = seed_thread(
-        &s.store,
+        &s.sql,
         "T-5",
         TOKEN,
         "snoozed",
@@ -268,7 +268,7 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
         &["gone@carrier.example"],
     )
     .await;
-    s.store
+    s.sql
         .write(move |c| {
             c.execute(
                 "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
@@ -289,7 +289,7 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
     assert!(r.starts_with("250"), "{r}");
     s.wait_ingested().await;
     let (kind, route, msc, bounce): (String, String, Option<i64>, String) = s
-        .store
+        .sql
         .read(|c| Ok(c.query_row("SELECT kind, route, side_conversation_id, bounce FROM messages WHERE direction = 'in'", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?))
         .await
         .expect("bounce row");
@@ -302,7 +302,7 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
         "{bounce}"
     );
     let (state, err): (String, String) = s
-        .store
+        .sql
         .read(|c| {
             Ok(
                 c.query_row("SELECT state, last_error FROM outbox", [], |r| {
@@ -328,7 +328,7 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
     let mut s = server().await;
     s.add_sender("support@acme.com", "fwd-k3j9x2").await;
     s.add_sender("sales@acme.com", "fwd-p8w4m1").await;
-    s.store
+    s.sql
         .write(|c| {
             Ok(c.execute(
                 "UPDATE senders SET verification_nonce = 'n0nce7' WHERE email = 'support@acme.com'",
@@ -355,7 +355,7 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
     .await;
     s.wait_ingested().await;
     let (status, fwd): (String, String) = s
-        .store
+        .sql
         .read(|c| {
             Ok(c.query_row(
                 "SELECT status, forwarding_state FROM senders WHERE email = 'support@acme.com'",
@@ -387,9 +387,9 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unrouted_and_ambiguous_mail_is_kept_whole() {
     let mut s = server().await;
-    let (_, sc1) = seed_thread(&s.store, "T-6", TOKEN, "open", "open", &["v@x.example"]).await;
+    let (_, sc1) = seed_thread(&s.sql, "T-6", TOKEN, "open", "open", &["v@x.example"]).await;
     let (_, sc2) = seed_thread(
-        &s.store,
+        &s.sql,
         "T-7",
         "bbbbbbbbbbbbbbb2",
         "open",
@@ -398,7 +398,7 @@ async fn unrouted_and_ambiguous_mail_is_kept_whole() {
     )
     .await;
     // A newsletter blast whose reference is stored on both threads.
-    s.store
+    s.sql
         .write(move |c| {
             for sc in [sc1, sc2] {
                 c.execute(
@@ -444,7 +444,7 @@ async fn the_same_reply_delivered_twice_is_stored_once() {
     let mut s = server().await;
     s.add_sender("support@acme.com", "fwd-k3j9x2").await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-8",
         TOKEN,
         "open",
@@ -523,7 +523,7 @@ async fn enqueue(s: &TestServer, rcpt: &str, raw: &str) -> i64 {
     };
     let raw = raw.replace('\n', "\r\n").into_bytes();
     s.store
-        .write(move |c| backchannel::store::inbound::enqueue(c, &env, &raw))
+        .write(move |db| backchannel::store::inbound::enqueue(db, &env, &raw))
         .await
         .expect("enqueue")
 }
@@ -544,7 +544,7 @@ async fn ingest_is_idempotent_across_restarts_and_concurrent_workers() {
     let mut s = server().await;
     s.shutdown().await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-9",
         TOKEN,
         "closed",
@@ -591,7 +591,7 @@ async fn a_failed_commit_leaves_the_message_queued_and_a_retry_ingests_it_once()
     let mut s = server().await;
     s.shutdown().await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-10",
         TOKEN,
         "open",
@@ -654,7 +654,7 @@ async fn a_from_that_fails_dmarc_is_flagged_even_for_a_participant() {
     )
     .await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-11",
         TOKEN,
         "open",
@@ -684,7 +684,7 @@ async fn a_from_that_fails_dmarc_is_flagged_even_for_a_participant() {
     .await;
     s.wait_ingested().await;
     let rows: Vec<(String, String, String)> = s
-        .store
+        .sql
         .read(|c| {
             let mut st = c.prepare("SELECT message_id, flags, auth FROM messages ORDER BY id")?;
             let r = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
@@ -712,7 +712,7 @@ async fn a_from_that_fails_dmarc_is_flagged_even_for_a_participant() {
 async fn an_unverified_sender_cannot_copy_strangers_into_the_thread() {
     let mut s = server().await;
     seed_thread(
-        &s.store,
+        &s.sql,
         "T-20",
         TOKEN,
         "open",
@@ -765,7 +765,7 @@ async fn an_unverified_sender_cannot_copy_strangers_into_the_thread() {
         .await;
     assert_eq!(
         colleagues as usize,
-        backchannel::ingest::apply::MAX_NEW_PARTICIPANTS
+        backchannel::conversations::MAX_NEW_PARTICIPANTS
     );
     s.shutdown().await;
 }
@@ -774,7 +774,7 @@ async fn an_unverified_sender_cannot_copy_strangers_into_the_thread() {
 async fn a_bounce_matched_by_its_verp_key_alone_lands_on_its_thread() {
     let mut s = server().await;
     let (_, sc) = seed_thread(
-        &s.store,
+        &s.sql,
         "T-21",
         TOKEN,
         "open",
@@ -782,7 +782,7 @@ async fn a_bounce_matched_by_its_verp_key_alone_lands_on_its_thread() {
         &["gone@carrier.example"],
     )
     .await;
-    s.store
+    s.sql
         .write(move |c| {
             c.execute(
                 "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
@@ -803,7 +803,7 @@ async fn a_bounce_matched_by_its_verp_key_alone_lands_on_its_thread() {
     smtp_send(s.smtp, "", &["bounce+only7key@gw.example.com"], qmail).await;
     s.wait_ingested().await;
     let (kind, msc): (String, Option<i64>) = s
-        .store
+        .sql
         .read(|c| {
             Ok(c.query_row(
                 "SELECT kind, side_conversation_id FROM messages WHERE direction = 'in'",

@@ -1156,10 +1156,10 @@ async fn corpus_messages_through_email_get() {
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let member = make_user(&s, "mo@acme.com", "Mo", Role::Member).await;
     let (_, sc) =
-        common::seed_thread(&s.store, "T-900", "abcdefghijklmn23", "open", "open", &[]).await;
+        common::seed_thread(&s.sql, "T-900", "abcdefghijklmn23", "open", "open", &[]).await;
     let stored = raws.clone();
-    let ids: Vec<i64> = s
-        .store
+    let (parent, ids): (i64, Vec<i64>) = s
+        .sql
         .write(move |c| {
             let parent: i64 = c.query_row(
                 "SELECT parent_id FROM side_conversations WHERE id = ?1",
@@ -1173,9 +1173,18 @@ async fn corpus_messages_through_email_get() {
                      VALUES (?1, 'in', 'reply', 'token', ?2, x'00', ?3)",
                     rusqlite::params![sc, raw, 1_000 + i as i64],
                 )?;
-                let id = c.last_insert_rowid();
+                ids.push(c.last_insert_rowid());
+            }
+            Ok((parent, ids))
+        })
+        .await
+        .expect("store corpus");
+    let placed = ids.clone();
+    s.store
+        .write(move |db| {
+            for id in placed {
                 backchannel::store::view::add_message(
-                    c,
+                    db,
                     id,
                     backchannel::store::view::Placement::Thread {
                         parent_id: parent,
@@ -1183,12 +1192,11 @@ async fn corpus_messages_through_email_get() {
                         inbound: true,
                     },
                 )?;
-                ids.push(id);
             }
-            Ok(ids)
+            Ok(())
         })
         .await
-        .expect("store corpus");
+        .expect("place corpus");
     let j = Jmap::new(&s, &member).await;
     let mut parts = 0usize;
     for chunk in ids.chunks(100) {

@@ -13,7 +13,7 @@ use mail_parser::{MessageParser, MimeHeaders};
 const NO_AUTH: &str = "";
 
 async fn raw_of(s: &TestServer, message: i64) -> Vec<u8> {
-    s.store
+    s.sql
         .read(move |c| {
             Ok(
                 c.query_row("SELECT raw FROM messages WHERE id = ?1", [message], |r| {
@@ -92,7 +92,7 @@ async fn the_first_message_carries_token_reply_to_and_thread_index() {
     );
     // The duplicate Cc of a To address is dropped: one outbox row per person.
     let rows: Vec<String> = s
-        .store
+        .sql
         .read(|c| {
             // (The worker may already be delivering them: recipients only.)
             let mut st = c.prepare("SELECT recipient FROM outbox ORDER BY id")?;
@@ -102,10 +102,7 @@ async fn the_first_message_carries_token_reply_to_and_thread_index() {
         })
         .await
         .expect("outbox");
-    assert_eq!(
-        rows,
-        vec!["vera@carrier.example", "boss@carrier.example"]
-    );
+    assert_eq!(rows, vec!["vera@carrier.example", "boss@carrier.example"]);
     assert_eq!(
         s.query::<String>("SELECT text FROM activity").await,
         "Ann Agent started a side conversation with vera@carrier.example, boss@carrier.example"
@@ -195,12 +192,17 @@ async fn signature_context_portal_link_and_attachments() {
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let ann = agent(&s.store, "ann@acme.com", "Ann Agent").await;
     s.store
-        .write(|c| {
+        .write(|db| {
             backchannel::store::put_setting(
-                c,
+                db,
                 "signature",
                 &serde_json::json!({"text": "{{agent.name}}\n{{sender.name}} <{{sender.email}}>", "html": "<p><b>{{agent.name}}</b> · {{sender.name}}</p>"}),
-            )?;
+            )
+        })
+        .await
+        .expect("signature");
+    s.sql
+        .write(|c| {
             c.execute(
                 "INSERT INTO parents (external_id, subject, requester_name, requester_email, status, created_at, updated_at)
                  VALUES ('T-102', 'Broken pallet on delivery', 'Rita Requester', 'rita@customer.example', 'open', 0, 0)",
@@ -313,7 +315,7 @@ async fn dkim_signature_verifies_against_the_published_key() {
     let dns = FakeDns::start(&[("backchannel._domainkey.acme.com", RecordKind::Txt(record))]).await;
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let ann = agent(&s.store, "ann@acme.com", "Ann Agent").await;
-    s.store
+    s.sql
         .write(move |c| {
             c.execute(
                 "INSERT INTO senders (email, name, status, forwarding_local, dns, created_at)
@@ -380,7 +382,7 @@ async fn refusals_name_the_field_or_the_state() {
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let ann = agent(&s.store, "ann@acme.com", "Ann Agent").await;
     agent(&s.store, "bob@acme.com", "Bob").await;
-    s.store
+    s.sql
         .write(|c| {
             Ok(c.execute(
                 "INSERT INTO senders (email, status, forwarding_local, created_at) VALUES ('new@acme.com', 'pending', 'fwd-c', 0)",
@@ -510,9 +512,9 @@ async fn refusals_name_the_field_or_the_state() {
     );
     // Turned off in the settings: a conflict.
     s.store
-        .write(|c| {
+        .write(|db| {
             backchannel::store::put_setting(
-                c,
+                db,
                 "side_conversations_enabled",
                 &serde_json::json!(false),
             )
@@ -526,9 +528,9 @@ async fn refusals_name_the_field_or_the_state() {
     ));
     // Header injection through the subject cannot add a header.
     s.store
-        .write(|c| {
+        .write(|db| {
             backchannel::store::put_setting(
-                c,
+                db,
                 "side_conversations_enabled",
                 &serde_json::json!(true),
             )

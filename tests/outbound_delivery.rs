@@ -48,13 +48,18 @@ async fn gateway_at(dir: tempfile::TempDir, rest: &str) -> TestServer {
 
 /// Stores an outbound message (parent, side conversation, `messages` row)
 /// and queues it to `recipients`; returns the message id and VERP keys.
-async fn seed(store: &Store, recipients: &[&str], raw: &[u8]) -> (i64, Vec<String>) {
+async fn seed(
+    store: &Store,
+    sql: &common::Sql,
+    recipients: &[&str],
+    raw: &[u8],
+) -> (i64, Vec<String>) {
     let token = Token::generate().to_string();
     let recipients: Vec<String> = recipients.iter().map(|r| r.to_string()).collect();
     let raw = raw.to_vec();
-    store
+    let now = now_ms();
+    let message = sql
         .write(move |c| {
-            let now = now_ms();
             c.execute(
                 "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, ?2, ?2)",
                 params![format!("T-{token}"), now],
@@ -73,20 +78,25 @@ async fn seed(store: &Store, recipients: &[&str], raw: &[u8]) -> (i64, Vec<Strin
                  VALUES (?1, 'out', 'agent', 'api', ?2, ?3, ?4)",
                 params![sc, raw, vec![0u8; 32], now],
             )?;
-            let message = c.last_insert_rowid();
+            Ok(c.last_insert_rowid())
+        })
+        .await
+        .expect("seed outbound message");
+    store
+        .write(move |db| {
             let mut keys = Vec::new();
             for r in &recipients {
-                keys.push(outbox::enqueue(c, message, r, now)?);
+                keys.push(outbox::enqueue(db, message, r, now)?);
             }
             Ok((message, keys))
         })
         .await
-        .expect("seed outbound message")
+        .expect("queue outbound message")
 }
 
 /// Seeds and wakes the worker, as composition does.
 async fn queue(server: &TestServer, recipients: &[&str]) -> (i64, Vec<String>) {
-    let seeded = seed(&server.store, recipients, RAW).await;
+    let seeded = seed(&server.store, &server.sql, recipients, RAW).await;
     server
         .running
         .as_ref()
@@ -127,18 +137,17 @@ async fn wait_state(store: &Store, key: &str, want: &str) -> DeliveryState {
     wait_for(store, key, want, |s| s.state == want).await
 }
 
-async fn last_attempt_at(store: &Store, key: &str) -> i64 {
+async fn last_attempt_at(sql: &common::Sql, key: &str) -> i64 {
     let key = key.to_string();
-    store
-        .read(move |c| {
-            Ok(c.query_row(
-                "SELECT last_attempt_at FROM outbox WHERE verp_key = ?1",
-                [key],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-        .expect("last_attempt_at")
+    sql.read(move |c| {
+        Ok(c.query_row(
+            "SELECT last_attempt_at FROM outbox WHERE verp_key = ?1",
+            [key],
+            |r| r.get(0),
+        )?)
+    })
+    .await
+    .expect("last_attempt_at")
 }
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
@@ -653,23 +662,29 @@ async fn maildir_restart_does_not_duplicate_a_delivered_file() {
     // A previous run crashed with two rows in `sending`: the first one's
     // file had already been renamed into new/, the second one's had not.
     let store = Store::open(&dir.path().join("data/backchannel.db")).expect("store");
-    let (_, keys) = seed(&store, &["bob@vendor.example", "carol@vendor.example"], RAW).await;
+    let sql = common::Sql::at(dir.path().join("data/backchannel.db"));
+    let (_, keys) = seed(
+        &store,
+        &sql,
+        &["bob@vendor.example", "carol@vendor.example"],
+        RAW,
+    )
+    .await;
     let created: i64 = {
         let k = keys[0].clone();
-        store
-            .write(move |c| {
-                c.execute(
-                    "UPDATE outbox SET state = 'sending', attempts = 1, last_attempt_at = created_at",
-                    [],
-                )?;
-                Ok(c.query_row(
-                    "SELECT created_at FROM outbox WHERE verp_key = ?1",
-                    [k],
-                    |r| r.get(0),
-                )?)
-            })
-            .await
-            .expect("crash state")
+        sql.write(move |c| {
+            c.execute(
+                "UPDATE outbox SET state = 'sending', attempts = 1, last_attempt_at = created_at",
+                [],
+            )?;
+            Ok(c.query_row(
+                "SELECT created_at FROM outbox WHERE verp_key = ?1",
+                [k],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+        .expect("crash state")
     };
     store.close();
     drop(store);
@@ -795,7 +810,7 @@ async fn temporary_refusal_defers_then_the_retry_delivers() {
     let error = deferred.last_error.clone().unwrap_or_default();
     assert!(error.starts_with("451 4.7.1"), "{error}");
     let next = deferred.next_attempt_at.expect("next attempt");
-    let last = last_attempt_at(&server.store, key).await;
+    let last = last_attempt_at(&server.sql, key).await;
     assert!(next >= last + 1000, "next {next} last {last}");
     assert!(next < last + 60_000, "next {next} last {last}");
 
@@ -853,7 +868,7 @@ async fn a_hanging_server_times_out_and_defers() {
     let mut most_sending = 0;
     loop {
         let (sending, deferred): (i64, i64) = server
-            .store
+            .sql
             .read(|c| {
                 Ok(c.query_row(
                     "SELECT COUNT(*) FILTER (WHERE state = 'sending'),
@@ -910,17 +925,17 @@ async fn relay_restart_sends_an_interrupted_row_once() {
     let sink = Sink::start(Script::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("data/backchannel.db")).expect("store");
-    let (_, keys) = seed(&store, &["vendor@vendor.example"], RAW).await;
-    store
-        .write(|c| {
-            c.execute(
-                "UPDATE outbox SET state = 'sending', attempts = 1, last_attempt_at = created_at",
-                [],
-            )?;
-            Ok(())
-        })
-        .await
-        .expect("crash state");
+    let sql = common::Sql::at(dir.path().join("data/backchannel.db"));
+    let (_, keys) = seed(&store, &sql, &["vendor@vendor.example"], RAW).await;
+    sql.write(|c| {
+        c.execute(
+            "UPDATE outbox SET state = 'sending', attempts = 1, last_attempt_at = created_at",
+            [],
+        )?;
+        Ok(())
+    })
+    .await
+    .expect("crash state");
     store.close();
     drop(store);
 
@@ -1192,17 +1207,16 @@ async fn api_start(
 }
 
 /// The VERP key of the outbox row to `recipient`.
-async fn key_of(store: &Store, recipient: &'static str) -> String {
-    store
-        .read(move |c| {
-            Ok(c.query_row(
-                "SELECT verp_key FROM outbox WHERE recipient = ?1",
-                [recipient],
-                |r| r.get::<_, String>(0),
-            )?)
-        })
-        .await
-        .expect("outbox row")
+async fn key_of(sql: &common::Sql, recipient: &'static str) -> String {
+    sql.read(move |c| {
+        Ok(c.query_row(
+            "SELECT verp_key FROM outbox WHERE recipient = ?1",
+            [recipient],
+            |r| r.get::<_, String>(0),
+        )?)
+    })
+    .await
+    .expect("outbox row")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1339,7 +1353,7 @@ async fn mx_never_connects_to_internal_addresses_unless_allowed() {
             "mx.corp.example [127.0.0.1]: 550 5.1.1 internal-secret=hunter2",
         ),
     ] {
-        let key = key_of(&server.store, recipient).await;
+        let key = key_of(&server.sql, recipient).await;
         let s = wait_state(&server.store, &key, "failed").await;
         assert_eq!(s.attempts, 1, "{recipient}");
         assert_eq!(s.last_error.as_deref(), Some(want), "{recipient}");

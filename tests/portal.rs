@@ -137,14 +137,7 @@ impl Portal {
 }
 
 async fn user(s: &TestServer, email: &str, name: &str, role: Role) -> String {
-    let (e, n) = (email.to_string(), name.to_string());
-    s.store
-        .write(move |c| backchannel::store::users::create(c, &e, &n, role))
-        .await
-        .expect("user")
-        .1
-        .as_str()
-        .to_string()
+    common::make_user(s, email, name, role).await
 }
 
 fn file(name: &str, ctype: &str, data: Vec<u8>) -> Part {
@@ -474,7 +467,7 @@ async fn attachments_download_through_the_token_only_for_their_thread() {
 async fn a_portal_reply_is_threaded_like_an_email_reply_and_copied_to_the_others() {
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let p = Portal::new(&s).await;
-    s.store
+    s.sql
         .write(|c| {
             c.execute(
                 "INSERT INTO webhooks (url, secret, events, created_at) VALUES ('http://127.0.0.1:9/hook', 's', '[]', 0)",
@@ -699,19 +692,23 @@ async fn a_portal_reply_is_threaded_like_an_email_reply_and_copied_to_the_others
         ("amy@carrier.example", link_of("amy@carrier.example")),
         ("cal@broker.example", link_of("cal@broker.example")),
     ] {
-        let sent: Vec<u8> = s
-            .store
+        let (id, msg): (i64, i64) = s
+            .sql
             .read({
                 let who = who.to_string();
                 move |c| {
-                    let (id, msg): (i64, i64) = c.query_row(
+                    Ok(c.query_row(
                         "SELECT id, message_id FROM outbox WHERE message_id = ?1 AND recipient = ?2",
                         rusqlite::params![copy_id, who],
                         |r| Ok((r.get(0)?, r.get(1)?)),
-                    )?;
-                    backchannel::store::outbox::raw(c, id, msg)
+                    )?)
                 }
             })
+            .await
+            .expect("outbox row");
+        let sent: Vec<u8> = s
+            .store
+            .read(move |db| backchannel::store::outbox::raw(db, id, msg))
             .await
             .expect("sent copy");
         let sent = String::from_utf8_lossy(&sent);

@@ -73,7 +73,7 @@ async fn a_reply_from_a_real_client_lands_on_the_same_side_conversation() {
         .1
         .as_str()
         .to_string();
-    s.store
+    s.sql
         .write(|c| {
             Ok(c.execute(
                 "INSERT INTO senders (email, name, reply_mode, status, forwarding_local, created_at)

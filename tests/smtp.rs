@@ -295,7 +295,7 @@ async fn pipelined_commands_are_answered_in_order() {
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].3, b"Subject: p\r\n\r\nbody\r\n");
     let params: String = server
-        .store
+        .sql
         .read(|c| Ok(c.query_row("SELECT params FROM inbound_queue", [], |r| r.get(0))?))
         .await
         .expect("params");

@@ -3,6 +3,8 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+mod common;
+
 use backchannel::model::{Role, Token};
 use backchannel::store::{self, Store, StoreError, inbound};
 
@@ -276,10 +278,7 @@ async fn a_failing_write_does_not_undo_its_batch_neighbours() {
         let s = s.clone();
         handles.push(tokio::spawn(async move {
             s.write(move |c| {
-                c.execute(
-                    "INSERT INTO settings (key, value) VALUES (?1, '1')",
-                    [format!("k{i}")],
-                )?;
+                store::put_setting(c, &format!("k{i}"), &serde_json::json!(1))?;
                 if i % 2 == 1 {
                     // Odd jobs fail after writing: their insert must vanish.
                     return Err(StoreError::Conflict("odd".into()));
@@ -293,7 +292,7 @@ async fn a_failing_write_does_not_undo_its_batch_neighbours() {
         let r = h.await.expect("join");
         assert_eq!(r.is_ok(), i % 2 == 0, "job {i}: {r:?}");
     }
-    let n: i64 = s
+    let n: i64 = common::Sql::at(dir.path().join("bc.db"))
         .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM settings", [], |r| r.get(0))?))
         .await
         .expect("count");
@@ -307,16 +306,13 @@ async fn a_failed_commit_answers_every_caller_with_an_error_and_keeps_nothing() 
     let s = Store::open(&dir.path().join("bc.db")).expect("open");
     s.fail_next_commit();
     let r = s
-        .write(|c| Ok(c.execute("INSERT INTO settings (key, value) VALUES ('x', '1')", [])?))
+        .write(|c| store::put_setting(c, "x", &serde_json::json!(1)))
         .await;
     assert!(matches!(r, Err(StoreError::Database(_))), "{r:?}");
-    let n: i64 = s
-        .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM settings", [], |r| r.get(0))?))
-        .await
-        .expect("count");
-    assert_eq!(n, 0);
+    let x = s.read(|c| store::get_setting(c, "x")).await.expect("read");
+    assert_eq!(x, None, "nothing of the failed batch is kept");
     // The writer goes on working afterwards.
-    s.write(|c| Ok(c.execute("INSERT INTO settings (key, value) VALUES ('y', '1')", [])?))
+    s.write(|c| store::put_setting(c, "y", &serde_json::json!(1)))
         .await
         .expect("next write");
     s.close();
@@ -347,21 +343,26 @@ async fn side_conversation_tokens_are_unique_in_the_schema() {
     let s = Arc::new(Store::open(&dir.path().join("bc.db")).expect("open"));
     let token = Token::generate();
     let t1 = token.to_string();
+    let insert = |db: &store::Db<'_>, parent: &str, token: &str| -> store::Result<()> {
+        let (parent_id, _) = store::parents::create_if_missing(db, parent, "", 0)?;
+        store::side_conversations::insert(
+            db,
+            &backchannel::model::NewSideConversation {
+                parent_id,
+                token,
+                portal_per_recipient: false,
+                subject: "s",
+                sender_email: "reply@gw.example.com",
+                started_by: None,
+                created_at: 0,
+            },
+        )?;
+        Ok(())
+    };
     let r = s
         .write(move |c| {
-            c.execute(
-                "INSERT INTO parents (external_id, created_at, updated_at) VALUES ('T-1', 0, 0)",
-                [],
-            )?;
-            for _ in 0..2 {
-                c.execute(
-                    "INSERT INTO side_conversations
-                       (parent_id, token, subject, sender_email, created_at, updated_at)
-                     VALUES (1, ?1, 's', 'reply@gw.example.com', 0, 0)",
-                    [&t1],
-                )?;
-            }
-            Ok(())
+            insert(c, "T-1", &t1)?;
+            insert(c, "T-1", &t1)
         })
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
@@ -370,23 +371,8 @@ async fn side_conversation_tokens_are_unique_in_the_schema() {
     let lower = token.to_string();
     let r = s
         .write(move |c| {
-            c.execute(
-                "INSERT INTO parents (external_id, created_at, updated_at) VALUES ('T-2', 0, 0)",
-                [],
-            )?;
-            c.execute(
-                "INSERT INTO side_conversations
-                   (parent_id, token, subject, sender_email, created_at, updated_at)
-                 VALUES (last_insert_rowid(), ?1, 's', 'r@x', 0, 0)",
-                [&lower],
-            )?;
-            c.execute(
-                "INSERT INTO side_conversations
-                   (parent_id, token, subject, sender_email, created_at, updated_at)
-                 VALUES ((SELECT id FROM parents WHERE external_id = 'T-2'), ?1, 's', 'r@x', 0, 0)",
-                [&upper],
-            )?;
-            Ok(())
+            insert(c, "T-2", &lower)?;
+            insert(c, "T-2", &upper)
         })
         .await;
     assert!(matches!(r, Err(StoreError::Conflict(_))), "{r:?}");
@@ -399,15 +385,15 @@ async fn a_panicking_write_fails_alone_and_the_writer_lives_on() {
     let s = Store::open(&dir.path().join("bc.db")).expect("open");
     let r: Result<(), StoreError> = s
         .write(|c| {
-            c.execute("INSERT INTO settings (key, value) VALUES ('half', '1')", [])?;
+            store::put_setting(c, "half", &serde_json::json!(1))?;
             panic!("a bug in a write job");
         })
         .await;
     assert!(r.is_err());
-    s.write(|c| Ok(c.execute("INSERT INTO settings (key, value) VALUES ('next', '1')", [])?))
+    s.write(|c| store::put_setting(c, "next", &serde_json::json!(1)))
         .await
         .expect("the writer still works");
-    let keys: String = s
+    let keys: String = common::Sql::at(dir.path().join("bc.db"))
         .read(|c| Ok(c.query_row("SELECT group_concat(key) FROM settings", [], |r| r.get(0))?))
         .await
         .expect("read");

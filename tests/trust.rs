@@ -450,7 +450,7 @@ async fn a_bounce_naming_another_recipient_changes_no_delivery() {
     let mut p = Probe::start("").await;
     let (sc, _, first_id) = p.start_thread("T-5", &["vera@good.test"]).await;
     let delivery_state = |s: &TestServer| {
-        let store = s.store.clone();
+        let store = s.sql.clone();
         async move {
             store
                 .read(|c| {
@@ -480,7 +480,7 @@ async fn a_bounce_naming_another_recipient_changes_no_delivery() {
     assert_eq!(delivery_state(&p.s).await, "sent", "the delivery stands");
     let (kind, sc_of): (String, Option<i64>) = p
         .s
-        .store
+        .sql
         .read(|c| {
             Ok(c.query_row(
                 "SELECT kind, side_conversation_id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1",
@@ -585,7 +585,7 @@ async fn large_replies_give_bounded_answers_and_notifications() {
         (listed, more)
     };
     let read = || {
-        let store = p.s.store.clone();
+        let store = p.s.sql.clone();
         async move {
             store
                 .read(|c| {
@@ -640,7 +640,7 @@ async fn one_failing_notification_batch_does_not_hold_back_the_others() {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let bob_token = v["token"].as_str().expect("token").to_string();
     // Every notification email to Ann fails to be written.
-    p.s.store
+    p.s.sql
         .write(|c| {
             c.execute_batch(
                 "CREATE TRIGGER fail_ann BEFORE INSERT ON messages
@@ -662,7 +662,7 @@ async fn one_failing_notification_batch_does_not_hold_back_the_others() {
     }
     p.s.wait_ingested().await;
     let notified = |to: &'static str| {
-        let store = p.s.store.clone();
+        let store = p.s.sql.clone();
         async move {
             store
                 .read(move |c| {
@@ -682,7 +682,7 @@ async fn one_failing_notification_batch_does_not_hold_back_the_others() {
     .await;
     assert_eq!(notified("ann@acme.com").await, 0);
     // The failure passes: Ann's batch goes out on a later round.
-    p.s.store
+    p.s.sql
         .write(|c| {
             c.execute_batch("DROP TRIGGER fail_ann")?;
             Ok(())
@@ -811,7 +811,7 @@ async fn imap_session(addr: std::net::SocketAddr, commands: &[String]) -> Vec<St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unverified_mail_is_marked_wherever_people_meet_it() {
     let mut p = Probe::start("").await;
-    p.s.store
+    p.s.sql
         .write(|c| {
             c.execute(
                 "INSERT INTO webhooks (url, secret, events, created_at) VALUES ('http://127.0.0.1:9/h', 's', '[]', 0)",
@@ -862,7 +862,7 @@ async fn unverified_mail_is_marked_wherever_people_meet_it() {
     })
     .await;
     let (subject, body): (String, String) =
-        p.s.store
+        p.s.sql
             .read(|c| {
                 Ok(c.query_row(
                     "SELECT subject, text_body FROM messages WHERE kind = 'notification'",
@@ -940,7 +940,7 @@ async fn a_shared_portal_link_handed_out_before_keeps_working() {
     // recipient.
     let legacy = "a".repeat(20) + &"b".repeat(12);
     let l = legacy.clone();
-    p.s.store
+    p.s.sql
         .write(move |c| {
             c.execute(
                 "UPDATE side_conversations SET portal_token = ?2 WHERE id = ?1",

@@ -269,17 +269,16 @@ async fn wait_log(
     .await
 }
 
-async fn raw_payload(store: &Store, delivery: i64) -> String {
-    store
-        .read(move |c| {
-            Ok(c.query_row(
-                "SELECT payload FROM webhook_deliveries WHERE id = ?1",
-                [delivery],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-        .expect("payload")
+async fn raw_payload(sql: &common::Sql, delivery: i64) -> String {
+    sql.read(move |c| {
+        Ok(c.query_row(
+            "SELECT payload FROM webhook_deliveries WHERE id = ?1",
+            [delivery],
+            |r| r.get(0),
+        )?)
+    })
+    .await
+    .expect("payload")
 }
 
 fn verify_signature(secret: &str, body: &[u8], header: &str) -> bool {
@@ -327,10 +326,7 @@ async fn delivers_the_exact_payload_signed_with_event_and_delivery_headers() {
     .await;
     let d = &delivered[0];
     assert_eq!(r.path, "/hook");
-    assert_eq!(
-        r.body.as_ref(),
-        raw_payload(&s.store, d.id).await.as_bytes()
-    );
+    assert_eq!(r.body.as_ref(), raw_payload(&s.sql, d.id).await.as_bytes());
     let body: serde_json::Value = serde_json::from_slice(&r.body).expect("JSON body");
     assert_eq!(body["event"], "side_conversation.started");
     assert_eq!(body["data"]["subject"], "Pallet 7 — délai");
@@ -462,12 +458,12 @@ async fn a_hanging_endpoint_times_out_and_is_retried_without_blocking_others() {
     // The hanging endpoint's deliveries are the oldest in the queue; all are
     // queued at once, so the worker finds them together.
     s.store
-        .write(|c| {
+        .write(|db| {
             for i in 0..4 {
-                events::enqueue(c, "side_conversation.started", json!({ "n": i }))?;
+                events::enqueue(db, "side_conversation.started", json!({ "n": i }))?;
             }
             for i in 0..3 {
-                events::enqueue(c, "message.received", json!({ "n": i }))?;
+                events::enqueue(db, "message.received", json!({ "n": i }))?;
             }
             Ok(())
         })
@@ -604,10 +600,10 @@ async fn hanging_endpoints_holding_every_slot_never_starve_a_healthy_one() {
     .await;
     let h_hook = add_hook(&s.store, &healthy.url(), "h", &["message.received"]).await;
     s.store
-        .write(|c| {
+        .write(|db| {
             for i in 0..5 {
-                events::enqueue(c, "side_conversation.started", json!({ "n": i }))?;
-                events::enqueue(c, "side_conversation.closed", json!({ "n": i }))?;
+                events::enqueue(db, "side_conversation.started", json!({ "n": i }))?;
+                events::enqueue(db, "side_conversation.closed", json!({ "n": i }))?;
             }
             Ok(())
         })
@@ -619,9 +615,9 @@ async fn hanging_endpoints_holding_every_slot_never_starve_a_healthy_one() {
     .await;
 
     s.store
-        .write(|c| {
+        .write(|db| {
             for i in 0..5 {
-                events::enqueue(c, "message.received", json!({ "n": i }))?;
+                events::enqueue(db, "message.received", json!({ "n": i }))?;
             }
             Ok(())
         })
@@ -692,7 +688,7 @@ async fn a_receiver_that_is_down_defers_with_the_error() {
 async fn a_stored_url_that_is_not_http_fails_at_once() {
     let mut s = server(FAST).await;
     let hook: i64 = s
-        .store
+        .sql
         .write(|c| {
             c.execute(
                 "INSERT INTO webhooks (url, secret, events, created_at)
@@ -733,6 +729,7 @@ async fn rows_left_sending_at_startup_are_sent_again() {
     )
     .expect("config");
     let store = Store::open(&config.db_path()).expect("store");
+    let sql = common::Sql::at(config.db_path());
     let hook = add_hook(&store, &r.url(), "k", &[]).await;
     enqueue(
         &store,
@@ -741,16 +738,15 @@ async fn rows_left_sending_at_startup_are_sent_again() {
     )
     .await;
     // As a crash mid-attempt leaves it: claimed, attempt counted, no outcome.
-    store
-        .write(|c| {
-            c.execute(
-                "UPDATE webhook_deliveries SET state = 'sending', attempts = 1",
-                [],
-            )?;
-            Ok(())
-        })
-        .await
-        .expect("mark sending");
+    sql.write(|c| {
+        c.execute(
+            "UPDATE webhook_deliveries SET state = 'sending', attempts = 1",
+            [],
+        )?;
+        Ok(())
+    })
+    .await
+    .expect("mark sending");
 
     let running = backchannel::app::start(config, store.clone())
         .await
@@ -776,17 +772,16 @@ async fn rows_left_sending_at_startup_are_sent_again() {
 
 /// Inserts an endpoint straight into the store, as one created before the
 /// API refused internal URLs would be.
-async fn insert_hook(store: &Store, url: String) -> i64 {
-    store
-        .write(move |c| {
-            c.execute(
-                "INSERT INTO webhooks (url, secret, events, created_at) VALUES (?1, 'k', '[]', 0)",
-                [url],
-            )?;
-            Ok(c.last_insert_rowid())
-        })
-        .await
-        .expect("insert webhook")
+async fn insert_hook(sql: &common::Sql, url: String) -> i64 {
+    sql.write(move |c| {
+        c.execute(
+            "INSERT INTO webhooks (url, secret, events, created_at) VALUES (?1, 'k', '[]', 0)",
+            [url],
+        )?;
+        Ok(c.last_insert_rowid())
+    })
+    .await
+    .expect("insert webhook")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -921,7 +916,7 @@ async fn an_internal_endpoint_is_never_contacted_and_never_echoed() {
     ];
     let mut hooks = Vec::new();
     for (url, named) in &cases {
-        hooks.push((insert_hook(&s.store, url.clone()).await, url, *named));
+        hooks.push((insert_hook(&s.sql, url.clone()).await, url, *named));
     }
     enqueue(&s.store, "parent.woken", json!({"parent": "T-1"})).await;
     for (hook, url, named) in hooks {
@@ -1110,7 +1105,7 @@ async fn delivery_log_pages_newest_first_and_delete_cascades() {
         .write(move |c| webhooks::delete(c, a.id))
         .await
         .expect("delete");
-    let left: i64 = store
+    let left: i64 = common::Sql::at(_dir.path().join("bc.db"))
         .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM webhook_deliveries", [], |r| r.get(0))?))
         .await
         .expect("count");

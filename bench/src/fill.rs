@@ -14,9 +14,9 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use backchannel::ingest::{self, apply};
-use backchannel::model::{Token, now_ms};
-use backchannel::store::Store;
+use backchannel::model::{NewSideConversation, ParticipantRole, Token, now_ms};
 use backchannel::store::inbound::{self, Envelope, InboundMessage};
+use backchannel::store::{self, Store};
 use sha2::{Digest, Sha256};
 
 #[derive(clap::Args)]
@@ -126,46 +126,32 @@ async fn fill(args: FillArgs) -> Result<()> {
         }
         let domain = args.domain.clone();
         store
-            .write(move |c| {
+            .write(move |db| {
                 let now = now_ms();
                 let mut parent = 0i64;
                 for (k, token, vendor) in &batch {
-                    if k % 2 == 0 {
-                        c.execute(
-                            "INSERT INTO parents (external_id, subject, created_at, updated_at)
-                             VALUES (?1, ?2, ?3, ?3)",
-                            rusqlite::params![
-                                format!("F-{}", k / 2),
-                                format!("Order {}", k / 2),
-                                now
-                            ],
-                        )?;
-                    }
                     if k % 2 == 0 || parent == 0 {
-                        parent = c.query_row(
-                            "SELECT id FROM parents WHERE external_id = ?1",
-                            [format!("F-{}", k / 2)],
-                            |r| r.get(0),
-                        )?;
+                        parent = store::parents::create_if_missing(
+                            db,
+                            &format!("F-{}", k / 2),
+                            &format!("Order {}", k / 2),
+                            now,
+                        )?
+                        .0;
                     }
-                    c.execute(
-                        "INSERT INTO side_conversations
-                           (parent_id, token, subject, sender_email, created_at, updated_at)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
-                        rusqlite::params![
-                            parent,
+                    let sc = store::side_conversations::insert(
+                        db,
+                        &NewSideConversation {
+                            parent_id: parent,
                             token,
-                            format!("Pallet {k} delayed"),
-                            format!("reply@{domain}"),
-                            now
-                        ],
+                            portal_per_recipient: false,
+                            subject: &format!("Pallet {k} delayed"),
+                            sender_email: &format!("reply@{domain}"),
+                            started_by: None,
+                            created_at: now,
+                        },
                     )?;
-                    let sc = c.last_insert_rowid();
-                    c.execute(
-                        "INSERT INTO participants (side_conversation_id, email, role, added_at)
-                         VALUES (?1, ?2, 'to', ?3)",
-                        rusqlite::params![sc, vendor, now],
-                    )?;
+                    store::participants::add(db, sc, vendor, None, ParticipantRole::To, now)?;
                 }
                 Ok(())
             })

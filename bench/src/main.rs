@@ -494,10 +494,8 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
     if tokens.is_empty() {
         bail!("no tokens in the file");
     }
-    let conn = rusqlite::Connection::open_with_flags(
-        db,
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )?;
+    // As the SMTP session asks: a pooled reader, one read transaction.
+    let store = backchannel::store::Store::open(db)?;
     let mut times = Vec::with_capacity(samples);
     // The defaults' quotas: the lookup reads the thread's counters too.
     let quota = backchannel::config::IngestConfig {
@@ -514,7 +512,7 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
         let addr = format!("reply+{token}@{domain}");
         let t = Instant::now();
         let class = policy::classify(&addr, domain);
-        let verdict = policy::decide(&conn, &class, &quota)?;
+        let verdict = store.read_blocking(|c| policy::decide(c, &class, &quota))?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         if verdict != policy::RcptVerdict::Accept {
             bail!("token {token} was not accepted: {verdict:?}");

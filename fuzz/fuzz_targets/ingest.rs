@@ -85,18 +85,12 @@ fuzz_target!(|data: &[u8]| {
             // The same message again (same Message-ID and content, trace
             // headers aside): stored once, this delivery kept in the queue.
             Ok(apply::Applied::Duplicate { .. }) => {
-                let (state, kept): (String, Vec<u8>) = gw
+                let row = gw
                     .store
-                    .read(move |c| {
-                        Ok(c.query_row(
-                            "SELECT q.state, coalesce(r.raw, q.raw) FROM inbound_queue q
-                             LEFT JOIN inbound_raw r ON r.id = q.id WHERE q.id = ?1",
-                            [id],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )?)
-                    })
+                    .read(move |c| backchannel::store::inbound::get(c, id))
                     .await
                     .expect("queue row");
+                let (state, kept) = (row.state, row.raw);
                 assert_ne!(state, "queued", "a duplicate left its queue row queued");
                 assert_eq!(kept, raw, "the queued raw bytes changed");
             }

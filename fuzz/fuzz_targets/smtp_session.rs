@@ -44,10 +44,7 @@ fn harness() -> &'static Harness {
 
 fn queued_rows(h: &Harness) -> i64 {
     h.gw.rt
-        .block_on(
-            h.gw.store
-                .read(|c| Ok(c.query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| r.get(0))?)),
-        )
+        .block_on(h.gw.store.read(backchannel::store::inbound::count))
         .expect("count inbound_queue")
 }
 

@@ -17,10 +17,10 @@ use backchannel::config::Config;
 use backchannel::conversations::Conversations;
 use backchannel::http::AppState;
 use backchannel::limits::Limits;
-use backchannel::model::{Role, now_ms};
+use backchannel::model::{NewSenderRow, NewSideConversation, ParticipantRole, Role, now_ms};
 use backchannel::shutdown::Shutdown;
-use backchannel::store::Store;
 use backchannel::store::inbound::{self, Envelope};
+use backchannel::store::{self, Store};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -120,31 +120,40 @@ impl Gateway {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(store.write(|c| {
-            c.execute(
-                "INSERT INTO parents (external_id, subject, status, created_at, updated_at)
-                 VALUES ('T-fuzz', 'Order 1001', 'open', 0, 0)",
-                [],
+        rt.block_on(store.write(|db| {
+            let (parent, _) = store::parents::create_if_missing(db, "T-fuzz", "Order 1001", 0)?;
+            let sc = store::side_conversations::insert(
+                db,
+                &NewSideConversation {
+                    parent_id: parent,
+                    token: TOKEN,
+                    portal_per_recipient: false,
+                    subject: "Pallet 7 delayed",
+                    sender_email: "support@acme.com",
+                    started_by: None,
+                    created_at: 0,
+                },
             )?;
-            let parent = c.last_insert_rowid();
-            c.execute(
-                "INSERT INTO side_conversations
-                   (parent_id, token, status, subject, sender_email, created_at, updated_at)
-                 VALUES (?1, ?2, 'open', 'Pallet 7 delayed', 'support@acme.com', 0, 0)",
-                rusqlite::params![parent, TOKEN],
+            store::participants::add(
+                db,
+                sc,
+                "vendor@carrier.example",
+                None,
+                ParticipantRole::To,
+                0,
             )?;
-            let sc = c.last_insert_rowid();
-            c.execute(
-                "INSERT INTO participants (side_conversation_id, email, role, added_at)
-                 VALUES (?1, 'vendor@carrier.example', 'to', 0)",
-                [sc],
-            )?;
-            c.execute(
-                "INSERT INTO senders (email, forwarding_local, created_at)
-                 VALUES ('support@acme.com', 'fwd-fuzz', 0)",
-                [],
-            )?;
-            Ok(())
+            store::senders::insert(
+                db,
+                &NewSenderRow {
+                    email: "support@acme.com".into(),
+                    name: String::new(),
+                    reply_mode: "gateway".into(),
+                    forwarding_local: "fwd-fuzz".into(),
+                    signature_text: None,
+                    signature_html: None,
+                    created_at: 0,
+                },
+            )
         }))
         .expect("seed store");
         let limits = Limits::new(&config);

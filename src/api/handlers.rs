@@ -6,18 +6,17 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use rusqlite::{OptionalExtension, params};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::views;
+use crate::conversations::AssignError;
 use crate::conversations::{self, Attachment, FollowUpRequest, StartRequest};
 use crate::http::AppState;
 use crate::http::download::attachment_response;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
-use crate::ingest::apply::{self, AssignError};
-use crate::model::{Role, is_valid_email, now_ms, parse_rfc3339, rfc3339};
+use crate::model::{ParentStatus, Role, ScStatus, is_valid_email, parse_rfc3339, rfc3339};
 use crate::store::{self, StoreError, events, get_setting, put_setting, users};
 use crate::templates;
 
@@ -109,14 +108,13 @@ pub async fn put_parent(
 ) -> ApiResult<Response> {
     caller.require_writer()?;
     check_external_id(&external_id)?;
-    if let Some(s) = &body.status
-        && !matches!(s.as_str(), "open" | "snoozed" | "closed")
-    {
-        return Err(ApiError::invalid(
-            "status",
-            "expected open, snoozed or closed",
-        ));
-    }
+    let status = match body.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            s.parse::<ParentStatus>()
+                .map_err(|_| ApiError::invalid("status", "expected open, snoozed or closed"))?,
+        ),
+    };
     let snoozed = match &body.snoozed_until {
         Some(Some(t)) => Some(Some(parse_rfc3339(t).ok_or_else(|| {
             ApiError::invalid("snoozed_until", "expected an RFC 3339 time")
@@ -124,84 +122,21 @@ pub async fn put_parent(
         Some(None) => Some(None),
         None => None,
     };
-    if let Some(r) = &body.requester
-        && let Some(e) = &r.email
-        && !is_valid_email(e)
-    {
-        return Err(ApiError::invalid(
-            "requester.email",
-            "not a valid email address",
-        ));
-    }
-    if body.subject.as_deref().is_some_and(|s| s.len() > 998) {
-        return Err(ApiError::invalid("subject", "at most 998 bytes"));
-    }
-    let actor = caller.actor();
-    let ext = external_id.clone();
+    let upsert = conversations::ParentUpsert {
+        subject: body.subject,
+        requester: body.requester.map(|r| (r.name, r.email)),
+        status,
+        snoozed_until: snoozed,
+        assignee: body.assignee,
+    };
     let created = st
-        .store
-        .write_with(move |c| -> ApiResult<bool> {
-            let now = now_ms();
-            let assignee_id: Option<Option<i64>> = match &body.assignee {
-                Some(Some(email)) => Some(Some(
-                    c.query_row("SELECT id FROM users WHERE email = ?1", [email], |r| r.get(0))
-                        .optional()?
-                        .ok_or_else(|| ApiError::invalid("assignee", format!("{email} is not a user of this gateway")))?,
-                )),
-                Some(None) => Some(None),
-                None => None,
-            };
-            let existing: Option<(i64, String)> = c
-                .query_row("SELECT id, status FROM parents WHERE external_id = ?1", [&ext], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?;
-            let (id, created) = match existing {
-                Some((id, _)) => (id, false),
-                None => {
-                    c.execute(
-                        "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, ?2, ?2)",
-                        params![ext, now],
-                    )?;
-                    (c.last_insert_rowid(), true)
-                }
-            };
-            let before: String = c.query_row("SELECT status FROM parents WHERE id = ?1", [id], |r| r.get(0))?;
-            if let Some(s) = &body.subject {
-                c.execute("UPDATE parents SET subject = ?2 WHERE id = ?1", params![id, s.trim()])?;
-            }
-            if let Some(r) = &body.requester {
-                c.execute(
-                    "UPDATE parents SET requester_name = ?2, requester_email = ?3 WHERE id = ?1",
-                    params![id, r.name, r.email],
-                )?;
-            }
-            if let Some(s) = &body.status {
-                c.execute("UPDATE parents SET status = ?2 WHERE id = ?1", params![id, s])?;
-                if s != "snoozed" {
-                    c.execute("UPDATE parents SET snoozed_until = NULL WHERE id = ?1", [id])?;
-                }
-            }
-            if let Some(sn) = snoozed {
-                c.execute("UPDATE parents SET snoozed_until = ?2 WHERE id = ?1", params![id, sn])?;
-            }
-            if let Some(a) = assignee_id {
-                c.execute("UPDATE parents SET assignee_id = ?2 WHERE id = ?1", params![id, a])?;
-            }
-            c.execute("UPDATE parents SET updated_at = ?2 WHERE id = ?1", params![id, now])?;
-            // Closing the parent closes its side conversations.
-            if body.status.as_deref() == Some("closed") && before != "closed" {
-                let mut stmt = c.prepare("SELECT id FROM side_conversations WHERE parent_id = ?1 AND status = 'open'")?;
-                let open: Vec<i64> = stmt.query_map([id], |r| r.get(0))?.collect::<Result<_, _>>()?;
-                for sc in open {
-                    conversations::set_status_in(c, &actor, sc, false)?;
-                }
-            }
-            Ok(created)
-        })
+        .conversations
+        .upsert_parent(caller.actor(), external_id.clone(), upsert)
         .await?;
     let (domain, url) = (st.config.domain.clone(), st.config.http.public_url.clone());
     let v = st
         .store
-        .read(move |c| views::parent(c, &domain, &url, &external_id))
+        .read(move |db| views::parent(db, &domain, &url, &external_id))
         .await?;
     let status = if created {
         StatusCode::CREATED
@@ -237,28 +172,20 @@ pub async fn parent_activity(
     let (limit, after) = p.parse()?;
     let items = st
         .store
-        .read(move |c| -> store::Result<Option<Vec<(i64, Value)>>> {
-            let Some(pid): Option<i64> = c
-                .query_row("SELECT id FROM parents WHERE external_id = ?1", [&external_id], |r| r.get(0))
-                .optional()?
-            else {
+        .read(move |db| -> store::Result<Option<Vec<(i64, Value)>>> {
+            let Some(pid) = store::parents::id_of(db, &external_id)? else {
                 return Ok(None);
             };
-            let mut stmt = c.prepare(
-                "SELECT a.id, a.text, a.side_conversation_id, u.email, a.created_at FROM activity a
-                 LEFT JOIN users u ON u.id = a.actor_id
-                 WHERE a.parent_id = ?1 AND a.id > ?2 ORDER BY a.id LIMIT ?3",
-            )?;
-            let rows = stmt
-                .query_map(params![pid, after, limit + 1], |r| {
-                    let id: i64 = r.get(0)?;
-                    Ok((
-                        id,
-                        json!({"id": id, "text": r.get::<_, String>(1)?, "side_conversation_id": r.get::<_, Option<i64>>(2)?,
-                               "actor": r.get::<_, Option<String>>(3)?, "created_at": rfc3339(r.get(4)?)}),
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
+            let rows = store::activity::list(db, pid, after, limit + 1)?
+                .into_iter()
+                .map(|a| {
+                    (
+                        a.id,
+                        json!({"id": a.id, "text": a.text, "side_conversation_id": a.side_conversation_id,
+                               "actor": a.actor, "created_at": rfc3339(a.created_at)}),
+                    )
+                })
+                .collect();
             Ok(Some(rows))
         })
         .await?
@@ -381,14 +308,9 @@ pub async fn start_side_conversation(
                     Err(StoreError::NotFound) => return Ok(None),
                     Err(e) => return Err(e),
                 };
-                let parent: Option<(String, Option<String>, Option<String>)> = c
-                    .query_row(
-                        "SELECT subject, requester_name, requester_email FROM parents WHERE external_id = ?1",
-                        [&ext],
-                        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                    )
-                    .optional()?;
-                let (subject, rname, remail) = parent.unwrap_or_default();
+                let (subject, rname, remail) = store::parents::get(c, &ext)?
+                    .map(|p| (p.subject, p.requester_name, p.requester_email))
+                    .unwrap_or_default();
                 let values = templates::Values {
                     parent_id: ext.clone(),
                     parent_subject: subject,
@@ -463,25 +385,24 @@ pub async fn list_side_conversations(
         cursor: q.cursor.clone(),
     }
     .parse()?;
-    if let Some(s) = &q.status
-        && !matches!(s.as_str(), "open" | "closed")
-    {
-        return Err(ApiError::BadRequest(
-            "status: expected open or closed".into(),
-        ));
-    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(
+            s.parse::<ScStatus>()
+                .map_err(|_| ApiError::BadRequest("status: expected open or closed".into()))?,
+        ),
+    };
     let (domain, url) = (st.config.domain.clone(), st.config.http.public_url.clone());
     let items = st
         .store
         .read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT s.id FROM side_conversations s JOIN parents p ON p.id = s.parent_id
-                 WHERE s.id > ?1 AND (?2 IS NULL OR p.external_id = ?2) AND (?3 IS NULL OR s.status = ?3)
-                 ORDER BY s.id LIMIT ?4",
+            let ids = store::side_conversations::list_ids(
+                c,
+                q.parent.as_deref(),
+                status,
+                after,
+                limit + 1,
             )?;
-            let ids: Vec<i64> = stmt
-                .query_map(params![after, q.parent, q.status, limit + 1], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
             ids.into_iter()
                 .map(|id| Ok((id, views::side_conversation(c, &domain, &url, id, None)?)))
                 .collect::<store::Result<Vec<_>>>()
@@ -633,16 +554,9 @@ pub async fn remove_participant(
 
 /// Unrouted mail is for owners and admins only.
 async fn visible_message(st: &AppState, caller: &Caller, id: i64) -> ApiResult<()> {
-    let sc: Option<Option<i64>> = st
+    let sc = st
         .store
-        .read(move |c| {
-            Ok(c.query_row(
-                "SELECT side_conversation_id FROM messages WHERE id = ?1",
-                [id],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })
+        .read(move |db| store::messages::side_conversation_of(db, id))
         .await?;
     match sc {
         None => Err(ApiError::NotFound("message")),
@@ -692,19 +606,16 @@ pub async fn get_attachment(
     Path((id, n)): Path<(i64, i64)>,
 ) -> ApiResult<Response> {
     visible_message(&st, &caller, id).await?;
-    let att: Option<(Option<String>, String, Vec<u8>)> = st
+    let att = st
         .store
-        .read(move |c| {
-            Ok(c.query_row(
-                "SELECT filename, content_type, data FROM attachments WHERE message_id = ?1 AND idx = ?2",
-                params![id, n],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?)
-        })
+        .read(move |db| store::messages::attachment(db, id, n))
         .await?;
-    let (filename, ctype, data) = att.ok_or(ApiError::NotFound("attachment"))?;
-    Ok(attachment_response(filename.as_deref(), &ctype, data))
+    let a = att.ok_or(ApiError::NotFound("attachment"))?;
+    Ok(attachment_response(
+        a.filename.as_deref(),
+        &a.content_type,
+        a.data,
+    ))
 }
 
 pub async fn list_unrouted(
@@ -717,13 +628,7 @@ pub async fn list_unrouted(
     let items = st
         .store
         .read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id FROM messages WHERE side_conversation_id IS NULL AND direction = 'in'
-                 AND kind IN ('reply', 'auto_reply', 'bounce') AND id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let ids: Vec<i64> = stmt
-                .query_map(params![after, limit + 1], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
+            let ids = store::messages::unrouted_ids(c, after, limit + 1)?;
             ids.into_iter()
                 .map(|id| Ok((id, views::message_in_list(c, id)?)))
                 .collect::<store::Result<Vec<_>>>()
@@ -748,21 +653,20 @@ pub async fn assign_unrouted(
     let sc = body
         .side_conversation_id
         .ok_or_else(|| ApiError::invalid("side_conversation_id", "required"))?;
-    let domain = st.config.domain.clone();
-    st.store
-        .write_with(move |c| match apply::assign(c, &domain, id, sc) {
-            Ok(()) => Ok(()),
-            Err(AssignError::MessageNotFound) => Err(ApiError::NotFound("message")),
-            Err(AssignError::SideConversationNotFound) => Err(ApiError::invalid(
+    match st.conversations.assign_unrouted(id, sc).await {
+        Ok(()) => {}
+        Err(AssignError::MessageNotFound) => return Err(ApiError::NotFound("message")),
+        Err(AssignError::SideConversationNotFound) => {
+            return Err(ApiError::invalid(
                 "side_conversation_id",
                 "no such side conversation",
-            )),
-            Err(AssignError::NotUnrouted) => {
-                Err(ApiError::Conflict("the message is not unrouted".into()))
-            }
-            Err(AssignError::Store(e)) => Err(e.into()),
-        })
-        .await?;
+            ));
+        }
+        Err(AssignError::NotUnrouted) => {
+            return Err(ApiError::Conflict("the message is not unrouted".into()));
+        }
+        Err(AssignError::Store(e)) => return Err(e.into()),
+    }
     Ok(Json(st.store.read(move |c| views::message(c, id)).await?))
 }
 
@@ -777,21 +681,17 @@ pub async fn list_contacts(
     let (limit, after) = p.parse()?;
     let items = st
         .store
-        .read(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT id, email, name, first_message_id, created_at FROM contacts WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let rows = stmt
-                .query_map(params![after, limit + 1], |r| {
-                    let id: i64 = r.get(0)?;
-                    Ok((
-                        id,
-                        json!({"id": id, "email": r.get::<_, String>(1)?, "name": r.get::<_, Option<String>>(2)?,
-                               "first_message_id": r.get::<_, Option<i64>>(3)?, "created_at": rfc3339(r.get(4)?)}),
-                    ))
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(rows)
+        .read(move |db| {
+            Ok(store::contacts::list(db, after, limit + 1)?
+                .into_iter()
+                .map(|c| {
+                    (
+                        c.id,
+                        json!({"id": c.id, "email": c.email, "name": c.name,
+                               "first_message_id": c.first_message_id, "created_at": rfc3339(c.created_at)}),
+                    )
+                })
+                .collect::<Vec<_>>())
         })
         .await?;
     Ok(Json(page(items, limit)))
@@ -889,22 +789,14 @@ pub async fn put_me(
     let id = caller.0.id;
     let user = st
         .store
-        .write(move |c| {
-            if let Some(n) = &body.notifications {
-                c.execute(
-                    "UPDATE users SET notifications = ?2 WHERE id = ?1",
-                    params![id, n],
-                )?;
-            }
-            if let Some(n) = &body.name {
-                c.execute(
-                    "UPDATE users SET name = ?2 WHERE id = ?1",
-                    params![id, n.trim()],
-                )?;
-            }
-            let email: String =
-                c.query_row("SELECT email FROM users WHERE id = ?1", [id], |r| r.get(0))?;
-            users::by_email(c, &email)
+        .write(move |db| {
+            users::update_profile(
+                db,
+                id,
+                body.name.as_deref().map(str::trim),
+                body.notifications.as_deref(),
+            )?;
+            users::by_id(db, id)
         })
         .await?;
     Ok(Json(user_json(&user)))
@@ -965,13 +857,7 @@ pub async fn put_settings(
             match &body.default_sender {
                 Some(Some(email)) => {
                     let ok = email.eq_ignore_ascii_case(&gateway)
-                        || c.query_row(
-                            "SELECT 1 FROM senders WHERE email = ?1 AND status = 'verified'",
-                            [email],
-                            |_| Ok(()),
-                        )
-                        .optional()?
-                        .is_some();
+                        || store::senders::is_verified(c, email)?;
                     if !ok {
                         return Err(ApiError::invalid(
                             "default_sender",

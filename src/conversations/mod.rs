@@ -265,7 +265,9 @@ impl Conversations {
         let config = self.config.clone();
         let sent = self
             .store
-            .write_with(move |db| start::start_in(db, &config, &actor, &external_id, &req, &checked))
+            .write_with(move |db| {
+                start::start_in(db, &config, &actor, &external_id, &req, &checked)
+            })
             .await?;
         self.outbox_waker.notify_one();
         Ok(sent)

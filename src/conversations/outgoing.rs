@@ -8,9 +8,7 @@ use serde_json::json;
 use super::{Actor, Attachment, ServiceError, invalid};
 use crate::config::Config;
 use crate::model::{MailAddr, Route, SideConversation, Token, now_ms};
-use crate::outbound::compose::{
-    self, Context, DkimKey, Draft, OutAttachment, Person, ReplyMode,
-};
+use crate::outbound::compose::{self, Context, DkimKey, Draft, OutAttachment, Person, ReplyMode};
 use crate::store::view::{self, Placement};
 use crate::store::{self, Db, events, get_setting, outbox};
 
@@ -49,14 +47,8 @@ pub(super) fn resolve_sender(
             signature_html: None,
         });
     }
-    let gateway_again = || {
-        resolve_sender(
-            db,
-            config,
-            Some(&format!("reply@{}", config.domain)),
-            None,
-        )
-    };
+    let gateway_again =
+        || resolve_sender(db, config, Some(&format!("reply@{}", config.domain)), None);
     match store::senders::get(db, &chosen)? {
         None if requested.is_some() => Err(invalid(
             "from",

@@ -2,9 +2,7 @@
 //! sender of unverified mail joins, and the way to drop someone from the
 //! thread (their portal link stops working).
 
-use super::{
-    Actor, MAX_PARTICIPANTS, ServiceError, activity, check_recipients, invalid, load_sc,
-};
+use super::{Actor, MAX_PARTICIPANTS, ServiceError, activity, check_recipients, invalid, load_sc};
 use crate::config::Config;
 use crate::model::{ParticipantRole, is_author_address, now_ms};
 use crate::outbound::compose::clean_header;

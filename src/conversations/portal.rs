@@ -65,11 +65,7 @@ pub(super) fn portal_reply_in(
     // the form says; the shared link of older conversations lets the reader
     // choose among the participants (by default the first recipient).
     let people = store::participants::list(db, sc_id)?;
-    let asked = req
-        .from
-        .as_deref()
-        .map(str::trim)
-        .filter(|e| !e.is_empty());
+    let asked = req.from.as_deref().map(str::trim).filter(|e| !e.is_empty());
     let wanted = match &found.viewer {
         Some(viewer) => {
             if let Some(other) = asked.filter(|a| !a.eq_ignore_ascii_case(viewer)) {

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::{MAX_NEW_PARTICIPANTS, MAX_PARTICIPANTS};
 use crate::model::AuthResults;
 use crate::model::{
-    Mailbox, MailAddr, MessageKind, ParentStatus, ParticipantRole, ScStatus, SideConversation,
+    MailAddr, Mailbox, MessageKind, ParentStatus, ParticipantRole, ScStatus, SideConversation,
     aligned, is_author_address, now_ms,
 };
 use crate::store::view::{self, Placement};
@@ -116,9 +116,9 @@ fn colleague_of_participant(db: &Db<'_>, sc: i64, email: &str) -> Result<bool, S
     let Some(addr) = MailAddr::parse(email) else {
         return Ok(false);
     };
-    Ok(store::participants::list(db, sc)?.iter().any(|p| {
-        MailAddr::parse(&p.email).is_some_and(|p| aligned(&p.domain, &addr.domain))
-    }))
+    Ok(store::participants::list(db, sc)?
+        .iter()
+        .any(|p| MailAddr::parse(&p.email).is_some_and(|p| aligned(&p.domain, &addr.domain))))
 }
 
 /// The effects of an accepted reply that is already stored as `message`

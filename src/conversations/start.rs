@@ -81,7 +81,12 @@ pub(super) fn start_in(
     let now = now_ms();
     store::parents::create_if_missing(db, external_id, subject, now)?;
     let parent = store::parents::get(db, external_id)?.ok_or(ServiceError::NotFound("parent"))?;
-    let sender = resolve_sender(db, config, req.from.as_deref(), parent.last_sender.as_deref())?;
+    let sender = resolve_sender(
+        db,
+        config,
+        req.from.as_deref(),
+        parent.last_sender.as_deref(),
+    )?;
     let token = Token::generate();
     let sc_id = store::side_conversations::insert(
         db,
@@ -91,7 +96,7 @@ pub(super) fn start_in(
             portal_per_recipient: req.share_portal_link,
             subject,
             sender_email: &sender.email,
-            started_by: actor.user_id,
+            started_by: Some(actor.user_id),
             created_at: now,
         },
     )?;

@@ -152,10 +152,4 @@ impl From<ServiceError> for ApiError {
     }
 }
 
-impl From<rusqlite::Error> for ApiError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::from(e).into()
-    }
-}
-
 pub type ApiResult<T> = Result<T, ApiError>;

@@ -60,23 +60,17 @@ pub async fn serve(
 
 async fn metrics_text(State(st): State<ScrapeState>) -> impl IntoResponse {
     // Queue depths and message counts are read at scrape time (indexed counts).
-    let depths = st
-        .store
-        .read(|c| {
-            let count = |sql: &str| -> crate::store::Result<i64> { Ok(c.query_row(sql, [], |r| r.get(0))?) };
-            Ok([
-                count("SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'")?,
-                count("SELECT COUNT(*) FROM outbox WHERE state IN ('queued', 'deferred', 'sending')")?,
-                count("SELECT COUNT(*) FROM webhook_deliveries WHERE state IN ('queued', 'deferred', 'sending')")?,
-                count("SELECT COUNT(*) FROM messages WHERE direction = 'in'")?,
-                count("SELECT COUNT(*) FROM messages WHERE direction = 'out'")?,
-                count("SELECT COUNT(*) FROM outbox WHERE state IN ('failed', 'bounced')")?,
-            ])
-        })
-        .await;
+    let depths = st.store.read(crate::store::stats::depths).await;
     st.limits.publish();
     match depths {
-        Ok([inbound, outbox, hooks, msg_in, msg_out, failures]) => {
+        Ok(crate::store::stats::Depths {
+            inbound,
+            outbox,
+            webhooks: hooks,
+            messages_in: msg_in,
+            messages_out: msg_out,
+            delivery_failures: failures,
+        }) => {
             metrics::describe(
                 "inbound_queue_depth",
                 "Accepted messages waiting for ingest",

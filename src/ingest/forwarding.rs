@@ -7,15 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::model::verification_message_id;
 
 /// A sender address as far as detection needs it.
-#[derive(Debug, Clone)]
-pub struct SenderInfo {
-    pub id: i64,
-    pub email: String,
-    /// Local part of its forwarding address on the gateway domain.
-    pub forwarding_local: String,
-    /// Nonce of the verification mail in flight, if any.
-    pub verification_nonce: Option<String>,
-}
+pub type SenderInfo = crate::model::ForwardingCandidate;
 
 /// The provider's confirmation, shown to the admin.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

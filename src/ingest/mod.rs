@@ -20,7 +20,6 @@ pub mod route;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::params;
 use tokio::sync::Notify;
 
 use crate::config::Config;
@@ -376,42 +375,20 @@ impl Worker {
         );
         let error = error.to_string();
         if attempts + 1 >= MAX_ATTEMPTS {
+            // Last resort for a message the pipeline keeps failing on: keep
+            // it whole with the unrouted mail, flagged, so an admin sees it.
             self.store
-                .write(move |c| store_unparsed(c, id, &error))
-                .await
-        } else {
-            self.store
-                .write(move |c| {
-                    c.execute(
-                        "UPDATE inbound_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
-                        params![id, error],
-                    )?;
+                .write(move |db| {
+                    if let Some(message) = inbound::give_up(db, id, &error, now_ms())? {
+                        view::add_message(db, message, Placement::Unrouted)?;
+                    }
                     Ok(())
                 })
                 .await
+        } else {
+            self.store
+                .write(move |db| inbound::count_failure(db, id, &error))
+                .await
         }
     }
-}
-
-/// Last resort for a message the pipeline keeps failing on: keep it whole
-/// with the unrouted mail, flagged, so an admin sees it.
-fn store_unparsed(c: &crate::store::Db<'_>, inbound_id: i64, error: &str) -> Result<()> {
-    let m = inbound::get(c, inbound_id)?;
-    if m.state != "queued" {
-        return Ok(());
-    }
-    let now = now_ms();
-    c.execute(
-        "INSERT INTO messages (direction, kind, route, inbound_id, raw, raw_sha256, flags, received_at)
-         VALUES ('in', 'reply', 'unrouted', ?1, ?2, ?3, '[\"ingest_error\"]', ?4)",
-        params![inbound_id, m.raw, m.sha256, m.envelope.received_at],
-    )?;
-    let message = c.last_insert_rowid();
-    view::add_message(c, message, Placement::Unrouted)?;
-    c.execute(
-        "UPDATE inbound_queue SET state = 'failed', attempts = attempts + 1, last_error = ?2,
-                processed_at = ?3, message_id = ?4 WHERE id = ?1",
-        params![inbound_id, error, now, message],
-    )?;
-    Ok(())
 }

@@ -82,6 +82,17 @@ pub enum Rule {
 }
 
 impl Rule {
+    /// The message's `route` this rule records.
+    pub fn route(self) -> crate::model::Route {
+        match self {
+            Rule::Token => crate::model::Route::Token,
+            Rule::References => crate::model::Route::References,
+            Rule::Forwarding => crate::model::Route::Forwarding,
+            Rule::Bounce => crate::model::Route::Bounce,
+            Rule::Unrouted => crate::model::Route::Unrouted,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Token => "token",

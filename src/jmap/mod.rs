@@ -283,12 +283,6 @@ impl From<StoreError> for MethodError {
     }
 }
 
-impl From<rusqlite::Error> for MethodError {
-    fn from(e: rusqlite::Error) -> Self {
-        StoreError::from(e).into()
-    }
-}
-
 pub(crate) type MethodResult = Result<Value, MethodError>;
 
 /// An RFC 7807 problem document (request-level error, RFC 8620 §3.6.1).

@@ -1,20 +1,16 @@
 //! Email/query (RFC 8621 §4.4): filters over the caller's visible mail,
 //! sorted by receivedAt, windowed by position or anchor.
 //!
-//! The filter becomes one SQL statement with bound parameters. Text
-//! conditions (`from`, `to`, `cc`, `subject`, `body`, `text`) match
-//! substrings of the columns ingest stored (case-insensitive for ASCII).
-//! The listing walks the `messages_received` index (received time, id) in
-//! the order asked, so a query with a limit stops once it has its page
-//! instead of reading and sorting every message of the store.
+//! The JSON filter becomes a typed [`EmailFilter`] here (its limits and
+//! errors are JMAP's); the store runs it (`view::query_emails`). Text
+//! conditions match substrings of the columns ingest stored.
 
-use crate::store::Db;
-use rusqlite::types::Value as Sql;
 use serde_json::{Map, Value, json};
 
 use super::{Ctx, MethodError, MethodResult, ids, opt_bool, opt_str};
 use crate::model::parse_rfc3339;
-use crate::store::view;
+use crate::store::Db;
+use crate::store::view::{self, EmailFilter};
 
 // Limits (`[jmap]` config keys, in `Ctx::limits`):
 // - `max_query_results`: default and largest number of ids one query
@@ -30,28 +26,14 @@ use crate::store::view;
 struct Builder<'a> {
     ctx: &'a Ctx,
     c: &'a Db<'a>,
-    params: Vec<Sql>,
     conditions: usize,
 }
 
-fn like(s: &str) -> Sql {
-    let mut p = String::with_capacity(s.len() + 2);
-    p.push('%');
-    for ch in s.chars() {
-        if matches!(ch, '\\' | '%' | '_') {
-            p.push('\\');
-        }
-        p.push(ch);
-    }
-    p.push('%');
-    Sql::Text(p)
-}
-
-fn flag_column(keyword: &str) -> Option<&'static str> {
+fn flag_of(keyword: &str) -> Option<view::UserFlag> {
     match keyword.to_ascii_lowercase().as_str() {
-        "$seen" => Some("seen"),
-        "$flagged" => Some("flagged"),
-        "$answered" => Some("answered"),
+        "$seen" => Some(view::UserFlag::Seen),
+        "$flagged" => Some(view::UserFlag::Flagged),
+        "$answered" => Some(view::UserFlag::Answered),
         _ => None,
     }
 }
@@ -66,7 +48,7 @@ impl Builder<'_> {
         Ok(())
     }
 
-    fn filter(&mut self, f: &Value, depth: usize) -> Result<String, MethodError> {
+    fn filter(&mut self, f: &Value, depth: usize) -> Result<EmailFilter, MethodError> {
         if depth > self.ctx.limits.max_filter_depth {
             return Err(MethodError::invalid("the filter is nested too deeply"));
         }
@@ -91,12 +73,9 @@ impl Builder<'_> {
                 .map(|c| self.filter(c, depth + 1))
                 .collect::<Result<Vec<_>, _>>()?;
             return Ok(match op.as_str() {
-                "AND" if parts.is_empty() => "1".into(),
-                "AND" => format!("({})", parts.join(" AND ")),
-                "OR" if parts.is_empty() => "0".into(),
-                "OR" => format!("({})", parts.join(" OR ")),
-                "NOT" if parts.is_empty() => "1".into(),
-                "NOT" => format!("NOT ({})", parts.join(" OR ")),
+                "AND" => EmailFilter::And(parts),
+                "OR" => EmailFilter::Or(parts),
+                "NOT" => EmailFilter::Not(parts),
                 _ => {
                     return Err(MethodError::with(
                         "unsupportedFilter",
@@ -110,11 +89,7 @@ impl Builder<'_> {
             self.charge(1)?;
             parts.push(self.condition(key, value)?);
         }
-        Ok(if parts.is_empty() {
-            "1".into()
-        } else {
-            format!("({})", parts.join(" AND "))
-        })
+        Ok(EmailFilter::And(parts))
     }
 
     fn text(value: &Value, key: &str) -> Result<String, MethodError> {
@@ -147,19 +122,13 @@ impl Builder<'_> {
         }
     }
 
-    fn condition(&mut self, key: &str, value: &Value) -> Result<String, MethodError> {
-        let admin = self.ctx.role.can_administer();
+    fn condition(&mut self, key: &str, value: &Value) -> Result<EmailFilter, MethodError> {
         Ok(match key {
             "inMailbox" => {
                 let id = Self::text(value, key)?;
                 match self.mailbox_id(&id)? {
-                    Some(n) => {
-                        self.params.push(Sql::Integer(n));
-                        "EXISTS (SELECT 1 FROM mailbox_messages q
-                                 WHERE q.message_id = m.id AND q.mailbox_id = ?)"
-                            .into()
-                    }
-                    None => "0".into(),
+                    Some(n) => EmailFilter::InMailbox(n),
+                    None => EmailFilter::Or(Vec::new()),
                 }
             }
             "inMailboxOtherThan" => {
@@ -173,84 +142,32 @@ impl Builder<'_> {
                         excluded.push(n);
                     }
                 }
-                let mut sql = format!(
-                    "EXISTS (SELECT 1 FROM mailbox_messages q JOIN mailboxes qb ON qb.id = q.mailbox_id
-                     WHERE q.message_id = m.id AND (qb.kind != 'unrouted' OR {})",
-                    i32::from(admin)
-                );
-                if !excluded.is_empty() {
-                    sql.push_str(" AND q.mailbox_id NOT IN (");
-                    sql.push_str(&vec!["?"; excluded.len()].join(","));
-                    sql.push(')');
-                    self.params.extend(excluded.into_iter().map(Sql::Integer));
-                }
-                sql.push(')');
-                sql
+                EmailFilter::InMailboxOtherThan(excluded)
             }
-            "before" => {
-                self.params.push(Sql::Integer(Self::date(value, key)?));
-                "m.received_at < ?".into()
-            }
-            "after" => {
-                self.params.push(Sql::Integer(Self::date(value, key)?));
-                "m.received_at >= ?".into()
-            }
-            "minSize" => {
-                self.params.push(Sql::Integer(Self::size(value, key)?));
-                concat!(crate::raw_len_sql!("m"), " >= ?").into()
-            }
-            "maxSize" => {
-                self.params.push(Sql::Integer(Self::size(value, key)?));
-                concat!(crate::raw_len_sql!("m"), " < ?").into()
-            }
+            "before" => EmailFilter::Before(Self::date(value, key)?),
+            "after" => EmailFilter::After(Self::date(value, key)?),
+            "minSize" => EmailFilter::MinSize(Self::size(value, key)?),
+            "maxSize" => EmailFilter::MaxSize(Self::size(value, key)?),
             "hasKeyword" | "notKeyword" => {
                 let k = Self::text(value, key)?;
-                let Some(col) = flag_column(&k) else {
+                let has = key == "hasKeyword";
+                match flag_of(&k) {
+                    Some(flag) => EmailFilter::Keyword { flag, has },
+                    // The gateway's own keyword, set on unverified mail.
+                    None if k.eq_ignore_ascii_case("$unverified") => {
+                        EmailFilter::Unverified { has }
+                    }
                     // A keyword this server never sets: nothing has it.
-                    return Ok(if key == "hasKeyword" { "0" } else { "1" }.into());
-                };
-                self.params.push(Sql::Integer(self.ctx.user_id));
-                let has = format!(
-                    "EXISTS (SELECT 1 FROM message_flags f
-                     WHERE f.user_id = ? AND f.message_id = m.id AND f.{col} = 1)"
-                );
-                if key == "hasKeyword" {
-                    has
-                } else {
-                    format!("NOT {has}")
+                    None if has => EmailFilter::Or(Vec::new()),
+                    None => EmailFilter::And(Vec::new()),
                 }
             }
-            "from" => {
-                let p = like(&Self::text(value, key)?);
-                self.params.extend([p.clone(), p]);
-                "(m.from_name LIKE ? ESCAPE '\\' OR m.from_email LIKE ? ESCAPE '\\')".into()
-            }
-            "to" => {
-                self.params.push(like(&Self::text(value, key)?));
-                "m.to_addrs LIKE ? ESCAPE '\\'".into()
-            }
-            "cc" => {
-                self.params.push(like(&Self::text(value, key)?));
-                "m.cc_addrs LIKE ? ESCAPE '\\'".into()
-            }
-            "subject" => {
-                self.params.push(like(&Self::text(value, key)?));
-                "m.subject LIKE ? ESCAPE '\\'".into()
-            }
-            "body" => {
-                let p = like(&Self::text(value, key)?);
-                self.params.extend([p.clone(), p]);
-                "(m.text_body LIKE ? ESCAPE '\\' OR m.html_body LIKE ? ESCAPE '\\')".into()
-            }
-            "text" => {
-                let p = like(&Self::text(value, key)?);
-                self.params.extend(std::iter::repeat_n(p, 7));
-                "(m.subject LIKE ? ESCAPE '\\' OR m.from_name LIKE ? ESCAPE '\\'
-                  OR m.from_email LIKE ? ESCAPE '\\' OR m.to_addrs LIKE ? ESCAPE '\\'
-                  OR m.cc_addrs LIKE ? ESCAPE '\\' OR m.text_body LIKE ? ESCAPE '\\'
-                  OR m.html_body LIKE ? ESCAPE '\\')"
-                    .into()
-            }
+            "from" => EmailFilter::From(Self::text(value, key)?),
+            "to" => EmailFilter::To(Self::text(value, key)?),
+            "cc" => EmailFilter::Cc(Self::text(value, key)?),
+            "subject" => EmailFilter::Subject(Self::text(value, key)?),
+            "body" => EmailFilter::Body(Self::text(value, key)?),
+            "text" => EmailFilter::Text(Self::text(value, key)?),
             other => {
                 return Err(MethodError::with(
                     "unsupportedFilter",
@@ -265,46 +182,36 @@ impl Builder<'_> {
 fn run(
     ctx: &Ctx,
     c: &Db<'_>,
-    filter: &str,
-    params: Vec<Sql>,
+    filter: &EmailFilter,
     ascending: bool,
     cap: Option<usize>,
 ) -> Result<Vec<(String, String)>, MethodError> {
-    let admin = i32::from(ctx.role.can_administer());
-    let dir = if ascending { "ASC" } else { "DESC" };
-    let limit = cap.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
-    let sql = format!(
-        "SELECT m.id, m.side_conversation_id,
-                {admin} AND EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
-                                    WHERE u.message_id = m.id AND ub.kind = 'unrouted')
-         FROM messages m INDEXED BY messages_received
-         WHERE EXISTS (SELECT 1 FROM mailbox_messages v JOIN mailboxes vb ON vb.id = v.mailbox_id
-                       WHERE v.message_id = m.id AND (vb.kind != 'unrouted' OR {admin}))
-           AND {filter}
-         ORDER BY m.received_at {dir}, m.id {dir}{limit}"
-    );
-    let mut stmt = c.prepare(&sql)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(params), |r| {
-            let id: i64 = r.get(0)?;
-            let sc: Option<i64> = r.get(1)?;
-            let unrouted: bool = r.get(2)?;
-            Ok(match (unrouted, sc) {
-                (true, _) => (format!("u{id}"), format!("tu{id}")),
-                (false, Some(sc)) => (format!("m{id}"), format!("t{sc}")),
-                (false, None) => (format!("m{id}"), format!("tu{id}")),
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    let rows = view::query_emails(
+        c,
+        ctx.role.can_administer(),
+        ctx.user_id,
+        filter,
+        ascending,
+        cap,
+    )?;
+    Ok(rows
+        .into_iter()
+        .map(|r| match (r.unrouted, r.side_conversation) {
+            (true, _) => (format!("u{}", r.id), format!("tu{}", r.id)),
+            (false, Some(sc)) => (format!("m{}", r.id), format!("t{sc}")),
+            (false, None) => (format!("m{}", r.id), format!("tu{}", r.id)),
+        })
+        .collect())
 }
 
 /// Every visible Email id, newest first, at most `cap`.
 pub fn visible_ids(ctx: &Ctx, c: &Db<'_>, cap: usize) -> Result<Vec<String>, MethodError> {
-    Ok(run(ctx, c, "1", Vec::new(), false, Some(cap))?
-        .into_iter()
-        .map(|(e, _)| e)
-        .collect())
+    Ok(
+        run(ctx, c, &EmailFilter::And(Vec::new()), false, Some(cap))?
+            .into_iter()
+            .map(|(e, _)| e)
+            .collect(),
+    )
 }
 
 fn int_arg(args: &Map<String, Value>, key: &str) -> Result<Option<i64>, MethodError> {
@@ -361,11 +268,10 @@ pub fn query(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let mut b = Builder {
         ctx,
         c,
-        params: Vec::new(),
         conditions: 0,
     };
     let filter = match args.get("filter") {
-        None | Some(Value::Null) => "1".to_string(),
+        None | Some(Value::Null) => EmailFilter::And(Vec::new()),
         Some(f) => b.filter(f, 0)?,
     };
     let ascending = sort_ascending(args)?;
@@ -383,7 +289,7 @@ pub fn query(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let calculate_total = opt_bool(args, "calculateTotal")?;
     let state = view::user_states(c, ctx.role, ctx.user_id)?.email;
 
-    let mut rows = run(ctx, c, &filter, b.params, ascending, None)?;
+    let mut rows = run(ctx, c, &filter, ascending, None)?;
     if collapse {
         let mut seen = std::collections::HashSet::new();
         rows.retain(|(_, t)| seen.insert(t.clone()));
@@ -423,14 +329,4 @@ pub fn query(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
         out["limit"] = json!(max_results);
     }
     Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(like("50%_off\\"), Sql::Text("%50\\%\\_off\\\\%".into()));
-    }
 }

@@ -182,7 +182,8 @@ pub struct NewSideConversation<'a> {
     pub portal_per_recipient: bool,
     pub subject: &'a str,
     pub sender_email: &'a str,
-    pub started_by: i64,
+    /// The agent who started it (`None` only for data loaded by tools).
+    pub started_by: Option<i64>,
     pub created_at: i64,
 }
 
@@ -229,4 +230,47 @@ pub struct StoredReply {
     pub subject: String,
     pub visible_reply: Option<String>,
     pub received_at: i64,
+}
+
+/// An attachment as listed with its message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttachmentInfo {
+    pub index: i64,
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub size: i64,
+    pub content_id: Option<String>,
+}
+
+/// A stored message as its readers see it (SPEC §7 message shape).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub side_conversation_id: Option<i64>,
+    pub direction: super::Direction,
+    pub message_id: Option<String>,
+    pub in_reply_to: Option<String>,
+    /// References (JSON array of ids).
+    pub references: String,
+    pub from: Option<Mailbox>,
+    pub reply_to: Option<String>,
+    /// To and Cc (JSON arrays of {name, email}).
+    pub to: String,
+    pub cc: String,
+    pub subject: String,
+    pub date: Option<i64>,
+    pub received_at: i64,
+    pub text: Option<String>,
+    pub html: Option<String>,
+    pub visible_reply: Option<String>,
+    pub kind: super::MessageKind,
+    /// Flags (JSON array).
+    pub flags: String,
+    pub route: super::Route,
+    /// Authentication results (JSON).
+    pub auth: Option<String>,
+    /// The bounce report (JSON).
+    pub bounce: Option<String>,
+    /// Some body was cut to the length asked for.
+    pub truncated: bool,
 }

@@ -126,9 +126,6 @@ mod tests {
             assert_eq!(r.to_string().parse::<Route>(), Ok(*r));
         }
         assert!("opened".parse::<ScStatus>().is_err());
-        assert_eq!(
-            "snoozed".parse::<ParentStatus>(),
-            Ok(ParentStatus::Snoozed)
-        );
+        assert_eq!("snoozed".parse::<ParentStatus>(), Ok(ParentStatus::Snoozed));
     }
 }

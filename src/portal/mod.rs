@@ -308,12 +308,9 @@ impl PortalState {
             .get_or_try_init(|| async move {
                 let fresh = serde_json::json!(hex::encode(random_bytes::<32>())).to_string();
                 let stored = store
-                    .write(move |c| {
-                        c.execute(
-                            "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
-                            [SECRET_KEY, fresh.as_str()],
-                        )?;
-                        get_setting(c, SECRET_KEY)
+                    .write(move |db| {
+                        crate::store::put_setting_if_absent(db, SECRET_KEY, &fresh)?;
+                        get_setting(db, SECRET_KEY)
                     })
                     .await
                     .map_err(|e| PortalError::Internal(e.to_string()))?;
@@ -657,13 +654,8 @@ async fn reply(
     let recent: i64 = st
         .api
         .store
-        .read(move |c| {
-            Ok(c.query_row(
-                "SELECT COUNT(*) FROM messages WHERE side_conversation_id = ?1 AND direction = 'in'
-                 AND route = 'portal' AND received_at > ?2",
-                rusqlite::params![sc, now_ms() - 3_600_000],
-                |r| r.get(0),
-            )?)
+        .read(move |db| {
+            crate::store::side_conversations::portal_replies_since(db, sc, now_ms() - 3_600_000)
         })
         .await?;
     if recent >= limit as i64 {

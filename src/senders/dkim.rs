@@ -90,10 +90,6 @@ pub fn ensure_key(
 mod tests {
     use super::*;
 
-    fn db() -> rusqlite::Connection {
-        crate::store::memory_db()
-    }
-
     #[test]
     fn ed25519_public_key_is_raw_32_bytes() {
         let key = generate(Algorithm::Ed25519).expect("generate");
@@ -137,8 +133,8 @@ mod tests {
 
     #[test]
     fn one_key_per_domain_kept_across_calls() {
-        let conn_conn = db();
-        let conn = &crate::store::Db::for_test(&conn_conn);
+        let memory = crate::store::memory_db();
+        let conn = &crate::store::Db::for_test(&memory);
         assert_eq!(find(conn, "acme.com").expect("find"), None);
         let first =
             ensure_key(conn, "Acme.COM.", "backchannel", Algorithm::Ed25519).expect("first key");

@@ -25,4 +25,11 @@ macro_rules! spelled_sql {
     )+};
 }
 
-spelled_sql!(ScStatus, ParentStatus, Direction, MessageKind, Route, ParticipantRole);
+spelled_sql!(
+    ScStatus,
+    ParentStatus,
+    Direction,
+    MessageKind,
+    Route,
+    ParticipantRole
+);

@@ -152,6 +152,58 @@ pub fn pending_after(
 
 /// Every stored message id with its bytes' length and hash, in order
 /// (used by the byte-identity checks).
+/// The queue row became message `message` (or duplicated it: `note`).
+pub fn mark_done(db: &Db<'_>, id: i64, message: i64, note: Option<&str>, now: i64) -> Result<()> {
+    db.conn()
+        .prepare_cached(
+            "UPDATE inbound_queue SET state = 'done', processed_at = ?2, message_id = ?3,
+                    attempts = attempts + 1, last_error = ?4
+             WHERE id = ?1",
+        )?
+        .execute(params![id, now, message, note])?;
+    Ok(())
+}
+
+/// An attempt at the queue row failed; it stays queued for a retry.
+pub fn count_failure(db: &Db<'_>, id: i64, error: &str) -> Result<()> {
+    db.conn().execute(
+        "UPDATE inbound_queue SET attempts = attempts + 1, last_error = ?2 WHERE id = ?1",
+        params![id, error],
+    )?;
+    Ok(())
+}
+
+/// The pipeline gave up on the queue row: it is stored whole with the
+/// unrouted mail, flagged `ingest_error`, so an admin sees it. Returns the
+/// message id, or `None` when the row was done meanwhile.
+pub fn give_up(db: &Db<'_>, id: i64, error: &str, now: i64) -> Result<Option<i64>> {
+    let m = get(db, id)?;
+    if m.state != "queued" {
+        return Ok(None);
+    }
+    let conn = db.conn();
+    conn.execute(
+        "INSERT INTO messages (direction, kind, route, inbound_id, raw, raw_sha256, flags, received_at)
+         VALUES ('in', 'reply', 'unrouted', ?1, ?2, ?3, '[\"ingest_error\"]', ?4)",
+        params![id, m.raw, m.sha256, m.envelope.received_at],
+    )?;
+    let message = conn.last_insert_rowid();
+    conn.execute(
+        "UPDATE inbound_queue SET state = 'failed', attempts = attempts + 1, last_error = ?2,
+                processed_at = ?3, message_id = ?4 WHERE id = ?1",
+        params![id, error, now, message],
+    )?;
+    Ok(Some(message))
+}
+
+/// The queue row's state: `queued`, `done` or `failed`.
+pub fn state(db: &Db<'_>, id: i64) -> Result<String> {
+    Ok(db
+        .conn()
+        .prepare_cached("SELECT state FROM inbound_queue WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))?)
+}
+
 pub fn count(db: &Db<'_>) -> Result<i64> {
     let conn = db.conn();
     Ok(conn

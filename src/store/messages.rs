@@ -4,7 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::{Db, Result};
-use crate::model::{Mailbox, MessageKind, Route, StoredReply};
+use crate::model::{AttachmentInfo, Mailbox, MessageKind, MessageRecord, Route, StoredReply};
 
 /// The raw bytes of a message row aliased `$m`, as SQL. An inbound
 /// message keeps its bytes once, in `inbound_raw` (the queue's copy,
@@ -390,18 +390,28 @@ pub fn set_side_conversation(db: &Db<'_>, id: i64, sc: i64) -> Result<()> {
     Ok(())
 }
 
-/// An attachment's (filename, content type, bytes).
-pub fn attachment(
-    db: &Db<'_>,
-    message: i64,
-    n: i64,
-) -> Result<Option<(Option<String>, String, Vec<u8>)>> {
+/// One stored attachment with its bytes.
+#[derive(Debug, Clone)]
+pub struct StoredAttachment {
+    pub filename: Option<String>,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+/// Attachment `n` of a message.
+pub fn attachment(db: &Db<'_>, message: i64, n: i64) -> Result<Option<StoredAttachment>> {
     Ok(db
         .conn()
         .query_row(
             "SELECT filename, content_type, data FROM attachments WHERE message_id = ?1 AND idx = ?2",
             params![message, n],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| {
+                Ok(StoredAttachment {
+                    filename: r.get(0)?,
+                    content_type: r.get(1)?,
+                    data: r.get(2)?,
+                })
+            },
         )
         .optional()?)
 }
@@ -472,4 +482,184 @@ pub fn unrouted_candidate(db: &Db<'_>, id: i64) -> Result<Option<StoredReply>> {
             })
         })
         .optional()?)
+}
+
+const DUPLICATE_BY_MESSAGE_ID: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
+     WHERE message_id = ?1 AND direction = 'in' AND +side_conversation_id IS ?2
+     ORDER BY id LIMIT 1";
+const DUPLICATE_BY_HASH: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
+     WHERE raw_sha256 = ?1 AND message_id IS NULL AND direction = 'in' AND +side_conversation_id IS ?2
+     ORDER BY id LIMIT 1";
+
+/// An inbound message stored before that a new one may repeat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCopy {
+    pub id: i64,
+    pub sha256: Vec<u8>,
+    pub text: Option<String>,
+    pub html: Option<String>,
+}
+
+/// The inbound message in the same place (side conversation `sc`, or the
+/// unrouted mail for `None`) with this Message-ID, or without one, these
+/// bytes.
+///
+/// The `+` keeps SQLite off the indexes by side conversation: on one of
+/// them, every message scanned the whole thread (or all unrouted mail) row
+/// by row, quadratic in the store's size. The Message-ID (or hash) index
+/// finds the few candidates directly.
+pub fn find_copy(
+    db: &Db<'_>,
+    message_id: Option<&str>,
+    sha256: &[u8],
+    sc: Option<i64>,
+) -> Result<Option<StoredCopy>> {
+    let row = |r: &rusqlite::Row<'_>| {
+        Ok(StoredCopy {
+            id: r.get(0)?,
+            sha256: r.get(1)?,
+            text: r.get(2)?,
+            html: r.get(3)?,
+        })
+    };
+    let conn = db.conn();
+    Ok(match message_id {
+        Some(mid) => conn
+            .prepare_cached(DUPLICATE_BY_MESSAGE_ID)?
+            .query_row(params![mid, sc], row)
+            .optional()?,
+        None => conn
+            .prepare_cached(DUPLICATE_BY_HASH)?
+            .query_row(params![sha256, sc], row)
+            .optional()?,
+    })
+}
+
+#[cfg(test)]
+mod duplicate_tests {
+    use super::*;
+
+    /// The duplicate lookups must go through the Message-ID / hash indexes:
+    /// a plan on an index by side conversation reads every message of the
+    /// thread (or every unrouted message) for each new one.
+    #[test]
+    fn duplicate_lookups_use_the_id_and_hash_indexes() {
+        let conn = crate::store::memory_db();
+        for (sql, index) in [
+            (DUPLICATE_BY_MESSAGE_ID, "messages_message_id"),
+            (DUPLICATE_BY_HASH, "messages_sha_without_id"),
+        ] {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .expect("explain");
+            let plan: Vec<String> = stmt
+                .query_map(params!["x", Some(1i64)], |r| r.get::<_, String>(3))
+                .expect("plan")
+                .collect::<rusqlite::Result<_>>()
+                .expect("rows");
+            let plan = plan.join("\n");
+            assert!(plan.contains(index), "{sql}:\n{plan}");
+            assert!(!plan.contains("side_conversation"), "{plan}");
+            assert!(!plan.contains("thread_received"), "{plan}");
+        }
+    }
+}
+
+/// `body` cut at `cap` characters (it was read with one more, to tell).
+fn capped(body: Option<String>, cap: usize, truncated: &mut bool) -> Option<String> {
+    let mut text = body?;
+    if let Some((end, _)) = text.char_indices().nth(cap) {
+        text.truncate(end);
+        *truncated = true;
+    }
+    Some(text)
+}
+
+/// A message; with `cap`, each body (text, HTML, visible reply) is cut at
+/// that many characters and only that much of it is read.
+pub fn get(db: &Db<'_>, id: i64, cap: Option<usize>) -> Result<Option<MessageRecord>> {
+    let body = |col: &str| match cap {
+        Some(n) => format!("substr({col}, 1, {})", n + 1),
+        None => col.to_string(),
+    };
+    let visible = match cap {
+        Some(n) => format!("substr(coalesce(visible_reply, text_body), 1, {})", n + 1),
+        None => visible_reply_sql(""),
+    };
+    let sql = format!(
+        "SELECT id, side_conversation_id, direction, message_id, in_reply_to, refs, from_name, from_email,
+                reply_to, to_addrs, cc_addrs, subject, date, received_at, {}, {}, {visible},
+                kind, flags, route, auth, bounce
+         FROM messages WHERE id = ?1",
+        body("text_body"),
+        body("html_body"),
+    );
+    let row = db
+        .conn()
+        .prepare_cached(&sql)?
+        .query_row([id], |r| {
+            let from_name: Option<String> = r.get(6)?;
+            let from_email: Option<String> = r.get(7)?;
+            Ok(MessageRecord {
+                id: r.get(0)?,
+                side_conversation_id: r.get(1)?,
+                direction: r.get(2)?,
+                message_id: r.get(3)?,
+                in_reply_to: r.get(4)?,
+                references: r.get(5)?,
+                from: from_email.map(|email| Mailbox {
+                    name: from_name,
+                    email,
+                }),
+                reply_to: r.get(8)?,
+                to: r.get(9)?,
+                cc: r.get(10)?,
+                subject: r.get(11)?,
+                date: r.get(12)?,
+                received_at: r.get(13)?,
+                text: r.get(14)?,
+                html: r.get(15)?,
+                visible_reply: r.get(16)?,
+                kind: r.get(17)?,
+                flags: r.get(18)?,
+                route: r.get(19)?,
+                auth: r.get(20)?,
+                bounce: r.get(21)?,
+                truncated: false,
+            })
+        })
+        .optional()?;
+    let Some(mut m) = row else {
+        return Ok(None);
+    };
+    if let Some(cap) = cap {
+        let mut truncated = false;
+        m.text = capped(m.text.take(), cap, &mut truncated);
+        m.html = capped(m.html.take(), cap, &mut truncated);
+        // Read raw here (no SQL trimming of a long body): trimmed now.
+        m.visible_reply =
+            capped(m.visible_reply.take(), cap, &mut truncated).map(|v| plain_visible(&v));
+        m.truncated = truncated;
+    }
+    Ok(Some(m))
+}
+
+/// A message's attachments, in order.
+pub fn attachments(db: &Db<'_>, id: i64) -> Result<Vec<AttachmentInfo>> {
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT idx, filename, content_type, size, content_id FROM attachments
+         WHERE message_id = ?1 ORDER BY idx",
+    )?;
+    let rows = stmt
+        .query_map([id], |r| {
+            Ok(AttachmentInfo {
+                index: r.get(0)?,
+                filename: r.get(1)?,
+                content_type: r.get(2)?,
+                size: r.get(3)?,
+                content_id: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }

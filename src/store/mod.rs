@@ -29,6 +29,7 @@ pub mod portal;
 pub mod routing;
 pub mod senders;
 pub mod side_conversations;
+pub mod stats;
 pub mod templates;
 pub mod users;
 pub mod view;
@@ -141,14 +142,6 @@ impl<'c> Db<'c> {
     #[cfg(test)]
     pub(crate) fn for_test(conn: &'c Connection) -> Db<'c> {
         Db { conn }
-    }
-}
-
-// Migration aid while SQL moves into the store: removed at the end.
-impl std::ops::Deref for Db<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
-        self.conn
     }
 }
 
@@ -877,20 +870,30 @@ pub fn optional<T>(r: Result<T>) -> Result<Option<T>> {
 }
 
 /// Reads a setting (JSON value) by key.
-pub fn get_setting(conn: &Connection, key: &str) -> Result<Option<serde_json::Value>> {
+pub fn get_setting(db: &Db<'_>, key: &str) -> Result<Option<serde_json::Value>> {
     let text: Option<String> = optional(
-        conn.query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-            r.get(0)
-        })
-        .map_err(StoreError::from),
+        db.conn()
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
+            .map_err(StoreError::from),
     )?;
     text.map(|t| serde_json::from_str(&t).map_err(StoreError::from))
         .transpose()
 }
 
+/// Writes a setting (a JSON text) unless it is set.
+pub fn put_setting_if_absent(db: &Db<'_>, key: &str, json: &str) -> Result<()> {
+    db.conn().execute(
+        "INSERT OR IGNORE INTO settings (key, value) VALUES (?1, ?2)",
+        [key, json],
+    )?;
+    Ok(())
+}
+
 /// Writes a setting (JSON value).
-pub fn put_setting(conn: &Connection, key: &str, value: &serde_json::Value) -> Result<()> {
-    conn.execute(
+pub fn put_setting(db: &Db<'_>, key: &str, value: &serde_json::Value) -> Result<()> {
+    db.conn().execute(
         "INSERT INTO settings (key, value) VALUES (?1, ?2)
          ON CONFLICT(key) DO UPDATE SET value = excluded.value",
         rusqlite::params![key, value.to_string()],

@@ -400,3 +400,60 @@ mod tests {
         assert_eq!(raw(c, 1, 1).expect("raw"), b"hi");
     }
 }
+
+/// An outbound delivery a bounce reports on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BounceTarget {
+    pub outbox_id: i64,
+    pub recipient: String,
+    pub side_conversation: Option<i64>,
+}
+
+fn target(r: &rusqlite::Row<'_>) -> rusqlite::Result<BounceTarget> {
+    Ok(BounceTarget {
+        outbox_id: r.get(0)?,
+        recipient: r.get(1)?,
+        side_conversation: r.get(2)?,
+    })
+}
+
+/// The delivery a VERP key names.
+pub fn target_of_verp_key(db: &Db<'_>, key: &str) -> Result<Option<BounceTarget>> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT o.id, o.recipient, m.side_conversation_id
+             FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.verp_key = ?1",
+        )?
+        .query_row([key], target)
+        .optional()?)
+}
+
+/// Every delivery of the outbound message with this Message-ID.
+pub fn targets_of_message_id(db: &Db<'_>, message_id: &str) -> Result<Vec<BounceTarget>> {
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT o.id, o.recipient, m.side_conversation_id
+         FROM outbox o JOIN messages m ON m.id = o.message_id
+         WHERE m.message_id = ?1 AND m.direction = 'out'",
+    )?;
+    let rows = stmt
+        .query_map([message_id], target)?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// A permanent bounce came back for the delivery.
+pub fn mark_bounced(db: &Db<'_>, id: i64, diagnostic: &str) -> Result<()> {
+    db.conn()
+        .prepare_cached("UPDATE outbox SET state = 'bounced', last_error = ?2 WHERE id = ?1")?
+        .execute(params![id, diagnostic])?;
+    Ok(())
+}
+
+/// A delay notice came back for the delivery: noted, nothing else changes.
+pub fn note_delay(db: &Db<'_>, id: i64, diagnostic: &str) -> Result<()> {
+    db.conn()
+        .prepare_cached("UPDATE outbox SET last_error = ?2 WHERE id = ?1")?
+        .execute(params![id, format!("delayed: {diagnostic}")])?;
+    Ok(())
+}

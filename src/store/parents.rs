@@ -86,7 +86,10 @@ pub fn update(db: &Db<'_>, id: i64, c: &ParentChanges, now: i64) -> Result<()> {
             params![id, s],
         )?;
         if s != ParentStatus::Snoozed {
-            conn.execute("UPDATE parents SET snoozed_until = NULL WHERE id = ?1", [id])?;
+            conn.execute(
+                "UPDATE parents SET snoozed_until = NULL WHERE id = ?1",
+                [id],
+            )?;
         }
     }
     if let Some(until) = c.snoozed_until {

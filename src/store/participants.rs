@@ -28,7 +28,9 @@ pub fn list(db: &Db<'_>, sc: i64) -> Result<Vec<Participant>> {
 pub fn is_participant(db: &Db<'_>, sc: i64, email: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2")?
+        .prepare_cached(
+            "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
+        )?
         .query_row(params![sc, email], |_| Ok(()))
         .optional()?
         .is_some())

@@ -7,7 +7,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{Db, Result};
 use crate::model::{NewSideConversation, ScStatus, SideConversation};
 
-const COLUMNS: &str = "s.id, s.parent_id, p.external_id, p.status, s.token, s.portal_token, s.portal_revoked,
+const COLUMNS: &str =
+    "s.id, s.parent_id, p.external_id, p.status, s.token, s.portal_token, s.portal_revoked,
      s.portal_per_recipient, s.status, s.subject, s.sender_email, s.started_by, u.email,
      s.thread_index, s.next_seq, s.created_at, s.updated_at";
 

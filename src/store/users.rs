@@ -79,6 +79,26 @@ pub fn count(db: &Db<'_>) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?)
 }
 
+/// Changes what a user sets for themself: name, notifications.
+pub fn update_profile(
+    db: &Db<'_>,
+    id: i64,
+    name: Option<&str>,
+    notifications: Option<&str>,
+) -> Result<()> {
+    let conn = db.conn();
+    if let Some(n) = notifications {
+        conn.execute(
+            "UPDATE users SET notifications = ?2 WHERE id = ?1",
+            params![id, n],
+        )?;
+    }
+    if let Some(n) = name {
+        conn.execute("UPDATE users SET name = ?2 WHERE id = ?1", params![id, n])?;
+    }
+    Ok(())
+}
+
 /// Whether `email` is a user of this gateway.
 pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db

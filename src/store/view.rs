@@ -3,6 +3,7 @@
 //! every change. Maintained in the same transaction as the change itself, so
 //! the IMAP/JMAP view never scans all mail to compute its state.
 
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
 
 use super::{Db, Result, StoreError};
@@ -950,9 +951,239 @@ pub fn thread_first_modseq(db: &Db<'_>, side_conversation_id: i64) -> Result<Opt
     )?)
 }
 
+/// A user's own flags, as JMAP keywords name them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserFlag {
+    Seen,
+    Flagged,
+    Answered,
+}
+
+impl UserFlag {
+    fn column(self) -> &'static str {
+        match self {
+            UserFlag::Seen => "seen",
+            UserFlag::Flagged => "flagged",
+            UserFlag::Answered => "answered",
+        }
+    }
+}
+
+/// A filter over the agent view's mail (JMAP Email/query). An empty `And`
+/// matches everything, an empty `Or` nothing; `Not` matches what none of
+/// its parts does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EmailFilter {
+    And(Vec<EmailFilter>),
+    Or(Vec<EmailFilter>),
+    Not(Vec<EmailFilter>),
+    InMailbox(i64),
+    /// In some mailbox the caller may see other than these.
+    InMailboxOtherThan(Vec<i64>),
+    /// Received before / at or after (ms).
+    Before(i64),
+    After(i64),
+    /// Size of the raw message at least / below.
+    MinSize(i64),
+    MaxSize(i64),
+    /// The caller has (or has not) set the flag.
+    Keyword {
+        flag: UserFlag,
+        has: bool,
+    },
+    /// Flagged `unverified_sender` (or not).
+    Unverified {
+        has: bool,
+    },
+    /// Substrings (case-insensitive for ASCII) of the stored columns.
+    From(String),
+    To(String),
+    Cc(String),
+    Subject(String),
+    Body(String),
+    Text(String),
+}
+
+/// A `LIKE` pattern matching `s` anywhere (its wildcards escaped).
+fn like(s: &str) -> Value {
+    let mut p = String::with_capacity(s.len() + 2);
+    p.push('%');
+    for ch in s.chars() {
+        if matches!(ch, '\\' | '%' | '_') {
+            p.push('\\');
+        }
+        p.push(ch);
+    }
+    p.push('%');
+    Value::Text(p)
+}
+
+/// The SQL condition over `m` (a `messages` row) for `f`, its parameters
+/// appended to `params`.
+fn filter_sql(f: &EmailFilter, admin: bool, user: i64, params: &mut Vec<Value>) -> String {
+    let join = |parts: &[EmailFilter], op: &str, params: &mut Vec<Value>| {
+        parts
+            .iter()
+            .map(|p| filter_sql(p, admin, user, params))
+            .collect::<Vec<_>>()
+            .join(op)
+    };
+    match f {
+        EmailFilter::And(parts) if parts.is_empty() => "1".into(),
+        EmailFilter::And(parts) => format!("({})", join(parts, " AND ", params)),
+        EmailFilter::Or(parts) if parts.is_empty() => "0".into(),
+        EmailFilter::Or(parts) => format!("({})", join(parts, " OR ", params)),
+        EmailFilter::Not(parts) if parts.is_empty() => "1".into(),
+        EmailFilter::Not(parts) => format!("NOT ({})", join(parts, " OR ", params)),
+        EmailFilter::InMailbox(n) => {
+            params.push(Value::Integer(*n));
+            "EXISTS (SELECT 1 FROM mailbox_messages q WHERE q.message_id = m.id AND q.mailbox_id = ?)"
+                .into()
+        }
+        EmailFilter::InMailboxOtherThan(excluded) => {
+            let mut sql = format!(
+                "EXISTS (SELECT 1 FROM mailbox_messages q JOIN mailboxes qb ON qb.id = q.mailbox_id
+                 WHERE q.message_id = m.id AND (qb.kind != 'unrouted' OR {})",
+                i32::from(admin)
+            );
+            if !excluded.is_empty() {
+                sql.push_str(" AND q.mailbox_id NOT IN (");
+                sql.push_str(&vec!["?"; excluded.len()].join(","));
+                sql.push(')');
+                params.extend(excluded.iter().map(|n| Value::Integer(*n)));
+            }
+            sql.push(')');
+            sql
+        }
+        EmailFilter::Before(t) => {
+            params.push(Value::Integer(*t));
+            "m.received_at < ?".into()
+        }
+        EmailFilter::After(t) => {
+            params.push(Value::Integer(*t));
+            "m.received_at >= ?".into()
+        }
+        EmailFilter::MinSize(n) => {
+            params.push(Value::Integer(*n));
+            concat!(crate::raw_len_sql!("m"), " >= ?").into()
+        }
+        EmailFilter::MaxSize(n) => {
+            params.push(Value::Integer(*n));
+            concat!(crate::raw_len_sql!("m"), " < ?").into()
+        }
+        EmailFilter::Keyword { flag, has } => {
+            params.push(Value::Integer(user));
+            let exists = format!(
+                "EXISTS (SELECT 1 FROM message_flags f
+                 WHERE f.user_id = ? AND f.message_id = m.id AND f.{} = 1)",
+                flag.column()
+            );
+            if *has {
+                exists
+            } else {
+                format!("NOT {exists}")
+            }
+        }
+        EmailFilter::Unverified { has } => {
+            let exists = "EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)";
+            if *has {
+                exists.into()
+            } else {
+                format!("NOT {exists}")
+            }
+        }
+        EmailFilter::From(t) => {
+            let p = like(t);
+            params.extend([p.clone(), p]);
+            "(m.from_name LIKE ? ESCAPE '\\' OR m.from_email LIKE ? ESCAPE '\\')".into()
+        }
+        EmailFilter::To(t) => {
+            params.push(like(t));
+            "m.to_addrs LIKE ? ESCAPE '\\'".into()
+        }
+        EmailFilter::Cc(t) => {
+            params.push(like(t));
+            "m.cc_addrs LIKE ? ESCAPE '\\'".into()
+        }
+        EmailFilter::Subject(t) => {
+            params.push(like(t));
+            "m.subject LIKE ? ESCAPE '\\'".into()
+        }
+        EmailFilter::Body(t) => {
+            let p = like(t);
+            params.extend([p.clone(), p]);
+            "(m.text_body LIKE ? ESCAPE '\\' OR m.html_body LIKE ? ESCAPE '\\')".into()
+        }
+        EmailFilter::Text(t) => {
+            let p = like(t);
+            params.extend(std::iter::repeat_n(p, 7));
+            "(m.subject LIKE ? ESCAPE '\\' OR m.from_name LIKE ? ESCAPE '\\'
+              OR m.from_email LIKE ? ESCAPE '\\' OR m.to_addrs LIKE ? ESCAPE '\\'
+              OR m.cc_addrs LIKE ? ESCAPE '\\' OR m.text_body LIKE ? ESCAPE '\\'
+              OR m.html_body LIKE ? ESCAPE '\\')"
+                .into()
+        }
+    }
+}
+
+/// One message a query found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    pub id: i64,
+    pub side_conversation: Option<i64>,
+    /// It is in the Unrouted mailbox (and the caller may see it).
+    pub unrouted: bool,
+}
+
+/// The messages the caller may see (`admin`: unrouted mail too) matching
+/// `filter`, by received time (then id) in the order asked, at most `cap`.
+/// The listing walks the `messages_received` index in that order, so a
+/// query with a cap stops once it has its page instead of reading and
+/// sorting every message of the store.
+pub fn query_emails(
+    db: &Db<'_>,
+    admin: bool,
+    user: i64,
+    filter: &EmailFilter,
+    ascending: bool,
+    cap: Option<usize>,
+) -> Result<Vec<Found>> {
+    let mut params = Vec::new();
+    let condition = filter_sql(filter, admin, user, &mut params);
+    let admin = i32::from(admin);
+    let dir = if ascending { "ASC" } else { "DESC" };
+    let limit = cap.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
+    let sql = format!(
+        "SELECT m.id, m.side_conversation_id,
+                {admin} AND EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
+                                    WHERE u.message_id = m.id AND ub.kind = 'unrouted')
+         FROM messages m INDEXED BY messages_received
+         WHERE EXISTS (SELECT 1 FROM mailbox_messages v JOIN mailboxes vb ON vb.id = v.mailbox_id
+                       WHERE v.message_id = m.id AND (vb.kind != 'unrouted' OR {admin}))
+           AND {condition}
+         ORDER BY m.received_at {dir}, m.id {dir}{limit}"
+    );
+    let mut stmt = db.conn().prepare(&sql)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), |r| {
+            Ok(Found {
+                id: r.get(0)?,
+                side_conversation: r.get(1)?,
+                unrouted: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like("50%_off\\"), Value::Text("%50\\%\\_off\\\\%".into()));
+    }
 
     fn plan(db: &Db<'_>, sql: &str) -> String {
         let conn = db.conn();
@@ -997,19 +1228,20 @@ mod tests {
     fn added_and_removed_since_a_modseq() {
         let c_conn = crate::store::memory_db();
         let c = &crate::store::Db::for_test(&c_conn);
-        c.execute_batch(
+        c.conn().execute_batch(
             "INSERT INTO parents (id, external_id, created_at, updated_at) VALUES (1, 'T-1', 0, 0);",
         )
         .expect("parent");
         let mut ids = Vec::new();
         for i in 0..6i64 {
-            c.execute(
-                "INSERT INTO messages (direction, kind, route, raw, raw_sha256, received_at)
+            c.conn()
+                .execute(
+                    "INSERT INTO messages (direction, kind, route, raw, raw_sha256, received_at)
                  VALUES ('in', 'reply', 'token', x'41', x'00', ?1)",
-                [i],
-            )
-            .expect("message");
-            let id = c.last_insert_rowid();
+                    [i],
+                )
+                .expect("message");
+            let id = c.conn().last_insert_rowid();
             let placement = if i < 3 {
                 Placement::Thread {
                     parent_id: 1,
@@ -1023,16 +1255,18 @@ mod tests {
             ids.push(id);
         }
         let id_of = |name: &str| -> i64 {
-            c.query_row("SELECT id FROM mailboxes WHERE name = ?1", [name], |r| {
-                r.get(0)
-            })
-            .expect(name)
+            c.conn()
+                .query_row("SELECT id FROM mailboxes WHERE name = ?1", [name], |r| {
+                    r.get(0)
+                })
+                .expect(name)
         };
         let inbox = id_of(INBOX);
         let unrouted = id_of(UNROUTED);
         // The ticket's mailbox was created by its first message.
         let ticket = id_of("Tickets/T-1");
         let (uidnext, highest): (i64, i64) = c
+            .conn()
             .query_row(
                 "SELECT uidnext, highest_modseq FROM mailboxes WHERE id = ?1",
                 [ticket],

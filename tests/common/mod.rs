@@ -38,8 +38,78 @@ pub fn verified_records() -> Vec<(&'static str, dns::RecordKind)> {
         .collect()
 }
 
+/// Direct SQL on a gateway's database file, for tests to seed and inspect
+/// what is stored, the way an operator with `sqlite3` would: the gateway's
+/// own code reaches the database only through the store's typed functions.
+/// Each call opens its own connection (WAL lets it work beside the running
+/// gateway; a write waits for the gateway's writer, and commits at once).
+#[derive(Debug, Clone)]
+pub struct Sql {
+    path: PathBuf,
+}
+
+pub type SqlResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+impl Sql {
+    pub fn at(path: impl Into<PathBuf>) -> Sql {
+        Sql { path: path.into() }
+    }
+
+    fn open(&self) -> SqlResult<rusqlite::Connection> {
+        let c = rusqlite::Connection::open(&self.path)?;
+        c.busy_timeout(Duration::from_secs(30))?;
+        c.execute_batch("PRAGMA foreign_keys = ON;")?;
+        Ok(c)
+    }
+
+    /// Runs `f` on a connection of its own, in one read transaction.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> SqlResult<T> + Send + 'static,
+    {
+        self.run(f, "BEGIN").await
+    }
+
+    /// Runs `f` in one write transaction, committed before this returns.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> SqlResult<T> + Send + 'static,
+    {
+        self.run(f, "BEGIN IMMEDIATE").await
+    }
+
+    async fn run<T, F>(&self, f: F, begin: &'static str) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> SqlResult<T> + Send + 'static,
+    {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || -> SqlResult<T> {
+            let c = this.open()?;
+            c.execute_batch(begin)?;
+            match f(&c) {
+                Ok(v) => {
+                    c.execute_batch("COMMIT")?;
+                    Ok(v)
+                }
+                Err(e) => {
+                    let _ = c.execute_batch("ROLLBACK");
+                    Err(e)
+                }
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+}
+
 pub struct TestServer {
     pub running: Option<Running>,
+    /// SQL on its database file (see [`Sql`]).
+    pub sql: Sql,
     /// The default fake DNS (see [`VERIFIED_DOMAINS`]), when the test
     /// brought no `[dns]` of its own.
     pub dns: Option<dns::FakeDns>,
@@ -155,6 +225,7 @@ impl TestServer {
         let store = Store::open(&config.db_path()).expect("store");
         let running = app::start(config, store.clone()).await.expect("start");
         TestServer {
+            sql: Sql::at(dir.path().join("data/backchannel.db")),
             dns: fake_dns,
             smtp: running.addrs.smtp,
             http: running.addrs.http,
@@ -190,7 +261,7 @@ impl TestServer {
 
     /// Every stored inbound message: (mail_from, rcpts JSON, tls, raw).
     pub async fn inbound(&self) -> Vec<(String, String, bool, Vec<u8>)> {
-        self.store
+        self.sql
             .read(|c| {
                 let mut s = c.prepare(
                     "SELECT q.mail_from, q.rcpts, q.tls, coalesce(r.raw, q.raw)
@@ -206,7 +277,7 @@ impl TestServer {
     /// Creates a parent with one side conversation carrying `token`.
     pub async fn add_side_conversation(&self, token: &str) {
         let token = token.to_string();
-        self.store
+        self.sql
             .write(move |c| {
                 c.execute(
                     "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, 0, 0)",
@@ -226,7 +297,7 @@ impl TestServer {
 
     pub async fn add_sender(&self, email: &str, forwarding_local: &str) {
         let (email, fwd) = (email.to_string(), forwarding_local.to_string());
-        self.store
+        self.sql
             .write(move |c| {
                 c.execute(
                     "INSERT INTO senders (email, forwarding_local, created_at) VALUES (?1, ?2, 0)",
@@ -318,7 +389,7 @@ pub async fn agent(store: &Store, email: &str, name: &str) -> backchannel::conve
 /// conversation (`token`, `sc_status`) whose participants are `vendors`.
 /// Returns (parent id, side conversation id).
 pub async fn seed_thread(
-    store: &Store,
+    sql: &Sql,
     external_id: &str,
     token: &str,
     parent_status: &str,
@@ -332,32 +403,31 @@ pub async fn seed_thread(
         sc_status.to_string(),
     );
     let vendors: Vec<String> = vendors.iter().map(|v| v.to_string()).collect();
-    store
-        .write(move |c| {
-            c.execute(
-                "INSERT INTO parents (external_id, subject, status, created_at, updated_at)
+    sql.write(move |c| {
+        c.execute(
+            "INSERT INTO parents (external_id, subject, status, created_at, updated_at)
                  VALUES (?1, 'Order 1001', ?2, 0, 0)",
-                rusqlite::params![ext, ps],
-            )?;
-            let parent = c.last_insert_rowid();
-            c.execute(
-                "INSERT INTO side_conversations
+            rusqlite::params![ext, ps],
+        )?;
+        let parent = c.last_insert_rowid();
+        c.execute(
+            "INSERT INTO side_conversations
                    (parent_id, token, status, subject, sender_email, created_at, updated_at)
                  VALUES (?1, ?2, ?3, 'Pallet 7 delayed', 'support@acme.com', 0, 0)",
-                rusqlite::params![parent, token, ss],
-            )?;
-            let sc = c.last_insert_rowid();
-            for v in &vendors {
-                c.execute(
-                    "INSERT INTO participants (side_conversation_id, email, role, added_at)
+            rusqlite::params![parent, token, ss],
+        )?;
+        let sc = c.last_insert_rowid();
+        for v in &vendors {
+            c.execute(
+                "INSERT INTO participants (side_conversation_id, email, role, added_at)
                      VALUES (?1, ?2, 'to', 0)",
-                    rusqlite::params![sc, v],
-                )?;
-            }
-            Ok((parent, sc))
-        })
-        .await
-        .expect("seed thread")
+                rusqlite::params![sc, v],
+            )?;
+        }
+        Ok((parent, sc))
+    })
+    .await
+    .expect("seed thread")
 }
 
 /// Sends one message over SMTP; returns the final reply to DATA.
@@ -413,7 +483,7 @@ impl TestServer {
     /// One value from a query with no parameters.
     pub async fn query<T: rusqlite::types::FromSql + Send + 'static>(&self, sql: &str) -> T {
         let sql = sql.to_string();
-        self.store
+        self.sql
             .read(move |c| Ok(c.query_row(&sql, [], |r| r.get(0))?))
             .await
             .unwrap_or_else(|e| panic!("query failed: {e}"))
@@ -454,7 +524,7 @@ pub async fn make_user(
 ) -> String {
     let (e, n) = (email.to_string(), name.to_string());
     s.store
-        .write(move |c| backchannel::store::users::create(c, &e, &n, role))
+        .write(move |db| backchannel::store::users::create(db, &e, &n, role))
         .await
         .expect("user")
         .1
