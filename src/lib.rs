@@ -43,7 +43,7 @@
 //!                domain), dns.rs (SPF/DKIM/DMARC health checks over a small
 //!                DNS trait, hickory implementation), spf.rs (RFC 7208
 //!                evaluation, pure over that trait)
-//! imap/          IMAP4rev1 agent view: mime.rs (ENVELOPE, BODYSTRUCTURE, BODY[section]
+//! imap/          IMAP4rev1 agent view: mime/ (ENVELOPE, BODYSTRUCTURE, BODY[section]
 //!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
 //! ```
 //!
