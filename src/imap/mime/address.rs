@@ -1,6 +1,9 @@
 //! Address lists for ENVELOPE as Dovecot's message-address parser reads them (with
 //! FILL_MISSING): groups, routes, comments as names, and `MISSING_MAILBOX`, `MISSING_DOMAIN`,
 //! `SYNTAX_ERROR` where the input is broken.
+//!
+//! Not mail-parser's address parser: it decodes encoded-words and drops what it cannot read,
+//! while ENVELOPE carries the raw text and Dovecot's placeholders.
 
 use imap_types::envelope::Address;
 

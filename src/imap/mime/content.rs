@@ -1,6 +1,10 @@
 //! The Content-* fields of a part as Dovecot keeps them for BODYSTRUCTURE: type and subtype as
 //! written, parameters raw with RFC 2231 continuations merged, encoding, id, description, MD5,
 //! disposition, language and location.
+//!
+//! Not mail-parser's Content-Type reader: it decodes RFC 2231 values and encoded-words, while
+//! BODYSTRUCTURE carries parameters as written (continuations joined the way Dovecot joins them,
+//! broken ones kept under their own names).
 
 use super::header::Fields;
 use super::rfc822::Rfc822;

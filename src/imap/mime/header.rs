@@ -1,5 +1,11 @@
 //! A header block as Dovecot splits it: physical lines and fields (name, raw value with its
 //! continuation lines), up to the blank line.
+//!
+//! Not mail-parser's header reader: ENVELOPE, the sizes `tree` counts and HEADER.FIELDS all need
+//! Dovecot's split, and mail-parser splits malformed headers differently (an indented line after
+//! a line without a colon starts a new field there and continues one here, blanks inside a name
+//! are dropped, a leading colon is part of the name), which changes the field list of 150 of the
+//! shared corpus's 1,183 messages.
 
 pub(super) fn is_lwsp(b: u8) -> bool {
     b == b' ' || b == b'\t'

@@ -17,6 +17,12 @@
 //! fields, `tree` finds the parts and their sizes, `bodystructure` and `section` answer from that
 //! tree, `wire` turns bytes into IMAP strings, and `decode` reads header values as text and
 //! dates for THREAD.
+//!
+//! Decoding is mail-parser's, as for ingest and JMAP: RFC 2047 encoded-words, their Q and B
+//! encodings, charsets, the calendar. What stays by hand is what must match Dovecot octet for
+//! octet and where mail-parser reads the shared corpus differently (each file says how): the
+//! header split, the part tree and its sizes, addresses and Content-* fields as written, which
+//! dates and message ids THREAD accepts, and how ENVELOPE and BODYSTRUCTURE are written.
 
 mod address;
 mod bodystructure;

@@ -530,6 +530,34 @@ fn header_decoding_and_dates() {
         "caf\u{e9} au lait."
     );
     assert_eq!(decode_header(b"a =?bogus?x?y?= b"), "a =?bogus?x?y?= b");
+    // Text right after a word stays right after it, and text around words keeps its blanks
+    // (Dovecot's joining, not mail-parser's unstructured reader, which adds a space).
+    assert_eq!(
+        decode_header(b"=?UTF-8?B?Y2Fmw6k=?=. Re:  x =?utf-8?q?y?=z"),
+        "caf\u{e9}. Re:  x yz"
+    );
+    // Charsets are mail-parser's tables (full_encoding), unknown ones read as UTF-8.
+    assert_eq!(
+        decode_header(b"=?iso-2022-jp?q?=1B$B%O%m!<=1B(B?= =?x-unknown?q?caf=C3=A9?="),
+        "\u{30cf}\u{30ed}\u{30fc}caf\u{e9}"
+    );
+    assert_eq!(decode_header(b"=?"), "=?");
+    assert_eq!(
+        decode_header(b"x=?utf-8?q?unterminated"),
+        "x=?utf-8?q?unterminated"
+    );
+    // Out-of-range fields are refused, not normalised; zones count the right way round.
+    assert_eq!(parse_date(b"30 Feb 2024 10:00:00 +0000"), None);
+    assert_eq!(
+        parse_date(b"29 Feb 2024 10:00:00 +0000"),
+        Some(1_709_200_800)
+    );
+    assert_eq!(parse_date(b"1 Jan 2000 00:00 Z"), Some(946_684_800));
+    assert_eq!(parse_date(b"1 Jan 2000 00:00 A"), Some(946_684_800 - 3600));
+    assert_eq!(
+        parse_date(b"1 Jan 2000 00:00 PDT"),
+        Some(946_684_800 + 7 * 3600)
+    );
     assert_eq!(
         parse_date(b"Fri, 21 Nov 1997 09(comment):   55  :  06 -0600"),
         Some(880_127_706)

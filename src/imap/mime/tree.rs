@@ -1,6 +1,13 @@
 //! The MIME tree of a message, found the way Dovecot's message-parser finds it on a complete
 //! buffer: one forward pass recording where each part's header and body are and how many octets
 //! and lines they count.
+//!
+//! Not mail-parser's MIME parse: BODYSTRUCTURE sizes and line counts and the bytes of
+//! `BODY[section]` must be Dovecot's, and mail-parser's part offsets (`offset_header`,
+//! `offset_body`, `offset_end`) differ from them in 64 of the shared corpus's 1,206 messages
+//! (where a part's header starts after a boundary line, where a last part without a closing
+//! boundary ends, boundaries that are prefixes of each other or carry trailing text, parts that
+//! are cut short); it also parses attached messages only three levels deep.
 
 use std::borrow::Cow;
 
