@@ -13,7 +13,10 @@ use super::rfc822::Rfc822;
 /// ingest and JMAP use). Only the joining of words and plain text is Dovecot's: mail-parser's
 /// unstructured-field reader puts a space between an encoded-word and text written right after
 /// it (`=?utf-8?b?…?=. Mail failure.` gets `… . Mail failure.`), and on the shared corpus that
-/// changes eight base subjects and the THREAD answer Dovecot gives.
+/// changes eight base subjects and the THREAD answer Dovecot gives. Where a word is broken the
+/// decoding is mail-parser's too: a B word loses an unpadded last group and one with an octet
+/// outside base64 stays as written, where Dovecot keeps what decodes (no Subject in the corpus
+/// has either).
 #[must_use]
 pub fn decode_header(value: &[u8]) -> String {
     let mut out = String::with_capacity(value.len());
@@ -21,13 +24,12 @@ pub fn decode_header(value: &[u8]) -> String {
     let mut pos = 0;
     while let Some(at) = memchr::memmem::find(value.get(pos..).unwrap_or_default(), b"=?") {
         pos += at;
-        // mail-parser reads an encoded-word from the "?" after its "=".
-        let mut word = MessageStream::new(value.get(pos + 1..).unwrap_or_default());
-        let Some(decoded) = word.decode_rfc2047() else {
+        let Some(decoded) = encoded_word(value.get(pos..).unwrap_or_default()) else {
             // Not an encoded-word: its "=?" stays in the plain text.
             pos += 2;
             continue;
         };
+        let (decoded, used) = decoded;
         let plain = value.get(start..pos).unwrap_or_default();
         if !plain
             .iter()
@@ -36,13 +38,32 @@ pub fn decode_header(value: &[u8]) -> String {
             out.push_str(&String::from_utf8_lossy(plain));
         }
         out.push_str(&decoded);
-        pos += 1 + word.offset();
+        pos += used;
         start = pos;
     }
     if let Some(rest) = value.get(start..) {
         out.push_str(&String::from_utf8_lossy(rest));
     }
     out
+}
+
+/// The encoded-word at the start of `data` (`=?charset?enc?text?=`), decoded, and its length.
+///
+/// The word ends where Dovecot ends it, at the third `?` (which must be followed by `=`), and only
+/// that slice goes to mail-parser: its Q decoder reads on past a `?` that is not followed by `=`,
+/// so given the rest of the value, every `=?` of a long run like `=?ab?q?a=?ab?q?a…` would be read
+/// to the end of the value (quadratic work on one hostile Subject).
+fn encoded_word(data: &[u8]) -> Option<(String, usize)> {
+    let body = data.get(2..)?;
+    let mut marks = memchr::memchr_iter(b'?', body);
+    let (_, _, last) = (marks.next()?, marks.next()?, marks.next()?);
+    if body.get(last + 1) != Some(&b'=') {
+        return None;
+    }
+    let used = 2 + last + 2;
+    // mail-parser reads an encoded-word from the "?" after its "=".
+    let mut word = MessageStream::new(data.get(1..used)?);
+    word.decode_rfc2047().map(|text| (text, used))
 }
 
 /// A Date header value as seconds since the epoch, parsed the way Dovecot does (RFC 2822 with

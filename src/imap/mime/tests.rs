@@ -542,6 +542,10 @@ fn header_decoding_and_dates() {
         "\u{30cf}\u{30ed}\u{30fc}caf\u{e9}"
     );
     assert_eq!(decode_header(b"=?"), "=?");
+    // A word ends at its third "?", which "=" must follow (a "?" in Q text is no word).
+    assert_eq!(decode_header(b"=?utf-8?q?a?b?="), "=?utf-8?q?a?b?=");
+    let run = "=?ab?q?a".repeat(8192);
+    assert_eq!(decode_header(run.as_bytes()), run);
     assert_eq!(
         decode_header(b"x=?utf-8?q?unterminated"),
         "x=?utf-8?q?unterminated"
