@@ -24,12 +24,11 @@ pub fn decode_header(value: &[u8]) -> String {
     let mut pos = 0;
     while let Some(at) = memchr::memmem::find(value.get(pos..).unwrap_or_default(), b"=?") {
         pos += at;
-        let Some(decoded) = encoded_word(value.get(pos..).unwrap_or_default()) else {
+        let Some((decoded, used)) = encoded_word(value.get(pos..).unwrap_or_default()) else {
             // Not an encoded-word: its "=?" stays in the plain text.
             pos += 2;
             continue;
         };
-        let (decoded, used) = decoded;
         let plain = value.get(start..pos).unwrap_or_default();
         if !plain
             .iter()
