@@ -44,7 +44,7 @@
 //! senders/       sender addresses: dkim.rs (key generation, one stored key per
 //!                domain), dns/ (SPF/DKIM/DMARC health checks through the
 //!                configured resolver; SPF evaluated by mail-auth)
-//! imap/          IMAP4rev1 agent view: mime.rs (ENVELOPE, BODYSTRUCTURE, BODY[section]
+//! imap/          IMAP4rev1 agent view: mime/ (ENVELOPE, BODYSTRUCTURE, BODY[section]
 //!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
 //! ```
 //!

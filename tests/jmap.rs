@@ -1922,3 +1922,60 @@ async fn configured_limits_are_reported_and_enforced() {
     );
     s.shutdown().await;
 }
+
+/// One HTML → text for every reader: the preview of an HTML-only message is
+/// `reply_text::html_to_text` of its HTML (blanks collapsed, 256 characters),
+/// the same text ingest stored for the portal, IMAP SEARCH and the
+/// classifier. Lists, blocks, table cells and quotes are where another
+/// converter (mail-parser's) would read differently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preview_of_html_only_mail_is_the_gateways_text() {
+    let mut s = TestServer::start_with_http("", "max_body_bytes = 65536", NO_AUTH).await;
+    let admin = make_user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let j = Jmap::new(&s, &admin).await;
+    let (_, reply_to) = start_thread(&s, &admin, "T-HTML").await;
+    let filler = "Lorem ipsum dolor sit amet. ".repeat(12);
+    let html = format!(
+        "<html><head><title>ignored</title><style>p {{ color: red }}</style></head><body>\
+         <div>Pallet&nbsp;7</div><div>ships Monday</div>\
+         <ul><li>one</li><li>two</li></ul>\
+         <table><tr><td>cell a</td><td>cell b</td></tr></table>\
+         <blockquote>quoted</blockquote><p>{filler}</p></body></html>"
+    );
+    let reply = format!(
+        "From: vera@carrier.example\r\nTo: {reply_to}\r\nSubject: Re: Pallet 7\r\n\
+         MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n{html}\r\n"
+    );
+    smtp_send(s.smtp, "vera@carrier.example", &[&reply_to], &reply).await;
+    s.wait_ingested().await;
+    let inbound: i64 = s
+        .query("SELECT id FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    let stored: String = s
+        .query("SELECT text_body FROM messages WHERE direction = 'in' ORDER BY id DESC LIMIT 1")
+        .await;
+    let v = j
+        .one(
+            "Email/get",
+            json!({"ids": [format!("m{inbound}")], "properties": ["preview"]}),
+        )
+        .await;
+    let preview = v["list"][0]["preview"].as_str().expect("preview");
+    let collapse = |t: &str| -> String {
+        t.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(256)
+            .collect()
+    };
+    let want = collapse(&backchannel::reply_text::html_to_text(&html));
+    assert_eq!(preview, want);
+    assert_eq!(preview, collapse(&stored), "the text ingest stored");
+    assert!(
+        preview.starts_with("Pallet 7 ships Monday - one - two cell a cell b > quoted Lorem"),
+        "{preview}"
+    );
+    assert_eq!(preview.chars().count(), 256);
+    s.shutdown().await;
+}

@@ -309,6 +309,15 @@ fn part_text<'p>(part: &'p MessagePart<'_>) -> Option<Cow<'p, str>> {
     }
 }
 
+/// A text or HTML part as text (HTML through [`crate::reply_text::html_to_text`]).
+fn body_text(part: &MessagePart<'_>) -> Option<String> {
+    match &part.body {
+        PartType::Text(t) => Some(t.to_string()),
+        PartType::Html(h) => Some(crate::reply_text::html_to_text(h)),
+        _ => None,
+    }
+}
+
 /// The parsed message with the pieces every rule needs, computed once.
 struct Mail<'m> {
     msg: &'m Message<'m>,
@@ -337,9 +346,14 @@ impl<'m> Mail<'m> {
             .next()
             .unwrap_or_default()
             .to_lowercase();
-        let mut bodies: Vec<String> = (0..msg.text_body_count().min(MAX_BODIES))
-            .filter_map(|i| msg.body_text(i))
-            .map(|t| truncate(t.into_owned(), MAX_BODY_BYTES))
+        // HTML is read through the gateway's own conversion (reply_text), as ingest stores it and
+        // JMAP and the portal show it, not through mail-parser's `body_text`.
+        let mut bodies: Vec<String> = msg
+            .text_body
+            .iter()
+            .take(MAX_BODIES)
+            .filter_map(|&i| body_text(msg.parts.get(i as usize)?))
+            .map(|t| truncate(t, MAX_BODY_BYTES))
             .collect();
         if bodies.is_empty() {
             // Broken MIME (a boundary parameter on an unfolded line, say)
@@ -348,11 +362,7 @@ impl<'m> Mail<'m> {
             bodies = msg
                 .parts
                 .iter()
-                .filter_map(|p| match &p.body {
-                    PartType::Text(t) => Some(t.to_string()),
-                    PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(h)),
-                    _ => None,
-                })
+                .filter_map(body_text)
                 .take(MAX_BODIES)
                 .map(|t| truncate(t, MAX_BODY_BYTES))
                 .collect();
@@ -1643,6 +1653,37 @@ Hello\r\n\
                 "{action}"
             );
         }
+    }
+
+    /// HTML bodies are read through reply_text's conversion, the one ingest, JMAP and the portal
+    /// use: block elements end lines, so delivery-status fields written in `<div>`s are found.
+    #[test]
+    fn an_html_only_bounce_is_read_as_text() {
+        let html = "<div>This message could not be delivered.</div>\
+            <div>Final-Recipient: rfc822; carrier@example.com</div>\
+            <div>Action: failed</div><div>Status: 5.1.1</div>";
+        let raw = format!(
+            "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n\
+             To: bounce+k42@gw.example.com\r\n\
+             Subject: Undelivered Mail Returned to Sender\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n{html}\r\n"
+        );
+        let msg = MessageParser::default().parse(raw.as_bytes());
+        let bodies = msg
+            .as_ref()
+            .map(|m| Mail::new(m).bodies)
+            .unwrap_or_default();
+        assert_eq!(
+            bodies,
+            vec![crate::reply_text::html_to_text(&format!("{html}\r\n"))]
+        );
+        let bounce_rcpt = vec!["bounce+k42@gw.example.com".to_string()];
+        let Kind::Bounce(b) = classify(raw.as_bytes(), "", &bounce_rcpt, GW) else {
+            panic!("not a bounce");
+        };
+        assert_eq!(b.recipients.len(), 1, "{b:?}");
+        assert_eq!(b.recipients[0].recipient, "carrier@example.com");
+        assert_eq!(b.recipients[0].status, "5.1.1");
     }
 
     #[test]

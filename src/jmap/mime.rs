@@ -8,13 +8,13 @@
 use std::borrow::Cow;
 
 use mail_parser::decoders::base64::base64_decode;
-use mail_parser::decoders::html::html_to_text;
 use mail_parser::decoders::quoted_printable::quoted_printable_decode;
 use mail_parser::parsers::MessageStream;
 use mail_parser::{Address, Encoding, Header, HeaderValue, Message, MimeHeaders, PartType};
 use serde_json::{Map, Value, json};
 
 use super::{MethodError, ids};
+use crate::reply_text::html_to_text;
 
 /// The parsed forms of RFC 8621 §4.1.2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -528,7 +528,9 @@ pub fn body_value(text: &str, problem: bool, max: usize) -> Value {
     json!({"value": value, "isEncodingProblem": problem, "isTruncated": truncated})
 }
 
-/// Up to 256 characters of the body text, whitespace collapsed.
+/// Up to 256 characters of the body text, whitespace collapsed. HTML is turned into text by
+/// [`crate::reply_text::html_to_text`], the gateway's one conversion, so the preview reads as the
+/// text ingest stores and the portal and classifier see.
 pub fn preview(msg: &Message<'_>) -> String {
     let mut text = String::new();
     for &i in &msg.text_body {
@@ -647,6 +649,20 @@ JVBERi0xLjQK\r\n\
             Some("john@example.com")
         );
         assert!(part_bytes(&msg, i).starts_with(b"john@example.com"));
+    }
+
+    #[test]
+    fn html_previews_use_the_gateways_html_to_text() {
+        let html = "<div>Pallet 7</div><div>ships</div><ul><li>one</li><li>two</li></ul>\
+                    <blockquote>quoted</blockquote>";
+        let raw = format!(
+            "From: a@b.example\r\nMIME-Version: 1.0\r\nContent-Type: text/html\r\n\r\n{html}\r\n"
+        );
+        let msg = parse(raw.as_bytes());
+        let text = crate::reply_text::html_to_text(html);
+        let want = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert_eq!(preview(&msg), want);
+        assert_eq!(preview(&msg), "Pallet 7 ships - one - two > quoted");
     }
 
     #[test]
