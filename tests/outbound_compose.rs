@@ -76,10 +76,7 @@ async fn the_first_message_carries_token_reply_to_and_thread_index() {
         m.header_raw("Auto-Submitted").is_none(),
         "human mail is not auto-submitted"
     );
-    let ti = backchannel::outbound::compose::decode_base64(
-        header(&m, "Thread-Index").expect("thread-index"),
-    )
-    .expect("base64");
+    let ti = thread_index(header(&m, "Thread-Index").expect("thread-index")).expect("base64");
     assert_eq!(ti.len(), 22);
     assert_eq!(header(&m, "Thread-Topic"), Some("Pallet 7 delayed"));
     assert!(
@@ -129,9 +126,7 @@ async fn five_follow_ups_chain_in_reply_to_references_and_thread_index() {
         .expect("parse")
         .into_owned();
     let mut ids = vec![first.message_id().expect("id").to_string()];
-    let mut index =
-        backchannel::outbound::compose::decode_base64(header(&first, "Thread-Index").expect("ti"))
-            .expect("b64");
+    let mut index = thread_index(header(&first, "Thread-Index").expect("ti")).expect("b64");
     for n in 2..=6 {
         let f = s
             .conversations
@@ -161,9 +156,7 @@ async fn five_follow_ups_chain_in_reply_to_references_and_thread_index() {
             _ => Vec::new(),
         };
         assert_eq!(refs, ids, "References of message {n}");
-        let ti =
-            backchannel::outbound::compose::decode_base64(header(&m, "Thread-Index").expect("ti"))
-                .expect("b64");
+        let ti = thread_index(header(&m, "Thread-Index").expect("ti")).expect("b64");
         assert_eq!(
             ti.len(),
             index.len() + 5,
@@ -550,4 +543,12 @@ async fn refusals_name_the_field_or_the_state() {
     assert!(m.header_raw("Bcc").is_none());
     assert_eq!(m.subject(), Some("Hi  Bcc: victim@evil.example"));
     s.shutdown().await;
+}
+
+/// A Thread-Index header's bytes (standard base64).
+fn thread_index(v: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()
 }

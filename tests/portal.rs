@@ -175,7 +175,10 @@ fn assert_style_hash_matches(page: &str, h: &reqwest::header::HeaderMap) {
     let start = page.find("<style>").expect("style") + "<style>".len();
     let end = page.find("</style>").expect("end of style");
     let digest = Sha256::digest(&page.as_bytes()[start..end]);
-    let b64 = backchannel::outbound::compose::base64(&digest);
+    let b64 = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD.encode(digest)
+    };
     let csp = h["content-security-policy"].to_str().expect("csp");
     assert!(csp.contains(&format!("'sha256-{b64}'")), "{csp}");
 }

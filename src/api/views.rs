@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use crate::model::{Direction, ParticipantRole, Token, rfc3339};
-use crate::outbound::compose::{self, ReplyMode};
+use crate::conversations;
+use crate::model::{Direction, ParticipantRole, rfc3339};
 use crate::store::{self, Db, Result, StoreError, outbox};
 
 fn time(ms: Option<i64>) -> Value {
@@ -14,19 +14,6 @@ fn time(ms: Option<i64>) -> Value {
 fn json_text(text: Option<&str>) -> Value {
     text.and_then(|t| serde_json::from_str(t).ok())
         .unwrap_or(Value::Null)
-}
-
-/// Where vendors reply for this side conversation.
-pub fn reply_address(db: &Db<'_>, domain: &str, token: &str, sender: &str) -> Result<String> {
-    let mode = store::senders::get(db, sender)?
-        .and_then(|s| ReplyMode::parse(&s.reply_mode))
-        .unwrap_or(ReplyMode::Gateway);
-    let token: Token = token
-        .parse()
-        .map_err(|_| StoreError::Corrupt("malformed token".into()))?;
-    Ok(compose::reply_to(mode, sender, &token, domain)
-        // Reply mode `none`: replies come through forwarding to the sender itself.
-        .unwrap_or_else(|| sender.to_string()))
 }
 
 /// Characters of each body (`text`, `html`, `visible_reply`) a message
@@ -163,7 +150,7 @@ pub fn side_conversation(
         "id": sc.id,
         "parent": sc.parent,
         "token": sc.token,
-        "reply_address": reply_address(db, domain, &sc.token, &sc.sender_email)?,
+        "reply_address": conversations::reply_address(db, domain, &sc.token, &sc.sender_email)?,
         "subject": sc.subject,
         "status": sc.status.as_str(),
         "sender": sc.sender_email,

@@ -84,6 +84,24 @@ pub(super) fn thread_sender(
         .or_else(|_| resolve_sender(db, config, None, None))
 }
 
+/// Where vendors reply for this side conversation.
+pub fn reply_address(
+    db: &Db<'_>,
+    domain: &str,
+    token: &str,
+    sender: &str,
+) -> store::Result<String> {
+    let mode = store::senders::get(db, sender)?
+        .and_then(|s| ReplyMode::parse(&s.reply_mode))
+        .unwrap_or(ReplyMode::Gateway);
+    let token: Token = token
+        .parse()
+        .map_err(|_| store::StoreError::Corrupt("malformed token".into()))?;
+    Ok(compose::reply_to(mode, sender, &token, domain)
+        // Reply mode `none`: replies come through forwarding to the sender itself.
+        .unwrap_or_else(|| sender.to_string()))
+}
+
 /// Fills `{{agent.name}}`, `{{sender.name}}`, `{{sender.email}}`.
 pub fn fill_signature(
     template: &str,

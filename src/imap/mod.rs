@@ -85,36 +85,15 @@ impl Server {
     /// gives sessions `imap.shutdown_grace` to say `BYE` and close (they
     /// are told as soon as their current command is done).
     pub async fn run(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let mut sessions = JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        while sessions.try_join_next().is_some() {}
-                        self.admit(stream, peer, &shutdown, &mut sessions);
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, "IMAP accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
-        drop(listener);
         let grace = self.shared.config.imap.shutdown_grace;
-        let drained = tokio::time::timeout(grace, async {
-            while sessions.join_next().await.is_some() {}
-        })
+        crate::net::accept::serve(
+            "IMAP",
+            listener,
+            &shutdown,
+            grace,
+            |stream, peer, sessions| self.admit(stream, peer, &shutdown, sessions),
+        )
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = sessions.len(),
-                "aborting IMAP sessions past the grace period"
-            );
-            sessions.abort_all();
-            while sessions.join_next().await.is_some() {}
-        }
         Ok(())
     }
 

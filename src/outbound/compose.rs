@@ -10,6 +10,8 @@
 
 use std::borrow::Cow;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use mail_auth::common::crypto::{Ed25519Key, RsaKey, Sha256};
 use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
@@ -20,6 +22,7 @@ use mail_builder::headers::raw::Raw;
 use mail_builder::headers::text::Text;
 
 use crate::model::{Token, base32_lower, random_bytes};
+use crate::reply_text::escape_html;
 
 /// How replies find their way back (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,21 +232,6 @@ pub fn thread_index(previous: Option<&[u8]>, now_ms: i64) -> Vec<u8> {
     }
 }
 
-fn escape_html(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
-
 /// Plain text as HTML paragraphs (for an HTML alternative of a text-only draft).
 pub fn text_to_html(text: &str) -> String {
     let mut out = String::new();
@@ -406,7 +394,7 @@ pub fn compose_as(d: &Draft<'_>, message_id: String) -> Result<Composed, Compose
         .message_id(MessageId::new(message_id.clone()))
         .date(d.date / 1000)
         .header("Thread-Topic", Text::new(clean_header(d.subject)))
-        .header("Thread-Index", Raw::new(base64(&tindex)));
+        .header("Thread-Index", Raw::new(BASE64.encode(&tindex)));
     if !d.to.is_empty() {
         b = b.to(Address::new_list(d.to.iter().map(address).collect()));
     }
@@ -552,55 +540,6 @@ pub fn dkim_sign(raw: &[u8], key: &DkimKey) -> Result<Vec<u8>, ComposeError> {
     Ok(out)
 }
 
-/// Standard base64 with padding.
-pub fn base64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        out.push(T[(n >> 18) as usize & 63] as char);
-        out.push(T[(n >> 12) as usize & 63] as char);
-        out.push(if chunk.len() > 1 {
-            T[(n >> 6) as usize & 63] as char
-        } else {
-            '='
-        });
-        out.push(if chunk.len() > 2 {
-            T[n as usize & 63] as char
-        } else {
-            '='
-        });
-    }
-    out
-}
-
-/// Decodes the Thread-Index header value (standard base64).
-pub fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut buf = 0u32;
-    let mut bits = 0;
-    for c in s.bytes() {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            b'=' | b' ' | b'\t' | b'\r' | b'\n' => continue,
-            _ => return None,
-        };
-        buf = (buf << 6) | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((buf >> bits) as u8);
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -660,13 +599,16 @@ mod tests {
             (u64::from_be_bytes([0, 0, 0, b[0], b[1], b[2], b[3], b[4]]) >> 8) & 0x7FFF_FFFF
         };
         assert!(delta(&third[27..]) > delta(&second[22..]));
-        assert_eq!(decode_base64(&base64(&third)), Some(third.clone()));
+        assert_eq!(
+            BASE64.decode(BASE64.encode(&third)).ok(),
+            Some(third.clone())
+        );
         let mut long = third;
         for i in 0..300 {
             long = thread_index(Some(&long), 1_788_256_800_000 + i * 60_000);
         }
         assert_eq!(long.len(), 22 + 5 * MAX_CHILD_BLOCKS);
-        assert!(base64(&long).len() < 998 - "Thread-Index: ".len());
+        assert!(BASE64.encode(&long).len() < 998 - "Thread-Index: ".len());
     }
 
     #[test]

@@ -20,6 +20,8 @@ use axum::extract::{DefaultBodyLimit, Multipart, Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
@@ -30,7 +32,7 @@ use crate::http::AppState;
 use crate::http::download::attachment_response;
 use crate::http::extract::ClientIp;
 use crate::model::{now_ms, random_bytes, rfc3339};
-use crate::outbound::compose::base64;
+use crate::reply_text::escape_html as escape;
 use crate::store::portal::{self as db, PortalMessage, PortalThread};
 use crate::store::{StoreError, get_setting};
 
@@ -105,7 +107,8 @@ footer{margin-top:32px;color:var(--muted);font-size:13px;text-align:center}
 @media (max-width:560px){.wrap{padding:20px 12px 32px}h1{font-size:21px}.msg,.card{padding:14px}.head{flex-wrap:wrap}time{flex-basis:calc(100% - 50px);margin-left:50px;margin-top:-8px}.fields{grid-template-columns:1fr}button{width:100%}}
 "#;
 
-static STYLE_HASH: LazyLock<String> = LazyLock::new(|| base64(&Sha256::digest(CSS.as_bytes())));
+static STYLE_HASH: LazyLock<String> =
+    LazyLock::new(|| BASE64.encode(Sha256::digest(CSS.as_bytes())));
 
 /// The page's Content-Security-Policy.
 fn page_csp() -> String {
@@ -732,22 +735,6 @@ fn invalid_message(field: &str, message: &str) -> String {
 
 // ---------------------------------------------------------------------------
 // Rendering (pure)
-
-/// HTML-escapes text for element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
 
 fn document(title: &str, body: &str) -> String {
     format!(

@@ -94,6 +94,24 @@ pub fn visible_html(html: &str) -> String {
     fallback(&lines)
 }
 
+/// HTML-escapes text for element content and quoted attribute values (the
+/// one escaping every HTML the gateway writes goes through: composed mail,
+/// the portal).
+pub fn escape_html(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 8);
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
 /// HTML to readable plain text (block elements become line breaks, `<br>` newline, entities decoded,
 /// script/style/head dropped, links keep their text). Used when a message has no text part.
 #[must_use]

@@ -124,37 +124,15 @@ impl Server {
     /// sessions in DATA finish within `smtp.shutdown_grace` and answers the
     /// others `421`.
     pub async fn run(self, listener: TcpListener, shutdown: Shutdown) -> anyhow::Result<()> {
-        let mut sessions = JoinSet::new();
-        loop {
-            tokio::select! {
-                _ = shutdown.wait() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        while sessions.try_join_next().is_some() {}
-                        self.admit(stream, peer, &shutdown, &mut sessions);
-                    }
-                    Err(e) => {
-                        // Usually out of file descriptors: back off briefly.
-                        tracing::warn!(error = %e, "SMTP accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        }
-        drop(listener);
-        let limit = self.shared.config.smtp.shutdown_grace + Duration::from_secs(5);
-        let drained = tokio::time::timeout(limit, async {
-            while sessions.join_next().await.is_some() {}
-        })
+        let grace = self.shared.config.smtp.shutdown_grace + Duration::from_secs(5);
+        crate::net::accept::serve(
+            "SMTP",
+            listener,
+            &shutdown,
+            grace,
+            |stream, peer, sessions| self.admit(stream, peer, &shutdown, sessions),
+        )
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = sessions.len(),
-                "aborting SMTP sessions past the grace period"
-            );
-            sessions.abort_all();
-            while sessions.join_next().await.is_some() {}
-        }
         Ok(())
     }
 
