@@ -7,50 +7,100 @@
 //!
 //! # Layout
 //!
+//! This is the one module map (the README points here). Each line says a
+//! module's job; the table after it says which modules each may import.
+//!
 //! ```text
-//! main.rs        thin: parse CLI, init tracing, load config, call app
-//! cli.rs         clap commands: serve, config, user add/list
-//! config.rs      TOML + BACKCHANNEL_* env → validated Config (secrets redacted)
-//! app.rs         wiring, listeners, shutdown; start() for tests
-//! model.rs       plain domain types: Token, ApiToken, Role, MailAddr (no I/O)
-//! metrics.rs     process-wide counters and histograms (Prometheus text)
-//! net/           DNS resolvers built from [dns] (dns.rs) and the TLS server
-//!                set-up from PEM files (tls.rs), once for every module
-//! limits.rs      per-address abuse limits: failure limiter (token guessing,
-//!                bad logins), connection-rate limiter, bounded memory
-//! store/         SQLite: open, migrations from schema.sql, group-commit writer,
-//!                read pool; one file per aggregate
-//! smtp/          inbound SMTP listener on tokio + smtp-proto: session state
-//!                machine, replies, envelope checks, limits, STARTTLS
-//! api/           axum router: the JSON API, /healthz, and the vendor
-//!                portal's HTML pages (portal.rs); /metrics on its own
-//!                listener (scrape.rs, http.metrics_listen)
-//! jmap/          JMAP (RFC 8620/8621 subset) over the agent view: session,
-//!                methods, blob download, EventSource push
-//! ingest/        inbound pipeline: parse.rs (mail-parser), classify (auto-reply,
+//! main.rs        thin: hands over to cli
+//! cli.rs         clap commands: serve, config, user add/list, sender add/list/verify/check
+//! app.rs         wiring: store, workers, listeners, ready file, signals, shutdown;
+//!                start() for tests
+//! shutdown.rs    the shutdown signal every task waits on (a leaf)
+//! config/        TOML + BACKCHANNEL_* env → validated Config, split by concern
+//!                (smtp, imap, http, ingest, outbound, webhooks, abuse); serde with
+//!                typed fields, errors name the key (secrets redacted)
+//! model/         plain domain types, no I/O: Token, ApiToken, Role, Mailbox,
+//!                records (Parent, SideConversation, Participant, Message …), the
+//!                status and kind enums, authentication verdicts, DKIM key types
+//! metrics.rs     counters, gauges, histograms → Prometheus text
+//! limits.rs      per-address abuse limits: failure limiter (token guessing, bad
+//!                logins), connection-rate and per-IP connection caps, bounded memory
+//! net/           DNS resolvers built from [dns] (dns.rs), the TLS acceptor from PEM
+//!                files (tls.rs), the SMTP/IMAP accept loop (accept.rs)
+//! egress.rs      where webhooks and MX delivery may connect: internal-address
+//!                classifier and allow-list (pure)
+//! reply_text/    visible-reply extraction (many languages), HTML → text and HTML
+//!                escaping: the one HTML → text every reader uses (pure)
+//! templates.rs   side-conversation templates and their placeholders
+//! store/         SQLite, the only module with SQL: open (WAL, synchronous=FULL,
+//!                foreign keys), migrations from schema.sql, group-commit writer
+//!                thread, checkpointer, read pool; a typed `Db` handle lent to reads
+//!                and writes; one file of typed functions per aggregate (parents,
+//!                side_conversations, participants, messages, inbound, outbox,
+//!                senders, dkim, users, settings, templates, webhooks, events,
+//!                notifications, activity, contacts, routing, portal, view, stats)
+//! outbound/      compose.rs (mail-builder, Thread-Index, DKIM), worker.rs (outbox
+//!                worker), deliver.rs (maildir, relay via lettre, MX via hickory),
+//!                retry.rs (pure policy)
+//! conversations/ the domain rules every front calls: start, follow-up,
+//!                close/reopen, portal reply, participants (admit, remove), parent
+//!                upsert, a vendor reply's effects (reopen, wake, activity,
+//!                notification, webhook event, trust), assigning unrouted mail
+//! notifications.rs reply notifications to agents, batched, through the outbox
+//! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
+//! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/
+//!                (SPF by mail-auth, DKIM, DMARC health), dkim.rs (keys)
+//! ingest/        inbound pipeline: parse.rs (mail-parser), classify/ (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
-//!                forwarding.rs (verification/confirmation mail), apply.rs
-//!                (persist + effects in one transaction), mod.rs (worker)
-//! outbound/      outbound mail: worker.rs (outbox worker), deliver.rs (maildir,
-//!                relay via lettre, MX via hickory-resolver), retry.rs (pure policy)
-//! reply_text.rs  visible-reply extraction and HTML → text, pure
-//! conversations.rs  the side-conversation service: start, follow-up, close,
-//!                reopen, portal replies and revocation
-//! templates.rs   side-conversation templates (macros) and their placeholders
-//! notifications.rs reply notifications to agents, batched, sent through the outbox
-//! webhooks.rs    webhook delivery worker: signed POSTs, retries (pure policy)
-//! egress.rs      which addresses the gateway may connect to for a user (webhooks,
-//!                MX): internal-address classifier and allow-list, pure
-//! senders/       sender addresses: dkim.rs (key generation, one stored key per
-//!                domain), dns/ (SPF/DKIM/DMARC health checks through the
-//!                configured resolver; SPF evaluated by mail-auth)
-//! imap/          IMAP4rev1 agent view: mime/ (ENVELOPE, BODYSTRUCTURE, BODY[section]
-//!                from raw bytes, pure), thread.rs (THREAD=REFERENCES, pure)
+//!                forwarding.rs, apply.rs (one write: store + conversations' reply
+//!                effects), mod.rs (worker)
+//! http/          what the HTTP doors share: AppState, the auth extractor, errors,
+//!                downloads, the listener (caps, idle and slowloris cut), /metrics
+//! smtp/          door: inbound SMTP on tokio + smtp-proto: session state machine,
+//!                DATA, recipient policy, per-sender quotas, replies, STARTTLS
+//! imap/          door: IMAP4rev1 agent view: session, selected state, FETCH/STORE,
+//!                SEARCH, mime/ (Dovecot-exact ENVELOPE, BODYSTRUCTURE, sections,
+//!                decoded by mail-parser), thread.rs (THREAD=REFERENCES)
+//! jmap/          door: JMAP (RFC 8620/8621 subset) over the agent view: session,
+//!                methods, blob download, EventSource push
+//! api/           door: the JSON API (router, ROUTES, handlers, admin, views)
+//! portal/        door: the vendor portal's HTML pages
 //! ```
 //!
-//! Dependency direction: `main → app → {smtp, api, ingest, outbound, webhooks}`;
-//! `api → conversations → {outbound, store}`; `ingest → {reply_text, store}`; everything → `model`;
-//! `store` imports no protocol module; `smtp` and `api` never import each other.
+//! # Imports
+//!
+//! A module names only the modules listed after it (`crate::…`); everything
+//! else is a circle waiting to happen. The doors (smtp, imap, jmap, api,
+//! portal) import none of each other; only `main` and `cli` import `app`;
+//! only `store` names rusqlite. `tests/layout.rs` checks this table against
+//! the source, and that no file in `src/` is over 1,500 lines.
+//!
+//! ```text
+//! model          →
+//! config         →
+//! shutdown       →
+//! reply_text     →
+//! metrics        → config
+//! limits         → config metrics
+//! net            → config shutdown
+//! egress         → config model
+//! templates      → model
+//! store          → model
+//! outbound       → config egress metrics model net reply_text shutdown store
+//! webhooks       → config egress metrics model net shutdown store
+//! senders        → config model net outbound shutdown store
+//! notifications  → config metrics model outbound shutdown store
+//! conversations  → config model outbound reply_text store
+//! ingest         → config conversations metrics model net notifications reply_text shutdown store
+//! http           → config conversations limits metrics model senders shutdown store
+//! smtp           → config limits metrics model net shutdown store
+//! imap           → config limits metrics net shutdown store
+//! jmap           → config http model reply_text shutdown store
+//! api            → conversations egress http model senders store templates
+//! portal         → conversations http metrics model reply_text store
+//! app            → config conversations http imap ingest limits metrics model notifications outbound senders shutdown smtp store webhooks
+//! cli            → app config model senders store
+//! ```
 
 pub mod api;
 pub mod app;
