@@ -31,6 +31,8 @@
 //!                classifier and allow-list (pure)
 //! reply_text/    visible-reply extraction (many languages), HTML → text and HTML
 //!                escaping: the one HTML → text every reader uses (pure)
+//! mime_guard.rs  the copy of a message mail-parser is handed: header fields
+//!                bounded (its encoded-word decoding is quadratic), pure
 //! templates.rs   side-conversation templates and their placeholders
 //! store/         SQLite, the only module with SQL: open (WAL, synchronous=FULL,
 //!                foreign keys), migrations from schema.sql, group-commit writer
@@ -80,6 +82,7 @@
 //! config         →
 //! shutdown       →
 //! reply_text     →
+//! mime_guard     →
 //! metrics        → config
 //! limits         → config metrics
 //! net            → config shutdown
@@ -91,11 +94,11 @@
 //! senders        → config model net outbound shutdown store
 //! notifications  → config metrics model outbound shutdown store
 //! conversations  → config model outbound reply_text store
-//! ingest         → config conversations metrics model net notifications reply_text shutdown store
+//! ingest         → config conversations metrics mime_guard model net notifications reply_text shutdown store
 //! http           → config conversations limits metrics model senders shutdown store
 //! smtp           → config limits metrics model net shutdown store
 //! imap           → config limits metrics net shutdown store
-//! jmap           → config http model reply_text shutdown store
+//! jmap           → config http mime_guard model reply_text shutdown store
 //! api            → conversations egress http model senders store templates
 //! portal         → conversations http metrics model reply_text store
 //! app            → config conversations http imap ingest limits metrics model notifications outbound senders shutdown smtp store webhooks
@@ -114,6 +117,7 @@ pub mod ingest;
 pub mod jmap;
 pub mod limits;
 pub mod metrics;
+pub mod mime_guard;
 pub mod model;
 pub mod net;
 pub mod notifications;

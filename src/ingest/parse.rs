@@ -156,7 +156,8 @@ fn cap_references(mut refs: Vec<String>) -> Vec<String> {
 }
 
 pub fn parse(raw: &[u8]) -> ParsedMail {
-    let Some(msg) = MessageParser::default().parse(raw) else {
+    let bounded = crate::mime_guard::for_parser(raw);
+    let Some(msg) = MessageParser::default().parse(bounded.as_ref()) else {
         return ParsedMail::default();
     };
     let mut out = ParsedMail {

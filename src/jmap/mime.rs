@@ -281,6 +281,12 @@ pub fn convenience(msg: &Message<'_>, name: &str, form: Form) -> Value {
 /// those bytes, so every stored message has a body structure.
 pub fn parse(raw: &[u8]) -> Message<'_> {
     let parser = mail_parser::MessageParser::default();
+    if let Cow::Owned(bounded) = crate::mime_guard::for_parser(raw) {
+        // Header fields over the bound: the copy is parsed (and owned).
+        if let Some(m) = parser.parse(&bounded[..]) {
+            return m.into_owned();
+        }
+    }
     if let Some(m) = parser.parse(raw) {
         return m;
     }

@@ -154,7 +154,8 @@ pub enum BounceFormat {
 /// `<>`), `rcpts` the envelope recipients, `gateway_domain` e.g.
 /// `gw.example.com`. Pure: no I/O.
 pub fn classify(raw: &[u8], mail_from: &str, rcpts: &[String], gateway_domain: &str) -> Kind {
-    let bytes = normalize(raw);
+    let normalized = normalize(raw);
+    let bytes = crate::mime_guard::for_parser(&normalized);
     // mail-parser promises not to panic; a message that breaks that promise
     // is classified as what it then is, unreadable mail, rather than taking
     // the SMTP session down with it.
