@@ -59,10 +59,6 @@ impl Api {
     }
 }
 
-async fn user(s: &TestServer, email: &str, name: &str, role: backchannel::model::Role) -> String {
-    common::make_user(s, email, name, role).await
-}
-
 fn error_code(v: &Value) -> &str {
     v["error"]["code"].as_str().unwrap_or("")
 }
@@ -72,9 +68,9 @@ async fn auth_roles_and_error_shapes() {
     use backchannel::model::Role;
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let api = Api::new(&s);
-    let owner = user(&s, "owner@acme.com", "Olga Owner", Role::Owner).await;
-    let viewer = user(&s, "viewer@acme.com", "Vic Viewer", Role::Viewer).await;
-    let member = user(&s, "member@acme.com", "Mia Member", Role::Member).await;
+    let owner = common::make_user(&s, "owner@acme.com", "Olga Owner", Role::Owner).await;
+    let viewer = common::make_user(&s, "viewer@acme.com", "Vic Viewer", Role::Viewer).await;
+    let member = common::make_user(&s, "member@acme.com", "Mia Member", Role::Member).await;
 
     let (st, v) = api.call("GET", "/api/me", None, None).await;
     assert_eq!(
@@ -248,8 +244,8 @@ async fn lifecycle_parent_sync_and_a_reply_by_smtp() {
     use backchannel::model::Role;
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let api = Api::new(&s);
-    let ann = user(&s, "ann@acme.com", "Ann Agent", Role::Member).await;
-    user(&s, "bob@acme.com", "Bob Agent", Role::Member).await;
+    let ann = common::make_user(&s, "ann@acme.com", "Ann Agent", Role::Member).await;
+    common::make_user(&s, "bob@acme.com", "Bob Agent", Role::Member).await;
 
     let (st, v) = api
         .put(
@@ -498,8 +494,8 @@ async fn unrouted_triage_moves_the_message_and_applies_the_effects() {
     use backchannel::model::Role;
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let api = Api::new(&s);
-    let admin = user(&s, "admin@acme.com", "Ada Admin", Role::Admin).await;
-    let member = user(&s, "m@acme.com", "Mo", Role::Member).await;
+    let admin = common::make_user(&s, "admin@acme.com", "Ada Admin", Role::Admin).await;
+    let member = common::make_user(&s, "m@acme.com", "Mo", Role::Member).await;
     let (_, sc) = api
         .post(
             "/api/parents/T-600/side-conversations",
@@ -613,7 +609,7 @@ async fn non_ascii_subjects_and_slow_clients() {
             .build()
             .expect("client"),
     };
-    let ann = user(&s, "ann@acme.com", "Ann", Role::Member).await;
+    let ann = common::make_user(&s, "ann@acme.com", "Ann", Role::Member).await;
     for subject in ["Größe der Palette", "a€", "📦 shipped", "Ré"] {
         let (st, sc) = api
             .post(

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backchannel::model::Role;
-use common::{TestServer, api_call, code, connect, make_user, smtp_send};
+use common::{TestServer, api_call, code, connect, make_user, smtp_send, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,23 +28,8 @@ const NO_AUTH: &str = "[webhooks]\ndeliver = false\n";
 // helpers
 // ---------------------------------------------------------------------------
 
-/// Waits (bounded) until `check` holds; panics with `what` otherwise.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..1200 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("gave up waiting: {what}");
-}
-
 async fn wait_ingested_long(s: &TestServer) {
-    eventually("ingest of every queued message", || async {
+    wait_until("ingest of every queued message", || async {
         s.query::<i64>("SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'")
             .await
             == 0
@@ -54,7 +39,7 @@ async fn wait_ingested_long(s: &TestServer) {
 
 /// Waits until the outbox has nothing left to send.
 async fn wait_outbox_idle(s: &TestServer) {
-    eventually("outbox drained", || async {
+    wait_until("outbox drained", || async {
         s.query::<i64>("SELECT COUNT(*) FROM outbox WHERE state IN ('queued','sending','deferred')")
             .await
             == 0
@@ -562,7 +547,7 @@ async fn crlf_in_api_fields_never_adds_an_outbound_header() {
     }
 
     // Give the notification batch its window, then read every file.
-    eventually("the agent's notification", || async {
+    wait_until("the agent's notification", || async {
         sent_files(&s)
             .iter()
             .any(|(_, b)| String::from_utf8_lossy(b).contains("X-Backchannel-Notification"))

@@ -13,9 +13,6 @@ async fn call(s: &TestServer, method: &str, path: &str, token: &str, body: Optio
     api_call(s, method, path, token, body).await.1
 }
 
-async fn user(s: &TestServer, email: &str, name: &str) -> String {
-    make_user(s, email, name, backchannel::model::Role::Member).await
-}
 use serde_json::{Value, json};
 
 const CONFIG: &str = "[notifications]\nbatch_window = \"2s\"\n";
@@ -35,17 +32,11 @@ fn notifications_to(s: &TestServer, rcpt: &str) -> Vec<String> {
 }
 
 async fn wait_notifications(s: &TestServer, rcpt: &str, n: usize) -> Vec<String> {
-    for _ in 0..200 {
+    common::wait_for(&format!("{n} notification(s) to {rcpt}"), || async {
         let got = notifications_to(s, rcpt);
-        if got.len() >= n {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "expected {n} notification(s) to {rcpt}, got {}",
-        notifications_to(s, rcpt).len()
-    );
+        (got.len() >= n).then_some(got)
+    })
+    .await
 }
 
 /// Lets more than one batch window pass with the worker running.
@@ -63,8 +54,8 @@ fn reply(token: &str, from: &str, id: &str, extra: &str, body: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_notification_to_the_assignee_and_none_for_auto_replies() {
     let mut s = TestServer::start_with("", CONFIG).await;
-    let ann = user(&s, "ann@acme.com", "Ann").await;
-    user(&s, "bob@acme.com", "Bob").await;
+    let ann = make_user(&s, "ann@acme.com", "Ann", backchannel::model::Role::Member).await;
+    make_user(&s, "bob@acme.com", "Bob", backchannel::model::Role::Member).await;
     call(
         &s,
         "PUT",
@@ -181,7 +172,7 @@ async fn one_notification_to_the_assignee_and_none_for_auto_replies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replies_within_the_window_share_one_notification_and_off_means_off() {
     let mut s = TestServer::start_with("", CONFIG).await;
-    let ann = user(&s, "ann@acme.com", "Ann").await;
+    let ann = make_user(&s, "ann@acme.com", "Ann", backchannel::model::Role::Member).await;
     let sc = call(
         &s,
         "POST",

@@ -115,22 +115,18 @@ async fn state(store: &Store, key: &str) -> DeliveryState {
         .expect("outbox row")
 }
 
-/// Polls the row until `want` holds (30 s at most).
+/// Polls the row until `want` holds.
 async fn wait_for(
     store: &Store,
     key: &str,
     what: &str,
     want: impl Fn(&DeliveryState) -> bool,
 ) -> DeliveryState {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    common::wait_for(what, || async {
         let s = state(store, key).await;
-        if want(&s) {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "{what}: still {s:?}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        want(&s).then_some(s)
+    })
+    .await
 }
 
 async fn wait_state(store: &Store, key: &str, want: &str) -> DeliveryState {

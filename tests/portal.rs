@@ -31,7 +31,7 @@ struct Started {
 
 impl Portal {
     async fn new(s: &TestServer) -> Portal {
-        let agent = user(s, "mia@acme.com", "Mia Member", Role::Member).await;
+        let agent = common::make_user(s, "mia@acme.com", "Mia Member", Role::Member).await;
         Portal {
             base: format!("http://{}", s.http),
             http: reqwest::Client::builder()
@@ -134,10 +134,6 @@ impl Portal {
         let headers = resp.headers().clone();
         (status, headers, resp.text().await.unwrap_or_default())
     }
-}
-
-async fn user(s: &TestServer, email: &str, name: &str, role: Role) -> String {
-    common::make_user(s, email, name, role).await
 }
 
 fn file(name: &str, ctype: &str, data: Vec<u8>) -> Part {
@@ -793,7 +789,7 @@ async fn replies_need_the_form_token_of_this_page() {
 async fn a_revoked_link_is_gone() {
     let mut s = TestServer::start_with("", NO_AUTH).await;
     let p = Portal::new(&s).await;
-    let viewer = user(&s, "val@acme.com", "Val Viewer", Role::Viewer).await;
+    let viewer = common::make_user(&s, "val@acme.com", "Val Viewer", Role::Viewer).await;
     let a = p
         .start(
             "T-600",

@@ -9,7 +9,6 @@ mod common;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -20,13 +19,10 @@ use backchannel::config::Config;
 use backchannel::store::webhooks::{self, Delivery, DeliveryState, Webhook, WebhookError};
 use backchannel::store::{Store, StoreError, events};
 use common::dns::{FakeDns, RecordKind};
-use common::{TestServer, api_call, make_user};
+use common::{TestServer, api_call, make_user, wait_for};
 use hmac::{Hmac, Mac};
 use serde_json::json;
 use sha2::Sha256;
-
-/// How long any awaited state may take before the test fails.
-const DEADLINE: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------
 // The receiver.
@@ -185,25 +181,6 @@ impl Drop for Receiver {
 
 // ---------------------------------------------------------------------------
 // Helpers.
-
-/// Polls `check` until it gives a value, failing the test at the deadline.
-async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 const FAST: &str = "[webhooks]\ntimeout = \"1s\"\nretry_schedule = [\"1s\"]\n";
 

@@ -532,19 +532,40 @@ pub async fn make_user(
         .to_string()
 }
 
-/// Polls `check` until it holds (every 50 ms, for at most 60 s): waiting on
-/// a state, not on a guess of how long it takes.
+/// How long a test waits for a state before it fails: generous, since it
+/// only matters when something is wrong (a busy 2-core CI machine).
+pub const WAIT_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Polls `check` (every 20 ms) until it yields a value, and returns it;
+/// fails the test after [`WAIT_DEADLINE`]. Waiting on a state, not on a
+/// guess of how long it takes.
+pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT_DEADLINE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Polls `check` until it holds; see [`wait_for`].
 pub async fn wait_until<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for(what, || {
+        let holds = check();
+        async move { holds.await.then_some(()) }
+    })
+    .await
 }
