@@ -1235,34 +1235,6 @@ fn ids_of(v: &Value) -> Vec<String> {
     ids(v)
 }
 
-/// A minimal IMAP exchange: sends one tagged command, returns every line
-/// up to and including its tagged reply.
-async fn imap_cmd(
-    io: &mut tokio::io::BufReader<tokio::net::TcpStream>,
-    tag: &str,
-    cmd: &str,
-) -> Vec<String> {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    io.get_mut()
-        .write_all(format!("{tag} {cmd}\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut lines = Vec::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(20), io.read_line(&mut line))
-            .await
-            .expect("IMAP reply in time")
-            .expect("read");
-        assert!(n > 0, "IMAP connection closed: {lines:?}");
-        let done = line.starts_with(&format!("{tag} "));
-        lines.push(line.trim_end().to_string());
-        if done {
-            return lines;
-        }
-    }
-}
-
 /// IMAP and JMAP share the per-user flags: a STORE over IMAP is a keyword
 /// in JMAP, moves the Email state and is pushed; a keyword set over JMAP is
 /// a flag over IMAP.
@@ -1299,11 +1271,11 @@ async fn imap_and_jmap_share_flags() {
     let mut greeting = String::new();
     io.read_line(&mut greeting).await.expect("greeting");
     assert!(greeting.starts_with("* OK"), "{greeting}");
-    let r = imap_cmd(&mut io, "a", &format!("LOGIN mo@acme.com {member}")).await;
+    let r = common::imap_cmd(&mut io, "a", &format!("LOGIN mo@acme.com {member}")).await;
     assert!(r.last().is_some_and(|l| l.starts_with("a OK")), "{r:?}");
-    let r = imap_cmd(&mut io, "b", "SELECT INBOX").await;
+    let r = common::imap_cmd(&mut io, "b", "SELECT INBOX").await;
     assert!(r.last().is_some_and(|l| l.starts_with("b OK")), "{r:?}");
-    let r = imap_cmd(&mut io, "c", "STORE 1 +FLAGS (\\Flagged)").await;
+    let r = common::imap_cmd(&mut io, "c", "STORE 1 +FLAGS (\\Flagged)").await;
     assert!(r.last().is_some_and(|l| l.starts_with("c OK")), "{r:?}");
 
     let (seen, _) = read_until(&mut events, |_| false).await;
@@ -1323,13 +1295,13 @@ async fn imap_and_jmap_share_flags() {
         json!({"update": {id.clone(): {"keywords/$answered": true}}}),
     )
     .await;
-    let r = imap_cmd(&mut io, "d", "FETCH 1 (FLAGS)").await;
+    let r = common::imap_cmd(&mut io, "d", "FETCH 1 (FLAGS)").await;
     let fetched = r.join("\n");
     assert!(
         fetched.contains("\\Answered") && fetched.contains("\\Flagged"),
         "{fetched}"
     );
-    imap_cmd(&mut io, "e", "LOGOUT").await;
+    common::imap_cmd(&mut io, "e", "LOGOUT").await;
     s.shutdown().await;
 }
 

@@ -357,32 +357,6 @@ async fn unknown_portal_links_get_429_then_service_resumes() {
     s.shutdown().await;
 }
 
-/// One IMAP command on a raw connection; returns the lines up to the tagged one.
-async fn imap_cmd(
-    r: &mut tokio::io::BufReader<tokio::net::tcp::OwnedReadHalf>,
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
-    tag: &str,
-    cmd: &str,
-) -> String {
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
-    w.write_all(format!("{tag} {cmd}\r\n").as_bytes())
-        .await
-        .expect("write");
-    let mut out = String::new();
-    loop {
-        let mut line = String::new();
-        let n = tokio::time::timeout(Duration::from_secs(30), r.read_line(&mut line))
-            .await
-            .expect("IMAP answer in time")
-            .expect("read");
-        assert!(n > 0, "connection closed after {out:?}");
-        out.push_str(&line);
-        if line.starts_with(&format!("{tag} ")) {
-            return out;
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_imap_logins_are_refused_then_service_resumes() {
     use tokio::io::AsyncBufReadExt;
@@ -395,30 +369,21 @@ async fn failed_imap_logins_are_refused_then_service_resumes() {
     let stream = tokio::net::TcpStream::connect(s.imap)
         .await
         .expect("connect");
-    let (r, mut w) = stream.into_split();
-    let mut r = tokio::io::BufReader::new(r);
+    let mut io = tokio::io::BufReader::new(stream);
     let mut greeting = String::new();
-    r.read_line(&mut greeting).await.expect("greeting");
+    io.read_line(&mut greeting).await.expect("greeting");
     assert!(greeting.starts_with("* OK"), "{greeting}");
 
     for i in 0..3 {
-        let a = imap_cmd(
-            &mut r,
-            &mut w,
-            &format!("a{i}"),
-            "LOGIN owner@acme.com guess",
-        )
-        .await;
+        let a = common::imap_cmd(&mut io, &format!("a{i}"), "LOGIN owner@acme.com guess")
+            .await
+            .join("\n");
         assert!(a.contains("NO [AUTHENTICATIONFAILED]"), "{a}");
     }
     // Blocked: even the right token is refused, without being looked at.
-    let a = imap_cmd(
-        &mut r,
-        &mut w,
-        "b1",
-        &format!("LOGIN owner@acme.com {owner}"),
-    )
-    .await;
+    let a = common::imap_cmd(&mut io, "b1", &format!("LOGIN owner@acme.com {owner}"))
+        .await
+        .join("\n");
     assert!(
         a.contains("b1 NO [UNAVAILABLE]"),
         "{a}\n{}",
@@ -439,13 +404,9 @@ async fn failed_imap_logins_are_refused_then_service_resumes() {
         .expect("retry time in the answer");
     assert!((1..=6).contains(&retry), "{a}");
     tokio::time::sleep(Duration::from_secs(retry) + Duration::from_millis(200)).await;
-    let a = imap_cmd(
-        &mut r,
-        &mut w,
-        "c1",
-        &format!("LOGIN owner@acme.com {owner}"),
-    )
-    .await;
+    let a = common::imap_cmd(&mut io, "c1", &format!("LOGIN owner@acme.com {owner}"))
+        .await
+        .join("\n");
     assert!(a.contains("c1 OK"), "served again after the window: {a}");
     s.shutdown().await;
 }
@@ -686,17 +647,12 @@ async fn imap_clients_that_never_log_in_are_logged_out() {
     let stream = tokio::net::TcpStream::connect(s.imap)
         .await
         .expect("connect");
-    let (r, mut w) = stream.into_split();
-    let mut r = tokio::io::BufReader::new(r);
+    let mut io = tokio::io::BufReader::new(stream);
     let mut greeting = String::new();
-    r.read_line(&mut greeting).await.expect("greeting");
-    let a = imap_cmd(
-        &mut r,
-        &mut w,
-        "a1",
-        &format!("LOGIN owner@acme.com {owner}"),
-    )
-    .await;
+    io.read_line(&mut greeting).await.expect("greeting");
+    let a = common::imap_cmd(&mut io, "a1", &format!("LOGIN owner@acme.com {owner}"))
+        .await
+        .join("\n");
     assert!(a.contains("a1 OK"), "{a}");
 
     let mut c = tokio::io::BufReader::new(connect_from("127.0.0.1", s.imap).await);
@@ -723,7 +679,7 @@ async fn imap_clients_that_never_log_in_are_logged_out() {
     );
     assert!(answered >= 1, "the session was served before: {bye}");
     assert_eq!(line(&mut c).await, "", "and closed");
-    let a = imap_cmd(&mut r, &mut w, "a2", "NOOP").await;
+    let a = common::imap_cmd(&mut io, "a2", "NOOP").await.join("\n");
     assert!(a.contains("a2 OK"), "the logged-in session goes on: {a}");
     s.shutdown().await;
 }

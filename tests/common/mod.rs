@@ -569,3 +569,30 @@ where
     })
     .await
 }
+
+/// A minimal IMAP exchange on a raw connection: sends one tagged command,
+/// returns every line (trimmed) up to and including its tagged reply.
+pub async fn imap_cmd<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut BufReader<S>,
+    tag: &str,
+    cmd: &str,
+) -> Vec<String> {
+    io.get_mut()
+        .write_all(format!("{tag} {cmd}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(Duration::from_secs(30), io.read_line(&mut line))
+            .await
+            .expect("IMAP reply in time")
+            .expect("read");
+        assert!(n > 0, "IMAP connection closed: {lines:?}");
+        let done = line.starts_with(&format!("{tag} "));
+        lines.push(line.trim_end().to_string());
+        if done {
+            return lines;
+        }
+    }
+}
