@@ -90,7 +90,7 @@
 //! templates      → model
 //! store          → model
 //! outbound       → config egress metrics model net reply_text shutdown store
-//! webhooks       → config egress metrics model net shutdown store
+//! webhooks       → config egress metrics model net outbound shutdown store
 //! senders        → config model net outbound shutdown store
 //! notifications  → config metrics model outbound shutdown store
 //! conversations  → config model outbound reply_text store

@@ -49,6 +49,7 @@ use crate::egress::{AllowList, Refusal, remote_text};
 use crate::metrics;
 use crate::model::now_ms;
 use crate::net::dns::Cache;
+use crate::outbound::retry;
 use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::webhooks::{self, Attempted, Claimed, check_url};
@@ -113,14 +114,11 @@ pub fn classify_status(status: u16) -> Outcome {
     }
 }
 
-fn millis(d: Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 /// When to try again after `attempts` failed attempts (all times in ms):
-/// the schedule's step for this attempt (its last step repeats), but never
-/// past `created_at + max_age`, where one last attempt is made; `None` once
-/// that moment has passed (or with no schedule at all): give up.
+/// the same backoff as outbound delivery ([`retry::next_attempt`]: the
+/// schedule's step for this attempt, its last step repeating, never past
+/// `created_at + max_age`, where one last attempt is made; `None` once that
+/// moment has passed, or with no schedule at all).
 pub fn next_attempt(
     attempts: u32,
     created_at: i64,
@@ -128,13 +126,7 @@ pub fn next_attempt(
     schedule: &[Duration],
     max_age: Duration,
 ) -> Option<i64> {
-    let index = usize::try_from(attempts.saturating_sub(1)).unwrap_or(usize::MAX);
-    let step = schedule.get(index).or(schedule.last())?;
-    let deadline = created_at.saturating_add(millis(max_age));
-    if now >= deadline {
-        return None;
-    }
-    Some(now.saturating_add(millis(*step)).min(deadline))
+    retry::next_attempt(i64::from(attempts), created_at, now, schedule, max_age)
 }
 
 /// The retry policy: what to record for an attempt that came to `outcome`.
