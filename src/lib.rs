@@ -74,7 +74,7 @@
 //! A module names only the modules listed after it (`crate::…`); everything
 //! else is a circle waiting to happen. The doors (smtp, imap, jmap, api,
 //! portal) import none of each other; only `main` and `cli` import `app`;
-//! only `store` names rusqlite. `tests/layout.rs` checks this table against
+//! only `store` names the SQLite driver. `tests/layout.rs` checks this table against
 //! the source, and that no file in `src/` is over 1,500 lines.
 //!
 //! ```text

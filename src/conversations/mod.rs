@@ -71,6 +71,33 @@ pub struct Actor {
     pub email: String,
 }
 
+/// Stores what a composed message threads on and carries: its
+/// In-Reply-To/References rows and its attachments.
+fn store_parts(
+    db: &crate::store::Db<'_>,
+    message: i64,
+    composed: &crate::outbound::compose::Composed,
+    attachments: &[Attachment],
+) -> crate::store::Result<()> {
+    use crate::store::messages;
+    messages::insert_refs(
+        db,
+        message,
+        composed.in_reply_to.as_deref(),
+        &composed.references,
+    )?;
+    messages::insert_attachments(
+        db,
+        message,
+        attachments.iter().map(|a| messages::NewAttachment {
+            filename: Some(&a.filename),
+            content_type: &a.content_type,
+            content_id: None,
+            data: &a.data,
+        }),
+    )
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Attachment {
     pub filename: String,

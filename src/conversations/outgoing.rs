@@ -329,24 +329,7 @@ pub(super) fn write_message(
             at: now,
         },
     )?;
-    store::messages::insert_refs(
-        db,
-        message,
-        composed.in_reply_to.as_deref(),
-        &composed.references,
-    )?;
-    store::messages::insert_attachments(
-        db,
-        message,
-        o.attachments
-            .iter()
-            .map(|a| store::messages::NewAttachment {
-                filename: Some(&a.filename),
-                content_type: &a.content_type,
-                content_id: None,
-                data: &a.data,
-            }),
-    )?;
+    super::store_parts(db, message, &composed, o.attachments)?;
     for rcpt in &recipients {
         outbox::enqueue(db, message, rcpt, now)?;
     }

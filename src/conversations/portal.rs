@@ -170,24 +170,7 @@ pub(super) fn portal_reply_in(
             received_at: now,
         },
     )?;
-    store::messages::insert_refs(
-        db,
-        message,
-        composed.in_reply_to.as_deref(),
-        &composed.references,
-    )?;
-    store::messages::insert_attachments(
-        db,
-        message,
-        req.attachments
-            .iter()
-            .map(|a| store::messages::NewAttachment {
-                filename: Some(&a.filename),
-                content_type: &a.content_type,
-                content_id: None,
-                data: &a.data,
-            }),
-    )?;
+    super::store_parts(db, message, &composed, &req.attachments)?;
     view::add_message(
         db,
         message,
