@@ -8,6 +8,7 @@
 //! and the webhook events commit together or not at all. This layer names
 //! no SQL: it calls the store's typed functions.
 
+mod addressing;
 mod follow_up;
 mod outgoing;
 mod parents;

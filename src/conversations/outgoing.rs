@@ -5,6 +5,7 @@
 
 use serde_json::json;
 
+use super::addressing::{Addressee, addressees, thread_subject};
 use super::{Actor, Attachment, ServiceError, invalid};
 use crate::config::Config;
 use crate::model::{MailAddr, Route, SideConversation, Token, now_ms};
@@ -228,6 +229,8 @@ pub(super) struct Outgoing<'a> {
     pub from_name: Option<String>,
     /// `api` for agents' messages, `portal` for relayed portal replies.
     pub route: Route,
+    /// Participants; each is written to at their Reply-To where they set
+    /// one (`addressing`).
     pub to: &'a [String],
     pub cc: &'a [String],
     pub text: Option<&'a str>,
@@ -254,26 +257,39 @@ pub(super) fn write_message(
         None => (None, None),
     };
     let dkim = dkim_key(db, config, &o.sender.email)?;
-    let recipients: Vec<&String> = o.to.iter().chain(o.cc.iter()).collect();
+    // Each participant at the address they asked answers to go to.
+    let (to, cc) = addressees(db, config, o.sc.id, o.to, o.cc)?;
+    let recipients: Vec<&Addressee> = to.iter().chain(cc.iter()).collect();
     let links: Vec<Option<String>> = match &o.portal {
         Portal::None => vec![None; recipients.len()],
         Portal::Shared(url) => vec![Some(url.clone()); recipients.len()],
         Portal::PerRecipient => recipients
             .iter()
             .map(|r| {
-                Ok(store::portal::ensure_link(db, o.sc.id, r, now)?
-                    .map(|t| format!("{}/p/{t}", config.http.public_url)))
+                Ok(
+                    store::portal::ensure_link(db, o.sc.id, &r.participant, now)?
+                        .map(|t| format!("{}/p/{t}", config.http.public_url)),
+                )
             })
             .collect::<Result<_, ServiceError>>()?,
     };
-    let to_people = people(o.to);
-    let cc_people = people(o.cc);
+    let to: Vec<String> = to.into_iter().map(|a| a.address).collect();
+    let cc: Vec<String> = cc.into_iter().map(|a| a.address).collect();
+    let recipients: Vec<&String> = to.iter().chain(cc.iter()).collect();
+    let to_people = people(&to);
+    let cc_people = people(&cc);
     let attachments = out_attachments(o.attachments);
     let from_name = match (&o.from_name, o.actor) {
         (Some(name), _) => name.clone(),
         (None, _) if !o.sender.name.is_empty() => o.sender.name.clone(),
         (None, Some(actor)) => actor.name.clone(),
         (None, None) => String::new(),
+    };
+    // A follow-up keeps the tag the vendor's ticket system put in the subject.
+    let subject = if ids.is_empty() {
+        o.sc.subject.clone()
+    } else {
+        thread_subject(db, o.sc.id, &o.sc.subject)?
     };
     let draft = Draft {
         gateway_domain: &config.domain,
@@ -286,7 +302,7 @@ pub(super) fn write_message(
         reply_mode: o.sender.reply_mode,
         to: &to_people,
         cc: &cc_people,
-        subject: &o.sc.subject,
+        subject: &subject,
         thread_ids: &ids,
         thread_index: o.sc.thread_index.as_deref(),
         text: o.text,
@@ -319,8 +335,8 @@ pub(super) fn write_message(
             from_name: &from_name,
             from_email: &o.sender.email,
             reply_to: reply_to.as_deref(),
-            to: o.to,
-            cc: o.cc,
+            to: &to,
+            cc: &cc,
             subject: &composed.subject,
             text: &composed.text,
             html: &composed.html,
@@ -364,7 +380,7 @@ pub(super) fn write_message(
         "message.sent",
         json!({"side_conversation_id": o.sc.id, "parent": o.sc.parent, "message": {
             "id": message, "message_id": composed.message_id, "from": o.sender.email,
-            "to": o.to, "cc": o.cc, "subject": composed.subject }}),
+            "to": to, "cc": cc, "subject": composed.subject }}),
     )?;
     Ok(message)
 }

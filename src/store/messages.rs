@@ -372,6 +372,39 @@ pub fn mark_unverified(db: &Db<'_>, id: i64) -> Result<()> {
     Ok(())
 }
 
+/// The `Reply-To` of `email`'s last verified email reply on a thread:
+/// `Some(None)` when that reply set none, `None` when they sent no verified
+/// email reply (portal replies, auto-replies and unverified mail say
+/// nothing about where a vendor wants answers).
+pub fn last_verified_reply_to(db: &Db<'_>, sc: i64, email: &str) -> Result<Option<Option<String>>> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT m.reply_to FROM messages m
+             WHERE m.side_conversation_id = ?1 AND m.direction = 'in' AND m.kind = 'reply'
+               AND m.route <> 'portal' AND m.from_email = ?2
+               AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
+             ORDER BY m.received_at DESC, m.id DESC LIMIT 1",
+        )?
+        .query_row(params![sc, email], |r| r.get(0))
+        .optional()?)
+}
+
+/// The subject of a thread's last verified email reply, if any.
+pub fn last_verified_subject(db: &Db<'_>, sc: i64) -> Result<Option<String>> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT m.subject FROM messages m
+             WHERE m.side_conversation_id = ?1 AND m.direction = 'in' AND m.kind = 'reply'
+               AND m.route <> 'portal'
+               AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
+             ORDER BY m.received_at DESC, m.id DESC LIMIT 1",
+        )?
+        .query_row([sc], |r| r.get(0))
+        .optional()?)
+}
+
 /// A message's authentication results (JSON), if it has any.
 pub fn auth(db: &Db<'_>, id: i64) -> Result<Option<String>> {
     Ok(db
