@@ -6,13 +6,19 @@ pub mod admin;
 pub mod handlers;
 pub mod views;
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
 use axum::Router;
+use axum::extract::{MatchedPath, Request};
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::http::AppState;
+use crate::http::error::ApiError;
 use handlers as h;
 
 /// Every operation of the API, as (method, path template): the OpenAPI
@@ -52,6 +58,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/senders"),
     ("GET", "/api/senders/{email}"),
     ("DELETE", "/api/senders/{email}"),
+    ("PATCH", "/api/senders/{email}"),
     ("POST", "/api/senders/{email}/verify"),
     ("POST", "/api/senders/{email}/check"),
     ("POST", "/api/webhooks"),
@@ -123,7 +130,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route(
             "/api/senders/{email}",
-            get(admin::get_sender).delete(admin::delete_sender),
+            get(admin::get_sender)
+                .delete(admin::delete_sender)
+                .patch(admin::patch_sender),
         )
         .route("/api/senders/{email}/verify", post(admin::verify_sender))
         .route("/api/senders/{email}/check", post(admin::check_sender))
@@ -147,6 +156,71 @@ pub fn routes() -> Router<AppState> {
             "/api/templates/{id}",
             axum::routing::delete(h::delete_template),
         )
+        .route_layer(middleware::from_fn(known_query))
+}
+
+/// The query parameters each operation takes, as the OpenAPI document
+/// lists them: (method, path template) → names.
+static QUERY_PARAMS: LazyLock<HashMap<(String, String), Vec<String>>> = LazyLock::new(|| {
+    let doc: Value = serde_json::from_str(OPENAPI).unwrap_or(Value::Null);
+    let mut out = HashMap::new();
+    let names = |v: Option<&Value>| -> Vec<String> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|p| p["in"] == "query")
+            .filter_map(|p| p["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+        let shared = names(ops.get("parameters"));
+        for (method, op) in ops.as_object().into_iter().flatten() {
+            if method == "parameters" {
+                continue;
+            }
+            let mut all = shared.clone();
+            all.extend(names(op.get("parameters")));
+            out.insert((method.to_ascii_uppercase(), path.clone()), all);
+        }
+    }
+    out
+});
+
+/// Refuses a query parameter the operation does not take (`?statuss=open`
+/// must not silently list everything): 400 naming it.
+async fn known_query(req: Request, next: Next) -> Response {
+    if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
+        let route = req
+            .extensions()
+            .get::<MatchedPath>()
+            .map(|m| m.as_str().to_string())
+            .unwrap_or_default();
+        let method = if req.method() == axum::http::Method::HEAD {
+            "GET".to_string()
+        } else {
+            req.method().as_str().to_string()
+        };
+        let allowed = QUERY_PARAMS.get(&(method, route));
+        let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query) {
+            Ok(p) => p,
+            Err(e) => {
+                return ApiError::BadRequest(format!("malformed query string: {e}")).into_response();
+            }
+        };
+        for (name, _) in &pairs {
+            if !allowed.is_some_and(|a| a.iter().any(|n| n == name)) {
+                let known = allowed.map(|a| a.join(", ")).filter(|a| !a.is_empty());
+                let message = match known {
+                    Some(k) => {
+                        format!("unknown query parameter `{name}` (this operation takes: {k})")
+                    }
+                    None => format!("unknown query parameter `{name}` (this operation takes none)"),
+                };
+                return ApiError::BadRequest(message).into_response();
+            }
+        }
+    }
+    next.run(req).await
 }
 
 async fn openapi() -> impl IntoResponse {
