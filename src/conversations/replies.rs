@@ -246,7 +246,7 @@ fn reply_effects(
                 "from": from,
                 "subject": f.subject,
                 "visible_reply": f.visible_reply,
-                "received_at": f.received_at,
+                "received_at": crate::model::rfc3339(f.received_at),
                 "flags": f.flags,
                 "auth": auth,
             },

@@ -517,6 +517,23 @@ pub fn rfc3339(ms: i64) -> String {
     )
 }
 
+/// Serializes ms since the epoch as RFC 3339 (`#[serde(serialize_with = …)]`
+/// on stored times that the API shows as they are).
+pub fn serialize_rfc3339<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ms))
+}
+
+/// [`serialize_rfc3339`] for an optional time (`null` when absent).
+pub fn serialize_rfc3339_opt<S: serde::Serializer>(
+    ms: &Option<i64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Parses an RFC 3339 timestamp (`2026-09-01T10:00:00Z`, fractional seconds
 /// and `±hh:mm` offsets allowed) into ms since the epoch.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {

@@ -50,7 +50,7 @@ pub fn enqueue_with(
     let now = now_ms();
     let payload = serde_json::json!({
         "event": event,
-        "created_at": now,
+        "created_at": crate::model::rfc3339(now),
         "data": data(),
     })
     .to_string();

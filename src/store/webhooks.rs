@@ -52,6 +52,7 @@ pub struct Webhook {
     /// Subscribed event names; empty means every event.
     pub events: Vec<String>,
     pub active: bool,
+    #[serde(serialize_with = "crate::model::serialize_rfc3339")]
     pub created_at: i64,
 }
 
@@ -98,13 +99,16 @@ pub struct Delivery {
     pub payload: serde_json::Value,
     pub state: DeliveryState,
     pub attempts: i64,
+    #[serde(serialize_with = "crate::model::serialize_rfc3339")]
     pub next_attempt_at: i64,
     /// HTTP status of the latest attempt that got a response.
     pub last_status: Option<u16>,
     /// The latest failure. Kept after a later success, so the log shows why
     /// a delivered event needed more than one attempt.
     pub last_error: Option<String>,
+    #[serde(serialize_with = "crate::model::serialize_rfc3339")]
     pub created_at: i64,
+    #[serde(serialize_with = "crate::model::serialize_rfc3339_opt")]
     pub delivered_at: Option<i64>,
 }
 
