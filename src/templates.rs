@@ -24,15 +24,23 @@ pub struct Values {
     pub agent_name: String,
 }
 
+/// The placeholders a signature may use.
+pub const SIGNATURE_PLACEHOLDERS: &[&str] = &["agent.name", "sender.name", "sender.email"];
+
 /// Every `{{name}}` in `text` that is not a known placeholder.
 pub fn unknown_placeholders(text: &str) -> Vec<String> {
+    unknown_in(text, PLACEHOLDERS)
+}
+
+/// Every `{{name}}` in `text` that is not in `known`, once each.
+fn unknown_in(text: &str, known: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else { break };
         let name = after[..end].trim();
-        if !PLACEHOLDERS.contains(&name) && !out.iter().any(|o| o == name) {
+        if !known.contains(&name) && !out.iter().any(|o| o == name) {
             out.push(name.to_string());
         }
         rest = &after[end + 2..];
@@ -40,8 +48,9 @@ pub fn unknown_placeholders(text: &str) -> Vec<String> {
     out
 }
 
-/// Fills the known placeholders (whitespace inside the braces allowed).
-pub fn fill(text: &str, v: &Values) -> String {
+/// Fills each `{{name}}` (whitespace inside the braces allowed) that
+/// `lookup` knows; leaves the others as they are.
+fn fill_with<'a>(text: &str, lookup: impl Fn(&str) -> Option<&'a str>) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -51,15 +60,7 @@ pub fn fill(text: &str, v: &Values) -> String {
             out.push_str(&rest[start..]);
             return out;
         };
-        let value = match after[..end].trim() {
-            "parent.id" => Some(&v.parent_id),
-            "parent.subject" => Some(&v.parent_subject),
-            "requester.name" => Some(&v.requester_name),
-            "requester.email" => Some(&v.requester_email),
-            "agent.name" => Some(&v.agent_name),
-            _ => None,
-        };
-        match value {
+        match lookup(after[..end].trim()) {
             Some(v) => out.push_str(v),
             None => out.push_str(&rest[start..start + 2 + end + 2]),
         }
@@ -69,16 +70,98 @@ pub fn fill(text: &str, v: &Values) -> String {
     out
 }
 
+/// Fills the known placeholders (whitespace inside the braces allowed).
+pub fn fill(text: &str, v: &Values) -> String {
+    fill_with(text, |name| match name {
+        "parent.id" => Some(v.parent_id.as_str()),
+        "parent.subject" => Some(v.parent_subject.as_str()),
+        "requester.name" => Some(v.requester_name.as_str()),
+        "requester.email" => Some(v.requester_email.as_str()),
+        "agent.name" => Some(v.agent_name.as_str()),
+        _ => None,
+    })
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// Fills a signature's `{{agent.name}}`, `{{sender.name}}`,
+/// `{{sender.email}}`; `html`: the values are escaped.
+pub fn fill_signature(
+    template: &str,
+    html: bool,
+    agent: &str,
+    sender_name: &str,
+    sender_email: &str,
+) -> String {
+    let values =
+        [agent, sender_name, sender_email].map(|v| if html { escape(v) } else { v.to_string() });
+    fill_with(template, |name| match name {
+        "agent.name" => Some(values[0].as_str()),
+        "sender.name" => Some(values[1].as_str()),
+        "sender.email" => Some(values[2].as_str()),
+        _ => None,
+    })
+}
+
+/// Longest signature (each of text and HTML), bytes.
+pub const MAX_SIGNATURE_BYTES: usize = 64 * 1024;
+
+/// Checks a signature's text and HTML: size and placeholders, refused by
+/// name like a template's. `field`: `signature` (settings) or the sender's.
+pub fn check_signature(
+    field: &str,
+    text: Option<&str>,
+    html: Option<&str>,
+) -> std::result::Result<(), Invalid> {
+    for (part, value) in [("text", text), ("html", html)] {
+        let Some(value) = value else { continue };
+        let field = format!("{field}.{part}");
+        if value.len() > MAX_SIGNATURE_BYTES {
+            return Err(Invalid {
+                field,
+                message: "at most 64 KiB".into(),
+            });
+        }
+        let unknown = unknown_in(value, SIGNATURE_PLACEHOLDERS);
+        if !unknown.is_empty() {
+            return Err(Invalid {
+                field,
+                message: unknown_message(&unknown, SIGNATURE_PLACEHOLDERS),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// "unknown placeholder {{x}} (known: {{a}}, {{b}})".
+fn unknown_message(unknown: &[String], known: &[&str]) -> String {
+    let braces = |n: &str| format!("{{{{{n}}}}}");
+    format!(
+        "unknown placeholder{} {} (known: {})",
+        if unknown.len() > 1 { "s" } else { "" },
+        unknown
+            .iter()
+            .map(|u| braces(u))
+            .collect::<Vec<_>>()
+            .join(", "),
+        known
+            .iter()
+            .map(|k| braces(k))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
 /// [`fill`] for HTML bodies: the values are escaped, so a requester's name
 /// or a ticket subject cannot add markup to the mail.
 pub fn fill_html(text: &str, v: &Values) -> String {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&quot;")
-            .replace('\'', "&#39;")
-    };
+    let esc = escape;
     let escaped = Values {
         parent_id: esc(&v.parent_id),
         parent_subject: esc(&v.parent_subject),
@@ -134,23 +217,7 @@ pub fn validate(t: &NewTemplate) -> std::result::Result<(), Invalid> {
             }
             let unknown = unknown_placeholders(text);
             if !unknown.is_empty() {
-                return Err(bad(
-                    field,
-                    format!(
-                        "unknown placeholder{} {} (known: {})",
-                        if unknown.len() > 1 { "s" } else { "" },
-                        unknown
-                            .iter()
-                            .map(|u| format!("{{{{{u}}}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        PLACEHOLDERS
-                            .iter()
-                            .map(|p| format!("{{{{{p}}}}}"))
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                ));
+                return Err(bad(field, unknown_message(&unknown, PLACEHOLDERS)));
             }
         }
     }

@@ -807,8 +807,11 @@ pub async fn get_settings(State(st): State<AppState>, _caller: Caller) -> ApiRes
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SignatureBody {
-    text: Option<String>,
-    html: Option<String>,
+    /// Absent: unchanged; `null`: removed.
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    text: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    html: Option<Option<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -816,28 +819,37 @@ pub struct SignatureBody {
 pub struct SettingsBody {
     #[serde(default, deserialize_with = "crate::http::extract::object")]
     signature: Option<SignatureBody>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
     default_sender: Option<Option<String>>,
     side_conversations_enabled: Option<bool>,
 }
 
+/// Changes what the body names and keeps the rest: a signature body with
+/// only `text` keeps the HTML one. Placeholders are checked like a
+/// template's (`{{agent.nmae}}` is a 422, never sent as it is).
 pub async fn put_settings(
     State(st): State<AppState>,
     caller: Caller,
     Body(body): Body<SettingsBody>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let limit = 64 * 1024;
-    if let Some(s) = &body.signature
-        && (s.text.as_deref().is_some_and(|t| t.len() > limit)
-            || s.html.as_deref().is_some_and(|t| t.len() > limit))
-    {
-        return Err(ApiError::invalid("signature", "at most 64 KiB"));
+    if let Some(s) = &body.signature {
+        crate::templates::check_signature(
+            "signature",
+            s.text.as_ref().and_then(Option::as_deref),
+            s.html.as_ref().and_then(Option::as_deref),
+        )
+        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
     }
     let gateway = format!("reply@{}", st.config.domain);
     st.store
         .write_with(move |c| -> ApiResult<()> {
-            if let Some(s) = &body.signature {
-                put_setting(c, "signature", &json!({"text": s.text, "html": s.html}))?;
+            if let Some(s) = body.signature {
+                let old = get_setting(c, "signature")?.unwrap_or(Value::Null);
+                let keep = |part: &str| old.get(part).cloned().unwrap_or(Value::Null);
+                let text = s.text.map_or_else(|| keep("text"), |t| json!(t));
+                let html = s.html.map_or_else(|| keep("html"), |h| json!(h));
+                put_setting(c, "signature", &json!({"text": text, "html": html}))?;
             }
             match &body.default_sender {
                 Some(Some(email)) => {

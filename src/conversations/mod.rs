@@ -25,7 +25,7 @@ use crate::model::{MailAddr, is_valid_email};
 use crate::outbound::compose::clean_header;
 use crate::store::{self, Db, Store, StoreError};
 
-pub use outgoing::{fill_signature, reply_address};
+pub use outgoing::reply_address;
 pub use parents::{ParentUpsert, upsert_parent_in};
 pub use replies::{AssignError, ReplyFacts, Trust, apply_reply_effects, assign_unrouted};
 pub use status::set_status_in;

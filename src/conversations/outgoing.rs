@@ -103,19 +103,6 @@ pub fn reply_address(
         .unwrap_or_else(|| sender.to_string()))
 }
 
-/// Fills `{{agent.name}}`, `{{sender.name}}`, `{{sender.email}}`.
-pub fn fill_signature(
-    template: &str,
-    agent: &str,
-    sender_name: &str,
-    sender_email: &str,
-) -> String {
-    template
-        .replace("{{agent.name}}", agent)
-        .replace("{{sender.name}}", sender_name)
-        .replace("{{sender.email}}", sender_email)
-}
-
 /// The signature (text, HTML): the sender's own, else the workspace's,
 /// placeholders filled.
 fn signature(
@@ -149,8 +136,10 @@ fn signature(
     } else {
         &sender.name
     };
-    let fill = |t: String| fill_signature(&t, &actor.name, display, &sender.email);
-    Ok((text.map(fill), html.map(fill)))
+    let fill = |t: String, html: bool| {
+        crate::templates::fill_signature(&t, html, &actor.name, display, &sender.email)
+    };
+    Ok((text.map(|t| fill(t, false)), html.map(|h| fill(h, true))))
 }
 
 /// The DKIM key to sign with: the From domain's key, when that domain's
@@ -375,6 +364,19 @@ pub(super) fn write_message(
             inbound: false,
         },
     )?;
+    // The author has read what they wrote (IMAP \Seen, JMAP $seen).
+    if let Some(actor) = o.actor {
+        view::store_flags(
+            db,
+            actor.user_id,
+            message,
+            view::FlagOp::Add,
+            view::FlagSet {
+                seen: true,
+                ..view::FlagSet::default()
+            },
+        )?;
+    }
     events::enqueue(
         db,
         "message.sent",

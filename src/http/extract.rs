@@ -210,6 +210,17 @@ where
     }
 }
 
+/// A field that may be absent (`None`, with `#[serde(default)]`), `null`
+/// (`Some(None)`: clear it) or a value (`Some(Some(v))`).
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    use serde::Deserialize;
+    Option::<T>::deserialize(d).map(Some)
+}
+
 /// Deserializes an optional nested object, refusing arrays in its place.
 pub fn object<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where

@@ -311,6 +311,13 @@ pub fn bodies(d: &Draft<'_>) -> (String, String) {
     let mut text = text.trim_end().to_string();
     if let Some(sig) = d.signature_text.filter(|s| !s.trim().is_empty()) {
         // RFC 3676 §4.3 signature separator: clients fold and strip it.
+        // A signature written with its own separator line gets one, not two.
+        let sig = sig.trim_start_matches(['\r', '\n']);
+        let sig = match sig.split_once('\n') {
+            Some((first, rest)) if first.trim() == "--" => rest,
+            None if sig.trim() == "--" => "",
+            _ => sig,
+        };
         text.push_str("\n\n-- \n");
         text.push_str(sig.trim_end());
     }
