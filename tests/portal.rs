@@ -870,6 +870,10 @@ async fn a_closed_conversation_is_read_only() {
     assert!(!page.contains("<form"), "{page}");
     assert!(!page.contains("name=\"csrf\""));
     assert!(page.contains("This conversation is closed."));
+    assert!(
+        page.contains("A reply by email still reaches the team."),
+        "{page}"
+    );
     assert!(page.contains("badge closed"));
     let form = Form::new()
         .text("csrf", csrf)
@@ -878,6 +882,10 @@ async fn a_closed_conversation_is_read_only() {
     assert_eq!(st, StatusCode::CONFLICT, "{body}");
     assert_hardened(&h);
     assert!(body.contains("This conversation is closed"));
+    assert!(
+        body.contains("A reply by email still reaches the team"),
+        "{body}"
+    );
     let (_, v) = p
         .api(
             "GET",

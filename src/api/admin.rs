@@ -111,6 +111,47 @@ pub async fn get_sender(
     Ok(Json(v))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignaturePatch {
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    text: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    html: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SenderPatchBody {
+    name: Option<String>,
+    reply_mode: Option<String>,
+    #[serde(default, deserialize_with = "crate::http::extract::object")]
+    signature: Option<SignaturePatch>,
+}
+
+/// Changes a sender's display name, reply mode or signature (any subset;
+/// a signature part set to `null` is removed, an absent one kept).
+pub async fn patch_sender(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(email): Path<String>,
+    Body(b): Body<SenderPatchBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let patch = crate::senders::edit::SenderPatch {
+        name: b.name,
+        reply_mode: b.reply_mode,
+        signature_text: b.signature.as_ref().and_then(|s| s.text.clone()),
+        signature_html: b.signature.as_ref().and_then(|s| s.html.clone()),
+    };
+    let config = st.config.clone();
+    let (v, _changed) = st
+        .store
+        .write_with(move |c| crate::senders::edit::update(c, &config, &email, &patch))
+        .await?;
+    Ok(Json(v))
+}
+
 pub async fn delete_sender(
     State(st): State<AppState>,
     caller: Caller,

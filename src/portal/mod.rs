@@ -219,7 +219,7 @@ impl IntoResponse for PortalError {
             PortalError::Closed { back } => (
                 StatusCode::CONFLICT,
                 "This conversation is closed",
-                "Replies through this page are turned off because the conversation was closed.".to_string(),
+                "Replies through this page are turned off because the conversation was closed. A reply by email still reaches the team: answer the last email you received about it.".to_string(),
                 Some(back),
             ),
             PortalError::Forbidden { back } => (

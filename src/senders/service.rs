@@ -201,14 +201,12 @@ pub fn add(
         return Err(invalid("reply_mode", "expected gateway, plus or none"));
     }
     dkim_algorithm(new)?;
-    for (field, v) in [
-        ("signature.text", &new.signature_text),
-        ("signature.html", &new.signature_html),
-    ] {
-        if v.as_deref().is_some_and(|s| s.len() > 64 * 1024) {
-            return Err(invalid(field, "at most 64 KiB"));
-        }
-    }
+    crate::templates::check_signature(
+        "signature",
+        new.signature_text.as_deref(),
+        new.signature_html.as_deref(),
+    )
+    .map_err(|e| invalid(&e.field, e.message))?;
     if store::senders::exists(db, email)? {
         return Err(SenderError::Conflict(format!(
             "{email} is already a sender"

@@ -86,6 +86,31 @@ pub fn insert(db: &Db<'_>, s: &NewSenderRow) -> Result<()> {
     Ok(())
 }
 
+/// A sender's editable settings as they are after an edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderSettings {
+    pub name: String,
+    pub reply_mode: String,
+    pub signature_text: Option<String>,
+    pub signature_html: Option<String>,
+}
+
+/// Replaces a sender's name, reply mode and signature; false when there is
+/// no such sender.
+pub fn update(db: &Db<'_>, email: &str, s: &SenderSettings) -> Result<bool> {
+    Ok(db.conn().execute(
+        "UPDATE senders SET name = ?2, reply_mode = ?3, signature_text = ?4, signature_html = ?5
+         WHERE email = ?1",
+        params![
+            email,
+            s.name,
+            s.reply_mode,
+            s.signature_text,
+            s.signature_html
+        ],
+    )? > 0)
+}
+
 /// Removes a sender; false when there was none.
 pub fn delete(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db
