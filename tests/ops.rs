@@ -113,7 +113,12 @@ fn healthz(addr: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
-    if write!(s, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
+    if write!(
+        s,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
         return false;
     }
     let mut out = String::new();
@@ -206,7 +211,11 @@ fn a_second_serve_on_one_data_dir_is_refused_naming_the_holder_until_it_dies() {
     assert!(err.contains("backchannel.lock"), "{err}");
     assert!(err.contains("listening on"), "{err}");
     assert!(err.contains(&first.smtp), "the bound address: {err}");
-    assert_eq!(err.lines().count(), 1, "the error alone, nothing logged: {err}");
+    assert_eq!(
+        err.lines().count(),
+        1,
+        "the error alone, nothing logged: {err}"
+    );
     assert!(!ready2.exists(), "no ready file: nothing was started");
 
     // The first still serves, and the CLI still works beside it.
@@ -256,10 +265,7 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
             smtp.cmd("QUIT", "221");
         })
     };
-    wait_for(
-        || (acked.load(Ordering::SeqCst) >= 20).then_some(()),
-        || {},
-    );
+    wait_for(|| (acked.load(Ordering::SeqCst) >= 20).then_some(()), || {});
 
     let copy = dir.path().join("copies").join("bc.db");
     std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
@@ -276,7 +282,10 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
     let said = text(&out.stdout);
     let bytes = std::fs::metadata(&copy).expect("copy").len();
     assert!(
-        said.contains(&format!("wrote {} ({bytes} bytes, user_version ", copy.display())),
+        said.contains(&format!(
+            "wrote {} ({bytes} bytes, user_version ",
+            copy.display()
+        )),
         "{said}"
     );
     let leftovers: Vec<String> = std::fs::read_dir(copy.parent().expect("parent"))
@@ -286,8 +295,9 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
         .collect();
     assert_eq!(leftovers, ["bc.db"], "no temporary file, no -wal beside it");
 
-    let db = rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open the copy");
+    let db =
+        rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the copy");
     let check: String = db
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .expect("check");
@@ -301,7 +311,9 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
         .expect("version");
     assert!(said.contains(&format!("user_version {version})")), "{said}");
     let stored: u64 = db
-        .query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| r.get::<_, i64>(0))
+        .query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| {
+            r.get::<_, i64>(0)
+        })
         .expect("count") as u64;
     assert!(
         stored >= before && stored <= after,
@@ -324,12 +336,19 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
         .output()
         .expect("backup --force");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let db = rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .expect("open the new copy");
+    let db =
+        rusqlite::Connection::open_with_flags(&copy, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open the new copy");
     let now: u64 = db
-        .query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| r.get::<_, i64>(0))
+        .query_row("SELECT COUNT(*) FROM inbound_queue", [], |r| {
+            r.get::<_, i64>(0)
+        })
         .expect("count") as u64;
-    assert_eq!(now, acked.load(Ordering::SeqCst), "every message, load over");
+    assert_eq!(
+        now,
+        acked.load(Ordering::SeqCst),
+        "every message, load over"
+    );
     assert!(healthz(&server.http), "the server served on");
 }
 
@@ -338,8 +357,11 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
 fn a_toml_syntax_error_stops_serve_naming_line_and_column() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "domain = \"gw.example.com\"\n[http]\nlisten = 127.0.0.1:0\"\n")
-        .expect("write");
+    std::fs::write(
+        &path,
+        "domain = \"gw.example.com\"\n[http]\nlisten = 127.0.0.1:0\"\n",
+    )
+    .expect("write");
     let out = bc(&path).arg("serve").output().expect("serve");
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
@@ -359,7 +381,14 @@ fn printing_into_a_closed_pipe_exits_quietly() {
         .expect("user add");
     assert!(add.status.success(), "{}", text(&add.stderr));
     let sender = bc(&config)
-        .args(["sender", "add", "--email", "support@acme.com", "--dkim", "ed25519"])
+        .args([
+            "sender",
+            "add",
+            "--email",
+            "support@acme.com",
+            "--dkim",
+            "ed25519",
+        ])
         .output()
         .expect("sender add");
     assert!(sender.status.success(), "{}", text(&sender.stderr));
@@ -408,7 +437,11 @@ fn sender_add_prints_three_records_and_refuses_a_second_key_type() {
     let dns = &v["dns"];
     for (check, name, record) in [
         ("spf", "acme.com", "v=spf1 ip4:203.0.113.5 ~all"),
-        ("dkim", "backchannel._domainkey.acme.com", "v=DKIM1; k=rsa; p="),
+        (
+            "dkim",
+            "backchannel._domainkey.acme.com",
+            "v=DKIM1; k=rsa; p=",
+        ),
         ("dmarc", "_dmarc.acme.com", "v=DMARC1; p=none"),
     ] {
         assert_eq!(dns[check]["status"], "unknown", "{check}: {dns}");
@@ -435,7 +468,14 @@ fn sender_add_prints_three_records_and_refuses_a_second_key_type() {
     );
 
     let out = bc(&config)
-        .args(["sender", "add", "--email", "sales@acme.com", "--dkim", "ed25519"])
+        .args([
+            "sender",
+            "add",
+            "--email",
+            "sales@acme.com",
+            "--dkim",
+            "ed25519",
+        ])
         .output()
         .expect("sender add ed25519");
     assert!(!out.status.success());
@@ -490,13 +530,20 @@ fn log_fields_are_named_and_envelope_addresses_are_debug_only() {
             assert!(field.contains('='), "unnamed value {field:?} in {line}");
         }
         assert!(fields.iter().any(|f| f.starts_with("queue_id=")), "{line}");
-        assert!(fields.iter().any(|f| f.starts_with("message_id=")), "{line}");
+        assert!(
+            fields.iter().any(|f| f.starts_with("message_id=")),
+            "{line}"
+        );
         let envelope = [
             "mail_from=vendor@example.net",
             "rcpt=postmaster@gw.example.com",
         ];
         for want in envelope {
-            assert_eq!(log.contains(want), level == "debug", "{level}: {want}: {log}");
+            assert_eq!(
+                log.contains(want),
+                level == "debug",
+                "{level}: {want}: {log}"
+            );
         }
         if level == "info" {
             assert!(!log.contains("vendor@example.net"), "{log}");

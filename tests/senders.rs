@@ -488,8 +488,14 @@ async fn a_new_sender_shows_three_records_and_a_dkim_type_mismatch_is_refused() 
         assert_eq!(dns[check]["status"], "unknown", "{check}: {dns}");
     }
     assert_eq!(dns["spf"]["record_name"], "acme.com");
-    assert_eq!(dns["spf"]["record_to_publish"], "v=spf1 ip4:203.0.113.5 ~all");
-    assert_eq!(dns["dkim"]["record_name"], "backchannel._domainkey.acme.com");
+    assert_eq!(
+        dns["spf"]["record_to_publish"],
+        "v=spf1 ip4:203.0.113.5 ~all"
+    );
+    assert_eq!(
+        dns["dkim"]["record_name"],
+        "backchannel._domainkey.acme.com"
+    );
     assert_eq!(
         dns["dkim"]["record_to_publish"],
         v["instructions"]["records"][0]["value"]

@@ -863,7 +863,10 @@ impl<'a> Session<'a> {
                 "smtp_messages_rejected_total",
                 &[("reason", "sender_quota")],
             );
-            tracing::info!(size = raw.len(), "message would exceed the sender's hourly quota");
+            tracing::info!(
+                size = raw.len(),
+                "message would exceed the sender's hourly quota"
+            );
             return self.say(reply::sender_over_quota());
         }
         let txn = std::mem::take(&mut self.txn);
