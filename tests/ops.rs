@@ -349,6 +349,26 @@ fn backup_while_serving_under_load_holds_every_acknowledged_message() {
         acked.load(Ordering::SeqCst),
         "every message, load over"
     );
+    // Never over the live database, not even with --force.
+    let live = dir.path().join("data").join("backchannel.db");
+    let live_len = std::fs::metadata(&live).expect("live db").len();
+    for target in [
+        live.clone(),
+        dir.path().join("data/../data/backchannel.db-wal"),
+    ] {
+        let out = bc(&config)
+            .args(["backup", "--force"])
+            .arg(&target)
+            .output()
+            .expect("backup onto the store");
+        assert!(!out.status.success(), "{}", target.display());
+        assert!(
+            text(&out.stderr).contains("the live database"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert!(std::fs::metadata(&live).expect("live db").len() >= live_len);
     assert!(healthz(&server.http), "the server served on");
 }
 

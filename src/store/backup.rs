@@ -44,6 +44,13 @@ pub fn backup(db: &Path, dest: &Path, force: bool) -> Result<BackupReport, Backu
     if !db.is_file() {
         return Err(BackupError::NoDatabase(db.to_path_buf()));
     }
+    if is_the_store(db, dest) {
+        return Err(BackupError::Failed {
+            path: dest.to_path_buf(),
+            message: "that is the live database (or its WAL) itself; write the copy elsewhere"
+                .into(),
+        });
+    }
     if !force && dest.symlink_metadata().is_ok() {
         return Err(BackupError::Exists(dest.to_path_buf()));
     }
@@ -72,6 +79,29 @@ pub fn backup(db: &Path, dest: &Path, force: bool) -> Result<BackupReport, Backu
         let _ = std::fs::remove_file(leftover);
     }
     result
+}
+
+/// Whether `dest` names the database file or one beside it that SQLite
+/// owns (`-wal`, `-shm`, `-journal`).
+fn is_the_store(db: &Path, dest: &Path) -> bool {
+    let (Ok(db), Some(name)) = (db.canonicalize(), dest.file_name()) else {
+        return false;
+    };
+    let dir = match dest.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let dest = dir.join(name);
+    let mut owned = vec![db.clone()];
+    for suffix in ["-wal", "-shm", "-journal"] {
+        let mut n = db.as_os_str().to_owned();
+        n.push(suffix);
+        owned.push(PathBuf::from(n));
+    }
+    owned.contains(&dest)
 }
 
 fn failed(path: &Path, e: impl std::fmt::Display) -> BackupError {
