@@ -282,11 +282,30 @@ pub async fn ensure_first_owner(store: &Store, domain: &str) -> anyhow::Result<(
 }
 
 /// `backchannel serve`: runs until SIGINT/SIGTERM, then shuts down cleanly.
+///
+/// Before anything else it takes the data dir's lock (one `serve` per
+/// SQLite data dir, SPEC §2): a second `serve` stops here with an error
+/// naming the holder, having bound nothing and started no worker.
 pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let configured = listen_map(
+        config.smtp.listen,
+        config.http.listen,
+        config.imap.listen,
+        config.http.metrics_listen,
+    );
+    let lock = store::lock::DataDirLock::acquire(
+        &config.db_path(),
+        &store::lock::Holder::this_process(configured),
+    )?;
     let store = Store::open_serving(&config.db_path())
         .with_context(|| format!("open database {}", config.db_path().display()))?;
     ensure_first_owner(&store, &config.domain).await?;
     let running = start(config, store.clone()).await?;
+    let a = running.addrs;
+    let bound = store::lock::Holder::this_process(listen_map(a.smtp, a.http, a.imap, a.metrics));
+    if let Err(e) = lock.record(&bound) {
+        tracing::warn!(path = %lock.path().display(), error = %e, "cannot record the bound addresses in the lock file");
+    }
     if let Some(path) = ready_file {
         write_ready_file(&path, &running.addrs)?;
     }
@@ -295,7 +314,26 @@ pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Resul
     let result = running.shutdown().await;
     store.close();
     tracing::info!("stopped");
+    drop(lock);
     result
+}
+
+/// Listener name → address, for the data dir lock.
+fn listen_map(
+    smtp: SocketAddr,
+    http: SocketAddr,
+    imap: SocketAddr,
+    metrics: Option<SocketAddr>,
+) -> std::collections::BTreeMap<String, String> {
+    let mut map = std::collections::BTreeMap::from([
+        ("smtp".to_string(), smtp.to_string()),
+        ("http".to_string(), http.to_string()),
+        ("imap".to_string(), imap.to_string()),
+    ]);
+    if let Some(m) = metrics {
+        map.insert("metrics".to_string(), m.to_string());
+    }
+    map
 }
 
 fn write_ready_file(path: &Path, addrs: &BoundAddrs) -> anyhow::Result<()> {

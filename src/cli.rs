@@ -1,5 +1,13 @@
-//! Command line: `serve`, `config`, `user add`, `user list`.
+//! Command line: `serve`, `config`, `backup`, `user add`, `user list`,
+//! `sender …`.
+//!
+//! Everything a command prints goes through [`out`]: when stdout is closed
+//! early (`backchannel sender list | head -1`), the command stops quietly
+//! with exit status 0, like `ls` into a closed pipe, instead of panicking
+//! the way `println!` does (Rust ignores SIGPIPE, so the write fails with
+//! `EPIPE`). The command's work is already done by then (a write committed).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -37,6 +45,18 @@ pub enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Write a consistent copy of the SQLite store to PATH, also while
+    /// `serve` runs. Restore: stop serve, replace the database file with
+    /// the copy (removing its -wal and -shm files), start serve.
+    /// (PostgreSQL stores are backed up with pg_dump.)
+    Backup {
+        /// Where to write the copy (a new file).
+        #[arg(value_name = "PATH")]
+        path: PathBuf,
+        /// Replace PATH if it exists.
+        #[arg(long)]
+        force: bool,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -61,9 +81,11 @@ pub enum SenderCommand {
         /// gateway, plus or none.
         #[arg(long, default_value = "gateway")]
         reply_mode: String,
-        /// rsa or ed25519 (for the domain's DKIM key, when it has none).
-        #[arg(long, default_value = "rsa")]
-        dkim: String,
+        /// rsa or ed25519: the type of the domain's DKIM key when it has
+        /// none yet (rsa when not given). A domain keeps its one key:
+        /// naming the other type than the existing key's is an error.
+        #[arg(long, value_parser = ["rsa", "ed25519"])]
+        dkim: Option<String>,
     },
     /// List senders with their state.
     List,
@@ -101,14 +123,15 @@ pub fn main() -> ExitCode {
     let config = match Config::load(cli.config.as_deref(), std::env::vars()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("backchannel: {e}");
+            note!("backchannel: {e}");
             return ExitCode::from(2);
         }
     };
     match run(cli.command, config) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<StdoutClosed>() => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("backchannel: {e:#}");
+            note!("backchannel: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -132,9 +155,15 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(crate::app::serve(config, ready_file))
         }
-        Command::Config => {
-            print!("{}", config.to_redacted_toml());
-            Ok(())
+        Command::Config => out(&config.to_redacted_toml()),
+        Command::Backup { path, force } => {
+            let report = store::backup::backup(&config.db_path(), &path, force)?;
+            outln(&format!(
+                "wrote {} ({} bytes, user_version {})",
+                report.path.display(),
+                report.bytes,
+                report.user_version
+            ))
         }
         Command::User { command } => {
             let store = Store::open(&config.db_path())?;
@@ -167,12 +196,12 @@ fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             }
             let (_, token) =
                 store.write_blocking(move |c| store::users::create(c, &email, &name, role))?;
-            println!("{}", token.as_str());
+            outln(token.as_str())?;
         }
         UserCommand::List => {
             let users = store.read_blocking(store::users::list)?;
             for u in users {
-                println!("{}\t{}\t{}\t{}", u.id, u.email, u.role, u.name);
+                outln(&format!("{}\t{}\t{}\t{}", u.id, u.email, u.role, u.name))?;
             }
         }
     }
@@ -197,15 +226,31 @@ async fn sender_command(
                 email: email.clone(),
                 name,
                 reply_mode: Some(reply_mode),
-                dkim_algorithm: Some(dkim),
+                dkim_algorithm: dkim,
                 ..Default::default()
             };
             let v = service::add_sender(store, config, new).await?;
-            println!("{}", show(&v));
-            eprintln!(
+            outln(&show(&v))?;
+            note!(
                 "Forward mail for {email} to {}. The verification mail with its code is queued; it leaves when `backchannel serve` runs.",
                 v["forwarding_address"].as_str().unwrap_or("")
             );
+            note!(
+                "DNS records to publish (`backchannel sender check --email {email}` checks them):"
+            );
+            for check in ["spf", "dkim", "dmarc"] {
+                let c = &v["dns"][check];
+                note!(
+                    "  {:<5} [{}] TXT {} {}",
+                    check.to_ascii_uppercase(),
+                    c["status"].as_str().unwrap_or("unknown"),
+                    c["record_name"].as_str().unwrap_or(""),
+                    match c["record_to_publish"].as_str() {
+                        Some(r) => format!("\"{r}\""),
+                        None => format!("(none: {})", c["detail"].as_str().unwrap_or("")),
+                    }
+                );
+            }
         }
         SenderCommand::List => {
             let config = config.clone();
@@ -215,13 +260,13 @@ async fn sender_command(
                 })
                 .await?;
             for v in list {
-                println!(
+                outln(&format!(
                     "{}\t{}\tforwarding={}\t{}",
                     v["email"].as_str().unwrap_or(""),
                     v["status"].as_str().unwrap_or(""),
                     v["forwarding"].as_str().unwrap_or(""),
                     v["forwarding_address"].as_str().unwrap_or("")
-                );
+                ))?;
             }
         }
         SenderCommand::Verify { email, code } => {
@@ -230,17 +275,49 @@ async fn sender_command(
                 .write_with(move |c| service::verify(c, &config, &email, &code))
                 .await?
                 .into_result()?;
-            println!("{}", show(&v));
+            outln(&show(&v))?;
         }
         SenderCommand::Check { email } => {
             let resolver = crate::senders::dns::Resolver::new(&config.dns)?;
             let v =
                 service::check_sender(store, config, &resolver, &email, std::time::Duration::ZERO)
                     .await?;
-            println!("{}", show(&v));
+            outln(&show(&v))?;
         }
     }
     Ok(())
+}
+
+/// Writes a line to stderr; a closed stderr is not worth a panic.
+macro_rules! note {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+use note;
+
+/// stdout was closed before everything was printed (`| head`): the
+/// command ends quietly, with exit status 0.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout is closed")]
+struct StdoutClosed;
+
+/// Prints `text` as it is; a closed stdout is [`StdoutClosed`].
+fn out(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(StdoutClosed.into()),
+        Err(e) => Err(anyhow::Error::new(e).context("write to stdout")),
+    }
+}
+
+/// Prints `line` and a newline.
+fn outln(line: &str) -> anyhow::Result<()> {
+    out(&format!("{line}\n"))
 }
 
 /// Structured logs on stderr: text by default, JSON on request.

@@ -465,3 +465,78 @@ async fn dns_check_and_forwarding_probe_and_dkim_signing() {
     drop(dns);
     s.shutdown().await;
 }
+
+/// A new sender's answer carries the three DNS records to publish, each
+/// `unknown` until the first check; asking for a DKIM key type other than
+/// the one the domain already has is a 422 naming the existing key, and
+/// stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_sender_shows_three_records_and_a_dkim_type_mismatch_is_refused() {
+    let mut s = TestServer::start_with("", "[outbound]\nspf = [\"ip4:203.0.113.5\"]\n").await;
+    let t = owner(&s).await;
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/senders",
+        &t,
+        Some(json!({"email": "support@acme.com", "dkim_algorithm": "ed25519"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let dns = &v["dns"];
+    for check in ["spf", "dkim", "dmarc"] {
+        assert_eq!(dns[check]["status"], "unknown", "{check}: {dns}");
+    }
+    assert_eq!(dns["spf"]["record_name"], "acme.com");
+    assert_eq!(
+        dns["spf"]["record_to_publish"],
+        "v=spf1 ip4:203.0.113.5 ~all"
+    );
+    assert_eq!(
+        dns["dkim"]["record_name"],
+        "backchannel._domainkey.acme.com"
+    );
+    assert_eq!(
+        dns["dkim"]["record_to_publish"],
+        v["instructions"]["records"][0]["value"]
+    );
+    assert!(
+        dns["dkim"]["record_to_publish"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("v=DKIM1; k=ed25519; p=")),
+        "{dns}"
+    );
+    assert_eq!(dns["dmarc"]["record_name"], "_dmarc.acme.com");
+    assert_eq!(dns["dmarc"]["record_to_publish"], "v=DMARC1; p=none");
+
+    let (st, v) = call(
+        &s,
+        "POST",
+        "/api/senders",
+        &t,
+        Some(json!({"email": "sales@acme.com", "dkim_algorithm": "rsa"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["field"], "dkim_algorithm", "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("acme.com already has an Ed25519 DKIM key"),
+        "{message}"
+    );
+    let (st, _) = call(&s, "GET", "/api/senders/sales@acme.com", &t, None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "nothing stored");
+    // The same type, or none, uses the domain's key.
+    for (email, algorithm) in [
+        ("sales@acme.com", Some("ed25519")),
+        ("billing@acme.com", None),
+    ] {
+        let mut body = json!({"email": email});
+        if let Some(a) = algorithm {
+            body["dkim_algorithm"] = json!(a);
+        }
+        let (st, v) = call(&s, "POST", "/api/senders", &t, Some(body)).await;
+        assert_eq!(st, StatusCode::CREATED, "{email}: {v}");
+    }
+    s.shutdown().await;
+}

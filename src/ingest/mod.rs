@@ -348,7 +348,7 @@ impl Worker {
             match fut.await {
                 Ok(Applied::Stored { message, rule }) => {
                     metrics::inc("ingest_messages_total", &[("rule", rule)]);
-                    tracing::info!(queue_id = id, message, rule, "ingested");
+                    tracing::info!(queue_id = id, message_id = message, rule, "ingested");
                 }
                 Ok(Applied::Duplicate { of }) => {
                     metrics::inc("ingest_messages_total", &[("rule", "duplicate")]);

@@ -35,7 +35,7 @@ pub async fn serve<F>(
                 }
                 Err(e) => {
                     // Usually out of file descriptors: back off briefly.
-                    tracing::warn!(error = %e, "{name} accept failed");
+                    tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             }
@@ -48,8 +48,9 @@ pub async fn serve<F>(
     .await;
     if drained.is_err() {
         tracing::warn!(
+            listener = name,
             left = sessions.len(),
-            "aborting {name} sessions past the grace period"
+            "aborting sessions past the grace period"
         );
         sessions.abort_all();
         while sessions.join_next().await.is_some() {}

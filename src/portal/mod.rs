@@ -697,7 +697,7 @@ async fn reply(
         Ok(sent) => {
             tracing::info!(
                 side_conversation = sent.side_conversation,
-                message = sent.message,
+                message_id = sent.message,
                 "portal: reply stored"
             );
             let mut r = html(StatusCode::SEE_OTHER, String::new());

@@ -59,7 +59,8 @@ pub struct NewSender {
     pub reply_mode: Option<String>,
     pub signature_text: Option<String>,
     pub signature_html: Option<String>,
-    /// `rsa` (default) or `ed25519`, for the domain's DKIM key when it has none yet.
+    /// `rsa` (default) or `ed25519`, for the domain's DKIM key when it has
+    /// none yet; naming the other type than an existing key's is refused.
     pub dkim_algorithm: Option<String>,
 }
 
@@ -68,6 +69,14 @@ fn dkim_algorithm(new: &NewSender) -> Result<super::dkim::Algorithm, SenderError
         "rsa" => Ok(super::dkim::Algorithm::Rsa2048),
         "ed25519" => Ok(super::dkim::Algorithm::Ed25519),
         _ => Err(invalid("dkim_algorithm", "expected rsa or ed25519")),
+    }
+}
+
+/// "an RSA-2048" / "an Ed25519", for messages.
+fn key_type(algorithm: super::dkim::Algorithm) -> &'static str {
+    match algorithm {
+        super::dkim::Algorithm::Rsa2048 => "an RSA-2048",
+        super::dkim::Algorithm::Ed25519 => "an Ed25519",
     }
 }
 
@@ -200,7 +209,24 @@ pub fn add(
     if ReplyMode::parse(mode).is_none() {
         return Err(invalid("reply_mode", "expected gateway, plus or none"));
     }
-    dkim_algorithm(new)?;
+    let requested = dkim_algorithm(new)?;
+    if new.dkim_algorithm.is_some()
+        && let Some(existing) = store::dkim::find(db, &addr.domain)?
+        && existing.algorithm != requested
+    {
+        return Err(invalid(
+            "dkim_algorithm",
+            format!(
+                "{} already has {} DKIM key (selector {}), which every sender of the domain \
+                 signs with; a {} key cannot be chosen for it (keys are not rotated): leave the \
+                 option out to use the existing key",
+                addr.domain,
+                key_type(existing.algorithm),
+                existing.selector,
+                requested.as_str()
+            ),
+        ));
+    }
     crate::templates::check_signature(
         "signature",
         new.signature_text.as_deref(),
@@ -351,7 +377,17 @@ pub fn view(db: &Db<'_>, config: &Config, email: &str) -> Result<Value, SenderEr
         "forwarding": s.forwarding_state,
         "forwarding_confirmed_at": s.forwarding_confirmed_at.map(rfc3339),
         "forwarding_confirmation": json_of(s.forwarding_confirmation.as_ref()),
-        "dns": json_of(s.dns.as_ref()),
+        // Before the first check: the records to publish, each `unknown`.
+        "dns": match json_of(s.dns.as_ref()) {
+            Some(dns) => dns,
+            None => {
+                let domain = MailAddr::parse(email).map(|a| a.domain).unwrap_or_default();
+                let key = store::dkim::find(db, &domain)?;
+                let gateway = gateway_dns(config, key.as_ref());
+                serde_json::to_value(super::dns::to_publish(&domain, &gateway))
+                    .map_err(|e| SenderError::Store(e.to_string()))?
+            }
+        },
         "dns_checked_at": s.dns_checked_at.map(rfc3339),
         "signature": {"text": s.signature_text, "html": s.signature_html},
         "verified_at": s.verified_at.map(rfc3339),
@@ -412,6 +448,18 @@ pub async fn add_sender(
         .await
 }
 
+/// What the gateway sends with, for the DNS check of a domain with `key`.
+fn gateway_dns(config: &Config, key: Option<&super::dkim::DkimKeyRow>) -> super::dns::GatewayDns {
+    super::dns::GatewayDns {
+        spf: config.outbound.spf.clone(),
+        dkim_selector: key
+            .map(|k| k.selector.clone())
+            .unwrap_or_else(|| config.outbound.dkim_selector.clone()),
+        dkim_public_key_b64: key.map(|k| k.public_key_b64.clone()),
+        gateway_domain: config.domain.clone(),
+    }
+}
+
 /// The DNS health of a sender's domain, stored on the sender.
 pub async fn check_dns(
     store: &store::Store,
@@ -426,15 +474,7 @@ pub async fn check_dns(
         let d = addr.domain.clone();
         store.read(move |c| super::dkim::find(c, &d)).await?
     };
-    let gateway = super::dns::GatewayDns {
-        spf: config.outbound.spf.clone(),
-        dkim_selector: key
-            .as_ref()
-            .map(|k| k.selector.clone())
-            .unwrap_or_else(|| config.outbound.dkim_selector.clone()),
-        dkim_public_key_b64: key.as_ref().map(|k| k.public_key_b64.clone()),
-        gateway_domain: config.domain.clone(),
-    };
+    let gateway = gateway_dns(config, key.as_ref());
     let health = super::dns::check(resolver, &addr.domain, email, &gateway).await;
     let value = serde_json::to_value(&health).map_err(|e| SenderError::Store(e.to_string()))?;
     let (e, v) = (email.to_string(), value.clone());

@@ -457,6 +457,8 @@ impl<'a> Session<'a> {
         if self.txn.mail_from.is_some() {
             return self.say(reply::nested_mail());
         }
+        // Addresses are personal data: at debug only, never at info.
+        tracing::debug!(mail_from = %from.address, "MAIL FROM");
         // Parameters of extensions we do not advertise are refused (RFC 5321 §4.1.1.11).
         let unsupported = if from.flags & smtp_proto::MAIL_REQUIRETLS != 0 {
             Some("REQUIRETLS")
@@ -491,7 +493,7 @@ impl<'a> Session<'a> {
                 "smtp_messages_rejected_total",
                 &[("reason", "sender_quota")],
             );
-            tracing::info!(mail_from = %from.address, "sender over its hourly quota");
+            tracing::info!("sender over its hourly quota");
             return self.say(reply::sender_over_quota());
         }
         let mut params = Vec::new();
@@ -531,6 +533,7 @@ impl<'a> Session<'a> {
         } else {
             to.address.clone()
         };
+        tracing::debug!(rcpt = %address, "RCPT TO");
         if MailAddr::parse(&address).is_none() {
             return self.say(reply::bad_recipient_address());
         }
@@ -612,19 +615,19 @@ impl<'a> Session<'a> {
             }
             Ok(RcptVerdict::UnknownUser) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "unknown_user")]);
-                tracing::info!(rcpt = %address, "unknown recipient");
+                tracing::info!("unknown recipient");
                 if self.rcpt_failed().await {
                     self.say(reply::no_such_user());
                 }
             }
             Ok(RcptVerdict::OverQuota) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "over_quota")]);
-                tracing::info!(rcpt = %address, "side conversation over its quota");
+                tracing::info!("side conversation over its quota");
                 self.say(reply::thread_over_quota());
             }
             Ok(RcptVerdict::RelayDenied) => {
                 metrics::inc("smtp_rcpt_total", &[("result", "relay_denied")]);
-                tracing::info!(rcpt = %address, "relaying denied");
+                tracing::info!("relaying denied");
                 if self.rcpt_failed().await {
                     self.say(reply::relay_denied());
                 }
@@ -860,7 +863,10 @@ impl<'a> Session<'a> {
                 "smtp_messages_rejected_total",
                 &[("reason", "sender_quota")],
             );
-            tracing::info!(mail_from = %mail_from, size = raw.len(), "message would exceed the sender's hourly quota");
+            tracing::info!(
+                size = raw.len(),
+                "message would exceed the sender's hourly quota"
+            );
             return self.say(reply::sender_over_quota());
         }
         let txn = std::mem::take(&mut self.txn);

@@ -15,11 +15,13 @@
 //! class keep their order; only urgent writes may overtake the others.
 
 pub mod activity;
+pub mod backup;
 mod codec;
 pub mod contacts;
 pub mod dkim;
 pub mod events;
 pub mod inbound;
+pub mod lock;
 pub mod messages;
 pub mod notifications;
 pub mod outbox;

@@ -53,9 +53,9 @@ pub enum Status {
     Missing,
     Mismatch,
     Error,
-    /// Nothing to check against: the gateway's outbound path (`[outbound]
-    /// spf`) is not configured, so whether the policy authorises it cannot
-    /// be told. SPF only.
+    /// Not known: for SPF, the gateway's outbound path (`[outbound] spf`)
+    /// is not configured, so whether the policy authorises it cannot be
+    /// told; for all three, no check has run yet ([`to_publish`]).
     Unknown,
 }
 
@@ -247,6 +247,69 @@ pub async fn check(
         dkim = dkim.status.as_str(),
         dmarc = dmarc.status.as_str(),
         "sender DNS checked"
+    );
+    DnsHealth { spf, dkim, dmarc }
+}
+
+/// The three records to publish for `domain`, before any check has run
+/// (a sender just added): each `unknown`, with the TXT record the admin
+/// should publish and where. SPF has a record only when `[outbound] spf`
+/// says what the gateway sends from; DKIM only once the domain has a key.
+pub fn to_publish(domain: &str, gateway: &GatewayDns) -> DnsHealth {
+    let domain = ascii_domain(domain);
+    let entries: Vec<&str> = gateway
+        .spf
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let spf = if entries.is_empty() {
+        Check::new(
+            Status::Unknown,
+            &domain,
+            None,
+            "not checked yet; the gateway's outbound path ([outbound] spf) is not configured, \
+             so no SPF record can be suggested",
+        )
+    } else {
+        Check::new(
+            Status::Unknown,
+            &domain,
+            Some(format!("v=spf1 {} ~all", entries.join(" "))),
+            format!(
+                "not checked yet: publish this TXT record at {domain}, or add {} before the \
+                 `all` of the SPF record {domain} already has",
+                entries.join(" ")
+            ),
+        )
+    };
+    let dkim_name = format!("{}._domainkey.{domain}", gateway.dkim_selector);
+    let dkim_record = gateway.dkim_public_key_b64.as_deref().and_then(|p| {
+        super::dkim::algorithm_of_public_key(p).map(|a| super::dkim::record_for(a, p))
+    });
+    let dkim = match dkim_record {
+        Some(record) => Check::new(
+            Status::Unknown,
+            &dkim_name,
+            Some(record),
+            format!("not checked yet: publish this TXT record at {dkim_name}"),
+        ),
+        None => Check::new(
+            Status::Unknown,
+            &dkim_name,
+            None,
+            format!("not checked yet; the gateway has no DKIM key for {domain} yet"),
+        ),
+    };
+    let dmarc_name = format!("_dmarc.{domain}");
+    let dmarc = Check::new(
+        Status::Unknown,
+        &dmarc_name,
+        Some(DMARC_SUGGESTED.to_string()),
+        format!(
+            "not checked yet: unless {domain} (or its organisational domain) already has a \
+             DMARC policy, publish this TXT record at {dmarc_name}"
+        ),
     );
     DnsHealth { spf, dkim, dmarc }
 }
