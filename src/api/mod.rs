@@ -9,7 +9,7 @@ pub mod views;
 use axum::Router;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use serde_json::json;
 
 use crate::http::AppState;
@@ -44,6 +44,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/contacts"),
     ("POST", "/api/users"),
     ("GET", "/api/users"),
+    ("PATCH", "/api/users/{id}"),
+    ("POST", "/api/users/{id}/token"),
+    ("GET", "/api/audit"),
     ("GET", "/api/me"),
     ("PUT", "/api/me"),
     ("GET", "/api/settings"),
@@ -115,6 +118,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/unrouted/{id}/assign", post(h::assign_unrouted))
         .route("/api/contacts", get(h::list_contacts))
         .route("/api/users", post(h::create_user).get(h::list_users))
+        .route("/api/users/{id}", patch(admin::update_user))
+        .route("/api/users/{id}/token", post(admin::rotate_user_token))
+        .route("/api/audit", get(admin::list_audit))
         .route("/api/me", get(h::get_me).put(h::put_me))
         .route("/api/settings", get(h::get_settings).put(h::put_settings))
         .route(
