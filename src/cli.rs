@@ -94,7 +94,7 @@ pub enum UserCommand {
         #[arg(long, default_value = "member")]
         role: String,
     },
-    /// List users (id, email, role, active or inactive, name).
+    /// List users (tab-separated: id, email, role, name, active or inactive).
     List,
     /// Change a user's role (owner, admin, member or viewer); their open
     /// sessions end. The last active owner cannot be demoted.
@@ -202,7 +202,7 @@ fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             let users = store.read_blocking(store::users::list)?;
             for u in users {
                 let state = if u.active { "active" } else { "inactive" };
-                println!("{}\t{}\t{}\t{}\t{}", u.id, u.email, u.role, state, u.name);
+                println!("{}\t{}\t{}\t{}\t{}", u.id, u.email, u.role, u.name, state);
             }
         }
         UserCommand::SetRole { email, role } => {

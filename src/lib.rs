@@ -12,7 +12,8 @@
 //!
 //! ```text
 //! main.rs        thin: hands over to cli
-//! cli.rs         clap commands: serve, config, user add/list, sender add/list/verify/check
+//! cli.rs         clap commands: serve, config, user add/list/set-role/deactivate/
+//!                activate/rotate-token, sender add/list/verify/check
 //! app.rs         wiring: store, workers, listeners, ready file, signals, shutdown;
 //!                start() for tests
 //! shutdown.rs    the shutdown signal every task waits on (a leaf)
@@ -40,7 +41,8 @@
 //!                and writes; one file of typed functions per aggregate (parents,
 //!                side_conversations, participants, messages, inbound, outbox,
 //!                senders, dkim, users, settings, templates, webhooks, events,
-//!                notifications, activity, contacts, routing, portal, view, stats)
+//!                notifications, activity, contacts, routing, portal, view, stats,
+//!                audit)
 //! outbound/      compose.rs (mail-builder, Thread-Index, DKIM), worker.rs (outbox
 //!                worker), deliver.rs (maildir, relay via lettre, MX via hickory),
 //!                retry.rs (pure policy)

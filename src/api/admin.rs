@@ -15,8 +15,8 @@ use crate::egress::Refusal;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
-use crate::senders::service::{self, NewSender, SenderError};
 use crate::model::{Role, rfc3339};
+use crate::senders::service::{self, NewSender, SenderError};
 use crate::store::webhooks::{self, WebhookError};
 use crate::store::{StoreError, audit, users};
 

@@ -873,22 +873,29 @@ pub async fn put_settings(
                 put_setting(c, "side_conversations_enabled", &json!(b))?;
             }
             let after = settings_audit_view(c)?;
-            let changed: serde_json::Map<String, Value> = ["signature", "default_sender", "side_conversations_enabled"]
-                .into_iter()
-                .filter(|k| before[k] != after[k])
-                .map(|k| {
-                    // The signature's text can be long: the log says it
-                    // changed, not what it says.
-                    let v = if k == "signature" {
-                        json!("changed")
-                    } else {
-                        json!({"before": before[k], "after": after[k]})
-                    };
-                    (k.to_string(), v)
-                })
-                .collect();
+            let changed: serde_json::Map<String, Value> =
+                ["signature", "default_sender", "side_conversations_enabled"]
+                    .into_iter()
+                    .filter(|k| before[k] != after[k])
+                    .map(|k| {
+                        // The signature's text can be long: the log says it
+                        // changed, not what it says.
+                        let v = if k == "signature" {
+                            json!("changed")
+                        } else {
+                            json!({"before": before[k], "after": after[k]})
+                        };
+                        (k.to_string(), v)
+                    })
+                    .collect();
             if !changed.is_empty() {
-                store::audit::record(c, &actor, "settings.updated", "settings", &Value::Object(changed))?;
+                store::audit::record(
+                    c,
+                    &actor,
+                    "settings.updated",
+                    "settings",
+                    &Value::Object(changed),
+                )?;
             }
             Ok(())
         })

@@ -261,7 +261,10 @@ pub fn change(db: &Db<'_>, actor: &Actor, id: i64, change: &Change) -> Result<(U
     if let Some(name) = &change.name
         && *name != before.name
     {
-        conn.execute("UPDATE users SET name = ?2 WHERE id = ?1", params![id, name])?;
+        conn.execute(
+            "UPDATE users SET name = ?2 WHERE id = ?1",
+            params![id, name],
+        )?;
         audit::record(
             db,
             actor,
