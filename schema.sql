@@ -465,3 +465,30 @@ CREATE TABLE outbox_copies (
     outbox_id       INTEGER PRIMARY KEY REFERENCES outbox(id) ON DELETE CASCADE,
     raw             BLOB    NOT NULL
 );
+
+-- migration: 8
+-- User lifecycle (SPEC §2, §7): a user may be deactivated (their history
+-- stays; their token, IMAP sessions and push streams stop) and their token
+-- rotated. `credential_epoch` moves whenever what a session logged in with
+-- stops being what it was (token rotated, user deactivated, role changed):
+-- an open IMAP session or JMAP push stream compares it with the one it
+-- started with. The counter 'credentials' moves with every such change, in
+-- the same transaction, so a serving process learns of a change another
+-- process made (the command line) from one small read.
+ALTER TABLE users ADD COLUMN active INTEGER NOT NULL DEFAULT 1 CHECK (active IN (0, 1));
+ALTER TABLE users ADD COLUMN deactivated_at INTEGER;
+ALTER TABLE users ADD COLUMN credential_epoch INTEGER NOT NULL DEFAULT 0;
+INSERT OR IGNORE INTO counters (name, value) VALUES ('credentials', 0);
+-- Who changed users, senders, settings and webhooks, and when
+-- (`GET /api/audit`, newest first). `actor` is the acting user's email at
+-- the time, or `cli` for the command line; `detail` is compact JSON with
+-- before/after values where they mean something, never a secret or token.
+CREATE TABLE audit (
+    id              INTEGER PRIMARY KEY,
+    at              INTEGER NOT NULL,
+    actor_id        INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    actor           TEXT    NOT NULL,
+    action          TEXT    NOT NULL,
+    target          TEXT    NOT NULL,
+    detail          TEXT    NOT NULL DEFAULT '{}'
+);

@@ -1,5 +1,6 @@
-//! Command line: `serve`, `config`, `backup`, `user add`, `user list`,
-//! `sender …`.
+//! Command line: `serve`, `config`, `backup`,
+//! `user add|list|set-role|deactivate|activate|rotate-token`,
+//! `sender add|list|verify|check`.
 //!
 //! Everything a command prints goes through [`out`]: when stdout is closed
 //! early (`backchannel sender list | head -1`), the command stops quietly
@@ -15,6 +16,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
 use crate::model::Role;
+use crate::store::audit::Actor;
 use crate::store::{self, Store, StoreError};
 
 #[derive(Debug, Parser)]
@@ -114,8 +116,34 @@ pub enum UserCommand {
         #[arg(long, default_value = "member")]
         role: String,
     },
-    /// List users.
+    /// List users (tab-separated: id, email, role, name, active or inactive).
     List,
+    /// Change a user's role (owner, admin, member or viewer); their open
+    /// sessions end. The last active owner cannot be demoted.
+    SetRole {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Deactivate a user: their token, IMAP sessions and push streams stop
+    /// at once; their history stays. The last active owner cannot be
+    /// deactivated.
+    Deactivate {
+        #[arg(long)]
+        email: String,
+    },
+    /// Activate a deactivated user again (with the token they had).
+    Activate {
+        #[arg(long)]
+        email: String,
+    },
+    /// Give a user a new API token and print it (alone, on one line); the
+    /// old one stops working at once.
+    RotateToken {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -194,18 +222,88 @@ fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
             if name.trim().is_empty() {
                 anyhow::bail!("--name must not be empty");
             }
-            let (_, token) =
-                store.write_blocking(move |c| store::users::create(c, &email, &name, role))?;
+            let (_, token) = store.write_blocking(move |c| {
+                store::users::create_audited(c, &Actor::cli(), &email, &name, role)
+            })?;
             outln(token.as_str())?;
         }
         UserCommand::List => {
             let users = store.read_blocking(store::users::list)?;
             for u in users {
-                outln(&format!("{}\t{}\t{}\t{}", u.id, u.email, u.role, u.name))?;
+                let state = if u.active { "active" } else { "inactive" };
+                outln(&format!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    u.id, u.email, u.role, u.name, state
+                ))?;
             }
+        }
+        UserCommand::SetRole { email, role } => {
+            let role: Role = role.parse().map_err(anyhow::Error::msg)?;
+            change_user(
+                store,
+                email,
+                store::users::Change {
+                    role: Some(role),
+                    ..Default::default()
+                },
+            )?;
+        }
+        UserCommand::Deactivate { email } => {
+            change_user(
+                store,
+                email,
+                store::users::Change {
+                    active: Some(false),
+                    ..Default::default()
+                },
+            )?;
+        }
+        UserCommand::Activate { email } => {
+            change_user(
+                store,
+                email,
+                store::users::Change {
+                    active: Some(true),
+                    ..Default::default()
+                },
+            )?;
+        }
+        UserCommand::RotateToken { email } => {
+            let who = email.clone();
+            let (_, token) = store
+                .write_blocking(move |c| {
+                    let user = store::users::by_email(c, &email)?;
+                    store::users::rotate_token(c, &Actor::cli(), user.id)
+                })
+                .map_err(|e| user_error(&who, e))?;
+            outln(token.as_str())?;
         }
     }
     Ok(())
+}
+
+/// Applies a change to the user with this email (audited as `cli`) and
+/// says what the user is now on stderr.
+fn change_user(store: &Store, email: String, change: store::users::Change) -> anyhow::Result<()> {
+    let who = email.clone();
+    let (_, after) = store
+        .write_blocking(move |c| {
+            let user = store::users::by_email(c, &email)?;
+            store::users::change(c, &Actor::cli(), user.id, &change)
+        })
+        .map_err(|e| user_error(&who, e))?;
+    let state = if after.active { "active" } else { "inactive" };
+    note!("{}: {}, {state}", after.email, after.role);
+    Ok(())
+}
+
+/// A store error of a user command, in words.
+fn user_error(email: &str, e: StoreError) -> anyhow::Error {
+    match e {
+        StoreError::NotFound => anyhow::anyhow!("no user has the email address `{email}`"),
+        StoreError::Conflict(m) => anyhow::anyhow!("refused: {m}"),
+        other => other.into(),
+    }
 }
 
 async fn sender_command(
@@ -229,7 +327,7 @@ async fn sender_command(
                 dkim_algorithm: dkim,
                 ..Default::default()
             };
-            let v = service::add_sender(store, config, new).await?;
+            let v = service::add_sender(store, config, new, Actor::cli()).await?;
             outln(&show(&v))?;
             note!(
                 "Forward mail for {email} to {}. The verification mail with its code is queued; it leaves when `backchannel serve` runs.",
@@ -272,7 +370,9 @@ async fn sender_command(
         SenderCommand::Verify { email, code } => {
             let config = config.clone();
             let v = store
-                .write_with(move |c| service::verify(c, &config, &email, &code))
+                .write_with(move |c| {
+                    service::verify_audited(c, &config, &Actor::cli(), &email, &code)
+                })
                 .await?
                 .into_result()?;
             outln(&show(&v))?;

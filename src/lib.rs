@@ -12,8 +12,9 @@
 //!
 //! ```text
 //! main.rs        thin: hands over to cli
-//! cli.rs         clap commands: serve, config, backup, user add/list,
-//!                sender add/list/verify/check; output that survives a closed stdout
+//! cli.rs         clap commands: serve, config, backup, user add/list/set-role/
+//!                deactivate/activate/rotate-token, sender add/list/verify/check;
+//!                output that survives a closed stdout
 //! app.rs         wiring: store, workers, listeners, ready file, signals, shutdown;
 //!                start() for tests
 //! shutdown.rs    the shutdown signal every task waits on (a leaf)
@@ -41,8 +42,9 @@
 //!                and writes; one file of typed functions per aggregate (parents,
 //!                side_conversations, participants, messages, inbound, outbox,
 //!                senders, dkim, users, settings, templates, webhooks, events,
-//!                notifications, activity, contacts, routing, portal, view, stats);
-//!                lock.rs (one serving process per data dir), backup.rs (online copy)
+//!                notifications, activity, contacts, routing, portal, view, stats,
+//!                audit); lock.rs (one serving process per data dir), backup.rs
+//!                (online copy)
 //! outbound/      compose.rs (mail-builder, Thread-Index, DKIM), worker.rs (outbox
 //!                worker), deliver.rs (maildir, relay via lettre, MX via hickory),
 //!                retry.rs (pure policy)

@@ -78,8 +78,9 @@ pub fn send_due(db: &Db<'_>, config: &Config, now: i64) -> Result<usize> {
 /// queued.
 fn send_batch(db: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize> {
     let agent = store::users::by_id(db, user)?;
-    if agent.notifications != "email" {
-        // Turned off while the batch waited: drop it.
+    if agent.notifications != "email" || !agent.active {
+        // Turned off (or the agent deactivated) while the batch waited:
+        // drop it.
         store::notifications::drop_pending(db, user)?;
         return Ok(0);
     }

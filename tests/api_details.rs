@@ -184,6 +184,15 @@ async fn a_sender_is_edited_in_place() {
     assert_eq!(v["forwarding_address"], forwarding, "unchanged: {v}");
     let (_, v) = api_call(&s, "GET", path, &admin, None).await;
     assert_eq!(v["name"], "Acme Support");
+    let (_, audit) = api_call(&s, "GET", "/api/audit?limit=1", &admin, None).await;
+    let entry = &audit["items"][0];
+    assert_eq!(entry["action"], "sender.updated", "{audit}");
+    assert_eq!(entry["actor"], "ad@acme.com", "{entry}");
+    assert_eq!(
+        entry["detail"]["changed"],
+        json!(["name", "reply_mode", "signature.text"]),
+        "{entry}"
+    );
 
     for (body, status) in [
         (

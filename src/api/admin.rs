@@ -1,6 +1,8 @@
 //! HTTP handlers for what only owners and admins manage: sender addresses
-//! (SPEC §6) and webhook endpoints (SPEC §7). Reading senders is open to
-//! every role (agents choose a sender when they start a conversation).
+//! (SPEC §6), webhook endpoints, the user lifecycle and the audit log
+//! (SPEC §2, §7). Reading senders is open to every role (agents choose a
+//! sender when they start a conversation). Every change made here is
+//! recorded in the audit log in the change's own transaction.
 
 use axum::Json;
 use axum::extract::State;
@@ -13,9 +15,10 @@ use crate::egress::Refusal;
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
+use crate::model::{Role, rfc3339};
 use crate::senders::service::{self, NewSender, SenderError};
-use crate::store::StoreError;
 use crate::store::webhooks::{self, WebhookError};
+use crate::store::{StoreError, audit, users};
 
 impl From<SenderError> for ApiError {
     fn from(e: SenderError) -> Self {
@@ -71,7 +74,7 @@ pub async fn create_sender(
         signature_html: b.signature.as_ref().and_then(|s| s.html.clone()),
         dkim_algorithm: b.dkim_algorithm,
     };
-    let v = service::add_sender(&st.store, &st.config, new).await?;
+    let v = service::add_sender(&st.store, &st.config, new, caller.audit_actor()).await?;
     // The first DNS check runs in the background: a slow DNS server must
     // not hold the admin's request; the result appears on the sender.
     let (store, config, resolver) = (st.store.clone(), st.config.clone(), st.resolver.clone());
@@ -145,9 +148,22 @@ pub async fn patch_sender(
         signature_html: b.signature.as_ref().and_then(|s| s.html.clone()),
     };
     let config = st.config.clone();
-    let (v, _changed) = st
+    let actor = caller.audit_actor();
+    let v = st
         .store
-        .write_with(move |c| crate::senders::edit::update(c, &config, &email, &patch))
+        .write_with(move |c| {
+            let (v, changed) = crate::senders::edit::update(c, &config, &email, &patch)?;
+            if !changed.is_empty() {
+                audit::record(
+                    c,
+                    &actor,
+                    "sender.updated",
+                    &email,
+                    &json!({"changed": changed}),
+                )?;
+            }
+            Ok::<_, SenderError>(v)
+        })
         .await?;
     Ok(Json(v))
 }
@@ -158,8 +174,9 @@ pub async fn delete_sender(
     Path(email): Path<String>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    let actor = caller.audit_actor();
     st.store
-        .write_with(move |c| service::delete(c, &email))
+        .write_with(move |c| service::delete_audited(c, &actor, &email))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -181,9 +198,10 @@ pub async fn verify_sender(
         .code
         .ok_or_else(|| ApiError::invalid("code", "required"))?;
     let config = st.config.clone();
+    let actor = caller.audit_actor();
     let outcome = st
         .store
-        .write_with(move |c| service::verify(c, &config, &email, &code))
+        .write_with(move |c| service::verify_audited(c, &config, &actor, &email, &code))
         .await?;
     Ok(Json(outcome.into_result()?))
 }
@@ -246,9 +264,20 @@ pub async fn create_webhook(
         .secret
         .ok_or_else(|| ApiError::invalid("secret", "required"))?;
     let events = b.events.unwrap_or_default();
+    let actor = caller.audit_actor();
     let hook = st
         .store
-        .write_with(move |c| webhooks::create(c, &url, &secret, &events))
+        .write_with(move |c| {
+            let hook = webhooks::create(c, &url, &secret, &events)?;
+            audit::record(
+                c,
+                &actor,
+                "webhook.created",
+                &hook.id.to_string(),
+                &json!({"url": redacted_url(&hook.url), "events": hook.events}),
+            )?;
+            Ok::<_, WebhookError>(hook)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(json!(hook))).into_response())
 }
@@ -265,8 +294,20 @@ pub async fn delete_webhook(
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     caller.require_admin()?;
+    let actor = caller.audit_actor();
     st.store
-        .write(move |c| webhooks::delete(c, id))
+        .write(move |c| {
+            let hook = webhooks::get(c, id)?;
+            webhooks::delete(c, id)?;
+            audit::record(
+                c,
+                &actor,
+                "webhook.deleted",
+                &id.to_string(),
+                &json!({"url": redacted_url(&hook.url), "events": hook.events}),
+            )?;
+            Ok(())
+        })
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound("webhook"),
@@ -315,4 +356,179 @@ pub async fn webhook_deliveries(
     Ok(Json(
         json!({"items": page.items, "next_cursor": page.next_cursor.map(|c| format!("c{c}"))}),
     ))
+}
+
+/// A webhook URL as the audit log keeps it: without a password.
+fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => raw.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Users (SPEC §2 lifecycle, §7)
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    role: Option<String>,
+    name: Option<String>,
+    active: Option<bool>,
+}
+
+/// The rule between the caller and the user they change: owners may change
+/// anyone; an admin may change admins, members and viewers but not an owner,
+/// and may not make anyone an owner (that would let an admin take the
+/// gateway over). Members and viewers change no one (403 before this).
+fn may_manage(caller: &Caller, target: &users::User, new_role: Option<Role>) -> ApiResult<()> {
+    if caller.role() == Role::Owner {
+        return Ok(());
+    }
+    if target.role == Role::Owner {
+        return Err(ApiError::Forbidden("only an owner can change an owner"));
+    }
+    if new_role == Some(Role::Owner) {
+        return Err(ApiError::Forbidden("only an owner can make a user owner"));
+    }
+    Ok(())
+}
+
+fn user_not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("user"),
+        other => other.into(),
+    }
+}
+
+/// `PATCH /api/users/{id}` `{role?, name?, active?}`: owner/admin (see
+/// [`may_manage`] for who may change whom). `active: false` deactivates the
+/// user: their token, IMAP sessions and push streams stop at once; a role
+/// change also ends their open sessions. The last active owner cannot be
+/// demoted or deactivated (409). Each change is in the audit log.
+pub async fn update_user(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Body(b): Body<UserPatch>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let role = match b.role.as_deref() {
+        None => None,
+        Some(r) => Some(
+            r.parse::<Role>()
+                .map_err(|e: String| ApiError::invalid("role", e))?,
+        ),
+    };
+    let name = match b.name {
+        None => None,
+        Some(n) => {
+            let n = n.trim().to_string();
+            if n.is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "name",
+                    "must be 1 to 200 printable characters",
+                ));
+            }
+            Some(n)
+        }
+    };
+    let change = users::Change {
+        role,
+        name,
+        active: b.active,
+    };
+    let actor = caller.audit_actor();
+    let (_, after) = st
+        .store
+        .write_with(move |c| -> ApiResult<_> {
+            let target = users::by_id(c, id).map_err(user_not_found)?;
+            may_manage(&caller, &target, change.role)?;
+            Ok(users::change(c, &actor, id, &change)?)
+        })
+        .await?;
+    Ok(Json(super::handlers::user_json(&after)))
+}
+
+/// `POST /api/users/{id}/token`: a new API token for the user (in the
+/// answer, shown once); the old one stops working at once and the user's
+/// open sessions end. Same rule as [`update_user`] for who may do it.
+pub async fn rotate_user_token(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let actor = caller.audit_actor();
+    let (user, token) = st
+        .store
+        .write_with(move |c| -> ApiResult<_> {
+            let target = users::by_id(c, id).map_err(user_not_found)?;
+            may_manage(&caller, &target, None)?;
+            Ok(users::rotate_token(c, &actor, id)?)
+        })
+        .await?;
+    let mut v = super::handlers::user_json(&user);
+    v["token"] = json!(token.as_str());
+    Ok(Json(v))
+}
+
+// ---------------------------------------------------------------------------
+// Audit log
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// `GET /api/audit?limit=&cursor=`: owner/admin; newest first.
+pub async fn list_audit(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<Value>> {
+    caller.require_admin()?;
+    let limit = match q.limit.as_deref() {
+        None => 50,
+        Some(l) => l
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=200).contains(n))
+            .ok_or_else(|| ApiError::BadRequest("limit: expected a number from 1 to 200".into()))?,
+    };
+    let before = match q.cursor.as_deref() {
+        None => None,
+        Some(c) => Some(
+            c.strip_prefix('c')
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| *n > 0)
+                .ok_or_else(|| ApiError::BadRequest("cursor: not a cursor from this API".into()))?,
+        ),
+    };
+    let mut rows = st
+        .store
+        .read(move |c| audit::list(c, before, limit + 1))
+        .await?;
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next = if more {
+        rows.last().map(|e| format!("c{}", e.id))
+    } else {
+        None
+    };
+    let items: Vec<Value> = rows
+        .into_iter()
+        .map(|e| {
+            json!({"id": e.id, "at": rfc3339(e.at), "actor": e.actor, "actor_id": e.actor_id,
+                   "action": e.action, "target": e.target, "detail": e.detail})
+        })
+        .collect();
+    Ok(Json(json!({"items": items, "next_cursor": next})))
 }

@@ -682,9 +682,12 @@ pub async fn list_contacts(
     Ok(Json(page(items, limit)))
 }
 
-fn user_json(u: &users::User) -> Value {
+/// A user as the API shows it (never their token).
+pub fn user_json(u: &users::User) -> Value {
     json!({"id": u.id, "email": u.email, "name": u.name, "role": u.role.as_str(),
-           "notifications": u.notifications, "created_at": rfc3339(u.created_at)})
+           "notifications": u.notifications, "active": u.active,
+           "deactivated_at": u.deactivated_at.map(rfc3339),
+           "created_at": rfc3339(u.created_at)})
 }
 
 #[derive(Debug, Deserialize)]
@@ -721,9 +724,10 @@ pub async fn create_user(
     if role == Role::Owner && caller.role() != Role::Owner {
         return Err(ApiError::Forbidden("only an owner can add an owner"));
     }
+    let actor = caller.audit_actor();
     let (user, token) = st
         .store
-        .write(move |c| users::create(c, &email, &name, role))
+        .write(move |c| users::create_audited(c, &actor, &email, &name, role))
         .await
         .map_err(|e| match e {
             StoreError::Conflict(m) => ApiError::Conflict(m),
@@ -800,6 +804,15 @@ async fn settings_json(st: &AppState) -> ApiResult<Value> {
         .await?)
 }
 
+/// The settings as stored, for the audit log's before/after.
+fn settings_audit_view(c: &store::Db<'_>) -> Result<Value, StoreError> {
+    Ok(json!({
+        "signature": get_setting(c, "signature")?,
+        "default_sender": get_setting(c, "default_sender")?,
+        "side_conversations_enabled": get_setting(c, "side_conversations_enabled")?.unwrap_or(json!(true)),
+    }))
+}
+
 pub async fn get_settings(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
     Ok(Json(settings_json(&st).await?))
 }
@@ -842,8 +855,10 @@ pub async fn put_settings(
         .map_err(|e| ApiError::invalid(&e.field, e.message))?;
     }
     let gateway = format!("reply@{}", st.config.domain);
+    let actor = caller.audit_actor();
     st.store
         .write_with(move |c| -> ApiResult<()> {
+            let before = settings_audit_view(c)?;
             if let Some(s) = body.signature {
                 let old = get_setting(c, "signature")?.unwrap_or(Value::Null);
                 let keep = |part: &str| old.get(part).cloned().unwrap_or(Value::Null);
@@ -868,6 +883,31 @@ pub async fn put_settings(
             }
             if let Some(b) = body.side_conversations_enabled {
                 put_setting(c, "side_conversations_enabled", &json!(b))?;
+            }
+            let after = settings_audit_view(c)?;
+            let changed: serde_json::Map<String, Value> =
+                ["signature", "default_sender", "side_conversations_enabled"]
+                    .into_iter()
+                    .filter(|k| before[k] != after[k])
+                    .map(|k| {
+                        // The signature's text can be long: the log says it
+                        // changed, not what it says.
+                        let v = if k == "signature" {
+                            json!("changed")
+                        } else {
+                            json!({"before": before[k], "after": after[k]})
+                        };
+                        (k.to_string(), v)
+                    })
+                    .collect();
+            if !changed.is_empty() {
+                store::audit::record(
+                    c,
+                    &actor,
+                    "settings.updated",
+                    "settings",
+                    &Value::Object(changed),
+                )?;
             }
             Ok(())
         })

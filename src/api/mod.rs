@@ -14,7 +14,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::header;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{get, patch, post, put};
 use serde_json::{Value, json};
 
 use crate::http::AppState;
@@ -50,6 +50,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/contacts"),
     ("POST", "/api/users"),
     ("GET", "/api/users"),
+    ("PATCH", "/api/users/{id}"),
+    ("POST", "/api/users/{id}/token"),
+    ("GET", "/api/audit"),
     ("GET", "/api/me"),
     ("PUT", "/api/me"),
     ("GET", "/api/settings"),
@@ -122,6 +125,9 @@ pub fn routes() -> Router<AppState> {
         .route("/api/unrouted/{id}/assign", post(h::assign_unrouted))
         .route("/api/contacts", get(h::list_contacts))
         .route("/api/users", post(h::create_user).get(h::list_users))
+        .route("/api/users/{id}", patch(admin::update_user))
+        .route("/api/users/{id}/token", post(admin::rotate_user_token))
+        .route("/api/audit", get(admin::list_audit))
         .route("/api/me", get(h::get_me).put(h::put_me))
         .route("/api/settings", get(h::get_settings).put(h::put_settings))
         .route(
@@ -204,7 +210,8 @@ async fn known_query(req: Request, next: Next) -> Response {
         let pairs: Vec<(String, String)> = match serde_urlencoded::from_str(query) {
             Ok(p) => p,
             Err(e) => {
-                return ApiError::BadRequest(format!("malformed query string: {e}")).into_response();
+                return ApiError::BadRequest(format!("malformed query string: {e}"))
+                    .into_response();
             }
         };
         for (name, _) in &pairs {

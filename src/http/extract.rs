@@ -27,6 +27,11 @@ impl Caller {
         }
     }
 
+    /// The caller as the audit log names them.
+    pub fn audit_actor(&self) -> crate::store::audit::Actor {
+        crate::store::audit::Actor::user(self.0.id, &self.0.email)
+    }
+
     pub fn role(&self) -> Role {
         self.0.role
     }

@@ -29,7 +29,7 @@ use super::names;
 use super::selected::{Changes, Selected, nz};
 use crate::metrics;
 use crate::shutdown::Shutdown;
-use crate::store::users::User;
+use crate::store::users::{self, Standing, User};
 use crate::store::{StoreError, view};
 
 pub(super) enum Flow {
@@ -44,6 +44,9 @@ pub(super) struct Session<'a, S> {
     pub user: Option<User>,
     pub selected: Option<Selected>,
     commits: tokio::sync::watch::Receiver<u64>,
+    /// Moves when any user's credentials change (see `Store::credentials`):
+    /// an IDLE re-checks its user then.
+    credentials: tokio::sync::watch::Receiver<i64>,
     shutdown: Shutdown,
     /// The tag of an AUTHENTICATE in progress.
     auth_tag: Option<Tag<'static>>,
@@ -161,6 +164,7 @@ where
         user: None,
         selected: None,
         commits: shared.store.commits(),
+        credentials: shared.store.credentials(),
         shutdown,
         auth_tag: None,
         bad_in_a_row: 0,
@@ -287,6 +291,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                     "imap_commands_total",
                     &[("command", command_name(&command.body))],
                 );
+                if !matches!(command.body, CommandBody::Logout) {
+                    match self.still_allowed().await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            self.revoked(Some(&command.tag)).await;
+                            return Ok(Flow::Close);
+                        }
+                        Err(e) => {
+                            self.store_failed(&command.tag, e);
+                            return Ok(Flow::Continue);
+                        }
+                    }
+                }
                 self.command(command).await
             }
             Input::Event(Event::CommandAuthenticateReceived {
@@ -358,6 +375,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
 
     // -----------------------------------------------------------------
     // Login
+
+    /// Whether the logged-in user may go on (true before login): not
+    /// deactivated, token not rotated, role unchanged since the login (one
+    /// primary-key read). A deactivation from another process (the command
+    /// line) is seen by the next command.
+    async fn still_allowed(&mut self) -> Result<bool, StoreError> {
+        let Some(user) = &self.user else {
+            return Ok(true);
+        };
+        let (id, epoch) = (user.id, user.credential_epoch);
+        match self
+            .store()
+            .read(move |c| users::standing(c, id, epoch))
+            .await?
+        {
+            Standing::Valid(now) => {
+                self.user = Some(now);
+                Ok(true)
+            }
+            Standing::Revoked => Ok(false),
+        }
+    }
+
+    /// Ends a session whose user was deactivated, changed role or got a
+    /// new token: `* BYE`, the command's tagged `NO`, and the connection
+    /// closes.
+    async fn revoked(&mut self, tag: Option<&Tag<'static>>) {
+        metrics::inc("imap_sessions_cut_total", &[("reason", "revoked")]);
+        if let Some(u) = &self.user {
+            tracing::info!(user = %u.email, "IMAP session ended: access revoked");
+        }
+        self.conn.status(Status::Bye(Bye {
+            code: None,
+            text: text("Access revoked (user deactivated, role changed or token rotated)"),
+        }));
+        if let Some(tag) = tag {
+            self.conn.status(tagged(
+                tag,
+                StatusKind::No,
+                Some(code_other("AUTHENTICATIONFAILED")),
+                "Access revoked; log in again",
+            ));
+        }
+        self.conn.close().await;
+    }
 
     /// Checks `email` + API token: the single place a login attempt (LOGIN
     /// or AUTHENTICATE PLAIN) is decided, through the per-IP limiter for
@@ -1007,10 +1069,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 .idle_reject(tagged(&tag, StatusKind::Bad, None, "Log in first"));
             return Ok(Flow::Continue);
         }
+        match self.still_allowed().await {
+            Ok(true) => {}
+            Ok(false) => {
+                self.revoked(None).await;
+                return Ok(Flow::Close);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "IMAP IDLE: store unavailable");
+                self.conn.idle_reject(tagged(
+                    &tag,
+                    StatusKind::No,
+                    Some(code_other("UNAVAILABLE")),
+                    "Temporary failure, try again",
+                ));
+                return Ok(Flow::Continue);
+            }
+        }
         self.updates(true).await;
         self.conn.idle_accept();
         self.conn.flush().await?;
         let mut watching = true;
+        let mut watching_credentials = true;
         // Only the client's own input counts as activity: pushed updates do
         // not keep a forgotten IDLE alive past the timeout.
         let limit = self.shared.config.imap.idle_timeout;
@@ -1041,6 +1121,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 _ = self.shutdown.wait() => {
                     self.bye(None, "Server shutting down").await;
                     return Ok(Flow::Close);
+                }
+                changed = self.credentials.changed(), if watching_credentials => {
+                    if changed.is_err() {
+                        watching_credentials = false;
+                    } else {
+                        self.credentials.borrow_and_update();
+                        // A store failure leaves the IDLE as it is; the
+                        // next change or command checks again.
+                        if let Ok(false) = self.still_allowed().await {
+                            self.revoked(None).await;
+                            return Ok(Flow::Close);
+                        }
+                    }
                 }
                 changed = self.commits.changed(), if watching && selected => {
                     if changed.is_err() {

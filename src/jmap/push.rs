@@ -8,7 +8,8 @@
 //! client reconnecting with `Last-Event-ID` is told at once about what it
 //! missed. `ping` events (or, with no ping asked for, comment lines) keep
 //! the connection alive below the HTTP idle timeout. Every stream ends
-//! when the server shuts down.
+//! when the server shuts down, and a user's streams end when the user is
+//! deactivated, changes role or gets a new token (`Store::credentials`).
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -27,6 +28,7 @@ use super::{Refused, account_id, max_push_streams_total, problem};
 use crate::http::AppState;
 use crate::http::extract::{Caller, QueryParam};
 use crate::model::Role;
+use crate::store::users;
 use crate::store::view::{self, UserStates};
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +133,24 @@ async fn states(
         })
 }
 
+/// Whether the stream's user may go on: active, with the token and role
+/// the stream was opened with. A store failure keeps the stream (the next
+/// change checks again).
+async fn still_allowed(st: &AppState, user: i64, epoch: i64) -> bool {
+    match st
+        .store
+        .read(move |c| users::standing(c, user, epoch))
+        .await
+    {
+        Ok(users::Standing::Valid(_)) => true,
+        Ok(users::Standing::Revoked) => false,
+        Err(e) => {
+            tracing::warn!(error = %e, "jmap push: cannot check the user");
+            true
+        }
+    }
+}
+
 pub async fn eventsource(
     State(st): State<AppState>,
     axum::Extension(shared): axum::Extension<super::Shared>,
@@ -210,6 +230,8 @@ pub async fn eventsource(
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let shutdown = shared.shutdown().clone();
     let mut commits = st.store.commits();
+    let mut credentials = st.store.credentials();
+    let epoch = caller.0.credential_epoch;
     let task_state = st.clone();
     tokio::spawn(async move {
         let _slot = slot;
@@ -225,10 +247,21 @@ pub async fn eventsource(
         let interval = ping.unwrap_or(keepalive);
         let ping_data = ping.map(|p| json!({"interval": p.as_secs()}).to_string());
         let mut next_ping = tokio::time::Instant::now() + interval;
+        let mut watching_credentials = true;
         loop {
             tokio::select! {
                 _ = shutdown.wait() => break,
                 _ = tx.closed() => break,
+                changed = credentials.changed(), if watching_credentials => {
+                    if changed.is_err() {
+                        watching_credentials = false;
+                    } else if !still_allowed(&st, user, epoch).await {
+                        // Deactivated, token rotated or role changed: the
+                        // stream ends (a reconnect with the old token
+                        // gets 401).
+                        break;
+                    }
+                }
                 changed = commits.changed() => {
                     if changed.is_err() {
                         break;

@@ -419,10 +419,14 @@ pub fn list(db: &Db<'_>, config: &Config) -> Result<Vec<Value>, SenderError> {
 
 /// Adds a sender: the domain's DKIM key is generated outside the store's
 /// writer (RSA takes a while), then everything is stored in one write.
+///
+/// The addition is recorded in the audit log as `actor`'s, in the same
+/// write.
 pub async fn add_sender(
     store: &store::Store,
     config: &std::sync::Arc<Config>,
     new: NewSender,
+    actor: store::audit::Actor,
 ) -> Result<Value, SenderError> {
     let algorithm = dkim_algorithm(&new)?;
     let domain = MailAddr::parse(new.email.trim())
@@ -444,7 +448,17 @@ pub async fn add_sender(
     };
     let config = config.clone();
     store
-        .write_with(move |c| add(c, &config, &new, key.as_ref()))
+        .write_with(move |c| {
+            let v = add(c, &config, &new, key.as_ref())?;
+            store::audit::record(
+                c,
+                &actor,
+                "sender.added",
+                v["email"].as_str().unwrap_or_default(),
+                &json!({"name": v["name"], "reply_mode": v["reply_mode"]}),
+            )?;
+            Ok(v)
+        })
         .await
 }
 
@@ -458,6 +472,39 @@ fn gateway_dns(config: &Config, key: Option<&super::dkim::DkimKeyRow>) -> super:
         dkim_public_key_b64: key.map(|k| k.public_key_b64.clone()),
         gateway_domain: config.domain.clone(),
     }
+}
+
+/// [`verify`], recorded in the audit log as `actor`'s when the code was
+/// right (a wrong code changes only the attempt count).
+pub fn verify_audited(
+    db: &Db<'_>,
+    config: &Config,
+    actor: &store::audit::Actor,
+    email: &str,
+    code: &str,
+) -> Result<Verified, SenderError> {
+    let outcome = verify(db, config, email, code)?;
+    if let Verified::Yes(v) = &outcome {
+        store::audit::record(
+            db,
+            actor,
+            "sender.verified",
+            v["email"].as_str().unwrap_or(email),
+            &json!({"by": "code"}),
+        )?;
+    }
+    Ok(outcome)
+}
+
+/// [`delete`], recorded in the audit log as `actor`'s.
+pub fn delete_audited(
+    db: &Db<'_>,
+    actor: &store::audit::Actor,
+    email: &str,
+) -> Result<(), SenderError> {
+    delete(db, email)?;
+    store::audit::record(db, actor, "sender.deleted", email, &json!({}))?;
+    Ok(())
 }
 
 /// The DNS health of a sender's domain, stored on the sender.

@@ -15,6 +15,7 @@
 //! class keep their order; only urgent writes may overtake the others.
 
 pub mod activity;
+pub mod audit;
 pub mod backup;
 mod codec;
 pub mod contacts;
@@ -173,6 +174,9 @@ struct Inner {
     checkpointer: Mutex<Option<thread::JoinHandle<()>>>,
     /// Opened by the serving process (see [`Store::open_serving`]).
     serving: bool,
+    /// The 'credentials' counter as last read (see [`Store::credentials`]);
+    /// its poller starts with the first subscriber.
+    credentials: std::sync::OnceLock<tokio::sync::watch::Sender<i64>>,
 }
 
 /// Cheap to clone; all clones share the writer and the read pool.
@@ -333,6 +337,7 @@ impl Store {
                 commits,
                 checkpointer: Mutex::new(Some(checkpointer)),
                 serving,
+                credentials: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -346,6 +351,28 @@ impl Store {
     /// and then reads what changed, instead of polling the database.
     pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
         self.inner.commits.subscribe()
+    }
+
+    /// The 'credentials' counter (`users::credentials_counter`), which
+    /// moves whenever a user is deactivated, changes role or gets a new
+    /// token, in this process or another (the command line). Whoever holds
+    /// a session open for a long time (IMAP IDLE, JMAP push) waits on it
+    /// and then checks its user (`users::standing`). One thread reads the
+    /// counter every [`CREDENTIALS_POLL`] once anyone asked for it, until
+    /// the store closes.
+    pub fn credentials(&self) -> tokio::sync::watch::Receiver<i64> {
+        let sender = self.inner.credentials.get_or_init(|| {
+            let (tx, _) = tokio::sync::watch::channel(0);
+            let weak = Arc::downgrade(&self.inner);
+            let spawned = thread::Builder::new()
+                .name("store-credentials".into())
+                .spawn(move || credentials_loop(weak));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "store: cannot start the credentials poller");
+            }
+            tx
+        });
+        sender.subscribe()
     }
 
     fn submit(&self, msg: WriterMsg) -> Result<()> {
@@ -562,6 +589,39 @@ impl Store {
                     tracing::warn!(error = %e, "store: cannot open the database to truncate the WAL")
                 }
             }
+        }
+    }
+}
+
+/// How often a process holding sessions open reads the 'credentials'
+/// counter: the longest an IMAP IDLE or a JMAP push stream of a deactivated
+/// user lives on.
+pub const CREDENTIALS_POLL: Duration = Duration::from_millis(200);
+
+/// Reads the 'credentials' counter into [`Inner::credentials`] until the
+/// store is closed or dropped.
+fn credentials_loop(inner: std::sync::Weak<Inner>) {
+    loop {
+        thread::sleep(CREDENTIALS_POLL);
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        let open = inner.writer.lock().map(|w| w.is_some()).unwrap_or(false);
+        if !open {
+            return;
+        }
+        let store = Store { inner };
+        match store.read_blocking(users::credentials_counter) {
+            Ok(n) => {
+                if let Some(tx) = store.inner.credentials.get() {
+                    tx.send_if_modified(|v| {
+                        let moved = *v != n;
+                        *v = n;
+                        moved
+                    });
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "store: cannot read the credentials counter"),
         }
     }
 }
