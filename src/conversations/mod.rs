@@ -8,6 +8,7 @@
 //! and the webhook events commit together or not at all. This layer names
 //! no SQL: it calls the store's typed functions.
 
+pub mod delivery;
 mod follow_up;
 mod outgoing;
 mod parents;
@@ -24,6 +25,7 @@ use crate::model::{MailAddr, is_valid_email};
 use crate::outbound::compose::clean_header;
 use crate::store::{self, Db, Store, StoreError};
 
+pub use delivery::DeliveryOutcomes;
 pub use outgoing::{fill_signature, reply_address};
 pub use parents::{ParentUpsert, upsert_parent_in};
 pub use replies::{AssignError, ReplyFacts, Trust, apply_reply_effects, assign_unrouted};
