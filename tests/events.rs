@@ -256,8 +256,8 @@ struct Setup {
     token: String,
 }
 
-/// A gateway with `rest` as its config, a webhook to a receiver for every
-/// event, and the agent Ann.
+/// A gateway with `rest` as its config, a webhook to a receiver for the
+/// events these tests look at, and the agent Ann.
 async fn setup(rest: &str) -> Setup {
     let s = TestServer::start_with("", rest).await;
     let hooks = Receiver::start().await;
@@ -267,12 +267,12 @@ async fn setup(rest: &str) -> Setup {
         "POST",
         "/api/webhooks",
         &token,
-        Some(
-            json!({"url": format!("http://{}/hook", hooks.addr), "secret": "s3cret", "events": []}),
-        ),
+        Some(json!({"url": format!("http://{}/hook", hooks.addr), "secret": "s3cret",
+                    "events": ["side_conversation.started", "message.sent", "message.failed", "message.bounced"]})),
     )
     .await;
     assert_eq!(st.as_u16(), 201, "{v}");
+    assert_eq!(v["events"][2], "message.failed", "{v}");
     Setup { s, hooks, token }
 }
 

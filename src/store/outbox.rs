@@ -375,6 +375,18 @@ mod tests {
         assert_eq!(s.last_error.map(|e| e.len()), Some(MAX_ERROR_LEN));
         assert_eq!(queue_depth(c).expect("depth"), 0);
         assert_eq!(next_due(c).expect("due"), None);
+
+        // A bounce never overrides a delivery already given up...
+        assert!(!mark_bounced(c, claimed_b[0].id, "5.1.1 gone").expect("bounce"));
+        assert_eq!(state(c, &b).state, "failed");
+        // ...marks a delivered one once, which stays delivered before.
+        assert!(mark_bounced(c, again[0].id, "5.1.1 gone").expect("bounce"));
+        assert!(!mark_bounced(c, again[0].id, "5.1.1 again").expect("bounce"));
+        let s = state(c, &a);
+        assert_eq!((s.state.as_str(), s.sent_at), ("bounced", Some(120)));
+        assert_eq!(s.last_error.as_deref(), Some("5.1.1 gone"));
+        assert!(delivered_before(c, 1, claimed_b[0].id).expect("delivered"));
+        assert!(!delivered_before(c, 1, again[0].id).expect("delivered"));
     }
 
     #[test]
