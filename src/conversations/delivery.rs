@@ -91,10 +91,8 @@ pub fn delivered(db: &Db<'_>, outbox_id: i64, now: i64) -> Result<()> {
     if outbox::delivered_before(db, o.message, outbox_id)? {
         return Ok(());
     }
+    let delivery = delivery_json(&outbox::for_message(db, o.message)?);
     events::enqueue_with(db, "message.sent", || {
-        let delivery = outbox::for_message(db, o.message)
-            .map(|list| delivery_json(&list))
-            .unwrap_or(Value::Null);
         json!({
             "side_conversation_id": o.side_conversation,
             "parent": o.parent,
@@ -194,10 +192,8 @@ fn given_up(
         &activity_text(&o.recipient, diagnostic),
         now,
     )?;
+    let delivery = delivery_json(&outbox::for_message(db, o.message)?);
     events::enqueue_with(db, "message.failed", || {
-        let delivery = outbox::for_message(db, o.message)
-            .map(|list| delivery_json(&list))
-            .unwrap_or(Value::Null);
         json!({
             "side_conversation_id": o.side_conversation,
             "parent": o.parent,
