@@ -167,14 +167,19 @@ pub async fn start_with(
         tasks.spawn(async move { imap_server.run(listeners.imap, shutdown).await });
     }
 
-    let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?;
+    let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?
+        .waking_outbox(outbound_wake.clone());
     {
         let stopped = worker.spawn(shutdown.clone())?;
         tasks.spawn(stopped);
     }
 
-    let outbox =
-        crate::outbound::worker::Worker::new(config.clone(), store.clone(), outbound_wake.clone())?;
+    let outbox = crate::outbound::worker::Worker::new(
+        config.clone(),
+        store.clone(),
+        outbound_wake.clone(),
+        Arc::new(crate::conversations::DeliveryOutcomes::new(config.clone())),
+    )?;
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { outbox.run(shutdown).await });

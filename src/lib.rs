@@ -51,7 +51,8 @@
 //! conversations/ the domain rules every front calls: start, follow-up,
 //!                close/reopen, portal reply, participants (admit, remove), parent
 //!                upsert, a vendor reply's effects (reopen, wake, activity,
-//!                notification, webhook event, trust), assigning unrouted mail
+//!                notification, webhook event, trust), assigning unrouted mail, what a
+//!                delivery's outcome sets off (message.sent/failed, bounce: delivery.rs)
 //! notifications.rs reply notifications to agents, batched, through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
 //! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/

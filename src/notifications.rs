@@ -12,13 +12,14 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::metrics;
-use crate::model::{base32_lower, now_ms, random_bytes};
+use crate::model::now_ms;
+use crate::outbound::compose;
 use crate::shutdown::Shutdown;
 use crate::store::Db;
 use crate::store::{self, Result, Store, outbox};
 
 /// The header that marks our notifications.
-pub const HEADER: &str = "X-Backchannel-Notification";
+pub const HEADER: &str = compose::NOTIFICATION_HEADER;
 
 /// Message-IDs of notifications: `notify.<random>@<gateway domain>`.
 pub fn is_notification_id(id: &str, gateway_domain: &str) -> bool {
@@ -204,37 +205,21 @@ fn compose_and_queue(
         ));
     }
     text.push_str("You get this because you are the ticket's assignee or started the side conversation.\nTurn it off with PUT /api/me {\"notifications\": \"off\"}.\n");
-    let nonce = base32_lower(&random_bytes::<10>());
-    let message_id = format!("notify.{nonce}@{}", config.domain);
-    let from = format!("reply@{}", config.domain);
-    let raw = mail_builder::MessageBuilder::new()
-        .from(mail_builder::headers::address::Address::new_address(
-            Some("backchannel"),
-            from.clone(),
-        ))
-        .to(to.to_string())
-        .subject(crate::outbound::compose::clean_header(&subject))
-        .message_id(message_id.clone())
-        .date(now / 1000)
-        .header(
-            "Auto-Submitted",
-            mail_builder::headers::raw::Raw::new("auto-generated"),
-        )
-        .header(
-            "X-Auto-Response-Suppress",
-            mail_builder::headers::raw::Raw::new("All"),
-        )
-        .header(HEADER, mail_builder::headers::raw::Raw::new(nonce.clone()))
-        .text_body(text.clone())
-        .write_to_vec()
-        .map_err(|e| crate::store::StoreError::Database(e.to_string()))?;
+    let mail = compose::notification(&compose::NotificationDraft {
+        gateway_domain: &config.domain,
+        to,
+        subject: &subject,
+        text: &text,
+        date: now,
+    })
+    .map_err(|e| crate::store::StoreError::Database(e.to_string()))?;
     let message = store::messages::insert_system_mail(
         db,
         &store::messages::SystemMail {
             kind: "notification",
-            raw: &raw,
-            message_id: &message_id,
-            from_email: &from,
+            raw: &mail.raw,
+            message_id: &mail.message_id,
+            from_email: &mail.from,
             to: (Some(agent), to),
             subject: &subject,
             text: &text,

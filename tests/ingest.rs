@@ -319,7 +319,11 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
         "snoozed",
         "a bounce wakes nobody"
     );
-    assert_eq!(s.query::<i64>("SELECT COUNT(*) FROM activity").await, 0);
+    assert_eq!(
+        s.query::<String>("SELECT text FROM activity").await,
+        format!("gone@carrier.example could not be reached: {err}"),
+        "the one activity entry says who was not reached"
+    );
     s.shutdown().await;
 }
 

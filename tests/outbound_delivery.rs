@@ -673,6 +673,12 @@ async fn maildir_restart_does_not_duplicate_a_delivered_file() {
                 "UPDATE outbox SET state = 'sending', attempts = 1, last_attempt_at = created_at",
                 [],
             )?;
+            // A webhook, so the events are queued (never reached: not allowed).
+            c.execute(
+                "INSERT INTO webhooks (url, secret, events, created_at)
+                 VALUES ('http://127.0.0.1:9/hook', 'k', '[\"message.sent\"]', 0)",
+                [],
+            )?;
             Ok(c.query_row(
                 "SELECT created_at FROM outbox WHERE verp_key = ?1",
                 [k],
@@ -715,6 +721,23 @@ async fn maildir_restart_does_not_duplicate_a_delivered_file() {
         second_file.1,
         delivered_copy(&keys[1], "carol@vendor.example")
     );
+    // The row settled from the file was the message's first delivery: one
+    // `message.sent`, naming it; the second delivery adds none.
+    let payloads: Vec<String> = server
+        .sql
+        .read(|c| {
+            let mut stmt =
+                c.prepare("SELECT payload FROM webhook_deliveries WHERE event = 'message.sent'")?;
+            let rows = stmt
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<Vec<String>>>()?;
+            Ok(rows)
+        })
+        .await
+        .expect("events");
+    assert_eq!(payloads.len(), 1, "{payloads:?}");
+    let event: serde_json::Value = serde_json::from_str(&payloads[0]).expect("json");
+    assert_eq!(event["data"]["recipient"], "bob@vendor.example");
     server.shutdown().await;
 }
 

@@ -9,6 +9,7 @@
 //! no SQL: it calls the store's typed functions.
 
 mod addressing;
+pub mod delivery;
 mod follow_up;
 mod outgoing;
 mod parents;
@@ -25,6 +26,7 @@ use crate::model::{MailAddr, is_valid_email};
 use crate::outbound::compose::clean_header;
 use crate::store::{self, Db, Store, StoreError};
 
+pub use delivery::DeliveryOutcomes;
 pub use outgoing::reply_address;
 pub use parents::{ParentUpsert, upsert_parent_in};
 pub use replies::{AssignError, ReplyFacts, Trust, apply_reply_effects, assign_unrouted};

@@ -3,15 +3,13 @@
 //! DKIM key it is signed with, each recipient's portal link, the message
 //! row, its outbox rows and every recipient's own copy where it differs.
 
-use serde_json::json;
-
 use super::addressing::{Addressee, addressees, thread_subject};
 use super::{Actor, Attachment, ServiceError, invalid};
 use crate::config::Config;
 use crate::model::{MailAddr, Route, SideConversation, Token, now_ms};
 use crate::outbound::compose::{self, Context, DkimKey, Draft, OutAttachment, Person, ReplyMode};
 use crate::store::view::{self, Placement};
-use crate::store::{self, Db, events, get_setting, outbox};
+use crate::store::{self, Db, get_setting, outbox};
 
 /// The sender address a message goes out from.
 pub(super) struct SenderInfo {
@@ -377,12 +375,6 @@ pub(super) fn write_message(
             },
         )?;
     }
-    events::enqueue(
-        db,
-        "message.sent",
-        json!({"side_conversation_id": o.sc.id, "parent": o.sc.parent, "message": {
-            "id": message, "message_id": composed.message_id, "from": o.sender.email,
-            "to": to, "cc": cc, "subject": composed.subject }}),
-    )?;
+    // `message.sent` waits for the first delivery (see `delivery`).
     Ok(message)
 }

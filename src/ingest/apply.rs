@@ -14,6 +14,8 @@ use super::classify::Kind;
 use super::forwarding::{self, Detected};
 use super::parse::ParsedMail;
 use super::route::{self, Class, Decision, Forwarding, Known, RouteInput, Source};
+use crate::config::Config;
+use crate::conversations::delivery;
 use crate::conversations::replies::{self, ReplyFacts, Trust};
 use crate::model::{
     AuthResults, ForwardingCandidate, MailAddr, MessageKind, Route, Token, is_author_address,
@@ -162,7 +164,8 @@ fn bounce_json(kind: &Kind) -> Option<serde_json::Value> {
 }
 
 /// Applies a prepared message. See the module documentation.
-pub fn apply(db: &Db<'_>, domain: &str, p: &Prepared) -> Result<Applied> {
+pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared) -> Result<Applied> {
+    let domain = config.domain.as_str();
     if store::inbound::state(db, p.inbound_id)? != "queued" {
         return Ok(Applied::AlreadyDone);
     }
@@ -410,7 +413,7 @@ pub fn apply(db: &Db<'_>, domain: &str, p: &Prepared) -> Result<Applied> {
             replies::apply_reply_effects(db, domain, *side_conversation, &facts, message)?;
         }
         (Decision::Bounce { .. }, _) => {
-            bounce_effects(db, p, message, sc, &bounce_rows, now)?;
+            bounce_effects(db, config, p, message, &bounce_rows, now)?;
         }
         (Decision::Forwarding(_), _) => {
             if let Some(d) = &detected {
@@ -459,9 +462,9 @@ fn bounce_targets(
 
 fn bounce_effects(
     db: &Db<'_>,
+    config: &Config,
     p: &Prepared,
     message: i64,
-    sc: Option<i64>,
     rows: &[BounceTarget],
     now: i64,
 ) -> Result<()> {
@@ -485,12 +488,9 @@ fn bounce_effects(
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "bounced".to_string());
         if b.permanent {
-            store::outbox::mark_bounced(db, t.outbox_id, &detail)?;
-            events::enqueue(
-                db,
-                "message.bounced",
-                json!({"side_conversation_id": sc, "recipient": t.recipient, "bounce_message_id": message, "diagnostic": detail, "at": now}),
-            )?;
+            // The row, message.bounced, message.failed, the activity entry
+            // and the agent's email (SPEC §5), unless it was given up before.
+            delivery::bounced(db, config, t.outbox_id, &detail, message, now)?;
         } else {
             store::outbox::note_delay(db, t.outbox_id, &detail)?;
         }

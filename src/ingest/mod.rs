@@ -133,6 +133,8 @@ pub struct Worker {
     store: Store,
     authenticator: Option<Authenticator>,
     committed: Arc<Notify>,
+    /// Woken when a stored bounce may have queued an agent's notification.
+    outbox: Option<Arc<Notify>>,
     parsers: pool::ParsePool,
 }
 
@@ -158,8 +160,16 @@ impl Worker {
             store,
             authenticator,
             committed,
+            outbox: None,
             parsers: pool::ParsePool::new(threads)?,
         })
+    }
+
+    /// Wakes `outbox` (the outbox worker) after storing a bounce: telling
+    /// the agent of it queues mail.
+    pub fn waking_outbox(mut self, outbox: Arc<Notify>) -> Worker {
+        self.outbox = Some(outbox);
+        self
     }
 
     /// Runs [`Worker::run`] on a thread of its own, with its own (single
@@ -329,10 +339,10 @@ impl Worker {
         for (id, attempts, task) in preparing {
             match task.await {
                 Ok(Ok(prepared)) => {
-                    let domain = self.config.domain.clone();
+                    let config = self.config.clone();
                     let fut = self
                         .store
-                        .submit_write(move |c| apply::apply(c, &domain, &prepared))?;
+                        .submit_write(move |c| apply::apply(c, &config, &prepared))?;
                     pending.push((id, attempts, Box::pin(fut)));
                 }
                 Ok(Err(e)) => self.failed(id, attempts, &e).await?,
@@ -349,6 +359,11 @@ impl Worker {
                 Ok(Applied::Stored { message, rule }) => {
                     metrics::inc("ingest_messages_total", &[("rule", rule)]);
                     tracing::info!(queue_id = id, message_id = message, rule, "ingested");
+                    if rule == "bounce"
+                        && let Some(outbox) = &self.outbox
+                    {
+                        outbox.notify_one();
+                    }
                 }
                 Ok(Applied::Duplicate { of }) => {
                     metrics::inc("ingest_messages_total", &[("rule", "duplicate")]);

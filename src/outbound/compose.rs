@@ -504,6 +504,58 @@ pub fn portal_message(d: &PortalDraft<'_>) -> Result<Composed, ComposeError> {
     })
 }
 
+/// The header that marks the gateway's notifications to agents.
+pub const NOTIFICATION_HEADER: &str = "X-Backchannel-Notification";
+
+/// A notification email to an agent (a reply notification, a delivery
+/// failure): from the gateway's own address, text only.
+#[derive(Debug, Clone)]
+pub struct NotificationDraft<'a> {
+    pub gateway_domain: &'a str,
+    /// The agent's address.
+    pub to: &'a str,
+    pub subject: &'a str,
+    pub text: &'a str,
+    /// ms since the epoch.
+    pub date: i64,
+}
+
+/// A composed notification: its bytes and Message-ID (no brackets).
+#[derive(Debug, Clone)]
+pub struct Notification {
+    pub raw: Vec<u8>,
+    pub message_id: String,
+    /// The sender address (`reply@<gateway domain>`).
+    pub from: String,
+}
+
+/// Builds a notification email: Message-ID `notify.<random>@<domain>`,
+/// `Auto-Submitted: auto-generated`, `X-Auto-Response-Suppress: All` and
+/// [`NOTIFICATION_HEADER`], so a copy that comes back (an auto-reply, a
+/// bounce, a forward) is recognised and never threaded.
+pub fn notification(d: &NotificationDraft<'_>) -> Result<Notification, ComposeError> {
+    let nonce = base32_lower(&random_bytes::<10>());
+    let message_id = format!("notify.{nonce}@{}", d.gateway_domain);
+    let from = format!("reply@{}", d.gateway_domain);
+    let raw = MessageBuilder::new()
+        .from(Address::new_address(Some("backchannel"), from.clone()))
+        .to(d.to.to_string())
+        .subject(clean_header(d.subject))
+        .message_id(message_id.clone())
+        .date(d.date / 1000)
+        .header("Auto-Submitted", Raw::new("auto-generated"))
+        .header("X-Auto-Response-Suppress", Raw::new("All"))
+        .header(NOTIFICATION_HEADER, Raw::new(nonce))
+        .text_body(d.text.to_string())
+        .write_to_vec()
+        .map_err(|e| ComposeError::Build(e.to_string()))?;
+    Ok(Notification {
+        raw,
+        message_id,
+        from,
+    })
+}
+
 /// Prepends a DKIM-Signature (relaxed/relaxed, the headers that matter).
 pub fn dkim_sign(raw: &[u8], key: &DkimKey) -> Result<Vec<u8>, ComposeError> {
     const HEADERS: [&str; 10] = [

@@ -15,6 +15,11 @@
 //! retry. Delivery is therefore at least once: a crash between a remote
 //! 250 and our commit may repeat one delivery; none is ever lost.
 //!
+//! Recording an outcome calls the [`Outcomes`] hook in the same write when
+//! the row changed: `sent` → [`Outcomes::delivered`], `failed` →
+//! [`Outcomes::failed`] (the domain's events, activity and notification,
+//! SPEC §5). A row settled as `sent` at start goes through the same hook.
+//!
 //! Composition wakes the worker through the `Arc<Notify>` given to
 //! [`Worker::new`] (`notify_one` after its write committed); without a
 //! wake-up the worker still looks again when the next row is due.
@@ -35,7 +40,7 @@ use crate::metrics;
 use crate::model::now_ms;
 use crate::shutdown::Shutdown;
 use crate::store::outbox::{self, Claimed};
-use crate::store::{Result, Store, StoreError};
+use crate::store::{Db, Result, Store, StoreError};
 
 /// Sends in flight at most.
 pub const MAX_SENDS: usize = 8;
@@ -49,20 +54,38 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 /// Attempts at recording an outcome before leaving the row to the restart.
 const RECORD_TRIES: usize = 5;
 
+/// What else recording a delivery outcome writes (in the same
+/// transaction as the row's new state); the rules live with the
+/// conversations, which this module may not name.
+pub trait Outcomes: Send + Sync + 'static {
+    /// Row `outbox_id` was just marked `sent`.
+    fn delivered(&self, db: &Db<'_>, outbox_id: i64, now: i64) -> Result<()>;
+    /// Row `outbox_id` was just marked `failed` with `diagnostic`.
+    fn failed(&self, db: &Db<'_>, outbox_id: i64, diagnostic: &str, now: i64) -> Result<()>;
+}
+
 /// The outbox worker of one gateway.
 pub struct Worker {
     config: Arc<Config>,
     store: Store,
     wake: Arc<Notify>,
     deliverer: Arc<dyn Deliver>,
+    outcomes: Arc<dyn Outcomes>,
 }
 
 impl Worker {
     /// A worker for `outbound.mode`; `wake` is notified by composition when
-    /// it queued rows.
-    pub fn new(config: Arc<Config>, store: Store, wake: Arc<Notify>) -> anyhow::Result<Worker> {
+    /// it queued rows; `outcomes` is told of every final outcome.
+    pub fn new(
+        config: Arc<Config>,
+        store: Store,
+        wake: Arc<Notify>,
+        outcomes: Arc<dyn Outcomes>,
+    ) -> anyhow::Result<Worker> {
         let deliverer = deliver::from_config(&config)?;
-        Ok(Self::with_deliverer(config, store, wake, deliverer))
+        Ok(Self::with_deliverer(
+            config, store, wake, deliverer, outcomes,
+        ))
     }
 
     /// A worker with a given delivery mode.
@@ -71,6 +94,7 @@ impl Worker {
         store: Store,
         wake: Arc<Notify>,
         deliverer: Arc<dyn Deliver>,
+        outcomes: Arc<dyn Outcomes>,
     ) -> Worker {
         metrics::describe(
             "outbound_deliveries_total",
@@ -85,6 +109,7 @@ impl Worker {
             store,
             wake,
             deliverer,
+            outcomes,
         }
     }
 
@@ -151,13 +176,17 @@ impl Worker {
             .await
             .map_err(|e| StoreError::Database(format!("checking earlier deliveries: {e}")))?;
         let now = now_ms();
+        let outcomes = self.outcomes.clone();
         let (sent, requeued) = self
             .store
             .write(move |c| {
                 let (mut sent, mut requeued) = (0, 0);
                 for row in rows {
                     if delivered.contains(&row.verp_key) {
-                        sent += usize::from(outbox::mark_sent(c, row.id, now)?);
+                        if outbox::mark_sent(c, row.id, now)? {
+                            outcomes.delivered(c, row.id, now)?;
+                            sent += 1;
+                        }
                     } else {
                         requeued += usize::from(outbox::requeue(c, row.id, now)?);
                     }
@@ -208,7 +237,8 @@ impl Worker {
                 let store = self.store.clone();
                 let config = self.config.clone();
                 let deliverer = self.deliverer.clone();
-                sends.spawn(attempt(store, config, deliverer, row));
+                let outcomes = self.outcomes.clone();
+                sends.spawn(attempt(store, config, deliverer, outcomes, row));
             }
         }
     }
@@ -217,7 +247,13 @@ impl Worker {
 /// One delivery attempt of one claimed row, from reading the message to
 /// recording the outcome.
 #[tracing::instrument(skip_all, fields(outbox_id = row.id, recipient = %row.recipient, attempt = row.attempts))]
-async fn attempt(store: Store, config: Arc<Config>, deliverer: Arc<dyn Deliver>, row: Claimed) {
+async fn attempt(
+    store: Store,
+    config: Arc<Config>,
+    deliverer: Arc<dyn Deliver>,
+    outcomes: Arc<dyn Outcomes>,
+    row: Claimed,
+) {
     let (outbox_id, message_id) = (row.id, row.message_id);
     let outcome = match store
         .read(move |c| outbox::raw(c, outbox_id, message_id))
@@ -288,11 +324,25 @@ async fn attempt(store: Store, config: Arc<Config>, deliverer: Arc<dyn Deliver>,
     let id = row.id;
     for tries in 1..=RECORD_TRIES {
         let decision = decision.clone();
+        let outcomes = outcomes.clone();
+        // The row's new state and what it sets off, in one write.
         let recorded = store
             .write(move |c| match decision {
-                Decision::Sent => outbox::mark_sent(c, id, now),
+                Decision::Sent => {
+                    let changed = outbox::mark_sent(c, id, now)?;
+                    if changed {
+                        outcomes.delivered(c, id, now)?;
+                    }
+                    Ok(changed)
+                }
                 Decision::Deferred(at, error) => outbox::mark_deferred(c, id, at, &error),
-                Decision::Failed(error) => outbox::mark_failed(c, id, &error),
+                Decision::Failed(error) => {
+                    let changed = outbox::mark_failed(c, id, &error)?;
+                    if changed {
+                        outcomes.failed(c, id, &error, now)?;
+                    }
+                    Ok(changed)
+                }
             })
             .await;
         match recorded {

@@ -14,6 +14,7 @@ pub const EVENTS: &[&str] = &[
     "message.sent",
     "message.received",
     "message.bounced",
+    "message.failed",
     "parent.woken",
     "sender.verified",
 ];

@@ -6,12 +6,12 @@ use rusqlite::{OptionalExtension, params};
 use super::{Db, Result};
 use crate::model::PendingReply;
 
-/// Queues reply `message` of side conversation `sc` for its agent (the
-/// parent's assignee, else who started it) unless they turned
-/// notifications off.
-pub fn enqueue(db: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
-    let conn = db.conn();
-    let user: Option<(i64, String)> = conn
+/// Who is told of what happens on side conversation `sc` (SPEC §4): the
+/// parent's assignee, else the agent who started it; `None` when there is
+/// no such user or they turned notifications off.
+pub fn recipient(db: &Db<'_>, sc: i64) -> Result<Option<i64>> {
+    let user: Option<(i64, String)> = db
+        .conn()
         .prepare_cached(
             "SELECT u.id, u.notifications FROM side_conversations s JOIN parents p ON p.id = s.parent_id
              JOIN users u ON u.id = COALESCE(p.assignee_id, s.started_by)
@@ -19,16 +19,20 @@ pub fn enqueue(db: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
         )?
         .query_row([sc], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
-    let Some((user, setting)) = user else {
+    Ok(user.and_then(|(id, setting)| (setting == "email").then_some(id)))
+}
+
+/// Queues reply `message` of side conversation `sc` for its agent
+/// ([`recipient`]).
+pub fn enqueue(db: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
+    let Some(user) = recipient(db, sc)? else {
         return Ok(());
     };
-    if setting != "email" {
-        return Ok(());
-    }
-    conn.prepare_cached(
-        "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at) VALUES (?1, ?2, ?3)",
-    )?
-    .execute(params![user, message, now])?;
+    db.conn()
+        .prepare_cached(
+            "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![user, message, now])?;
     Ok(())
 }
 

@@ -375,6 +375,18 @@ mod tests {
         assert_eq!(s.last_error.map(|e| e.len()), Some(MAX_ERROR_LEN));
         assert_eq!(queue_depth(c).expect("depth"), 0);
         assert_eq!(next_due(c).expect("due"), None);
+
+        // A bounce never overrides a delivery already given up...
+        assert!(!mark_bounced(c, claimed_b[0].id, "5.1.1 gone").expect("bounce"));
+        assert_eq!(state(c, &b).state, "failed");
+        // ...marks a delivered one once, which stays delivered before.
+        assert!(mark_bounced(c, again[0].id, "5.1.1 gone").expect("bounce"));
+        assert!(!mark_bounced(c, again[0].id, "5.1.1 again").expect("bounce"));
+        let s = state(c, &a);
+        assert_eq!((s.state.as_str(), s.sent_at), ("bounced", Some(120)));
+        assert_eq!(s.last_error.as_deref(), Some("5.1.1 gone"));
+        assert!(delivered_before(c, 1, claimed_b[0].id).expect("delivered"));
+        assert!(!delivered_before(c, 1, again[0].id).expect("delivered"));
     }
 
     #[test]
@@ -442,12 +454,18 @@ pub fn targets_of_message_id(db: &Db<'_>, message_id: &str) -> Result<Vec<Bounce
     Ok(rows)
 }
 
-/// A permanent bounce came back for the delivery.
-pub fn mark_bounced(db: &Db<'_>, id: i64, diagnostic: &str) -> Result<()> {
-    db.conn()
-        .prepare_cached("UPDATE outbox SET state = 'bounced', last_error = ?2 WHERE id = ?1")?
-        .execute(params![id, diagnostic])?;
-    Ok(())
+/// A permanent bounce came back for the delivery. A delivery already given
+/// up (`failed` or `bounced`) stays as it is; returns whether the row
+/// changed.
+pub fn mark_bounced(db: &Db<'_>, id: i64, diagnostic: &str) -> Result<bool> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "UPDATE outbox SET state = 'bounced', last_error = ?2
+             WHERE id = ?1 AND state NOT IN ('failed', 'bounced')",
+        )?
+        .execute(params![id, clip(diagnostic)])?
+        == 1)
 }
 
 /// A delay notice came back for the delivery: noted, nothing else changes.
@@ -456,4 +474,89 @@ pub fn note_delay(db: &Db<'_>, id: i64, diagnostic: &str) -> Result<()> {
         .prepare_cached("UPDATE outbox SET last_error = ?2 WHERE id = ?1")?
         .execute(params![id, format!("delayed: {diagnostic}")])?;
     Ok(())
+}
+
+/// What the events of one recipient's delivery outcome tell (SPEC §5):
+/// the recipient row, its message and the side conversation it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub outbox_id: i64,
+    pub recipient: String,
+    pub state: String,
+    pub attempts: i64,
+    /// The `messages` row.
+    pub message: i64,
+    /// Its Message-ID header (no brackets).
+    pub message_id: Option<String>,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub side_conversation: i64,
+    pub side_conversation_subject: String,
+    pub parent_id: i64,
+    /// The parent's external id.
+    pub parent: String,
+}
+
+fn emails(json: &str) -> Vec<String> {
+    serde_json::from_str::<Vec<crate::model::Mailbox>>(json)
+        .map(|list| list.into_iter().map(|m| m.email).collect())
+        .unwrap_or_default()
+}
+
+/// The outcome facts of recipient row `id`, when its message is on a side
+/// conversation (a notification or a verification mail is on none:
+/// `None`).
+pub fn outcome(db: &Db<'_>, id: i64) -> Result<Option<Outcome>> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT o.id, o.recipient, o.state, o.attempts, m.id, m.message_id, m.from_email,
+                    m.to_addrs, m.cc_addrs, m.subject, s.id, s.subject, p.id, p.external_id
+             FROM outbox o JOIN messages m ON m.id = o.message_id
+             JOIN side_conversations s ON s.id = m.side_conversation_id
+             JOIN parents p ON p.id = s.parent_id
+             WHERE o.id = ?1",
+        )?
+        .query_row([id], |r| {
+            Ok(Outcome {
+                outbox_id: r.get(0)?,
+                recipient: r.get(1)?,
+                state: r.get(2)?,
+                attempts: r.get(3)?,
+                message: r.get(4)?,
+                message_id: r.get(5)?,
+                from: r.get(6)?,
+                to: emails(&r.get::<_, String>(7)?),
+                cc: emails(&r.get::<_, String>(8)?),
+                subject: r.get(9)?,
+                side_conversation: r.get(10)?,
+                side_conversation_subject: r.get(11)?,
+                parent_id: r.get(12)?,
+                parent: r.get(13)?,
+            })
+        })
+        .optional()?)
+}
+
+/// Whether a recipient of message `message` other than row `except` was
+/// ever delivered (`sent_at` is kept when a bounce comes back later).
+pub fn delivered_before(db: &Db<'_>, message: i64, except: i64) -> Result<bool> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM outbox
+                            WHERE message_id = ?1 AND id != ?2 AND sent_at IS NOT NULL)",
+        )?
+        .query_row(params![message, except], |r| r.get(0))?)
+}
+
+/// The state of recipient row `id`, if it exists.
+pub fn state_of(db: &Db<'_>, id: i64) -> Result<Option<String>> {
+    Ok(db
+        .conn()
+        .prepare_cached("SELECT state FROM outbox WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
+        .optional()?)
 }
