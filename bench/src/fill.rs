@@ -198,12 +198,15 @@ async fn fill(args: FillArgs) -> Result<()> {
                 Err(e) => bail!("prepare failed: {e}"),
             }
         }
-        let domain = args.domain.clone();
+        let config = backchannel::config::Config::from_toml_str(
+            &format!("domain = \"{}\"\n", args.domain),
+            Vec::new(),
+        )?;
         let write = store.submit_write(move |c| {
             let mut n = 0;
             for mut p in prepared {
                 p.inbound_id = inbound::enqueue(c, &p.envelope, &p.raw)?;
-                match apply::apply(c, &domain, &p)? {
+                match apply::apply(c, &config, &p)? {
                     apply::Applied::Stored { .. } => n += 1,
                     other => {
                         return Err(backchannel::store::StoreError::Conflict(format!(

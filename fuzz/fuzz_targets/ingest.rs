@@ -63,9 +63,10 @@ fuzz_target!(|data: &[u8]| {
         let prepared = ingest::prepare(m, None, DOMAIN.to_string())
             .await
             .expect("prepare");
+        let config = gw.config.clone();
         let applied = gw
             .store
-            .write(move |c| apply::apply(c, DOMAIN, &prepared))
+            .write(move |c| apply::apply(c, &config, &prepared))
             .await;
         match applied {
             Ok(apply::Applied::Stored { message, .. }) => {

@@ -204,9 +204,10 @@ impl Gateway {
             let prepared = backchannel::ingest::prepare(m, None, DOMAIN.to_string())
                 .await
                 .expect("prepare");
+            let config = self.config.clone();
             let applied = self
                 .store
-                .write(move |c| backchannel::ingest::apply::apply(c, DOMAIN, &prepared))
+                .write(move |c| backchannel::ingest::apply::apply(c, &config, &prepared))
                 .await;
             (id, applied)
         })
