@@ -492,3 +492,16 @@ CREATE TABLE audit (
     target          TEXT    NOT NULL,
     detail          TEXT    NOT NULL DEFAULT '{}'
 );
+
+-- migration: 9
+-- Agents' own mail clients (SPEC §12): each message an agent's client
+-- submitted, by its Message-ID, so that a client retrying after a lost
+-- connection sends once.
+CREATE TABLE agent_submissions (
+    user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    client_message_id TEXT  NOT NULL,
+    side_conversation_id INTEGER NOT NULL REFERENCES side_conversations(id) ON DELETE CASCADE,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    at              INTEGER NOT NULL,
+    PRIMARY KEY (user_id, client_message_id)
+) WITHOUT ROWID;

@@ -98,7 +98,7 @@
 //! webhooks       → config egress metrics model net outbound shutdown store
 //! senders        → config model net outbound shutdown store templates
 //! notifications  → config metrics model outbound shutdown store
-//! conversations  → config model outbound reply_text store templates
+//! conversations  → config mime_guard model outbound reply_text store templates
 //! ingest         → config conversations metrics mime_guard model net notifications reply_text shutdown store
 //! http           → config conversations limits metrics model senders shutdown store
 //! smtp           → config limits metrics model net shutdown store

@@ -9,6 +9,7 @@
 //! no SQL: it calls the store's typed functions.
 
 mod addressing;
+pub mod agent_mail;
 pub mod delivery;
 mod follow_up;
 mod outgoing;

@@ -15,6 +15,7 @@
 //! class keep their order; only urgent writes may overtake the others.
 
 pub mod activity;
+pub mod agent_mail;
 pub mod audit;
 pub mod backup;
 mod codec;
