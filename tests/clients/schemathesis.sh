@@ -50,10 +50,19 @@ for _ in $(seq 1 100); do [ -s "$tmp/ready.json" ] && break; sleep 0.1; done
 http="$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['http'])" "$tmp/ready.json")"
 
 status=0
+# Changing users (role, active) and rotating tokens would lock the fuzzer's
+# own token out and leave every later operation answering 401: those two
+# operations get a run of their own, after the rest.
 st run "http://$http/api/openapi.json" \
     -H "Authorization: Bearer $token" \
     --checks all --exclude-checks positive_data_acceptance \
     --exclude-path /jmap/eventsource \
+    --exclude-operation-id updateUser --exclude-operation-id rotateUserToken \
+    --max-examples 50 --seed 1 || status=$?
+st run "http://$http/api/openapi.json" \
+    -H "Authorization: Bearer $token" \
+    --checks all --exclude-checks positive_data_acceptance \
+    --include-operation-id updateUser --include-operation-id rotateUserToken \
     --max-examples 50 --seed 1 || status=$?
 if grep -q "panicked" "$tmp/serve.log"; then
     echo "schemathesis: the server log shows a panic"
