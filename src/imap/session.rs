@@ -906,15 +906,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             if entry.noselect {
                 items.push(FlagNameAttribute::Noselect);
             }
-            // RFC 6154: the one Sent mailbox a user sees is theirs.
-            if !entry.noselect && entry.name == view::SENT {
-                items.extend(attr("Sent"));
-            }
             items.extend(attr(if entry.has_children {
                 "HasChildren"
             } else {
                 "HasNoChildren"
             }));
+            // RFC 6154: the one Sent mailbox a user sees is theirs.
+            if !entry.noselect && entry.name == view::SENT {
+                items.extend(attr("Sent"));
+            }
             let Ok(mailbox) = Mailbox::try_from(entry.name.clone()) else {
                 continue;
             };
