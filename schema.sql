@@ -505,3 +505,74 @@ CREATE TABLE agent_submissions (
     at              INTEGER NOT NULL,
     PRIMARY KEY (user_id, client_message_id)
 ) WITHOUT ROWID;
+
+-- migration: 11
+-- Each user's own `Sent` mailbox (SPEC §9, §12): every side-conversation
+-- message a user wrote (API, portal, their mail client) is in it as well as
+-- in its ticket's mailbox. Only its owner sees it; everyone sees their own
+-- under the one name `Sent` (the stored name, `Sent:<user id>`, is unique).
+-- The kind's CHECK grows a value, which SQLite can only do by rebuilding the
+-- table; its two child tables are rebuilt with it (dropping `mailboxes`
+-- while they point at it would cascade into them). Every row keeps its id,
+-- UIDs and modseqs.
+CREATE TABLE mailboxes_v11 (
+    id              INTEGER PRIMARY KEY,
+    name            TEXT    NOT NULL UNIQUE,
+    kind            TEXT    NOT NULL CHECK (kind IN ('inbox', 'ticket', 'unrouted', 'sent')),
+    parent_id       INTEGER UNIQUE REFERENCES parents(id) ON DELETE CASCADE,
+    -- the user whose Sent mailbox this is (kind 'sent' only)
+    owner_user_id   INTEGER UNIQUE REFERENCES users(id) ON DELETE CASCADE,
+    uidvalidity     INTEGER NOT NULL,
+    uidnext         INTEGER NOT NULL DEFAULT 1,
+    highest_modseq  INTEGER NOT NULL DEFAULT 0,
+    CHECK ((kind = 'sent') = (owner_user_id IS NOT NULL))
+);
+INSERT INTO mailboxes_v11 (id, name, kind, parent_id, uidvalidity, uidnext, highest_modseq)
+    SELECT id, name, kind, parent_id, uidvalidity, uidnext, highest_modseq FROM mailboxes;
+CREATE TABLE mailbox_messages_v11 (
+    mailbox_id      INTEGER NOT NULL REFERENCES mailboxes_v11(id) ON DELETE CASCADE,
+    uid             INTEGER NOT NULL,
+    message_id      INTEGER NOT NULL REFERENCES messages(id) ON DELETE CASCADE,
+    modseq          INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid),
+    UNIQUE (message_id, mailbox_id)
+) WITHOUT ROWID;
+INSERT INTO mailbox_messages_v11 (mailbox_id, uid, message_id, modseq)
+    SELECT mailbox_id, uid, message_id, modseq FROM mailbox_messages;
+CREATE TABLE mailbox_removed_v11 (
+    mailbox_id      INTEGER NOT NULL REFERENCES mailboxes_v11(id) ON DELETE CASCADE,
+    uid             INTEGER NOT NULL,
+    message_id      INTEGER NOT NULL,
+    modseq          INTEGER NOT NULL,
+    PRIMARY KEY (mailbox_id, uid)
+);
+INSERT INTO mailbox_removed_v11 (mailbox_id, uid, message_id, modseq)
+    SELECT mailbox_id, uid, message_id, modseq FROM mailbox_removed;
+DROP TABLE mailbox_messages;
+DROP TABLE mailbox_removed;
+DROP TABLE mailboxes;
+ALTER TABLE mailboxes_v11 RENAME TO mailboxes;
+ALTER TABLE mailbox_messages_v11 RENAME TO mailbox_messages;
+ALTER TABLE mailbox_removed_v11 RENAME TO mailbox_removed;
+CREATE INDEX mailbox_removed_modseq ON mailbox_removed(mailbox_id, modseq);
+-- A Sent mailbox for every user (new users get theirs when created).
+INSERT INTO mailboxes (name, kind, owner_user_id, uidvalidity)
+    SELECT 'Sent:' || id, 'sent', id, max(1, CAST(strftime('%s', 'now') AS INTEGER)) FROM users;
+-- What users wrote before: in their Sent in the order it entered its
+-- ticket's mailbox, at the modseq it did (so within Sent the modseq grows
+-- with the UID, and JMAP clients see no change for mail they know).
+INSERT INTO mailbox_messages (mailbox_id, uid, message_id, modseq)
+    SELECT s.id,
+           row_number() OVER (PARTITION BY s.id ORDER BY t.modseq, m.id),
+           m.id, t.modseq
+    FROM messages m
+    JOIN mailboxes s ON s.owner_user_id = m.author_id
+    JOIN (SELECT mm.message_id, min(mm.modseq) AS modseq FROM mailbox_messages mm
+          JOIN mailboxes tb ON tb.id = mm.mailbox_id AND tb.kind = 'ticket'
+          GROUP BY mm.message_id) t ON t.message_id = m.id
+    WHERE m.direction = 'out' AND m.author_id IS NOT NULL;
+UPDATE mailboxes SET
+    uidnext = 1 + (SELECT count(*) FROM mailbox_messages mm WHERE mm.mailbox_id = mailboxes.id),
+    highest_modseq = (SELECT coalesce(max(mm.modseq), 0) FROM mailbox_messages mm
+                      WHERE mm.mailbox_id = mailboxes.id)
+WHERE kind = 'sent';

@@ -442,13 +442,14 @@ assert typ == 'OK', lines
 got = [l.decode() for l in lines]
 assert got == [
     '(\\HasNoChildren) "/" INBOX',
+    '(\\HasNoChildren \\Sent) "/" Sent',
     '(\\Noselect \\HasChildren) "/" Tickets',
     '(\\HasNoChildren) "/" Tickets/T-100',
     '(\\HasNoChildren) "/" Tickets/T-200',
     '(\\HasNoChildren) "/" Unrouted',
 ], got
 typ, lines = m.list('""', '%')
-assert [l.decode().split(' ')[-1] for l in lines] == ['INBOX', 'Tickets', 'Unrouted'], lines
+assert [l.decode().split(' ')[-1] for l in lines] == ['INBOX', 'Sent', 'Tickets', 'Unrouted'], lines
 typ, lines = m.list('Tickets/', '%')
 assert [l.decode().split(' ')[-1] for l in lines] == ['Tickets/T-100', 'Tickets/T-200'], lines
 typ, lines = m.list('""', 'inbox')
@@ -456,7 +457,7 @@ assert [l.decode().split(' ')[-1] for l in lines] == ['INBOX'], lines
 typ, lines = m.list('""', 'nothing*')
 assert lines == [None], lines
 typ, lines = m.lsub('""', '*')
-assert len(lines) == 5, lines
+assert len(lines) == 6, lines
 typ, st = m.status('Tickets/T-100', '(MESSAGES RECENT UIDNEXT UIDVALIDITY UNSEEN)')
 assert typ == 'OK', st
 s = st[0].decode()
@@ -489,7 +490,7 @@ m.logout()
 m = imaplib.IMAP4(host, int(port))
 m.login(member, mtoken)
 typ, lines = m.list('""', '*')
-assert [l.decode().split(' ')[-1] for l in lines] == ['INBOX', 'Tickets', 'Tickets/T-100', 'Tickets/T-200'], lines
+assert [l.decode().split(' ')[-1] for l in lines] == ['INBOX', 'Sent', 'Tickets', 'Tickets/T-100', 'Tickets/T-200'], lines
 typ, data = m.select('Unrouted')
 assert typ == 'NO', data
 typ, data = m.status('Unrouted', '(MESSAGES)')

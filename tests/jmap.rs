@@ -1763,9 +1763,10 @@ async fn flags_before_assignment_do_not_hide_the_new_email() {
     s.shutdown().await;
 }
 
-/// INBOX and Unrouted exist (and Mailbox/get lists them) before their
-/// first message: that message makes them "updated", never "created" a
-/// second time. A ticket's mailbox is created by its first message.
+/// INBOX, Unrouted and the caller's Sent exist (and Mailbox/get lists them)
+/// before their first message: that message makes them "updated", never
+/// "created" a second time. A ticket's mailbox is created by its first
+/// message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standing_mailboxes_are_never_created_again() {
     let mut s = TestServer::start_with("", NO_AUTH).await;
@@ -1776,6 +1777,7 @@ async fn standing_mailboxes_are_never_created_again() {
         .mailbox("Unrouted")
         .await
         .expect("unrouted before any mail");
+    let sent = a.mailbox("Sent").await.expect("sent before any mail");
     let state = a.state("Mailbox/get").await;
     let (_, reply_to) = start_thread(&s, &admin, "T-911").await;
     let reply = format!(
@@ -1796,7 +1798,7 @@ async fn standing_mailboxes_are_never_created_again() {
     assert_eq!(ids(&v["created"]), vec![ticket], "{v}");
     let mut updated = ids(&v["updated"]);
     updated.sort();
-    let mut want = vec![inbox, unrouted];
+    let mut want = vec![inbox, unrouted, sent];
     want.sort();
     assert_eq!(updated, want, "{v}");
     s.shutdown().await;

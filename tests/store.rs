@@ -85,6 +85,127 @@ fn migrates_an_empty_file_and_reopens_idempotently() {
     assert_eq!(mode, "wal");
 }
 
+/// Migration 11 gives every user a Sent mailbox and fills it with what
+/// they wrote before: in the order it entered its ticket's mailbox, at the
+/// same modseq; every other mailbox row, UID and modseq stays, and deleting
+/// a message still cascades to its placements.
+#[test]
+fn migration_11_backfills_each_users_sent() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("bc.db");
+    let c = rusqlite::Connection::open(&path).expect("open");
+    for (n, sql) in store::migrations().into_iter().filter(|m| m.0 < 11) {
+        c.execute_batch(sql).expect("old migration");
+        c.execute_batch(&format!("PRAGMA user_version = {n}"))
+            .expect("version");
+    }
+    c.execute_batch(
+        "INSERT INTO users (id, email, name, role, token_hash, created_at) VALUES
+           (1, 'ann@acme.com', 'Ann', 'member', x'01', 0),
+           (2, 'bob@acme.com', 'Bob', 'member', x'02', 0),
+           (3, 'olga@acme.com', 'Olga', 'owner', x'03', 0);
+         INSERT INTO parents (id, external_id, created_at, updated_at) VALUES (1, 'T-1', 0, 0);
+         INSERT INTO mailboxes (id, name, kind, parent_id, uidvalidity, uidnext, highest_modseq)
+           VALUES (10, 'Tickets/T-1', 'ticket', 1, 7, 6, 50);",
+    )
+    .expect("seed");
+    // Five messages on the ticket: Ann wrote 1 and 4 (4 first, by modseq),
+    // Bob 2, 3 came in, 5 left without an author (a system message).
+    let rows = [
+        (1, "out", Some(1), 40),
+        (2, "out", Some(2), 20),
+        (3, "in", None, 30),
+        (4, "out", Some(1), 10),
+        (5, "out", None, 50),
+    ];
+    for (uid, (id, dir, author, modseq)) in rows.iter().enumerate() {
+        c.execute(
+            "INSERT INTO messages (id, direction, kind, route, raw, raw_sha256, received_at, author_id)
+             VALUES (?1, ?2, 'reply', 'token', x'41', x'00', 0, ?3)",
+            rusqlite::params![id, dir, author],
+        )
+        .expect("message");
+        c.execute(
+            "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, modseq) VALUES (10, ?1, ?2, ?3)",
+            rusqlite::params![uid as i64 + 1, id, modseq],
+        )
+        .expect("placement");
+    }
+    c.execute_batch("UPDATE counters SET value = 50 WHERE name = 'modseq'")
+        .expect("counter");
+    drop(c);
+
+    let s = Store::open(&path).expect("migrate");
+    let viewer = |user_id| store::view::Viewer {
+        role: Role::Member,
+        user_id,
+    };
+    let (ann, bob, olga, ticket) = s
+        .read_blocking(move |c| {
+            let sent =
+                |user| -> Result<(store::view::Mailbox, Vec<store::view::Entry>), StoreError> {
+                    let mb = store::view::mailbox_by_name(c, viewer(user), "Sent")?
+                        .ok_or(StoreError::NotFound)?;
+                    let entries = store::view::entries(c, mb.id)?;
+                    Ok((mb, entries))
+                };
+            Ok((sent(1)?, sent(2)?, sent(3)?, store::view::entries(c, 10)?))
+        })
+        .expect("read");
+    s.close();
+    let latest = store::migrations()
+        .last()
+        .map(|m| m.0)
+        .expect("has migrations");
+    assert!(latest >= 11);
+    assert_eq!(user_version(&path), latest);
+    let e = |entries: &[store::view::Entry]| {
+        entries
+            .iter()
+            .map(|e| (e.uid, e.message_id, e.modseq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(e(&ann.1), vec![(1, 4, 10), (2, 1, 40)]);
+    assert_eq!(
+        (ann.0.name.as_str(), ann.0.uidnext, ann.0.highest_modseq),
+        ("Sent", 3, 40)
+    );
+    assert_eq!(e(&bob.1), vec![(1, 2, 20)]);
+    assert_eq!((bob.0.uidnext, bob.0.highest_modseq), (2, 20));
+    assert!(olga.1.is_empty());
+    assert_eq!((olga.0.uidnext, olga.0.highest_modseq), (1, 0));
+    assert_eq!(ticket.len(), 5);
+    assert_eq!(
+        e(&ticket),
+        vec![(1, 1, 40), (2, 2, 20), (3, 3, 30), (4, 4, 10), (5, 5, 50)]
+    );
+    let c = rusqlite::Connection::open(&path).expect("open");
+    let counter: i64 = c
+        .query_row(
+            "SELECT value FROM counters WHERE name = 'modseq'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("counter");
+    assert_eq!(counter, 50, "no change a JMAP client would see");
+    c.execute_batch("PRAGMA foreign_keys = ON; DELETE FROM messages WHERE id = 4")
+        .expect("delete");
+    let left: i64 = c
+        .query_row(
+            "SELECT count(*) FROM mailbox_messages WHERE message_id = 4",
+            [],
+            |r| r.get(0),
+        )
+        .expect("count");
+    assert_eq!(left, 0);
+    let fk: i64 = c
+        .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+            r.get(0)
+        })
+        .expect("fk check");
+    assert_eq!(fk, 0);
+}
+
 /// Migration 5 rebuilds the agent view's placement table without a rowid:
 /// a store written by the previous version keeps every row, its UIDs and
 /// modseqs, and the lookups by mailbox and by message still find them.

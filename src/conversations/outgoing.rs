@@ -353,7 +353,8 @@ pub(super) fn write_message(
     }
     store::side_conversations::advance(db, o.sc.id, &composed.thread_index, now)?;
     store::parents::set_last_sender(db, o.sc.parent_id, &o.sender.email, now)?;
-    view::add_message(
+    // In the ticket's mailbox, and in the author's Sent.
+    view::add_authored_message(
         db,
         message,
         Placement::Thread {
@@ -361,6 +362,7 @@ pub(super) fn write_message(
             external_id: &o.sc.parent,
             inbound: false,
         },
+        o.actor.map(|a| a.user_id),
     )?;
     // The author has read what they wrote (IMAP \Seen, JMAP $seen).
     if let Some(actor) = o.actor {

@@ -345,6 +345,7 @@ mod tests {
                 id: 1,
                 name: "INBOX".into(),
                 kind: "inbox".into(),
+                owner: None,
                 parent_id: None,
                 uidvalidity: 1,
                 uidnext: uids.last().map(|u| u + 1).unwrap_or(1),

@@ -61,8 +61,11 @@ fn capabilities(authenticated: bool) -> Vec1<Capability<'static>> {
         Capability::Unselect,
         Capability::Thread(ThreadingAlgorithm::References),
     ];
-    if let Ok(atom) = Atom::try_from("CHILDREN") {
-        caps.push(Capability::from(atom));
+    // SPECIAL-USE (RFC 6154): LIST marks the user's Sent `\Sent`.
+    for name in ["CHILDREN", "SPECIAL-USE"] {
+        if let Ok(atom) = Atom::try_from(name) {
+            caps.push(Capability::from(atom));
+        }
     }
     if !authenticated {
         caps.push(Capability::Auth(AuthMechanism::Plain));
@@ -131,6 +134,7 @@ fn command_name(body: &CommandBody<'_>) -> &'static str {
         CommandBody::Fetch { .. } => "FETCH",
         CommandBody::Store { .. } => "STORE",
         CommandBody::Idle => "IDLE",
+        CommandBody::Append { .. } => "APPEND",
         _ => "other",
     }
 }
@@ -637,11 +641,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             } => {
                 super::fetch::store(self, &tag, &sequence_set, kind, response, &flags, uid).await?;
             }
+            CommandBody::Append { mailbox, .. } => self.append(&tag, &mailbox).await,
             CommandBody::Create { .. }
             | CommandBody::Delete { .. }
             | CommandBody::Rename { .. }
-            | CommandBody::Unsubscribe { .. }
-            | CommandBody::Append { .. } => {
+            | CommandBody::Unsubscribe { .. } => {
                 self.conn.status(tagged(
                     &tag,
                     StatusKind::No,
@@ -719,16 +723,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         self.conn.status(tagged(tag, StatusKind::Ok, None, msg));
     }
 
+    /// Who is logged in, as the agent view sees them.
+    fn viewer(&self) -> Option<view::Viewer> {
+        self.user.as_ref().map(|u| view::Viewer {
+            role: u.role,
+            user_id: u.id,
+        })
+    }
+
     async fn find_mailbox(
         &self,
         mailbox: &Mailbox<'_>,
     ) -> Result<Option<view::Mailbox>, StoreError> {
-        let Some(role) = self.user.as_ref().map(|u| u.role) else {
+        let Some(viewer) = self.viewer() else {
             return Ok(None);
         };
         let name = names::from_wire(&mailbox_bytes(mailbox));
         self.store()
-            .read(move |c| view::mailbox_by_name(c, role, &name))
+            .read(move |c| view::mailbox_by_name(c, viewer, &name))
             .await
     }
 
@@ -804,6 +816,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             .status(tagged(tag, StatusKind::Ok, Some(code), msg));
     }
 
+    /// APPEND: a client saving its copy of what it sent (SPEC §12). The
+    /// gateway already keeps the message that left, in the user's Sent, so
+    /// the copy (read whole by imap-next, within `max_literal_bytes`) is
+    /// dropped and the client told so. Every other mailbox is read-only.
+    async fn append(&mut self, tag: &Tag<'static>, mailbox: &Mailbox<'_>) {
+        match self.find_mailbox(mailbox).await {
+            Ok(Some(mb)) if mb.kind == "sent" => {
+                self.ok(
+                    tag,
+                    "APPEND done: the gateway keeps its own copy of sent mail",
+                )
+                .await
+            }
+            Ok(Some(_)) => self.conn.status(tagged(
+                tag,
+                StatusKind::No,
+                Some(code_other("CANNOT")),
+                "Only Sent takes APPEND (a copy of sent mail); the agent view is read-only",
+            )),
+            Ok(None) => self.conn.status(tagged(
+                tag,
+                StatusKind::No,
+                Some(Code::TryCreate),
+                "No such mailbox",
+            )),
+            Err(e) => self.store_failed(tag, e),
+        }
+    }
+
     async fn list(
         &mut self,
         tag: &Tag<'static>,
@@ -811,7 +852,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         pattern: &ListMailbox<'_>,
         lsub: bool,
     ) {
-        let Some(role) = self.user.as_ref().map(|u| u.role) else {
+        let Some(viewer) = self.viewer() else {
             return;
         };
         let reference = String::from_utf8_lossy(&mailbox_bytes(reference)).into_owned();
@@ -844,7 +885,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return self.ok(tag, "LIST completed").await;
         }
         let full = names::list_pattern(&reference, &pattern);
-        let mailboxes = match self.store().read(move |c| view::mailboxes(c, role)).await {
+        let mailboxes = match self.store().read(move |c| view::mailboxes(c, viewer)).await {
             Ok(m) => m,
             Err(e) => return self.store_failed(tag, e),
         };
@@ -870,6 +911,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             } else {
                 "HasNoChildren"
             }));
+            // RFC 6154: the one Sent mailbox a user sees is theirs.
+            if !entry.noselect && entry.name == view::SENT {
+                items.extend(attr("Sent"));
+            }
             let Ok(mailbox) = Mailbox::try_from(entry.name.clone()) else {
                 continue;
             };

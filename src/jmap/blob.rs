@@ -54,11 +54,14 @@ pub async fn download(
         return Err(ApiError::NotFound("account"));
     }
     let (message, part) = ids::parse_blob(&blob).ok_or(ApiError::NotFound("blob"))?;
-    let role = caller.0.role;
+    let viewer = view::Viewer {
+        role: caller.0.role,
+        user_id: caller.0.id,
+    };
     let data = st
         .store
         .read(move |c| {
-            if view::placed(c, role, message)?.is_none() {
+            if view::placed(c, viewer, message)?.is_none() {
                 return Ok(None);
             }
             let Some(raw) = view::raw(c, message)? else {

@@ -498,7 +498,7 @@ pub fn set(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> crate::store::Re
 /// What happened to the caller's Emails after `since`.
 pub fn events(ctx: &Ctx, c: &Db<'_>, since: i64) -> Result<Vec<Event>, MethodError> {
     let mut events = Vec::new();
-    for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
+    for mb in view::mailboxes_changed_since(c, ctx.viewer(), since)? {
         let unrouted = mb.kind == "unrouted";
         let id_of = |n: i64| {
             if unrouted {
@@ -517,7 +517,7 @@ pub fn events(ctx: &Ctx, c: &Db<'_>, since: i64) -> Result<Vec<Event>, MethodErr
             });
         }
         for e in view::removed_since(c, mb.id, since)? {
-            let still = view::placed(c, ctx.role, e.message_id)?
+            let still = view::placed(c, ctx.viewer(), e.message_id)?
                 .filter(|p| p.unrouted == unrouted)
                 .is_some();
             events.push(Event {
@@ -532,7 +532,7 @@ pub fn events(ctx: &Ctx, c: &Db<'_>, since: i64) -> Result<Vec<Event>, MethodErr
         }
     }
     for (message, flags) in view::flags_changed_since(c, ctx.user_id, since)? {
-        if let Some(p) = view::placed(c, ctx.role, message)? {
+        if let Some(p) = view::placed(c, ctx.viewer(), message)? {
             // A change from before the Email took its present id (flags
             // set on u<n> before it became m<n>) belongs to the old id;
             // the new id's creation, after `since` then, carries it.

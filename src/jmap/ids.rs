@@ -94,7 +94,7 @@ pub fn find_email(ctx: &Ctx, c: &Db<'_>, id: &str) -> crate::store::Result<Optio
     let Some((unrouted, n)) = parse_email(id) else {
         return Ok(None);
     };
-    Ok(view::placed(c, ctx.role, n)?.filter(|p| p.unrouted == unrouted))
+    Ok(view::placed(c, ctx.viewer(), n)?.filter(|p| p.unrouted == unrouted))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! INBOX has role `inbox`; `Tickets/<external id>` mailboxes are children
 //! (named by the external id) of a virtual mailbox `Tickets` (id
 //! `tickets`) that holds no mail itself; Unrouted is listed for owners and
-//! admins only. Everything is read-only except keywords.
+//! admins only; `Sent` (role `sent`) is the caller's own: what they wrote. Everything is read-only except keywords.
 
 use crate::store::Db;
 use serde_json::{Map, Value, json};
@@ -77,6 +77,7 @@ fn object(ctx: &Ctx, c: &Db<'_>, mb: &Mailbox) -> Result<Value, MethodError> {
             Value::Null,
             0,
         ),
+        "sent" => (mb.name.clone(), Value::Null, json!("sent"), 5),
         _ => (mb.name.clone(), Value::Null, Value::Null, 20),
     };
     Ok(json!({
@@ -124,7 +125,7 @@ pub fn get(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
     let mut not_found = Vec::new();
     match ids_arg {
         None => {
-            for mb in view::mailboxes(c, ctx.role)? {
+            for mb in view::mailboxes(c, ctx.viewer())? {
                 list.push(object(ctx, c, &mb)?);
             }
             list.push(tickets_parent());
@@ -133,7 +134,7 @@ pub fn get(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult {
             for id in wanted {
                 match ids::parse_mailbox(&id) {
                     Some(None) => list.push(tickets_parent()),
-                    Some(Some(n)) => match view::mailbox_by_id(c, ctx.role, n)? {
+                    Some(Some(n)) => match view::mailbox_by_id(c, ctx.viewer(), n)? {
                         Some(mb) => list.push(object(ctx, c, &mb)?),
                         None => not_found.push(id),
                     },
@@ -158,9 +159,9 @@ pub fn changes(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult
     let current = view::user_states(c, ctx.role, ctx.user_id)?.mailbox;
     let (since, max) = changes::arguments(ctx, args, current)?;
     let mut events = Vec::new();
-    for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
+    for mb in view::mailboxes_changed_since(c, ctx.viewer(), since)? {
         let id = ids::mailbox(mb.id);
-        // INBOX and Unrouted stand from the start (Mailbox/get lists them
+        // INBOX, Unrouted and Sent stand from the start (Mailbox/get lists them
         // empty); a ticket's mailbox comes with its first message.
         let created = if mb.kind == "ticket" {
             view::mailbox_created_modseq(c, mb.id)?
@@ -196,7 +197,7 @@ pub fn changes(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult
     }
     // The user's own flag changes move unread counts.
     for (message, flags) in view::flags_changed_since(c, ctx.user_id, since)? {
-        if let Some(p) = view::placed(c, ctx.role, message)? {
+        if let Some(p) = view::placed(c, ctx.viewer(), message)? {
             for mb in p.mailbox_ids {
                 events.push(Event {
                     modseq: flags.modseq,

@@ -190,6 +190,14 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Who the agent view is shown to.
+    pub fn viewer(&self) -> crate::store::view::Viewer {
+        crate::store::view::Viewer {
+            role: self.role,
+            user_id: self.user_id,
+        }
+    }
+
     fn of(caller: &Caller, limits: crate::config::JmapConfig) -> Ctx {
         Ctx {
             user_id: caller.0.id,

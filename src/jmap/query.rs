@@ -117,7 +117,7 @@ impl Builder<'_> {
 
     fn mailbox_id(&self, id: &str) -> Result<Option<i64>, MethodError> {
         match ids::parse_mailbox(id) {
-            Some(Some(n)) => Ok(view::mailbox_by_id(self.c, self.ctx.role, n)?.map(|m| m.id)),
+            Some(Some(n)) => Ok(view::mailbox_by_id(self.c, self.ctx.viewer(), n)?.map(|m| m.id)),
             _ => Ok(None),
         }
     }

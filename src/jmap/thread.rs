@@ -16,7 +16,7 @@ fn emails(ctx: &Ctx, c: &Db<'_>, id: &str) -> Result<Option<Vec<String>>, Method
             let list = view::thread_messages(c, sc)?;
             (!list.is_empty()).then(|| list.into_iter().map(|n| format!("m{n}")).collect())
         }
-        Some(ThreadRef::Alone(n)) => view::placed(c, ctx.role, n)?
+        Some(ThreadRef::Alone(n)) => view::placed(c, ctx.viewer(), n)?
             .filter(|p| ids::thread(p) == id)
             .map(|p| vec![ids::email(&p)]),
         None => None,
@@ -51,10 +51,10 @@ pub fn changes(ctx: &Ctx, c: &Db<'_>, args: &Map<String, Value>) -> MethodResult
     let current = view::user_states(c, ctx.role, ctx.user_id)?.thread;
     let (since, max) = changes::arguments(ctx, args, current)?;
     let mut events = Vec::new();
-    for mb in view::mailboxes_changed_since(c, ctx.role, since)? {
+    for mb in view::mailboxes_changed_since(c, ctx.viewer(), since)? {
         let unrouted = mb.kind == "unrouted";
         for e in view::added_since(c, mb.id, since)? {
-            let p = view::placed(c, ctx.role, e.message_id)?;
+            let p = view::placed(c, ctx.viewer(), e.message_id)?;
             let event = match (unrouted, p.and_then(|p| p.side_conversation_id)) {
                 (false, Some(sc)) => {
                     let first = view::thread_first_modseq(c, sc)?;

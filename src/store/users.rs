@@ -71,6 +71,7 @@ pub fn create(db: &Db<'_>, email: &str, name: &str, role: Role) -> Result<(User,
         other => other,
     })?;
     let id = conn.last_insert_rowid();
+    super::view::create_sent_mailbox(db, id)?;
     Ok((
         User {
             id,

@@ -11,6 +11,13 @@ use crate::model::now_ms;
 
 pub const INBOX: &str = "INBOX";
 pub const UNROUTED: &str = "Unrouted";
+/// What every user's own Sent mailbox is called (SPEC §9).
+pub const SENT: &str = "Sent";
+
+/// The stored (unique) name of a user's Sent mailbox; clients see [`SENT`].
+fn sent_mailbox(user_id: i64) -> String {
+    format!("Sent:{user_id}")
+}
 
 pub fn ticket_mailbox(external_id: &str) -> String {
     format!("Tickets/{external_id}")
@@ -26,30 +33,50 @@ pub fn next_modseq(db: &Db<'_>) -> Result<i64> {
         .query_row([], |r| r.get(0))?)
 }
 
+/// Where a message goes: a mailbox's stored name, kind, parent (tickets)
+/// and owner (Sent).
+struct Target<'a> {
+    name: &'a str,
+    kind: &'a str,
+    parent_id: Option<i64>,
+    owner: Option<i64>,
+}
+
 /// Creates a mailbox that does not exist yet.
-fn create_mailbox(db: &Db<'_>, name: &str, kind: &str, parent_id: Option<i64>) -> Result<()> {
+fn create_mailbox(db: &Db<'_>, t: &Target<'_>) -> Result<()> {
     let conn = db.conn();
     // UIDVALIDITY: seconds since the epoch at creation, as RFC 3501 suggests;
     // a mailbox is never recreated under the same name without a new value.
     let uidvalidity = (now_ms() / 1000).clamp(1, u32::MAX as i64);
     conn.prepare_cached(
-        "INSERT INTO mailboxes (name, kind, parent_id, uidvalidity) VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO mailboxes (name, kind, parent_id, owner_user_id, uidvalidity)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
-    .execute(params![name, kind, parent_id, uidvalidity])?;
+    .execute(params![t.name, t.kind, t.parent_id, t.owner, uidvalidity])?;
     Ok(())
+}
+
+/// Creates a new user's Sent mailbox (in the transaction creating the
+/// user), so every client finds it from the start.
+pub fn create_sent_mailbox(db: &Db<'_>, user_id: i64) -> Result<()> {
+    create_mailbox(
+        db,
+        &Target {
+            name: &sent_mailbox(user_id),
+            kind: "sent",
+            parent_id: None,
+            owner: Some(user_id),
+        },
+    )
 }
 
 /// Appends a message to the mailbox named `name` (created on first use)
 /// under the next UID. Finding the mailbox and taking its UID are one
 /// statement: on a large store every lookup is a descent of the name
 /// index, and each inbound message goes into two mailboxes.
-fn append(
-    db: &Db<'_>,
-    (name, kind, parent_id): (&str, &str, Option<i64>),
-    message_id: i64,
-    modseq: i64,
-) -> Result<()> {
+fn append(db: &Db<'_>, target: Target<'_>, message_id: i64, modseq: i64) -> Result<()> {
     let conn = db.conn();
+    let name = target.name;
     let take_uid = || -> Result<Option<(i64, i64)>> {
         Ok(conn
             .prepare_cached(
@@ -62,7 +89,7 @@ fn append(
     let (mailbox_id, uid) = match take_uid()? {
         Some(taken) => taken,
         None => {
-            create_mailbox(db, name, kind, parent_id)?;
+            create_mailbox(db, &target)?;
             take_uid()?.ok_or(StoreError::NotFound)?
         }
     };
@@ -89,6 +116,17 @@ pub enum Placement<'a> {
 
 /// Adds a new message to its mailboxes.
 pub fn add_message(db: &Db<'_>, message_id: i64, placement: Placement<'_>) -> Result<()> {
+    add_authored_message(db, message_id, placement, None)
+}
+
+/// Adds a new message to its mailboxes and, when a user wrote it, to that
+/// user's Sent, all at one modseq (one change of the view).
+pub fn add_authored_message(
+    db: &Db<'_>,
+    message_id: i64,
+    placement: Placement<'_>,
+    author: Option<i64>,
+) -> Result<()> {
     let _conn = db.conn();
     let modseq = match placement {
         Placement::Hidden => return Ok(()),
@@ -101,22 +139,42 @@ pub fn add_message(db: &Db<'_>, message_id: i64, placement: Placement<'_>) -> Re
             inbound,
         } => {
             let tickets = ticket_mailbox(external_id);
-            append(
-                db,
-                (&tickets, "ticket", Some(parent_id)),
-                message_id,
-                modseq,
-            )?;
+            let ticket = Target {
+                name: &tickets,
+                kind: "ticket",
+                parent_id: Some(parent_id),
+                owner: None,
+            };
+            append(db, ticket, message_id, modseq)?;
             if inbound {
-                append(db, (INBOX, "inbox", None), message_id, modseq)?;
+                append(db, fixed(INBOX, "inbox"), message_id, modseq)?;
             }
         }
         Placement::Unrouted => {
-            append(db, (UNROUTED, "unrouted", None), message_id, modseq)?;
+            append(db, fixed(UNROUTED, "unrouted"), message_id, modseq)?;
         }
         Placement::Hidden => {}
     }
+    if let Some(user_id) = author {
+        let sent = Target {
+            name: &sent_mailbox(user_id),
+            kind: "sent",
+            parent_id: None,
+            owner: Some(user_id),
+        };
+        append(db, sent, message_id, modseq)?;
+    }
     Ok(())
+}
+
+/// INBOX or Unrouted.
+fn fixed<'a>(name: &'a str, kind: &'a str) -> Target<'a> {
+    Target {
+        name,
+        kind,
+        parent_id: None,
+        owner: None,
+    }
 }
 
 /// Takes a message out of a mailbox (an Unrouted message assigned to a
@@ -165,62 +223,104 @@ pub fn current_modseq(db: &Db<'_>) -> Result<i64> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mailbox {
     pub id: i64,
-    /// `INBOX`, `Unrouted` or `Tickets/<external id>`.
+    /// `INBOX`, `Unrouted`, `Sent` or `Tickets/<external id>`.
     pub name: String,
-    /// `inbox`, `ticket` or `unrouted`.
+    /// `inbox`, `ticket`, `unrouted` or `sent`.
     pub kind: String,
     pub parent_id: Option<i64>,
+    /// Whose Sent mailbox it is (kind `sent` only).
+    pub owner: Option<i64>,
     pub uidvalidity: u32,
     pub uidnext: u32,
     pub highest_modseq: i64,
 }
 
 fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
+    let kind: String = r.get(2)?;
     Ok(Mailbox {
         id: r.get(0)?,
-        name: r.get(1)?,
-        kind: r.get(2)?,
+        // Every user's Sent is called Sent (its stored name is unique).
+        name: if kind == "sent" {
+            SENT.to_string()
+        } else {
+            r.get(1)?
+        },
+        kind,
         parent_id: r.get(3)?,
-        uidvalidity: r.get::<_, i64>(4)?.clamp(1, u32::MAX as i64) as u32,
-        uidnext: r.get::<_, i64>(5)?.clamp(1, u32::MAX as i64) as u32,
-        highest_modseq: r.get(6)?,
+        owner: r.get(4)?,
+        uidvalidity: r.get::<_, i64>(5)?.clamp(1, u32::MAX as i64) as u32,
+        uidnext: r.get::<_, i64>(6)?.clamp(1, u32::MAX as i64) as u32,
+        highest_modseq: r.get(7)?,
     })
 }
 
-const MAILBOX_COLUMNS: &str = "id, name, kind, parent_id, uidvalidity, uidnext, highest_modseq";
+const MAILBOX_COLUMNS: &str =
+    "id, name, kind, parent_id, owner_user_id, uidvalidity, uidnext, highest_modseq";
 
-/// Whether a user with `role` sees mailboxes of this kind: Unrouted is for
-/// owners and admins only (SPEC §9).
-pub fn may_see(role: crate::model::Role, kind: &str) -> bool {
-    kind != "unrouted" || role.can_administer()
+/// Who is looking at the agent view: what they may see depends on their
+/// role (Unrouted) and on who they are (their own Sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Viewer {
+    pub role: crate::model::Role,
+    pub user_id: i64,
 }
 
-/// Every mailbox `role` may see, INBOX first, then Tickets/… by name, then
-/// Unrouted.
-pub fn mailboxes(db: &Db<'_>, role: crate::model::Role) -> Result<Vec<Mailbox>> {
+impl Viewer {
+    /// Whether this viewer sees the mailbox: Unrouted is for owners and
+    /// admins only, a Sent mailbox for its owner only (SPEC §9).
+    pub fn may_see(&self, m: &Mailbox) -> bool {
+        self.sees(&m.kind, m.owner)
+    }
+
+    fn sees(&self, kind: &str, owner: Option<i64>) -> bool {
+        match kind {
+            "unrouted" => self.role.can_administer(),
+            "sent" => owner == Some(self.user_id),
+            _ => true,
+        }
+    }
+}
+
+/// The same rule as [`Viewer::may_see`] in SQL over a `mailboxes` row
+/// aliased `mb`, for a viewer who administers (`admin`, 0/1) and is user
+/// `user`.
+fn visible_sql(mb: &str, admin: bool, user: i64) -> String {
+    format!(
+        "CASE {mb}.kind WHEN 'unrouted' THEN {} WHEN 'sent' THEN {mb}.owner_user_id = {user} \
+         ELSE 1 END",
+        i32::from(admin)
+    )
+}
+
+/// Every mailbox the viewer may see: INBOX first, then their Sent, then
+/// Tickets/… by name, then Unrouted.
+pub fn mailboxes(db: &Db<'_>, viewer: Viewer) -> Result<Vec<Mailbox>> {
     let conn = db.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MAILBOX_COLUMNS} FROM mailboxes
-         ORDER BY CASE kind WHEN 'inbox' THEN 0 WHEN 'ticket' THEN 1 ELSE 2 END, name"
+         WHERE kind != 'sent' OR owner_user_id = ?1
+         ORDER BY CASE kind WHEN 'inbox' THEN 0 WHEN 'sent' THEN 1 WHEN 'ticket' THEN 2 ELSE 3 END,
+                  name"
     ))?;
     let all = stmt
-        .query_map([], mailbox_row)?
+        .query_map([viewer.user_id], mailbox_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(all.into_iter().filter(|m| may_see(role, &m.kind)).collect())
+    Ok(all.into_iter().filter(|m| viewer.may_see(m)).collect())
 }
 
-/// A mailbox by name, if `role` may see it. `INBOX` matches in any case
-/// (RFC 3501 §5.1); other names are exact.
-pub fn mailbox_by_name(
-    db: &Db<'_>,
-    role: crate::model::Role,
-    name: &str,
-) -> Result<Option<Mailbox>> {
+/// A mailbox by name, if the viewer may see it. `INBOX` matches in any case
+/// (RFC 3501 §5.1); other names are exact. `Sent` is the viewer's own.
+pub fn mailbox_by_name(db: &Db<'_>, viewer: Viewer, name: &str) -> Result<Option<Mailbox>> {
     let conn = db.conn();
     let name = if name.eq_ignore_ascii_case(INBOX) {
-        INBOX
+        INBOX.to_string()
+    } else if name == SENT {
+        sent_mailbox(viewer.user_id)
+    } else if name.starts_with("Sent:") {
+        // A stored name of some Sent mailbox is no name on the wire.
+        return Ok(None);
     } else {
-        name
+        name.to_string()
     };
     let found = conn
         .query_row(
@@ -229,11 +329,11 @@ pub fn mailbox_by_name(
             mailbox_row,
         )
         .optional()?;
-    Ok(found.filter(|m| may_see(role, &m.kind)))
+    Ok(found.filter(|m| viewer.may_see(m)))
 }
 
-/// A mailbox by id, if `role` may see it.
-pub fn mailbox_by_id(db: &Db<'_>, role: crate::model::Role, id: i64) -> Result<Option<Mailbox>> {
+/// A mailbox by id, if the viewer may see it.
+pub fn mailbox_by_id(db: &Db<'_>, viewer: Viewer, id: i64) -> Result<Option<Mailbox>> {
     let conn = db.conn();
     let found = conn
         .query_row(
@@ -242,7 +342,7 @@ pub fn mailbox_by_id(db: &Db<'_>, role: crate::model::Role, id: i64) -> Result<O
             mailbox_row,
         )
         .optional()?;
-    Ok(found.filter(|m| may_see(role, &m.kind)))
+    Ok(found.filter(|m| viewer.may_see(m)))
 }
 
 /// Message counts of one mailbox for one user: (total, unseen by the user).
@@ -757,8 +857,8 @@ pub fn user_states(db: &Db<'_>, role: crate::model::Role, user_id: i64) -> Resul
     let conn = db.conn();
     let contents: i64 = conn.query_row(
         "SELECT coalesce(max(highest_modseq), 0) FROM mailboxes
-         WHERE kind != 'unrouted' OR ?1",
-        [role.can_administer()],
+         WHERE CASE kind WHEN 'unrouted' THEN ?1 WHEN 'sent' THEN owner_user_id = ?2 ELSE 1 END",
+        params![role.can_administer(), user_id],
         |r| r.get(0),
     )?;
     let flags: i64 = conn.query_row(
@@ -773,12 +873,8 @@ pub fn user_states(db: &Db<'_>, role: crate::model::Role, user_id: i64) -> Resul
     })
 }
 
-/// Mailboxes `role` may see whose contents changed after `modseq`.
-pub fn mailboxes_changed_since(
-    db: &Db<'_>,
-    role: crate::model::Role,
-    modseq: i64,
-) -> Result<Vec<Mailbox>> {
+/// Mailboxes the viewer may see whose contents changed after `modseq`.
+pub fn mailboxes_changed_since(db: &Db<'_>, viewer: Viewer, modseq: i64) -> Result<Vec<Mailbox>> {
     let conn = db.conn();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {MAILBOX_COLUMNS} FROM mailboxes WHERE highest_modseq > ?1 ORDER BY id"
@@ -786,7 +882,7 @@ pub fn mailboxes_changed_since(
     let all = stmt
         .query_map([modseq], mailbox_row)?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(all.into_iter().filter(|m| may_see(role, &m.kind)).collect())
+    Ok(all.into_iter().filter(|m| viewer.may_see(m)).collect())
 }
 
 /// The modseq at which a mailbox got its first message (0 for a mailbox
@@ -829,13 +925,13 @@ pub fn thread_counts(db: &Db<'_>, mailbox_id: i64, user_id: i64) -> Result<(u32,
     ))
 }
 
-/// Where a message stands in the agent view, for one role.
+/// Where a message stands in the agent view, for one viewer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed {
     pub message_id: i64,
     /// Its side conversation (none for unrouted mail).
     pub side_conversation_id: Option<i64>,
-    /// Mailboxes `role` may see that hold it, by id.
+    /// Mailboxes the viewer may see that hold it, by id.
     pub mailbox_ids: Vec<i64>,
     /// True when one of them is Unrouted.
     pub unrouted: bool,
@@ -847,12 +943,12 @@ pub struct Placed {
     pub size: i64,
 }
 
-/// A message's place in the view as `role` sees it; `None` when it is in
-/// no mailbox `role` may see.
-pub fn placed(db: &Db<'_>, role: crate::model::Role, message_id: i64) -> Result<Option<Placed>> {
+/// A message's place in the view as the viewer sees it; `None` when it is
+/// in no mailbox they may see.
+pub fn placed(db: &Db<'_>, viewer: Viewer, message_id: i64) -> Result<Option<Placed>> {
     let conn = db.conn();
     let mut stmt = conn.prepare_cached(
-        "SELECT mb.id, mb.kind, mm.modseq FROM mailbox_messages mm
+        "SELECT mb.id, mb.kind, mm.modseq, mb.owner_user_id FROM mailbox_messages mm
          JOIN mailboxes mb ON mb.id = mm.mailbox_id
          WHERE mm.message_id = ?1 ORDER BY mb.id",
     )?;
@@ -862,12 +958,14 @@ pub fn placed(db: &Db<'_>, role: crate::model::Role, message_id: i64) -> Result<
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, i64>(2)?,
+                r.get::<_, Option<i64>>(3)?,
             ))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let visible: Vec<(i64, String, i64)> = boxes
         .into_iter()
-        .filter(|(_, kind, _)| may_see(role, kind))
+        .filter(|(_, kind, _, owner)| viewer.sees(kind, *owner))
+        .map(|(id, kind, modseq, _)| (id, kind, modseq))
         .collect();
     if visible.is_empty() {
         return Ok(None);
@@ -1043,8 +1141,8 @@ fn filter_sql(f: &EmailFilter, admin: bool, user: i64, params: &mut Vec<Value>) 
         EmailFilter::InMailboxOtherThan(excluded) => {
             let mut sql = format!(
                 "EXISTS (SELECT 1 FROM mailbox_messages q JOIN mailboxes qb ON qb.id = q.mailbox_id
-                 WHERE q.message_id = m.id AND (qb.kind != 'unrouted' OR {})",
-                i32::from(admin)
+                 WHERE q.message_id = m.id AND ({})",
+                visible_sql("qb", admin, user)
             );
             if !excluded.is_empty() {
                 sql.push_str(" AND q.mailbox_id NOT IN (");
@@ -1150,6 +1248,7 @@ pub fn query_emails(
 ) -> Result<Vec<Found>> {
     let mut params = Vec::new();
     let condition = filter_sql(filter, admin, user, &mut params);
+    let visible = visible_sql("vb", admin, user);
     let admin = i32::from(admin);
     let dir = if ascending { "ASC" } else { "DESC" };
     let limit = cap.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
@@ -1159,7 +1258,7 @@ pub fn query_emails(
                                     WHERE u.message_id = m.id AND ub.kind = 'unrouted')
          FROM messages m INDEXED BY messages_received
          WHERE EXISTS (SELECT 1 FROM mailbox_messages v JOIN mailboxes vb ON vb.id = v.mailbox_id
-                       WHERE v.message_id = m.id AND (vb.kind != 'unrouted' OR {admin}))
+                       WHERE v.message_id = m.id AND ({visible}))
            AND {condition}
          ORDER BY m.received_at {dir}, m.id {dir}{limit}"
     );
