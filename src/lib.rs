@@ -97,11 +97,11 @@
 //! outbound       → config egress metrics model net reply_text shutdown store
 //! webhooks       → config egress metrics model net outbound shutdown store
 //! senders        → config model net outbound shutdown store templates
-//! notifications  → config metrics model outbound shutdown store
+//! notifications  → config conversations metrics model outbound shutdown store
 //! conversations  → config mime_guard model outbound reply_text store templates
 //! ingest         → config conversations metrics mime_guard model net notifications reply_text shutdown store
 //! http           → config conversations limits metrics model senders shutdown store
-//! smtp           → config limits metrics model net shutdown store
+//! smtp           → config conversations limits metrics model net shutdown store
 //! imap           → config limits metrics net shutdown store
 //! jmap           → config http mime_guard model reply_text shutdown store
 //! api            → conversations egress http model senders store templates
