@@ -523,12 +523,17 @@ UPDATE sqlite_schema
                      '''agent'', ''notification'', ''agent_reply'', ''agent_reply_unverified'')')
  WHERE type = 'table' AND name = 'messages';
 -- What each agent reply became: the outbound message it was sent as, or
--- why it was not sent.
+-- why it was not sent and the email that said so.
 CREATE TABLE agent_replies (
     message_id      INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
     user_id         INTEGER REFERENCES users(id) ON DELETE SET NULL,
     side_conversation_id INTEGER REFERENCES side_conversations(id) ON DELETE SET NULL,
     sent_message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
-    reason          TEXT
+    reason          TEXT,
+    -- the email that told the agent why it was not sent (never sent in
+    -- answer to such an email: no loop)
+    notice_message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL
 );
+CREATE INDEX agent_replies_notice ON agent_replies(notice_message_id)
+    WHERE notice_message_id IS NOT NULL;
 PRAGMA writable_schema = RESET;

@@ -18,6 +18,8 @@ pub struct AgentReply {
     pub sent_message: Option<i64>,
     /// Why it was not sent.
     pub reason: Option<String>,
+    /// The email that told the agent so.
+    pub notice_message: Option<i64>,
 }
 
 /// Records what the reply `r.message` became.
@@ -25,15 +27,17 @@ pub fn record(db: &Db<'_>, r: &AgentReply) -> Result<()> {
     db.conn()
         .prepare_cached(
             "INSERT OR REPLACE INTO agent_replies
-               (message_id, user_id, side_conversation_id, sent_message_id, reason)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+               (message_id, user_id, side_conversation_id, sent_message_id, reason,
+                notice_message_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             r.message,
             r.user,
             r.side_conversation,
             r.sent_message,
-            r.reason
+            r.reason,
+            r.notice_message
         ])?;
     Ok(())
 }
@@ -43,7 +47,8 @@ pub fn get(db: &Db<'_>, message: i64) -> Result<Option<AgentReply>> {
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT message_id, user_id, side_conversation_id, sent_message_id, reason
+            "SELECT message_id, user_id, side_conversation_id, sent_message_id, reason,
+                    notice_message_id
              FROM agent_replies WHERE message_id = ?1",
         )?
         .query_row([message], |r| {
@@ -53,9 +58,24 @@ pub fn get(db: &Db<'_>, message: i64) -> Result<Option<AgentReply>> {
                 side_conversation: r.get(2)?,
                 sent_message: r.get(3)?,
                 reason: r.get(4)?,
+                notice_message: r.get(5)?,
             })
         })
         .optional()?)
+}
+
+/// Whether `message_id` (an RFC 5322 Message-ID, no brackets) is one of
+/// the emails that told an agent their reply was not sent.
+pub fn is_notice(db: &Db<'_>, message_id: &str) -> Result<bool> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT 1 FROM messages m JOIN agent_replies a ON a.notice_message_id = m.id
+             WHERE m.message_id = ?1 AND m.direction = 'out' LIMIT 1",
+        )?
+        .query_row([message_id], |_| Ok(()))
+        .optional()?
+        .is_some())
 }
 
 #[cfg(test)]
