@@ -498,8 +498,10 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
     let store = backchannel::store::Store::open(db)?;
     let mut times = Vec::with_capacity(samples);
     // The defaults' quotas: the lookup reads the thread's counters too.
-    let mut config =
-        backchannel::config::Config::from_toml_str(&format!("domain = \"{domain}\"\n"), Vec::new())?;
+    let mut config = backchannel::config::Config::from_toml_str(
+        &format!("domain = \"{domain}\"\n"),
+        Vec::new(),
+    )?;
     config.ingest = backchannel::config::IngestConfig {
         max_thread_messages: 10_000,
         max_thread_bytes: 1 << 30,

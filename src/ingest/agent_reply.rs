@@ -61,8 +61,14 @@ pub fn may_be_for_agent(rcpts: &[String], domain: &str) -> bool {
 
 /// What became of the reply.
 enum Outcome {
-    Sent { side_conversation: i64, message: i64 },
-    NotSent { reason: String, tell: bool },
+    Sent {
+        side_conversation: i64,
+        message: i64,
+    },
+    NotSent {
+        reason: String,
+        tell: bool,
+    },
 }
 
 /// Applies a message to the agent-reply address `addr`. See the module
@@ -175,7 +181,10 @@ fn decide(
         ));
     };
     if !user.active {
-        return Ok(not_sent(format!("the user <{}> is deactivated", user.email)));
+        return Ok(not_sent(format!(
+            "the user <{}> is deactivated",
+            user.email
+        )));
     }
     if !user.role.can_write() {
         return Ok(not_sent(format!(
@@ -185,9 +194,7 @@ fn decide(
     }
     let from = p.parsed.from.as_ref().map(|f| f.email.as_str());
     if p.parsed.from_authors > 1 {
-        return Ok(not_sent(
-            "it names more than one author in From".into(),
-        ));
+        return Ok(not_sent("it names more than one author in From".into()));
     }
     match from {
         None => return Ok(not_sent("it has no From address".into())),

@@ -318,8 +318,14 @@ mod tests {
                     "agent+tabcdefghijklmn23u7maaaaaaaaaaaaaaaa@gw.example.com".into(),
                 ),
             ),
-            ("agent+x@gw.example.com".into(), RcptClass::AgentReply("agent+x@gw.example.com".into())),
-            ("agent@gw.example.com".into(), RcptClass::GatewayOther("agent".into())),
+            (
+                "agent+x@gw.example.com".into(),
+                RcptClass::AgentReply("agent+x@gw.example.com".into()),
+            ),
+            (
+                "agent@gw.example.com".into(),
+                RcptClass::GatewayOther("agent".into()),
+            ),
             ("agent+t-1@gw.example.com".into(), GatewayUnknown),
             (
                 "fwd-x7@gw.example.com".into(),

@@ -132,7 +132,12 @@ mod tests {
             .expect("rows");
         assert_eq!(
             kinds,
-            ["reply", "agent_reply", "agent_reply_unverified", "agent_reply_unverified"]
+            [
+                "reply",
+                "agent_reply",
+                "agent_reply_unverified",
+                "agent_reply_unverified"
+            ]
         );
     }
 }
