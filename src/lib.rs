@@ -52,7 +52,9 @@
 //!                close/reopen, portal reply, participants (admit, remove), parent
 //!                upsert, a vendor reply's effects (reopen, wake, activity,
 //!                notification, webhook event, trust), assigning unrouted mail, what a
-//!                delivery's outcome sets off (message.sent/failed, bounce: delivery.rs)
+//!                delivery's outcome sets off (message.sent/failed, bounce: delivery.rs),
+//!                agent mail from mail clients (agent_mail.rs) and the "not sent"
+//!                email for a refused reply to a notification (agent_notice.rs)
 //! notifications.rs reply notifications to agents, batched, through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
 //! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/
@@ -60,7 +62,8 @@
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify/ (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs, apply.rs (one write: store + conversations' reply
-//!                effects), mod.rs (worker)
+//!                effects), agent_reply.rs (an agent answering a notification),
+//!                mod.rs (worker)
 //! http/          what the HTTP doors share: AppState, the auth extractor, errors,
 //!                downloads, the listener (caps, idle and slowloris cut), /metrics
 //! smtp/          door: inbound SMTP on tokio + smtp-proto: session state machine,

@@ -24,9 +24,8 @@ use crate::config::Config;
 use crate::conversations::agent_mail::{
     self, AgentMailError, AgentReplyTarget, Via, agent_mail_in, looks_like_agent_reply_address,
 };
-use crate::conversations::{Actor, replies};
-use crate::model::{MessageKind, Route, now_ms, rfc3339};
-use crate::outbound::compose::{self, NotificationDraft};
+use crate::conversations::{Actor, agent_notice, replies};
+use crate::model::{MessageKind, Route, now_ms};
 use crate::store::agent_replies::{self, AgentReply};
 use crate::store::users::User;
 use crate::store::view::{self, Placement};
@@ -121,7 +120,19 @@ pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared, addr: &str) -> Result<A
         }
         Outcome::NotSent { reason, tell } => {
             if tell && let Some(u) = user.as_ref().filter(|u| u.active) {
-                record.notice_message = Some(notice(db, config, p, addr, u, sc, &reason, now)?);
+                record.notice_message = Some(agent_notice::not_sent(
+                    db,
+                    config,
+                    &agent_notice::NotSent {
+                        address: addr,
+                        user: u,
+                        side_conversation: sc,
+                        subject: &p.parsed.subject,
+                        received_at: p.envelope.received_at,
+                        reason: &reason,
+                    },
+                    now,
+                )?);
             }
             record.reason = Some(reason);
         }
@@ -322,90 +333,5 @@ fn store_inbound(db: &Db<'_>, p: &Prepared, kind: MessageKind) -> Result<i64> {
                 data: &a.data,
             }),
     )?;
-    Ok(message)
-}
-
-/// Queues the email that tells the agent their reply was not sent, and
-/// why; returns its message id. Its Reply-To is the same agent-reply
-/// address, so the agent can answer again once the cause is gone.
-#[allow(clippy::too_many_arguments)]
-fn notice(
-    db: &Db<'_>,
-    config: &Config,
-    p: &Prepared,
-    addr: &str,
-    user: &User,
-    sc: Option<i64>,
-    reason: &str,
-    now: i64,
-) -> Result<i64> {
-    let thread = match sc {
-        Some(id) => store::side_conversations::get(db, id)?,
-        None => None,
-    };
-    let what = match &thread {
-        Some(t) => format!(
-            "the side conversation \"{}\" on ticket {}",
-            t.subject, t.parent
-        ),
-        None => "a notification".to_string(),
-    };
-    let subject = format!(
-        "Not sent: {}",
-        if p.parsed.subject.is_empty() {
-            "your reply"
-        } else {
-            p.parsed.subject.as_str()
-        }
-    );
-    let closed = thread
-        .as_ref()
-        .is_some_and(|t| t.status == crate::model::ScStatus::Closed);
-    let next = match (&thread, closed) {
-        (Some(t), true) => format!(
-            "The side conversation is closed: reopen it and reply again, or answer in the \
-             console or through the API: {}/api/side-conversations/{}",
-            config.http.public_url, t.id
-        ),
-        (Some(t), false) => format!(
-            "Reply again from your own address once the cause is fixed, or answer in the \
-             console or through the API: {}/api/side-conversations/{}",
-            config.http.public_url, t.id
-        ),
-        (None, _) => "Answer in the console or through the API instead.".to_string(),
-    };
-    let text = format!(
-        "Hello {name},\n\n\
-         Your reply to {what} (\"{subj}\", received {at}) was not sent to the vendor because \
-         {reason}.\n\n\
-         Nothing was sent. The message is kept with the unrouted mail for the admins to \
-         see.\n\n{next}\n",
-        name = user.name,
-        subj = p.parsed.subject,
-        at = rfc3339(p.envelope.received_at),
-    );
-    let mail = compose::notification(&NotificationDraft {
-        gateway_domain: &config.domain,
-        to: &user.email,
-        reply_to: Some(addr),
-        subject: &subject,
-        text: &text,
-        date: now,
-    })
-    .map_err(|e| StoreError::Database(e.to_string()))?;
-    let message = store::messages::insert_system_mail(
-        db,
-        &store::messages::SystemMail {
-            kind: "notification",
-            raw: &mail.raw,
-            message_id: &mail.message_id,
-            from_email: &mail.from,
-            to: (Some(&user.name), &user.email),
-            subject: &subject,
-            text: &text,
-            at: now,
-        },
-    )?;
-    store::outbox::enqueue(db, message, &user.email, now)?;
     Ok(message)
 }
