@@ -446,7 +446,9 @@ async fn tampered_addresses_and_deactivated_agents_are_refused_at_rcpt() {
     let last = local.chars().last().expect("char");
     let swapped = if last == 'a' { 'b' } else { 'a' };
     let tampered = format!("{}{swapped}@{domain}", &local[..local.len() - 1]);
-    let (head, sig) = local.rsplit_once('m').expect("signature");
+    // `agent+t<token>u<user id>m<16-character signature>`.
+    let (head, sig) = local.split_at(local.len() - 16);
+    let head = head.strip_suffix('m').expect("signature mark");
     let (prefix, uid) = head.rsplit_once('u').expect("user");
     let other_user = format!(
         "{prefix}u{}m{sig}@{domain}",
