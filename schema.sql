@@ -506,6 +506,38 @@ CREATE TABLE agent_submissions (
     PRIMARY KEY (user_id, client_message_id)
 ) WITHOUT ROWID;
 
+-- migration: 10
+-- Replies to notification emails (SPEC §12): an agent's reply that arrives
+-- on the MX at an agent-reply address is kept as `agent_reply` (it became
+-- a follow-up) or `agent_reply_unverified` (it was not sent: with the
+-- unrouted mail, and the agent is told why). The kinds widen the CHECK of
+-- `messages.kind`. The table is large, so rather than copying it the CHECK
+-- text is edited in place, as SQLite documents for a change that alters no
+-- stored record ("Making Other Kinds Of Table Schema Changes",
+-- lang_altertable.html): every existing row satisfies the wider CHECK. The
+-- CREATE TABLE below moves the schema cookie (other connections reload),
+-- and `writable_schema = RESET` reloads this connection's schema.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+   SET sql = replace(sql, '''agent'', ''notification'')',
+                     '''agent'', ''notification'', ''agent_reply'', ''agent_reply_unverified'')')
+ WHERE type = 'table' AND name = 'messages';
+-- What each agent reply became: the outbound message it was sent as, or
+-- why it was not sent and the email that said so.
+CREATE TABLE agent_replies (
+    message_id      INTEGER PRIMARY KEY REFERENCES messages(id) ON DELETE CASCADE,
+    user_id         INTEGER REFERENCES users(id) ON DELETE SET NULL,
+    side_conversation_id INTEGER REFERENCES side_conversations(id) ON DELETE SET NULL,
+    sent_message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL,
+    reason          TEXT,
+    -- the email that told the agent why it was not sent (never sent in
+    -- answer to such an email: no loop)
+    notice_message_id INTEGER REFERENCES messages(id) ON DELETE SET NULL
+);
+CREATE INDEX agent_replies_notice ON agent_replies(notice_message_id)
+    WHERE notice_message_id IS NOT NULL;
+PRAGMA writable_schema = RESET;
+
 -- migration: 11
 -- Each user's own `Sent` mailbox (SPEC §9, §12): every side-conversation
 -- message a user wrote (API, portal, their mail client) is in it as well as

@@ -52,7 +52,9 @@
 //!                close/reopen, portal reply, participants (admit, remove), parent
 //!                upsert, a vendor reply's effects (reopen, wake, activity,
 //!                notification, webhook event, trust), assigning unrouted mail, what a
-//!                delivery's outcome sets off (message.sent/failed, bounce: delivery.rs)
+//!                delivery's outcome sets off (message.sent/failed, bounce: delivery.rs),
+//!                agent mail from mail clients (agent_mail.rs) and the "not sent"
+//!                email for a refused reply to a notification (agent_notice.rs)
 //! notifications.rs reply notifications to agents, batched, through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
 //! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/
@@ -60,7 +62,8 @@
 //! ingest/        inbound pipeline: parse.rs (mail-parser), classify/ (auto-reply,
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs, apply.rs (one write: store + conversations' reply
-//!                effects), mod.rs (worker)
+//!                effects), agent_reply.rs (an agent answering a notification),
+//!                mod.rs (worker)
 //! http/          what the HTTP doors share: AppState, the auth extractor, errors,
 //!                downloads, the listener (caps, idle and slowloris cut), /metrics
 //! smtp/          door: inbound SMTP on tokio + smtp-proto: session state machine,
@@ -97,11 +100,11 @@
 //! outbound       → config egress metrics model net reply_text shutdown store
 //! webhooks       → config egress metrics model net outbound shutdown store
 //! senders        → config model net outbound shutdown store templates
-//! notifications  → config metrics model outbound shutdown store
+//! notifications  → config conversations metrics model outbound shutdown store
 //! conversations  → config mime_guard model outbound reply_text store templates
 //! ingest         → config conversations metrics mime_guard model net notifications reply_text shutdown store
 //! http           → config conversations limits metrics model senders shutdown store
-//! smtp           → config limits metrics model net shutdown store
+//! smtp           → config conversations limits metrics model net shutdown store
 //! imap           → config limits metrics net shutdown store
 //! jmap           → config http mime_guard model reply_text shutdown store
 //! api            → conversations egress http model senders store templates

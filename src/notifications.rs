@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::conversations::agent_mail::agent_reply_address;
 use crate::metrics;
 use crate::model::now_ms;
 use crate::outbound::compose;
@@ -46,6 +47,8 @@ struct Reply {
     cut: bool,
     /// Flagged `unverified_sender`.
     unverified: bool,
+    /// The agent's reply address for this side conversation (SPEC §12).
+    answer_to: String,
 }
 
 /// Sends every batch that is due; returns how many emails were queued.
@@ -88,22 +91,23 @@ fn send_batch(db: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize
     let limit = config.notifications.max_replies_per_email;
     let chars = config.notifications.excerpt_chars;
     // One character more than shown, to know it was cut.
-    let rows: Vec<Reply> = store::notifications::pending(db, user, limit, chars + 1)?
-        .into_iter()
-        .map(|r| {
-            let visible = crate::store::messages::plain_visible(&r.text);
-            let (visible, cut) = excerpt(&visible, chars);
-            Reply {
-                parent: r.parent,
-                subject: r.subject,
-                sc: r.side_conversation,
-                vendor: r.vendor,
-                visible,
-                cut,
-                unverified: r.unverified,
-            }
-        })
-        .collect();
+    let mut rows: Vec<Reply> = Vec::new();
+    for r in store::notifications::pending(db, user, limit, chars + 1)? {
+        let visible = crate::store::messages::plain_visible(&r.text);
+        let (visible, cut) = excerpt(&visible, chars);
+        let token = store::side_conversations::get(db, r.side_conversation)?.map(|t| t.token);
+        let answer_to = agent_reply_address(db, config, user, token.as_deref())?;
+        rows.push(Reply {
+            parent: r.parent,
+            subject: r.subject,
+            sc: r.side_conversation,
+            vendor: r.vendor,
+            visible,
+            cut,
+            unverified: r.unverified,
+            answer_to,
+        });
+    }
     if rows.is_empty() {
         // Replies whose thread is gone: nothing to tell.
         store::notifications::drop_pending(db, user)?;
@@ -111,11 +115,23 @@ fn send_batch(db: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize
     }
     let total = store::notifications::pending_count(db, user)?;
     let more = total.saturating_sub(rows.len());
+    // One side conversation: answering the email answers it. Several (or
+    // some not listed): the email's own Reply-To names none, and each
+    // reply carries its own address.
+    let single = more == 0 && rows.iter().all(|r| r.sc == rows[0].sc);
+    let reply_to = if single {
+        rows[0].answer_to.clone()
+    } else {
+        agent_reply_address(db, config, user, None)?
+    };
     let message = compose_and_queue(
         db,
         config,
-        &agent.email,
-        &agent.name,
+        &Agent {
+            email: &agent.email,
+            name: &agent.name,
+            reply_to: &reply_to,
+        },
         &rows.iter().collect::<Vec<_>>(),
         more,
         now,
@@ -144,15 +160,23 @@ fn excerpt(text: &str, chars: usize) -> (String, bool) {
     }
 }
 
+/// Who a notification is for, and where their answer goes.
+struct Agent<'a> {
+    email: &'a str,
+    name: &'a str,
+    reply_to: &'a str,
+}
+
 fn compose_and_queue(
     db: &Db<'_>,
     config: &Config,
-    to: &str,
-    agent: &str,
+    who: &Agent<'_>,
     replies: &[&Reply],
     more: usize,
     now: i64,
 ) -> Result<i64> {
+    let (to, agent) = (who.email, who.name);
+    let single = more == 0 && replies.iter().all(|r| r.sc == replies[0].sc);
     let first = replies[0];
     let count = replies.len() + more;
     let any_unverified = replies.iter().any(|r| r.unverified);
@@ -183,19 +207,39 @@ fn compose_and_queue(
         );
     }
     text.push_str(&format!("Hello {agent},\n\n"));
+    if single {
+        text.push_str(
+            "Reply to this email to answer in the side conversation: what you write is sent \
+             to the vendor from the side conversation's address, with its signature. Only \
+             your own new text (and attachments) is sent, never this notification or \
+             anything quoted from it.\n\n",
+        );
+    } else {
+        text.push_str(
+            "This email covers several side conversations, so replying to it sends nothing \
+             to a vendor. To answer one, write to its \"Reply to this conversation\" \
+             address below: your own new text (and attachments) is sent to the vendor, \
+             never this notification or anything quoted from it.\n\n",
+        );
+    }
     for r in replies {
         if r.unverified {
             text.push_str("[unverified sender] ");
         }
         text.push_str(&format!(
-            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n{}\nThread: {}/api/side-conversations/{}\n\n---\n\n",
+            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n{}\nThread: {}/api/side-conversations/{}\n{}\n---\n\n",
             r.vendor,
             r.subject,
             r.parent,
             r.visible.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n"),
             if r.cut { "  […] (cut here; the whole reply is on the thread)\n" } else { "" },
             config.http.public_url,
-            r.sc
+            r.sc,
+            if single {
+                String::new()
+            } else {
+                format!("Reply to this conversation: mailto:{}\n", r.answer_to)
+            }
         ));
     }
     if more > 0 {
@@ -208,6 +252,7 @@ fn compose_and_queue(
     let mail = compose::notification(&compose::NotificationDraft {
         gateway_domain: &config.domain,
         to,
+        reply_to: Some(who.reply_to),
         subject: &subject,
         text: &text,
         date: now,

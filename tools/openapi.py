@@ -33,7 +33,7 @@ schemas = {
       "to": arr(ref("Person")), "cc": arr(ref("Person")), "subject": S, "date": nullable("string"), "received_at": S,
       "text": nullable("string"), "html": nullable("string"), "visible_reply": nullable("string"),
       "attachments": arr(ref("Attachment")),
-      "kind": {"type": "string", "enum": ["reply", "auto_reply", "bounce", "verification", "forwarding_confirmation", "agent", "notification"]},
+      "kind": {"type": "string", "enum": ["reply", "auto_reply", "bounce", "verification", "forwarding_confirmation", "agent", "notification", "agent_reply", "agent_reply_unverified"]},
       "flags": arr(S),
       "route": {"type": "string", "enum": ["token", "references", "forwarding", "bounce", "unrouted", "api", "portal"]},
       "auth": {"anyOf": [obj({"spf": {}, "dkim": {}, "dmarc": {}, "arc": {}, "detail": {}}), {"type": "null"}]},

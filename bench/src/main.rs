@@ -498,7 +498,11 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
     let store = backchannel::store::Store::open(db)?;
     let mut times = Vec::with_capacity(samples);
     // The defaults' quotas: the lookup reads the thread's counters too.
-    let quota = backchannel::config::IngestConfig {
+    let mut config = backchannel::config::Config::from_toml_str(
+        &format!("domain = \"{domain}\"\n"),
+        Vec::new(),
+    )?;
+    config.ingest = backchannel::config::IngestConfig {
         max_thread_messages: 10_000,
         max_thread_bytes: 1 << 30,
     };
@@ -512,7 +516,7 @@ fn route_latency(db: &Path, tokens: &Path, domain: &str, samples: usize) -> Resu
         let addr = format!("reply+{token}@{domain}");
         let t = Instant::now();
         let class = policy::classify(&addr, domain);
-        let verdict = store.read_blocking(|c| policy::decide(c, &class, &quota))?;
+        let verdict = store.read_blocking(|c| policy::decide(c, &class, &config))?;
         times.push(t.elapsed().as_secs_f64() * 1000.0);
         if verdict != policy::RcptVerdict::Accept {
             bail!("token {token} was not accepted: {verdict:?}");

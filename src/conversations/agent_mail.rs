@@ -274,7 +274,14 @@ pub fn parse_agent_reply_address(
     let Some((user, token, sig)) = agent_reply_parts(config, addr) else {
         return Ok(None);
     };
-    let expected = signature(&secret(db)?, user, token.as_deref());
+    // Read only (RCPT asks on a read connection): without a key no address
+    // was ever handed out.
+    let Some(key) =
+        get_setting(db, "agent_reply_secret")?.and_then(|v| v.as_str().map(str::to_string))
+    else {
+        return Ok(None);
+    };
+    let expected = signature(key.as_bytes(), user, token.as_deref());
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         expected.as_bytes(),
         sig.as_bytes(),

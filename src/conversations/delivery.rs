@@ -235,6 +235,9 @@ fn notify(
          {recipient} could not be reached in the side conversation \"{subject}\" on ticket {parent}.\n\
          {how}: {diagnostic}\n\n\
          Thread: {url}/api/side-conversations/{sc}\n\n\
+         Reply to this email to write in the side conversation: your own new text (and \
+         attachments) is sent to its other recipients from the side conversation's address, \
+         never this notification or anything quoted from it.\n\n\
          You get this because you are the ticket's assignee or started the side conversation.\n\
          Turn it off with PUT /api/me {{\"notifications\": \"off\"}}.\n",
         name = agent.name,
@@ -244,9 +247,13 @@ fn notify(
         url = config.http.public_url,
         sc = o.side_conversation,
     );
+    // Answering the email answers in the side conversation (SPEC §12).
+    let token = store::side_conversations::get(db, o.side_conversation)?.map(|t| t.token);
+    let reply_to = super::agent_mail::agent_reply_address(db, config, user, token.as_deref())?;
     let mail = compose::notification(&NotificationDraft {
         gateway_domain: &config.domain,
         to: &agent.email,
+        reply_to: Some(&reply_to),
         subject: &subject,
         text: &text,
         date: now,

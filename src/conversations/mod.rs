@@ -10,6 +10,7 @@
 
 mod addressing;
 pub mod agent_mail;
+pub mod agent_notice;
 pub mod delivery;
 mod follow_up;
 mod outgoing;

@@ -41,6 +41,9 @@ pub struct Prepared {
     /// body (computed while parsing, off the writer): stored as NULL.
     pub visible_is_plain: bool,
     pub auth: Option<AuthResults>,
+    /// The message as agent mail, parsed when it is addressed to an
+    /// agent-reply address (see `agent_reply`).
+    pub agent: Option<Box<crate::conversations::agent_mail::AgentMessage>>,
 }
 
 /// What applying did.
@@ -168,6 +171,11 @@ pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared) -> Result<Applied> {
     let domain = config.domain.as_str();
     if store::inbound::state(db, p.inbound_id)? != "queued" {
         return Ok(Applied::AlreadyDone);
+    }
+    // An agent answering a notification: decided before the auto-reply,
+    // bounce and notification-loop rules below would take it.
+    if let Some(addr) = super::agent_reply::address(config, p) {
+        return super::agent_reply::apply(db, config, p, addr);
     }
     let now = now_ms();
     let addrs = addresses(p);

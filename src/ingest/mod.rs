@@ -9,6 +9,7 @@
 //! queue row done in the same transaction, and skips rows already done: a
 //! crash at any point and a restart give the same final state.
 
+pub mod agent_reply;
 pub mod apply;
 pub mod auth;
 pub mod classify;
@@ -82,9 +83,11 @@ fn parse_one(m: InboundMessage, domain: &str) -> std::result::Result<Prepared, S
             (Some(v), Some(t)) => crate::store::messages::plain_visible(t) == *v,
             _ => false,
         };
-        (parsed, kind, visible, plain)
+        let agent = agent_reply::may_be_for_agent(&envelope.rcpts, domain)
+            .then(|| Box::new(crate::conversations::agent_mail::parse(&raw)));
+        (parsed, kind, visible, plain, agent)
     }));
-    let (parsed, kind, visible, visible_is_plain) =
+    let (parsed, kind, visible, visible_is_plain, agent) =
         work.map_err(|_| "parsing failed: the parser panicked".to_string())?;
     Ok(Prepared {
         inbound_id: id,
@@ -96,6 +99,7 @@ fn parse_one(m: InboundMessage, domain: &str) -> std::result::Result<Prepared, S
         visible_reply: visible,
         visible_is_plain,
         auth: None,
+        agent,
     })
 }
 
@@ -359,7 +363,9 @@ impl Worker {
                 Ok(Applied::Stored { message, rule }) => {
                     metrics::inc("ingest_messages_total", &[("rule", rule)]);
                     tracing::info!(queue_id = id, message_id = message, rule, "ingested");
-                    if rule == "bounce"
+                    // A bounce may tell an agent; an agent's reply is sent
+                    // on, or they are told why not.
+                    if (rule == "bounce" || rule == "agent_reply")
                         && let Some(outbox) = &self.outbox
                     {
                         outbox.notify_one();

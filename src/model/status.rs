@@ -82,6 +82,12 @@ spelled! {
         /// An agent's message (start, follow-up) or a relayed portal reply.
         Agent = "agent",
         Notification = "notification",
+        /// An agent's reply to a notification email that became a
+        /// follow-up (SPEC §12); kept apart from the thread.
+        AgentReply = "agent_reply",
+        /// An agent's reply to a notification email that was not sent:
+        /// kept with the unrouted mail, the agent told why.
+        AgentReplyUnverified = "agent_reply_unverified",
     }
 }
 

@@ -514,6 +514,8 @@ pub struct NotificationDraft<'a> {
     pub gateway_domain: &'a str,
     /// The agent's address.
     pub to: &'a str,
+    /// Where the agent's answer goes: their agent-reply address (SPEC §12).
+    pub reply_to: Option<&'a str>,
     pub subject: &'a str,
     pub text: &'a str,
     /// ms since the epoch.
@@ -537,9 +539,13 @@ pub fn notification(d: &NotificationDraft<'_>) -> Result<Notification, ComposeEr
     let nonce = base32_lower(&random_bytes::<10>());
     let message_id = format!("notify.{nonce}@{}", d.gateway_domain);
     let from = format!("reply@{}", d.gateway_domain);
-    let raw = MessageBuilder::new()
+    let mut builder = MessageBuilder::new()
         .from(Address::new_address(Some("backchannel"), from.clone()))
-        .to(d.to.to_string())
+        .to(d.to.to_string());
+    if let Some(reply_to) = d.reply_to {
+        builder = builder.reply_to(reply_to.to_string());
+    }
+    let raw = builder
         .subject(clean_header(d.subject))
         .message_id(message_id.clone())
         .date(d.date / 1000)

@@ -19,7 +19,8 @@
 //!   their punycode included) is relaying, unless the address is the plus
 //!   address of a registered sender: `550 5.7.1`.
 
-use crate::config::IngestConfig;
+use crate::config::{Config, IngestConfig};
+use crate::conversations::agent_mail;
 use crate::model::Token;
 use crate::store::Db;
 use crate::store::{self, Result};
@@ -41,6 +42,10 @@ pub enum RcptClass {
     Fixed,
     /// `bounce+<key>@<gateway>`: VERP return path of outbound mail.
     Bounce,
+    /// `agent+t<token>u<user>m<signature>@<gateway>` (or without the token
+    /// part): the Reply-To of a notification email (SPEC §12). Accepted if
+    /// the signature is right and the user is active.
+    AgentReply(String),
     /// `<base>+<token>@<gateway>`: accepted if the token exists.
     GatewayToken(Token),
     /// Some other plain local part on the gateway domain: a forwarding
@@ -193,6 +198,8 @@ pub fn classify(addr: &str, domain: &str) -> RcptClass {
                     RcptClass::Bounce
                 } else if let Ok(token) = detail.parse::<Token>() {
                     RcptClass::GatewayToken(token)
+                } else if base == "agent" {
+                    RcptClass::AgentReply(format!("{local}@{}", dom.to_ascii_lowercase()))
                 } else {
                     RcptClass::GatewayUnknown
                 }
@@ -225,10 +232,27 @@ fn token_verdict(db: &Db<'_>, token: &Token, quota: &IngestConfig) -> Result<Rcp
     })
 }
 
+/// An agent-reply address is accepted when its signature is right (made
+/// with this gateway's key for this user and token) and the user is active.
+/// A forged or altered address, or one of a deactivated or deleted user, is
+/// unknown: whoever writes to it learns nothing more.
+fn agent_reply_verdict(db: &Db<'_>, config: &Config, addr: &str) -> Result<RcptVerdict> {
+    let Some(target) = agent_mail::parse_agent_reply_address(db, config, addr)? else {
+        return Ok(RcptVerdict::UnknownUser);
+    };
+    match store::users::by_id(db, target.user) {
+        Ok(u) if u.active => Ok(RcptVerdict::Accept),
+        Ok(_) | Err(store::StoreError::NotFound) => Ok(RcptVerdict::UnknownUser),
+        Err(e) => Err(e),
+    }
+}
+
 /// Decides a classified recipient against what the store knows.
-pub fn decide(db: &Db<'_>, class: &RcptClass, quota: &IngestConfig) -> Result<RcptVerdict> {
+pub fn decide(db: &Db<'_>, class: &RcptClass, config: &Config) -> Result<RcptVerdict> {
+    let quota = &config.ingest;
     Ok(match class {
         RcptClass::Fixed | RcptClass::Bounce => RcptVerdict::Accept,
+        RcptClass::AgentReply(addr) => agent_reply_verdict(db, config, addr)?,
         RcptClass::GatewayToken(token) => token_verdict(db, token, quota)?,
         RcptClass::GatewayOther(local) => {
             if store::routing::is_forwarding_local(db, local)? {
@@ -288,6 +312,21 @@ mod tests {
             ),
             ("reply+short@gw.example.com".into(), GatewayUnknown),
             ("bounce+k1@gw.example.com".into(), RcptClass::Bounce),
+            (
+                "Agent+tABCDEFGHIJKLMN23u7mAAAAAAAAAAAAAAAA@GW.example.com".into(),
+                RcptClass::AgentReply(
+                    "agent+tabcdefghijklmn23u7maaaaaaaaaaaaaaaa@gw.example.com".into(),
+                ),
+            ),
+            (
+                "agent+x@gw.example.com".into(),
+                RcptClass::AgentReply("agent+x@gw.example.com".into()),
+            ),
+            (
+                "agent@gw.example.com".into(),
+                RcptClass::GatewayOther("agent".into()),
+            ),
+            ("agent+t-1@gw.example.com".into(), GatewayUnknown),
             (
                 "fwd-x7@gw.example.com".into(),
                 RcptClass::GatewayOther("fwd-x7".into()),

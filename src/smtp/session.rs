@@ -576,7 +576,7 @@ impl<'a> Session<'a> {
             let config = self.shared.config.clone();
             self.shared
                 .store
-                .read(move |c| policy::decide(c, &class, &config.ingest))
+                .read(move |c| policy::decide(c, &class, &config))
                 .await
         };
         // Only the store's answer starts a new freshness period.

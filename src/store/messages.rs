@@ -463,7 +463,8 @@ pub fn side_conversation_of(db: &Db<'_>, id: i64) -> Result<Option<Option<i64>>>
 pub fn unrouted_ids(db: &Db<'_>, after: i64, limit: i64) -> Result<Vec<i64>> {
     let mut stmt = db.conn().prepare_cached(
         "SELECT id FROM messages WHERE side_conversation_id IS NULL AND direction = 'in'
-         AND kind IN ('reply', 'auto_reply', 'bounce') AND id > ?1 ORDER BY id LIMIT ?2",
+         AND kind IN ('reply', 'auto_reply', 'bounce', 'agent_reply_unverified')
+         AND id > ?1 ORDER BY id LIMIT ?2",
     )?;
     let ids = stmt
         .query_map(params![after, limit], |r| r.get(0))?
