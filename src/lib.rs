@@ -64,7 +64,9 @@
 //! http/          what the HTTP doors share: AppState, the auth extractor, errors,
 //!                downloads, the listener (caps, idle and slowloris cut), /metrics
 //! smtp/          door: inbound SMTP on tokio + smtp-proto: session state machine,
-//!                DATA, recipient policy, per-sender quotas, replies, STARTTLS
+//!                DATA, recipient policy, per-sender quotas, replies, STARTTLS;
+//!                the submission listener for agents' mail clients (AUTH, then
+//!                conversations::agent_mail: submission.rs, submission_session.rs)
 //! imap/          door: IMAP4rev1 agent view: session, selected state, FETCH/STORE,
 //!                SEARCH, mime/ (Dovecot-exact ENVELOPE, BODYSTRUCTURE, sections,
 //!                decoded by mail-parser), thread.rs (THREAD=REFERENCES)
@@ -101,7 +103,7 @@
 //! conversations  → config mime_guard model outbound reply_text store templates
 //! ingest         → config conversations metrics mime_guard model net notifications reply_text shutdown store
 //! http           → config conversations limits metrics model senders shutdown store
-//! smtp           → config limits metrics model net shutdown store
+//! smtp           → config conversations limits metrics model net shutdown store
 //! imap           → config limits metrics net shutdown store
 //! jmap           → config http mime_guard model reply_text shutdown store
 //! api            → conversations egress http model senders store templates

@@ -53,7 +53,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
             dir.join("data").display()
         ),
     )

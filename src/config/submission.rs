@@ -23,6 +23,7 @@ max_errors = 10
 max_line_length = 4096
 command_timeout = "5m"
 data_timeout = "3m"
+data_max_time = "30m"
 tls_cert = ""
 tls_key = ""
 tls_handshake_timeout = "30s"
@@ -60,6 +61,9 @@ pub struct SubmissionConfig {
     /// Per read while in DATA.
     #[serde(deserialize_with = "values::nonzero_duration")]
     pub data_timeout: Duration,
+    /// Longest a whole DATA transfer may take (slow senders).
+    #[serde(deserialize_with = "values::nonzero_duration")]
+    pub data_max_time: Duration,
     /// `tls_cert` and `tls_key` once both are known: these keys, else
     /// `[smtp]`'s.
     #[serde(skip)]
