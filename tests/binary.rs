@@ -126,8 +126,12 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let smtp = addrs["smtp"].as_str().expect("smtp addr").to_string();
     let imap = addrs["imap"].as_str().expect("imap addr").to_string();
     let metrics = addrs["metrics"].as_str().expect("metrics addr").to_string();
+    let submission = addrs["submission"]
+        .as_str()
+        .expect("submission addr")
+        .to_string();
     assert!(
-        [&http, &smtp, &imap, &metrics]
+        [&http, &smtp, &imap, &metrics, &submission]
             .iter()
             .all(|a| !a.ends_with(":0")),
         "{addrs}"
