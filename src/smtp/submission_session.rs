@@ -523,10 +523,10 @@ impl<'a> Session<'a> {
                 match user {
                     None => None,
                     // "Password:"
-                    Some(u) => match self.challenge(io, "UGFzc3dvcmQ6").await? {
-                        None => None,
-                        Some(p) => Some(login_credentials(&u, &p)),
-                    },
+                    Some(u) => self
+                        .challenge(io, "UGFzc3dvcmQ6")
+                        .await?
+                        .map(|p| login_credentials(&u, &p)),
                 }
             }
             _ => {
