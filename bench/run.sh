@@ -172,6 +172,8 @@ listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
+[submission]
+listen = "127.0.0.1:0"
 [outbound]
 mode = "maildir"
 [dns]

@@ -27,6 +27,9 @@ pub struct BoundAddrs {
     pub smtp: SocketAddr,
     pub http: SocketAddr,
     pub imap: SocketAddr,
+    /// The submission listener (`submission.listen`); absent when off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub submission: Option<SocketAddr>,
     /// The metrics listener (`http.metrics_listen`); absent when off.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<SocketAddr>,
@@ -46,6 +49,8 @@ pub struct Listeners {
     pub smtp: TcpListener,
     pub http: TcpListener,
     pub imap: TcpListener,
+    /// `None` when `submission.listen` is empty.
+    pub submission: Option<TcpListener>,
     /// `None` when `http.metrics_listen` is empty.
     pub metrics: Option<TcpListener>,
 }
@@ -62,6 +67,14 @@ impl Listeners {
             imap: TcpListener::bind(config.imap.listen)
                 .await
                 .with_context(|| format!("bind IMAP on {}", config.imap.listen))?,
+            submission: match config.submission.listen {
+                Some(addr) => Some(
+                    TcpListener::bind(addr)
+                        .await
+                        .with_context(|| format!("bind submission on {addr}"))?,
+                ),
+                None => None,
+            },
             metrics: match config.http.metrics_listen {
                 Some(addr) => Some(
                     TcpListener::bind(addr)
@@ -132,6 +145,11 @@ pub async fn start_with(
         smtp: listeners.smtp.local_addr()?,
         http: listeners.http.local_addr()?,
         imap: listeners.imap.local_addr()?,
+        submission: listeners
+            .submission
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?,
         metrics: listeners
             .metrics
             .as_ref()
@@ -165,6 +183,17 @@ pub async fn start_with(
     {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { imap_server.run(listeners.imap, shutdown).await });
+    }
+
+    if let Some(listener) = listeners.submission {
+        let server = smtp::submission::SubmissionServer::new(
+            config.clone(),
+            store.clone(),
+            conversations.clone(),
+            limits.clone(),
+        )?;
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move { server.run(listener, shutdown).await });
     }
 
     let worker = crate::ingest::Worker::new(config.clone(), store.clone(), committed.clone())?
@@ -251,7 +280,10 @@ pub async fn start_with(
     let metrics_addr = addrs
         .metrics
         .map_or_else(|| "off".to_string(), |a| a.to_string());
-    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, imap = %addrs.imap, metrics = %metrics_addr, domain = %config.domain, "listening");
+    let submission_addr = addrs
+        .submission
+        .map_or_else(|| "off".to_string(), |a| a.to_string());
+    tracing::info!(smtp = %addrs.smtp, http = %addrs.http, imap = %addrs.imap, submission = %submission_addr, metrics = %metrics_addr, domain = %config.domain, "listening");
     Ok(Running {
         addrs,
         store,
@@ -296,6 +328,7 @@ pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Resul
         config.smtp.listen,
         config.http.listen,
         config.imap.listen,
+        config.submission.listen,
         config.http.metrics_listen,
     );
     let lock = store::lock::DataDirLock::acquire(
@@ -307,7 +340,13 @@ pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Resul
     ensure_first_owner(&store, &config.domain).await?;
     let running = start(config, store.clone()).await?;
     let a = running.addrs;
-    let bound = store::lock::Holder::this_process(listen_map(a.smtp, a.http, a.imap, a.metrics));
+    let bound = store::lock::Holder::this_process(listen_map(
+        a.smtp,
+        a.http,
+        a.imap,
+        a.submission,
+        a.metrics,
+    ));
     if let Err(e) = lock.record(&bound) {
         tracing::warn!(path = %lock.path().display(), error = %e, "cannot record the bound addresses in the lock file");
     }
@@ -328,6 +367,7 @@ fn listen_map(
     smtp: SocketAddr,
     http: SocketAddr,
     imap: SocketAddr,
+    submission: Option<SocketAddr>,
     metrics: Option<SocketAddr>,
 ) -> std::collections::BTreeMap<String, String> {
     let mut map = std::collections::BTreeMap::from([
@@ -335,6 +375,9 @@ fn listen_map(
         ("http".to_string(), http.to_string()),
         ("imap".to_string(), imap.to_string()),
     ]);
+    if let Some(s) = submission {
+        map.insert("submission".to_string(), s.to_string());
+    }
     if let Some(m) = metrics {
         map.insert("metrics".to_string(), m.to_string());
     }

@@ -67,7 +67,9 @@
 //! http/          what the HTTP doors share: AppState, the auth extractor, errors,
 //!                downloads, the listener (caps, idle and slowloris cut), /metrics
 //! smtp/          door: inbound SMTP on tokio + smtp-proto: session state machine,
-//!                DATA, recipient policy, per-sender quotas, replies, STARTTLS
+//!                DATA, recipient policy, per-sender quotas, replies, STARTTLS;
+//!                the submission listener for agents' mail clients (AUTH, then
+//!                conversations::agent_mail: submission.rs, submission_session.rs)
 //! imap/          door: IMAP4rev1 agent view: session, selected state, FETCH/STORE,
 //!                SEARCH, mime/ (Dovecot-exact ENVELOPE, BODYSTRUCTURE, sections,
 //!                decoded by mail-parser), thread.rs (THREAD=REFERENCES)

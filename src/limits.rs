@@ -549,6 +549,13 @@ pub struct Limits {
     pub http_connections: Arc<ConnectionCap>,
     /// Open IMAP connections per address (`imap.max_connections_per_ip`).
     pub imap_connections: Arc<ConnectionCap>,
+    /// Failed AUTH on the submission listener.
+    pub submission_login: FailureLimiter,
+    /// Submission connections per minute per address.
+    pub submission_rate: RateLimiter,
+    /// Open submission connections per address
+    /// (`submission.max_connections_per_ip`).
+    pub submission_connections: Arc<ConnectionCap>,
 }
 
 impl Limits {
@@ -595,6 +602,18 @@ impl Limits {
                 config.imap.max_connections_per_ip,
                 exempt.clone(),
             ),
+            submission_login: login("submission_login"),
+            submission_rate: RateLimiter::new(
+                "submission_rate",
+                config.submission.connections_per_minute_per_ip,
+                l.max_tracked_ips,
+                exempt.clone(),
+            ),
+            submission_connections: ConnectionCap::new(
+                "submission_connections",
+                config.submission.max_connections_per_ip,
+                exempt.clone(),
+            ),
         })
     }
 
@@ -605,17 +624,24 @@ impl Limits {
             &self.api_login,
             &self.portal,
             &self.imap_login,
+            &self.submission_login,
         ] {
             let (tracked, blocked) = f.stats();
             metrics::gauge_set("limit_tracked_ips", &[("limiter", f.name)], tracked as i64);
             metrics::gauge_set("limit_blocked_ips", &[("limiter", f.name)], blocked as i64);
         }
-        metrics::gauge_set(
-            "limit_tracked_ips",
-            &[("limiter", self.smtp_connections.name)],
-            self.smtp_connections.tracked() as i64,
-        );
-        for cap in [&self.http_connections, &self.imap_connections] {
+        for rate in [&self.smtp_connections, &self.submission_rate] {
+            metrics::gauge_set(
+                "limit_tracked_ips",
+                &[("limiter", rate.name)],
+                rate.tracked() as i64,
+            );
+        }
+        for cap in [
+            &self.http_connections,
+            &self.imap_connections,
+            &self.submission_connections,
+        ] {
             metrics::gauge_set(
                 "limit_tracked_ips",
                 &[("limiter", cap.name)],

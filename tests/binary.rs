@@ -53,7 +53,7 @@ fn write_config(dir: &Path) -> std::path::PathBuf {
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"127.0.0.1:0\"\n[outbound]\nrelay_url = \"smtp://u:topsecret@127.0.0.1:1\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n",
             dir.join("data").display()
         ),
     )
@@ -126,8 +126,12 @@ fn serve_reports_addresses_answers_health_and_exits_cleanly_on_sigterm() {
     let smtp = addrs["smtp"].as_str().expect("smtp addr").to_string();
     let imap = addrs["imap"].as_str().expect("imap addr").to_string();
     let metrics = addrs["metrics"].as_str().expect("metrics addr").to_string();
+    let submission = addrs["submission"]
+        .as_str()
+        .expect("submission addr")
+        .to_string();
     assert!(
-        [&http, &smtp, &imap, &metrics]
+        [&http, &smtp, &imap, &metrics, &submission]
             .iter()
             .all(|a| !a.ends_with(":0")),
         "{addrs}"

@@ -35,7 +35,7 @@ fn write_config(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"200ms\"\n{extra}",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"127.0.0.1:0\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\ntimeout = \"200ms\"\n{extra}",
             dir.join("data").display()
         ),
     )

@@ -699,7 +699,7 @@ async fn rows_left_sending_at_startup_are_sent_again() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = Config::from_toml_str(
         &format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[ingest]\nauthenticate = false\n{FAST}{ALLOW_LOOPBACK}",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"127.0.0.1:0\"\n[dns]\nnameservers = [\"127.0.0.1:9\"]\n[ingest]\nauthenticate = false\n{FAST}{ALLOW_LOOPBACK}",
             dir.path().join("data").display()
         ),
         Vec::new(),

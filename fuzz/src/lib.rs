@@ -91,6 +91,8 @@ request_timeout = "10s"
 [imap]
 listen = "127.0.0.1:0"
 login_failure_delay = "0s"
+[submission]
+listen = ""
 [dns]
 nameservers = ["127.0.0.1:9"]
 timeout = "100ms"

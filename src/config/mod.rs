@@ -6,7 +6,7 @@
 //!
 //! Each section's file owns its typed struct, its defaults (as TOML text:
 //! exactly what `backchannel config` prints for a key nobody set) and its
-//! validation: `smtp.rs`, `imap.rs`, `http.rs` (`[http]`, `[jmap]`,
+//! validation: `smtp.rs`, `imap.rs`, `submission.rs`, `http.rs` (`[http]`, `[jmap]`,
 //! `[portal]`), `outbound.rs` (`[outbound]`, `[notifications]`),
 //! `webhooks.rs`, `ingest.rs` (`[ingest]`, `[dns]`, `[senders]`),
 //! `abuse.rs` (`[limits]`). `values.rs` holds the value parsers they share,
@@ -21,6 +21,7 @@ mod ingest;
 mod outbound;
 mod ranges;
 mod smtp;
+mod submission;
 mod values;
 mod webhooks;
 
@@ -43,6 +44,7 @@ pub use outbound::{
 };
 pub use ranges::{AllowList, Cidr, Exempt, normalize_host};
 pub use smtp::SmtpConfig;
+pub use submission::SubmissionConfig;
 pub use values::{TlsFiles, parse_duration};
 pub use webhooks::WebhooksConfig;
 
@@ -131,11 +133,12 @@ level = "info"
 "#;
 
 /// The sections and their defaults, in the order they are printed.
-const SECTIONS: [(&str, &str); 13] = [
+const SECTIONS: [(&str, &str); 14] = [
     ("log", LOG_DEFAULTS),
     ("smtp", smtp::DEFAULTS),
     ("http", http::HTTP_DEFAULTS),
     ("imap", imap::DEFAULTS),
+    ("submission", submission::DEFAULTS),
     ("jmap", http::JMAP_DEFAULTS),
     ("outbound", outbound::DEFAULTS),
     ("notifications", outbound::NOTIFICATIONS_DEFAULTS),
@@ -185,6 +188,8 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub http: HttpConfig,
     pub imap: ImapConfig,
+    /// `[submission]`: agents' mail clients send here (SPEC §12).
+    pub submission: SubmissionConfig,
     pub jmap: JmapConfig,
     pub outbound: OutboundConfig,
     pub notifications: NotificationsConfig,
@@ -214,6 +219,7 @@ struct Sections {
     smtp: SmtpConfig,
     http: HttpConfig,
     imap: ImapConfig,
+    submission: SubmissionConfig,
     jmap: JmapConfig,
     outbound: OutboundConfig,
     notifications: NotificationsConfig,
@@ -264,6 +270,7 @@ impl fmt::Debug for Config {
             .field("smtp", &self.smtp)
             .field("http", &self.http)
             .field("imap", &self.imap)
+            .field("submission", &self.submission)
             .field("jmap", &self.jmap)
             .field("outbound", &self.outbound)
             .field("notifications", &self.notifications)
@@ -326,6 +333,7 @@ impl Config {
             mut smtp,
             mut http,
             mut imap,
+            mut submission,
             mut jmap,
             mut outbound,
             notifications,
@@ -339,6 +347,7 @@ impl Config {
         smtp.validate(&domain)?;
         http.validate()?;
         imap.validate()?;
+        submission.validate(&smtp)?;
         jmap.validate(&http)?;
         outbound.validate()?;
         notifications.validate()?;
@@ -355,6 +364,7 @@ impl Config {
             smtp,
             http,
             imap,
+            submission,
             jmap,
             outbound,
             notifications,

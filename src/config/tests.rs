@@ -622,3 +622,84 @@ fn positions_count_lines_and_characters_from_one() {
         );
     }
 }
+
+#[test]
+fn submission_has_defaults_env_overrides_and_can_be_turned_off() {
+    let c = Config::load(None, no_env()).expect("defaults load");
+    let s = &c.submission;
+    assert_eq!(
+        s.listen.map(|a| a.to_string()).as_deref(),
+        Some("127.0.0.1:1587")
+    );
+    assert_eq!(s.max_message_bytes, c.smtp.max_message_bytes);
+    assert_eq!(s.max_recipients, 50);
+    assert!(s.tls.is_none());
+    let off = Config::load(
+        None,
+        vec![("BACKCHANNEL_SUBMISSION_LISTEN".to_string(), String::new())],
+    )
+    .expect("loads");
+    assert_eq!(off.submission.listen, None, "empty turns it off");
+    let c = Config::from_toml_str(
+        "[smtp]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n[submission]\nlisten = \"127.0.0.1:0\"\nmax_recipients = 3\n",
+        vec![(
+            "BACKCHANNEL_SUBMISSION_MAX_MESSAGE_BYTES".to_string(),
+            "2048".to_string(),
+        )],
+    )
+    .expect("loads");
+    assert_eq!(c.submission.max_recipients, 3);
+    assert_eq!(c.submission.max_message_bytes, 2048);
+    let tls = c
+        .submission
+        .tls
+        .as_ref()
+        .expect("the [smtp] files by default");
+    assert_eq!(tls.cert, PathBuf::from("/c.pem"));
+    let own = Config::from_toml_str(
+        "[smtp]\ntls_cert = \"/c.pem\"\ntls_key = \"/k.pem\"\n[submission]\ntls_cert = \"/s.pem\"\ntls_key = \"/sk.pem\"\n",
+        no_env(),
+    )
+    .expect("loads");
+    let tls = own.submission.tls.as_ref().expect("its own files");
+    assert_eq!(tls.key, PathBuf::from("/sk.pem"));
+    assert!(c.to_redacted_toml().contains("[submission]"));
+
+    let cases: &[(&str, &str)] = &[
+        ("[submission]\nlisten_on = \"x\"\n", "submission.listen_on"),
+        ("[submission]\nlisten = \"nowhere\"\n", "submission.listen"),
+        (
+            "[submission]\nmax_recipients = 0\n",
+            "submission.max_recipients",
+        ),
+        (
+            "[submission]\nmax_message_bytes = 10\n",
+            "submission.max_message_bytes",
+        ),
+        (
+            "[submission]\ntls_cert = \"/c.pem\"\n",
+            "submission.tls_key",
+        ),
+        (
+            "[submission]\nauth_failure_delay = \"5m\"\n",
+            "submission.auth_failure_delay",
+        ),
+        (
+            "[submission]\ncommand_timeout = \"0s\"\n",
+            "submission.command_timeout",
+        ),
+    ];
+    for (text, key) in cases {
+        let e = Config::from_toml_str(text, no_env())
+            .expect_err(text)
+            .to_string();
+        assert!(e.contains(key), "{text}: {e}");
+    }
+    let e = Config::load(
+        None,
+        vec![("BACKCHANNEL_SUBMISSION_NOPE".to_string(), "1".to_string())],
+    )
+    .expect_err("unknown env")
+    .to_string();
+    assert!(e.contains("BACKCHANNEL_SUBMISSION_NOPE"), "{e}");
+}

@@ -12,6 +12,8 @@ pub mod policy;
 pub mod quota;
 pub mod reply;
 mod session;
+pub mod submission;
+mod submission_session;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};

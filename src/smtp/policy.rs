@@ -172,6 +172,18 @@ fn plain_domain(s: &str) -> bool {
         })
 }
 
+/// Whether the envelope address `addr` carries routing syntax — the
+/// percent hack, a bang path, a quoted `@`, a second `@` — or a domain
+/// that is not a plain ASCII host name (an address literal, a trailing dot,
+/// a non-ASCII look-alike): a request to pass mail on, whatever domain it
+/// names. Pure.
+pub fn routing_syntax(addr: &str) -> bool {
+    match addr.rsplit_once('@') {
+        Some((local, dom)) => local.is_empty() || local.contains(ROUTING) || !plain_domain(dom),
+        None => true,
+    }
+}
+
 /// Classifies the envelope address `addr` (`local@domain`, as the command
 /// parser hands it over) for a gateway on `domain`. Pure.
 pub fn classify(addr: &str, domain: &str) -> RcptClass {
@@ -394,6 +406,29 @@ mod tests {
         ];
         for (addr, expected) in cases {
             assert_eq!(class(&addr), expected, "{addr}");
+        }
+    }
+
+    #[test]
+    fn routing_syntax_is_told_from_plain_addresses() {
+        for plain in [
+            "vera@vendor.example",
+            "Vera.Smith+rma@Vendor.Example",
+            "reply+abcdefghijklmn23@gw.example.com",
+        ] {
+            assert!(!routing_syntax(plain), "{plain}");
+        }
+        for trick in [
+            "victim%elsewhere.example@gw.example.com",
+            "evil.example!user@vendor.example",
+            "a@b@vendor.example",
+            "vera@vendor.example.",
+            "vera@[127.0.0.1]",
+            "vera@v\u{0435}ndor.example",
+            "@vendor.example",
+            "no-at-sign",
+        ] {
+            assert!(routing_syntax(trick), "{trick}");
         }
     }
 

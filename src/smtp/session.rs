@@ -928,7 +928,7 @@ fn tarpit(failures: u32, threshold: u32, step: Duration) -> Duration {
     step.saturating_mul(failures.saturating_sub(threshold))
 }
 
-fn parse_error_reply(e: ParseError) -> Reply {
+pub(super) fn parse_error_reply(e: ParseError) -> Reply {
     match e {
         ParseError::UnknownCommand => reply::unrecognized(),
         ParseError::InvalidSenderAddress => reply::bad_sender_address(),

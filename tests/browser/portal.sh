@@ -82,6 +82,8 @@ public_url = "http://127.0.0.1:8080"
 metrics_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
+[submission]
+listen = "127.0.0.1:0"
 [outbound]
 mode = "maildir"
 [dns]

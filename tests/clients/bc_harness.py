@@ -233,6 +233,9 @@ class Server:
         if key_supported(self.binary, '[http]\nmetrics_listen = "127.0.0.1:0"'):
             lines += ['metrics_listen = "127.0.0.1:0"']
         lines += ["[imap]", 'listen = "127.0.0.1:0"']  # not the fixed default port
+        # Nor the submission listener's (1587); the ready file has "submission".
+        if key_supported(self.binary, '[submission]\nlisten = "127.0.0.1:0"'):
+            lines += ["[submission]", 'listen = "127.0.0.1:0"']
         lines += ["[dns]", f'nameservers = ["127.0.0.1:{dns.port}"]', 'timeout = "1s"']
         if ingest_key_supported(self.binary):
             lines += ["[ingest]", "authenticate = false"]

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Outside-client tests of the inbound SMTP listener, against the real binary.
+# Outside-client tests of the inbound SMTP listener and the submission
+# listener, against the real binary.
 #   BACKCHANNEL_BIN   binary to test (default target/release/backchannel,
 #                     else target/debug/backchannel), relative to the repo root
 #   BACKCHANNEL_CORPUS  corpus dir (default <repo>/../shared/corpus)
-# Runs both programs even if the first fails; exits non-zero if either failed.
+# Runs every program even if one fails; exits non-zero if any failed.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,11 +21,25 @@ fi
 export BACKCHANNEL_BIN
 echo "clients: testing $BACKCHANNEL_BIN"
 
+# The real clients the tests drive; installed when missing.
+need=()
+command -v swaks >/dev/null 2>&1 || need+=(swaks)
+command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if [[ ${#need[@]} -gt 0 ]]; then
+    echo "clients: installing ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
 status=0
 echo "== smtp_clients.py"
 python3 "$here/smtp_clients.py" || status=1
 echo "== deliver_corpus.py"
 python3 "$here/deliver_corpus.py" || status=1
+echo "== submission_clients.py (smtplib, swaks, msmtp)"
+python3 "$here/submission_clients.py" || status=1
 
 if [[ $status -ne 0 ]]; then
     echo "clients: FAILED"

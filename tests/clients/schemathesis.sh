@@ -33,6 +33,8 @@ listen = "127.0.0.1:0"
 metrics_listen = "127.0.0.1:0"
 [imap]
 listen = "127.0.0.1:0"
+[submission]
+listen = "127.0.0.1:0"
 [dns]
 nameservers = ["127.0.0.1:9"]
 [ingest]

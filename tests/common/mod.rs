@@ -117,6 +117,9 @@ pub struct TestServer {
     pub smtp: std::net::SocketAddr,
     pub http: std::net::SocketAddr,
     pub imap: std::net::SocketAddr,
+    /// The submission listener (agents' mail clients); on `127.0.0.1:0`
+    /// unless a test turns it off.
+    pub submission: Option<std::net::SocketAddr>,
     /// The metrics listener (`GET /metrics`); on `127.0.0.1:0` unless a
     /// test sets `http.metrics_listen` itself.
     pub metrics: Option<std::net::SocketAddr>,
@@ -182,6 +185,16 @@ impl TestServer {
         .await
     }
 
+    /// With extra keys for the `[submission]` section.
+    pub async fn start_with_submission(submission_extra: &str, rest: &str) -> TestServer {
+        Self::start_sections(
+            tempfile::tempdir().expect("tempdir"),
+            ["", "", "", submission_extra],
+            rest,
+        )
+        .await
+    }
+
     async fn start_full(
         dir: tempfile::TempDir,
         smtp_extra: &str,
@@ -196,6 +209,15 @@ impl TestServer {
         smtp_extra: &str,
         http_extra: &str,
         imap_extra: &str,
+        rest: &str,
+    ) -> TestServer {
+        Self::start_sections(dir, [smtp_extra, http_extra, imap_extra, ""], rest).await
+    }
+
+    /// Extra keys for `[smtp]`, `[http]`, `[imap]` and `[submission]`.
+    async fn start_sections(
+        dir: tempfile::TempDir,
+        [smtp_extra, http_extra, imap_extra, submission_extra]: [&str; 4],
         rest: &str,
     ) -> TestServer {
         // Tests never reach a resolver off this machine: unless a test
@@ -217,8 +239,14 @@ impl TestServer {
         } else {
             "metrics_listen = \"127.0.0.1:0\"\n"
         };
+        // Never the default port 1587 either.
+        let submission = if submission_extra.contains("listen") {
+            format!("[submission]\n{submission_extra}\n")
+        } else {
+            format!("[submission]\nlisten = \"127.0.0.1:0\"\n{submission_extra}\n")
+        };
         let text = format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{metrics}{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{dns}{rest}\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{metrics}{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{submission}{dns}{rest}\n",
             dir.path().join("data").display()
         );
         let config = Config::from_toml_str(&text, Vec::new()).expect("config");
@@ -230,6 +258,7 @@ impl TestServer {
             smtp: running.addrs.smtp,
             http: running.addrs.http,
             imap: running.addrs.imap,
+            submission: running.addrs.submission,
             metrics: running.addrs.metrics,
             conversations: running.conversations.clone(),
             running: Some(running),

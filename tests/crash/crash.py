@@ -308,6 +308,8 @@ class Gateway:
                         'metrics_listen = "127.0.0.1:0"',
                         "[imap]",
                         'listen = "127.0.0.1:0"',
+                        "[submission]",
+                        'listen = "127.0.0.1:0"',
                         "[outbound]",
                         'mode = "relay"',
                         f'relay_url = "smtp://127.0.0.1:{sink_port}"',
