@@ -668,6 +668,22 @@ async fn refusals_have_their_code_and_queue_nothing() {
             format!("From: {ANN}\r\nTo: {reply_addr}\r\nSubject: hi\r\n\r\nHello\r\n"),
             "Bcc",
         ),
+        (
+            "only quoted text",
+            vec![reply_addr.clone()],
+            format!(
+                "From: {ANN}\r\nTo: {reply_addr}\r\nSubject: hi\r\n\r\n> Where is it?\r\n> Vera\r\n"
+            ),
+            "no text of its own",
+        ),
+        (
+            "another agent in Cc",
+            vec![reply_addr.clone(), "bob@acme.com".into()],
+            format!(
+                "From: {ANN}\r\nTo: {reply_addr}\r\nCc: bob@acme.com\r\nSubject: hi\r\n\r\nHello\r\n"
+            ),
+            "mention them in a note",
+        ),
     ];
     for (what, rcpts, data, reason) in cases {
         let rcpts: Vec<&str> = rcpts.iter().map(String::as_str).collect();

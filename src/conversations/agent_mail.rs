@@ -452,7 +452,13 @@ pub fn agent_mail_in(
     if m.attachments.len() > MAX_ATTACHMENTS {
         return Err(refused(format!("at most {MAX_ATTACHMENTS} attachments")));
     }
-    if m.text.trim().is_empty() && m.attachments.is_empty() {
+    // Quoted lines alone are not a message (the extractor keeps a quote
+    // when nothing else is left).
+    let own_text = m
+        .text
+        .lines()
+        .any(|l| !l.trim().is_empty() && !l.trim_start().starts_with('>'));
+    if !own_text && m.attachments.is_empty() {
         return Err(refused(
             "the message has no text of its own (only quoted text or a signature)",
         ));
