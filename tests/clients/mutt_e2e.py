@@ -36,7 +36,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bc_harness as h  # noqa: E402
 
-DEADLINE = 120
+DEADLINE = int(os.environ.get("BC_DEADLINE", "120"))
 
 
 def wait_for(what, check, timeout=DEADLINE):
@@ -343,7 +343,7 @@ def main():
             f.write(note[0])
         count = len(thread(gw, token, sc_id)["messages"])
         mutt = Mutt(work, gw, token, folder=maildir)
-        mutt.wait_screen("Pallet 7")
+        mutt.wait_screen("backchannel")
         mutt.write("Great, thank you.")
         mutt.keys("r")
         mutt.wait_screen("y:Send")
@@ -364,6 +364,9 @@ def main():
             pass
         raise
     finally:
+        if os.environ.get("BC_KEEP_TMP"):
+            print(f"mutt_e2e: kept {gw.dir} and {work}; tmux session {mutt.session if mutt else '-'}")
+            return
         if mutt is not None:
             mutt.close()
         try:

@@ -26,6 +26,8 @@ need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v msmtp >/dev/null 2>&1 || need+=(msmtp)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v mutt >/dev/null 2>&1 || need+=(mutt)
+command -v tmux >/dev/null 2>&1 || need+=(tmux)
 if [[ ${#need[@]} -gt 0 ]]; then
     echo "clients: installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -40,6 +42,8 @@ echo "== deliver_corpus.py"
 python3 "$here/deliver_corpus.py" || status=1
 echo "== submission_clients.py (smtplib, swaks, msmtp)"
 python3 "$here/submission_clients.py" || status=1
+echo "== mutt_e2e.py (mutt under tmux: IMAP + submission)"
+python3 "$here/mutt_e2e.py" || status=1
 
 if [[ $status -ne 0 ]]; then
     echo "clients: FAILED"
