@@ -377,7 +377,7 @@ async fn login_errors_literals_and_unknown_commands_keep_the_session() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configured_line_and_literal_limits() {
     let mut s = TestServer::start_with_imap(
-        "max_line_bytes = 4096\nmax_literal_bytes = 2048\nmax_bad_commands = 3\n",
+        "max_line_bytes = 4096\nmax_literal_bytes = 2048\nmax_append_bytes = 2048\nmax_bad_commands = 3\n",
         NO_AUTH,
     )
     .await;

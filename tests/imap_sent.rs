@@ -447,20 +447,33 @@ async fn append_to_sent_is_ok_and_stores_nothing() {
     let r = imap_cmd(&mut a, "a5", &format!("APPEND {}", append_to("Drafts"))).await;
     assert!(tagged(&r).starts_with("a5 NO [TRYCREATE]"), "{r:?}");
 
-    // Over the literal limit: refused before a byte of it is read, and the
-    // session goes on.
-    let r = imap_cmd(&mut a, "a6", "APPEND Sent {10000000}").await;
+    // Over `imap.max_append_bytes` (25 MiB): refused before a byte of it
+    // is read, and the session goes on.
+    let r = imap_cmd(&mut a, "a6", "APPEND Sent {30000000}").await;
     assert!(tagged(&r).starts_with("a6 BAD"), "{r:?}");
     assert!(!r.iter().any(|l| l.starts_with('+')), "{r:?}");
     assert!(tagged_ok(&imap_cmd(&mut a, "n1", "NOOP").await));
-    // A non-synchronizing one the client sends anyway is read and dropped.
-    let big = "x".repeat(70_000);
+    // A sent copy with an attachment (far over `imap.max_literal_bytes`,
+    // 64 KiB, the limit before login), both literal kinds: read, dropped, OK.
+    let big = "x".repeat(300_000);
     a.get_mut()
         .write_all(format!("a7 APPEND Sent {{{}+}}\r\n{big}\r\n", big.len()).as_bytes())
         .await
         .expect("write");
     let r = until_tagged(&mut a, "a7").await;
-    assert!(tagged(&r).starts_with("a7 BAD"), "{r:?}");
+    assert!(tagged(&r).starts_with("a7 OK"), "{r:?}");
+    a.get_mut()
+        .write_all(format!("a8 APPEND Sent (\\Seen) {{{}}}\r\n", big.len()).as_bytes())
+        .await
+        .expect("write");
+    let cont = line(&mut a).await;
+    assert!(cont.starts_with('+'), "{cont}");
+    a.get_mut()
+        .write_all(format!("{big}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let r = until_tagged(&mut a, "a8").await;
+    assert!(tagged(&r).starts_with("a8 OK"), "{r:?}");
     assert!(tagged_ok(&imap_cmd(&mut a, "n2", "NOOP").await));
     assert_eq!(sent_count(&mut a).await, 1);
     assert_eq!(messages().await, before);
@@ -517,4 +530,45 @@ m.logout()
     assert_eq!(messages().await, before);
     assert_eq!(sent_count(&mut a).await, 1);
     s.shutdown().await;
+}
+
+/// Before login only the small limits apply (`imap.max_literal_bytes`,
+/// `imap.max_line_bytes`): a literal the size of a sent copy, or an endless
+/// line, is refused `BAD` without being held, and the session goes on to
+/// log in (with a literal password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_literals_and_lines_before_login_are_refused_and_the_session_goes_on() {
+    let s = TestServer::start_with_imap("", "").await;
+    let token = make_user(&s, "ann@acme.com", "Ann", Role::Member).await;
+    let tcp = TcpStream::connect(s.imap).await.expect("connect imap");
+    let mut io = BufReader::new(tcp);
+    let mut greeting = String::new();
+    io.read_line(&mut greeting).await.expect("greeting");
+    let r = imap_cmd(&mut io, "a1", "LOGIN {100000}").await;
+    assert!(tagged(&r).starts_with("a1 BAD"), "{r:?}");
+    assert!(tagged(&r).contains("Literal too large"), "{r:?}");
+    assert!(!r.iter().any(|l| l.starts_with('+')), "{r:?}");
+    // A non-synchronizing one the client sends anyway is read and dropped.
+    let big = "x".repeat(100_000);
+    io.get_mut()
+        .write_all(format!("a2 LOGIN {{{}+}}\r\n{big} x\r\n", big.len()).as_bytes())
+        .await
+        .expect("write");
+    let r = until_tagged(&mut io, "a2").await;
+    assert!(tagged(&r).starts_with("a2 BAD"), "{r:?}");
+    let r = imap_cmd(&mut io, "a3", &format!("NOOP {}", "x".repeat(300_000))).await;
+    assert!(tagged(&r).starts_with("a3 BAD"), "{r:?}");
+    assert!(tagged(&r).contains("too long"), "{r:?}");
+    assert!(tagged_ok(&imap_cmd(&mut io, "a4", "NOOP").await));
+    io.get_mut()
+        .write_all(format!("a5 LOGIN ann@acme.com {{{}}}\r\n", token.len()).as_bytes())
+        .await
+        .expect("write");
+    assert!(line(&mut io).await.starts_with('+'));
+    io.get_mut()
+        .write_all(format!("{token}\r\n").as_bytes())
+        .await
+        .expect("write");
+    let r = until_tagged(&mut io, "a5").await;
+    assert!(tagged_ok(&r), "{r:?}");
 }

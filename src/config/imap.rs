@@ -20,6 +20,7 @@ max_connections_per_ip = 16
 idle_timeout = "30m"
 max_line_bytes = 262_144
 max_literal_bytes = 65_536
+max_append_bytes = 26_214_400
 preauth_timeout = "60s"
 preauth_max_time = "2m"
 tls_handshake_timeout = "30s"
@@ -49,10 +50,16 @@ pub struct ImapConfig {
     /// `max_literal_bytes`).
     #[serde(deserialize_with = "values::to_u32")]
     pub max_line_bytes: u32,
-    /// Largest literal (`{n}`) in a command; nothing here takes message
-    /// data, so this is small.
+    /// Largest literal (`{n}`) before login (a LOGIN password), where
+    /// `max_line_bytes` bounds the whole command; the limit of both after
+    /// login when `max_append_bytes` is no larger.
     #[serde(deserialize_with = "values::to_u32")]
     pub max_literal_bytes: u32,
+    /// Largest literal after login — in practice a sent message a client
+    /// saves to `Sent` with APPEND (read and dropped: the gateway keeps its
+    /// own copy); a command after login may be this plus 1 KiB.
+    #[serde(deserialize_with = "values::to_u32")]
+    pub max_append_bytes: u32,
     /// Before login, the longest wait for the next command.
     #[serde(deserialize_with = "values::nonzero_duration")]
     pub preauth_timeout: Duration,
@@ -89,6 +96,15 @@ impl ImapConfig {
         // A literal is most often a LOGIN password.
         at_least("imap.max_literal_bytes", self.max_literal_bytes, 1024)?;
         at_least("imap.max_bad_commands", self.max_bad_commands, 1)?;
+        if self.max_append_bytes < self.max_literal_bytes {
+            return Err(invalid(
+                "imap.max_append_bytes",
+                format!(
+                    "at least imap.max_literal_bytes ({})",
+                    self.max_literal_bytes
+                ),
+            ));
+        }
         if u64::from(self.max_literal_bytes) + 1024 > u64::from(self.max_line_bytes) {
             return Err(invalid(
                 "imap.max_literal_bytes",

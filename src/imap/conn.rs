@@ -42,10 +42,161 @@ pub enum Input {
 pub struct Conn<S> {
     io: S,
     server: Server,
+    /// Until login: the small limits imap-next cannot apply by itself (its
+    /// limits are fixed when the connection starts, sized for APPEND).
+    preauth: Option<Preauth>,
     out: Vec<u8>,
     pending: VecDeque<Input>,
     buf: Box<[u8]>,
     write_timeout: Duration,
+}
+
+/// The limits before login, which imap-next cannot apply by itself (its
+/// limits are fixed when the connection starts, sized for APPEND after
+/// login). Input is passed on a whole line at a time: a line longer than
+/// `max_line` is dropped up to its end and answered `BAD` ("Command line
+/// too long"), a literal announced larger than `max_literal` is not passed
+/// on and answered `BAD` ("Literal too large"; a non-synchronizing one's
+/// bytes, and the rest of its line, are read and dropped); literal data
+/// within the limit is passed on as it comes. So an unauthenticated client
+/// can make the server hold no more than before, and the session goes on.
+struct Preauth {
+    max_line: usize,
+    max_literal: u64,
+    /// The line being assembled (at most `max_line` bytes).
+    line: Vec<u8>,
+    /// Literal data still to pass on unread.
+    literal_left: u64,
+    /// What is being dropped.
+    drop: Dropping,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dropping {
+    Nothing,
+    /// Up to the next LF.
+    Line,
+    /// This many literal bytes, then up to the next LF.
+    Literal(u64),
+}
+
+/// What the framer hands on.
+#[derive(Debug, PartialEq, Eq)]
+enum Framed {
+    Pass(Vec<u8>),
+    Refuse {
+        tag: Option<String>,
+        reason: &'static str,
+    },
+}
+
+impl Preauth {
+    fn new(max_line: usize, max_literal: u64) -> Preauth {
+        Preauth {
+            max_line,
+            max_literal,
+            line: Vec::new(),
+            literal_left: 0,
+            drop: Dropping::Nothing,
+        }
+    }
+
+    fn feed(&mut self, mut bytes: &[u8], out: &mut Vec<Framed>) {
+        while !bytes.is_empty() {
+            if self.literal_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.literal_left).unwrap_or(usize::MAX));
+                out.push(Framed::Pass(bytes[..n].to_vec()));
+                self.literal_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            match self.drop {
+                Dropping::Literal(left) => {
+                    let n = bytes.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                    let left = left - n as u64;
+                    self.drop = if left == 0 {
+                        Dropping::Line
+                    } else {
+                        Dropping::Literal(left)
+                    };
+                    bytes = &bytes[n..];
+                    continue;
+                }
+                Dropping::Line => {
+                    match bytes.iter().position(|&b| b == b'\n') {
+                        Some(i) => {
+                            self.drop = Dropping::Nothing;
+                            bytes = &bytes[i + 1..];
+                        }
+                        None => bytes = &[],
+                    }
+                    continue;
+                }
+                Dropping::Nothing => {}
+            }
+            let (chunk, done) = match bytes.iter().position(|&b| b == b'\n') {
+                Some(i) => (&bytes[..=i], true),
+                None => (bytes, false),
+            };
+            bytes = &bytes[chunk.len()..];
+            if self.line.len() + chunk.len() > self.max_line + 1 {
+                out.push(Framed::Refuse {
+                    tag: leading_tag(&self.line).or_else(|| leading_tag(chunk)),
+                    reason: "Command line too long",
+                });
+                self.line.clear();
+                self.drop = if done {
+                    Dropping::Nothing
+                } else {
+                    Dropping::Line
+                };
+                continue;
+            }
+            self.line.extend_from_slice(chunk);
+            if !done {
+                continue;
+            }
+            let line = std::mem::take(&mut self.line);
+            let body = &line[..line.len() - 1];
+            match literal_at_end(body) {
+                Some(n) if n > self.max_literal => {
+                    out.push(Framed::Refuse {
+                        tag: leading_tag(&line),
+                        reason: "Literal too large",
+                    });
+                    if body.ends_with(b"+}") || body.ends_with(b"+}\r") {
+                        self.drop = Dropping::Literal(n);
+                    }
+                }
+                Some(n) => {
+                    out.push(Framed::Pass(line));
+                    self.literal_left = n;
+                }
+                None => out.push(Framed::Pass(line)),
+            }
+        }
+    }
+}
+
+/// The size announced by a line ending in `{n}` or `{n+}` (CR optional).
+fn literal_at_end(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"}")?;
+    let inner = inner.strip_suffix(b"+").unwrap_or(inner);
+    let open = inner.iter().rposition(|&c| c == b'{')?;
+    let digits = &inner[open + 1..];
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    // More digits than u64 holds is too large anyway.
+    Some(
+        std::str::from_utf8(digits)
+            .ok()?
+            .parse()
+            .unwrap_or(u64::MAX),
+    )
 }
 
 /// Reads the tag at the start of a refused message: the bytes up to the
@@ -63,26 +214,34 @@ fn leading_tag(bytes: &[u8]) -> Option<String> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// `max_command`/`max_literal`: the limits before login, checked here;
+    /// `max_append`: the largest literal after login (a sent copy saved
+    /// with APPEND), which imap-next applies from the start. With
+    /// `max_append` equal to `max_literal` the limits never change.
     pub fn new(
         io: S,
         greeting: Greeting<'static>,
         max_command: u32,
         max_literal: u32,
+        max_append: u32,
         write_timeout: Duration,
     ) -> Conn<S> {
         let mut options = Options::default();
         // Accept bare LF line ends (scripts, netcat): being strict here
         // only turns working commands into errors.
         options.crlf_relaxed = true;
-        options.max_literal_size = max_literal;
+        let max_append = max_append.max(max_literal);
+        options.max_literal_size = max_append;
         // The config guarantees room for the largest literal plus its
         // command; the max keeps that true for any caller.
-        options.max_command_size = max_command.max(max_literal.saturating_add(1024));
+        options.max_command_size = max_command.max(max_append.saturating_add(1024));
         let _ = options.set_literal_reject_text("Literal too large".to_string());
         let _ = options.set_literal_accept_text("Ready for literal data".to_string());
         Conn {
             io,
             server: Server::new(options, greeting),
+            preauth: (max_append > max_literal)
+                .then(|| Preauth::new(max_command as usize, u64::from(max_literal))),
             out: Vec::with_capacity(16 * 1024),
             pending: VecDeque::new(),
             buf: vec![0u8; READ_CHUNK].into_boxed_slice(),
@@ -142,12 +301,40 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Reads more bytes from the client (cancel-safe: what was read is
     /// handed to the parser before this returns). 0 at end of stream.
+    ///
+    /// Before login, input goes through [`Preauth`] first.
     pub async fn read_more(&mut self) -> std::io::Result<usize> {
         let n = self.io.read(&mut self.buf).await?;
-        if n > 0 {
-            self.server.enqueue_input(&self.buf[..n]);
+        if n == 0 {
+            return Ok(0);
+        }
+        match &mut self.preauth {
+            None => self.server.enqueue_input(&self.buf[..n]),
+            Some(p) => {
+                let mut framed = Vec::new();
+                p.feed(&self.buf[..n], &mut framed);
+                for f in framed {
+                    match f {
+                        Framed::Pass(bytes) => {
+                            self.server.enqueue_input(&bytes);
+                            // In order: what this completes comes before
+                            // any refusal that follows it.
+                            self.drain();
+                        }
+                        Framed::Refuse { tag, reason } => {
+                            self.pending.push_back(Input::Refused { tag, reason })
+                        }
+                    }
+                }
+            }
         }
         Ok(n)
+    }
+
+    /// The user logged in: from now on imap-next's (APPEND-sized) limits
+    /// apply alone.
+    pub fn logged_in(&mut self) {
+        self.preauth = None;
     }
 
     /// Writes out everything buffered.
@@ -244,7 +431,83 @@ pub fn encode_into(codec: &ResponseCodec, response: &Response<'_>, out: &mut Vec
 
 #[cfg(test)]
 mod tests {
-    use super::leading_tag;
+    use super::{Framed, Preauth, leading_tag, literal_at_end};
+
+    #[test]
+    fn literal_announcements() {
+        assert_eq!(literal_at_end(b"a LOGIN {5}\r"), Some(5));
+        assert_eq!(literal_at_end(b"a APPEND Sent {120+}"), Some(120));
+        assert_eq!(
+            literal_at_end(b"a LOGIN {99999999999999999999999}"),
+            Some(u64::MAX)
+        );
+        assert_eq!(literal_at_end(b"a NOOP"), None);
+        assert_eq!(literal_at_end(b"a {x}"), None);
+        assert_eq!(literal_at_end(b"a {}"), None);
+    }
+
+    fn run(p: &mut Preauth, input: &[&[u8]]) -> Vec<Framed> {
+        let mut out = Vec::new();
+        for chunk in input {
+            p.feed(chunk, &mut out);
+        }
+        out
+    }
+
+    fn pass(b: &[u8]) -> Framed {
+        Framed::Pass(b.to_vec())
+    }
+
+    #[test]
+    fn lines_and_literals_before_login() {
+        let mut p = Preauth::new(100, 10);
+        // A LOGIN with a small literal, split anywhere: passed on.
+        let out = run(&mut p, &[b"a LOGIN {5}\r", b"\nhel", b"lo x\r\n"]);
+        assert_eq!(
+            out,
+            vec![
+                pass(b"a LOGIN {5}\r\n"),
+                pass(b"hel"),
+                pass(b"lo"),
+                pass(b" x\r\n")
+            ]
+        );
+        // Too large a literal: refused, the line not passed on.
+        let out = run(&mut p, &[b"b APPEND Sent {1", b"1}\r\n"]);
+        assert_eq!(
+            out,
+            vec![Framed::Refuse {
+                tag: Some("b".into()),
+                reason: "Literal too large"
+            }]
+        );
+        // Non-synchronizing and too large: its bytes and line end dropped.
+        let out = run(&mut p, &[b"c X {12+}\r\n0123456789ab rest\r\nd NOOP\r\n"]);
+        assert_eq!(
+            out,
+            vec![
+                Framed::Refuse {
+                    tag: Some("c".into()),
+                    reason: "Literal too large"
+                },
+                pass(b"d NOOP\r\n")
+            ]
+        );
+        // Too long a line: dropped to its end, refused once.
+        let mut long = b"e NOOP ".to_vec();
+        long.extend_from_slice(&[b'x'; 200]);
+        let out = run(&mut p, &[&long, b"yy\r\n", b"f NOOP\n"]);
+        assert_eq!(
+            out,
+            vec![
+                Framed::Refuse {
+                    tag: Some("e".into()),
+                    reason: "Command line too long"
+                },
+                pass(b"f NOOP\n")
+            ]
+        );
+    }
 
     #[test]
     fn tags_of_refused_lines() {

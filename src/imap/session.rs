@@ -151,14 +151,16 @@ where
         text: text("backchannel IMAP4rev1 ready"),
     };
     // The largest command line (literals included) and the largest literal
-    // a client may send (imap.max_line_bytes, imap.max_literal_bytes):
-    // nothing here takes message data, so these are small.
+    // a client may send before login (imap.max_line_bytes,
+    // imap.max_literal_bytes), and the largest literal after it
+    // (imap.max_append_bytes: a sent copy saved with APPEND).
     let limits = &shared.config.imap;
     let conn = Conn::new(
         io,
         greeting,
         limits.max_line_bytes,
         limits.max_literal_bytes,
+        limits.max_append_bytes,
         limits.idle_timeout,
     );
     let mut session = Session {
@@ -467,6 +469,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 metrics::inc("imap_logins_total", &[("result", "ok")]);
                 tracing::info!(user = %user.email, "IMAP login");
                 self.user = Some(user);
+                self.conn.logged_in();
                 tagged(
                     &tag,
                     StatusKind::Ok,
