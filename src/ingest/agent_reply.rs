@@ -286,52 +286,5 @@ fn decide(
 /// Stores the agent's message whole (raw bytes, headers, text,
 /// attachments, authentication results), off any thread.
 fn store_inbound(db: &Db<'_>, p: &Prepared, kind: MessageKind) -> Result<i64> {
-    let auth = p.auth.as_ref().map(serde_json::to_string).transpose()?;
-    let message = store::messages::insert_inbound(
-        db,
-        &store::messages::NewInbound {
-            side_conversation: None,
-            kind,
-            route: Route::Unrouted,
-            inbound_id: Some(p.inbound_id),
-            raw: &p.raw,
-            sha256: &p.sha256,
-            message_id: p.parsed.message_id.as_deref(),
-            in_reply_to: p.parsed.in_reply_to.as_deref(),
-            references: &p.parsed.references,
-            from: p.parsed.from.as_ref(),
-            reply_to: p.parsed.reply_to.as_deref(),
-            to: &p.parsed.to,
-            cc: &p.parsed.cc,
-            date: p.parsed.date,
-            subject: &p.parsed.subject,
-            text: p.parsed.text.as_deref(),
-            html: p.parsed.html.as_deref(),
-            visible_reply: p.visible_reply.as_deref().filter(|_| !p.visible_is_plain),
-            flags: &[],
-            auth: auth.as_deref(),
-            bounce: None,
-            received_at: p.envelope.received_at,
-        },
-    )?;
-    store::messages::insert_refs(
-        db,
-        message,
-        p.parsed.in_reply_to.as_deref(),
-        &p.parsed.references,
-    )?;
-    store::messages::insert_attachments(
-        db,
-        message,
-        p.parsed
-            .attachments
-            .iter()
-            .map(|a| store::messages::NewAttachment {
-                filename: a.filename.as_deref(),
-                content_type: &a.content_type,
-                content_id: a.content_id.as_deref(),
-                data: &a.data,
-            }),
-    )?;
-    Ok(message)
+    super::apply::store_prepared(db, p, None, kind, Route::Unrouted, &[], None)
 }

@@ -327,38 +327,8 @@ pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared) -> Result<Applied> {
         flags.push("unverified_sender".into());
     }
 
-    let auth = p.auth.as_ref().map(serde_json::to_string).transpose()?;
     let bounce = bounce_json(&p.kind).map(|b| b.to_string());
-    let message = store::messages::insert_inbound(
-        db,
-        &store::messages::NewInbound {
-            side_conversation: sc,
-            kind,
-            route: rule,
-            inbound_id: Some(p.inbound_id),
-            raw: &p.raw,
-            sha256: &p.sha256,
-            message_id: p.parsed.message_id.as_deref(),
-            in_reply_to: p.parsed.in_reply_to.as_deref(),
-            references: &p.parsed.references,
-            from: from.as_ref(),
-            reply_to: p.parsed.reply_to.as_deref(),
-            to: &p.parsed.to,
-            cc: &p.parsed.cc,
-            date: p.parsed.date,
-            subject: &p.parsed.subject,
-            text: p.parsed.text.as_deref(),
-            html: p.parsed.html.as_deref(),
-            // Most replies quote nothing: their visible reply is the text
-            // body trimmed, and storing it again doubled the text written
-            // per message. NULL here means exactly that.
-            visible_reply: p.visible_reply.as_deref().filter(|_| !p.visible_is_plain),
-            flags: &flags,
-            auth: auth.as_deref(),
-            bounce: bounce.as_deref(),
-            received_at: p.envelope.received_at,
-        },
-    )?;
+    let message = store_prepared(db, p, sc, kind, rule, &flags, bounce.as_deref())?;
     if flags.iter().any(|f| f == "unverified_sender") {
         store::messages::mark_unverified(db, message)?;
     }
@@ -367,25 +337,6 @@ pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared) -> Result<Applied> {
         // max_thread_messages` / `max_thread_bytes`, checked at RCPT).
         store::side_conversations::count_intake(db, sc_id, p.raw.len())?;
     }
-    store::messages::insert_refs(
-        db,
-        message,
-        p.parsed.in_reply_to.as_deref(),
-        &p.parsed.references,
-    )?;
-    store::messages::insert_attachments(
-        db,
-        message,
-        p.parsed
-            .attachments
-            .iter()
-            .map(|a| store::messages::NewAttachment {
-                filename: a.filename.as_deref(),
-                content_type: &a.content_type,
-                content_id: a.content_id.as_deref(),
-                data: &a.data,
-            }),
-    )?;
     let placement = match (&thread, kind) {
         (Some(t), _) => Placement::Thread {
             parent_id: t.parent_id,
@@ -435,6 +386,71 @@ pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared) -> Result<Applied> {
         message,
         rule: rule.as_str(),
     })
+}
+
+/// Stores a prepared message whole — raw bytes, headers, bodies, the ids it
+/// cites, attachments, authentication results — with what the caller
+/// decided about it (thread, kind, route, flags, bounce report).
+pub(super) fn store_prepared(
+    db: &Db<'_>,
+    p: &Prepared,
+    side_conversation: Option<i64>,
+    kind: MessageKind,
+    route: Route,
+    flags: &[String],
+    bounce: Option<&str>,
+) -> Result<i64> {
+    let auth = p.auth.as_ref().map(serde_json::to_string).transpose()?;
+    let message = store::messages::insert_inbound(
+        db,
+        &store::messages::NewInbound {
+            side_conversation,
+            kind,
+            route,
+            inbound_id: Some(p.inbound_id),
+            raw: &p.raw,
+            sha256: &p.sha256,
+            message_id: p.parsed.message_id.as_deref(),
+            in_reply_to: p.parsed.in_reply_to.as_deref(),
+            references: &p.parsed.references,
+            from: p.parsed.from.as_ref(),
+            reply_to: p.parsed.reply_to.as_deref(),
+            to: &p.parsed.to,
+            cc: &p.parsed.cc,
+            date: p.parsed.date,
+            subject: &p.parsed.subject,
+            text: p.parsed.text.as_deref(),
+            html: p.parsed.html.as_deref(),
+            // Most replies quote nothing: their visible reply is the text
+            // body trimmed, and storing it again doubled the text written
+            // per message. NULL here means exactly that.
+            visible_reply: p.visible_reply.as_deref().filter(|_| !p.visible_is_plain),
+            flags,
+            auth: auth.as_deref(),
+            bounce,
+            received_at: p.envelope.received_at,
+        },
+    )?;
+    store::messages::insert_refs(
+        db,
+        message,
+        p.parsed.in_reply_to.as_deref(),
+        &p.parsed.references,
+    )?;
+    store::messages::insert_attachments(
+        db,
+        message,
+        p.parsed
+            .attachments
+            .iter()
+            .map(|a| store::messages::NewAttachment {
+                filename: a.filename.as_deref(),
+                content_type: &a.content_type,
+                content_id: a.content_id.as_deref(),
+                data: &a.data,
+            }),
+    )?;
+    Ok(message)
 }
 
 /// The deliveries a bounce may change: the one its VERP key names (the key
