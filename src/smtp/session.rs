@@ -466,20 +466,8 @@ impl<'a> Session<'a> {
             Some("BODY=BINARYMIME")
         } else if from.flags & smtp_proto::MAIL_CONPERM != 0 {
             Some("CONPERM")
-        } else if from.by != 0 {
-            Some("BY")
-        } else if from.hold_for != 0 || from.hold_until != 0 {
-            Some("HOLDFOR/HOLDUNTIL")
-        } else if from.mtrk.is_some() {
-            Some("MTRK")
-        } else if from.mt_priority != 0 {
-            Some("MT-PRIORITY")
-        } else if from.trans_id.is_some() {
-            Some("TRANSID")
-        } else if from.solicit.is_some() {
-            Some("SOLICIT")
         } else {
-            None
+            unadvertised_mail_param(&from)
         };
         if let Some(param) = unsupported {
             return self.say(reply::unsupported_parameter(param));
@@ -926,6 +914,26 @@ pub(super) enum Stop {
 /// `step` longer than the last.
 fn tarpit(failures: u32, threshold: u32, step: Duration) -> Duration {
     step.saturating_mul(failures.saturating_sub(threshold))
+}
+
+/// A MAIL FROM parameter of an extension neither listener advertises
+/// (`BY`, `HOLDFOR`, `MTRK`, …), if the command has one.
+pub(super) fn unadvertised_mail_param(from: &MailFrom<String>) -> Option<&'static str> {
+    if from.by != 0 {
+        Some("BY")
+    } else if from.hold_for != 0 || from.hold_until != 0 {
+        Some("HOLDFOR/HOLDUNTIL")
+    } else if from.mtrk.is_some() {
+        Some("MTRK")
+    } else if from.mt_priority != 0 {
+        Some("MT-PRIORITY")
+    } else if from.trans_id.is_some() {
+        Some("TRANSID")
+    } else if from.solicit.is_some() {
+        Some("SOLICIT")
+    } else {
+        None
+    }
 }
 
 pub(super) fn parse_error_reply(e: ParseError) -> Reply {

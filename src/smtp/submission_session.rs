@@ -654,20 +654,8 @@ impl<'a> Session<'a> {
             Some("(only SIZE and BODY are supported)")
         } else if from.env_id.is_some() {
             Some("ENVID")
-        } else if from.by != 0 {
-            Some("BY")
-        } else if from.hold_for != 0 || from.hold_until != 0 {
-            Some("HOLDFOR/HOLDUNTIL")
-        } else if from.mtrk.is_some() {
-            Some("MTRK")
-        } else if from.mt_priority != 0 {
-            Some("MT-PRIORITY")
-        } else if from.trans_id.is_some() {
-            Some("TRANSID")
-        } else if from.solicit.is_some() {
-            Some("SOLICIT")
         } else {
-            None
+            super::session::unadvertised_mail_param(&from)
         };
         if let Some(param) = unsupported {
             return self.say(reply::unsupported_parameter(param));
