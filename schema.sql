@@ -608,3 +608,78 @@ UPDATE mailboxes SET
     highest_modseq = (SELECT coalesce(max(mm.modseq), 0) FROM mailbox_messages mm
                       WHERE mm.mailbox_id = mailboxes.id)
 WHERE kind = 'sent';
+-- migration: 12
+-- The web console (SPEC §11). A user may have a password (argon2id PHC
+-- string); sign-in opens a session, known here only by the SHA-256 of its
+-- cookie value, with the CSRF token its forms carry. A sign-in link is a
+-- one-time token (kept hashed) that opens a session once, before it expires.
+ALTER TABLE users ADD COLUMN password_hash TEXT;
+CREATE TABLE console_sessions (
+    id_hash         BLOB    PRIMARY KEY,
+    user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    csrf            TEXT    NOT NULL,
+    created_at      INTEGER NOT NULL,
+    last_seen_at    INTEGER NOT NULL,
+    -- how the session was opened: 'password' or 'link'
+    method          TEXT    NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX console_sessions_user ON console_sessions(user_id);
+CREATE TABLE login_links (
+    token_hash      BLOB    PRIMARY KEY,
+    user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    created_at      INTEGER NOT NULL,
+    expires_at      INTEGER NOT NULL,
+    used_at         INTEGER
+) WITHOUT ROWID;
+CREATE INDEX login_links_user ON login_links(user_id);
+-- What a side conversation's list needs without reading its messages: the
+-- latest vendor reply (inbound `reply`; auto-replies and bounces do not
+-- count) and the latest agent message (outbound `agent`). It waits on an
+-- agent while the first is newer than the second. Kept by triggers, so
+-- every path that stores or assigns a message keeps them.
+ALTER TABLE side_conversations ADD COLUMN last_in_id INTEGER;
+ALTER TABLE side_conversations ADD COLUMN last_out_id INTEGER;
+UPDATE side_conversations SET
+    last_in_id = (SELECT max(m.id) FROM messages m WHERE m.side_conversation_id = side_conversations.id
+                  AND m.direction = 'in' AND m.kind = 'reply'),
+    last_out_id = (SELECT max(m.id) FROM messages m WHERE m.side_conversation_id = side_conversations.id
+                   AND m.direction = 'out' AND m.kind = 'agent');
+CREATE INDEX side_conversations_last_in ON side_conversations(status, last_in_id, last_out_id);
+CREATE INDEX parents_assignee ON parents(assignee_id) WHERE assignee_id IS NOT NULL;
+CREATE INDEX side_conversations_updated ON side_conversations(updated_at, id);
+-- Per user, the side conversations with a vendor reply they have not opened
+-- in the console yet (the newest such reply). A row is written for every
+-- active user when a reply arrives and removed when the user opens the
+-- thread.
+CREATE TABLE console_unread (
+    user_id         INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+    side_conversation_id INTEGER NOT NULL REFERENCES side_conversations(id) ON DELETE CASCADE,
+    message_id      INTEGER NOT NULL,
+    PRIMARY KEY (user_id, side_conversation_id)
+) WITHOUT ROWID;
+CREATE INDEX console_unread_newest ON console_unread(user_id, message_id);
+CREATE TRIGGER messages_thread_insert AFTER INSERT ON messages
+WHEN NEW.side_conversation_id IS NOT NULL
+BEGIN
+    UPDATE side_conversations SET last_in_id = max(coalesce(last_in_id, 0), NEW.id)
+        WHERE id = NEW.side_conversation_id AND NEW.direction = 'in' AND NEW.kind = 'reply';
+    UPDATE side_conversations SET last_out_id = max(coalesce(last_out_id, 0), NEW.id)
+        WHERE id = NEW.side_conversation_id AND NEW.direction = 'out' AND NEW.kind = 'agent';
+    INSERT INTO console_unread (user_id, side_conversation_id, message_id)
+        SELECT u.id, NEW.side_conversation_id, NEW.id FROM users u
+        WHERE u.active = 1 AND NEW.direction = 'in' AND NEW.kind = 'reply'
+        ON CONFLICT (user_id, side_conversation_id) DO UPDATE
+        SET message_id = max(message_id, excluded.message_id);
+END;
+CREATE TRIGGER messages_thread_assign AFTER UPDATE OF side_conversation_id ON messages
+WHEN NEW.side_conversation_id IS NOT NULL
+     AND NEW.side_conversation_id IS NOT OLD.side_conversation_id
+BEGIN
+    UPDATE side_conversations SET last_in_id = max(coalesce(last_in_id, 0), NEW.id)
+        WHERE id = NEW.side_conversation_id AND NEW.direction = 'in' AND NEW.kind = 'reply';
+    INSERT INTO console_unread (user_id, side_conversation_id, message_id)
+        SELECT u.id, NEW.side_conversation_id, NEW.id FROM users u
+        WHERE u.active = 1 AND NEW.direction = 'in' AND NEW.kind = 'reply'
+        ON CONFLICT (user_id, side_conversation_id) DO UPDATE
+        SET message_id = max(message_id, excluded.message_id);
+END;

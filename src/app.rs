@@ -18,7 +18,7 @@ use crate::model::Role;
 use crate::shutdown::Shutdown;
 use crate::smtp;
 use crate::store::{self, Store};
-use crate::{api, jmap, portal};
+use crate::{api, console, jmap, portal};
 
 /// Addresses actually bound (ports may have been `0`); the `--ready-file`
 /// JSON.
@@ -40,6 +40,7 @@ pub struct BoundAddrs {
 pub fn http_router(state: AppState, shutdown: Shutdown) -> axum::Router {
     let routes = api::routes()
         .merge(portal::routes(state.clone()))
+        .merge(console::routes(shutdown.clone()))
         .merge(jmap::routes(jmap::Shared::new(shutdown)));
     http::finish(routes, state)
 }

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{Config, LogFormat};
-use crate::model::Role;
+use crate::model::{Role, now_ms};
 use crate::store::audit::Actor;
 use crate::store::{self, Store, StoreError};
 
@@ -144,6 +144,22 @@ pub enum UserCommand {
         #[arg(long)]
         email: String,
     },
+    /// Set a user's web console password, read from standard input (one
+    /// line, at least 10 characters); the user's other console sessions
+    /// end. With --remove, the user can sign in by link only.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        remove: bool,
+    },
+    /// Make a one-time link that signs the user in to the web console and
+    /// print it (alone, on one line); it works once, within
+    /// `console.login_link_ttl`.
+    LoginLink {
+        #[arg(long)]
+        email: String,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -195,7 +211,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::User { command } => {
             let store = Store::open(&config.db_path())?;
-            let result = user_command(&store, command);
+            let result = user_command(&store, &config, command);
             store.close();
             result
         }
@@ -212,7 +228,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
     }
 }
 
-fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
+fn user_command(store: &Store, config: &Config, command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add { email, name, role } => {
             let role: Role = role.parse().map_err(anyhow::Error::msg)?;
@@ -277,6 +293,47 @@ fn user_command(store: &Store, command: UserCommand) -> anyhow::Result<()> {
                 })
                 .map_err(|e| user_error(&who, e))?;
             outln(token.as_str())?;
+        }
+        UserCommand::SetPassword { email, remove } => {
+            use crate::conversations::sign_in;
+            let phc = if remove {
+                None
+            } else {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                let password = line.trim_end_matches(['\r', '\n']);
+                sign_in::check_password(password).map_err(anyhow::Error::msg)?;
+                Some(sign_in::hash_password(password).map_err(anyhow::Error::msg)?)
+            };
+            let who = email.clone();
+            store
+                .write_blocking(move |c| {
+                    let user = store::users::by_email(c, &email)?;
+                    store::console::set_password(c, &Actor::cli(), user.id, phc.as_deref(), None)
+                })
+                .map_err(|e| user_error(&who, e))?;
+            if remove {
+                note!("{who}: password removed; console sessions ended");
+            } else {
+                note!("{who}: password set; other console sessions ended");
+            }
+        }
+        UserCommand::LoginLink { email } => {
+            let who = email.clone();
+            let config = config.clone();
+            let url = store
+                .write_blocking(move |c| {
+                    let user = store::users::by_email(c, &email)?;
+                    if !user.active {
+                        return Err(StoreError::Conflict(format!(
+                            "{} is deactivated; activate them first",
+                            user.email
+                        )));
+                    }
+                    crate::conversations::sign_in::create_link(c, &config, &user, now_ms())
+                })
+                .map_err(|e| user_error(&who, e))?;
+            outln(&url)?;
         }
     }
     Ok(())

@@ -77,13 +77,16 @@
 //!                methods, blob download, EventSource push
 //! api/           door: the JSON API (router, ROUTES, handlers, admin, views)
 //! portal/        door: the vendor portal's HTML pages
+//! console/       door: the web console for agents and admins (askama pages in
+//!                pages/, one style sheet and script in static/): sign-in and
+//!                sessions, agent pages, admin pages, live updates
 //! ```
 //!
 //! # Imports
 //!
 //! A module names only the modules listed after it (`crate::…`); everything
 //! else is a circle waiting to happen. The doors (smtp, imap, jmap, api,
-//! portal) import none of each other; only `main` and `cli` import `app`;
+//! portal, console) import none of each other; only `main` and `cli` import `app`;
 //! only `store` names the SQLite driver. `tests/layout.rs` checks this table against
 //! the source, and that no file in `src/` is over 1,500 lines.
 //!
@@ -111,7 +114,8 @@
 //! jmap           → config http mime_guard model reply_text shutdown store
 //! api            → conversations egress http model senders store templates
 //! portal         → conversations http metrics model reply_text store
-//! app            → config conversations http imap ingest limits metrics model notifications outbound senders shutdown smtp store webhooks
+//! console        → config conversations http limits metrics model reply_text senders shutdown store templates
+//! app            → config console conversations http imap ingest limits metrics model notifications outbound senders shutdown smtp store webhooks
 //! cli            → app config model senders store
 //! ```
 
@@ -119,6 +123,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod conversations;
 pub mod egress;
 pub mod http;

@@ -545,6 +545,9 @@ pub struct Limits {
     pub portal: FailureLimiter,
     /// Failed IMAP LOGIN / AUTHENTICATE: for the IMAP listener.
     pub imap_login: FailureLimiter,
+    /// Failed web console sign-ins (passwords, sign-in links) and sign-in
+    /// link requests.
+    pub console_login: FailureLimiter,
     /// Open HTTP connections per address (`http.max_connections_per_ip`).
     pub http_connections: Arc<ConnectionCap>,
     /// Open IMAP connections per address (`imap.max_connections_per_ip`).
@@ -592,6 +595,7 @@ impl Limits {
             api_login: login("api_login"),
             portal: login("portal"),
             imap_login: login("imap_login"),
+            console_login: login("console_login"),
             http_connections: ConnectionCap::new(
                 "http_connections",
                 config.http.max_connections_per_ip,

@@ -43,6 +43,14 @@ max_upload_bytes = 10_485_760
 replies_per_hour = 20
 "#;
 
+/// `[console]` keys and defaults.
+pub(super) const CONSOLE_DEFAULTS: &str = r#"
+session_idle_timeout = "12h"
+session_max_age = "30d"
+login_link_ttl = "15m"
+max_upload_bytes = 26_214_400
+"#;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
@@ -171,6 +179,37 @@ pub struct PortalConfig {
     /// Portal replies accepted per side conversation and hour.
     #[serde(deserialize_with = "values::to_usize")]
     pub replies_per_hour: usize,
+}
+
+/// The web console (SPEC §11): its sessions and sign-in links.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// A session unused this long is over (sign in again).
+    #[serde(deserialize_with = "values::nonzero_duration")]
+    pub session_idle_timeout: Duration,
+    /// A session is over this long after sign-in, used or not.
+    #[serde(deserialize_with = "values::nonzero_duration")]
+    pub session_max_age: Duration,
+    /// How long a one-time sign-in link works.
+    #[serde(deserialize_with = "values::nonzero_duration")]
+    pub login_link_ttl: Duration,
+    /// Most bytes of attachments one message started or sent from the
+    /// console may carry.
+    #[serde(deserialize_with = "values::to_usize")]
+    pub max_upload_bytes: usize,
+}
+
+impl ConsoleConfig {
+    pub(super) fn validate(&self) -> Result<(), ConfigError> {
+        if self.session_idle_timeout > self.session_max_age {
+            return Err(invalid(
+                "console.session_idle_timeout",
+                "must not be longer than console.session_max_age",
+            ));
+        }
+        at_least("console.max_upload_bytes", self.max_upload_bytes, 1024)
+    }
 }
 
 impl PortalConfig {

@@ -36,7 +36,7 @@ use serde::Deserialize;
 use serde::de::Deserializer;
 
 pub use abuse::LimitsConfig;
-pub use http::{HttpConfig, JmapConfig, PortalConfig};
+pub use http::{ConsoleConfig, HttpConfig, JmapConfig, PortalConfig};
 pub use imap::ImapConfig;
 pub use ingest::{DnsConfig, IngestConfig, SendersConfig};
 pub use outbound::{
@@ -133,7 +133,7 @@ level = "info"
 "#;
 
 /// The sections and their defaults, in the order they are printed.
-const SECTIONS: [(&str, &str); 14] = [
+const SECTIONS: [(&str, &str); 15] = [
     ("log", LOG_DEFAULTS),
     ("smtp", smtp::DEFAULTS),
     ("http", http::HTTP_DEFAULTS),
@@ -147,6 +147,7 @@ const SECTIONS: [(&str, &str); 14] = [
     ("webhooks", webhooks::DEFAULTS),
     ("senders", ingest::SENDERS_DEFAULTS),
     ("portal", http::PORTAL_DEFAULTS),
+    ("console", http::CONSOLE_DEFAULTS),
     ("limits", abuse::DEFAULTS),
 ];
 
@@ -201,6 +202,8 @@ pub struct Config {
     pub senders: SendersConfig,
     pub webhooks: WebhooksConfig,
     pub portal: PortalConfig,
+    /// `[console]`: the web console's sessions (SPEC §11).
+    pub console: ConsoleConfig,
     pub limits: LimitsConfig,
     /// Every key as merged (defaults, file, environment), kept for
     /// `backchannel config`.
@@ -228,6 +231,7 @@ struct Sections {
     webhooks: WebhooksConfig,
     senders: SendersConfig,
     portal: PortalConfig,
+    console: ConsoleConfig,
     limits: LimitsConfig,
 }
 
@@ -277,6 +281,7 @@ impl fmt::Debug for Config {
             .field("dns", &self.dns)
             .field("webhooks", &self.webhooks)
             .field("portal", &self.portal)
+            .field("console", &self.console)
             .field("limits", &self.limits)
             .finish()
     }
@@ -342,6 +347,7 @@ impl Config {
             webhooks,
             senders,
             portal,
+            console,
             limits,
         } = s;
         smtp.validate(&domain)?;
@@ -353,6 +359,7 @@ impl Config {
         notifications.validate()?;
         webhooks.validate()?;
         portal.validate()?;
+        console.validate()?;
         limits.validate()?;
         let quotas = ingest.quotas()?;
         senders.validate()?;
@@ -374,6 +381,7 @@ impl Config {
             senders,
             webhooks,
             portal,
+            console,
             limits,
             effective,
         })

@@ -77,6 +77,22 @@ async fn deadline(
     }
 }
 
+/// Human size for limits and file lists: `10 MB`, `1.5 MB`, `12 KB`, `80 bytes`.
+pub fn human_size(bytes: usize) -> String {
+    const MB: usize = 1024 * 1024;
+    if bytes >= MB {
+        if bytes.is_multiple_of(MB) {
+            format!("{} MB", bytes / MB)
+        } else {
+            format!("{:.1} MB", bytes as f64 / MB as f64)
+        }
+    } else if bytes >= 1024 {
+        format!("{} KB", bytes.div_ceil(1024))
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }

@@ -31,6 +31,7 @@ use crate::conversations::{
 use crate::http::AppState;
 use crate::http::download::attachment_response;
 use crate::http::extract::ClientIp;
+pub use crate::http::human_size;
 use crate::model::{now_ms, random_bytes, rfc3339};
 use crate::reply_text::escape_html as escape;
 use crate::store::portal::{self as db, PortalMessage, PortalThread};
@@ -516,22 +517,6 @@ enum FormError {
     TooLarge(String),
     TooMany,
     Bad,
-}
-
-/// Human size for limits and file lists: `10 MB`, `1.5 MB`, `12 KB`, `80 bytes`.
-pub fn human_size(bytes: usize) -> String {
-    const MB: usize = 1024 * 1024;
-    if bytes >= MB {
-        if bytes.is_multiple_of(MB) {
-            format!("{} MB", bytes / MB)
-        } else {
-            format!("{:.1} MB", bytes as f64 / MB as f64)
-        }
-    } else if bytes >= 1024 {
-        format!("{} KB", bytes.div_ceil(1024))
-    } else {
-        format!("{bytes} bytes")
-    }
 }
 
 fn upload_too_large(limit: usize) -> FormError {
