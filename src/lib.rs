@@ -13,7 +13,8 @@
 //! ```text
 //! main.rs        thin: hands over to cli
 //! cli.rs         clap commands: serve, config, backup, user add/list/set-role/
-//!                deactivate/activate/rotate-token, sender add/list/verify/check;
+//!                deactivate/activate/rotate-token/set-password/login-link, sender
+//!                add/list/verify/check;
 //!                output that survives a closed stdout
 //! app.rs         wiring: store, workers, listeners, ready file, signals, shutdown;
 //!                start() for tests
@@ -116,7 +117,7 @@
 //! portal         → conversations http metrics model reply_text store
 //! console        → config conversations http limits metrics model reply_text senders shutdown store templates
 //! app            → config console conversations http imap ingest limits metrics model notifications outbound senders shutdown smtp store webhooks
-//! cli            → app config model senders store
+//! cli            → app config conversations model senders store
 //! ```
 
 pub mod api;

@@ -151,10 +151,15 @@ fn throttle(st: &AppState, ip: Option<std::net::IpAddr>) -> Result<(), Refusal> 
 fn failed(st: &AppState, ip: Option<std::net::IpAddr>) -> Result<(), Refusal> {
     crate::metrics::inc("auth_failures_total", &[("service", "console")]);
     if let Some(ip) = ip {
-        st.limits
+        let f = st
+            .limits
             .console_login
             .failure(ip)
             .map_err(|w| Refusal::Throttled(w.secs()))?;
+        // This failure reached the limit: refused from now on.
+        if let Some(w) = f.blocked {
+            return Err(Refusal::Throttled(w.secs()));
+        }
     }
     Ok(())
 }
@@ -298,7 +303,12 @@ fn link_refused(r: LinkRefusal) -> Response {
         }
         LinkRefusal::Inactive => "The user this link is for is deactivated.",
     };
-    super::error_page(None, StatusCode::GONE, "This link does not work", message)
+    let status = if r == LinkRefusal::Unknown {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::GONE
+    };
+    super::error_page(None, status, "This link does not work", message)
 }
 
 async fn link_page(

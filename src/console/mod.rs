@@ -75,9 +75,11 @@ pub fn routes(shutdown: crate::shutdown::Shutdown) -> Router<AppState> {
         .route("/app/{*rest}", axum::routing::any(not_found))
 }
 
-async fn not_found(chrome: Option<Chrome>) -> Response {
+/// An unknown console page: the sign-in page first when signed out (the
+/// path is kept for after), then a 404 page.
+async fn not_found(chrome: Chrome) -> Response {
     error_page(
-        chrome,
+        Some(chrome),
         StatusCode::NOT_FOUND,
         "Not found",
         "There is no such page in the console.",
@@ -542,7 +544,8 @@ async fn session_of(parts: &Parts, st: &AppState) -> Result<Option<(Session, [u8
     let Some(session) = found else {
         return Ok(None);
     };
-    if now - session.last_seen_at > TOUCH_EVERY_MS {
+    // Often enough that a session in use never reaches its idle timeout.
+    if now - session.last_seen_at > TOUCH_EVERY_MS.min(idle / 4) {
         st.store
             .write(move |c| db::touch_session(c, &hash, now))
             .await?;
