@@ -10,6 +10,12 @@
                                      (BODY.PEEK[]) with imaplib; print JSON
   counts DB [AFTER]                  inbound messages by route (ids above AFTER),
                                      queued and failed queue rows, as JSON
+  console-pages HTTP LINK REPS PATH...
+                                     sign in to the web console with the sign-in
+                                     link path LINK, then time REPS GETs of each
+                                     console PATH on one keep-alive connection;
+                                     print JSON {path: {status, p50_ms, p99_ms,
+                                     max_ms, bytes}}
   free-port                          print a free TCP port on 127.0.0.1
   dns PORT                           answer every DNS question on 127.0.0.1:PORT
                                      (UDP) with NXDOMAIN, quickly
@@ -17,7 +23,9 @@
 Every address used is on loopback.
 """
 
+import http.client
 import imaplib
+import re
 import json
 import os
 import socket
@@ -203,6 +211,60 @@ def free_port():
     s.close()
 
 
+def console_pages(http_addr, link, reps, *paths):
+    host, port = http_addr.rsplit(":", 1)
+    loopback(host)
+    conn = http.client.HTTPConnection(host, int(port), timeout=60)
+    cookies = {}
+
+    def request(method, path, body=None):
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in cookies.items())}
+        if body is not None:
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        data = r.read()
+        for k, v in r.getheaders():
+            if k.lower() == "set-cookie":
+                name, _, rest = v.partition("=")
+                cookies[name] = rest.split(";", 1)[0]
+        return r.status, data
+
+    status, page = request("GET", link)
+    m = re.search(rb'name="csrf" value="([^"]+)"', page)
+    if status != 200 or not m:
+        sys.exit(f"the sign-in link page answered {status}")
+    status, _ = request("POST", link, "csrf=" + m.group(1).decode())
+    if status != 303 or "bc_session" not in cookies:
+        sys.exit(f"signing in answered {status}")
+    out = {}
+    for name in paths:
+        path = name
+        if name.startswith("next:"):
+            # The second page of a list: the page's own "Next page" link.
+            status, first = request("GET", name[len("next:"):])
+            m = re.search(rb'href="([^"]+)" rel="next"', first)
+            if not m:
+                out[name] = {"status": "no next page"}
+                continue
+            path = m.group(1).decode().replace("&amp;", "&")
+        status, data = request("GET", path)  # warm the caches once
+        times = []
+        for _ in range(int(reps)):
+            t0 = time.perf_counter()
+            status, data = request("GET", path)
+            times.append((time.perf_counter() - t0) * 1000)
+        times.sort()
+        out[name] = {
+            "status": status,
+            "p50_ms": round(statistics.median(times), 2),
+            "p99_ms": round(times[min(len(times) - 1, int(len(times) * 0.99))], 2),
+            "max_ms": round(times[-1], 2),
+            "bytes": len(data),
+        }
+    print(json.dumps(out))
+
+
 def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     {
@@ -212,6 +274,7 @@ def main():
         "maildir-copy": maildir_copy,
         "counts": counts,
         "free-port": free_port,
+        "console-pages": console_pages,
         "dns": dns,
     }[cmd](*args)
 

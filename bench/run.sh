@@ -43,6 +43,7 @@ if [[ $mode == smoke ]]; then
     IMAP_MSGS=${BENCH_IMAP_MSGS:-200}
     IDLE=${BENCH_IDLE:-50}
     SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-1}
+    CONSOLE_REPS=${BENCH_CONSOLE_REPS:-10}
 else
     MSGS=${BENCH_MSGS:-20000}
     SESSIONS=${BENCH_SESSIONS:-"1 20 100"}
@@ -51,6 +52,7 @@ else
     IMAP_MSGS=${BENCH_IMAP_MSGS:-10000}
     IDLE=${BENCH_IDLE:-500}
     SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-5}
+    CONSOLE_REPS=${BENCH_CONSOLE_REPS:-50}
 fi
 SIZE=5120
 WAIT=900
@@ -81,6 +83,7 @@ median_of() {
     fi
 }
 declare -A R
+CONSOLE_PAGES=()
 
 # ---------------------------------------------------------------- install
 install_missing() {
@@ -585,6 +588,31 @@ if "$BCB" fill --data-dir "$fdir/data" --domain "$DOMAIN" --messages "$FILL_MSGS
         R[ref.20$m]=$(median_of ref "$m")
     done
     R[big.20.counts]=${R[big.1.counts]:-n/a}
+    # The web console on the filled store: each page's time on one
+    # keep-alive connection over loopback (server time plus a loopback
+    # round trip), after one warm-up load. The owner's unread list holds the
+    # threads the rounds above wrote to (the fill ran before any user).
+    if bc_start "$fdir"; then
+        if link=$("$BIN" user login-link --config "$fdir/config.toml" --email "admin@$DOMAIN" 2>>"$fdir/server.log"); then
+            link="/app/login/${link##*/app/login/}"
+            mid=$(( FILL_SCS / 2 ))
+            mid_parent=$(python3 -c 'import sqlite3,sys
+c = sqlite3.connect(sys.argv[1])
+print(c.execute("SELECT p.external_id FROM side_conversations s JOIN parents p ON p.id = s.parent_id WHERE s.id = ?", (int(sys.argv[2]),)).fetchone()[0])' "$BC_DB" "$mid")
+            CONSOLE_PAGES=(/app/ "next:/app/" "/app/?filter=open" "next:/app/?filter=open" "/app/?filter=closed"
+                "/app/?filter=mine" /app/unrouted "/app/parents/$mid_parent" "/app/side-conversations/$mid")
+            if out=$($PY console-pages "$BC_HTTP" "$link" "$CONSOLE_REPS" "${CONSOLE_PAGES[@]}"); then
+                R[console.pages]=$out
+            else
+                fail "timing the console's pages on the filled store"
+            fi
+        else
+            fail "making a sign-in link on the filled store"
+        fi
+        bc_stop
+    else
+        fail "starting backchannel on the filled store (console pages)"
+    fi
 else
     fail "filling the store (see fill.log)"
     tail -5 "$fdir/fill.log" >&2
@@ -770,6 +798,14 @@ print(round(d, 3) if isinstance(d, float) else d)' "$j" "$2" 2>/dev/null || echo
     echo "- routing lookup (RCPT → 250 over SMTP, our client, medians): empty store p50 $(v ref.20.rcpt_p50) / p99 $(v ref.20.rcpt_p99) ms; filled store p50 $(v big.20.rcpt_p50) / p99 $(v big.20.rcpt_p99) ms"
     echo "- routing lookup in-process (\`smtp::policy::decide\`, random tokens of the filled store): $(v route.inproc)"
     echo "- stored by route on the filled store (round 1): $(v big.20.counts) (our client cites stored Message-IDs on every fourth message: route \`references\`)"
+    echo
+    echo "Web console pages on the filled store (ms per page load, $CONSOLE_REPS loads each after one warm-up, one keep-alive connection; target: under 50 ms server time):"
+    echo
+    echo "| page | status | p50 | p99 | max | bytes |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: |"
+    for pg in "${CONSOLE_PAGES[@]}"; do
+        echo "| \`$pg\` | $(fj console.pages "$pg.status") | $(fj console.pages "$pg.p50_ms") | $(fj console.pages "$pg.p99_ms") | $(fj console.pages "$pg.max_ms") | $(fj console.pages "$pg.bytes") |"
+    done
     echo
     echo "## 3. Agent view: $IMAP_MSGS messages (~5 KB) in INBOX (s; first run, then median of 3)"
     echo

@@ -227,7 +227,7 @@ fn compose_and_queue(
             text.push_str("[unverified sender] ");
         }
         text.push_str(&format!(
-            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n{}\nThread: {}/api/side-conversations/{}\n{}\n---\n\n",
+            "{} replied in the side conversation \"{}\" on ticket {}:\n\n{}\n{}\nThread: {}/app/side-conversations/{}\n{}\n---\n\n",
             r.vendor,
             r.subject,
             r.parent,
@@ -248,7 +248,11 @@ fn compose_and_queue(
             if more == 1 { "reply" } else { "replies" }
         ));
     }
-    text.push_str("You get this because you are the ticket's assignee or started the side conversation.\nTurn it off with PUT /api/me {\"notifications\": \"off\"}.\n");
+    text.push_str(&format!(
+        "You get this because you are the ticket's assignee or started the side conversation.\n\
+         Turn it off in the console ({}/app/me) or with PUT /api/me {{\"notifications\": \"off\"}}.\n",
+        config.http.public_url
+    ));
     let mail = compose::notification(&compose::NotificationDraft {
         gateway_domain: &config.domain,
         to,

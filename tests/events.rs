@@ -393,7 +393,7 @@ fn assert_failure_notice(raw: &str, recipient: &str, diagnostic: &str, sc: i64) 
     );
     assert!(raw.contains(diagnostic), "{raw}");
     assert!(
-        raw.contains(&format!("/api/side-conversations/{sc}")),
+        raw.contains(&format!("/app/side-conversations/{sc}")),
         "{raw}"
     );
 }

@@ -96,7 +96,7 @@ async fn one_notification_to_the_assignee_and_none_for_auto_replies() {
     assert!(!n.contains("> ?"), "not the quoted history: {n}");
     assert!(
         n.contains(&format!(
-            "http://127.0.0.1:8080/api/side-conversations/{}",
+            "http://127.0.0.1:8080/app/side-conversations/{}",
             sc["id"]
         )),
         "{n}"

@@ -49,12 +49,12 @@ pub fn not_sent(db: &Db<'_>, config: &Config, n: &NotSent<'_>, now: i64) -> Resu
     let next = match &thread {
         Some(t) if t.status == ScStatus::Closed => format!(
             "The side conversation is closed: reopen it and reply again, or answer in the \
-             console or through the API: {}/api/side-conversations/{}",
+             console ({}/app/side-conversations/{}) or through the API.",
             config.http.public_url, t.id
         ),
         Some(t) => format!(
             "Reply again from your own address once the cause is fixed, or answer in the \
-             console or through the API: {}/api/side-conversations/{}",
+             console ({}/app/side-conversations/{}) or through the API.",
             config.http.public_url, t.id
         ),
         None => "Answer in the console or through the API instead.".to_string(),

@@ -234,12 +234,12 @@ fn notify(
         "Hello {name},\n\n\
          {recipient} could not be reached in the side conversation \"{subject}\" on ticket {parent}.\n\
          {how}: {diagnostic}\n\n\
-         Thread: {url}/api/side-conversations/{sc}\n\n\
+         Thread: {url}/app/side-conversations/{sc}\n\n\
          Reply to this email to write in the side conversation: your own new text (and \
          attachments) is sent to its other recipients from the side conversation's address, \
          never this notification or anything quoted from it.\n\n\
          You get this because you are the ticket's assignee or started the side conversation.\n\
-         Turn it off with PUT /api/me {{\"notifications\": \"off\"}}.\n",
+         Turn it off in the console ({url}/app/me) or with PUT /api/me {{\"notifications\": \"off\"}}.\n",
         name = agent.name,
         recipient = o.recipient,
         subject = o.side_conversation_subject,

@@ -53,8 +53,13 @@ class StubDns:
     which answer their TXT record (an SPF policy, say) and NODATA for other
     types."""
 
-    def __init__(self, txt=None):
-        self.txt = {k.lower().rstrip("."): v for k, v in (txt or {}).items()}
+    def __init__(self, txt=None, records_file=None):
+        self.fixed = {k.lower().rstrip("."): v for k, v in (txt or {}).items()}
+        self.txt = dict(self.fixed)
+        # A JSON file {name: text} read again whenever it changes: a test
+        # "publishes" records while the server runs.
+        self.records_file = records_file
+        self.records_mtime = None
         self.udp = None
         self.tcp = None
         for _ in range(20):
@@ -78,7 +83,27 @@ class StubDns:
         threading.Thread(target=self._serve_udp, daemon=True).start()
         threading.Thread(target=self._serve_tcp, daemon=True).start()
 
+    def reload(self):
+        if not self.records_file:
+            return
+        try:
+            mtime = os.stat(self.records_file).st_mtime_ns
+        except OSError:
+            return
+        if mtime == self.records_mtime:
+            return
+        try:
+            with open(self.records_file) as f:
+                extra = json.load(f)
+        except (OSError, ValueError):
+            return
+        self.records_mtime = mtime
+        txt = dict(self.fixed)
+        txt.update({k.lower().rstrip("."): v for k, v in extra.items() if isinstance(v, str)})
+        self.txt = txt
+
     def answer(self, query):
+        self.reload()
         if len(query) < 12:
             return None
         qid, flags, qdcount = struct.unpack("!HHH", query[:6])
@@ -100,8 +125,11 @@ class StubDns:
                 rflags = 0x8000 | opcode | rd | 0x0080  # NOERROR, authoritative data
                 if qtype != 16:
                     return struct.pack("!HHHHHH", qid, rflags, 1, 0, 0, 0) + query[12:i]
-                text = self.txt[name].encode()[:255]
-                rdata = bytes([len(text)]) + text
+                # One TXT record of 255-byte character-strings (a DKIM
+                # key is longer than one).
+                text = self.txt[name].encode()
+                chunks = [text[k : k + 255] for k in range(0, len(text), 255)] or [b""]
+                rdata = b"".join(bytes([len(c)]) + c for c in chunks)
                 rr = struct.pack("!HHHIH", 0xC00C, 16, 1, 60, len(rdata)) + rdata
                 return struct.pack("!HHHHHH", qid, rflags, 1, 1, 0, 0) + query[12:i] + rr
             rflags = 0x8000 | opcode | rd | 0x0080 | 3  # NXDOMAIN
