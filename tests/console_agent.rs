@@ -468,6 +468,10 @@ async fn unrouted_mail_is_assigned_from_the_triage_page() {
     let m = sign_in(&s, "mo@acme.com").await;
     let (st, _) = m.get("/app/unrouted").await;
     assert_eq!(st, StatusCode::FORBIDDEN);
+    let (_, inbox) = m.get("/app/").await;
+    assert!(!inbox.contains("href=\"/app/unrouted\""), "{inbox}");
+    let (_, inbox) = b.get("/app/").await;
+    assert!(inbox.contains("href=\"/app/unrouted\""));
     let path = format!("/app/unrouted/{mid}/assign");
     let (st, _, _) = m
         .post_form(
