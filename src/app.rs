@@ -40,7 +40,10 @@ pub struct BoundAddrs {
 pub fn http_router(state: AppState, shutdown: Shutdown) -> axum::Router {
     let routes = api::routes()
         .merge(portal::routes(state.clone()))
-        .merge(console::routes(shutdown.clone()))
+        .merge(console::routes(
+            shutdown.clone(),
+            state.config.console.max_upload_bytes,
+        ))
         .merge(jmap::routes(jmap::Shared::new(shutdown)));
     http::finish(routes, state)
 }

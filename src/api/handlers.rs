@@ -284,46 +284,22 @@ pub async fn start_side_conversation(
     // A template fills what the request leaves out; explicit fields win.
     let mut body = body;
     if let Some(tid) = body.template {
-        let (ext, agent) = (external_id.clone(), caller.0.name.clone());
-        let found = st
-            .store
-            .read(move |c| {
-                let t = match store::templates::get(c, tid) {
-                    Ok(t) => t,
-                    Err(StoreError::NotFound) => return Ok(None),
-                    Err(e) => return Err(e),
-                };
-                let (subject, rname, remail) = store::parents::get(c, &ext)?
-                    .map(|p| (p.subject, p.requester_name, p.requester_email))
-                    .unwrap_or_default();
-                let values = templates::Values {
-                    parent_id: ext.clone(),
-                    parent_subject: subject,
-                    requester_name: rname.unwrap_or_default(),
-                    requester_email: remail.unwrap_or_default(),
-                    agent_name: agent,
-                };
-                Ok(Some((t, values)))
-            })
+        let draft = conversations::Draft {
+            to: body.to.take(),
+            cc: body.cc.take(),
+            subject: body.subject.take(),
+            body_text: body.body_text.take(),
+            body_html: body.body_html.take(),
+        };
+        let filled = st
+            .conversations
+            .fill_from_template(tid, external_id.clone(), caller.0.name.clone(), draft)
             .await?;
-        let (t, values) =
-            found.ok_or_else(|| ApiError::invalid("template", format!("no template {tid}")))?;
-        if body.to.as_ref().is_none_or(Vec::is_empty) {
-            body.to = Some(t.to.clone());
-        }
-        if body.cc.is_none() {
-            body.cc = Some(t.cc.clone());
-        }
-        if body.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
-            body.subject = Some(templates::fill(&t.subject, &values));
-        }
-        if body.body_text.is_none() && body.body_html.is_none() {
-            body.body_text = t.body_text.as_deref().map(|b| templates::fill(b, &values));
-            body.body_html = t
-                .body_html
-                .as_deref()
-                .map(|b| templates::fill_html(b, &values));
-        }
+        body.to = filled.to;
+        body.cc = filled.cc;
+        body.subject = filled.subject;
+        body.body_text = filled.body_text;
+        body.body_html = filled.body_html;
     }
     let req = StartRequest {
         to: body.to.unwrap_or_default(),
@@ -539,14 +515,15 @@ pub async fn remove_participant(
 
 /// Unrouted mail is for owners and admins only.
 async fn visible_message(st: &AppState, caller: &Caller, id: i64) -> ApiResult<()> {
-    let sc = st
+    let role = caller.role();
+    let visible = st
         .store
-        .read(move |db| store::messages::side_conversation_of(db, id))
+        .read(move |db| conversations::may_see_message(db, role, id))
         .await?;
-    match sc {
-        None => Err(ApiError::NotFound("message")),
-        Some(None) if !caller.role().can_administer() => Err(ApiError::NotFound("message")),
-        Some(_) => Ok(()),
+    if visible {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound("message"))
     }
 }
 

@@ -9,12 +9,70 @@ use axum::response::Response;
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::{Chrome, Layout as _, Refusal, ok, when};
+use axum::http::HeaderMap;
+
+use super::form::Form;
+use super::{Chrome, Layout as _, Refusal, check_csrf, ok, when};
+use crate::conversations::{Attachment, ServiceError};
 use crate::http::AppState;
 use crate::store::inbox::{self, Counts, Cursor, Filter, Watch};
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/app/", get(inbox_page))
+pub fn routes(upload_limit: usize) -> Router<AppState> {
+    Router::new()
+        .route("/app/", get(inbox_page))
+        .merge(super::agent_parent::routes())
+        .merge(super::agent_thread::routes(upload_limit))
+        .merge(super::agent_start::routes(upload_limit))
+        .merge(super::agent_unrouted::routes())
+}
+
+/// A number from a path (an id, an attachment's index); anything else is
+/// a page that does not exist.
+pub fn id_of(s: &str, what: &'static str) -> Result<i64, Refusal> {
+    s.parse::<i64>()
+        .ok()
+        .filter(|n| *n >= 0)
+        .ok_or(Refusal::NotFound(what))
+}
+
+/// Checks a form that changes something: the CSRF token first, then that
+/// the user is not a viewer.
+pub fn writer_form(
+    st: &AppState,
+    chrome: &Chrome,
+    headers: &HeaderMap,
+    form: &Form,
+) -> Result<(), Refusal> {
+    check_csrf(
+        chrome,
+        headers,
+        &st.config.http.public_url,
+        form.get("csrf"),
+    )?;
+    chrome.require_writer()
+}
+
+/// The uploaded files of a form as attachments (file inputs named
+/// `attachments`).
+pub fn attachments(form: &Form) -> Vec<Attachment> {
+    form.files
+        .iter()
+        .filter(|f| f.field == "attachments")
+        .map(|f| Attachment {
+            filename: f.filename.clone(),
+            content_type: f.content_type.clone(),
+            data: f.data.clone(),
+        })
+        .collect()
+}
+
+/// A refusal as a sentence for the page: the field (as the form names
+/// it) and why.
+pub fn service_message(e: &ServiceError) -> String {
+    match e {
+        ServiceError::Invalid { field, message } => format!("{field}: {message}"),
+        other => other.to_string(),
+    }
 }
 
 /// Lines per inbox page.
@@ -56,7 +114,7 @@ impl InboxPage {
     }
 }
 
-fn line(row: inbox::Row) -> Line {
+pub fn line(row: inbox::Row) -> Line {
     let (when_ms, who) = match &row.last {
         Some(m) => (
             m.received_at,

@@ -15,7 +15,9 @@
 //! buttons.
 //!
 //! - `auth.rs`: sign-in (password, link), sign-out, own settings
-//! - `agent.rs`: inbox, parent, thread, start, follow-up, close/reopen,
+//! - `agent.rs`: the inbox; `agent_parent.rs` a parent's split view,
+//!   `agent_thread.rs` a thread (follow-up, close/reopen, admit, portal
+//!   links, downloads), `agent_start.rs` starting one, `agent_unrouted.rs`
 //!   unrouted triage
 //! - `admin.rs`: senders, signature and settings, templates, webhooks,
 //!   users, audit
@@ -24,6 +26,10 @@
 
 pub mod admin;
 pub mod agent;
+pub mod agent_parent;
+pub mod agent_start;
+pub mod agent_thread;
+pub mod agent_unrouted;
 pub mod auth;
 pub mod form;
 pub mod live;
@@ -62,14 +68,20 @@ const JS: &str = include_str!("static/console.js");
 const CSP: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data:; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// The console's routes; `app` merges them beside the API.
-pub fn routes(shutdown: crate::shutdown::Shutdown) -> Router<AppState> {
+/// Bytes a form with uploads may have beyond its files (its text fields).
+const FORM_OVERHEAD: usize = 1024 * 1024;
+
+/// The console's routes; `app` merges them beside the API. Forms with
+/// uploads may be `console.max_upload_bytes` (`max_upload`) plus their
+/// text, above the global `http.max_body_bytes`.
+pub fn routes(shutdown: crate::shutdown::Shutdown, max_upload: usize) -> Router<AppState> {
+    let upload_limit = max_upload.saturating_add(FORM_OVERHEAD);
     Router::new()
         .route("/app", get(|| async { Redirect::to("/app/") }))
         .route("/app/static/console.css", get(css))
         .route("/app/static/console.js", get(js))
         .merge(auth::routes())
-        .merge(agent::routes())
+        .merge(agent::routes(upload_limit))
         .merge(admin::routes())
         .merge(live::routes(live::Streams::new(shutdown)))
         .route("/app/{*rest}", axum::routing::any(not_found))

@@ -33,6 +33,7 @@ pub use delivery::DeliveryOutcomes;
 pub use outgoing::reply_address;
 pub use parents::{ParentUpsert, upsert_parent_in};
 pub use replies::{AssignError, ReplyFacts, Trust, apply_reply_effects, assign_unrouted};
+pub use start::Draft;
 pub use status::set_status_in;
 
 /// Why an action was refused; each maps to one HTTP status.
@@ -272,6 +273,29 @@ fn activity(
     Ok(())
 }
 
+/// The sender address a start on a parent uses when none is asked for:
+/// the last one used on it (`parent_last`), else the settings' default,
+/// else the gateway's own; one no longer verified falls back as a start
+/// would (SPEC §5).
+pub fn default_sender(
+    db: &Db<'_>,
+    config: &Config,
+    parent_last: Option<&str>,
+) -> Result<String, ServiceError> {
+    outgoing::resolve_sender(db, config, None, parent_last).map(|s| s.email)
+}
+
+/// Whether a user with `role` may see message `id`: messages of side
+/// conversations, everyone; unrouted mail, owners and admins only (SPEC
+/// §9). `false` for an unknown message.
+pub fn may_see_message(db: &Db<'_>, role: crate::model::Role, id: i64) -> store::Result<bool> {
+    Ok(match store::messages::side_conversation_of(db, id)? {
+        None => false,
+        Some(None) => role.can_administer(),
+        Some(Some(_)) => true,
+    })
+}
+
 /// The side conversation, or 404.
 fn load_sc(db: &Db<'_>, id: i64) -> Result<crate::model::SideConversation, ServiceError> {
     store::side_conversations::get(db, id)?.ok_or(ServiceError::NotFound("side conversation"))
@@ -304,6 +328,24 @@ impl Conversations {
             .await?;
         self.outbox_waker.notify_one();
         Ok(sent)
+    }
+
+    /// Fills what `draft` leaves out from template `template` for a start
+    /// on parent `external_id` by `agent_name` (see [`Draft`]); 422 on
+    /// `template` when there is no such template.
+    pub async fn fill_from_template(
+        &self,
+        template: i64,
+        external_id: String,
+        agent_name: String,
+        draft: Draft,
+    ) -> Result<Draft, ServiceError> {
+        self.store
+            .read(move |db| {
+                start::fill_from_template(db, template, &external_id, &agent_name, draft)
+            })
+            .await?
+            .ok_or_else(|| invalid("template", format!("no template {template}")))
     }
 
     /// An agent's follow-up: to every participant; 409 when closed.

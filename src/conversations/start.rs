@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::model::{NewSideConversation, ParticipantRole, Route, Token, now_ms};
 use crate::outbound::compose::{Context, clean_header};
 use crate::store::{self, Db, events, get_setting};
+use crate::templates;
 
 /// A start request's recipients and subject, checked.
 pub(super) struct Checked {
@@ -157,4 +158,62 @@ pub(super) fn start_in(
         message,
         token: token.to_string(),
     })
+}
+
+/// What a start request says before a template fills it (`None`: left
+/// out, so the template's value is used).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Draft {
+    pub to: Option<Vec<String>>,
+    pub cc: Option<Vec<String>>,
+    pub subject: Option<String>,
+    pub body_text: Option<String>,
+    pub body_html: Option<String>,
+}
+
+/// Fills what `draft` leaves out from template `template` (SPEC §7: "start
+/// accepts `template` and fills the rest"): recipients when none are
+/// given, cc when cc is left out, the subject when it is empty, the body
+/// when neither body is given. Placeholders are filled for parent
+/// `external_id` (empty values while the helpdesk has not synced it) and
+/// the agent. `None` when there is no such template.
+pub(super) fn fill_from_template(
+    db: &Db<'_>,
+    template: i64,
+    external_id: &str,
+    agent_name: &str,
+    mut draft: Draft,
+) -> store::Result<Option<Draft>> {
+    let t = match store::templates::get(db, template) {
+        Ok(t) => t,
+        Err(store::StoreError::NotFound) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let (subject, rname, remail) = store::parents::get(db, external_id)?
+        .map(|p| (p.subject, p.requester_name, p.requester_email))
+        .unwrap_or_default();
+    let values = templates::Values {
+        parent_id: external_id.to_string(),
+        parent_subject: subject,
+        requester_name: rname.unwrap_or_default(),
+        requester_email: remail.unwrap_or_default(),
+        agent_name: agent_name.to_string(),
+    };
+    if draft.to.as_ref().is_none_or(Vec::is_empty) {
+        draft.to = Some(t.to.clone());
+    }
+    if draft.cc.is_none() {
+        draft.cc = Some(t.cc.clone());
+    }
+    if draft.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        draft.subject = Some(templates::fill(&t.subject, &values));
+    }
+    if draft.body_text.is_none() && draft.body_html.is_none() {
+        draft.body_text = t.body_text.as_deref().map(|b| templates::fill(b, &values));
+        draft.body_html = t
+            .body_html
+            .as_deref()
+            .map(|b| templates::fill_html(b, &values));
+    }
+    Ok(Some(draft))
 }

@@ -16,6 +16,7 @@
 
 pub mod activity;
 pub mod agent_mail;
+pub mod agent_pages;
 pub mod agent_replies;
 pub mod audit;
 pub mod backup;
