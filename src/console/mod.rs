@@ -17,12 +17,16 @@
 //! - `auth.rs`: sign-in (password, link), sign-out, own settings
 //! - `agent.rs`: inbox, parent, thread, start, follow-up, close/reopen,
 //!   unrouted triage
-//! - `admin.rs`: senders, signature and settings, templates, webhooks,
-//!   users, audit
+//! - `admin.rs` (with `admin_senders.rs`, `admin_config.rs`,
+//!   `admin_people.rs`): senders, signature and settings, templates,
+//!   webhooks, users, audit
 //! - `live.rs`: the event stream live pages listen to
 //! - `form.rs`: url-encoded and multipart forms, as lists of fields
 
 pub mod admin;
+pub mod admin_config;
+pub mod admin_people;
+pub mod admin_senders;
 pub mod agent;
 pub mod auth;
 pub mod form;
