@@ -2,6 +2,7 @@
 //! client that reads replies line by line.
 #![allow(dead_code)]
 
+pub mod console;
 pub mod dns;
 
 use std::path::PathBuf;
