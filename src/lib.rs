@@ -116,7 +116,7 @@
 //! portal         → conversations http metrics model reply_text store
 //! console        → config conversations http limits metrics model reply_text senders shutdown store templates
 //! app            → config console conversations http imap ingest limits metrics model notifications outbound senders shutdown smtp store webhooks
-//! cli            → app config model senders store
+//! cli            → app config conversations model senders store
 //! ```
 
 pub mod api;
