@@ -13,7 +13,7 @@ use std::path::Path;
 
 use backchannel::model::Role;
 use common::console::sign_in;
-use common::{TestServer, api_call as call, make_user, wait_for, wait_until};
+use common::{TestServer, api_call as call, make_user, smtp_send, wait_for, wait_until};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -119,6 +119,32 @@ async fn an_admin_adds_verifies_checks_edits_and_deletes_a_sender() {
         assert!(page.contains(needle), "{needle} on the page: {page}");
     }
 
+    // A provider's forwarding confirmation arriving on the forwarding
+    // address is shown: its code and its link as text to copy, not as a
+    // link to follow.
+    let msg = format!(
+        "From: Gmail Team <forwarding-noreply@google.com>\nTo: {forwarding}\nSubject: (#583920174) Gmail Forwarding Confirmation - Receive Mail from support@acme.com\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nMessage-ID: <583920174@google.com>\n\nConfirmation code: 583920174\n\nhttps://mail-settings.google.com/mail/vf-%5B583920174%5D-x\n"
+    );
+    smtp_send(
+        s.smtp,
+        "forwarding-noreply@google.com",
+        &[&forwarding],
+        &msg,
+    )
+    .await;
+    s.wait_ingested().await;
+    let (_, page) = b.get("/app/admin/senders/support@acme.com").await;
+    assert!(
+        page.contains("Forwarding confirmation from gmail"),
+        "{page}"
+    );
+    assert!(page.contains("value=\"583920174\""), "{page}");
+    assert!(
+        page.contains("value=\"https://mail-settings.google.com/mail/vf-%5B583920174%5D-x\""),
+        "{page}"
+    );
+    assert!(!page.contains("href=\"https://mail-settings"), "{page}");
+
     // A wrong code is refused on the page; the right one verifies.
     let code = code_of(&sent_mail(s.dir.path(), "support@acme.com", "Verification code").await);
     let wrong = if code == "000000" { "111111" } else { "000000" };
@@ -196,6 +222,18 @@ async fn an_admin_adds_verifies_checks_edits_and_deletes_a_sender() {
     assert_eq!(status, StatusCode::SEE_OTHER);
     let (_, v) = sender(&s, &token, "support@acme.com").await;
     assert_eq!(v["name"], "Acme Help");
+    assert_eq!(v["reply_mode"], "none");
+    assert_eq!(v["signature"]["text"], "-- {{agent.name}}");
+    // Posting one field keeps the others.
+    let (status, _, _) = b
+        .post_form(
+            "/app/admin/senders/support@acme.com",
+            &[("csrf", &b.csrf), ("name", "Acme Care")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, v) = sender(&s, &token, "support@acme.com").await;
+    assert_eq!(v["name"], "Acme Care");
     assert_eq!(v["reply_mode"], "none");
     assert_eq!(v["signature"]["text"], "-- {{agent.name}}");
 
@@ -347,15 +385,17 @@ async fn settings_templates_and_webhooks() {
     assert_eq!(v["signature"]["text"], Value::Null);
     assert_eq!(v["side_conversations_enabled"], true);
 
-    // Save: signature, side conversations off (the box left unticked).
+    // Save: signature, side conversations off (the box left unticked:
+    // only the hidden `false` before it is posted).
     let (status, location, _) = b
         .post_form(
             "/app/admin/settings",
             &[
                 ("csrf", &b.csrf),
+                ("side_conversations_enabled", "false"),
+                ("default_sender", ""),
                 ("signature_text", hostile_text),
                 ("signature_html", hostile_html),
-                ("default_sender", ""),
             ],
         )
         .await;
@@ -371,6 +411,21 @@ async fn settings_templates_and_webhooks() {
         !page.contains("<script>alert") && !page.contains("<img src=x"),
         "{page}"
     );
+    // A script may post one field: the others stay.
+    let (status, _, _) = b
+        .post_form(
+            "/app/admin/settings",
+            &[
+                ("csrf", &b.csrf),
+                ("signature_text", "Thanks, {{agent.name}}"),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, v) = call(&s, "GET", "/api/settings", &token, None).await;
+    assert_eq!(v["signature"]["text"], "Thanks, {{agent.name}}");
+    assert_eq!(v["signature"]["html"], hostile_html);
+    assert_eq!(v["side_conversations_enabled"], false);
     // A default sender must be verified.
     let (status, _, page) = b
         .post_form(

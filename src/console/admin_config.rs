@@ -201,12 +201,18 @@ async fn save_settings(
         default_sender: form.get("default_sender").unwrap_or_default().to_string(),
         side_conversations_enabled: form.checked("side_conversations_enabled"),
     };
-    let part = |name: &str| Some(form.get(name).map(|_| form.raw(name).to_string()));
+    // What the form leaves out stays as it is (a script may post one
+    // field); a field posted empty is removed. The page's checkbox comes
+    // after a hidden `false`, so an unticked box is posted too.
+    let posts = |name: &str| !form.all(name).is_empty();
+    let part = |name: &str| posts(name).then(|| form.get(name).map(|_| form.raw(name).to_string()));
     let patch = SettingsPatch {
         signature_text: part("signature_text"),
         signature_html: part("signature_html"),
-        default_sender: Some(form.get("default_sender").map(str::to_string)),
-        side_conversations_enabled: Some(posted.side_conversations_enabled),
+        default_sender: posts("default_sender")
+            .then(|| form.get("default_sender").map(str::to_string)),
+        side_conversations_enabled: posts("side_conversations_enabled")
+            .then_some(posted.side_conversations_enabled),
     };
     if form.get("preview").is_some() {
         // Not saved: the page again with the preview of what was typed

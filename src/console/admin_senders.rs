@@ -303,12 +303,14 @@ async fn edit(
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "senders")?;
-    // A form posts every field: an empty signature part is removed.
+    // What the form leaves out stays as it is (a script may post one
+    // field); a signature part posted empty is removed.
+    let posts = |name: &str| !form.all(name).is_empty();
     let patch = SenderPatch {
-        name: Some(form.raw("name").trim().to_string()),
+        name: posts("name").then(|| form.raw("name").trim().to_string()),
         reply_mode: form.get("reply_mode").map(str::to_string),
-        signature_text: Some(optional(&form, "signature_text")),
-        signature_html: Some(optional(&form, "signature_html")),
+        signature_text: posts("signature_text").then(|| optional(&form, "signature_text")),
+        signature_html: posts("signature_html").then(|| optional(&form, "signature_html")),
     };
     let (config, actor, e) = (st.config.clone(), chrome.audit_actor(), email.clone());
     let done = st
