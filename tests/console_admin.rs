@@ -557,6 +557,27 @@ async fn settings_templates_and_webhooks() {
         .get(&format!("/app/admin/webhooks/{hook_id}?before=x"))
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
+    // A path that names no record: the console's own 404 page, with its CSP.
+    for path in ["/app/admin/webhooks/abc", "/app/admin/webhooks/999999"] {
+        let resp = b
+            .client
+            .get(format!("{}{path}", b.base))
+            .header(reqwest::header::COOKIE, &b.cookie)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{path}");
+        assert!(
+            resp.headers()
+                .get("content-security-policy")
+                .is_some_and(|v| v.to_str().unwrap_or("").contains("default-src 'none'")),
+            "{path}"
+        );
+        assert!(
+            resp.text().await.expect("body").contains("was not found"),
+            "{path}"
+        );
+    }
 
     let (status, location, _) = b
         .post_form(

@@ -13,7 +13,9 @@
 //!   and the audit log
 
 use axum::Router;
+use axum::extract::{FromRequestParts, Path};
 use axum::http::HeaderMap;
+use axum::http::request::Parts;
 use serde::Deserialize;
 
 use super::form::Form;
@@ -59,4 +61,36 @@ pub fn admin_post(
 /// A form field that names a path segment of ours (an email in a URL).
 pub fn path_segment(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A path segment that names a record by number (`/app/admin/users/{id}`):
+/// anything else is a console 404 page, not the router's plain text.
+pub struct Id(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for Id {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Seg(raw) = Seg::from_request_parts(parts, state).await?;
+        raw.parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Id)
+            .ok_or(Refusal::NotFound("That page"))
+    }
+}
+
+/// A path segment as text (`/app/admin/senders/{email}`), percent-decoded;
+/// one that does not decode is a console 404 page.
+pub struct Seg(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Seg {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(s)| Seg(s))
+            .map_err(|_| Refusal::NotFound("That page"))
+    }
 }

@@ -12,13 +12,13 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::admin::{NoticeQuery, admin, admin_post};
+use super::admin::{Id, NoticeQuery, admin, admin_post};
 use super::form::Form;
 use super::{Chrome, Layout as _, Refusal, ok, page, see_other, when};
 use crate::conversations::ServiceError;
@@ -332,7 +332,7 @@ async fn delete_template(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(id): Path<i64>,
+    Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
     admin_post(&st, chrome, &headers, &form, "templates")?;
@@ -452,7 +452,7 @@ async fn delete_webhook(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(id): Path<i64>,
+    Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
     let chrome = admin_post(&st, chrome, &headers, &form, "webhooks")?;
@@ -497,7 +497,7 @@ struct WebhookPage {
 async fn webhook_page(
     State(st): State<AppState>,
     chrome: Chrome,
-    Path(id): Path<i64>,
+    Id(id): Id,
     Query(q): Query<LogQuery>,
 ) -> Result<Response, Refusal> {
     let chrome = admin(chrome, "webhooks", q.notice.as_deref())?;

@@ -9,13 +9,13 @@ use std::collections::HashSet;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
-use super::admin::{NoticeQuery, admin, admin_post};
+use super::admin::{Id, NoticeQuery, admin, admin_post};
 use super::form::Form;
 use super::{Chrome, Layout as _, ROLES, Refusal, ok, page, see_other, when};
 use crate::conversations::users::{self as rules, UserError};
@@ -178,7 +178,7 @@ async fn change(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(id): Path<i64>,
+    Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "users")?;
@@ -226,7 +226,7 @@ async fn rotate(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(id): Path<i64>,
+    Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "users")?;
@@ -261,7 +261,7 @@ async fn login_link(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(id): Path<i64>,
+    Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "users")?;

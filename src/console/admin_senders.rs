@@ -8,13 +8,13 @@
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde_json::Value;
 
-use super::admin::{NoticeQuery, admin, admin_post, path_segment};
+use super::admin::{NoticeQuery, Seg, admin, admin_post, path_segment};
 use super::form::Form;
 use super::{Chrome, Layout as _, Refusal, ok, page, see_other};
 use crate::http::AppState;
@@ -287,7 +287,7 @@ fn detail(status: StatusCode, chrome: Chrome, s: Sender, edit: Option<AddForm>) 
 async fn detail_page(
     State(st): State<AppState>,
     chrome: Chrome,
-    Path(email): Path<String>,
+    Seg(email): Seg,
     Query(q): Query<NoticeQuery>,
 ) -> Result<Response, Refusal> {
     let chrome = admin(chrome, "senders", q.notice.as_deref())?;
@@ -299,7 +299,7 @@ async fn edit(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(email): Path<String>,
+    Seg(email): Seg,
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "senders")?;
@@ -346,7 +346,7 @@ async fn verify(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(email): Path<String>,
+    Seg(email): Seg,
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "senders")?;
@@ -382,7 +382,7 @@ async fn check(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(email): Path<String>,
+    Seg(email): Seg,
     form: Form,
 ) -> Result<Response, Refusal> {
     admin_post(&st, chrome, &headers, &form, "senders")?;
@@ -404,7 +404,7 @@ async fn delete(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
-    Path(email): Path<String>,
+    Seg(email): Seg,
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "senders")?;
