@@ -174,6 +174,28 @@ async fn an_admin_adds_verifies_checks_edits_and_deletes_a_sender() {
         "no code form once verified"
     );
 
+    // A verified sender can be the default sender in the settings.
+    let (_, page) = b.get("/app/admin/settings").await;
+    assert!(
+        page.contains("<option value=\"support@acme.com\">"),
+        "{page}"
+    );
+    let (status, _, _) = b
+        .post_form(
+            "/app/admin/settings",
+            &[("csrf", &b.csrf), ("default_sender", "support@acme.com")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, v) = call(&s, "GET", "/api/settings", &token, None).await;
+    assert_eq!(v["default_sender"], "support@acme.com");
+    assert_eq!(v["side_conversations_enabled"], true, "left out, kept");
+    let (_, page) = b.get("/app/admin/settings").await;
+    assert!(
+        page.contains("<option value=\"support@acme.com\" selected>"),
+        "{page}"
+    );
+
     // Check again: the DNS is re-checked (the time is recorded) and a
     // forwarding probe goes out to the address.
     let (status, location, _) = b

@@ -83,10 +83,10 @@ struct SettingsPage {
     preview: Preview,
 }
 
-/// The verified senders, and the gateway's own address first.
-async fn choices(st: &AppState) -> Result<Vec<Choice>, Refusal> {
-    let gateway = format!("reply@{}", st.config.domain);
-    let list = st
+/// The verified senders, and `current` when it is none of them (the
+/// gateway's own address, which the API accepts too), so it stays chosen.
+async fn choices(st: &AppState, current: &str) -> Result<Vec<Choice>, Refusal> {
+    let mut list = st
         .store
         .read(|c| {
             let mut out = Vec::new();
@@ -103,30 +103,28 @@ async fn choices(st: &AppState) -> Result<Vec<Choice>, Refusal> {
             Ok(out)
         })
         .await?;
-    let mut all = vec![Choice {
-        email: gateway,
-        name: "the gateway's own address".into(),
-    }];
-    all.extend(list);
-    Ok(all)
+    if !current.is_empty() && !list.iter().any(|c| c.email.eq_ignore_ascii_case(current)) {
+        list.push(Choice {
+            email: current.to_string(),
+            name: String::new(),
+        });
+    }
+    Ok(list)
 }
 
 fn preview(
     chrome: &Chrome,
     form: &SettingsForm,
     choices: &[Choice],
+    gateway: &str,
     error: Option<String>,
 ) -> Preview {
     let (sender_name, sender_email) = match choices
         .iter()
-        .skip(1)
         .find(|c| c.email.eq_ignore_ascii_case(&form.default_sender))
     {
         Some(c) => (c.name.clone(), c.email.clone()),
-        None => (
-            "Support".to_string(),
-            choices.first().map(|c| c.email.clone()).unwrap_or_default(),
-        ),
+        None => ("Support".to_string(), gateway.to_string()),
     };
     let agent = chrome.user.name.clone();
     let fill = |t: &str, html: bool| {
@@ -151,8 +149,9 @@ async fn settings_view(
     form: SettingsForm,
     preview_error: Option<String>,
 ) -> Result<Response, Refusal> {
-    let choices = choices(st).await?;
-    let preview = preview(&chrome, &form, &choices, preview_error);
+    let choices = choices(st, &form.default_sender).await?;
+    let gateway = format!("reply@{}", st.config.domain);
+    let preview = preview(&chrome, &form, &choices, &gateway, preview_error);
     Ok(page(
         status,
         &SettingsPage {

@@ -87,6 +87,12 @@ pub struct Sender {
     pub signature_html: String,
 }
 
+/// A time of the sender JSON (RFC 3339) as pages show times.
+fn time(v: &Value, key: &str) -> String {
+    let t = text(v, key);
+    crate::model::parse_rfc3339(&t).map_or(t, |ms| super::when(&ms))
+}
+
 fn text(v: &Value, key: &str) -> String {
     v.get(key)
         .and_then(Value::as_str)
@@ -132,10 +138,10 @@ fn sender_of(v: &Value) -> Sender {
         status: text(v, "status"),
         forwarding_address: text(v, "forwarding_address"),
         forwarding: text(v, "forwarding"),
-        forwarding_confirmed_at: text(v, "forwarding_confirmed_at"),
+        forwarding_confirmed_at: time(v, "forwarding_confirmed_at"),
         confirmation,
         records,
-        dns_checked_at: text(v, "dns_checked_at"),
+        dns_checked_at: time(v, "dns_checked_at"),
         signature_text: text(&sig, "text"),
         signature_html: text(&sig, "html"),
     }
