@@ -218,6 +218,22 @@ impl AllowList {
             None => Ok(()),
         }
     }
+
+    /// Why a new webhook endpoint's URL is refused before it is stored
+    /// (what [`AllowList::check_url`] can tell without DNS), as the admin
+    /// reads it; `None` when it is not refused here (a URL that does not
+    /// parse is refused by the store's own check).
+    pub fn webhook_refusal(&self, url: &str) -> Option<String> {
+        let parsed = url::Url::parse(url.trim()).ok()?;
+        let refusal = self.check_url(&parsed).err()?;
+        Some(match refusal {
+            Refusal::Scheme(_) => refusal.to_string(),
+            _ => format!(
+                "{refusal}: webhooks may not reach loopback, private, link-local or \
+                 metadata destinations unless webhooks.allow_destinations lists them"
+            ),
+        })
+    }
 }
 
 /// Most characters of a remote server's own words kept in a delivery log.

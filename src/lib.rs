@@ -55,7 +55,9 @@
 //!                notification, webhook event, trust), assigning unrouted mail, what a
 //!                delivery's outcome sets off (message.sent/failed, bounce: delivery.rs),
 //!                agent mail from mail clients (agent_mail.rs) and the "not sent"
-//!                email for a refused reply to a notification (agent_notice.rs)
+//!                email for a refused reply to a notification (agent_notice.rs);
+//!                the user lifecycle (users.rs), workspace settings (settings.rs)
+//!                and console sign-in links and passwords (sign_in.rs)
 //! notifications.rs reply notifications to agents, batched, through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
 //! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::egress::Refusal;
+use crate::conversations::users::{self as user_rules, UserError};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
-use crate::model::{Role, rfc3339};
+use crate::model::rfc3339;
 use crate::senders::service::{self, NewSender, SenderError};
 use crate::store::webhooks::{self, WebhookError};
 use crate::store::{StoreError, audit, users};
@@ -74,16 +74,15 @@ pub async fn create_sender(
         signature_html: b.signature.as_ref().and_then(|s| s.html.clone()),
         dkim_algorithm: b.dkim_algorithm,
     };
-    let v = service::add_sender(&st.store, &st.config, new, caller.audit_actor()).await?;
-    // The first DNS check runs in the background: a slow DNS server must
-    // not hold the admin's request; the result appears on the sender.
-    let (store, config, resolver) = (st.store.clone(), st.config.clone(), st.resolver.clone());
-    st.conversations.outbox_waker.notify_one();
-    tokio::spawn(async move {
-        if let Err(e) = service::check_dns(&store, &config, &resolver, &email).await {
-            tracing::warn!(sender = %email, error = %e, "first DNS check failed");
-        }
-    });
+    let v = service::add_sender_and_check(
+        &st.store,
+        &st.config,
+        &st.resolver,
+        &st.conversations.outbox_waker,
+        new,
+        caller.audit_actor(),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(v)).into_response())
 }
 
@@ -152,17 +151,7 @@ pub async fn patch_sender(
     let v = st
         .store
         .write_with(move |c| {
-            let (v, changed) = crate::senders::edit::update(c, &config, &email, &patch)?;
-            if !changed.is_empty() {
-                audit::record(
-                    c,
-                    &actor,
-                    "sender.updated",
-                    &email,
-                    &json!({"changed": changed}),
-                )?;
-            }
-            Ok::<_, SenderError>(v)
+            crate::senders::edit::update_audited(c, &config, &actor, &email, &patch)
         })
         .await?;
     Ok(Json(v))
@@ -212,18 +201,14 @@ pub async fn check_sender(
     Path(email): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let wait = st.config.senders.probe_wait;
-    let store = st.store.clone();
-    let waker = st.conversations.outbox_waker.clone();
-    // The probe is queued inside check_sender; wake delivery while it waits.
-    let ticker = tokio::spawn(async move {
-        for _ in 0..3 {
-            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-            waker.notify_one();
-        }
-    });
-    let v = service::check_sender(&store, &st.config, &st.resolver, &email, wait).await;
-    ticker.abort();
+    let v = service::check_sender_now(
+        &st.store,
+        &st.config,
+        &st.resolver,
+        &st.conversations.outbox_waker,
+        &email,
+    )
+    .await;
     Ok(Json(v?))
 }
 
@@ -245,16 +230,7 @@ pub async fn create_webhook(
     // What can be judged without DNS is refused now: the scheme, an
     // internal address literal, `localhost`. A host name is judged on
     // what it resolves to, at every delivery (`webhooks::GuardedResolver`).
-    if let Ok(parsed) = url::Url::parse(url.trim())
-        && let Err(refusal) = st.config.webhooks.allow_destinations.check_url(&parsed)
-    {
-        let message = match refusal {
-            Refusal::Scheme(_) => refusal.to_string(),
-            _ => format!(
-                "{refusal}: webhooks may not reach loopback, private, link-local or \
-                 metadata destinations unless webhooks.allow_destinations lists them"
-            ),
-        };
+    if let Some(message) = st.config.webhooks.allow_destinations.webhook_refusal(&url) {
         return Err(ApiError::ForbiddenDestination {
             field: "url".into(),
             message,
@@ -267,17 +243,7 @@ pub async fn create_webhook(
     let actor = caller.audit_actor();
     let hook = st
         .store
-        .write_with(move |c| {
-            let hook = webhooks::create(c, &url, &secret, &events)?;
-            audit::record(
-                c,
-                &actor,
-                "webhook.created",
-                &hook.id.to_string(),
-                &json!({"url": redacted_url(&hook.url), "events": hook.events}),
-            )?;
-            Ok::<_, WebhookError>(hook)
-        })
+        .write_with(move |c| webhooks::create_audited(c, &actor, &url, &secret, &events))
         .await?;
     Ok((StatusCode::CREATED, Json(json!(hook))).into_response())
 }
@@ -296,18 +262,7 @@ pub async fn delete_webhook(
     caller.require_admin()?;
     let actor = caller.audit_actor();
     st.store
-        .write(move |c| {
-            let hook = webhooks::get(c, id)?;
-            webhooks::delete(c, id)?;
-            audit::record(
-                c,
-                &actor,
-                "webhook.deleted",
-                &id.to_string(),
-                &json!({"url": redacted_url(&hook.url), "events": hook.events}),
-            )?;
-            Ok(())
-        })
+        .write(move |c| webhooks::delete_audited(c, &actor, id))
         .await
         .map_err(|e| match e {
             StoreError::NotFound => ApiError::NotFound("webhook"),
@@ -358,19 +313,6 @@ pub async fn webhook_deliveries(
     ))
 }
 
-/// A webhook URL as the audit log keeps it: without a password.
-fn redacted_url(raw: &str) -> String {
-    match url::Url::parse(raw) {
-        Ok(mut u) => {
-            if u.password().is_some() {
-                let _ = u.set_password(Some("redacted"));
-            }
-            u.to_string()
-        }
-        Err(_) => raw.to_string(),
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Users (SPEC §2 lifecycle, §7)
 
@@ -382,35 +324,24 @@ pub struct UserPatch {
     active: Option<bool>,
 }
 
-/// The rule between the caller and the user they change: owners may change
-/// anyone; an admin may change admins, members and viewers but not an owner,
-/// and may not make anyone an owner (that would let an admin take the
-/// gateway over). Members and viewers change no one (403 before this).
-fn may_manage(caller: &Caller, target: &users::User, new_role: Option<Role>) -> ApiResult<()> {
-    if caller.role() == Role::Owner {
-        return Ok(());
-    }
-    if target.role == Role::Owner {
-        return Err(ApiError::Forbidden("only an owner can change an owner"));
-    }
-    if new_role == Some(Role::Owner) {
-        return Err(ApiError::Forbidden("only an owner can make a user owner"));
-    }
-    Ok(())
-}
-
-fn user_not_found(e: StoreError) -> ApiError {
-    match e {
-        StoreError::NotFound => ApiError::NotFound("user"),
-        other => other.into(),
+impl From<UserError> for ApiError {
+    fn from(e: UserError) -> Self {
+        match e {
+            UserError::Invalid { field, message } => ApiError::invalid(field, message),
+            UserError::Forbidden(m) => ApiError::Forbidden(m),
+            UserError::NotFound => ApiError::NotFound("user"),
+            UserError::Conflict(m) => ApiError::Conflict(m),
+            UserError::Store(e) => e.into(),
+        }
     }
 }
 
 /// `PATCH /api/users/{id}` `{role?, name?, active?}`: owner/admin (see
-/// [`may_manage`] for who may change whom). `active: false` deactivates the
-/// user: their token, IMAP sessions and push streams stop at once; a role
-/// change also ends their open sessions. The last active owner cannot be
-/// demoted or deactivated (409). Each change is in the audit log.
+/// [`user_rules::may_manage`] for who may change whom). `active: false`
+/// deactivates the user: their token, IMAP sessions and push streams stop
+/// at once; a role change also ends their open sessions. The last active
+/// owner cannot be demoted or deactivated (409). Each change is in the
+/// audit log.
 pub async fn update_user(
     State(st): State<AppState>,
     caller: Caller,
@@ -418,39 +349,18 @@ pub async fn update_user(
     Body(b): Body<UserPatch>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    let role = match b.role.as_deref() {
-        None => None,
-        Some(r) => Some(
-            r.parse::<Role>()
-                .map_err(|e: String| ApiError::invalid("role", e))?,
-        ),
-    };
-    let name = match b.name {
-        None => None,
-        Some(n) => {
-            let n = n.trim().to_string();
-            if n.is_empty() || n.len() > 200 || n.chars().any(char::is_control) {
-                return Err(ApiError::invalid(
-                    "name",
-                    "must be 1 to 200 printable characters",
-                ));
-            }
-            Some(n)
-        }
-    };
+    let role = b.role.as_deref().map(user_rules::parse_role).transpose()?;
+    let name = b.name.as_deref().map(user_rules::check_name).transpose()?;
     let change = users::Change {
         role,
         name,
         active: b.active,
     };
     let actor = caller.audit_actor();
+    let by = caller.role();
     let (_, after) = st
         .store
-        .write_with(move |c| -> ApiResult<_> {
-            let target = users::by_id(c, id).map_err(user_not_found)?;
-            may_manage(&caller, &target, change.role)?;
-            Ok(users::change(c, &actor, id, &change)?)
-        })
+        .write_with(move |c| user_rules::update(c, &actor, by, id, &change))
         .await?;
     Ok(Json(super::handlers::user_json(&after)))
 }
@@ -465,13 +375,10 @@ pub async fn rotate_user_token(
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
     let actor = caller.audit_actor();
+    let by = caller.role();
     let (user, token) = st
         .store
-        .write_with(move |c| -> ApiResult<_> {
-            let target = users::by_id(c, id).map_err(user_not_found)?;
-            may_manage(&caller, &target, None)?;
-            Ok(users::rotate_token(c, &actor, id)?)
-        })
+        .write_with(move |c| user_rules::rotate_token(c, &actor, by, id))
         .await?;
     let mut v = super::handlers::user_json(&user);
     v["token"] = json!(token.as_str());

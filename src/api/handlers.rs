@@ -16,8 +16,8 @@ use crate::http::AppState;
 use crate::http::download::attachment_response;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
-use crate::model::{ParentStatus, Role, ScStatus, is_valid_email, parse_rfc3339, rfc3339};
-use crate::store::{self, StoreError, events, get_setting, put_setting, users};
+use crate::model::{ParentStatus, ScStatus, parse_rfc3339, rfc3339};
+use crate::store::{self, StoreError, events, users};
 use crate::templates;
 
 // ---------------------------------------------------------------------------
@@ -681,35 +681,17 @@ pub async fn create_user(
     Body(body): Body<UserBody>,
 ) -> ApiResult<Response> {
     caller.require_admin()?;
-    let email = body.email.unwrap_or_default().trim().to_string();
-    if !is_valid_email(&email) {
-        return Err(ApiError::invalid("email", "not a valid email address"));
-    }
-    let name = body.name.unwrap_or_default().trim().to_string();
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "name",
-            "must be 1 to 200 printable characters",
-        ));
-    }
-    let role: Role = body
-        .role
-        .as_deref()
-        .unwrap_or("member")
-        .parse()
-        .map_err(|e: String| ApiError::invalid("role", e))?;
-    if role == Role::Owner && caller.role() != Role::Owner {
-        return Err(ApiError::Forbidden("only an owner can add an owner"));
-    }
+    let (email, name, role) = conversations::users::check_new(
+        caller.role(),
+        body.email.as_deref().unwrap_or_default(),
+        body.name.as_deref().unwrap_or_default(),
+        body.role.as_deref(),
+    )?;
     let actor = caller.audit_actor();
     let (user, token) = st
         .store
-        .write(move |c| users::create_audited(c, &actor, &email, &name, role))
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(m) => ApiError::Conflict(m),
-            other => other.into(),
-        })?;
+        .write_with(move |c| conversations::users::add(c, &actor, &email, &name, role))
+        .await?;
     let mut v = user_json(&user);
     v["token"] = json!(token.as_str());
     Ok((StatusCode::CREATED, Json(v)).into_response())
@@ -769,25 +751,12 @@ pub async fn put_me(
 }
 
 async fn settings_json(st: &AppState) -> ApiResult<Value> {
-    Ok(st
-        .store
-        .read(|c| {
-            let sig = get_setting(c, "signature")?.unwrap_or(json!({"text": null, "html": null}));
-            let default_sender = get_setting(c, "default_sender")?.unwrap_or(Value::Null);
-            let enabled = get_setting(c, "side_conversations_enabled")?.unwrap_or(json!(true));
-            Ok(json!({"signature": {"text": sig.get("text").cloned().unwrap_or(Value::Null), "html": sig.get("html").cloned().unwrap_or(Value::Null)},
-                      "default_sender": default_sender, "side_conversations_enabled": enabled}))
-        })
-        .await?)
-}
-
-/// The settings as stored, for the audit log's before/after.
-fn settings_audit_view(c: &store::Db<'_>) -> Result<Value, StoreError> {
-    Ok(json!({
-        "signature": get_setting(c, "signature")?,
-        "default_sender": get_setting(c, "default_sender")?,
-        "side_conversations_enabled": get_setting(c, "side_conversations_enabled")?.unwrap_or(json!(true)),
-    }))
+    let s = st.store.read(conversations::settings::read).await?;
+    Ok(
+        json!({"signature": {"text": s.signature_text, "html": s.signature_html},
+              "default_sender": s.default_sender,
+              "side_conversations_enabled": s.side_conversations_enabled}),
+    )
 }
 
 pub async fn get_settings(State(st): State<AppState>, _caller: Caller) -> ApiResult<Json<Value>> {
@@ -815,79 +784,28 @@ pub struct SettingsBody {
 }
 
 /// Changes what the body names and keeps the rest: a signature body with
-/// only `text` keeps the HTML one. Placeholders are checked like a
-/// template's (`{{agent.nmae}}` is a 422, never sent as it is).
+/// only `text` keeps the HTML one (`conversations::settings::update`).
 pub async fn put_settings(
     State(st): State<AppState>,
     caller: Caller,
     Body(body): Body<SettingsBody>,
 ) -> ApiResult<Json<Value>> {
     caller.require_admin()?;
-    if let Some(s) = &body.signature {
-        crate::templates::check_signature(
-            "signature",
-            s.text.as_ref().and_then(Option::as_deref),
-            s.html.as_ref().and_then(Option::as_deref),
-        )
-        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
-    }
-    let gateway = format!("reply@{}", st.config.domain);
+    let (text, html) = match body.signature {
+        Some(s) => (s.text, s.html),
+        None => (None, None),
+    };
+    let patch = conversations::settings::SettingsPatch {
+        signature_text: text,
+        signature_html: html,
+        default_sender: body.default_sender,
+        side_conversations_enabled: body.side_conversations_enabled,
+    };
+    conversations::settings::check(&patch)?;
+    let domain = st.config.domain.clone();
     let actor = caller.audit_actor();
     st.store
-        .write_with(move |c| -> ApiResult<()> {
-            let before = settings_audit_view(c)?;
-            if let Some(s) = body.signature {
-                let old = get_setting(c, "signature")?.unwrap_or(Value::Null);
-                let keep = |part: &str| old.get(part).cloned().unwrap_or(Value::Null);
-                let text = s.text.map_or_else(|| keep("text"), |t| json!(t));
-                let html = s.html.map_or_else(|| keep("html"), |h| json!(h));
-                put_setting(c, "signature", &json!({"text": text, "html": html}))?;
-            }
-            match &body.default_sender {
-                Some(Some(email)) => {
-                    let ok = email.eq_ignore_ascii_case(&gateway)
-                        || store::senders::is_verified(c, email)?;
-                    if !ok {
-                        return Err(ApiError::invalid(
-                            "default_sender",
-                            format!("{email} is not a verified sender"),
-                        ));
-                    }
-                    put_setting(c, "default_sender", &json!(email))?;
-                }
-                Some(None) => put_setting(c, "default_sender", &Value::Null)?,
-                None => {}
-            }
-            if let Some(b) = body.side_conversations_enabled {
-                put_setting(c, "side_conversations_enabled", &json!(b))?;
-            }
-            let after = settings_audit_view(c)?;
-            let changed: serde_json::Map<String, Value> =
-                ["signature", "default_sender", "side_conversations_enabled"]
-                    .into_iter()
-                    .filter(|k| before[k] != after[k])
-                    .map(|k| {
-                        // The signature's text can be long: the log says it
-                        // changed, not what it says.
-                        let v = if k == "signature" {
-                            json!("changed")
-                        } else {
-                            json!({"before": before[k], "after": after[k]})
-                        };
-                        (k.to_string(), v)
-                    })
-                    .collect();
-            if !changed.is_empty() {
-                store::audit::record(
-                    c,
-                    &actor,
-                    "settings.updated",
-                    "settings",
-                    &Value::Object(changed),
-                )?;
-            }
-            Ok(())
-        })
+        .write_with(move |c| conversations::settings::update(c, &domain, &actor, &patch))
         .await?;
     Ok(Json(settings_json(&st).await?))
 }

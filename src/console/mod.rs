@@ -19,12 +19,16 @@
 //!   `agent_thread.rs` a thread (follow-up, close/reopen, admit, portal
 //!   links, downloads), `agent_start.rs` starting one, `agent_unrouted.rs`
 //!   unrouted triage
-//! - `admin.rs`: senders, signature and settings, templates, webhooks,
-//!   users, audit
+//! - `admin.rs` (with `admin_senders.rs`, `admin_config.rs`,
+//!   `admin_people.rs`): senders, signature and settings, templates,
+//!   webhooks, users, audit
 //! - `live.rs`: the event stream live pages listen to
 //! - `form.rs`: url-encoded and multipart forms, as lists of fields
 
 pub mod admin;
+pub mod admin_config;
+pub mod admin_people;
+pub mod admin_senders;
 pub mod agent;
 pub mod agent_parent;
 pub mod agent_start;

@@ -18,9 +18,11 @@ mod parents;
 mod participants;
 mod portal;
 pub mod replies;
+pub mod settings;
 pub mod sign_in;
 mod start;
 mod status;
+pub mod users;
 
 use std::sync::Arc;
 

@@ -92,3 +92,25 @@ pub fn update(
     }
     Ok((view(db, config, email)?, changed))
 }
+
+/// [`update`], recorded in the audit log as `actor`'s when something
+/// changed (`sender.updated` with the names of the changed fields).
+pub fn update_audited(
+    db: &Db<'_>,
+    config: &Config,
+    actor: &store::audit::Actor,
+    email: &str,
+    patch: &SenderPatch,
+) -> Result<Value, SenderError> {
+    let (v, changed) = update(db, config, email, patch)?;
+    if !changed.is_empty() {
+        store::audit::record(
+            db,
+            actor,
+            "sender.updated",
+            email,
+            &serde_json::json!({"changed": changed}),
+        )?;
+    }
+    Ok(v)
+}

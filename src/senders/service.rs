@@ -571,6 +571,51 @@ pub async fn check_sender(
         .map_err(Into::into)
 }
 
+/// [`add_sender`] as an admin's request does it: the first DNS check
+/// runs in the background (a slow DNS server must not hold the request;
+/// the result appears on the sender) and `outbox_waker` is woken for the
+/// verification mail.
+pub async fn add_sender_and_check(
+    store: &store::Store,
+    config: &std::sync::Arc<Config>,
+    resolver: &super::dns::Resolver,
+    outbox_waker: &std::sync::Arc<tokio::sync::Notify>,
+    new: NewSender,
+    actor: store::audit::Actor,
+) -> Result<Value, SenderError> {
+    let email = new.email.trim().to_string();
+    let v = add_sender(store, config, new, actor).await?;
+    outbox_waker.notify_one();
+    let (store, config, resolver) = (store.clone(), config.clone(), resolver.clone());
+    tokio::spawn(async move {
+        if let Err(e) = check_dns(&store, &config, &resolver, &email).await {
+            tracing::warn!(sender = %email, error = %e, "first DNS check failed");
+        }
+    });
+    Ok(v)
+}
+
+/// [`check_sender`] as an admin's request does it: `outbox_waker` is
+/// woken while it waits, so the probe (queued inside) goes out at once.
+pub async fn check_sender_now(
+    store: &store::Store,
+    config: &std::sync::Arc<Config>,
+    resolver: &super::dns::Resolver,
+    outbox_waker: &std::sync::Arc<tokio::sync::Notify>,
+    email: &str,
+) -> Result<Value, SenderError> {
+    let waker = outbox_waker.clone();
+    let ticker = tokio::spawn(async move {
+        for _ in 0..3 {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            waker.notify_one();
+        }
+    });
+    let v = check_sender(store, config, resolver, email, config.senders.probe_wait).await;
+    ticker.abort();
+    v
+}
+
 /// The daily DNS re-check of every sender (SPEC §6).
 pub async fn recheck_all(store: &store::Store, config: &Config, resolver: &super::dns::Resolver) {
     let emails = store.read(store::senders::emails).await;

@@ -27,6 +27,16 @@ pub fn password_of(db: &Db<'_>, email: &str) -> Result<Option<(User, Option<Stri
     Ok(Some((user, hash)))
 }
 
+/// The ids of the users who have set a password (the admin's user list
+/// says who signs in by link only).
+pub fn users_with_password(db: &Db<'_>) -> Result<std::collections::HashSet<i64>> {
+    let mut stmt = db
+        .conn()
+        .prepare_cached("SELECT id FROM users WHERE password_hash IS NOT NULL")?;
+    let ids = stmt.query_map([], |r| r.get::<_, i64>(0))?;
+    Ok(ids.collect::<rusqlite::Result<_>>()?)
+}
+
 /// Sets (or, with `None`, removes) a user's password and ends every
 /// session of theirs except `keep` (the one that made the change, if any).
 pub fn set_password(

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::audit::{self, Actor};
 use super::events::EVENTS;
 use super::{Db, Result, StoreError};
 use crate::model::now_ms;
@@ -247,6 +248,53 @@ pub fn create(
         active: true,
         created_at: now,
     })
+}
+
+/// A webhook URL as the audit log keeps it: without a password.
+fn redacted_url(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => raw.to_string(),
+    }
+}
+
+/// [`create`], recorded in the audit log as `actor`'s (the URL without
+/// its password, never the secret).
+pub fn create_audited(
+    db: &Db<'_>,
+    actor: &Actor,
+    url: &str,
+    secret: &str,
+    events: &[String],
+) -> std::result::Result<Webhook, WebhookError> {
+    let hook = create(db, url, secret, events)?;
+    audit::record(
+        db,
+        actor,
+        "webhook.created",
+        &hook.id.to_string(),
+        &serde_json::json!({"url": redacted_url(&hook.url), "events": hook.events}),
+    )?;
+    Ok(hook)
+}
+
+/// [`delete`], recorded in the audit log as `actor`'s.
+pub fn delete_audited(db: &Db<'_>, actor: &Actor, id: i64) -> Result<()> {
+    let hook = get(db, id)?;
+    delete(db, id)?;
+    audit::record(
+        db,
+        actor,
+        "webhook.deleted",
+        &id.to_string(),
+        &serde_json::json!({"url": redacted_url(&hook.url), "events": hook.events}),
+    )?;
+    Ok(())
 }
 
 const COLUMNS: &str = "id, url, events, active, created_at";

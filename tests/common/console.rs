@@ -93,6 +93,12 @@ impl Session {
         (status, r.text().await.expect("page text"))
     }
 
+    /// GET: status, `Location` (or ""), body.
+    pub async fn get_full(&self, path: &str) -> (StatusCode, String, String) {
+        let (status, location, body) = Self::answer(self.get_response(path).await).await;
+        (status, location.unwrap_or_default(), body)
+    }
+
     /// GET with the session: the whole response (headers of downloads).
     pub async fn get_response(&self, path: &str) -> reqwest::Response {
         self.client
@@ -119,6 +125,13 @@ impl Session {
             .await
             .expect("POST");
         Self::answer(r).await
+    }
+
+    /// [`Session::post_form`] with the `Location` as a string ("" when
+    /// there is none).
+    pub async fn post(&self, path: &str, fields: &[(&str, &str)]) -> (StatusCode, String, String) {
+        let (status, location, body) = self.post_form(path, fields).await;
+        (status, location.unwrap_or_default(), body)
     }
 
     /// POSTs a multipart form (files).
