@@ -70,15 +70,45 @@ pub fn not_sent(db: &Db<'_>, config: &Config, n: &NotSent<'_>, now: i64) -> Resu
         at = rfc3339(n.received_at),
         reason = n.reason,
     );
+    to_agent(
+        db,
+        config,
+        &AgentEmail {
+            user,
+            reply_to: Some(n.address),
+            subject: &subject,
+            text: &text,
+            listed_text: &text,
+        },
+        now,
+    )
+}
+
+/// An email from the gateway to one of its users.
+pub(crate) struct AgentEmail<'a> {
+    pub user: &'a User,
+    /// Where answering it goes (an agent-reply address), if anywhere.
+    pub reply_to: Option<&'a str>,
+    pub subject: &'a str,
+    pub text: &'a str,
+    /// The text lists and searches show (the email's own text unless it
+    /// carries something that must not be shown again, as a sign-in link).
+    pub listed_text: &'a str,
+}
+
+/// Composes an email to a user (a notification: `Auto-Submitted`, never
+/// threaded if it comes back), stores it and queues it; returns its
+/// message id.
+pub(crate) fn to_agent(db: &Db<'_>, config: &Config, e: &AgentEmail<'_>, now: i64) -> Result<i64> {
     let mail = compose::notification(&NotificationDraft {
         gateway_domain: &config.domain,
-        to: &user.email,
-        reply_to: Some(n.address),
-        subject: &subject,
-        text: &text,
+        to: &e.user.email,
+        reply_to: e.reply_to,
+        subject: e.subject,
+        text: e.text,
         date: now,
     })
-    .map_err(|e| StoreError::Database(e.to_string()))?;
+    .map_err(|err| StoreError::Database(err.to_string()))?;
     let message = store::messages::insert_system_mail(
         db,
         &store::messages::SystemMail {
@@ -86,12 +116,12 @@ pub fn not_sent(db: &Db<'_>, config: &Config, n: &NotSent<'_>, now: i64) -> Resu
             raw: &mail.raw,
             message_id: &mail.message_id,
             from_email: &mail.from,
-            to: (Some(&user.name), &user.email),
-            subject: &subject,
-            text: &text,
+            to: (Some(&e.user.name), &e.user.email),
+            subject: e.subject,
+            text: e.listed_text,
             at: now,
         },
     )?;
-    store::outbox::enqueue(db, message, &user.email, now)?;
+    store::outbox::enqueue(db, message, &e.user.email, now)?;
     Ok(message)
 }

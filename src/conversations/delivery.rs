@@ -26,10 +26,9 @@ use serde_json::{Value, json};
 
 use crate::config::Config;
 use crate::model::rfc3339;
-use crate::outbound::compose::{self, NotificationDraft};
 use crate::outbound::worker::Outcomes;
 use crate::store::outbox::{self, DeliveryState, Outcome};
-use crate::store::{self, Db, Result, StoreError, events};
+use crate::store::{self, Db, Result, events};
 
 use std::sync::Arc;
 
@@ -250,28 +249,17 @@ fn notify(
     // Answering the email answers in the side conversation (SPEC §12).
     let token = store::side_conversations::get(db, o.side_conversation)?.map(|t| t.token);
     let reply_to = super::agent_mail::agent_reply_address(db, config, user, token.as_deref())?;
-    let mail = compose::notification(&NotificationDraft {
-        gateway_domain: &config.domain,
-        to: &agent.email,
-        reply_to: Some(&reply_to),
-        subject: &subject,
-        text: &text,
-        date: now,
-    })
-    .map_err(|e| StoreError::Database(e.to_string()))?;
-    let message = store::messages::insert_system_mail(
+    super::agent_notice::to_agent(
         db,
-        &store::messages::SystemMail {
-            kind: "notification",
-            raw: &mail.raw,
-            message_id: &mail.message_id,
-            from_email: &mail.from,
-            to: (Some(&agent.name), &agent.email),
+        config,
+        &super::agent_notice::AgentEmail {
+            user: &agent,
+            reply_to: Some(&reply_to),
             subject: &subject,
             text: &text,
-            at: now,
+            listed_text: &text,
         },
+        now,
     )?;
-    outbox::enqueue(db, message, &agent.email, now)?;
     Ok(())
 }

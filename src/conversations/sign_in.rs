@@ -10,9 +10,8 @@ use sha2::{Digest, Sha256};
 
 use crate::config::Config;
 use crate::model::{base32_lower, random_bytes, rfc3339};
-use crate::outbound::compose::{self, NotificationDraft};
 use crate::store::users::User;
-use crate::store::{self, Db, Result, StoreError};
+use crate::store::{self, Db, Result};
 
 /// The path under `public_url` a link's token is put on.
 pub const LINK_PATH: &str = "/app/login/";
@@ -52,32 +51,20 @@ pub fn email_link(db: &Db<'_>, config: &Config, user: &User, now: i64) -> Result
         s = if minutes == 1 { "" } else { "s" },
         until = rfc3339(now + ttl as i64 * 1000),
     );
-    let mail = compose::notification(&NotificationDraft {
-        gateway_domain: &config.domain,
-        to: &user.email,
-        reply_to: None,
-        subject: &subject,
-        text: &text,
-        date: now,
-    })
-    .map_err(|e| StoreError::Database(e.to_string()))?;
-    let message = store::messages::insert_system_mail(
+    super::agent_notice::to_agent(
         db,
-        &store::messages::SystemMail {
-            kind: "notification",
-            raw: &mail.raw,
-            message_id: &mail.message_id,
-            from_email: &mail.from,
-            to: (Some(&user.name), &user.email),
+        config,
+        &super::agent_notice::AgentEmail {
+            user,
+            reply_to: None,
             subject: &subject,
-            // The text shown in lists leaves the link out; the raw email
-            // (kept like all sent mail) has it, and it works once, briefly.
-            text: "A sign-in link to the console.",
-            at: now,
+            text: &text,
+            // Lists leave the link out; the raw email (kept like all sent
+            // mail) has it, and it works once, briefly.
+            listed_text: "A sign-in link to the console.",
         },
-    )?;
-    store::outbox::enqueue(db, message, &user.email, now)?;
-    Ok(message)
+        now,
+    )
 }
 
 /// Shortest password accepted.

@@ -8,98 +8,16 @@
 //   PORTAL_PROFILE     a fresh user-data-dir
 // Only 127.0.0.1 is contacted. Prints `N passed, M failed` last.
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
+import { apiClient, check, finish, sleep, smtpSend } from './lib.mjs';
 
 const env = process.env;
 const ready = JSON.parse(fs.readFileSync(env.PORTAL_READY, 'utf8'));
 const HTTP = `http://${ready.http}`;
 const TOKEN = env.PORTAL_API_TOKEN;
-let passed = 0;
-let failed = 0;
 
-function check(name, ok, detail = '') {
-  if (ok) {
-    passed++;
-    console.log(`ok   ${name}`);
-  } else {
-    failed++;
-    console.log(`FAIL ${name}${detail ? `: ${detail}` : ''}`);
-  }
-  return ok;
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function api(method, p, body) {
-  const resp = await fetch(`${HTTP}${p}`, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await resp.text();
-  let json = null;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    json = text;
-  }
-  return { status: resp.status, json };
-}
-
-// A small SMTP client: one message, every reply checked.
-function smtpSend(addr, from, rcpt, data) {
-  const [host, port] = [addr.slice(0, addr.lastIndexOf(':')), Number(addr.slice(addr.lastIndexOf(':') + 1))];
-  return new Promise((resolve, reject) => {
-    const sock = net.connect({ host, port });
-    sock.setTimeout(20000, () => {
-      sock.destroy();
-      reject(new Error('SMTP timeout'));
-    });
-    let buf = '';
-    const steps = [
-      [null, '220'],
-      ['EHLO browser-test.example', '250'],
-      [`MAIL FROM:<${from}>`, '250'],
-      [`RCPT TO:<${rcpt}>`, '250'],
-      ['DATA', '354'],
-      [data.replace(/\r?\n/g, '\r\n').replace(/^\./gm, '..') + '\r\n.', '250'],
-      ['QUIT', '221'],
-    ];
-    let i = 0;
-    const next = () => {
-      if (i >= steps.length) return;
-      const [cmd] = steps[i];
-      if (cmd !== null) sock.write(`${cmd}\r\n`);
-    };
-    sock.on('data', (chunk) => {
-      buf += chunk.toString('latin1');
-      // A complete reply ends with a line whose 4th character is a space.
-      for (;;) {
-        const lines = buf.split('\r\n');
-        const end = lines.findIndex((l) => /^\d{3}( |$)/.test(l));
-        if (end < 0 || end === lines.length - 1) return;
-        const reply = lines.slice(0, end + 1).join('\n');
-        buf = lines.slice(end + 1).join('\r\n');
-        const want = steps[i][1];
-        if (!reply.startsWith(want)) {
-          sock.destroy();
-          reject(new Error(`SMTP step ${i}: expected ${want}, got ${reply}`));
-          return;
-        }
-        i++;
-        if (i >= steps.length) {
-          sock.end();
-          resolve(reply);
-          return;
-        }
-        next();
-      }
-    });
-    sock.on('error', reject);
-  });
-}
+const api = apiClient(HTTP, TOKEN);
 
 // The portal link, as the vendor gets it: from the outbound mail written to
 // <data_dir>/sent/new/ by maildir delivery. A build without the outbox
@@ -309,5 +227,4 @@ try {
 } catch (e) {
   check('browser test ran to the end', false, e && e.stack ? e.stack : String(e));
 }
-console.log(`${passed} passed, ${failed} failed`);
-process.exit(failed > 0 || passed === 0 ? 1 : 0);
+finish();

@@ -9,108 +9,20 @@
 # tests/browser/node_modules; never a browser download). Prints
 # `N passed, M failed` last and exits non-zero on any failure.
 set -uo pipefail
-
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-repo="$(cd "$here/../.." && pwd)"
-cd "$repo"
-
-fail_setup() {
-    echo "portal browser test: $*" >&2
-    echo "0 passed, 1 failed"
-    exit 1
-}
-
-bin="${BACKCHANNEL_BIN:-target/release/backchannel}"
-[[ "$bin" = /* ]] || bin="$repo/$bin"
-[[ -x "$bin" ]] || fail_setup "no binary at $bin (cargo build --release, or set BACKCHANNEL_BIN)"
-artifacts="${CI_ARTIFACTS:-$repo/target/ci-artifacts}"
-mkdir -p "$artifacts"
-
-need=()
-[[ -x /usr/bin/chromium ]] || need+=(chromium)
-command -v node >/dev/null 2>&1 || need+=(nodejs)
-command -v npm >/dev/null 2>&1 || need+=(npm)
-if [[ ${#need[@]} -gt 0 ]]; then
-    echo "portal: installing ${need[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    { apt-get update -qq && apt-get install -y -qq "${need[@]}" >/dev/null; } ||
-        fail_setup "cannot install ${need[*]}"
-fi
-if [[ ! -f "$here/node_modules/playwright-core/package.json" ]]; then
-    echo "portal: installing playwright-core"
-    # playwright-core brings no browser; Debian's chromium is used.
-    (cd "$here" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --no-package-lock \
-        --no-audit --no-fund --loglevel=error >/dev/null) ||
-        fail_setup "npm install playwright-core failed"
-fi
-
-tmp="$(mktemp -d)"
-server=""
-dns=""
-cleanup() {
-    if [[ -n "$server" ]] && kill -0 "$server" 2>/dev/null; then
-        kill -TERM "$server" 2>/dev/null
-        wait "$server" 2>/dev/null
-    fi
-    [[ -n "$dns" ]] && kill "$dns" 2>/dev/null
-    rm -rf "$tmp"
-}
-trap cleanup EXIT
+name=portal
+# shellcheck source=tests/browser/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # A stub DNS on loopback: carrier.example authorises 127.0.0.0/8 (no DMARC),
 # so the vendor's mail is from a verified sender (SPEC §10) and shows on the
 # portal; every other name is NXDOMAIN.
-python3 "$repo/tests/clients/stub_dns.py" "$tmp/dns.port" \
-    --txt "carrier.example=v=spf1 ip4:127.0.0.0/8 -all" &
-dns=$!
-for _ in $(seq 1 100); do
-    [[ -s "$tmp/dns.port" ]] && break
-    sleep 0.1
-done
-[[ -s "$tmp/dns.port" ]] || fail_setup "the stub DNS did not start"
+start_stub_dns --txt "carrier.example=v=spf1 ip4:127.0.0.0/8 -all"
+write_config
 
-# Ports are :0, so public_url cannot name the bound port: the script takes
-# the link's path from the mail and puts it on the address actually bound.
-cat >"$tmp/config.toml" <<EOF
-domain = "gw.example.com"
-data_dir = "$tmp/data"
-[smtp]
-listen = "127.0.0.1:0"
-[http]
-listen = "127.0.0.1:0"
-public_url = "http://127.0.0.1:8080"
-metrics_listen = "127.0.0.1:0"
-[imap]
-listen = "127.0.0.1:0"
-[submission]
-listen = "127.0.0.1:0"
-[outbound]
-mode = "maildir"
-[dns]
-nameservers = ["127.0.0.1:$(cat "$tmp/dns.port")"]
-timeout = "1s"
-EOF
-export BACKCHANNEL_CONFIG="$tmp/config.toml"
-
-# The binary reads every BACKCHANNEL_* variable as a config key: hide ours.
-token="$(env -u BACKCHANNEL_BIN "$bin" user add --email ada@acme.example --name "Ada Agent" --role member 2>"$tmp/user.log")" ||
+token="$(backchannel user add --email ada@acme.example --name "Ada Agent" --role member 2>"$tmp/user.log")" ||
     fail_setup "user add failed: $(cat "$tmp/user.log")"
 
-env -u BACKCHANNEL_BIN "$bin" serve --ready-file "$tmp/ready.json" >"$tmp/server.log" 2>&1 &
-server=$!
-for _ in $(seq 1 300); do
-    [[ -s "$tmp/ready.json" ]] && break
-    kill -0 "$server" 2>/dev/null || break
-    sleep 0.1
-done
-[[ -s "$tmp/ready.json" ]] || fail_setup "the server did not start: $(tail -20 "$tmp/server.log")"
-
+start_server
 export PORTAL_READY="$tmp/ready.json" PORTAL_API_TOKEN="$token" PORTAL_DATA_DIR="$tmp/data" \
     PORTAL_ARTIFACTS="$artifacts" PORTAL_CHROMIUM=/usr/bin/chromium PORTAL_PROFILE="$tmp/profile"
-node "$here/portal.mjs"
-status=$?
-if [[ $status -ne 0 ]]; then
-    echo "portal: server log (tail):" >&2
-    tail -30 "$tmp/server.log" >&2
-fi
-exit "$status"
+run_test portal.mjs
