@@ -4,7 +4,8 @@
 //! [`Authenticator::authenticate`] never fails and never panics on hostile
 //! input: a message that cannot be parsed gets `none`/`permerror` values, a
 //! resolver that does not answer in time gets `temperror` values, and the
-//! whole check is bounded by [`Authenticator::overall_timeout`].
+//! whole check is bounded by [`Authenticator::overall_timeout`] (`[dns]
+//! timeout`).
 //!
 //! Time is spent in two phases so that a sender cannot turn a DMARC `fail`
 //! into `temperror` with slow DNS of its own: SPF, DKIM and ARC run side by
@@ -33,12 +34,15 @@ use crate::config::DnsConfig;
 pub use crate::model::auth::*;
 use crate::net::dns::{self as net_dns, Cache};
 
-/// How many DNS timeouts one whole authentication may take.
-const OVERALL_TIMEOUTS: u32 = 4;
-/// How many of them SPF, DKIM and ARC (run side by side) may take.
-const FIRST_PHASE_TIMEOUTS: u32 = 2;
-/// Responses kept by the resolver's cache.
-const CACHE_SIZE: u64 = 1024;
+/// The share of the budget (`[dns] timeout` for the whole check) that SPF,
+/// DKIM and ARC (run side by side) may take; DMARC has the rest.
+const FIRST_PHASE_SHARE: u32 = 2;
+/// Responses kept by the resolver's cache: thousands of sender domains,
+/// a few lookups each.
+const CACHE_SIZE: u64 = 16_384;
+/// Longest a negative answer (NXDOMAIN, no data) is kept whatever its SOA
+/// says: RFC 2308 §5 suggests one to three hours.
+const NEGATIVE_MAX_TTL: Duration = Duration::from_secs(3 * 3600);
 /// Longest input-derived value copied into [`AuthResults::detail`].
 const DETAIL_VALUE_MAX: usize = 100;
 /// Most passing DKIM domains listed in [`AuthResults::detail`].
@@ -68,14 +72,25 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// A resolver on `dns.nameservers` (UDP and TCP each), or on the system
-    /// configuration when that list is empty, with `dns.timeout` per query.
+    /// configuration when that list is empty. One whole check takes at most
+    /// `dns.timeout`: a lookup still unanswered then counts as `temperror`.
+    ///
+    /// Answers are kept in hickory's cache ([`CACHE_SIZE`] responses) for
+    /// their TTL; negative answers for the SOA minimum (RFC 2308), at most
+    /// [`NEGATIVE_MAX_TTL`]. Identical lookups in flight at once are sent
+    /// once (hickory's name server pool shares them).
     pub fn new(dns: &DnsConfig) -> anyhow::Result<Authenticator> {
-        let resolver = net_dns::authenticator(dns, Cache::of(CACHE_SIZE))?;
+        let cache = Cache {
+            size: CACHE_SIZE,
+            max_ttl: None,
+            negative_max_ttl: Some(NEGATIVE_MAX_TTL),
+        };
+        let resolver = net_dns::authenticator(dns, cache)?;
         Ok(Authenticator {
             inner: Arc::new(Inner {
                 resolver,
-                first_phase: dns.timeout.saturating_mul(FIRST_PHASE_TIMEOUTS),
-                overall: dns.timeout.saturating_mul(OVERALL_TIMEOUTS),
+                first_phase: dns.timeout / FIRST_PHASE_SHARE,
+                overall: dns.timeout,
             }),
         })
     }
