@@ -189,3 +189,30 @@ async fn identical_lookups_of_many_messages_reach_a_slow_resolver_once() {
         assert_eq!(auth["spf"], "none", "{id}: {auth}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dmarc_tree_walk_asks_each_name_once() {
+    // The From domain's DMARC names are asked side by side with SPF
+    // (answers shared with DMARC's own walk): each name of the walk reaches
+    // the resolver once, and no other name is asked.
+    let dns = FakeDns::start_with(&[], Mode::Answer, Duration::from_millis(100)).await;
+    let s = server(&dns, "5s").await;
+    let (_, sc) = seed_thread(&s.sql, "T-1", TOKEN, "open", "open", &[VENDOR]).await;
+    send(&s, "nobody@a.b.walk.example", 0, "walk").await;
+    wait_threaded(&s, sc, 1).await;
+    let mut asked: Vec<String> = dns
+        .queried_names()
+        .into_iter()
+        .filter(|n| n.starts_with("_dmarc."))
+        .collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            "_dmarc.a.b.walk.example",
+            "_dmarc.b.walk.example",
+            "_dmarc.example",
+            "_dmarc.walk.example"
+        ]
+    );
+}

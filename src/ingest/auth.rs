@@ -215,6 +215,22 @@ impl Authenticator {
                 Err(_) => TEMPERROR,
             }
         };
+        // DMARC's tree walk asks its names one after the other; asked now,
+        // side by side with SPF, DKIM and ARC, their answers are in the
+        // resolver's cache (or in flight, and then shared) when DMARC needs
+        // them, so a slow resolver costs one round trip rather than one per
+        // label. Nothing waits for these lookups and their answers are only
+        // kept by the cache; they end with this check at the latest (the
+        // set aborts them when dropped).
+        let mut _prefetch = tokio::task::JoinSet::new();
+        if let [from] = from_domains.as_slice() {
+            for name in dmarc_walk_names(from) {
+                let resolver = resolver.0.clone();
+                _prefetch.spawn(async move {
+                    let _ = resolver.txt_lookup(name).await;
+                });
+            }
+        }
         let (spf, dkim, arc_value) = tokio::join!(spf_fut, dkim_fut, arc_fut);
 
         let spf_value = spf_str(spf.result());
@@ -322,6 +338,29 @@ async fn dmarc(
         });
     }
     (value, detail)
+}
+
+/// The names mail-auth's DMARC tree walk (RFC 9989 §4.10.1) asks for
+/// `domain`, in its order: `_dmarc.` and the domain, then with 7 labels
+/// if it has 8 or more, then one label less at a time down to the
+/// top-level domain (at most 8 names). Empty for a name of fewer than two
+/// labels or one not in ASCII (mail-auth asks its A-label form).
+fn dmarc_walk_names(domain: &str) -> Vec<String> {
+    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
+    let total = labels.len();
+    if total < 2 || !domain.is_ascii() {
+        return Vec::new();
+    }
+    let mut names = Vec::new();
+    let mut count = total;
+    loop {
+        names.push(format!("_dmarc.{}.", labels[total - count..].join(".")));
+        if count == 1 {
+            break;
+        }
+        count = if count >= 8 { 7 } else { count - 1 };
+    }
+    names
 }
 
 /// The domain SPF checks, which DMARC also aligns: the MAIL FROM domain, or
@@ -486,6 +525,25 @@ mod tests {
         assert_eq!(clean("a;b\r\nc"), "a?b??c");
         let long = "x".repeat(500);
         assert_eq!(clean(&long).chars().count(), DETAIL_VALUE_MAX + 1);
+    }
+
+    #[test]
+    fn dmarc_walk_names_follow_the_tree_walk() {
+        assert_eq!(
+            dmarc_walk_names("mail.vendor.example"),
+            [
+                "_dmarc.mail.vendor.example.",
+                "_dmarc.vendor.example.",
+                "_dmarc.example."
+            ]
+        );
+        let deep = dmarc_walk_names("a.b.c.d.e.f.g.h.i.example");
+        assert_eq!(deep.len(), 8);
+        assert_eq!(deep[0], "_dmarc.a.b.c.d.e.f.g.h.i.example.");
+        assert_eq!(deep[1], "_dmarc.d.e.f.g.h.i.example.");
+        assert_eq!(deep[7], "_dmarc.example.");
+        assert!(dmarc_walk_names("localhost").is_empty());
+        assert!(dmarc_walk_names("bücher.example").is_empty());
     }
 
     #[test]

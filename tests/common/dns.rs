@@ -107,6 +107,11 @@ impl FakeDns {
             .count()
     }
 
+    /// Every query name received, in order (lowercase, no final dot).
+    pub fn queried_names(&self) -> Vec<String> {
+        self.queries.lock().expect("query log").clone()
+    }
+
     /// How many queries the server got.
     pub fn query_count(&self) -> usize {
         self.queries.lock().expect("query log").len()
