@@ -29,8 +29,9 @@
 #
 # Sizes can be changed with BENCH_MSGS, BENCH_SESSIONS, BENCH_FILL_MSGS,
 # BENCH_FILL_SCS, BENCH_SCALE_ROUNDS, BENCH_IMAP_MSGS, BENCH_IDLE,
-# BENCH_DNS_DELAYS (ms), BENCH_DNS_ONE_MSGS, BENCH_DNS_MANY_MSGS;
-# BENCH_KEEP=1 keeps the temporary directory.
+# BENCH_DNS_DELAYS (ms), BENCH_DNS_ONE_MSGS, BENCH_DNS_MANY_MSGS, BENCH_DNS_ROUNDS;
+# BENCH_BACKCHANNEL_BIN another gateway binary; BENCH_KEEP=1 keeps the
+# temporary directory.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -57,6 +58,7 @@ if [[ $mode == smoke ]]; then
     DNS_DELAYS=${BENCH_DNS_DELAYS:-"0 50"}
     DNS_ONE_MSGS=${BENCH_DNS_ONE_MSGS:-200}
     DNS_MANY_MSGS=${BENCH_DNS_MANY_MSGS:-100}
+    DNS_ROUNDS=${BENCH_DNS_ROUNDS:-1}
 else
     MSGS=${BENCH_MSGS:-20000}
     SESSIONS=${BENCH_SESSIONS:-"1 20 100"}
@@ -68,6 +70,7 @@ else
     DNS_DELAYS=${BENCH_DNS_DELAYS:-"0 50 200"}
     DNS_ONE_MSGS=${BENCH_DNS_ONE_MSGS:-3000}
     DNS_MANY_MSGS=${BENCH_DNS_MANY_MSGS:-1000}
+    DNS_ROUNDS=${BENCH_DNS_ROUNDS:-3}
 fi
 SIZE=5120
 WAIT=900
@@ -134,7 +137,9 @@ if ! cargo build --release -q -p backchannel -p backchannel-bench; then
     echo "bench: cannot build" >&2
     exit 1
 fi
-BIN="$target/release/backchannel"
+# BENCH_BACKCHANNEL_BIN: another build of the gateway to measure (say, the
+# one before a change), with this tree's helpers.
+BIN="${BENCH_BACKCHANNEL_BIN:-$target/release/backchannel}"
 BCB="$target/release/bcbench"
 PY="python3 $here/helpers.py"
 
@@ -734,16 +739,16 @@ fi # parts 1 to 4
 # (NXDOMAIN with an SOA of 300 s), [dns] timeout at its default (5 s), and
 # 20 sessions sending the mix to three side conversations and reply@.
 log "part 5: threading under resolver latency, delays $DNS_DELAYS ms; $DNS_ONE_MSGS messages from one domain, $DNS_MANY_MSGS from as many domains"
-dnslat_run() { # DELAY MIX MESSAGES DOMAINS → R[dl.DELAY.MIX.*]
-    local delay=$1 mix=$2 msgs=$3 domains=$4 key="dl.$1.$2"
+dnslat_run() { # DELAY MIX MESSAGES DOMAINS ROUND → R[dl.DELAY.MIX.ROUND.*]
+    local delay=$1 mix=$2 msgs=$3 domains=$4 key="dl.$1.$2.$5"
     local port dpid dir out t0 t1 rep
     port=$($PY free-port)
     "$BCB" dns --listen "127.0.0.1:$port" --delay-ms "$delay" 2>>"$work/dnslat.log" &
     dpid=$!
     started_pids+=("$dpid")
-    dir="$work/bc-dns-$delay-$mix"
+    dir="$work/bc-dns-$delay-$mix-$5"
     if DNS_PORT=$port DNS_TIMEOUT=5s bc_start "$dir"; then
-        if toks=$($PY seed "$BC_HTTP" "$BC_TOKEN" "P-dns-$delay-$mix" 3); then
+        if toks=$($PY seed "$BC_HTTP" "$BC_TOKEN" "P-dns-$delay-$mix-$5" 3); then
             mapfile -t tk <<<"$toks"
             if out=$("$BCB" send-mix --server "$BC_SMTP" --messages "$msgs" --domains "$domains" \
                 --sessions 20 --size "$SIZE" --rcpt "reply+${tk[0]}@$DOMAIN" --rcpt "reply+${tk[1]}@$DOMAIN" \
@@ -771,11 +776,35 @@ print(round(v, 2) if isinstance(v, float) else v)' "$rep" "$k")
     fi
     kill -TERM "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null; forget_pid "$dpid"
     rm -rf "$dir/data"
-    log "delay $delay ms, $mix: accept ${R[$key.accept]:-n/a} msg/s, threaded ${R[$key.threaded_rate]:-n/a} msg/s, 250→threaded p50 ${R[$key.to_threaded_p50_ms]:-n/a} / p99 ${R[$key.to_threaded_p99_ms]:-n/a} ms"
+    log "round $5, delay $delay ms, $mix: accept ${R[$key.accept]:-n/a} msg/s, threaded ${R[$key.threaded_rate]:-n/a} msg/s, 250→threaded p50 ${R[$key.to_threaded_p50_ms]:-n/a} / p99 ${R[$key.to_threaded_p99_ms]:-n/a} ms"
+}
+# Rounds of every delay and mix in turn, so that the machine's drift
+# spreads over all of them; the report gives the median of the rounds.
+for round in $(seq 1 "$DNS_ROUNDS"); do
+    for delay in $DNS_DELAYS; do
+        dnslat_run "$delay" one "$DNS_ONE_MSGS" 1 "$round"
+        dnslat_run "$delay" many "$DNS_MANY_MSGS" "$DNS_MANY_MSGS" "$round"
+    done
+done
+dl_median() { # KEY-PREFIX FIELD: median over the rounds
+    local vals=() r x
+    for r in $(seq 1 "$DNS_ROUNDS"); do
+        x=${R[$1.$r.$2]:-}
+        [[ -n $x && $x != n/a ]] && vals+=("$x")
+    done
+    if [[ ${#vals[@]} -eq 0 ]]; then
+        echo n/a
+    else
+        python3 -c 'import statistics,sys; m = statistics.median(float(v) for v in sys.argv[1:])
+print(int(m) if m == int(m) else round(m, 2))' "${vals[@]}"
+    fi
 }
 for delay in $DNS_DELAYS; do
-    dnslat_run "$delay" one "$DNS_ONE_MSGS" 1
-    dnslat_run "$delay" many "$DNS_MANY_MSGS" "$DNS_MANY_MSGS"
+    for mix in one many; do
+        for f in accept threaded_rate to_threaded_p50_ms to_threaded_p99_ms n temperror; do
+            R[dl.$delay.$mix.$f]=$(dl_median "dl.$delay.$mix" "$f")
+        done
+    done
 done
 
 # ---------------------------------------------------------------- report
@@ -796,15 +825,18 @@ dns_section() { # part 5's section of the report
     echo "Resolver stand-in \`bcbench dns\` on 127.0.0.1 answering every query after the delay (NXDOMAIN with an SOA, TTL and minimum 300 s);"
     echo "backchannel \`[dns] timeout = \"5s\"\` (the default), a new store per run; \`bcbench send-mix\`: 20 sessions, ${SIZE} B bodies, to three"
     echo "side conversations and \`reply@\`; *one*: $DNS_ONE_MSGS messages from one sender domain; *many*: $DNS_MANY_MSGS messages, a domain each."
-    echo "Threaded rate: messages / (last threaded − start of the load). Targets: at 50 ms ≥ 0.8× the 0 ms rate, at 200 ms ≥ 0.5×."
+    echo "Threaded rate: messages / (last threaded − start of the load). Medians of $DNS_ROUNDS round(s), each round every delay and mix in turn."
+    echo "Targets: at 50 ms ≥ 0.8× the 0 ms rate, at 200 ms ≥ 0.5×."
     echo
-    echo "| mix | delay ms | accept | threaded | threaded / 0 ms | 250→threaded p50 | p99 | messages threaded | with temperror |"
-    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    local first mix d
+    echo "| mix | delay ms | accept | threaded | threaded / 0 ms | 250→threaded p50 | p99 | messages threaded | with temperror | threaded, every round |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    local first mix d r rounds
     first=${DNS_DELAYS%% *}
     for mix in one many; do
         for d in $DNS_DELAYS; do
-            echo "| $mix | $d | $(v dl.$d.$mix.accept) | $(v dl.$d.$mix.threaded_rate) | $(ratio dl.$d.$mix.threaded_rate dl.$first.$mix.threaded_rate) | $(v dl.$d.$mix.to_threaded_p50_ms) | $(v dl.$d.$mix.to_threaded_p99_ms) | $(v dl.$d.$mix.n) | $(v dl.$d.$mix.temperror) |"
+            rounds=""
+            for r in $(seq 1 "$DNS_ROUNDS"); do rounds+="${rounds:+, }$(v dl.$d.$mix.$r.threaded_rate)"; done
+            echo "| $mix | $d | $(v dl.$d.$mix.accept) | $(v dl.$d.$mix.threaded_rate) | $(ratio dl.$d.$mix.threaded_rate dl.$first.$mix.threaded_rate) | $(v dl.$d.$mix.to_threaded_p50_ms) | $(v dl.$d.$mix.to_threaded_p99_ms) | $(v dl.$d.$mix.n) | $(v dl.$d.$mix.temperror) | $rounds |"
         done
     done
     echo
@@ -820,7 +852,7 @@ print(round(d, 3) if isinstance(d, float) else d)' "$j" "$2" 2>/dev/null || echo
 if [[ $only == dns ]]; then
     {
         dns_section
-        echo "Part 5 alone (\`bench/run.sh --only-dns\`, $mode): $date_start, backchannel $(git -C "$repo" rev-parse --short HEAD 2>/dev/null), load average at start $load_start, at end $load_end."
+        echo "Part 5 alone (\`bench/run.sh --only-dns\`, $mode): $date_start, backchannel $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)${BENCH_BACKCHANNEL_BIN:+ (gateway binary: $BENCH_BACKCHANNEL_BIN)}, load average at start $load_start, at end $load_end."
         if [[ ${#failures[@]} -gt 0 ]]; then
             echo
             for f in "${failures[@]}"; do echo "- FAILED: $f"; done
