@@ -5,7 +5,8 @@
 //! - `dns`: answers every query on a loopback UDP port after `--delay-ms`,
 //!   many at once: the TXT records it is given (`--txt name=value`), and
 //!   NXDOMAIN with an SOA (TTL and minimum 300 s, so a resolver may cache
-//!   the negative answer, RFC 2308) for every other name.
+//!   the negative answer, RFC 2308) for every other name. With
+//!   `BCBENCH_DNS_LOG` set it prints every question to stderr.
 //! - `send-mix`: N messages over S sessions, from `vendor@d<k>.<suffix>`
 //!   with k = n mod D: D = 1 is one sender domain, D = N a domain each.
 //! - `threaded`: waits until nothing is queued, then prints the threaded
