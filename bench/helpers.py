@@ -17,6 +17,9 @@
                                      print JSON {path: {status, p50_ms, p99_ms,
                                      max_ms, bytes}}
   free-port                          print a free TCP port on 127.0.0.1
+  splice-section FILE SECTION PREFIX replace FILE's section whose heading starts
+                                     with PREFIX by the file SECTION (or put it
+                                     before the closing lines)
   dns PORT                           answer every DNS question on 127.0.0.1:PORT
                                      (UDP) with NXDOMAIN, quickly
 
@@ -204,6 +207,27 @@ def dns(port):
         s.sendto(header + q[12:end] + authority, addr)
 
 
+def splice_section(path, section_path, prefix):
+    with open(section_path) as f:
+        section = f.read().rstrip("\n") + "\n\n"
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines(keepends=True)
+    except FileNotFoundError:
+        lines = []
+    start = next((i for i, l in enumerate(lines) if l.startswith(prefix)), None)
+    if start is None:
+        # Before the closing lines ("## Failures" or "Every part ran.").
+        start = next((i for i, l in enumerate(lines)
+                      if l.startswith("## Failures") or l.startswith("Every part ran")), len(lines))
+        end = start
+    else:
+        end = next((i for i in range(start + 1, len(lines))
+                    if lines[i].startswith("## ") or lines[i].startswith("Every part ran")), len(lines))
+    with open(path, "w") as f:
+        f.write("".join(lines[:start]) + section + "".join(lines[end:]))
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -275,6 +299,7 @@ def main():
         "counts": counts,
         "free-port": free_port,
         "console-pages": console_pages,
+        "splice-section": splice_section,
         "dns": dns,
     }[cmd](*args)
 

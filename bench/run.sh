@@ -4,6 +4,8 @@
 #
 #   bench/run.sh            the full run (about 15-25 minutes on 2 cores)
 #   bench/run.sh --smoke    a few hundred messages per part (CI: the harness never rots)
+#   bench/run.sh --only-dns part 5 alone (with --smoke too: tiny counts); its
+#                           section replaces part 5's in the existing RESULTS.md
 #
 # Parts: 1. SMTP ingest (smtp-source, 5 KB, 1/20/100 sessions) against
 # smtp-sink, Postfix and backchannel, with end-of-DATA→250 latency from our
@@ -11,7 +13,10 @@
 # messages over 100,000 side conversations, three times, each after a run on a
 # new empty store (medians and every run reported); 3. agent view: IMAP FETCH of
 # 10,000 messages (imaplib) and an mbsync pull, backchannel vs Dovecot;
-# 4. peak RSS with 500 idle SMTP connections and during the FETCH.
+# 4. peak RSS with 500 idle SMTP connections and during the FETCH; 5. threading
+# under a resolver's latency (issue 27): a resolver stand-in answering after 0,
+# 50 and 200 ms, mail from one sender domain and from a domain per message,
+# threaded rate and commit (`250`) → threaded p50/p99.
 #
 # Writes bench/RESULTS.md (or $BENCH_RESULTS). It judges nothing: the exit
 # status is non-zero only when something failed to run.
@@ -23,8 +28,10 @@
 # stopped at the end; a system Postfix or Dovecot service is never touched.
 #
 # Sizes can be changed with BENCH_MSGS, BENCH_SESSIONS, BENCH_FILL_MSGS,
-# BENCH_FILL_SCS, BENCH_SCALE_ROUNDS, BENCH_IMAP_MSGS, BENCH_IDLE;
-# BENCH_KEEP=1 keeps the temporary directory.
+# BENCH_FILL_SCS, BENCH_SCALE_ROUNDS, BENCH_IMAP_MSGS, BENCH_IDLE,
+# BENCH_DNS_DELAYS (ms), BENCH_DNS_ONE_MSGS, BENCH_DNS_MANY_MSGS, BENCH_DNS_ROUNDS;
+# BENCH_BACKCHANNEL_BIN another gateway binary; BENCH_KEEP=1 keeps the
+# temporary directory.
 set -uo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -32,9 +39,14 @@ repo="$(cd "$here/.." && pwd)"
 cd "$repo"
 
 mode=full
-if [[ "${1:-}" == "--smoke" ]]; then
-    mode=smoke
-fi
+only=""
+for arg in "$@"; do
+    case "$arg" in
+        --smoke) mode=smoke ;;
+        --only-dns) only=dns ;;
+        *) echo "usage: bench/run.sh [--smoke] [--only-dns]" >&2; exit 2 ;;
+    esac
+done
 if [[ $mode == smoke ]]; then
     MSGS=${BENCH_MSGS:-300}
     SESSIONS=${BENCH_SESSIONS:-"1 20"}
@@ -44,6 +56,10 @@ if [[ $mode == smoke ]]; then
     IDLE=${BENCH_IDLE:-50}
     SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-1}
     CONSOLE_REPS=${BENCH_CONSOLE_REPS:-10}
+    DNS_DELAYS=${BENCH_DNS_DELAYS:-"0 50"}
+    DNS_ONE_MSGS=${BENCH_DNS_ONE_MSGS:-200}
+    DNS_MANY_MSGS=${BENCH_DNS_MANY_MSGS:-100}
+    DNS_ROUNDS=${BENCH_DNS_ROUNDS:-1}
 else
     MSGS=${BENCH_MSGS:-20000}
     SESSIONS=${BENCH_SESSIONS:-"1 20 100"}
@@ -53,6 +69,10 @@ else
     IDLE=${BENCH_IDLE:-500}
     SCALE_ROUNDS=${BENCH_SCALE_ROUNDS:-5}
     CONSOLE_REPS=${BENCH_CONSOLE_REPS:-50}
+    DNS_DELAYS=${BENCH_DNS_DELAYS:-"0 50 200"}
+    DNS_ONE_MSGS=${BENCH_DNS_ONE_MSGS:-3000}
+    DNS_MANY_MSGS=${BENCH_DNS_MANY_MSGS:-1000}
+    DNS_ROUNDS=${BENCH_DNS_ROUNDS:-3}
 fi
 SIZE=5120
 WAIT=900
@@ -109,7 +129,7 @@ install_missing() {
     [[ $policy_added == 1 ]] && rm -f /usr/sbin/policy-rc.d
     return $rc
 }
-if ! install_missing; then
+if [[ $only != dns ]] && ! install_missing; then
     fail "installing postfix/dovecot-imapd/isync"
 fi
 
@@ -120,7 +140,9 @@ if ! cargo build --release -q -p backchannel -p backchannel-bench; then
     echo "bench: cannot build" >&2
     exit 1
 fi
-BIN="$target/release/backchannel"
+# BENCH_BACKCHANNEL_BIN: another build of the gateway to measure (say, the
+# one before a change), with this tree's helpers.
+BIN="${BENCH_BACKCHANNEL_BIN:-$target/release/backchannel}"
 BCB="$target/release/bcbench"
 PY="python3 $here/helpers.py"
 
@@ -181,7 +203,7 @@ listen = "127.0.0.1:0"
 mode = "maildir"
 [dns]
 nameservers = ["127.0.0.1:$DNS_PORT"]
-timeout = "1s"
+timeout = "${DNS_TIMEOUT:-1s}"
 [ingest]
 authenticate = ${BENCH_AUTHENTICATE:-true}
 # The benchmark sends hundreds of thousands of messages to three threads.
@@ -435,6 +457,8 @@ jget() { python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
 for k in sys.argv[2].split("."): d=d[k]
 print(d if not isinstance(d,float) else round(d,2))' "$1" "$2" 2>/dev/null || echo n/a; }
 
+# Parts 1 to 4 (not with --only-dns).
+if [[ $only != dns ]]; then
 # ---------------------------------------------------------------- part 1
 log "part 1: SMTP ingest, $MSGS messages of ${SIZE} B at sessions: $SESSIONS"
 if start_sink; then
@@ -735,6 +759,82 @@ else
     fail "starting backchannel for the agent view"
 fi
 
+fi # parts 1 to 4
+
+# ---------------------------------------------------------------- part 5
+# Threading under a resolver's latency: for each delay and each mix, a new
+# store, a stand-in (`bcbench dns`) answering every query after the delay
+# (NXDOMAIN with an SOA of 300 s), [dns] timeout at its default (5 s), and
+# 20 sessions sending the mix to three side conversations and reply@.
+log "part 5: threading under resolver latency, delays $DNS_DELAYS ms; $DNS_ONE_MSGS messages from one domain, $DNS_MANY_MSGS from as many domains"
+dnslat_run() { # DELAY MIX MESSAGES DOMAINS ROUND → R[dl.DELAY.MIX.ROUND.*]
+    local delay=$1 mix=$2 msgs=$3 domains=$4 key="dl.$1.$2.$5"
+    local port dpid dir out t0 t1 rep
+    port=$($PY free-port)
+    "$BCB" dns --listen "127.0.0.1:$port" --delay-ms "$delay" 2>>"$work/dnslat.log" &
+    dpid=$!
+    started_pids+=("$dpid")
+    dir="$work/bc-dns-$delay-$mix-$5"
+    if DNS_PORT=$port DNS_TIMEOUT=5s bc_start "$dir"; then
+        if toks=$($PY seed "$BC_HTTP" "$BC_TOKEN" "P-dns-$delay-$mix-$5" 3); then
+            mapfile -t tk <<<"$toks"
+            if out=$("$BCB" send-mix --server "$BC_SMTP" --messages "$msgs" --domains "$domains" \
+                --sessions 20 --size "$SIZE" --rcpt "reply+${tk[0]}@$DOMAIN" --rcpt "reply+${tk[1]}@$DOMAIN" \
+                --rcpt "reply+${tk[2]}@$DOMAIN" --rcpt "reply@$DOMAIN" 2>>"$work/dnslat.log"); then
+                t0=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["t0"])' "$out")
+                t1=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["t1"])' "$out")
+                R[$key.accept]=$(calc "$msgs / ($t1 - $t0)")
+                if rep=$("$BCB" threaded --db "$BC_DB" --t0 "$t0" --timeout-secs "$WAIT"); then
+                    for k in threaded_rate to_threaded_p50_ms to_threaded_p99_ms n temperror failed; do
+                        R[$key.$k]=$(python3 -c 'import json,sys; v=json.loads(sys.argv[1])[sys.argv[2]]
+print(round(v, 2) if isinstance(v, float) else v)' "$rep" "$k")
+                    done
+                else
+                    fail "backchannel did not thread every message (delay $delay ms, $mix)"
+                fi
+            else
+                fail "sending the $mix mix (delay $delay ms)"
+            fi
+        else
+            fail "seeding side conversations (delay $delay ms, $mix)"
+        fi
+        bc_stop
+    else
+        fail "starting backchannel (delay $delay ms, $mix)"
+    fi
+    kill -TERM "$dpid" 2>/dev/null; wait "$dpid" 2>/dev/null; forget_pid "$dpid"
+    rm -rf "$dir/data"
+    log "round $5, delay $delay ms, $mix: accept ${R[$key.accept]:-n/a} msg/s, threaded ${R[$key.threaded_rate]:-n/a} msg/s, 250→threaded p50 ${R[$key.to_threaded_p50_ms]:-n/a} / p99 ${R[$key.to_threaded_p99_ms]:-n/a} ms"
+}
+# Rounds of every delay and mix in turn, so that the machine's drift
+# spreads over all of them; the report gives the median of the rounds.
+for round in $(seq 1 "$DNS_ROUNDS"); do
+    for delay in $DNS_DELAYS; do
+        dnslat_run "$delay" one "$DNS_ONE_MSGS" 1 "$round"
+        dnslat_run "$delay" many "$DNS_MANY_MSGS" "$DNS_MANY_MSGS" "$round"
+    done
+done
+dl_median() { # KEY-PREFIX FIELD: median over the rounds
+    local vals=() r x
+    for r in $(seq 1 "$DNS_ROUNDS"); do
+        x=${R[$1.$r.$2]:-}
+        [[ -n $x && $x != n/a ]] && vals+=("$x")
+    done
+    if [[ ${#vals[@]} -eq 0 ]]; then
+        echo n/a
+    else
+        python3 -c 'import statistics,sys; m = statistics.median(float(v) for v in sys.argv[1:])
+print(int(m) if m == int(m) else round(m, 2))' "${vals[@]}"
+    fi
+}
+for delay in $DNS_DELAYS; do
+    for mix in one many; do
+        for f in accept threaded_rate to_threaded_p50_ms to_threaded_p99_ms n temperror; do
+            R[dl.$delay.$mix.$f]=$(dl_median "dl.$delay.$mix" "$f")
+        done
+    done
+done
+
 # ---------------------------------------------------------------- report
 load_end=$(uptime | sed 's/.*load average: //')
 v() { echo "${R[$1]:-n/a}"; }
@@ -747,6 +847,28 @@ ratio() { # a b → a/b with 3 decimals (so 0.899 is not shown as 0.90 next to a
         awk "BEGIN { v = $a / $b; if (v != v) print \"n/a\"; else printf \"%.3f\", v }" 2>/dev/null || echo n/a
     fi
 }
+dns_section() { # part 5's section of the report
+    echo "## 5. Threading under resolver latency (msg/s; commit (\`250\`) → threaded, ms)"
+    echo
+    echo "Resolver stand-in \`bcbench dns\` on 127.0.0.1 answering every query after the delay (NXDOMAIN with an SOA, TTL and minimum 300 s);"
+    echo "backchannel \`[dns] timeout = \"5s\"\` (the default), a new store per run; \`bcbench send-mix\`: 20 sessions, ${SIZE} B bodies, to three"
+    echo "side conversations and \`reply@\`; *one*: $DNS_ONE_MSGS messages from one sender domain; *many*: $DNS_MANY_MSGS messages, a domain each."
+    echo "Threaded rate: messages / (last threaded − start of the load). Medians of $DNS_ROUNDS round(s), each round every delay and mix in turn."
+    echo "Targets: at 50 ms ≥ 0.8× the 0 ms rate, at 200 ms ≥ 0.5×."
+    echo
+    echo "| mix | delay ms | accept | threaded | threaded / 0 ms | 250→threaded p50 | p99 | messages threaded | with temperror | threaded, every round |"
+    echo "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    local first mix d r rounds
+    first=${DNS_DELAYS%% *}
+    for mix in one many; do
+        for d in $DNS_DELAYS; do
+            rounds=""
+            for r in $(seq 1 "$DNS_ROUNDS"); do rounds+="${rounds:+, }$(v dl.$d.$mix.$r.threaded_rate)"; done
+            echo "| $mix | $d | $(v dl.$d.$mix.accept) | $(v dl.$d.$mix.threaded_rate) | $(ratio dl.$d.$mix.threaded_rate dl.$first.$mix.threaded_rate) | $(v dl.$d.$mix.to_threaded_p50_ms) | $(v dl.$d.$mix.to_threaded_p99_ms) | $(v dl.$d.$mix.n) | $(v dl.$d.$mix.temperror) | $rounds |"
+        done
+    done
+    echo
+}
 fj() { # JSON key.path in R[$1]
     local j
     j=$(v "$1")
@@ -755,6 +877,22 @@ fj() { # JSON key.path in R[$1]
 for k in sys.argv[2].split("."): d=d[k]
 print(round(d, 3) if isinstance(d, float) else d)' "$j" "$2" 2>/dev/null || echo n/a
 }
+if [[ $only == dns ]]; then
+    {
+        dns_section
+        echo "Part 5 alone (\`bench/run.sh --only-dns\`, $mode): $date_start, backchannel $(git -C "$repo" rev-parse --short HEAD 2>/dev/null)${BENCH_BACKCHANNEL_BIN:+ (gateway binary: $BENCH_BACKCHANNEL_BIN)}, load average at start $load_start, at end $load_end."
+        if [[ ${#failures[@]} -gt 0 ]]; then
+            echo
+            for f in "${failures[@]}"; do echo "- FAILED: $f"; done
+        fi
+        echo
+    } >"$work/dns-section.md"
+    $PY splice-section "$RESULTS" "$work/dns-section.md" "## 5. "
+    log "wrote part 5 into $RESULTS"
+    cat "$work/dns-section.md"
+    [[ ${#failures[@]} -gt 0 ]] && exit 1
+    exit 0
+fi
 {
     echo "# Benchmark results"
     echo
@@ -828,6 +966,7 @@ print(round(d, 3) if isinstance(d, float) else d)' "$j" "$2" 2>/dev/null || echo
     echo "- after start: $(v mem.base); with $IDLE idle SMTP connections: $(v mem.idle) (peak $(v mem.idle_peak))"
     echo "- peak during the $IMAP_MSGS-message FETCHes: $(v mem.fetch_peak)"
     echo
+    dns_section
     if [[ ${#failures[@]} -gt 0 ]]; then
         echo "## Failures"
         echo

@@ -66,7 +66,7 @@
 //!                bounce), auth.rs (SPF/DKIM/DMARC/ARC), route.rs (pure rules),
 //!                forwarding.rs, apply.rs (one write: store + conversations' reply
 //!                effects), agent_reply.rs (an agent answering a notification),
-//!                mod.rs (worker)
+//!                mod.rs (worker), pipeline.rs (its window of messages in flight)
 //! http/          what the HTTP doors share: AppState, the auth extractor, errors,
 //!                downloads, the listener (caps, idle and slowloris cut), /metrics
 //! smtp/          door: inbound SMTP on tokio + smtp-proto: session state machine,

@@ -537,7 +537,7 @@ async fn dns_down_gives_temperror_within_the_timeout() {
         timeout: Duration::from_millis(500),
     })
     .expect("authenticator");
-    assert_eq!(auth.overall_timeout(), Duration::from_secs(2));
+    assert_eq!(auth.overall_timeout(), Duration::from_millis(500));
     let raw = dkim_signed(&message("alice@vendor.example", BODY));
     let started = Instant::now();
     let r = auth

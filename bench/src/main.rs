@@ -10,6 +10,8 @@
 //!   the ingest writer's `apply`) with M messages over N side conversations.
 //! - `route-latency`: times the RCPT routing lookup (`smtp::policy::decide`)
 //!   in-process against a store.
+//! - `dns`, `send-mix`, `threaded`: threading under a resolver's latency
+//!   (see `dnslat`).
 //! - `wait-ingested` / `wait-files`: wait until the ingest queue is empty or a
 //!   Maildir holds N messages, and print when that happened.
 //!
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod dnslat;
 mod fill;
 
 #[derive(Parser)]
@@ -114,6 +117,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1800)]
         timeout_secs: u64,
     },
+    /// A resolver stand-in answering after a delay (see `dnslat`).
+    Dns(dnslat::DnsArgs),
+    /// Send N messages from one or many sender domains.
+    SendMix(dnslat::MixArgs),
+    /// Wait until nothing is queued; print the threaded rate and the time
+    /// from commit to threaded as JSON.
+    Threaded(dnslat::ThreadedArgs),
     /// Wait until a Maildir (new/ + cur/) holds at least N files; print the
     /// Unix time when that was seen.
     WaitFiles {
@@ -197,6 +207,9 @@ fn main() -> Result<()> {
         Cmd::WaitIngested { db, timeout_secs } => {
             wait_ingested(&db, Duration::from_secs(timeout_secs))
         }
+        Cmd::Dns(args) => dnslat::dns(args),
+        Cmd::SendMix(args) => dnslat::send_mix(args),
+        Cmd::Threaded(args) => dnslat::threaded(args),
         Cmd::WaitFiles {
             dir,
             count,

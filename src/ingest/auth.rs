@@ -4,7 +4,8 @@
 //! [`Authenticator::authenticate`] never fails and never panics on hostile
 //! input: a message that cannot be parsed gets `none`/`permerror` values, a
 //! resolver that does not answer in time gets `temperror` values, and the
-//! whole check is bounded by [`Authenticator::overall_timeout`].
+//! whole check is bounded by [`Authenticator::overall_timeout`] (`[dns]
+//! timeout`).
 //!
 //! Time is spent in two phases so that a sender cannot turn a DMARC `fail`
 //! into `temperror` with slow DNS of its own: SPF, DKIM and ARC run side by
@@ -33,12 +34,15 @@ use crate::config::DnsConfig;
 pub use crate::model::auth::*;
 use crate::net::dns::{self as net_dns, Cache};
 
-/// How many DNS timeouts one whole authentication may take.
-const OVERALL_TIMEOUTS: u32 = 4;
-/// How many of them SPF, DKIM and ARC (run side by side) may take.
-const FIRST_PHASE_TIMEOUTS: u32 = 2;
-/// Responses kept by the resolver's cache.
-const CACHE_SIZE: u64 = 1024;
+/// The share of the budget (`[dns] timeout` for the whole check) that SPF,
+/// DKIM and ARC (run side by side) may take; DMARC has the rest.
+const FIRST_PHASE_SHARE: u32 = 2;
+/// Responses kept by the resolver's cache: thousands of sender domains,
+/// a few lookups each.
+const CACHE_SIZE: u64 = 16_384;
+/// Longest a negative answer (NXDOMAIN, no data) is kept whatever its SOA
+/// says: RFC 2308 §5 suggests one to three hours.
+const NEGATIVE_MAX_TTL: Duration = Duration::from_secs(3 * 3600);
 /// Longest input-derived value copied into [`AuthResults::detail`].
 const DETAIL_VALUE_MAX: usize = 100;
 /// Most passing DKIM domains listed in [`AuthResults::detail`].
@@ -68,14 +72,25 @@ impl std::fmt::Debug for Authenticator {
 
 impl Authenticator {
     /// A resolver on `dns.nameservers` (UDP and TCP each), or on the system
-    /// configuration when that list is empty, with `dns.timeout` per query.
+    /// configuration when that list is empty. One whole check takes at most
+    /// `dns.timeout`: a lookup still unanswered then counts as `temperror`.
+    ///
+    /// Answers are kept in hickory's cache ([`CACHE_SIZE`] responses) for
+    /// their TTL; negative answers for the SOA minimum (RFC 2308), at most
+    /// [`NEGATIVE_MAX_TTL`]. Identical lookups in flight at once are sent
+    /// once (hickory's name server pool shares them).
     pub fn new(dns: &DnsConfig) -> anyhow::Result<Authenticator> {
-        let resolver = net_dns::authenticator(dns, Cache::of(CACHE_SIZE))?;
+        let cache = Cache {
+            size: CACHE_SIZE,
+            max_ttl: None,
+            negative_max_ttl: Some(NEGATIVE_MAX_TTL),
+        };
+        let resolver = net_dns::authenticator(dns, cache)?;
         Ok(Authenticator {
             inner: Arc::new(Inner {
                 resolver,
-                first_phase: dns.timeout.saturating_mul(FIRST_PHASE_TIMEOUTS),
-                overall: dns.timeout.saturating_mul(OVERALL_TIMEOUTS),
+                first_phase: dns.timeout / FIRST_PHASE_SHARE,
+                overall: dns.timeout,
             }),
         })
     }
@@ -200,6 +215,22 @@ impl Authenticator {
                 Err(_) => TEMPERROR,
             }
         };
+        // DMARC's tree walk asks its names one after the other; asked now,
+        // side by side with SPF, DKIM and ARC, their answers are in the
+        // resolver's cache (or in flight, and then shared) when DMARC needs
+        // them, so a slow resolver costs one round trip rather than one per
+        // label. Nothing waits for these lookups and their answers are only
+        // kept by the cache; they end with this check at the latest (the
+        // set aborts them when dropped).
+        let mut _prefetch = tokio::task::JoinSet::new();
+        if let [from] = from_domains.as_slice() {
+            for name in dmarc_walk_names(from) {
+                let resolver = resolver.0.clone();
+                _prefetch.spawn(async move {
+                    let _ = resolver.txt_lookup(name).await;
+                });
+            }
+        }
         let (spf, dkim, arc_value) = tokio::join!(spf_fut, dkim_fut, arc_fut);
 
         let spf_value = spf_str(spf.result());
@@ -307,6 +338,29 @@ async fn dmarc(
         });
     }
     (value, detail)
+}
+
+/// The names mail-auth's DMARC tree walk (RFC 9989 §4.10.1) asks for
+/// `domain`, in its order: `_dmarc.` and the domain, then with 7 labels
+/// if it has 8 or more, then one label less at a time down to the
+/// top-level domain (at most 8 names). Empty for a name of fewer than two
+/// labels or one not in ASCII (mail-auth asks its A-label form).
+fn dmarc_walk_names(domain: &str) -> Vec<String> {
+    let labels: Vec<&str> = domain.split('.').filter(|l| !l.is_empty()).collect();
+    let total = labels.len();
+    if total < 2 || !domain.is_ascii() {
+        return Vec::new();
+    }
+    let mut names = Vec::new();
+    let mut count = total;
+    loop {
+        names.push(format!("_dmarc.{}.", labels[total - count..].join(".")));
+        if count == 1 {
+            break;
+        }
+        count = if count >= 8 { 7 } else { count - 1 };
+    }
+    names
 }
 
 /// The domain SPF checks, which DMARC also aligns: the MAIL FROM domain, or
@@ -471,6 +525,25 @@ mod tests {
         assert_eq!(clean("a;b\r\nc"), "a?b??c");
         let long = "x".repeat(500);
         assert_eq!(clean(&long).chars().count(), DETAIL_VALUE_MAX + 1);
+    }
+
+    #[test]
+    fn dmarc_walk_names_follow_the_tree_walk() {
+        assert_eq!(
+            dmarc_walk_names("mail.vendor.example"),
+            [
+                "_dmarc.mail.vendor.example.",
+                "_dmarc.vendor.example.",
+                "_dmarc.example."
+            ]
+        );
+        let deep = dmarc_walk_names("a.b.c.d.e.f.g.h.i.example");
+        assert_eq!(deep.len(), 8);
+        assert_eq!(deep[0], "_dmarc.a.b.c.d.e.f.g.h.i.example.");
+        assert_eq!(deep[1], "_dmarc.d.e.f.g.h.i.example.");
+        assert_eq!(deep[7], "_dmarc.example.");
+        assert!(dmarc_walk_names("localhost").is_empty());
+        assert!(dmarc_walk_names("bücher.example").is_empty());
     }
 
     #[test]

@@ -3,11 +3,12 @@
 //! persist with effects, in one transaction per message.
 //!
 //! The worker drains `inbound_queue` in arrival order. Preparation (parsing,
-//! DNS) runs concurrently for a batch; the writes are queued to the store's
-//! writer in order, so a message sees every earlier one (a reply arriving
-//! right behind the message it answers threads on it). Each write marks its
-//! queue row done in the same transaction, and skips rows already done: a
-//! crash at any point and a restart give the same final state.
+//! DNS) runs concurrently for a window of messages across batches (see
+//! [`pipeline`]); the writes are queued to the store's writer in order, so a
+//! message sees every earlier one (a reply arriving right behind the message
+//! it answers threads on it). Each write marks its queue row done in the
+//! same transaction, and skips rows already done: a crash at any point and a
+//! restart give the same final state.
 
 pub mod agent_reply;
 pub mod apply;
@@ -15,11 +16,11 @@ pub mod auth;
 pub mod classify;
 pub mod forwarding;
 pub mod parse;
+pub mod pipeline;
 pub mod pool;
 pub mod route;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::Notify;
 
@@ -36,8 +37,8 @@ use auth::Authenticator;
 
 /// Messages prepared together, and their raw size at most (a single larger
 /// message still goes alone).
-const BATCH: usize = 64;
-const BATCH_BYTES: usize = 64 * 1024 * 1024;
+pub(crate) const BATCH: usize = 64;
+pub(crate) const BATCH_BYTES: usize = 64 * 1024 * 1024;
 /// After this many failed attempts a message is stored whole as unrouted
 /// (flag `ingest_error`) rather than retried forever: nothing is dropped.
 const MAX_ATTEMPTS: i64 = 3;
@@ -123,13 +124,12 @@ async fn authenticate(
     p
 }
 
+/// A queued write: the answer of the store's writer.
+type PendingWrite = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied>> + Send>>;
+
 /// The queued writes of a prepared batch: (queue id, attempts so far,
 /// the answer of its write).
-type InFlight = Vec<(
-    i64,
-    i64,
-    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Applied>> + Send>>,
-)>;
+type InFlight = Vec<(i64, i64, PendingWrite)>;
 
 /// The ingest worker of one gateway.
 pub struct Worker {
@@ -205,77 +205,6 @@ impl Worker {
         })
     }
 
-    /// Drains the queue until shutdown; wakes on every SMTP commit.
-    ///
-    /// Pipelined: while the writer stores one batch, the next one is read
-    /// and prepared (writes are still queued in arrival order, so a message
-    /// sees every earlier one). `after` skips the rows already handed to
-    /// the writer; once nothing newer is queued the scan starts over from
-    /// the oldest row still queued (a message whose attempt failed).
-    pub async fn run(self, shutdown: Shutdown) -> anyhow::Result<()> {
-        let mut after = 0i64;
-        let mut in_flight: Option<InFlight> = None;
-        loop {
-            if shutdown.is_triggered() {
-                if let Some(batch) = in_flight.take() {
-                    let _ = self.settle(batch).await;
-                }
-                return Ok(());
-            }
-            let step = async {
-                let batch = self
-                    .store
-                    .read(move |c| inbound::pending_after(c, after, BATCH, BATCH_BYTES))
-                    .await?;
-                let next = match batch.last() {
-                    Some(m) => Some((m.id, self.start(batch).await?)),
-                    None => None,
-                };
-                Ok::<_, crate::store::StoreError>(next)
-            };
-            match step.await {
-                Ok(Some((last, batch))) => {
-                    after = last;
-                    if let Some(previous) = in_flight.replace(batch)
-                        && let Err(e) = self.settle(previous).await
-                    {
-                        tracing::error!(error = %e, "ingest: store error; retrying shortly");
-                    }
-                }
-                Ok(None) => {
-                    if let Some(previous) = in_flight.take() {
-                        if let Err(e) = self.settle(previous).await {
-                            tracing::error!(error = %e, "ingest: store error; retrying shortly");
-                        }
-                        continue;
-                    }
-                    if after != 0 {
-                        // Start over: a message that failed an attempt is
-                        // still queued behind `after`.
-                        after = 0;
-                        continue;
-                    }
-                    tokio::select! {
-                        _ = self.committed.notified() => {}
-                        _ = shutdown.wait() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(30)) => {}
-                    }
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "ingest: store error; retrying shortly");
-                    if let Some(previous) = in_flight.take() {
-                        let _ = self.settle(previous).await;
-                    }
-                    after = 0;
-                    tokio::select! {
-                        _ = shutdown.wait() => return Ok(()),
-                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    }
-                }
-            }
-        }
-    }
-
     /// Processes one batch of queued messages; returns how many it took.
     pub async fn drain_once(&self) -> Result<usize> {
         let batch = self
@@ -295,11 +224,39 @@ impl Worker {
     /// waits for them.
     async fn start(&self, batch: Vec<InboundMessage>) -> Result<InFlight> {
         let n = batch.len();
-        // Parsing and classifying run on the parser threads (see `pool`:
-        // below the SMTP listener's priority) in two chunks rather than one
-        // task per message: fewer thread hand-offs. Authentication (DNS)
-        // then runs concurrently for all.
         let ids: Vec<(i64, i64)> = batch.iter().map(|m| (m.id, m.attempts)).collect();
+        let parsed = self.parse_batch(batch).await?;
+        let preparing: Vec<_> = ids
+            .into_iter()
+            .zip(parsed)
+            .map(|((id, attempts), result)| (id, attempts, self.authenticate_task(result)))
+            .collect();
+        let mut pending: InFlight = Vec::with_capacity(n);
+        for (id, attempts, task) in preparing {
+            match task.await {
+                Ok(Ok(prepared)) => {
+                    let config = self.config.clone();
+                    let fut = self
+                        .store
+                        .submit_write(move |c| apply::apply(c, &config, &prepared))?;
+                    pending.push((id, attempts, Box::pin(fut)));
+                }
+                Ok(Err(e)) => self.failed(id, attempts, &e).await?,
+                Err(e) => self.failed(id, attempts, &format!("prepare: {e}")).await?,
+            }
+        }
+        Ok(pending)
+    }
+
+    /// Parses and classifies a batch on the parser threads (see `pool`:
+    /// below the SMTP listener's priority) in two chunks rather than one
+    /// task per message: fewer thread hand-offs. One result per message, in
+    /// order.
+    async fn parse_batch(
+        &self,
+        batch: Vec<InboundMessage>,
+    ) -> Result<Vec<std::result::Result<Prepared, String>>> {
+        let n = batch.len();
         let half = n.div_ceil(2);
         let mut chunks = Vec::new();
         let mut rest = batch;
@@ -327,61 +284,58 @@ impl Worker {
                 }
             }
         }
-        let mut preparing = Vec::with_capacity(n);
-        for ((id, attempts), result) in ids.into_iter().zip(parsed) {
-            let authenticator = self.authenticator.clone();
-            let domain = self.config.domain.clone();
-            let task = tokio::spawn(async move {
-                match result {
-                    Ok(p) => Ok(authenticate(p, authenticator.as_ref(), &domain).await),
-                    Err(e) => Err(e),
-                }
-            });
-            preparing.push((id, attempts, task));
-        }
-        let mut pending: InFlight = Vec::with_capacity(n);
-        for (id, attempts, task) in preparing {
-            match task.await {
-                Ok(Ok(prepared)) => {
-                    let config = self.config.clone();
-                    let fut = self
-                        .store
-                        .submit_write(move |c| apply::apply(c, &config, &prepared))?;
-                    pending.push((id, attempts, Box::pin(fut)));
-                }
-                Ok(Err(e)) => self.failed(id, attempts, &e).await?,
-                Err(e) => self.failed(id, attempts, &format!("prepare: {e}")).await?,
+        Ok(parsed)
+    }
+
+    /// Starts the network part of preparing a parsed message (SPF, DKIM,
+    /// DMARC, ARC) as a task of its own, bounded by the authenticator's
+    /// timeout.
+    fn authenticate_task(
+        &self,
+        parsed: std::result::Result<Prepared, String>,
+    ) -> tokio::task::JoinHandle<std::result::Result<Prepared, String>> {
+        let authenticator = self.authenticator.clone();
+        let domain = self.config.domain.clone();
+        tokio::spawn(async move {
+            match parsed {
+                Ok(p) => Ok(authenticate(p, authenticator.as_ref(), &domain).await),
+                Err(e) => Err(e),
             }
-        }
-        Ok(pending)
+        })
     }
 
     /// Waits for the writes of a batch and accounts for them.
     async fn settle(&self, pending: InFlight) -> Result<()> {
         for (id, attempts, fut) in pending {
-            match fut.await {
-                Ok(Applied::Stored { message, rule }) => {
-                    metrics::inc("ingest_messages_total", &[("rule", rule)]);
-                    tracing::info!(queue_id = id, message_id = message, rule, "ingested");
-                    // A bounce may tell an agent; an agent's reply is sent
-                    // on, or they are told why not.
-                    if (rule == "bounce" || rule == "agent_reply")
-                        && let Some(outbox) = &self.outbox
-                    {
-                        outbox.notify_one();
-                    }
+            self.account(id, attempts, fut.await).await?;
+        }
+        Ok(())
+    }
+
+    /// Accounts for the answer of one message's write.
+    async fn account(&self, id: i64, attempts: i64, applied: Result<Applied>) -> Result<()> {
+        match applied {
+            Ok(Applied::Stored { message, rule }) => {
+                metrics::inc("ingest_messages_total", &[("rule", rule)]);
+                tracing::info!(queue_id = id, message_id = message, rule, "ingested");
+                // A bounce may tell an agent; an agent's reply is sent
+                // on, or they are told why not.
+                if (rule == "bounce" || rule == "agent_reply")
+                    && let Some(outbox) = &self.outbox
+                {
+                    outbox.notify_one();
                 }
-                Ok(Applied::Duplicate { of }) => {
-                    metrics::inc("ingest_messages_total", &[("rule", "duplicate")]);
-                    tracing::info!(
-                        queue_id = id,
-                        duplicate_of = of,
-                        "duplicate delivery stored once"
-                    );
-                }
-                Ok(Applied::AlreadyDone) => {}
-                Err(e) => self.failed(id, attempts, &e.to_string()).await?,
             }
+            Ok(Applied::Duplicate { of }) => {
+                metrics::inc("ingest_messages_total", &[("rule", "duplicate")]);
+                tracing::info!(
+                    queue_id = id,
+                    duplicate_of = of,
+                    "duplicate delivery stored once"
+                );
+            }
+            Ok(Applied::AlreadyDone) => {}
+            Err(e) => self.failed(id, attempts, &e.to_string()).await?,
         }
         Ok(())
     }

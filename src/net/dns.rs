@@ -29,6 +29,9 @@ pub struct Cache {
     /// Longest an answer (positive or negative) is kept, whatever its TTL
     /// says; `None` keeps hickory's default.
     pub max_ttl: Option<Duration>,
+    /// Longest a negative answer is kept (RFC 2308: its SOA's minimum, but
+    /// no longer than this); `None`: as `max_ttl`.
+    pub negative_max_ttl: Option<Duration>,
 }
 
 impl Cache {
@@ -37,6 +40,7 @@ impl Cache {
         Cache {
             size,
             max_ttl: None,
+            negative_max_ttl: None,
         }
     }
 }
@@ -81,6 +85,9 @@ fn options(dns: &DnsConfig, cache: Cache) -> anyhow::Result<(ResolverConfig, Res
     opts.cache_size = cache.size;
     if let Some(ttl) = cache.max_ttl {
         opts.positive_max_ttl = Some(ttl);
+        opts.negative_max_ttl = Some(ttl);
+    }
+    if let Some(ttl) = cache.negative_max_ttl {
         opts.negative_max_ttl = Some(ttl);
     }
     Ok((config, opts))
@@ -138,11 +145,22 @@ mod tests {
         let cache = Cache {
             size: 32,
             max_ttl: Some(Duration::from_secs(5)),
+            negative_max_ttl: None,
         };
         let (_, opts) = options(&dns(Duration::from_secs(1)), cache).expect("options");
         assert_eq!(opts.cache_size, 32);
         assert_eq!(opts.positive_max_ttl, Some(Duration::from_secs(5)));
         assert_eq!(opts.negative_max_ttl, Some(Duration::from_secs(5)));
+        let negative = Cache {
+            negative_max_ttl: Some(Duration::from_secs(60)),
+            ..Cache::of(8)
+        };
+        let (_, opts) = options(&dns(Duration::from_secs(1)), negative).expect("options");
+        assert_eq!(opts.negative_max_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(
+            opts.positive_max_ttl,
+            ResolverOpts::default().positive_max_ttl
+        );
         let (_, plain) = options(&dns(Duration::from_secs(1)), Cache::of(8)).expect("options");
         assert_eq!(
             plain.positive_max_ttl,

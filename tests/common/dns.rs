@@ -3,7 +3,10 @@
 //! and TCP on the same ephemeral port. Names not given answer NXDOMAIN
 //! authoritatively (so DMARC tree walks to `_dmarc.<parent>` end cleanly).
 //! Names can also be made to stall ([`FakeDns::start_with_stalled`]), like
-//! a sender's name server that never answers.
+//! a sender's name server that never answers; and the whole server can be
+//! made slow, dead (queries read, never answered) or broken (SERVFAIL to
+//! everything) with [`FakeDns::start_with`]. It counts the queries it gets
+//! ([`FakeDns::queries_for`]).
 //!
 //! ```ignore
 //! #[path = "common/dns.rs"]
@@ -14,15 +17,17 @@
 #![allow(dead_code)]
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::Server;
 use hickory_server::net::runtime::{Time, TokioRuntimeProvider};
+use hickory_server::proto::op::{Header, HeaderCounts, MessageType, Metadata, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
 use hickory_server::proto::rr::{LowerName, Name, RData, Record};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
+use hickory_server::zone_handler::MessageResponseBuilder;
 use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
 use tokio::net::{TcpListener, UdpSocket};
 
@@ -47,11 +52,25 @@ pub enum RecordKind {
     Ptr(String),
 }
 
+/// How the whole server answers (see [`FakeDns::start_with`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// From its zone (the records given; NXDOMAIN for other names).
+    #[default]
+    Answer,
+    /// Never: every query is read and dropped, like a dead resolver.
+    Drop,
+    /// SERVFAIL to every query.
+    ServFail,
+}
+
 /// A running fake DNS server; stops when dropped.
 pub struct FakeDns {
     /// UDP and TCP, same port, on 127.0.0.1.
     pub addr: SocketAddr,
     server: Server<Handler>,
+    /// Every query name received (lowercase, without the final dot).
+    queries: Arc<Mutex<Vec<String>>>,
 }
 
 impl FakeDns {
@@ -64,6 +83,46 @@ impl FakeDns {
     /// Like [`start`](Self::start), but queries for any name at or below one
     /// of `stalled` get no answer.
     pub async fn start_with_stalled(records: &[(&str, RecordKind)], stalled: &[&str]) -> FakeDns {
+        Self::build(records, stalled, Mode::Answer, Duration::ZERO).await
+    }
+
+    /// Like [`start`](Self::start), but every query is handled as `mode`
+    /// says, each after `delay` (many at once).
+    pub async fn start_with(
+        records: &[(&str, RecordKind)],
+        mode: Mode,
+        delay: Duration,
+    ) -> FakeDns {
+        Self::build(records, &[], mode, delay).await
+    }
+
+    /// How many queries for `name` (any type) the server got.
+    pub fn queries_for(&self, name: &str) -> usize {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        self.queries
+            .lock()
+            .expect("query log")
+            .iter()
+            .filter(|q| **q == name)
+            .count()
+    }
+
+    /// Every query name received, in order (lowercase, no final dot).
+    pub fn queried_names(&self) -> Vec<String> {
+        self.queries.lock().expect("query log").clone()
+    }
+
+    /// How many queries the server got.
+    pub fn query_count(&self) -> usize {
+        self.queries.lock().expect("query log").len()
+    }
+
+    async fn build(
+        records: &[(&str, RecordKind)],
+        stalled: &[&str],
+        mode: Mode,
+        delay: Duration,
+    ) -> FakeDns {
         let mut zone = InMemoryZoneHandler::<TokioRuntimeProvider>::empty(
             Name::root(),
             ZoneType::Primary,
@@ -112,14 +171,22 @@ impl FakeDns {
 
         let (udp, tcp) = bind_pair().await;
         let addr = udp.local_addr().expect("udp addr");
+        let queries = Arc::new(Mutex::new(Vec::new()));
         let handler = Handler {
             catalog,
             stalled: stalled.iter().map(|n| LowerName::from(name(n))).collect(),
+            mode,
+            delay,
+            queries: queries.clone(),
         };
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64);
-        FakeDns { addr, server }
+        FakeDns {
+            addr,
+            server,
+            queries,
+        }
     }
 }
 
@@ -129,10 +196,14 @@ impl Drop for FakeDns {
     }
 }
 
-/// The catalog, behind a filter that stalls queries for some names.
+/// The catalog, behind a filter that stalls queries for some names, and
+/// the server's [`Mode`] and delay.
 struct Handler {
     catalog: Catalog,
     stalled: Vec<LowerName>,
+    mode: Mode,
+    delay: Duration,
+    queries: Arc<Mutex<Vec<String>>>,
 }
 
 #[async_trait::async_trait]
@@ -144,14 +215,50 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         if let Ok(info) = request.request_info() {
             let qname = info.query.name();
+            let logged = qname.to_string().trim_end_matches('.').to_ascii_lowercase();
+            self.queries.lock().expect("query log").push(logged);
             if self.stalled.iter().any(|s| s.zone_of(qname)) {
                 tokio::time::sleep(STALL).await;
             }
         }
-        self.catalog
-            .handle_request::<R, T>(request, response_handle)
-            .await
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        match self.mode {
+            Mode::Answer => {
+                self.catalog
+                    .handle_request::<R, T>(request, response_handle)
+                    .await
+            }
+            Mode::Drop => {
+                tokio::time::sleep(STALL).await;
+                not_sent(request)
+            }
+            Mode::ServFail => {
+                let mut response_handle = response_handle;
+                let response = MessageResponseBuilder::new(&request.queries, None)
+                    .error_msg(&request.metadata, ResponseCode::ServFail);
+                response_handle
+                    .send_response(response)
+                    .await
+                    .unwrap_or_else(|_| not_sent(request))
+            }
+        }
     }
+}
+
+/// What the server reports of a request it sent no answer to: SERVFAIL.
+fn not_sent(request: &Request) -> ResponseInfo {
+    let mut metadata = Metadata::new(
+        request.metadata.id,
+        MessageType::Response,
+        request.metadata.op_code,
+    );
+    metadata.response_code = ResponseCode::ServFail;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }
 
 /// An address on 127.0.0.1 where no DNS server listens (bound, then closed):

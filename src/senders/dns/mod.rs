@@ -152,6 +152,7 @@ impl Resolver {
         let cache = Cache {
             size: CACHE_SIZE,
             max_ttl: Some(CACHE_MAX_TTL),
+            negative_max_ttl: None,
         };
         Ok(Resolver {
             auth: crate::net::dns::authenticator(dns, cache)?,
