@@ -644,9 +644,13 @@ UPDATE side_conversations SET
                   AND m.direction = 'in' AND m.kind = 'reply'),
     last_out_id = (SELECT max(m.id) FROM messages m WHERE m.side_conversation_id = side_conversations.id
                    AND m.direction = 'out' AND m.kind = 'agent');
-CREATE INDEX side_conversations_last_in ON side_conversations(status, last_in_id, last_out_id);
+-- Those waiting on an agent, newest vendor reply first: a partial index, so
+-- listing and counting them costs what they number, not what all open ones
+-- do.
+CREATE INDEX side_conversations_waiting ON side_conversations(last_in_id)
+    WHERE status = 'open' AND last_in_id > coalesce(last_out_id, 0);
 CREATE INDEX parents_assignee ON parents(assignee_id) WHERE assignee_id IS NOT NULL;
-CREATE INDEX side_conversations_updated ON side_conversations(updated_at, id);
+CREATE INDEX side_conversations_updated ON side_conversations(status, updated_at, id);
 -- Per user, the side conversations with a vendor reply they have not opened
 -- in the console yet (the newest such reply). A row is written for every
 -- active user when a reply arrives and removed when the user opens the

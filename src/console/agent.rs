@@ -104,6 +104,10 @@ struct InboxPage {
 }
 
 impl InboxPage {
+    fn count(&self, n: &i64) -> String {
+        inbox::shown(*n)
+    }
+
     fn heading(&self) -> &'static str {
         match self.filter {
             "mine" => "Assigned to me",

@@ -95,7 +95,9 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
-/// The counts shown beside the filters.
+/// The counts shown beside the filters, each counted up to [`COUNT_CAP`]
+/// (a page shows "1000+" then): a count costs at most that many index
+/// entries, on any store.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Counts {
     pub unread: i64,
@@ -104,6 +106,9 @@ pub struct Counts {
     pub unrouted: i64,
 }
 
+/// Where counts stop.
+pub const COUNT_CAP: i64 = 1000;
+
 /// Most side conversations the "assigned to me" list orders at once.
 const MINE_CAP: i64 = 5000;
 /// Characters of the latest message shown in a list.
@@ -111,33 +116,47 @@ const PREVIEW_CHARS: i64 = 180;
 
 pub fn counts(db: &Db<'_>, user_id: i64) -> Result<Counts> {
     let conn = db.conn();
-    let unread = conn
-        .prepare_cached("SELECT count(*) FROM console_unread WHERE user_id = ?1")?
-        .query_row([user_id], |r| r.get(0))?;
-    let attention = conn
-        .prepare_cached(
-            "SELECT count(*) FROM side_conversations
-             WHERE status = 'open' AND last_in_id > coalesce(last_out_id, 0)",
-        )?
-        .query_row([], |r| r.get(0))?;
-    let mine = conn
-        .prepare_cached(
-            "SELECT count(*) FROM parents p JOIN side_conversations s ON s.parent_id = p.id
-             WHERE p.assignee_id = ?1 AND s.status = 'open'",
-        )?
-        .query_row([user_id], |r| r.get(0))?;
-    let unrouted = conn
-        .prepare_cached(
-            "SELECT count(*) FROM messages INDEXED BY messages_unrouted
-             WHERE side_conversation_id IS NULL AND route = 'unrouted'",
-        )?
-        .query_row([], |r| r.get(0))?;
+    let count = |sql: &str, user: Option<i64>| -> Result<i64> {
+        let sql = format!("SELECT count(*) FROM ({sql} LIMIT {COUNT_CAP})");
+        let mut stmt = conn.prepare_cached(&sql)?;
+        Ok(match user {
+            Some(u) => stmt.query_row([u], |r| r.get(0))?,
+            None => stmt.query_row([], |r| r.get(0))?,
+        })
+    };
     Ok(Counts {
-        unread,
-        attention,
-        mine,
-        unrouted,
+        unread: count(
+            "SELECT 1 FROM console_unread WHERE user_id = ?1",
+            Some(user_id),
+        )?,
+        attention: count(
+            "SELECT 1 FROM side_conversations INDEXED BY side_conversations_waiting
+             WHERE status = 'open' AND last_in_id > coalesce(last_out_id, 0)",
+            None,
+        )?,
+        mine: count(
+            // From the parents assigned (CROSS JOIN keeps that order):
+            // what one person has, not every open side conversation.
+            "SELECT 1 FROM parents p INDEXED BY parents_assignee
+             CROSS JOIN side_conversations s ON s.parent_id = p.id
+             WHERE p.assignee_id = ?1 AND s.status = 'open'",
+            Some(user_id),
+        )?,
+        unrouted: count(
+            "SELECT 1 FROM messages INDEXED BY messages_unrouted
+             WHERE side_conversation_id IS NULL AND route = 'unrouted'",
+            None,
+        )?,
     })
+}
+
+/// A count as a page shows it: "1000+" at the cap.
+pub fn shown(n: i64) -> String {
+    if n >= COUNT_CAP {
+        format!("{COUNT_CAP}+")
+    } else {
+        n.to_string()
+    }
 }
 
 /// One page of a list for `user_id`.
@@ -210,9 +229,9 @@ fn attention(
     }
     let mut stmt = conn.prepare_cached(
         "SELECT s.id, s.last_in_id FROM side_conversations s
-         INDEXED BY side_conversations_last_in
-         WHERE s.status = 'open' AND s.last_in_id < ?1
-           AND s.last_in_id > coalesce(s.last_out_id, 0)
+         INDEXED BY side_conversations_waiting
+         WHERE s.status = 'open' AND s.last_in_id > coalesce(s.last_out_id, 0)
+           AND s.last_in_id < ?1
            AND NOT EXISTS (SELECT 1 FROM console_unread cu
                            WHERE cu.user_id = ?2 AND cu.side_conversation_id = s.id)
          ORDER BY s.last_in_id DESC LIMIT ?3",
@@ -237,7 +256,8 @@ fn mine(
     // Bounded by what one person is assigned; ordered here.
     let mut stmt = db.conn().prepare_cached(
         "SELECT s.id, s.updated_at, cu.message_id
-         FROM parents p JOIN side_conversations s ON s.parent_id = p.id
+         FROM parents p INDEXED BY parents_assignee
+         CROSS JOIN side_conversations s ON s.parent_id = p.id
          LEFT JOIN console_unread cu ON cu.user_id = ?1 AND cu.side_conversation_id = s.id
          WHERE p.assignee_id = ?1 AND s.status = 'open'
          ORDER BY s.updated_at DESC, s.id DESC LIMIT ?2",
@@ -402,4 +422,108 @@ pub fn latest(db: &Db<'_>, w: &Watch) -> Result<i64> {
             .query_row([p], |r| r.get(0))?,
     };
     Ok(v.unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A side conversation on its own parent; returns its id.
+    fn sc(conn: &rusqlite::Connection, n: i64) -> i64 {
+        conn.execute(
+            "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, 0, 0)",
+            [format!("T-{n}")],
+        )
+        .expect("parent");
+        let parent = conn.last_insert_rowid();
+        conn.execute(
+            "INSERT INTO side_conversations (parent_id, token, subject, sender_email, created_at, updated_at)
+             VALUES (?1, ?2, ?3, 'reply@gw.example', 0, ?4)",
+            params![parent, format!("tok{n:013}"), format!("SC {n}"), n],
+        )
+        .expect("sc");
+        conn.last_insert_rowid()
+    }
+
+    fn message(conn: &rusqlite::Connection, sc: i64, direction: &str, kind: &str) -> i64 {
+        conn.execute(
+            "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, received_at)
+             VALUES (?1, ?2, ?3, 'token', x'00', randomblob(32), 0)",
+            params![sc, direction, kind],
+        )
+        .expect("message");
+        conn.last_insert_rowid()
+    }
+
+    fn ids(p: &Page) -> Vec<i64> {
+        p.rows.iter().map(|r| r.id).collect()
+    }
+
+    #[test]
+    fn attention_lists_unread_first_then_waiting_and_drops_answered_threads() {
+        let conn = crate::store::memory_db();
+        conn.execute(
+            "INSERT INTO users (email, name, role, token_hash, created_at) VALUES ('a@x', 'A', 'member', x'01', 0)",
+            [],
+        )
+        .expect("user");
+        let user = conn.last_insert_rowid();
+        let db = Db::for_test(&conn);
+        let (a, b, c, d) = (sc(&conn, 1), sc(&conn, 2), sc(&conn, 3), sc(&conn, 4));
+        message(&conn, a, "in", "reply");
+        message(&conn, b, "in", "reply");
+        message(&conn, c, "in", "reply");
+        // d: only an auto-reply, which waits on nobody.
+        message(&conn, d, "in", "auto_reply");
+        // b was read; c was answered by an agent after the reply.
+        crate::store::console::mark_read(&db, user, b).expect("read");
+        crate::store::console::mark_read(&db, user, c).expect("read");
+        message(&conn, c, "out", "agent");
+        let p = page(&db, user, Filter::Attention, Cursor::Start, 10).expect("page");
+        assert_eq!(ids(&p), vec![a, b]);
+        assert!(p.rows[0].unread && !p.rows[1].unread);
+        assert!(p.rows.iter().all(|r| r.waiting_on_agent));
+        // A new reply in b makes it unread again and first.
+        message(&conn, b, "in", "reply");
+        let p = page(&db, user, Filter::Attention, Cursor::Start, 10).expect("page");
+        assert_eq!(ids(&p), vec![b, a]);
+        // Paging one at a time walks the same list.
+        let first = page(&db, user, Filter::Attention, Cursor::Start, 1).expect("page");
+        assert_eq!(ids(&first), vec![b]);
+        let second =
+            page(&db, user, Filter::Attention, first.next.expect("more"), 1).expect("page");
+        assert_eq!(ids(&second), vec![a]);
+        assert!(second.next.is_none());
+        let counts = counts(&db, user).expect("counts");
+        assert_eq!((counts.unread, counts.attention), (2, 2));
+        // Closed ones leave the list and show under Closed.
+        conn.execute(
+            "UPDATE side_conversations SET status = 'closed' WHERE id = ?1",
+            [a],
+        )
+        .expect("close");
+        let p = page(&db, user, Filter::Attention, Cursor::Start, 10).expect("page");
+        assert_eq!(ids(&p), vec![b]);
+        let closed = page(&db, user, Filter::Closed, Cursor::Start, 10).expect("page");
+        assert_eq!(ids(&closed), vec![a]);
+        assert_eq!(
+            Cursor::decode(&Cursor::Rest(5, 7).encode()),
+            Some(Cursor::Rest(5, 7))
+        );
+        assert_eq!(Cursor::decode("junk"), None);
+    }
+
+    #[test]
+    fn counts_stop_at_the_cap() {
+        let conn = crate::store::memory_db();
+        let db = Db::for_test(&conn);
+        for n in 0..COUNT_CAP + 5 {
+            let s = sc(&conn, n);
+            message(&conn, s, "in", "reply");
+        }
+        let c = counts(&db, 1).expect("counts");
+        assert_eq!(c.attention, COUNT_CAP);
+        assert_eq!(shown(c.attention), "1000+");
+        assert_eq!(shown(999), "999");
+    }
 }
