@@ -44,8 +44,9 @@
 //!                side_conversations, participants, messages, inbound, outbox,
 //!                senders, dkim, users, settings, templates, webhooks, events,
 //!                notifications, activity, contacts, routing, portal, view, stats,
-//!                audit); lock.rs (one serving process per data dir), backup.rs
-//!                (online copy)
+//!                audit, console: sessions and sign-in links, inbox: the console's
+//!                lists, agent_pages); lock.rs (one serving process per data dir),
+//!                backup.rs (online copy)
 //! outbound/      compose.rs (mail-builder, Thread-Index, DKIM), worker.rs (outbox
 //!                worker), deliver.rs (maildir, relay via lettre, MX via hickory),
 //!                retry.rs (pure policy)
