@@ -44,6 +44,7 @@ schemas = {
   "SideConversation": obj({
       "id": I, "parent": S, "token": S, "reply_address": S, "subject": S, "status": {"type": "string", "enum": ["open", "closed"]},
       "sender": S, "participants": arr(S), "assignee": nullable("string"), "portal_url": nullable("string"),
+      "waiting": {"type": ["string", "null"], "enum": ["vendor", "agent", None]}, "waiting_since": nullable("string"), "tags": arr(S),
       "created_at": S, "updated_at": S, "messages": arr(ref("Message")), "messages_next_cursor": nullable("string")},
       ["id", "parent", "token", "reply_address", "subject", "status", "sender", "participants"]),
   "Parent": obj({
@@ -75,7 +76,7 @@ schemas = {
   "WebhookDelivery": obj({"id": I, "webhook_id": I, "event": S, "payload": {}, "state": S, "attempts": I,
                           "next_attempt_at": S, "last_status": {}, "last_error": {}, "created_at": S, "delivered_at": nullable("string")}),
   "Template": obj({"id": I, "name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": nullable("string"),
-                   "body_html": nullable("string"), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
+                   "body_html": nullable("string"), "tags": arr(S), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
   "AttachmentIn": obj({"filename": S, "content_type": S, "content_base64": S}, ["filename", "content_type", "content_base64"], False),
 }
 page = lambda item: obj({"items": arr(ref(item)), "next_cursor": nullable("string")}, ["items", "next_cursor"])
@@ -108,7 +109,7 @@ limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
 cursor = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
 
 start_props = {"to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S, "from": S,
-               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I}
+               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I, "tags": arr(S)}
 
 paths = {
   "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": obj({"status": S})}}}}}},
@@ -122,12 +123,17 @@ paths = {
   "/api/parents/{external_id}/side-conversations": {"parameters": [pext], "post": {"operationId": "startSideConversation", "requestBody": body(start_props),
             "responses": {**responses(201, ref("SideConversation"), AUTH + [404, 409, 413, 422])}}},
   "/api/side-conversations": {"get": {"operationId": "listSideConversations", "parameters": [
-            {"name": "parent", "in": "query", "schema": S}, {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "closed"]}}, limit, cursor],
+            {"name": "parent", "in": "query", "schema": S}, {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "closed"]}},
+            {"name": "waiting", "in": "query", "schema": {"type": "string", "enum": ["vendor", "agent"]}, "description": "only those waiting on the vendor or on an agent, longest waiting first"},
+            {"name": "older_than", "in": "query", "schema": S, "description": "with waiting: waiting at least this long (90m, 12h, 2d, 1w)"},
+            {"name": "tag", "in": "query", "schema": S}, limit, cursor],
             "responses": responses(200, page("SideConversation"), AUTH)}},
   "/api/side-conversations/{id}": {"parameters": [pid], "get": {"operationId": "getSideConversation",
             "description": "The thread: a page of its messages in order (limit, default 100; cursor from messages_next_cursor), each body cut at 16 KiB characters (truncated: true; the whole message is GET /api/messages/{id}).",
             "parameters": [limit, cursor],
-            "responses": responses(200, ref("SideConversation"), AUTH + [404])}},
+            "responses": responses(200, ref("SideConversation"), AUTH + [404])},
+            "patch": {"operationId": "patchSideConversation", "requestBody": body({"tags": arr(S)}),
+            "responses": responses(200, ref("SideConversation"), AUTH + [404, 413, 422])}},
   "/api/side-conversations/{id}/messages": {"parameters": [pid], "post": {"operationId": "followUp",
             "requestBody": body({"body_text": S, "body_html": S, "cc": arr(S), "attachments": arr(ref("AttachmentIn"))}),
             "responses": responses(201, ref("Message"), AUTH + [404, 409, 413, 422])}},
@@ -191,7 +197,7 @@ paths = {
   "/api/webhooks/{id}/deliveries": {"parameters": [pid], "get": {"operationId": "webhookDeliveries", "parameters": [limit, cursor],
              "responses": responses(200, page("WebhookDelivery"), AUTH + [404])}},
   "/api/templates": {
-    "post": {"operationId": "createTemplate", "requestBody": body({"name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S}, ["name"]),
+    "post": {"operationId": "createTemplate", "requestBody": body({"name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S, "tags": arr(S)}, ["name"]),
              "responses": responses(201, ref("Template"), AUTH + [413, 422])},
     "get": {"operationId": "listTemplates", "responses": responses(200, page("Template"), AUTH)}},
   "/api/templates/{id}": {"parameters": [pid], "delete": {"operationId": "deleteTemplate", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},

@@ -33,6 +33,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/parents/{external_id}/side-conversations"),
     ("GET", "/api/side-conversations"),
     ("GET", "/api/side-conversations/{id}"),
+    ("PATCH", "/api/side-conversations/{id}"),
     ("POST", "/api/side-conversations/{id}/messages"),
     ("POST", "/api/side-conversations/{id}/close"),
     ("POST", "/api/side-conversations/{id}/reopen"),
@@ -101,7 +102,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/side-conversations", get(h::list_side_conversations))
         .route(
             "/api/side-conversations/{id}",
-            get(h::get_side_conversation),
+            get(h::get_side_conversation).patch(h::patch_side_conversation),
         )
         .route("/api/side-conversations/{id}/messages", post(h::follow_up))
         .route("/api/side-conversations/{id}/close", post(h::close))

@@ -146,6 +146,8 @@ pub fn side_conversation(
         .iter()
         .map(|(email, t, rev)| json!({"email": email, "url": link_url(t), "revoked": rev}))
         .collect();
+    let waiting = store::waiting::state(db, sc.id)?;
+    let tags = store::waiting::tags(db, sc.id)?;
     let mut v = json!({
         "id": sc.id,
         "parent": sc.parent,
@@ -160,6 +162,9 @@ pub fn side_conversation(
         "portal_links": portal_links,
         "created_at": rfc3339(sc.created_at),
         "updated_at": rfc3339(sc.updated_at),
+        "waiting": waiting.map(|(w, _)| w.as_str()),
+        "waiting_since": time(waiting.map(|(_, since)| since)),
+        "tags": tags,
     });
     if let Some(page) = messages {
         let mut ids = store::messages::thread_page(db, sc.id, page.after, page.limit + 1)?;

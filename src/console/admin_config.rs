@@ -248,6 +248,7 @@ pub struct TemplateForm {
     pub subject: String,
     pub body_text: String,
     pub body_html: String,
+    pub tags: String,
 }
 
 #[derive(Template)]
@@ -307,19 +308,31 @@ async fn add_template(
         subject: form.raw("subject").to_string(),
         body_text: optional("body_text"),
         body_html: optional("body_html"),
+        tags: Vec::new(),
     };
-    if let Err(e) = crate::templates::validate(&new) {
-        chrome.error = Some(format!("{}: {}", e.field, e.message));
-        let kept = TemplateForm {
-            name: form.raw("name").to_string(),
-            to: form.all("to").join(", "),
-            cc: form.all("cc").join(", "),
-            subject: form.raw("subject").to_string(),
-            body_text: form.raw("body_text").to_string(),
-            body_html: form.raw("body_html").to_string(),
-        };
-        return templates_view(&st, StatusCode::UNPROCESSABLE_ENTITY, chrome, kept).await;
-    }
+    let tags = crate::conversations::check_tags(
+        "tags",
+        &crate::conversations::split_tags(form.raw("tags")),
+    );
+    let checked = crate::templates::validate(&new)
+        .map_err(|e| format!("{}: {}", e.field, e.message))
+        .and_then(|()| tags.map_err(|e| e.to_string()));
+    let new = match checked {
+        Ok(tags) => NewTemplate { tags, ..new },
+        Err(message) => {
+            chrome.error = Some(message);
+            let kept = TemplateForm {
+                name: form.raw("name").to_string(),
+                to: form.all("to").join(", "),
+                cc: form.all("cc").join(", "),
+                subject: form.raw("subject").to_string(),
+                body_text: form.raw("body_text").to_string(),
+                body_html: form.raw("body_html").to_string(),
+                tags: form.raw("tags").to_string(),
+            };
+            return templates_view(&st, StatusCode::UNPROCESSABLE_ENTITY, chrome, kept).await;
+        }
+    };
     let by = chrome.user.id;
     st.store
         .write(move |c| store::templates::create(c, &new, by))

@@ -32,6 +32,7 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
             post(follow_up).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/app/side-conversations/{id}/close", post(close))
+        .route("/app/side-conversations/{id}/tags", post(set_tags))
         .route("/app/side-conversations/{id}/reopen", post(reopen))
         .route("/app/side-conversations/{id}/participants", post(admit))
         .route("/app/side-conversations/{id}/portal/revoke", post(revoke))
@@ -120,6 +121,9 @@ pub struct Thread {
     pub more: Option<i64>,
     pub latest: i64,
     pub unread: bool,
+    /// "waiting on the vendor for 2 days" (SPEC §15), when it waits.
+    pub waiting: Option<String>,
+    pub tags: Vec<String>,
 }
 
 /// What a follow-up form held, kept when it is refused.
@@ -348,6 +352,14 @@ fn load(
         more,
         latest: inbox::latest(db, &Watch::SideConversation(id))?,
         unread: store::console::is_unread(db, user_id, id)?,
+        waiting: store::waiting::state(db, id)?.map(|(w, since)| {
+            let age = crate::model::age_text(crate::model::now_ms() - since);
+            match w {
+                crate::model::Waiting::Vendor => format!("on the vendor for {age}"),
+                crate::model::Waiting::Agent => format!("on us for {age}"),
+            }
+        }),
+        tags: store::waiting::tags(db, id)?,
     }))
 }
 
@@ -478,6 +490,28 @@ async fn set_status(
         Ok(()) => Ok(see_other(&format!(
             "/app/side-conversations/{id}?notice={}",
             if open { "reopened" } else { "closed" }
+        ))),
+        Err(e) => refused(&st, chrome, id, e, FollowDraft::default()).await,
+    }
+}
+
+/// Replaces the tags (one field, separated by commas), through the same
+/// service call as `PATCH /api/side-conversations/{id}`.
+async fn set_tags(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    chrome: Chrome,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response, Refusal> {
+    writer_form(&st, &chrome, &headers, &form)?;
+    let id = id_of(&id, "That side conversation")?;
+    let patch = conversations::ScPatch {
+        tags: Some(conversations::split_tags(form.raw("tags"))),
+    };
+    match st.conversations.patch(chrome.actor(), id, patch).await {
+        Ok(()) => Ok(see_other(&format!(
+            "/app/side-conversations/{id}?notice=saved"
         ))),
         Err(e) => refused(&st, chrome, id, e, FollowDraft::default()).await,
     }

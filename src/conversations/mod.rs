@@ -22,6 +22,7 @@ pub mod settings;
 pub mod sign_in;
 mod start;
 mod status;
+pub mod tags;
 pub mod users;
 
 use std::sync::Arc;
@@ -37,6 +38,7 @@ pub use parents::{ParentUpsert, upsert_parent_in};
 pub use replies::{AssignError, ReplyFacts, Trust, apply_reply_effects, assign_unrouted};
 pub use start::Draft;
 pub use status::set_status_in;
+pub use tags::{ScPatch, check_tags, split_tags};
 
 /// Why an action was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +127,8 @@ pub struct StartRequest {
     pub include_context: bool,
     pub share_portal_link: bool,
     pub attachments: Vec<Attachment>,
+    /// Tags to set (SPEC §15), checked by [`check_tags`] on start.
+    pub tags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -447,6 +451,25 @@ impl Conversations {
     ) -> Result<(), ServiceError> {
         self.store
             .write_with(move |db| set_status_in(db, &actor, sc_id, open))
+            .await
+    }
+
+    /// Changes a side conversation's settings (tags); 422 names a bad
+    /// field, 404 an unknown side conversation.
+    pub async fn patch(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        patch: ScPatch,
+    ) -> Result<(), ServiceError> {
+        let patch = ScPatch {
+            tags: match patch.tags {
+                Some(t) => Some(check_tags("tags", &t)?),
+                None => None,
+            },
+        };
+        self.store
+            .write_with(move |db| tags::patch_in(db, &actor, sc_id, &patch))
             .await
     }
 

@@ -41,6 +41,7 @@ pub mod stats;
 pub mod templates;
 pub mod users;
 pub mod view;
+pub mod waiting;
 pub mod webhooks;
 
 use std::collections::VecDeque;
