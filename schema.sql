@@ -725,3 +725,7 @@ UPDATE side_conversations SET
     last_out_id = (SELECT max(m.id) FROM messages m WHERE m.side_conversation_id = side_conversations.id
                    AND m.direction = 'out' AND m.kind = 'agent' AND m.route <> 'portal')
 WHERE last_out_id IS NOT NULL;
+-- Reports (SPEC §15) read side conversations opened or closed in a range,
+-- and those open now.
+CREATE INDEX side_conversations_created ON side_conversations(created_at);
+CREATE INDEX side_conversations_closed ON side_conversations(closed_at) WHERE closed_at IS NOT NULL;

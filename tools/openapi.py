@@ -77,6 +77,11 @@ schemas = {
                           "next_attempt_at": S, "last_status": {}, "last_error": {}, "created_at": S, "delivered_at": nullable("string")}),
   "Template": obj({"id": I, "name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": nullable("string"),
                    "body_html": nullable("string"), "tags": arr(S), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
+  "ReportRow": obj({"key": nullable("string"), "opened": I, "closed": I, "first_reply_p50_s": nullable("integer"),
+                    "first_reply_p90_s": nullable("integer"), "close_p50_s": nullable("integer"), "open_now": I,
+                    "open_by_age": obj({"<1d": I, "1-3d": I, "3-7d": I, ">7d": I}), "bounce_rate": nullable("number"),
+                    "unverified_rate": nullable("number")},
+                   ["key", "opened", "closed", "open_now", "open_by_age"]),
   "AttachmentIn": obj({"filename": S, "content_type": S, "content_base64": S}, ["filename", "content_type", "content_base64"], False),
 }
 page = lambda item: obj({"items": arr(ref(item)), "next_cursor": nullable("string")}, ["items", "next_cursor"])
@@ -166,6 +171,13 @@ paths = {
               "responses": responses(200, ref("User"), AUTH + [404, 409, 413, 422])}},
   "/api/users/{id}/token": {"parameters": [pid],
     "post": {"operationId": "rotateUserToken", "responses": responses(200, ref("User"), AUTH + [404])}},
+  "/api/reports/side-conversations": {"get": {"operationId": "reportSideConversations",
+            "description": "Per group: opened and closed in [from, to) (default: the 30 days before now; at most 366 days), nearest-rank percentiles of the seconds to the first vendor reply and to closing, open now by age, bounce and unverified-sender rates. Accept: text/csv gives CSV.",
+            "parameters": [{"name": "from", "in": "query", "schema": S}, {"name": "to", "in": "query", "schema": S},
+                           {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": ["vendor_domain", "tag", "agent", "sender"]}}],
+            "responses": {**responses(200, obj({"from": S, "to": S, "group_by": S, "rows": arr(ref("ReportRow"))}), AUTH),
+                          "200": {"description": "the report", "content": {"application/json": {"schema": obj({"from": S, "to": S, "group_by": S, "rows": arr(ref("ReportRow"))})},
+                                                                             "text/csv": {"schema": S}}}}}},
   "/api/audit": {"get": {"operationId": "listAudit", "parameters": [limit, cursor], "responses": responses(200, page("AuditEntry"), AUTH)}},
   "/api/me": {
     "get": {"operationId": "getMe", "responses": responses(200, ref("User"), AUTH)},

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod handlers;
+pub mod reports;
 pub mod views;
 
 use std::collections::HashMap;
@@ -54,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/users/{id}"),
     ("POST", "/api/users/{id}/token"),
     ("GET", "/api/audit"),
+    ("GET", "/api/reports/side-conversations"),
     ("GET", "/api/me"),
     ("PUT", "/api/me"),
     ("GET", "/api/settings"),
@@ -129,6 +131,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/users/{id}", patch(admin::update_user))
         .route("/api/users/{id}/token", post(admin::rotate_user_token))
         .route("/api/audit", get(admin::list_audit))
+        .route(
+            "/api/reports/side-conversations",
+            get(reports::side_conversations),
+        )
         .route("/api/me", get(h::get_me).put(h::put_me))
         .route("/api/settings", get(h::get_settings).put(h::put_settings))
         .route(

@@ -18,6 +18,7 @@ mod parents;
 mod participants;
 mod portal;
 pub mod replies;
+pub mod reports;
 pub mod settings;
 pub mod sign_in;
 mod start;

@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod parents;
 pub mod participants;
 pub mod portal;
+pub mod reports;
 pub mod routing;
 pub mod senders;
 pub mod side_conversations;
