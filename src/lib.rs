@@ -44,7 +44,7 @@
 //!                side_conversations, participants, messages, inbound, outbox,
 //!                senders, dkim, users, settings, templates, webhooks, events,
 //!                notifications, activity, contacts, routing, portal, view, stats,
-//!                audit); lock.rs (one serving process per data dir), backup.rs
+//!                audit, waiting (whom a thread waits on, tags), reports); lock.rs (one serving process per data dir), backup.rs
 //!                (online copy)
 //! outbound/      compose.rs (mail-builder, Thread-Index, DKIM), worker.rs (outbox
 //!                worker), deliver.rs (maildir, relay via lettre, MX via hickory),
@@ -57,7 +57,8 @@
 //!                agent mail from mail clients (agent_mail.rs) and the "not sent"
 //!                email for a refused reply to a notification (agent_notice.rs);
 //!                the user lifecycle (users.rs), workspace settings (settings.rs)
-//!                and console sign-in links and passwords (sign_in.rs)
+//!                and console sign-in links and passwords (sign_in.rs); tags
+//!                (tags.rs) and the side-conversation report (reports.rs)
 //! notifications.rs reply notifications to agents, batched, through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
 //! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/

@@ -314,5 +314,45 @@ async fn report_figures_on_known_timings_are_exact() {
     }
     let (st, _) = call(&s, "GET", "/api/reports/side-conversations", "nope", None).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
+
+    // The console's page: the same figures in a table and a chart, and
+    // the same CSV.
+    let browser = common::console::sign_in(&s, "vi@acme.com").await;
+    let query = format!("from={}&to={}&group_by=vendor_domain", enc(from), enc(to));
+    let (st, page) = browser.get(&format!("/app/reports?{query}")).await;
+    assert_eq!(st, StatusCode::OK, "{page}");
+    let table = &page[page.find("<table id=\"report\">").expect("the table")..];
+    let carrier_row = table
+        .split("<tr>")
+        .find(|r| r.contains("carrier.example"))
+        .expect("carrier row");
+    let cells: Vec<&str> = carrier_row
+        .split("<td>")
+        .skip(1)
+        .map(|c| c.split('<').next().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        cells,
+        vec![
+            "4", "2", "20 min", "50 min", "1.0 h", "2", "1", "0", "1", "0", "20.0%", "25.0%"
+        ]
+    );
+    assert!(
+        page.contains("<meter min=\"0\" max=\"4\" value=\"4\""),
+        "{page}"
+    );
+    assert!(!page.contains("style="), "no inline styles under the CSP");
+    let (_, page) = browser.get("/app/reports?group_by=tag").await;
+    assert!(
+        page.contains("billing") && page.contains("(none)"),
+        "{page}"
+    );
+    let (st, _) = browser.get("/app/reports?group_by=colour").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = browser.get("/app/reports?from=2026-13-45").await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, csv) = browser.get(&format!("/app/reports.csv?{query}")).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(csv, text);
     s.shutdown().await;
 }

@@ -13,32 +13,13 @@ use crate::conversations::reports::{self, AGE_BUCKETS, ReportRow};
 use crate::http::AppState;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Caller, QueryParam as Query};
-use crate::model::{now_ms, parse_rfc3339, rfc3339};
-use crate::store::reports::GroupBy;
-
-/// The range when `from` is left out: the 30 days before `to`.
-const DEFAULT_DAYS: i64 = 30;
-/// The longest range one report covers.
-const MAX_DAYS: i64 = 366;
-const DAY_MS: i64 = 86_400_000;
+use crate::model::{now_ms, rfc3339};
 
 #[derive(Debug, Deserialize)]
 pub struct ReportQuery {
     from: Option<String>,
     to: Option<String>,
     group_by: Option<String>,
-}
-
-fn time(name: &str, value: Option<&str>) -> ApiResult<Option<i64>> {
-    value
-        .map(|v| {
-            parse_rfc3339(v).ok_or_else(|| {
-                ApiError::BadRequest(format!(
-                    "{name}: expected an RFC 3339 time such as 2026-01-31T00:00:00Z"
-                ))
-            })
-        })
-        .transpose()
 }
 
 fn row_json(r: &ReportRow) -> Value {
@@ -59,32 +40,6 @@ fn row_json(r: &ReportRow) -> Value {
         "bounce_rate": r.bounce_rate,
         "unverified_rate": r.unverified_rate,
     })
-}
-
-/// Reads the query: the range `[from, to)` and the grouping.
-pub fn parse(q: &ReportQuery, now: i64) -> ApiResult<(i64, i64, GroupBy, &'static str)> {
-    let to = time("to", q.to.as_deref())?.unwrap_or(now);
-    let from = time("from", q.from.as_deref())?.unwrap_or(to - DEFAULT_DAYS * DAY_MS);
-    if from >= to {
-        return Err(ApiError::BadRequest("from: must be before to".into()));
-    }
-    if to - from > MAX_DAYS * DAY_MS {
-        return Err(ApiError::BadRequest(format!(
-            "from: a report covers at most {MAX_DAYS} days"
-        )));
-    }
-    let (group_by, name) = match q.group_by.as_deref() {
-        None | Some("vendor_domain") => (GroupBy::VendorDomain, "vendor_domain"),
-        Some("tag") => (GroupBy::Tag, "tag"),
-        Some("agent") => (GroupBy::Agent, "agent"),
-        Some("sender") => (GroupBy::Sender, "sender"),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "group_by: expected vendor_domain, tag, agent or sender".into(),
-            ));
-        }
-    };
-    Ok((from, to, group_by, name))
 }
 
 /// Whether the caller asked for CSV.
@@ -108,7 +63,14 @@ pub async fn side_conversations(
     Query(q): Query<ReportQuery>,
 ) -> ApiResult<Response> {
     let now = now_ms();
-    let (from, to, group_by, name) = parse(&q, now)?;
+    let spec = reports::spec(
+        q.from.as_deref(),
+        q.to.as_deref(),
+        q.group_by.as_deref(),
+        now,
+    )
+    .map_err(ApiError::BadRequest)?;
+    let (from, to, group_by, name) = (spec.from, spec.to, spec.group_by, spec.group_name);
     let facts = st
         .store
         .read(move |c| crate::store::reports::facts(c, from, to, group_by))

@@ -26,6 +26,7 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
         .merge(super::agent_thread::routes(upload_limit))
         .merge(super::agent_start::routes(upload_limit))
         .merge(super::agent_unrouted::routes())
+        .merge(super::agent_reports::routes())
 }
 
 /// A number from a path (an id, an attachment's index); anything else is

@@ -6,9 +6,64 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::parse_rfc3339;
 use crate::store::reports::{Facts, GroupBy};
 
 const DAY_MS: i64 = 86_400_000;
+/// The range when `from` is left out: the 30 days before `to`.
+pub const DEFAULT_DAYS: i64 = 30;
+/// The longest range one report covers.
+pub const MAX_DAYS: i64 = 366;
+
+/// What a report is asked for: `[from, to)` (ms) and the grouping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReportSpec {
+    pub from: i64,
+    pub to: i64,
+    pub group_by: GroupBy,
+    /// The grouping as the API spells it.
+    pub group_name: &'static str,
+}
+
+/// Reads a report's parameters (RFC 3339 times; `to` defaults to `now`,
+/// `from` to [`DEFAULT_DAYS`] before `to`; `group_by` to `vendor_domain`).
+/// A refusal says which parameter and why.
+pub fn spec(
+    from: Option<&str>,
+    to: Option<&str>,
+    group_by: Option<&str>,
+    now: i64,
+) -> Result<ReportSpec, String> {
+    let time = |name: &str, v: Option<&str>| -> Result<Option<i64>, String> {
+        v.map(|v| {
+            parse_rfc3339(v).ok_or_else(|| {
+                format!("{name}: expected an RFC 3339 time such as 2026-01-31T00:00:00Z")
+            })
+        })
+        .transpose()
+    };
+    let to = time("to", to)?.unwrap_or(now);
+    let from = time("from", from)?.unwrap_or(to - DEFAULT_DAYS * DAY_MS);
+    if from >= to {
+        return Err("from: must be before to".into());
+    }
+    if to - from > MAX_DAYS * DAY_MS {
+        return Err(format!("from: a report covers at most {MAX_DAYS} days"));
+    }
+    let (group_by, group_name) = match group_by {
+        None | Some("vendor_domain") => (GroupBy::VendorDomain, "vendor_domain"),
+        Some("tag") => (GroupBy::Tag, "tag"),
+        Some("agent") => (GroupBy::Agent, "agent"),
+        Some("sender") => (GroupBy::Sender, "sender"),
+        Some(_) => return Err("group_by: expected vendor_domain, tag, agent or sender".into()),
+    };
+    Ok(ReportSpec {
+        from,
+        to,
+        group_by,
+        group_name,
+    })
+}
 
 /// The age buckets of `open_by_age`, as the API names them.
 pub const AGE_BUCKETS: [&str; 4] = ["<1d", "1-3d", "3-7d", ">7d"];
