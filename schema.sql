@@ -729,3 +729,13 @@ WHERE last_out_id IS NOT NULL;
 -- and those open now.
 CREATE INDEX side_conversations_created ON side_conversations(created_at);
 CREATE INDEX side_conversations_closed ON side_conversations(closed_at) WHERE closed_at IS NOT NULL;
+-- Reminders (SPEC §15): after `remind_after` ms without a vendor reply to
+-- the latest agent message, the assignee is reminded once (and, with
+-- `nudge_vendor`, the vendor is sent one follow-up). `reminded_out_id` is
+-- the agent message the last reminder was for.
+ALTER TABLE side_conversations ADD COLUMN remind_after INTEGER;
+ALTER TABLE side_conversations ADD COLUMN nudge_vendor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE side_conversations ADD COLUMN reminded_out_id INTEGER;
+-- A reminder rides in the reply notifications' batches: its text, where a
+-- reply's row has NULL.
+ALTER TABLE notification_queue ADD COLUMN reminder TEXT;

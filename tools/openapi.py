@@ -45,6 +45,7 @@ schemas = {
       "id": I, "parent": S, "token": S, "reply_address": S, "subject": S, "status": {"type": "string", "enum": ["open", "closed"]},
       "sender": S, "participants": arr(S), "assignee": nullable("string"), "portal_url": nullable("string"),
       "waiting": {"type": ["string", "null"], "enum": ["vendor", "agent", None]}, "waiting_since": nullable("string"), "tags": arr(S),
+      "remind_after": nullable("string"), "nudge_vendor": B,
       "created_at": S, "updated_at": S, "messages": arr(ref("Message")), "messages_next_cursor": nullable("string")},
       ["id", "parent", "token", "reply_address", "subject", "status", "sender", "participants"]),
   "Parent": obj({
@@ -61,7 +62,7 @@ schemas = {
   "AuditEntry": obj({"id": I, "at": S, "actor": S, "actor_id": nullable("integer"), "action": S, "target": S, "detail": {}},
                     ["id", "at", "actor", "action", "target", "detail"]),
   "Settings": obj({"signature": obj({"text": nullable("string"), "html": nullable("string")}),
-                   "default_sender": nullable("string"), "side_conversations_enabled": B}),
+                   "default_sender": nullable("string"), "side_conversations_enabled": B, "remind_after": nullable("string")}),
   "Check": obj({"status": {"type": "string", "enum": ["pass", "missing", "mismatch", "error", "unknown"], "description": "unknown: SPF only, when [outbound] spf gives nothing to check against (detail says why)"}, "record_to_publish": nullable("string"),
                  "detail": S, "record_name": nullable("string")}),
   "Sender": obj({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
@@ -114,7 +115,9 @@ limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
 cursor = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
 
 start_props = {"to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S, "from": S,
-               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I, "tags": arr(S)}
+               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I, "tags": arr(S),
+               "remind_after": {"type": ["string", "null"], "description": "remind after this delay without a vendor reply (90m, 12h, 2d, 1w); null or off: never; left out: the workspace default"},
+               "nudge_vendor": B}
 
 paths = {
   "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": obj({"status": S})}}}}}},
@@ -137,7 +140,7 @@ paths = {
             "description": "The thread: a page of its messages in order (limit, default 100; cursor from messages_next_cursor), each body cut at 16 KiB characters (truncated: true; the whole message is GET /api/messages/{id}).",
             "parameters": [limit, cursor],
             "responses": responses(200, ref("SideConversation"), AUTH + [404])},
-            "patch": {"operationId": "patchSideConversation", "requestBody": body({"tags": arr(S)}),
+            "patch": {"operationId": "patchSideConversation", "requestBody": body({"tags": arr(S), "remind_after": nullable("string"), "nudge_vendor": B}),
             "responses": responses(200, ref("SideConversation"), AUTH + [404, 413, 422])}},
   "/api/side-conversations/{id}/messages": {"parameters": [pid], "post": {"operationId": "followUp",
             "requestBody": body({"body_text": S, "body_html": S, "cc": arr(S), "attachments": arr(ref("AttachmentIn"))}),
@@ -186,7 +189,7 @@ paths = {
   "/api/settings": {
     "get": {"operationId": "getSettings", "responses": responses(200, ref("Settings"), AUTH)},
     "put": {"operationId": "putSettings", "requestBody": body({"signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False),
-            "default_sender": nullable("string"), "side_conversations_enabled": B}), "responses": responses(200, ref("Settings"), AUTH + [413, 422])}},
+            "default_sender": nullable("string"), "side_conversations_enabled": B, "remind_after": nullable("string")}), "responses": responses(200, ref("Settings"), AUTH + [413, 422])}},
   "/api/senders": {
     "post": {"operationId": "createSender", "requestBody": body({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
              "signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False), "dkim_algorithm": {"type": "string", "enum": ["rsa", "ed25519"]}}, ["email"]),

@@ -257,6 +257,9 @@ pub struct StartBody {
     attachments: Option<Vec<AttachmentIn>>,
     template: Option<i64>,
     tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    remind_after: Option<Option<String>>,
+    nudge_vendor: Option<bool>,
 }
 
 async fn side_conversation_json(
@@ -315,6 +318,11 @@ pub async fn start_side_conversation(
         share_portal_link: body.share_portal_link.unwrap_or(false),
         attachments: attachments(body.attachments)?,
         tags: body.tags.unwrap_or_default(),
+        // null: no reminder; left out: the workspace default.
+        remind_after: body
+            .remind_after
+            .map(|r| r.unwrap_or_else(|| "off".to_string())),
+        nudge_vendor: body.nudge_vendor.unwrap_or(false),
     };
     let sent = st
         .conversations
@@ -427,6 +435,9 @@ pub async fn get_side_conversation(
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
     tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    remind_after: Option<Option<String>>,
+    nudge_vendor: Option<bool>,
 }
 
 /// Changes a side conversation's tags (SPEC §15).
@@ -437,7 +448,18 @@ pub async fn patch_side_conversation(
     Body(body): Body<PatchBody>,
 ) -> ApiResult<Json<Value>> {
     caller.require_writer()?;
-    let patch = conversations::ScPatch { tags: body.tags };
+    let remind_after = match &body.remind_after {
+        None => None,
+        Some(r) => Some(conversations::reminders::parse_remind_after(
+            "remind_after",
+            r.as_deref(),
+        )?),
+    };
+    let patch = conversations::ScPatch {
+        tags: body.tags,
+        remind_after,
+        nudge_vendor: body.nudge_vendor,
+    };
     st.conversations.patch(caller.actor(), id, patch).await?;
     Ok(Json(side_conversation_json(&st, id, None).await?))
 }
@@ -805,7 +827,8 @@ async fn settings_json(st: &AppState) -> ApiResult<Value> {
     Ok(
         json!({"signature": {"text": s.signature_text, "html": s.signature_html},
               "default_sender": s.default_sender,
-              "side_conversations_enabled": s.side_conversations_enabled}),
+              "side_conversations_enabled": s.side_conversations_enabled,
+              "remind_after": s.remind_after}),
     )
 }
 
@@ -831,6 +854,8 @@ pub struct SettingsBody {
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     default_sender: Option<Option<String>>,
     side_conversations_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    remind_after: Option<Option<String>>,
 }
 
 /// Changes what the body names and keeps the rest: a signature body with
@@ -850,6 +875,7 @@ pub async fn put_settings(
         signature_html: html,
         default_sender: body.default_sender,
         side_conversations_enabled: body.side_conversations_enabled,
+        remind_after: body.remind_after,
     };
     conversations::settings::check(&patch)?;
     let domain = st.config.domain.clone();

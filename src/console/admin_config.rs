@@ -212,6 +212,7 @@ async fn save_settings(
             .then(|| form.get("default_sender").map(str::to_string)),
         side_conversations_enabled: posts("side_conversations_enabled")
             .then_some(posted.side_conversations_enabled),
+        remind_after: None,
     };
     if form.get("preview").is_some() {
         // Not saved: the page again with the preview of what was typed

@@ -351,6 +351,7 @@ async fn start(
         share_portal_link: d.share_portal_link,
         attachments: attachments(&form),
         tags: draft.tags.unwrap_or_default(),
+        ..StartRequest::default()
     };
     match st.conversations.start(chrome.actor(), parent, req).await {
         Ok(sent) => Ok(see_other(&format!(

@@ -508,6 +508,7 @@ async fn set_tags(
     let id = id_of(&id, "That side conversation")?;
     let patch = conversations::ScPatch {
         tags: Some(conversations::split_tags(form.raw("tags"))),
+        ..conversations::ScPatch::default()
     };
     match st.conversations.patch(chrome.actor(), id, patch).await {
         Ok(()) => Ok(see_other(&format!(

@@ -17,6 +17,7 @@ mod outgoing;
 mod parents;
 mod participants;
 mod portal;
+pub mod reminders;
 pub mod replies;
 pub mod reports;
 pub mod settings;
@@ -130,6 +131,11 @@ pub struct StartRequest {
     pub attachments: Vec<Attachment>,
     /// Tags to set (SPEC §15), checked by [`check_tags`] on start.
     pub tags: Vec<String>,
+    /// Remind after this delay (`2d`; `off`: never); `None` takes the
+    /// workspace default (SPEC §15).
+    pub remind_after: Option<String>,
+    /// A reminder also sends the vendor one follow-up.
+    pub nudge_vendor: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -455,8 +461,8 @@ impl Conversations {
             .await
     }
 
-    /// Changes a side conversation's settings (tags); 422 names a bad
-    /// field, 404 an unknown side conversation.
+    /// Changes a side conversation's settings (tags, reminder); 422 names
+    /// a bad field, 404 an unknown side conversation.
     pub async fn patch(
         &self,
         actor: Actor,
@@ -468,10 +474,25 @@ impl Conversations {
                 Some(t) => Some(check_tags("tags", &t)?),
                 None => None,
             },
+            ..patch
         };
         self.store
             .write_with(move |db| tags::patch_in(db, &actor, sc_id, &patch))
             .await
+    }
+
+    /// One reminder pass at `now` (the scheduler's clock; a test's own):
+    /// see [`reminders::remind_due`]. Returns how many were given.
+    pub async fn remind_due(&self, now: i64) -> Result<usize, ServiceError> {
+        let config = self.config.clone();
+        let given = self
+            .store
+            .write(move |db| reminders::remind_due(db, &config, now))
+            .await?;
+        if given > 0 {
+            self.outbox_waker.notify_one();
+        }
+        Ok(given)
     }
 
     /// Creates or updates a parent ticket as the helpdesk syncs it; closing

@@ -22,6 +22,8 @@ pub(super) struct Checked {
     cc: Vec<String>,
     subject: String,
     tags: Vec<String>,
+    /// `None`: the workspace default.
+    remind_after: Option<Option<i64>>,
 }
 
 /// What can be checked without the store.
@@ -59,11 +61,19 @@ pub(super) fn check(external_id: &str, req: &StartRequest) -> Result<Checked, Se
     check_body(&req.body_text, &req.body_html)?;
     check_attachments(&req.attachments)?;
     let tags = super::check_tags("tags", &req.tags)?;
+    let remind_after = match &req.remind_after {
+        None => None,
+        Some(t) => Some(super::reminders::parse_remind_after(
+            "remind_after",
+            Some(t),
+        )?),
+    };
     Ok(Checked {
         to,
         cc,
         subject,
         tags,
+        remind_after,
     })
 }
 
@@ -80,6 +90,7 @@ pub(super) fn start_in(
         cc,
         subject,
         tags,
+        remind_after,
     } = checked;
     let enabled = get_setting(db, "side_conversations_enabled")?
         .and_then(|v| v.as_bool())
@@ -119,6 +130,11 @@ pub(super) fn start_in(
         }
     }
     store::waiting::set_tags(db, sc_id, tags)?;
+    let remind_after = match remind_after {
+        Some(r) => *r,
+        None => super::reminders::workspace_default(db)?,
+    };
+    store::waiting::set_reminder(db, sc_id, remind_after, req.nudge_vendor)?;
     let sc = load_sc(db, sc_id)?;
     let context = req.include_context.then(|| Context {
         parent: external_id.to_string(),

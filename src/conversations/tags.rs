@@ -58,6 +58,9 @@ pub fn split_tags(text: &str) -> Vec<String> {
 pub struct ScPatch {
     /// Checked by [`check_tags`].
     pub tags: Option<Vec<String>>,
+    /// `Some(None)`: no reminder; `Some(Some(ms))`: after that delay.
+    pub remind_after: Option<Option<i64>>,
+    pub nudge_vendor: Option<bool>,
 }
 
 /// Applies a checked patch inside a transaction; 404 for an unknown side
@@ -72,6 +75,15 @@ pub fn patch_in(
     if let Some(tags) = &patch.tags {
         store::waiting::set_tags(db, sc.id, tags)?;
         store::side_conversations::touch(db, sc.id, crate::model::now_ms())?;
+    }
+    if patch.remind_after.is_some() || patch.nudge_vendor.is_some() {
+        let (after, nudge) = store::waiting::reminder_settings(db, sc.id)?.unwrap_or((None, false));
+        store::waiting::set_reminder(
+            db,
+            sc.id,
+            patch.remind_after.unwrap_or(after),
+            patch.nudge_vendor.unwrap_or(nudge),
+        )?;
     }
     Ok(())
 }

@@ -38,6 +38,18 @@ pub fn parse_age(text: &str) -> Option<i64> {
         .filter(|ms| *ms <= 10 * 366 * 86_400_000)
 }
 
+/// A delay as [`parse_age`] reads it back: the largest unit it is a whole
+/// number of (`2d`, `36h`, `90m`).
+pub fn age_spec(ms: i64) -> String {
+    let m = ms / 60_000;
+    for (unit, mins) in [("w", 7 * 1440), ("d", 1440), ("h", 60)] {
+        if m > 0 && m % mins == 0 {
+            return format!("{}{unit}", m / mins);
+        }
+    }
+    format!("{m}m")
+}
+
 /// An age as a sentence says it: `3 days`, `5 hours`, `1 minute` (the
 /// largest whole unit).
 pub fn age_text(ms: i64) -> String {
@@ -659,6 +671,9 @@ mod age_tests {
         assert_eq!(age_text(2 * 86_400_000 + 5), "2 days");
         assert_eq!(age_text(3_600_000), "1 hour");
         assert_eq!(age_text(59_000), "0 minutes");
+        for spec in ["2d", "36h", "90m", "1w"] {
+            assert_eq!(super::age_spec(parse_age(spec).expect(spec)), spec);
+        }
     }
 }
 

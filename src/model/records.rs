@@ -116,6 +116,8 @@ pub struct PendingReply {
     pub text: String,
     /// Flagged `unverified_sender`.
     pub unverified: bool,
+    /// A reminder (SPEC §15) rather than a reply: its text.
+    pub reminder: Option<String>,
 }
 
 /// A parent ticket as stored.

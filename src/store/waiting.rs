@@ -115,3 +115,66 @@ pub fn set_tags(db: &Db<'_>, id: i64, tags: &[String]) -> Result<()> {
     }
     Ok(())
 }
+
+/// A side conversation's reminder settings: after how long (ms) without
+/// a vendor reply, and whether the vendor is nudged.
+pub fn reminder_settings(db: &Db<'_>, id: i64) -> Result<Option<(Option<i64>, bool)>> {
+    Ok(db
+        .conn()
+        .prepare_cached("SELECT remind_after, nudge_vendor FROM side_conversations WHERE id = ?1")?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?)
+}
+
+pub fn set_reminder(db: &Db<'_>, id: i64, remind_after: Option<i64>, nudge: bool) -> Result<()> {
+    db.conn()
+        .prepare_cached(
+            "UPDATE side_conversations SET remind_after = ?2, nudge_vendor = ?3 WHERE id = ?1",
+        )?
+        .execute(params![id, remind_after, nudge])?;
+    Ok(())
+}
+
+/// A side conversation whose reminder is due.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueReminder {
+    pub id: i64,
+    /// The agent message it waits on since, and when that was.
+    pub out_id: i64,
+    pub since: i64,
+    pub nudge: bool,
+}
+
+/// Open side conversations waiting on the vendor longer than their
+/// `remind_after` at `now`, not yet reminded of their latest agent
+/// message; at most `limit`, longest waiting first.
+pub fn due_reminders(db: &Db<'_>, now: i64, limit: i64) -> Result<Vec<DueReminder>> {
+    let mut stmt = db.conn().prepare_cached(
+        "SELECT s.id, s.last_out_id, m.received_at, s.nudge_vendor
+         FROM side_conversations s INDEXED BY side_conversations_waiting_vendor
+         JOIN messages m ON m.id = s.last_out_id
+         WHERE s.status = 'open' AND s.last_out_id > coalesce(s.last_in_id, 0)
+           AND s.remind_after IS NOT NULL AND m.received_at + s.remind_after <= ?1
+           AND s.reminded_out_id IS NOT s.last_out_id
+         ORDER BY s.last_out_id LIMIT ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![now, limit], |r| {
+            Ok(DueReminder {
+                id: r.get(0)?,
+                out_id: r.get(1)?,
+                since: r.get(2)?,
+                nudge: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// The reminder for agent message `out_id` was given.
+pub fn mark_reminded(db: &Db<'_>, id: i64, out_id: i64) -> Result<()> {
+    db.conn()
+        .prepare_cached("UPDATE side_conversations SET reminded_out_id = ?2 WHERE id = ?1")?
+        .execute(params![id, out_id])?;
+    Ok(())
+}
