@@ -324,5 +324,31 @@ async fn patch_opt_out_and_the_scheduler_clock() {
             .expect("pass"),
         0
     );
+
+    // The workspace default from the console's settings page.
+    let admin = user(&s, "ada@acme.com", "Ada", Role::Admin).await;
+    let browser = common::console::sign_in(&s, "ada@acme.com").await;
+    let (st, _, body) = browser
+        .post(
+            "/app/admin/settings",
+            &[("csrf", &browser.csrf), ("remind_after", "later")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(body.contains("remind_after"), "{body}");
+    let (st, _, _) = browser
+        .post(
+            "/app/admin/settings",
+            &[("csrf", &browser.csrf), ("remind_after", "3d")],
+        )
+        .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let (_, v) = call(&s, "GET", "/api/settings", &admin, None).await;
+    assert_eq!(v["remind_after"], "3d");
+    let (_, page) = browser.get("/app/admin/settings").await;
+    assert!(
+        page.contains("name=\"remind_after\" value=\"3d\""),
+        "{page}"
+    );
     s.shutdown().await;
 }

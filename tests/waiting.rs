@@ -482,7 +482,7 @@ async fn the_console_lists_what_waits_on_the_vendor_and_edits_tags() {
     assert_eq!(st, StatusCode::BAD_REQUEST);
 
     // Tags from the thread page's form, checked like the API's.
-    let path = format!("/app/side-conversations/{a_id}/tags");
+    let path = format!("/app/side-conversations/{a_id}/settings");
     let (st, _, _) = browser.post(&path, &[("tags", "carrier")]).await;
     assert_eq!(st, StatusCode::FORBIDDEN, "no CSRF token");
     let long = "x".repeat(60);
@@ -509,10 +509,59 @@ async fn the_console_lists_what_waits_on_the_vendor_and_edits_tags() {
     assert!(page.contains("value=\"carrier, Damage\""), "{page}");
     let v = get(&s, &mo, &format!("/api/side-conversations/{a_id}")).await;
     assert_eq!(v["tags"], json!(["carrier", "Damage"]));
+    assert_eq!(
+        v["remind_after"],
+        Value::Null,
+        "fields the form leaves out are kept"
+    );
+
+    // The reminder from the same form; the tags kept when not posted.
+    let (st, _, body) = browser
+        .post(&path, &[("csrf", &browser.csrf), ("remind_after", "soon")])
+        .await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(body.contains("remind_after"), "{body}");
+    let (st, _, _) = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &browser.csrf),
+                ("remind_after", "36h"),
+                ("nudge_vendor", "false"),
+                ("nudge_vendor", "true"),
+            ],
+        )
+        .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let v = get(&s, &mo, &format!("/api/side-conversations/{a_id}")).await;
+    assert_eq!(
+        (&v["remind_after"], &v["nudge_vendor"], &v["tags"]),
+        (&json!("36h"), &json!(true), &json!(["carrier", "Damage"]))
+    );
+    let (_, page) = browser
+        .get(&format!("/app/side-conversations/{a_id}"))
+        .await;
+    assert!(page.contains("value=\"36h\""), "{page}");
+    let (st, _, _) = browser
+        .post(
+            &path,
+            &[
+                ("csrf", &browser.csrf),
+                ("remind_after", ""),
+                ("nudge_vendor", "false"),
+            ],
+        )
+        .await;
+    assert_eq!(st, StatusCode::SEE_OTHER);
+    let v = get(&s, &mo, &format!("/api/side-conversations/{a_id}")).await;
+    assert_eq!(
+        (&v["remind_after"], &v["nudge_vendor"]),
+        (&Value::Null, &json!(false))
+    );
     let viewer = sign_in(&s, "vi@acme.com").await;
     let (st, _, _) = viewer
         .post(
-            &format!("/app/side-conversations/{b_id}/tags"),
+            &format!("/app/side-conversations/{b_id}/settings"),
             &[("csrf", &viewer.csrf), ("tags", "x")],
         )
         .await;

@@ -53,6 +53,8 @@ pub struct SettingsForm {
     pub signature_html: String,
     pub default_sender: String,
     pub side_conversations_enabled: bool,
+    /// The default reminder delay (`2d`; "" for none).
+    pub remind_after: String,
 }
 
 /// The signature as it would read: placeholders filled for a sample.
@@ -175,6 +177,7 @@ async fn settings_page(
         signature_html: s.signature_html.unwrap_or_default(),
         default_sender: s.default_sender.unwrap_or_default(),
         side_conversations_enabled: s.side_conversations_enabled,
+        remind_after: s.remind_after.unwrap_or_default(),
     };
     settings_view(&st, StatusCode::OK, chrome, form, None).await
 }
@@ -199,6 +202,7 @@ async fn save_settings(
         signature_html: form.raw("signature_html").to_string(),
         default_sender: form.get("default_sender").unwrap_or_default().to_string(),
         side_conversations_enabled: form.checked("side_conversations_enabled"),
+        remind_after: form.raw("remind_after").trim().to_string(),
     };
     // What the form leaves out stays as it is (a script may post one
     // field); a field posted empty is removed. The page's checkbox comes
@@ -212,7 +216,9 @@ async fn save_settings(
             .then(|| form.get("default_sender").map(str::to_string)),
         side_conversations_enabled: posts("side_conversations_enabled")
             .then_some(posted.side_conversations_enabled),
-        remind_after: None,
+        // Posted empty: no default reminder.
+        remind_after: posts("remind_after")
+            .then(|| Some(posted.remind_after.clone()).filter(|r| !r.is_empty())),
     };
     if form.get("preview").is_some() {
         // Not saved: the page again with the preview of what was typed

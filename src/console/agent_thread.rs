@@ -32,7 +32,7 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
             post(follow_up).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/app/side-conversations/{id}/close", post(close))
-        .route("/app/side-conversations/{id}/tags", post(set_tags))
+        .route("/app/side-conversations/{id}/settings", post(set_settings))
         .route("/app/side-conversations/{id}/reopen", post(reopen))
         .route("/app/side-conversations/{id}/participants", post(admit))
         .route("/app/side-conversations/{id}/portal/revoke", post(revoke))
@@ -124,6 +124,9 @@ pub struct Thread {
     /// "waiting on the vendor for 2 days" (SPEC §15), when it waits.
     pub waiting: Option<String>,
     pub tags: Vec<String>,
+    /// The reminder delay as `2d` ("" for none), and the vendor nudge.
+    pub remind_after: String,
+    pub nudge_vendor: bool,
 }
 
 /// What a follow-up form held, kept when it is refused.
@@ -293,6 +296,8 @@ fn load(
     let Some(sc) = store::side_conversations::get(db, id)? else {
         return Ok(None);
     };
+    let (remind_after, nudge_vendor) =
+        store::waiting::reminder_settings(db, id)?.unwrap_or((None, false));
     let parent_subject = store::parents::get(db, &sc.parent)?
         .map(|p| p.subject)
         .unwrap_or_default();
@@ -360,6 +365,8 @@ fn load(
             }
         }),
         tags: store::waiting::tags(db, id)?,
+        remind_after: remind_after.map(crate::model::age_spec).unwrap_or_default(),
+        nudge_vendor,
     }))
 }
 
@@ -495,9 +502,11 @@ async fn set_status(
     }
 }
 
-/// Replaces the tags (one field, separated by commas), through the same
-/// service call as `PATCH /api/side-conversations/{id}`.
-async fn set_tags(
+/// Replaces the tags (one field, separated by commas) and the reminder
+/// (`remind_after`: a delay or `off`; `nudge_vendor`), through the same
+/// service call as `PATCH /api/side-conversations/{id}`; a field the form
+/// leaves out is kept.
+async fn set_settings(
     State(st): State<AppState>,
     headers: HeaderMap,
     chrome: Chrome,
@@ -506,9 +515,22 @@ async fn set_tags(
 ) -> Result<Response, Refusal> {
     writer_form(&st, &chrome, &headers, &form)?;
     let id = id_of(&id, "That side conversation")?;
+    let posts = |name: &str| !form.all(name).is_empty();
+    let remind_after = match posts("remind_after").then(|| form.raw("remind_after")) {
+        None => None,
+        Some(r) => {
+            // Posted empty: no reminder.
+            let r = Some(r.trim()).filter(|r| !r.is_empty());
+            match conversations::reminders::parse_remind_after("remind_after", r) {
+                Ok(ms) => Some(ms),
+                Err(e) => return refused(&st, chrome, id, e, FollowDraft::default()).await,
+            }
+        }
+    };
     let patch = conversations::ScPatch {
-        tags: Some(conversations::split_tags(form.raw("tags"))),
-        ..conversations::ScPatch::default()
+        tags: posts("tags").then(|| conversations::split_tags(form.raw("tags"))),
+        remind_after,
+        nudge_vendor: posts("nudge_vendor").then(|| form.checked("nudge_vendor")),
     };
     match st.conversations.patch(chrome.actor(), id, patch).await {
         Ok(()) => Ok(see_other(&format!(
