@@ -55,6 +55,9 @@ pub fn facts(db: &Db<'_>, from: i64, to: i64, group_by: GroupBy) -> Result<Vec<F
         // Read below, one row per tag.
         GroupBy::Tag => "NULL",
     };
+    // Only those opened in the range are read message by message; the
+    // others (closed in it, open now) need just their row.
+    let opened = "CASE WHEN s.created_at >= ?1 AND s.created_at < ?2";
     let sql = format!(
         "WITH ids(id) AS (
              SELECT id FROM side_conversations INDEXED BY side_conversations_created
@@ -64,18 +67,22 @@ pub fn facts(db: &Db<'_>, from: i64, to: i64, group_by: GroupBy) -> Result<Vec<F
              UNION SELECT id FROM side_conversations INDEXED BY side_conversations_updated
                WHERE status = 'open')
          SELECT s.id, {key}, s.created_at, s.closed_at, s.status = 'open',
-                (SELECT m.received_at FROM messages m
+                {opened} THEN (SELECT m.received_at FROM messages m
                   WHERE m.side_conversation_id = s.id AND m.direction = 'in' AND m.kind = 'reply'
-                  ORDER BY m.id LIMIT 1),
-                (SELECT count(*) FROM messages m JOIN outbox o ON o.message_id = m.id
-                  WHERE m.side_conversation_id = s.id AND m.direction = 'out' AND m.kind = 'agent'),
-                (SELECT count(*) FROM messages m JOIN outbox o ON o.message_id = m.id
+                  ORDER BY m.id LIMIT 1) END,
+                {opened} THEN (SELECT count(*) FROM messages m JOIN outbox o ON o.message_id = m.id
+                  WHERE m.side_conversation_id = s.id AND m.direction = 'out' AND m.kind = 'agent')
+                  ELSE 0 END,
+                {opened} THEN (SELECT count(*) FROM messages m JOIN outbox o ON o.message_id = m.id
                   WHERE m.side_conversation_id = s.id AND m.direction = 'out' AND m.kind = 'agent'
-                    AND o.state = 'bounced'),
-                (SELECT count(*) FROM messages m
-                  WHERE m.side_conversation_id = s.id AND m.direction = 'in' AND m.kind = 'reply'),
-                (SELECT count(*) FROM messages m JOIN unverified_messages v ON v.message_id = m.id
+                    AND o.state = 'bounced') ELSE 0 END,
+                {opened} THEN (SELECT count(*) FROM messages m
                   WHERE m.side_conversation_id = s.id AND m.direction = 'in' AND m.kind = 'reply')
+                  ELSE 0 END,
+                {opened} THEN (SELECT count(*) FROM messages m
+                  JOIN unverified_messages v ON v.message_id = m.id
+                  WHERE m.side_conversation_id = s.id AND m.direction = 'in' AND m.kind = 'reply')
+                  ELSE 0 END
          FROM ids JOIN side_conversations s ON s.id = ids.id
          ORDER BY s.id"
     );
