@@ -687,3 +687,55 @@ BEGIN
         ON CONFLICT (user_id, side_conversation_id) DO UPDATE
         SET message_id = max(message_id, excluded.message_id);
 END;
+-- migration: 13
+-- Waiting on the vendor, tags, reminders, reports (SPEC §15).
+-- Open threads whose latest agent message is newer than any vendor reply
+-- (they wait on the vendor), oldest agent message first: the twin of
+-- side_conversations_waiting.
+CREATE INDEX side_conversations_waiting_vendor ON side_conversations(last_out_id)
+    WHERE status = 'open' AND last_out_id > coalesce(last_in_id, 0);
+-- Tags of a side conversation, compared case-insensitively.
+CREATE TABLE side_conversation_tags (
+    side_conversation_id INTEGER NOT NULL REFERENCES side_conversations(id) ON DELETE CASCADE,
+    tag             TEXT    NOT NULL COLLATE NOCASE,
+    PRIMARY KEY (side_conversation_id, tag)
+) WITHOUT ROWID;
+CREATE INDEX side_conversation_tags_tag ON side_conversation_tags(tag, side_conversation_id);
+-- The tags a template sets (JSON array of strings).
+ALTER TABLE templates ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+-- A vendor's portal reply relayed to the other participants is stored as
+-- an outbound `agent` message with route `portal`: it is the vendor
+-- speaking, so it must not make the thread wait on the vendor.
+DROP TRIGGER messages_thread_insert;
+CREATE TRIGGER messages_thread_insert AFTER INSERT ON messages
+WHEN NEW.side_conversation_id IS NOT NULL
+BEGIN
+    UPDATE side_conversations SET last_in_id = max(coalesce(last_in_id, 0), NEW.id)
+        WHERE id = NEW.side_conversation_id AND NEW.direction = 'in' AND NEW.kind = 'reply';
+    UPDATE side_conversations SET last_out_id = max(coalesce(last_out_id, 0), NEW.id)
+        WHERE id = NEW.side_conversation_id AND NEW.direction = 'out' AND NEW.kind = 'agent'
+          AND NEW.route <> 'portal';
+    INSERT INTO console_unread (user_id, side_conversation_id, message_id)
+        SELECT u.id, NEW.side_conversation_id, NEW.id FROM users u
+        WHERE u.active = 1 AND NEW.direction = 'in' AND NEW.kind = 'reply'
+        ON CONFLICT (user_id, side_conversation_id) DO UPDATE
+        SET message_id = max(message_id, excluded.message_id);
+END;
+UPDATE side_conversations SET
+    last_out_id = (SELECT max(m.id) FROM messages m WHERE m.side_conversation_id = side_conversations.id
+                   AND m.direction = 'out' AND m.kind = 'agent' AND m.route <> 'portal')
+WHERE last_out_id IS NOT NULL;
+-- Reports (SPEC §15) read side conversations opened or closed in a range,
+-- and those open now.
+CREATE INDEX side_conversations_created ON side_conversations(created_at);
+CREATE INDEX side_conversations_closed ON side_conversations(closed_at) WHERE closed_at IS NOT NULL;
+-- Reminders (SPEC §15): after `remind_after` ms without a vendor reply to
+-- the latest agent message, the assignee is reminded once (and, with
+-- `nudge_vendor`, the vendor is sent one follow-up). `reminded_out_id` is
+-- the agent message the last reminder was for.
+ALTER TABLE side_conversations ADD COLUMN remind_after INTEGER;
+ALTER TABLE side_conversations ADD COLUMN nudge_vendor INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE side_conversations ADD COLUMN reminded_out_id INTEGER;
+-- A reminder rides in the reply notifications' batches: its text, where a
+-- reply's row has NULL.
+ALTER TABLE notification_queue ADD COLUMN reminder TEXT;

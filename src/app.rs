@@ -248,6 +248,19 @@ pub async fn start_with(
         ));
     }
 
+    {
+        // Reminders (SPEC §15), at the system clock's time.
+        let (conversations, shutdown) = (conversations.clone(), shutdown.clone());
+        let clock: crate::conversations::reminders::Clock =
+            std::sync::Arc::new(crate::model::now_ms);
+        tasks.spawn(reminder_scheduler(
+            conversations,
+            clock,
+            crate::conversations::reminders::EVERY,
+            shutdown,
+        ));
+    }
+
     let (http_max, http_idle) = (config.http.max_connections, config.http.idle_timeout);
     let http_per_ip = limits.http_connections.clone();
     let state = AppState {
@@ -419,5 +432,26 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Gives due reminders (SPEC §15) every `every`, at `clock()`'s time,
+/// until shutdown; a test moves the clock (or calls
+/// `Conversations::remind_due` with its own time) instead of sleeping.
+pub async fn reminder_scheduler(
+    conversations: crate::conversations::Conversations,
+    clock: crate::conversations::reminders::Clock,
+    every: std::time::Duration,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<()> {
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(every) => {
+                if let Err(e) = conversations.remind_due(clock()).await {
+                    tracing::warn!(error = %e, "reminders: a pass failed; the next one tries again");
+                }
+            }
+        }
     }
 }

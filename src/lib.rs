@@ -45,8 +45,9 @@
 //!                senders, dkim, users, settings, templates, webhooks, events,
 //!                notifications, activity, contacts, routing, portal, view, stats,
 //!                audit, console: sessions and sign-in links, inbox: the console's
-//!                lists, agent_pages); lock.rs (one serving process per data dir),
-//!                backup.rs (online copy)
+//!                lists, agent_pages, waiting: whom a thread waits on and its tags,
+//!                reports); lock.rs (one serving process per data dir), backup.rs
+//!                (online copy)
 //! outbound/      compose.rs (mail-builder, Thread-Index, DKIM), worker.rs (outbox
 //!                worker), deliver.rs (maildir, relay via lettre, MX via hickory),
 //!                retry.rs (pure policy)
@@ -58,7 +59,8 @@
 //!                agent mail from mail clients (agent_mail.rs) and the "not sent"
 //!                email for a refused reply to a notification (agent_notice.rs);
 //!                the user lifecycle (users.rs), workspace settings (settings.rs)
-//!                and console sign-in links and passwords (sign_in.rs)
+//!                and console sign-in links and passwords (sign_in.rs); tags
+//!                (tags.rs) and the side-conversation report (reports.rs)
 //! notifications.rs reply notifications to agents, batched, through the outbox
 //! webhooks.rs    webhook delivery worker: signed POSTs, bounded concurrency, retries
 //! senders/       sender addresses: service.rs (add, verify, probe, re-check), dns/

@@ -49,6 +49,8 @@ struct Reply {
     unverified: bool,
     /// The agent's reply address for this side conversation (SPEC §12).
     answer_to: String,
+    /// A reminder (SPEC §15), not a reply: its text.
+    reminder: Option<String>,
 }
 
 /// Sends every batch that is due; returns how many emails were queued.
@@ -106,6 +108,7 @@ fn send_batch(db: &Db<'_>, config: &Config, user: i64, now: i64) -> Result<usize
             cut,
             unverified: r.unverified,
             answer_to,
+            reminder: r.reminder,
         });
     }
     if rows.is_empty() {
@@ -180,7 +183,13 @@ fn compose_and_queue(
     let first = replies[0];
     let count = replies.len() + more;
     let any_unverified = replies.iter().any(|r| r.unverified);
-    let mut subject = if count == 1 {
+    let mut subject = if count == 1 && first.reminder.is_some() {
+        format!(
+            "[{}] Reminder: {}",
+            first.parent,
+            first.reminder.as_deref().unwrap_or_default()
+        )
+    } else if count == 1 {
         format!(
             "[{}] {} replied: {}",
             first.parent, first.vendor, first.subject
@@ -223,6 +232,21 @@ fn compose_and_queue(
         );
     }
     for r in replies {
+        if let Some(reminder) = &r.reminder {
+            text.push_str(&format!(
+                "Reminder: {reminder}, in the side conversation \"{}\" on ticket {}.\nThread: {}/app/side-conversations/{}\n{}\n---\n\n",
+                r.subject,
+                r.parent,
+                config.http.public_url,
+                r.sc,
+                if single {
+                    String::new()
+                } else {
+                    format!("Reply to this conversation: mailto:{}\n", r.answer_to)
+                }
+            ));
+            continue;
+        }
         if r.unverified {
             text.push_str("[unverified sender] ");
         }

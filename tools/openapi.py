@@ -44,6 +44,8 @@ schemas = {
   "SideConversation": obj({
       "id": I, "parent": S, "token": S, "reply_address": S, "subject": S, "status": {"type": "string", "enum": ["open", "closed"]},
       "sender": S, "participants": arr(S), "assignee": nullable("string"), "portal_url": nullable("string"),
+      "waiting": {"type": ["string", "null"], "enum": ["vendor", "agent", None]}, "waiting_since": nullable("string"), "tags": arr(S),
+      "remind_after": nullable("string"), "nudge_vendor": B,
       "created_at": S, "updated_at": S, "messages": arr(ref("Message")), "messages_next_cursor": nullable("string")},
       ["id", "parent", "token", "reply_address", "subject", "status", "sender", "participants"]),
   "Parent": obj({
@@ -60,7 +62,7 @@ schemas = {
   "AuditEntry": obj({"id": I, "at": S, "actor": S, "actor_id": nullable("integer"), "action": S, "target": S, "detail": {}},
                     ["id", "at", "actor", "action", "target", "detail"]),
   "Settings": obj({"signature": obj({"text": nullable("string"), "html": nullable("string")}),
-                   "default_sender": nullable("string"), "side_conversations_enabled": B}),
+                   "default_sender": nullable("string"), "side_conversations_enabled": B, "remind_after": nullable("string")}),
   "Check": obj({"status": {"type": "string", "enum": ["pass", "missing", "mismatch", "error", "unknown"], "description": "unknown: SPF only, when [outbound] spf gives nothing to check against (detail says why)"}, "record_to_publish": nullable("string"),
                  "detail": S, "record_name": nullable("string")}),
   "Sender": obj({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
@@ -75,7 +77,12 @@ schemas = {
   "WebhookDelivery": obj({"id": I, "webhook_id": I, "event": S, "payload": {}, "state": S, "attempts": I,
                           "next_attempt_at": S, "last_status": {}, "last_error": {}, "created_at": S, "delivered_at": nullable("string")}),
   "Template": obj({"id": I, "name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": nullable("string"),
-                   "body_html": nullable("string"), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
+                   "body_html": nullable("string"), "tags": arr(S), "created_at": S}, ["id", "name", "to", "cc", "subject"]),
+  "ReportRow": obj({"key": nullable("string"), "opened": I, "closed": I, "first_reply_p50_s": nullable("integer"),
+                    "first_reply_p90_s": nullable("integer"), "close_p50_s": nullable("integer"), "open_now": I,
+                    "open_by_age": obj({"<1d": I, "1-3d": I, "3-7d": I, ">7d": I}), "bounce_rate": nullable("number"),
+                    "unverified_rate": nullable("number")},
+                   ["key", "opened", "closed", "open_now", "open_by_age"]),
   "AttachmentIn": obj({"filename": S, "content_type": S, "content_base64": S}, ["filename", "content_type", "content_base64"], False),
 }
 page = lambda item: obj({"items": arr(ref(item)), "next_cursor": nullable("string")}, ["items", "next_cursor"])
@@ -108,7 +115,9 @@ limit = {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum"
 cursor = {"name": "cursor", "in": "query", "schema": {"type": "string"}}
 
 start_props = {"to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S, "from": S,
-               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I}
+               "include_context": B, "share_portal_link": B, "attachments": arr(ref("AttachmentIn")), "template": I, "tags": arr(S),
+               "remind_after": {"type": ["string", "null"], "description": "remind after this delay without a vendor reply (90m, 12h, 2d, 1w); null or off: never; left out: the workspace default"},
+               "nudge_vendor": B}
 
 paths = {
   "/healthz": {"get": {"operationId": "health", "security": [], "responses": {"200": {"description": "ok", "content": {"application/json": {"schema": obj({"status": S})}}}}}},
@@ -122,12 +131,17 @@ paths = {
   "/api/parents/{external_id}/side-conversations": {"parameters": [pext], "post": {"operationId": "startSideConversation", "requestBody": body(start_props),
             "responses": {**responses(201, ref("SideConversation"), AUTH + [404, 409, 413, 422])}}},
   "/api/side-conversations": {"get": {"operationId": "listSideConversations", "parameters": [
-            {"name": "parent", "in": "query", "schema": S}, {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "closed"]}}, limit, cursor],
+            {"name": "parent", "in": "query", "schema": S}, {"name": "status", "in": "query", "schema": {"type": "string", "enum": ["open", "closed"]}},
+            {"name": "waiting", "in": "query", "schema": {"type": "string", "enum": ["vendor", "agent"]}, "description": "only those waiting on the vendor or on an agent, longest waiting first"},
+            {"name": "older_than", "in": "query", "schema": S, "description": "with waiting: waiting at least this long (90m, 12h, 2d, 1w)"},
+            {"name": "tag", "in": "query", "schema": S}, limit, cursor],
             "responses": responses(200, page("SideConversation"), AUTH)}},
   "/api/side-conversations/{id}": {"parameters": [pid], "get": {"operationId": "getSideConversation",
             "description": "The thread: a page of its messages in order (limit, default 100; cursor from messages_next_cursor), each body cut at 16 KiB characters (truncated: true; the whole message is GET /api/messages/{id}).",
             "parameters": [limit, cursor],
-            "responses": responses(200, ref("SideConversation"), AUTH + [404])}},
+            "responses": responses(200, ref("SideConversation"), AUTH + [404])},
+            "patch": {"operationId": "patchSideConversation", "requestBody": body({"tags": arr(S), "remind_after": nullable("string"), "nudge_vendor": B}),
+            "responses": responses(200, ref("SideConversation"), AUTH + [404, 413, 422])}},
   "/api/side-conversations/{id}/messages": {"parameters": [pid], "post": {"operationId": "followUp",
             "requestBody": body({"body_text": S, "body_html": S, "cc": arr(S), "attachments": arr(ref("AttachmentIn"))}),
             "responses": responses(201, ref("Message"), AUTH + [404, 409, 413, 422])}},
@@ -160,6 +174,13 @@ paths = {
               "responses": responses(200, ref("User"), AUTH + [404, 409, 413, 422])}},
   "/api/users/{id}/token": {"parameters": [pid],
     "post": {"operationId": "rotateUserToken", "responses": responses(200, ref("User"), AUTH + [404])}},
+  "/api/reports/side-conversations": {"get": {"operationId": "reportSideConversations",
+            "description": "Per group: opened and closed in [from, to) (default: the 30 days before now; at most 366 days), nearest-rank percentiles of the seconds to the first vendor reply and to closing, open now by age, bounce and unverified-sender rates. Accept: text/csv gives CSV.",
+            "parameters": [{"name": "from", "in": "query", "schema": S}, {"name": "to", "in": "query", "schema": S},
+                           {"name": "group_by", "in": "query", "schema": {"type": "string", "enum": ["vendor_domain", "tag", "agent", "sender"]}}],
+            "responses": {**responses(200, obj({"from": S, "to": S, "group_by": S, "rows": arr(ref("ReportRow"))}), AUTH),
+                          "200": {"description": "the report", "content": {"application/json": {"schema": obj({"from": S, "to": S, "group_by": S, "rows": arr(ref("ReportRow"))})},
+                                                                             "text/csv": {"schema": S}}}}}},
   "/api/audit": {"get": {"operationId": "listAudit", "parameters": [limit, cursor], "responses": responses(200, page("AuditEntry"), AUTH)}},
   "/api/me": {
     "get": {"operationId": "getMe", "responses": responses(200, ref("User"), AUTH)},
@@ -168,7 +189,7 @@ paths = {
   "/api/settings": {
     "get": {"operationId": "getSettings", "responses": responses(200, ref("Settings"), AUTH)},
     "put": {"operationId": "putSettings", "requestBody": body({"signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False),
-            "default_sender": nullable("string"), "side_conversations_enabled": B}), "responses": responses(200, ref("Settings"), AUTH + [413, 422])}},
+            "default_sender": nullable("string"), "side_conversations_enabled": B, "remind_after": nullable("string")}), "responses": responses(200, ref("Settings"), AUTH + [413, 422])}},
   "/api/senders": {
     "post": {"operationId": "createSender", "requestBody": body({"email": S, "name": S, "reply_mode": {"type": "string", "enum": ["gateway", "plus", "none"]},
              "signature": obj({"text": nullable("string"), "html": nullable("string")}, None, False), "dkim_algorithm": {"type": "string", "enum": ["rsa", "ed25519"]}}, ["email"]),
@@ -191,7 +212,7 @@ paths = {
   "/api/webhooks/{id}/deliveries": {"parameters": [pid], "get": {"operationId": "webhookDeliveries", "parameters": [limit, cursor],
              "responses": responses(200, page("WebhookDelivery"), AUTH + [404])}},
   "/api/templates": {
-    "post": {"operationId": "createTemplate", "requestBody": body({"name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S}, ["name"]),
+    "post": {"operationId": "createTemplate", "requestBody": body({"name": S, "to": arr(S), "cc": arr(S), "subject": S, "body_text": S, "body_html": S, "tags": arr(S)}, ["name"]),
              "responses": responses(201, ref("Template"), AUTH + [413, 422])},
     "get": {"operationId": "listTemplates", "responses": responses(200, page("Template"), AUTH)}},
   "/api/templates/{id}": {"parameters": [pid], "delete": {"operationId": "deleteTemplate", "responses": {"204": {"description": "deleted"}, **{str(e): ERR for e in AUTH + [404]}}}},

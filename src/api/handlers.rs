@@ -16,7 +16,7 @@ use crate::http::AppState;
 use crate::http::download::attachment_response;
 use crate::http::error::{ApiError, ApiResult};
 use crate::http::extract::{Body, Caller, PathParam as Path, QueryParam as Query};
-use crate::model::{ParentStatus, ScStatus, parse_rfc3339, rfc3339};
+use crate::model::{ParentStatus, ScStatus, Waiting, now_ms, parse_age, parse_rfc3339, rfc3339};
 use crate::store::{self, StoreError, events, users};
 use crate::templates;
 
@@ -256,6 +256,10 @@ pub struct StartBody {
     #[serde(default, deserialize_with = "crate::http::extract::objects")]
     attachments: Option<Vec<AttachmentIn>>,
     template: Option<i64>,
+    tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    remind_after: Option<Option<String>>,
+    nudge_vendor: Option<bool>,
 }
 
 async fn side_conversation_json(
@@ -290,6 +294,7 @@ pub async fn start_side_conversation(
             subject: body.subject.take(),
             body_text: body.body_text.take(),
             body_html: body.body_html.take(),
+            tags: body.tags.take(),
         };
         let filled = st
             .conversations
@@ -300,6 +305,7 @@ pub async fn start_side_conversation(
         body.subject = filled.subject;
         body.body_text = filled.body_text;
         body.body_html = filled.body_html;
+        body.tags = filled.tags;
     }
     let req = StartRequest {
         to: body.to.unwrap_or_default(),
@@ -311,6 +317,12 @@ pub async fn start_side_conversation(
         include_context: body.include_context.unwrap_or(false),
         share_portal_link: body.share_portal_link.unwrap_or(false),
         attachments: attachments(body.attachments)?,
+        tags: body.tags.unwrap_or_default(),
+        // null: no reminder; left out: the workspace default.
+        remind_after: body
+            .remind_after
+            .map(|r| r.unwrap_or_else(|| "off".to_string())),
+        nudge_vendor: body.nudge_vendor.unwrap_or(false),
     };
     let sent = st
         .conversations
@@ -332,6 +344,9 @@ pub async fn start_side_conversation(
 pub struct ListQuery {
     parent: Option<String>,
     status: Option<String>,
+    waiting: Option<String>,
+    older_than: Option<String>,
+    tag: Option<String>,
     limit: Option<String>,
     cursor: Option<String>,
 }
@@ -353,19 +368,43 @@ pub async fn list_side_conversations(
                 .map_err(|_| ApiError::BadRequest("status: expected open or closed".into()))?,
         ),
     };
+    let waiting = match q.waiting.as_deref() {
+        None => None,
+        Some(w) => Some(
+            w.parse::<Waiting>()
+                .map_err(|_| ApiError::BadRequest("waiting: expected vendor or agent".into()))?,
+        ),
+    };
+    let waiting_before = match q.older_than.as_deref() {
+        None => None,
+        Some(_) if waiting.is_none() => {
+            return Err(ApiError::BadRequest(
+                "older_than: only with waiting=vendor or waiting=agent".into(),
+            ));
+        }
+        Some(a) => Some(
+            now_ms()
+                - parse_age(a).ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "older_than: expected an age such as 90m, 12h, 2d or 1w".into(),
+                    )
+                })?,
+        ),
+    };
+    let filter = store::waiting::ListFilter {
+        parent: q.parent,
+        status,
+        waiting,
+        waiting_before,
+        tag: q.tag.map(|t| t.trim().to_string()),
+    };
     let (domain, url) = (st.config.domain.clone(), st.config.http.public_url.clone());
     let items = st
         .store
         .read(move |c| {
-            let ids = store::side_conversations::list_ids(
-                c,
-                q.parent.as_deref(),
-                status,
-                after,
-                limit + 1,
-            )?;
-            ids.into_iter()
-                .map(|id| Ok((id, views::side_conversation(c, &domain, &url, id, None)?)))
+            store::waiting::list(c, &filter, after, limit + 1)?
+                .into_iter()
+                .map(|(key, id)| Ok((key, views::side_conversation(c, &domain, &url, id, None)?)))
                 .collect::<store::Result<Vec<_>>>()
         })
         .await?;
@@ -390,6 +429,39 @@ pub async fn get_side_conversation(
     Ok(Json(
         side_conversation_json(&st, id, Some(views::MessagePage { limit, after })).await?,
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PatchBody {
+    tags: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    remind_after: Option<Option<String>>,
+    nudge_vendor: Option<bool>,
+}
+
+/// Changes a side conversation's tags (SPEC §15).
+pub async fn patch_side_conversation(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Body(body): Body<PatchBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require_writer()?;
+    let remind_after = match &body.remind_after {
+        None => None,
+        Some(r) => Some(conversations::reminders::parse_remind_after(
+            "remind_after",
+            r.as_deref(),
+        )?),
+    };
+    let patch = conversations::ScPatch {
+        tags: body.tags,
+        remind_after,
+        nudge_vendor: body.nudge_vendor,
+    };
+    st.conversations.patch(caller.actor(), id, patch).await?;
+    Ok(Json(side_conversation_json(&st, id, None).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -755,7 +827,8 @@ async fn settings_json(st: &AppState) -> ApiResult<Value> {
     Ok(
         json!({"signature": {"text": s.signature_text, "html": s.signature_html},
               "default_sender": s.default_sender,
-              "side_conversations_enabled": s.side_conversations_enabled}),
+              "side_conversations_enabled": s.side_conversations_enabled,
+              "remind_after": s.remind_after}),
     )
 }
 
@@ -781,6 +854,8 @@ pub struct SettingsBody {
     #[serde(default, deserialize_with = "crate::http::extract::present")]
     default_sender: Option<Option<String>>,
     side_conversations_enabled: Option<bool>,
+    #[serde(default, deserialize_with = "crate::http::extract::present")]
+    remind_after: Option<Option<String>>,
 }
 
 /// Changes what the body names and keeps the rest: a signature body with
@@ -800,6 +875,7 @@ pub async fn put_settings(
         signature_html: html,
         default_sender: body.default_sender,
         side_conversations_enabled: body.side_conversations_enabled,
+        remind_after: body.remind_after,
     };
     conversations::settings::check(&patch)?;
     let domain = st.config.domain.clone();
@@ -835,6 +911,7 @@ pub struct TemplateBody {
     subject: Option<String>,
     body_text: Option<String>,
     body_html: Option<String>,
+    tags: Option<Vec<String>>,
 }
 
 pub async fn create_template(
@@ -860,6 +937,7 @@ pub async fn create_template(
         subject: b.subject.unwrap_or_default(),
         body_text: b.body_text,
         body_html: b.body_html,
+        tags: conversations::check_tags("tags", &b.tags.unwrap_or_default())?,
     };
     templates::validate(&new).map_err(|e| ApiError::Invalid {
         field: e.field,

@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod handlers;
+pub mod reports;
 pub mod views;
 
 use std::collections::HashMap;
@@ -33,6 +34,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/parents/{external_id}/side-conversations"),
     ("GET", "/api/side-conversations"),
     ("GET", "/api/side-conversations/{id}"),
+    ("PATCH", "/api/side-conversations/{id}"),
     ("POST", "/api/side-conversations/{id}/messages"),
     ("POST", "/api/side-conversations/{id}/close"),
     ("POST", "/api/side-conversations/{id}/reopen"),
@@ -53,6 +55,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/api/users/{id}"),
     ("POST", "/api/users/{id}/token"),
     ("GET", "/api/audit"),
+    ("GET", "/api/reports/side-conversations"),
     ("GET", "/api/me"),
     ("PUT", "/api/me"),
     ("GET", "/api/settings"),
@@ -101,7 +104,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/side-conversations", get(h::list_side_conversations))
         .route(
             "/api/side-conversations/{id}",
-            get(h::get_side_conversation),
+            get(h::get_side_conversation).patch(h::patch_side_conversation),
         )
         .route("/api/side-conversations/{id}/messages", post(h::follow_up))
         .route("/api/side-conversations/{id}/close", post(h::close))
@@ -128,6 +131,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/users/{id}", patch(admin::update_user))
         .route("/api/users/{id}/token", post(admin::rotate_user_token))
         .route("/api/audit", get(admin::list_audit))
+        .route(
+            "/api/reports/side-conversations",
+            get(reports::side_conversations),
+        )
         .route("/api/me", get(h::get_me).put(h::put_me))
         .route("/api/settings", get(h::get_settings).put(h::put_settings))
         .route(

@@ -146,6 +146,10 @@ pub fn side_conversation(
         .iter()
         .map(|(email, t, rev)| json!({"email": email, "url": link_url(t), "revoked": rev}))
         .collect();
+    let waiting = store::waiting::state(db, sc.id)?;
+    let tags = store::waiting::tags(db, sc.id)?;
+    let (remind_after, nudge_vendor) =
+        store::waiting::reminder_settings(db, sc.id)?.unwrap_or((None, false));
     let mut v = json!({
         "id": sc.id,
         "parent": sc.parent,
@@ -160,6 +164,11 @@ pub fn side_conversation(
         "portal_links": portal_links,
         "created_at": rfc3339(sc.created_at),
         "updated_at": rfc3339(sc.updated_at),
+        "waiting": waiting.map(|(w, _)| w.as_str()),
+        "waiting_since": time(waiting.map(|(_, since)| since)),
+        "tags": tags,
+        "remind_after": remind_after.map(crate::model::age_spec),
+        "nudge_vendor": nudge_vendor,
     });
     if let Some(page) = messages {
         let mut ids = store::messages::thread_page(db, sc.id, page.after, page.limit + 1)?;

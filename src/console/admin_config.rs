@@ -53,6 +53,8 @@ pub struct SettingsForm {
     pub signature_html: String,
     pub default_sender: String,
     pub side_conversations_enabled: bool,
+    /// The default reminder delay (`2d`; "" for none).
+    pub remind_after: String,
 }
 
 /// The signature as it would read: placeholders filled for a sample.
@@ -175,6 +177,7 @@ async fn settings_page(
         signature_html: s.signature_html.unwrap_or_default(),
         default_sender: s.default_sender.unwrap_or_default(),
         side_conversations_enabled: s.side_conversations_enabled,
+        remind_after: s.remind_after.unwrap_or_default(),
     };
     settings_view(&st, StatusCode::OK, chrome, form, None).await
 }
@@ -199,6 +202,7 @@ async fn save_settings(
         signature_html: form.raw("signature_html").to_string(),
         default_sender: form.get("default_sender").unwrap_or_default().to_string(),
         side_conversations_enabled: form.checked("side_conversations_enabled"),
+        remind_after: form.raw("remind_after").trim().to_string(),
     };
     // What the form leaves out stays as it is (a script may post one
     // field); a field posted empty is removed. The page's checkbox comes
@@ -212,6 +216,9 @@ async fn save_settings(
             .then(|| form.get("default_sender").map(str::to_string)),
         side_conversations_enabled: posts("side_conversations_enabled")
             .then_some(posted.side_conversations_enabled),
+        // Posted empty: no default reminder.
+        remind_after: posts("remind_after")
+            .then(|| Some(posted.remind_after.clone()).filter(|r| !r.is_empty())),
     };
     if form.get("preview").is_some() {
         // Not saved: the page again with the preview of what was typed
@@ -248,6 +255,7 @@ pub struct TemplateForm {
     pub subject: String,
     pub body_text: String,
     pub body_html: String,
+    pub tags: String,
 }
 
 #[derive(Template)]
@@ -307,19 +315,31 @@ async fn add_template(
         subject: form.raw("subject").to_string(),
         body_text: optional("body_text"),
         body_html: optional("body_html"),
+        tags: Vec::new(),
     };
-    if let Err(e) = crate::templates::validate(&new) {
-        chrome.error = Some(format!("{}: {}", e.field, e.message));
-        let kept = TemplateForm {
-            name: form.raw("name").to_string(),
-            to: form.all("to").join(", "),
-            cc: form.all("cc").join(", "),
-            subject: form.raw("subject").to_string(),
-            body_text: form.raw("body_text").to_string(),
-            body_html: form.raw("body_html").to_string(),
-        };
-        return templates_view(&st, StatusCode::UNPROCESSABLE_ENTITY, chrome, kept).await;
-    }
+    let tags = crate::conversations::check_tags(
+        "tags",
+        &crate::conversations::split_tags(form.raw("tags")),
+    );
+    let checked = crate::templates::validate(&new)
+        .map_err(|e| format!("{}: {}", e.field, e.message))
+        .and_then(|()| tags.map_err(|e| e.to_string()));
+    let new = match checked {
+        Ok(tags) => NewTemplate { tags, ..new },
+        Err(message) => {
+            chrome.error = Some(message);
+            let kept = TemplateForm {
+                name: form.raw("name").to_string(),
+                to: form.all("to").join(", "),
+                cc: form.all("cc").join(", "),
+                subject: form.raw("subject").to_string(),
+                body_text: form.raw("body_text").to_string(),
+                body_html: form.raw("body_html").to_string(),
+                tags: form.raw("tags").to_string(),
+            };
+            return templates_view(&st, StatusCode::UNPROCESSABLE_ENTITY, chrome, kept).await;
+        }
+    };
     let by = chrome.user.id;
     st.store
         .write(move |c| store::templates::create(c, &new, by))

@@ -15,7 +15,9 @@ use super::form::Form;
 use super::{Chrome, Layout as _, Refusal, check_csrf, ok, when};
 use crate::conversations::{Attachment, ServiceError};
 use crate::http::AppState;
+use crate::model::Waiting;
 use crate::store::inbox::{self, Counts, Cursor, Filter, Watch};
+use crate::store::waiting::ListFilter;
 
 pub fn routes(upload_limit: usize) -> Router<AppState> {
     Router::new()
@@ -24,6 +26,7 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
         .merge(super::agent_thread::routes(upload_limit))
         .merge(super::agent_start::routes(upload_limit))
         .merge(super::agent_unrouted::routes())
+        .merge(super::agent_reports::routes())
 }
 
 /// A number from a path (an id, an attachment's index); anything else is
@@ -81,6 +84,7 @@ const PAGE: i64 = 50;
 #[derive(Debug, Deserialize)]
 pub struct InboxQuery {
     filter: Option<String>,
+    tag: Option<String>,
     cursor: Option<String>,
     notice: Option<String>,
 }
@@ -97,6 +101,8 @@ pub struct Line {
 struct InboxPage {
     chrome: Chrome,
     filter: &'static str,
+    /// The tag listed (filter `tag`).
+    tag: String,
     counts: Counts,
     lines: Vec<Line>,
     next: Option<String>,
@@ -108,11 +114,28 @@ impl InboxPage {
         inbox::shown(*n)
     }
 
+    /// How long a line has waited, as "3 days".
+    fn waited(&self, since: &i64) -> String {
+        crate::model::age_text(crate::model::now_ms() - since)
+    }
+
+    /// The query of this list's pages.
+    fn query(&self) -> String {
+        let pairs: &[(&str, &str)] = if self.filter == "tag" {
+            &[("filter", "tag"), ("tag", &self.tag)]
+        } else {
+            &[("filter", self.filter)]
+        };
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+
     fn heading(&self) -> &'static str {
         match self.filter {
             "mine" => "Assigned to me",
             "open" => "All open side conversations",
             "closed" => "Closed side conversations",
+            "vendor" => "Waiting on the vendor, longest first",
+            "tag" => "Tagged",
             _ => "Needs attention",
         }
     }
@@ -142,14 +165,35 @@ async fn inbox_page(
     chrome: Chrome,
     Query(q): Query<InboxQuery>,
 ) -> Result<Response, Refusal> {
+    // The lists of SPEC §15 (waiting on the vendor, a tag) are read like
+    // the API's; the others are the inbox's own.
+    let mut listed: Option<ListFilter> = None;
     let (filter, name) = match q.filter.as_deref() {
         None | Some("") | Some("attention") => (Filter::Attention, "attention"),
         Some("mine") => (Filter::Mine, "mine"),
         Some("open") => (Filter::Open, "open"),
         Some("closed") => (Filter::Closed, "closed"),
+        Some("vendor") => {
+            listed = Some(ListFilter {
+                waiting: Some(Waiting::Vendor),
+                ..ListFilter::default()
+            });
+            (Filter::Open, "vendor")
+        }
+        Some("tag") => {
+            let tag = q.tag.as_deref().map(str::trim).unwrap_or("");
+            if tag.is_empty() {
+                return Err(Refusal::BadRequest("tag: which tag to list".into()));
+            }
+            listed = Some(ListFilter {
+                tag: Some(tag.to_string()),
+                ..ListFilter::default()
+            });
+            (Filter::Open, "tag")
+        }
         Some(_) => {
             return Err(Refusal::BadRequest(
-                "filter: expected attention, mine, open or closed".into(),
+                "filter: expected attention, mine, open, closed, vendor or tag".into(),
             ));
         }
     };
@@ -164,7 +208,10 @@ async fn inbox_page(
         .read(move |c| {
             Ok((
                 inbox::counts(c, user)?,
-                inbox::page(c, user, filter, cursor, PAGE)?,
+                match &listed {
+                    Some(f) => inbox::page_filtered(c, user, f, cursor, PAGE)?,
+                    None => inbox::page(c, user, filter, cursor, PAGE)?,
+                },
                 inbox::latest(c, &Watch::Inbound)?,
             ))
         })
@@ -174,6 +221,7 @@ async fn inbox_page(
     Ok(ok(&InboxPage {
         chrome,
         filter: name,
+        tag: q.tag.unwrap_or_default().trim().to_string(),
         counts,
         lines: page.rows.into_iter().map(line).collect(),
         next: page.next.map(|c| c.encode()),

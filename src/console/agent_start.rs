@@ -48,6 +48,8 @@ pub struct StartDraft {
     pub cc: String,
     pub subject: String,
     pub body_text: String,
+    /// Tags, separated by commas.
+    pub tags: String,
     pub from: String,
     pub include_context: bool,
     pub share_portal_link: bool,
@@ -208,6 +210,7 @@ async fn from_template(
                     .map(crate::reply_text::html_to_text)
             })
             .unwrap_or_default(),
+        tags: filled.tags.unwrap_or_default().join(", "),
         template: Some(tid),
         ..StartDraft::default()
     })
@@ -286,6 +289,7 @@ async fn start(
         cc: form.all("cc").join(", "),
         subject: form.raw("subject").to_string(),
         body_text: form.raw("body_text").to_string(),
+        tags: form.raw("tags").to_string(),
         from: form.get("from").unwrap_or("").to_string(),
         include_context: form.checked("include_context"),
         share_portal_link: form.checked("share_portal_link"),
@@ -320,6 +324,7 @@ async fn start(
         subject: Some(d.subject.clone()).filter(|s| !s.trim().is_empty()),
         body_text: Some(d.body_text.clone()).filter(|b| !b.trim().is_empty()),
         body_html: None,
+        tags: Some(crate::conversations::split_tags(&d.tags)).filter(|t| !t.is_empty()),
     };
     if let Some(tid) = form.get("template") {
         let Ok(tid) = tid.parse::<i64>() else {
@@ -345,6 +350,8 @@ async fn start(
         include_context: d.include_context,
         share_portal_link: d.share_portal_link,
         attachments: attachments(&form),
+        tags: draft.tags.unwrap_or_default(),
+        ..StartRequest::default()
     };
     match st.conversations.start(chrome.actor(), parent, req).await {
         Ok(sent) => Ok(see_other(&format!(

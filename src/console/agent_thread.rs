@@ -32,6 +32,7 @@ pub fn routes(upload_limit: usize) -> Router<AppState> {
             post(follow_up).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/app/side-conversations/{id}/close", post(close))
+        .route("/app/side-conversations/{id}/settings", post(set_settings))
         .route("/app/side-conversations/{id}/reopen", post(reopen))
         .route("/app/side-conversations/{id}/participants", post(admit))
         .route("/app/side-conversations/{id}/portal/revoke", post(revoke))
@@ -120,6 +121,12 @@ pub struct Thread {
     pub more: Option<i64>,
     pub latest: i64,
     pub unread: bool,
+    /// "waiting on the vendor for 2 days" (SPEC §15), when it waits.
+    pub waiting: Option<String>,
+    pub tags: Vec<String>,
+    /// The reminder delay as `2d` ("" for none), and the vendor nudge.
+    pub remind_after: String,
+    pub nudge_vendor: bool,
 }
 
 /// What a follow-up form held, kept when it is refused.
@@ -289,6 +296,8 @@ fn load(
     let Some(sc) = store::side_conversations::get(db, id)? else {
         return Ok(None);
     };
+    let (remind_after, nudge_vendor) =
+        store::waiting::reminder_settings(db, id)?.unwrap_or((None, false));
     let parent_subject = store::parents::get(db, &sc.parent)?
         .map(|p| p.subject)
         .unwrap_or_default();
@@ -348,6 +357,16 @@ fn load(
         more,
         latest: inbox::latest(db, &Watch::SideConversation(id))?,
         unread: store::console::is_unread(db, user_id, id)?,
+        waiting: store::waiting::state(db, id)?.map(|(w, since)| {
+            let age = crate::model::age_text(crate::model::now_ms() - since);
+            match w {
+                crate::model::Waiting::Vendor => format!("on the vendor for {age}"),
+                crate::model::Waiting::Agent => format!("on us for {age}"),
+            }
+        }),
+        tags: store::waiting::tags(db, id)?,
+        remind_after: remind_after.map(crate::model::age_spec).unwrap_or_default(),
+        nudge_vendor,
     }))
 }
 
@@ -478,6 +497,44 @@ async fn set_status(
         Ok(()) => Ok(see_other(&format!(
             "/app/side-conversations/{id}?notice={}",
             if open { "reopened" } else { "closed" }
+        ))),
+        Err(e) => refused(&st, chrome, id, e, FollowDraft::default()).await,
+    }
+}
+
+/// Replaces the tags (one field, separated by commas) and the reminder
+/// (`remind_after`: a delay or `off`; `nudge_vendor`), through the same
+/// service call as `PATCH /api/side-conversations/{id}`; a field the form
+/// leaves out is kept.
+async fn set_settings(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    chrome: Chrome,
+    Path(id): Path<String>,
+    form: Form,
+) -> Result<Response, Refusal> {
+    writer_form(&st, &chrome, &headers, &form)?;
+    let id = id_of(&id, "That side conversation")?;
+    let posts = |name: &str| !form.all(name).is_empty();
+    let remind_after = match posts("remind_after").then(|| form.raw("remind_after")) {
+        None => None,
+        Some(r) => {
+            // Posted empty: no reminder.
+            let r = Some(r.trim()).filter(|r| !r.is_empty());
+            match conversations::reminders::parse_remind_after("remind_after", r) {
+                Ok(ms) => Some(ms),
+                Err(e) => return refused(&st, chrome, id, e, FollowDraft::default()).await,
+            }
+        }
+    };
+    let patch = conversations::ScPatch {
+        tags: posts("tags").then(|| conversations::split_tags(form.raw("tags"))),
+        remind_after,
+        nudge_vendor: posts("nudge_vendor").then(|| form.checked("nudge_vendor")),
+    };
+    match st.conversations.patch(chrome.actor(), id, patch).await {
+        Ok(()) => Ok(see_other(&format!(
+            "/app/side-conversations/{id}?notice=saved"
         ))),
         Err(e) => refused(&st, chrome, id, e, FollowDraft::default()).await,
     }

@@ -31,6 +31,7 @@ pub mod admin_people;
 pub mod admin_senders;
 pub mod agent;
 pub mod agent_parent;
+pub mod agent_reports;
 pub mod agent_start;
 pub mod agent_thread;
 pub mod agent_unrouted;

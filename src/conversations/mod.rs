@@ -17,11 +17,14 @@ mod outgoing;
 mod parents;
 mod participants;
 mod portal;
+pub mod reminders;
 pub mod replies;
+pub mod reports;
 pub mod settings;
 pub mod sign_in;
 mod start;
 mod status;
+pub mod tags;
 pub mod users;
 
 use std::sync::Arc;
@@ -37,6 +40,7 @@ pub use parents::{ParentUpsert, upsert_parent_in};
 pub use replies::{AssignError, ReplyFacts, Trust, apply_reply_effects, assign_unrouted};
 pub use start::Draft;
 pub use status::set_status_in;
+pub use tags::{ScPatch, check_tags, split_tags};
 
 /// Why an action was refused; each maps to one HTTP status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -125,6 +129,13 @@ pub struct StartRequest {
     pub include_context: bool,
     pub share_portal_link: bool,
     pub attachments: Vec<Attachment>,
+    /// Tags to set (SPEC §15), checked by [`check_tags`] on start.
+    pub tags: Vec<String>,
+    /// Remind after this delay (`2d`; `off`: never); `None` takes the
+    /// workspace default (SPEC §15).
+    pub remind_after: Option<String>,
+    /// A reminder also sends the vendor one follow-up.
+    pub nudge_vendor: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -448,6 +459,40 @@ impl Conversations {
         self.store
             .write_with(move |db| set_status_in(db, &actor, sc_id, open))
             .await
+    }
+
+    /// Changes a side conversation's settings (tags, reminder); 422 names
+    /// a bad field, 404 an unknown side conversation.
+    pub async fn patch(
+        &self,
+        actor: Actor,
+        sc_id: i64,
+        patch: ScPatch,
+    ) -> Result<(), ServiceError> {
+        let patch = ScPatch {
+            tags: match patch.tags {
+                Some(t) => Some(check_tags("tags", &t)?),
+                None => None,
+            },
+            ..patch
+        };
+        self.store
+            .write_with(move |db| tags::patch_in(db, &actor, sc_id, &patch))
+            .await
+    }
+
+    /// One reminder pass at `now` (the scheduler's clock; a test's own):
+    /// see [`reminders::remind_due`]. Returns how many were given.
+    pub async fn remind_due(&self, now: i64) -> Result<usize, ServiceError> {
+        let config = self.config.clone();
+        let given = self
+            .store
+            .write(move |db| reminders::remind_due(db, &config, now))
+            .await?;
+        if given > 0 {
+            self.outbox_waker.notify_one();
+        }
+        Ok(given)
     }
 
     /// Creates or updates a parent ticket as the helpdesk syncs it; closing

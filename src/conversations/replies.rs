@@ -196,7 +196,8 @@ fn reply_effects(
         events::enqueue(
             db,
             "side_conversation.reopened",
-            json!({"side_conversation_id": sc, "parent": t.parent, "by": "reply"}),
+            json!({"side_conversation_id": sc, "parent": t.parent, "by": "reply",
+                   "tags": store::waiting::tags(db, sc)?}),
         )?;
     } else {
         store::side_conversations::touch(db, sc, now)?;
@@ -236,10 +237,12 @@ fn reply_effects(
             "spf": a.spf, "dkim": a.dkim, "dmarc": a.dmarc, "arc": a.arc,
         })
     });
+    let tags = store::waiting::tags(db, sc)?;
     events::enqueue_with(db, "message.received", || {
         json!({
             "side_conversation_id": sc,
             "parent": t.parent,
+            "tags": tags,
             "message": {
                 "id": message,
                 "message_id": f.message_id,

@@ -19,6 +19,9 @@ pub struct Settings {
     pub signature_html: Option<String>,
     pub default_sender: Option<String>,
     pub side_conversations_enabled: bool,
+    /// The reminder delay new side conversations get (SPEC §15), as
+    /// `2d`; `None`: no reminders.
+    pub remind_after: Option<String>,
 }
 
 /// A change: `None` keeps a field; `Some(None)` removes a signature part
@@ -29,6 +32,8 @@ pub struct SettingsPatch {
     pub signature_html: Option<Option<String>>,
     pub default_sender: Option<Option<String>>,
     pub side_conversations_enabled: Option<bool>,
+    /// `Some(None)`: no default reminder.
+    pub remind_after: Option<Option<String>>,
 }
 
 /// Reads the settings (side conversations are enabled unless turned off).
@@ -43,6 +48,7 @@ pub fn read(db: &Db<'_>) -> Result<Settings, StoreError> {
         side_conversations_enabled: get_setting(db, "side_conversations_enabled")?
             .and_then(|v| v.as_bool())
             .unwrap_or(true),
+        remind_after: super::reminders::workspace_default(db)?.map(crate::model::age_spec),
     })
 }
 
@@ -66,6 +72,7 @@ fn audit_view(c: &Db<'_>) -> Result<Value, StoreError> {
         "signature": get_setting(c, "signature")?,
         "default_sender": get_setting(c, "default_sender")?,
         "side_conversations_enabled": get_setting(c, "side_conversations_enabled")?.unwrap_or(json!(true)),
+        "remind_after": get_setting(c, "remind_after")?,
     }))
 }
 
@@ -111,22 +118,30 @@ pub fn update(
     if let Some(b) = patch.side_conversations_enabled {
         put_setting(c, "side_conversations_enabled", &json!(b))?;
     }
+    if let Some(r) = &patch.remind_after {
+        let ms = super::reminders::parse_remind_after("remind_after", r.as_deref())?;
+        put_setting(c, "remind_after", &json!(ms.map(crate::model::age_spec)))?;
+    }
     let after = audit_view(c)?;
-    let changed: serde_json::Map<String, Value> =
-        ["signature", "default_sender", "side_conversations_enabled"]
-            .into_iter()
-            .filter(|k| before[k] != after[k])
-            .map(|k| {
-                // The signature's text can be long: the log says it
-                // changed, not what it says.
-                let v = if k == "signature" {
-                    json!("changed")
-                } else {
-                    json!({"before": before[k], "after": after[k]})
-                };
-                (k.to_string(), v)
-            })
-            .collect();
+    let changed: serde_json::Map<String, Value> = [
+        "signature",
+        "default_sender",
+        "side_conversations_enabled",
+        "remind_after",
+    ]
+    .into_iter()
+    .filter(|k| before[k] != after[k])
+    .map(|k| {
+        // The signature's text can be long: the log says it
+        // changed, not what it says.
+        let v = if k == "signature" {
+            json!("changed")
+        } else {
+            json!({"before": before[k], "after": after[k]})
+        };
+        (k.to_string(), v)
+    })
+    .collect();
     if !changed.is_empty() {
         store::audit::record(
             c,

@@ -21,6 +21,9 @@ pub(super) struct Checked {
     to: Vec<String>,
     cc: Vec<String>,
     subject: String,
+    tags: Vec<String>,
+    /// `None`: the workspace default.
+    remind_after: Option<Option<i64>>,
 }
 
 /// What can be checked without the store.
@@ -57,7 +60,21 @@ pub(super) fn check(external_id: &str, req: &StartRequest) -> Result<Checked, Se
     }
     check_body(&req.body_text, &req.body_html)?;
     check_attachments(&req.attachments)?;
-    Ok(Checked { to, cc, subject })
+    let tags = super::check_tags("tags", &req.tags)?;
+    let remind_after = match &req.remind_after {
+        None => None,
+        Some(t) => Some(super::reminders::parse_remind_after(
+            "remind_after",
+            Some(t),
+        )?),
+    };
+    Ok(Checked {
+        to,
+        cc,
+        subject,
+        tags,
+        remind_after,
+    })
 }
 
 pub(super) fn start_in(
@@ -68,7 +85,13 @@ pub(super) fn start_in(
     req: &StartRequest,
     checked: &Checked,
 ) -> Result<Sent, ServiceError> {
-    let Checked { to, cc, subject } = checked;
+    let Checked {
+        to,
+        cc,
+        subject,
+        tags,
+        remind_after,
+    } = checked;
     let enabled = get_setting(db, "side_conversations_enabled")?
         .and_then(|v| v.as_bool())
         .unwrap_or(true);
@@ -106,6 +129,12 @@ pub(super) fn start_in(
             store::participants::add(db, sc_id, e, None, role, now)?;
         }
     }
+    store::waiting::set_tags(db, sc_id, tags)?;
+    let remind_after = match remind_after {
+        Some(r) => *r,
+        None => super::reminders::workspace_default(db)?,
+    };
+    store::waiting::set_reminder(db, sc_id, remind_after, req.nudge_vendor)?;
     let sc = load_sc(db, sc_id)?;
     let context = req.include_context.then(|| Context {
         parent: external_id.to_string(),
@@ -151,7 +180,7 @@ pub(super) fn start_in(
     events::enqueue(
         db,
         "side_conversation.started",
-        json!({"side_conversation_id": sc_id, "parent": external_id, "token": token.as_str(), "subject": subject, "to": to, "cc": cc, "by": actor.email}),
+        json!({"side_conversation_id": sc_id, "parent": external_id, "token": token.as_str(), "subject": subject, "to": to, "cc": cc, "by": actor.email, "tags": tags}),
     )?;
     Ok(Sent {
         side_conversation: sc_id,
@@ -169,6 +198,7 @@ pub struct Draft {
     pub subject: Option<String>,
     pub body_text: Option<String>,
     pub body_html: Option<String>,
+    pub tags: Option<Vec<String>>,
 }
 
 /// Fills what `draft` leaves out from template `template` (SPEC §7: "start
@@ -207,6 +237,9 @@ pub(super) fn fill_from_template(
     }
     if draft.subject.as_deref().is_none_or(|s| s.trim().is_empty()) {
         draft.subject = Some(templates::fill(&t.subject, &values));
+    }
+    if draft.tags.is_none() {
+        draft.tags = Some(t.tags.clone());
     }
     if draft.body_text.is_none() && draft.body_html.is_none() {
         draft.body_text = t.body_text.as_deref().map(|b| templates::fill(b, &values));

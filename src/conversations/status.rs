@@ -37,7 +37,8 @@ pub fn set_status_in(
     events::enqueue(
         db,
         event,
-        json!({"side_conversation_id": sc_id, "parent": sc.parent, "by": actor.email}),
+        json!({"side_conversation_id": sc_id, "parent": sc.parent, "by": actor.email,
+               "tags": store::waiting::tags(db, sc_id)?}),
     )?;
     Ok(())
 }

@@ -18,6 +18,56 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+/// Parses an age or a delay as the API takes it (SPEC §15 `older_than`,
+/// `remind_after`): a whole number and a unit, `m` (minutes), `h`, `d` or
+/// `w`, e.g. `90m`, `2d`. Milliseconds; `None` for anything else, zero
+/// included, or more than ten years.
+pub fn parse_age(text: &str) -> Option<i64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit())?;
+    let (num, unit) = t.split_at(split);
+    let n: i64 = num.parse().ok().filter(|n| *n > 0)?;
+    let unit_ms: i64 = match unit {
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        "w" => 7 * 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(unit_ms)
+        .filter(|ms| *ms <= 10 * 366 * 86_400_000)
+}
+
+/// A delay as [`parse_age`] reads it back: the largest unit it is a whole
+/// number of (`2d`, `36h`, `90m`).
+pub fn age_spec(ms: i64) -> String {
+    let m = ms / 60_000;
+    for (unit, mins) in [("w", 7 * 1440), ("d", 1440), ("h", 60)] {
+        if m > 0 && m % mins == 0 {
+            return format!("{}{unit}", m / mins);
+        }
+    }
+    format!("{m}m")
+}
+
+/// An age as a sentence says it: `3 days`, `5 hours`, `1 minute` (the
+/// largest whole unit).
+pub fn age_text(ms: i64) -> String {
+    let m = ms.max(0) / 60_000;
+    let (n, unit) = if m >= 1440 {
+        (m / 1440, "day")
+    } else if m >= 60 {
+        (m / 60, "hour")
+    } else {
+        (m, "minute")
+    };
+    if n == 1 {
+        format!("1 {unit}")
+    } else {
+        format!("{n} {unit}s")
+    }
+}
+
 /// Milliseconds since the Unix epoch, the time unit of the whole store.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -594,6 +644,37 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_min * 60) * 1000 + millis)
+}
+
+#[cfg(test)]
+mod age_tests {
+    use super::{age_text, parse_age};
+
+    #[test]
+    fn ages_parse_and_read() {
+        assert_eq!(parse_age("2d"), Some(2 * 86_400_000));
+        assert_eq!(parse_age("90m"), Some(90 * 60_000));
+        assert_eq!(parse_age("1w"), Some(7 * 86_400_000));
+        for bad in [
+            "",
+            "d",
+            "2",
+            "0d",
+            "-1d",
+            "2 d",
+            "2x",
+            "99999999999999999999d",
+            "5000w",
+        ] {
+            assert_eq!(parse_age(bad), None, "{bad}");
+        }
+        assert_eq!(age_text(2 * 86_400_000 + 5), "2 days");
+        assert_eq!(age_text(3_600_000), "1 hour");
+        assert_eq!(age_text(59_000), "0 minutes");
+        for spec in ["2d", "36h", "90m", "1w"] {
+            assert_eq!(super::age_spec(parse_age(spec).expect(spec)), spec);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -20,6 +20,8 @@ pub struct Template {
     pub subject: String,
     pub body_text: Option<String>,
     pub body_html: Option<String>,
+    /// Tags a side conversation started from it gets (SPEC §15).
+    pub tags: Vec<String>,
     pub created_at: String,
 }
 
@@ -31,6 +33,7 @@ pub struct NewTemplate {
     pub subject: String,
     pub body_text: Option<String>,
     pub body_html: Option<String>,
+    pub tags: Vec<String>,
 }
 
 /// What one side conversation has taken in (its quota's measure).
@@ -113,6 +116,8 @@ pub struct PendingReply {
     pub text: String,
     /// Flagged `unverified_sender`.
     pub unverified: bool,
+    /// A reminder (SPEC §15) rather than a reply: its text.
+    pub reminder: Option<String>,
 }
 
 /// A parent ticket as stored.

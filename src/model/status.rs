@@ -55,6 +55,15 @@ spelled! {
 }
 
 spelled! {
+    /// Whom an open side conversation waits on (SPEC §15): the vendor after
+    /// an agent's message, an agent after a vendor reply.
+    Waiting {
+        Vendor = "vendor",
+        Agent = "agent",
+    }
+}
+
+spelled! {
     /// A parent ticket's state, as the helpdesk syncs it.
     ParentStatus {
         Open = "open",

@@ -70,6 +70,9 @@ pub struct Row {
     pub unread: bool,
     /// A vendor reply is newer than the last agent message.
     pub waiting_on_agent: bool,
+    /// Whom it waits on and since when (SPEC §15).
+    pub waiting: Option<(crate::model::Waiting, i64)>,
+    pub tags: Vec<String>,
     pub participants: Vec<String>,
     /// The latest message: who, when, what it says (cut), and whether its
     /// sender is unverified.
@@ -185,6 +188,39 @@ pub fn page(db: &Db<'_>, user_id: i64, filter: Filter, cursor: Cursor, limit: i6
     let rows = keys
         .iter()
         .map(|(id, _)| row(db, user_id, *id))
+        .collect::<Result<Vec<Option<Row>>>>()?
+        .into_iter()
+        .flatten()
+        .collect();
+    Ok(Page { rows, next })
+}
+
+/// One page of the side conversations `filter` selects (waiting on the
+/// vendor, a tag), in its order (see [`super::waiting::list`]): the
+/// cursor is `Rest(key, 0)`.
+pub fn page_filtered(
+    db: &Db<'_>,
+    user_id: i64,
+    filter: &super::waiting::ListFilter,
+    cursor: Cursor,
+    limit: i64,
+) -> Result<Page> {
+    let limit = limit.clamp(1, 200);
+    let after = match cursor {
+        Cursor::Rest(k, _) => k,
+        _ => 0,
+    };
+    let mut keys = super::waiting::list(db, filter, after, limit + 1)?;
+    let more = keys.len() as i64 > limit;
+    keys.truncate(limit as usize);
+    let next = if more {
+        keys.last().map(|(k, _)| Cursor::Rest(*k, 0))
+    } else {
+        None
+    };
+    let rows = keys
+        .iter()
+        .map(|(_, id)| row(db, user_id, *id))
         .collect::<Result<Vec<Option<Row>>>>()?
         .into_iter()
         .flatten()
@@ -348,12 +384,16 @@ pub fn row(db: &Db<'_>, user_id: i64, id: i64) -> Result<Option<Row>> {
                 unread: r.get(8)?,
                 participants: Vec::new(),
                 last: None,
+                waiting: None,
+                tags: Vec::new(),
             })
         })
         .optional()?;
     let Some(mut row) = base else {
         return Ok(None);
     };
+    row.waiting = super::waiting::state(db, id)?;
+    row.tags = super::waiting::tags(db, id)?;
     row.participants = conn
         .prepare_cached(
             "SELECT email FROM participants WHERE side_conversation_id = ?1

@@ -34,6 +34,7 @@ pub mod outbox;
 pub mod parents;
 pub mod participants;
 pub mod portal;
+pub mod reports;
 pub mod routing;
 pub mod senders;
 pub mod side_conversations;
@@ -41,6 +42,7 @@ pub mod stats;
 pub mod templates;
 pub mod users;
 pub mod view;
+pub mod waiting;
 pub mod webhooks;
 
 use std::collections::VecDeque;

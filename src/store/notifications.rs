@@ -22,6 +22,20 @@ pub fn recipient(db: &Db<'_>, sc: i64) -> Result<Option<i64>> {
     Ok(user.and_then(|(id, setting)| (setting == "email").then_some(id)))
 }
 
+/// The agent a side conversation's news is for (the parent's assignee,
+/// else who started it), whatever their notification setting.
+pub fn agent_of(db: &Db<'_>, sc: i64) -> Result<Option<i64>> {
+    Ok(db
+        .conn()
+        .prepare_cached(
+            "SELECT COALESCE(p.assignee_id, s.started_by) FROM side_conversations s
+             JOIN parents p ON p.id = s.parent_id WHERE s.id = ?1",
+        )?
+        .query_row([sc], |r| r.get(0))
+        .optional()?
+        .flatten())
+}
+
 /// Queues reply `message` of side conversation `sc` for its agent
 /// ([`recipient`]).
 pub fn enqueue(db: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
@@ -33,6 +47,21 @@ pub fn enqueue(db: &Db<'_>, sc: i64, message: i64, now: i64) -> Result<()> {
             "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at) VALUES (?1, ?2, ?3)",
         )?
         .execute(params![user, message, now])?;
+    Ok(())
+}
+
+/// Queues a reminder (`text`, SPEC §15) about agent message `message` of
+/// side conversation `sc` for its agent, in the same batches as replies.
+pub fn enqueue_reminder(db: &Db<'_>, sc: i64, message: i64, text: &str, now: i64) -> Result<()> {
+    let Some(user) = recipient(db, sc)? else {
+        return Ok(());
+    };
+    db.conn()
+        .prepare_cached(
+            "INSERT OR IGNORE INTO notification_queue (user_id, message_id, due_at, reminder)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![user, message, now, text])?;
     Ok(())
 }
 
@@ -65,7 +94,8 @@ pub fn pending(db: &Db<'_>, user: i64, limit: usize, chars: usize) -> Result<Vec
         "SELECT p.external_id, s.subject, s.id,
                 COALESCE(NULLIF(m.from_name, ''), m.from_email, 'Someone'),
                 COALESCE(substr(COALESCE(m.visible_reply, m.text_body), 1, ?3), ''),
-                EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
+                EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id),
+                q.reminder
          FROM notification_queue q JOIN messages m ON m.id = q.message_id
          JOIN side_conversations s ON s.id = m.side_conversation_id
          JOIN parents p ON p.id = s.parent_id
@@ -86,6 +116,7 @@ pub fn pending(db: &Db<'_>, user: i64, limit: usize, chars: usize) -> Result<Vec
                     vendor: r.get(3)?,
                     text: r.get(4)?,
                     unverified: r.get(5)?,
+                    reminder: r.get(6)?,
                 })
             },
         )?

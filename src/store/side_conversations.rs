@@ -161,23 +161,3 @@ pub fn ids_of_parent(db: &Db<'_>, parent: i64, open_only: bool) -> Result<Vec<i6
         .collect::<rusqlite::Result<Vec<i64>>>()?;
     Ok(ids)
 }
-
-/// A page of side conversation ids: up to `limit` after id `after`, of one
-/// parent and one status when given.
-pub fn list_ids(
-    db: &Db<'_>,
-    parent: Option<&str>,
-    status: Option<ScStatus>,
-    after: i64,
-    limit: i64,
-) -> Result<Vec<i64>> {
-    let mut stmt = db.conn().prepare_cached(
-        "SELECT s.id FROM side_conversations s JOIN parents p ON p.id = s.parent_id
-         WHERE s.id > ?1 AND (?2 IS NULL OR p.external_id = ?2) AND (?3 IS NULL OR s.status = ?3)
-         ORDER BY s.id LIMIT ?4",
-    )?;
-    let ids = stmt
-        .query_map(params![after, parent, status, limit], |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    Ok(ids)
-}

@@ -10,6 +10,7 @@ struct Row {
     template: Template,
     to: String,
     cc: String,
+    tags: String,
 }
 
 fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -22,10 +23,12 @@ fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
             subject: r.get(4)?,
             body_text: r.get(5)?,
             body_html: r.get(6)?,
+            tags: Vec::new(),
             created_at: rfc3339(r.get(7)?),
         },
         to: r.get(2)?,
         cc: r.get(3)?,
+        tags: r.get(8)?,
     })
 }
 
@@ -33,16 +36,19 @@ fn to_template(row: Row) -> Result<Template> {
     let mut t = row.template;
     t.to = serde_json::from_str(&row.to)?;
     t.cc = serde_json::from_str(&row.cc)?;
+    t.tags = serde_json::from_str(&row.tags)?;
     Ok(t)
 }
 
-const COLUMNS: &str = "id, name, to_addrs, cc_addrs, subject, body_text, body_html, created_at";
+const COLUMNS: &str =
+    "id, name, to_addrs, cc_addrs, subject, body_text, body_html, created_at, tags";
 
 pub fn create(db: &Db<'_>, t: &NewTemplate, by: i64) -> Result<Template> {
     let conn = db.conn();
     conn.execute(
-        "INSERT INTO templates (name, to_addrs, cc_addrs, subject, body_text, body_html, created_by, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO templates (name, to_addrs, cc_addrs, subject, body_text, body_html, created_by,
+                                created_at, tags)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
             t.name.trim(),
             serde_json::to_string(&t.to)?,
@@ -51,7 +57,8 @@ pub fn create(db: &Db<'_>, t: &NewTemplate, by: i64) -> Result<Template> {
             t.body_text,
             t.body_html,
             by,
-            now_ms()
+            now_ms(),
+            serde_json::to_string(&t.tags)?
         ],
     )?;
     get(db, conn.last_insert_rowid())
