@@ -181,7 +181,8 @@ async function agentPart(context) {
   // The rest of the agent's pages, for the screenshots.
   for (const [p, name] of [
     ['/app/parents/T-5001', 'parent'],
-    ['/app/unrouted', 'unrouted'],
+    ['/app/?filter=vendor', 'waiting'],
+    ['/app/reports', 'reports'],
     ['/app/me', 'me'],
   ]) {
     await page.goto(`${HTTP}${p}`, { waitUntil: 'load' });
@@ -268,6 +269,7 @@ async function adminPart(context) {
   await screenshots(page, 'sender-verified');
 
   for (const [p, n] of [
+    ['/app/unrouted', 'unrouted'],
     ['/app/admin/settings', 'settings'],
     ['/app/admin/templates', 'templates'],
     ['/app/admin/webhooks', 'webhooks'],
