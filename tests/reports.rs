@@ -321,7 +321,7 @@ async fn report_figures_on_known_timings_are_exact() {
     let query = format!("from={}&to={}&group_by=vendor_domain", enc(from), enc(to));
     let (st, page) = browser.get(&format!("/app/reports?{query}")).await;
     assert_eq!(st, StatusCode::OK, "{page}");
-    let table = &page[page.find("<table id=\"report\">").expect("the table")..];
+    let table = &page[page.find("<table id=\"report\"").expect("the table")..];
     let carrier_row = table
         .split("<tr>")
         .find(|r| r.contains("carrier.example"))
