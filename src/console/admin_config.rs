@@ -207,17 +207,19 @@ async fn save_settings(
     // What the form leaves out stays as it is (a script may post one
     // field); a field posted empty is removed. The page's checkbox comes
     // after a hidden `false`, so an unticked box is posted too.
-    let posts = |name: &str| !form.all(name).is_empty();
-    let part = |name: &str| posts(name).then(|| form.get(name).map(|_| form.raw(name).to_string()));
+    let part = |name: &str| form.posts(name).then(|| form.optional(name));
     let patch = SettingsPatch {
         signature_text: part("signature_text"),
         signature_html: part("signature_html"),
-        default_sender: posts("default_sender")
+        default_sender: form
+            .posts("default_sender")
             .then(|| form.get("default_sender").map(str::to_string)),
-        side_conversations_enabled: posts("side_conversations_enabled")
+        side_conversations_enabled: form
+            .posts("side_conversations_enabled")
             .then_some(posted.side_conversations_enabled),
         // Posted empty: no default reminder.
-        remind_after: posts("remind_after")
+        remind_after: form
+            .posts("remind_after")
             .then(|| Some(posted.remind_after.clone()).filter(|r| !r.is_empty())),
     };
     if form.get("preview").is_some() {
@@ -307,14 +309,13 @@ async fn add_template(
     form: Form,
 ) -> Result<Response, Refusal> {
     let mut chrome = admin_post(&st, chrome, &headers, &form, "templates")?;
-    let optional = |name: &str| form.get(name).map(|_| form.raw(name).to_string());
     let new = NewTemplate {
         name: form.raw("name").to_string(),
         to: form.addresses("to"),
         cc: form.addresses("cc"),
         subject: form.raw("subject").to_string(),
-        body_text: optional("body_text"),
-        body_html: optional("body_html"),
+        body_text: form.optional("body_text"),
+        body_html: form.optional("body_html"),
         tags: Vec::new(),
     };
     let tags = crate::conversations::check_tags(

@@ -181,7 +181,7 @@ async fn change(
     Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
-    let mut chrome = admin_post(&st, chrome, &headers, &form, "users")?;
+    let chrome = admin_post(&st, chrome, &headers, &form, "users")?;
     let parsed = (|| -> Result<Change, UserError> {
         Ok(Change {
             role: form.get("role").map(rules::parse_role).transpose()?,
@@ -210,16 +210,20 @@ async fn change(
     };
     match done {
         Ok(_) => Ok(see_other("/app/admin/users?notice=saved")),
-        Err(e) => {
-            let (status, message) = form_error(e)?;
-            chrome.error = Some(message);
-            let form = AddForm {
-                role: "member".into(),
-                ..AddForm::default()
-            };
-            users_view(&st, status, chrome, form).await
-        }
+        Err(e) => refused(&st, chrome, e).await,
     }
+}
+
+/// A refused action on a listed user: the users page again, with why and
+/// an empty add form.
+async fn refused(st: &AppState, mut chrome: Chrome, e: UserError) -> Result<Response, Refusal> {
+    let (status, message) = form_error(e)?;
+    chrome.error = Some(message);
+    let form = AddForm {
+        role: "member".into(),
+        ..AddForm::default()
+    };
+    users_view(st, status, chrome, form).await
 }
 
 async fn rotate(
@@ -245,15 +249,7 @@ async fn rotate(
                 added: false,
             }))
         }
-        Err(e) => {
-            let (status, message) = form_error(e)?;
-            chrome.error = Some(message);
-            let form = AddForm {
-                role: "member".into(),
-                ..AddForm::default()
-            };
-            users_view(&st, status, chrome, form).await
-        }
+        Err(e) => refused(&st, chrome, e).await,
     }
 }
 
@@ -264,7 +260,7 @@ async fn login_link(
     Id(id): Id,
     form: Form,
 ) -> Result<Response, Refusal> {
-    let mut chrome = admin_post(&st, chrome, &headers, &form, "users")?;
+    let chrome = admin_post(&st, chrome, &headers, &form, "users")?;
     let (config, actor, by) = (st.config.clone(), chrome.audit_actor(), chrome.user.role);
     let done = st
         .store
@@ -275,15 +271,7 @@ async fn login_link(
             st.conversations.outbox_waker.notify_one();
             Ok(see_other("/app/admin/users?notice=link-sent"))
         }
-        Err(e) => {
-            let (status, message) = form_error(e)?;
-            chrome.error = Some(message);
-            let form = AddForm {
-                role: "member".into(),
-                ..AddForm::default()
-            };
-            users_view(&st, status, chrome, form).await
-        }
+        Err(e) => refused(&st, chrome, e).await,
     }
 }
 

@@ -201,11 +201,6 @@ async fn list_page(
     }))
 }
 
-/// An optional text field: empty is none.
-fn optional(form: &Form, name: &str) -> Option<String> {
-    form.get(name).map(|_| form.raw(name).to_string())
-}
-
 async fn add(
     State(st): State<AppState>,
     headers: HeaderMap,
@@ -217,8 +212,8 @@ async fn add(
         email: form.get("email").unwrap_or_default().to_string(),
         name: form.get("name").unwrap_or_default().to_string(),
         reply_mode: form.get("reply_mode").map(str::to_string),
-        signature_text: optional(&form, "signature_text"),
-        signature_html: optional(&form, "signature_html"),
+        signature_text: form.optional("signature_text"),
+        signature_html: form.optional("signature_html"),
         dkim_algorithm: form.get("dkim_algorithm").map(str::to_string),
     };
     let email = new.email.trim().to_string();
@@ -311,12 +306,17 @@ async fn edit(
     let mut chrome = admin_post(&st, chrome, &headers, &form, "senders")?;
     // What the form leaves out stays as it is (a script may post one
     // field); a signature part posted empty is removed.
-    let posts = |name: &str| !form.all(name).is_empty();
     let patch = SenderPatch {
-        name: posts("name").then(|| form.raw("name").trim().to_string()),
+        name: form
+            .posts("name")
+            .then(|| form.raw("name").trim().to_string()),
         reply_mode: form.get("reply_mode").map(str::to_string),
-        signature_text: posts("signature_text").then(|| optional(&form, "signature_text")),
-        signature_html: posts("signature_html").then(|| optional(&form, "signature_html")),
+        signature_text: form
+            .posts("signature_text")
+            .then(|| form.optional("signature_text")),
+        signature_html: form
+            .posts("signature_html")
+            .then(|| form.optional("signature_html")),
     };
     let (config, actor, e) = (st.config.clone(), chrome.audit_actor(), email.clone());
     let done = st

@@ -515,8 +515,7 @@ async fn set_settings(
 ) -> Result<Response, Refusal> {
     writer_form(&st, &chrome, &headers, &form)?;
     let id = id_of(&id, "That side conversation")?;
-    let posts = |name: &str| !form.all(name).is_empty();
-    let remind_after = match posts("remind_after").then(|| form.raw("remind_after")) {
+    let remind_after = match form.posts("remind_after").then(|| form.raw("remind_after")) {
         None => None,
         Some(r) => {
             // Posted empty: no reminder.
@@ -528,9 +527,13 @@ async fn set_settings(
         }
     };
     let patch = conversations::ScPatch {
-        tags: posts("tags").then(|| conversations::split_tags(form.raw("tags"))),
+        tags: form
+            .posts("tags")
+            .then(|| conversations::split_tags(form.raw("tags"))),
         remind_after,
-        nudge_vendor: posts("nudge_vendor").then(|| form.checked("nudge_vendor")),
+        nudge_vendor: form
+            .posts("nudge_vendor")
+            .then(|| form.checked("nudge_vendor")),
     };
     match st.conversations.patch(chrome.actor(), id, patch).await {
         Ok(()) => Ok(see_other(&format!(

@@ -13,7 +13,7 @@ use askama::Template;
 use axum::Router;
 use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::{get, post};
 use serde::Deserialize;
 
@@ -311,6 +311,19 @@ fn link_refused(r: LinkRefusal) -> Response {
     super::error_page(None, status, "This link does not work", message)
 }
 
+/// The page for a link that did not sign in; an unknown one counts
+/// against the address like a wrong password.
+fn link_not_used(
+    st: &AppState,
+    ip: Option<std::net::IpAddr>,
+    r: LinkRefusal,
+) -> Result<Response, Refusal> {
+    if r == LinkRefusal::Unknown {
+        failed(st, ip)?;
+    }
+    Ok(link_refused(r))
+}
+
 async fn link_page(
     axum::extract::State(st): St,
     ClientIp(ip): ClientIp,
@@ -319,8 +332,7 @@ async fn link_page(
 ) -> Result<Response, Refusal> {
     throttle(&st, ip)?;
     if !link_token_ok(&token) {
-        failed(&st, ip)?;
-        return Ok(link_refused(LinkRefusal::Unknown));
+        return link_not_used(&st, ip, LinkRefusal::Unknown);
     }
     let hash = sign_in::hash(&token);
     let found = st
@@ -340,12 +352,7 @@ async fn link_page(
             });
             Ok(with_pre_cookie(r, &csrf, fresh, &st))
         }
-        Err(r) => {
-            if r == LinkRefusal::Unknown {
-                failed(&st, ip)?;
-            }
-            Ok(link_refused(r))
-        }
+        Err(r) => link_not_used(&st, ip, r),
     }
 }
 
@@ -359,8 +366,7 @@ async fn use_link(
     check_pre(&headers, &form, &st)?;
     throttle(&st, ip)?;
     if !link_token_ok(&token) {
-        failed(&st, ip)?;
-        return Ok(link_refused(LinkRefusal::Unknown));
+        return link_not_used(&st, ip, LinkRefusal::Unknown);
     }
     let hash = sign_in::hash(&token);
     let value = new_secret();
@@ -377,12 +383,7 @@ async fn use_link(
             }
             Ok(signed_in(&st, &value, "/app/"))
         }
-        Err(r) => {
-            if r == LinkRefusal::Unknown {
-                failed(&st, ip)?;
-            }
-            Ok(link_refused(r))
-        }
+        Err(r) => link_not_used(&st, ip, r),
     }
 }
 
@@ -546,10 +547,4 @@ async fn set_password(
         .write(move |c| db::set_password(c, &actor, id, Some(&phc), Some(&keep)))
         .await?;
     Ok(see_other("/app/me?notice=password"))
-}
-
-impl IntoResponse for LinkRefusal {
-    fn into_response(self) -> Response {
-        link_refused(self)
-    }
 }

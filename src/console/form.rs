@@ -49,6 +49,18 @@ impl Form {
             .unwrap_or("")
     }
 
+    /// The value as posted when it is not blank, else `None` (an optional
+    /// text such as a signature: kept exactly, but empty means none).
+    pub fn optional(&self, name: &str) -> Option<String> {
+        self.get(name).map(|_| self.raw(name).to_string())
+    }
+
+    /// Whether the form has the field at all (a form that leaves a field
+    /// out keeps what is stored).
+    pub fn posts(&self, name: &str) -> bool {
+        self.fields.iter().any(|(k, _)| k == name)
+    }
+
     /// Every value of a field.
     pub fn all(&self, name: &str) -> Vec<&str> {
         self.fields

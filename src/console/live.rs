@@ -9,13 +9,10 @@
 //! reconnects with a fresh `latest`).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -117,16 +114,6 @@ async fn watch_of(st: &AppState, w: &str) -> Result<Watch, Refusal> {
     Err(Refusal::BadRequest("watch: unknown".into()))
 }
 
-struct Chunks(mpsc::Receiver<Bytes>);
-
-impl futures_core::Stream for Chunks {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|o| o.map(Ok))
-    }
-}
-
 async fn events(
     State(st): State<AppState>,
     Extension(streams): Extension<Streams>,
@@ -214,14 +201,8 @@ async fn events(
             }
         }
     });
-    let mut resp = (StatusCode::OK, Body::from_stream(Chunks(rx))).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    super::harden(h);
+    let mut resp = crate::http::event_stream(rx);
+    // The console's headers (Cache-Control: no-store among them).
+    super::harden(resp.headers_mut());
     Ok(resp)
 }

@@ -462,37 +462,14 @@ pub fn error_page(
 }
 
 /// Whether a post comes from this console's own origin (when the browser
-/// says where it comes from).
+/// says where it comes from). The console's forms send their origin, so
+/// `Origin: null` is refused.
 pub fn same_origin(headers: &HeaderMap, public_url: &str) -> bool {
-    let origin_of = |url: &str| -> String {
-        match url.find("://") {
-            Some(i) => {
-                let rest = &url[i + 3..];
-                let end = rest.find(['/', '?', '#']).map_or(url.len(), |e| i + 3 + e);
-                url[..end].to_ascii_lowercase()
-            }
-            None => url.to_ascii_lowercase(),
-        }
-    };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    let allowed = |origin: &str| {
-        let origin = origin.to_ascii_lowercase();
-        origin == origin_of(public_url)
-            || (!host.is_empty()
-                && (origin == format!("http://{host}") || origin == format!("https://{host}")))
-    };
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        return origin.to_str().is_ok_and(allowed);
-    }
-    if let Some(referer) = headers.get(header::REFERER) {
-        return referer.to_str().is_ok_and(|r| allowed(&origin_of(r)));
-    }
-    // No Origin and no Referer (a script, curl): the CSRF token decides.
-    true
+    crate::http::origin::same_origin(
+        headers,
+        public_url,
+        crate::http::origin::NullOrigin::Refused,
+    )
 }
 
 /// Checks a signed-in form: its `csrf` field is the session's and the post

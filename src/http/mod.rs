@@ -8,6 +8,7 @@ pub mod download;
 pub mod error;
 pub mod extract;
 pub mod listener;
+pub mod origin;
 pub mod scrape;
 
 use std::sync::Arc;
@@ -91,6 +92,35 @@ pub fn human_size(bytes: usize) -> String {
     } else {
         format!("{bytes} bytes")
     }
+}
+
+/// The body of an EventSource stream: the chunks a task sends.
+struct Chunks(tokio::sync::mpsc::Receiver<axum::body::Bytes>);
+
+impl futures_core::Stream for Chunks {
+    type Item = Result<axum::body::Bytes, std::convert::Infallible>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx).map(|o| o.map(Ok))
+    }
+}
+
+/// A `200 text/event-stream` answer whose body is what the sender of `rx`
+/// sends, until it is dropped (JMAP push, the console's live pages).
+pub fn event_stream(rx: tokio::sync::mpsc::Receiver<axum::body::Bytes>) -> Response {
+    use axum::http::{HeaderValue, StatusCode, header};
+    let mut resp = (StatusCode::OK, axum::body::Body::from_stream(Chunks(rx))).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    resp
 }
 
 async fn not_found() -> ApiError {

@@ -11,15 +11,12 @@
 //! when the server shuts down, and a user's streams end when the user is
 //! deactivated, changes role or gets a new token (`Store::credentials`).
 
-use std::convert::Infallible;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -99,17 +96,6 @@ fn state_event(account: &str, types: Types, old: &UserStates, new: &UserStates) 
         "event: state\nid: {}\ndata: {data}\n\n",
         event_id(new)
     )))
-}
-
-/// The response body: chunks from the connection's task.
-struct Chunks(mpsc::Receiver<Bytes>);
-
-impl futures_core::Stream for Chunks {
-    type Item = Result<Bytes, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx).map(|o| o.map(Ok))
-    }
 }
 
 async fn states(
@@ -296,15 +282,7 @@ pub async fn eventsource(
             }
         }
     });
-    let mut resp = (StatusCode::OK, Body::from_stream(Chunks(rx))).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    resp
+    crate::http::event_stream(rx)
 }
 
 #[cfg(test)]
