@@ -348,12 +348,24 @@ pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Resul
         config.submission.listen,
         config.http.metrics_listen,
     );
-    let lock = store::lock::DataDirLock::acquire(
-        &config.db_path(),
-        &store::lock::Holder::this_process(configured),
-    )?;
-    let store = Store::open_serving(&config.db_path())
-        .with_context(|| format!("open database {}", config.db_path().display()))?;
+    // SQLite: one `serve` per data dir. PostgreSQL: any number of nodes
+    // share the database (SPEC §13); nothing to lock here.
+    let lock = if config.store.url.is_empty() {
+        Some(store::lock::DataDirLock::acquire(
+            &config.db_path(),
+            &store::lock::Holder::this_process(configured),
+        )?)
+    } else {
+        None
+    };
+    let store =
+        Store::open_location(&config.db_path(), &config.store.url, true).with_context(|| {
+            if config.store.url.is_empty() {
+                format!("open database {}", config.db_path().display())
+            } else {
+                "open the PostgreSQL store ([store] url)".to_owned()
+            }
+        })?;
     ensure_first_owner(&store, &config.domain).await?;
     let running = start(config, store.clone()).await?;
     let a = running.addrs;
@@ -364,7 +376,9 @@ pub async fn serve(config: Config, ready_file: Option<PathBuf>) -> anyhow::Resul
         a.submission,
         a.metrics,
     ));
-    if let Err(e) = lock.record(&bound) {
+    if let Some(lock) = &lock
+        && let Err(e) = lock.record(&bound)
+    {
         tracing::warn!(path = %lock.path().display(), error = %e, "cannot record the bound addresses in the lock file");
     }
     if let Some(path) = ready_file {

@@ -201,6 +201,12 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Config => out(&config.to_redacted_toml()),
         Command::Backup { path, force } => {
+            if !config.store.url.is_empty() {
+                anyhow::bail!(
+                    "the store is in PostgreSQL ([store] url): back it up with pg_dump, e.g. `pg_dump --format=custom --file={} '<url>'` (restore with pg_restore into an empty database)",
+                    path.display()
+                );
+            }
             let report = store::backup::backup(&config.db_path(), &path, force)?;
             outln(&format!(
                 "wrote {} ({} bytes, user_version {})",
@@ -210,7 +216,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             ))
         }
         Command::User { command } => {
-            let store = Store::open(&config.db_path())?;
+            let store = Store::open_location(&config.db_path(), &config.store.url, false)?;
             let result = user_command(&store, &config, command);
             store.close();
             result
@@ -219,7 +225,7 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            let store = Store::open(&config.db_path())?;
+            let store = Store::open_location(&config.db_path(), &config.store.url, false)?;
             let config = std::sync::Arc::new(config);
             let result = runtime.block_on(sender_command(&store, &config, command));
             store.close();

@@ -133,7 +133,7 @@ level = "info"
 "#;
 
 /// The sections and their defaults, in the order they are printed.
-const SECTIONS: [(&str, &str); 15] = [
+const SECTIONS: [(&str, &str); 16] = [
     ("log", LOG_DEFAULTS),
     ("smtp", smtp::DEFAULTS),
     ("http", http::HTTP_DEFAULTS),
@@ -149,7 +149,47 @@ const SECTIONS: [(&str, &str); 15] = [
     ("portal", http::PORTAL_DEFAULTS),
     ("console", http::CONSOLE_DEFAULTS),
     ("limits", abuse::DEFAULTS),
+    ("store", STORE_DEFAULTS),
 ];
+
+/// `[store]`: "" keeps the store in SQLite inside `data_dir`; a
+/// `postgres://` URL puts it in PostgreSQL, shared by several nodes.
+const STORE_DEFAULTS: &str = r#"
+url = ""
+"#;
+
+/// `[store]` (SPEC §2, §13).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// "" or `postgres://user:pass@host:port/db[?sslmode=require&sslrootcert=PATH]`.
+    #[serde(deserialize_with = "store_url")]
+    pub url: String,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .finish()
+    }
+}
+
+fn store_url<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let url = String::deserialize(d)?;
+    if url.is_empty() {
+        return Ok(url);
+    }
+    match url::Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "postgres" | "postgresql") && u.host_str().is_some() => {
+            Ok(url)
+        }
+        _ => Err(values::bad_value(format_args!(
+            "`{}`: expected \"\" (SQLite in data_dir) or postgres://user:pass@host:port/db",
+            redact_url(&url)
+        ))),
+    }
+}
 
 /// Every key with its default value. The section structs have no serde
 /// defaults: a key missing here, or one here that no struct has, fails
@@ -205,6 +245,8 @@ pub struct Config {
     /// `[console]`: the web console's sessions (SPEC §11).
     pub console: ConsoleConfig,
     pub limits: LimitsConfig,
+    /// `[store]`: SQLite in `data_dir` or a shared PostgreSQL (SPEC §13).
+    pub store: StoreConfig,
     /// Every key as merged (defaults, file, environment), kept for
     /// `backchannel config`.
     effective: toml::Table,
@@ -233,6 +275,7 @@ struct Sections {
     portal: PortalConfig,
     console: ConsoleConfig,
     limits: LimitsConfig,
+    store: StoreConfig,
 }
 
 /// `[log]`; [`Config`] holds it as `log_format` and `log_level`.
@@ -283,6 +326,7 @@ impl fmt::Debug for Config {
             .field("portal", &self.portal)
             .field("console", &self.console)
             .field("limits", &self.limits)
+            .field("store", &self.store)
             .finish()
     }
 }
@@ -349,6 +393,7 @@ impl Config {
             portal,
             console,
             limits,
+            store,
         } = s;
         smtp.validate(&domain)?;
         http.validate()?;
@@ -383,6 +428,7 @@ impl Config {
             portal,
             console,
             limits,
+            store,
             effective,
         })
     }
@@ -397,6 +443,11 @@ impl Config {
         let mut table = self.effective.clone();
         if let Some(toml::Value::Table(outbound)) = table.get_mut("outbound")
             && let Some(toml::Value::String(url)) = outbound.get_mut("relay_url")
+        {
+            *url = redact_url(url);
+        }
+        if let Some(toml::Value::Table(store)) = table.get_mut("store")
+            && let Some(toml::Value::String(url)) = store.get_mut("url")
         {
             *url = redact_url(url);
         }

@@ -60,7 +60,7 @@ pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
     Ok(id)
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(InboundMessage, String, String)> {
+fn from_row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<(InboundMessage, String, String)> {
     Ok((
         InboundMessage {
             id: r.get(0)?,

@@ -548,7 +548,7 @@ pub fn find_copy(
     sha256: &[u8],
     sc: Option<i64>,
 ) -> Result<Option<StoredCopy>> {
-    let row = |r: &rusqlite::Row<'_>| {
+    let row = |r: &super::sql::Row<'_, '_>| {
         Ok(StoredCopy {
             id: r.get(0)?,
             sha256: r.get(1)?,

@@ -33,11 +33,13 @@ pub mod notifications;
 pub mod outbox;
 pub mod parents;
 pub mod participants;
+mod pg;
 pub mod portal;
 pub mod reports;
 pub mod routing;
 pub mod senders;
 pub mod side_conversations;
+pub mod sql;
 pub mod stats;
 pub mod templates;
 pub mod users;
@@ -54,6 +56,7 @@ use std::thread;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use sql::{Conn, PgConn};
 use tokio::sync::oneshot;
 
 /// The schema, embedded at build time.
@@ -121,13 +124,19 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// module reaches the database only through the typed functions of the
 /// store's modules, which take this.
 pub struct Db<'c> {
-    conn: &'c Connection,
+    conn: Conn<'c>,
 }
 
 impl<'c> Db<'c> {
     /// The connection, for the store's own modules.
-    fn conn(&self) -> &'c Connection {
+    fn conn(&self) -> Conn<'c> {
         self.conn
+    }
+
+    /// Which database this is (the few statements the two spell
+    /// differently choose by it).
+    pub fn dialect(&self) -> sql::Dialect {
+        self.conn.dialect()
     }
 
     /// Runs `f` in a savepoint of its own: an `Err` rolls back `f`'s work
@@ -151,7 +160,9 @@ impl<'c> Db<'c> {
     /// A connection of a unit test (an in-memory database, `memory_db`).
     #[cfg(test)]
     pub(crate) fn for_test(conn: &'c Connection) -> Db<'c> {
-        Db { conn }
+        Db {
+            conn: Conn::Lite(conn),
+        }
     }
 }
 
@@ -160,7 +171,7 @@ type Completion = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 /// A write job: runs inside the batch transaction (given `Some`), says
 /// whether it succeeded (its savepoint is kept) and how to answer its
 /// caller. Given `None` it does not run and answers with the batch error.
-type Job = Box<dyn FnOnce(Option<&Connection>) -> (bool, Completion) + Send>;
+type Job = Box<dyn FnOnce(Option<Conn<'_>>) -> (bool, Completion) + Send>;
 
 enum WriterMsg {
     Job(Job),
@@ -171,14 +182,33 @@ enum WriterMsg {
     FailNextCommit,
 }
 
+/// Where the store lives.
+enum Backend {
+    /// A SQLite file, written by this process alone.
+    Lite { path: PathBuf },
+    /// A PostgreSQL database shared with other nodes.
+    Pg(pg::Target),
+}
+
+/// A pooled read connection.
+enum Reader {
+    Lite(Connection),
+    Pg(PgConn),
+}
+
 struct Inner {
-    path: PathBuf,
+    backend: Backend,
     writer: Mutex<Option<mpsc::Sender<WriterMsg>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Mutex<Vec<Reader>>,
+    /// PostgreSQL sessions open for reads, idle or lent (at most
+    /// [`pg::MAX_READERS`]); a reader waits here for one to come back.
+    pg_readers: (Mutex<usize>, std::sync::Condvar),
     /// Moves after every successful COMMIT (see [`Store::commits`]).
     commits: tokio::sync::watch::Sender<u64>,
     checkpointer: Mutex<Option<thread::JoinHandle<()>>>,
+    /// PostgreSQL: the thread that hears other nodes' commits.
+    listener: Mutex<Option<pg::Listener>>,
     /// Opened by the serving process (see [`Store::open_serving`]).
     serving: bool,
     /// The 'credentials' counter as last read (see [`Store::credentials`]);
@@ -194,9 +224,10 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("path", &self.inner.path)
-            .finish()
+        match &self.inner.backend {
+            Backend::Lite { path } => f.debug_struct("Store").field("path", path).finish(),
+            Backend::Pg(t) => f.debug_struct("Store").field("postgres", t).finish(),
+        }
     }
 }
 
@@ -226,8 +257,13 @@ fn configure(conn: &Connection) -> Result<()> {
 
 /// The numbered migrations of `schema.sql`, in order.
 pub fn migrations() -> Vec<(u32, &'static str)> {
+    numbered(SCHEMA)
+}
+
+/// The `-- migration: N` blocks of a schema file, in order.
+fn numbered(schema: &'static str) -> Vec<(u32, &'static str)> {
     let mut out: Vec<(u32, &'static str)> = Vec::new();
-    let mut rest = SCHEMA;
+    let mut rest = schema;
     const MARK: &str = "-- migration: ";
     while let Some(pos) = rest.find(MARK) {
         let after = &rest[pos + MARK.len()..];
@@ -327,30 +363,90 @@ impl Store {
             .spawn(move || checkpoint_loop(checkpoint_conn, wake_rx, wal_seen))
             .map_err(|e| StoreError::Database(format!("spawn checkpointer: {e}")))?;
 
+        Self::start(
+            Backend::Lite {
+                path: path.to_path_buf(),
+            },
+            WriterConn::Lite(conn, Wal { wake, frames }),
+            Some(checkpointer),
+            serving,
+        )
+    }
+
+    /// Opens the PostgreSQL database at `url` (`postgres://…`; TLS when
+    /// the URL's `sslmode` asks for it), applies pending migrations (one
+    /// node at a time) and starts the writer and the thread that hears
+    /// other nodes' commits.
+    pub fn open_postgres(url: &str) -> Result<Store> {
+        let target = pg::Target::parse(url)?;
+        let mut first = target.connect()?;
+        pg::migrate(&mut first)?;
+        let writer = PgConn::new(first);
+        let store = Self::start(
+            Backend::Pg(target.clone()),
+            WriterConn::Pg(writer, target.node.clone()),
+            None,
+            false,
+        )?;
+        let listener = pg::Listener::start(target, store.inner.commits.clone())?;
+        if let Ok(mut l) = store.inner.listener.lock() {
+            *l = Some(listener);
+        }
+        Ok(store)
+    }
+
+    /// Opens the store a config names: PostgreSQL when `url` is set, else
+    /// the SQLite file at `path` ([`Store::open_serving`] when `serving`).
+    pub fn open_location(path: &Path, url: &str, serving: bool) -> Result<Store> {
+        if !url.is_empty() {
+            Self::open_postgres(url)
+        } else if serving {
+            Self::open_serving(path)
+        } else {
+            Self::open(path)
+        }
+    }
+
+    fn start(
+        backend: Backend,
+        conn: WriterConn,
+        checkpointer: Option<thread::JoinHandle<()>>,
+        serving: bool,
+    ) -> Result<Store> {
         let (tx, rx) = mpsc::channel::<WriterMsg>();
         let (commits, _) = tokio::sync::watch::channel(0u64);
         let committed = commits.clone();
         let handle = thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, committed, Wal { wake, frames }))
+            .spawn(move || writer_loop(conn, rx, committed))
             .map_err(|e| StoreError::Database(format!("spawn writer: {e}")))?;
-
         Ok(Store {
             inner: Arc::new(Inner {
-                path: path.to_path_buf(),
+                backend,
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
                 readers: Mutex::new(Vec::new()),
+                pg_readers: (Mutex::new(0), std::sync::Condvar::new()),
                 commits,
-                checkpointer: Mutex::new(Some(checkpointer)),
+                checkpointer: Mutex::new(checkpointer),
+                listener: Mutex::new(None),
                 serving,
                 credentials: std::sync::OnceLock::new(),
             }),
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.inner.path
+    /// Whether this store is PostgreSQL's (shared with other nodes).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.inner.backend, Backend::Pg(_))
+    }
+
+    /// The SQLite file, or `None` on PostgreSQL.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.inner.backend {
+            Backend::Lite { path } => Some(path),
+            Backend::Pg(_) => None,
+        }
     }
 
     /// A counter that moves after every committed write batch. Whoever
@@ -410,7 +506,7 @@ impl Store {
         F: FnOnce(&Db<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn: Option<&Connection>| {
+        let job: Job = Box::new(move |conn: Option<Conn<'_>>| {
             let outcome = match conn {
                 Some(conn) => f(&Db { conn }),
                 None => Err(StoreError::Database("transaction could not start".into()).into()),
@@ -491,7 +587,7 @@ impl Store {
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
-    fn take_reader(&self) -> Result<Connection> {
+    fn take_reader(&self) -> Result<Reader> {
         if let Some(conn) = self
             .inner
             .readers
@@ -501,19 +597,71 @@ impl Store {
         {
             return Ok(conn);
         }
-        let conn = Connection::open_with_flags(
-            &self.inner.path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        configure(&conn)?;
-        Ok(conn)
+        match &self.inner.backend {
+            Backend::Lite { path } => {
+                let conn = Connection::open_with_flags(
+                    path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )?;
+                configure(&conn)?;
+                Ok(Reader::Lite(conn))
+            }
+            Backend::Pg(target) => {
+                // At most MAX_READERS sessions: wait for one to come back
+                // rather than open more than the server allows.
+                let (open, freed) = &self.inner.pg_readers;
+                let mut n = open.lock().map_err(|_| StoreError::Closed)?;
+                loop {
+                    if let Some(conn) = self
+                        .inner
+                        .readers
+                        .lock()
+                        .map_err(|_| StoreError::Closed)?
+                        .pop()
+                    {
+                        return Ok(conn);
+                    }
+                    if *n < pg::MAX_READERS {
+                        break;
+                    }
+                    n = freed.wait(n).map_err(|_| StoreError::Closed)?;
+                }
+                *n += 1;
+                drop(n);
+                match target.connect() {
+                    Ok(client) => Ok(Reader::Pg(PgConn::new(client))),
+                    Err(e) => {
+                        self.pg_reader_gone();
+                        Err(e)
+                    }
+                }
+            }
+        }
     }
 
-    fn return_reader(&self, conn: Connection) {
+    /// A PostgreSQL read session was closed: another may open.
+    fn pg_reader_gone(&self) {
+        let (open, freed) = &self.inner.pg_readers;
+        if let Ok(mut n) = open.lock() {
+            *n = n.saturating_sub(1);
+        }
+        freed.notify_one();
+    }
+
+    fn return_reader(&self, conn: Reader) {
+        let pg = matches!(conn, Reader::Pg(_));
         if let Ok(mut pool) = self.inner.readers.lock()
-            && pool.len() < MAX_IDLE_READERS
+            && (pg || pool.len() < MAX_IDLE_READERS)
         {
             pool.push(conn);
+            drop(pool);
+            if pg {
+                self.inner.pg_readers.1.notify_one();
+            }
+            return;
+        }
+        if pg {
+            self.pg_reader_gone();
         }
     }
 
@@ -523,18 +671,29 @@ impl Store {
     where
         F: FnOnce(&Db<'_>) -> Result<T>,
     {
-        let conn = self.take_reader()?;
+        let reader = self.take_reader()?;
         // One read transaction: everything `f` reads is one snapshot, even
         // while the writer commits (an IMAP session's new mail, its flags
         // and its expunges agree with each other).
-        let out = cached(&conn, "BEGIN")
+        let (conn, begin) = match &reader {
+            Reader::Lite(c) => (Conn::Lite(c), "BEGIN"),
+            Reader::Pg(c) => (
+                Conn::Pg(c),
+                "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            ),
+        };
+        let out = cached(conn, begin)
             .map_err(StoreError::from)
-            .and_then(|()| f(&Db { conn: &conn }));
-        let ended = cached(&conn, "COMMIT").map_err(StoreError::from);
+            .and_then(|()| f(&Db { conn }));
+        let ended = cached(conn, "COMMIT").map_err(StoreError::from);
         let out = out.and_then(|v| ended.map(|()| v));
         // A connection that saw an I/O error is dropped rather than reused.
-        if !matches!(out, Err(StoreError::Database(_))) && conn.is_autocommit() {
-            self.return_reader(conn);
+        let healthy = !matches!(out, Err(StoreError::Database(_))) && conn.is_autocommit();
+        if healthy {
+            self.return_reader(reader);
+        } else if matches!(reader, Reader::Pg(_)) {
+            drop(reader);
+            self.pg_reader_gone();
         }
         out
     }
@@ -583,14 +742,17 @@ impl Store {
         if let Some(handle) = checkpointer {
             let _ = handle.join();
         }
+        if let Some(listener) = self.inner.listener.lock().ok().and_then(|mut l| l.take()) {
+            listener.stop();
+        }
         if let Ok(mut pool) = self.inner.readers.lock() {
             pool.clear();
         }
         // The pooled readers are read-only and cannot remove the WAL when
         // the last of them closes; a read-write connection opened for it
         // can.
-        if self.inner.serving {
-            match Connection::open(&self.inner.path) {
+        if let (true, Backend::Lite { path }) = (self.inner.serving, &self.inner.backend) {
+            match Connection::open(path) {
                 Ok(conn) => truncate_wal(&conn),
                 Err(e) => {
                     tracing::warn!(error = %e, "store: cannot open the database to truncate the WAL")
@@ -734,12 +896,24 @@ fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, frames: Arc<Atomi
     }
 }
 
+/// The writer's connection: SQLite's with its checkpointer, or a
+/// PostgreSQL session with the name other nodes know this one by.
+enum WriterConn {
+    Lite(Connection, Wal),
+    Pg(PgConn, String),
+}
+
 fn writer_loop(
-    conn: Connection,
+    writer: WriterConn,
     rx: mpsc::Receiver<WriterMsg>,
     commits: tokio::sync::watch::Sender<u64>,
-    wal: Wal,
 ) {
+    let (conn, notify) = match &writer {
+        WriterConn::Lite(c, _) => (Conn::Lite(c), None),
+        // Other nodes wake their IMAP IDLE, JMAP push and live pages on
+        // this, sent with every commit (see `pg::Listener`).
+        WriterConn::Pg(c, node) => (Conn::Pg(c), Some(pg::notify_sql(node))),
+    };
     let mut q = Queues::default();
     let mut open = true;
     loop {
@@ -766,7 +940,7 @@ fn writer_loop(
         if q.is_empty() {
             continue;
         }
-        let mut batch = Batch::begin(&conn);
+        let mut batch = Batch::begin(conn);
         // Urgent writes first, then the backlog in order while the budget
         // lasts. An urgent write arriving meanwhile joins this batch and
         // ends it once the backlog has had its share (so neither side
@@ -792,8 +966,13 @@ fn writer_loop(
                 q.take(msg);
             }
         }
-        if batch.finish(std::mem::take(&mut q.fail_next), &commits) {
-            wal.committed(&conn);
+        let committed = batch.finish(
+            std::mem::take(&mut q.fail_next),
+            notify.as_deref(),
+            &commits,
+        );
+        if let (true, WriterConn::Lite(c, wal)) = (committed, &writer) {
+            wal.committed(c);
         }
     }
     tracing::debug!("store writer stopped");
@@ -802,7 +981,7 @@ fn writer_loop(
 /// One transaction of the writer: jobs run one by one, each in its own
 /// savepoint; `finish` commits and answers them all.
 struct Batch<'c> {
-    conn: &'c Connection,
+    conn: Conn<'c>,
     /// Set when the transaction could not start or was lost: later jobs do
     /// not run and every job is answered with this error.
     broken: Option<StoreError>,
@@ -810,7 +989,7 @@ struct Batch<'c> {
 }
 
 impl<'c> Batch<'c> {
-    fn begin(conn: &'c Connection) -> Batch<'c> {
+    fn begin(conn: Conn<'c>) -> Batch<'c> {
         let broken = match cached(conn, "BEGIN IMMEDIATE") {
             Ok(()) => None,
             Err(e) => {
@@ -882,7 +1061,12 @@ impl<'c> Batch<'c> {
     /// *before* the callers are answered, so whoever learns of a write (an
     /// IMAP NOOP after another session's STORE, a JMAP push) always sees
     /// the counter moved.
-    fn finish(self, fail_commit: bool, commits: &tokio::sync::watch::Sender<u64>) -> bool {
+    fn finish(
+        self,
+        fail_commit: bool,
+        notify: Option<&str>,
+        commits: &tokio::sync::watch::Sender<u64>,
+    ) -> bool {
         let Batch {
             conn,
             broken,
@@ -902,7 +1086,10 @@ impl<'c> Batch<'c> {
                 "commit refused (injected fault)".into(),
             ))
         } else {
-            cached(conn, "COMMIT").map_err(StoreError::from)
+            notify
+                .map_or(Ok(()), |sql| cached(conn, sql))
+                .and_then(|()| cached(conn, "COMMIT"))
+                .map_err(StoreError::from)
         };
         match commit {
             Ok(()) => {
@@ -925,8 +1112,13 @@ impl<'c> Batch<'c> {
 /// Runs a statement without result rows through the statement cache: the
 /// writer runs BEGIN/SAVEPOINT/RELEASE/COMMIT for every job, and parsing
 /// them each time was a visible share of its time.
-fn cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+fn cached(conn: Conn<'_>, sql: &str) -> rusqlite::Result<()> {
+    match conn {
+        Conn::Lite(c) => c.prepare_cached(sql)?.execute([]).map(|_| ()),
+        // Transaction control goes by the simple protocol, which keeps
+        // track of the transaction it opens or ends.
+        Conn::Pg(_) => conn.execute_batch(sql),
+    }
 }
 
 /// Reads an optional row: `Ok(None)` instead of `NotFound`.

@@ -421,7 +421,7 @@ pub struct BounceTarget {
     pub side_conversation: Option<i64>,
 }
 
-fn target(r: &rusqlite::Row<'_>) -> rusqlite::Result<BounceTarget> {
+fn target(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<BounceTarget> {
     Ok(BounceTarget {
         outbox_id: r.get(0)?,
         recipient: r.get(1)?,

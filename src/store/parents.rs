@@ -8,7 +8,7 @@ use crate::model::{Parent, ParentChanges, ParentStatus};
 const COLUMNS: &str = "p.id, p.external_id, p.subject, p.requester_name, p.requester_email,
      p.status, p.snoozed_until, p.assignee_id, u.email, p.last_sender, p.created_at, p.updated_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Parent> {
+fn row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Parent> {
     Ok(Parent {
         id: r.get(0)?,
         external_id: r.get(1)?,

@@ -10,7 +10,7 @@ const COLUMNS: &str = "id, email, name, reply_mode, status, forwarding_local, fo
      forwarding_confirmed_at, forwarding_confirmation, dns, dns_checked_at, signature_text,
      signature_html, verified_at, created_at";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Sender> {
+fn row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Sender> {
     Ok(Sender {
         id: r.get(0)?,
         email: r.get(1)?,

@@ -15,7 +15,7 @@ const COLUMNS: &str =
 const FROM: &str = "side_conversations s JOIN parents p ON p.id = s.parent_id
      LEFT JOIN users u ON u.id = p.assignee_id";
 
-fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SideConversation> {
+fn row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<SideConversation> {
     Ok(SideConversation {
         id: r.get(0)?,
         parent_id: r.get(1)?,

@@ -13,7 +13,7 @@ struct Row {
     tags: String,
 }
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+fn from_row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Row> {
     Ok(Row {
         template: Template {
             id: r.get(0)?,

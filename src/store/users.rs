@@ -37,7 +37,7 @@ const COLUMNS: &str =
 /// How many columns [`COLUMNS`] names.
 const NCOLS: usize = 9;
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+fn from_row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<User> {
     let role: String = r.get(3)?;
     Ok(User {
         id: r.get(0)?,

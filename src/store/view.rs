@@ -235,7 +235,7 @@ pub struct Mailbox {
     pub highest_modseq: i64,
 }
 
-fn mailbox_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Mailbox> {
+fn mailbox_row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Mailbox> {
     let kind: String = r.get(2)?;
     Ok(Mailbox {
         id: r.get(0)?,
@@ -372,7 +372,7 @@ pub struct Entry {
 }
 
 /// One row of `mailbox_messages` or `mailbox_removed` (uid, message, modseq).
-fn entry(r: &rusqlite::Row<'_>) -> rusqlite::Result<Entry> {
+fn entry(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Entry> {
     Ok(Entry {
         uid: r.get::<_, i64>(0)?.clamp(0, u32::MAX as i64) as u32,
         message_id: r.get(1)?,
@@ -427,7 +427,7 @@ pub fn added_since(db: &Db<'_>, mailbox_id: i64, modseq: i64) -> Result<Vec<Entr
     let mut rows = stmt.query([mailbox_id])?;
     let mut out = Vec::new();
     while let Some(row) = rows.next()? {
-        let e = entry(row)?;
+        let e = entry(&row)?;
         if e.modseq <= modseq {
             break;
         }
@@ -1264,7 +1264,7 @@ pub fn query_emails(
     );
     let mut stmt = db.conn().prepare(&sql)?;
     let rows = stmt
-        .query_map(rusqlite::params_from_iter(params), |r| {
+        .query_map(super::sql::params_from_iter(params), |r| {
             Ok(Found {
                 id: r.get(0)?,
                 side_conversation: r.get(1)?,
@@ -1291,7 +1291,9 @@ mod tests {
             .expect("explain");
         let n = stmt.parameter_count();
         let rows: Vec<String> = stmt
-            .query_map(rusqlite::params_from_iter(vec![1i64; n]), |r| r.get(3))
+            .query_map(crate::store::sql::params_from_iter(vec![1i64; n]), |r| {
+                r.get(3)
+            })
             .expect("plan")
             .collect::<rusqlite::Result<_>>()
             .expect("rows");

@@ -299,7 +299,7 @@ pub fn delete_audited(db: &Db<'_>, actor: &Actor, id: i64) -> Result<()> {
 
 const COLUMNS: &str = "id, url, events, active, created_at";
 
-fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Webhook> {
+fn from_row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Webhook> {
     let events: String = r.get(2)?;
     Ok(Webhook {
         id: r.get(0)?,
@@ -342,7 +342,7 @@ pub fn delete(db: &Db<'_>, id: i64) -> Result<()> {
 const DELIVERY_COLUMNS: &str = "id, webhook_id, event, payload, state, attempts, next_attempt_at,
      last_status, last_error, created_at, delivered_at";
 
-fn delivery_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Delivery> {
+fn delivery_from_row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Delivery> {
     let payload: String = r.get(3)?;
     let state: String = r.get(4)?;
     let status: Option<i64> = r.get(7)?;
