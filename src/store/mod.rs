@@ -378,6 +378,18 @@ impl Store {
     /// node at a time) and starts the writer and the thread that hears
     /// other nodes' commits.
     pub fn open_postgres(url: &str) -> Result<Store> {
+        // The blocking client runs a runtime of its own, which cannot start
+        // on a thread of the caller's (`serve` opens the store there).
+        let url = url.to_owned();
+        thread::Builder::new()
+            .name("store-open".into())
+            .spawn(move || Self::open_postgres_here(&url))
+            .map_err(|e| StoreError::Database(format!("spawn: {e}")))?
+            .join()
+            .map_err(|_| StoreError::Database("opening the store failed (internal error)".into()))?
+    }
+
+    fn open_postgres_here(url: &str) -> Result<Store> {
         let target = pg::Target::parse(url)?;
         let mut first = target.connect()?;
         pg::migrate(&mut first)?;

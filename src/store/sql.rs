@@ -41,7 +41,8 @@ pub enum Conn<'c> {
 /// One PostgreSQL session: the client, its prepared statements (by the
 /// SQL the module wrote) and whether a transaction is open.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
+    /// Always `Some` but while dropping (see `Drop`).
+    client: RefCell<Option<postgres::Client>>,
     cache: RefCell<HashMap<String, postgres::Statement>>,
     in_transaction: Cell<bool>,
 }
@@ -49,7 +50,7 @@ pub struct PgConn {
 impl PgConn {
     pub fn new(client: postgres::Client) -> PgConn {
         PgConn {
-            client: RefCell::new(client),
+            client: RefCell::new(Some(client)),
             cache: RefCell::new(HashMap::new()),
             in_transaction: Cell::new(false),
         }
@@ -57,12 +58,13 @@ impl PgConn {
 
     /// The session is gone (the server closed it or the network failed).
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.client.borrow().as_ref().is_none_or(|c| c.is_closed())
     }
 
-    /// The client, for what only PostgreSQL has (LISTEN, advisory locks).
-    pub fn client(&self) -> std::cell::RefMut<'_, postgres::Client> {
-        self.client.borrow_mut()
+    /// The client, for what only PostgreSQL has (advisory locks).
+    pub fn client(&self) -> rusqlite::Result<std::cell::RefMut<'_, postgres::Client>> {
+        std::cell::RefMut::filter_map(self.client.borrow_mut(), |c| c.as_mut())
+            .map_err(|_| rusqlite::Error::InvalidQuery)
     }
 
     fn statement(&self, sql: &str) -> rusqlite::Result<postgres::Statement> {
@@ -70,11 +72,7 @@ impl PgConn {
             return Ok(s.clone());
         }
         let translated = translate(sql);
-        let stmt = self
-            .client
-            .borrow_mut()
-            .prepare(&translated)
-            .map_err(pg_error)?;
+        let stmt = self.client()?.prepare(&translated).map_err(pg_error)?;
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= 512 {
             cache.clear();
@@ -87,8 +85,7 @@ impl PgConn {
     /// track of the transaction they open or end.
     fn batch(&self, sql: &str) -> rusqlite::Result<()> {
         let translated = translate(sql);
-        self.client
-            .borrow_mut()
+        self.client()?
             .batch_execute(&translated)
             .map_err(pg_error)?;
         let head = sql.trim_start().to_ascii_uppercase();
@@ -101,6 +98,23 @@ impl PgConn {
             self.in_transaction.set(false);
         }
         Ok(())
+    }
+}
+
+impl Drop for PgConn {
+    /// The blocking client ends its session on a runtime of its own, which
+    /// cannot run on a thread of the gateway's runtime: when dropped there
+    /// (the store closing inside `serve`), it is dropped on a thread of
+    /// its own.
+    fn drop(&mut self) {
+        let Some(client) = self.client.get_mut().take() else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let _ = std::thread::Builder::new()
+                .name("store-pg-close".into())
+                .spawn(move || drop(client));
+        }
     }
 }
 
@@ -449,11 +463,7 @@ fn pg_rows(
     let bound = bind(params)?;
     let refs: Vec<&(dyn PgToSql + Sync)> =
         bound.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
-    let rows = conn
-        .client
-        .borrow_mut()
-        .query(stmt, &refs)
-        .map_err(pg_error)?;
+    let rows = conn.client()?.query(stmt, &refs).map_err(pg_error)?;
     rows.iter()
         .map(|row| (0..row.len()).map(|i| column_value(row, i)).collect())
         .collect()
@@ -467,11 +477,7 @@ fn pg_execute(
     let bound = bind(params)?;
     let refs: Vec<&(dyn PgToSql + Sync)> =
         bound.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
-    let n = conn
-        .client
-        .borrow_mut()
-        .execute(stmt, &refs)
-        .map_err(pg_error)?;
+    let n = conn.client()?.execute(stmt, &refs).map_err(pg_error)?;
     Ok(n as usize)
 }
 

@@ -5,7 +5,7 @@
 pub mod console;
 pub mod dns;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use backchannel::app::{self, Running};
@@ -39,21 +39,81 @@ pub fn verified_records() -> Vec<(&'static str, dns::RecordKind)> {
         .collect()
 }
 
-/// Direct SQL on a gateway's database file, for tests to seed and inspect
-/// what is stored, the way an operator with `sqlite3` would: the gateway's
-/// own code reaches the database only through the store's typed functions.
-/// Each call opens its own connection (WAL lets it work beside the running
-/// gateway; a write waits for the gateway's writer, and commits at once).
+/// The PostgreSQL server the suite runs on instead of SQLite files, when
+/// `BACKCHANNEL_TEST_POSTGRES` names one (`postgres://…/postgres`; set by
+/// `tests/pg/run.sh`, which starts a throwaway server). Every gateway then
+/// gets a database of its own on it.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("BACKCHANNEL_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Skips a test that is about SQLite itself (its file, WAL, lock, backup)
+/// when the suite runs on PostgreSQL; true when it should return.
+pub fn sqlite_only(what: &str) -> bool {
+    if postgres_server().is_some() {
+        eprintln!("skipped on PostgreSQL: {what} is about the SQLite store");
+        return true;
+    }
+    false
+}
+
+/// The database of the gateway whose data dir is `dir` on the suite's
+/// PostgreSQL server: created on first use and named in
+/// `<dir>/postgres-url`, so a restart on the same dir finds it again.
+pub fn postgres_database(dir: &Path) -> Option<String> {
+    let server = postgres_server()?;
+    let file = dir.join("postgres-url");
+    if let Ok(url) = std::fs::read_to_string(&file) {
+        return Some(url);
+    }
+    let name = format!("t_{}", hex::encode(rand::random::<[u8; 8]>()));
+    let create = format!("CREATE DATABASE {name}");
+    let admin = server.clone();
+    // The blocking client cannot run on a thread of the test's runtime.
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&admin, postgres::NoTls)
+            .expect("connect to the test PostgreSQL");
+        c.batch_execute(&create).expect("create a test database");
+    })
+    .join()
+    .expect("create database");
+    let mut url = url::Url::parse(&server).expect("BACKCHANNEL_TEST_POSTGRES is a URL");
+    url.set_path(&name);
+    let url = url.to_string();
+    std::fs::create_dir_all(dir).expect("data dir");
+    std::fs::write(&file, &url).expect("write postgres-url");
+    Some(url)
+}
+
+/// Direct SQL on a gateway's database, for tests to seed and inspect what
+/// is stored, the way an operator with `sqlite3` or `psql` would: the
+/// gateway's own code reaches the database only through the store's typed
+/// functions. Each call opens its own connection (WAL lets it work beside
+/// the running gateway; a write waits for the gateway's writer, and
+/// commits at once). Statements are written once, in SQL both databases
+/// take (`?N` placeholders), through the store's SQL surface.
 #[derive(Debug, Clone)]
 pub struct Sql {
     path: PathBuf,
+    postgres: Option<String>,
 }
 
 pub type SqlResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
+pub use backchannel::store::sql::Conn;
+
 impl Sql {
+    /// The SQLite file at `path`, or, when the suite runs on PostgreSQL,
+    /// the database of the data dir holding it (`<data_dir>/backchannel.db`).
     pub fn at(path: impl Into<PathBuf>) -> Sql {
-        Sql { path: path.into() }
+        let path: PathBuf = path.into();
+        let postgres = postgres_server().and_then(|_| {
+            let dir = path.parent()?;
+            std::fs::read_to_string(dir.join("postgres-url")).ok()
+        });
+        Sql { path, postgres }
     }
 
     fn open(&self) -> SqlResult<rusqlite::Connection> {
@@ -67,7 +127,7 @@ impl Sql {
     pub async fn read<T, F>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> SqlResult<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> SqlResult<T> + Send + 'static,
     {
         self.run(f, "BEGIN").await
     }
@@ -76,7 +136,7 @@ impl Sql {
     pub async fn write<T, F>(&self, f: F) -> Result<T, String>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> SqlResult<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> SqlResult<T> + Send + 'static,
     {
         self.run(f, "BEGIN IMMEDIATE").await
     }
@@ -84,20 +144,32 @@ impl Sql {
     async fn run<T, F>(&self, f: F, begin: &'static str) -> Result<T, String>
     where
         T: Send + 'static,
-        F: FnOnce(&rusqlite::Connection) -> SqlResult<T> + Send + 'static,
+        F: FnOnce(&Conn<'_>) -> SqlResult<T> + Send + 'static,
     {
         let this = self.clone();
         tokio::task::spawn_blocking(move || -> SqlResult<T> {
-            let c = this.open()?;
-            c.execute_batch(begin)?;
-            match f(&c) {
-                Ok(v) => {
-                    c.execute_batch("COMMIT")?;
-                    Ok(v)
+            let in_transaction = |c: &Conn<'_>| -> SqlResult<T> {
+                c.execute_batch(begin)?;
+                match f(c) {
+                    Ok(v) => {
+                        c.execute_batch("COMMIT")?;
+                        Ok(v)
+                    }
+                    Err(e) => {
+                        let _ = c.execute_batch("ROLLBACK");
+                        Err(e)
+                    }
                 }
-                Err(e) => {
-                    let _ = c.execute_batch("ROLLBACK");
-                    Err(e)
+            };
+            match &this.postgres {
+                Some(url) => {
+                    let client = postgres::Client::connect(url, postgres::NoTls)?;
+                    let pg = backchannel::store::sql::PgConn::new(client);
+                    in_transaction(&Conn::Pg(&pg))
+                }
+                None => {
+                    let c = this.open()?;
+                    in_transaction(&Conn::Lite(&c))
                 }
             }
         })
@@ -250,8 +322,14 @@ impl TestServer {
             "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{metrics}{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{submission}{dns}{rest}\n",
             dir.path().join("data").display()
         );
+        let data = dir.path().join("data");
+        let text = match postgres_database(&data) {
+            Some(url) => format!("{text}\n[store]\nurl = \"{url}\"\n"),
+            None => text,
+        };
         let config = Config::from_toml_str(&text, Vec::new()).expect("config");
-        let store = Store::open(&config.db_path()).expect("store");
+        let store =
+            Store::open_location(&config.db_path(), &config.store.url, false).expect("store");
         let running = app::start(config, store.clone()).await.expect("start");
         TestServer {
             sql: Sql::at(dir.path().join("data/backchannel.db")),
