@@ -72,7 +72,20 @@ impl PgConn {
             return Ok(s.clone());
         }
         let translated = translate(sql);
-        let stmt = self.client()?.prepare(&translated).map_err(pg_error)?;
+        let stmt = self
+            .client()?
+            .prepare(&translated)
+            .map_err(|e| match pg_error(e) {
+                // What does not prepare is a statement PostgreSQL spells
+                // differently: say which.
+                rusqlite::Error::ToSqlConversionFailure(why) => {
+                    let sql = translated.split_whitespace().collect::<Vec<_>>().join(" ");
+                    rusqlite::Error::ToSqlConversionFailure(Box::new(PgFailure(format!(
+                        "{why} in: {sql}"
+                    ))))
+                }
+                other => other,
+            })?;
         let mut cache = self.cache.borrow_mut();
         if cache.len() >= 512 {
             cache.clear();
@@ -130,7 +143,16 @@ fn pg_error(e: postgres::Error) -> rusqlite::Error {
             Some(db.message().to_owned()),
         );
     }
-    rusqlite::Error::ToSqlConversionFailure(Box::new(PgFailure(e.to_string())))
+    let text = match e.as_db_error() {
+        Some(db) => format!(
+            "{} ({}){}",
+            db.message(),
+            db.code().code(),
+            db.detail().map(|d| format!(": {d}")).unwrap_or_default()
+        ),
+        None => e.to_string(),
+    };
+    rusqlite::Error::ToSqlConversionFailure(Box::new(PgFailure(text)))
 }
 
 /// The text of a PostgreSQL failure (the client's error is not `Clone`).

@@ -322,6 +322,13 @@ impl TestServer {
             "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n{smtp_extra}\n[http]\nlisten = \"127.0.0.1:0\"\n{metrics}{http_extra}\n[imap]\nlisten = \"127.0.0.1:0\"\n{imap_extra}\n{submission}{dns}{rest}\n",
             dir.path().join("data").display()
         );
+        // RUST_LOG=… shows the gateway's log in a test's output.
+        if std::env::var_os("RUST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+                .with_test_writer()
+                .try_init();
+        }
         let data = dir.path().join("data");
         let text = match postgres_database(&data) {
             Some(url) => format!("{text}\n[store]\nurl = \"{url}\"\n"),
