@@ -739,3 +739,14 @@ ALTER TABLE side_conversations ADD COLUMN reminded_out_id INTEGER;
 -- A reminder rides in the reply notifications' batches: its text, where a
 -- reply's row has NULL.
 ALTER TABLE notification_queue ADD COLUMN reminder TEXT;
+
+-- migration: 14
+-- Several nodes on one PostgreSQL store (SPEC §13); SQLite has the same
+-- columns so both schemas stay one shape. A row being sent or delivered is
+-- leased: another node takes it over once `lease_until` (ms) has passed
+-- (its node died mid-send). `accepted_by` names the node that accepted an
+-- inbound message ('' on SQLite): each node threads its own, and anyone
+-- threads what a node left queued for long.
+ALTER TABLE outbox ADD COLUMN lease_until INTEGER;
+ALTER TABLE webhook_deliveries ADD COLUMN lease_until INTEGER;
+ALTER TABLE inbound_queue ADD COLUMN accepted_by TEXT NOT NULL DEFAULT '';

@@ -575,3 +575,10 @@ INSERT INTO mailboxes (name, kind, uidvalidity)
     VALUES ('INBOX', 'inbox', GREATEST(1, floor(extract(epoch FROM now()))::BIGINT)),
            ('Unrouted', 'unrouted', GREATEST(1, floor(extract(epoch FROM now()))::BIGINT))
     ON CONFLICT DO NOTHING;
+
+-- migration: 14
+-- Several nodes on one store (SPEC §13): leases on rows being sent or
+-- delivered, the node that accepted each inbound message (see schema.sql).
+ALTER TABLE outbox ADD COLUMN lease_until BIGINT;
+ALTER TABLE webhook_deliveries ADD COLUMN lease_until BIGINT;
+ALTER TABLE inbound_queue ADD COLUMN accepted_by TEXT NOT NULL DEFAULT '';

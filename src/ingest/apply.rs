@@ -169,7 +169,7 @@ fn bounce_json(kind: &Kind) -> Option<serde_json::Value> {
 /// Applies a prepared message. See the module documentation.
 pub fn apply(db: &Db<'_>, config: &Config, p: &Prepared) -> Result<Applied> {
     let domain = config.domain.as_str();
-    if store::inbound::state(db, p.inbound_id)? != "queued" {
+    if store::inbound::take(db, p.inbound_id)? != "queued" {
         return Ok(Applied::AlreadyDone);
     }
     // An agent answering a notification: decided before the auto-reply,

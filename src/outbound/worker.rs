@@ -128,9 +128,20 @@ impl Worker {
             }
         }
         let mut sends: JoinSet<()> = JoinSet::new();
+        // With several nodes, one that died mid-send leaves rows in
+        // `sending`: once their lease ran out they are settled here.
+        let mut takeover = tokio::time::interval(TAKEOVER_EVERY);
+        takeover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        takeover.tick().await;
         loop {
             if shutdown.is_triggered() {
                 break;
+            }
+            if self.store.is_shared()
+                && tick_ready(&mut takeover)
+                && let Err(e) = self.reconcile().await
+            {
+                tracing::warn!(error = %e, "outbound: cannot take over another node's sends; retrying later");
             }
             let wait = match self.fill(&mut sends).await {
                 Ok(wait) => wait,
@@ -165,7 +176,8 @@ impl Worker {
 
     /// Settles the rows a previous run left in `sending`.
     async fn reconcile(&self) -> Result<()> {
-        let rows = self.store.read(outbox::in_flight).await?;
+        let now = now_ms();
+        let rows = self.store.read(move |c| outbox::in_flight(c, now)).await?;
         if rows.is_empty() {
             return Ok(());
         }
@@ -175,7 +187,6 @@ impl Worker {
             .delivered(&keys)
             .await
             .map_err(|e| StoreError::Database(format!("checking earlier deliveries: {e}")))?;
-        let now = now_ms();
         let outcomes = self.outcomes.clone();
         let (sent, requeued) = self
             .store
@@ -225,9 +236,10 @@ impl Worker {
                 let ms = u64::try_from(due - now).unwrap_or(u64::MAX);
                 return Ok(Duration::from_millis(ms).min(IDLE_POLL));
             }
+            let lease_until = now + lease_ms(&self.config);
             let claimed = self
                 .store
-                .write(move |c| outbox::claim_due(c, now, free))
+                .write(move |c| outbox::claim_due(c, now, free, lease_until))
                 .await?;
             if claimed.is_empty() {
                 // Taken meanwhile, or due by a clock that moved back.
@@ -242,6 +254,23 @@ impl Worker {
             }
         }
     }
+}
+
+/// How often a node of a shared store looks for sends whose node died.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(15);
+
+/// How long a claimed row is leased: one attempt cannot take longer than
+/// `send_timeout`; the margin covers recording its outcome.
+fn lease_ms(config: &Config) -> i64 {
+    i64::try_from((config.outbound.send_timeout + Duration::from_secs(60)).as_millis())
+        .unwrap_or(i64::MAX / 2)
+}
+
+/// Whether `interval` has a tick ready now (without waiting for one).
+fn tick_ready(interval: &mut tokio::time::Interval) -> bool {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    interval.poll_tick(&mut cx).is_ready()
 }
 
 /// One delivery attempt of one claimed row, from reading the message to

@@ -38,12 +38,15 @@ pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
     let sha: [u8; 32] = Sha256::digest(raw).into();
     // The bytes go to `inbound_raw` (schema migration 4): the queue row
     // stays small, so marking it done never rewrites the mail.
-    conn.prepare_cached(
-        "INSERT INTO inbound_queue
-           (received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, X'')",
-    )?
-    .execute(params![
+    let id: i64 = conn
+        .prepare_cached(
+            "INSERT INTO inbound_queue
+           (received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw,
+            accepted_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) RETURNING id",
+        )?
+        .query_row(
+            params![
         envelope.received_at,
         envelope.peer_ip,
         envelope.helo,
@@ -53,8 +56,11 @@ pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
         serde_json::to_string(&envelope.params)?,
         raw.len() as i64,
         &sha[..],
-    ])?;
-    let id = conn.last_insert_rowid();
+        &[] as &[u8],
+        db.node(),
+            ],
+            |r| r.get(0),
+        )?;
     conn.prepare_cached("INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)")?
         .execute(params![id, raw])?;
     Ok(id)
@@ -115,7 +121,14 @@ pub fn pending(db: &Db<'_>, limit: usize, max_bytes: usize) -> Result<Vec<Inboun
     pending_after(db, 0, limit, max_bytes)
 }
 
-/// [`pending`] among the messages queued after queue id `after`.
+/// How long a message another node accepted may stay queued before this
+/// node threads it (that node stopped or died before it could).
+pub const ORPHANED_AFTER_MS: i64 = 60_000;
+
+/// [`pending`] among the messages queued after queue id `after`. With
+/// several nodes, each threads what it accepted itself, and what another
+/// node left queued for [`ORPHANED_AFTER_MS`] ([`take`] makes sure only
+/// one of them stores it).
 pub fn pending_after(
     db: &Db<'_>,
     after: i64,
@@ -124,11 +137,13 @@ pub fn pending_after(
 ) -> Result<Vec<InboundMessage>> {
     let conn = db.conn();
     let mut sizes = conn.prepare_cached(
-        "SELECT id, size FROM inbound_queue WHERE state = 'queued' AND id > ?2 ORDER BY id LIMIT ?1",
+        "SELECT id, size FROM inbound_queue WHERE state = 'queued' AND id > ?2
+           AND (accepted_by = ?3 OR received_at <= ?4) ORDER BY id LIMIT ?1",
     )?;
+    let orphaned = chrono::Utc::now().timestamp_millis() - ORPHANED_AFTER_MS;
     let mut total = 0usize;
     let mut last_id = None;
-    for row in sizes.query_map(params![limit as i64, after], |r| {
+    for row in sizes.query_map(params![limit as i64, after, db.node(), orphaned], |r| {
         Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
     })? {
         let (id, size) = row?;
@@ -144,9 +159,13 @@ pub fn pending_after(
     };
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {COLUMNS} FROM {FROM}
-         WHERE q.state = 'queued' AND q.id > ?3 AND q.id <= ?1 ORDER BY q.id LIMIT ?2"
+         WHERE q.state = 'queued' AND q.id > ?3 AND q.id <= ?1
+           AND (q.accepted_by = ?4 OR q.received_at <= ?5) ORDER BY q.id LIMIT ?2"
     ))?;
-    let rows = stmt.query_map(params![last_id, limit as i64, after], from_row)?;
+    let rows = stmt.query_map(
+        params![last_id, limit as i64, after, db.node(), orphaned],
+        from_row,
+    )?;
     rows.map(|r| finish(r?)).collect()
 }
 
@@ -177,10 +196,10 @@ pub fn count_failure(db: &Db<'_>, id: i64, error: &str) -> Result<()> {
 /// unrouted mail, flagged `ingest_error`, so an admin sees it. Returns the
 /// message id, or `None` when the row was done meanwhile.
 pub fn give_up(db: &Db<'_>, id: i64, error: &str, now: i64) -> Result<Option<i64>> {
-    let m = get(db, id)?;
-    if m.state != "queued" {
+    if take(db, id)? != "queued" {
         return Ok(None);
     }
+    let m = get(db, id)?;
     let conn = db.conn();
     conn.execute(
         "INSERT INTO messages (direction, kind, route, inbound_id, raw, raw_sha256, flags, received_at)
@@ -194,6 +213,17 @@ pub fn give_up(db: &Db<'_>, id: i64, error: &str, now: i64) -> Result<Option<i64
         params![id, error, now, message],
     )?;
     Ok(Some(message))
+}
+
+/// The queue row's state, read for storing the message: on PostgreSQL the
+/// row stays locked until the write commits, so when two nodes thread the
+/// same message the second waits and then finds it done (exactly once).
+pub fn take(db: &Db<'_>, id: i64) -> Result<String> {
+    let sql = match db.dialect() {
+        super::sql::Dialect::Sqlite => "SELECT state FROM inbound_queue WHERE id = ?1",
+        super::sql::Dialect::Postgres => "SELECT state FROM inbound_queue WHERE id = ?1 FOR UPDATE",
+    };
+    Ok(db.conn().prepare_cached(sql)?.query_row([id], |r| r.get(0))?)
 }
 
 /// The queue row's state: `queued`, `done` or `failed`.

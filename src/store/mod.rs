@@ -125,6 +125,9 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// store's modules, which take this.
 pub struct Db<'c> {
     conn: Conn<'c>,
+    /// This process among the nodes sharing a PostgreSQL store ("" on
+    /// SQLite, where there is one).
+    node: &'c str,
 }
 
 impl<'c> Db<'c> {
@@ -137,6 +140,11 @@ impl<'c> Db<'c> {
     /// differently choose by it).
     pub fn dialect(&self) -> sql::Dialect {
         self.conn.dialect()
+    }
+
+    /// This node's name ("" on SQLite).
+    pub fn node(&self) -> &'c str {
+        self.node
     }
 
     /// Runs `f` in a savepoint of its own: an `Err` rolls back `f`'s work
@@ -162,6 +170,7 @@ impl<'c> Db<'c> {
     pub(crate) fn for_test(conn: &'c Connection) -> Db<'c> {
         Db {
             conn: Conn::Lite(conn),
+            node: "",
         }
     }
 }
@@ -198,6 +207,8 @@ enum Reader {
 
 struct Inner {
     backend: Backend,
+    /// See [`Db::node`].
+    node: Arc<str>,
     writer: Mutex<Option<mpsc::Sender<WriterMsg>>>,
     writer_thread: Mutex<Option<thread::JoinHandle<()>>>,
     readers: Mutex<Vec<Reader>>,
@@ -434,6 +445,10 @@ impl Store {
             .map_err(|e| StoreError::Database(format!("spawn writer: {e}")))?;
         Ok(Store {
             inner: Arc::new(Inner {
+                node: match &backend {
+                    Backend::Lite { .. } => Arc::from(""),
+                    Backend::Pg(t) => Arc::from(t.node.as_str()),
+                },
                 backend,
                 writer: Mutex::new(Some(tx)),
                 writer_thread: Mutex::new(Some(handle)),
@@ -518,9 +533,10 @@ impl Store {
         F: FnOnce(&Db<'_>) -> std::result::Result<T, E> + Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
+        let node = self.inner.node.clone();
         let job: Job = Box::new(move |conn: Option<Conn<'_>>| {
             let outcome = match conn {
-                Some(conn) => f(&Db { conn }),
+                Some(conn) => f(&Db { conn, node: &node }),
                 None => Err(StoreError::Database("transaction could not start".into()).into()),
             };
             let ok = outcome.is_ok();
@@ -696,7 +712,12 @@ impl Store {
         };
         let out = cached(conn, begin)
             .map_err(StoreError::from)
-            .and_then(|()| f(&Db { conn }));
+            .and_then(|()| {
+                f(&Db {
+                    conn,
+                    node: &self.inner.node,
+                })
+            });
         let ended = cached(conn, "COMMIT").map_err(StoreError::from);
         let out = out.and_then(|v| ended.map(|()| v));
         // A connection that saw an I/O error is dropped rather than reused.

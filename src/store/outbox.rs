@@ -12,6 +12,7 @@
 use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::sql::Dialect;
 use super::{Db, Result};
 use crate::model::{base32_lower, random_bytes};
 
@@ -122,15 +123,25 @@ pub struct Claimed {
 
 /// Takes up to `limit` due rows (`queued` or `deferred` with
 /// `next_attempt_at <= now`, oldest due first) and marks them `sending`,
-/// counting the attempt and its time. Run it in its own write so the marks
-/// are committed before anything is sent.
-pub fn claim_due(db: &Db<'_>, now: i64, limit: usize) -> Result<Vec<Claimed>> {
+/// counting the attempt and its time, leased until `lease_until`. Run it
+/// in its own write so the marks are committed before anything is sent.
+/// On PostgreSQL the rows are locked as they are read and rows another
+/// node is claiming at the same moment are skipped, so two nodes never
+/// take one row.
+pub fn claim_due(db: &Db<'_>, now: i64, limit: usize, lease_until: i64) -> Result<Vec<Claimed>> {
     let conn = db.conn();
-    let mut select = conn.prepare_cached(
-        "SELECT id, message_id, recipient, verp_key, attempts, created_at FROM outbox
-         WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1
-         ORDER BY next_attempt_at, id LIMIT ?2",
-    )?;
+    let mut select = conn.prepare_cached(match db.dialect() {
+        Dialect::Sqlite => {
+            "SELECT id, message_id, recipient, verp_key, attempts, created_at FROM outbox
+             WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at, id LIMIT ?2"
+        }
+        Dialect::Postgres => {
+            "SELECT id, message_id, recipient, verp_key, attempts, created_at FROM outbox
+             WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?1
+             ORDER BY next_attempt_at, id LIMIT ?2 FOR UPDATE SKIP LOCKED"
+        }
+    })?;
     let rows = select
         .query_map(
             params![now, i64::try_from(limit).unwrap_or(i64::MAX)],
@@ -147,11 +158,12 @@ pub fn claim_due(db: &Db<'_>, now: i64, limit: usize) -> Result<Vec<Claimed>> {
         )?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     let mut mark = conn.prepare_cached(
-        "UPDATE outbox SET state = 'sending', attempts = attempts + 1, last_attempt_at = ?2
+        "UPDATE outbox SET state = 'sending', attempts = attempts + 1, last_attempt_at = ?2,
+                lease_until = ?3
          WHERE id = ?1",
     )?;
     for row in &rows {
-        mark.execute(params![row.id, now])?;
+        mark.execute(params![row.id, now, lease_until])?;
     }
     Ok(rows)
 }
@@ -205,12 +217,27 @@ pub struct InFlight {
     pub verp_key: String,
 }
 
-/// Rows in `sending`: at start-up, the sends a crash interrupted.
-pub fn in_flight(db: &Db<'_>) -> Result<Vec<InFlight>> {
+/// The lease a row in `sending` must be past to count as interrupted: on
+/// SQLite (one process) every such row at start-up is; on PostgreSQL only
+/// those whose node let the lease run out (it died mid-send), never one
+/// another node is sending right now.
+pub fn stale_before(db: &Db<'_>, now: i64) -> i64 {
+    match db.dialect() {
+        Dialect::Sqlite => i64::MAX,
+        Dialect::Postgres => now,
+    }
+}
+
+/// Rows in `sending` whose send was interrupted (see [`stale_before`]):
+/// at start-up, and on PostgreSQL from time to time, those of a node that
+/// died.
+pub fn in_flight(db: &Db<'_>, now: i64) -> Result<Vec<InFlight>> {
     let conn = db.conn();
-    let mut stmt =
-        conn.prepare_cached("SELECT id, verp_key FROM outbox WHERE state = 'sending' ORDER BY id")?;
-    let rows = stmt.query_map([], |r| {
+    let mut stmt = conn.prepare_cached(
+        "SELECT id, verp_key FROM outbox
+         WHERE state = 'sending' AND COALESCE(lease_until, 0) < ?1 ORDER BY id",
+    )?;
+    let rows = stmt.query_map([stale_before(db, now)], |r| {
         Ok(InFlight {
             id: r.get(0)?,
             verp_key: r.get(1)?,
@@ -224,10 +251,10 @@ pub fn in_flight(db: &Db<'_>) -> Result<Vec<InFlight>> {
 pub fn requeue(db: &Db<'_>, id: i64, now: i64) -> Result<bool> {
     let conn = db.conn();
     Ok(conn.execute(
-        "UPDATE outbox SET state = 'queued', next_attempt_at = ?2,
+        "UPDATE outbox SET state = 'queued', next_attempt_at = ?2, lease_until = NULL,
                 last_error = COALESCE(last_error, 'interrupted by a restart')
-         WHERE id = ?1 AND state = 'sending'",
-        params![id, now],
+         WHERE id = ?1 AND state = 'sending' AND COALESCE(lease_until, 0) < ?3",
+        params![id, now, stale_before(db, now)],
     )? == 1)
 }
 
@@ -335,14 +362,14 @@ mod tests {
         let a = enqueue(c, 1, "bob@vendor.example", 10).expect("a");
         let b = enqueue(c, 1, "carol@vendor.example", 20).expect("b");
         // nothing due before its time
-        assert!(claim_due(c, 5, 8).expect("claim").is_empty());
-        let claimed = claim_due(c, 15, 8).expect("claim");
+        assert!(claim_due(c, 5, 8, 5 + 1000).expect("claim").is_empty());
+        let claimed = claim_due(c, 15, 8, 15 + 1000).expect("claim");
         assert_eq!(claimed.len(), 1);
         assert_eq!(claimed[0].verp_key, a);
         assert_eq!(claimed[0].attempts, 1);
         assert_eq!(state(c, &a).state, "sending");
         // a claimed row is not claimed twice
-        let claimed_b = claim_due(c, 25, 8).expect("claim");
+        let claimed_b = claim_due(c, 25, 8, 25 + 1000).expect("claim");
         assert_eq!(claimed_b.len(), 1);
         assert_eq!(claimed_b[0].verp_key, b);
         assert_eq!(queue_depth(c).expect("depth"), 2);
@@ -358,7 +385,7 @@ mod tests {
         // only rows in `sending` move
         assert!(!mark_sent(c, claimed[0].id, 50).expect("not sending"));
 
-        let again = claim_due(c, 100, 8).expect("claim");
+        let again = claim_due(c, 100, 8, 100 + 1000).expect("claim");
         assert_eq!(again[0].attempts, 2);
         assert!(mark_sent(c, again[0].id, 120).expect("sent"));
         let s = state(c, &a);
@@ -394,9 +421,9 @@ mod tests {
         let c_conn = db();
         let c = &Db::for_test(&c_conn);
         let a = enqueue(c, 1, "bob@vendor.example", 10).expect("a");
-        let claimed = claim_due(c, 10, 8).expect("claim");
+        let claimed = claim_due(c, 10, 8, 10 + 1000).expect("claim");
         assert_eq!(
-            in_flight(c).expect("in flight"),
+            in_flight(c, 10).expect("in flight"),
             vec![InFlight {
                 id: claimed[0].id,
                 verp_key: a.clone()
@@ -408,7 +435,7 @@ mod tests {
             (s.state.as_str(), s.attempts, s.next_attempt_at),
             ("queued", 1, Some(30))
         );
-        assert!(in_flight(c).expect("in flight").is_empty());
+        assert!(in_flight(c, 10).expect("in flight").is_empty());
         assert_eq!(raw(c, 1, 1).expect("raw"), b"hi");
     }
 }
