@@ -28,6 +28,10 @@
 --   ON CONFLICT must name the expression: ON CONFLICT (lower(email)).
 --   A primary key that includes such a column stays (case-sensitive) and
 --   the lower() unique index beside it makes it case-insensitive;
+--   (SQLite's NOCASE folds ASCII letters only; lower() follows the
+--   database's LC_CTYPE: ASCII only under "C", all of Unicode under a
+--   UTF-8 locale, so there two addresses differing only in a non-ASCII
+--   letter's case are one address, as mail systems mostly treat them);
 -- * `participants` has an extra last column `rowid`: SQLite's implicit
 --   rowid, which the code orders by (`ORDER BY p.added_at, p.rowid`);
 -- * triggers are plpgsql functions with AFTER ... FOR EACH ROW triggers

@@ -73,8 +73,40 @@ url_for() {
     echo "postgres://postgres@127.0.0.1:$1/postgres"
 }
 
+# The server's process id, from its lock file.
+server_pid() {
+    local pid
+    [ -f "$DATA/postmaster.pid" ] || return 1
+    pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null) || return 1
+    [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+    echo "$pid"
+}
+
+# Whether the server in DIR runs. Not `pg_ctl status` alone: a killed
+# server that nobody reaped yet (a zombie, common in containers) still
+# answers signal 0, so it would look alive.
+# Live (not zombie) processes working in the data directory: a dead
+# server's backends.
+leftovers() {
+    local d pid
+    for d in /proc/[0-9]*; do
+        pid=${d#/proc/}
+        [ "$(readlink "$d/cwd" 2>/dev/null)" = "$DATA" ] || continue
+        grep -q '^State:[[:space:]]*Z' "$d/status" 2>/dev/null && continue
+        printf '%s ' "$pid"
+    done
+}
+
 running() {
-    [ -f "$DATA/PG_VERSION" ] && as_pg "$PG_BIN/pg_ctl" status -D "$DATA" >/dev/null 2>&1
+    local pid
+    pid=$(server_pid) || return 1
+    if [ -r "/proc/$pid/status" ]; then
+        ! grep -q '^State:[[:space:]]*Z' "/proc/$pid/status"
+    elif [ -d /proc/self ]; then
+        return 1
+    else
+        as_pg "$PG_BIN/pg_ctl" status -D "$DATA" >/dev/null 2>&1
+    fi
 }
 
 running_port() {
@@ -124,6 +156,22 @@ start() {
     # The socket path (DIR/sock/.s.PGSQL.PORT) must fit in sun_path.
     [ ${#SOCK} -le 90 ] || die "$DIR is too long a path for a unix socket inside it; use a shorter DIR"
 
+    if [ -f "$DATA/postmaster.pid" ]; then
+        # running() said no: the lock file of a server that died (killed,
+        # machine restarted). PostgreSQL recovers from its WAL on start. Its
+        # leftover processes exit when they notice; the lock file goes only
+        # once none is left, since two servers on one data directory would
+        # corrupt it.
+        local i
+        for i in $(seq 1 100); do
+            [ -z "$(leftovers)" ] && break
+            sleep 0.1
+        done
+        [ -z "$(leftovers)" ] \
+            || die "processes of a dead server still use $DATA (pids $(leftovers)); stop them first"
+        echo "$PROG: removing the stale lock file of a server that is gone" >&2
+        rm -f "$DATA/postmaster.pid"
+    fi
     if [ ! -f "$DATA/PG_VERSION" ]; then
         rm -rf "$DATA"
         as_pg "$PG_BIN/initdb" -D "$DATA" --auth=trust --username=postgres \
