@@ -219,10 +219,15 @@ pub async fn start_with(
     }
 
     {
-        let notifier =
-            crate::notifications::Worker::new(config.clone(), store.clone(), outbound_wake.clone());
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move { notifier.run(shutdown).await });
+        let (config, store, wake) = (config.clone(), store.clone(), outbound_wake.clone());
+        tasks.spawn(while_leading(
+            store.clone(),
+            shutdown.clone(),
+            move |shutdown| {
+                crate::notifications::Worker::new(config.clone(), store.clone(), wake.clone())
+                    .run(shutdown)
+            },
+        ));
     }
 
     if config.webhooks.deliver {
@@ -243,9 +248,15 @@ pub async fn start_with(
             shutdown.clone(),
         );
         let interval = config.senders.recheck_interval;
-        tasks.spawn(crate::senders::service::scheduler(
-            store, config, resolver, interval, shutdown,
-        ));
+        tasks.spawn(while_leading(store.clone(), shutdown, move |shutdown| {
+            crate::senders::service::scheduler(
+                store.clone(),
+                config.clone(),
+                resolver.clone(),
+                interval,
+                shutdown,
+            )
+        }));
     }
 
     {
@@ -253,12 +264,14 @@ pub async fn start_with(
         let (conversations, shutdown) = (conversations.clone(), shutdown.clone());
         let clock: crate::conversations::reminders::Clock =
             std::sync::Arc::new(crate::model::now_ms);
-        tasks.spawn(reminder_scheduler(
-            conversations,
-            clock,
-            crate::conversations::reminders::EVERY,
-            shutdown,
-        ));
+        tasks.spawn(while_leading(store.clone(), shutdown, move |shutdown| {
+            reminder_scheduler(
+                conversations.clone(),
+                clock.clone(),
+                crate::conversations::reminders::EVERY,
+                shutdown,
+            )
+        }));
     }
 
     let (http_max, http_idle) = (config.http.max_connections, config.http.idle_timeout);
@@ -446,6 +459,39 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Runs a scheduled job (`job(shutdown)`) while this node is the one that
+/// runs them ([`Store::leader`]; always with SQLite). When another node
+/// takes over (this one lost its database session), the job is stopped
+/// between its steps — each of its writes is one transaction — and started
+/// again once this node leads again.
+pub async fn while_leading<F, Fut>(
+    store: Store,
+    shutdown: crate::shutdown::Shutdown,
+    job: F,
+) -> anyhow::Result<()>
+where
+    F: Fn(crate::shutdown::Shutdown) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let mut leader = store.leader();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            led = leader.wait_for(|l| *l) => {
+                if led.is_err() {
+                    return Ok(());
+                }
+            }
+        }
+        tokio::select! {
+            done = job(shutdown.clone()) => return done,
+            _ = leader.wait_for(|l| !*l) => {
+                tracing::info!("scheduled job paused: another node runs scheduled jobs now");
+            }
+        }
     }
 }
 

@@ -391,9 +391,22 @@ impl Worker {
         let mut in_flight: JoinSet<()> = JoinSet::new();
         // Task → endpoint, to count the slots each endpoint holds.
         let mut endpoints: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut last_takeover = Instant::now();
         loop {
             if shutdown.is_triggered() {
                 break;
+            }
+            // With several nodes, attempts of a node that died are sent
+            // again once their lease ran out.
+            if self.store.is_shared() && last_takeover.elapsed() >= TAKEOVER_EVERY {
+                last_takeover = Instant::now();
+                if let Err(e) = self
+                    .store
+                    .write(|c| webhooks::requeue_interrupted(c, now_ms()))
+                    .await
+                {
+                    tracing::warn!(error = %e, "webhooks: cannot take over another node's attempts");
+                }
             }
             let mut wait = POLL;
             match self
@@ -498,11 +511,21 @@ impl Worker {
         }
         let limits = &self.config.webhooks;
         let (concurrency, per_endpoint) = (limits.concurrency, limits.per_endpoint);
+        // An attempt cannot outlast the timeout; the margin covers
+        // recording how it ended.
+        let lease = i64::try_from((limits.timeout + Duration::from_secs(60)).as_millis())
+            .unwrap_or(i64::MAX / 2);
         self.store
-            .write(move |c| webhooks::claim_due(c, now_ms(), concurrency, per_endpoint, &busy))
+            .write(move |c| {
+                let now = now_ms();
+                webhooks::claim_due(c, now, now + lease, concurrency, per_endpoint, &busy)
+            })
             .await
     }
 }
+
+/// How often a node of a shared store looks for attempts whose node died.
+const TAKEOVER_EVERY: Duration = Duration::from_secs(15);
 
 /// Makes one attempt and records how it ended.
 async fn attempt(client: reqwest::Client, store: Store, config: Arc<Config>, d: Claimed) {

@@ -130,18 +130,16 @@ impl Worker {
         let mut sends: JoinSet<()> = JoinSet::new();
         // With several nodes, one that died mid-send leaves rows in
         // `sending`: once their lease ran out they are settled here.
-        let mut takeover = tokio::time::interval(TAKEOVER_EVERY);
-        takeover.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        takeover.tick().await;
+        let mut last_takeover = std::time::Instant::now();
         loop {
             if shutdown.is_triggered() {
                 break;
             }
-            if self.store.is_shared()
-                && tick_ready(&mut takeover)
-                && let Err(e) = self.reconcile().await
-            {
-                tracing::warn!(error = %e, "outbound: cannot take over another node's sends; retrying later");
+            if self.store.is_shared() && last_takeover.elapsed() >= TAKEOVER_EVERY {
+                last_takeover = std::time::Instant::now();
+                if let Err(e) = self.reconcile().await {
+                    tracing::warn!(error = %e, "outbound: cannot take over another node's sends; retrying later");
+                }
             }
             let wait = match self.fill(&mut sends).await {
                 Ok(wait) => wait,
@@ -264,13 +262,6 @@ const TAKEOVER_EVERY: Duration = Duration::from_secs(15);
 fn lease_ms(config: &Config) -> i64 {
     i64::try_from((config.outbound.send_timeout + Duration::from_secs(60)).as_millis())
         .unwrap_or(i64::MAX / 2)
-}
-
-/// Whether `interval` has a tick ready now (without waiting for one).
-fn tick_ready(interval: &mut tokio::time::Interval) -> bool {
-    let waker = std::task::Waker::noop();
-    let mut cx = std::task::Context::from_waker(waker);
-    interval.poll_tick(&mut cx).is_ready()
 }
 
 /// One delivery attempt of one claimed row, from reading the message to

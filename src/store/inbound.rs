@@ -47,17 +47,17 @@ pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
         )?
         .query_row(
             params![
-        envelope.received_at,
-        envelope.peer_ip,
-        envelope.helo,
-        envelope.mail_from,
-        serde_json::to_string(&envelope.rcpts)?,
-        envelope.tls,
-        serde_json::to_string(&envelope.params)?,
-        raw.len() as i64,
-        &sha[..],
-        &[] as &[u8],
-        db.node(),
+                envelope.received_at,
+                envelope.peer_ip,
+                envelope.helo,
+                envelope.mail_from,
+                serde_json::to_string(&envelope.rcpts)?,
+                envelope.tls,
+                serde_json::to_string(&envelope.params)?,
+                raw.len() as i64,
+                &sha[..],
+                &[] as &[u8],
+                db.node(),
             ],
             |r| r.get(0),
         )?;
@@ -223,7 +223,10 @@ pub fn take(db: &Db<'_>, id: i64) -> Result<String> {
         super::sql::Dialect::Sqlite => "SELECT state FROM inbound_queue WHERE id = ?1",
         super::sql::Dialect::Postgres => "SELECT state FROM inbound_queue WHERE id = ?1 FOR UPDATE",
     };
-    Ok(db.conn().prepare_cached(sql)?.query_row([id], |r| r.get(0))?)
+    Ok(db
+        .conn()
+        .prepare_cached(sql)?
+        .query_row([id], |r| r.get(0))?)
 }
 
 /// The queue row's state: `queued`, `done` or `failed`.

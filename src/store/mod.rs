@@ -225,6 +225,8 @@ struct Inner {
     /// The 'credentials' counter as last read (see [`Store::credentials`]);
     /// its poller starts with the first subscriber.
     credentials: std::sync::OnceLock<tokio::sync::watch::Sender<i64>>,
+    /// Whether this node runs the scheduled jobs (see [`Store::leader`]).
+    leader: std::sync::OnceLock<tokio::sync::watch::Sender<bool>>,
 }
 
 /// Cheap to clone; all clones share the writer and the read pool.
@@ -459,6 +461,7 @@ impl Store {
                 listener: Mutex::new(None),
                 serving,
                 credentials: std::sync::OnceLock::new(),
+                leader: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -499,6 +502,34 @@ impl Store {
                 .spawn(move || credentials_loop(weak));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "store: cannot start the credentials poller");
+            }
+            tx
+        });
+        sender.subscribe()
+    }
+
+    /// Whether this node runs the scheduled jobs (DNS re-checks,
+    /// notification batches, reminders): always with SQLite; with
+    /// PostgreSQL the one node holding the scheduler's advisory lock. When
+    /// that node dies its session ends, the lock goes, and another node
+    /// takes it within [`pg::LEAD_POLL`]. The first call starts the
+    /// thread that keeps trying.
+    pub fn leader(&self) -> tokio::sync::watch::Receiver<bool> {
+        let sender = self.inner.leader.get_or_init(|| {
+            let Backend::Pg(target) = &self.inner.backend else {
+                return tokio::sync::watch::channel(true).0;
+            };
+            let (tx, _) = tokio::sync::watch::channel(false);
+            let (target, weak, leading) = (target.clone(), Arc::downgrade(&self.inner), tx.clone());
+            let open = move || {
+                weak.upgrade()
+                    .is_some_and(|inner| inner.writer.lock().map(|w| w.is_some()).unwrap_or(false))
+            };
+            let spawned = thread::Builder::new()
+                .name("store-lead".into())
+                .spawn(move || pg::lead_loop(&target, &leading, open));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "store: cannot start the scheduler lock holder");
             }
             tx
         });

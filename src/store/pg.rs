@@ -276,12 +276,51 @@ fn listen_loop(target: &Target, commits: &tokio::sync::watch::Sender<u64>, stop:
     }
 }
 
-/// Tries to take the scheduler's lock on `client`'s session: true when this
-/// node now runs the scheduled jobs (it keeps the lock until the session
-/// ends).
-pub fn try_lead(client: &mut postgres::Client) -> Result<bool> {
-    let row = client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_SCHEDULER])
-        .map_err(|e| StoreError::Database(format!("scheduler lock: {e}")))?;
-    Ok(row.get(0))
+/// How often a node that does not run the scheduled jobs tries to take
+/// the scheduler's lock, and the one that does checks its session.
+pub const LEAD_POLL: Duration = Duration::from_secs(1);
+
+/// Holds (or keeps trying to take) the scheduler's advisory lock on a
+/// session of its own while `open()`; `leading` says whether this node
+/// has it. A session that fails loses the lock (the server frees it):
+/// `leading` turns false until a new session takes it again.
+pub fn lead_loop(
+    target: &Target,
+    leading: &tokio::sync::watch::Sender<bool>,
+    open: impl Fn() -> bool,
+) {
+    let set = |v: bool| {
+        leading.send_if_modified(|l| std::mem::replace(l, v) != v);
+    };
+    let mut session: Option<postgres::Client> = None;
+    while open() {
+        let held = *leading.borrow();
+        let step = match session.as_mut() {
+            None => target.connect().map(|c| {
+                session = Some(c);
+            }),
+            Some(client) if !held => client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_SCHEDULER])
+                .map(|row| {
+                    if row.get::<_, bool>(0) {
+                        tracing::info!("store: this node runs the scheduled jobs");
+                        set(true);
+                    }
+                })
+                .map_err(|e| StoreError::Database(e.to_string())),
+            Some(client) => client
+                .simple_query("SELECT 1")
+                .map(|_| ())
+                .map_err(|e| StoreError::Database(e.to_string())),
+        };
+        if let Err(e) = step {
+            if held {
+                tracing::warn!(error = %e, "store: lost the scheduler lock; another node may take it");
+            }
+            set(false);
+            session = None;
+        }
+        thread::sleep(LEAD_POLL);
+    }
+    set(false);
 }

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use super::audit::{self, Actor};
 use super::events::EVENTS;
+use super::sql::Dialect;
 use super::{Db, Result, StoreError};
 use crate::model::now_ms;
 
@@ -410,17 +411,20 @@ pub fn deliveries(
     Ok(Page { items, next_cursor })
 }
 
-/// At start: attempts that were in flight when the process stopped went
-/// nowhere we know of; they are deferred, due now, and will be sent again
-/// (receivers drop duplicates by delivery id). Returns how many.
+/// At start (and, with several nodes, from time to time): attempts that
+/// were in flight when their process stopped went nowhere we know of;
+/// they are deferred, due now, and will be sent again (receivers drop
+/// duplicates by delivery id). With several nodes only attempts whose
+/// lease ran out count (see `outbox::stale_before`). Returns how many.
 pub fn requeue_interrupted(db: &Db<'_>, now: i64) -> Result<usize> {
     let conn = db.conn();
     Ok(conn.execute(
         "UPDATE webhook_deliveries
-         SET state = 'deferred', next_attempt_at = MIN(next_attempt_at, ?1),
+         SET state = 'deferred', lease_until = NULL,
+             next_attempt_at = CASE WHEN next_attempt_at < ?1 THEN next_attempt_at ELSE ?1 END,
              last_error = 'interrupted: the gateway stopped during the attempt'
-         WHERE state = 'sending'",
-        [now],
+         WHERE state = 'sending' AND COALESCE(lease_until, 0) < ?2",
+        params![now, super::outbox::stale_before(db, now)],
     )?)
 }
 
@@ -430,6 +434,7 @@ pub fn requeue_interrupted(db: &Db<'_>, now: i64) -> Result<usize> {
 pub fn claim_due(
     db: &Db<'_>,
     now: i64,
+    lease_until: i64,
     concurrency: usize,
     per_endpoint: usize,
     in_flight: &HashMap<i64, usize>,
@@ -445,7 +450,7 @@ pub fn claim_due(
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
              WHERE d.state IN ('queued', 'deferred') AND d.next_attempt_at <= ?1
                AND w.active = 1
-         ) WHERE nth <= ?2 ORDER BY id",
+         ) AS due WHERE nth <= ?2 ORDER BY id",
     )?;
     let rows = stmt
         .query_map(params![now, per_endpoint as i64], |r| {
@@ -463,15 +468,30 @@ pub fn claim_due(
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    let out = select(rows, Claimed::due, in_flight, concurrency, per_endpoint);
-    for d in &out {
-        conn.execute(
-            "UPDATE webhook_deliveries SET state = 'sending', attempts = attempts + 1
-             WHERE id = ?1",
-            [d.id],
-        )?;
+    let mut out = select(rows, Claimed::due, in_flight, concurrency, per_endpoint);
+    // On PostgreSQL another node may be claiming the same rows: each is
+    // taken only if it is still due and not locked by that node's claim.
+    let mut mark = conn.prepare_cached(match db.dialect() {
+        Dialect::Sqlite => {
+            "UPDATE webhook_deliveries SET state = 'sending', attempts = attempts + 1,
+                    lease_until = ?2
+             WHERE id = ?1"
+        }
+        Dialect::Postgres => {
+            "UPDATE webhook_deliveries SET state = 'sending', attempts = attempts + 1,
+                    lease_until = ?2
+             WHERE id = (SELECT id FROM webhook_deliveries
+                         WHERE id = ?1 AND state IN ('queued', 'deferred')
+                         FOR UPDATE SKIP LOCKED)"
+        }
+    })?;
+    let mut taken = Vec::with_capacity(out.len());
+    for d in out.drain(..) {
+        if mark.execute(params![d.id, lease_until])? == 1 {
+            taken.push(d);
+        }
     }
-    Ok(out)
+    Ok(taken)
 }
 
 /// Which of the due deliveries `due` (oldest first) to start now, given
