@@ -69,6 +69,23 @@ pub enum Command {
         #[command(subcommand)]
         command: SenderCommand,
     },
+    /// Move the store between databases.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Copy the SQLite store (in data_dir) into an empty PostgreSQL
+    /// database, in one transaction, and verify the row counts of every
+    /// table. Stop `serve` first; afterwards set `[store] url` to the URL.
+    Copy {
+        /// The PostgreSQL database: postgres://user:pass@host:port/db
+        #[arg(long, value_name = "URL")]
+        to: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -213,6 +230,35 @@ fn run(command: Command, config: Config) -> anyhow::Result<()> {
                 report.path.display(),
                 report.bytes,
                 report.user_version
+            ))
+        }
+        Command::Store {
+            command: StoreCommand::Copy { to },
+        } => {
+            if !config.store.url.is_empty() {
+                anyhow::bail!(
+                    "[store] url is set: `store copy` reads the SQLite store in data_dir; unset it to copy"
+                );
+            }
+            // No `serve` may write while the copy reads: take its lock.
+            let _lock = store::lock::DataDirLock::acquire(
+                &config.db_path(),
+                &store::lock::Holder::this_process(Default::default()),
+            )?;
+            if !config.db_path().exists() {
+                anyhow::bail!("no SQLite store at {}", config.db_path().display());
+            }
+            // Brings the SQLite store to this binary's schema version.
+            Store::open(&config.db_path())?.close();
+            let copied = store::copy::copy_to_postgres(&config.db_path(), &to)?;
+            for (table, rows) in &copied.tables {
+                outln(&format!("{table:<32} {rows:>10} rows"))?;
+            }
+            outln(&format!(
+                "copied {} tables at schema version {} into {}; counts verified. Set [store] url to use it.",
+                copied.tables.len(),
+                copied.version,
+                crate::config::redact_url(&to)
             ))
         }
         Command::User { command } => {

@@ -23,6 +23,7 @@ pub mod backup;
 mod codec;
 pub mod console;
 pub mod contacts;
+pub mod copy;
 pub mod dkim;
 pub mod events;
 pub mod inbound;
