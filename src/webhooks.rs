@@ -398,7 +398,9 @@ impl Worker {
             }
             // With several nodes, attempts of a node that died are sent
             // again once their lease ran out.
-            if self.store.is_shared() && last_takeover.elapsed() >= TAKEOVER_EVERY {
+            if self.store.is_shared()
+                && last_takeover.elapsed() >= self.config.store.takeover_scan()
+            {
                 last_takeover = Instant::now();
                 if let Err(e) = self
                     .store
@@ -511,9 +513,9 @@ impl Worker {
         }
         let limits = &self.config.webhooks;
         let (concurrency, per_endpoint) = (limits.concurrency, limits.per_endpoint);
-        // An attempt cannot outlast the timeout; the margin covers
-        // recording how it ended.
-        let lease = i64::try_from((limits.timeout + Duration::from_secs(60)).as_millis())
+        // An attempt cannot outlast the timeout; `[store] takeover_after`
+        // covers recording how it ended.
+        let lease = i64::try_from((limits.timeout + self.config.store.takeover_after).as_millis())
             .unwrap_or(i64::MAX / 2);
         self.store
             .write(move |c| {
@@ -523,9 +525,6 @@ impl Worker {
             .await
     }
 }
-
-/// How often a node of a shared store looks for attempts whose node died.
-const TAKEOVER_EVERY: Duration = Duration::from_secs(15);
 
 /// Makes one attempt and records how it ended.
 async fn attempt(client: reqwest::Client, store: Store, config: Arc<Config>, d: Claimed) {

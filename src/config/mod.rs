@@ -156,6 +156,7 @@ const SECTIONS: [(&str, &str); 16] = [
 /// `postgres://` URL puts it in PostgreSQL, shared by several nodes.
 const STORE_DEFAULTS: &str = r#"
 url = ""
+takeover_after = "60s"
 "#;
 
 /// `[store]` (SPEC §2, §13).
@@ -165,12 +166,29 @@ pub struct StoreConfig {
     /// "" or `postgres://user:pass@host:port/db[?sslmode=require&sslrootcert=PATH]`.
     #[serde(deserialize_with = "store_url")]
     pub url: String,
+    /// Several nodes: how long the work of a node that stopped (mail it
+    /// accepted and had not threaded, sends and webhook attempts it had
+    /// started) waits before another node takes it over. A live node
+    /// finishes its own long before.
+    #[serde(deserialize_with = "values::duration")]
+    pub takeover_after: std::time::Duration,
+}
+
+impl StoreConfig {
+    /// How often a node looks for work of a stopped node to take over.
+    pub fn takeover_scan(&self) -> std::time::Duration {
+        (self.takeover_after / 2).clamp(
+            std::time::Duration::from_secs(1),
+            std::time::Duration::from_secs(15),
+        )
+    }
 }
 
 impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &redact_url(&self.url))
+            .field("takeover_after", &self.takeover_after)
             .finish()
     }
 }

@@ -205,11 +205,19 @@ impl Worker {
         })
     }
 
+    /// Mail another node accepted before this time (ms) and left queued
+    /// is threaded here too (that node stopped; `[store] takeover_after`).
+    fn orphaned_before(&self) -> i64 {
+        let after = i64::try_from(self.config.store.takeover_after.as_millis()).unwrap_or(i64::MAX);
+        crate::model::now_ms().saturating_sub(after)
+    }
+
     /// Processes one batch of queued messages; returns how many it took.
     pub async fn drain_once(&self) -> Result<usize> {
+        let orphaned = self.orphaned_before();
         let batch = self
             .store
-            .read(|c| inbound::pending(c, BATCH, BATCH_BYTES))
+            .read(move |c| inbound::pending(c, orphaned, BATCH, BATCH_BYTES))
             .await?;
         let n = batch.len();
         if n == 0 {

@@ -130,9 +130,10 @@ impl Worker {
             if shutdown.is_triggered() {
                 return;
             }
+            let orphaned = self.orphaned_before();
             let read = self
                 .store
-                .read(move |c| inbound::pending_after(c, after, BATCH, BATCH_BYTES));
+                .read(move |c| inbound::pending_after(c, after, orphaned, BATCH, BATCH_BYTES));
             let batch = tokio::select! {
                 batch = read => batch,
                 _ = shutdown.wait() => return,

@@ -135,7 +135,9 @@ impl Worker {
             if shutdown.is_triggered() {
                 break;
             }
-            if self.store.is_shared() && last_takeover.elapsed() >= TAKEOVER_EVERY {
+            if self.store.is_shared()
+                && last_takeover.elapsed() >= self.config.store.takeover_scan()
+            {
                 last_takeover = std::time::Instant::now();
                 if let Err(e) = self.reconcile().await {
                     tracing::warn!(error = %e, "outbound: cannot take over another node's sends; retrying later");
@@ -254,13 +256,10 @@ impl Worker {
     }
 }
 
-/// How often a node of a shared store looks for sends whose node died.
-const TAKEOVER_EVERY: Duration = Duration::from_secs(15);
-
 /// How long a claimed row is leased: one attempt cannot take longer than
-/// `send_timeout`; the margin covers recording its outcome.
+/// `send_timeout`; `[store] takeover_after` covers recording its outcome.
 fn lease_ms(config: &Config) -> i64 {
-    i64::try_from((config.outbound.send_timeout + Duration::from_secs(60)).as_millis())
+    i64::try_from((config.outbound.send_timeout + config.store.takeover_after).as_millis())
         .unwrap_or(i64::MAX / 2)
 }
 

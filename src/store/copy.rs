@@ -47,7 +47,8 @@ pub fn copy_to_postgres(path: &Path, url: &str) -> Result<Copied> {
 }
 
 fn copy_here(path: &Path, url: &str) -> Result<Copied> {
-    let lite = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let lite =
+        rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
     let version: u32 = lite.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let target = pg::Target::parse(url)?;
     let mut client = target.connect()?;
@@ -120,7 +121,9 @@ fn parents_first(lite: &rusqlite::Connection) -> Result<Vec<String>> {
     let mut parents: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for t in &names {
         let refs: BTreeSet<String> = lite
-            .prepare(&format!("SELECT \"table\" FROM pragma_foreign_key_list('{t}')"))?
+            .prepare(&format!(
+                "SELECT \"table\" FROM pragma_foreign_key_list('{t}')"
+            ))?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         parents.insert(t.clone(), refs.into_iter().filter(|p| p != t).collect());
@@ -159,9 +162,16 @@ fn postgres_columns(conn: Conn<'_>) -> Result<BTreeMap<String, Vec<String>>> {
 }
 
 /// Copies one table's rows; returns how many.
-fn copy_table(lite: &rusqlite::Connection, conn: Conn<'_>, table: &str, pg_columns: &[String]) -> Result<i64> {
+fn copy_table(
+    lite: &rusqlite::Connection,
+    conn: Conn<'_>,
+    table: &str,
+    pg_columns: &[String],
+) -> Result<i64> {
     let mut columns: Vec<String> = lite
-        .prepare(&format!("SELECT name FROM pragma_table_info('{table}') ORDER BY cid"))?
+        .prepare(&format!(
+            "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+        ))?
         .query_map([], |r| r.get(0))?
         .collect::<rusqlite::Result<_>>()?;
     for c in &columns {
@@ -170,7 +180,8 @@ fn copy_table(lite: &rusqlite::Connection, conn: Conn<'_>, table: &str, pg_colum
         }
     }
     // A table PostgreSQL orders by an explicit `rowid` gets SQLite's.
-    let select_rowid = pg_columns.iter().any(|c| c == "rowid") && !columns.iter().any(|c| c == "rowid");
+    let select_rowid =
+        pg_columns.iter().any(|c| c == "rowid") && !columns.iter().any(|c| c == "rowid");
     let mut select_list = columns.join(", ");
     if select_rowid {
         select_list.push_str(", rowid");
@@ -202,7 +213,9 @@ fn copy_table(lite: &rusqlite::Connection, conn: Conn<'_>, table: &str, pg_colum
         |r| r.get(0),
     )?;
     let order = if without_rowid { "1" } else { "rowid" };
-    let mut select = lite.prepare(&format!("SELECT {select_list} FROM {table} ORDER BY {order}"))?;
+    let mut select = lite.prepare(&format!(
+        "SELECT {select_list} FROM {table} ORDER BY {order}"
+    ))?;
     let mut rows = select.query([])?;
     let mut batch: Vec<Value> = Vec::with_capacity(ROWS_PER_INSERT * width);
     let mut n = 0i64;
@@ -211,7 +224,11 @@ fn copy_table(lite: &rusqlite::Connection, conn: Conn<'_>, table: &str, pg_colum
         if rows == 0 {
             return Ok(());
         }
-        let sql = if rows == ROWS_PER_INSERT { full.clone() } else { insert(rows) };
+        let sql = if rows == ROWS_PER_INSERT {
+            full.clone()
+        } else {
+            insert(rows)
+        };
         conn.execute(&sql, params_from_iter(batch.drain(..)))?;
         Ok(())
     };
@@ -253,8 +270,10 @@ fn move_sequences(conn: Conn<'_>, table: &str) -> Result<()> {
 /// Counts every table again, on both sides, after the commit.
 fn verify(lite: &rusqlite::Connection, conn: Conn<'_>, copied: &[(String, i64)]) -> Result<()> {
     for (table, n) in copied {
-        let in_lite: i64 = lite.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
-        let in_pg: i64 = conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+        let in_lite: i64 =
+            lite.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
+        let in_pg: i64 =
+            conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))?;
         if in_lite != *n || in_pg != *n {
             return Err(db(format!(
                 "{table}: {in_lite} rows in SQLite, {in_pg} in PostgreSQL after copying {n}"

@@ -116,22 +116,23 @@ pub fn get(db: &Db<'_>, id: i64) -> Result<InboundMessage> {
 
 /// The oldest queued messages, in arrival order: at most `limit`, and no
 /// more than `max_bytes` of raw mail (but always at least one message).
-pub fn pending(db: &Db<'_>, limit: usize, max_bytes: usize) -> Result<Vec<InboundMessage>> {
-    let _conn = db.conn();
-    pending_after(db, 0, limit, max_bytes)
+pub fn pending(
+    db: &Db<'_>,
+    orphaned_before: i64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<InboundMessage>> {
+    pending_after(db, 0, orphaned_before, limit, max_bytes)
 }
-
-/// How long a message another node accepted may stay queued before this
-/// node threads it (that node stopped or died before it could).
-pub const ORPHANED_AFTER_MS: i64 = 60_000;
 
 /// [`pending`] among the messages queued after queue id `after`. With
 /// several nodes, each threads what it accepted itself, and what another
-/// node left queued for [`ORPHANED_AFTER_MS`] ([`take`] makes sure only
-/// one of them stores it).
+/// node accepted before `orphaned_before` (ms) and left queued: it stopped
+/// or died before it could ([`take`] makes sure only one node stores it).
 pub fn pending_after(
     db: &Db<'_>,
     after: i64,
+    orphaned_before: i64,
     limit: usize,
     max_bytes: usize,
 ) -> Result<Vec<InboundMessage>> {
@@ -140,7 +141,7 @@ pub fn pending_after(
         "SELECT id, size FROM inbound_queue WHERE state = 'queued' AND id > ?2
            AND (accepted_by = ?3 OR received_at <= ?4) ORDER BY id LIMIT ?1",
     )?;
-    let orphaned = chrono::Utc::now().timestamp_millis() - ORPHANED_AFTER_MS;
+    let orphaned = orphaned_before;
     let mut total = 0usize;
     let mut last_id = None;
     for row in sizes.query_map(params![limit as i64, after, db.node(), orphaned], |r| {
