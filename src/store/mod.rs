@@ -56,6 +56,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+pub use pg::LEAD_POLL;
 use rusqlite::{Connection, OpenFlags};
 use sql::{Conn, PgConn};
 use tokio::sync::oneshot;

@@ -1,0 +1,488 @@
+//! Several gateway nodes on one PostgreSQL store (SPEC §13): a thread
+//! started on one node hears the vendor's reply that arrives at the other,
+//! whose IMAP IDLE announces it; every outbound message leaves once; a node
+//! killed with SIGKILL under SMTP load loses nothing it acknowledged and
+//! the other node finishes its work.
+//!
+//! These need a PostgreSQL server (`BACKCHANNEL_TEST_POSTGRES`, which
+//! `tests/pg/run.sh` and `.ci/run` provide); without one they print a
+//! notice and pass.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use backchannel::model::Role;
+use common::{TestServer, api_call, make_user, smtp_send, wait_until};
+use reqwest::StatusCode;
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const BIN: &str = env!("CARGO_BIN_EXE_backchannel");
+
+fn needs_postgres() -> Option<String> {
+    let server = common::postgres_server();
+    if server.is_none() {
+        eprintln!(
+            "skipped: several nodes need PostgreSQL; set BACKCHANNEL_TEST_POSTGRES (tests/pg/run.sh starts one)"
+        );
+    }
+    server
+}
+
+/// Two nodes on one new database, each with a data dir of its own.
+async fn two_nodes(rest: &str) -> Option<(TestServer, TestServer)> {
+    needs_postgres()?;
+    let (da, db) = (tempfile::tempdir().ok()?, tempfile::tempdir().ok()?);
+    let url = common::postgres_database(&da.path().join("data"))?;
+    std::fs::create_dir_all(db.path().join("data")).ok()?;
+    std::fs::write(db.path().join("data/postgres-url"), &url).ok()?;
+    let a = TestServer::start_in(da, "", rest).await;
+    let b = TestServer::start_in(db, "", rest).await;
+    Some((a, b))
+}
+
+/// Messages a node's maildir sink holds: file name → text.
+fn sent(dir: &Path) -> BTreeMap<String, String> {
+    std::fs::read_dir(dir.join("sent/new"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            Some((e.file_name().to_string_lossy().into_owned(), text))
+        })
+        .collect()
+}
+
+/// The `Subject:` of a stored message.
+fn subject(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Subject: "))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// A raw IMAP connection (what a mail client sends and reads).
+struct Imap {
+    io: BufReader<tokio::net::TcpStream>,
+}
+
+impl Imap {
+    async fn connect(addr: std::net::SocketAddr) -> Imap {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("imap");
+        let mut c = Imap {
+            io: BufReader::new(stream),
+        };
+        c.line().await;
+        c
+    }
+
+    async fn line(&mut self) -> String {
+        let mut l = String::new();
+        tokio::time::timeout(common::WAIT_DEADLINE, self.io.read_line(&mut l))
+            .await
+            .expect("an IMAP line in time")
+            .expect("read");
+        l
+    }
+
+    async fn cmd(&mut self, tag: &str, line: &str) -> Vec<String> {
+        self.io
+            .get_mut()
+            .write_all(format!("{tag} {line}\r\n").as_bytes())
+            .await
+            .expect("write");
+        let mut out = Vec::new();
+        loop {
+            let l = self.line().await;
+            assert!(!l.is_empty(), "closed: {out:?}");
+            let done = l.starts_with(&format!("{tag} "));
+            out.push(l);
+            if done {
+                assert!(
+                    out.last()
+                        .is_some_and(|l| l.starts_with(&format!("{tag} OK"))),
+                    "{line}: {out:?}"
+                );
+                return out;
+            }
+        }
+    }
+}
+
+fn exists(lines: &[String]) -> usize {
+    lines
+        .iter()
+        .find_map(|l| {
+            l.strip_prefix("* ")?
+                .strip_suffix(" EXISTS\r\n")?
+                .parse()
+                .ok()
+        })
+        .expect("EXISTS in SELECT")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_arriving_at_one_node_wakes_the_other_nodes_idle_and_mail_leaves_once() {
+    let Some((a, b)) = two_nodes("").await else {
+        return;
+    };
+    let owner = make_user(&a, "olga@acme.com", "Olga Owner", Role::Owner).await;
+
+    // Threads started through both nodes' APIs; both outbox workers run.
+    let mut tokens = Vec::new();
+    for i in 0..12 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        let (st, v) = api_call(
+            node,
+            "POST",
+            &format!("/api/parents/T-{i}/side-conversations"),
+            &owner,
+            Some(json!({"to": ["vera@carrier.example"], "subject": format!("Pallet {i}"), "body_text": "Where is it?"})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        tokens.push(v["token"].as_str().expect("token").to_string());
+    }
+    wait_until("every outbox row sent", || async {
+        a.query::<i64>("SELECT COUNT(*) FROM outbox WHERE state = 'sent'")
+            .await
+            == 12
+    })
+    .await;
+    let mut subjects: Vec<String> = sent(&a.dir.path().join("data"))
+        .into_values()
+        .chain(sent(&b.dir.path().join("data")).into_values())
+        .map(|t| subject(&t))
+        .collect();
+    subjects.sort();
+    let mut want: Vec<String> = (0..12).map(|i| format!("Pallet {i}")).collect();
+    want.sort();
+    assert_eq!(subjects, want, "each message reaches the sink exactly once");
+
+    // Node A's IMAP IDLE hears a reply that node B accepted.
+    let mut imap = Imap::connect(a.imap).await;
+    imap.cmd("a1", &format!("LOGIN olga@acme.com {owner}"))
+        .await;
+    let before = exists(&imap.cmd("a2", "SELECT INBOX").await);
+    imap.io
+        .get_mut()
+        .write_all(b"a3 IDLE\r\n")
+        .await
+        .expect("idle");
+    assert!(imap.line().await.starts_with("+ "));
+    let token = &tokens[3];
+    let r = smtp_send(
+        b.smtp,
+        "vera@carrier.example",
+        &[&format!("reply+{token}@gw.example.com")],
+        &format!(
+            "From: Vera <vera@carrier.example>\nTo: reply+{token}@gw.example.com\nSubject: Re: Pallet 3\nMessage-ID: <reply-3@carrier.example>\n\nLoaded this morning.\n"
+        ),
+    )
+    .await;
+    assert!(r.starts_with("250"), "{r}");
+    let want = format!("* {} EXISTS\r\n", before + 1);
+    loop {
+        let l = imap.line().await;
+        assert!(!l.is_empty(), "IDLE closed");
+        if l == want {
+            break;
+        }
+    }
+    imap.io
+        .get_mut()
+        .write_all(b"DONE\r\n")
+        .await
+        .expect("done");
+
+    // Stored once, threaded to its conversation, on both nodes' view.
+    for node in [&a, &b] {
+        let n: i64 = node
+            .query("SELECT COUNT(*) FROM messages WHERE message_id = 'reply-3@carrier.example' AND side_conversation_id IS NOT NULL")
+            .await;
+        assert_eq!(n, 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduled_jobs_run_on_one_node_and_move_when_it_stops() {
+    let Some((a, b)) = two_nodes("").await else {
+        return;
+    };
+    let (la, lb) = (a.store.leader(), b.store.leader());
+    wait_until("one node to lead", || async {
+        *la.borrow() || *lb.borrow()
+    })
+    .await;
+    // Never both, also after each has tried the lock again.
+    for _ in 0..3 {
+        tokio::time::sleep(backchannel::store::LEAD_POLL).await;
+        assert!(!(*la.borrow() && *lb.borrow()), "two nodes lead at once");
+    }
+    let a_leads = *la.borrow();
+    let (mut leader, _other, follower) = if a_leads { (a, b, lb) } else { (b, a, la) };
+    // The leader stops (its database sessions end): the other takes over.
+    leader.shutdown().await;
+    leader.store.close();
+    wait_until("the other node to lead", || async { *follower.borrow() }).await;
+}
+
+// ---------------------------------------------------------------------------
+// SIGKILL under load (the real binary, two processes)
+
+struct Node {
+    child: Child,
+    smtp: String,
+    http: String,
+}
+
+fn node_config(dir: &Path, name: &str, url: &str, dns: std::net::SocketAddr) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    // One data dir for both: the maildir sink is shared, as one relay
+    // would be, so a takeover sees what the dead node already handed over.
+    std::fs::write(
+        &path,
+        format!(
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"\"\n[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"1s\"\n[store]\nurl = \"{url}\"\ntakeover_after = \"2s\"\n",
+            dir.join("data").display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+fn start_node(config: &Path, ready: &Path) -> Node {
+    let mut c = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BACKCHANNEL_") {
+            c.env_remove(k);
+        }
+    }
+    let mut child = c
+        .arg("--config")
+        .arg(config)
+        .args(["serve", "--ready-file"])
+        .arg(ready)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn serve");
+    let deadline = std::time::Instant::now() + common::WAIT_DEADLINE;
+    let v: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(ready)
+            && let Ok(v) = serde_json::from_str(&text)
+        {
+            break v;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("node exited early: {status}");
+        }
+        assert!(std::time::Instant::now() < deadline, "node not ready");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    Node {
+        child,
+        smtp: v["smtp"].as_str().expect("smtp").to_string(),
+        http: v["http"].as_str().expect("http").to_string(),
+    }
+}
+
+/// One SMTP transaction; true when the message was acknowledged (`250`).
+async fn deliver(addr: &str, token: &str, n: usize) -> bool {
+    let Ok(addr) = addr.parse() else {
+        return false;
+    };
+    let token = token.to_string();
+    // The client's helpers panic on a dropped connection: the attempt runs
+    // as a task of its own, and a panic counts as not acknowledged.
+    let attempt = async move {
+        let mut c = common::connect(addr).await;
+        c.reply().await;
+        c.cmd("EHLO load.example").await;
+        c.cmd("MAIL FROM:<vera@carrier.example>").await;
+        c.cmd(&format!("RCPT TO:<reply+{token}@gw.example.com>"))
+            .await;
+        if !c.cmd("DATA").await.starts_with("354") {
+            return false;
+        }
+        c.send(
+            format!(
+                "From: vera@carrier.example\r\nTo: reply+{token}@gw.example.com\r\nSubject: Load {n}\r\nMessage-ID: <load-{n}@carrier.example>\r\n\r\nUpdate {n}.\r\n"
+            )
+            .as_bytes(),
+        )
+        .await;
+        c.cmd(".").await.starts_with("250")
+    };
+    // A node killed mid-transaction answers nothing: not acknowledged.
+    let outcome = tokio::spawn(tokio::time::timeout(Duration::from_secs(20), attempt)).await;
+    matches!(outcome, Ok(Ok(true)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_node_under_smtp_load_loses_nothing_acknowledged() {
+    if needs_postgres().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let url = common::postgres_database(&data).expect("database");
+    let dns = common::dns::FakeDns::start(&common::verified_records()).await;
+    let mut a = start_node(
+        &node_config(dir.path(), "a", &url, dns.addr),
+        &dir.path().join("a.json"),
+    );
+    let mut b = start_node(
+        &node_config(dir.path(), "b", &url, dns.addr),
+        &dir.path().join("b.json"),
+    );
+    let sql = common::Sql::at(data.join("backchannel.db"));
+
+    // An owner and a thread to reply to, made through node B's command line
+    // and API.
+    let config_b = dir.path().join("b.toml");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&config_b)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "olga@acme.com",
+            "--name",
+            "Olga",
+            "--role",
+            "owner",
+        ])
+        .output()
+        .expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let client = reqwest::Client::new();
+    let start = |node: &Node, i: usize| {
+        let req = client
+            .post(format!("http://{}/api/parents/K-{i}/side-conversations", node.http))
+            .bearer_auth(&owner)
+            .json(&json!({"to": [format!("v{i}@carrier.example")], "subject": format!("Kill {i}"), "body_text": "Status?"}));
+        async move {
+            let r = req.send().await.expect("api");
+            assert_eq!(r.status(), StatusCode::CREATED);
+            r.json::<serde_json::Value>().await.expect("json")
+        }
+    };
+    let thread = start(&b, 0).await;
+    let token = thread["token"].as_str().expect("token").to_string();
+
+    // Load on both nodes; node A dies partway through.
+    let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+    let sent_count = Arc::new(AtomicUsize::new(0));
+    const MESSAGES: usize = 240;
+    let mut senders = Vec::new();
+    for w in 0..6 {
+        let (acked, sent_count, token) = (acked.clone(), sent_count.clone(), token.clone());
+        let (sa, sb) = (a.smtp.clone(), b.smtp.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = w;
+            while n < MESSAGES {
+                // Half to each node; after a refusal, the other node (as a
+                // sending MTA's next MX would).
+                let first = if n % 2 == 0 { &sa } else { &sb };
+                let ok = deliver(first, &token, n).await || deliver(&sb, &token, n).await;
+                if ok && let Ok(mut set) = acked.lock() {
+                    set.insert(n);
+                }
+                sent_count.fetch_add(1, Ordering::Relaxed);
+                n += 6;
+            }
+        }));
+    }
+    // Outbound mail queued through node A just before it dies.
+    for i in 1..=6 {
+        start(&a, i).await;
+    }
+    wait_until("a third of the load", || async {
+        sent_count.load(Ordering::Relaxed) >= MESSAGES / 3
+    })
+    .await;
+    a.child.kill().expect("SIGKILL node A");
+    a.child.wait().expect("reap node A");
+    for s in senders {
+        s.await.expect("sender");
+    }
+    let acked: BTreeSet<usize> = acked.lock().map(|s| s.clone()).unwrap_or_default();
+    assert!(
+        acked.len() >= MESSAGES / 2,
+        "most messages acknowledged: {}",
+        acked.len()
+    );
+
+    // Node B threads what A accepted and left, and finishes A's outbox.
+    wait_until("the inbound queue drained", || async {
+        sql.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM inbound_queue WHERE state = 'queued'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })
+        .await
+        .is_ok_and(|n| n == 0)
+    })
+    .await;
+    let stored: BTreeMap<String, i64> = sql
+        .read(|c| {
+            let mut s = c.prepare(
+                "SELECT message_id, COUNT(*) FROM messages WHERE message_id LIKE 'load-%' GROUP BY message_id",
+            )?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+        .expect("stored");
+    for n in &acked {
+        assert_eq!(
+            stored.get(&format!("load-{n}@carrier.example")),
+            Some(&1),
+            "acknowledged message {n} is stored exactly once"
+        );
+    }
+    assert!(
+        stored.values().all(|&c| c == 1),
+        "nothing stored twice: {stored:?}"
+    );
+
+    wait_until("every outbox row sent", || async {
+        sql.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )?)
+        })
+        .await
+        .is_ok_and(|n| n == 0)
+    })
+    .await;
+    let subjects: Vec<String> = sent(&data).into_values().map(|t| subject(&t)).collect();
+    for i in 0..=6 {
+        let n = subjects
+            .iter()
+            .filter(|s| **s == format!("Kill {i}"))
+            .count();
+        assert_eq!(n, 1, "Kill {i} reaches the sink once: {subjects:?}");
+    }
+    b.child.kill().ok();
+    b.child.wait().ok();
+}
