@@ -62,6 +62,17 @@ async fn metrics_text(State(st): State<ScrapeState>) -> impl IntoResponse {
     // Queue depths and message counts are read at scrape time (indexed counts).
     let depths = st.store.read(crate::store::stats::depths).await;
     st.limits.publish();
+    if st.store.is_shared() {
+        metrics::describe(
+            "store_round_trips_total",
+            "Requests this node sent to PostgreSQL and waited on",
+        );
+        metrics::gauge_set(
+            "store_round_trips_total",
+            &[],
+            i64::try_from(crate::store::sql::round_trips()).unwrap_or(i64::MAX),
+        );
+    }
     match depths {
         Ok(crate::store::stats::Depths {
             inbound,

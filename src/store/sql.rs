@@ -23,6 +23,20 @@ use postgres::types::{FromSql as PgFromSql, IsNull, ToSql as PgToSql, Type};
 use rusqlite::ToSql;
 use rusqlite::types::{FromSql, Value, ValueRef};
 
+/// Requests this process sent to PostgreSQL (each waits for the server's
+/// answer: a prepare, a query, an execute, a batch of statements), for the
+/// `store_round_trips_total` metric and the benchmark's cost per message.
+static ROUND_TRIPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// See [`ROUND_TRIPS`].
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn round_trip() {
+    ROUND_TRIPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Which database a connection talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -72,6 +86,7 @@ impl PgConn {
             return Ok(s.clone());
         }
         let translated = translate(sql);
+        round_trip();
         let stmt = self
             .client()?
             .prepare(&translated)
@@ -98,6 +113,7 @@ impl PgConn {
     /// track of the transaction they open or end.
     fn batch(&self, sql: &str) -> rusqlite::Result<()> {
         let translated = translate(sql);
+        round_trip();
         self.client()?
             .batch_execute(&translated)
             .map_err(pg_error)?;
@@ -485,6 +501,7 @@ fn pg_rows(
     let bound = bind(params)?;
     let refs: Vec<&(dyn PgToSql + Sync)> =
         bound.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
+    round_trip();
     let rows = conn.client()?.query(stmt, &refs).map_err(pg_error)?;
     rows.iter()
         .map(|row| (0..row.len()).map(|i| column_value(row, i)).collect())
@@ -499,6 +516,7 @@ fn pg_execute(
     let bound = bind(params)?;
     let refs: Vec<&(dyn PgToSql + Sync)> =
         bound.iter().map(|b| b as &(dyn PgToSql + Sync)).collect();
+    round_trip();
     let n = conn.client()?.execute(stmt, &refs).map_err(pg_error)?;
     Ok(n as usize)
 }
