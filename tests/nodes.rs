@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use backchannel::model::Role;
-use common::{TestServer, api_call, make_user, smtp_send, wait_until};
+use common::{TestServer, api_call, make_user, smtp_send, wait_for, wait_until};
 use reqwest::StatusCode;
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -233,6 +233,83 @@ async fn the_scheduled_jobs_run_on_one_node_and_move_when_it_stops() {
     leader.shutdown().await;
     leader.store.close();
     wait_until("the other node to lead", || async { *follower.borrow() }).await;
+}
+
+/// Runs one statement on the suite's PostgreSQL server (as its superuser).
+fn admin(sql: &str) {
+    let (server, sql) = (common::postgres_server().expect("server"), sql.to_string());
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&server, postgres::NoTls).expect("admin connect");
+        c.batch_execute(&sql).expect("admin statement");
+    })
+    .join()
+    .expect("admin thread");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_postgresql_is_unreachable_smtp_answers_451_and_then_accepts_again() {
+    let Some((a, _b)) = two_nodes("").await else {
+        return;
+    };
+    let url = std::fs::read_to_string(a.dir.path().join("data/postgres-url")).expect("url");
+    let name = url.rsplit('/').next().expect("database name").to_string();
+    let smtp = a.smtp;
+    let send = move |n: usize| async move {
+        let data = format!(
+            "From: vera@carrier.example\nTo: reply@gw.example.com\nSubject: Down {n}\nMessage-ID: <down-{n}@carrier.example>\n\nHello.\n"
+        );
+        smtp_send(
+            smtp,
+            "vera@carrier.example",
+            &["reply@gw.example.com"],
+            &data,
+        )
+        .await
+    };
+    assert!(send(0).await.starts_with("250"));
+
+    // The database stops taking connections and every session is cut.
+    admin(&format!(
+        "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ));
+    let mut refused = 0;
+    for n in 1..=3 {
+        let r = send(n).await;
+        assert!(
+            r.starts_with("451"),
+            "message {n} while the store is down: {r}"
+        );
+        refused += 1;
+    }
+    assert_eq!(refused, 3);
+
+    // Back: the writer opens a new session; mail is accepted and stored.
+    admin(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"));
+    let mut n = 10;
+    let accepted = wait_for("the store to accept mail again", || {
+        n += 1;
+        let attempt = send(n);
+        async move { attempt.await.starts_with("250").then_some(n) }
+    })
+    .await;
+    a.wait_ingested().await;
+    for m in [0, accepted] {
+        let stored: i64 = a
+            .query(&format!(
+                "SELECT COUNT(*) FROM messages WHERE message_id = 'down-{m}@carrier.example'"
+            ))
+            .await;
+        assert_eq!(stored, 1, "message {m} stored once");
+    }
+    for m in 1..=3 {
+        let stored: i64 = a
+            .query(&format!(
+                "SELECT COUNT(*) FROM messages WHERE message_id = 'down-{m}@carrier.example'"
+            ))
+            .await;
+        assert_eq!(stored, 0, "message {m} was refused with 451, so not kept");
+    }
 }
 
 // ---------------------------------------------------------------------------

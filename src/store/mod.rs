@@ -411,7 +411,7 @@ impl Store {
         let writer = PgConn::new(first);
         let store = Self::start(
             Backend::Pg(target.clone()),
-            WriterConn::Pg(writer, target.node.clone()),
+            WriterConn::Pg(writer, target.clone()),
             None,
             false,
         )?;
@@ -963,22 +963,44 @@ fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, frames: Arc<Atomi
 }
 
 /// The writer's connection: SQLite's with its checkpointer, or a
-/// PostgreSQL session with the name other nodes know this one by.
+/// PostgreSQL session with where to open a new one.
 enum WriterConn {
     Lite(Connection, Wal),
-    Pg(PgConn, String),
+    Pg(PgConn, pg::Target),
+}
+
+impl WriterConn {
+    /// A PostgreSQL session that is gone (the server restarted, the
+    /// network failed) is replaced before the next batch; while the
+    /// server cannot be reached every write fails (SMTP answers `451`)
+    /// and the next batch tries again.
+    fn reconnect_if_lost(&mut self) {
+        if let WriterConn::Pg(conn, target) = self
+            && conn.is_closed()
+        {
+            match target.connect() {
+                Ok(client) => {
+                    tracing::info!("store: the writer's PostgreSQL session is back");
+                    *conn = PgConn::new(client);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store: PostgreSQL is unreachable; writes fail until it is back")
+                }
+            }
+        }
+    }
 }
 
 fn writer_loop(
-    writer: WriterConn,
+    mut writer: WriterConn,
     rx: mpsc::Receiver<WriterMsg>,
     commits: tokio::sync::watch::Sender<u64>,
 ) {
-    let (conn, notify) = match &writer {
-        WriterConn::Lite(c, _) => (Conn::Lite(c), None),
-        // Other nodes wake their IMAP IDLE, JMAP push and live pages on
-        // this, sent with every commit (see `pg::Listener`).
-        WriterConn::Pg(c, node) => (Conn::Pg(c), Some(pg::notify_sql(node))),
+    // Other nodes wake their IMAP IDLE, JMAP push and live pages on this,
+    // sent with every commit (see `pg::Listener`).
+    let notify = match &writer {
+        WriterConn::Lite(..) => None,
+        WriterConn::Pg(_, target) => Some(pg::notify_sql(&target.node)),
     };
     let mut q = Queues::default();
     let mut open = true;
@@ -1006,6 +1028,11 @@ fn writer_loop(
         if q.is_empty() {
             continue;
         }
+        writer.reconnect_if_lost();
+        let conn = match &writer {
+            WriterConn::Lite(c, _) => Conn::Lite(c),
+            WriterConn::Pg(c, _) => Conn::Pg(c),
+        };
         let mut batch = Batch::begin(conn);
         // Urgent writes first, then the backlog in order while the budget
         // lasts. An urgent write arriving meanwhile joins this batch and

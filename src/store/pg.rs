@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
 
+use super::sql::describe;
 use super::{Result, StoreError};
 
 /// The PostgreSQL schema, embedded at build time. Its first migration is
@@ -100,7 +101,7 @@ impl Target {
     pub fn connect(&self) -> Result<postgres::Client> {
         self.config
             .connect(self.tls.clone())
-            .map_err(|e| StoreError::Database(format!("connect to PostgreSQL: {e}")))
+            .map_err(|e| StoreError::Database(format!("connect to PostgreSQL: {}", describe(&e))))
     }
 }
 
@@ -147,7 +148,8 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
 /// starting together take turns (an advisory lock); running it again is
 /// a no-op.
 pub fn migrate(client: &mut postgres::Client) -> Result<u32> {
-    let db = |e: postgres::Error| StoreError::Database(format!("migrate PostgreSQL: {e}"));
+    let db =
+        |e: postgres::Error| StoreError::Database(format!("migrate PostgreSQL: {}", describe(&e)));
     client
         .execute("SELECT pg_advisory_lock($1)", &[&LOCK_MIGRATE])
         .map_err(db)?;
@@ -161,7 +163,8 @@ pub fn migrate(client: &mut postgres::Client) -> Result<u32> {
 }
 
 fn apply(client: &mut postgres::Client) -> Result<u32> {
-    let db = |e: postgres::Error| StoreError::Database(format!("migrate PostgreSQL: {e}"));
+    let db =
+        |e: postgres::Error| StoreError::Database(format!("migrate PostgreSQL: {}", describe(&e)));
     client
         .batch_execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -183,8 +186,9 @@ fn apply(client: &mut postgres::Client) -> Result<u32> {
             continue;
         }
         let mut tx = client.transaction().map_err(db)?;
-        tx.batch_execute(sql)
-            .map_err(|e| StoreError::Database(format!("PostgreSQL migration {n}: {e}")))?;
+        tx.batch_execute(sql).map_err(|e| {
+            StoreError::Database(format!("PostgreSQL migration {n}: {}", describe(&e)))
+        })?;
         let now = chrono::Utc::now().timestamp();
         tx.execute(
             "INSERT INTO schema_migrations (version, applied_at) VALUES ($1, $2)",
@@ -239,7 +243,7 @@ fn listen_loop(target: &Target, commits: &tokio::sync::watch::Sender<u64>, stop:
         let mut client = match target.connect().and_then(|mut c| {
             c.batch_execute(&format!("LISTEN {CHANNEL}"))
                 .map(|()| c)
-                .map_err(|e| StoreError::Database(e.to_string()))
+                .map_err(|e| StoreError::Database(describe(&e)))
         }) {
             Ok(c) => c,
             Err(e) => {
@@ -263,7 +267,7 @@ fn listen_loop(target: &Target, commits: &tokio::sync::watch::Sender<u64>, stop:
                     }
                     Ok(None) => break,
                     Err(e) => {
-                        tracing::warn!(error = %e, "store: lost the PostgreSQL listener; reconnecting");
+                        tracing::warn!(error = %describe(&e), "store: lost the PostgreSQL listener; reconnecting");
                         failed = true;
                         break;
                     }
@@ -307,11 +311,11 @@ pub fn lead_loop(
                         set(true);
                     }
                 })
-                .map_err(|e| StoreError::Database(e.to_string())),
+                .map_err(|e| StoreError::Database(describe(&e))),
             Some(client) => client
                 .simple_query("SELECT 1")
                 .map(|_| ())
-                .map_err(|e| StoreError::Database(e.to_string())),
+                .map_err(|e| StoreError::Database(describe(&e))),
         };
         if let Err(e) = step {
             if held {

@@ -159,7 +159,13 @@ fn pg_error(e: postgres::Error) -> rusqlite::Error {
             Some(db.message().to_owned()),
         );
     }
-    let text = match e.as_db_error() {
+    rusqlite::Error::ToSqlConversionFailure(Box::new(PgFailure(describe(&e))))
+}
+
+/// A PostgreSQL error with the server's own message (the client's Display
+/// says only "db error").
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
         Some(db) => format!(
             "{} ({}){}",
             db.message(),
@@ -167,8 +173,7 @@ fn pg_error(e: postgres::Error) -> rusqlite::Error {
             db.detail().map(|d| format!(": {d}")).unwrap_or_default()
         ),
         None => e.to_string(),
-    };
-    rusqlite::Error::ToSqlConversionFailure(Box::new(PgFailure(text)))
+    }
 }
 
 /// The text of a PostgreSQL failure (the client's error is not `Clone`).
