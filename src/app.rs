@@ -17,7 +17,7 @@ use crate::http::{self, AppState};
 use crate::model::Role;
 use crate::shutdown::Shutdown;
 use crate::smtp;
-use crate::store::{self, Store};
+use crate::store::{self, Store, StoreError};
 use crate::{api, console, jmap, portal};
 
 /// Addresses actually bound (ports may have been `0`); the `--ready-file`
@@ -334,8 +334,13 @@ pub async fn ensure_first_owner(store: &Store, domain: &str) -> anyhow::Result<(
             if store::users::count(c)? > 0 {
                 return Ok(None);
             }
-            let (user, token) = store::users::create(c, &email, "Owner", Role::Owner)?;
-            Ok(Some((user, token)))
+            // Two nodes of one PostgreSQL store starting together: the
+            // second finds the first's owner (a unique email) and goes on.
+            match c.savepoint(|c| store::users::create(c, &email, "Owner", Role::Owner)) {
+                Ok(created) => Ok(Some(created)),
+                Err(StoreError::Conflict(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
         })
         .await?;
     if let Some((user, token)) = created {
