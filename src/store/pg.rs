@@ -57,7 +57,8 @@ impl Target {
     /// Reads a `postgres://user:pass@host:port/db?sslmode=…` URL. Besides
     /// what the client understands, `sslrootcert=PATH` names a PEM file of
     /// certificate authorities to trust for the server's certificate (as
-    /// libpq's does), in addition to the system's.
+    /// libpq's does), in addition to the system's. Unlike libpq, a
+    /// certificate is always verified when TLS is used.
     pub fn parse(url: &str) -> Result<Target> {
         let bad = |why: String| StoreError::Database(format!("[store] url: {why}"));
         let mut parsed = url::Url::parse(url).map_err(|e| bad(e.to_string()))?;
@@ -68,6 +69,7 @@ impl Target {
             )));
         }
         let mut root_file = None;
+        let mut asks_tls = false;
         let kept: Vec<(String, String)> = parsed
             .query_pairs()
             .filter_map(|(k, v)| {
@@ -75,6 +77,7 @@ impl Target {
                     root_file = Some(v.into_owned());
                     None
                 } else {
+                    asks_tls |= k == "sslmode" && v != "disable";
                     Some((k.into_owned(), v.into_owned()))
                 }
             })
@@ -88,6 +91,13 @@ impl Target {
             .as_str()
             .parse()
             .map_err(|e: postgres::Error| bad(e.to_string()))?;
+        // TLS when the URL asks for it (`sslmode=require` or `prefer`),
+        // and then the server's certificate is always verified (system
+        // CAs and `sslrootcert`); without `sslmode` the session is plain,
+        // as on a private network or loopback.
+        if !asks_tls {
+            config.ssl_mode(postgres::config::SslMode::Disable);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
