@@ -203,6 +203,56 @@ async fn a_reply_arriving_at_one_node_wakes_the_other_nodes_idle_and_mail_leaves
         .await
         .expect("done");
 
+    // Replies arriving at both nodes at once: every mailbox's UIDs are
+    // 1..n without a gap, and in UID order the modseqs only grow (a UID
+    // is taken under the same row lock that orders the commits).
+    let mut sends = Vec::new();
+    for n in 0..24 {
+        let (smtp, token) = (
+            if n % 2 == 0 { a.smtp } else { b.smtp },
+            tokens[n % 4].clone(),
+        );
+        sends.push(tokio::spawn(async move {
+            let data = format!(
+                "From: Vera <vera@carrier.example>\nTo: reply+{token}@gw.example.com\nSubject: Re: burst\nMessage-ID: <burst-{n}@carrier.example>\n\nBurst {n}.\n"
+            );
+            smtp_send(smtp, "vera@carrier.example", &[&format!("reply+{token}@gw.example.com")], &data).await
+        }));
+    }
+    for s in sends {
+        let r = s.await.expect("send");
+        assert!(r.starts_with("250"), "{r}");
+    }
+    a.wait_ingested().await;
+    b.wait_ingested().await;
+    let rows: Vec<(i64, i64, i64)> = a
+        .sql
+        .read(|c| {
+            let mut s = c.prepare(
+                "SELECT mailbox_id, uid, modseq FROM mailbox_messages ORDER BY mailbox_id, uid",
+            )?;
+            let rows = s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
+        .await
+        .expect("mailbox rows");
+    let mut by_mailbox: BTreeMap<i64, Vec<(i64, i64)>> = BTreeMap::new();
+    for (mailbox, uid, modseq) in rows {
+        by_mailbox.entry(mailbox).or_default().push((uid, modseq));
+    }
+    for (mailbox, entries) in &by_mailbox {
+        let uids: Vec<i64> = entries.iter().map(|e| e.0).collect();
+        assert_eq!(
+            uids,
+            (1..=uids.len() as i64).collect::<Vec<_>>(),
+            "mailbox {mailbox}"
+        );
+        assert!(
+            entries.windows(2).all(|w| w[0].1 < w[1].1),
+            "mailbox {mailbox}: {entries:?}"
+        );
+    }
+
     // Stored once, threaded to its conversation, on both nodes' view.
     for node in [&a, &b] {
         let n: i64 = node
@@ -233,6 +283,58 @@ async fn the_scheduled_jobs_run_on_one_node_and_move_when_it_stops() {
     leader.shutdown().await;
     leader.store.close();
     wait_until("the other node to lead", || async { *follower.borrow() }).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_a_dead_node_left_in_sending_is_taken_over_once_its_lease_ran_out() {
+    let Some((a, b)) = two_nodes("[store]\ntakeover_after = \"1s\"\n").await else {
+        return;
+    };
+    let owner = make_user(&a, "olga@acme.com", "Olga Owner", Role::Owner).await;
+    let (st, v) = api_call(
+        &a,
+        "POST",
+        "/api/parents/L-1/side-conversations",
+        &owner,
+        Some(json!({"to": ["vera@carrier.example"], "subject": "Leased", "body_text": "Hello"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let sent_files = || {
+        sent(&a.dir.path().join("data"))
+            .into_iter()
+            .chain(sent(&b.dir.path().join("data")))
+            .filter(|(_, t)| subject(t) == "Leased")
+            .map(|(name, _)| name)
+            .collect::<Vec<_>>()
+    };
+    wait_until("the first send", || async { sent_files().len() == 1 }).await;
+    // As a node that claimed the row and died mid-send leaves it: `sending`,
+    // leased for a little longer, its copy never handed over.
+    for name in sent_files() {
+        let _ = std::fs::remove_file(a.dir.path().join("data/sent/new").join(&name));
+        let _ = std::fs::remove_file(b.dir.path().join("data/sent/new").join(&name));
+    }
+    a.sql
+        .write(|c| {
+            let now = backchannel::model::now_ms();
+            c.execute(
+                "UPDATE outbox SET state = 'sending', lease_until = ?1, sent_at = NULL",
+                [now + 1500],
+            )?;
+            Ok(())
+        })
+        .await
+        .expect("leave the row in sending");
+    wait_until("the row taken over and sent again", || async {
+        a.query::<i64>("SELECT COUNT(*) FROM outbox WHERE state = 'sent' AND sent_at IS NOT NULL")
+            .await
+            == 1
+    })
+    .await;
+    assert_eq!(sent_files().len(), 1, "sent once more, by one node");
+    let attempts: i64 = a.query("SELECT attempts FROM outbox").await;
+    assert_eq!(attempts, 2, "the dead node's attempt and the takeover's");
 }
 
 /// Runs one statement on the suite's PostgreSQL server (as its superuser).

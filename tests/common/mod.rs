@@ -331,6 +331,9 @@ impl TestServer {
         }
         let data = dir.path().join("data");
         let text = match postgres_database(&data) {
+            Some(url) if text.contains("[store]\n") => {
+                text.replacen("[store]\n", &format!("[store]\nurl = \"{url}\"\n"), 1)
+            }
             Some(url) => format!("{text}\n[store]\nurl = \"{url}\"\n"),
             None => text,
         };
