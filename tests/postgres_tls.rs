@@ -151,12 +151,9 @@ fn the_store_talks_tls_to_postgresql_when_the_url_asks_and_verifies_the_server()
         "{db_url}?sslmode=require&sslrootcert={}",
         other.display()
     ))
-    .err()
-    .expect("an unknown certificate is refused");
+    .expect_err("an unknown certificate is refused");
     assert!(err.contains("connect to PostgreSQL"), "{err}");
-    let err = open(&format!("{db_url}?sslmode=require"))
-        .err()
-        .expect("refused without sslrootcert");
+    let err = open(&format!("{db_url}?sslmode=require")).expect_err("refused without sslrootcert");
     assert!(err.contains("connect to PostgreSQL"), "{err}");
 
     // Not asked for: plain.

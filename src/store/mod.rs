@@ -198,13 +198,13 @@ enum Backend {
     /// A SQLite file, written by this process alone.
     Lite { path: PathBuf },
     /// A PostgreSQL database shared with other nodes.
-    Pg(pg::Target),
+    Pg(Box<pg::Target>),
 }
 
 /// A pooled read connection.
 enum Reader {
     Lite(Connection),
-    Pg(PgConn),
+    Pg(Box<PgConn>),
 }
 
 struct Inner {
@@ -410,8 +410,8 @@ impl Store {
         pg::migrate(&mut first)?;
         let writer = PgConn::new(first);
         let store = Self::start(
-            Backend::Pg(target.clone()),
-            WriterConn::Pg(writer, target.clone()),
+            Backend::Pg(Box::new(target.clone())),
+            WriterConn::Pg(Box::new((writer, target.clone()))),
             None,
             false,
         )?;
@@ -690,7 +690,7 @@ impl Store {
                 *n += 1;
                 drop(n);
                 match target.connect() {
-                    Ok(client) => Ok(Reader::Pg(PgConn::new(client))),
+                    Ok(client) => Ok(Reader::Pg(Box::new(PgConn::new(client)))),
                     Err(e) => {
                         self.pg_reader_gone();
                         Err(e)
@@ -966,7 +966,7 @@ fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>, frames: Arc<Atomi
 /// PostgreSQL session with where to open a new one.
 enum WriterConn {
     Lite(Connection, Wal),
-    Pg(PgConn, pg::Target),
+    Pg(Box<(PgConn, pg::Target)>),
 }
 
 impl WriterConn {
@@ -975,9 +975,10 @@ impl WriterConn {
     /// server cannot be reached every write fails (SMTP answers `451`)
     /// and the next batch tries again.
     fn reconnect_if_lost(&mut self) {
-        if let WriterConn::Pg(conn, target) = self
-            && conn.is_closed()
+        if let WriterConn::Pg(session) = self
+            && session.0.is_closed()
         {
+            let (conn, target) = &mut **session;
             match target.connect() {
                 Ok(client) => {
                     tracing::info!("store: the writer's PostgreSQL session is back");
@@ -1000,7 +1001,7 @@ fn writer_loop(
     // sent with every commit (see `pg::Listener`).
     let notify = match &writer {
         WriterConn::Lite(..) => None,
-        WriterConn::Pg(_, target) => Some(pg::notify_sql(&target.node)),
+        WriterConn::Pg(session) => Some(pg::notify_sql(&session.1.node)),
     };
     let mut q = Queues::default();
     let mut open = true;
@@ -1031,7 +1032,7 @@ fn writer_loop(
         writer.reconnect_if_lost();
         let conn = match &writer {
             WriterConn::Lite(c, _) => Conn::Lite(c),
-            WriterConn::Pg(c, _) => Conn::Pg(c),
+            WriterConn::Pg(session) => Conn::Pg(&session.0),
         };
         let mut batch = Batch::begin(conn);
         // Urgent writes first, then the backlog in order while the budget
