@@ -256,40 +256,42 @@ pub fn translate(sql: &str) -> String {
 }
 
 /// Parameters: rusqlite's `params![…]` slice, an array of one type, or
-/// [`params_from_iter`].
+/// [`params_from_iter`]. They are lent as a slice without copying (the
+/// writer runs dozens of statements per message).
 pub trait Params {
-    fn refs(&self) -> Vec<&dyn ToSql>;
+    fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R;
 }
 
 impl Params for &[&dyn ToSql] {
-    fn refs(&self) -> Vec<&dyn ToSql> {
-        self.to_vec()
+    fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+        f(self)
     }
 }
 
 impl Params for () {
-    fn refs(&self) -> Vec<&dyn ToSql> {
-        Vec::new()
+    fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+        f(&[])
     }
 }
 
 impl Params for [&(dyn ToSql + Send + Sync); 0] {
-    fn refs(&self) -> Vec<&dyn ToSql> {
-        Vec::new()
+    fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+        f(&[])
     }
 }
 
 macro_rules! array_params {
     ($($n:literal)+) => {$(
         impl<T: ToSql> Params for [T; $n] {
-            fn refs(&self) -> Vec<&dyn ToSql> {
-                self.iter().map(|v| v as &dyn ToSql).collect()
+            fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+                let refs: [&dyn ToSql; $n] = std::array::from_fn(|i| &self[i] as &dyn ToSql);
+                f(&refs)
             }
         }
 
         impl<T: ToSql> Params for &[T; $n] {
-            fn refs(&self) -> Vec<&dyn ToSql> {
-                self.iter().map(|v| v as &dyn ToSql).collect()
+            fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+                (**self).with(f)
             }
         }
     )+};
@@ -305,8 +307,9 @@ pub fn params_from_iter<T: ToSql, I: IntoIterator<Item = T>>(iter: I) -> ParamsF
 }
 
 impl<T: ToSql> Params for ParamsFromIter<T> {
-    fn refs(&self) -> Vec<&dyn ToSql> {
-        self.0.iter().map(|v| v as &dyn ToSql).collect()
+    fn with<R>(&self, f: impl FnOnce(&[&dyn ToSql]) -> R) -> R {
+        let refs: Vec<&dyn ToSql> = self.0.iter().map(|v| v as &dyn ToSql).collect();
+        f(&refs)
     }
 }
 
@@ -468,24 +471,24 @@ fn column_value(row: &postgres::Row, i: usize) -> rusqlite::Result<Value> {
     Ok(v)
 }
 
-fn bind(params: &dyn Params) -> rusqlite::Result<Vec<Bound>> {
-    params
-        .refs()
-        .into_iter()
-        .map(|p| {
-            let out = p.to_sql()?;
-            let v = match out {
-                rusqlite::types::ToSqlOutput::Borrowed(r) => owned(r),
-                rusqlite::types::ToSqlOutput::Owned(v) => v,
-                other => {
-                    return Err(rusqlite::Error::ToSqlConversionFailure(
-                        format!("unsupported parameter {other:?}").into(),
-                    ));
-                }
-            };
-            Ok(Bound(v))
-        })
-        .collect()
+fn bind(params: &impl Params) -> rusqlite::Result<Vec<Bound>> {
+    params.with(|refs| {
+        refs.iter()
+            .map(|p| {
+                let out = p.to_sql()?;
+                let v = match out {
+                    rusqlite::types::ToSqlOutput::Borrowed(r) => owned(r),
+                    rusqlite::types::ToSqlOutput::Owned(v) => v,
+                    other => {
+                        return Err(rusqlite::Error::ToSqlConversionFailure(
+                            format!("unsupported parameter {other:?}").into(),
+                        ));
+                    }
+                };
+                Ok(Bound(v))
+            })
+            .collect()
+    })
 }
 
 fn owned(v: ValueRef<'_>) -> Value {
@@ -501,7 +504,7 @@ fn owned(v: ValueRef<'_>) -> Value {
 fn pg_rows(
     conn: &PgConn,
     stmt: &postgres::Statement,
-    params: &dyn Params,
+    params: &impl Params,
 ) -> rusqlite::Result<Vec<Vec<Value>>> {
     let bound = bind(params)?;
     let refs: Vec<&(dyn PgToSql + Sync)> =
@@ -516,7 +519,7 @@ fn pg_rows(
 fn pg_execute(
     conn: &PgConn,
     stmt: &postgres::Statement,
-    params: &dyn Params,
+    params: &impl Params,
 ) -> rusqlite::Result<usize> {
     let bound = bind(params)?;
     let refs: Vec<&(dyn PgToSql + Sync)> =
@@ -642,7 +645,7 @@ impl<'c> Statement<'c> {
 
     pub fn execute<P: Params>(&mut self, params: P) -> rusqlite::Result<usize> {
         if let Some(s) = self.lite() {
-            return s.execute(&*params.refs());
+            return params.with(|p| s.execute(p));
         }
         match self {
             Statement::Pg { conn, stmt } => pg_execute(conn, stmt, &params),
@@ -653,7 +656,7 @@ impl<'c> Statement<'c> {
     /// Runs an INSERT and returns the id it generated.
     pub fn insert<P: Params>(&mut self, params: P) -> rusqlite::Result<i64> {
         if let Some(s) = self.lite() {
-            return s.insert(&*params.refs());
+            return params.with(|p| s.insert(p));
         }
         match self {
             Statement::Pg { conn, stmt } => {
@@ -670,7 +673,7 @@ impl<'c> Statement<'c> {
         F: FnOnce(&Row<'_, '_>) -> rusqlite::Result<T>,
     {
         if let Some(s) = self.lite() {
-            return s.query_row(&*params.refs(), |r| f(&Row::Lite(r)));
+            return params.with(|p| s.query_row(p, |r| f(&Row::Lite(r))));
         }
         match self {
             Statement::Pg { conn, stmt } => {
@@ -697,11 +700,11 @@ impl<'c> Statement<'c> {
         match self {
             Statement::Lite(s) => {
                 let map: LiteMap<'s, T> = Box::new(move |r| f(&Row::Lite(r)));
-                Ok(MappedRows::Lite(s.query_map(&*params.refs(), map)?))
+                Ok(MappedRows::Lite(params.with(|p| s.query_map(p, map))?))
             }
             Statement::LiteOnce(s) => {
                 let map: LiteMap<'s, T> = Box::new(move |r| f(&Row::Lite(r)));
-                Ok(MappedRows::Lite(s.query_map(&*params.refs(), map)?))
+                Ok(MappedRows::Lite(params.with(|p| s.query_map(p, map))?))
             }
             Statement::Pg { conn, stmt } => {
                 let rows = pg_rows(conn, stmt, &params)?;
@@ -723,8 +726,8 @@ impl<'c> Statement<'c> {
     /// The rows, one by one (`while let Some(row) = rows.next()?`).
     pub fn query<P: Params>(&mut self, params: P) -> rusqlite::Result<Rows<'_>> {
         match self {
-            Statement::Lite(s) => Ok(Rows::Lite(s.query(&*params.refs())?)),
-            Statement::LiteOnce(s) => Ok(Rows::Lite(s.query(&*params.refs())?)),
+            Statement::Lite(s) => Ok(Rows::Lite(params.with(|p| s.query(p))?)),
+            Statement::LiteOnce(s) => Ok(Rows::Lite(params.with(|p| s.query(p))?)),
             Statement::Pg { conn, stmt } => Ok(Rows::Pg(pg_rows(conn, stmt, &params)?, 0)),
         }
     }
