@@ -67,6 +67,7 @@ if [[ -z ${BENCH_BACKCHANNEL_BIN:-} ]]; then
 fi
 
 work="$(mktemp -d /tmp/bcnodes.XXXXXX)"
+chmod 755 "$work"   # PostgreSQL runs as its own user under it
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
