@@ -665,3 +665,178 @@ async fn sigkill_of_one_node_under_smtp_load_loses_nothing_acknowledged() {
     b.child.kill().ok();
     b.child.wait().ok();
 }
+
+// ---------------------------------------------------------------------------
+// `store copy`: a SQLite store moved to PostgreSQL, then served from there
+
+fn sigterm(node: &mut Node) {
+    // SAFETY: kill(2) with a pid we own and a valid signal number.
+    let rc = unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let status = node.child.wait().expect("wait");
+    assert!(status.success(), "serve exited with {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_store_copied_to_postgresql_serves_on_with_everything_in_it() {
+    if needs_postgres().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let dns = common::dns::FakeDns::start(&common::verified_records()).await;
+    // First on SQLite (no [store] url).
+    let lite_config = node_config(dir.path(), "lite", "", dns.addr);
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&lite_config)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "olga@acme.com",
+            "--name",
+            "Olga",
+            "--role",
+            "owner",
+        ])
+        .output()
+        .expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let mut lite = start_node(&lite_config, &dir.path().join("lite.json"));
+    let client = reqwest::Client::new();
+    let api =
+        |node: &Node, method: reqwest::Method, path: &str, body: Option<serde_json::Value>| {
+            let mut req = client
+                .request(method, format!("http://{}{path}", node.http))
+                .bearer_auth(&owner);
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            async move {
+                let r = req.send().await.expect("api");
+                let status = r.status();
+                (
+                    status,
+                    r.json::<serde_json::Value>().await.unwrap_or_default(),
+                )
+            }
+        };
+    let mut tokens = Vec::new();
+    for i in 0..3 {
+        let (st, v) = api(
+            &lite,
+            reqwest::Method::POST,
+            &format!("/api/parents/C-{i}/side-conversations"),
+            Some(json!({"to": ["vera@carrier.example"], "subject": format!("Copy {i}"), "body_text": "Hello"})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        tokens.push(v["token"].as_str().expect("token").to_string());
+    }
+    for (n, token) in tokens.iter().enumerate() {
+        let data = format!(
+            "From: vera@carrier.example\nTo: reply+{token}@gw.example.com\nSubject: Re: Copy {n}\nMessage-ID: <copy-{n}@carrier.example>\n\nLoaded.\n"
+        );
+        let r = smtp_send(
+            lite.smtp.parse().expect("smtp addr"),
+            "vera@carrier.example",
+            &[&format!("reply+{token}@gw.example.com")],
+            &data,
+        )
+        .await;
+        assert!(r.starts_with("250"), "{r}");
+    }
+    let lite_sql = common::Sql::at(data.join("backchannel.db"));
+    let count = |sql: &common::Sql, q: &'static str| {
+        let sql = sql.clone();
+        async move {
+            sql.read(move |c| Ok(c.query_row(q, [], |r| r.get::<_, i64>(0))?))
+                .await
+                .expect("count")
+        }
+    };
+    wait_until("the replies threaded", || async {
+        count(&lite_sql, "SELECT COUNT(*) FROM messages WHERE direction = 'in' AND side_conversation_id IS NOT NULL").await == 3
+    })
+    .await;
+    wait_until("the outbox sent", || async {
+        count(
+            &lite_sql,
+            "SELECT COUNT(*) FROM outbox WHERE state <> 'sent'",
+        )
+        .await
+            == 0
+    })
+    .await;
+    sigterm(&mut lite);
+    let before = (
+        count(&lite_sql, "SELECT COUNT(*) FROM messages").await,
+        count(&lite_sql, "SELECT COUNT(*) FROM mailbox_messages").await,
+        count(&lite_sql, "SELECT MAX(id) FROM side_conversations").await,
+    );
+
+    // Copied into an empty database, verified by counts.
+    let url = common::postgres_database(&data).expect("database");
+    let copy = Command::new(BIN)
+        .arg("--config")
+        .arg(&lite_config)
+        .args(["store", "copy", "--to", &url])
+        .output()
+        .expect("store copy");
+    let stdout = String::from_utf8_lossy(&copy.stdout);
+    assert!(
+        copy.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&copy.stderr)
+    );
+    assert!(stdout.contains("counts verified"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("messages ") && l.contains(&format!(" {} rows", before.0))),
+        "{stdout}"
+    );
+    // Not twice into one database.
+    let again = Command::new(BIN)
+        .arg("--config")
+        .arg(&lite_config)
+        .args(["store", "copy", "--to", &url])
+        .output()
+        .expect("store copy again");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("in use"));
+
+    // Served from PostgreSQL: the same threads, users and mailboxes; new
+    // rows get new ids.
+    let pg_config = node_config(dir.path(), "pg", &url, dns.addr);
+    let pg = start_node(&pg_config, &dir.path().join("pg.json"));
+    let pg_sql = common::Sql::at(data.join("backchannel.db"));
+    assert_eq!(
+        (
+            count(&pg_sql, "SELECT COUNT(*) FROM messages").await,
+            count(&pg_sql, "SELECT COUNT(*) FROM mailbox_messages").await,
+            count(&pg_sql, "SELECT MAX(id) FROM side_conversations").await,
+        ),
+        before
+    );
+    let (st, v) = api(&pg, reqwest::Method::GET, "/api/side-conversations", None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert!(v.to_string().contains("Copy 2"), "{v}");
+    let (st, v) = api(
+        &pg,
+        reqwest::Method::POST,
+        "/api/parents/C-9/side-conversations",
+        Some(json!({"to": ["vera@carrier.example"], "subject": "After the copy", "body_text": "Hello"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["id"].as_i64(), Some(before.2 + 1), "{v}");
+    let mut pg = pg;
+    sigterm(&mut pg);
+}
