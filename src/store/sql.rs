@@ -96,7 +96,8 @@ impl PgConn {
                 rusqlite::Error::ToSqlConversionFailure(why) => {
                     let sql = translated.split_whitespace().collect::<Vec<_>>().join(" ");
                     rusqlite::Error::ToSqlConversionFailure(Box::new(PgFailure(format!(
-                        "{why} in: {sql}"
+                        "{} in: {sql}",
+                        why.to_string().trim_start_matches("postgres: ")
                     ))))
                 }
                 other => other,
