@@ -37,9 +37,12 @@
 //! mime_guard.rs  the copy of a message mail-parser is handed: header fields
 //!                bounded (its encoded-word decoding is quadratic), pure
 //! templates.rs   side-conversation templates and their placeholders
-//! store/         SQLite, the only module with SQL: open (WAL, synchronous=FULL,
-//!                foreign keys), migrations from schema.sql, group-commit writer
-//!                thread, checkpointer, read pool; a typed `Db` handle lent to reads
+//! store/         SQLite or PostgreSQL, the only module with SQL: open (WAL,
+//!                synchronous=FULL, foreign keys), migrations from schema.sql /
+//!                schema_pg.sql, group-commit writer thread, checkpointer, read
+//!                pool; sql.rs: one SQL surface over both databases; pg.rs:
+//!                PostgreSQL sessions, LISTEN/NOTIFY, the scheduler's advisory
+//!                lock; copy.rs: SQLite → PostgreSQL; a typed `Db` handle lent to reads
 //!                and writes; one file of typed functions per aggregate (parents,
 //!                side_conversations, participants, messages, inbound, outbox,
 //!                senders, dkim, users, settings, templates, webhooks, events,
@@ -93,7 +96,7 @@
 //! A module names only the modules listed after it (`crate::…`); everything
 //! else is a circle waiting to happen. The doors (smtp, imap, jmap, api,
 //! portal, console) import none of each other; only `main` and `cli` import `app`;
-//! only `store` names the SQLite driver. `tests/layout.rs` checks this table against
+//! only `store` names the database drivers (rusqlite, postgres). `tests/layout.rs` checks this table against
 //! the source, and that no file in `src/` is over 1,500 lines.
 //!
 //! ```text
