@@ -124,7 +124,7 @@ pub fn update_profile(
 pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM users WHERE email = ?1")?
+        .prepare_cached("SELECT 1 FROM users WHERE lower(email) = lower(?1)")?
         .query_row([email], |_| Ok(()))
         .optional()?
         .is_some())
