@@ -282,7 +282,9 @@ pub fn visible_reply_sql(alias: &str) -> String {
         format!("{alias}.")
     };
     format!(
-        "coalesce({a}visible_reply, trim(replace({a}text_body, char(13, 10), char(10)), char(32, 9, 10, 13)))"
+        // The control characters are in the literals themselves: SQLite's
+        // char() and PostgreSQL's chr() have no common spelling.
+        "coalesce({a}visible_reply, trim(replace({a}text_body, '\r\n', '\n'), ' \t\n\r'))"
     )
 }
 
