@@ -409,11 +409,12 @@ impl TestServer {
                     "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, 0, 0)",
                     [format!("T-{token}")],
                 )?;
+                let parent = c.last_insert_rowid();
                 c.execute(
                     "INSERT INTO side_conversations
                        (parent_id, token, subject, sender_email, created_at, updated_at)
-                     VALUES (last_insert_rowid(), ?1, 'Subject', 'reply@gw.example.com', 0, 0)",
-                    [&token],
+                     VALUES (?2, ?1, 'Subject', 'reply@gw.example.com', 0, 0)",
+                    rusqlite::params![&token, parent],
                 )?;
                 Ok(())
             })
