@@ -694,7 +694,10 @@ async fn one_failing_notification_batch_does_not_hold_back_the_others() {
     // The failure passes: Ann's batch goes out on a later round.
     p.s.sql
         .write(|c| {
-            c.execute_batch("DROP TRIGGER fail_ann")?;
+            c.execute_batch(match c.dialect() {
+                Dialect::Sqlite => "DROP TRIGGER fail_ann",
+                Dialect::Postgres => "DROP TRIGGER fail_ann ON messages",
+            })?;
             Ok(())
         })
         .await
