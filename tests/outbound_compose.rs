@@ -497,7 +497,7 @@ async fn refusals_name_the_field_or_the_state() {
     .await
     .expect("after reopen");
     let log: String = s
-        .query("SELECT group_concat(text, '|') FROM (SELECT text FROM activity ORDER BY id)")
+        .query("SELECT string_agg(text, '|' ORDER BY id) FROM activity")
         .await;
     assert_eq!(
         log,

@@ -657,7 +657,7 @@ async fn maildir_restart_does_not_duplicate_a_delivered_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     // A previous run crashed with two rows in `sending`: the first one's
     // file had already been renamed into new/, the second one's had not.
-    let store = Store::open(&dir.path().join("data/backchannel.db")).expect("store");
+    let store = common::open_store(&dir.path().join("data/backchannel.db"));
     let sql = common::Sql::at(dir.path().join("data/backchannel.db"));
     let (_, keys) = seed(
         &store,
@@ -943,7 +943,7 @@ async fn relay_never_downgrades_a_failed_starttls() {
 async fn relay_restart_sends_an_interrupted_row_once() {
     let sink = Sink::start(Script::default()).await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&dir.path().join("data/backchannel.db")).expect("store");
+    let store = common::open_store(&dir.path().join("data/backchannel.db"));
     let sql = common::Sql::at(dir.path().join("data/backchannel.db"));
     let (_, keys) = seed(&store, &sql, &["vendor@vendor.example"], RAW).await;
     sql.write(|c| {

@@ -327,7 +327,7 @@ async fn plaintext_auth_is_refused_to_a_remote_peer_before_starttls() {
         Vec::new(),
     )
     .expect("config");
-    let store = backchannel::store::Store::open(&config.db_path()).expect("store");
+    let store = common::open_store(&config.db_path());
     let token = store
         .write(|db| backchannel::store::users::create(db, ANN, "Ann", Role::Member))
         .await

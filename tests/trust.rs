@@ -12,6 +12,7 @@
 mod common;
 
 use backchannel::model::Role;
+use backchannel::store::sql::Dialect;
 use common::dns::{FakeDns, RecordKind};
 use common::{TestServer, api_call, make_user, smtp_send, wait_until};
 use reqwest::StatusCode;
@@ -642,11 +643,20 @@ async fn one_failing_notification_batch_does_not_hold_back_the_others() {
     // Every notification email to Ann fails to be written.
     p.s.sql
         .write(|c| {
-            c.execute_batch(
-                "CREATE TRIGGER fail_ann BEFORE INSERT ON messages
-                 WHEN NEW.kind = 'notification' AND NEW.to_addrs LIKE '%ann@acme.com%'
-                 BEGIN SELECT RAISE(ABORT, 'injected failure'); END;",
-            )?;
+            c.execute_batch(match c.dialect() {
+                Dialect::Sqlite => {
+                    "CREATE TRIGGER fail_ann BEFORE INSERT ON messages
+                     WHEN NEW.kind = 'notification' AND NEW.to_addrs LIKE '%ann@acme.com%'
+                     BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+                }
+                Dialect::Postgres => {
+                    "CREATE FUNCTION fail_ann() RETURNS trigger LANGUAGE plpgsql
+                       AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$;
+                     CREATE TRIGGER fail_ann BEFORE INSERT ON messages FOR EACH ROW
+                     WHEN (NEW.kind = 'notification' AND NEW.to_addrs LIKE '%ann@acme.com%')
+                     EXECUTE FUNCTION fail_ann();"
+                }
+            })?;
             Ok(())
         })
         .await
@@ -684,7 +694,10 @@ async fn one_failing_notification_batch_does_not_hold_back_the_others() {
     // The failure passes: Ann's batch goes out on a later round.
     p.s.sql
         .write(|c| {
-            c.execute_batch("DROP TRIGGER fail_ann")?;
+            c.execute_batch(match c.dialect() {
+                Dialect::Sqlite => "DROP TRIGGER fail_ann",
+                Dialect::Postgres => "DROP TRIGGER fail_ann ON messages",
+            })?;
             Ok(())
         })
         .await

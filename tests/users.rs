@@ -24,11 +24,16 @@ const BIN: &str = env!("CARGO_BIN_EXE_backchannel");
 /// directory.
 fn cli_config(s: &TestServer) -> PathBuf {
     let path = s.dir.path().join("cli.toml");
+    let data = s.dir.path().join("data");
+    // On PostgreSQL the command line reaches the gateway's database.
+    let store = common::postgres_database(&data)
+        .map(|url| format!("[store]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n",
-            s.dir.path().join("data").display()
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n{store}",
+            data.display()
         ),
     )
     .expect("write config");

@@ -705,7 +705,7 @@ async fn rows_left_sending_at_startup_are_sent_again() {
         Vec::new(),
     )
     .expect("config");
-    let store = Store::open(&config.db_path()).expect("store");
+    let store = common::open_store(&config.db_path());
     let sql = common::Sql::at(config.db_path());
     let hook = add_hook(&store, &r.url(), "k", &[]).await;
     enqueue(

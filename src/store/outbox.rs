@@ -49,11 +49,11 @@ pub fn enqueue(db: &Db<'_>, message: i64, recipient: &str, now: i64) -> Result<S
     conn.execute(
         "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?4)
-         ON CONFLICT (message_id, recipient) DO NOTHING",
+         ON CONFLICT DO NOTHING",
         params![message, recipient, key, now],
     )?;
     Ok(conn.query_row(
-        "SELECT verp_key FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+        "SELECT verp_key FROM outbox WHERE message_id = ?1 AND lower(recipient) = lower(?2)",
         params![message, recipient],
         |r| r.get(0),
     )?)
@@ -281,8 +281,9 @@ pub fn raw(db: &Db<'_>, outbox_id: i64, message: i64) -> Result<Vec<u8>> {
 pub fn set_copy(db: &Db<'_>, message: i64, recipient: &str, raw: &[u8]) -> Result<()> {
     let conn = db.conn();
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO outbox_copies (outbox_id, raw)
-         SELECT id, ?3 FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+        "INSERT INTO outbox_copies (outbox_id, raw)
+         SELECT id, ?3 FROM outbox WHERE message_id = ?1 AND lower(recipient) = lower(?2)
+         ON CONFLICT (outbox_id) DO UPDATE SET raw = excluded.raw",
     )?
     .execute(params![message, recipient, raw])?;
     Ok(())

@@ -6,6 +6,7 @@
 
 use rusqlite::params;
 
+use super::sql::Dialect;
 use super::{Db, Result};
 
 /// How a report groups side conversations.
@@ -44,16 +45,21 @@ pub struct Facts {
 /// it, or open now.
 pub fn facts(db: &Db<'_>, from: i64, to: i64, group_by: GroupBy) -> Result<Vec<Facts>> {
     let conn = db.conn();
+    // Where the '@' is: SQLite's instr() is PostgreSQL's strpos().
+    let at = match db.dialect() {
+        Dialect::Sqlite => "instr(pt.email, '@')",
+        Dialect::Postgres => "strpos(pt.email, '@')",
+    };
     let key = match group_by {
-        GroupBy::VendorDomain => {
-            "(SELECT lower(substr(pt.email, instr(pt.email, '@') + 1)) FROM participants pt
+        GroupBy::VendorDomain => format!(
+            "(SELECT lower(substr(pt.email, {at} + 1)) FROM participants pt
               WHERE pt.side_conversation_id = s.id AND pt.role = 'to'
               ORDER BY pt.added_at, pt.email LIMIT 1)"
-        }
-        GroupBy::Agent => "(SELECT u.email FROM users u WHERE u.id = s.started_by)",
-        GroupBy::Sender => "lower(s.sender_email)",
+        ),
+        GroupBy::Agent => "(SELECT u.email FROM users u WHERE u.id = s.started_by)".into(),
+        GroupBy::Sender => "lower(s.sender_email)".into(),
         // Read below, one row per tag.
-        GroupBy::Tag => "NULL",
+        GroupBy::Tag => "NULL".into(),
     };
     // Only those opened in the range are read message by message; the
     // others (closed in it, open now) need just their row.
@@ -106,7 +112,7 @@ pub fn facts(db: &Db<'_>, from: i64, to: i64, group_by: GroupBy) -> Result<Vec<F
     if group_by == GroupBy::Tag {
         let mut tags = conn.prepare_cached(
             "SELECT tag FROM side_conversation_tags WHERE side_conversation_id = ?1
-             ORDER BY tag COLLATE NOCASE",
+             ORDER BY lower(tag), tag",
         )?;
         for f in &mut out {
             let list = tags

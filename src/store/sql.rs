@@ -206,7 +206,17 @@ pub fn translate(sql: &str) -> String {
                     .find(c as char)
                     .map(|n| i + 1 + n + 1)
                     .unwrap_or(bytes.len());
-                out.push_str(&sql[i..end]);
+                // SQLite's blob literal X'0a1b' is PostgreSQL's '\x0a1b'::bytea.
+                let blob = c == b'\''
+                    && i > 0
+                    && bytes[i - 1].eq_ignore_ascii_case(&b'x')
+                    && (i < 2 || !(bytes[i - 2].is_ascii_alphanumeric() || bytes[i - 2] == b'_'));
+                if blob && end > i + 1 {
+                    out.pop();
+                    out.push_str(&format!("'\\x{}::bytea", &sql[i + 1..end]));
+                } else {
+                    out.push_str(&sql[i..end]);
+                }
                 i = end;
             }
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
@@ -249,6 +259,13 @@ pub fn translate(sql: &str) -> String {
             .filter(|&r| r < body_end)
             .unwrap_or(body_end);
         out.insert_str(at, " ON CONFLICT DO NOTHING");
+    }
+    // SQLite's index hints (`t INDEXED BY name`) have no PostgreSQL form.
+    while let Some(pos) = out.to_ascii_uppercase().find(" INDEXED BY ") {
+        let name = out[pos + " INDEXED BY ".len()..]
+            .find(|ch: char| !(ch.is_ascii_alphanumeric() || ch == '_'))
+            .map_or(out.len(), |n| pos + " INDEXED BY ".len() + n);
+        out.replace_range(pos..name, "");
     }
     if upper.trim_start().starts_with("BEGIN IMMEDIATE") {
         return "BEGIN".to_owned();
@@ -839,6 +856,10 @@ mod tests {
             "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING RETURNING a;"
         );
         assert_eq!(translate("BEGIN IMMEDIATE"), "BEGIN");
+        assert_eq!(
+            translate("SELECT nullif(raw, X''), x'0A' FROM t INDEXED BY t_raw WHERE a = 'X'''"),
+            "SELECT nullif(raw, '\\x'::bytea), '\\x0A'::bytea FROM t WHERE a = 'X'''"
+        );
     }
 
     #[test]

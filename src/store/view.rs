@@ -282,13 +282,13 @@ impl Viewer {
 }
 
 /// The same rule as [`Viewer::may_see`] in SQL over a `mailboxes` row
-/// aliased `mb`, for a viewer who administers (`admin`, 0/1) and is user
+/// aliased `mb`, for a viewer who administers (`admin`) and is user
 /// `user`.
 fn visible_sql(mb: &str, admin: bool, user: i64) -> String {
     format!(
         "CASE {mb}.kind WHEN 'unrouted' THEN {} WHEN 'sent' THEN {mb}.owner_user_id = {user} \
-         ELSE 1 END",
-        i32::from(admin)
+         ELSE TRUE END",
+        if admin { "TRUE" } else { "FALSE" }
     )
 }
 
@@ -857,7 +857,7 @@ pub fn user_states(db: &Db<'_>, role: crate::model::Role, user_id: i64) -> Resul
     let conn = db.conn();
     let contents: i64 = conn.query_row(
         "SELECT coalesce(max(highest_modseq), 0) FROM mailboxes
-         WHERE CASE kind WHEN 'unrouted' THEN ?1 WHEN 'sent' THEN owner_user_id = ?2 ELSE 1 END",
+         WHERE CASE kind WHEN 'unrouted' THEN ?1 <> 0 WHEN 'sent' THEN owner_user_id = ?2 ELSE 1 = 1 END",
         params![role.can_administer(), user_id],
         |r| r.get(0),
     )?;
@@ -1127,11 +1127,11 @@ fn filter_sql(f: &EmailFilter, admin: bool, user: i64, params: &mut Vec<Value>) 
             .join(op)
     };
     match f {
-        EmailFilter::And(parts) if parts.is_empty() => "1".into(),
+        EmailFilter::And(parts) if parts.is_empty() => "TRUE".into(),
         EmailFilter::And(parts) => format!("({})", join(parts, " AND ", params)),
-        EmailFilter::Or(parts) if parts.is_empty() => "0".into(),
+        EmailFilter::Or(parts) if parts.is_empty() => "FALSE".into(),
         EmailFilter::Or(parts) => format!("({})", join(parts, " OR ", params)),
-        EmailFilter::Not(parts) if parts.is_empty() => "1".into(),
+        EmailFilter::Not(parts) if parts.is_empty() => "TRUE".into(),
         EmailFilter::Not(parts) => format!("NOT ({})", join(parts, " OR ", params)),
         EmailFilter::InMailbox(n) => {
             params.push(Value::Integer(*n));
@@ -1249,7 +1249,7 @@ pub fn query_emails(
     let mut params = Vec::new();
     let condition = filter_sql(filter, admin, user, &mut params);
     let visible = visible_sql("vb", admin, user);
-    let admin = i32::from(admin);
+    let admin = if admin { "TRUE" } else { "FALSE" };
     let dir = if ascending { "ASC" } else { "DESC" };
     let limit = cap.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let sql = format!(

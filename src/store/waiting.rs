@@ -54,21 +54,21 @@ pub struct ListFilter {
 /// the id of the message that made it wait, so the longest-waiting come
 /// first.
 pub fn list(db: &Db<'_>, f: &ListFilter, after: i64, limit: i64) -> Result<Vec<(i64, i64)>> {
-    let common = "AND (?2 IS NULL OR s.parent_id = (SELECT id FROM parents WHERE external_id = ?2))
-         AND (?3 IS NULL OR s.status = ?3)
-         AND (?4 IS NULL OR EXISTS (SELECT 1 FROM side_conversation_tags t
-                                    WHERE t.side_conversation_id = s.id AND t.tag = ?4))";
+    let common = "AND (CAST(?2 AS TEXT) IS NULL OR s.parent_id = (SELECT id FROM parents WHERE external_id = ?2))
+         AND (CAST(?3 AS TEXT) IS NULL OR s.status = ?3)
+         AND (CAST(?4 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM side_conversation_tags t
+                                    WHERE t.side_conversation_id = s.id AND lower(t.tag) = lower(?4)))";
     let sql = match f.waiting {
         None => format!(
             "SELECT s.id, s.id FROM side_conversations s WHERE s.id > ?1 {common}
-             AND ?5 IS NULL ORDER BY s.id LIMIT ?6"
+             AND CAST(?5 AS BIGINT) IS NULL ORDER BY s.id LIMIT ?6"
         ),
         Some(Waiting::Vendor) => format!(
             "SELECT s.last_out_id, s.id FROM side_conversations s
              INDEXED BY side_conversations_waiting_vendor
              JOIN messages m ON m.id = s.last_out_id
              WHERE s.status = 'open' AND s.last_out_id > coalesce(s.last_in_id, 0)
-               AND s.last_out_id > ?1 {common} AND (?5 IS NULL OR m.received_at <= ?5)
+               AND s.last_out_id > ?1 {common} AND (CAST(?5 AS BIGINT) IS NULL OR m.received_at <= ?5)
              ORDER BY s.last_out_id LIMIT ?6"
         ),
         Some(Waiting::Agent) => format!(
@@ -76,7 +76,7 @@ pub fn list(db: &Db<'_>, f: &ListFilter, after: i64, limit: i64) -> Result<Vec<(
              INDEXED BY side_conversations_waiting
              JOIN messages m ON m.id = s.last_in_id
              WHERE s.status = 'open' AND s.last_in_id > coalesce(s.last_out_id, 0)
-               AND s.last_in_id > ?1 {common} AND (?5 IS NULL OR m.received_at <= ?5)
+               AND s.last_in_id > ?1 {common} AND (CAST(?5 AS BIGINT) IS NULL OR m.received_at <= ?5)
              ORDER BY s.last_in_id LIMIT ?6"
         ),
     };
@@ -94,7 +94,7 @@ pub fn list(db: &Db<'_>, f: &ListFilter, after: i64, limit: i64) -> Result<Vec<(
 pub fn tags(db: &Db<'_>, id: i64) -> Result<Vec<String>> {
     let mut stmt = db.conn().prepare_cached(
         "SELECT tag FROM side_conversation_tags WHERE side_conversation_id = ?1
-         ORDER BY tag COLLATE NOCASE",
+         ORDER BY lower(tag), tag",
     )?;
     let tags = stmt
         .query_map([id], |r| r.get(0))?
@@ -155,7 +155,7 @@ pub fn due_reminders(db: &Db<'_>, now: i64, limit: i64) -> Result<Vec<DueReminde
          JOIN messages m ON m.id = s.last_out_id
          WHERE s.status = 'open' AND s.last_out_id > coalesce(s.last_in_id, 0)
            AND s.remind_after IS NOT NULL AND m.received_at + s.remind_after <= ?1
-           AND s.reminded_out_id IS NOT s.last_out_id
+           AND s.reminded_out_id IS DISTINCT FROM s.last_out_id
          ORDER BY s.last_out_id LIMIT ?2",
     )?;
     let rows = stmt

@@ -87,6 +87,17 @@ pub fn postgres_database(dir: &Path) -> Option<String> {
     Some(url)
 }
 
+/// The store at `db` (`<data_dir>/backchannel.db`) opened as a gateway on
+/// that data dir opens it: the SQLite file, or, when the suite runs on
+/// PostgreSQL, the data dir's database there (what a restart finds again).
+pub fn open_store(db: &Path) -> Store {
+    let url = db
+        .parent()
+        .and_then(postgres_database)
+        .unwrap_or_default();
+    Store::open_location(db, &url, false).expect("open the store")
+}
+
 /// Direct SQL on a gateway's database, for tests to seed and inspect what
 /// is stored, the way an operator with `sqlite3` or `psql` would: the
 /// gateway's own code reaches the database only through the store's typed
@@ -401,11 +412,12 @@ impl TestServer {
                     "INSERT INTO parents (external_id, created_at, updated_at) VALUES (?1, 0, 0)",
                     [format!("T-{token}")],
                 )?;
+                let parent = c.last_insert_rowid();
                 c.execute(
                     "INSERT INTO side_conversations
                        (parent_id, token, subject, sender_email, created_at, updated_at)
-                     VALUES (last_insert_rowid(), ?1, 'Subject', 'reply@gw.example.com', 0, 0)",
-                    [&token],
+                     VALUES (?2, ?1, 'Subject', 'reply@gw.example.com', 0, 0)",
+                    rusqlite::params![&token, parent],
                 )?;
                 Ok(())
             })
