@@ -48,11 +48,11 @@ pub fn enqueue(db: &Db<'_>, message: i64, recipient: &str, now: i64) -> Result<S
     conn.execute(
         "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
          VALUES (?1, ?2, ?3, 'queued', ?4, ?4)
-         ON CONFLICT (message_id, recipient) DO NOTHING",
+         ON CONFLICT DO NOTHING",
         params![message, recipient, key, now],
     )?;
     Ok(conn.query_row(
-        "SELECT verp_key FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+        "SELECT verp_key FROM outbox WHERE message_id = ?1 AND lower(recipient) = lower(?2)",
         params![message, recipient],
         |r| r.get(0),
     )?)
