@@ -214,7 +214,7 @@ fn end_sessions(db: &Db<'_>, id: i64) -> Result<()> {
     )?;
     conn.execute(
         "INSERT INTO counters (name, value) VALUES ('credentials', 1)
-         ON CONFLICT(name) DO UPDATE SET value = value + 1",
+         ON CONFLICT(name) DO UPDATE SET value = counters.value + 1",
         [],
     )?;
     Ok(())
