@@ -254,8 +254,9 @@ pub fn raw(db: &Db<'_>, outbox_id: i64, message: i64) -> Result<Vec<u8>> {
 pub fn set_copy(db: &Db<'_>, message: i64, recipient: &str, raw: &[u8]) -> Result<()> {
     let conn = db.conn();
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO outbox_copies (outbox_id, raw)
-         SELECT id, ?3 FROM outbox WHERE message_id = ?1 AND recipient = ?2",
+        "INSERT INTO outbox_copies (outbox_id, raw)
+         SELECT id, ?3 FROM outbox WHERE message_id = ?1 AND lower(recipient) = lower(?2)
+         ON CONFLICT (outbox_id) DO UPDATE SET raw = excluded.raw",
     )?
     .execute(params![message, recipient, raw])?;
     Ok(())
