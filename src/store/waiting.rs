@@ -94,7 +94,7 @@ pub fn list(db: &Db<'_>, f: &ListFilter, after: i64, limit: i64) -> Result<Vec<(
 pub fn tags(db: &Db<'_>, id: i64) -> Result<Vec<String>> {
     let mut stmt = db.conn().prepare_cached(
         "SELECT tag FROM side_conversation_tags WHERE side_conversation_id = ?1
-         ORDER BY tag COLLATE NOCASE",
+         ORDER BY lower(tag), tag",
     )?;
     let tags = stmt
         .query_map([id], |r| r.get(0))?
