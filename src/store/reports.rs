@@ -106,7 +106,7 @@ pub fn facts(db: &Db<'_>, from: i64, to: i64, group_by: GroupBy) -> Result<Vec<F
     if group_by == GroupBy::Tag {
         let mut tags = conn.prepare_cached(
             "SELECT tag FROM side_conversation_tags WHERE side_conversation_id = ?1
-             ORDER BY tag COLLATE NOCASE",
+             ORDER BY lower(tag), tag",
         )?;
         for f in &mut out {
             let list = tags
