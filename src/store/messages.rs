@@ -15,13 +15,15 @@ use crate::model::{AttachmentInfo, Mailbox, MessageKind, MessageRecord, Route, S
 macro_rules! raw_sql {
     ($m:literal) => {
         concat!(
-            "coalesce(nullif(",
+            "CASE WHEN length(",
             $m,
-            ".raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = ",
+            ".raw) > 0 THEN ",
+            $m,
+            ".raw ELSE coalesce((SELECT ir.raw FROM inbound_raw ir WHERE ir.id = ",
             $m,
             ".inbound_id), ",
             $m,
-            ".raw)"
+            ".raw) END"
         )
     };
 }
