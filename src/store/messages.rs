@@ -284,7 +284,7 @@ pub fn visible_reply_sql(alias: &str) -> String {
         format!("{alias}.")
     };
     format!(
-        "coalesce({a}visible_reply, trim(replace({a}text_body, char(13, 10), char(10)), char(32, 9, 10, 13)))"
+        "coalesce({a}visible_reply, trim(replace({a}text_body, '\r\n', '\n'), ' \t\n\r'))"
     )
 }
 
