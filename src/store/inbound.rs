@@ -41,7 +41,7 @@ pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
     conn.prepare_cached(
         "INSERT INTO inbound_queue
            (received_at, peer_ip, helo, mail_from, rcpts, tls, params, size, sha256, raw)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, X'')",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
     )?
     .execute(params![
         envelope.received_at,
@@ -53,6 +53,7 @@ pub fn enqueue(db: &Db<'_>, envelope: &Envelope, raw: &[u8]) -> Result<i64> {
         serde_json::to_string(&envelope.params)?,
         raw.len() as i64,
         &sha[..],
+        &[][..] as &[u8],
     ])?;
     let id = conn.last_insert_rowid();
     conn.prepare_cached("INSERT INTO inbound_raw (id, raw) VALUES (?1, ?2)")?
