@@ -78,13 +78,23 @@ pub struct NewInbound<'a> {
 /// Stores an inbound message; returns its id.
 pub fn insert_inbound(db: &Db<'_>, m: &NewInbound<'_>) -> Result<i64> {
     let conn = db.conn();
+    // Empty when the queue's copy (`inbound_raw`) holds the bytes: they
+    // are stored once, readers use `raw_sql!`. Rows queued before schema
+    // migration 4 have no such copy and keep theirs here.
+    let queued = match m.inbound_id {
+        Some(id) => conn
+            .prepare_cached("SELECT 1 FROM inbound_raw WHERE id = ?1")?
+            .exists([id])?,
+        None => false,
+    };
+    let raw: &[u8] = if queued { &[] } else { m.raw };
     conn.prepare_cached(
         "INSERT INTO messages
            (side_conversation_id, direction, kind, route, inbound_id, raw, raw_sha256,
             message_id, in_reply_to, refs, from_name, from_email, reply_to, to_addrs, cc_addrs,
             date, subject, text_body, html_body, visible_reply, flags, auth, bounce, received_at)
          VALUES (?1, 'in', ?2, ?3, ?4,
-                 CASE WHEN EXISTS (SELECT 1 FROM inbound_raw WHERE id = ?4) THEN X'' ELSE ?5 END,
+                 ?5,
                  ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
                  ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?
@@ -93,10 +103,7 @@ pub fn insert_inbound(db: &Db<'_>, m: &NewInbound<'_>) -> Result<i64> {
         m.kind,
         m.route,
         m.inbound_id,
-        // Empty when the queue's copy (`inbound_raw`) holds the bytes: they
-        // are stored once, readers use `raw_sql!`. Rows queued before
-        // schema migration 4 have no such copy and keep theirs here.
-        m.raw,
+        raw,
         m.sha256,
         m.message_id,
         m.in_reply_to,
