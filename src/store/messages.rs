@@ -528,10 +528,10 @@ pub fn unrouted_candidate(db: &Db<'_>, id: i64) -> Result<Option<StoredReply>> {
 }
 
 const DUPLICATE_BY_MESSAGE_ID: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
-     WHERE message_id = ?1 AND direction = 'in' AND +side_conversation_id IS ?2
+     WHERE message_id = ?1 AND direction = 'in' AND +side_conversation_id IS NOT DISTINCT FROM ?2
      ORDER BY id LIMIT 1";
 const DUPLICATE_BY_HASH: &str = "SELECT id, raw_sha256, text_body, html_body FROM messages
-     WHERE raw_sha256 = ?1 AND message_id IS NULL AND direction = 'in' AND +side_conversation_id IS ?2
+     WHERE raw_sha256 = ?1 AND message_id IS NULL AND direction = 'in' AND +side_conversation_id IS NOT DISTINCT FROM ?2
      ORDER BY id LIMIT 1";
 
 /// An inbound message stored before that a new one may repeat.
