@@ -198,8 +198,10 @@ pub fn remove_message(db: &Db<'_>, mailbox_name: &str, message_id: i64) -> Resul
     conn.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?
         .execute(params![mailbox_id, uid])?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO mailbox_removed (mailbox_id, uid, message_id, modseq)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO mailbox_removed (mailbox_id, uid, message_id, modseq)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (mailbox_id, uid) DO UPDATE SET
+           message_id = excluded.message_id, modseq = excluded.modseq",
     )?
     .execute(params![mailbox_id, uid, message_id, modseq])?;
     conn.prepare_cached("UPDATE mailboxes SET highest_modseq = ?2 WHERE id = ?1")?
