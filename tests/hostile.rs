@@ -305,7 +305,7 @@ async fn mime_bombs_are_stored_raw_with_bounded_memory() {
             .query("SELECT MAX(id) FROM messages WHERE direction = 'in'")
             .await;
         let raw: Vec<u8> = s
-            .query(&format!("SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM messages m WHERE m.id = {id}"))
+            .query(&format!("SELECT CASE WHEN length(m.raw) > 0 THEN m.raw ELSE (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id) END FROM messages m WHERE m.id = {id}"))
             .await;
         assert!(raw == msg.as_bytes(), "{what}: stored bytes differ");
         let flags: String = s

@@ -611,7 +611,7 @@ async fn mail_over_smtp_as_jmap_objects() {
     assert_eq!(resp.headers()["content-type"], "message/rfc822");
     let blob = resp.bytes().await.expect("bytes");
     let raw: Vec<u8> = s
-        .query(&format!("SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM messages m WHERE m.id = {inbound}"))
+        .query(&format!("SELECT CASE WHEN length(m.raw) > 0 THEN m.raw ELSE (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id) END FROM messages m WHERE m.id = {inbound}"))
         .await;
     assert_eq!(blob.as_ref(), &raw[..]);
     assert_eq!(blob.len() as u64, size);
