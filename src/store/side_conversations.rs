@@ -78,7 +78,7 @@ pub fn insert(db: &Db<'_>, s: &NewSideConversation<'_>) -> Result<i64> {
 pub fn set_status(db: &Db<'_>, id: i64, status: ScStatus, now: i64) -> Result<()> {
     db.conn().execute(
         "UPDATE side_conversations SET status = ?2,
-                closed_at = CASE WHEN ?2 = 'closed' THEN ?3 ELSE NULL END, updated_at = ?3
+                closed_at = CASE WHEN ?2 = 'closed' THEN CAST(?3 AS BIGINT) ELSE NULL END, updated_at = ?3
          WHERE id = ?1",
         params![id, status, now],
     )?;
