@@ -170,7 +170,8 @@ impl StdError for PgFailure {}
 /// The SQL a module wrote, in PostgreSQL's spelling: `?N` placeholders
 /// become `$N` (a bare `?` takes the next number), `INSERT OR IGNORE`
 /// becomes `INSERT … ON CONFLICT DO NOTHING`, SQLite's `BEGIN IMMEDIATE`
-/// a plain `BEGIN`. Quoted text and identifiers are left alone.
+/// a plain `BEGIN`, an `INDEXED BY name` hint is dropped. Quoted text and
+/// identifiers are left alone.
 pub fn translate(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 24);
     let bytes = sql.as_bytes();
@@ -230,6 +231,13 @@ pub fn translate(sql: &str) -> String {
     }
     if upper.trim_start().starts_with("BEGIN IMMEDIATE") {
         return "BEGIN".to_owned();
+    }
+    // SQLite's index hint: PostgreSQL's planner takes none.
+    while let Some(pos) = out.find("INDEXED BY ") {
+        let name = out[pos + 11..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(out.len() - pos - 11);
+        out.replace_range(pos..pos + 11 + name, "");
     }
     out
 }
@@ -812,6 +820,10 @@ mod tests {
             "INSERT INTO t (a) VALUES ($1) ON CONFLICT DO NOTHING RETURNING a;"
         );
         assert_eq!(translate("BEGIN IMMEDIATE"), "BEGIN");
+        assert_eq!(
+            translate("SELECT 1 FROM t INDEXED BY t_a\n WHERE a = ?1"),
+            "SELECT 1 FROM t \n WHERE a = $1"
+        );
     }
 
     #[test]
