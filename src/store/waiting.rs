@@ -54,21 +54,22 @@ pub struct ListFilter {
 /// the id of the message that made it wait, so the longest-waiting come
 /// first.
 pub fn list(db: &Db<'_>, f: &ListFilter, after: i64, limit: i64) -> Result<Vec<(i64, i64)>> {
-    let common = "AND (?2 IS NULL OR s.parent_id = (SELECT id FROM parents WHERE external_id = ?2))
-         AND (?3 IS NULL OR s.status = ?3)
-         AND (?4 IS NULL OR EXISTS (SELECT 1 FROM side_conversation_tags t
-                                    WHERE t.side_conversation_id = s.id AND t.tag = ?4))";
+    let common = "AND (CAST(?2 AS TEXT) IS NULL
+              OR s.parent_id = (SELECT id FROM parents WHERE external_id = ?2))
+         AND (CAST(?3 AS TEXT) IS NULL OR s.status = ?3)
+         AND (CAST(?4 AS TEXT) IS NULL OR EXISTS (SELECT 1 FROM side_conversation_tags t
+                                    WHERE t.side_conversation_id = s.id AND lower(t.tag) = lower(?4)))";
     let sql = match f.waiting {
         None => format!(
             "SELECT s.id, s.id FROM side_conversations s WHERE s.id > ?1 {common}
-             AND ?5 IS NULL ORDER BY s.id LIMIT ?6"
+             AND CAST(?5 AS BIGINT) IS NULL ORDER BY s.id LIMIT ?6"
         ),
         Some(Waiting::Vendor) => format!(
             "SELECT s.last_out_id, s.id FROM side_conversations s
              INDEXED BY side_conversations_waiting_vendor
              JOIN messages m ON m.id = s.last_out_id
              WHERE s.status = 'open' AND s.last_out_id > coalesce(s.last_in_id, 0)
-               AND s.last_out_id > ?1 {common} AND (?5 IS NULL OR m.received_at <= ?5)
+               AND s.last_out_id > ?1 {common} AND (CAST(?5 AS BIGINT) IS NULL OR m.received_at <= ?5)
              ORDER BY s.last_out_id LIMIT ?6"
         ),
         Some(Waiting::Agent) => format!(
@@ -76,7 +77,7 @@ pub fn list(db: &Db<'_>, f: &ListFilter, after: i64, limit: i64) -> Result<Vec<(
              INDEXED BY side_conversations_waiting
              JOIN messages m ON m.id = s.last_in_id
              WHERE s.status = 'open' AND s.last_in_id > coalesce(s.last_out_id, 0)
-               AND s.last_in_id > ?1 {common} AND (?5 IS NULL OR m.received_at <= ?5)
+               AND s.last_in_id > ?1 {common} AND (CAST(?5 AS BIGINT) IS NULL OR m.received_at <= ?5)
              ORDER BY s.last_in_id LIMIT ?6"
         ),
     };
