@@ -116,7 +116,8 @@ pub fn revoke_links(db: &Db<'_>, sc: i64, email: Option<&str>, now: i64) -> Resu
     let conn = db.conn();
     Ok(conn.execute(
         "UPDATE portal_links SET revoked_at = ?3
-         WHERE side_conversation_id = ?1 AND (?2 IS NULL OR email = ?2) AND revoked_at IS NULL",
+         WHERE side_conversation_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR lower(email) = lower(?2))
+           AND revoked_at IS NULL",
         params![sc, email, now],
     )?)
 }
