@@ -391,7 +391,7 @@ pub fn deliveries(
     let limit = limit.clamp(1, MAX_PAGE);
     let mut stmt = conn.prepare(&format!(
         "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries
-         WHERE webhook_id = ?1 AND (?2 IS NULL OR id < ?2)
+         WHERE webhook_id = ?1 AND (CAST(?2 AS BIGINT) IS NULL OR id < ?2)
          ORDER BY id DESC LIMIT ?3"
     ))?;
     // One more than asked tells whether another page follows.
