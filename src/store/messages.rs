@@ -391,7 +391,7 @@ pub fn last_verified_reply_to(db: &Db<'_>, sc: i64, email: &str) -> Result<Optio
         .prepare_cached(
             "SELECT m.reply_to FROM messages m
              WHERE m.side_conversation_id = ?1 AND m.direction = 'in' AND m.kind = 'reply'
-               AND m.route <> 'portal' AND m.from_email = ?2
+               AND m.route <> 'portal' AND lower(m.from_email) = lower(?2)
                AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
              ORDER BY m.received_at DESC, m.id DESC LIMIT 1",
         )?

@@ -78,7 +78,7 @@ pub fn ensure_link(db: &Db<'_>, sc: i64, email: &str, now: i64) -> Result<Option
     let conn = db.conn();
     let row: Option<(String, Option<i64>)> = conn
         .prepare_cached(
-            "SELECT token, revoked_at FROM portal_links WHERE side_conversation_id = ?1 AND email = ?2",
+            "SELECT token, revoked_at FROM portal_links WHERE side_conversation_id = ?1 AND lower(email) = lower(?2)",
         )?
         .query_row(params![sc, email], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;

@@ -124,7 +124,7 @@ pub fn update_profile(
 pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM users WHERE email = ?1")?
+        .prepare_cached("SELECT 1 FROM users WHERE lower(email) = lower(?1)")?
         .query_row([email], |_| Ok(()))
         .optional()?
         .is_some())
@@ -141,7 +141,7 @@ pub fn by_id(db: &Db<'_>, id: i64) -> Result<User> {
 pub fn by_email(db: &Db<'_>, email: &str) -> Result<User> {
     let conn = db.conn();
     Ok(conn.query_row(
-        &format!("SELECT {COLUMNS} FROM users WHERE email = ?1"),
+        &format!("SELECT {COLUMNS} FROM users WHERE lower(email) = lower(?1)"),
         [email],
         from_row,
     )?)
