@@ -859,7 +859,9 @@ pub fn user_states(db: &Db<'_>, role: crate::model::Role, user_id: i64) -> Resul
     let conn = db.conn();
     let contents: i64 = conn.query_row(
         "SELECT coalesce(max(highest_modseq), 0) FROM mailboxes
-         WHERE CASE kind WHEN 'unrouted' THEN ?1 WHEN 'sent' THEN owner_user_id = ?2 ELSE 1 END",
+         WHERE (kind = 'unrouted' AND CAST(?1 AS BIGINT) <> 0)
+            OR (kind = 'sent' AND owner_user_id = ?2)
+            OR kind NOT IN ('unrouted', 'sent')",
         params![role.can_administer(), user_id],
         |r| r.get(0),
     )?;
