@@ -287,10 +287,9 @@ impl Viewer {
 /// aliased `mb`, for a viewer who administers (`admin`, 0/1) and is user
 /// `user`.
 fn visible_sql(mb: &str, admin: bool, user: i64) -> String {
+    let hidden = if admin { "'sent'" } else { "'unrouted', 'sent'" };
     format!(
-        "CASE {mb}.kind WHEN 'unrouted' THEN {} WHEN 'sent' THEN {mb}.owner_user_id = {user} \
-         ELSE 1 END",
-        i32::from(admin)
+        "{mb}.kind NOT IN ({hidden}) OR ({mb}.kind = 'sent' AND {mb}.owner_user_id = {user})"
     )
 }
 
@@ -1131,11 +1130,11 @@ fn filter_sql(f: &EmailFilter, admin: bool, user: i64, params: &mut Vec<Value>) 
             .join(op)
     };
     match f {
-        EmailFilter::And(parts) if parts.is_empty() => "1".into(),
+        EmailFilter::And(parts) if parts.is_empty() => "TRUE".into(),
         EmailFilter::And(parts) => format!("({})", join(parts, " AND ", params)),
-        EmailFilter::Or(parts) if parts.is_empty() => "0".into(),
+        EmailFilter::Or(parts) if parts.is_empty() => "FALSE".into(),
         EmailFilter::Or(parts) => format!("({})", join(parts, " OR ", params)),
-        EmailFilter::Not(parts) if parts.is_empty() => "1".into(),
+        EmailFilter::Not(parts) if parts.is_empty() => "TRUE".into(),
         EmailFilter::Not(parts) => format!("NOT ({})", join(parts, " OR ", params)),
         EmailFilter::InMailbox(n) => {
             params.push(Value::Integer(*n));
@@ -1253,13 +1252,16 @@ pub fn query_emails(
     let mut params = Vec::new();
     let condition = filter_sql(filter, admin, user, &mut params);
     let visible = visible_sql("vb", admin, user);
-    let admin = i32::from(admin);
+    let unrouted = if admin {
+        "EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
+                 WHERE u.message_id = m.id AND ub.kind = 'unrouted')"
+    } else {
+        "FALSE"
+    };
     let dir = if ascending { "ASC" } else { "DESC" };
     let limit = cap.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let sql = format!(
-        "SELECT m.id, m.side_conversation_id,
-                {admin} AND EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
-                                    WHERE u.message_id = m.id AND ub.kind = 'unrouted')
+        "SELECT m.id, m.side_conversation_id, {unrouted}
          FROM messages m INDEXED BY messages_received
          WHERE EXISTS (SELECT 1 FROM mailbox_messages v JOIN mailboxes vb ON vb.id = v.mailbox_id
                        WHERE v.message_id = m.id AND ({visible}))
