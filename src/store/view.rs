@@ -1196,32 +1196,32 @@ fn filter_sql(f: &EmailFilter, admin: bool, user: i64, params: &mut Vec<Value>) 
         EmailFilter::From(t) => {
             let p = like(t);
             params.extend([p.clone(), p]);
-            "(m.from_name LIKE ? ESCAPE '\\' OR m.from_email LIKE ? ESCAPE '\\')".into()
+            "(lower(m.from_name) LIKE lower(?) ESCAPE '\\' OR lower(m.from_email) LIKE lower(?) ESCAPE '\\')".into()
         }
         EmailFilter::To(t) => {
             params.push(like(t));
-            "m.to_addrs LIKE ? ESCAPE '\\'".into()
+            "lower(m.to_addrs) LIKE lower(?) ESCAPE '\\'".into()
         }
         EmailFilter::Cc(t) => {
             params.push(like(t));
-            "m.cc_addrs LIKE ? ESCAPE '\\'".into()
+            "lower(m.cc_addrs) LIKE lower(?) ESCAPE '\\'".into()
         }
         EmailFilter::Subject(t) => {
             params.push(like(t));
-            "m.subject LIKE ? ESCAPE '\\'".into()
+            "lower(m.subject) LIKE lower(?) ESCAPE '\\'".into()
         }
         EmailFilter::Body(t) => {
             let p = like(t);
             params.extend([p.clone(), p]);
-            "(m.text_body LIKE ? ESCAPE '\\' OR m.html_body LIKE ? ESCAPE '\\')".into()
+            "(lower(m.text_body) LIKE lower(?) ESCAPE '\\' OR lower(m.html_body) LIKE lower(?) ESCAPE '\\')".into()
         }
         EmailFilter::Text(t) => {
             let p = like(t);
             params.extend(std::iter::repeat_n(p, 7));
-            "(m.subject LIKE ? ESCAPE '\\' OR m.from_name LIKE ? ESCAPE '\\'
-              OR m.from_email LIKE ? ESCAPE '\\' OR m.to_addrs LIKE ? ESCAPE '\\'
-              OR m.cc_addrs LIKE ? ESCAPE '\\' OR m.text_body LIKE ? ESCAPE '\\'
-              OR m.html_body LIKE ? ESCAPE '\\')"
+            "(lower(m.subject) LIKE lower(?) ESCAPE '\\' OR lower(m.from_name) LIKE lower(?) ESCAPE '\\'
+              OR lower(m.from_email) LIKE lower(?) ESCAPE '\\' OR lower(m.to_addrs) LIKE lower(?) ESCAPE '\\'
+              OR lower(m.cc_addrs) LIKE lower(?) ESCAPE '\\' OR lower(m.text_body) LIKE lower(?) ESCAPE '\\'
+              OR lower(m.html_body) LIKE lower(?) ESCAPE '\\')"
                 .into()
         }
     }
