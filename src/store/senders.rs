@@ -255,7 +255,7 @@ pub fn forwarding_candidates(db: &Db<'_>, local: &str) -> Result<Vec<ForwardingC
 /// The DNS checks (JSON) of the senders of `domain` that have one.
 pub fn dns_checks_of_domain(db: &Db<'_>, domain: &str) -> Result<Vec<String>> {
     let mut stmt = db.conn().prepare_cached(
-        "SELECT dns FROM senders WHERE email LIKE '%@' || ?1 AND dns IS NOT NULL",
+        "SELECT dns FROM senders WHERE lower(email) LIKE '%@' || lower(?1) AND dns IS NOT NULL",
     )?;
     let rows = stmt
         .query_map([domain], |r| r.get(0))?
