@@ -156,7 +156,7 @@ pub fn due_reminders(db: &Db<'_>, now: i64, limit: i64) -> Result<Vec<DueReminde
          JOIN messages m ON m.id = s.last_out_id
          WHERE s.status = 'open' AND s.last_out_id > coalesce(s.last_in_id, 0)
            AND s.remind_after IS NOT NULL AND m.received_at + s.remind_after <= ?1
-           AND s.reminded_out_id IS NOT s.last_out_id
+           AND s.reminded_out_id IS DISTINCT FROM s.last_out_id
          ORDER BY s.last_out_id LIMIT ?2",
     )?;
     let rows = stmt
