@@ -120,7 +120,7 @@ const PREVIEW_CHARS: i64 = 180;
 pub fn counts(db: &Db<'_>, user_id: i64) -> Result<Counts> {
     let conn = db.conn();
     let count = |sql: &str, user: Option<i64>| -> Result<i64> {
-        let sql = format!("SELECT count(*) FROM ({sql} LIMIT {COUNT_CAP})");
+        let sql = format!("SELECT count(*) FROM ({sql} LIMIT {COUNT_CAP}) AS capped");
         let mut stmt = conn.prepare_cached(&sql)?;
         Ok(match user {
             Some(u) => stmt.query_row([u], |r| r.get(0))?,
