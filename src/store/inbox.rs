@@ -141,8 +141,8 @@ pub fn counts(db: &Db<'_>, user_id: i64) -> Result<Counts> {
             // From the parents assigned (CROSS JOIN keeps that order):
             // what one person has, not every open side conversation.
             "SELECT 1 FROM parents p INDEXED BY parents_assignee
-             CROSS JOIN side_conversations s ON s.parent_id = p.id
-             WHERE p.assignee_id = ?1 AND s.status = 'open'",
+             CROSS JOIN side_conversations s
+             WHERE p.assignee_id = ?1 AND s.parent_id = p.id AND s.status = 'open'",
             Some(user_id),
         )?,
         unrouted: count(
@@ -293,9 +293,9 @@ fn mine(
     let mut stmt = db.conn().prepare_cached(
         "SELECT s.id, s.updated_at, cu.message_id
          FROM parents p INDEXED BY parents_assignee
-         CROSS JOIN side_conversations s ON s.parent_id = p.id
+         CROSS JOIN side_conversations s
          LEFT JOIN console_unread cu ON cu.user_id = ?1 AND cu.side_conversation_id = s.id
-         WHERE p.assignee_id = ?1 AND s.status = 'open'
+         WHERE p.assignee_id = ?1 AND s.parent_id = p.id AND s.status = 'open'
          ORDER BY s.updated_at DESC, s.id DESC LIMIT ?2",
     )?;
     let mut all: Vec<(i64, i64, Option<i64>)> = stmt
