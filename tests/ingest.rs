@@ -272,12 +272,13 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
         .write(move |c| {
             c.execute(
                 "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
-                 VALUES (?1, 'out', 'agent', 'api', x'00', x'00', 'abcdefghijklmn23.1.q7x2@gw.example.com', 0)",
-                [sc],
+                 VALUES (?1, 'out', 'agent', 'api', ?2, ?2, 'abcdefghijklmn23.1.q7x2@gw.example.com', 0)",
+                rusqlite::params![sc, &[0u8][..]],
             )?;
             c.execute(
                 "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
-                 VALUES (last_insert_rowid(), 'gone@carrier.example', 'k7a2', 'sent', 0, 0)",
+                 VALUES ((SELECT id FROM messages WHERE message_id = 'abcdefghijklmn23.1.q7x2@gw.example.com'),
+                         'gone@carrier.example', 'k7a2', 'sent', 0, 0)",
                 [],
             )?;
             Ok(())
@@ -790,12 +791,13 @@ async fn a_bounce_matched_by_its_verp_key_alone_lands_on_its_thread() {
         .write(move |c| {
             c.execute(
                 "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
-                 VALUES (?1, 'out', 'agent', 'api', x'00', x'00', 'other-format@gw.example.com', 0)",
-                [sc],
+                 VALUES (?1, 'out', 'agent', 'api', ?2, ?2, 'other-format@gw.example.com', 0)",
+                rusqlite::params![sc, &[0u8][..]],
             )?;
             c.execute(
                 "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
-                 VALUES (last_insert_rowid(), 'gone@carrier.example', 'only7key', 'sent', 0, 0)",
+                 VALUES ((SELECT id FROM messages WHERE message_id = 'other-format@gw.example.com'),
+                         'gone@carrier.example', 'only7key', 'sent', 0, 0)",
                 [],
             )?;
             Ok(())
