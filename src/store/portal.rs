@@ -5,6 +5,7 @@
 
 use rusqlite::{OptionalExtension, params};
 
+use super::sql::Dialect;
 use super::{Db, Result};
 
 /// A side conversation as the portal shows it.
@@ -193,13 +194,23 @@ pub fn by_token(db: &Db<'_>, token: &str) -> Result<Option<PortalThread>> {
 /// verified address (SPEC §10: unverified mail, a forger's included, never
 /// reaches the portal; auto-replies, bounces, notifications, second copies
 /// of a Message-ID and the relayed copies of portal replies stay out too).
-const VISIBLE: &str = "m.side_conversation_id = ?1 AND (
+fn visible(db: &Db<'_>) -> String {
+    // The DMARC verdict in `m.auth` (JSON the gateway wrote).
+    let dmarc = match db.dialect() {
+        Dialect::Sqlite => "CASE WHEN json_valid(m.auth) THEN json_extract(m.auth, '$.dmarc') END",
+        Dialect::Postgres => "CAST(m.auth AS jsonb) ->> 'dmarc'",
+    };
+    format!(
+        "m.side_conversation_id = ?1 AND (
        (m.direction = 'out' AND m.kind = 'agent' AND m.route = 'api')
     OR (m.direction = 'in' AND m.kind = 'reply'
-        AND m.from_email IN (SELECT email FROM participants WHERE side_conversation_id = ?1)
+        AND lower(m.from_email) IN
+            (SELECT lower(email) FROM participants WHERE side_conversation_id = ?1)
         AND m.flags NOT LIKE '%duplicate_of:%'
         AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
-        AND COALESCE(CASE WHEN json_valid(m.auth) THEN json_extract(m.auth, '$.dmarc') END, '') <> 'fail'))";
+        AND COALESCE({dmarc}, '') <> 'fail'))"
+    )
+}
 
 /// The messages the portal shows for side conversation `sc`, in order.
 pub fn messages(db: &Db<'_>, sc: i64) -> Result<Vec<PortalMessage>> {
@@ -207,8 +218,9 @@ pub fn messages(db: &Db<'_>, sc: i64) -> Result<Vec<PortalMessage>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT m.id, m.direction, m.from_name, m.from_email, COALESCE(m.date, m.received_at),
                 m.received_at, m.text_body, m.html_body, {}
-         FROM messages m WHERE {VISIBLE} ORDER BY m.id",
-        super::messages::visible_reply_sql("m")
+         FROM messages m WHERE {} ORDER BY m.id",
+        super::messages::visible_reply_sql("m"),
+        visible(db)
     ))?;
     let mut out = stmt
         .query_map([sc], |r| {
@@ -264,7 +276,8 @@ pub fn attachment(db: &Db<'_>, sc: i64, message: i64, n: i64) -> Result<Option<A
             &format!(
                 "SELECT a.filename, a.content_type, a.data FROM attachments a
                  JOIN messages m ON m.id = a.message_id
-                 WHERE a.message_id = ?2 AND a.idx = ?3 AND {VISIBLE}"
+                 WHERE a.message_id = ?2 AND a.idx = ?3 AND {}",
+                visible(db)
             ),
             params![sc, message, n],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
