@@ -401,8 +401,9 @@ impl TestServer {
                 c.execute(
                     "INSERT INTO side_conversations
                        (parent_id, token, subject, sender_email, created_at, updated_at)
-                     VALUES (last_insert_rowid(), ?1, 'Subject', 'reply@gw.example.com', 0, 0)",
-                    [&token],
+                     VALUES ((SELECT id FROM parents WHERE external_id = ?2), ?1, 'Subject',
+                             'reply@gw.example.com', 0, 0)",
+                    [&token, &format!("T-{token}")],
                 )?;
                 Ok(())
             })
