@@ -346,6 +346,11 @@ impl PgToSql for Bound {
                 }
                 Type::INT8 => put(s.trim().parse::<i64>()?, ty, out),
                 Type::BYTEA => put(s.as_bytes(), ty, out),
+                // PostgreSQL's text holds no U+0000 (SQLite's does): hostile
+                // input keeps its place, the NUL shows as U+FFFD.
+                _ if text_like && s.contains('\0') => {
+                    put(s.replace('\0', "\u{FFFD}").as_str(), &Type::TEXT, out)
+                }
                 _ if text_like => put(s.as_str(), &Type::TEXT, out),
                 _ => Err(format!("text cannot be sent as {ty}").into()),
             },
