@@ -143,15 +143,15 @@ impl<'c> Db<'c> {
     /// only, the rest of the transaction goes on (one agent's notification
     /// batch failing, say).
     pub fn savepoint<T>(&self, f: impl FnOnce(&Db<'_>) -> Result<T>) -> Result<T> {
-        cached(self.conn, "SAVEPOINT inner")?;
+        cached(self.conn, "SAVEPOINT nested")?;
         match f(self) {
             Ok(v) => {
-                cached(self.conn, "RELEASE inner")?;
+                cached(self.conn, "RELEASE nested")?;
                 Ok(v)
             }
             Err(e) => {
-                cached(self.conn, "ROLLBACK TO inner")?;
-                cached(self.conn, "RELEASE inner")?;
+                cached(self.conn, "ROLLBACK TO nested")?;
+                cached(self.conn, "RELEASE nested")?;
                 Err(e)
             }
         }
