@@ -655,6 +655,18 @@ pub fn entries_with_flags(
     Ok(rows)
 }
 
+/// `?1`, a JSON array of ids (from [`id_list`]), as rows `j` (`j.key`: the
+/// position) joined to their `messages m`, in each database's spelling.
+fn ids_join(db: &Db<'_>) -> &'static str {
+    match db.dialect() {
+        super::sql::Dialect::Sqlite => "json_each(?1) j JOIN messages m ON m.id = j.value",
+        super::sql::Dialect::Postgres => {
+            "json_array_elements_text(CAST(?1 AS json)) WITH ORDINALITY AS j(value, key)
+             JOIN messages m ON m.id = CAST(j.value AS BIGINT)"
+        }
+    }
+}
+
 /// A JSON array of ids: many messages are read with one statement
 /// (`json_each(?)`) instead of one query each.
 fn id_list(ids: &[i64]) -> String {
@@ -692,21 +704,27 @@ pub fn messages(db: &Db<'_>, ids: &[i64], with_raw: bool) -> Result<Vec<ViewMess
         return Ok(Vec::new());
     }
     let sql = if with_raw {
-        concat!(
-            "SELECT m.id, m.received_at, ",
-            crate::raw_len_sql!("m"),
-            ", ",
-            crate::raw_sql!("m"),
-            " FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        format!(
+            concat!(
+                "SELECT m.id, m.received_at, ",
+                crate::raw_len_sql!("m"),
+                ", ",
+                crate::raw_sql!("m"),
+                " FROM {} ORDER BY j.key"
+            ),
+            ids_join(db)
         )
     } else {
-        concat!(
-            "SELECT m.id, m.received_at, ",
-            crate::raw_len_sql!("m"),
-            ", NULL FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        format!(
+            concat!(
+                "SELECT m.id, m.received_at, ",
+                crate::raw_len_sql!("m"),
+                ", NULL FROM {} ORDER BY j.key"
+            ),
+            ids_join(db)
         )
     };
-    let mut stmt = conn.prepare_cached(sql)?;
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
         .query_map([id_list(ids)], |r| {
             Ok(ViewMessage {
@@ -733,10 +751,13 @@ pub fn with_raw_messages(
     if ids.is_empty() {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached(concat!(
-        "SELECT m.id, m.received_at, ",
-        crate::raw_sql!("m"),
-        " FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    let mut stmt = conn.prepare_cached(&format!(
+        concat!(
+            "SELECT m.id, m.received_at, ",
+            crate::raw_sql!("m"),
+            " FROM {} ORDER BY j.key"
+        ),
+        ids_join(db)
     ))?;
     let mut rows = stmt.query([id_list(ids)])?;
     while let Some(r) = rows.next()? {
@@ -780,25 +801,23 @@ pub fn search_fields(db: &Db<'_>, ids: &[i64], with_body: bool) -> Result<Vec<Se
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = if with_body {
-        concat!(
-            "SELECT m.id, m.received_at, m.date, ",
-            crate::raw_len_sql!("m"),
-            ", coalesce(m.from_name, ''),
-                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs,
-                coalesce(m.text_body, m.html_body, '')
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
-        )
+    let body = if with_body {
+        "coalesce(m.text_body, m.html_body, '')"
     } else {
+        "NULL"
+    };
+    let sql = format!(
         concat!(
             "SELECT m.id, m.received_at, m.date, ",
             crate::raw_len_sql!("m"),
             ", coalesce(m.from_name, ''),
-                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, NULL
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
-        )
-    };
-    let mut stmt = conn.prepare_cached(sql)?;
+                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, {}
+             FROM {} ORDER BY j.key"
+        ),
+        body,
+        ids_join(db)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
         .query_map([id_list(ids)], |r| {
             Ok(SearchFields {
