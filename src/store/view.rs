@@ -937,7 +937,7 @@ pub fn thread_counts(db: &Db<'_>, mailbox_id: i64, user_id: i64) -> Result<(u32,
            FROM mailbox_messages mm
            JOIN messages m ON m.id = mm.message_id
            LEFT JOIN message_flags f ON f.user_id = ?2 AND f.message_id = mm.message_id
-           WHERE mm.mailbox_id = ?1)",
+           WHERE mm.mailbox_id = ?1) AS marked",
         params![mailbox_id, user_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
