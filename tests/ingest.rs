@@ -83,7 +83,7 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
         s.query::<String>("SELECT text FROM activity").await,
         "Vera Vendor replied in a side conversation"
     );
-    let events: String = s.query("SELECT group_concat(event, ',') FROM (SELECT event FROM webhook_deliveries ORDER BY event)").await;
+    let events: String = s.query("SELECT string_agg(event, ',' ORDER BY event) FROM webhook_deliveries").await;
     assert_eq!(
         events,
         "message.received,parent.woken,side_conversation.reopened"
@@ -93,7 +93,7 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
         s.query::<i64>("SELECT COUNT(*) FROM message_flags").await,
         0
     );
-    let boxes: String = s.query("SELECT group_concat(name, ',') FROM (SELECT b.name FROM mailbox_messages m JOIN mailboxes b ON b.id = m.mailbox_id ORDER BY b.name)").await;
+    let boxes: String = s.query("SELECT string_agg(b.name, ',' ORDER BY b.name) FROM mailbox_messages m JOIN mailboxes b ON b.id = m.mailbox_id").await;
     assert_eq!(boxes, "INBOX,Tickets/T-1");
     assert_eq!(
         s.query::<String>("SELECT state FROM inbound_queue").await,
@@ -381,7 +381,7 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
         conf["link"],
         "https://mail-settings.google.com/mail/vf-%5BANGjdJ8%5D-abc"
     );
-    let kinds: String = s.query("SELECT group_concat(kind || ':' || route, ',') FROM (SELECT kind, route FROM messages ORDER BY id)").await;
+    let kinds: String = s.query("SELECT string_agg(kind || ':' || route, ',' ORDER BY id) FROM messages").await;
     assert_eq!(
         kinds,
         "verification:forwarding,forwarding_confirmation:forwarding"
@@ -408,8 +408,8 @@ async fn unrouted_and_ambiguous_mail_is_kept_whole() {
             for sc in [sc1, sc2] {
                 c.execute(
                     "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
-                     VALUES (?1, 'in', 'reply', 'token', x'00', x'00', 'blast@news.example', 0)",
-                    [sc],
+                     VALUES (?1, 'in', 'reply', 'token', ?2, ?2, 'blast@news.example', 0)",
+                    rusqlite::params![sc, &[0u8][..]],
                 )?;
             }
             Ok(())

@@ -1170,8 +1170,8 @@ async fn corpus_messages_through_email_get() {
             for (i, raw) in stored.iter().enumerate() {
                 c.execute(
                     "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, received_at)
-                     VALUES (?1, 'in', 'reply', 'token', ?2, x'00', ?3)",
-                    rusqlite::params![sc, raw, 1_000 + i as i64],
+                     VALUES (?1, 'in', 'reply', 'token', ?2, ?4, ?3)",
+                    rusqlite::params![sc, raw, 1_000 + i as i64, &[0u8][..]],
                 )?;
                 ids.push(c.last_insert_rowid());
             }
