@@ -919,7 +919,7 @@ pub fn mailbox_created_modseq(db: &Db<'_>, mailbox_id: i64) -> Result<i64> {
            SELECT (SELECT modseq FROM mailbox_messages WHERE mailbox_id = ?1
                    ORDER BY uid LIMIT 1) AS m
            UNION ALL
-           SELECT min(modseq) AS m FROM mailbox_removed WHERE mailbox_id = ?1)",
+           SELECT min(modseq) AS m FROM mailbox_removed WHERE mailbox_id = ?1) AS oldest",
         [mailbox_id],
         |r| r.get(0),
     )?)
