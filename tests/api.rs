@@ -341,7 +341,7 @@ async fn lifecycle_parent_sync_and_a_reply_by_smtp() {
     assert_eq!(raw.headers()["content-type"], "message/rfc822");
     let raw = raw.bytes().await.expect("bytes");
     let stored: Vec<u8> = s
-        .query(&format!("SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM messages m WHERE m.id = {mid}"))
+        .query(&format!("SELECT CASE WHEN length(m.raw) > 0 THEN m.raw ELSE (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id) END FROM messages m WHERE m.id = {mid}"))
         .await;
     assert_eq!(raw.to_vec(), stored);
     let att = reqwest::Client::new()

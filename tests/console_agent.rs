@@ -642,8 +642,14 @@ async fn the_inbox_pages_with_a_cursor() {
                 c.execute(
                     "INSERT INTO side_conversations
                        (parent_id, token, subject, sender_email, created_at, updated_at)
-                     VALUES (last_insert_rowid(), ?1, ?2, 'reply@gw.example.com', 0, ?3)",
-                    rusqlite::params![format!("tok{i:013}"), format!("Thread {i}"), 1000 + i],
+                     VALUES ((SELECT id FROM parents WHERE external_id = ?4), ?1, ?2,
+                             'reply@gw.example.com', 0, ?3)",
+                    rusqlite::params![
+                        format!("tok{i:013}"),
+                        format!("Thread {i}"),
+                        1000 + i,
+                        format!("P-{i}")
+                    ],
                 )?;
             }
             Ok(())

@@ -623,10 +623,15 @@ async fn an_unused_session_ends_after_the_idle_timeout() {
 
 fn cli_config(dir: &Path) -> PathBuf {
     let path = dir.join("cli.toml");
+    // On PostgreSQL the command line and the gateway started later on this
+    // dir share the dir's database.
+    let store = common::postgres_database(&dir.join("data"))
+        .map(|url| format!("[store]\nurl = \"{url}\"\n"))
+        .unwrap_or_default();
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[http]\npublic_url = \"https://console.acme.example\"\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[http]\npublic_url = \"https://console.acme.example\"\n{store}",
             dir.join("data").display()
         ),
     )

@@ -240,7 +240,7 @@ async fn raw_of_inbox(s: &TestServer) -> Vec<Vec<u8>> {
     s.sql
         .read(|c| {
             let mut st = c.prepare(
-                "SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM mailbox_messages mm JOIN mailboxes mb ON mb.id = mm.mailbox_id
+                "SELECT CASE WHEN length(m.raw) > 0 THEN m.raw ELSE (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id) END FROM mailbox_messages mm JOIN mailboxes mb ON mb.id = mm.mailbox_id
                  JOIN messages m ON m.id = mm.message_id WHERE mb.name = 'INBOX' ORDER BY mm.uid",
             )?;
             let rows = st.query_map([], |r| r.get(0))?;

@@ -83,7 +83,9 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
         s.query::<String>("SELECT text FROM activity").await,
         "Vera Vendor replied in a side conversation"
     );
-    let events: String = s.query("SELECT group_concat(event, ',') FROM (SELECT event FROM webhook_deliveries ORDER BY event)").await;
+    let events: String = s
+        .query("SELECT string_agg(event, ',' ORDER BY event) FROM webhook_deliveries")
+        .await;
     assert_eq!(
         events,
         "message.received,parent.woken,side_conversation.reopened"
@@ -93,7 +95,7 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
         s.query::<i64>("SELECT COUNT(*) FROM message_flags").await,
         0
     );
-    let boxes: String = s.query("SELECT group_concat(name, ',') FROM (SELECT b.name FROM mailbox_messages m JOIN mailboxes b ON b.id = m.mailbox_id ORDER BY b.name)").await;
+    let boxes: String = s.query("SELECT string_agg(b.name, ',' ORDER BY b.name) FROM mailbox_messages m JOIN mailboxes b ON b.id = m.mailbox_id").await;
     assert_eq!(boxes, "INBOX,Tickets/T-1");
     assert_eq!(
         s.query::<String>("SELECT state FROM inbound_queue").await,
@@ -272,12 +274,13 @@ async fn a_bounce_marks_the_outbound_row_and_is_never_a_reply() {
         .write(move |c| {
             c.execute(
                 "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
-                 VALUES (?1, 'out', 'agent', 'api', x'00', x'00', 'abcdefghijklmn23.1.q7x2@gw.example.com', 0)",
-                [sc],
+                 VALUES (?1, 'out', 'agent', 'api', ?2, ?2, 'abcdefghijklmn23.1.q7x2@gw.example.com', 0)",
+                rusqlite::params![sc, &[0u8][..]],
             )?;
             c.execute(
                 "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
-                 VALUES (last_insert_rowid(), 'gone@carrier.example', 'k7a2', 'sent', 0, 0)",
+                 VALUES ((SELECT id FROM messages WHERE message_id = 'abcdefghijklmn23.1.q7x2@gw.example.com'),
+                         'gone@carrier.example', 'k7a2', 'sent', 0, 0)",
                 [],
             )?;
             Ok(())
@@ -380,7 +383,9 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
         conf["link"],
         "https://mail-settings.google.com/mail/vf-%5BANGjdJ8%5D-abc"
     );
-    let kinds: String = s.query("SELECT group_concat(kind || ':' || route, ',') FROM (SELECT kind, route FROM messages ORDER BY id)").await;
+    let kinds: String = s
+        .query("SELECT string_agg(kind || ':' || route, ',' ORDER BY id) FROM messages")
+        .await;
     assert_eq!(
         kinds,
         "verification:forwarding,forwarding_confirmation:forwarding"
@@ -407,8 +412,8 @@ async fn unrouted_and_ambiguous_mail_is_kept_whole() {
             for sc in [sc1, sc2] {
                 c.execute(
                     "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
-                     VALUES (?1, 'in', 'reply', 'token', x'00', x'00', 'blast@news.example', 0)",
-                    [sc],
+                     VALUES (?1, 'in', 'reply', 'token', ?2, ?2, 'blast@news.example', 0)",
+                    rusqlite::params![sc, &[0u8][..]],
                 )?;
             }
             Ok(())
@@ -430,7 +435,7 @@ async fn unrouted_and_ambiguous_mail_is_kept_whole() {
     let n: i64 = s.query("SELECT COUNT(*) FROM messages WHERE route = 'unrouted' AND side_conversation_id IS NULL").await;
     assert_eq!(n, 2);
     let raw: Vec<u8> = s
-        .query("SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM messages m WHERE m.message_id = 'lone@x.example'")
+        .query("SELECT CASE WHEN length(m.raw) > 0 THEN m.raw ELSE (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id) END FROM messages m WHERE m.message_id = 'lone@x.example'")
         .await;
     assert!(raw.starts_with(b"From: v@x.example\r\n"), "stored whole");
     // Once: the bytes are the queue's copy, the message row holds none.
@@ -790,12 +795,13 @@ async fn a_bounce_matched_by_its_verp_key_alone_lands_on_its_thread() {
         .write(move |c| {
             c.execute(
                 "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, message_id, received_at)
-                 VALUES (?1, 'out', 'agent', 'api', x'00', x'00', 'other-format@gw.example.com', 0)",
-                [sc],
+                 VALUES (?1, 'out', 'agent', 'api', ?2, ?2, 'other-format@gw.example.com', 0)",
+                rusqlite::params![sc, &[0u8][..]],
             )?;
             c.execute(
                 "INSERT INTO outbox (message_id, recipient, verp_key, state, next_attempt_at, created_at)
-                 VALUES (last_insert_rowid(), 'gone@carrier.example', 'only7key', 'sent', 0, 0)",
+                 VALUES ((SELECT id FROM messages WHERE message_id = 'other-format@gw.example.com'),
+                         'gone@carrier.example', 'only7key', 'sent', 0, 0)",
                 [],
             )?;
             Ok(())

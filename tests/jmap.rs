@@ -611,7 +611,7 @@ async fn mail_over_smtp_as_jmap_objects() {
     assert_eq!(resp.headers()["content-type"], "message/rfc822");
     let blob = resp.bytes().await.expect("bytes");
     let raw: Vec<u8> = s
-        .query(&format!("SELECT coalesce(nullif(m.raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id), m.raw) FROM messages m WHERE m.id = {inbound}"))
+        .query(&format!("SELECT CASE WHEN length(m.raw) > 0 THEN m.raw ELSE (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = m.inbound_id) END FROM messages m WHERE m.id = {inbound}"))
         .await;
     assert_eq!(blob.as_ref(), &raw[..]);
     assert_eq!(blob.len() as u64, size);
@@ -1170,8 +1170,8 @@ async fn corpus_messages_through_email_get() {
             for (i, raw) in stored.iter().enumerate() {
                 c.execute(
                     "INSERT INTO messages (side_conversation_id, direction, kind, route, raw, raw_sha256, received_at)
-                     VALUES (?1, 'in', 'reply', 'token', ?2, x'00', ?3)",
-                    rusqlite::params![sc, raw, 1_000 + i as i64],
+                     VALUES (?1, 'in', 'reply', 'token', ?2, ?4, ?3)",
+                    rusqlite::params![sc, raw, 1_000 + i as i64, &[0u8][..]],
                 )?;
                 ids.push(c.last_insert_rowid());
             }

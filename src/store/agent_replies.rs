@@ -26,10 +26,14 @@ pub struct AgentReply {
 pub fn record(db: &Db<'_>, r: &AgentReply) -> Result<()> {
     db.conn()
         .prepare_cached(
-            "INSERT OR REPLACE INTO agent_replies
+            "INSERT INTO agent_replies
                (message_id, user_id, side_conversation_id, sent_message_id, reason,
                 notice_message_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (message_id) DO UPDATE SET
+               user_id = excluded.user_id, side_conversation_id = excluded.side_conversation_id,
+               sent_message_id = excluded.sent_message_id, reason = excluded.reason,
+               notice_message_id = excluded.notice_message_id",
         )?
         .execute(params![
             r.message,

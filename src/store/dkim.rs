@@ -11,7 +11,7 @@ pub fn find(db: &Db<'_>, domain: &str) -> Result<Option<DkimKeyRow>, StoreError>
         .conn()
         .query_row(
             "SELECT domain, selector, algorithm, private_key, public_key, created_at
-               FROM dkim_keys WHERE domain = ?1",
+               FROM dkim_keys WHERE lower(domain) = lower(?1)",
             [normalize_domain(domain)],
             |r| {
                 Ok((

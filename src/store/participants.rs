@@ -29,7 +29,7 @@ pub fn is_participant(db: &Db<'_>, sc: i64, email: &str) -> Result<bool> {
     Ok(db
         .conn()
         .prepare_cached(
-            "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
+            "SELECT 1 FROM participants WHERE side_conversation_id = ?1 AND lower(email) = lower(?2)",
         )?
         .query_row(params![sc, email], |_| Ok(()))
         .optional()?
@@ -64,7 +64,7 @@ pub fn add(
 /// Removes a participant; false when there was none.
 pub fn remove(db: &Db<'_>, sc: i64, email: &str) -> Result<bool> {
     Ok(db.conn().execute(
-        "DELETE FROM participants WHERE side_conversation_id = ?1 AND email = ?2",
+        "DELETE FROM participants WHERE side_conversation_id = ?1 AND lower(email) = lower(?2)",
         params![sc, email],
     )? > 0)
 }

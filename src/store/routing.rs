@@ -5,14 +5,28 @@
 
 use rusqlite::OptionalExtension;
 
+use super::sql::Dialect;
 use super::{Db, Result};
 use crate::model::{Intake, Token};
+
+/// `token = ?1` as each backend's index on the column answers it: a
+/// [`Token`] is lowercase, SQLite's column is NOCASE, PostgreSQL indexes
+/// `lower(token)`.
+fn token_is(db: &Db<'_>) -> &'static str {
+    match db.dialect() {
+        Dialect::Sqlite => "token = ?1",
+        Dialect::Postgres => "lower(token) = ?1",
+    }
+}
 
 /// The side conversation holding `token`.
 pub fn side_conversation_of_token(db: &Db<'_>, token: &Token) -> Result<Option<i64>> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT id FROM side_conversations WHERE token = ?1")?
+        .prepare_cached(&format!(
+            "SELECT id FROM side_conversations WHERE {}",
+            token_is(db)
+        ))?
         .query_row([token.as_str()], |r| r.get(0))
         .optional()?)
 }
@@ -21,9 +35,10 @@ pub fn side_conversation_of_token(db: &Db<'_>, token: &Token) -> Result<Option<i
 pub fn intake_of_token(db: &Db<'_>, token: &Token) -> Result<Option<Intake>> {
     Ok(db
         .conn()
-        .prepare_cached(
-            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE token = ?1",
-        )?
+        .prepare_cached(&format!(
+            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE {}",
+            token_is(db)
+        ))?
         .query_row([token.as_str()], |r| {
             Ok(Intake {
                 messages: r.get::<_, i64>(0)?.max(0) as u64,
@@ -60,7 +75,7 @@ pub fn side_conversations_citing(db: &Db<'_>, id: &str) -> Result<Vec<i64>> {
 pub fn is_forwarding_local(db: &Db<'_>, local: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM senders WHERE forwarding_local = ?1")?
+        .prepare_cached("SELECT 1 FROM senders WHERE lower(forwarding_local) = lower(?1)")?
         .query_row([local], |_| Ok(()))
         .optional()?
         .is_some())

@@ -34,7 +34,7 @@ fn row(r: &super::sql::Row<'_, '_>) -> rusqlite::Result<Sender> {
 pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM senders WHERE email = ?1")?
+        .prepare_cached("SELECT 1 FROM senders WHERE lower(email) = lower(?1)")?
         .query_row([email], |_| Ok(()))
         .optional()?
         .is_some())
@@ -44,7 +44,9 @@ pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
 pub fn is_verified(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM senders WHERE email = ?1 AND status = 'verified'")?
+        .prepare_cached(
+            "SELECT 1 FROM senders WHERE lower(email) = lower(?1) AND status = 'verified'",
+        )?
         .query_row([email], |_| Ok(()))
         .optional()?
         .is_some())
@@ -53,7 +55,9 @@ pub fn is_verified(db: &Db<'_>, email: &str) -> Result<bool> {
 pub fn get(db: &Db<'_>, email: &str) -> Result<Option<Sender>> {
     Ok(db
         .conn()
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM senders WHERE email = ?1"))?
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM senders WHERE lower(email) = lower(?1)"
+        ))?
         .query_row([email], row)
         .optional()?)
 }
@@ -100,7 +104,7 @@ pub struct SenderSettings {
 pub fn update(db: &Db<'_>, email: &str, s: &SenderSettings) -> Result<bool> {
     Ok(db.conn().execute(
         "UPDATE senders SET name = ?2, reply_mode = ?3, signature_text = ?4, signature_html = ?5
-         WHERE email = ?1",
+         WHERE lower(email) = lower(?1)",
         params![
             email,
             s.name,
@@ -113,10 +117,10 @@ pub fn update(db: &Db<'_>, email: &str, s: &SenderSettings) -> Result<bool> {
 
 /// Removes a sender; false when there was none.
 pub fn delete(db: &Db<'_>, email: &str) -> Result<bool> {
-    Ok(db
-        .conn()
-        .execute("DELETE FROM senders WHERE email = ?1", [email])?
-        > 0)
+    Ok(db.conn().execute(
+        "DELETE FROM senders WHERE lower(email) = lower(?1)",
+        [email],
+    )? > 0)
 }
 
 /// A new verification code is in flight (its hash, expiry; attempts reset).
@@ -129,7 +133,7 @@ pub fn set_code(
 ) -> Result<()> {
     db.conn().execute(
         "UPDATE senders SET verification_nonce = ?2, verification_code_hash = ?3,
-                verification_expires_at = ?4, verification_attempts = 0 WHERE email = ?1",
+                verification_expires_at = ?4, verification_attempts = 0 WHERE lower(email) = lower(?1)",
         params![email, nonce, code_hash, expires_at],
     )?;
     Ok(())
@@ -138,7 +142,7 @@ pub fn set_code(
 /// A forwarding probe is in flight: forwarding is unknown until it returns.
 pub fn set_probe(db: &Db<'_>, email: &str, nonce: &str) -> Result<()> {
     db.conn().execute(
-        "UPDATE senders SET verification_nonce = ?2, forwarding_state = 'unknown' WHERE email = ?1",
+        "UPDATE senders SET verification_nonce = ?2, forwarding_state = 'unknown' WHERE lower(email) = lower(?1)",
         params![email, nonce],
     )?;
     Ok(())
@@ -149,7 +153,7 @@ pub fn pending_code(db: &Db<'_>, email: &str) -> Result<Option<PendingCode>> {
         .conn()
         .query_row(
             "SELECT status, verification_code_hash, verification_expires_at, verification_attempts
-             FROM senders WHERE email = ?1",
+             FROM senders WHERE lower(email) = lower(?1)",
             [email],
             |r| {
                 Ok(PendingCode {
@@ -166,7 +170,7 @@ pub fn pending_code(db: &Db<'_>, email: &str) -> Result<Option<PendingCode>> {
 /// Counts a wrong code.
 pub fn count_wrong_code(db: &Db<'_>, email: &str) -> Result<()> {
     db.conn().execute(
-        "UPDATE senders SET verification_attempts = verification_attempts + 1 WHERE email = ?1",
+        "UPDATE senders SET verification_attempts = verification_attempts + 1 WHERE lower(email) = lower(?1)",
         [email],
     )?;
     Ok(())
@@ -176,7 +180,7 @@ pub fn count_wrong_code(db: &Db<'_>, email: &str) -> Result<()> {
 pub fn mark_verified_by_code(db: &Db<'_>, email: &str, now: i64) -> Result<()> {
     db.conn().execute(
         "UPDATE senders SET status = 'verified', verified_at = ?2, verification_code_hash = NULL,
-                verification_expires_at = NULL WHERE email = ?1",
+                verification_expires_at = NULL WHERE lower(email) = lower(?1)",
         params![email, now],
     )?;
     Ok(())
@@ -214,7 +218,7 @@ pub fn set_forwarding_confirmation(db: &Db<'_>, id: i64, confirmation: &str) -> 
 /// Stores the result of a DNS check (JSON).
 pub fn record_dns(db: &Db<'_>, email: &str, dns: &str, now: i64) -> Result<()> {
     db.conn().execute(
-        "UPDATE senders SET dns = ?2, dns_checked_at = ?3 WHERE email = ?1",
+        "UPDATE senders SET dns = ?2, dns_checked_at = ?3 WHERE lower(email) = lower(?1)",
         params![email, dns, now],
     )?;
     Ok(())
@@ -225,7 +229,7 @@ pub fn forwarding_state(db: &Db<'_>, email: &str) -> Result<Option<String>> {
     Ok(db
         .conn()
         .query_row(
-            "SELECT forwarding_state FROM senders WHERE email = ?1",
+            "SELECT forwarding_state FROM senders WHERE lower(email) = lower(?1)",
             [email],
             |r| r.get(0),
         )
@@ -237,7 +241,7 @@ pub fn forwarding_state(db: &Db<'_>, email: &str) -> Result<Option<String>> {
 pub fn forwarding_candidates(db: &Db<'_>, local: &str) -> Result<Vec<ForwardingCandidate>> {
     let mut stmt = db.conn().prepare_cached(
         "SELECT id, email, forwarding_local, verification_nonce FROM senders
-         WHERE verification_nonce IS NOT NULL OR forwarding_local = ?1",
+         WHERE verification_nonce IS NOT NULL OR lower(forwarding_local) = lower(?1)",
     )?;
     let rows = stmt
         .query_map([local], |r| {
@@ -255,7 +259,7 @@ pub fn forwarding_candidates(db: &Db<'_>, local: &str) -> Result<Vec<ForwardingC
 /// The DNS checks (JSON) of the senders of `domain` that have one.
 pub fn dns_checks_of_domain(db: &Db<'_>, domain: &str) -> Result<Vec<String>> {
     let mut stmt = db.conn().prepare_cached(
-        "SELECT dns FROM senders WHERE email LIKE '%@' || ?1 AND dns IS NOT NULL",
+        "SELECT dns FROM senders WHERE lower(email) LIKE '%@' || lower(?1) AND dns IS NOT NULL",
     )?;
     let rows = stmt
         .query_map([domain], |r| r.get(0))?

@@ -192,7 +192,8 @@ impl StdError for PgFailure {}
 /// The SQL a module wrote, in PostgreSQL's spelling: `?N` placeholders
 /// become `$N` (a bare `?` takes the next number), `INSERT OR IGNORE`
 /// becomes `INSERT … ON CONFLICT DO NOTHING`, SQLite's `BEGIN IMMEDIATE`
-/// a plain `BEGIN`. Quoted text and identifiers are left alone.
+/// a plain `BEGIN`, an `INDEXED BY name` hint is dropped. Quoted text and
+/// identifiers are left alone.
 pub fn translate(sql: &str) -> String {
     let mut out = String::with_capacity(sql.len() + 24);
     let bytes = sql.as_bytes();
@@ -380,6 +381,11 @@ impl PgToSql for Bound {
                 }
                 Type::INT8 => put(s.trim().parse::<i64>()?, ty, out),
                 Type::BYTEA => put(s.as_bytes(), ty, out),
+                // PostgreSQL's text holds no U+0000 (SQLite's does): hostile
+                // input keeps its place, the NUL shows as U+FFFD.
+                _ if text_like && s.contains('\0') => {
+                    put(s.replace('\0', "\u{FFFD}").as_str(), &Type::TEXT, out)
+                }
                 _ if text_like => put(s.as_str(), &Type::TEXT, out),
                 _ => Err(format!("text cannot be sent as {ty}").into()),
             },
@@ -859,6 +865,10 @@ mod tests {
         assert_eq!(
             translate("SELECT nullif(raw, X''), x'0A' FROM t INDEXED BY t_raw WHERE a = 'X'''"),
             "SELECT nullif(raw, '\\x'::bytea), '\\x0A'::bytea FROM t WHERE a = 'X'''"
+        );
+        assert_eq!(
+            translate("SELECT 1 FROM t INDEXED BY t_a\n WHERE a = ?1"),
+            "SELECT 1 FROM t\n WHERE a = $1"
         );
     }
 

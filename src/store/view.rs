@@ -198,8 +198,10 @@ pub fn remove_message(db: &Db<'_>, mailbox_name: &str, message_id: i64) -> Resul
     conn.prepare_cached("DELETE FROM mailbox_messages WHERE mailbox_id = ?1 AND uid = ?2")?
         .execute(params![mailbox_id, uid])?;
     conn.prepare_cached(
-        "INSERT OR REPLACE INTO mailbox_removed (mailbox_id, uid, message_id, modseq)
-         VALUES (?1, ?2, ?3, ?4)",
+        "INSERT INTO mailbox_removed (mailbox_id, uid, message_id, modseq)
+         VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (mailbox_id, uid) DO UPDATE SET
+           message_id = excluded.message_id, modseq = excluded.modseq",
     )?
     .execute(params![mailbox_id, uid, message_id, modseq])?;
     conn.prepare_cached("UPDATE mailboxes SET highest_modseq = ?2 WHERE id = ?1")?
@@ -282,14 +284,15 @@ impl Viewer {
 }
 
 /// The same rule as [`Viewer::may_see`] in SQL over a `mailboxes` row
-/// aliased `mb`, for a viewer who administers (`admin`) and is user
+/// aliased `mb`, for a viewer who administers (`admin`, 0/1) and is user
 /// `user`.
 fn visible_sql(mb: &str, admin: bool, user: i64) -> String {
-    format!(
-        "CASE {mb}.kind WHEN 'unrouted' THEN {} WHEN 'sent' THEN {mb}.owner_user_id = {user} \
-         ELSE TRUE END",
-        if admin { "TRUE" } else { "FALSE" }
-    )
+    let hidden = if admin {
+        "'sent'"
+    } else {
+        "'unrouted', 'sent'"
+    };
+    format!("{mb}.kind NOT IN ({hidden}) OR ({mb}.kind = 'sent' AND {mb}.owner_user_id = {user})")
 }
 
 /// Every mailbox the viewer may see: INBOX first, then their Sent, then
@@ -654,6 +657,18 @@ pub fn entries_with_flags(
     Ok(rows)
 }
 
+/// `?1`, a JSON array of ids (from [`id_list`]), as rows `j` (`j.key`: the
+/// position) joined to their `messages m`, in each database's spelling.
+fn ids_join(db: &Db<'_>) -> &'static str {
+    match db.dialect() {
+        super::sql::Dialect::Sqlite => "json_each(?1) j JOIN messages m ON m.id = j.value",
+        super::sql::Dialect::Postgres => {
+            "json_array_elements_text(CAST(?1 AS json)) WITH ORDINALITY AS j(value, key)
+             JOIN messages m ON m.id = CAST(j.value AS BIGINT)"
+        }
+    }
+}
+
 /// A JSON array of ids: many messages are read with one statement
 /// (`json_each(?)`) instead of one query each.
 fn id_list(ids: &[i64]) -> String {
@@ -691,21 +706,27 @@ pub fn messages(db: &Db<'_>, ids: &[i64], with_raw: bool) -> Result<Vec<ViewMess
         return Ok(Vec::new());
     }
     let sql = if with_raw {
-        concat!(
-            "SELECT m.id, m.received_at, ",
-            crate::raw_len_sql!("m"),
-            ", ",
-            crate::raw_sql!("m"),
-            " FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        format!(
+            concat!(
+                "SELECT m.id, m.received_at, ",
+                crate::raw_len_sql!("m"),
+                ", ",
+                crate::raw_sql!("m"),
+                " FROM {} ORDER BY j.key"
+            ),
+            ids_join(db)
         )
     } else {
-        concat!(
-            "SELECT m.id, m.received_at, ",
-            crate::raw_len_sql!("m"),
-            ", NULL FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+        format!(
+            concat!(
+                "SELECT m.id, m.received_at, ",
+                crate::raw_len_sql!("m"),
+                ", NULL FROM {} ORDER BY j.key"
+            ),
+            ids_join(db)
         )
     };
-    let mut stmt = conn.prepare_cached(sql)?;
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
         .query_map([id_list(ids)], |r| {
             Ok(ViewMessage {
@@ -732,10 +753,13 @@ pub fn with_raw_messages(
     if ids.is_empty() {
         return Ok(());
     }
-    let mut stmt = conn.prepare_cached(concat!(
-        "SELECT m.id, m.received_at, ",
-        crate::raw_sql!("m"),
-        " FROM json_each(?1) j JOIN messages m ON m.id = j.value"
+    let mut stmt = conn.prepare_cached(&format!(
+        concat!(
+            "SELECT m.id, m.received_at, ",
+            crate::raw_sql!("m"),
+            " FROM {} ORDER BY j.key"
+        ),
+        ids_join(db)
     ))?;
     let mut rows = stmt.query([id_list(ids)])?;
     while let Some(r) = rows.next()? {
@@ -779,25 +803,23 @@ pub fn search_fields(db: &Db<'_>, ids: &[i64], with_body: bool) -> Result<Vec<Se
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let sql = if with_body {
-        concat!(
-            "SELECT m.id, m.received_at, m.date, ",
-            crate::raw_len_sql!("m"),
-            ", coalesce(m.from_name, ''),
-                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs,
-                coalesce(m.text_body, m.html_body, '')
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
-        )
+    let body = if with_body {
+        "coalesce(m.text_body, m.html_body, '')"
     } else {
+        "NULL"
+    };
+    let sql = format!(
         concat!(
             "SELECT m.id, m.received_at, m.date, ",
             crate::raw_len_sql!("m"),
             ", coalesce(m.from_name, ''),
-                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, NULL
-         FROM json_each(?1) j JOIN messages m ON m.id = j.value"
-        )
-    };
-    let mut stmt = conn.prepare_cached(sql)?;
+                coalesce(m.from_email, ''), m.subject, m.to_addrs, m.cc_addrs, {}
+             FROM {} ORDER BY j.key"
+        ),
+        body,
+        ids_join(db)
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
     let rows = stmt
         .query_map([id_list(ids)], |r| {
             Ok(SearchFields {
@@ -857,7 +879,9 @@ pub fn user_states(db: &Db<'_>, role: crate::model::Role, user_id: i64) -> Resul
     let conn = db.conn();
     let contents: i64 = conn.query_row(
         "SELECT coalesce(max(highest_modseq), 0) FROM mailboxes
-         WHERE CASE kind WHEN 'unrouted' THEN ?1 <> 0 WHEN 'sent' THEN owner_user_id = ?2 ELSE 1 = 1 END",
+         WHERE (kind = 'unrouted' AND CAST(?1 AS BIGINT) <> 0)
+            OR (kind = 'sent' AND owner_user_id = ?2)
+            OR kind NOT IN ('unrouted', 'sent')",
         params![role.can_administer(), user_id],
         |r| r.get(0),
     )?;
@@ -897,7 +921,7 @@ pub fn mailbox_created_modseq(db: &Db<'_>, mailbox_id: i64) -> Result<i64> {
            SELECT (SELECT modseq FROM mailbox_messages WHERE mailbox_id = ?1
                    ORDER BY uid LIMIT 1) AS m
            UNION ALL
-           SELECT min(modseq) AS m FROM mailbox_removed WHERE mailbox_id = ?1)",
+           SELECT min(modseq) AS m FROM mailbox_removed WHERE mailbox_id = ?1) AS oldest",
         [mailbox_id],
         |r| r.get(0),
     )?)
@@ -915,7 +939,7 @@ pub fn thread_counts(db: &Db<'_>, mailbox_id: i64, user_id: i64) -> Result<(u32,
            FROM mailbox_messages mm
            JOIN messages m ON m.id = mm.message_id
            LEFT JOIN message_flags f ON f.user_id = ?2 AND f.message_id = mm.message_id
-           WHERE mm.mailbox_id = ?1)",
+           WHERE mm.mailbox_id = ?1) AS marked",
         params![mailbox_id, user_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
@@ -1193,32 +1217,32 @@ fn filter_sql(f: &EmailFilter, admin: bool, user: i64, params: &mut Vec<Value>) 
         EmailFilter::From(t) => {
             let p = like(t);
             params.extend([p.clone(), p]);
-            "(m.from_name LIKE ? ESCAPE '\\' OR m.from_email LIKE ? ESCAPE '\\')".into()
+            "(lower(m.from_name) LIKE lower(?) ESCAPE '\\' OR lower(m.from_email) LIKE lower(?) ESCAPE '\\')".into()
         }
         EmailFilter::To(t) => {
             params.push(like(t));
-            "m.to_addrs LIKE ? ESCAPE '\\'".into()
+            "lower(m.to_addrs) LIKE lower(?) ESCAPE '\\'".into()
         }
         EmailFilter::Cc(t) => {
             params.push(like(t));
-            "m.cc_addrs LIKE ? ESCAPE '\\'".into()
+            "lower(m.cc_addrs) LIKE lower(?) ESCAPE '\\'".into()
         }
         EmailFilter::Subject(t) => {
             params.push(like(t));
-            "m.subject LIKE ? ESCAPE '\\'".into()
+            "lower(m.subject) LIKE lower(?) ESCAPE '\\'".into()
         }
         EmailFilter::Body(t) => {
             let p = like(t);
             params.extend([p.clone(), p]);
-            "(m.text_body LIKE ? ESCAPE '\\' OR m.html_body LIKE ? ESCAPE '\\')".into()
+            "(lower(m.text_body) LIKE lower(?) ESCAPE '\\' OR lower(m.html_body) LIKE lower(?) ESCAPE '\\')".into()
         }
         EmailFilter::Text(t) => {
             let p = like(t);
             params.extend(std::iter::repeat_n(p, 7));
-            "(m.subject LIKE ? ESCAPE '\\' OR m.from_name LIKE ? ESCAPE '\\'
-              OR m.from_email LIKE ? ESCAPE '\\' OR m.to_addrs LIKE ? ESCAPE '\\'
-              OR m.cc_addrs LIKE ? ESCAPE '\\' OR m.text_body LIKE ? ESCAPE '\\'
-              OR m.html_body LIKE ? ESCAPE '\\')"
+            "(lower(m.subject) LIKE lower(?) ESCAPE '\\' OR lower(m.from_name) LIKE lower(?) ESCAPE '\\'
+              OR lower(m.from_email) LIKE lower(?) ESCAPE '\\' OR lower(m.to_addrs) LIKE lower(?) ESCAPE '\\'
+              OR lower(m.cc_addrs) LIKE lower(?) ESCAPE '\\' OR lower(m.text_body) LIKE lower(?) ESCAPE '\\'
+              OR lower(m.html_body) LIKE lower(?) ESCAPE '\\')"
                 .into()
         }
     }
@@ -1249,13 +1273,16 @@ pub fn query_emails(
     let mut params = Vec::new();
     let condition = filter_sql(filter, admin, user, &mut params);
     let visible = visible_sql("vb", admin, user);
-    let admin = if admin { "TRUE" } else { "FALSE" };
+    let unrouted = if admin {
+        "EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
+                 WHERE u.message_id = m.id AND ub.kind = 'unrouted')"
+    } else {
+        "FALSE"
+    };
     let dir = if ascending { "ASC" } else { "DESC" };
     let limit = cap.map(|n| format!(" LIMIT {n}")).unwrap_or_default();
     let sql = format!(
-        "SELECT m.id, m.side_conversation_id,
-                {admin} AND EXISTS (SELECT 1 FROM mailbox_messages u JOIN mailboxes ub ON ub.id = u.mailbox_id
-                                    WHERE u.message_id = m.id AND ub.kind = 'unrouted')
+        "SELECT m.id, m.side_conversation_id, {unrouted}
          FROM messages m INDEXED BY messages_received
          WHERE EXISTS (SELECT 1 FROM mailbox_messages v JOIN mailboxes vb ON vb.id = v.mailbox_id
                        WHERE v.message_id = m.id AND ({visible}))
