@@ -1021,9 +1021,7 @@ async fn sql_metacharacters_in_every_api_parameter_are_plain_data() {
     )
     .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let schema: String = s
-        .query(schema_query())
-        .await;
+    let schema: String = s.query(schema_query()).await;
     let users: i64 = s.query("SELECT COUNT(*) FROM users").await;
     let http = reqwest::Client::new();
     let mut calls = 0;
@@ -1087,9 +1085,7 @@ async fn sql_metacharacters_in_every_api_parameter_are_plain_data() {
         assert_eq!(st, StatusCode::OK, "{p}");
         assert_eq!(v["subject"], json!(p), "{v}");
     }
-    let after: String = s
-        .query(schema_query())
-        .await;
+    let after: String = s.query(schema_query()).await;
     assert_eq!(schema, after, "the schema changed");
     if common::postgres_server().is_none() {
         let ok: String = s.query("PRAGMA integrity_check").await;

@@ -83,7 +83,9 @@ async fn token_rule_threads_reopens_and_wakes_the_parent() {
         s.query::<String>("SELECT text FROM activity").await,
         "Vera Vendor replied in a side conversation"
     );
-    let events: String = s.query("SELECT string_agg(event, ',' ORDER BY event) FROM webhook_deliveries").await;
+    let events: String = s
+        .query("SELECT string_agg(event, ',' ORDER BY event) FROM webhook_deliveries")
+        .await;
     assert_eq!(
         events,
         "message.received,parent.woken,side_conversation.reopened"
@@ -381,7 +383,9 @@ async fn verification_and_provider_confirmation_mail_update_the_sender() {
         conf["link"],
         "https://mail-settings.google.com/mail/vf-%5BANGjdJ8%5D-abc"
     );
-    let kinds: String = s.query("SELECT string_agg(kind || ':' || route, ',' ORDER BY id) FROM messages").await;
+    let kinds: String = s
+        .query("SELECT string_agg(kind || ':' || route, ',' ORDER BY id) FROM messages")
+        .await;
     assert_eq!(
         kinds,
         "verification:forwarding,forwarding_confirmation:forwarding"

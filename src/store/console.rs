@@ -53,8 +53,10 @@ pub fn set_password(
     if n == 0 {
         return Err(StoreError::NotFound);
     }
-    conn.prepare_cached("DELETE FROM console_sessions WHERE user_id = ?1 AND id_hash IS DISTINCT FROM ?2")?
-        .execute(params![user_id, keep])?;
+    conn.prepare_cached(
+        "DELETE FROM console_sessions WHERE user_id = ?1 AND id_hash IS DISTINCT FROM ?2",
+    )?
+    .execute(params![user_id, keep])?;
     let action = if phc.is_some() {
         "user.password_set"
     } else {

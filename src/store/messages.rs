@@ -290,9 +290,7 @@ pub fn visible_reply_sql(alias: &str) -> String {
     } else {
         format!("{alias}.")
     };
-    format!(
-        "coalesce({a}visible_reply, trim(replace({a}text_body, '\r\n', '\n'), ' \t\n\r'))"
-    )
+    format!("coalesce({a}visible_reply, trim(replace({a}text_body, '\r\n', '\n'), ' \t\n\r'))")
 }
 
 /// What [`visible_reply_sql`] yields from a text body alone: CRLF turned

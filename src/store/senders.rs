@@ -44,7 +44,9 @@ pub fn exists(db: &Db<'_>, email: &str) -> Result<bool> {
 pub fn is_verified(db: &Db<'_>, email: &str) -> Result<bool> {
     Ok(db
         .conn()
-        .prepare_cached("SELECT 1 FROM senders WHERE lower(email) = lower(?1) AND status = 'verified'")?
+        .prepare_cached(
+            "SELECT 1 FROM senders WHERE lower(email) = lower(?1) AND status = 'verified'",
+        )?
         .query_row([email], |_| Ok(()))
         .optional()?
         .is_some())
@@ -53,7 +55,9 @@ pub fn is_verified(db: &Db<'_>, email: &str) -> Result<bool> {
 pub fn get(db: &Db<'_>, email: &str) -> Result<Option<Sender>> {
     Ok(db
         .conn()
-        .prepare_cached(&format!("SELECT {COLUMNS} FROM senders WHERE lower(email) = lower(?1)"))?
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM senders WHERE lower(email) = lower(?1)"
+        ))?
         .query_row([email], row)
         .optional()?)
 }
@@ -113,10 +117,10 @@ pub fn update(db: &Db<'_>, email: &str, s: &SenderSettings) -> Result<bool> {
 
 /// Removes a sender; false when there was none.
 pub fn delete(db: &Db<'_>, email: &str) -> Result<bool> {
-    Ok(db
-        .conn()
-        .execute("DELETE FROM senders WHERE lower(email) = lower(?1)", [email])?
-        > 0)
+    Ok(db.conn().execute(
+        "DELETE FROM senders WHERE lower(email) = lower(?1)",
+        [email],
+    )? > 0)
 }
 
 /// A new verification code is in flight (its hash, expiry; attempts reset).

@@ -287,10 +287,12 @@ impl Viewer {
 /// aliased `mb`, for a viewer who administers (`admin`, 0/1) and is user
 /// `user`.
 fn visible_sql(mb: &str, admin: bool, user: i64) -> String {
-    let hidden = if admin { "'sent'" } else { "'unrouted', 'sent'" };
-    format!(
-        "{mb}.kind NOT IN ({hidden}) OR ({mb}.kind = 'sent' AND {mb}.owner_user_id = {user})"
-    )
+    let hidden = if admin {
+        "'sent'"
+    } else {
+        "'unrouted', 'sent'"
+    };
+    format!("{mb}.kind NOT IN ({hidden}) OR ({mb}.kind = 'sent' AND {mb}.owner_user_id = {user})")
 }
 
 /// Every mailbox the viewer may see: INBOX first, then their Sent, then
