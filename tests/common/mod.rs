@@ -91,10 +91,7 @@ pub fn postgres_database(dir: &Path) -> Option<String> {
 /// that data dir opens it: the SQLite file, or, when the suite runs on
 /// PostgreSQL, the data dir's database there (what a restart finds again).
 pub fn open_store(db: &Path) -> Store {
-    let url = db
-        .parent()
-        .and_then(postgres_database)
-        .unwrap_or_default();
+    let url = db.parent().and_then(postgres_database).unwrap_or_default();
     Store::open_location(db, &url, false).expect("open the store")
 }
 
