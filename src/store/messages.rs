@@ -15,13 +15,15 @@ use crate::model::{AttachmentInfo, Mailbox, MessageKind, MessageRecord, Route, S
 macro_rules! raw_sql {
     ($m:literal) => {
         concat!(
-            "coalesce(nullif(",
+            "CASE WHEN length(",
             $m,
-            ".raw, X''), (SELECT ir.raw FROM inbound_raw ir WHERE ir.id = ",
+            ".raw) > 0 THEN ",
+            $m,
+            ".raw ELSE coalesce((SELECT ir.raw FROM inbound_raw ir WHERE ir.id = ",
             $m,
             ".inbound_id), ",
             $m,
-            ".raw)"
+            ".raw) END"
         )
     };
 }
@@ -76,13 +78,23 @@ pub struct NewInbound<'a> {
 /// Stores an inbound message; returns its id.
 pub fn insert_inbound(db: &Db<'_>, m: &NewInbound<'_>) -> Result<i64> {
     let conn = db.conn();
+    // Empty when the queue's copy (`inbound_raw`) holds the bytes: they
+    // are stored once, readers use `raw_sql!`. Rows queued before schema
+    // migration 4 have no such copy and keep theirs here.
+    let queued = match m.inbound_id {
+        Some(id) => conn
+            .prepare_cached("SELECT 1 FROM inbound_raw WHERE id = ?1")?
+            .exists([id])?,
+        None => false,
+    };
+    let raw: &[u8] = if queued { &[] } else { m.raw };
     conn.prepare_cached(
         "INSERT INTO messages
            (side_conversation_id, direction, kind, route, inbound_id, raw, raw_sha256,
             message_id, in_reply_to, refs, from_name, from_email, reply_to, to_addrs, cc_addrs,
             date, subject, text_body, html_body, visible_reply, flags, auth, bounce, received_at)
          VALUES (?1, 'in', ?2, ?3, ?4,
-                 CASE WHEN EXISTS (SELECT 1 FROM inbound_raw WHERE id = ?4) THEN X'' ELSE ?5 END,
+                 ?5,
                  ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
                  ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
     )?
@@ -91,10 +103,7 @@ pub fn insert_inbound(db: &Db<'_>, m: &NewInbound<'_>) -> Result<i64> {
         m.kind,
         m.route,
         m.inbound_id,
-        // Empty when the queue's copy (`inbound_raw`) holds the bytes: they
-        // are stored once, readers use `raw_sql!`. Rows queued before
-        // schema migration 4 have no such copy and keep theirs here.
-        m.raw,
+        raw,
         m.sha256,
         m.message_id,
         m.in_reply_to,
@@ -384,7 +393,7 @@ pub fn last_verified_reply_to(db: &Db<'_>, sc: i64, email: &str) -> Result<Optio
         .prepare_cached(
             "SELECT m.reply_to FROM messages m
              WHERE m.side_conversation_id = ?1 AND m.direction = 'in' AND m.kind = 'reply'
-               AND m.route <> 'portal' AND m.from_email = ?2
+               AND m.route <> 'portal' AND lower(m.from_email) = lower(?2)
                AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
              ORDER BY m.received_at DESC, m.id DESC LIMIT 1",
         )?

@@ -79,7 +79,7 @@ pub fn ensure_link(db: &Db<'_>, sc: i64, email: &str, now: i64) -> Result<Option
     let conn = db.conn();
     let row: Option<(String, Option<i64>)> = conn
         .prepare_cached(
-            "SELECT token, revoked_at FROM portal_links WHERE side_conversation_id = ?1 AND email = ?2",
+            "SELECT token, revoked_at FROM portal_links WHERE side_conversation_id = ?1 AND lower(email) = lower(?2)",
         )?
         .query_row(params![sc, email], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
@@ -203,7 +203,8 @@ fn visible(db: &Db<'_>) -> String {
         "m.side_conversation_id = ?1 AND (
        (m.direction = 'out' AND m.kind = 'agent' AND m.route = 'api')
     OR (m.direction = 'in' AND m.kind = 'reply'
-        AND m.from_email IN (SELECT email FROM participants WHERE side_conversation_id = ?1)
+        AND lower(m.from_email) IN
+            (SELECT lower(email) FROM participants WHERE side_conversation_id = ?1)
         AND m.flags NOT LIKE '%duplicate_of:%'
         AND NOT EXISTS (SELECT 1 FROM unverified_messages u WHERE u.message_id = m.id)
         AND COALESCE({dmarc}, '') <> 'fail'))"

@@ -284,7 +284,7 @@ impl Viewer {
 }
 
 /// The same rule as [`Viewer::may_see`] in SQL over a `mailboxes` row
-/// aliased `mb`, for a viewer who administers (`admin`, 0/1) and is user
+/// aliased `mb`, for a viewer who administers (`admin`) and is user
 /// `user`.
 fn visible_sql(mb: &str, admin: bool, user: i64) -> String {
     let hidden = if admin {
