@@ -438,14 +438,20 @@ fn node_config(dir: &Path, name: &str, url: &str, dns: std::net::SocketAddr) -> 
     path
 }
 
-fn start_node(config: &Path, ready: &Path) -> Node {
+/// The binary with no `BACKCHANNEL_*` variables from the test's own
+/// environment (it would read each as a config key).
+fn bin() -> Command {
     let mut c = Command::new(BIN);
     for (k, _) in std::env::vars() {
         if k.starts_with("BACKCHANNEL_") {
             c.env_remove(k);
         }
     }
-    let mut child = c
+    c
+}
+
+fn start_node(config: &Path, ready: &Path) -> Node {
+    let mut child = bin()
         .arg("--config")
         .arg(config)
         .args(["serve", "--ready-file"])
@@ -528,7 +534,7 @@ async fn sigkill_of_one_node_under_smtp_load_loses_nothing_acknowledged() {
     // An owner and a thread to reply to, made through node B's command line
     // and API.
     let config_b = dir.path().join("b.toml");
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("--config")
         .arg(&config_b)
         .args([
@@ -687,7 +693,7 @@ async fn a_sqlite_store_copied_to_postgresql_serves_on_with_everything_in_it() {
     let dns = common::dns::FakeDns::start(&common::verified_records()).await;
     // First on SQLite (no [store] url).
     let lite_config = node_config(dir.path(), "lite", "", dns.addr);
-    let out = Command::new(BIN)
+    let out = bin()
         .arg("--config")
         .arg(&lite_config)
         .args([
@@ -783,7 +789,7 @@ async fn a_sqlite_store_copied_to_postgresql_serves_on_with_everything_in_it() {
 
     // Copied into an empty database, verified by counts.
     let url = common::postgres_database(&data).expect("database");
-    let copy = Command::new(BIN)
+    let copy = bin()
         .arg("--config")
         .arg(&lite_config)
         .args(["store", "copy", "--to", &url])
@@ -803,7 +809,7 @@ async fn a_sqlite_store_copied_to_postgresql_serves_on_with_everything_in_it() {
         "{stdout}"
     );
     // Not twice into one database.
-    let again = Command::new(BIN)
+    let again = bin()
         .arg("--config")
         .arg(&lite_config)
         .args(["store", "copy", "--to", &url])
