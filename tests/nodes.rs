@@ -430,7 +430,7 @@ fn node_config(dir: &Path, name: &str, url: &str, dns: std::net::SocketAddr) -> 
     std::fs::write(
         &path,
         format!(
-            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"\"\n[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"1s\"\n[store]\nurl = \"{url}\"\ntakeover_after = \"2s\"\n",
+            "domain = \"gw.example.com\"\ndata_dir = \"{}\"\n[smtp]\nlisten = \"127.0.0.1:0\"\n[http]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"127.0.0.1:0\"\n[imap]\nlisten = \"127.0.0.1:0\"\n[submission]\nlisten = \"\"\n[dns]\nnameservers = [\"{dns}\"]\ntimeout = \"1s\"\n[outbound]\nsend_timeout = \"5s\"\n[store]\nurl = \"{url}\"\ntakeover_after = \"2s\"\n",
             dir.join("data").display()
         ),
     )
