@@ -450,6 +450,31 @@ fn bin() -> Command {
     c
 }
 
+/// `user add` of an owner through the command line; its API token.
+fn owner_by_cli(config: &Path) -> String {
+    let out = bin()
+        .arg("--config")
+        .arg(config)
+        .args([
+            "user",
+            "add",
+            "--email",
+            "olga@acme.com",
+            "--name",
+            "Olga",
+            "--role",
+            "owner",
+        ])
+        .output()
+        .expect("user add");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
 fn start_node(config: &Path, ready: &Path) -> Node {
     let mut child = bin()
         .arg("--config")
@@ -534,27 +559,7 @@ async fn sigkill_of_one_node_under_smtp_load_loses_nothing_acknowledged() {
     // An owner and a thread to reply to, made through node B's command line
     // and API.
     let config_b = dir.path().join("b.toml");
-    let out = bin()
-        .arg("--config")
-        .arg(&config_b)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "olga@acme.com",
-            "--name",
-            "Olga",
-            "--role",
-            "owner",
-        ])
-        .output()
-        .expect("user add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let owner = owner_by_cli(&config_b);
     let client = reqwest::Client::new();
     let start = |node: &Node, i: usize| {
         let req = client
@@ -693,27 +698,7 @@ async fn a_sqlite_store_copied_to_postgresql_serves_on_with_everything_in_it() {
     let dns = common::dns::FakeDns::start(&common::verified_records()).await;
     // First on SQLite (no [store] url).
     let lite_config = node_config(dir.path(), "lite", "", dns.addr);
-    let out = bin()
-        .arg("--config")
-        .arg(&lite_config)
-        .args([
-            "user",
-            "add",
-            "--email",
-            "olga@acme.com",
-            "--name",
-            "Olga",
-            "--role",
-            "owner",
-        ])
-        .output()
-        .expect("user add");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let owner = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let owner = owner_by_cli(&lite_config);
     let mut lite = start_node(&lite_config, &dir.path().join("lite.json"));
     let client = reqwest::Client::new();
     let api =

@@ -648,14 +648,18 @@ impl Store {
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
-    fn take_reader(&self) -> Result<Reader> {
-        if let Some(conn) = self
+    /// An idle pooled read connection, if there is one.
+    fn pop_idle(&self) -> Result<Option<Reader>> {
+        Ok(self
             .inner
             .readers
             .lock()
             .map_err(|_| StoreError::Closed)?
-            .pop()
-        {
+            .pop())
+    }
+
+    fn take_reader(&self) -> Result<Reader> {
+        if let Some(conn) = self.pop_idle()? {
             return Ok(conn);
         }
         match &self.inner.backend {
@@ -673,13 +677,7 @@ impl Store {
                 let (open, freed) = &self.inner.pg_readers;
                 let mut n = open.lock().map_err(|_| StoreError::Closed)?;
                 loop {
-                    if let Some(conn) = self
-                        .inner
-                        .readers
-                        .lock()
-                        .map_err(|_| StoreError::Closed)?
-                        .pop()
-                    {
+                    if let Some(conn) = self.pop_idle()? {
                         return Ok(conn);
                     }
                     if *n < pg::MAX_READERS {
@@ -710,19 +708,21 @@ impl Store {
     }
 
     fn return_reader(&self, conn: Reader) {
-        let pg = matches!(conn, Reader::Pg(_));
-        if let Ok(mut pool) = self.inner.readers.lock()
-            && (pg || pool.len() < MAX_IDLE_READERS)
-        {
-            pool.push(conn);
-            drop(pool);
-            if pg {
-                self.inner.pg_readers.1.notify_one();
+        if matches!(conn, Reader::Pg(_)) {
+            // Under the count's lock, so a reader between finding the pool
+            // empty and waiting cannot miss this one.
+            let (open, freed) = &self.inner.pg_readers;
+            let _count = open.lock();
+            if let Ok(mut pool) = self.inner.readers.lock() {
+                pool.push(conn);
             }
+            freed.notify_one();
             return;
         }
-        if pg {
-            self.pg_reader_gone();
+        if let Ok(mut pool) = self.inner.readers.lock()
+            && pool.len() < MAX_IDLE_READERS
+        {
+            pool.push(conn);
         }
     }
 
