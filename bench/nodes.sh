@@ -41,6 +41,8 @@ else
     ROUNDS=${BENCH_NODES_ROUNDS:-2}
 fi
 SESSIONS=${BENCH_NODES_SESSIONS:-20}
+# BENCH_NODES_SETUPS="sqlite" with BENCH_BACKCHANNEL_BIN=… compares another binary on SQLite.
+SETUPS=${BENCH_NODES_SETUPS:-"sqlite pg1 pg2"}
 SIZE=5120
 WAIT=900
 DOMAIN=gw.bench.test
@@ -112,8 +114,7 @@ max_thread_messages = 100000000
 max_thread_bytes = 1000000000000
 [webhooks]
 deliver = false
-[store]
-url = "$url"
+$([[ -n $url ]] && printf '[store]\nurl = "%s"' "$url")
 EOF
     rm -f "$dir/$name.ready"
     "$BIN" serve --config "$dir/$name.toml" --ready-file "$dir/$name.ready" >>"$dir/$name.log" 2>&1 &
@@ -161,7 +162,7 @@ run() {
     mkdir -p "$dir"
     [[ -n $url ]] && psql "$PG_URL" -qc "CREATE DATABASE b_${setup}_$round" >/dev/null
     local token
-    token=$("$BIN" user add --config <(printf 'domain = "%s"\ndata_dir = "%s/data"\n[store]\nurl = "%s"\n' "$DOMAIN" "$dir" "$url") \
+    token=$("$BIN" user add --config <(printf 'domain = "%s"\ndata_dir = "%s/data"\n' "$DOMAIN" "$dir"; [[ -n $url ]] && printf '[store]\nurl = "%s"\n' "$url") \
         --email "admin@$DOMAIN" --name Bench --role owner 2>>"$dir/cli.log") || { fail "$setup user add"; return; }
     for n in "${nodes[@]}"; do
         node_start "$n" "$dir" "$url" || { fail "$setup node $n start"; return; }
@@ -217,7 +218,7 @@ run() {
 date_start=$(date -u '+%Y-%m-%d %H:%M UTC')
 load_start=$(cut -d' ' -f1 /proc/loadavg)
 for r in $(seq 1 "$ROUNDS"); do
-    for setup in sqlite pg1 pg2; do
+    for setup in $SETUPS; do
         run "$setup" "$r"
     done
 done
@@ -240,7 +241,7 @@ section="$work/section.md"
     echo
     echo "| setup | accept msg/s | threaded msg/s | PostgreSQL round trips per message | every round (accept / threaded) |"
     echo "|---|---|---|---|---|"
-    for setup in sqlite pg1 pg2; do
+    for setup in $SETUPS; do
         label=$setup
         case $setup in sqlite) label="SQLite, one node" ;; pg1) label="PostgreSQL, one node" ;; pg2) label="PostgreSQL, two nodes" ;; esac
         rounds=""
