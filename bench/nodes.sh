@@ -14,6 +14,10 @@
 # before and after, summed, over the messages; every prepare, query, execute
 # and transaction statement counts one).
 #
+# BENCH_NODES_SETUPS (default "sqlite pg1 pg2") picks the setups; with
+# BENCH_BACKCHANNEL_BIN another binary (one from before PostgreSQL, on
+# "sqlite" alone) is measured the same way.
+#
 # PostgreSQL runs from tests/pg/pg.sh on a temporary directory with its
 # defaults (fsync on, synchronous_commit on) but max_connections = 400; the
 # gateway nodes each keep up to 24 read sessions, one writer, one listener and
