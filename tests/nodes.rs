@@ -423,6 +423,14 @@ struct Node {
     http: String,
 }
 
+impl Drop for Node {
+    /// A node outlives no test, failed ones included.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn node_config(dir: &Path, name: &str, url: &str, dns: std::net::SocketAddr) -> PathBuf {
     let path = dir.join(format!("{name}.toml"));
     // One data dir for both: the maildir sink is shared, as one relay
@@ -550,7 +558,7 @@ async fn sigkill_of_one_node_under_smtp_load_loses_nothing_acknowledged() {
         &node_config(dir.path(), "a", &url, dns.addr),
         &dir.path().join("a.json"),
     );
-    let mut b = start_node(
+    let b = start_node(
         &node_config(dir.path(), "b", &url, dns.addr),
         &dir.path().join("b.json"),
     );
@@ -673,8 +681,6 @@ async fn sigkill_of_one_node_under_smtp_load_loses_nothing_acknowledged() {
             .count();
         assert_eq!(n, 1, "Kill {i} reaches the sink once: {subjects:?}");
     }
-    b.child.kill().ok();
-    b.child.wait().ok();
 }
 
 // ---------------------------------------------------------------------------
