@@ -144,6 +144,18 @@ impl<'c> Db<'c> {
         self.conn.dialect()
     }
 
+    /// The lease a leased row (an outbox row or webhook attempt in
+    /// `sending`) must be past to count as interrupted: on SQLite (one
+    /// process) every such row at start-up is; on PostgreSQL only those
+    /// whose node let the lease run out (it died mid-send), never one
+    /// another node is working on right now.
+    pub fn stale_before(&self, now: i64) -> i64 {
+        match self.dialect() {
+            sql::Dialect::Sqlite => i64::MAX,
+            sql::Dialect::Postgres => now,
+        }
+    }
+
     /// This node's name ("" on SQLite).
     pub fn node(&self) -> &'c str {
         self.node

@@ -217,18 +217,7 @@ pub struct InFlight {
     pub verp_key: String,
 }
 
-/// The lease a row in `sending` must be past to count as interrupted: on
-/// SQLite (one process) every such row at start-up is; on PostgreSQL only
-/// those whose node let the lease run out (it died mid-send), never one
-/// another node is sending right now.
-pub fn stale_before(db: &Db<'_>, now: i64) -> i64 {
-    match db.dialect() {
-        Dialect::Sqlite => i64::MAX,
-        Dialect::Postgres => now,
-    }
-}
-
-/// Rows in `sending` whose send was interrupted (see [`stale_before`]):
+/// Rows in `sending` whose send was interrupted (see [`Db::stale_before`]):
 /// at start-up, and on PostgreSQL from time to time, those of a node that
 /// died.
 pub fn in_flight(db: &Db<'_>, now: i64) -> Result<Vec<InFlight>> {
@@ -237,7 +226,7 @@ pub fn in_flight(db: &Db<'_>, now: i64) -> Result<Vec<InFlight>> {
         "SELECT id, verp_key FROM outbox
          WHERE state = 'sending' AND COALESCE(lease_until, 0) < ?1 ORDER BY id",
     )?;
-    let rows = stmt.query_map([stale_before(db, now)], |r| {
+    let rows = stmt.query_map([db.stale_before(now)], |r| {
         Ok(InFlight {
             id: r.get(0)?,
             verp_key: r.get(1)?,
@@ -254,7 +243,7 @@ pub fn requeue(db: &Db<'_>, id: i64, now: i64) -> Result<bool> {
         "UPDATE outbox SET state = 'queued', next_attempt_at = ?2, lease_until = NULL,
                 last_error = COALESCE(last_error, 'interrupted by a restart')
          WHERE id = ?1 AND state = 'sending' AND COALESCE(lease_until, 0) < ?3",
-        params![id, now, stale_before(db, now)],
+        params![id, now, db.stale_before(now)],
     )? == 1)
 }
 

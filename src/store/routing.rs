@@ -9,13 +9,14 @@ use super::sql::Dialect;
 use super::{Db, Result};
 use crate::model::{Intake, Token};
 
-/// `token = ?1` as each backend's index on the column answers it: a
-/// [`Token`] is lowercase, SQLite's column is NOCASE, PostgreSQL indexes
-/// `lower(token)`.
-fn token_is(db: &Db<'_>) -> &'static str {
+/// `SELECT {columns} FROM side_conversations` by token, as each backend's
+/// index on the column answers it: a [`Token`] is lowercase, SQLite's
+/// column is NOCASE, PostgreSQL indexes `lower(token)`. Both spellings are
+/// fixed strings (routing runs for every recipient).
+fn by_token(db: &Db<'_>, sqlite: &'static str, postgres: &'static str) -> &'static str {
     match db.dialect() {
-        Dialect::Sqlite => "token = ?1",
-        Dialect::Postgres => "lower(token) = ?1",
+        Dialect::Sqlite => sqlite,
+        Dialect::Postgres => postgres,
     }
 }
 
@@ -23,9 +24,10 @@ fn token_is(db: &Db<'_>) -> &'static str {
 pub fn side_conversation_of_token(db: &Db<'_>, token: &Token) -> Result<Option<i64>> {
     Ok(db
         .conn()
-        .prepare_cached(&format!(
-            "SELECT id FROM side_conversations WHERE {}",
-            token_is(db)
+        .prepare_cached(by_token(
+            db,
+            "SELECT id FROM side_conversations WHERE token = ?1",
+            "SELECT id FROM side_conversations WHERE lower(token) = ?1",
         ))?
         .query_row([token.as_str()], |r| r.get(0))
         .optional()?)
@@ -35,9 +37,10 @@ pub fn side_conversation_of_token(db: &Db<'_>, token: &Token) -> Result<Option<i
 pub fn intake_of_token(db: &Db<'_>, token: &Token) -> Result<Option<Intake>> {
     Ok(db
         .conn()
-        .prepare_cached(&format!(
-            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE {}",
-            token_is(db)
+        .prepare_cached(by_token(
+            db,
+            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE token = ?1",
+            "SELECT inbound_messages, inbound_bytes FROM side_conversations WHERE lower(token) = ?1",
         ))?
         .query_row([token.as_str()], |r| {
             Ok(Intake {

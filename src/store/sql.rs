@@ -659,35 +659,39 @@ impl<T> Iterator for MappedRows<'_, T> {
 }
 
 impl<'c> Statement<'c> {
-    fn lite(&mut self) -> Option<&mut rusqlite::Statement<'c>> {
+    /// The statement of whichever database this is.
+    fn side(&mut self) -> Side<'_, 'c> {
         match self {
-            Statement::Lite(s) => Some(s),
-            Statement::LiteOnce(s) => Some(s),
-            Statement::Pg { .. } => None,
+            Statement::Lite(s) => Side::Lite(s),
+            Statement::LiteOnce(s) => Side::Lite(s),
+            Statement::Pg { conn, stmt } => Side::Pg(conn, stmt),
+        }
+    }
+
+    /// How many parameters the statement takes.
+    pub fn parameter_count(&self) -> usize {
+        match self {
+            Statement::Lite(s) => s.parameter_count(),
+            Statement::LiteOnce(s) => s.parameter_count(),
+            Statement::Pg { stmt, .. } => stmt.params().len(),
         }
     }
 
     pub fn execute<P: Params>(&mut self, params: P) -> rusqlite::Result<usize> {
-        if let Some(s) = self.lite() {
-            return params.with(|p| s.execute(p));
-        }
-        match self {
-            Statement::Pg { conn, stmt } => pg_execute(conn, stmt, &params),
-            _ => unreachable_lite(),
+        match self.side() {
+            Side::Lite(s) => params.with(|p| s.execute(p)),
+            Side::Pg(conn, stmt) => pg_execute(conn, stmt, &params),
         }
     }
 
     /// Runs an INSERT and returns the id it generated.
     pub fn insert<P: Params>(&mut self, params: P) -> rusqlite::Result<i64> {
-        if let Some(s) = self.lite() {
-            return params.with(|p| s.insert(p));
-        }
-        match self {
-            Statement::Pg { conn, stmt } => {
+        match self.side() {
+            Side::Lite(s) => params.with(|p| s.insert(p)),
+            Side::Pg(conn, stmt) => {
                 pg_execute(conn, stmt, &params)?;
                 Ok(Conn::Pg(conn).last_insert_rowid())
             }
-            _ => unreachable_lite(),
         }
     }
 
@@ -696,18 +700,15 @@ impl<'c> Statement<'c> {
         P: Params,
         F: FnOnce(&Row<'_, '_>) -> rusqlite::Result<T>,
     {
-        if let Some(s) = self.lite() {
-            return params.with(|p| s.query_row(p, |r| f(&Row::Lite(r))));
-        }
-        match self {
-            Statement::Pg { conn, stmt } => {
+        match self.side() {
+            Side::Lite(s) => params.with(|p| s.query_row(p, |r| f(&Row::Lite(r)))),
+            Side::Pg(conn, stmt) => {
                 let rows = pg_rows(conn, stmt, &params)?;
                 match rows.first() {
                     Some(row) => f(&Row::Pg(row)),
                     None => Err(rusqlite::Error::QueryReturnedNoRows),
                 }
             }
-            _ => unreachable_lite(),
         }
     }
 
@@ -721,16 +722,12 @@ impl<'c> Statement<'c> {
         F: FnMut(&Row<'_, '_>) -> rusqlite::Result<T> + 's,
         T: 's,
     {
-        match self {
-            Statement::Lite(s) => {
+        match self.side() {
+            Side::Lite(s) => {
                 let map: LiteMap<'s, T> = Box::new(move |r| f(&Row::Lite(r)));
                 Ok(MappedRows::Lite(params.with(|p| s.query_map(p, map))?))
             }
-            Statement::LiteOnce(s) => {
-                let map: LiteMap<'s, T> = Box::new(move |r| f(&Row::Lite(r)));
-                Ok(MappedRows::Lite(params.with(|p| s.query_map(p, map))?))
-            }
-            Statement::Pg { conn, stmt } => {
+            Side::Pg(conn, stmt) => {
                 let rows = pg_rows(conn, stmt, &params)?;
                 let out: Vec<rusqlite::Result<T>> = rows.iter().map(|r| f(&Row::Pg(r))).collect();
                 Ok(MappedRows::Pg(out.into_iter()))
@@ -738,21 +735,11 @@ impl<'c> Statement<'c> {
         }
     }
 
-    /// How many parameters the statement takes.
-    pub fn parameter_count(&self) -> usize {
-        match self {
-            Statement::Lite(s) => s.parameter_count(),
-            Statement::LiteOnce(s) => s.parameter_count(),
-            Statement::Pg { stmt, .. } => stmt.params().len(),
-        }
-    }
-
     /// The rows, one by one (`while let Some(row) = rows.next()?`).
     pub fn query<P: Params>(&mut self, params: P) -> rusqlite::Result<Rows<'_>> {
-        match self {
-            Statement::Lite(s) => Ok(Rows::Lite(params.with(|p| s.query(p))?)),
-            Statement::LiteOnce(s) => Ok(Rows::Lite(params.with(|p| s.query(p))?)),
-            Statement::Pg { conn, stmt } => Ok(Rows::Pg(pg_rows(conn, stmt, &params)?, 0)),
+        match self.side() {
+            Side::Lite(s) => Ok(Rows::Lite(params.with(|p| s.query(p))?)),
+            Side::Pg(conn, stmt) => Ok(Rows::Pg(pg_rows(conn, stmt, &params)?, 0)),
         }
     }
 
@@ -763,8 +750,10 @@ impl<'c> Statement<'c> {
     }
 }
 
-fn unreachable_lite<T>() -> rusqlite::Result<T> {
-    Err(rusqlite::Error::InvalidQuery)
+/// A statement seen as the one database it belongs to.
+enum Side<'a, 'c> {
+    Lite(&'a mut rusqlite::Statement<'c>),
+    Pg(&'c PgConn, &'a postgres::Statement),
 }
 
 /// The rows of [`Statement::query`].

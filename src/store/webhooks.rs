@@ -415,7 +415,7 @@ pub fn deliveries(
 /// were in flight when their process stopped went nowhere we know of;
 /// they are deferred, due now, and will be sent again (receivers drop
 /// duplicates by delivery id). With several nodes only attempts whose
-/// lease ran out count (see `outbox::stale_before`). Returns how many.
+/// lease ran out count (see `Db::stale_before`). Returns how many.
 pub fn requeue_interrupted(db: &Db<'_>, now: i64) -> Result<usize> {
     let conn = db.conn();
     Ok(conn.execute(
@@ -424,7 +424,7 @@ pub fn requeue_interrupted(db: &Db<'_>, now: i64) -> Result<usize> {
              next_attempt_at = CASE WHEN next_attempt_at < ?1 THEN next_attempt_at ELSE ?1 END,
              last_error = 'interrupted: the gateway stopped during the attempt'
          WHERE state = 'sending' AND COALESCE(lease_until, 0) < ?2",
-        params![now, super::outbox::stale_before(db, now)],
+        params![now, db.stale_before(now)],
     )?)
 }
 
